@@ -1,0 +1,376 @@
+/*
+ * sparcl.h -- the one public header of libsparcl, a library of fused
+ * sparse-attention kernels written as parametrized OpenCL C.
+ *
+ * This header is the API documentation.  Each call states what it does, who
+ * owns what, what it may be called from, and how it fails.
+ *
+ * The path of one forward call:
+ *
+ *   sparcl_ctx      a device, a command queue, a program cache, the last error
+ *   sparcl_layout   which keys each query attends to (token-exact, block-sparse)
+ *   sparcl_plan     shapes + layout + tuned kernel parameters, built once
+ *   sparcl_plan_forward()   enqueues the fused kernel and returns a cl_event
+ *
+ * Errors are values.  Every fallible call returns a sparcl_status; on failure
+ * the context keeps a message that names what was wrong
+ * (sparcl_ctx_errmsg()).  The library never prints, aborts or exits.
+ *
+ * Threading.  A sparcl_ctx may be shared by threads: its program cache and
+ * its error state are guarded by a mutex, and the last error message is kept
+ * per context (the message of the most recent failure in any thread; use one
+ * context per thread if you need messages that cannot interleave).  Layouts
+ * are immutable once built and may be read from any thread.  A plan may be
+ * executed from several threads at once; it holds no per-call state.
+ * Creating and freeing one object must not race with using the same object.
+ */
+#ifndef SPARCL_H
+#define SPARCL_H
+
+#ifndef CL_TARGET_OPENCL_VERSION
+#define CL_TARGET_OPENCL_VERSION 120
+#endif
+#include <CL/cl.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(SPARCL_STATIC_DEFINE)
+#define SPARCL_API
+#elif defined(SPARCL_BUILDING)
+#define SPARCL_API __attribute__((visibility("default")))
+#else
+#define SPARCL_API
+#endif
+
+#define SPARCL_VERSION_MAJOR 0
+#define SPARCL_VERSION_MINOR 1
+#define SPARCL_VERSION_PATCH 0
+
+/* Largest head dimension any kernel accepts. */
+#define SPARCL_MAX_HEAD_DIM 256
+
+/* ------------------------------------------------------------------------
+ * Status codes
+ * ---------------------------------------------------------------------- */
+
+/* 0 is success; every error is negative and distinct. */
+typedef enum sparcl_status {
+    SPARCL_OK = 0,
+    SPARCL_ERR_INVALID_ARGUMENT = -1, /* a parameter or shape was wrong */
+    SPARCL_ERR_NOT_SUPPORTED = -2,    /* valid, but not on this device */
+    SPARCL_ERR_OPENCL = -3,           /* an OpenCL call failed; see sparcl_ctx_cl_error() */
+    SPARCL_ERR_BUILD = -4,            /* a kernel failed to build; see sparcl_ctx_build_log() */
+    SPARCL_ERR_OUT_OF_MEMORY = -5,    /* host or device allocation failed */
+    SPARCL_ERR_DATABASE = -6,         /* the tuning database could not be used */
+    SPARCL_ERR_INTERNAL = -7          /* a bug in sparcl; please report it */
+} sparcl_status;
+
+/* Static English text for a status code ("invalid argument", ...).  Never
+ * NULL; unknown codes give "unknown status".  Thread-safe. */
+SPARCL_API const char *sparcl_status_string(sparcl_status status);
+
+/* ------------------------------------------------------------------------
+ * Context
+ * ---------------------------------------------------------------------- */
+
+typedef struct sparcl_ctx sparcl_ctx;
+
+typedef enum sparcl_log_level {
+    SPARCL_LOG_DEBUG = 0,
+    SPARCL_LOG_INFO = 1,
+    SPARCL_LOG_WARNING = 2,
+    SPARCL_LOG_ERROR = 3
+} sparcl_log_level;
+
+/* Optional sink for diagnostics (for example "tuning database unreadable,
+ * using defaults").  Called synchronously from the thread that made the
+ * call; `message` is valid only during the call. */
+typedef void (*sparcl_log_fn)(void *user, sparcl_log_level level, const char *message);
+
+/* Creates a context on the default device, with its own cl_context and an
+ * in-order command queue with profiling enabled.
+ *
+ * The device is chosen by the environment variable SPARCL_DEVICE when set:
+ * either a decimal index into the list of all devices of all platforms (in
+ * platform order, as sparcl_device_list() prints them) or a case-insensitive
+ * substring of "platform name / device name".  Otherwise the first GPU of any
+ * platform, else the first CPU, else the first device.
+ *
+ * On success *out owns every OpenCL object it created; release it with
+ * sparcl_ctx_free().  On failure *out is NULL and the message is available
+ * through sparcl_ctx_errmsg(NULL) in the calling thread. */
+SPARCL_API sparcl_status sparcl_ctx_init(sparcl_ctx **out);
+
+/* As sparcl_ctx_init(), but `selector` (index or name substring, as for
+ * SPARCL_DEVICE) picks the device; NULL or "" means the default rule. */
+SPARCL_API sparcl_status sparcl_ctx_init_device(sparcl_ctx **out, const char *selector);
+
+/* Wraps the application's own OpenCL objects.  The three objects are
+ * retained (clRetain*) and released again by sparcl_ctx_free(); sparcl never
+ * releases them beyond that.  `queue` must belong to `context` and `device`.
+ * Event timings (used by the tuner) need CL_QUEUE_PROFILING_ENABLE; a queue
+ * without it still runs every kernel. */
+SPARCL_API sparcl_status sparcl_ctx_init_wrap(sparcl_ctx **out, cl_context context,
+                                              cl_device_id device, cl_command_queue queue);
+
+/* Frees the context, its program cache and the OpenCL objects it owns or
+ * retained.  Plans made from it must be freed first.  NULL does nothing. */
+SPARCL_API void sparcl_ctx_free(sparcl_ctx *ctx);
+
+/* The message of the last failure recorded on `ctx`, or "" if none.  With
+ * ctx == NULL: the last failure of a call made without a context (or of a
+ * failed sparcl_ctx_init) in the calling thread.  The pointer stays valid
+ * until the next failing call on the same context or thread. */
+SPARCL_API const char *sparcl_ctx_errmsg(const sparcl_ctx *ctx);
+
+/* The raw cl_int of the last SPARCL_ERR_OPENCL on `ctx` (CL_SUCCESS if
+ * none). */
+SPARCL_API cl_int sparcl_ctx_cl_error(const sparcl_ctx *ctx);
+
+/* The build log of the last SPARCL_ERR_BUILD on `ctx`, or "" if none. */
+SPARCL_API const char *sparcl_ctx_build_log(const sparcl_ctx *ctx);
+
+/* Installs (or with fn == NULL removes) the log callback. */
+SPARCL_API void sparcl_ctx_set_log(sparcl_ctx *ctx, sparcl_log_fn fn, void *user);
+
+/* The OpenCL objects of the context.  Borrowed: do not release them. */
+SPARCL_API cl_context sparcl_ctx_cl_context(const sparcl_ctx *ctx);
+SPARCL_API cl_device_id sparcl_ctx_cl_device(const sparcl_ctx *ctx);
+SPARCL_API cl_command_queue sparcl_ctx_cl_queue(const sparcl_ctx *ctx);
+
+/* A one-line description of the device ("platform / device / driver"),
+ * valid for the life of the context. */
+SPARCL_API const char *sparcl_ctx_device_string(const sparcl_ctx *ctx);
+
+/* Writes one line per OpenCL device, "index: platform / device (type)", into
+ * buf (always NUL-terminated, truncated if it does not fit).  *count, if not
+ * NULL, receives the number of devices.  Fails with SPARCL_ERR_OPENCL when no
+ * platform is present. */
+SPARCL_API sparcl_status sparcl_device_list(char *buf, size_t size, int *count);
+
+/* ------------------------------------------------------------------------
+ * Layouts: which keys each query attends to
+ *
+ * A layout defines, for every head h, query i in [0, q_len) and key j in
+ * [0, kv_len), whether i attends to j.  It is stored as block-sparse rows
+ * (BSR) per head at the layout's block size: a row pointer per block row, the
+ * column of each stored block, and for each stored block either FULL (every
+ * in-range element attends) or PARTIAL with an exact bit per element.  The
+ * semantics are token-exact: the block size is a storage choice, and a plan
+ * re-blocks the layout to its own tile without changing any result.
+ *
+ * A layout has either 1 head (the same pattern for every query head) or one
+ * per query head.  It is broadcast over the batch.
+ *
+ * Positions are aligned bottom-right when q_len != kv_len, as FlashAttention
+ * does: query i sits at key position i + (kv_len - q_len).
+ *
+ * Every constructor takes a context only for its error message; `ctx` may be
+ * NULL (the message then goes to sparcl_ctx_errmsg(NULL)).  The layout does
+ * not refer to the context afterwards.  On failure *out is NULL.
+ * Limits: heads >= 1, q_len and kv_len in [1, 2^30], block in [1, 1024].
+ * ---------------------------------------------------------------------- */
+
+typedef struct sparcl_layout sparcl_layout;
+
+/* Every query attends to every key. */
+SPARCL_API sparcl_status sparcl_layout_init_dense(sparcl_ctx *ctx, sparcl_layout **out, int heads,
+                                                  int q_len, int kv_len, int block);
+
+/* Causal: query i attends to key j iff j <= i + (kv_len - q_len). */
+SPARCL_API sparcl_status sparcl_layout_init_causal(sparcl_ctx *ctx, sparcl_layout **out, int heads,
+                                                   int q_len, int kv_len, int block);
+
+/* Sliding window: query i attends to key j iff
+ *   -left <= j - (i + kv_len - q_len) <= right.
+ * left, right >= 0 are extents in tokens (left = past, right = future). */
+SPARCL_API sparcl_status sparcl_layout_init_window(sparcl_ctx *ctx, sparcl_layout **out, int heads,
+                                                   int q_len, int kv_len, int block, int left,
+                                                   int right);
+
+/* From a block mask: mask[(h * nbr + r) * nbc + c] != 0 means block (r, c)
+ * of head h is attended in full (clipped to q_len x kv_len), where
+ * nbr = ceil(q_len / block) and nbc = ceil(kv_len / block).  The mask is
+ * copied; the caller keeps ownership.  A mask with no block set at all is
+ * rejected as invalid (it is almost always a bug). */
+SPARCL_API sparcl_status sparcl_layout_init_block_mask(sparcl_ctx *ctx, sparcl_layout **out,
+                                                       int heads, int q_len, int kv_len, int block,
+                                                       const uint8_t *mask);
+
+/* Frees a layout.  NULL does nothing.  Plans keep their own copy of what
+ * they need, so a layout may be freed once its plans are created. */
+SPARCL_API void sparcl_layout_free(sparcl_layout *layout);
+
+/* Shape accessors. */
+SPARCL_API int sparcl_layout_heads(const sparcl_layout *layout);
+SPARCL_API int sparcl_layout_q_len(const sparcl_layout *layout);
+SPARCL_API int sparcl_layout_kv_len(const sparcl_layout *layout);
+SPARCL_API int sparcl_layout_block(const sparcl_layout *layout);
+
+/* 1 if query i of head h attends to key j, 0 if not or out of range.
+ * O(log nnz of the block row). */
+SPARCL_API int sparcl_layout_attends(const sparcl_layout *layout, int head, int i, int j);
+
+/* Number of attended (query, key) pairs, summed over the layout's heads. */
+SPARCL_API int64_t sparcl_layout_pairs(const sparcl_layout *layout);
+
+/* Attended pairs / (heads * q_len * kv_len), in [0, 1]. */
+SPARCL_API double sparcl_layout_density(const sparcl_layout *layout);
+
+/* Number of stored blocks, summed over heads. */
+SPARCL_API int64_t sparcl_layout_nnz_blocks(const sparcl_layout *layout);
+
+/* ------------------------------------------------------------------------
+ * Kernel parameters
+ *
+ * A small name -> integer map.  Plans choose parameters themselves (tuning
+ * database, then built-in defaults); a map passed in sparcl_plan_desc.params
+ * overrides that choice.  Names are the kernel's -D names (BLOCK_M, ...).
+ * ---------------------------------------------------------------------- */
+
+#define SPARCL_PARAMS_MAX 16
+#define SPARCL_PARAM_NAME_MAX 24
+
+typedef struct sparcl_params {
+    int count;
+    struct {
+        char name[SPARCL_PARAM_NAME_MAX];
+        int32_t value;
+    } item[SPARCL_PARAMS_MAX];
+} sparcl_params;
+
+/* Empties the map. */
+SPARCL_API void sparcl_params_clear(sparcl_params *params);
+
+/* Sets name = value, replacing an existing entry.  Fails with
+ * SPARCL_ERR_INVALID_ARGUMENT for a NULL or over-long name or a full map. */
+SPARCL_API sparcl_status sparcl_params_set(sparcl_params *params, const char *name, int32_t value);
+
+/* 1 and *value set if `name` is present, else 0. */
+SPARCL_API int sparcl_params_get(const sparcl_params *params, const char *name, int32_t *value);
+
+/* Writes "NAME=value NAME=value ..." sorted by name into buf (always
+ * NUL-terminated). */
+SPARCL_API void sparcl_params_format(const sparcl_params *params, char *buf, size_t size);
+
+/* ------------------------------------------------------------------------
+ * Plans
+ * ---------------------------------------------------------------------- */
+
+/* Strides of a 4-D tensor [batch, head, seq, dim] in elements (floats).  The
+ * dim stride is always 1.  All zero means contiguous [B, H, S, D]; a tensor
+ * stored [B, S, H, D] has head = D, seq = H * D, batch = S * H * D. */
+typedef struct sparcl_strides {
+    int64_t batch, head, seq;
+} sparcl_strides;
+
+/* Where a plan's kernel parameters came from. */
+typedef enum sparcl_param_source {
+    SPARCL_PARAMS_DEFAULT = 0,  /* built-in defaults */
+    SPARCL_PARAMS_OVERRIDE = 1, /* sparcl_plan_desc.params */
+    SPARCL_PARAMS_DATABASE = 2  /* a tuning database row */
+} sparcl_param_source;
+
+typedef struct sparcl_plan_desc {
+    int batch;    /* >= 1 */
+    int q_heads;  /* >= 1, a multiple of kv_heads */
+    int kv_heads; /* >= 1; fewer than q_heads is GQA, 1 is MQA */
+    int q_len;    /* query positions, >= 1 */
+    int kv_len;   /* key/value positions, >= 1 */
+    int head_dim; /* 1 .. SPARCL_MAX_HEAD_DIM, any value */
+    float scale;  /* score scale; 0 means 1/sqrt(head_dim) */
+    int causal;   /* nonzero: also mask j > i + (kv_len - q_len) */
+    /* The pattern; NULL means dense.  Its heads must be 1 or q_heads, its
+     * q_len/kv_len those of the plan.  Borrowed during sparcl_plan_init
+     * only. */
+    const sparcl_layout *layout;
+    /* Tensor strides; zeros mean contiguous [B, H, S, D].  lse is always
+     * contiguous [B, q_heads, q_len]. */
+    sparcl_strides q_strides, k_strides, v_strides, o_strides;
+    /* Explicit kernel parameters, or NULL to let the plan choose.  Entries
+     * that are missing are filled from the defaults.  Borrowed during
+     * sparcl_plan_init only. */
+    const sparcl_params *params;
+} sparcl_plan_desc;
+
+/* Fills *desc with batch 1, one head, scale 0, not causal, no layout,
+ * contiguous strides and no parameter override.  Shapes must still be set. */
+SPARCL_API void sparcl_plan_desc_init(sparcl_plan_desc *desc);
+
+typedef struct sparcl_plan sparcl_plan;
+
+/* Creates a plan: validates the descriptor (naming the first wrong field),
+ * chooses kernel parameters, re-blocks the layout to the kernel's tile,
+ * builds the program (or takes it from the context's cache) and uploads the
+ * layout arrays once.  The plan keeps a reference to `ctx`, which must
+ * outlive it.  On failure *out is NULL, nothing is leaked, and the message is
+ * on `ctx`.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT (shape, layout mismatch, bad
+ * parameter), SPARCL_ERR_NOT_SUPPORTED (parameters exceed this device's
+ * work-group or local-memory limits), SPARCL_ERR_BUILD, SPARCL_ERR_OPENCL,
+ * SPARCL_ERR_OUT_OF_MEMORY. */
+SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
+                                          const sparcl_plan_desc *desc);
+
+/* Frees the plan and its device buffers.  NULL does nothing.  Work already
+ * enqueued keeps the buffers alive until it completes. */
+SPARCL_API void sparcl_plan_free(sparcl_plan *plan);
+
+/* Enqueues softmax attention on the context's queue:
+ *   out[b,h,i,:] = sum_j softmax_j(scale * q[b,h,i,:] . k[b,h/g,j,:]) v[b,h/g,j,:]
+ * over the keys j that query i attends to (g = q_heads / kv_heads).  A query
+ * that attends to no key gets out = 0 and lse = -inf.
+ *
+ * q, k, v, out: float buffers shaped by the descriptor and its strides; out
+ * must not alias q, k or v.  lse: NULL, or a float buffer of
+ * batch * q_heads * q_len receiving the natural-log sum of exponentials of
+ * the scaled scores per row.  The buffers are borrowed: they must stay alive
+ * until the returned event completes.  Buffer sizes are checked with
+ * clGetMemObjectInfo before anything is enqueued.
+ *
+ * num_wait/wait: an OpenCL wait list (may be 0/NULL).  event: NULL, or
+ * receives an event the caller must release.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL or too small buffers),
+ * SPARCL_ERR_OPENCL. */
+SPARCL_API sparcl_status sparcl_plan_forward(sparcl_plan *plan, cl_mem q, cl_mem k, cl_mem v,
+                                             cl_mem out, cl_mem lse, cl_uint num_wait,
+                                             const cl_event *wait, cl_event *event);
+
+/* Blocking convenience for simple applications: copies host arrays in
+ * (contiguous [B, H, S, D] regardless of the descriptor's strides), runs
+ * sparcl_plan_forward() and copies out and lse (lse may be NULL) back. */
+SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *plan, const float *q,
+                                                  const float *k, const float *v, float *out,
+                                                  float *lse);
+
+/* The kernel parameters the plan uses and where they came from.  Either
+ * pointer may be NULL. */
+SPARCL_API void sparcl_plan_params(const sparcl_plan *plan, sparcl_params *params,
+                                   sparcl_param_source *source);
+
+/* Bytes of device memory the plan itself holds (layout arrays), excluding
+ * the caller's tensors. */
+SPARCL_API size_t sparcl_plan_device_bytes(const sparcl_plan *plan);
+
+/* ------------------------------------------------------------------------
+ * CPU reference
+ * ---------------------------------------------------------------------- */
+
+/* Double-precision masked softmax attention on the host, with the same
+ * semantics as sparcl_plan_forward() (layout, causal, GQA, scale) on
+ * contiguous [B, H, S, D] arrays.  `desc` strides and params are ignored.
+ * out: batch*q_heads*q_len*head_dim doubles; lse: NULL or batch*q_heads*q_len
+ * doubles.  O(pairs * head_dim) time, O(kv_len) extra memory.  ctx may be
+ * NULL (it only receives the error message). */
+SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
+                                                  const float *q, const float *k, const float *v,
+                                                  double *out, double *lse);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SPARCL_H */

@@ -1,0 +1,40 @@
+/*
+ * ctx.h -- the context object shared by the runtime files.
+ */
+#ifndef SPARCL_CTX_H
+#define SPARCL_CTX_H
+
+#include <pthread.h>
+
+#include "sparcl.h"
+
+#define SPARCL_MSG_MAX 1024
+
+typedef struct sparcl__program_entry sparcl__program_entry;
+
+typedef struct sparcl__device_limits {
+    size_t max_wg_size;    /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
+    cl_ulong local_mem;    /* CL_DEVICE_LOCAL_MEM_SIZE, bytes */
+    cl_ulong max_alloc;    /* CL_DEVICE_MAX_MEM_ALLOC_SIZE, bytes */
+    cl_ulong global_mem;   /* CL_DEVICE_GLOBAL_MEM_SIZE, bytes */
+    cl_device_type type;   /* CL_DEVICE_TYPE_* */
+    cl_uint compute_units; /* CL_DEVICE_MAX_COMPUTE_UNITS */
+} sparcl__device_limits;
+
+struct sparcl_ctx {
+    cl_context context;
+    cl_device_id device;
+    cl_command_queue queue;
+    sparcl__device_limits limits;
+    char device_string[512];   /* "platform / device / driver" */
+
+    pthread_mutex_t lock;      /* guards everything below */
+    sparcl__program_entry *programs; /* program cache, a singly linked list */
+    char errmsg[SPARCL_MSG_MAX];
+    char *build_log;           /* owned; NULL if none */
+    cl_int cl_error;
+    sparcl_log_fn log_fn;
+    void *log_user;
+};
+
+#endif

@@ -1,0 +1,68 @@
+/*
+ * layout.h -- the layout object and the rule-driven builder that every
+ * pattern generator uses.
+ *
+ * Storage is BSR per head at block size B.  Block rows of all heads are
+ * concatenated: head h, block row r owns entries
+ * [row_ptr[h*(nbr+1)+r], row_ptr[h*(nbr+1)+r+1]), with ascending columns.
+ * Each entry is FULL (mask == -1: every in-range element attends) or PARTIAL
+ * (mask = index of a B*B-bit mask in `bits`, bit r*B+c for element (r, c)).
+ * Bits outside q_len x kv_len are always 0, and a stored block always has at
+ * least one attended element.
+ */
+#ifndef SPARCL_LAYOUT_H
+#define SPARCL_LAYOUT_H
+
+#include "sparcl.h"
+
+struct sparcl_layout {
+    int heads, q_len, kv_len, block;
+    int nbr, nbc;          /* block rows and columns */
+    int64_t *row_ptr;      /* heads * (nbr + 1) */
+    int32_t *col;          /* nnz */
+    int64_t *mask;         /* nnz: -1 FULL, else mask index */
+    uint64_t *bits;        /* n_masks * words_per_mask */
+    int64_t nnz, n_masks;
+    int words_per_mask;    /* ceil(B*B / 64) */
+    int64_t pairs;         /* attended pairs over all heads */
+};
+
+/* What a block is, as a rule sees it. */
+enum { SPARCL__BLOCK_EMPTY = 0, SPARCL__BLOCK_FULL = 1, SPARCL__BLOCK_PARTIAL = 2 };
+
+/* A pattern as the builder consumes it.
+ * - candidates: appends to cols[] (capacity nbc) the block columns of head h,
+ *   block row br that may hold attended elements, and returns how many.  Any
+ *   order; duplicates allowed.  Must be O(result), not O(nbc), for sparse
+ *   patterns.
+ * - classify (optional): SPARCL__BLOCK_EMPTY/FULL/PARTIAL for block
+ *   (br, bc) considering only in-range elements; PARTIAL means "evaluate
+ *   attends() per element".  NULL means always PARTIAL.
+ * - attends: the token-exact predicate. */
+typedef struct sparcl__rule {
+    const void *self;
+    int (*candidates)(const void *self, int h, int br, int32_t *cols);
+    int (*classify)(const void *self, int h, int br, int bc);
+    int (*attends)(const void *self, int h, int i, int j);
+} sparcl__rule;
+
+/* Validates the common shape arguments, naming the wrong one. */
+sparcl_status sparcl__layout_check_shape(sparcl_ctx *ctx, int heads, int q_len, int kv_len,
+                                         int block);
+
+/* Builds a layout from a rule.  Time O(candidates + B^2 * partial blocks),
+ * memory O(nnz blocks). */
+sparcl_status sparcl__layout_build(sparcl_ctx *ctx, sparcl_layout **out, int heads, int q_len,
+                                   int kv_len, int block, const sparcl__rule *rule);
+
+/* 1 if element (r, c) of stored entry e (in block coordinates) attends. */
+static inline int sparcl__layout_entry_bit(const sparcl_layout *l, int64_t e, int r, int c)
+{
+    int64_t m = l->mask[e];
+    if (m < 0)
+        return 1;
+    int64_t bit = (int64_t)r * l->block + c;
+    return (int)((l->bits[m * l->words_per_mask + bit / 64] >> (bit % 64)) & 1u);
+}
+
+#endif

@@ -1,0 +1,227 @@
+/*
+ * params.c -- the parameter map of the public API and the schema of the
+ * forward attention kernel (choices, constraints, defaults, -D options).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "params.h"
+
+SPARCL_API void sparcl_params_clear(sparcl_params *p)
+{
+    if (p)
+        memset(p, 0, sizeof *p);
+}
+
+SPARCL_API sparcl_status sparcl_params_set(sparcl_params *p, const char *name, int32_t value)
+{
+    if (!p || !name || !*name || strlen(name) >= SPARCL_PARAM_NAME_MAX)
+        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT,
+                            "parameter name must be 1..%d characters", SPARCL_PARAM_NAME_MAX - 1);
+    for (int i = 0; i < p->count; ++i)
+        if (strcmp(p->item[i].name, name) == 0) {
+            p->item[i].value = value;
+            return SPARCL_OK;
+        }
+    if (p->count >= SPARCL_PARAMS_MAX)
+        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "parameter map is full (%d)",
+                            SPARCL_PARAMS_MAX);
+    snprintf(p->item[p->count].name, SPARCL_PARAM_NAME_MAX, "%s", name);
+    p->item[p->count].value = value;
+    ++p->count;
+    return SPARCL_OK;
+}
+
+SPARCL_API int sparcl_params_get(const sparcl_params *p, const char *name, int32_t *value)
+{
+    if (!p || !name)
+        return 0;
+    for (int i = 0; i < p->count; ++i)
+        if (strcmp(p->item[i].name, name) == 0) {
+            if (value)
+                *value = p->item[i].value;
+            return 1;
+        }
+    return 0;
+}
+
+/* Items start with their name, so they sort as strings. */
+static int cmp_item(const void *a, const void *b)
+{
+    return strcmp((const char *)a, (const char *)b);
+}
+
+SPARCL_API void sparcl_params_format(const sparcl_params *p, char *buf, size_t size)
+{
+    if (!buf || !size)
+        return;
+    buf[0] = '\0';
+    if (!p)
+        return;
+    sparcl_params s = *p;
+    qsort(s.item, (size_t)s.count, sizeof s.item[0], cmp_item);
+    size_t used = 0;
+    for (int i = 0; i < s.count && used + 1 < size; ++i) {
+        int w = snprintf(buf + used, size - used, "%s%s=%d", i ? " " : "", s.item[i].name,
+                         (int)s.item[i].value);
+        if (w < 0)
+            break;
+        used += (size_t)w;
+    }
+}
+
+/* ---- attn_fwd -------------------------------------------------------- */
+
+static const int32_t c_block_m[] = {1, 2, 4, 8, 16, 32, 64, 128};
+static const int32_t c_block_n[] = {8, 16, 32, 64, 128};
+static const int32_t c_wg[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+static const int32_t c_vec[] = {1, 2, 4, 8, 16};
+static const int32_t c_bool[] = {0, 1};
+
+#define N_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+static const sparcl__param_def attn_fwd_params[] = {
+    {"BLOCK_M", c_block_m, N_OF(c_block_m), "query rows per work-group tile"},
+    {"BLOCK_N", c_block_n, N_OF(c_block_n), "keys per tile"},
+    {"USE_LOCAL", c_bool, N_OF(c_bool), "stage K/V tiles in __local memory"},
+    {"VEC", c_vec, N_OF(c_vec), "vector width along the head dimension"},
+    {"WG_SIZE", c_wg, N_OF(c_wg), "work-items per work-group"},
+};
+
+const sparcl__kernel_schema sparcl__schema_attn_fwd = {
+    "attn_fwd", "attn_fwd.cl", attn_fwd_params, N_OF(attn_fwd_params)};
+
+/* Floats of private memory one work-item holds: q and acc rows, scores. */
+#define PRIVATE_FLOATS_MAX 8192
+
+static int32_t get(const sparcl_params *p, const char *name)
+{
+    int32_t v = 0;
+    sparcl_params_get(p, name, &v);
+    return v;
+}
+
+size_t sparcl__attn_fwd_local_bytes(const sparcl_params *p, const sparcl__problem *prob)
+{
+    return get(p, "USE_LOCAL") ? 2u * (size_t)get(p, "BLOCK_N") * (size_t)prob->head_dim * 4u
+                               : 0u;
+}
+
+sparcl_status sparcl__params_check(sparcl_ctx *ctx, const sparcl__kernel_schema *schema,
+                                   const sparcl_params *p, const sparcl__problem *prob,
+                                   const sparcl__device_limits *limits)
+{
+    for (int i = 0; i < p->count; ++i) {
+        int known = 0;
+        for (int k = 0; k < schema->n_params; ++k)
+            known |= strcmp(schema->params[k].name, p->item[i].name) == 0;
+        if (!known)
+            return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                                "unknown parameter %s for kernel %s", p->item[i].name,
+                                schema->name);
+    }
+    for (int k = 0; k < schema->n_params; ++k) {
+        const sparcl__param_def *d = &schema->params[k];
+        int32_t v;
+        if (!sparcl_params_get(p, d->name, &v))
+            return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "parameter %s is missing",
+                                d->name);
+        int ok = 0;
+        for (int c = 0; c < d->n_choices; ++c)
+            ok |= d->choices[c] == v;
+        if (!ok) {
+            char list[256] = "";
+            size_t used = 0;
+            for (int c = 0; c < d->n_choices && used < sizeof list; ++c)
+                used += (size_t)snprintf(list + used, sizeof list - used, "%s%d", c ? "," : "",
+                                         (int)d->choices[c]);
+            return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                                "%s %d is not one of {%s}", d->name, (int)v, list);
+        }
+    }
+    int32_t bm = get(p, "BLOCK_M"), bn = get(p, "BLOCK_N"), wg = get(p, "WG_SIZE");
+    int32_t vec = get(p, "VEC");
+    if (bm % wg != 0)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "BLOCK_M %d must be a multiple of WG_SIZE %d", bm, wg);
+    int32_t rows = bm / wg;
+    if (rows > 16)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "BLOCK_M / WG_SIZE = %d rows per work-item exceeds 16", rows);
+    if (vec > prob->head_dim)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "VEC %d exceeds head_dim %d",
+                            vec, prob->head_dim);
+    long priv = (long)rows * (2L * prob->head_dim + bn);
+    if (priv > PRIVATE_FLOATS_MAX)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "rows per work-item %d x (2 x head_dim %d + BLOCK_N %d) = %ld "
+                            "private floats exceeds %d",
+                            rows, prob->head_dim, bn, priv, PRIVATE_FLOATS_MAX);
+    if (limits) {
+        if ((size_t)wg > limits->max_wg_size)
+            return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
+                                "WG_SIZE %d exceeds the device's max work-group size %zu", wg,
+                                limits->max_wg_size);
+        size_t local = sparcl__attn_fwd_local_bytes(p, prob);
+        if (local > limits->local_mem)
+            return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
+                                "K/V tiles need %zu bytes of local memory; the device has %llu",
+                                local, (unsigned long long)limits->local_mem);
+    }
+    return SPARCL_OK;
+}
+
+void sparcl__params_fill_defaults(const sparcl__kernel_schema *schema, sparcl_params *p,
+                                  const sparcl__problem *prob,
+                                  const sparcl__device_limits *limits)
+{
+    (void)schema;
+    int cpu = !limits || (limits->type & CL_DEVICE_TYPE_CPU);
+    int32_t vec = 1;
+    while (vec * 2 <= prob->head_dim && vec < (cpu ? 16 : 4))
+        vec *= 2;
+    /* CPU (POCL): one work-item per group, several rows each, explicit
+     * vectors (shared/notes/pocl.md).  GPU: many work-items sharing K/V
+     * tiles through local memory. */
+    int32_t wg = cpu ? 1 : 64;
+    int32_t bm = cpu ? (prob->head_dim > 128 ? 4 : 8) : 64;
+    int32_t bn = 32;
+    int32_t use_local = cpu ? 0 : 1;
+    if (!cpu && limits && 2u * 32u * (size_t)prob->head_dim * 4u > limits->local_mem)
+        bn = 16;
+    if (!cpu && limits && (size_t)wg > limits->max_wg_size) {
+        wg = (int32_t)limits->max_wg_size;
+        bm = wg;
+    }
+    int32_t v;
+    if (!sparcl_params_get(p, "VEC", &v))
+        sparcl_params_set(p, "VEC", vec);
+    if (!sparcl_params_get(p, "WG_SIZE", &v))
+        sparcl_params_set(p, "WG_SIZE", wg);
+    if (!sparcl_params_get(p, "BLOCK_M", &v))
+        sparcl_params_set(p, "BLOCK_M", bm);
+    if (!sparcl_params_get(p, "BLOCK_N", &v))
+        sparcl_params_set(p, "BLOCK_N", bn);
+    if (!sparcl_params_get(p, "USE_LOCAL", &v))
+        sparcl_params_set(p, "USE_LOCAL", use_local);
+}
+
+void sparcl__params_build_options(const sparcl__kernel_schema *schema, const sparcl_params *p,
+                                  const sparcl__problem *prob, char *buf, size_t size)
+{
+    (void)schema;
+    sparcl_params all = *p;
+    sparcl_params_set(&all, "HEAD_DIM", prob->head_dim);
+    int32_t bm = get(p, "BLOCK_M"), wg = get(p, "WG_SIZE");
+    sparcl_params_set(&all, "ROWS", wg ? bm / wg : 0);
+    char list[512];
+    sparcl_params_format(&all, list, sizeof list);
+    /* "A=1 B=2" -> "-DA=1 -DB=2" */
+    size_t used = (size_t)snprintf(buf, size, "-cl-std=CL1.2");
+    char *save = NULL;
+    for (char *tok = strtok_r(list, " ", &save); tok && used < size;
+         tok = strtok_r(NULL, " ", &save))
+        used += (size_t)snprintf(buf + used, size - used, " -D%s", tok);
+}

@@ -1,0 +1,55 @@
+/*
+ * params.h -- the typed parameter schema of each kernel family: names,
+ * candidate values, constraints, resource formulas, defaults, and the -D
+ * options a parameter set becomes.  Search spaces are data here so that the
+ * runtime, the validation and the tuner all read one declaration.
+ */
+#ifndef SPARCL_PARAMS_H
+#define SPARCL_PARAMS_H
+
+#include "ctx.h"
+#include "sparcl.h"
+
+typedef struct sparcl__param_def {
+    const char *name;
+    const int32_t *choices; /* candidate values, ascending */
+    int n_choices;
+    const char *doc;
+} sparcl__param_def;
+
+/* The problem facts the constraints depend on. */
+typedef struct sparcl__problem {
+    int head_dim;
+} sparcl__problem;
+
+typedef struct sparcl__kernel_schema {
+    const char *name; /* family, e.g. "attn_fwd" */
+    const char *file; /* kernel file in cl/ */
+    const sparcl__param_def *params;
+    int n_params;
+} sparcl__kernel_schema;
+
+extern const sparcl__kernel_schema sparcl__schema_attn_fwd;
+
+/* Checks that `p` holds exactly the schema's parameters with allowed values
+ * and that they satisfy the constraints and the device's limits (work-group
+ * size, local memory, private memory).  Names the first violation.
+ * Returns SPARCL_ERR_INVALID_ARGUMENT or SPARCL_ERR_NOT_SUPPORTED. */
+sparcl_status sparcl__params_check(sparcl_ctx *ctx, const sparcl__kernel_schema *schema,
+                                   const sparcl_params *p, const sparcl__problem *prob,
+                                   const sparcl__device_limits *limits);
+
+/* Fills every parameter of the schema that `p` does not already set with
+ * the built-in default for this device type and problem. */
+void sparcl__params_fill_defaults(const sparcl__kernel_schema *schema, sparcl_params *p,
+                                  const sparcl__problem *prob,
+                                  const sparcl__device_limits *limits);
+
+/* Writes the sorted -D build options (derived values included) into buf. */
+void sparcl__params_build_options(const sparcl__kernel_schema *schema, const sparcl_params *p,
+                                  const sparcl__problem *prob, char *buf, size_t size);
+
+/* Local memory in bytes a parameter set of attn_fwd uses. */
+size_t sparcl__attn_fwd_local_bytes(const sparcl_params *p, const sparcl__problem *prob);
+
+#endif

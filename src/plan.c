@@ -1,0 +1,385 @@
+/*
+ * plan.c -- plan creation (validation, parameter choice, re-blocking,
+ * program build, layout upload) and dispatch of the forward kernel.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctx.h"
+#include "error.h"
+#include "layout.h"
+#include "params.h"
+#include "program.h"
+#include "tiling.h"
+
+struct sparcl_plan {
+    sparcl_ctx *ctx;
+    sparcl_plan_desc desc; /* layout and params pointers cleared */
+    float scale;
+    sparcl_strides qs, ks, vs, os; /* resolved strides */
+    sparcl_params params;
+    sparcl_param_source source;
+    cl_kernel kernel;
+    pthread_mutex_t lock; /* clSetKernelArg + enqueue are not thread-safe per kernel */
+    cl_mem tile_ptr, tile_col, tile_mask, mask_bits;
+    size_t device_bytes;
+    int layout_heads, n_tile_rows, wg_size, block_m;
+};
+
+SPARCL_API void sparcl_plan_desc_init(sparcl_plan_desc *d)
+{
+    if (!d)
+        return;
+    memset(d, 0, sizeof *d);
+    d->batch = 1;
+    d->q_heads = 1;
+    d->kv_heads = 1;
+}
+
+static sparcl_strides resolve(sparcl_strides s, const sparcl_plan_desc *d, int heads, int len)
+{
+    if (s.batch == 0 && s.head == 0 && s.seq == 0) {
+        s.seq = d->head_dim;
+        s.head = (int64_t)len * d->head_dim;
+        s.batch = (int64_t)heads * s.head;
+    }
+    return s;
+}
+
+/* Elements a tensor with these strides spans. */
+static int64_t span(sparcl_strides s, int batch, int heads, int len, int dim)
+{
+    return (int64_t)(batch - 1) * s.batch + (int64_t)(heads - 1) * s.head +
+           (int64_t)(len - 1) * s.seq + dim;
+}
+
+static sparcl_status check_desc(sparcl_ctx *ctx, const sparcl_plan_desc *d)
+{
+#define BAD(...) sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, __VA_ARGS__)
+    if (d->batch < 1)
+        return BAD("batch %d must be >= 1", d->batch);
+    if (d->q_heads < 1)
+        return BAD("q_heads %d must be >= 1", d->q_heads);
+    if (d->kv_heads < 1)
+        return BAD("kv_heads %d must be >= 1", d->kv_heads);
+    if (d->q_heads % d->kv_heads != 0)
+        return BAD("q_heads %d is not a multiple of kv_heads %d", d->q_heads, d->kv_heads);
+    if (d->q_len < 1)
+        return BAD("q_len %d must be >= 1", d->q_len);
+    if (d->kv_len < 1)
+        return BAD("kv_len %d must be >= 1", d->kv_len);
+    if (d->head_dim < 1)
+        return BAD("head_dim %d must be >= 1", d->head_dim);
+    if (d->head_dim > SPARCL_MAX_HEAD_DIM)
+        return BAD("head_dim %d exceeds %d", d->head_dim, SPARCL_MAX_HEAD_DIM);
+    if (!(d->scale >= 0.0f) || isinf(d->scale))
+        return BAD("scale %g must be finite and >= 0 (0 means 1/sqrt(head_dim))",
+                   (double)d->scale);
+    const sparcl_strides *all[4] = {&d->q_strides, &d->k_strides, &d->v_strides, &d->o_strides};
+    static const char *names[4] = {"q", "k", "v", "out"};
+    for (int t = 0; t < 4; ++t)
+        if (all[t]->batch < 0 || all[t]->head < 0 || all[t]->seq < 0)
+            return BAD("%s strides must be >= 0", names[t]);
+    const sparcl_layout *l = d->layout;
+    if (l) {
+        if (l->heads != 1 && l->heads != d->q_heads)
+            return BAD("layout has %d heads; the plan needs 1 or q_heads %d", l->heads,
+                       d->q_heads);
+        if (l->q_len != d->q_len || l->kv_len != d->kv_len)
+            return BAD("layout is %d x %d but the plan is q_len %d x kv_len %d", l->q_len,
+                       l->kv_len, d->q_len, d->kv_len);
+    }
+    return SPARCL_OK;
+#undef BAD
+}
+
+static sparcl_status upload(sparcl_plan *p, cl_mem *out, const void *data, size_t bytes)
+{
+    static const int32_t zero = 0;
+    if (bytes == 0) { /* OpenCL forbids empty buffers; keep a valid dummy */
+        data = &zero;
+        bytes = sizeof zero;
+    }
+    cl_int err;
+    *out = clCreateBuffer(p->ctx->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, bytes,
+                          (void *)data, &err);
+    if (!*out)
+        return err == CL_MEM_OBJECT_ALLOCATION_FAILURE || err == CL_OUT_OF_RESOURCES ||
+                       err == CL_OUT_OF_HOST_MEMORY
+                   ? sparcl__fail(p->ctx, SPARCL_ERR_OUT_OF_MEMORY,
+                                  "cannot allocate %zu bytes for the layout on the device", bytes)
+                   : sparcl__fail_cl(p->ctx, err, "clCreateBuffer");
+    p->device_bytes += bytes;
+    return SPARCL_OK;
+}
+
+SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
+                                          const sparcl_plan_desc *desc)
+{
+    if (!out)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    if (!ctx)
+        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "ctx is NULL");
+    if (!desc)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "desc is NULL");
+    sparcl_status st = check_desc(ctx, desc);
+    if (st != SPARCL_OK)
+        return st;
+
+    const sparcl__kernel_schema *schema = &sparcl__schema_attn_fwd;
+    sparcl__problem prob = {desc->head_dim};
+    sparcl_params params;
+    sparcl_params_clear(&params);
+    sparcl_param_source source = SPARCL_PARAMS_DEFAULT;
+    if (desc->params) {
+        params = *desc->params;
+        source = SPARCL_PARAMS_OVERRIDE;
+    }
+    sparcl__params_fill_defaults(schema, &params, &prob, &ctx->limits);
+    if ((st = sparcl__params_check(ctx, schema, &params, &prob, &ctx->limits)) != SPARCL_OK)
+        return st;
+
+    sparcl_plan *p = calloc(1, sizeof *p);
+    if (!p)
+        return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate a plan");
+    pthread_mutex_init(&p->lock, NULL);
+    p->ctx = ctx;
+    p->desc = *desc;
+    p->desc.layout = NULL;
+    p->desc.params = NULL;
+    p->scale = desc->scale > 0.0f ? desc->scale : 1.0f / sqrtf((float)desc->head_dim);
+    p->qs = resolve(desc->q_strides, desc, desc->q_heads, desc->q_len);
+    p->ks = resolve(desc->k_strides, desc, desc->kv_heads, desc->kv_len);
+    p->vs = resolve(desc->v_strides, desc, desc->kv_heads, desc->kv_len);
+    p->os = resolve(desc->o_strides, desc, desc->q_heads, desc->q_len);
+    p->params = params;
+    p->source = source;
+    int32_t bm = 0, bn = 0, wg = 0;
+    sparcl_params_get(&params, "BLOCK_M", &bm);
+    sparcl_params_get(&params, "BLOCK_N", &bn);
+    sparcl_params_get(&params, "WG_SIZE", &wg);
+    p->block_m = bm;
+    p->wg_size = wg;
+
+    sparcl__tiling t;
+    st = sparcl__tiling_build(ctx, desc->layout, desc->q_len, desc->kv_len, desc->causal, bm, bn,
+                              &t);
+    if (st != SPARCL_OK)
+        goto fail;
+    p->layout_heads = t.heads;
+    p->n_tile_rows = t.ntr;
+    if ((st = upload(p, &p->tile_ptr, t.ptr, sizeof *t.ptr * (size_t)t.heads * (t.ntr + 1))) ||
+        (st = upload(p, &p->tile_col, t.col, sizeof *t.col * (size_t)t.nnz)) ||
+        (st = upload(p, &p->tile_mask, t.mask, sizeof *t.mask * (size_t)t.nnz)) ||
+        (st = upload(p, &p->mask_bits, t.bits,
+                     sizeof *t.bits * (size_t)t.n_masks * (size_t)t.tm * (size_t)t.mw))) {
+        sparcl__tiling_free(&t);
+        goto fail;
+    }
+    sparcl__tiling_free(&t);
+
+    char options[1024];
+    sparcl__params_build_options(schema, &params, &prob, options, sizeof options);
+    cl_program prog;
+    if ((st = sparcl__program_get(ctx, schema->file, options, &prog)) != SPARCL_OK)
+        goto fail;
+    cl_int err;
+    p->kernel = clCreateKernel(prog, "attn_fwd", &err);
+    if (!p->kernel) {
+        st = sparcl__fail_cl(ctx, err, "clCreateKernel(attn_fwd)");
+        goto fail;
+    }
+    size_t kwg = 0;
+    clGetKernelWorkGroupInfo(p->kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof kwg, &kwg,
+                             NULL);
+    if (kwg && (size_t)wg > kwg) {
+        st = sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
+                          "WG_SIZE %d exceeds this kernel's work-group limit %zu on the device",
+                          wg, kwg);
+        goto fail;
+    }
+    *out = p;
+    return SPARCL_OK;
+fail:
+    sparcl_plan_free(p);
+    return st;
+}
+
+SPARCL_API void sparcl_plan_free(sparcl_plan *p)
+{
+    if (!p)
+        return;
+    if (p->kernel)
+        clReleaseKernel(p->kernel);
+    cl_mem *mems[4] = {&p->tile_ptr, &p->tile_col, &p->tile_mask, &p->mask_bits};
+    for (int i = 0; i < 4; ++i)
+        if (*mems[i])
+            clReleaseMemObject(*mems[i]);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+static sparcl_status check_buffer(sparcl_plan *p, cl_mem m, const char *name, int64_t elems)
+{
+    if (!m)
+        return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s buffer is NULL", name);
+    size_t size = 0;
+    cl_int err = clGetMemObjectInfo(m, CL_MEM_SIZE, sizeof size, &size, NULL);
+    if (err != CL_SUCCESS)
+        return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "%s is not a valid buffer (%s)", name, sparcl__cl_error_name(err));
+    uint64_t need = (uint64_t)elems * sizeof(float);
+    if ((uint64_t)size < need)
+        return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "%s buffer has %zu bytes; the shape needs %llu", name, size,
+                            (unsigned long long)need);
+    return SPARCL_OK;
+}
+
+/* The forward call with explicit tensor strides (q, k, v, out). */
+static sparcl_status forward_strided(sparcl_plan *p, const sparcl_strides *ts, cl_mem q,
+                                     cl_mem k, cl_mem v, cl_mem out, cl_mem lse,
+                                     cl_uint num_wait, const cl_event *wait, cl_event *event)
+{
+    const sparcl_plan_desc *d = &p->desc;
+    sparcl_status st;
+    if ((st = check_buffer(p, q, "q", span(ts[0], d->batch, d->q_heads, d->q_len, d->head_dim))) ||
+        (st = check_buffer(p, k, "k", span(ts[1], d->batch, d->kv_heads, d->kv_len, d->head_dim))) ||
+        (st = check_buffer(p, v, "v", span(ts[2], d->batch, d->kv_heads, d->kv_len, d->head_dim))) ||
+        (st = check_buffer(p, out, "out",
+                           span(ts[3], d->batch, d->q_heads, d->q_len, d->head_dim))))
+        return st;
+    if (lse && (st = check_buffer(p, lse, "lse", (int64_t)d->batch * d->q_heads * d->q_len)))
+        return st;
+    if (out == q || out == k || out == v)
+        return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT, "out aliases an input");
+    if ((num_wait == 0) != (wait == NULL))
+        return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "num_wait %u does not match wait list %p", num_wait, (void *)wait);
+
+    const cl_int write_lse = lse != NULL, group = d->q_heads / d->kv_heads;
+    const cl_float scale_log2 = p->scale * (cl_float)CL_M_LOG2E;
+    cl_long strides[12];
+    for (int t = 0; t < 4; ++t) {
+        strides[3 * t] = ts[t].batch;
+        strides[3 * t + 1] = ts[t].head;
+        strides[3 * t + 2] = ts[t].seq;
+    }
+    pthread_mutex_lock(&p->lock);
+    cl_kernel kn = p->kernel;
+    cl_uint a = 0;
+    cl_int err = CL_SUCCESS;
+    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &q);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &k);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &v);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &out);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), lse ? &lse : &out);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &write_lse);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &p->tile_ptr);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &p->tile_col);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &p->tile_mask);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &p->mask_bits);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &d->q_len);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &d->kv_len);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &d->q_heads);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &group);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &p->layout_heads);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &p->n_tile_rows);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_float), &scale_log2);
+    for (int s = 0; s < 12; ++s)
+        err |= clSetKernelArg(kn, a++, sizeof(cl_long), &strides[s]);
+    if (err != CL_SUCCESS) {
+        pthread_mutex_unlock(&p->lock);
+        return sparcl__fail_cl(p->ctx, err, "clSetKernelArg(attn_fwd)");
+    }
+    size_t local[3] = {(size_t)p->wg_size, 1, 1};
+    size_t global[3] = {(size_t)p->n_tile_rows * (size_t)p->wg_size, (size_t)d->q_heads,
+                        (size_t)d->batch};
+    err = clEnqueueNDRangeKernel(p->ctx->queue, kn, 3, NULL, global, local, num_wait, wait,
+                                 event);
+    pthread_mutex_unlock(&p->lock);
+    if (err != CL_SUCCESS)
+        return sparcl__fail_cl(p->ctx, err, "clEnqueueNDRangeKernel(attn_fwd)");
+    return SPARCL_OK;
+}
+
+SPARCL_API sparcl_status sparcl_plan_forward(sparcl_plan *p, cl_mem q, cl_mem k, cl_mem v,
+                                             cl_mem out, cl_mem lse, cl_uint num_wait,
+                                             const cl_event *wait, cl_event *event)
+{
+    if (!p)
+        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
+    const sparcl_strides ts[4] = {p->qs, p->ks, p->vs, p->os};
+    return forward_strided(p, ts, q, k, v, out, lse, num_wait, wait, event);
+}
+
+SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const float *q,
+                                                  const float *k, const float *v, float *out,
+                                                  float *lse)
+{
+    if (!p)
+        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
+    if (!q || !k || !v || !out)
+        return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
+                            !q ? "q" : !k ? "k" : !v ? "v" : "out");
+    const sparcl_plan_desc *d = &p->desc;
+    /* Host arrays are contiguous whatever strides the plan was made for. */
+    size_t nq = (size_t)d->batch * d->q_heads * d->q_len * d->head_dim;
+    size_t nk = (size_t)d->batch * d->kv_heads * d->kv_len * d->head_dim;
+    size_t nl = (size_t)d->batch * d->q_heads * d->q_len;
+    cl_int err;
+    cl_context c = p->ctx->context;
+    cl_mem bq = clCreateBuffer(c, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nq * 4, (void *)q, &err);
+    cl_mem bk = bq ? clCreateBuffer(c, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nk * 4, (void *)k, &err) : NULL;
+    cl_mem bv = bk ? clCreateBuffer(c, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nk * 4, (void *)v, &err) : NULL;
+    cl_mem bo = bv ? clCreateBuffer(c, CL_MEM_WRITE_ONLY, nq * 4, NULL, &err) : NULL;
+    cl_mem bl = bo && lse ? clCreateBuffer(c, CL_MEM_WRITE_ONLY, nl * 4, NULL, &err) : NULL;
+    sparcl_status st = SPARCL_OK;
+    if (!bo || (lse && !bl)) {
+        st = sparcl__fail(p->ctx, SPARCL_ERR_OUT_OF_MEMORY,
+                          "cannot allocate device buffers for the host call (%s)",
+                          sparcl__cl_error_name(err));
+        goto done;
+    }
+    const sparcl_strides zero = {0, 0, 0};
+    const sparcl_strides ts[4] = {resolve(zero, d, d->q_heads, d->q_len),
+                                  resolve(zero, d, d->kv_heads, d->kv_len),
+                                  resolve(zero, d, d->kv_heads, d->kv_len),
+                                  resolve(zero, d, d->q_heads, d->q_len)};
+    cl_event ev = NULL;
+    st = forward_strided(p, ts, bq, bk, bv, bo, bl, 0, NULL, &ev);
+    if (st != SPARCL_OK)
+        goto done;
+    err = clEnqueueReadBuffer(p->ctx->queue, bo, CL_TRUE, 0, nq * 4, out, 1, &ev, NULL);
+    if (err == CL_SUCCESS && bl)
+        err = clEnqueueReadBuffer(p->ctx->queue, bl, CL_TRUE, 0, nl * 4, lse, 0, NULL, NULL);
+    clReleaseEvent(ev);
+    if (err != CL_SUCCESS)
+        st = sparcl__fail_cl(p->ctx, err, "clEnqueueReadBuffer");
+done:
+    if (bq) clReleaseMemObject(bq);
+    if (bk) clReleaseMemObject(bk);
+    if (bv) clReleaseMemObject(bv);
+    if (bo) clReleaseMemObject(bo);
+    if (bl) clReleaseMemObject(bl);
+    return st;
+}
+
+SPARCL_API void sparcl_plan_params(const sparcl_plan *p, sparcl_params *params,
+                                   sparcl_param_source *source)
+{
+    if (!p)
+        return;
+    if (params)
+        *params = p->params;
+    if (source)
+        *source = p->source;
+}
+
+SPARCL_API size_t sparcl_plan_device_bytes(const sparcl_plan *p)
+{
+    return p ? p->device_bytes : 0;
+}

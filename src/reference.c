@@ -1,0 +1,102 @@
+/*
+ * reference.c -- the double-precision CPU reference for masked softmax
+ * attention.  It is the oracle of the tuner's verification and the demo; it
+ * shares no code with the kernels or the tiling, reading the layout only
+ * through its stored blocks.
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "error.h"
+#include "layout.h"
+
+/* Writes the keys query i of layout head h attends to (before the causal
+ * rule) into keys[], ascending; returns their number. */
+static int64_t row_keys(const sparcl_layout *l, int h, int i, int kv_len, int *keys)
+{
+    int64_t n = 0;
+    if (!l) {
+        for (int j = 0; j < kv_len; ++j)
+            keys[n++] = j;
+        return n;
+    }
+    int B = l->block, br = i / B;
+    const int64_t *rp = l->row_ptr + (int64_t)h * (l->nbr + 1) + br;
+    for (int64_t e = rp[0]; e < rp[1]; ++e) {
+        int j0 = l->col[e] * B, j1 = j0 + B < kv_len ? j0 + B : kv_len;
+        for (int j = j0; j < j1; ++j)
+            if (sparcl__layout_entry_bit(l, e, i - br * B, j - j0))
+                keys[n++] = j;
+    }
+    return n;
+}
+
+SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_plan_desc *d,
+                                                  const float *q, const float *k, const float *v,
+                                                  double *out, double *lse)
+{
+    if (!d || !q || !k || !v || !out)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
+                            !d ? "desc" : !q ? "q" : !k ? "k" : !v ? "v" : "out");
+    if (d->batch < 1 || d->q_heads < 1 || d->kv_heads < 1 || d->q_heads % d->kv_heads ||
+        d->q_len < 1 || d->kv_len < 1 || d->head_dim < 1)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "reference: invalid shape (batch %d, heads %d/%d, len %d/%d, dim %d)",
+                            d->batch, d->q_heads, d->kv_heads, d->q_len, d->kv_len, d->head_dim);
+    const sparcl_layout *l = d->layout;
+    if (l && ((l->heads != 1 && l->heads != d->q_heads) || l->q_len != d->q_len ||
+              l->kv_len != d->kv_len))
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "reference: layout shape does not match the descriptor");
+    int *keys = malloc(sizeof *keys * (size_t)d->kv_len);
+    double *s = malloc(sizeof *s * (size_t)d->kv_len);
+    if (!keys || !s) {
+        free(keys);
+        free(s);
+        return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "reference: no memory");
+    }
+    const int D = d->head_dim, g = d->q_heads / d->kv_heads;
+    const double scale = d->scale > 0.0f ? d->scale : 1.0 / sqrt((double)D);
+    const int64_t off = (int64_t)d->kv_len - d->q_len;
+    for (int b = 0; b < d->batch; ++b)
+        for (int h = 0; h < d->q_heads; ++h) {
+            const float *kh = k + ((int64_t)b * d->kv_heads + h / g) * d->kv_len * D;
+            const float *vh = v + ((int64_t)b * d->kv_heads + h / g) * d->kv_len * D;
+            for (int i = 0; i < d->q_len; ++i) {
+                const int64_t row = ((int64_t)b * d->q_heads + h) * d->q_len + i;
+                const float *qi = q + row * D;
+                double *oi = out + row * D;
+                int64_t n = row_keys(l, l && l->heads > 1 ? h : 0, i, d->kv_len, keys);
+                if (d->causal)
+                    while (n > 0 && keys[n - 1] > i + off)
+                        --n;
+                double mx = -INFINITY;
+                for (int64_t t = 0; t < n; ++t) {
+                    const float *kj = kh + (int64_t)keys[t] * D;
+                    double dot = 0.0;
+                    for (int x = 0; x < D; ++x)
+                        dot += (double)qi[x] * kj[x];
+                    s[t] = dot * scale;
+                    mx = s[t] > mx ? s[t] : mx;
+                }
+                for (int x = 0; x < D; ++x)
+                    oi[x] = 0.0;
+                double sum = 0.0;
+                for (int64_t t = 0; t < n; ++t) {
+                    double p = exp(s[t] - mx);
+                    sum += p;
+                    const float *vj = vh + (int64_t)keys[t] * D;
+                    for (int x = 0; x < D; ++x)
+                        oi[x] += p * vj[x];
+                }
+                if (n > 0)
+                    for (int x = 0; x < D; ++x)
+                        oi[x] /= sum;
+                if (lse)
+                    lse[row] = n > 0 ? mx + log(sum) : -INFINITY;
+            }
+        }
+    free(keys);
+    free(s);
+    return SPARCL_OK;
+}

@@ -1,0 +1,35 @@
+/*
+ * tiling.h -- re-blocking a layout to a kernel's BLOCK_M x BLOCK_N tile.
+ *
+ * The kernel walks, for each tile row of each layout head, a list of tile
+ * columns.  A tile is FULL (every element of the BLOCK_M x BLOCK_N tile that
+ * lies inside q_len attends, and all BLOCK_N columns are < kv_len) or
+ * PARTIAL with one bit per element (BLOCK_M rows of MW = ceil(BLOCK_N/32)
+ * 32-bit words).  The causal rule of the plan is folded in here, so the
+ * kernel never evaluates a pattern: semantics stay exactly the layout's.
+ */
+#ifndef SPARCL_TILING_H
+#define SPARCL_TILING_H
+
+#include "sparcl.h"
+
+typedef struct sparcl__tiling {
+    int heads;         /* layout heads (1 for dense) */
+    int ntr, ntc;      /* tile rows and columns */
+    int tm, tn, mw;    /* BLOCK_M, BLOCK_N, mask words per row */
+    int32_t *ptr;      /* heads * (ntr + 1) */
+    int32_t *col;      /* nnz tile columns */
+    int32_t *mask;     /* nnz: -1 FULL, else mask index */
+    uint32_t *bits;    /* n_masks * tm * mw */
+    int64_t nnz, n_masks;
+    int64_t pairs;     /* attended pairs over the tiling's heads */
+} sparcl__tiling;
+
+/* layout == NULL means dense with one head.  Time O(tiles touched x tile
+ * area / 32) plus the PARTIAL elements; memory O(stored tiles). */
+sparcl_status sparcl__tiling_build(sparcl_ctx *ctx, const sparcl_layout *layout, int q_len,
+                                   int kv_len, int causal, int tm, int tn, sparcl__tiling *out);
+
+void sparcl__tiling_free(sparcl__tiling *t);
+
+#endif
