@@ -1,0 +1,264 @@
+/*
+ * test_forward.c -- the fused forward kernel against the brute-force oracle
+ * on odd shapes (q_len != kv_len, head_dim 16..256, GQA, batch), every
+ * foundation layout kind, causal, and four kernel parameter sets per case
+ * (the device default, a GPU-style group sharing K/V in local memory, a
+ * multi-item group without local memory, and scalar 1-row tiles).
+ * Tolerance: fp32 max abs error <= 1e-4 on inputs in [-1, 1], LSE included.
+ */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "oracle.h"
+#include "sparcl.h"
+
+#define TOL 1e-4
+
+enum pattern { P_DENSE, P_CAUSAL_LAYOUT, P_WINDOW, P_MASK, P_MASK_PER_HEAD };
+
+typedef struct fcase {
+    int batch, hq, hkv, lq, lk, dim;
+    int pattern, causal; /* causal: the plan flag, on top of the layout */
+    int left, right, block;
+} fcase;
+
+typedef struct pinfo {
+    const fcase *c;
+    const uint8_t *mask;
+    int nbr, nbc;
+} pinfo;
+
+/* Pattern predicates from the definitions (the plan's causal flag too). */
+static int pred(const void *self, int h, int i, int j)
+{
+    const pinfo *p = self;
+    const fcase *c = p->c;
+    long pos = (long)i + c->lk - c->lq;
+    if (c->causal && j > pos)
+        return 0;
+    switch (c->pattern) {
+    case P_CAUSAL_LAYOUT: return j <= pos;
+    case P_WINDOW: return j >= pos - c->left && j <= pos + c->right;
+    case P_MASK: return p->mask[(i / c->block) * p->nbc + j / c->block] != 0;
+    case P_MASK_PER_HEAD:
+        return p->mask[((long)h * p->nbr + i / c->block) * p->nbc + j / c->block] != 0;
+    default: return 1;
+    }
+}
+
+static uint8_t *make_mask(const fcase *c, int heads, int *nbr, int *nbc)
+{
+    *nbr = (c->lq + c->block - 1) / c->block;
+    *nbc = (c->lk + c->block - 1) / c->block;
+    uint8_t *m = calloc((size_t)heads * *nbr * *nbc, 1);
+    uint64_t s = 12345;
+    for (long x = 0; x < (long)heads * *nbr * *nbc; ++x) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        m[x] = (s >> 33) % 3 == 0; /* about a third, some rows empty */
+    }
+    m[0] = 1;
+    return m;
+}
+
+static void set_params(sparcl_params *p, int set, int dim)
+{
+    sparcl_params_clear(p);
+    int vec = 1;
+    switch (set) {
+    case 1: /* GPU style: 16 work-items x 2 rows, K/V tiles in local memory */
+        sparcl_params_set(p, "WG_SIZE", 16);
+        sparcl_params_set(p, "BLOCK_M", 32);
+        sparcl_params_set(p, "BLOCK_N", 16);
+        sparcl_params_set(p, "USE_LOCAL", 1);
+        vec = 4;
+        break;
+    case 2: /* 4 work-items, 1 row each, wide key tiles, global loads */
+        sparcl_params_set(p, "WG_SIZE", 4);
+        sparcl_params_set(p, "BLOCK_M", 4);
+        sparcl_params_set(p, "BLOCK_N", 64);
+        sparcl_params_set(p, "USE_LOCAL", 0);
+        vec = 8;
+        break;
+    case 3: /* scalar, single-row tiles, narrow key tiles, local memory */
+        sparcl_params_set(p, "WG_SIZE", 1);
+        sparcl_params_set(p, "BLOCK_M", 1);
+        sparcl_params_set(p, "BLOCK_N", 8);
+        sparcl_params_set(p, "USE_LOCAL", 1);
+        vec = 1;
+        break;
+    }
+    while (vec > dim)
+        vec /= 2;
+    sparcl_params_set(p, "VEC", vec);
+}
+
+static void run_case(const fcase *c)
+{
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
+    pinfo info = {c, NULL, 0, 0};
+    sparcl_layout *layout = NULL;
+    sparcl_status st = SPARCL_OK;
+    int lheads = c->pattern == P_MASK_PER_HEAD ? c->hq : 1;
+    switch (c->pattern) {
+    case P_CAUSAL_LAYOUT:
+        st = sparcl_layout_init_causal(ctx, &layout, 1, c->lq, c->lk, c->block);
+        break;
+    case P_WINDOW:
+        st = sparcl_layout_init_window(ctx, &layout, 1, c->lq, c->lk, c->block, c->left, c->right);
+        break;
+    case P_MASK:
+    case P_MASK_PER_HEAD:
+        info.mask = make_mask(c, lheads, &info.nbr, &info.nbc);
+        st = sparcl_layout_init_block_mask(ctx, &layout, lheads, c->lq, c->lk, c->block, info.mask);
+        break;
+    }
+    cr_assert_eq(st, SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+
+    size_t nq = (size_t)c->batch * c->hq * c->lq * c->dim;
+    size_t nk = (size_t)c->batch * c->hkv * c->lk * c->dim;
+    size_t nl = (size_t)c->batch * c->hq * c->lq;
+    float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4);
+    float *o = malloc(nq * 4), *lse = malloc(nl * 4);
+    double *ro = malloc(nq * 8), *rl = malloc(nl * 8);
+    oracle_fill(q, nq, 11 + c->lq);
+    oracle_fill(k, nk, 22 + c->lk);
+    oracle_fill(v, nk, 33 + c->dim);
+    oracle_attention(c->batch, c->hq, c->hkv, c->lq, c->lk, c->dim, 1.0 / sqrt(c->dim), pred,
+                     &info, q, k, v, ro, rl);
+
+    for (int set = 0; set < 4; ++set) {
+        sparcl_params params;
+        set_params(&params, set, c->dim);
+        sparcl_plan_desc d;
+        sparcl_plan_desc_init(&d);
+        d.batch = c->batch;
+        d.q_heads = c->hq;
+        d.kv_heads = c->hkv;
+        d.q_len = c->lq;
+        d.kv_len = c->lk;
+        d.head_dim = c->dim;
+        d.causal = c->causal;
+        d.layout = layout;
+        d.params = set ? &params : NULL;
+        sparcl_plan *plan = NULL;
+        cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "set %d: %s", set,
+                     sparcl_ctx_errmsg(ctx));
+        memset(o, 0xff, nq * 4); /* NaN: every element must be written */
+        cr_assert_eq(sparcl_plan_forward_host(plan, q, k, v, o, lse), SPARCL_OK, "%s",
+                     sparcl_ctx_errmsg(ctx));
+        char ptext[200];
+        sparcl_plan_params(plan, &params, NULL);
+        sparcl_params_format(&params, ptext, sizeof ptext);
+        double eo = oracle_max_abs_diff_f(o, ro, nq), el = oracle_max_abs_diff_f(lse, rl, nl);
+        cr_assert_leq(eo, TOL, "out error %g: b%d h%d/%d lq %d lk %d d %d pattern %d causal %d [%s]",
+                      eo, c->batch, c->hq, c->hkv, c->lq, c->lk, c->dim, c->pattern, c->causal,
+                      ptext);
+        cr_assert_leq(el, TOL, "lse error %g [%s]", el, ptext);
+        for (size_t r = 0; r < nl; ++r)
+            if (isinf(rl[r])) { /* fully masked row: zeros and -inf */
+                cr_assert(isinf(lse[r]) && lse[r] < 0, "row %zu lse %g", r, lse[r]);
+                for (int x = 0; x < c->dim; ++x)
+                    cr_assert_eq(o[r * c->dim + x], 0.0f);
+            }
+        sparcl_plan_free(plan);
+    }
+    free(q), free(k), free(v), free(o), free(lse), free(ro), free(rl);
+    free((void *)info.mask);
+    sparcl_layout_free(layout);
+    sparcl_ctx_free(ctx);
+}
+
+ParameterizedTestParameters(forward, matches_oracle)
+{
+    static fcase cases[] = {
+        /* b  hq hkv  lq    lk   dim  pattern           causal left right block */
+        {1, 1, 1, 1, 1, 16, P_DENSE, 0, 0, 0, 0},
+        {1, 2, 1, 1, 113, 64, P_DENSE, 1, 0, 0, 0},
+        {1, 1, 1, 17, 17, 72, P_DENSE, 1, 0, 0, 0},
+        {2, 4, 2, 113, 113, 100, P_DENSE, 0, 0, 0, 0},
+        {1, 2, 2, 239, 113, 128, P_DENSE, 1, 0, 0, 0},
+        {1, 1, 1, 1023, 1023, 64, P_DENSE, 1, 0, 0, 0},
+        {1, 1, 1, 113, 239, 256, P_DENSE, 0, 0, 0, 0},
+        {1, 4, 1, 17, 1023, 16, P_CAUSAL_LAYOUT, 0, 0, 0, 64},
+        {1, 2, 2, 239, 239, 72, P_CAUSAL_LAYOUT, 0, 0, 0, 16},
+        {1, 2, 1, 1023, 1023, 100, P_WINDOW, 0, 100, 37, 64},
+        {1, 3, 3, 113, 17, 64, P_WINDOW, 0, 5, 9, 8},
+        {2, 2, 1, 239, 1023, 128, P_WINDOW, 1, 50, 50, 32},
+        {1, 1, 1, 17, 239, 256, P_WINDOW, 0, 0, 0, 1},
+        {1, 2, 2, 113, 239, 16, P_MASK, 0, 0, 0, 16},
+        {1, 4, 2, 1023, 239, 72, P_MASK, 1, 0, 0, 64},
+        {1, 3, 1, 239, 113, 100, P_MASK_PER_HEAD, 0, 0, 0, 24},
+        {2, 2, 2, 17, 17, 64, P_MASK_PER_HEAD, 1, 0, 0, 5},
+    };
+    return cr_make_param_array(fcase, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(fcase *c, forward, matches_oracle, .timeout = 600)
+{
+    run_case(c);
+}
+
+Test(forward, strided_bshd_tensors)
+{
+    /* q/k/v/out stored [B, S, H, D]; the result must equal the contiguous
+     * run on the same values. */
+    int B = 2, H = 3, S = 37, D = 24;
+    size_t n = (size_t)B * H * S * D;
+    float *bhsd[3], *bshd[3];
+    for (int t = 0; t < 3; ++t) {
+        bhsd[t] = malloc(n * 4);
+        bshd[t] = malloc(n * 4);
+        oracle_fill(bhsd[t], n, 100 + t);
+        for (int b = 0; b < B; ++b)
+            for (int h = 0; h < H; ++h)
+                for (int s = 0; s < S; ++s)
+                    memcpy(bshd[t] + (((size_t)b * S + s) * H + h) * D,
+                           bhsd[t] + (((size_t)b * H + h) * S + s) * D, D * 4);
+    }
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.batch = B;
+    d.q_heads = d.kv_heads = H;
+    d.q_len = d.kv_len = S;
+    d.head_dim = D;
+    d.causal = 1;
+    sparcl_strides st = {(int64_t)S * H * D, D, (int64_t)H * D};
+    d.q_strides = d.k_strides = d.v_strides = d.o_strides = st;
+    sparcl_plan *plan = NULL;
+    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    cl_context cc = sparcl_ctx_cl_context(ctx);
+    cl_mem m[4];
+    for (int t = 0; t < 3; ++t)
+        m[t] = clCreateBuffer(cc, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, n * 4, bshd[t], NULL);
+    m[3] = clCreateBuffer(cc, CL_MEM_READ_WRITE, n * 4, NULL, NULL);
+    cl_event ev;
+    cr_assert_eq(sparcl_plan_forward(plan, m[0], m[1], m[2], m[3], NULL, 0, NULL, &ev), SPARCL_OK,
+                 "%s", sparcl_ctx_errmsg(ctx));
+    float *o = malloc(n * 4);
+    clEnqueueReadBuffer(sparcl_ctx_cl_queue(ctx), m[3], CL_TRUE, 0, n * 4, o, 1, &ev, NULL);
+    clReleaseEvent(ev);
+    double *ref = malloc(n * 8);
+    d.q_strides = d.k_strides = d.v_strides = d.o_strides = (sparcl_strides){0, 0, 0};
+    cr_assert_eq(sparcl_reference_forward(ctx, &d, bhsd[0], bhsd[1], bhsd[2], ref, NULL), SPARCL_OK);
+    for (int b = 0; b < B; ++b)
+        for (int h = 0; h < H; ++h)
+            for (int s = 0; s < S; ++s)
+                for (int x = 0; x < D; ++x) {
+                    double want = ref[(((size_t)b * H + h) * S + s) * D + x];
+                    float got = o[(((size_t)b * S + s) * H + h) * D + x];
+                    cr_assert_float_eq(got, want, TOL, "b%d h%d s%d x%d", b, h, s, x);
+                }
+    for (int t = 0; t < 4; ++t)
+        clReleaseMemObject(m[t]);
+    for (int t = 0; t < 3; ++t)
+        free(bhsd[t]), free(bshd[t]);
+    free(o), free(ref);
+    sparcl_plan_free(plan);
+    sparcl_ctx_free(ctx);
+}
