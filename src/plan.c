@@ -11,22 +11,10 @@
 #include "error.h"
 #include "layout.h"
 #include "params.h"
+#include "plan.h"
 #include "program.h"
 #include "tiling.h"
 
-struct sparcl_plan {
-    sparcl_ctx *ctx;
-    sparcl_plan_desc desc; /* layout and params pointers cleared */
-    float scale;
-    sparcl_strides qs, ks, vs, os; /* resolved strides */
-    sparcl_params params;
-    sparcl_param_source source;
-    cl_kernel kernel;
-    pthread_mutex_t lock; /* clSetKernelArg + enqueue are not thread-safe per kernel */
-    cl_mem tile_ptr, tile_col, tile_mask, mask_bits;
-    size_t device_bytes;
-    int layout_heads, n_tile_rows, wg_size, block_m;
-};
 
 SPARCL_API void sparcl_plan_desc_init(sparcl_plan_desc *d)
 {
