@@ -1,0 +1,516 @@
+/*
+ * sparcl_bench.c -- sparcl-bench: the standard problem set of the forward
+ * pass, timed on the chosen device with the parameters the runtime picks
+ * (or explicit --set overrides), next to the machine's SGEMM rate and a
+ * dense CPU attention baseline measured in the same run (bench_baseline.c).
+ *
+ * Per case: median time of >= 5 calls after warm-up from OpenCL profiling
+ * events (from a marker enqueued just before the call to the end of the
+ * call's event, so multi-kernel algorithms are timed whole), useful GFLOP/s
+ * (4 * head_dim FLOPs per attended pair, counted from the layout, not the
+ * tiles), the fraction of the SGEMM rate, the device memory the plan
+ * allocated, the speedup over the baseline, and the max error of a sample
+ * of rows against a double-precision recomputation.
+ *
+ * usage: sparcl-bench [--quick] [--cases a,b,...] [--json] [--reps R]
+ *                     [--baseline-reps R] [--no-baseline] [--set NAME=VALUE]...
+ *                     [--list]
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bench_baseline.h"
+#include "sparcl.h"
+
+enum pattern { PAT_DENSE, PAT_CAUSAL, PAT_WINDOW, PAT_BIGBIRD };
+static const char *pattern_names[] = {"dense", "causal", "window", "bigbird"};
+
+typedef struct bench_case {
+    const char *name;
+    int pattern, n, heads, dim;
+    int quick; /* part of --quick */
+} bench_case;
+
+/* The standard problem set of issue 5 (fp32, batch 1). */
+static const bench_case cases[] = {
+    {"dense-4k", PAT_DENSE, 4096, 8, 64, 1},
+    {"causal-4k", PAT_CAUSAL, 4096, 8, 64, 0},
+    {"window-16k", PAT_WINDOW, 16384, 8, 64, 1},
+    {"bigbird-16k", PAT_BIGBIRD, 16384, 8, 64, 0},
+    {"window-128k", PAT_WINDOW, 131072, 4, 64, 0},
+    {"dense-2k-d128", PAT_DENSE, 2048, 8, 128, 1},
+};
+#define N_CASES ((int)(sizeof cases / sizeof cases[0]))
+
+/* Pattern constants of the set: window +-256 tokens; BigBird with block 64,
+ * 3 window blocks, 2 global blocks, 3 random blocks per block row. */
+#define WINDOW 256
+#define BB_BLOCK 64
+#define BB_GLOBAL 2
+#define BB_RANDOM 3
+
+typedef struct options {
+    int json, reps, baseline_reps, baseline, quick;
+    int selected[N_CASES];
+    sparcl_params params;
+    int have_params;
+} options;
+
+/* The pattern of one case, for the layout, the baseline's mask and the
+ * error check. */
+typedef struct pattern_info {
+    const bench_case *c;
+    uint8_t *bb;  /* BigBird block mask [heads][nb][nb] */
+    int nb;
+} pattern_info;
+
+static uint64_t lcg(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return *s >> 33;
+}
+
+static uint8_t *bigbird_mask(int heads, int nb)
+{
+    uint8_t *m = calloc((size_t)heads * nb * nb, 1);
+    if (!m)
+        return NULL;
+    for (int h = 0; h < heads; ++h) {
+        uint64_t seed = 1000003u * (uint64_t)(h + 1);
+        for (int r = 0; r < nb; ++r) {
+            uint8_t *row = m + ((size_t)h * nb + r) * nb;
+            for (int c = r - 1; c <= r + 1; ++c)
+                if (c >= 0 && c < nb)
+                    row[c] = 1;
+            for (int g = 0; g < BB_GLOBAL && g < nb; ++g)
+                row[g] = 1;
+            if (r < BB_GLOBAL)
+                memset(row, 1, (size_t)nb);
+            int free_cols = 0;
+            for (int c = 0; c < nb; ++c)
+                free_cols += !row[c];
+            for (int k = 0; k < BB_RANDOM && k < free_cols;) {
+                int c = (int)(lcg(&seed) % (uint64_t)nb);
+                if (!row[c]) {
+                    row[c] = 1;
+                    ++k;
+                }
+            }
+        }
+    }
+    return m;
+}
+
+static int attends(const pattern_info *p, int h, int i, int j)
+{
+    switch (p->c->pattern) {
+    case PAT_CAUSAL: return j <= i;
+    case PAT_WINDOW: return j >= i - WINDOW && j <= i + WINDOW;
+    case PAT_BIGBIRD:
+        return p->bb[((size_t)h * p->nb + i / BB_BLOCK) * p->nb + j / BB_BLOCK] != 0;
+    default: return 1;
+    }
+}
+
+static void mask_row(const void *self, int h, int i, uint8_t *row)
+{
+    const pattern_info *p = self;
+    for (int j = 0; j < p->c->n; ++j)
+        row[j] = (uint8_t)attends(p, h, i, j);
+}
+
+static sparcl_status make_layout(sparcl_ctx *ctx, pattern_info *p, sparcl_layout **out)
+{
+    const bench_case *c = p->c;
+    *out = NULL;
+    switch (c->pattern) {
+    case PAT_CAUSAL: return sparcl_layout_init_causal(ctx, out, 1, c->n, c->n, 64);
+    case PAT_WINDOW: return sparcl_layout_init_window(ctx, out, 1, c->n, c->n, 64, WINDOW, WINDOW);
+    case PAT_BIGBIRD:
+        p->nb = (c->n + BB_BLOCK - 1) / BB_BLOCK;
+        if (!(p->bb = bigbird_mask(c->heads, p->nb)))
+            return SPARCL_ERR_OUT_OF_MEMORY;
+        return sparcl_layout_init_block_mask(ctx, out, c->heads, c->n, c->n, BB_BLOCK, p->bb);
+    default: return SPARCL_OK; /* dense: no layout */
+    }
+}
+
+static void fill(float *x, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; ++i) {
+        seed = seed * 1664525u + 1013904223u;
+        x[i] = (float)((seed >> 8) / 8388608.0 - 1.0);
+    }
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Max |out - exact| over a sample of rows, recomputed in double from the
+ * pattern definition (not from the library's layout). */
+static double sample_error(const pattern_info *p, const float *q, const float *k, const float *v,
+                           const float *o, float scale)
+{
+    const int n = p->c->n, d = p->c->dim, heads = p->c->heads;
+    double *w = malloc(sizeof *w * (size_t)n), err = 0.0;
+    if (!w)
+        return NAN;
+    uint64_t seed = 7;
+    for (int s = 0; s < 24; ++s) {
+        int h = s % heads;
+        int i = s == 0 ? 0 : s == 1 ? n - 1 : (int)(lcg(&seed) % (uint64_t)n);
+        const float *qi = q + ((size_t)h * n + i) * d;
+        const float *kh = k + (size_t)h * n * d, *vh = v + (size_t)h * n * d;
+        double mx = -INFINITY;
+        for (int j = 0; j < n; ++j) {
+            w[j] = -INFINITY;
+            if (!attends(p, h, i, j))
+                continue;
+            double x = 0.0;
+            for (int t = 0; t < d; ++t)
+                x += (double)qi[t] * kh[(size_t)j * d + t];
+            w[j] = x * scale;
+            mx = fmax(mx, w[j]);
+        }
+        double sum = 0.0;
+        for (int j = 0; j < n; ++j)
+            if (w[j] > -INFINITY)
+                sum += (w[j] = exp(w[j] - mx));
+            else
+                w[j] = 0.0;
+        for (int t = 0; t < d; ++t) {
+            double acc = 0.0;
+            for (int j = 0; j < n; ++j)
+                if (w[j] != 0.0)
+                    acc += w[j] * vh[(size_t)j * d + t];
+            err = fmax(err, fabs(acc / sum - o[((size_t)h * n + i) * d + t]));
+        }
+    }
+    free(w);
+    return err;
+}
+
+typedef struct result {
+    double density, ms, ms_min, ms_max, gflops, base_ms, err;
+    int64_t pairs;
+    size_t device_bytes;
+    char params[256];
+    const char *source;
+    const char *base_note; /* why there is no baseline, or NULL */
+} result;
+
+static double event_span_ms(cl_event first, cl_event last)
+{
+    cl_ulong t0 = 0, t1 = 0;
+    clGetEventProfilingInfo(first, CL_PROFILING_COMMAND_END, sizeof t0, &t0, NULL);
+    clGetEventProfilingInfo(last, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL);
+    return (double)(t1 - t0) * 1e-6;
+}
+
+/* Times the forward call: `warmup` untimed calls, then opt->reps timed. */
+static int time_forward(sparcl_ctx *ctx, sparcl_plan *plan, cl_mem *m, int warmup,
+                        const options *opt, result *res)
+{
+    cl_command_queue queue = sparcl_ctx_cl_queue(ctx);
+    double *ms = malloc(sizeof *ms * (size_t)opt->reps);
+    if (!ms)
+        return 0;
+    for (int r = -warmup; r < opt->reps; ++r) {
+        cl_event mark = NULL, ev = NULL;
+        if (clEnqueueMarkerWithWaitList(queue, 0, NULL, &mark) != CL_SUCCESS ||
+            sparcl_plan_forward(plan, m[0], m[1], m[2], m[3], m[4], 0, NULL, &ev) != SPARCL_OK) {
+            fprintf(stderr, "sparcl-bench: forward: %s\n", sparcl_ctx_errmsg(ctx));
+            if (mark)
+                clReleaseEvent(mark);
+            free(ms);
+            return 0;
+        }
+        clWaitForEvents(1, &ev);
+        if (r >= 0)
+            ms[r] = event_span_ms(mark, ev);
+        clReleaseEvent(mark);
+        clReleaseEvent(ev);
+    }
+    qsort(ms, (size_t)opt->reps, sizeof *ms, cmp_double);
+    res->ms_min = ms[0];
+    res->ms_max = ms[opt->reps - 1];
+    res->ms = opt->reps % 2 ? ms[opt->reps / 2]
+                            : 0.5 * (ms[opt->reps / 2 - 1] + ms[opt->reps / 2]);
+    free(ms);
+    return 1;
+}
+
+/* Host memory still free, in bytes (0 if unknown). */
+static size_t avail_bytes(void)
+{
+    long pages = sysconf(_SC_AVPHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    return pages > 0 && size > 0 ? (size_t)pages * (size_t)size : 0;
+}
+
+static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, result *res)
+{
+    memset(res, 0, sizeof *res);
+    res->base_ms = -1.0;
+    pattern_info pi = {c, NULL, 0};
+    sparcl_layout *layout = NULL;
+    if (make_layout(ctx, &pi, &layout) != SPARCL_OK) {
+        fprintf(stderr, "sparcl-bench: %s: layout: %s\n", c->name, sparcl_ctx_errmsg(ctx));
+        free(pi.bb);
+        return 0;
+    }
+    if (layout) {
+        int lh = sparcl_layout_heads(layout);
+        res->pairs = sparcl_layout_pairs(layout) * (c->heads / lh);
+    } else {
+        res->pairs = (int64_t)c->heads * c->n * c->n;
+    }
+    res->density = (double)res->pairs / ((double)c->heads * c->n * c->n);
+
+    const size_t elems = (size_t)c->heads * c->n * c->dim;
+    float *q = malloc(elems * 4), *k = malloc(elems * 4), *v = malloc(elems * 4);
+    float *o = malloc(elems * 4);
+    cl_mem m[5] = {0};
+    sparcl_plan *plan = NULL;
+    int ok = 0;
+    if (!q || !k || !v || !o) {
+        fprintf(stderr, "sparcl-bench: %s: out of host memory\n", c->name);
+        goto done;
+    }
+    fill(q, elems, 1u + (unsigned)c->n);
+    fill(k, elems, 2u + (unsigned)c->n);
+    fill(v, elems, 3u + (unsigned)c->n);
+
+    cl_context cc = sparcl_ctx_cl_context(ctx);
+    cl_int err = CL_SUCCESS;
+    for (int t = 0; t < 3; ++t) {
+        const float *src = t == 0 ? q : t == 1 ? k : v;
+        m[t] = clCreateBuffer(cc, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, elems * 4,
+                              (void *)src, &err);
+    }
+    m[3] = clCreateBuffer(cc, CL_MEM_READ_WRITE, elems * 4, NULL, &err);
+    m[4] = clCreateBuffer(cc, CL_MEM_READ_WRITE, (size_t)c->heads * c->n * 4, NULL, &err);
+    for (int t = 0; t < 5; ++t)
+        if (!m[t]) {
+            fprintf(stderr, "sparcl-bench: %s: cannot allocate device tensors (%d)\n", c->name,
+                    (int)err);
+            goto done;
+        }
+
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.q_heads = d.kv_heads = c->heads;
+    d.q_len = d.kv_len = c->n;
+    d.head_dim = c->dim;
+    d.layout = layout;
+    d.params = opt->have_params ? &opt->params : NULL;
+    if (sparcl_plan_init(ctx, &plan, &d) != SPARCL_OK) {
+        fprintf(stderr, "sparcl-bench: %s: plan: %s\n", c->name, sparcl_ctx_errmsg(ctx));
+        goto done;
+    }
+    sparcl_params used;
+    sparcl_param_source source;
+    sparcl_plan_params(plan, &used, &source);
+    sparcl_params_format(&used, res->params, sizeof res->params);
+    res->source = source == SPARCL_PARAMS_DATABASE   ? "database"
+                  : source == SPARCL_PARAMS_OVERRIDE ? "override"
+                                                     : "default";
+    res->device_bytes = sparcl_plan_device_bytes(plan);
+    if (!time_forward(ctx, plan, m, 2, opt, res))
+        goto done;
+    res->gflops = 4.0 * c->dim * (double)res->pairs / (res->ms * 1e6);
+    clEnqueueReadBuffer(sparcl_ctx_cl_queue(ctx), m[3], CL_TRUE, 0, elems * 4, o, 0, NULL, NULL);
+    const float scale = 1.0f / sqrtf((float)c->dim);
+    res->err = sample_error(&pi, q, k, v, o, scale);
+    sparcl_plan_free(plan);
+    plan = NULL;
+    for (int t = 0; t < 5; ++t) {
+        clReleaseMemObject(m[t]);
+        m[t] = NULL;
+    }
+
+    bench_dense_problem bp = {c->heads, c->n, c->dim, scale, c->pattern == PAT_DENSE ? NULL : mask_row,
+                              &pi, q, k, v, o};
+    size_t need = bench_dense_bytes(&bp), have = avail_bytes();
+    if (!bench_have_cblas())
+        res->base_note = "no CBLAS";
+    else if (!opt->baseline)
+        res->base_note = "skipped";
+    else if (have && need > have / 2)
+        res->base_note = "too big"; /* the N x N scores would not fit in memory */
+    else if ((res->base_ms = bench_dense_ms(&bp, opt->baseline_reps)) < 0)
+        res->base_note = "failed";
+    ok = 1;
+done:
+    if (plan)
+        sparcl_plan_free(plan);
+    for (int t = 0; t < 5; ++t)
+        if (m[t])
+            clReleaseMemObject(m[t]);
+    free(q), free(k), free(v), free(o), free(pi.bb);
+    sparcl_layout_free(layout);
+    return ok;
+}
+
+static void print_json(const bench_case *c, const result *r, double sgemm)
+{
+    printf("{\"case\":\"%s\",\"n\":%d,\"heads\":%d,\"head_dim\":%d,\"pattern\":\"%s\","
+           "\"density\":%.6f,\"pairs\":%lld,\"ms\":%.4f,\"ms_min\":%.4f,\"ms_max\":%.4f,"
+           "\"gflops\":%.3f,",
+           c->name, c->n, c->heads, c->dim, pattern_names[c->pattern], r->density,
+           (long long)r->pairs, r->ms, r->ms_min, r->ms_max, r->gflops);
+    if (sgemm > 0)
+        printf("\"sgemm_gflops\":%.3f,\"ratio_sgemm\":%.4f,", sgemm, r->gflops / sgemm);
+    else
+        printf("\"sgemm_gflops\":null,\"ratio_sgemm\":null,");
+    if (r->base_ms > 0)
+        printf("\"baseline_ms\":%.4f,\"speedup_baseline\":%.3f,\"baseline_note\":null,",
+               r->base_ms, r->base_ms / r->ms);
+    else
+        printf("\"baseline_ms\":null,\"speedup_baseline\":null,\"baseline_note\":\"%s\",",
+               r->base_note ? r->base_note : "");
+    printf("\"device_bytes\":%zu,\"max_err\":%.3g,\"params\":\"%s\",\"source\":\"%s\"}\n",
+           r->device_bytes, r->err, r->params, r->source);
+}
+
+static void print_row(const bench_case *c, const result *r, double sgemm)
+{
+    char ratio[16] = "n/a", base[24], speed[16] = "n/a";
+    if (sgemm > 0)
+        snprintf(ratio, sizeof ratio, "%.3f", r->gflops / sgemm);
+    if (r->base_ms > 0) {
+        snprintf(base, sizeof base, "%.1f", r->base_ms);
+        snprintf(speed, sizeof speed, "%.2fx", r->base_ms / r->ms);
+    } else {
+        snprintf(base, sizeof base, "(%s)", r->base_note ? r->base_note : "n/a");
+    }
+    printf("%-14s %7d %2d %4d %8.4f %10.2f %8.2f %6s %9.2f %11s %8s %8.1e%s  %s\n", c->name, c->n,
+           c->heads, c->dim, r->density, r->ms, r->gflops, ratio,
+           (double)r->device_bytes / (1024.0 * 1024.0), base, speed, r->err,
+           r->err > 1e-4 ? "!" : " ", r->params);
+}
+
+static int usage(const char *argv0)
+{
+    fprintf(stderr,
+            "usage: %s [--quick] [--cases a,b,...] [--json] [--reps R] [--baseline-reps R]\n"
+            "          [--no-baseline] [--set NAME=VALUE]... [--list]\n",
+            argv0);
+    return 2;
+}
+
+static int select_cases(options *opt, const char *list)
+{
+    char *copy = strdup(list), *save = NULL;
+    int ok = copy != NULL;
+    for (char *tok = copy ? strtok_r(copy, ",", &save) : NULL; tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        int found = 0;
+        for (int i = 0; i < N_CASES; ++i)
+            if (strcmp(cases[i].name, tok) == 0 ||
+                (atoi(tok) == i + 1 && strspn(tok, "0123456789") == strlen(tok)))
+                opt->selected[i] = found = 1;
+        if (!found) {
+            fprintf(stderr, "sparcl-bench: unknown case '%s' (try --list)\n", tok);
+            ok = 0;
+        }
+    }
+    free(copy);
+    return ok;
+}
+
+int main(int argc, char **argv)
+{
+    options opt = {.reps = 5, .baseline_reps = 3, .baseline = 1};
+    int any_selected = 0;
+    sparcl_params_clear(&opt.params);
+    for (int a = 1; a < argc; ++a) {
+        const char *s = argv[a];
+        if (strcmp(s, "--json") == 0) {
+            opt.json = 1;
+        } else if (strcmp(s, "--quick") == 0) {
+            opt.quick = 1;
+        } else if (strcmp(s, "--no-baseline") == 0) {
+            opt.baseline = 0;
+        } else if (strcmp(s, "--list") == 0) {
+            for (int i = 0; i < N_CASES; ++i)
+                printf("%d %-14s %-8s n=%d heads=%d head_dim=%d%s\n", i + 1, cases[i].name,
+                       pattern_names[cases[i].pattern], cases[i].n, cases[i].heads, cases[i].dim,
+                       cases[i].quick ? " (quick)" : "");
+            return 0;
+        } else if (a + 1 < argc && strcmp(s, "--reps") == 0) {
+            opt.reps = atoi(argv[++a]);
+        } else if (a + 1 < argc && strcmp(s, "--baseline-reps") == 0) {
+            opt.baseline_reps = atoi(argv[++a]);
+        } else if (a + 1 < argc && strcmp(s, "--cases") == 0) {
+            if (!select_cases(&opt, argv[++a]))
+                return 2;
+            any_selected = 1;
+        } else if (a + 1 < argc && strcmp(s, "--set") == 0) {
+            const char *kv = argv[++a], *eq = strchr(kv, '=');
+            char name[SPARCL_PARAM_NAME_MAX];
+            if (!eq || eq == kv || (size_t)(eq - kv) >= sizeof name)
+                return usage(argv[0]);
+            memcpy(name, kv, (size_t)(eq - kv));
+            name[eq - kv] = '\0';
+            if (sparcl_params_set(&opt.params, name, atoi(eq + 1)) != SPARCL_OK)
+                return usage(argv[0]);
+            opt.have_params = 1;
+        } else {
+            return usage(argv[0]);
+        }
+    }
+    if (opt.reps < 5 || opt.baseline_reps < 1) {
+        fprintf(stderr, "sparcl-bench: --reps must be >= 5 and --baseline-reps >= 1\n");
+        return 2;
+    }
+    if (!any_selected)
+        for (int i = 0; i < N_CASES; ++i)
+            opt.selected[i] = !opt.quick || cases[i].quick;
+
+    sparcl_ctx *ctx;
+    if (sparcl_ctx_init(&ctx) != SPARCL_OK) {
+        fprintf(stderr, "sparcl-bench: %s\n", sparcl_ctx_errmsg(NULL));
+        return 1;
+    }
+    double sgemm = bench_sgemm_gflops(2048, 5);
+    if (!opt.json) {
+        printf("device: %s\n", sparcl_ctx_device_string(ctx));
+        printf("BLAS: %s; SGEMM n=2048: ", bench_blas_string());
+        if (sgemm > 0)
+            printf("%.1f GFLOP/s (the ceiling)\n", sgemm);
+        else
+            printf("n/a\n");
+        printf("median of %d calls after 2 warm-ups (OpenCL events); baseline: median of %d "
+               "runs, dense CPU attention through CBLAS\n\n",
+               opt.reps, opt.baseline_reps);
+        printf("%-14s %7s %2s %4s %8s %10s %8s %6s %9s %11s %8s %8s   %s\n", "case", "n", "H", "D",
+               "density", "ms", "GFLOP/s", "xSGEMM", "dev_MiB", "base_ms", "speedup", "max_err",
+               "params");
+    }
+    int failures = 0;
+    for (int i = 0; i < N_CASES; ++i) {
+        if (!opt.selected[i])
+            continue;
+        result r;
+        if (!run_case(ctx, &cases[i], &opt, &r)) {
+            ++failures;
+            continue;
+        }
+        failures += !(r.err <= 1e-4);
+        if (opt.json)
+            print_json(&cases[i], &r, sgemm);
+        else
+            print_row(&cases[i], &r, sgemm);
+        fflush(stdout);
+    }
+    sparcl_ctx_free(ctx);
+    if (failures && !opt.json)
+        printf("\n%d case(s) failed or exceeded max_err 1e-4 (marked !)\n", failures);
+    return failures ? 1 : 0;
+}
