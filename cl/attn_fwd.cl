@@ -6,10 +6,21 @@
  * the tiled layout lists for its tile row, BLOCK_N keys at a time, keeping a
  * running max and sum per row (online softmax, FlashAttention-2 style), so
  * no score matrix is ever stored.  PARTIAL tiles carry one bit per element;
- * FULL tiles need no mask work.  With USE_LOCAL the group stages each K/V
- * tile in __local memory with barriers (the GPU configuration); without it
- * each work-item reads K/V directly (the fast configuration on POCL).
- * Dot products run over the head dimension in vectors of VEC floats.
+ * FULL tiles need no mask work.
+ *
+ * Scores of a tile are held as vectors of VEC keys, so the softmax, the mask
+ * and the running sums work on whole vectors.  Two ways to compute them:
+ *   KT=0  dot products along the head dimension against K as given (VEC
+ *         floats at a time, one horizontal sum per (row, key));
+ *   KT=1  against K packed per tile as [HEAD_DIM][BLOCK_N] by attn_fwd_pack_k
+ *         (a workspace filled before each call), so each step is one vector
+ *         of VEC keys times a broadcast query element: no horizontal sums.
+ *         This was the big win on CPUs (shared/notes/pocl.md).
+ * With USE_LOCAL the group stages each K/V tile in __local memory with
+ * barriers (the GPU configuration); without it each work-item reads K/V
+ * directly (the fast configuration on POCL).  NATIVE_EXP picks native_exp2
+ * over exp2 for the softmax exponentials.  The P.V product runs over the
+ * head dimension in vectors of VEC floats.
  */
 #ifndef HEAD_DIM
 #error "HEAD_DIM must be defined"
@@ -32,17 +43,61 @@
 #ifndef USE_LOCAL
 #error "USE_LOCAL must be defined"
 #endif
+#ifndef KT
+#error "KT must be defined"
+#endif
+#ifndef NATIVE_EXP
+#error "NATIVE_EXP must be defined"
+#endif
 #if BLOCK_M != WG_SIZE * ROWS
 #error "BLOCK_M must equal WG_SIZE * ROWS"
+#endif
+#if BLOCK_N % VEC != 0
+#error "BLOCK_N must be a multiple of VEC"
 #endif
 
 #define NV (HEAD_DIM / VEC) /* whole vectors per row */
 #define NT (HEAD_DIM % VEC) /* scalar tail */
 #define NT_ALLOC (NT > 0 ? NT : 1)
+#define NKV (BLOCK_N / VEC) /* score vectors per row of a tile */
 #define MW ((BLOCK_N + 31) / 32)
+#define TILE_FLOATS (BLOCK_N * HEAD_DIM)
 #if NV < 1
 #error "VEC must not exceed HEAD_DIM"
 #endif
+
+#if NATIVE_EXP
+#define EXP2 native_exp2
+#else
+#define EXP2 exp2
+#endif
+
+/* One row of a tile's scores, as vectors (softmax) or floats (P.V). */
+typedef union {
+    floatv v[NKV];
+    float f[BLOCK_N];
+} score_row;
+
+/* Packs K for KT=1: tile t of head (b, hk) becomes [HEAD_DIM][BLOCK_N] at
+ * kt + ((b * kv_heads + hk) * n_tiles + t) * TILE_FLOATS; keys past kv_len
+ * are zero (their mask bits are 0).  One work-item per tile. */
+__kernel void attn_fwd_pack_k(__global const float *restrict k, __global float *restrict kt,
+                              const int kv_len, const int kv_heads, const int n_tiles,
+                              const long k_sb, const long k_sh, const long k_ss)
+{
+    const int t = get_global_id(0), hk = get_global_id(1), b = get_global_id(2);
+    if (t >= n_tiles)
+        return;
+    __global const float *src = k + b * k_sb + hk * k_sh;
+    __global float *dst = kt + (((long)b * kv_heads + hk) * n_tiles + t) * TILE_FLOATS;
+    for (int c = 0; c < BLOCK_N; ++c) {
+        const int j = t * BLOCK_N + c;
+        __global const float *row = src + (long)min(j, kv_len - 1) * k_ss;
+        const float keep = j < kv_len ? 1.0f : 0.0f;
+        for (int d = 0; d < HEAD_DIM; ++d)
+            dst[d * BLOCK_N + c] = row[d] * keep;
+    }
+}
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
 attn_fwd(__global const float *restrict q, __global const float *restrict k,
@@ -66,31 +121,49 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
     const int row0 = tr * BLOCK_M + lrow0;
 
     __global const float *qb = q + b * q_sb + hq * q_sh;
-    __global const float *kb = k + b * k_sb + hk * k_sh;
     __global const float *vb = v + b * v_sb + hk * v_sh;
-
-    floatv qv[ROWS][NV], acc[ROWS][NV];
-    float qt[ROWS][NT_ALLOC], acct[ROWS][NT_ALLOC];
-    float m[ROWS], l[ROWS];
+#if KT
+    /* k is the packed workspace; its tiles follow each other per head. */
+    const int n_tiles = (kv_len + BLOCK_N - 1) / BLOCK_N;
+    __global const float *kb = k + ((long)b * (q_heads / group) + hk) * n_tiles * TILE_FLOATS;
+    float qs[ROWS][HEAD_DIM];
+#else
+    __global const float *kb = k + b * k_sb + hk * k_sh;
+    floatv qv[ROWS][NV];
+    float qt[ROWS][NT_ALLOC];
+#endif
+    floatv acc[ROWS][NV], lsum[ROWS];
+    float acct[ROWS][NT_ALLOC];
+    float m[ROWS];
+    #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
         /* Rows past q_len compute on a clamped copy and are never stored. */
         const int i = min(row0 + r, q_len - 1);
         __global const float *qr = qb + (long)i * q_ss;
-        for (int d = 0; d < NV; ++d) {
+#if KT
+        for (int d = 0; d < HEAD_DIM; ++d)
+            qs[r][d] = qr[d] * scale_log2;
+#else
+        #pragma unroll
+        for (int d = 0; d < NV; ++d)
             qv[r][d] = LOADV(qr + d * VEC) * scale_log2;
-            acc[r][d] = (floatv)(0.0f);
-        }
-        for (int t = 0; t < NT; ++t) {
+        #pragma unroll
+        for (int t = 0; t < NT; ++t)
             qt[r][t] = qr[NV * VEC + t] * scale_log2;
+#endif
+        #pragma unroll
+        for (int d = 0; d < NV; ++d)
+            acc[r][d] = (floatv)(0.0f);
+        #pragma unroll
+        for (int t = 0; t < NT; ++t)
             acct[r][t] = 0.0f;
-        }
         m[r] = -INFINITY;
-        l[r] = 0.0f;
+        lsum[r] = (floatv)(0.0f);
     }
 
 #if USE_LOCAL
-    __local float kt[BLOCK_N * HEAD_DIM];
-    __local float vt[BLOCK_N * HEAD_DIM];
+    __local float kl[TILE_FLOATS];
+    __local float vl[TILE_FLOATS];
 #endif
 
     const int e0 = tile_ptr[lh * (n_tile_rows + 1) + tr];
@@ -98,93 +171,142 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
     for (int e = e0; e < e1; ++e) {
         const int c0 = tile_col[e] * BLOCK_N;
         const int mi = tile_mask[e];
+#if KT
+        __global const float *ktile = kb + (long)tile_col[e] * TILE_FLOATS;
+#endif
 #if USE_LOCAL
         barrier(CLK_LOCAL_MEM_FENCE);
-        for (int x = lid; x < BLOCK_N * HEAD_DIM; x += WG_SIZE) {
+        for (int x = lid; x < TILE_FLOATS; x += WG_SIZE) {
             const int c = x / HEAD_DIM, d = x - c * HEAD_DIM;
             const int j = min(c0 + c, kv_len - 1);
-            kt[x] = kb[(long)j * k_ss + d];
-            vt[x] = vb[(long)j * v_ss + d];
+#if KT
+            kl[x] = ktile[x];
+#else
+            kl[x] = kb[(long)j * k_ss + d];
+#endif
+            vl[x] = vb[(long)j * v_ss + d];
         }
         barrier(CLK_LOCAL_MEM_FENCE);
-#define KROW(c) (kt + (c) * HEAD_DIM)
-#define VROW(c) (vt + (c) * HEAD_DIM)
+#define KTILE kl
+#define KROW(c) (kl + (c) * HEAD_DIM)
+#define VROW(c) (vl + (c) * HEAD_DIM)
 #else
         /* Columns past kv_len only occur in PARTIAL tiles, whose bits are 0
          * there; reading a clamped key keeps the loads in bounds. */
+#define KTILE ktile
 #define KROW(c) (kb + (long)min(c0 + (c), kv_len - 1) * k_ss)
 #define VROW(c) (vb + (long)min(c0 + (c), kv_len - 1) * v_ss)
 #endif
-        float s[ROWS][BLOCK_N];
+        score_row s[ROWS];
+#if KT
+        #pragma unroll
+        for (int r = 0; r < ROWS; ++r)
+            #pragma unroll
+            for (int x = 0; x < NKV; ++x)
+                s[r].v[x] = (floatv)(0.0f);
+        for (int d = 0; d < HEAD_DIM; ++d) {
+            floatv kv[NKV];
+            #pragma unroll
+            for (int x = 0; x < NKV; ++x)
+                kv[x] = LOADV(KTILE + d * BLOCK_N + x * VEC);
+            #pragma unroll
+            for (int r = 0; r < ROWS; ++r)
+                #pragma unroll
+                for (int x = 0; x < NKV; ++x)
+                    s[r].v[x] = fma((floatv)(qs[r][d]), kv[x], s[r].v[x]);
+        }
+#else
         for (int c = 0; c < BLOCK_N; ++c) {
+            #pragma unroll
             for (int r = 0; r < ROWS; ++r) {
                 floatv a = (floatv)(0.0f);
+                #pragma unroll
                 for (int d = 0; d < NV; ++d)
                     a = fma(qv[r][d], LOADV(KROW(c) + d * VEC), a);
                 float x = HSUMV(a);
+                #pragma unroll
                 for (int t = 0; t < NT; ++t)
                     x = fma(qt[r][t], KROW(c)[NV * VEC + t], x);
-                s[r][c] = x;
+                s[r].f[c] = x;
             }
         }
+#endif
         if (mi >= 0) {
             __global const uint *mb = mask_bits + ((long)mi * BLOCK_M + lrow0) * MW;
+            #pragma unroll
             for (int r = 0; r < ROWS; ++r)
-                for (int c = 0; c < BLOCK_N; ++c)
-                    if (!SPARCL_MASK_BIT(mb, r, c, MW))
-                        s[r][c] = -INFINITY;
+                #pragma unroll
+                for (int x = 0; x < NKV; ++x) {
+                    const intv bits = (intv)((int)(mb[r * MW + x * VEC / 32] >> (x * VEC % 32)));
+                    s[r].v[x] = select((floatv)(-INFINITY), s[r].v[x], (bits & LANE_BITSV) != 0);
+                }
         }
+        #pragma unroll
         for (int r = 0; r < ROWS; ++r) {
-            float mx = m[r];
-            for (int c = 0; c < BLOCK_N; ++c)
-                mx = fmax(mx, s[r][c]);
+            floatv mv = s[r].v[0];
+            #pragma unroll
+            for (int x = 1; x < NKV; ++x)
+                mv = SPARCL_MAXNN(mv, s[r].v[x]);
+            const float mx = SPARCL_MAXNN(m[r], HMAXV(mv));
             if (mx == -INFINITY) { /* nothing attended so far */
-                for (int c = 0; c < BLOCK_N; ++c)
-                    s[r][c] = 0.0f;
+                #pragma unroll
+                for (int x = 0; x < NKV; ++x)
+                    s[r].v[x] = (floatv)(0.0f);
                 continue;
             }
-            const float alpha = exp2(m[r] - mx);
-            float sum = 0.0f;
-            for (int c = 0; c < BLOCK_N; ++c) {
-                const float p = exp2(s[r][c] - mx);
-                s[r][c] = p;
-                sum += p;
+            const float alpha = EXP2(m[r] - mx);
+            floatv sum = lsum[r] * alpha;
+            #pragma unroll
+            for (int x = 0; x < NKV; ++x) {
+                s[r].v[x] = EXP2(s[r].v[x] - mx);
+                sum += s[r].v[x];
             }
-            l[r] = l[r] * alpha + sum;
+            lsum[r] = sum;
             m[r] = mx;
+            #pragma unroll
             for (int d = 0; d < NV; ++d)
                 acc[r][d] *= alpha;
+            #pragma unroll
             for (int t = 0; t < NT; ++t)
                 acct[r][t] *= alpha;
         }
         for (int c = 0; c < BLOCK_N; ++c) {
+            #pragma unroll
             for (int d = 0; d < NV; ++d) {
                 const floatv vv = LOADV(VROW(c) + d * VEC);
+                #pragma unroll
                 for (int r = 0; r < ROWS; ++r)
-                    acc[r][d] = fma((floatv)(s[r][c]), vv, acc[r][d]);
+                    acc[r][d] = fma((floatv)(s[r].f[c]), vv, acc[r][d]);
             }
+            #pragma unroll
             for (int t = 0; t < NT; ++t) {
                 const float vs = VROW(c)[NV * VEC + t];
+                #pragma unroll
                 for (int r = 0; r < ROWS; ++r)
-                    acct[r][t] = fma(s[r][c], vs, acct[r][t]);
+                    acct[r][t] = fma(s[r].f[c], vs, acct[r][t]);
             }
         }
+#undef KTILE
 #undef KROW
 #undef VROW
     }
 
+    #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
         const int i = row0 + r;
         if (i >= q_len)
             break;
         __global float *orow = o + b * o_sb + hq * o_sh + (long)i * o_ss;
-        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+        const float l = HSUMV(lsum[r]);
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        #pragma unroll
         for (int d = 0; d < NV; ++d)
             STOREV(acc[r][d] * inv, orow + d * VEC);
+        #pragma unroll
         for (int t = 0; t < NT; ++t)
             orow[NV * VEC + t] = acct[r][t] * inv;
         if (write_lse)
             lse[((long)b * q_heads + hq) * q_len + i] =
-                l[r] > 0.0f ? (m[r] + log2(l[r])) * M_LN2_F : -INFINITY;
+                l > 0.0f ? (m[r] + log2(l)) * M_LN2_F : -INFINITY;
     }
 }

@@ -85,8 +85,10 @@ static const int32_t c_bool[] = {0, 1};
 static const sparcl__param_def attn_fwd_params[] = {
     {"BLOCK_M", c_block_m, N_OF(c_block_m), "query rows per work-group tile"},
     {"BLOCK_N", c_block_n, N_OF(c_block_n), "keys per tile"},
+    {"KT", c_bool, N_OF(c_bool), "scores against K packed transposed per tile (a workspace)"},
+    {"NATIVE_EXP", c_bool, N_OF(c_bool), "native_exp2 instead of exp2 in the softmax"},
     {"USE_LOCAL", c_bool, N_OF(c_bool), "stage K/V tiles in __local memory"},
-    {"VEC", c_vec, N_OF(c_vec), "vector width along the head dimension"},
+    {"VEC", c_vec, N_OF(c_vec), "vector width along the head dimension and of score vectors"},
     {"WG_SIZE", c_wg, N_OF(c_wg), "work-items per work-group"},
 };
 
@@ -107,6 +109,16 @@ size_t sparcl__attn_fwd_local_bytes(const sparcl_params *p, const sparcl__proble
 {
     return get(p, "USE_LOCAL") ? 2u * (size_t)get(p, "BLOCK_N") * (size_t)prob->head_dim * 4u
                                : 0u;
+}
+
+size_t sparcl__attn_fwd_workspace_bytes(const sparcl_params *p, const sparcl__problem *prob)
+{
+    if (!get(p, "KT"))
+        return 0;
+    size_t bn = (size_t)get(p, "BLOCK_N");
+    size_t tiles = bn ? ((size_t)prob->kv_len + bn - 1) / bn : 0;
+    return (size_t)prob->batch * (size_t)prob->kv_heads * tiles * bn * (size_t)prob->head_dim *
+           sizeof(float);
 }
 
 sparcl_status sparcl__params_check(sparcl_ctx *ctx, const sparcl__kernel_schema *schema,
@@ -153,6 +165,9 @@ sparcl_status sparcl__params_check(sparcl_ctx *ctx, const sparcl__kernel_schema 
     if (vec > prob->head_dim)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "VEC %d exceeds head_dim %d",
                             vec, prob->head_dim);
+    if (bn % vec != 0)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "BLOCK_N %d must be a multiple of VEC %d", bn, vec);
     long priv = (long)rows * (2L * prob->head_dim + bn);
     if (priv > PRIVATE_FLOATS_MAX)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
@@ -169,6 +184,12 @@ sparcl_status sparcl__params_check(sparcl_ctx *ctx, const sparcl__kernel_schema 
             return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
                                 "K/V tiles need %zu bytes of local memory; the device has %llu",
                                 local, (unsigned long long)limits->local_mem);
+        size_t ws = sparcl__attn_fwd_workspace_bytes(p, prob);
+        if (limits->max_alloc && ws > limits->max_alloc)
+            return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
+                                "KT=1 needs a %zu-byte workspace; the device allocates at most "
+                                "%llu bytes at once",
+                                ws, (unsigned long long)limits->max_alloc);
     }
     return SPARCL_OK;
 }
@@ -179,16 +200,15 @@ void sparcl__params_fill_defaults(const sparcl__kernel_schema *schema, sparcl_pa
 {
     (void)schema;
     int cpu = !limits || (limits->type & CL_DEVICE_TYPE_CPU);
-    int32_t vec = 1;
-    while (vec * 2 <= prob->head_dim && vec < (cpu ? 16 : 4))
-        vec *= 2;
     /* CPU (POCL): one work-item per group, several rows each, explicit
-     * vectors (shared/notes/pocl.md).  GPU: many work-items sharing K/V
-     * tiles through local memory. */
+     * vectors of 16, scores against K packed transposed (measured with
+     * sparcl-bench; shared/notes/pocl.md).  GPU: many work-items sharing
+     * K/V tiles through local memory. */
     int32_t wg = cpu ? 1 : 64;
     int32_t bm = cpu ? (prob->head_dim > 128 ? 4 : 8) : 64;
     int32_t bn = 32;
     int32_t use_local = cpu ? 0 : 1;
+    int32_t kt = cpu ? 1 : 0;
     if (!cpu && limits && 2u * 32u * (size_t)prob->head_dim * 4u > limits->local_mem)
         bn = 16;
     if (!cpu && limits && (size_t)wg > limits->max_wg_size) {
@@ -196,8 +216,6 @@ void sparcl__params_fill_defaults(const sparcl__kernel_schema *schema, sparcl_pa
         bm = wg;
     }
     int32_t v;
-    if (!sparcl_params_get(p, "VEC", &v))
-        sparcl_params_set(p, "VEC", vec);
     if (!sparcl_params_get(p, "WG_SIZE", &v))
         sparcl_params_set(p, "WG_SIZE", wg);
     if (!sparcl_params_get(p, "BLOCK_M", &v))
@@ -206,6 +224,21 @@ void sparcl__params_fill_defaults(const sparcl__kernel_schema *schema, sparcl_pa
         sparcl_params_set(p, "BLOCK_N", bn);
     if (!sparcl_params_get(p, "USE_LOCAL", &v))
         sparcl_params_set(p, "USE_LOCAL", use_local);
+    if (!sparcl_params_get(p, "NATIVE_EXP", &v))
+        sparcl_params_set(p, "NATIVE_EXP", 0);
+    if (!sparcl_params_get(p, "VEC", &v)) {
+        /* The widest power of two within head_dim that divides BLOCK_N. */
+        int32_t vec = 1, tile = get(p, "BLOCK_N");
+        while (vec * 2 <= prob->head_dim && vec < (cpu ? 16 : 4) && tile % (vec * 2) == 0)
+            vec *= 2;
+        sparcl_params_set(p, "VEC", vec);
+    }
+    if (!sparcl_params_get(p, "KT", &v)) {
+        sparcl_params_set(p, "KT", kt);
+        if (kt && limits && limits->max_alloc &&
+            sparcl__attn_fwd_workspace_bytes(p, prob) > limits->max_alloc)
+            sparcl_params_set(p, "KT", 0); /* the packed K would not fit */
+    }
 }
 
 void sparcl__params_build_options(const sparcl__kernel_schema *schema, const sparcl_params *p,

@@ -17,9 +17,10 @@ typedef struct sparcl__param_def {
     const char *doc;
 } sparcl__param_def;
 
-/* The problem facts the constraints depend on. */
+/* The problem facts the constraints and workspace formulas depend on. */
 typedef struct sparcl__problem {
     int head_dim;
+    int batch, kv_heads, kv_len;
 } sparcl__problem;
 
 typedef struct sparcl__kernel_schema {
@@ -51,5 +52,10 @@ void sparcl__params_build_options(const sparcl__kernel_schema *schema, const spa
 
 /* Local memory in bytes a parameter set of attn_fwd uses. */
 size_t sparcl__attn_fwd_local_bytes(const sparcl_params *p, const sparcl__problem *prob);
+
+/* Bytes of the device workspace a parameter set of attn_fwd needs per plan
+ * (K packed per tile when KT=1, else 0): O(batch * kv_heads * kv_len *
+ * head_dim), never O(N^2). */
+size_t sparcl__attn_fwd_workspace_bytes(const sparcl_params *p, const sparcl__problem *prob);
 
 #endif

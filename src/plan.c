@@ -118,7 +118,7 @@ SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
         return st;
 
     const sparcl__kernel_schema *schema = &sparcl__schema_attn_fwd;
-    sparcl__problem prob = {desc->head_dim};
+    sparcl__problem prob = {desc->head_dim, desc->batch, desc->kv_heads, desc->kv_len};
     sparcl_params params;
     sparcl_params_clear(&params);
     sparcl_param_source source = SPARCL_PARAMS_DEFAULT;
@@ -150,6 +150,7 @@ SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
     sparcl_params_get(&params, "BLOCK_N", &bn);
     sparcl_params_get(&params, "WG_SIZE", &wg);
     p->block_m = bm;
+    p->block_n = bn;
     p->wg_size = wg;
 
     sparcl__tiling t;
@@ -189,6 +190,22 @@ SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
                           wg, kwg);
         goto fail;
     }
+    size_t ws = sparcl__attn_fwd_workspace_bytes(&params, &prob);
+    if (ws) {
+        p->pack_kernel = clCreateKernel(prog, "attn_fwd_pack_k", &err);
+        if (!p->pack_kernel) {
+            st = sparcl__fail_cl(ctx, err, "clCreateKernel(attn_fwd_pack_k)");
+            goto fail;
+        }
+        p->workspace = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, ws, NULL, &err);
+        if (!p->workspace) {
+            st = sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY,
+                              "cannot allocate the %zu-byte packed-K workspace (KT=1): %s", ws,
+                              sparcl__cl_error_name(err));
+            goto fail;
+        }
+        p->device_bytes += ws;
+    }
     *out = p;
     return SPARCL_OK;
 fail:
@@ -202,8 +219,12 @@ SPARCL_API void sparcl_plan_free(sparcl_plan *p)
         return;
     if (p->kernel)
         clReleaseKernel(p->kernel);
-    cl_mem *mems[4] = {&p->tile_ptr, &p->tile_col, &p->tile_mask, &p->mask_bits};
-    for (int i = 0; i < 4; ++i)
+    if (p->pack_kernel)
+        clReleaseKernel(p->pack_kernel);
+    if (p->last)
+        clReleaseEvent(p->last);
+    cl_mem *mems[5] = {&p->tile_ptr, &p->tile_col, &p->tile_mask, &p->mask_bits, &p->workspace};
+    for (int i = 0; i < 5; ++i)
         if (*mems[i])
             clReleaseMemObject(*mems[i]);
     pthread_mutex_destroy(&p->lock);
@@ -224,6 +245,44 @@ static sparcl_status check_buffer(sparcl_plan *p, cl_mem m, const char *name, in
         return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "%s buffer has %zu bytes; the shape needs %llu", name, size,
                             (unsigned long long)need);
+    return SPARCL_OK;
+}
+
+/* Enqueues attn_fwd_pack_k (KT=1): K into the plan's workspace, after the
+ * caller's wait list and the previous call that read the workspace.  Called
+ * with p->lock held. */
+static sparcl_status enqueue_pack(sparcl_plan *p, const sparcl_strides *ks, cl_mem k,
+                                  cl_uint num_wait, const cl_event *wait, cl_event *out)
+{
+    const sparcl_plan_desc *d = &p->desc;
+    const cl_int n_tiles = (d->kv_len + p->block_n - 1) / p->block_n;
+    const cl_long strides[3] = {ks->batch, ks->head, ks->seq};
+    cl_kernel kn = p->pack_kernel;
+    cl_uint a = 0;
+    cl_int err = CL_SUCCESS;
+    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &k);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &p->workspace);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &d->kv_len);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &d->kv_heads);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &n_tiles);
+    for (int s = 0; s < 3; ++s)
+        err |= clSetKernelArg(kn, a++, sizeof(cl_long), &strides[s]);
+    if (err != CL_SUCCESS)
+        return sparcl__fail_cl(p->ctx, err, "clSetKernelArg(attn_fwd_pack_k)");
+    cl_event *all = malloc(sizeof *all * (num_wait + 1));
+    if (!all)
+        return sparcl__fail(p->ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate a wait list");
+    cl_uint n = 0;
+    for (; n < num_wait; ++n)
+        all[n] = wait[n];
+    if (p->last)
+        all[n++] = p->last;
+    size_t global[3] = {(size_t)n_tiles, (size_t)d->kv_heads, (size_t)d->batch};
+    err = clEnqueueNDRangeKernel(p->ctx->queue, kn, 3, NULL, global, NULL, n, n ? all : NULL,
+                                 out);
+    free(all);
+    if (err != CL_SUCCESS)
+        return sparcl__fail_cl(p->ctx, err, "clEnqueueNDRangeKernel(attn_fwd_pack_k)");
     return SPARCL_OK;
 }
 
@@ -257,11 +316,18 @@ static sparcl_status forward_strided(sparcl_plan *p, const sparcl_strides *ts, c
         strides[3 * t + 2] = ts[t].seq;
     }
     pthread_mutex_lock(&p->lock);
+    cl_event pack_ev = NULL;
+    if (p->pack_kernel &&
+        (st = enqueue_pack(p, &ts[1], k, num_wait, wait, &pack_ev)) != SPARCL_OK) {
+        pthread_mutex_unlock(&p->lock);
+        return st;
+    }
+    cl_mem kin = p->pack_kernel ? p->workspace : k;
     cl_kernel kn = p->kernel;
     cl_uint a = 0;
     cl_int err = CL_SUCCESS;
     err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &q);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &k);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &kin);
     err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &v);
     err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &out);
     err |= clSetKernelArg(kn, a++, sizeof(cl_mem), lse ? &lse : &out);
@@ -279,19 +345,34 @@ static sparcl_status forward_strided(sparcl_plan *p, const sparcl_strides *ts, c
     err |= clSetKernelArg(kn, a++, sizeof(cl_float), &scale_log2);
     for (int s = 0; s < 12; ++s)
         err |= clSetKernelArg(kn, a++, sizeof(cl_long), &strides[s]);
-    if (err != CL_SUCCESS) {
-        pthread_mutex_unlock(&p->lock);
-        return sparcl__fail_cl(p->ctx, err, "clSetKernelArg(attn_fwd)");
+    cl_event ev = NULL;
+    if (err == CL_SUCCESS) {
+        size_t local[3] = {(size_t)p->wg_size, 1, 1};
+        size_t global[3] = {(size_t)p->n_tile_rows * (size_t)p->wg_size, (size_t)d->q_heads,
+                            (size_t)d->batch};
+        err = pack_ev ? clEnqueueNDRangeKernel(p->ctx->queue, kn, 3, NULL, global, local, 1,
+                                               &pack_ev, &ev)
+                      : clEnqueueNDRangeKernel(p->ctx->queue, kn, 3, NULL, global, local,
+                                               num_wait, wait, &ev);
+        if (err != CL_SUCCESS)
+            st = sparcl__fail_cl(p->ctx, err, "clEnqueueNDRangeKernel(attn_fwd)");
+    } else {
+        st = sparcl__fail_cl(p->ctx, err, "clSetKernelArg(attn_fwd)");
     }
-    size_t local[3] = {(size_t)p->wg_size, 1, 1};
-    size_t global[3] = {(size_t)p->n_tile_rows * (size_t)p->wg_size, (size_t)d->q_heads,
-                        (size_t)d->batch};
-    err = clEnqueueNDRangeKernel(p->ctx->queue, kn, 3, NULL, global, local, num_wait, wait,
-                                 event);
+    if (pack_ev)
+        clReleaseEvent(pack_ev);
+    if (ev && p->pack_kernel) {
+        if (p->last)
+            clReleaseEvent(p->last);
+        clRetainEvent(ev);
+        p->last = ev;
+    }
     pthread_mutex_unlock(&p->lock);
-    if (err != CL_SUCCESS)
-        return sparcl__fail_cl(p->ctx, err, "clEnqueueNDRangeKernel(attn_fwd)");
-    return SPARCL_OK;
+    if (ev && event)
+        *event = ev;
+    else if (ev)
+        clReleaseEvent(ev);
+    return st;
 }
 
 SPARCL_API sparcl_status sparcl_plan_forward(sparcl_plan *p, cl_mem q, cl_mem k, cl_mem v,

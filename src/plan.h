@@ -20,7 +20,14 @@ struct sparcl_plan {
     pthread_mutex_t lock; /* clSetKernelArg + enqueue are not thread-safe per kernel */
     cl_mem tile_ptr, tile_col, tile_mask, mask_bits;
     size_t device_bytes;
-    int layout_heads, n_tile_rows, wg_size, block_m;
+    int layout_heads, n_tile_rows, wg_size, block_m, block_n;
+    /* KT=1: attn_fwd_pack_k fills `workspace` with K packed per tile before
+     * each call.  Calls share the workspace, so each one's pack waits for
+     * the previous call (`last`, guarded by `lock`), whatever the queue's
+     * ordering. */
+    cl_kernel pack_kernel;
+    cl_mem workspace;
+    cl_event last;
 };
 
 #endif

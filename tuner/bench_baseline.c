@@ -23,6 +23,13 @@ static double now_ms(void)
     return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
 }
 
+double bench_cpu_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -66,23 +73,28 @@ static void fill(float *x, size_t n, unsigned seed)
     }
 }
 
-double bench_sgemm_gflops(int n, int reps)
+double bench_sgemm_gflops(int n, int reps, double *per_cpu_s)
 {
     size_t nn = (size_t)n * n;
     float *a = malloc(nn * 4), *b = malloc(nn * 4), *c = malloc(nn * 4);
-    double *ms = malloc(sizeof *ms * (size_t)reps);
+    double *ms = malloc(sizeof *ms * (size_t)reps * 2), *cpu = ms + reps;
     double result = -1.0;
     if (a && b && c && ms) {
         fill(a, nn, 1);
         fill(b, nn, 2);
         for (int r = -1; r < reps; ++r) {
-            double t0 = now_ms();
+            double t0 = now_ms(), c0 = bench_cpu_ms();
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n,
                         0.0f, c, n);
-            if (r >= 0)
+            if (r >= 0) {
                 ms[r] = now_ms() - t0;
+                cpu[r] = bench_cpu_ms() - c0;
+            }
         }
-        result = 2.0 * n * (double)nn / (median(ms, reps) * 1e6);
+        const double flop = 2.0 * n * (double)nn;
+        result = flop / (median(ms, reps) * 1e6);
+        if (per_cpu_s)
+            *per_cpu_s = flop / (median(cpu, reps) * 1e6);
     }
     free(a), free(b), free(c), free(ms);
     return result;
@@ -125,38 +137,42 @@ static void softmax_rows(float *s, const uint8_t *mask, int n)
     }
 }
 
-/* One head: returns the milliseconds of its compute (mask building excluded). */
-static double one_head(const bench_dense_problem *p, int h, float *s, uint8_t *mask)
+/* One head: returns the milliseconds of its compute (mask building
+ * excluded) and adds its CPU milliseconds to *cpu. */
+static double one_head(const bench_dense_problem *p, int h, float *s, uint8_t *mask, double *cpu)
 {
     const int n = p->n, d = p->dim;
     const size_t off = (size_t)h * n * d;
     if (mask)
         for (int i = 0; i < n; ++i)
             p->mask(p->mask_self, h, i, mask + (size_t)i * n);
-    double t0 = now_ms();
+    double t0 = now_ms(), c0 = bench_cpu_ms();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, d, p->scale, p->q + off, d,
                 p->k + off, d, 0.0f, s, n);
     softmax_rows(s, mask, n);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, d, n, 1.0f, s, n, p->v + off, d,
                 0.0f, p->out + off, d);
+    *cpu += bench_cpu_ms() - c0;
     return now_ms() - t0;
 }
 
-double bench_dense_ms(const bench_dense_problem *p, int reps)
+double bench_dense_ms(const bench_dense_problem *p, int reps, double *cpu_ms)
 {
     size_t nn = (size_t)p->n * (size_t)p->n;
     float *s = malloc(nn * sizeof *s);
     uint8_t *mask = p->mask ? malloc(nn) : NULL;
-    double *ms = malloc(sizeof *ms * (size_t)reps);
-    double result = -1.0;
+    double *ms = malloc(sizeof *ms * (size_t)reps * 2), *cpu = ms + reps;
+    double result = -1.0, ignored = 0.0;
     if (s && ms && (mask || !p->mask)) {
-        one_head(p, 0, s, mask); /* warm-up: page faults, BLAS threads */
+        one_head(p, 0, s, mask, &ignored); /* warm-up: page faults, BLAS threads */
         for (int r = 0; r < reps; ++r) {
-            ms[r] = 0.0;
+            ms[r] = cpu[r] = 0.0;
             for (int h = 0; h < p->heads; ++h)
-                ms[r] += one_head(p, h, s, mask);
+                ms[r] += one_head(p, h, s, mask, &cpu[r]);
         }
         result = median(ms, reps);
+        if (cpu_ms)
+            *cpu_ms = median(cpu, reps);
     }
     free(s), free(mask), free(ms);
     return result;
@@ -164,9 +180,9 @@ double bench_dense_ms(const bench_dense_problem *p, int reps)
 
 #else /* no CBLAS */
 
-double bench_sgemm_gflops(int n, int reps)
+double bench_sgemm_gflops(int n, int reps, double *per_cpu_s)
 {
-    (void)n, (void)reps;
+    (void)n, (void)reps, (void)per_cpu_s;
     return -1.0;
 }
 
@@ -176,9 +192,9 @@ size_t bench_dense_bytes(const bench_dense_problem *p)
     return 0;
 }
 
-double bench_dense_ms(const bench_dense_problem *p, int reps)
+double bench_dense_ms(const bench_dense_problem *p, int reps, double *cpu_ms)
 {
-    (void)p, (void)reps;
+    (void)p, (void)reps, (void)cpu_ms;
     return -1.0;
 }
 

@@ -19,9 +19,15 @@ int bench_have_cblas(void);
  * "none". */
 const char *bench_blas_string(void);
 
+/* Process CPU time in milliseconds (all threads).  On a shared machine,
+ * FLOPs per CPU-second compare implementations more robustly than wall
+ * time, which other users' load stretches. */
+double bench_cpu_ms(void);
+
 /* Median GFLOP/s of an n x n x n SGEMM over `reps` runs after one warm-up;
- * negative when CBLAS is unavailable or memory runs out. */
-double bench_sgemm_gflops(int n, int reps);
+ * negative when CBLAS is unavailable or memory runs out.  *per_cpu_s, if
+ * not NULL, receives the median GFLOP per CPU-second. */
+double bench_sgemm_gflops(int n, int reps, double *per_cpu_s);
 
 /* Fills row i of head h's attention mask: row[j] = 1 when query i attends
  * to key j (kv_len bytes). */
@@ -42,8 +48,9 @@ size_t bench_dense_bytes(const bench_dense_problem *p);
 
 /* Runs the baseline `reps` times after one warm-up head and returns the
  * median milliseconds of a whole run (all heads; building the masks is not
- * timed, as a user would hold them already).  Negative when CBLAS is
+ * timed, as a user would hold them already).  *cpu_ms, if not NULL,
+ * receives the median CPU milliseconds of a run.  Negative when CBLAS is
  * unavailable or memory runs out. */
-double bench_dense_ms(const bench_dense_problem *p, int reps);
+double bench_dense_ms(const bench_dense_problem *p, int reps, double *cpu_ms);
 
 #endif

@@ -198,6 +198,9 @@ static double sample_error(const pattern_info *p, const float *q, const float *k
 
 typedef struct result {
     double density, ms, ms_min, ms_max, gflops, base_ms, err;
+    /* Median process CPU time per call (and per baseline run): FLOPs per
+     * CPU-second are robust to other users' load on a shared machine. */
+    double cpu_ms, base_cpu_ms;
     int64_t pairs;
     size_t device_bytes;
     char params[256];
@@ -218,11 +221,12 @@ static int time_forward(sparcl_ctx *ctx, sparcl_plan *plan, cl_mem *m, int warmu
                         const options *opt, result *res)
 {
     cl_command_queue queue = sparcl_ctx_cl_queue(ctx);
-    double *ms = malloc(sizeof *ms * (size_t)opt->reps);
+    double *ms = malloc(sizeof *ms * (size_t)opt->reps * 2), *cpu = ms + opt->reps;
     if (!ms)
         return 0;
     for (int r = -warmup; r < opt->reps; ++r) {
         cl_event mark = NULL, ev = NULL;
+        const double c0 = bench_cpu_ms();
         if (clEnqueueMarkerWithWaitList(queue, 0, NULL, &mark) != CL_SUCCESS ||
             sparcl_plan_forward(plan, m[0], m[1], m[2], m[3], m[4], 0, NULL, &ev) != SPARCL_OK) {
             fprintf(stderr, "sparcl-bench: forward: %s\n", sparcl_ctx_errmsg(ctx));
@@ -232,12 +236,16 @@ static int time_forward(sparcl_ctx *ctx, sparcl_plan *plan, cl_mem *m, int warmu
             return 0;
         }
         clWaitForEvents(1, &ev);
-        if (r >= 0)
+        if (r >= 0) {
             ms[r] = event_span_ms(mark, ev);
+            cpu[r] = bench_cpu_ms() - c0;
+        }
         clReleaseEvent(mark);
         clReleaseEvent(ev);
     }
     qsort(ms, (size_t)opt->reps, sizeof *ms, cmp_double);
+    qsort(cpu, (size_t)opt->reps, sizeof *cpu, cmp_double);
+    res->cpu_ms = cpu[opt->reps / 2];
     res->ms_min = ms[0];
     res->ms_max = ms[opt->reps - 1];
     res->ms = opt->reps % 2 ? ms[opt->reps / 2]
@@ -343,7 +351,7 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
         res->base_note = "skipped";
     else if (have && need > have / 2)
         res->base_note = "too big"; /* the N x N scores would not fit in memory */
-    else if ((res->base_ms = bench_dense_ms(&bp, opt->baseline_reps)) < 0)
+    else if ((res->base_ms = bench_dense_ms(&bp, opt->baseline_reps, &res->base_cpu_ms)) < 0)
         res->base_note = "failed";
     ok = 1;
 done:
@@ -357,42 +365,59 @@ done:
     return ok;
 }
 
-static void print_json(const bench_case *c, const result *r, double sgemm)
+/* The SGEMM ceiling: wall-clock GFLOP/s and GFLOP per CPU-second. */
+typedef struct ceiling {
+    double wall, cpu;
+} ceiling;
+
+static void print_json(const bench_case *c, const result *r, const ceiling *sg)
 {
+    const double flop = 4.0 * c->dim * (double)r->pairs, gf_cpu = flop / (r->cpu_ms * 1e6);
     printf("{\"case\":\"%s\",\"n\":%d,\"heads\":%d,\"head_dim\":%d,\"pattern\":\"%s\","
            "\"density\":%.6f,\"pairs\":%lld,\"ms\":%.4f,\"ms_min\":%.4f,\"ms_max\":%.4f,"
-           "\"gflops\":%.3f,",
+           "\"cpu_ms\":%.4f,\"gflops\":%.3f,",
            c->name, c->n, c->heads, c->dim, pattern_names[c->pattern], r->density,
-           (long long)r->pairs, r->ms, r->ms_min, r->ms_max, r->gflops);
-    if (sgemm > 0)
-        printf("\"sgemm_gflops\":%.3f,\"ratio_sgemm\":%.4f,", sgemm, r->gflops / sgemm);
+           (long long)r->pairs, r->ms, r->ms_min, r->ms_max, r->cpu_ms, r->gflops);
+    printf("\"gflops_per_cpu_s\":%.3f,", gf_cpu);
+    if (sg->wall > 0)
+        printf("\"sgemm_gflops\":%.3f,\"ratio_sgemm\":%.4f,\"sgemm_gflops_per_cpu_s\":%.3f,"
+               "\"ratio_sgemm_cpu\":%.4f,",
+               sg->wall, r->gflops / sg->wall, sg->cpu, gf_cpu / sg->cpu);
     else
-        printf("\"sgemm_gflops\":null,\"ratio_sgemm\":null,");
+        printf("\"sgemm_gflops\":null,\"ratio_sgemm\":null,\"sgemm_gflops_per_cpu_s\":null,"
+               "\"ratio_sgemm_cpu\":null,");
     if (r->base_ms > 0)
-        printf("\"baseline_ms\":%.4f,\"speedup_baseline\":%.3f,\"baseline_note\":null,",
-               r->base_ms, r->base_ms / r->ms);
+        printf("\"baseline_ms\":%.4f,\"speedup_baseline\":%.3f,\"baseline_cpu_ms\":%.4f,"
+               "\"speedup_baseline_cpu\":%.3f,\"baseline_note\":null,",
+               r->base_ms, r->base_ms / r->ms, r->base_cpu_ms, r->base_cpu_ms / r->cpu_ms);
     else
-        printf("\"baseline_ms\":null,\"speedup_baseline\":null,\"baseline_note\":\"%s\",",
+        printf("\"baseline_ms\":null,\"speedup_baseline\":null,\"baseline_cpu_ms\":null,"
+               "\"speedup_baseline_cpu\":null,\"baseline_note\":\"%s\",",
                r->base_note ? r->base_note : "");
     printf("\"device_bytes\":%zu,\"max_err\":%.3g,\"params\":\"%s\",\"source\":\"%s\"}\n",
            r->device_bytes, r->err, r->params, r->source);
 }
 
-static void print_row(const bench_case *c, const result *r, double sgemm)
+static void print_row(const bench_case *c, const result *r, const ceiling *sg)
 {
-    char ratio[16] = "n/a", base[24], speed[16] = "n/a";
-    if (sgemm > 0)
-        snprintf(ratio, sizeof ratio, "%.3f", r->gflops / sgemm);
+    const double flop = 4.0 * c->dim * (double)r->pairs, gf_cpu = flop / (r->cpu_ms * 1e6);
+    char ratio[16] = "n/a", ratio_cpu[16] = "n/a", base[24], speed[16] = "n/a",
+         speed_cpu[16] = "n/a";
+    if (sg->wall > 0) {
+        snprintf(ratio, sizeof ratio, "%.3f", r->gflops / sg->wall);
+        snprintf(ratio_cpu, sizeof ratio_cpu, "%.3f", gf_cpu / sg->cpu);
+    }
     if (r->base_ms > 0) {
         snprintf(base, sizeof base, "%.1f", r->base_ms);
         snprintf(speed, sizeof speed, "%.2fx", r->base_ms / r->ms);
+        snprintf(speed_cpu, sizeof speed_cpu, "%.2fx", r->base_cpu_ms / r->cpu_ms);
     } else {
         snprintf(base, sizeof base, "(%s)", r->base_note ? r->base_note : "n/a");
     }
-    printf("%-14s %7d %2d %4d %8.4f %10.2f %8.2f %6s %9.2f %11s %8s %8.1e%s  %s\n", c->name, c->n,
-           c->heads, c->dim, r->density, r->ms, r->gflops, ratio,
-           (double)r->device_bytes / (1024.0 * 1024.0), base, speed, r->err,
-           r->err > 1e-4 ? "!" : " ", r->params);
+    printf("%-14s %6d %2d %4d %8.4f %9.2f %8.2f %6s %8.2f %6s %8.2f %10s %8s %8s %8.1e%s  %s\n",
+           c->name, c->n, c->heads, c->dim, r->density, r->ms, r->gflops, ratio, gf_cpu,
+           ratio_cpu, (double)r->device_bytes / (1024.0 * 1024.0), base, speed, speed_cpu,
+           r->err, r->err > 1e-4 ? "!" : " ", r->params);
 }
 
 static int usage(const char *argv0)
@@ -478,20 +503,22 @@ int main(int argc, char **argv)
         fprintf(stderr, "sparcl-bench: %s\n", sparcl_ctx_errmsg(NULL));
         return 1;
     }
-    double sgemm = bench_sgemm_gflops(2048, 5);
+    ceiling sg = {0, 0};
+    sg.wall = bench_sgemm_gflops(2048, 5, &sg.cpu);
     if (!opt.json) {
         printf("device: %s\n", sparcl_ctx_device_string(ctx));
-        printf("BLAS: %s; SGEMM n=2048: ", bench_blas_string());
-        if (sgemm > 0)
-            printf("%.1f GFLOP/s (the ceiling)\n", sgemm);
+        printf("BLAS: %s\nSGEMM n=2048 (the ceiling): ", bench_blas_string());
+        if (sg.wall > 0)
+            printf("%.1f GFLOP/s wall, %.1f GFLOP per CPU-second\n", sg.wall, sg.cpu);
         else
             printf("n/a\n");
-        printf("median of %d calls after 2 warm-ups (OpenCL events); baseline: median of %d "
-               "runs, dense CPU attention through CBLAS\n\n",
+        printf("ms: median of %d calls after 2 warm-ups (OpenCL events); base_ms: median of %d "
+               "runs of dense CPU attention through CBLAS.\nGF/cpu-s, xSGEMMc and speedup_c use "
+               "CPU time instead of wall time (robust to other load).\n\n",
                opt.reps, opt.baseline_reps);
-        printf("%-14s %7s %2s %4s %8s %10s %8s %6s %9s %11s %8s %8s   %s\n", "case", "n", "H", "D",
-               "density", "ms", "GFLOP/s", "xSGEMM", "dev_MiB", "base_ms", "speedup", "max_err",
-               "params");
+        printf("%-14s %6s %2s %4s %8s %9s %8s %6s %8s %6s %8s %10s %8s %8s %8s   %s\n", "case",
+               "n", "H", "D", "density", "ms", "GFLOP/s", "xSGEMM", "GF/cpu-s", "xSGEMMc",
+               "dev_MiB", "base_ms", "speedup", "speedupc", "max_err", "params");
     }
     int failures = 0;
     for (int i = 0; i < N_CASES; ++i) {
@@ -504,9 +531,9 @@ int main(int argc, char **argv)
         }
         failures += !(r.err <= 1e-4);
         if (opt.json)
-            print_json(&cases[i], &r, sgemm);
+            print_json(&cases[i], &r, &sg);
         else
-            print_row(&cases[i], &r, sgemm);
+            print_row(&cases[i], &r, &sg);
         fflush(stdout);
     }
     sparcl_ctx_free(ctx);
