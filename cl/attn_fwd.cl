@@ -18,9 +18,11 @@
  *         This was the big win on CPUs (shared/notes/pocl.md).
  * With USE_LOCAL the group stages each K/V tile in __local memory with
  * barriers (the GPU configuration); without it each work-item reads K/V
- * directly (the fast configuration on POCL).  NATIVE_EXP picks native_exp2
- * over exp2 for the softmax exponentials.  The P.V product runs over the
- * head dimension in vectors of VEC floats.
+ * directly (the fast configuration on POCL).  EXP picks the softmax's
+ * exponential: exp2, native_exp2, or sparcl_exp2_nonpos (common.clh), a
+ * short polynomial that is enough for arguments <= 0.  The P.V product runs
+ * over the head dimension in vectors of VEC floats, one output vector at a
+ * time, so only ROWS accumulators are live at once.
  */
 #ifndef HEAD_DIM
 #error "HEAD_DIM must be defined"
@@ -46,8 +48,8 @@
 #ifndef KT
 #error "KT must be defined"
 #endif
-#ifndef NATIVE_EXP
-#error "NATIVE_EXP must be defined"
+#ifndef EXP
+#error "EXP must be defined"
 #endif
 #if BLOCK_M != WG_SIZE * ROWS
 #error "BLOCK_M must equal WG_SIZE * ROWS"
@@ -66,10 +68,15 @@
 #error "VEC must not exceed HEAD_DIM"
 #endif
 
-#if NATIVE_EXP
-#define EXP2 native_exp2
+/* 2^x of scores minus their running max (x <= 0, or -inf when masked). */
+#if EXP == 0
+#define EXP2V exp2
+#elif EXP == 1
+#define EXP2V native_exp2
+#elif EXP == 2
+#define EXP2V sparcl_exp2_nonpos
 #else
-#define EXP2 exp2
+#error "EXP must be 0 (exp2), 1 (native_exp2) or 2 (sparcl_exp2_nonpos)"
 #endif
 
 /* One row of a tile's scores, as vectors (softmax) or floats (P.V). */
@@ -254,34 +261,36 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
                     s[r].v[x] = (floatv)(0.0f);
                 continue;
             }
-            const float alpha = EXP2(m[r] - mx);
+            const floatv alpha = EXP2V((floatv)(m[r] - mx));
             floatv sum = lsum[r] * alpha;
-            #pragma unroll
+#pragma unroll
             for (int x = 0; x < NKV; ++x) {
-                s[r].v[x] = EXP2(s[r].v[x] - mx);
+                s[r].v[x] = EXP2V(s[r].v[x] - mx);
                 sum += s[r].v[x];
             }
             lsum[r] = sum;
             m[r] = mx;
-            #pragma unroll
+#pragma unroll
             for (int d = 0; d < NV; ++d)
                 acc[r][d] *= alpha;
-            #pragma unroll
+#pragma unroll
             for (int t = 0; t < NT; ++t)
-                acct[r][t] *= alpha;
+                acct[r][t] *= FIRSTV(alpha);
         }
-        for (int c = 0; c < BLOCK_N; ++c) {
-            #pragma unroll
-            for (int d = 0; d < NV; ++d) {
+#pragma unroll
+        for (int d = 0; d < NV; ++d) {
+            for (int c = 0; c < BLOCK_N; ++c) {
                 const floatv vv = LOADV(VROW(c) + d * VEC);
-                #pragma unroll
+#pragma unroll
                 for (int r = 0; r < ROWS; ++r)
                     acc[r][d] = fma((floatv)(s[r].f[c]), vv, acc[r][d]);
             }
-            #pragma unroll
+        }
+        for (int c = 0; c < BLOCK_N; ++c) {
+#pragma unroll
             for (int t = 0; t < NT; ++t) {
                 const float vs = VROW(c)[NV * VEC + t];
-                #pragma unroll
+#pragma unroll
                 for (int r = 0; r < ROWS; ++r)
                     acct[r][t] = fma(s[r].f[c], vs, acct[r][t]);
             }

@@ -79,14 +79,15 @@ static const int32_t c_block_n[] = {8, 16, 32, 64, 128};
 static const int32_t c_wg[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
 static const int32_t c_vec[] = {1, 2, 4, 8, 16};
 static const int32_t c_bool[] = {0, 1};
+static const int32_t c_exp[] = {0, 1, 2};
 
 #define N_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 static const sparcl__param_def attn_fwd_params[] = {
     {"BLOCK_M", c_block_m, N_OF(c_block_m), "query rows per work-group tile"},
     {"BLOCK_N", c_block_n, N_OF(c_block_n), "keys per tile"},
+    {"EXP", c_exp, N_OF(c_exp), "softmax exponential: 0 exp2, 1 native_exp2, 2 sparcl polynomial"},
     {"KT", c_bool, N_OF(c_bool), "scores against K packed transposed per tile (a workspace)"},
-    {"NATIVE_EXP", c_bool, N_OF(c_bool), "native_exp2 instead of exp2 in the softmax"},
     {"USE_LOCAL", c_bool, N_OF(c_bool), "stage K/V tiles in __local memory"},
     {"VEC", c_vec, N_OF(c_vec), "vector width along the head dimension and of score vectors"},
     {"WG_SIZE", c_wg, N_OF(c_wg), "work-items per work-group"},
@@ -224,8 +225,8 @@ void sparcl__params_fill_defaults(const sparcl__kernel_schema *schema, sparcl_pa
         sparcl_params_set(p, "BLOCK_N", bn);
     if (!sparcl_params_get(p, "USE_LOCAL", &v))
         sparcl_params_set(p, "USE_LOCAL", use_local);
-    if (!sparcl_params_get(p, "NATIVE_EXP", &v))
-        sparcl_params_set(p, "NATIVE_EXP", 0);
+    if (!sparcl_params_get(p, "EXP", &v))
+        sparcl_params_set(p, "EXP", cpu ? 2 : 0);
     if (!sparcl_params_get(p, "VEC", &v)) {
         /* The widest power of two within head_dim that divides BLOCK_N. */
         int32_t vec = 1, tile = get(p, "BLOCK_N");
