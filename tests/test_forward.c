@@ -1,9 +1,11 @@
 /*
  * test_forward.c -- the fused forward kernel against the brute-force oracle
  * on odd shapes (q_len != kv_len, head_dim 16..256, GQA, batch), every
- * foundation layout kind, causal, and four kernel parameter sets per case
+ * foundation layout kind, causal, and five kernel parameter sets per case
  * (the device default, a GPU-style group sharing K/V in local memory, a
- * multi-item group without local memory, and scalar 1-row tiles).
+ * multi-item group without local memory, scalar 1-row tiles, and many rows
+ * per item with wide tiles), which together take every value of KT, EXP and
+ * USE_LOCAL.
  * Tolerance: fp32 max abs error <= 1e-4 on inputs in [-1, 1], LSE included.
  */
 #include <criterion/criterion.h>
@@ -68,26 +70,46 @@ static void set_params(sparcl_params *p, int set, int dim)
     sparcl_params_clear(p);
     int vec = 1;
     switch (set) {
-    case 1: /* GPU style: 16 work-items x 2 rows, K/V tiles in local memory */
+    case 1: /* GPU style: 16 work-items x 2 rows, K/V tiles in local memory,
+             * dot products along the head dimension, library exp2 */
         sparcl_params_set(p, "WG_SIZE", 16);
         sparcl_params_set(p, "BLOCK_M", 32);
         sparcl_params_set(p, "BLOCK_N", 16);
         sparcl_params_set(p, "USE_LOCAL", 1);
+        sparcl_params_set(p, "KT", 0);
+        sparcl_params_set(p, "EXP", 0);
         vec = 4;
         break;
-    case 2: /* 4 work-items, 1 row each, wide key tiles, global loads */
+    case 2: /* 4 work-items, 1 row each, wide key tiles, global loads, dot
+             * products along the head dimension, native_exp2 */
         sparcl_params_set(p, "WG_SIZE", 4);
         sparcl_params_set(p, "BLOCK_M", 4);
         sparcl_params_set(p, "BLOCK_N", 64);
         sparcl_params_set(p, "USE_LOCAL", 0);
+        sparcl_params_set(p, "KT", 0);
+        sparcl_params_set(p, "EXP", 1);
         vec = 8;
         break;
-    case 3: /* scalar, single-row tiles, narrow key tiles, local memory */
+    case 3: /* scalar, single-row tiles, narrow key tiles, packed K staged in
+             * local memory, the polynomial exp2 */
         sparcl_params_set(p, "WG_SIZE", 1);
         sparcl_params_set(p, "BLOCK_M", 1);
         sparcl_params_set(p, "BLOCK_N", 8);
         sparcl_params_set(p, "USE_LOCAL", 1);
+        sparcl_params_set(p, "KT", 1);
+        sparcl_params_set(p, "EXP", 2);
         vec = 1;
+        break;
+    case 4: /* 16 rows per work-item (8 for the widest heads, to stay within
+             * private memory), 128-key tiles, packed K from global memory:
+             * the CPU default's shape, stretched */
+        sparcl_params_set(p, "WG_SIZE", 1);
+        sparcl_params_set(p, "BLOCK_M", dim > 128 ? 8 : 16);
+        sparcl_params_set(p, "BLOCK_N", 128);
+        sparcl_params_set(p, "USE_LOCAL", 0);
+        sparcl_params_set(p, "KT", 1);
+        sparcl_params_set(p, "EXP", 2);
+        vec = 16;
         break;
     }
     while (vec > dim)
@@ -130,7 +152,7 @@ static void run_case(const fcase *c)
     oracle_attention(c->batch, c->hq, c->hkv, c->lq, c->lk, c->dim, 1.0 / sqrt(c->dim), pred,
                      &info, q, k, v, ro, rl);
 
-    for (int set = 0; set < 4; ++set) {
+    for (int set = 0; set < 5; ++set) {
         sparcl_params params;
         set_params(&params, set, c->dim);
         sparcl_plan_desc d;
@@ -260,5 +282,51 @@ Test(forward, strided_bshd_tensors)
         free(bhsd[t]), free(bshd[t]);
     free(o), free(ref);
     sparcl_plan_free(plan);
+    sparcl_ctx_free(ctx);
+}
+
+static int causal_pred(const void *self, int h, int i, int j)
+{
+    (void)self, (void)h;
+    return j <= i;
+}
+
+Test(forward, large_scores_every_exp)
+{
+    /* scale 3 spreads the scores over about +-60, so the softmax's 2^x runs
+     * far into its range (down to where it underflows); every EXP choice
+     * must still match the oracle. */
+    const int n = 239, dim = 64;
+    const double scale = 3.0;
+    size_t elems = (size_t)n * dim;
+    float *q = malloc(elems * 4), *k = malloc(elems * 4), *v = malloc(elems * 4);
+    float *o = malloc(elems * 4), *lse = malloc((size_t)n * 4);
+    double *ro = malloc(elems * 8), *rl = malloc((size_t)n * 8);
+    oracle_fill(q, elems, 5);
+    oracle_fill(k, elems, 6);
+    oracle_fill(v, elems, 7);
+    oracle_attention(1, 1, 1, n, n, dim, scale, causal_pred, NULL, q, k, v, ro, rl);
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    for (int exp = 0; exp < 3; ++exp) {
+        sparcl_params params;
+        sparcl_params_clear(&params);
+        sparcl_params_set(&params, "EXP", exp);
+        sparcl_plan_desc d;
+        sparcl_plan_desc_init(&d);
+        d.q_len = d.kv_len = n;
+        d.head_dim = dim;
+        d.scale = (float)scale;
+        d.causal = 1;
+        d.params = &params;
+        sparcl_plan *plan = NULL;
+        cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+        cr_assert_eq(sparcl_plan_forward_host(plan, q, k, v, o, lse), SPARCL_OK);
+        double eo = oracle_max_abs_diff_f(o, ro, elems), el = oracle_max_abs_diff_f(lse, rl, n);
+        cr_assert_leq(eo, TOL, "EXP=%d: out error %g", exp, eo);
+        cr_assert_leq(el, TOL, "EXP=%d: lse error %g", exp, el);
+        sparcl_plan_free(plan);
+    }
+    free(q), free(k), free(v), free(o), free(lse), free(ro), free(rl);
     sparcl_ctx_free(ctx);
 }
