@@ -68,17 +68,6 @@
 #error "VEC must not exceed HEAD_DIM"
 #endif
 
-/* 2^x of scores minus their running max (x <= 0, or -inf when masked). */
-#if EXP == 0
-#define EXP2V exp2
-#elif EXP == 1
-#define EXP2V native_exp2
-#elif EXP == 2
-#define EXP2V sparcl_exp2_nonpos
-#else
-#error "EXP must be 0 (exp2), 1 (native_exp2) or 2 (sparcl_exp2_nonpos)"
-#endif
-
 /* One row of a tile's scores, as vectors (softmax) or floats (P.V). */
 typedef union {
     floatv v[NKV];
@@ -243,10 +232,8 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
             #pragma unroll
             for (int r = 0; r < ROWS; ++r)
                 #pragma unroll
-                for (int x = 0; x < NKV; ++x) {
-                    const intv bits = (intv)((int)(mb[r * MW + x * VEC / 32] >> (x * VEC % 32)));
-                    s[r].v[x] = select((floatv)(-INFINITY), s[r].v[x], (bits & LANE_BITSV) != 0);
-                }
+                for (int x = 0; x < NKV; ++x)
+                    s[r].v[x] = sparcl_mask_scores(s[r].v[x], mb + r * MW, x);
         }
         #pragma unroll
         for (int r = 0; r < ROWS; ++r) {

@@ -84,6 +84,7 @@ static const int32_t c_exp[] = {0, 1, 2};
 #define N_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 static const sparcl__param_def attn_fwd_params[] = {
+    {"ALGO", c_bool, N_OF(c_bool), "0 the fused kernel, 1 dense: CLBlast SGEMMs + masked softmax"},
     {"BLOCK_M", c_block_m, N_OF(c_block_m), "query rows per work-group tile"},
     {"BLOCK_N", c_block_n, N_OF(c_block_n), "keys per tile"},
     {"EXP", c_exp, N_OF(c_exp), "softmax exponential: 0 exp2, 1 native_exp2, 2 sparcl polynomial"},
@@ -114,7 +115,7 @@ size_t sparcl__attn_fwd_local_bytes(const sparcl_params *p, const sparcl__proble
 
 size_t sparcl__attn_fwd_workspace_bytes(const sparcl_params *p, const sparcl__problem *prob)
 {
-    if (!get(p, "KT"))
+    if (!get(p, "KT") || get(p, "ALGO"))
         return 0;
     size_t bn = (size_t)get(p, "BLOCK_N");
     size_t tiles = bn ? ((size_t)prob->kv_len + bn - 1) / bn : 0;
@@ -225,6 +226,8 @@ void sparcl__params_fill_defaults(const sparcl__kernel_schema *schema, sparcl_pa
         sparcl_params_set(p, "BLOCK_N", bn);
     if (!sparcl_params_get(p, "USE_LOCAL", &v))
         sparcl_params_set(p, "USE_LOCAL", use_local);
+    if (!sparcl_params_get(p, "ALGO", &v))
+        sparcl_params_set(p, "ALGO", 0);
     if (!sparcl_params_get(p, "EXP", &v))
         sparcl_params_set(p, "EXP", cpu ? 2 : 0);
     if (!sparcl_params_get(p, "VEC", &v)) {

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ctx.h"
+#include "dense_path.h"
 #include "error.h"
 #include "layout.h"
 #include "params.h"
@@ -103,6 +104,41 @@ static sparcl_status upload(sparcl_plan *p, cl_mem *out, const void *data, size_
     return SPARCL_OK;
 }
 
+/* Builds the fused kernel (and, for KT=1, the K packing kernel and its
+ * workspace) for a plan whose tile arrays are uploaded. */
+static sparcl_status fused_init(sparcl_plan *p, const sparcl__problem *prob, const char *options)
+{
+    sparcl_ctx *ctx = p->ctx;
+    cl_program prog;
+    sparcl_status st = sparcl__program_get(ctx, sparcl__schema_attn_fwd.file, options, &prog);
+    if (st != SPARCL_OK)
+        return st;
+    cl_int err;
+    p->kernel = clCreateKernel(prog, "attn_fwd", &err);
+    if (!p->kernel)
+        return sparcl__fail_cl(ctx, err, "clCreateKernel(attn_fwd)");
+    size_t kwg = 0;
+    clGetKernelWorkGroupInfo(p->kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof kwg, &kwg,
+                             NULL);
+    if (kwg && (size_t)p->wg_size > kwg)
+        return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
+                            "WG_SIZE %d exceeds this kernel's work-group limit %zu on the device",
+                            p->wg_size, kwg);
+    size_t ws = sparcl__attn_fwd_workspace_bytes(&p->params, prob);
+    if (!ws)
+        return SPARCL_OK;
+    p->pack_kernel = clCreateKernel(prog, "attn_fwd_pack_k", &err);
+    if (!p->pack_kernel)
+        return sparcl__fail_cl(ctx, err, "clCreateKernel(attn_fwd_pack_k)");
+    p->workspace = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, ws, NULL, &err);
+    if (!p->workspace)
+        return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY,
+                            "cannot allocate the %zu-byte packed-K workspace (KT=1): %s", ws,
+                            sparcl__cl_error_name(err));
+    p->device_bytes += ws;
+    return SPARCL_OK;
+}
+
 SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
                                           const sparcl_plan_desc *desc)
 {
@@ -172,40 +208,19 @@ SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
 
     char options[1024];
     sparcl__params_build_options(schema, &params, &prob, options, sizeof options);
-    cl_program prog;
-    if ((st = sparcl__program_get(ctx, schema->file, options, &prog)) != SPARCL_OK)
-        goto fail;
-    cl_int err;
-    p->kernel = clCreateKernel(prog, "attn_fwd", &err);
-    if (!p->kernel) {
-        st = sparcl__fail_cl(ctx, err, "clCreateKernel(attn_fwd)");
-        goto fail;
-    }
-    size_t kwg = 0;
-    clGetKernelWorkGroupInfo(p->kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof kwg, &kwg,
-                             NULL);
-    if (kwg && (size_t)wg > kwg) {
-        st = sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
-                          "WG_SIZE %d exceeds this kernel's work-group limit %zu on the device",
-                          wg, kwg);
-        goto fail;
-    }
-    size_t ws = sparcl__attn_fwd_workspace_bytes(&params, &prob);
-    if (ws) {
-        p->pack_kernel = clCreateKernel(prog, "attn_fwd_pack_k", &err);
-        if (!p->pack_kernel) {
-            st = sparcl__fail_cl(ctx, err, "clCreateKernel(attn_fwd_pack_k)");
+    int dense = 0;
+    int32_t algo = 0;
+    sparcl_params_get(&params, "ALGO", &algo);
+    if (algo == 1) {
+        if ((st = sparcl__dense_init(p, options, &dense)) != SPARCL_OK)
             goto fail;
+        if (!dense) { /* it does not apply here: the fused kernel, and say so */
+            sparcl_params_set(&p->params, "ALGO", 0);
+            sparcl__params_build_options(schema, &p->params, &prob, options, sizeof options);
         }
-        p->workspace = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, ws, NULL, &err);
-        if (!p->workspace) {
-            st = sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY,
-                              "cannot allocate the %zu-byte packed-K workspace (KT=1): %s", ws,
-                              sparcl__cl_error_name(err));
-            goto fail;
-        }
-        p->device_bytes += ws;
     }
+    if (!dense && (st = fused_init(p, &prob, options)) != SPARCL_OK)
+        goto fail;
     *out = p;
     return SPARCL_OK;
 fail:
@@ -221,10 +236,13 @@ SPARCL_API void sparcl_plan_free(sparcl_plan *p)
         clReleaseKernel(p->kernel);
     if (p->pack_kernel)
         clReleaseKernel(p->pack_kernel);
+    if (p->softmax_kernel)
+        clReleaseKernel(p->softmax_kernel);
     if (p->last)
         clReleaseEvent(p->last);
-    cl_mem *mems[5] = {&p->tile_ptr, &p->tile_col, &p->tile_mask, &p->mask_bits, &p->workspace};
-    for (int i = 0; i < 5; ++i)
+    cl_mem *mems[6] = {&p->tile_ptr,  &p->tile_col,  &p->tile_mask,
+                       &p->mask_bits, &p->workspace, &p->scores};
+    for (int i = 0; i < 6; ++i)
         if (*mems[i])
             clReleaseMemObject(*mems[i]);
     pthread_mutex_destroy(&p->lock);
@@ -316,6 +334,11 @@ static sparcl_status forward_strided(sparcl_plan *p, const sparcl_strides *ts, c
         strides[3 * t + 2] = ts[t].seq;
     }
     pthread_mutex_lock(&p->lock);
+    if (p->softmax_kernel) {
+        st = sparcl__dense_forward(p, ts, q, k, v, out, lse, num_wait, wait, event);
+        pthread_mutex_unlock(&p->lock);
+        return st;
+    }
     cl_event pack_ev = NULL;
     if (p->pack_kernel &&
         (st = enqueue_pack(p, &ts[1], k, num_wait, wait, &pack_ev)) != SPARCL_OK) {

@@ -28,6 +28,13 @@ struct sparcl_plan {
     cl_kernel pack_kernel;
     cl_mem workspace;
     cl_event last;
+    /* ALGO=1 (dense_path.c): scores of `dense_chunk` heads, each q_len rows
+     * of dense_ld floats (kv_len padded to whole tiles), and the masked
+     * softmax kernel that runs between the two CLBlast GEMMs. */
+    cl_kernel softmax_kernel;
+    cl_mem scores;
+    int dense_chunk;
+    int64_t dense_ld;
 };
 
 #endif

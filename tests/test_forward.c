@@ -65,6 +65,10 @@ static uint8_t *make_mask(const fcase *c, int heads, int *nbr, int *nbc)
     return m;
 }
 
+/* Sets 0 .. N_FUSED_SETS - 1 run the fused kernel; set N_FUSED_SETS the
+ * dense algorithm. */
+#define N_FUSED_SETS 5
+
 static void set_params(sparcl_params *p, int set, int dim)
 {
     sparcl_params_clear(p);
@@ -100,6 +104,11 @@ static void set_params(sparcl_params *p, int set, int dim)
         sparcl_params_set(p, "EXP", 2);
         vec = 1;
         break;
+    case 5: /* the dense algorithm (ALGO=1) with 16-key tiles for its mask */
+        sparcl_params_set(p, "ALGO", 1);
+        sparcl_params_set(p, "BLOCK_N", 16);
+        vec = 8;
+        break;
     case 4: /* 16 rows per work-item (8 for the widest heads, to stay within
              * private memory), 128-key tiles, packed K from global memory:
              * the CPU default's shape, stretched */
@@ -117,10 +126,9 @@ static void set_params(sparcl_params *p, int set, int dim)
     sparcl_params_set(p, "VEC", vec);
 }
 
-static void run_case(const fcase *c)
+/* Runs case c on ctx with parameter sets [set0, set1) against the oracle. */
+static void run_case(sparcl_ctx *ctx, const fcase *c, int set0, int set1)
 {
-    sparcl_ctx *ctx = NULL;
-    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
     pinfo info = {c, NULL, 0, 0};
     sparcl_layout *layout = NULL;
     sparcl_status st = SPARCL_OK;
@@ -152,7 +160,7 @@ static void run_case(const fcase *c)
     oracle_attention(c->batch, c->hq, c->hkv, c->lq, c->lk, c->dim, 1.0 / sqrt(c->dim), pred,
                      &info, q, k, v, ro, rl);
 
-    for (int set = 0; set < 5; ++set) {
+    for (int set = set0; set < set1; ++set) {
         sparcl_params params;
         set_params(&params, set, c->dim);
         sparcl_plan_desc d;
@@ -174,6 +182,9 @@ static void run_case(const fcase *c)
                      sparcl_ctx_errmsg(ctx));
         char ptext[200];
         sparcl_plan_params(plan, &params, NULL);
+        int32_t algo = -1;
+        sparcl_params_get(&params, "ALGO", &algo);
+        cr_assert_eq(algo, set == N_FUSED_SETS, "set %d ran ALGO=%d", set, (int)algo);
         sparcl_params_format(&params, ptext, sizeof ptext);
         double eo = oracle_max_abs_diff_f(o, ro, nq), el = oracle_max_abs_diff_f(lse, rl, nl);
         cr_assert_leq(eo, TOL, "out error %g: b%d h%d/%d lq %d lk %d d %d pattern %d causal %d [%s]",
@@ -191,7 +202,6 @@ static void run_case(const fcase *c)
     free(q), free(k), free(v), free(o), free(lse), free(ro), free(rl);
     free((void *)info.mask);
     sparcl_layout_free(layout);
-    sparcl_ctx_free(ctx);
 }
 
 ParameterizedTestParameters(forward, matches_oracle)
@@ -221,7 +231,32 @@ ParameterizedTestParameters(forward, matches_oracle)
 
 ParameterizedTest(fcase *c, forward, matches_oracle, .timeout = 600)
 {
-    run_case(c);
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
+    run_case(ctx, c, 0, N_FUSED_SETS);
+    sparcl_ctx_free(ctx);
+}
+
+/* The dense algorithm (ALGO=1: CLBlast SGEMMs around our masked softmax)
+ * on small shapes that still cover every mask kind: PARTIAL tiles, causal
+ * with q_len != kv_len, empty rows, per-head layouts, GQA and batch.  One
+ * context for all, because CLBlast compiles its GEMM kernels once per
+ * context (about 20 s on POCL the first time; POCL's cache in the build
+ * tree makes later runs fast). */
+Test(forward, dense_algo_matches_oracle, .timeout = 900)
+{
+    static const fcase cases[] = {
+        /* b  hq hkv  lq   lk   dim  pattern           causal left right block */
+        {1, 2, 1, 17, 113, 72, P_DENSE, 1, 0, 0, 0},
+        {1, 1, 1, 113, 17, 16, P_WINDOW, 0, 5, 9, 8},
+        {1, 3, 1, 239, 113, 100, P_MASK_PER_HEAD, 0, 0, 0, 24},
+        {2, 4, 2, 64, 64, 64, P_CAUSAL_LAYOUT, 0, 0, 0, 16},
+    };
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i)
+        run_case(ctx, &cases[i], N_FUSED_SETS, N_FUSED_SETS + 1);
+    sparcl_ctx_free(ctx);
 }
 
 Test(forward, strided_bshd_tensors)
@@ -328,5 +363,46 @@ Test(forward, large_scores_every_exp)
         sparcl_plan_free(plan);
     }
     free(q), free(k), free(v), free(o), free(lse), free(ro), free(rl);
+    sparcl_ctx_free(ctx);
+}
+
+static void count_warnings(void *user, sparcl_log_level level, const char *message)
+{
+    (void)message;
+    if (level == SPARCL_LOG_WARNING)
+        ++*(int *)user;
+}
+
+Test(forward, dense_algo_falls_back_when_scores_do_not_fit)
+{
+    /* 2^18 x 2^18 scores per head (256 GiB) fit no device: the plan must
+     * take the fused kernel, report ALGO=0 and warn through the log. */
+    const int n = 1 << 18;
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    int warnings = 0;
+    sparcl_ctx_set_log(ctx, count_warnings, &warnings);
+    sparcl_layout *layout = NULL;
+    cr_assert_eq(sparcl_layout_init_window(ctx, &layout, 1, n, n, 64, 16, 0), SPARCL_OK);
+    sparcl_params params;
+    sparcl_params_clear(&params);
+    sparcl_params_set(&params, "ALGO", 1);
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.q_len = d.kv_len = n;
+    d.head_dim = 16;
+    d.layout = layout;
+    d.params = &params;
+    sparcl_plan *plan = NULL;
+    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    sparcl_params used;
+    int32_t algo = -1;
+    sparcl_plan_params(plan, &used, NULL);
+    sparcl_params_get(&used, "ALGO", &algo);
+    cr_assert_eq(algo, 0);
+    cr_assert_geq(warnings, 1);
+    cr_assert_lt(sparcl_plan_device_bytes(plan), (size_t)1 << 30, "no N^2 allocation");
+    sparcl_plan_free(plan);
+    sparcl_layout_free(layout);
     sparcl_ctx_free(ctx);
 }
