@@ -102,15 +102,7 @@ static sparcl_status enqueue_softmax(sparcl_plan *p, cl_mem lse, int b, int hq0,
     err |= clSetKernelArg(kn, a++, sizeof(cl_long), &ld);
     err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &lse_arg);
     err |= clSetKernelArg(kn, a++, sizeof(cl_int), &write_lse);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &p->tile_ptr);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &p->tile_col);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &p->tile_mask);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &p->mask_bits);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &d->q_len);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &d->kv_len);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &d->q_heads);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &p->layout_heads);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &p->n_tile_rows);
+    err |= sparcl__plan_set_layout_args(p, kn, &a);
     err |= clSetKernelArg(kn, a++, sizeof(cl_int), &b);
     err |= clSetKernelArg(kn, a++, sizeof(cl_int), &hq0);
     err |= clSetKernelArg(kn, a++, sizeof(cl_int), &step);

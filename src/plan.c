@@ -266,6 +266,22 @@ static sparcl_status check_buffer(sparcl_plan *p, cl_mem m, const char *name, in
     return SPARCL_OK;
 }
 
+cl_int sparcl__plan_set_layout_args(const sparcl_plan *p, cl_kernel kn, cl_uint *a)
+{
+    const sparcl_plan_desc *d = &p->desc;
+    cl_int err = CL_SUCCESS;
+    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_mem), &p->tile_ptr);
+    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_mem), &p->tile_col);
+    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_mem), &p->tile_mask);
+    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_mem), &p->mask_bits);
+    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_int), &d->q_len);
+    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_int), &d->kv_len);
+    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_int), &d->q_heads);
+    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_int), &p->layout_heads);
+    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_int), &p->n_tile_rows);
+    return err;
+}
+
 /* Enqueues attn_fwd_pack_k (KT=1): K into the plan's workspace, after the
  * caller's wait list and the previous call that read the workspace.  Called
  * with p->lock held. */
@@ -355,16 +371,8 @@ static sparcl_status forward_strided(sparcl_plan *p, const sparcl_strides *ts, c
     err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &out);
     err |= clSetKernelArg(kn, a++, sizeof(cl_mem), lse ? &lse : &out);
     err |= clSetKernelArg(kn, a++, sizeof(cl_int), &write_lse);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &p->tile_ptr);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &p->tile_col);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &p->tile_mask);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &p->mask_bits);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &d->q_len);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &d->kv_len);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &d->q_heads);
+    err |= sparcl__plan_set_layout_args(p, kn, &a);
     err |= clSetKernelArg(kn, a++, sizeof(cl_int), &group);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &p->layout_heads);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &p->n_tile_rows);
     err |= clSetKernelArg(kn, a++, sizeof(cl_float), &scale_log2);
     for (int s = 0; s < 12; ++s)
         err |= clSetKernelArg(kn, a++, sizeof(cl_long), &strides[s]);

@@ -37,4 +37,10 @@ struct sparcl_plan {
     int64_t dense_ld;
 };
 
+/* Sets the nine kernel arguments every kernel that walks the plan's tiled
+ * layout takes, in this order from argument *a on: tile_ptr, tile_col,
+ * tile_mask, mask_bits, q_len, kv_len, q_heads, layout_heads, n_tile_rows.
+ * Advances *a; returns the OR of the clSetKernelArg results. */
+cl_int sparcl__plan_set_layout_args(const sparcl_plan *p, cl_kernel kn, cl_uint *a);
+
 #endif
