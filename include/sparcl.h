@@ -352,8 +352,12 @@ SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *plan, const float
 SPARCL_API void sparcl_plan_params(const sparcl_plan *plan, sparcl_params *params,
                                    sparcl_param_source *source);
 
-/* Bytes of device memory the plan itself holds (layout arrays), excluding
- * the caller's tensors. */
+/* Bytes of device memory the plan itself holds, excluding the caller's
+ * tensors: the tiled layout arrays, plus the workspace its parameters need
+ * (KT=1: K packed per tile, batch * kv_heads * kv_len * head_dim floats;
+ * ALGO=1: the scores of as many heads as fit, q_len x kv_len floats each).
+ * CLBlast may allocate temporaries of its own during an ALGO=1 call; they
+ * are not counted.  A plan's workspace serializes its calls on the queue. */
 SPARCL_API size_t sparcl_plan_device_bytes(const sparcl_plan *plan);
 
 /* ------------------------------------------------------------------------
