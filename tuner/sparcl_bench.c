@@ -115,11 +115,29 @@ static int attends(const pattern_info *p, int h, int i, int j)
     }
 }
 
+/* The baseline's mask row, filled by ranges (the same predicate as
+ * attends(), which sample_error() uses per element). */
 static void mask_row(const void *self, int h, int i, uint8_t *row)
 {
     const pattern_info *p = self;
-    for (int j = 0; j < p->c->n; ++j)
-        row[j] = (uint8_t)attends(p, h, i, j);
+    const int n = p->c->n;
+    int lo = 0, hi = n; /* [lo, hi) attends, for the contiguous patterns */
+    switch (p->c->pattern) {
+    case PAT_CAUSAL: hi = i + 1; break;
+    case PAT_WINDOW:
+        lo = i - WINDOW > 0 ? i - WINDOW : 0;
+        hi = i + WINDOW + 1 < n ? i + WINDOW + 1 : n;
+        break;
+    case PAT_BIGBIRD:
+        for (int c = 0; c < p->nb; ++c) {
+            int j0 = c * BB_BLOCK, len = n - j0 < BB_BLOCK ? n - j0 : BB_BLOCK;
+            memset(row + j0, p->bb[((size_t)h * p->nb + i / BB_BLOCK) * p->nb + c], (size_t)len);
+        }
+        return;
+    default: break;
+    }
+    memset(row, 0, (size_t)n);
+    memset(row + lo, 1, (size_t)(hi - lo));
 }
 
 static sparcl_status make_layout(sparcl_ctx *ctx, pattern_info *p, sparcl_layout **out)
@@ -350,6 +368,8 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
         res->base_note = "no CBLAS";
     else if (!opt->baseline)
         res->base_note = "skipped";
+    else if (opt->quick && c->n > 4096) /* its N^2 scores take seconds per head */
+        res->base_note = "not in --quick";
     else if (have && need > have / 2)
         res->base_note = "too big"; /* the N x N scores would not fit in memory */
     else if ((res->base_ms = bench_dense_ms(&bp, opt->baseline_reps, &res->base_cpu_ms)) < 0)
@@ -402,7 +422,7 @@ static void print_json(const bench_case *c, const result *r, const ceiling *sg)
 static void print_row(const bench_case *c, const result *r, const ceiling *sg)
 {
     const double flop = 4.0 * c->dim * (double)r->pairs, gf_cpu = flop / (r->cpu_ms * 1e6);
-    char ratio[16] = "n/a", ratio_cpu[16] = "n/a", base[24], speed[16] = "n/a",
+    char ratio[16] = "n/a", ratio_cpu[16] = "n/a", base[32], speed[16] = "n/a",
          speed_cpu[16] = "n/a";
     if (sg->wall > 0) {
         snprintf(ratio, sizeof ratio, "%.3f", r->gflops / sg->wall);
@@ -415,7 +435,7 @@ static void print_row(const bench_case *c, const result *r, const ceiling *sg)
     } else {
         snprintf(base, sizeof base, "(%s)", r->base_note ? r->base_note : "n/a");
     }
-    printf("%-14s %6d %2d %4d %8.4f %9.2f %8.2f %6s %8.2f %6s %8.2f %10s %8s %8s %8.1e%s  %s\n",
+    printf("%-14s %6d %2d %4d %8.4f %9.2f %8.2f %6s %8.2f %6s %8.2f %16s %8s %8s %8.1e%s  %s\n",
            c->name, c->n, c->heads, c->dim, r->density, r->ms, r->gflops, ratio, gf_cpu,
            ratio_cpu, (double)r->device_bytes / (1024.0 * 1024.0), base, speed, speed_cpu,
            r->err, r->err > 1e-4 ? "!" : " ", r->params);
@@ -452,7 +472,7 @@ static int select_cases(options *opt, const char *list)
 
 int main(int argc, char **argv)
 {
-    options opt = {.reps = 5, .baseline_reps = 3, .baseline = 1};
+    options opt = {.reps = 5, .baseline_reps = 0, .baseline = 1};
     int any_selected = 0;
     sparcl_params_clear(&opt.params);
     for (int a = 1; a < argc; ++a) {
@@ -491,6 +511,8 @@ int main(int argc, char **argv)
             return usage(argv[0]);
         }
     }
+    if (!opt.baseline_reps) /* a big baseline run takes seconds: fewer in --quick */
+        opt.baseline_reps = opt.quick ? 1 : 3;
     if (opt.reps < 5 || opt.baseline_reps < 1) {
         fprintf(stderr, "sparcl-bench: --reps must be >= 5 and --baseline-reps >= 1\n");
         return 2;
@@ -517,7 +539,7 @@ int main(int argc, char **argv)
                "runs of dense CPU attention through CBLAS.\nGF/cpu-s, xSGEMMc and speedup_c use "
                "CPU time instead of wall time (robust to other load).\n\n",
                opt.reps, opt.baseline_reps);
-        printf("%-14s %6s %2s %4s %8s %9s %8s %6s %8s %6s %8s %10s %8s %8s %8s   %s\n", "case",
+        printf("%-14s %6s %2s %4s %8s %9s %8s %6s %8s %6s %8s %16s %8s %8s %8s   %s\n", "case",
                "n", "H", "D", "density", "ms", "GFLOP/s", "xSGEMM", "GF/cpu-s", "xSGEMMc",
                "dev_MiB", "base_ms", "speedup", "speedupc", "max_err", "params");
     }
