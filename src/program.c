@@ -2,7 +2,7 @@
  * program.c -- kernel sources and the per-context program cache.
  *
  * Kernel files in cl/ are embedded into the library by CMake (see
- * cmake/embed_kernels.cmake).  For kernel work they can instead be read from
+ * cmake/embed_files.cmake).  For kernel work they can instead be read from
  * a directory: the SPARCL_KERNEL_DIR environment variable, or the directory
  * configured with -DSPARCL_KERNEL_DIR=... at build time.  Every program is
  * cl/common.clh followed by the kernel file, so kernels share helpers without
@@ -23,7 +23,7 @@ typedef struct sparcl__embedded_file {
 } sparcl__embedded_file;
 
 extern const sparcl__embedded_file sparcl__embedded_files[];
-extern const int sparcl__embedded_count;
+extern const int sparcl__embedded_files_count;
 
 struct sparcl__program_entry {
     char *file;
@@ -69,7 +69,7 @@ char *sparcl__kernel_source(sparcl_ctx *ctx, const char *file)
                          "cannot read kernel source %s/%s", dir, file);
         return text;
     }
-    for (int i = 0; i < sparcl__embedded_count; ++i)
+    for (int i = 0; i < sparcl__embedded_files_count; ++i)
         if (strcmp(sparcl__embedded_files[i].name, file) == 0) {
             char *text = strdup(sparcl__embedded_files[i].text);
             if (!text)
