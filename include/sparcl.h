@@ -458,7 +458,9 @@ typedef struct sparcl_device_info {
     char version[128];  /* CL_DEVICE_VERSION */
     char type[16];      /* "CPU", "GPU", "ACCELERATOR" or "OTHER" */
     uint32_t compute_units;
-    uint64_t global_mem, local_mem, max_alloc; /* bytes */
+    /* Bytes; global_mem is rounded down to a power of two because some
+     * drivers (POCL) report a value that follows the free memory. */
+    uint64_t global_mem, local_mem, max_alloc;
 } sparcl_device_info;
 
 /* Fills *info for the context's device. */

@@ -175,7 +175,12 @@ void sparcl__device_info(const sparcl_ctx *ctx, sparcl_device_info *info)
              : l->type & CL_DEVICE_TYPE_ACCELERATOR ? "ACCELERATOR"
                                                     : "OTHER");
     info->compute_units = l->compute_units;
-    info->global_mem = l->global_mem;
+    /* Rounded down to a power of two: POCL derives the value from the
+     * memory free at start-up, which would make every run a new device. */
+    uint64_t g = l->global_mem;
+    while (g & (g - 1))
+        g &= g - 1;
+    info->global_mem = g;
     info->local_mem = l->local_mem;
     info->max_alloc = l->max_alloc;
 }

@@ -572,6 +572,10 @@ static void csv_field(FILE *f, sqlite3_stmt *s, int i)
 {
     if (sqlite3_column_type(s, i) == SQLITE_NULL)
         return;
+    if (sqlite3_column_type(s, i) == SQLITE_FLOAT) { /* every bit survives a round trip */
+        fprintf(f, "%.17g", sqlite3_column_double(s, i));
+        return;
+    }
     const char *t = (const char *)sqlite3_column_text(s, i);
     if (!columns[i].text) {
         fputs(t, f);
