@@ -32,6 +32,19 @@ static void make_dir(void)
     cr_assert_not_null(mkdtemp(dir));
 }
 
+/* Each test's scratch folder goes away after it. */
+static void remove_dir(void)
+{
+    char cmd[128];
+    if (dir[0]) {
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "cannot remove %s\n", dir);
+    }
+}
+
+TestSuite(tuning_db, .fini = remove_dir);
+
 static void path_in(char *buf, size_t size, const char *name)
 {
     snprintf(buf, size, "%s/%s", dir, name);

@@ -143,8 +143,12 @@ static void maybe_fault(const sparcl_params *p)
     int32_t have;
     if (!sparcl_params_get(p, name, &have) || have != value)
         return;
-    if (!strncmp(f, "crash:", 6))
+    if (!strncmp(f, "crash:", 6)) {
+        /* The OpenCL runtime may have its own SIGSEGV handler; a real
+         * crash must not be caught by it. */
+        signal(SIGSEGV, SIG_DFL);
         raise(SIGSEGV);
+    }
     if (!strncmp(f, "hang:", 5))
         for (;;)
             pause();
