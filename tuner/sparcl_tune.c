@@ -38,13 +38,14 @@ static void usage(FILE *f)
             "  --strategy S        exhaustive | random | anneal (default anneal)\n"
             "  --budget B          quick (quick problems, 12 evaluations each) | thorough "
             "(standard problems, 80 each; the default)\n"
-            "  --max-evals N       evaluations per problem, the default's included\n"
-            "  --max-seconds S     wall time per problem\n"
+            "  --max-evals N       evaluations per problem, the default's included (0: no limit)\n"
+            "  --max-seconds S     wall time per problem (0: no limit)\n"
             "  --stagnation K      stop a problem after K evaluations without a new best (0: off)\n"
             "  --problems P        standard | quick | spec[;spec...], spec = "
             "PATTERN:n=N,h=H[,kvh=K],d=D[,w=W][,blk=B]\n"
             "                      with PATTERN dense | causal | window (+-W tokens) | bigbird\n"
             "  --kernel NAME       tune only this kernel family (default: all it can run)\n"
+            "  --fix NAME=V        search only candidates with NAME=V (repeatable)\n"
             "  --timeout S         watchdog limit per candidate (default 120)\n"
             "  --seed N            seed of the random strategies (default 1)\n"
             "  --export FILE       write the database as FILE.csv or FILE.sql, then exit\n"
@@ -56,6 +57,7 @@ typedef struct options {
     const char *device, *db, *problems, *export_path, *import_path, *kernel;
     tune_strategy strategy;
     tune_budget budget;
+    sparcl_params fixed;
     int max_runs;
     double timeout;
     unsigned seed;
@@ -103,6 +105,15 @@ static int parse_args(int argc, char **argv, options *o)
         } else if (!strcmp(a, "--import")) {
             TAKES_VALUE;
             o->import_path = v;
+        } else if (!strcmp(a, "--fix")) {
+            TAKES_VALUE;
+            char name[SPARCL_PARAM_NAME_MAX];
+            int value;
+            if (sscanf(v, "%23[A-Za-z0-9_]=%d", name, &value) != 2 ||
+                sparcl_params_set(&o->fixed, name, value) != SPARCL_OK) {
+                fprintf(stderr, "sparcl-tune: error: --fix needs NAME=integer, not \"%s\"\n", v);
+                return -1;
+            }
         } else if (!strcmp(a, "--kernel")) {
             TAKES_VALUE;
             o->kernel = v;
@@ -199,6 +210,7 @@ typedef struct state {
     progress *pg;
     int evals, stored, fatal;
     double best;
+    sparcl_params best_params; /* of this search, stored rows included */
     char fatal_msg[600];
 } state;
 
@@ -278,8 +290,10 @@ static double evaluate(void *user, const sparcl_params *p, int *stop)
     }
     ++s->evals;
     double ms = r.status == SPARCL_TUNING_OK ? r.median_ms : INFINITY;
-    if (ms < s->best)
+    if (ms < s->best) {
         s->best = ms;
+        s->best_params = *p;
+    }
     report(s, p, &r, found);
     return ms;
 }
@@ -321,11 +335,16 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
     s.pg = pg;
     tune_search_stats stats;
     char err[512] = "";
-    if (tune_search(ctx, kernel, &desc, &def, o->strategy, &o->budget, o->seed, evaluate, &s,
+    if (tune_search(ctx, kernel, &desc, &o->fixed, &def, o->strategy, &o->budget, o->seed, evaluate, &s,
                     &stats, err, sizeof err) != 0)
         snprintf(out->note, sizeof out->note, "skipped: %s", err);
     if (pg->tty)
         fprintf(stderr, "\r\033[K");
+    char list[256] = "(none)";
+    if (isfinite(s.best))
+        sparcl_params_format(&s.best_params, list, sizeof list);
+    printf("search: %d evaluations of %d valid candidates, best %.3f ms: %s\n", s.evals,
+           stats.valid, s.best, list);
     if (s.fatal_msg[0] && !s.fatal)
         snprintf(out->note, sizeof out->note, "%.150s", s.fatal_msg);
     if (s.fatal) {

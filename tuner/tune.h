@@ -53,11 +53,12 @@ typedef struct tune_search_stats {
     int stopped;     /* interrupted */
 } tune_search_stats;
 
-/* Runs `strategy` over every valid parameter set of `kernel` for `desc`,
- * starting from `start` (the built-in default).  Returns 0, or -1 with the
+/* Runs `strategy` over every valid parameter set of `kernel` for `desc`
+ * that agrees with `fixed` (may be NULL or empty: parameters pinned by
+ * --fix), starting from `start` (the built-in default).  Returns 0, or -1 with the
  * message in err. */
 int tune_search(sparcl_ctx *ctx, const char *kernel, const sparcl_plan_desc *desc,
-                const sparcl_params *start, tune_strategy strategy, const tune_budget *budget,
+                const sparcl_params *fixed, const sparcl_params *start, tune_strategy strategy, const tune_budget *budget,
                 unsigned seed, tune_eval_fn eval, void *user, tune_search_stats *stats,
                 char *err, size_t size);
 

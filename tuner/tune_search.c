@@ -72,8 +72,19 @@ static int find_code(const space *s, int64_t code)
     return -1;
 }
 
+/* 1 if every parameter pinned in `fixed` has that value in p. */
+static int agrees(const sparcl_params *fixed, const sparcl_params *p)
+{
+    for (int i = 0; fixed && i < fixed->count; ++i) {
+        int32_t v;
+        if (sparcl_params_get(p, fixed->item[i].name, &v) && v != fixed->item[i].value)
+            return 0;
+    }
+    return 1;
+}
+
 static int build_space(sparcl_ctx *ctx, const char *kernel, const sparcl_plan_desc *desc,
-                       space *s, char *err, size_t size)
+                       const sparcl_params *fixed, space *s, char *err, size_t size)
 {
     memset(s, 0, sizeof *s);
     if (sparcl_kernel_space(ctx, kernel, &s->def) != SPARCL_OK) {
@@ -94,7 +105,7 @@ static int build_space(sparcl_ctx *ctx, const char *kernel, const sparcl_plan_de
     sparcl_params p;
     for (int64_t c = 0; c < total; ++c) {
         decode(s, c, &p);
-        if (sparcl_kernel_check_params(ctx, kernel, desc, &p) == SPARCL_OK)
+        if (agrees(fixed, &p) && sparcl_kernel_check_params(ctx, kernel, desc, &p) == SPARCL_OK)
             s->codes[s->n++] = c;
     }
     s->cost = malloc(sizeof *s->cost * (size_t)(s->n ? s->n : 1));
@@ -263,14 +274,14 @@ static void anneal(run *r, int start, uint64_t *rng)
 }
 
 int tune_search(sparcl_ctx *ctx, const char *kernel, const sparcl_plan_desc *desc,
-                const sparcl_params *start, tune_strategy strategy, const tune_budget *budget,
+                const sparcl_params *fixed, const sparcl_params *start, tune_strategy strategy, const tune_budget *budget,
                 unsigned seed, tune_eval_fn eval, void *user, tune_search_stats *stats,
                 char *err, size_t size)
 {
     memset(stats, 0, sizeof *stats);
     stats->best_ms = INFINITY;
     space s;
-    if (build_space(ctx, kernel, desc, &s, err, size) != 0) {
+    if (build_space(ctx, kernel, desc, fixed, &s, err, size) != 0) {
         free_space(&s);
         return -1;
     }
