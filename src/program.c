@@ -16,6 +16,7 @@
 #include "ctx.h"
 #include "error.h"
 #include "program.h"
+#include "text_file.h"
 
 typedef struct sparcl__embedded_file {
     const char *name;
@@ -36,23 +37,7 @@ static char *read_file(const char *dir, const char *file)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, file);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *buf = NULL;
-    if (fseek(f, 0, SEEK_END) == 0) {
-        long n = ftell(f);
-        if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1))) {
-            if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
-                free(buf);
-                buf = NULL;
-            } else {
-                buf[n] = '\0';
-            }
-        }
-    }
-    fclose(f);
-    return buf;
+    return sparcl__read_text_file(path);
 }
 
 char *sparcl__kernel_source(sparcl_ctx *ctx, const char *file)

@@ -23,6 +23,7 @@
 
 #include "ctx.h"
 #include "error.h"
+#include "text_file.h"
 #include "tuning_db.h"
 
 typedef struct sparcl__embedded_file {
@@ -447,21 +448,33 @@ static sparcl_status query_result(sparcl_tuning_db *db, const char *sql,
 
 #define RESULT_COLUMNS "params, status, median_ms, min_ms, max_ms, runs, max_err, message"
 
+/* The evaluation of exactly `params`, or with params NULL the best OK one. */
+static sparcl_status find_or_best(sparcl_tuning_db *db, const sparcl_device_info *device,
+                                  const sparcl_tuning_problem *problem,
+                                  const sparcl_params *params, sparcl_tuning_result *out,
+                                  int *found)
+{
+    sparcl_status st = check_handle(db, device, problem, out);
+    if (st == SPARCL_OK)
+        st = check_handle(db, found, found, found);
+    if (st != SPARCL_OK)
+        return st;
+    static const char find_sql[] = "SELECT " RESULT_COLUMNS " FROM evaluation_flat WHERE " KEY_WHERE
+                                   " AND params = json(?24)";
+    static const char best_sql[] = "SELECT " RESULT_COLUMNS " FROM evaluation_flat WHERE " KEY_WHERE
+                                   " AND status = 'ok' ORDER BY median_ms LIMIT 1";
+    return query_result(db, params ? find_sql : best_sql, device, problem, params, out, found);
+}
+
 SPARCL_API sparcl_status sparcl_tuning_db_find(sparcl_tuning_db *db,
                                                const sparcl_device_info *device,
                                                const sparcl_tuning_problem *problem,
                                                const sparcl_params *params,
                                                sparcl_tuning_result *out, int *found)
 {
-    sparcl_status st = check_handle(db, device, problem, params);
-    if (st == SPARCL_OK)
-        st = check_handle(db, out, found, out);
-    if (st != SPARCL_OK)
-        return st;
-    return query_result(db,
-                        "SELECT " RESULT_COLUMNS " FROM evaluation_flat WHERE " KEY_WHERE
-                        " AND params = json(?24)",
-                        device, problem, params, out, found);
+    if (!params)
+        return sparcl__fail(db ? db->ctx : NULL, SPARCL_ERR_INVALID_ARGUMENT, "params is NULL");
+    return find_or_best(db, device, problem, params, out, found);
 }
 
 SPARCL_API sparcl_status sparcl_tuning_db_best(sparcl_tuning_db *db,
@@ -469,15 +482,7 @@ SPARCL_API sparcl_status sparcl_tuning_db_best(sparcl_tuning_db *db,
                                                const sparcl_tuning_problem *problem,
                                                sparcl_tuning_result *out, int *found)
 {
-    sparcl_status st = check_handle(db, device, problem, out);
-    if (st == SPARCL_OK)
-        st = check_handle(db, found, found, found);
-    if (st != SPARCL_OK)
-        return st;
-    return query_result(db,
-                        "SELECT " RESULT_COLUMNS " FROM evaluation_flat WHERE " KEY_WHERE
-                        " AND status = 'ok' ORDER BY median_ms LIMIT 1",
-                        device, problem, NULL, out, found);
+    return find_or_best(db, device, problem, NULL, out, found);
 }
 
 SPARCL_API sparcl_status sparcl_tuning_db_count(sparcl_tuning_db *db,
@@ -662,27 +667,6 @@ SPARCL_API sparcl_status sparcl_tuning_db_export(sparcl_tuning_db *db, const cha
     return SPARCL_OK;
 }
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *buf = NULL;
-    if (fseek(f, 0, SEEK_END) == 0) {
-        long n = ftell(f);
-        if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1))) {
-            if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
-                free(buf);
-                buf = NULL;
-            } else {
-                buf[n] = '\0';
-            }
-        }
-    }
-    fclose(f);
-    return buf;
-}
-
 /* Skips blanks and "--" comments. */
 static const char *skip_space(const char *p)
 {
@@ -855,7 +839,7 @@ SPARCL_API sparcl_status sparcl_tuning_db_import(sparcl_tuning_db *db, const cha
     sparcl_status st = check_handle(db, path, path, path);
     if (st != SPARCL_OK)
         return st;
-    char *text = slurp(path);
+    char *text = sparcl__read_text_file(path);
     if (!text)
         return fail(db, "cannot read %s: %s", path, strerror(errno));
     int64_t n = 0;

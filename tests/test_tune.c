@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "oracle.h"
+#include "scratch.h"
 #include "sparcl.h"
 
 #ifndef SPARCL_TUNE_EXE
@@ -35,39 +36,20 @@
 
 extern char **environ;
 
-static char dir[64];
-
 static void make_dir(void)
 {
-    snprintf(dir, sizeof dir, "/tmp/sparcl-tune-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
+    cr_assert_eq(scratch_make("sparcl-tune"), 0);
 }
 
-/* Each test's scratch folder goes away after it. */
-static void remove_dir(void)
-{
-    char cmd[128];
-    if (dir[0]) {
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "cannot remove %s\n", dir);
-    }
-}
-
-TestSuite(tune, .fini = remove_dir);
-
-static void path_in(char *buf, size_t size, const char *name)
-{
-    snprintf(buf, size, "%s/%s", dir, name);
-}
+TestSuite(tune, .fini = scratch_remove);
 
 /* Starts sparcl-tune with args (NULL-terminated), stdout and stderr to
  * files in dir. */
 static pid_t spawn_tuner(const char *tag, const char *const *args)
 {
     char out[128], err[128];
-    snprintf(out, sizeof out, "%s/%s.out", dir, tag);
-    snprintf(err, sizeof err, "%s/%s.err", dir, tag);
+    snprintf(out, sizeof out, "%s/%s.out", scratch_dir, tag);
+    snprintf(err, sizeof err, "%s/%s.err", scratch_dir, tag);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -100,16 +82,10 @@ static int run_tuner(const char *tag, const char *const *args)
 static char *slurp(const char *tag, const char *ext)
 {
     char path[128];
-    snprintf(path, sizeof path, "%s/%s.%s", dir, tag, ext);
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = calloc((size_t)n + 1, 1);
-    cr_assert_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    return buf;
+    snprintf(path, sizeof path, "%s/%s.%s", scratch_dir, tag, ext);
+    char *text = scratch_read(path);
+    cr_assert_not_null(text, "cannot read %s", path);
+    return text;
 }
 
 static int count_substr(const char *hay, const char *needle)
@@ -162,7 +138,7 @@ Test(tune, tuned_row_is_used_by_plans)
 {
     make_dir();
     char db[128];
-    path_in(db, sizeof db, "t.db");
+    scratch_path(db, sizeof db, "t.db");
     const char *args[] = {"--db", db, "--problems", TINY ";window:n=113,h=2,kvh=1,d=16,w=8,blk=16",
                           "--max-evals", "4", "--budget", "quick", NULL};
     cr_assert_eq(run_tuner("run", args), 0, "%s", slurp("run", "err"));
@@ -221,7 +197,7 @@ Test(tune, sigkill_then_resume_repeats_nothing)
 {
     make_dir();
     char db[128];
-    path_in(db, sizeof db, "k.db");
+    scratch_path(db, sizeof db, "k.db");
     const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "9", "--stagnation",
                           "0", "--strategy", "random", "--budget", "quick", NULL};
     pid_t pid = spawn_tuner("first", args);
@@ -244,7 +220,7 @@ Test(tune, crashing_and_hanging_candidates_are_recorded)
 {
     make_dir();
     char db[128];
-    path_in(db, sizeof db, "c.db");
+    scratch_path(db, sizeof db, "c.db");
     /* After the default, exhaustive order visits BLOCK_M=1 BLOCK_N=8 with
      * VEC = 1, 2, 4, 8: the second of those crashes. */
     setenv("SPARCL_TUNE_TEST_FAULT", "crash:VEC=2", 1);
@@ -255,7 +231,7 @@ Test(tune, crashing_and_hanging_candidates_are_recorded)
     /* the run went on: the candidates after the crash were measured */
     cr_assert_eq(count_where(db, "status = 'ok'"), 4);
 
-    path_in(db, sizeof db, "h.db");
+    scratch_path(db, sizeof db, "h.db");
     setenv("SPARCL_TUNE_TEST_FAULT", "hang:VEC=2", 1);
     const char *hang[] = {"--db", db, "--problems", TINY, "--max-evals", "4", "--stagnation",
                           "0", "--strategy", "exhaustive", "--timeout", "2", "--budget", "quick",
@@ -270,7 +246,7 @@ Test(tune, ctrl_c_stops_cleanly)
 {
     make_dir();
     char db[128];
-    path_in(db, sizeof db, "i.db");
+    scratch_path(db, sizeof db, "i.db");
     const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "40", "--stagnation",
                           "0", "--budget", "quick", NULL};
     pid_t pid = spawn_tuner("int", args);
@@ -289,7 +265,7 @@ Test(tune, two_tuners_share_a_database)
 {
     make_dir();
     char db[128];
-    path_in(db, sizeof db, "s.db");
+    scratch_path(db, sizeof db, "s.db");
     const char *a[] = {"--db", db, "--problems", TINY, "--max-evals", "4", "--stagnation", "0",
                        "--budget", "quick", NULL};
     const char *b[] = {"--db", db, "--problems", "causal:n=33,h=1,d=16,blk=16", "--max-evals", "4",
@@ -304,7 +280,7 @@ Test(tune, unusable_database_is_a_clear_error)
 {
     make_dir();
     char db[128];
-    path_in(db, sizeof db, "bad.db");
+    scratch_path(db, sizeof db, "bad.db");
     FILE *f = fopen(db, "w");
     fputs("this is not an SQLite database, but it is long enough to look like one...", f);
     for (int i = 0; i < 200; ++i)
@@ -317,7 +293,7 @@ Test(tune, unusable_database_is_a_clear_error)
               err);
     free(err);
 
-    path_in(db, sizeof db, "ro.db");
+    scratch_path(db, sizeof db, "ro.db");
     const char *make[] = {"--db", db, "--export", "/dev/null", NULL};
     cr_assert_eq(run_tuner("mk", make), 0, "%s", slurp("mk", "err"));
     cr_assert_eq(chmod(db, 0444), 0);
@@ -332,10 +308,10 @@ Test(tune, export_and_import_through_the_cli)
 {
     make_dir();
     char db[128], db2[128], sql[128], csv[128];
-    path_in(db, sizeof db, "e.db");
-    path_in(db2, sizeof db2, "e2.db");
-    path_in(sql, sizeof sql, "e.sql");
-    path_in(csv, sizeof csv, "e.csv");
+    scratch_path(db, sizeof db, "e.db");
+    scratch_path(db2, sizeof db2, "e2.db");
+    scratch_path(sql, sizeof sql, "e.sql");
+    scratch_path(csv, sizeof csv, "e.csv");
     const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "2", "--budget", "quick",
                           NULL};
     cr_assert_eq(run_tuner("t", args), 0, "%s", slurp("t", "err"));

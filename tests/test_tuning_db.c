@@ -20,35 +20,17 @@
 #include <unistd.h>
 
 #include "oracle.h"
+#include "scratch.h"
 #include "sparcl.h"
 
 #define TOL 1e-4
 
-static char dir[64];
-
 static void make_dir(void)
 {
-    snprintf(dir, sizeof dir, "/tmp/sparcl-tdb-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
+    cr_assert_eq(scratch_make("sparcl-tdb"), 0);
 }
 
-/* Each test's scratch folder goes away after it. */
-static void remove_dir(void)
-{
-    char cmd[128];
-    if (dir[0]) {
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "cannot remove %s\n", dir);
-    }
-}
-
-TestSuite(tuning_db, .fini = remove_dir);
-
-static void path_in(char *buf, size_t size, const char *name)
-{
-    snprintf(buf, size, "%s/%s", dir, name);
-}
+TestSuite(tuning_db, .fini = scratch_remove);
 
 /* ---- log capture ---- */
 
@@ -144,15 +126,9 @@ static void exec_sql(const char *path, const char *sql)
 
 static char *slurp(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "cannot read %s", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = calloc((size_t)n + 1, 1);
-    cr_assert_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    return buf;
+    char *text = scratch_read(path);
+    cr_assert_not_null(text, "cannot read %s", path);
+    return text;
 }
 
 /* ---- the database API ---- */
@@ -161,7 +137,7 @@ Test(tuning_db, record_find_best_count)
 {
     make_dir();
     char path[128];
-    path_in(path, sizeof path, "sub/folder/t.db"); /* folders are created */
+    scratch_path(path, sizeof path, "sub/folder/t.db"); /* folders are created */
     sparcl_tuning_db *db = open_db(path, SPARCL_TUNING_DB_WRITE);
     sparcl_device_info dev;
     sparcl_tuning_problem prob;
@@ -209,13 +185,13 @@ Test(tuning_db, export_import_round_trip)
 {
     make_dir();
     char a[128], b[128], c[128], csv[128], sql[128], sql2[128], csv2[128];
-    path_in(a, sizeof a, "a.db");
-    path_in(b, sizeof b, "b.db");
-    path_in(c, sizeof c, "c.db");
-    path_in(csv, sizeof csv, "rows.csv");
-    path_in(sql, sizeof sql, "rows.sql");
-    path_in(sql2, sizeof sql2, "rows2.sql");
-    path_in(csv2, sizeof csv2, "rows2.csv");
+    scratch_path(a, sizeof a, "a.db");
+    scratch_path(b, sizeof b, "b.db");
+    scratch_path(c, sizeof c, "c.db");
+    scratch_path(csv, sizeof csv, "rows.csv");
+    scratch_path(sql, sizeof sql, "rows.sql");
+    scratch_path(sql2, sizeof sql2, "rows2.sql");
+    scratch_path(csv2, sizeof csv2, "rows2.csv");
     sparcl_tuning_db *db = open_db(a, SPARCL_TUNING_DB_WRITE);
     sparcl_device_info dev;
     fake_device(&dev, "Dev, \"quoted\"", "1.0");
@@ -263,8 +239,8 @@ Test(tuning_db, import_refuses_other_sql)
 {
     make_dir();
     char a[128], evil[128];
-    path_in(a, sizeof a, "a.db");
-    path_in(evil, sizeof evil, "evil.sql");
+    scratch_path(a, sizeof a, "a.db");
+    scratch_path(evil, sizeof evil, "evil.sql");
     FILE *f = fopen(evil, "w");
     fputs("BEGIN;\nDROP TABLE evaluation;\nCOMMIT;\n", f);
     fclose(f);
@@ -293,7 +269,7 @@ static void lookup_setup(lookup_env *e, int q_len)
     memset(e, 0, sizeof *e);
     cr_assert_eq(sparcl_ctx_init(&e->ctx), SPARCL_OK);
     sparcl_ctx_set_log(e->ctx, capture, &e->log);
-    path_in(e->path, sizeof e->path, "user.db");
+    scratch_path(e->path, sizeof e->path, "user.db");
     cr_assert_eq(sparcl_ctx_set_tuning_db(e->ctx, SPARCL_TUNING_DB_USER, e->path), SPARCL_OK);
     cr_assert_eq(sparcl_ctx_set_tuning_db(e->ctx, SPARCL_TUNING_DB_SHIPPED, ""), SPARCL_OK);
     sparcl_plan_desc_init(&e->desc);
@@ -542,7 +518,7 @@ Test(tuning_db, concurrent_writers_lose_no_rows)
 {
     make_dir();
     char path[128];
-    path_in(path, sizeof path, "shared.db");
+    scratch_path(path, sizeof path, "shared.db");
     enum { PER_WRITER = 150 };
     pid_t pids[2];
     for (int w = 0; w < 2; ++w) {

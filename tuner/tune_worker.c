@@ -41,14 +41,16 @@ typedef struct setup {
     int ready;
 } setup;
 
+/* Inputs in [-1, 1] from splitmix64, the same in every worker. */
 static void fill(float *x, size_t n, uint64_t seed)
 {
-    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    uint64_t state = seed;
     for (size_t i = 0; i < n; ++i) {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        x[i] = (float)((double)(s >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+        uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        x[i] = (float)((double)(z >> 40) / 8388608.0 - 1.0);
     }
 }
 
