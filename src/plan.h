@@ -24,4 +24,8 @@ struct sparcl_plan {
     char origin[576]; /* sparcl_plan_params_origin() */
 };
 
+/* Validates a descriptor (shapes, GQA ratio, head_dim, scale, strides,
+ * layout shape), naming the first wrong field. */
+sparcl_status sparcl__plan_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d);
+
 #endif
