@@ -38,12 +38,17 @@ enum { SPARCL__BLOCK_EMPTY = 0, SPARCL__BLOCK_FULL = 1, SPARCL__BLOCK_PARTIAL = 
  * - classify (optional): SPARCL__BLOCK_EMPTY/FULL/PARTIAL for block
  *   (br, bc) considering only in-range elements; PARTIAL means "evaluate
  *   attends() per element".  NULL means always PARTIAL.
- * - attends: the token-exact predicate. */
+ * - attends: the token-exact predicate.
+ * - row_span (optional, may be left out of initializers): 1 with the keys
+ *   [*a, *b] (*a > *b: none) that query i attends within [j0, j1] when they
+ *   form one interval, else 0 (then attends() is asked per element).  It
+ *   spares PARTIAL blocks of band-like patterns b^2 predicate calls. */
 typedef struct sparcl__rule {
     const void *self;
     int (*candidates)(const void *self, int h, int br, int32_t *cols);
     int (*classify)(const void *self, int h, int br, int bc);
     int (*attends)(const void *self, int h, int i, int j);
+    int (*row_span)(const void *self, int h, int i, int j0, int j1, int *a, int *b);
 } sparcl__rule;
 
 /* Validates the common shape arguments, naming the wrong one. */

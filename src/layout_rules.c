@@ -287,9 +287,20 @@ static int dband_attends(const void *self, int h, int i, int j)
     return x >= b->lo && x <= b->hi && sparcl__fmod(x, dband_dilation(b, h)) == 0;
 }
 
+static int dband_row_span(const void *self, int h, int i, int j0, int j1, int *a, int *b)
+{
+    const sparcl__dband *band = self;
+    if (dband_dilation(band, h) != 1)
+        return 0;
+    int64_t p = pos_of(&band->g, i);
+    *a = (int)MAX64(j0, p + band->lo);
+    *b = (int)MIN64(j1, p + band->hi);
+    return 1;
+}
+
 sparcl__rule sparcl__dband_rule(const sparcl__dband *b)
 {
-    return (sparcl__rule){b, dband_candidates, dband_classify, dband_attends};
+    return (sparcl__rule){b, dband_candidates, dband_classify, dband_attends, dband_row_span};
 }
 
 /* ---- Tile band --------------------------------------------------------- */
@@ -340,7 +351,7 @@ static int tband_attends(const void *self, int h, int i, int j)
 
 sparcl__rule sparcl__tband_rule(const sparcl__tband *b)
 {
-    return (sparcl__rule){b, tband_candidates, tband_classify, tband_attends};
+    return (sparcl__rule){b, tband_candidates, tband_classify, tband_attends, NULL};
 }
 
 /* ---- Stripes ----------------------------------------------------------- */
@@ -450,7 +461,7 @@ static int stripes_attends(const void *self, int h, int i, int j)
 
 sparcl__rule sparcl__stripes_rule(const sparcl__stripes *s)
 {
-    return (sparcl__rule){s, stripes_candidates, stripes_classify, stripes_attends};
+    return (sparcl__rule){s, stripes_candidates, stripes_classify, stripes_attends, NULL};
 }
 
 /* ---- Tile table -------------------------------------------------------- */
@@ -520,5 +531,5 @@ static int ttable_attends(const void *self, int h, int i, int j)
 
 sparcl__rule sparcl__ttable_rule(const sparcl__ttable *t)
 {
-    return (sparcl__rule){t, ttable_candidates, ttable_classify, ttable_attends};
+    return (sparcl__rule){t, ttable_candidates, ttable_classify, ttable_attends, NULL};
 }
