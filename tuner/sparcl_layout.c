@@ -11,6 +11,7 @@
  * at any length.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -263,19 +264,28 @@ static void density_grid(const sparcl_layout_bsr *v, int q_len, int kv_len, int 
         }
 }
 
+#define SHADES 8
+
+/* 0 for nothing attended, else 1..SHADES by density. */
+static int shade(double d)
+{
+    return d <= 0 ? 0 : 1 + (int)(d * (SHADES - 0.001));
+}
+
 /* One panel: runs of equal shade per row as rectangles. */
-static void svg_panel(FILE *f, const sparcl_layout *l, int h, int x0, int y0, int *pw, int *ph)
+static void svg_panel(FILE *f, const sparcl_layout *l, int h, int cells, int x0, int y0, int *pw,
+                      int *ph)
 {
     sparcl_layout_bsr v;
     sparcl_layout_get_bsr(l, &v);
     int q = sparcl_layout_q_len(l), kv = sparcl_layout_kv_len(l);
-    int token = q <= PANEL && kv <= PANEL;
+    int token = q <= cells && kv <= cells;
     int k = 1, rows, cols;
     if (token) {
         rows = q, cols = kv;
     } else {
         int big = v.block_rows > v.block_cols ? v.block_rows : v.block_cols;
-        k = (big + PANEL - 1) / PANEL;
+        k = (big + cells - 1) / cells;
         rows = (v.block_rows + k - 1) / k, cols = (v.block_cols + k - 1) / k;
     }
     int big = rows > cols ? rows : cols, px = PANEL / big > 0 ? PANEL / big : 1;
@@ -293,24 +303,22 @@ static void svg_panel(FILE *f, const sparcl_layout *l, int h, int x0, int y0, in
     fprintf(f, "<text x=\"0\" y=\"-6\" font-size=\"12\" font-family=\"sans-serif\">head %d%s</text>\n",
             h, token ? "" : " (block cells)");
     fprintf(f, "<rect width=\"%d\" height=\"%d\" fill=\"#fff\" stroke=\"#888\"/>\n", *pw, *ph);
-    for (int y = 0; y < rows; ++y)
-        for (int x = 0; x < cols;) {
-            double d = grid[(size_t)y * cols + x];
-            int level = d <= 0 ? 0 : 1 + (int)(d * 7.999); /* 8 shades */
-            int run = 1;
-            while (x + run < cols) {
-                double e = grid[(size_t)y * cols + x + run];
-                if ((e <= 0 ? 0 : 1 + (int)(e * 7.999)) != level)
-                    break;
-                ++run;
+    /* One path per shade; each run of equal shade in a row is a rectangle
+     * "M x y h w v px h -w z", about 18 bytes. */
+    for (int level = 1; level <= SHADES; ++level) {
+        fprintf(f, "<path fill=\"#1f4e9c\" fill-opacity=\"%.3f\" d=\"",
+                0.2 + 0.8 * level / (double)SHADES);
+        for (int y = 0; y < rows; ++y)
+            for (int x = 0; x < cols;) {
+                int run = 1, lv = shade(grid[(size_t)y * cols + x]);
+                while (x + run < cols && shade(grid[(size_t)y * cols + x + run]) == lv)
+                    ++run;
+                if (lv == level)
+                    fprintf(f, "M%d %dh%dv%dh-%dz", x * px, y * px, run * px, px, run * px);
+                x += run;
             }
-            if (level > 0)
-                fprintf(f,
-                        "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" "
-                        "fill=\"#1f4e9c\" fill-opacity=\"%.3f\"/>\n",
-                        x * px, y * px, run * px, px, 0.2 + 0.8 * level / 8.0);
-            x += run;
-        }
+        fprintf(f, "\"/>\n");
+    }
     fprintf(f, "</g>\n");
     free(grid);
 }
@@ -332,9 +340,13 @@ static int write_svg(const char *path, const sparcl_layout *l, const opts *o)
             "kv_len %d, block %d%s</text>\n",
             GAP, o->pattern, o->q_len, o->kv_len, o->block,
             shown < heads ? " (first 16 heads)" : "");
+    /* About 2^15 cells in all keeps the file small (a run costs ~18 bytes)
+     * whatever the length. */
+    int cells = (int)sqrt(32768.0 / shown);
+    cells = cells > PANEL ? PANEL : cells;
     for (int h = 0; h < shown; ++h) {
         int pw, ph;
-        svg_panel(f, l, h, GAP + (h % per_row) * (PANEL + GAP),
+        svg_panel(f, l, h, cells, GAP + (h % per_row) * (PANEL + GAP),
                   2 * GAP + 8 + (h / per_row) * (PANEL + 2 * GAP), &pw, &ph);
     }
     fprintf(f, "</svg>\n");
