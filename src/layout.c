@@ -299,6 +299,12 @@ SPARCL_API int sparcl_layout_attends(const sparcl_layout *l, int h, int i, int j
     if (!l || h < 0 || h >= l->heads || i < 0 || i >= l->q_len || j < 0 || j >= l->kv_len)
         return 0;
     int br = i / l->block, bc = j / l->block;
+    int64_t e = sparcl__layout_find(l, h, br, bc);
+    return e >= 0 && sparcl__layout_entry_bit(l, e, i - br * l->block, j - bc * l->block);
+}
+
+int64_t sparcl__layout_find(const sparcl_layout *l, int h, int br, int bc)
+{
     const int64_t *rp = l->row_ptr + (int64_t)h * (l->nbr + 1) + br;
     int64_t lo = rp[0], hi = rp[1];
     while (lo < hi) {
@@ -308,7 +314,5 @@ SPARCL_API int sparcl_layout_attends(const sparcl_layout *l, int h, int i, int j
         else
             hi = mid;
     }
-    if (lo >= rp[1] || l->col[lo] != bc)
-        return 0;
-    return sparcl__layout_entry_bit(l, lo, i - br * l->block, j - bc * l->block);
+    return lo < rp[1] && l->col[lo] == bc ? lo : -1;
 }

@@ -135,21 +135,6 @@ typedef struct layout_rule {
     sparcl__set_scratch *scratch;
 } layout_rule;
 
-/* Entry of (h, br, bc) in l, or -1. */
-static int64_t find_entry(const sparcl_layout *l, int h, int br, int bc)
-{
-    const int64_t *rp = l->row_ptr + (int64_t)h * (l->nbr + 1) + br;
-    int64_t lo = rp[0], hi = rp[1];
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (l->col[mid] < bc)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < rp[1] && l->col[lo] == bc ? lo : -1;
-}
-
 static int lr_candidates(const void *self, int h, int br, int32_t *cols)
 {
     const layout_rule *r = self;
@@ -182,7 +167,7 @@ static int lr_classify(const void *self, int h, int br, int bc)
     const sparcl_layout *l = r->src[r->which[h]];
     if (l->block != r->g.block)
         return SPARCL__BLOCK_PARTIAL;
-    int64_t e = find_entry(l, r->head[h], br, bc);
+    int64_t e = sparcl__layout_find(l, r->head[h], br, bc);
     return e < 0 ? SPARCL__BLOCK_EMPTY
                  : l->mask[e] < 0 ? SPARCL__BLOCK_FULL : SPARCL__BLOCK_PARTIAL;
 }
