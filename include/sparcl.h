@@ -295,6 +295,12 @@ typedef struct sparcl_plan_desc {
      * that are missing are filled from the defaults.  Borrowed during
      * sparcl_plan_init only. */
     const sparcl_params *params;
+    /* Nonzero: hand `params` to the kernel compiler without checking them
+     * against the parameter schema (kernel development, fault testing).
+     * Only positivity of BLOCK_M, BLOCK_N and WG_SIZE is still checked; a
+     * value the kernel rejects surfaces as SPARCL_ERR_BUILD with the
+     * compiler's log in sparcl_ctx_build_log(). */
+    int unchecked_params;
 } sparcl_plan_desc;
 
 /* Fills *desc with batch 1, one head, scale 0, not causal, no layout,
@@ -339,6 +345,15 @@ SPARCL_API void sparcl_plan_free(sparcl_plan *plan);
 SPARCL_API sparcl_status sparcl_plan_forward(sparcl_plan *plan, cl_mem q, cl_mem k, cl_mem v,
                                              cl_mem out, cl_mem lse, cl_uint num_wait,
                                              const cl_event *wait, cl_event *event);
+
+/* As sparcl_plan_forward(), on `queue` instead of the context's queue
+ * (NULL means the context's).  The queue must belong to the context's
+ * cl_context and device; it is borrowed for the call.  This is how threads
+ * sharing one context and plan run concurrently: one queue per thread. */
+SPARCL_API sparcl_status sparcl_plan_forward_on_queue(sparcl_plan *plan, cl_command_queue queue,
+                                                      cl_mem q, cl_mem k, cl_mem v, cl_mem out,
+                                                      cl_mem lse, cl_uint num_wait,
+                                                      const cl_event *wait, cl_event *event);
 
 /* Blocking convenience for simple applications: copies host arrays in
  * (contiguous [B, H, S, D] regardless of the descriptor's strides), runs

@@ -120,12 +120,21 @@ sparcl_status sparcl__layout_build(sparcl_ctx *ctx, sparcl_layout **out, int hea
                     memset(scratch, 0, sizeof *scratch * (size_t)l->words_per_mask);
                     count = 0;
                     for (int i = i0; i < i1; ++i) {
-                        int a = j0, b = j1 - 1;
-                        int span = rule->row_span &&
-                                   rule->row_span(rule->self, h, i, j0, j1 - 1, &a, &b);
-                        for (int j = a; j <= b; ++j)
-                            if (span || rule->attends(rule->self, h, i, j)) {
-                                int64_t bit = (int64_t)(i - i0) * block + (j - j0);
+                        int64_t row = (int64_t)(i - i0) * block;
+                        if (rule->row_span) {
+                            int64_t a, b;
+                            rule->row_span(rule->self, h, i, &a, &b);
+                            a = a > j0 ? a : j0;
+                            b = b < j1 ? b : j1;
+                            if (b > a) {
+                                sparcl__bits_set_range(scratch, row + a - j0, row + b - j0);
+                                count += b - a;
+                            }
+                            continue;
+                        }
+                        for (int j = j0; j < j1; ++j)
+                            if (rule->attends(rule->self, h, i, j)) {
+                                int64_t bit = row + (j - j0);
                                 scratch[bit / 64] |= (uint64_t)1 << (bit % 64);
                                 ++count;
                             }
@@ -164,6 +173,26 @@ oom:
     free(scratch);
     sparcl_layout_free(l);
     return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate the layout");
+}
+
+void sparcl__bits_set_range(uint64_t *row, int64_t a, int64_t b)
+{
+    while (a < b) {
+        int64_t w = a / 64;
+        int s = (int)(a % 64), n = b - a < 64 - s ? (int)(b - a) : 64 - s;
+        row[w] |= (n == 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << s;
+        a += n;
+    }
+}
+
+uint64_t sparcl__bits_get64(const uint64_t *src, int64_t so, int n)
+{
+    int64_t w = so / 64;
+    int s = (int)(so % 64);
+    uint64_t v = src[w] >> s;
+    if (s && s + n > 64)
+        v |= src[w + 1] << (64 - s);
+    return n == 64 ? v : v & (((uint64_t)1 << n) - 1);
 }
 
 SPARCL_API void sparcl_layout_free(sparcl_layout *l)

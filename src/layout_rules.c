@@ -287,20 +287,20 @@ static int dband_attends(const void *self, int h, int i, int j)
     return x >= b->lo && x <= b->hi && sparcl__fmod(x, dband_dilation(b, h)) == 0;
 }
 
-static int dband_row_span(const void *self, int h, int i, int j0, int j1, int *a, int *b)
+static void dband_row_span(const void *self, int h, int i, int64_t *j0, int64_t *j1)
 {
-    const sparcl__dband *band = self;
-    if (dband_dilation(band, h) != 1)
-        return 0;
-    int64_t p = pos_of(&band->g, i);
-    *a = (int)MAX64(j0, p + band->lo);
-    *b = (int)MIN64(j1, p + band->hi);
-    return 1;
+    (void)h;
+    const sparcl__dband *b = self;
+    int64_t p = pos_of(&b->g, i);
+    *j0 = p + b->lo;
+    *j1 = p + b->hi + 1;
 }
 
 sparcl__rule sparcl__dband_rule(const sparcl__dband *b)
 {
-    return (sparcl__rule){b, dband_candidates, dband_classify, dband_attends, dband_row_span};
+    /* Rows are one interval of keys only without dilation. */
+    return (sparcl__rule){b, dband_candidates, dband_classify, dband_attends,
+                          b->dilation ? NULL : dband_row_span};
 }
 
 /* ---- Tile band --------------------------------------------------------- */

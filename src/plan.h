@@ -23,4 +23,8 @@ struct sparcl_plan {
     int layout_heads, n_tile_rows, wg_size, block_m;
 };
 
+/* Validates a descriptor (shapes, GQA ratio, head_dim, scale, strides,
+ * layout shape), naming the first wrong field. */
+sparcl_status sparcl__plan_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d);
+
 #endif
