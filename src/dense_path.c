@@ -88,8 +88,8 @@ static sparcl_status blast_fail(sparcl_ctx *ctx, CLBlastStatusCode status, const
 }
 
 /* The softmax over the chunk's scores (query heads hq0, hq0 + step, ...). */
-static sparcl_status enqueue_softmax(sparcl_plan *p, cl_mem lse, int b, int hq0, int step,
-                                     int count)
+static sparcl_status enqueue_softmax(sparcl_plan *p, cl_command_queue queue, cl_mem lse, int b,
+                                     int hq0, int step, int count)
 {
     const sparcl_plan_desc *d = &p->desc;
     const cl_int write_lse = lse != NULL;
@@ -109,26 +109,37 @@ static sparcl_status enqueue_softmax(sparcl_plan *p, cl_mem lse, int b, int hq0,
     if (err != CL_SUCCESS)
         return sparcl__fail_cl(p->ctx, err, "clSetKernelArg(attn_dense_softmax)");
     size_t global[2] = {(size_t)d->q_len, (size_t)count};
-    err = clEnqueueNDRangeKernel(p->ctx->queue, kn, 2, NULL, global, NULL, 0, NULL, NULL);
+    err = clEnqueueNDRangeKernel(queue, kn, 2, NULL, global, NULL, 0, NULL, NULL);
     if (err != CL_SUCCESS)
         return sparcl__fail_cl(p->ctx, err, "clEnqueueNDRangeKernel(attn_dense_softmax)");
     return SPARCL_OK;
 }
 
-sparcl_status sparcl__dense_forward(sparcl_plan *p, const sparcl_strides *ts, cl_mem q, cl_mem k,
-                                    cl_mem v, cl_mem out, cl_mem lse, cl_uint num_wait,
+sparcl_status sparcl__dense_forward(sparcl_plan *p, cl_command_queue queue,
+                                    const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
+                                    cl_mem out, cl_mem lse, cl_uint num_wait,
                                     const cl_event *wait, cl_event *event)
 {
     const sparcl_plan_desc *d = &p->desc;
-    cl_command_queue queue = p->ctx->queue;
-    if (num_wait) { /* the in-order queue holds everything after this marker */
-        cl_int err = clEnqueueMarkerWithWaitList(queue, num_wait, wait, NULL);
+    cl_command_queue_properties props = 0;
+    clGetCommandQueueInfo(queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL);
+    if (props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE)
+        return sparcl__fail(p->ctx, SPARCL_ERR_NOT_SUPPORTED,
+                            "ALGO=1 needs an in-order queue (CLBlast takes no wait lists)");
+    if (num_wait || p->last) { /* the in-order queue holds everything after this marker */
+        cl_uint n;
+        cl_event *all = sparcl__plan_wait_list(p, num_wait, wait, &n);
+        if (!all)
+            return sparcl__fail(p->ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate a wait list");
+        cl_int err = clEnqueueMarkerWithWaitList(queue, n, all, NULL);
+        free(all);
         if (err != CL_SUCCESS)
             return sparcl__fail_cl(p->ctx, err, "clEnqueueMarkerWithWaitList");
     }
     const int group = d->q_heads / d->kv_heads;
     const float alpha = p->scale * (float)CL_M_LOG2E; /* scores in log2 units for exp2 */
     const size_t head = (size_t)d->q_len * (size_t)p->dense_ld;
+    cl_event ev = NULL;
     const sparcl_strides qs = ts[0], ks = ts[1], vs = ts[2], os = ts[3];
     for (int b = 0; b < d->batch; ++b)
         for (int r = 0; r < group; ++r)
@@ -147,7 +158,7 @@ sparcl_status sparcl__dense_forward(sparcl_plan *p, const sparcl_strides *ts, cl
                     head, (size_t)count, &queue, NULL);
                 if (bs != CLBlastSuccess)
                     return blast_fail(p->ctx, bs, "CLBlastSgemmStridedBatched(Q K^T)");
-                sparcl_status st = enqueue_softmax(p, lse, b, hq0, group, count);
+                sparcl_status st = enqueue_softmax(p, queue, lse, b, hq0, group, count);
                 if (st != SPARCL_OK)
                     return st;
                 bs = CLBlastSgemmStridedBatched(
@@ -156,10 +167,16 @@ sparcl_status sparcl__dense_forward(sparcl_plan *p, const sparcl_strides *ts, cl
                     (size_t)p->dense_ld, head, v, (size_t)(b * vs.batch + hk0 * vs.head),
                     (size_t)vs.seq, (size_t)vs.head, 0.0f, out,
                     (size_t)(b * os.batch + hq0 * os.head), (size_t)os.seq,
-                    (size_t)(group * os.head), (size_t)count, &queue,
-                    last && event ? event : NULL);
+                    (size_t)(group * os.head), (size_t)count, &queue, last ? &ev : NULL);
                 if (bs != CLBlastSuccess)
                     return blast_fail(p->ctx, bs, "CLBlastSgemmStridedBatched(P V)");
             }
+    if (p->last)
+        clReleaseEvent(p->last);
+    p->last = ev;
+    if (event) {
+        clRetainEvent(ev);
+        *event = ev;
+    }
     return SPARCL_OK;
 }

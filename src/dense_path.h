@@ -23,11 +23,15 @@ size_t sparcl__dense_head_bytes(int q_len, int kv_len, int block_n);
  * then uses the fused kernel. */
 sparcl_status sparcl__dense_init(sparcl_plan *p, const char *options, int *applies);
 
-/* Enqueues the dense algorithm for strides ts (q, k, v, out).  Called with
- * p->lock held, after the buffers were checked.  *event, if not NULL,
- * receives the event of the last command. */
-sparcl_status sparcl__dense_forward(sparcl_plan *p, const sparcl_strides *ts, cl_mem q, cl_mem k,
-                                    cl_mem v, cl_mem out, cl_mem lse, cl_uint num_wait,
+/* Enqueues the dense algorithm on `queue` for strides ts (q, k, v, out).
+ * Called with p->lock held, after the buffers were checked.  The queue must
+ * be in-order (CLBlast takes no wait lists); the first command waits for
+ * the caller's list and for the plan's previous call (p->last, which this
+ * call replaces), so calls on different queues never share the workspace
+ * at once.  *event, if not NULL, receives the event of the last command. */
+sparcl_status sparcl__dense_forward(sparcl_plan *p, cl_command_queue queue,
+                                    const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
+                                    cl_mem out, cl_mem lse, cl_uint num_wait,
                                     const cl_event *wait, cl_event *event);
 
 #endif

@@ -14,6 +14,7 @@
 
 #include "error.h"
 #include "layout.h"
+#include "layout_rules.h"
 
 #define MAX_LEN (1 << 30)
 #define MAX_BLOCK 1024
@@ -118,13 +119,26 @@ sparcl_status sparcl__layout_build(sparcl_ctx *ctx, sparcl_layout **out, int hea
                 if (cls == SPARCL__BLOCK_PARTIAL) {
                     memset(scratch, 0, sizeof *scratch * (size_t)l->words_per_mask);
                     count = 0;
-                    for (int i = i0; i < i1; ++i)
+                    for (int i = i0; i < i1; ++i) {
+                        int64_t row = (int64_t)(i - i0) * block;
+                        if (rule->row_span) {
+                            int64_t a, b;
+                            rule->row_span(rule->self, h, i, &a, &b);
+                            a = a > j0 ? a : j0;
+                            b = b < j1 ? b : j1;
+                            if (b > a) {
+                                sparcl__bits_set_range(scratch, row + a - j0, row + b - j0);
+                                count += b - a;
+                            }
+                            continue;
+                        }
                         for (int j = j0; j < j1; ++j)
                             if (rule->attends(rule->self, h, i, j)) {
-                                int64_t bit = (int64_t)(i - i0) * block + (j - j0);
+                                int64_t bit = row + (j - j0);
                                 scratch[bit / 64] |= (uint64_t)1 << (bit % 64);
                                 ++count;
                             }
+                    }
                     if (count == 0)
                         continue;
                 }
@@ -161,6 +175,26 @@ oom:
     return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate the layout");
 }
 
+void sparcl__bits_set_range(uint64_t *row, int64_t a, int64_t b)
+{
+    while (a < b) {
+        int64_t w = a / 64;
+        int s = (int)(a % 64), n = b - a < 64 - s ? (int)(b - a) : 64 - s;
+        row[w] |= (n == 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << s;
+        a += n;
+    }
+}
+
+uint64_t sparcl__bits_get64(const uint64_t *src, int64_t so, int n)
+{
+    int64_t w = so / 64;
+    int s = (int)(so % 64);
+    uint64_t v = src[w] >> s;
+    if (s && s + n > 64)
+        v |= src[w + 1] << (64 - s);
+    return n == 64 ? v : v & (((uint64_t)1 << n) - 1);
+}
+
 SPARCL_API void sparcl_layout_free(sparcl_layout *l)
 {
     if (!l)
@@ -174,62 +208,14 @@ SPARCL_API void sparcl_layout_free(sparcl_layout *l)
 
 /* ---- Dense and causal ------------------------------------------------ */
 
-typedef struct band {
-    int q_len, kv_len, block, nbc;
-    int64_t lo, hi; /* i attends j iff lo <= j - (i + kv_len - q_len) <= hi */
-} band;
-
-static int band_candidates(const void *self, int h, int br, int32_t *cols)
-{
-    (void)h;
-    const band *b = self;
-    int64_t off = (int64_t)b->kv_len - b->q_len;
-    int64_t i0 = (int64_t)br * b->block;
-    int64_t i1 = i0 + b->block < b->q_len ? i0 + b->block - 1 : b->q_len - 1;
-    int64_t j0 = i0 + off + b->lo, j1 = i1 + off + b->hi;
-    if (j0 < 0)
-        j0 = 0;
-    if (j1 > b->kv_len - 1)
-        j1 = b->kv_len - 1;
-    if (j1 < j0)
-        return 0;
-    int n = 0;
-    for (int64_t c = j0 / b->block; c <= j1 / b->block; ++c)
-        cols[n++] = (int32_t)c;
-    return n;
-}
-
-static int band_classify(const void *self, int h, int br, int bc)
-{
-    (void)h;
-    const band *b = self;
-    int64_t off = (int64_t)b->kv_len - b->q_len;
-    int64_t i0 = (int64_t)br * b->block;
-    int64_t i1 = i0 + b->block < b->q_len ? i0 + b->block - 1 : b->q_len - 1;
-    int64_t j0 = (int64_t)bc * b->block;
-    int64_t j1 = j0 + b->block < b->kv_len ? j0 + b->block - 1 : b->kv_len - 1;
-    /* The element (i, j) is in iff lo <= j - i - off <= hi. */
-    int64_t dmin = j0 - i1 - off, dmax = j1 - i0 - off;
-    if (dmax < b->lo || dmin > b->hi)
-        return SPARCL__BLOCK_EMPTY;
-    if (dmin >= b->lo && dmax <= b->hi)
-        return SPARCL__BLOCK_FULL;
-    return SPARCL__BLOCK_PARTIAL;
-}
-
-static int band_attends(const void *self, int h, int i, int j)
-{
-    (void)h;
-    const band *b = self;
-    int64_t d = (int64_t)j - i - ((int64_t)b->kv_len - b->q_len);
-    return d >= b->lo && d <= b->hi;
-}
-
+/* Dense, causal and window are all bands lo <= j - pos(i) <= hi. */
 static sparcl_status build_band(sparcl_ctx *ctx, sparcl_layout **out, int heads, int q_len,
                                 int kv_len, int block, int64_t lo, int64_t hi)
 {
-    band b = {q_len, kv_len, block, block > 0 ? (kv_len + block - 1) / block : 0, lo, hi};
-    sparcl__rule rule = {&b, band_candidates, band_classify, band_attends};
+    sparcl__dband b = {{0}, lo, hi, NULL, 0};
+    if (block > 0)
+        sparcl__geom_init(&b.g, q_len, kv_len, block);
+    sparcl__rule rule = sparcl__dband_rule(&b);
     return sparcl__layout_build(ctx, out, heads, q_len, kv_len, block, &rule);
 }
 
@@ -244,14 +230,15 @@ SPARCL_API sparcl_status sparcl_layout_init_dense(sparcl_ctx *ctx, sparcl_layout
                                                   int heads, int q_len, int kv_len, int block)
 {
     CHECK_OUT(out);
-    return build_band(ctx, out, heads, q_len, kv_len, block, INT64_MIN / 4, INT64_MAX / 4);
+    return build_band(ctx, out, heads, q_len, kv_len, block, -SPARCL__UNBOUNDED,
+                      SPARCL__UNBOUNDED);
 }
 
 SPARCL_API sparcl_status sparcl_layout_init_causal(sparcl_ctx *ctx, sparcl_layout **out,
                                                    int heads, int q_len, int kv_len, int block)
 {
     CHECK_OUT(out);
-    return build_band(ctx, out, heads, q_len, kv_len, block, INT64_MIN / 4, 0);
+    return build_band(ctx, out, heads, q_len, kv_len, block, -SPARCL__UNBOUNDED, 0);
 }
 
 SPARCL_API sparcl_status sparcl_layout_init_window(sparcl_ctx *ctx, sparcl_layout **out,
@@ -316,7 +303,7 @@ SPARCL_API sparcl_status sparcl_layout_init_block_mask(sparcl_ctx *ctx, sparcl_l
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "block mask has no block set (%d heads x %d x %d blocks)", heads,
                             m.nbr, m.nbc);
-    sparcl__rule rule = {&m, mask_candidates, mask_classify, mask_attends};
+    sparcl__rule rule = {&m, mask_candidates, mask_classify, mask_attends, NULL};
     return sparcl__layout_build(ctx, out, heads, q_len, kv_len, block, &rule);
 }
 
@@ -341,6 +328,12 @@ SPARCL_API int sparcl_layout_attends(const sparcl_layout *l, int h, int i, int j
     if (!l || h < 0 || h >= l->heads || i < 0 || i >= l->q_len || j < 0 || j >= l->kv_len)
         return 0;
     int br = i / l->block, bc = j / l->block;
+    int64_t e = sparcl__layout_find(l, h, br, bc);
+    return e >= 0 && sparcl__layout_entry_bit(l, e, i - br * l->block, j - bc * l->block);
+}
+
+int64_t sparcl__layout_find(const sparcl_layout *l, int h, int br, int bc)
+{
     const int64_t *rp = l->row_ptr + (int64_t)h * (l->nbr + 1) + br;
     int64_t lo = rp[0], hi = rp[1];
     while (lo < hi) {
@@ -350,7 +343,5 @@ SPARCL_API int sparcl_layout_attends(const sparcl_layout *l, int h, int i, int j
         else
             hi = mid;
     }
-    if (lo >= rp[1] || l->col[lo] != bc)
-        return 0;
-    return sparcl__layout_entry_bit(l, lo, i - br * l->block, j - bc * l->block);
+    return lo < rp[1] && l->col[lo] == bc ? lo : -1;
 }

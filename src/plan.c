@@ -10,11 +10,13 @@
 #include "ctx.h"
 #include "dense_path.h"
 #include "error.h"
+#include "kernel_registry.h"
 #include "layout.h"
 #include "params.h"
 #include "plan.h"
 #include "program.h"
 #include "tiling.h"
+#include "tuning_lookup.h"
 
 
 SPARCL_API void sparcl_plan_desc_init(sparcl_plan_desc *d)
@@ -44,7 +46,7 @@ static int64_t span(sparcl_strides s, int batch, int heads, int len, int dim)
            (int64_t)(len - 1) * s.seq + dim;
 }
 
-static sparcl_status check_desc(sparcl_ctx *ctx, const sparcl_plan_desc *d)
+sparcl_status sparcl__plan_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
 {
 #define BAD(...) sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, __VA_ARGS__)
     if (d->batch < 1)
@@ -91,6 +93,11 @@ static sparcl_status upload(sparcl_plan *p, cl_mem *out, const void *data, size_
         data = &zero;
         bytes = sizeof zero;
     }
+    if (bytes > p->ctx->limits.max_alloc)
+        return sparcl__fail(p->ctx, SPARCL_ERR_OUT_OF_MEMORY,
+                            "the tiled layout needs %zu bytes; the device's largest allocation "
+                            "is %llu",
+                            bytes, (unsigned long long)p->ctx->limits.max_alloc);
     cl_int err;
     *out = clCreateBuffer(p->ctx->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, bytes,
                           (void *)data, &err);
@@ -139,33 +146,14 @@ static sparcl_status fused_init(sparcl_plan *p, const sparcl__problem *prob, con
     return SPARCL_OK;
 }
 
-SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
-                                          const sparcl_plan_desc *desc)
+/* Everything after the choice of parameters; on failure nothing is kept. */
+static sparcl_status create(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
+                            const sparcl__kernel_schema *schema, const sparcl__problem *pprob,
+                            sparcl_params params, sparcl_param_source source, const char *origin,
+                            sparcl_plan **out)
 {
-    if (!out)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "out is NULL");
-    *out = NULL;
-    if (!ctx)
-        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "ctx is NULL");
-    if (!desc)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "desc is NULL");
-    sparcl_status st = check_desc(ctx, desc);
-    if (st != SPARCL_OK)
-        return st;
-
-    const sparcl__kernel_schema *schema = &sparcl__schema_attn_fwd;
-    sparcl__problem prob = {desc->head_dim, desc->batch, desc->kv_heads, desc->kv_len};
-    sparcl_params params;
-    sparcl_params_clear(&params);
-    sparcl_param_source source = SPARCL_PARAMS_DEFAULT;
-    if (desc->params) {
-        params = *desc->params;
-        source = SPARCL_PARAMS_OVERRIDE;
-    }
-    sparcl__params_fill_defaults(schema, &params, &prob, &ctx->limits);
-    if ((st = sparcl__params_check(ctx, schema, &params, &prob, &ctx->limits)) != SPARCL_OK)
-        return st;
-
+    sparcl_status st;
+    sparcl__problem prob = *pprob;
     sparcl_plan *p = calloc(1, sizeof *p);
     if (!p)
         return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate a plan");
@@ -181,6 +169,7 @@ SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
     p->os = resolve(desc->o_strides, desc, desc->q_heads, desc->q_len);
     p->params = params;
     p->source = source;
+    snprintf(p->origin, sizeof p->origin, "%s", origin);
     int32_t bm = 0, bn = 0, wg = 0;
     sparcl_params_get(&params, "BLOCK_M", &bm);
     sparcl_params_get(&params, "BLOCK_N", &bn);
@@ -225,6 +214,47 @@ SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
     return SPARCL_OK;
 fail:
     sparcl_plan_free(p);
+    return st;
+}
+
+SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
+                                          const sparcl_plan_desc *desc)
+{
+    if (!out)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    if (!ctx)
+        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "ctx is NULL");
+    if (!desc)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "desc is NULL");
+    sparcl_status st = sparcl__plan_desc_check(ctx, desc);
+    if (st != SPARCL_OK)
+        return st;
+
+    const sparcl__kernel_schema *schema = &sparcl__schema_attn_fwd;
+    sparcl__problem prob = sparcl__problem_from_desc(desc);
+    sparcl_params params;
+    sparcl_param_source source;
+    char origin[SPARCL__ORIGIN_MAX];
+    sparcl__tuning_choose(ctx, schema, desc, &params, &source, origin, sizeof origin);
+    sparcl__params_fill_defaults(schema, &params, &prob, &ctx->limits);
+    if (desc->unchecked_params)
+        st = sparcl__params_check_minimal(ctx, &params);
+    else
+        st = sparcl__params_check(ctx, schema, &params, &prob, &ctx->limits);
+    if (st != SPARCL_OK)
+        return st;
+    st = create(ctx, desc, schema, &prob, params, source, origin, out);
+    if (st != SPARCL_OK && source == SPARCL_PARAMS_DATABASE) {
+        /* A tuned row is a hint: if it cannot run here, the defaults can. */
+        char fallback[SPARCL__ORIGIN_MAX + 64];
+        snprintf(fallback, sizeof fallback, "built-in defaults (tuned row failed: %s)", origin);
+        sparcl__log(ctx, SPARCL_LOG_WARNING, "tuned parameters from %s failed (%s); using the "
+                    "built-in defaults", origin, sparcl_ctx_errmsg(ctx));
+        sparcl_params_clear(&params);
+        sparcl__params_fill_defaults(schema, &params, &prob, &ctx->limits);
+        st = create(ctx, desc, schema, &prob, params, SPARCL_PARAMS_DEFAULT, fallback, out);
+    }
     return st;
 }
 
@@ -282,11 +312,25 @@ cl_int sparcl__plan_set_layout_args(const sparcl_plan *p, cl_kernel kn, cl_uint 
     return err;
 }
 
-/* Enqueues attn_fwd_pack_k (KT=1): K into the plan's workspace, after the
- * caller's wait list and the previous call that read the workspace.  Called
- * with p->lock held. */
-static sparcl_status enqueue_pack(sparcl_plan *p, const sparcl_strides *ks, cl_mem k,
-                                  cl_uint num_wait, const cl_event *wait, cl_event *out)
+cl_event *sparcl__plan_wait_list(const sparcl_plan *p, cl_uint num_wait, const cl_event *wait,
+                                 cl_uint *n)
+{
+    cl_event *all = malloc(sizeof *all * (num_wait + 1));
+    if (!all)
+        return NULL;
+    for (*n = 0; *n < num_wait; ++*n)
+        all[*n] = wait[*n];
+    if (p->last)
+        all[(*n)++] = p->last;
+    return all;
+}
+
+/* Enqueues attn_fwd_pack_k (KT=1) on `queue`: K into the plan's workspace,
+ * after the caller's wait list and the previous call that read the
+ * workspace (on whichever queue it ran).  Called with p->lock held. */
+static sparcl_status enqueue_pack(sparcl_plan *p, cl_command_queue queue,
+                                  const sparcl_strides *ks, cl_mem k, cl_uint num_wait,
+                                  const cl_event *wait, cl_event *out)
 {
     const sparcl_plan_desc *d = &p->desc;
     const cl_int n_tiles = (d->kv_len + p->block_n - 1) / p->block_n;
@@ -303,17 +347,12 @@ static sparcl_status enqueue_pack(sparcl_plan *p, const sparcl_strides *ks, cl_m
         err |= clSetKernelArg(kn, a++, sizeof(cl_long), &strides[s]);
     if (err != CL_SUCCESS)
         return sparcl__fail_cl(p->ctx, err, "clSetKernelArg(attn_fwd_pack_k)");
-    cl_event *all = malloc(sizeof *all * (num_wait + 1));
+    cl_uint n;
+    cl_event *all = sparcl__plan_wait_list(p, num_wait, wait, &n);
     if (!all)
         return sparcl__fail(p->ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate a wait list");
-    cl_uint n = 0;
-    for (; n < num_wait; ++n)
-        all[n] = wait[n];
-    if (p->last)
-        all[n++] = p->last;
     size_t global[3] = {(size_t)n_tiles, (size_t)d->kv_heads, (size_t)d->batch};
-    err = clEnqueueNDRangeKernel(p->ctx->queue, kn, 3, NULL, global, NULL, n, n ? all : NULL,
-                                 out);
+    err = clEnqueueNDRangeKernel(queue, kn, 3, NULL, global, NULL, n, n ? all : NULL, out);
     free(all);
     if (err != CL_SUCCESS)
         return sparcl__fail_cl(p->ctx, err, "clEnqueueNDRangeKernel(attn_fwd_pack_k)");
@@ -321,9 +360,10 @@ static sparcl_status enqueue_pack(sparcl_plan *p, const sparcl_strides *ks, cl_m
 }
 
 /* The forward call with explicit tensor strides (q, k, v, out). */
-static sparcl_status forward_strided(sparcl_plan *p, const sparcl_strides *ts, cl_mem q,
-                                     cl_mem k, cl_mem v, cl_mem out, cl_mem lse,
-                                     cl_uint num_wait, const cl_event *wait, cl_event *event)
+static sparcl_status forward_strided(sparcl_plan *p, cl_command_queue queue,
+                                     const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
+                                     cl_mem out, cl_mem lse, cl_uint num_wait,
+                                     const cl_event *wait, cl_event *event)
 {
     const sparcl_plan_desc *d = &p->desc;
     sparcl_status st;
@@ -349,15 +389,16 @@ static sparcl_status forward_strided(sparcl_plan *p, const sparcl_strides *ts, c
         strides[3 * t + 1] = ts[t].head;
         strides[3 * t + 2] = ts[t].seq;
     }
+    cl_command_queue cq = queue ? queue : p->ctx->queue;
     pthread_mutex_lock(&p->lock);
     if (p->softmax_kernel) {
-        st = sparcl__dense_forward(p, ts, q, k, v, out, lse, num_wait, wait, event);
+        st = sparcl__dense_forward(p, cq, ts, q, k, v, out, lse, num_wait, wait, event);
         pthread_mutex_unlock(&p->lock);
         return st;
     }
     cl_event pack_ev = NULL;
     if (p->pack_kernel &&
-        (st = enqueue_pack(p, &ts[1], k, num_wait, wait, &pack_ev)) != SPARCL_OK) {
+        (st = enqueue_pack(p, cq, &ts[1], k, num_wait, wait, &pack_ev)) != SPARCL_OK) {
         pthread_mutex_unlock(&p->lock);
         return st;
     }
@@ -381,10 +422,9 @@ static sparcl_status forward_strided(sparcl_plan *p, const sparcl_strides *ts, c
         size_t local[3] = {(size_t)p->wg_size, 1, 1};
         size_t global[3] = {(size_t)p->n_tile_rows * (size_t)p->wg_size, (size_t)d->q_heads,
                             (size_t)d->batch};
-        err = pack_ev ? clEnqueueNDRangeKernel(p->ctx->queue, kn, 3, NULL, global, local, 1,
-                                               &pack_ev, &ev)
-                      : clEnqueueNDRangeKernel(p->ctx->queue, kn, 3, NULL, global, local,
-                                               num_wait, wait, &ev);
+        err = pack_ev ? clEnqueueNDRangeKernel(cq, kn, 3, NULL, global, local, 1, &pack_ev, &ev)
+                      : clEnqueueNDRangeKernel(cq, kn, 3, NULL, global, local, num_wait, wait,
+                                               &ev);
         if (err != CL_SUCCESS)
             st = sparcl__fail_cl(p->ctx, err, "clEnqueueNDRangeKernel(attn_fwd)");
     } else {
@@ -406,14 +446,32 @@ static sparcl_status forward_strided(sparcl_plan *p, const sparcl_strides *ts, c
     return st;
 }
 
+SPARCL_API sparcl_status sparcl_plan_forward_on_queue(sparcl_plan *p, cl_command_queue queue,
+                                                      cl_mem q, cl_mem k, cl_mem v, cl_mem out,
+                                                      cl_mem lse, cl_uint num_wait,
+                                                      const cl_event *wait, cl_event *event)
+{
+    if (!p)
+        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
+    if (queue) {
+        cl_context qc = NULL;
+        cl_device_id qd = NULL;
+        cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qc, &qc, NULL);
+        if (err == CL_SUCCESS)
+            err = clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof qd, &qd, NULL);
+        if (err != CL_SUCCESS || qc != p->ctx->context || qd != p->ctx->device)
+            return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                                "queue does not belong to the plan's context and device");
+    }
+    const sparcl_strides ts[4] = {p->qs, p->ks, p->vs, p->os};
+    return forward_strided(p, queue, ts, q, k, v, out, lse, num_wait, wait, event);
+}
+
 SPARCL_API sparcl_status sparcl_plan_forward(sparcl_plan *p, cl_mem q, cl_mem k, cl_mem v,
                                              cl_mem out, cl_mem lse, cl_uint num_wait,
                                              const cl_event *wait, cl_event *event)
 {
-    if (!p)
-        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
-    const sparcl_strides ts[4] = {p->qs, p->ks, p->vs, p->os};
-    return forward_strided(p, ts, q, k, v, out, lse, num_wait, wait, event);
+    return sparcl_plan_forward_on_queue(p, NULL, q, k, v, out, lse, num_wait, wait, event);
 }
 
 SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const float *q,
@@ -430,6 +488,13 @@ SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const float *q
     size_t nq = (size_t)d->batch * d->q_heads * d->q_len * d->head_dim;
     size_t nk = (size_t)d->batch * d->kv_heads * d->kv_len * d->head_dim;
     size_t nl = (size_t)d->batch * d->q_heads * d->q_len;
+    const size_t sizes[3] = {nq * 4, nk * 4, lse ? nl * 4 : 0};
+    static const char *what[3] = {"q/out", "k/v", "lse"};
+    for (int t = 0; t < 3; ++t)
+        if (sizes[t] > p->ctx->limits.max_alloc)
+            return sparcl__fail(p->ctx, SPARCL_ERR_OUT_OF_MEMORY,
+                                "%s needs %zu bytes; the device's largest allocation is %llu",
+                                what[t], sizes[t], (unsigned long long)p->ctx->limits.max_alloc);
     cl_int err;
     cl_context c = p->ctx->context;
     cl_mem bq = clCreateBuffer(c, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nq * 4, (void *)q, &err);
@@ -450,7 +515,7 @@ SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const float *q
                                   resolve(zero, d, d->kv_heads, d->kv_len),
                                   resolve(zero, d, d->q_heads, d->q_len)};
     cl_event ev = NULL;
-    st = forward_strided(p, ts, bq, bk, bv, bo, bl, 0, NULL, &ev);
+    st = forward_strided(p, NULL, ts, bq, bk, bv, bo, bl, 0, NULL, &ev);
     if (st != SPARCL_OK)
         goto done;
     err = clEnqueueReadBuffer(p->ctx->queue, bo, CL_TRUE, 0, nq * 4, out, 1, &ev, NULL);
@@ -477,6 +542,11 @@ SPARCL_API void sparcl_plan_params(const sparcl_plan *p, sparcl_params *params,
         *params = p->params;
     if (source)
         *source = p->source;
+}
+
+SPARCL_API const char *sparcl_plan_params_origin(const sparcl_plan *p)
+{
+    return p ? p->origin : "";
 }
 
 SPARCL_API size_t sparcl_plan_device_bytes(const sparcl_plan *p)

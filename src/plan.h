@@ -21,6 +21,7 @@ struct sparcl_plan {
     cl_mem tile_ptr, tile_col, tile_mask, mask_bits;
     size_t device_bytes;
     int layout_heads, n_tile_rows, wg_size, block_m, block_n;
+    char origin[576]; /* sparcl_plan_params_origin() */
     /* KT=1: attn_fwd_pack_k fills `workspace` with K packed per tile before
      * each call.  Calls share the workspace, so each one's pack waits for
      * the previous call (`last`, guarded by `lock`), whatever the queue's
@@ -42,5 +43,15 @@ struct sparcl_plan {
  * tile_mask, mask_bits, q_len, kv_len, q_heads, layout_heads, n_tile_rows.
  * Advances *a; returns the OR of the clSetKernelArg results. */
 cl_int sparcl__plan_set_layout_args(const sparcl_plan *p, cl_kernel kn, cl_uint *a);
+
+/* The caller's wait list followed by p->last (the plan's previous call that
+ * used its workspace), if any: a malloc'd array of *n events, or NULL when
+ * out of memory.  Called with p->lock held. */
+cl_event *sparcl__plan_wait_list(const sparcl_plan *p, cl_uint num_wait, const cl_event *wait,
+                                 cl_uint *n);
+
+/* Validates a descriptor (shapes, GQA ratio, head_dim, scale, strides,
+ * layout shape), naming the first wrong field. */
+sparcl_status sparcl__plan_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d);
 
 #endif
