@@ -222,6 +222,7 @@ typedef struct result {
     int64_t pairs;
     size_t device_bytes;
     char params[256];
+    char origin[256]; /* sparcl_plan_params_origin() */
     const char *source;
     const char *base_note; /* why there is no baseline, or NULL */
 } result;
@@ -347,6 +348,7 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
     res->source = source == SPARCL_PARAMS_DATABASE   ? "database"
                   : source == SPARCL_PARAMS_OVERRIDE ? "override"
                                                      : "default";
+    snprintf(res->origin, sizeof res->origin, "%s", sparcl_plan_params_origin(plan));
     res->device_bytes = sparcl_plan_device_bytes(plan);
     if (!time_forward(ctx, plan, m, 2, opt, res))
         goto done;
@@ -415,8 +417,12 @@ static void print_json(const bench_case *c, const result *r, const ceiling *sg)
         printf("\"baseline_ms\":null,\"speedup_baseline\":null,\"baseline_cpu_ms\":null,"
                "\"speedup_baseline_cpu\":null,\"baseline_note\":\"%s\",",
                r->base_note ? r->base_note : "");
-    printf("\"device_bytes\":%zu,\"max_err\":%.3g,\"params\":\"%s\",\"source\":\"%s\"}\n",
+    printf("\"device_bytes\":%zu,\"max_err\":%.3g,\"params\":\"%s\",\"source\":\"%s\","
+           "\"origin\":\"",
            r->device_bytes, r->err, r->params, r->source);
+    for (const char *o = r->origin; *o; ++o) /* JSON string escapes */
+        printf(*o == '"' || *o == '\\' ? "\\%c" : "%c", *o);
+    printf("\"}\n");
 }
 
 static void print_row(const bench_case *c, const result *r, const ceiling *sg)
@@ -435,10 +441,10 @@ static void print_row(const bench_case *c, const result *r, const ceiling *sg)
     } else {
         snprintf(base, sizeof base, "(%s)", r->base_note ? r->base_note : "n/a");
     }
-    printf("%-14s %6d %2d %4d %8.4f %9.2f %8.2f %6s %8.2f %6s %8.2f %16s %8s %8s %8.1e%s  %s\n",
+    printf("%-14s %6d %2d %4d %8.4f %9.2f %8.2f %6s %8.2f %6s %8.2f %16s %8s %8s %8.1e%s  %s [%s]\n",
            c->name, c->n, c->heads, c->dim, r->density, r->ms, r->gflops, ratio, gf_cpu,
            ratio_cpu, (double)r->device_bytes / (1024.0 * 1024.0), base, speed, speed_cpu,
-           r->err, r->err > 1e-4 ? "!" : " ", r->params);
+           r->err, r->err > 1e-4 ? "!" : " ", r->params, r->source);
 }
 
 static int usage(const char *argv0)
