@@ -248,21 +248,24 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
                     s[r].v[x] = (floatv)(0.0f);
                 continue;
             }
-            const floatv alpha = EXP2V((floatv)(m[r] - mx));
-            floatv sum = lsum[r] * alpha;
+            if (mx > m[r]) { /* rescale only when the running max grows */
+                const floatv alpha = EXP2V((floatv)(m[r] - mx));
+                lsum[r] *= alpha;
+#pragma unroll
+                for (int d = 0; d < NV; ++d)
+                    acc[r][d] *= alpha;
+#pragma unroll
+                for (int t = 0; t < NT; ++t)
+                    acct[r][t] *= FIRSTV(alpha);
+                m[r] = mx;
+            }
+            floatv sum = lsum[r];
 #pragma unroll
             for (int x = 0; x < NKV; ++x) {
                 s[r].v[x] = EXP2V(s[r].v[x] - mx);
                 sum += s[r].v[x];
             }
             lsum[r] = sum;
-            m[r] = mx;
-#pragma unroll
-            for (int d = 0; d < NV; ++d)
-                acc[r][d] *= alpha;
-#pragma unroll
-            for (int t = 0; t < NT; ++t)
-                acct[r][t] *= FIRSTV(alpha);
         }
 #pragma unroll
         for (int d = 0; d < NV; ++d) {
