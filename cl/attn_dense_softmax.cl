@@ -33,24 +33,20 @@
 
 /* Tile e's scores vector x for this row, masked. */
 inline floatv tile_scores(__global const float *row, int c0, int mi,
-                          __global const uint *restrict mask_bits, int lr, int x)
-{
+                          __global const uint *restrict mask_bits, int lr, int x) {
     const floatv s = LOADV(row + c0 + x * VEC);
     return mi < 0 ? s : sparcl_mask_scores(s, mask_bits + ((long)mi * BLOCK_M + lr) * MW, x);
 }
 
 /* Head hh of the chunk is query head hq0 + hh * hq_step of batch b; its
  * scores start at s + hh * q_len * ld. */
-__kernel void attn_dense_softmax(__global float *restrict s, const long ld,
-                                 __global float *restrict lse, const int write_lse,
-                                 __global const int *restrict tile_ptr,
-                                 __global const int *restrict tile_col,
-                                 __global const int *restrict tile_mask,
-                                 __global const uint *restrict mask_bits, const int q_len,
-                                 const int kv_len, const int q_heads, const int layout_heads,
-                                 const int n_tile_rows, const int b, const int hq0,
-                                 const int hq_step)
-{
+__kernel void
+attn_dense_softmax(__global float *restrict s, const long ld, __global float *restrict lse,
+                   const int write_lse, __global const int *restrict tile_ptr,
+                   __global const int *restrict tile_col, __global const int *restrict tile_mask,
+                   __global const uint *restrict mask_bits, const int q_len, const int kv_len,
+                   const int q_heads, const int layout_heads, const int n_tile_rows, const int b,
+                   const int hq0, const int hq_step) {
     const int i = get_global_id(0), hh = get_global_id(1);
     if (i >= q_len)
         return;
@@ -64,16 +60,15 @@ __kernel void attn_dense_softmax(__global float *restrict s, const long ld,
     floatv mv = (floatv)(-INFINITY);
     for (int e = e0; e < e1; ++e)
         for (int x = 0; x < NKV; ++x)
-            mv = SPARCL_MAXNN(mv, tile_scores(row, tile_col[e] * BLOCK_N, tile_mask[e],
-                                              mask_bits, lr, x));
+            mv = SPARCL_MAXNN(
+                mv, tile_scores(row, tile_col[e] * BLOCK_N, tile_mask[e], mask_bits, lr, x));
     const float m = HMAXV(mv);
     floatv lv = (floatv)(0.0f);
     if (m > -INFINITY)
         for (int e = e0; e < e1; ++e)
             for (int x = 0; x < NKV; ++x)
-                lv += EXP2V(tile_scores(row, tile_col[e] * BLOCK_N, tile_mask[e], mask_bits,
-                                        lr, x) -
-                            m);
+                lv += EXP2V(
+                    tile_scores(row, tile_col[e] * BLOCK_N, tile_mask[e], mask_bits, lr, x) - m);
     const float l = HSUMV(lv);
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
     const float ms = m > -INFINITY ? m : 0.0f; /* an empty row: 2^(-inf - 0) * 0 = 0 */
@@ -85,8 +80,7 @@ __kernel void attn_dense_softmax(__global float *restrict s, const long ld,
         for (; col < c0; col += VEC)
             STOREV((floatv)(0.0f), row + col);
         for (int x = 0; x < NKV; ++x) {
-            const floatv p =
-                EXP2V(tile_scores(row, c0, tile_mask[e], mask_bits, lr, x) - ms) * inv;
+            const floatv p = EXP2V(tile_scores(row, c0, tile_mask[e], mask_bits, lr, x) - ms) * inv;
             STOREV(p, row + c0 + x * VEC);
         }
         col = c0 + BLOCK_N;
@@ -94,6 +88,5 @@ __kernel void attn_dense_softmax(__global float *restrict s, const long ld,
     for (; col < kv_len; col += VEC)
         STOREV((floatv)(0.0f), row + col);
     if (write_lse)
-        lse[((long)b * q_heads + hq) * q_len + i] =
-            l > 0.0f ? (m + log2(l)) * M_LN2_F : -INFINITY;
+        lse[((long)b * q_heads + hq) * q_len + i] = l > 0.0f ? (m + log2(l)) * M_LN2_F : -INFINITY;
 }

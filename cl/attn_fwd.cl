@@ -79,8 +79,7 @@ typedef union {
  * are zero (their mask bits are 0).  One work-item per tile. */
 __kernel void attn_fwd_pack_k(__global const float *restrict k, __global float *restrict kt,
                               const int kv_len, const int kv_heads, const int n_tiles,
-                              const long k_sb, const long k_sh, const long k_ss)
-{
+                              const long k_sb, const long k_sh, const long k_ss) {
     const int t = get_global_id(0), hk = get_global_id(1), b = get_global_id(2);
     if (t >= n_tiles)
         return;
@@ -97,16 +96,14 @@ __kernel void attn_fwd_pack_k(__global const float *restrict k, __global float *
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
 attn_fwd(__global const float *restrict q, __global const float *restrict k,
-         __global const float *restrict v, __global float *restrict o,
-         __global float *restrict lse, const int write_lse,
-         __global const int *restrict tile_ptr, __global const int *restrict tile_col,
-         __global const int *restrict tile_mask, __global const uint *restrict mask_bits,
-         const int q_len, const int kv_len, const int q_heads, const int layout_heads,
-         const int n_tile_rows, const int group, const float scale_log2,
-         const long q_sb, const long q_sh, const long q_ss, const long k_sb, const long k_sh,
-         const long k_ss, const long v_sb, const long v_sh, const long v_ss, const long o_sb,
-         const long o_sh, const long o_ss)
-{
+         __global const float *restrict v, __global float *restrict o, __global float *restrict lse,
+         const int write_lse, __global const int *restrict tile_ptr,
+         __global const int *restrict tile_col, __global const int *restrict tile_mask,
+         __global const uint *restrict mask_bits, const int q_len, const int kv_len,
+         const int q_heads, const int layout_heads, const int n_tile_rows, const int group,
+         const float scale_log2, const long q_sb, const long q_sh, const long q_ss, const long k_sb,
+         const long k_sh, const long k_ss, const long v_sb, const long v_sh, const long v_ss,
+         const long o_sb, const long o_sh, const long o_ss) {
     const int lid = get_local_id(0);
     const int tr = get_group_id(0);
     const int hq = get_group_id(1);
@@ -131,7 +128,7 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
     floatv acc[ROWS][NV], lsum[ROWS];
     float acct[ROWS][NT_ALLOC];
     float m[ROWS];
-    #pragma unroll
+#pragma unroll
     for (int r = 0; r < ROWS; ++r) {
         /* Rows past q_len compute on a clamped copy and are never stored. */
         const int i = min(row0 + r, q_len - 1);
@@ -140,17 +137,17 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
         for (int d = 0; d < HEAD_DIM; ++d)
             qs[r][d] = qr[d] * scale_log2;
 #else
-        #pragma unroll
+#pragma unroll
         for (int d = 0; d < NV; ++d)
             qv[r][d] = LOADV(qr + d * VEC) * scale_log2;
-        #pragma unroll
+#pragma unroll
         for (int t = 0; t < NT; ++t)
             qt[r][t] = qr[NV * VEC + t] * scale_log2;
 #endif
-        #pragma unroll
+#pragma unroll
         for (int d = 0; d < NV; ++d)
             acc[r][d] = (floatv)(0.0f);
-        #pragma unroll
+#pragma unroll
         for (int t = 0; t < NT; ++t)
             acct[r][t] = 0.0f;
         m[r] = -INFINITY;
@@ -184,8 +181,8 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
         }
         barrier(CLK_LOCAL_MEM_FENCE);
 #define KTILE kl
-#define KROW(c) (kl + (c) * HEAD_DIM)
-#define VROW(c) (vl + (c) * HEAD_DIM)
+#define KROW(c) (kl + (c)*HEAD_DIM)
+#define VROW(c) (vl + (c)*HEAD_DIM)
 #else
         /* Columns past kv_len only occur in PARTIAL tiles, whose bits are 0
          * there; reading a clamped key keeps the loads in bounds. */
@@ -195,32 +192,32 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
 #endif
         score_row s[ROWS];
 #if KT
-        #pragma unroll
+#pragma unroll
         for (int r = 0; r < ROWS; ++r)
-            #pragma unroll
+#pragma unroll
             for (int x = 0; x < NKV; ++x)
                 s[r].v[x] = (floatv)(0.0f);
         for (int d = 0; d < HEAD_DIM; ++d) {
             floatv kv[NKV];
-            #pragma unroll
+#pragma unroll
             for (int x = 0; x < NKV; ++x)
                 kv[x] = LOADV(KTILE + d * BLOCK_N + x * VEC);
-            #pragma unroll
+#pragma unroll
             for (int r = 0; r < ROWS; ++r)
-                #pragma unroll
+#pragma unroll
                 for (int x = 0; x < NKV; ++x)
                     s[r].v[x] = fma((floatv)(qs[r][d]), kv[x], s[r].v[x]);
         }
 #else
         for (int c = 0; c < BLOCK_N; ++c) {
-            #pragma unroll
+#pragma unroll
             for (int r = 0; r < ROWS; ++r) {
                 floatv a = (floatv)(0.0f);
-                #pragma unroll
+#pragma unroll
                 for (int d = 0; d < NV; ++d)
                     a = fma(qv[r][d], LOADV(KROW(c) + d * VEC), a);
                 float x = HSUMV(a);
-                #pragma unroll
+#pragma unroll
                 for (int t = 0; t < NT; ++t)
                     x = fma(qt[r][t], KROW(c)[NV * VEC + t], x);
                 s[r].f[c] = x;
@@ -229,21 +226,21 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
 #endif
         if (mi >= 0) {
             __global const uint *mb = mask_bits + ((long)mi * BLOCK_M + lrow0) * MW;
-            #pragma unroll
+#pragma unroll
             for (int r = 0; r < ROWS; ++r)
-                #pragma unroll
+#pragma unroll
                 for (int x = 0; x < NKV; ++x)
                     s[r].v[x] = sparcl_mask_scores(s[r].v[x], mb + r * MW, x);
         }
-        #pragma unroll
+#pragma unroll
         for (int r = 0; r < ROWS; ++r) {
             floatv mv = s[r].v[0];
-            #pragma unroll
+#pragma unroll
             for (int x = 1; x < NKV; ++x)
                 mv = SPARCL_MAXNN(mv, s[r].v[x]);
             const float mx = SPARCL_MAXNN(m[r], HMAXV(mv));
             if (mx == -INFINITY) { /* nothing attended so far */
-                #pragma unroll
+#pragma unroll
                 for (int x = 0; x < NKV; ++x)
                     s[r].v[x] = (floatv)(0.0f);
                 continue;
@@ -290,7 +287,7 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
 #undef VROW
     }
 
-    #pragma unroll
+#pragma unroll
     for (int r = 0; r < ROWS; ++r) {
         const int i = row0 + r;
         if (i >= q_len)
@@ -298,10 +295,10 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
         __global float *orow = o + b * o_sb + hq * o_sh + (long)i * o_ss;
         const float l = HSUMV(lsum[r]);
         const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        #pragma unroll
+#pragma unroll
         for (int d = 0; d < NV; ++d)
             STOREV(acc[r][d] * inv, orow + d * VEC);
-        #pragma unroll
+#pragma unroll
         for (int t = 0; t < NT; ++t)
             orow[NV * VEC + t] = acct[r][t] * inv;
         if (write_lse)

@@ -18,14 +18,12 @@
 #include "error.h"
 #include "program.h"
 
-size_t sparcl__dense_head_bytes(int q_len, int kv_len, int block_n)
-{
+size_t sparcl__dense_head_bytes(int q_len, int kv_len, int block_n) {
     size_t ld = ((size_t)kv_len + (size_t)block_n - 1) / (size_t)block_n * (size_t)block_n;
     return (size_t)q_len * ld * sizeof(float);
 }
 
-sparcl_status sparcl__dense_init(sparcl_plan *p, const char *options, int *applies)
-{
+sparcl_status sparcl__dense_init(sparcl_plan *p, const char *options, int *applies) {
     sparcl_ctx *ctx = p->ctx;
     const sparcl_plan_desc *d = &p->desc;
     *applies = 0;
@@ -79,8 +77,7 @@ sparcl_status sparcl__dense_init(sparcl_plan *p, const char *options, int *appli
     return SPARCL_OK;
 }
 
-static sparcl_status blast_fail(sparcl_ctx *ctx, CLBlastStatusCode status, const char *what)
-{
+static sparcl_status blast_fail(sparcl_ctx *ctx, CLBlastStatusCode status, const char *what) {
     if (status > -1000) /* CLBlast passes OpenCL errors through unchanged */
         return sparcl__fail_cl(ctx, (cl_int)status, what);
     return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED, "%s failed: CLBlast status %d", what,
@@ -89,8 +86,7 @@ static sparcl_status blast_fail(sparcl_ctx *ctx, CLBlastStatusCode status, const
 
 /* The softmax over the chunk's scores (query heads hq0, hq0 + step, ...). */
 static sparcl_status enqueue_softmax(sparcl_plan *p, cl_command_queue queue, cl_mem lse, int b,
-                                     int hq0, int step, int count)
-{
+                                     int hq0, int step, int count) {
     const sparcl_plan_desc *d = &p->desc;
     const cl_int write_lse = lse != NULL;
     const cl_long ld = p->dense_ld;
@@ -117,9 +113,8 @@ static sparcl_status enqueue_softmax(sparcl_plan *p, cl_command_queue queue, cl_
 
 sparcl_status sparcl__dense_forward(sparcl_plan *p, cl_command_queue queue,
                                     const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
-                                    cl_mem out, cl_mem lse, cl_uint num_wait,
-                                    const cl_event *wait, cl_event *event)
-{
+                                    cl_mem out, cl_mem lse, cl_uint num_wait, const cl_event *wait,
+                                    cl_event *event) {
     const sparcl_plan_desc *d = &p->desc;
     cl_command_queue_properties props = 0;
     clGetCommandQueueInfo(queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL);
@@ -147,27 +142,27 @@ sparcl_status sparcl__dense_forward(sparcl_plan *p, cl_command_queue queue,
                 const int count =
                     d->kv_heads - hk0 < p->dense_chunk ? d->kv_heads - hk0 : p->dense_chunk;
                 const int hq0 = hk0 * group + r;
-                const int last = b == d->batch - 1 && r == group - 1 &&
-                                 hk0 + p->dense_chunk >= d->kv_heads;
+                const int last =
+                    b == d->batch - 1 && r == group - 1 && hk0 + p->dense_chunk >= d->kv_heads;
                 CLBlastStatusCode bs = CLBlastSgemmStridedBatched(
                     CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeYes,
                     (size_t)d->q_len, (size_t)d->kv_len, (size_t)d->head_dim, alpha, q,
                     (size_t)(b * qs.batch + hq0 * qs.head), (size_t)qs.seq,
                     (size_t)(group * qs.head), k, (size_t)(b * ks.batch + hk0 * ks.head),
-                    (size_t)ks.seq, (size_t)ks.head, 0.0f, p->scores, 0, (size_t)p->dense_ld,
-                    head, (size_t)count, &queue, NULL);
+                    (size_t)ks.seq, (size_t)ks.head, 0.0f, p->scores, 0, (size_t)p->dense_ld, head,
+                    (size_t)count, &queue, NULL);
                 if (bs != CLBlastSuccess)
                     return blast_fail(p->ctx, bs, "CLBlastSgemmStridedBatched(Q K^T)");
                 sparcl_status st = enqueue_softmax(p, queue, lse, b, hq0, group, count);
                 if (st != SPARCL_OK)
                     return st;
                 bs = CLBlastSgemmStridedBatched(
-                    CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo,
-                    (size_t)d->q_len, (size_t)d->head_dim, (size_t)d->kv_len, 1.0f, p->scores, 0,
-                    (size_t)p->dense_ld, head, v, (size_t)(b * vs.batch + hk0 * vs.head),
-                    (size_t)vs.seq, (size_t)vs.head, 0.0f, out,
-                    (size_t)(b * os.batch + hq0 * os.head), (size_t)os.seq,
-                    (size_t)(group * os.head), (size_t)count, &queue, last ? &ev : NULL);
+                    CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, (size_t)d->q_len,
+                    (size_t)d->head_dim, (size_t)d->kv_len, 1.0f, p->scores, 0, (size_t)p->dense_ld,
+                    head, v, (size_t)(b * vs.batch + hk0 * vs.head), (size_t)vs.seq,
+                    (size_t)vs.head, 0.0f, out, (size_t)(b * os.batch + hq0 * os.head),
+                    (size_t)os.seq, (size_t)(group * os.head), (size_t)count, &queue,
+                    last ? &ev : NULL);
                 if (bs != CLBlastSuccess)
                     return blast_fail(p->ctx, bs, "CLBlastSgemmStridedBatched(P V)");
             }

@@ -31,7 +31,7 @@ sparcl_status sparcl__dense_init(sparcl_plan *p, const char *options, int *appli
  * at once.  *event, if not NULL, receives the event of the last command. */
 sparcl_status sparcl__dense_forward(sparcl_plan *p, cl_command_queue queue,
                                     const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
-                                    cl_mem out, cl_mem lse, cl_uint num_wait,
-                                    const cl_event *wait, cl_event *event);
+                                    cl_mem out, cl_mem lse, cl_uint num_wait, const cl_event *wait,
+                                    cl_event *event);
 
 #endif

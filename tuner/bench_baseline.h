@@ -34,9 +34,9 @@ double bench_sgemm_gflops(int n, int reps, double *per_cpu_s);
 typedef void (*bench_mask_row_fn)(const void *self, int h, int i, uint8_t *row);
 
 typedef struct bench_dense_problem {
-    int heads, n, dim;        /* q_len = kv_len = n, contiguous [H, n, dim] */
+    int heads, n, dim; /* q_len = kv_len = n, contiguous [H, n, dim] */
     float scale;
-    bench_mask_row_fn mask;   /* NULL: every pair attends (no mask applied) */
+    bench_mask_row_fn mask; /* NULL: every pair attends (no mask applied) */
     const void *mask_self;
     const float *q, *k, *v;
     float *out;
