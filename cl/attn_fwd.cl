@@ -85,12 +85,24 @@ __kernel void attn_fwd_pack_k(__global const float *restrict k, __global float *
         return;
     __global const float *src = k + b * k_sb + hk * k_sh;
     __global float *dst = kt + (((long)b * kv_heads + hk) * n_tiles + t) * TILE_FLOATS;
-    for (int c = 0; c < BLOCK_N; ++c) {
-        const int j = t * BLOCK_N + c;
-        __global const float *row = src + (long)min(j, kv_len - 1) * k_ss;
-        const float keep = j < kv_len ? 1.0f : 0.0f;
-        for (int d = 0; d < HEAD_DIM; ++d)
-            dst[d * BLOCK_N + c] = row[d] * keep;
+    /* VEC keys at a time: gathered loads, one vector store per (d, x);
+     * stores are the scarcer port on CPUs. */
+    for (int x = 0; x < NKV; ++x) {
+        __global const float *rows[VEC];
+        float keep[VEC];
+#pragma unroll
+        for (int l = 0; l < VEC; ++l) {
+            const int j = t * BLOCK_N + x * VEC + l;
+            rows[l] = src + (long)min(j, kv_len - 1) * k_ss;
+            keep[l] = j < kv_len ? 1.0f : 0.0f;
+        }
+        for (int d = 0; d < HEAD_DIM; ++d) {
+            float col[VEC];
+#pragma unroll
+            for (int l = 0; l < VEC; ++l)
+                col[l] = rows[l][d] * keep[l];
+            STOREV(LOADV(col), dst + d * BLOCK_N + x * VEC);
+        }
     }
 }
 
