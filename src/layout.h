@@ -55,6 +55,9 @@ sparcl_status sparcl__layout_check_shape(sparcl_ctx *ctx, int heads, int q_len, 
 sparcl_status sparcl__layout_build(sparcl_ctx *ctx, sparcl_layout **out, int heads, int q_len,
                                    int kv_len, int block, const sparcl__rule *rule);
 
+/* A deep copy of `l` (layout_copy.c); on failure *out is NULL. */
+sparcl_status sparcl__layout_copy(sparcl_ctx *ctx, const sparcl_layout *l, sparcl_layout **out);
+
 /* 1 if element (r, c) of stored entry e (in block coordinates) attends. */
 static inline int sparcl__layout_entry_bit(const sparcl_layout *l, int64_t e, int r, int c)
 {

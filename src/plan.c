@@ -168,6 +168,8 @@ SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
         goto fail;
     }
     sparcl__tiling_free(&t);
+    if (desc->layout && (st = sparcl__layout_copy(ctx, desc->layout, &p->layout)) != SPARCL_OK)
+        goto fail;
 
     char options[1024];
     sparcl__params_build_options(schema, &params, &prob, options, sizeof options);
@@ -206,6 +208,8 @@ SPARCL_API void sparcl_plan_free(sparcl_plan *p)
     for (int i = 0; i < 4; ++i)
         if (*mems[i])
             clReleaseMemObject(*mems[i]);
+    sparcl__plan_bwd_free(p->bwd);
+    sparcl_layout_free(p->layout);
     pthread_mutex_destroy(&p->lock);
     free(p);
 }
@@ -370,4 +374,27 @@ SPARCL_API void sparcl_plan_params(const sparcl_plan *p, sparcl_params *params,
 SPARCL_API size_t sparcl_plan_device_bytes(const sparcl_plan *p)
 {
     return p ? p->device_bytes : 0;
+}
+
+/* The helpers above, for the other passes (plan.h). */
+sparcl_strides sparcl__plan_resolve(sparcl_strides s, const sparcl_plan_desc *d, int heads,
+                                    int len)
+{
+    return resolve(s, d, heads, len);
+}
+
+int64_t sparcl__plan_span(sparcl_strides s, int batch, int heads, int len, int dim)
+{
+    return span(s, batch, heads, len, dim);
+}
+
+sparcl_status sparcl__plan_check_buffer(sparcl_plan *p, cl_mem m, const char *name,
+                                        int64_t elems)
+{
+    return check_buffer(p, m, name, elems);
+}
+
+sparcl_status sparcl__plan_upload(sparcl_plan *p, cl_mem *out, const void *data, size_t bytes)
+{
+    return upload(p, out, data, bytes);
 }

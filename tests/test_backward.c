@@ -1,0 +1,378 @@
+/*
+ * test_backward.c -- the backward kernels (dQ, dK, dV) against a
+ * double-precision reference written here: the softmax Jacobian applied
+ * explicitly per row (dS = J dP with J = diag(P) - P P^T), a formulation
+ * the kernels do not use.  The reference itself is checked by central
+ * finite differences of its own double forward, and that forward against
+ * the shared brute-force oracle.  Masks come from sparcl_layout_attends()
+ * plus the plan's causal rule (layouts are tested against their definitions
+ * in test_layout.c), never from the tiling the kernels walk.
+ * Tolerance: max abs error <= 1e-4 x max(1, largest reference gradient)
+ * on inputs in [-1, 1], for every case and 4 parameter sets.
+ */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "oracle.h"
+#include "sparcl.h"
+
+#define TOL 1e-4
+
+typedef struct shape {
+    int batch, hq, hkv, lq, lk, dim;
+    double scale;
+    int causal;
+    const sparcl_layout *layout; /* NULL: dense */
+} shape;
+
+static int attends(const shape *s, int h, int i, int j)
+{
+    if (s->causal && j > i + s->lk - s->lq)
+        return 0;
+    return !s->layout ||
+           sparcl_layout_attends(s->layout, sparcl_layout_heads(s->layout) == 1 ? 0 : h, i, j);
+}
+
+static int oracle_pred_shape(const void *self, int h, int i, int j)
+{
+    return attends(self, h, i, j);
+}
+
+/* The probabilities of row i of head h (p[j] = 0 where not attended);
+ * returns the row's LSE (-inf when it attends to nothing). */
+static double row_probs(const shape *s, int b, int h, int i, const double *q, const double *k,
+                        double *p)
+{
+    const int d = s->dim, g = s->hq / s->hkv;
+    const double *qi = q + (((size_t)b * s->hq + h) * s->lq + i) * d;
+    const double *kb = k + ((size_t)b * s->hkv + h / g) * s->lk * d;
+    double mx = -INFINITY;
+    for (int j = 0; j < s->lk; ++j) {
+        p[j] = -INFINITY;
+        if (!attends(s, h, i, j))
+            continue;
+        double x = 0;
+        for (int c = 0; c < d; ++c)
+            x += qi[c] * kb[(size_t)j * d + c];
+        p[j] = x * s->scale;
+        mx = fmax(mx, p[j]);
+    }
+    if (mx == -INFINITY) {
+        for (int j = 0; j < s->lk; ++j)
+            p[j] = 0;
+        return -INFINITY;
+    }
+    double sum = 0;
+    for (int j = 0; j < s->lk; ++j)
+        sum += p[j] == -INFINITY ? 0 : exp(p[j] - mx);
+    for (int j = 0; j < s->lk; ++j)
+        p[j] = p[j] == -INFINITY ? 0 : exp(p[j] - mx) / sum;
+    return mx + log(sum);
+}
+
+/* out = P v (and lse) in double, for the finite differences. */
+static void ref_forward(const shape *s, const double *q, const double *k, const double *v,
+                        double *out, double *lse)
+{
+    const int d = s->dim, g = s->hq / s->hkv;
+    double *p = malloc(sizeof *p * s->lk);
+    for (int b = 0; b < s->batch; ++b)
+        for (int h = 0; h < s->hq; ++h)
+            for (int i = 0; i < s->lq; ++i) {
+                size_t row = ((size_t)b * s->hq + h) * s->lq + i;
+                double l = row_probs(s, b, h, i, q, k, p);
+                if (lse)
+                    lse[row] = l;
+                const double *vb = v + ((size_t)b * s->hkv + h / g) * s->lk * d;
+                for (int c = 0; c < d; ++c) {
+                    double x = 0;
+                    for (int j = 0; j < s->lk; ++j)
+                        x += p[j] * vb[(size_t)j * d + c];
+                    out[row * d + c] = x;
+                }
+            }
+    free(p);
+}
+
+/* The reference backward: dP = dO v^T, dS = J dP with the explicit
+ * Jacobian J[j][l] = P[j] (delta_jl - P[l]), then the three products. */
+static void ref_backward(const shape *s, const double *q, const double *k, const double *v,
+                         const double *dout, double *dq, double *dk, double *dv)
+{
+    const int d = s->dim, g = s->hq / s->hkv, n = s->lk;
+    const size_t nq = (size_t)s->batch * s->hq * s->lq * d;
+    const size_t nk = (size_t)s->batch * s->hkv * s->lk * d;
+    memset(dq, 0, sizeof *dq * nq);
+    memset(dk, 0, sizeof *dk * nk);
+    memset(dv, 0, sizeof *dv * nk);
+    double *p = malloc(sizeof *p * n), *dp = malloc(sizeof *dp * n), *ds = malloc(sizeof *ds * n);
+    for (int b = 0; b < s->batch; ++b)
+        for (int h = 0; h < s->hq; ++h)
+            for (int i = 0; i < s->lq; ++i) {
+                size_t row = ((size_t)b * s->hq + h) * s->lq + i;
+                size_t kvb = ((size_t)b * s->hkv + h / g) * s->lk * d;
+                row_probs(s, b, h, i, q, k, p);
+                const double *doi = dout + row * d, *qi = q + row * d;
+                for (int j = 0; j < n; ++j) {
+                    dp[j] = 0;
+                    for (int c = 0; c < d; ++c)
+                        dp[j] += doi[c] * v[kvb + (size_t)j * d + c];
+                }
+                for (int j = 0; j < n; ++j) {
+                    ds[j] = 0;
+                    for (int l = 0; l < n; ++l)
+                        ds[j] += p[j] * ((j == l) - p[l]) * dp[l];
+                }
+                for (int j = 0; j < n; ++j)
+                    for (int c = 0; c < d; ++c) {
+                        dv[kvb + (size_t)j * d + c] += p[j] * doi[c];
+                        dk[kvb + (size_t)j * d + c] += s->scale * ds[j] * qi[c];
+                        dq[row * d + c] += s->scale * ds[j] * k[kvb + (size_t)j * d + c];
+                    }
+            }
+    free(p), free(dp), free(ds);
+}
+
+static double *to_double(const float *x, size_t n)
+{
+    double *y = malloc(sizeof *y * n);
+    for (size_t i = 0; i < n; ++i)
+        y[i] = x[i];
+    return y;
+}
+
+static double max_abs(const double *x, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; ++i)
+        m = fmax(m, fabs(x[i]));
+    return m;
+}
+
+/* L = sum(dout * out(q, k, v)) in double. */
+static double loss(const shape *s, const double *q, const double *k, const double *v,
+                   const double *dout, double *scratch)
+{
+    ref_forward(s, q, k, v, scratch, NULL);
+    size_t n = (size_t)s->batch * s->hq * s->lq * s->dim;
+    double x = 0;
+    for (size_t i = 0; i < n; ++i)
+        x += dout[i] * scratch[i];
+    return x;
+}
+
+/* ---- the reference checks itself --------------------------------------- */
+
+Test(backward, reference_matches_finite_differences)
+{
+    /* GQA, causal with q_len > kv_len (row 0 attends to nothing), and a
+     * layout with a hole, on a shape small enough for every partial. */
+    uint8_t mask[2 * 2 * 2] = {1, 1, 0, 1, 1, 0, 1, 1};
+    sparcl_layout *l = NULL;
+    cr_assert_eq(sparcl_layout_init_block_mask(NULL, &l, 2, 4, 3, 2, mask), SPARCL_OK);
+    shape s = {1, 2, 1, 4, 3, 3, 0.7, 1, l};
+    size_t nq = 2 * 4 * 3, nk = 1 * 3 * 3;
+    float fq[24], fk[9], fv[9], fo[24];
+    oracle_fill(fq, nq, 1), oracle_fill(fk, nk, 2), oracle_fill(fv, nk, 3), oracle_fill(fo, nq, 4);
+    double *q = to_double(fq, nq), *k = to_double(fk, nk), *v = to_double(fv, nk);
+    double *dout = to_double(fo, nq), scratch[24], dq[24], dk[9], dv[9];
+    ref_backward(&s, q, k, v, dout, dq, dk, dv);
+
+    /* Its forward is the shared oracle's. */
+    double out[24], lse[8], oo[24], ol[8];
+    ref_forward(&s, q, k, v, out, lse);
+    oracle_attention(1, 2, 1, 4, 3, 3, 0.7, oracle_pred_shape, &s, fq, fk, fv, oo, ol);
+    for (size_t i = 0; i < nq; ++i)
+        cr_assert_float_eq(out[i], oo[i], 1e-12);
+    cr_assert(isinf(lse[0]) && isinf(ol[0]), "row 0 must attend to nothing");
+
+    double *xs[3] = {q, k, v}, *gs[3] = {dq, dk, dv};
+    size_t ns[3] = {nq, nk, nk};
+    const double h = 1e-6;
+    int nonzero = 0;
+    for (int t = 0; t < 3; ++t)
+        for (size_t i = 0; i < ns[t]; ++i) {
+            double keep = xs[t][i];
+            xs[t][i] = keep + h;
+            double up = loss(&s, q, k, v, dout, scratch);
+            xs[t][i] = keep - h;
+            double down = loss(&s, q, k, v, dout, scratch);
+            xs[t][i] = keep;
+            double fd = (up - down) / (2 * h);
+            cr_assert(fabs(fd - gs[t][i]) <= 1e-7, "tensor %d element %zu: fd %.10f ref %.10f",
+                      t, i, fd, gs[t][i]);
+            nonzero += fabs(gs[t][i]) > 1e-3;
+        }
+    cr_assert_gt(nonzero, 20, "the check must exercise real gradients");
+    for (int c = 0; c < 3; ++c) /* the empty row */
+        cr_assert_eq(dq[c], 0.0);
+    free(q), free(k), free(v), free(dout);
+    sparcl_layout_free(l);
+}
+
+/* ---- the kernels against the reference --------------------------------- */
+
+enum pattern { P_DENSE, P_CAUSAL_LAYOUT, P_WINDOW, P_MASK, P_MASK_PER_HEAD };
+
+typedef struct bcase {
+    int batch, hq, hkv, lq, lk, dim;
+    int pattern, causal; /* causal: the plan flag, on top of the layout */
+    int left, right, block;
+} bcase;
+
+static sparcl_layout *make_layout(sparcl_ctx *ctx, const bcase *c)
+{
+    sparcl_layout *l = NULL;
+    sparcl_status st = SPARCL_OK;
+    if (c->pattern == P_CAUSAL_LAYOUT)
+        st = sparcl_layout_init_causal(ctx, &l, 1, c->lq, c->lk, c->block);
+    else if (c->pattern == P_WINDOW)
+        st = sparcl_layout_init_window(ctx, &l, 1, c->lq, c->lk, c->block, c->left, c->right);
+    else if (c->pattern == P_MASK || c->pattern == P_MASK_PER_HEAD) {
+        int heads = c->pattern == P_MASK ? 1 : c->hq;
+        int nbr = (c->lq + c->block - 1) / c->block, nbc = (c->lk + c->block - 1) / c->block;
+        size_t n = (size_t)heads * nbr * nbc;
+        uint8_t *m = calloc(n, 1);
+        float *r = malloc(sizeof *r * n);
+        oracle_fill(r, n, 77 + c->lq);
+        for (size_t x = 0; x < n; ++x)
+            m[x] = r[x] < -0.4f; /* about 30%: some block rows and columns empty */
+        m[0] = 1;
+        st = sparcl_layout_init_block_mask(ctx, &l, heads, c->lq, c->lk, c->block, m);
+        free(m), free(r);
+    }
+    cr_assert_eq(st, SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    return l;
+}
+
+/* Parameter set 0 is the device default; the others cover local memory,
+ * several work-items per group, vector widths and tile shapes. */
+static const sparcl_params *bwd_params(int set, int dim, sparcl_params *p)
+{
+    static const int32_t table[4][5] = {
+        /* WG_SIZE BLOCK_M BLOCK_N USE_LOCAL VEC */
+        {0, 0, 0, 0, 0},
+        {16, 32, 16, 1, 4},
+        {4, 8, 4, 0, 8},
+        {1, 1, 8, 1, 1},
+    };
+    if (set == 0)
+        return NULL;
+    sparcl_params_clear(p);
+    sparcl_params_set(p, "WG_SIZE", table[set][0]);
+    sparcl_params_set(p, "BLOCK_M", table[set][1]);
+    sparcl_params_set(p, "BLOCK_N", table[set][2]);
+    sparcl_params_set(p, "USE_LOCAL", table[set][3]);
+    int vec = table[set][4];
+    while (vec > dim)
+        vec /= 2;
+    sparcl_params_set(p, "VEC", vec);
+    return p;
+}
+
+static double max_err(const float *x, const double *ref, size_t n)
+{
+    return oracle_max_abs_diff_f(x, ref, n) / fmax(1.0, max_abs(ref, n));
+}
+
+static void run_case(const bcase *c)
+{
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
+    sparcl_layout *layout = make_layout(ctx, c);
+    shape s = {c->batch, c->hq, c->hkv, c->lq, c->lk, c->dim, 1.0 / sqrt(c->dim), c->causal,
+               layout};
+    const size_t nq = (size_t)c->batch * c->hq * c->lq * c->dim;
+    const size_t nk = (size_t)c->batch * c->hkv * c->lk * c->dim;
+    const size_t nl = (size_t)c->batch * c->hq * c->lq;
+    float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *dout = malloc(nq * 4);
+    float *out = malloc(nq * 4), *lse = malloc(nl * 4);
+    float *dq = malloc(nq * 4), *dk = malloc(nk * 4), *dv = malloc(nk * 4);
+    float *dq2 = malloc(nq * 4), *dk2 = malloc(nk * 4), *dv2 = malloc(nk * 4);
+    oracle_fill(q, nq, 11 + c->lq), oracle_fill(k, nk, 22 + c->lk);
+    oracle_fill(v, nk, 33 + c->dim), oracle_fill(dout, nq, 44 + c->hq);
+    double *ro = malloc(nq * 8), *rl = malloc(nl * 8);
+    oracle_attention(c->batch, c->hq, c->hkv, c->lq, c->lk, c->dim, s.scale, oracle_pred_shape,
+                     &s, q, k, v, ro, rl);
+    for (size_t i = 0; i < nq; ++i)
+        out[i] = (float)ro[i];
+    for (size_t i = 0; i < nl; ++i)
+        lse[i] = (float)rl[i];
+    double *xq = to_double(q, nq), *xk = to_double(k, nk), *xv = to_double(v, nk);
+    double *xo = to_double(dout, nq);
+    double *gq = malloc(nq * 8), *gk = malloc(nk * 8), *gv = malloc(nk * 8);
+    ref_backward(&s, xq, xk, xv, xo, gq, gk, gv);
+
+    for (int set = 0; set < 4; ++set) {
+        sparcl_params params;
+        sparcl_plan_desc d;
+        sparcl_plan_desc_init(&d);
+        d.batch = c->batch, d.q_heads = c->hq, d.kv_heads = c->hkv;
+        d.q_len = c->lq, d.kv_len = c->lk, d.head_dim = c->dim;
+        d.causal = c->causal, d.layout = layout;
+        sparcl_plan *plan = NULL;
+        cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+        cr_assert_eq(sparcl_plan_prepare_backward(plan, bwd_params(set, c->dim, &params)),
+                     SPARCL_OK, "set %d: %s", set, sparcl_ctx_errmsg(ctx));
+        char ptext[200];
+        cr_assert_eq(sparcl_plan_backward_params(plan, &params, NULL), SPARCL_OK);
+        sparcl_params_format(&params, ptext, sizeof ptext);
+        memset(dq, 0xff, nq * 4), memset(dk, 0xff, nk * 4), memset(dv, 0xff, nk * 4);
+        cr_assert_eq(sparcl_plan_backward_host(plan, q, k, v, out, lse, dout, dq, dk, dv),
+                     SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+        double eq = max_err(dq, gq, nq), ek = max_err(dk, gk, nk), ev = max_err(dv, gv, nk);
+        cr_assert(eq <= TOL && ek <= TOL && ev <= TOL,
+                  "errors dq %g dk %g dv %g: b%d h%d/%d lq %d lk %d d %d pattern %d causal %d [%s]",
+                  eq, ek, ev, c->batch, c->hq, c->hkv, c->lq, c->lk, c->dim, c->pattern,
+                  c->causal, ptext);
+        /* Exact zeros where nothing flows: rows that attend to nothing,
+         * keys nobody attends to. */
+        for (size_t r = 0; r < nl; ++r)
+            if (isinf(rl[r]))
+                for (int x = 0; x < c->dim; ++x)
+                    cr_assert_eq(dq[r * c->dim + x], 0.0f, "empty row %zu [%s]", r, ptext);
+        for (size_t x = 0; x < nk; ++x)
+            if (gk[x] == 0.0 && gv[x] == 0.0)
+                cr_assert(dk[x] == 0.0f && dv[x] == 0.0f, "unattended key element %zu [%s]", x,
+                          ptext);
+        /* Deterministic: a second run is bit-identical. */
+        cr_assert_eq(sparcl_plan_backward_host(plan, q, k, v, out, lse, dout, dq2, dk2, dv2),
+                     SPARCL_OK);
+        cr_assert(!memcmp(dq, dq2, nq * 4) && !memcmp(dk, dk2, nk * 4) &&
+                      !memcmp(dv, dv2, nk * 4),
+                  "two runs differ [%s]", ptext);
+        sparcl_plan_free(plan);
+    }
+    free(q), free(k), free(v), free(dout), free(out), free(lse);
+    free(dq), free(dk), free(dv), free(dq2), free(dk2), free(dv2);
+    free(ro), free(rl), free(xq), free(xk), free(xv), free(xo), free(gq), free(gk), free(gv);
+    sparcl_layout_free(layout);
+    sparcl_ctx_free(ctx);
+}
+
+ParameterizedTestParameters(backward, matches_reference)
+{
+    static bcase cases[] = {
+        /* b  hq hkv  lq   lk  dim  pattern          causal left right block */
+        {1, 1, 1, 1, 1, 16, P_DENSE, 0, 0, 0, 0},
+        {1, 2, 1, 1, 113, 72, P_DENSE, 1, 0, 0, 0},
+        {2, 4, 2, 17, 17, 100, P_DENSE, 0, 0, 0, 0},
+        {1, 2, 2, 239, 113, 16, P_DENSE, 1, 0, 0, 0},
+        {1, 3, 1, 113, 239, 72, P_CAUSAL_LAYOUT, 0, 0, 0, 16},
+        {1, 2, 1, 239, 239, 16, P_WINDOW, 0, 37, 11, 24},
+        {1, 2, 2, 113, 17, 100, P_WINDOW, 1, 5, 9, 8},
+        {1, 4, 2, 113, 239, 16, P_MASK, 0, 0, 0, 16},
+        {1, 2, 1, 239, 113, 72, P_MASK, 1, 0, 0, 24},
+        {1, 3, 1, 113, 113, 16, P_MASK_PER_HEAD, 0, 0, 0, 7},
+        {2, 2, 2, 17, 17, 100, P_MASK_PER_HEAD, 1, 0, 0, 5},
+    };
+    return cr_make_param_array(bcase, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(bcase *c, backward, matches_reference, .timeout = 600)
+{
+    run_case(c);
+}
