@@ -376,3 +376,118 @@ ParameterizedTest(bcase *c, backward, matches_reference, .timeout = 600)
 {
     run_case(c);
 }
+
+/* ---- bad input and edge rows ------------------------------------------- */
+
+static sparcl_ctx *mctx;
+static sparcl_plan *mplan;
+
+static void misuse_setup(void)
+{
+    cr_assert_eq(sparcl_ctx_init(&mctx), SPARCL_OK);
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.q_heads = 2, d.kv_heads = 1, d.q_len = 17, d.kv_len = 9, d.head_dim = 16;
+    cr_assert_eq(sparcl_plan_init(mctx, &mplan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(mctx));
+}
+
+static void misuse_teardown(void)
+{
+    sparcl_plan_free(mplan);
+    sparcl_ctx_free(mctx);
+}
+
+#define EXPECT(call, status, word)                                                           \
+    do {                                                                                     \
+        sparcl_status s_ = (call);                                                           \
+        cr_assert_eq(s_, status, #call " gave %d: %s", s_, sparcl_ctx_errmsg(mctx));         \
+        cr_assert(strstr(sparcl_ctx_errmsg(mctx), word), "message \"%s\" lacks \"%s\"",      \
+                  sparcl_ctx_errmsg(mctx), word);                                            \
+    } while (0)
+
+static cl_mem buffer(size_t floats)
+{
+    cl_int err;
+    cl_mem m = clCreateBuffer(sparcl_ctx_cl_context(mctx), CL_MEM_READ_WRITE, floats * 4, NULL,
+                              &err);
+    cr_assert_not_null(m);
+    return m;
+}
+
+Test(backward, bad_buffers_are_invalid_arguments, .init = misuse_setup, .fini = misuse_teardown)
+{
+    const size_t nq = 2 * 17 * 16, nk = 9 * 16, nl = 2 * 17;
+    cl_mem q = buffer(nq), k = buffer(nk), v = buffer(nk), o = buffer(nq), l = buffer(nl);
+    cl_mem d_o = buffer(nq), dq = buffer(nq), dk = buffer(nk), dv = buffer(nk);
+    cl_mem small = buffer(nk - 1), small_l = buffer(nl - 1);
+    EXPECT(sparcl_plan_backward(mplan, q, k, v, o, NULL, d_o, dq, dk, dv, 0, NULL, NULL),
+           SPARCL_ERR_INVALID_ARGUMENT, "needs the forward's LSE");
+    EXPECT(sparcl_plan_backward(mplan, q, k, v, o, l, NULL, dq, dk, dv, 0, NULL, NULL),
+           SPARCL_ERR_INVALID_ARGUMENT, "dout buffer is NULL");
+    EXPECT(sparcl_plan_backward(mplan, q, k, v, o, l, d_o, dq, small, dv, 0, NULL, NULL),
+           SPARCL_ERR_INVALID_ARGUMENT, "dk buffer has 572 bytes; the shape needs 576");
+    EXPECT(sparcl_plan_backward(mplan, q, k, v, o, small_l, d_o, dq, dk, dv, 0, NULL, NULL),
+           SPARCL_ERR_INVALID_ARGUMENT, "lse buffer has 132 bytes; the shape needs 136");
+    EXPECT(sparcl_plan_backward(mplan, q, k, v, o, l, d_o, dq, dk, dk, 0, NULL, NULL),
+           SPARCL_ERR_INVALID_ARGUMENT, "dk aliases dv");
+    EXPECT(sparcl_plan_backward(mplan, q, k, v, o, l, d_o, q, dk, dv, 0, NULL, NULL),
+           SPARCL_ERR_INVALID_ARGUMENT, "dq aliases q");
+    EXPECT(sparcl_plan_backward(mplan, q, k, v, o, l, d_o, dq, dk, dv, 1, NULL, NULL),
+           SPARCL_ERR_INVALID_ARGUMENT, "num_wait 1");
+    cr_assert_eq(sparcl_plan_backward(NULL, q, k, v, o, l, d_o, dq, dk, dv, 0, NULL, NULL),
+                 SPARCL_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(sparcl_ctx_errmsg(NULL), "plan is NULL"));
+    cl_mem all[11] = {q, k, v, o, l, d_o, dq, dk, dv, small, small_l};
+    for (int i = 0; i < 11; ++i)
+        clReleaseMemObject(all[i]);
+    float h[nq];
+    EXPECT(sparcl_plan_backward_host(mplan, h, h, h, h, NULL, h, h, h, h),
+           SPARCL_ERR_INVALID_ARGUMENT, "lse is NULL");
+    EXPECT(sparcl_plan_backward_host(mplan, h, h, h, h, h, h, h, h, NULL),
+           SPARCL_ERR_INVALID_ARGUMENT, "dv is NULL");
+}
+
+Test(backward, bad_parameters_are_named, .init = misuse_setup, .fini = misuse_teardown)
+{
+    sparcl_params p;
+    sparcl_params_clear(&p);
+    sparcl_params_set(&p, "WG_SIZE", 8);
+    sparcl_params_set(&p, "BLOCK_M", 8);
+    sparcl_params_set(&p, "BLOCK_N", 4);
+    EXPECT(sparcl_plan_prepare_backward(mplan, &p), SPARCL_ERR_INVALID_ARGUMENT,
+           "BLOCK_N 4 must be multiples of WG_SIZE 8");
+    sparcl_params_clear(&p);
+    sparcl_params_set(&p, "BLOCK_M", 3);
+    EXPECT(sparcl_plan_prepare_backward(mplan, &p), SPARCL_ERR_INVALID_ARGUMENT,
+           "BLOCK_M 3 is not one of");
+    sparcl_params_clear(&p);
+    sparcl_params_set(&p, "ROWS", 2);
+    EXPECT(sparcl_plan_prepare_backward(mplan, &p), SPARCL_ERR_INVALID_ARGUMENT,
+           "unknown parameter ROWS for kernel attn_bwd");
+    sparcl_params_clear(&p);
+    sparcl_params_set(&p, "VEC", 32);
+    EXPECT(sparcl_plan_prepare_backward(mplan, &p), SPARCL_ERR_INVALID_ARGUMENT, "VEC 32");
+    /* A failed preparation leaves the plan usable with its defaults. */
+    sparcl_param_source src;
+    cr_assert_eq(sparcl_plan_backward_params(mplan, &p, &src), SPARCL_OK);
+    cr_assert_eq(src, SPARCL_PARAMS_DEFAULT);
+}
+
+/* A row whose LSE is -inf contributes nothing, even where the layout says
+ * it attends (inconsistent input must not turn into NaN or inf). */
+Test(backward, minus_inf_lse_rows_contribute_nothing, .init = misuse_setup,
+     .fini = misuse_teardown)
+{
+    enum { NQ = 2 * 17 * 16, NK = 9 * 16, NL = 2 * 17 };
+    float q[NQ], k[NK], v[NK], o[NQ], l[NL], dout[NQ], dq[NQ], dk[NK], dv[NK];
+    oracle_fill(q, NQ, 5), oracle_fill(k, NK, 6), oracle_fill(v, NK, 7);
+    oracle_fill(o, NQ, 8), oracle_fill(dout, NQ, 9);
+    for (int i = 0; i < NL; ++i)
+        l[i] = -INFINITY;
+    cr_assert_eq(sparcl_plan_backward_host(mplan, q, k, v, o, l, dout, dq, dk, dv), SPARCL_OK,
+                 "%s", sparcl_ctx_errmsg(mctx));
+    for (int i = 0; i < NQ; ++i)
+        cr_assert_eq(dq[i], 0.0f, "dq[%d] = %g", i, dq[i]);
+    for (int i = 0; i < NK; ++i)
+        cr_assert(dk[i] == 0.0f && dv[i] == 0.0f, "dk/dv[%d] = %g %g", i, dk[i], dv[i]);
+}
