@@ -63,8 +63,9 @@ typedef struct {
     float t[NT_ALLOC];
 } prow;
 
-/* The row helpers below are macros, not functions, so that `src` may live
- * in __global or __local memory alike (OpenCL 1.2 has no generic pointers). */
+/* The helpers that read memory are macros, not functions, so that `src`
+ * may live in __global or __local memory alike (OpenCL 1.2 has no generic
+ * pointers); the arithmetic works on private rows. */
 
 /* dst = src * mul */
 #define ROW_LOAD(dst, src, mul)                                                   \
@@ -73,18 +74,6 @@ typedef struct {
             (dst).v[d_] = LOADV((src) + d_ * VEC) * (mul);                        \
         for (int t_ = 0; t_ < NT; ++t_)                                           \
             (dst).t[t_] = (src)[NV * VEC + t_] * (mul);                           \
-    } while (0)
-
-/* out = a . src */
-#define ROW_DOT(out, a, src)                                                      \
-    do {                                                                          \
-        floatv s_ = (floatv)(0.0f);                                               \
-        for (int d_ = 0; d_ < NV; ++d_)                                           \
-            s_ = fma((a).v[d_], LOADV((src) + d_ * VEC), s_);                     \
-        float x_ = HSUMV(s_);                                                     \
-        for (int t_ = 0; t_ < NT; ++t_)                                           \
-            x_ = fma((a).t[t_], (src)[NV * VEC + t_], x_);                        \
-        (out) = x_;                                                               \
     } while (0)
 
 /* Stores a private row times `mul` to global memory. */
@@ -102,6 +91,17 @@ inline void row_zero(prow *r)
         r->v[d] = (floatv)(0.0f);
     for (int t = 0; t < NT; ++t)
         r->t[t] = 0.0f;
+}
+
+inline float row_dot(const prow *a, const prow *b)
+{
+    floatv s = (floatv)(0.0f);
+    for (int d = 0; d < NV; ++d)
+        s = fma(a->v[d], b->v[d], s);
+    float x = HSUMV(s);
+    for (int t = 0; t < NT; ++t)
+        x = fma(a->t[t], b->t[t], x);
+    return x;
 }
 
 /* acc += a * x, both private. */
@@ -138,11 +138,10 @@ __kernel void attn_bwd_pre(__global const float *restrict o, __global const floa
     if (i >= q_len)
         return;
     const long at = b * o_sb + h * o_sh + (long)i * o_ss;
-    prow orow;
+    prow orow, drow;
     ROW_LOAD(orow, o + at, 1.0f);
-    float x;
-    ROW_DOT(x, orow, dout + at);
-    dsum[((long)b * q_heads + h) * q_len + i] = x;
+    ROW_LOAD(drow, dout + at, 1.0f);
+    dsum[((long)b * q_heads + h) * q_len + i] = row_dot(&orow, &drow);
 }
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
@@ -211,16 +210,16 @@ attn_bwd_dq(__global const float *restrict q, __global const float *restrict k,
 #define VROW(c) (vb + (long)min(c0 + (c), kv_len - 1) * v_ss)
 #endif
         for (int c = 0; c < BLOCK_N; ++c) {
+            prow kc, vc;
+            ROW_LOAD(kc, KROW(c), 1.0f);
+            ROW_LOAD(vc, VROW(c), 1.0f);
             float ds[ROWS];
             for (int r = 0; r < ROWS; ++r) {
-                float s2, dp, p;
-                ROW_DOT(s2, qr[r], KROW(c));
-                ROW_DOT(dp, dor[r], VROW(c));
+                float p;
                 const int on = mi < 0 || SPARCL_MASK_BIT(mb, r, c, MW);
-                ds[r] = grad_score(s2, lse2[r], dp, drow[r], on, &p);
+                ds[r] = grad_score(row_dot(&qr[r], &kc), lse2[r], row_dot(&dor[r], &vc),
+                                   drow[r], on, &p);
             }
-            prow kc;
-            ROW_LOAD(kc, KROW(c), 1.0f);
             for (int r = 0; r < ROWS; ++r)
                 row_axpy(&acc[r], ds[r], &kc);
         }
@@ -313,17 +312,15 @@ attn_bwd_dkv(__global const float *restrict q, __global const float *restrict k,
              * its in-range rows), so the loop stops at nr. */
             for (int r = 0; r < nr; ++r) {
                 const float l2 = LSE2(r), dr = DROW(r);
-                float p[COLS], ds[COLS];
-                for (int c = 0; c < COLS; ++c) {
-                    float s2, dp;
-                    ROW_DOT(s2, kr[c], QROW(r));
-                    ROW_DOT(dp, vr[c], DOROW(r));
-                    const int on = mi < 0 || SPARCL_MASK_BIT(mb, r, lcol0 + c, MW);
-                    ds[c] = grad_score(s2, l2, dp, dr, on, &p[c]);
-                }
                 prow qi, doi;
                 ROW_LOAD(qi, QROW(r), 1.0f);
                 ROW_LOAD(doi, DOROW(r), 1.0f);
+                float p[COLS], ds[COLS];
+                for (int c = 0; c < COLS; ++c) {
+                    const int on = mi < 0 || SPARCL_MASK_BIT(mb, r, lcol0 + c, MW);
+                    ds[c] = grad_score(row_dot(&kr[c], &qi), l2, row_dot(&vr[c], &doi), dr, on,
+                                       &p[c]);
+                }
                 for (int c = 0; c < COLS; ++c) {
                     row_axpy(&dva[c], p[c], &doi);
                     row_axpy(&dka[c], ds[c], &qi);
