@@ -49,10 +49,7 @@
 #endif
 
 #define COLS (BLOCK_N / WG_SIZE) /* keys per work-item in attn_bwd_dkv */
-#define NV (HEAD_DIM / VEC)      /* whole vectors per row */
-#define NT (HEAD_DIM % VEC)      /* scalar tail */
-#define NT_ALLOC (NT > 0 ? NT : 1)
-#define MW ((BLOCK_N + 31) / 32)
+/* NV, NT, NT_ALLOC, MW: common.clh */
 #if NV < 1
 #error "VEC must not exceed HEAD_DIM"
 #endif
@@ -194,12 +191,8 @@ attn_bwd_dq(__global const float *restrict q, __global const float *restrict k,
         __global const uint *mb = mask_bits + ((long)max(mi, 0) * BLOCK_M + lrow0) * MW;
 #if USE_LOCAL
         barrier(CLK_LOCAL_MEM_FENCE);
-        for (int x = lid; x < BLOCK_N * HEAD_DIM; x += WG_SIZE) {
-            const int c = x / HEAD_DIM, d = x - c * HEAD_DIM;
-            const int j = min(c0 + c, kv_len - 1);
-            kt[x] = kb[(long)j * k_ss + d];
-            vt[x] = vb[(long)j * v_ss + d];
-        }
+        sparcl_stage_rows(kt, kb, k_ss, c0, BLOCK_N, kv_len - 1, lid);
+        sparcl_stage_rows(vt, vb, v_ss, c0, BLOCK_N, kv_len - 1, lid);
         barrier(CLK_LOCAL_MEM_FENCE);
 #define KROW(c) (kt + (c) * HEAD_DIM)
 #define VROW(c) (vt + (c) * HEAD_DIM)
@@ -288,11 +281,8 @@ attn_bwd_dkv(__global const float *restrict q, __global const float *restrict k,
             __global const uint *mb = mask_bits + (long)max(mi, 0) * BLOCK_M * MW;
 #if USE_LOCAL
             barrier(CLK_LOCAL_MEM_FENCE);
-            for (int x = lid; x < nr * HEAD_DIM; x += WG_SIZE) {
-                const int r = x / HEAD_DIM, d = x - r * HEAD_DIM;
-                qt[x] = qb[(long)(r0 + r) * q_ss + d];
-                ot[x] = ob[(long)(r0 + r) * o_ss + d];
-            }
+            sparcl_stage_rows(qt, qb, q_ss, r0, nr, q_len - 1, lid);
+            sparcl_stage_rows(ot, ob, o_ss, r0, nr, q_len - 1, lid);
             for (int r = lid; r < nr; r += WG_SIZE) {
                 lt[r] = lse_base2(lse[rowb + r0 + r]);
                 dt[r] = dsum[rowb + r0 + r];

@@ -451,6 +451,18 @@ SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *plan, const floa
                                                    const float *dout, float *dq, float *dk,
                                                    float *dv);
 
+/* Double-precision reference of sparcl_plan_backward() on the host, with
+ * the same semantics (layout, causal, GQA, scale) on contiguous
+ * [B, H, S, D] arrays: dq (batch*q_heads*q_len*head_dim doubles), dk and dv
+ * (batch*kv_heads*kv_len*head_dim doubles) are overwritten.  `desc` strides
+ * and params are ignored.  O(pairs * head_dim) time, O(kv_len) extra
+ * memory.  ctx may be NULL (it only receives the error message).
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT, SPARCL_ERR_OUT_OF_MEMORY. */
+SPARCL_API sparcl_status sparcl_reference_backward(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
+                                                   const float *q, const float *k,
+                                                   const float *v, const float *dout,
+                                                   double *dq, double *dk, double *dv);
+
 #ifdef __cplusplus
 }
 #endif

@@ -273,6 +273,16 @@ static const sparcl_params *bwd_params(int set, int dim, sparcl_params *p)
     return p;
 }
 
+static sparcl_plan_desc case_desc(const bcase *c, const sparcl_layout *layout)
+{
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.batch = c->batch, d.q_heads = c->hq, d.kv_heads = c->hkv;
+    d.q_len = c->lq, d.kv_len = c->lk, d.head_dim = c->dim;
+    d.causal = c->causal, d.layout = layout;
+    return d;
+}
+
 static double max_err(const float *x, const double *ref, size_t n)
 {
     return oracle_max_abs_diff_f(x, ref, n) / fmax(1.0, max_abs(ref, n));
@@ -306,13 +316,24 @@ static void run_case(const bcase *c)
     double *gq = malloc(nq * 8), *gk = malloc(nk * 8), *gv = malloc(nk * 8);
     ref_backward(&s, xq, xk, xv, xo, gq, gk, gv);
 
+    /* The library's own reference backward (the tuner's oracle) agrees. */
+    {
+        const sparcl_plan_desc d = case_desc(c, layout);
+        double *lq = malloc(nq * 8), *lk = malloc(nk * 8), *lv = malloc(nk * 8);
+        cr_assert_eq(sparcl_reference_backward(ctx, &d, q, k, v, dout, lq, lk, lv), SPARCL_OK);
+        double *pairs[3][2] = {{lq, gq}, {lk, gk}, {lv, gv}};
+        size_t ns[3] = {nq, nk, nk};
+        for (int t = 0; t < 3; ++t)
+            for (size_t x = 0; x < ns[t]; ++x)
+                cr_assert(fabs(pairs[t][0][x] - pairs[t][1][x]) <= 1e-10,
+                          "sparcl_reference_backward tensor %d element %zu: %g vs %g", t, x,
+                          pairs[t][0][x], pairs[t][1][x]);
+        free(lq), free(lk), free(lv);
+    }
+
     for (int set = 0; set < 4; ++set) {
         sparcl_params params;
-        sparcl_plan_desc d;
-        sparcl_plan_desc_init(&d);
-        d.batch = c->batch, d.q_heads = c->hq, d.kv_heads = c->hkv;
-        d.q_len = c->lq, d.kv_len = c->lk, d.head_dim = c->dim;
-        d.causal = c->causal, d.layout = layout;
+        const sparcl_plan_desc d = case_desc(c, layout);
         sparcl_plan *plan = NULL;
         cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
         cr_assert_eq(sparcl_plan_prepare_backward(plan, bwd_params(set, c->dim, &params)),
