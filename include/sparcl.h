@@ -340,6 +340,15 @@ SPARCL_API sparcl_status sparcl_plan_forward(sparcl_plan *plan, cl_mem q, cl_mem
                                              cl_mem out, cl_mem lse, cl_uint num_wait,
                                              const cl_event *wait, cl_event *event);
 
+/* As sparcl_plan_forward(), on `queue` instead of the context's queue
+ * (NULL means the context's).  The queue must belong to the context's
+ * cl_context and device; it is borrowed for the call.  This is how threads
+ * sharing one context and plan run concurrently: one queue per thread. */
+SPARCL_API sparcl_status sparcl_plan_forward_on_queue(sparcl_plan *plan, cl_command_queue queue,
+                                                      cl_mem q, cl_mem k, cl_mem v, cl_mem out,
+                                                      cl_mem lse, cl_uint num_wait,
+                                                      const cl_event *wait, cl_event *event);
+
 /* Blocking convenience for simple applications: copies host arrays in
  * (contiguous [B, H, S, D] regardless of the descriptor's strides), runs
  * sparcl_plan_forward() and copies out and lse (lse may be NULL) back. */

@@ -12,6 +12,8 @@ PACKAGES=(
   ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
   libclblast-dev libsqlite3-dev sqlite3 libcriterion-dev
   libopenblas-dev   # the benchmark's SGEMM ceiling and CPU baseline
+  oclgrind          # OpenCL simulator: memory, uninitialized-value and race checks
+  clang libclang-rt-14-dev  # libFuzzer targets, ThreadSanitizer
 )
 
 missing=()

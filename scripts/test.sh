@@ -1,24 +1,81 @@
 #!/usr/bin/env bash
 # test.sh -- Quick start command 2: set everything up, build, and run the
-# whole test suite (Criterion suites through CTest), then check that the
-# installed library works for a program built with find_package(sparcl).
+# whole test suite.  Stages (each timed):
+#   unit     Criterion suites through CTest on the default OpenCL device,
+#            including the oclgrind simulator run and the fuzz-corpus replay
+#   asan     the same suites built with AddressSanitizer + UBSan
+#   tsan     the multi-threaded scenarios under ThreadSanitizer
+#   fuzz     each libFuzzer target for $SPARCL_FUZZ_SECONDS (default 45) s
+#   install  install, then build examples/minimal with find_package(sparcl)
+# `scripts/test.sh unit` (or any list of stage names) runs only those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+STAGES=("$@")
+((${#STAGES[@]})) || STAGES=(unit asan tsan fuzz install)
+JOBS=$(nproc 2>/dev/null || echo 2)
+
 bash scripts/setup.sh
 
-# Programs built once per build tree; CI starts from a fresh clone.
-export POCL_CACHE_DIR="$PWD/build/pocl-cache"
-mkdir -p "$POCL_CACHE_DIR"
+declare -A took
+run_stage() {
+  local name=$1 t0=$SECONDS
+  echo "== stage $name"
+  "stage_$name"
+  took[$name]=$((SECONDS - t0))
+  echo "== stage $name passed in ${took[$name]} s"
+}
 
-echo "== unit tests (CTest + Criterion)"
-(cd build && ctest --output-on-failure --timeout 1200)
+# Runs CTest in build dir $1 (extra args follow) and fails on any sanitizer
+# report, since reports printed by a passing test do not change its status.
+ctest_in() {
+  local dir=$1
+  shift
+  export POCL_CACHE_DIR="$PWD/$dir/pocl-cache"
+  mkdir -p "$POCL_CACHE_DIR"
+  (cd "$dir" && ctest --output-on-failure --timeout 1200 --output-log ctest.log "$@")
+  if grep -nE "ERROR: (Address|Leak|Thread|UndefinedBehavior)Sanitizer|WARNING: ThreadSanitizer|runtime error:" \
+       "$dir/ctest.log" | head -20; then
+    echo "sanitizer reports above (full log: $dir/ctest.log)" >&2
+    return 1
+  fi
+}
 
-echo "== install and build examples/minimal against the installed package"
-rm -rf build/_install build/_minimal
-cmake --install build --prefix "$PWD/build/_install" >/dev/null
-cmake -S examples/minimal -B build/_minimal -DCMAKE_PREFIX_PATH="$PWD/build/_install" >/dev/null
-cmake --build build/_minimal >/dev/null
-LD_LIBRARY_PATH="$PWD/build/_install/lib:${LD_LIBRARY_PATH:-}" build/_minimal/minimal
-pkg_out=$(PKG_CONFIG_PATH="$PWD/build/_install/lib/pkgconfig" pkg-config --libs sparcl)
-echo "pkg-config --libs sparcl: $pkg_out"
+stage_unit() {
+  ctest_in build
+}
+
+stage_asan() {
+  cmake -S . -B build-asan -DSPARCL_SANITIZE=address -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DSPARCL_BUILD_TOOLS=OFF >/dev/null
+  cmake --build build-asan -j "$JOBS" >/dev/null
+  # oclgrind preloads its own OpenCL runtime, which ASan cannot interpose.
+  ctest_in build-asan -E oclgrind
+}
+
+stage_tsan() {
+  cmake -S . -B build-tsan -DSPARCL_SANITIZE=thread -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DSPARCL_BUILD_TOOLS=OFF -DSPARCL_BUILD_EXAMPLES=OFF >/dev/null
+  cmake --build build-tsan -j "$JOBS" --target tsan_threads >/dev/null
+  ctest_in build-tsan
+}
+
+stage_fuzz() {
+  bash scripts/fuzz.sh
+}
+
+stage_install() {
+  rm -rf build/_install build/_minimal
+  cmake --install build --prefix "$PWD/build/_install" >/dev/null
+  cmake -S examples/minimal -B build/_minimal -DCMAKE_PREFIX_PATH="$PWD/build/_install" >/dev/null
+  cmake --build build/_minimal >/dev/null
+  LD_LIBRARY_PATH="$PWD/build/_install/lib:${LD_LIBRARY_PATH:-}" build/_minimal/minimal
+  echo "pkg-config --libs sparcl: $(PKG_CONFIG_PATH="$PWD/build/_install/lib/pkgconfig" pkg-config --libs sparcl)"
+}
+
+for s in "${STAGES[@]}"; do
+  declare -F "stage_$s" >/dev/null || { echo "test.sh: unknown stage $s" >&2; exit 2; }
+  run_stage "$s"
+done
+echo "== all stages passed:"
+for s in "${STAGES[@]}"; do printf '   %-8s %4d s\n' "$s" "${took[$s]}"; done

@@ -175,7 +175,7 @@ SPARCL_API void sparcl_layout_free(sparcl_layout *l)
 /* ---- Dense and causal ------------------------------------------------ */
 
 typedef struct band {
-    int q_len, kv_len, block, nbc;
+    int q_len, kv_len, block;
     int64_t lo, hi; /* i attends j iff lo <= j - (i + kv_len - q_len) <= hi */
 } band;
 
@@ -228,7 +228,7 @@ static int band_attends(const void *self, int h, int i, int j)
 static sparcl_status build_band(sparcl_ctx *ctx, sparcl_layout **out, int heads, int q_len,
                                 int kv_len, int block, int64_t lo, int64_t hi)
 {
-    band b = {q_len, kv_len, block, block > 0 ? (kv_len + block - 1) / block : 0, lo, hi};
+    band b = {q_len, kv_len, block, lo, hi};
     sparcl__rule rule = {&b, band_candidates, band_classify, band_attends};
     return sparcl__layout_build(ctx, out, heads, q_len, kv_len, block, &rule);
 }

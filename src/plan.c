@@ -43,7 +43,7 @@ static int64_t span(sparcl_strides s, int batch, int heads, int len, int dim)
            (int64_t)(len - 1) * s.seq + dim;
 }
 
-static sparcl_status check_desc(sparcl_ctx *ctx, const sparcl_plan_desc *d)
+sparcl_status sparcl__plan_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
 {
 #define BAD(...) sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, __VA_ARGS__)
     if (d->batch < 1)
@@ -113,7 +113,7 @@ SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "ctx is NULL");
     if (!desc)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "desc is NULL");
-    sparcl_status st = check_desc(ctx, desc);
+    sparcl_status st = sparcl__plan_desc_check(ctx, desc);
     if (st != SPARCL_OK)
         return st;
 
@@ -232,9 +232,10 @@ static sparcl_status check_buffer(sparcl_plan *p, cl_mem m, const char *name, in
 }
 
 /* The forward call with explicit tensor strides (q, k, v, out). */
-static sparcl_status forward_strided(sparcl_plan *p, const sparcl_strides *ts, cl_mem q,
-                                     cl_mem k, cl_mem v, cl_mem out, cl_mem lse,
-                                     cl_uint num_wait, const cl_event *wait, cl_event *event)
+static sparcl_status forward_strided(sparcl_plan *p, cl_command_queue queue,
+                                     const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
+                                     cl_mem out, cl_mem lse, cl_uint num_wait,
+                                     const cl_event *wait, cl_event *event)
 {
     const sparcl_plan_desc *d = &p->desc;
     sparcl_status st;
@@ -290,7 +291,7 @@ static sparcl_status forward_strided(sparcl_plan *p, const sparcl_strides *ts, c
     size_t local[3] = {(size_t)p->wg_size, 1, 1};
     size_t global[3] = {(size_t)p->n_tile_rows * (size_t)p->wg_size, (size_t)d->q_heads,
                         (size_t)d->batch};
-    err = clEnqueueNDRangeKernel(p->ctx->queue, kn, 3, NULL, global, local, num_wait, wait,
+    err = clEnqueueNDRangeKernel(queue ? queue : p->ctx->queue, kn, 3, NULL, global, local, num_wait, wait,
                                  event);
     pthread_mutex_unlock(&p->lock);
     if (err != CL_SUCCESS)
@@ -298,14 +299,32 @@ static sparcl_status forward_strided(sparcl_plan *p, const sparcl_strides *ts, c
     return SPARCL_OK;
 }
 
+SPARCL_API sparcl_status sparcl_plan_forward_on_queue(sparcl_plan *p, cl_command_queue queue,
+                                                      cl_mem q, cl_mem k, cl_mem v, cl_mem out,
+                                                      cl_mem lse, cl_uint num_wait,
+                                                      const cl_event *wait, cl_event *event)
+{
+    if (!p)
+        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
+    if (queue) {
+        cl_context qc = NULL;
+        cl_device_id qd = NULL;
+        cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qc, &qc, NULL);
+        if (err == CL_SUCCESS)
+            err = clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof qd, &qd, NULL);
+        if (err != CL_SUCCESS || qc != p->ctx->context || qd != p->ctx->device)
+            return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                                "queue does not belong to the plan's context and device");
+    }
+    const sparcl_strides ts[4] = {p->qs, p->ks, p->vs, p->os};
+    return forward_strided(p, queue, ts, q, k, v, out, lse, num_wait, wait, event);
+}
+
 SPARCL_API sparcl_status sparcl_plan_forward(sparcl_plan *p, cl_mem q, cl_mem k, cl_mem v,
                                              cl_mem out, cl_mem lse, cl_uint num_wait,
                                              const cl_event *wait, cl_event *event)
 {
-    if (!p)
-        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
-    const sparcl_strides ts[4] = {p->qs, p->ks, p->vs, p->os};
-    return forward_strided(p, ts, q, k, v, out, lse, num_wait, wait, event);
+    return sparcl_plan_forward_on_queue(p, NULL, q, k, v, out, lse, num_wait, wait, event);
 }
 
 SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const float *q,
@@ -342,7 +361,7 @@ SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const float *q
                                   resolve(zero, d, d->kv_heads, d->kv_len),
                                   resolve(zero, d, d->q_heads, d->q_len)};
     cl_event ev = NULL;
-    st = forward_strided(p, ts, bq, bk, bv, bo, bl, 0, NULL, &ev);
+    st = forward_strided(p, NULL, ts, bq, bk, bv, bo, bl, 0, NULL, &ev);
     if (st != SPARCL_OK)
         goto done;
     err = clEnqueueReadBuffer(p->ctx->queue, bo, CL_TRUE, 0, nq * 4, out, 1, &ev, NULL);

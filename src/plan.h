@@ -37,4 +37,8 @@ sparcl_status sparcl__plan_upload(sparcl_plan *p, cl_mem *out, const void *data,
 /* Frees the backward resources (backward.c).  NULL does nothing. */
 void sparcl__plan_bwd_free(struct sparcl__plan_bwd *b);
 
+/* Validates a descriptor (shapes, GQA ratio, head_dim, scale, strides,
+ * layout shape), naming the first wrong field. */
+sparcl_status sparcl__plan_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d);
+
 #endif

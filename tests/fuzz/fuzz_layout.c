@@ -1,0 +1,107 @@
+/*
+ * fuzz_layout.c -- layouts from user block masks and window parameters, and
+ * their re-blocking to kernel tiles.  Beyond "no crash", every accepted
+ * layout is checked against its definition at sampled elements, and the
+ * tiling (with or without causal) is checked element by element against
+ * sparcl_layout_attends on small shapes.  A mismatch traps.
+ */
+#include <stdlib.h>
+
+#include "fuzz_input.h"
+#include "layout.h"
+#include "sparcl.h"
+#include "tiling.h"
+
+#define CHECK(c)                                                                             \
+    do {                                                                                     \
+        if (!(c))                                                                            \
+            __builtin_trap();                                                                \
+    } while (0)
+
+static void check_tiling(const sparcl_layout *l, int causal, int tm, int tn)
+{
+    sparcl__tiling t;
+    if (sparcl__tiling_build(NULL, l, l->q_len, l->kv_len, causal, tm, tn, &t) != SPARCL_OK)
+        return;
+    int64_t off = (int64_t)l->kv_len - l->q_len, pairs = 0;
+    for (int h = 0; h < t.heads; ++h)
+        for (int tr = 0; tr < t.ntr; ++tr)
+            for (int e = t.ptr[h * (t.ntr + 1) + tr]; e < t.ptr[h * (t.ntr + 1) + tr + 1]; ++e) {
+                CHECK(e == t.ptr[h * (t.ntr + 1) + tr] || t.col[e] > t.col[e - 1]);
+                for (int r = 0; r < tm; ++r)
+                    for (int c = 0; c < tn; ++c) {
+                        int i = tr * tm + r, j = t.col[e] * tn + c;
+                        int bit = t.mask[e] < 0
+                                      ? 1
+                                      : (int)(t.bits[((int64_t)t.mask[e] * tm + r) * t.mw + c / 32] >>
+                                              (c % 32)) & 1;
+                        if (i >= l->q_len) {
+                            continue;
+                        }
+                        int want = j < l->kv_len && sparcl_layout_attends(l, h, i, j) &&
+                                   (!causal || j <= i + off);
+                        CHECK(bit == want);
+                        pairs += want;
+                    }
+            }
+    /* Nothing attended may be missing from the tile lists. */
+    int64_t total = 0;
+    for (int h = 0; h < l->heads; ++h)
+        for (int i = 0; i < l->q_len; ++i)
+            for (int j = 0; j < l->kv_len; ++j)
+                total += sparcl_layout_attends(l, h, i, j) && (!causal || j <= i + off);
+    CHECK(pairs == total && t.pairs == total);
+    sparcl__tiling_free(&t);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    fuzz_input in = {data, size, 0};
+    int kind = fuzz_range(&in, 0, 2);
+    sparcl_layout *l = NULL;
+    if (kind == 0) { /* raw arguments, mostly invalid: must fail cleanly */
+        int heads = fuzz_int(&in), lq = fuzz_int(&in), lk = fuzz_int(&in), b = fuzz_int(&in);
+        int left = fuzz_int(&in), right = fuzz_int(&in);
+        if ((int64_t)lq * lk / (b > 0 ? b : 1) / (b > 0 ? b : 1) > 4096 || heads > 4)
+            return 0; /* keep valid ones small */
+        if (sparcl_layout_init_window(NULL, &l, heads, lq, lk, b, left, right) == SPARCL_OK) {
+            CHECK(l && sparcl_layout_pairs(l) >= 0);
+            sparcl_layout_free(l);
+        } else {
+            CHECK(l == NULL);
+        }
+        return 0;
+    }
+    int heads = fuzz_range(&in, 1, 3), lq = fuzz_range(&in, 1, 70), lk = fuzz_range(&in, 1, 70);
+    int block = fuzz_range(&in, 1, 40);
+    if (kind == 1) {
+        int nbr = (lq + block - 1) / block, nbc = (lk + block - 1) / block;
+        size_t n = (size_t)heads * nbr * nbc;
+        uint8_t *mask = malloc(n);
+        for (size_t x = 0; x < n; ++x)
+            mask[x] = in.pos < in.size ? in.data[in.pos++] & 1 : 0;
+        sparcl_status st = sparcl_layout_init_block_mask(NULL, &l, heads, lq, lk, block, mask);
+        if (st == SPARCL_OK)
+            for (int h = 0; h < heads; ++h)
+                for (int i = 0; i < lq; ++i)
+                    for (int j = 0; j < lk; ++j)
+                        CHECK(sparcl_layout_attends(l, h, i, j) ==
+                              (mask[((size_t)h * nbr + i / block) * nbc + j / block] != 0));
+        free(mask);
+    } else {
+        int left = fuzz_range(&in, 0, 80), right = fuzz_range(&in, 0, 80);
+        if (sparcl_layout_init_window(NULL, &l, heads, lq, lk, block, left, right) == SPARCL_OK)
+            for (int i = 0; i < lq; ++i)
+                for (int j = 0; j < lk; ++j) {
+                    int64_t d = (int64_t)j - (i + (int64_t)lk - lq);
+                    CHECK(sparcl_layout_attends(l, 0, i, j) == (d >= -left && d <= right));
+                }
+    }
+    if (l) {
+        static const int tiles[] = {1, 2, 4, 8, 16, 32, 64, 128};
+        int tm = tiles[fuzz_range(&in, 0, 7)], tn = tiles[fuzz_range(&in, 2, 7)];
+        check_tiling(l, fuzz_range(&in, 0, 1), tm, tn);
+    }
+    sparcl_layout_free(l);
+    return 0;
+}
