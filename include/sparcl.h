@@ -396,7 +396,8 @@ SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_
  *
  * Results are deterministic: the same inputs give bit-identical gradients
  * (dK and dV are summed over the q heads of a kv head in a fixed order; no
- * atomics). */
+ * atomics).  Once built, the backward's tile lists count in
+ * sparcl_plan_device_bytes(). */
 
 /* Builds the plan's backward resources with `params` (NULL: the built-in
  * defaults for this device; a map: its entries, the rest filled from the
@@ -449,6 +450,16 @@ SPARCL_API sparcl_status sparcl_plan_backward(sparcl_plan *plan, cl_mem q, cl_me
                                               cl_mem out, cl_mem lse, cl_mem dout, cl_mem dq,
                                               cl_mem dk, cl_mem dv, cl_uint num_wait,
                                               const cl_event *wait, cl_event *event);
+
+/* As sparcl_plan_backward(), on `queue` instead of the context's queue
+ * (NULL means the context's), as sparcl_plan_forward_on_queue(): the queue
+ * must belong to the context's cl_context and device and is borrowed for
+ * the call.  Threads sharing a plan use one queue each. */
+SPARCL_API sparcl_status sparcl_plan_backward_on_queue(sparcl_plan *plan, cl_command_queue queue,
+                                                       cl_mem q, cl_mem k, cl_mem v, cl_mem out,
+                                                       cl_mem lse, cl_mem dout, cl_mem dq,
+                                                       cl_mem dk, cl_mem dv, cl_uint num_wait,
+                                                       const cl_event *wait, cl_event *event);
 
 /* Blocking convenience: copies the host arrays in (contiguous [B, H, S, D]
  * regardless of the descriptor's strides; lse [B, q_heads, q_len]), runs

@@ -271,9 +271,9 @@ static cl_int set_main_args(sparcl_plan *p, cl_kernel kn, const bwd_args *a, cl_
 }
 
 /* Enqueues the three kernels; caller holds p->lock and p->bwd is built. */
-static sparcl_status enqueue(sparcl_plan *p, const sparcl_strides *ts, const bwd_args *a,
-                             cl_mem dsum, cl_uint num_wait, const cl_event *wait,
-                             cl_event *event)
+static sparcl_status enqueue(sparcl_plan *p, cl_command_queue queue, const sparcl_strides *ts,
+                             const bwd_args *a, cl_mem dsum, cl_uint num_wait,
+                             const cl_event *wait, cl_event *event)
 {
     const struct sparcl__plan_bwd *b = p->bwd;
     const sparcl_plan_desc *d = &p->desc;
@@ -297,7 +297,6 @@ static sparcl_status enqueue(sparcl_plan *p, const sparcl_strides *ts, const bwd
     if (err != CL_SUCCESS)
         return sparcl__fail_cl(p->ctx, err, "clSetKernelArg(attn_bwd)");
 
-    cl_command_queue queue = p->ctx->queue;
     const size_t wg = (size_t)b->wg_size;
     const size_t pre_global[3] = {(size_t)d->q_len, (size_t)d->q_heads, (size_t)d->batch};
     const size_t dq_global[3] = {(size_t)b->ntr * wg, (size_t)d->q_heads, (size_t)d->batch};
@@ -325,9 +324,10 @@ static sparcl_status enqueue(sparcl_plan *p, const sparcl_strides *ts, const bwd
     return SPARCL_OK;
 }
 
-static sparcl_status backward_strided(sparcl_plan *p, const sparcl_strides *ts,
-                                      const bwd_args *a, cl_uint num_wait, const cl_event *wait,
-                                      cl_event *event)
+/* queue: where the kernels go (never NULL here). */
+static sparcl_status backward_strided(sparcl_plan *p, cl_command_queue queue,
+                                      const sparcl_strides *ts, const bwd_args *a,
+                                      cl_uint num_wait, const cl_event *wait, cl_event *event)
 {
     sparcl_status st = check_args(p, ts, a, num_wait, wait);
     if (st != SPARCL_OK)
@@ -345,10 +345,26 @@ static sparcl_status backward_strided(sparcl_plan *p, const sparcl_strides *ts,
     if (!p->bwd)
         st = build(p, NULL, &p->bwd);
     if (st == SPARCL_OK)
-        st = enqueue(p, ts, a, dsum, num_wait, wait, event);
+        st = enqueue(p, queue, ts, a, dsum, num_wait, wait, event);
     pthread_mutex_unlock(&p->lock);
     clReleaseMemObject(dsum); /* deferred by OpenCL until the kernels are done */
     return st;
+}
+
+SPARCL_API sparcl_status sparcl_plan_backward_on_queue(sparcl_plan *p, cl_command_queue queue,
+                                                       cl_mem q, cl_mem k, cl_mem v, cl_mem out,
+                                                       cl_mem lse, cl_mem dout, cl_mem dq,
+                                                       cl_mem dk, cl_mem dv, cl_uint num_wait,
+                                                       const cl_event *wait, cl_event *event)
+{
+    if (!p)
+        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
+    sparcl_status st = sparcl__plan_check_queue(p, queue);
+    if (st != SPARCL_OK)
+        return st;
+    const sparcl_strides ts[4] = {p->qs, p->ks, p->vs, p->os};
+    const bwd_args a = {q, k, v, out, lse, dout, dq, dk, dv};
+    return backward_strided(p, queue ? queue : p->ctx->queue, ts, &a, num_wait, wait, event);
 }
 
 SPARCL_API sparcl_status sparcl_plan_backward(sparcl_plan *p, cl_mem q, cl_mem k, cl_mem v,
@@ -356,11 +372,8 @@ SPARCL_API sparcl_status sparcl_plan_backward(sparcl_plan *p, cl_mem q, cl_mem k
                                               cl_mem dk, cl_mem dv, cl_uint num_wait,
                                               const cl_event *wait, cl_event *event)
 {
-    if (!p)
-        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
-    const sparcl_strides ts[4] = {p->qs, p->ks, p->vs, p->os};
-    const bwd_args a = {q, k, v, out, lse, dout, dq, dk, dv};
-    return backward_strided(p, ts, &a, num_wait, wait, event);
+    return sparcl_plan_backward_on_queue(p, NULL, q, k, v, out, lse, dout, dq, dk, dv, num_wait,
+                                         wait, event);
 }
 
 SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *p, const float *q,
@@ -404,7 +417,7 @@ SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *p, const float *
                                       sparcl__plan_resolve(z, d, d->q_heads, d->q_len)};
         const bwd_args a = {m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8]};
         cl_event ev = NULL;
-        st = backward_strided(p, ts, &a, 0, NULL, &ev);
+        st = backward_strided(p, p->ctx->queue, ts, &a, 0, NULL, &ev);
         for (int i = 6; i < 9 && st == SPARCL_OK; ++i) {
             err = clEnqueueReadBuffer(p->ctx->queue, m[i], CL_TRUE, 0, elems[i] * sizeof(float),
                                       (void *)host[i], 1, &ev, NULL);

@@ -299,6 +299,21 @@ static sparcl_status forward_strided(sparcl_plan *p, cl_command_queue queue,
     return SPARCL_OK;
 }
 
+sparcl_status sparcl__plan_check_queue(sparcl_plan *p, cl_command_queue queue)
+{
+    if (!queue)
+        return SPARCL_OK;
+    cl_context qc = NULL;
+    cl_device_id qd = NULL;
+    cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qc, &qc, NULL);
+    if (err == CL_SUCCESS)
+        err = clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof qd, &qd, NULL);
+    if (err != CL_SUCCESS || qc != p->ctx->context || qd != p->ctx->device)
+        return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "queue does not belong to the plan's context and device");
+    return SPARCL_OK;
+}
+
 SPARCL_API sparcl_status sparcl_plan_forward_on_queue(sparcl_plan *p, cl_command_queue queue,
                                                       cl_mem q, cl_mem k, cl_mem v, cl_mem out,
                                                       cl_mem lse, cl_uint num_wait,
@@ -306,16 +321,9 @@ SPARCL_API sparcl_status sparcl_plan_forward_on_queue(sparcl_plan *p, cl_command
 {
     if (!p)
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
-    if (queue) {
-        cl_context qc = NULL;
-        cl_device_id qd = NULL;
-        cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qc, &qc, NULL);
-        if (err == CL_SUCCESS)
-            err = clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof qd, &qd, NULL);
-        if (err != CL_SUCCESS || qc != p->ctx->context || qd != p->ctx->device)
-            return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                                "queue does not belong to the plan's context and device");
-    }
+    sparcl_status st = sparcl__plan_check_queue(p, queue);
+    if (st != SPARCL_OK)
+        return st;
     const sparcl_strides ts[4] = {p->qs, p->ks, p->vs, p->os};
     return forward_strided(p, queue, ts, q, k, v, out, lse, num_wait, wait, event);
 }

@@ -31,6 +31,9 @@ sparcl_strides sparcl__plan_resolve(sparcl_strides s, const sparcl_plan_desc *d,
 int64_t sparcl__plan_span(sparcl_strides s, int batch, int heads, int len, int dim);
 sparcl_status sparcl__plan_check_buffer(sparcl_plan *p, cl_mem m, const char *name,
                                         int64_t elems);
+/* OK for NULL (the context's queue) or a queue of the plan's context and
+ * device; otherwise SPARCL_ERR_INVALID_ARGUMENT with a message. */
+sparcl_status sparcl__plan_check_queue(sparcl_plan *p, cl_command_queue queue);
 /* A read-only device copy of `bytes` of `data`, counted in device_bytes. */
 sparcl_status sparcl__plan_upload(sparcl_plan *p, cl_mem *out, const void *data, size_t bytes);
 
