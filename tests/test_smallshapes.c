@@ -1,7 +1,7 @@
 /*
  * test_smallshapes.c -- every kernel family on small odd shapes (N = 17 and
  * 33, head_dim 24, a PARTIAL-block pattern, GQA) with CPU- and GPU-style
- * parameter sets.  Small enough to run under oclgrind, which CTest does as
+ * parameter sets: the forward, and the backward (dQ, dK, dV).  Small enough to run under oclgrind, which CTest does as
  * the `oclgrind` test (memory, uninitialized-value and data-race checks);
  * on the default device it is an ordinary correctness suite.
  */
@@ -12,6 +12,8 @@
 
 #include "oracle.h"
 #include "sparcl.h"
+
+enum { HQ = 4, HKV = 2, DIM = 24 };
 
 typedef struct small {
     int n, causal;
@@ -25,29 +27,32 @@ static int window_pred(const void *self, int h, int i, int j)
     return j >= i - 5 && j <= i + 3 && (!s->causal || j <= i);
 }
 
+/* CPU- and GPU-style sets valid for both the forward and the backward
+ * schema (the backward also needs BLOCK_N / WG_SIZE <= 16). */
+static small cases[] = {
+    {17, 0, 0, 0, 0, 0, 0},    {33, 1, 0, 0, 0, 0, 0},  {17, 1, 16, 32, 16, 4, 1},
+    {33, 0, 8, 8, 8, 8, 1},    {33, 0, 4, 8, 32, 2, 0}, {17, 0, 1, 1, 8, 1, 1},
+    {33, 1, 16, 16, 16, 1, 1}, {17, 0, 2, 8, 32, 1, 0},
+};
+
 ParameterizedTestParameters(smallshapes, forward_window_gqa)
 {
-    static small cases[] = {
-        {17, 0, 0, 0, 0, 0, 0},  {33, 1, 0, 0, 0, 0, 0},  {17, 1, 16, 32, 16, 4, 1},
-        {33, 0, 8, 8, 8, 8, 1},  {33, 0, 4, 8, 32, 2, 0}, {17, 0, 1, 1, 8, 1, 1},
-        {33, 1, 16, 16, 16, 1, 1}, {17, 0, 2, 8, 64, 1, 0},
-    };
     return cr_make_param_array(small, cases, sizeof cases / sizeof cases[0]);
 }
 
-ParameterizedTest(small *s, smallshapes, forward_window_gqa)
+/* Skips vector configurations under SPARCL_TEST_SCALAR_ONLY, then makes a
+ * context and a window plan (block 4: PARTIAL blocks on both band edges)
+ * with the case's parameters for the forward and, when bwd, the backward
+ * (the forward feeds the backward, so both honour SCALAR_ONLY). */
+static sparcl_plan *make_plan(const small *s, int bwd, sparcl_ctx **ctx, sparcl_layout **l)
 {
-    const int hq = 4, hkv = 2, D = 24, n = s->n;
     /* oclgrind 21.10's uninitialized-value plugin crashes on vector-typed
      * private arrays, so run_oclgrind.sh runs that check on VEC = 1 only. */
     if (getenv("SPARCL_TEST_SCALAR_ONLY") && s->vec != 1)
         cr_skip_test("vector configuration skipped (SPARCL_TEST_SCALAR_ONLY)");
-    sparcl_ctx *ctx = NULL;
-    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
-    cr_log_info("device: %s", sparcl_ctx_device_string(ctx));
-    sparcl_layout *l = NULL;
-    /* block 4 makes PARTIAL blocks on both band edges */
-    cr_assert_eq(sparcl_layout_init_window(ctx, &l, 1, n, n, 4, 5, 3), SPARCL_OK);
+    cr_assert_eq(sparcl_ctx_init(ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
+    cr_log_info("device: %s", sparcl_ctx_device_string(*ctx));
+    cr_assert_eq(sparcl_layout_init_window(*ctx, l, 1, s->n, s->n, 4, 5, 3), SPARCL_OK);
     sparcl_params p;
     sparcl_params_clear(&p);
     if (s->wg) {
@@ -59,15 +64,27 @@ ParameterizedTest(small *s, smallshapes, forward_window_gqa)
     }
     sparcl_plan_desc d;
     sparcl_plan_desc_init(&d);
-    d.q_heads = hq;
-    d.kv_heads = hkv;
-    d.q_len = d.kv_len = n;
-    d.head_dim = D;
+    d.q_heads = HQ;
+    d.kv_heads = HKV;
+    d.q_len = d.kv_len = s->n;
+    d.head_dim = DIM;
     d.causal = s->causal;
-    d.layout = l;
+    d.layout = *l;
     d.params = s->wg ? &p : NULL;
     sparcl_plan *plan = NULL;
-    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(sparcl_plan_init(*ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(*ctx));
+    if (bwd)
+        cr_assert_eq(sparcl_plan_prepare_backward(plan, s->wg ? &p : NULL), SPARCL_OK, "%s",
+                     sparcl_ctx_errmsg(*ctx));
+    return plan;
+}
+
+ParameterizedTest(small *s, smallshapes, forward_window_gqa)
+{
+    const int hq = HQ, hkv = HKV, D = DIM, n = s->n;
+    sparcl_ctx *ctx = NULL;
+    sparcl_layout *l = NULL;
+    sparcl_plan *plan = make_plan(s, 0, &ctx, &l);
     size_t nq = (size_t)hq * n * D, nk = (size_t)hkv * n * D, nl = (size_t)hq * n;
     float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *o = malloc(nq * 4);
     float *lse = malloc(nl * 4);
@@ -81,6 +98,56 @@ ParameterizedTest(small *s, smallshapes, forward_window_gqa)
     cr_assert_leq(oracle_max_abs_diff_f(o, ro, nq), 1e-4);
     cr_assert_leq(oracle_max_abs_diff_f(lse, rl, nl), 1e-4);
     free(q), free(k), free(v), free(o), free(lse), free(ro), free(rl);
+    sparcl_plan_free(plan);
+    sparcl_layout_free(l);
+    sparcl_ctx_free(ctx);
+}
+
+/* Four of them keep the oclgrind run short: the default, the vector and
+ * the scalar local-memory sets, and a scalar multi-item set. */
+ParameterizedTestParameters(smallshapes, backward_window_gqa)
+{
+    static small bwd_cases[4];
+    const int pick[4] = {1, 2, 5, 7};
+    for (int i = 0; i < 4; ++i)
+        bwd_cases[i] = cases[pick[i]];
+    return cr_make_param_array(small, bwd_cases, 4);
+}
+
+/* The backward against the library's reference backward (itself checked
+ * against an explicit-Jacobian oracle in test_backward.c). */
+ParameterizedTest(small *s, smallshapes, backward_window_gqa)
+{
+    sparcl_ctx *ctx = NULL;
+    sparcl_layout *l = NULL;
+    sparcl_plan *plan = make_plan(s, 1, &ctx, &l);
+    const size_t nq = (size_t)HQ * s->n * DIM, nk = (size_t)HKV * s->n * DIM;
+    const size_t nl = (size_t)HQ * s->n;
+    const size_t sizes[9] = {nq, nk, nk, nq, nl, nq, nq, nk, nk};
+    float *x[9]; /* q k v out lse dout dq dk dv */
+    for (int t = 0; t < 9; ++t) {
+        x[t] = malloc(sizes[t] * 4);
+        oracle_fill(x[t], sizes[t], 40 + t);
+    }
+    cr_assert_eq(sparcl_plan_forward_host(plan, x[0], x[1], x[2], x[3], x[4]), SPARCL_OK);
+    cr_assert_eq(sparcl_plan_backward_host(plan, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7],
+                                           x[8]),
+                 SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.q_heads = HQ, d.kv_heads = HKV, d.q_len = d.kv_len = s->n, d.head_dim = DIM;
+    d.causal = s->causal, d.layout = l;
+    double *ref[3] = {malloc(nq * 8), malloc(nk * 8), malloc(nk * 8)};
+    cr_assert_eq(sparcl_reference_backward(ctx, &d, x[0], x[1], x[2], x[5], ref[0], ref[1],
+                                           ref[2]),
+                 SPARCL_OK);
+    for (int t = 0; t < 3; ++t)
+        cr_assert_leq(oracle_max_abs_diff_f(x[6 + t], ref[t], sizes[6 + t]), 1e-4, "tensor %d",
+                      t);
+    for (int t = 0; t < 9; ++t)
+        free(x[t]);
+    for (int t = 0; t < 3; ++t)
+        free(ref[t]);
     sparcl_plan_free(plan);
     sparcl_layout_free(l);
     sparcl_ctx_free(ctx);
