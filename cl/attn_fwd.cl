@@ -36,7 +36,10 @@
 #error "BLOCK_M must equal WG_SIZE * ROWS"
 #endif
 
-/* NV, NT, NT_ALLOC, MW: common.clh */
+#define NV (HEAD_DIM / VEC) /* whole vectors per row */
+#define NT (HEAD_DIM % VEC) /* scalar tail */
+#define NT_ALLOC (NT > 0 ? NT : 1)
+#define MW ((BLOCK_N + 31) / 32)
 #if NV < 1
 #error "VEC must not exceed HEAD_DIM"
 #endif
@@ -97,8 +100,12 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
         const int mi = tile_mask[e];
 #if USE_LOCAL
         barrier(CLK_LOCAL_MEM_FENCE);
-        sparcl_stage_rows(kt, kb, k_ss, c0, BLOCK_N, kv_len - 1, lid);
-        sparcl_stage_rows(vt, vb, v_ss, c0, BLOCK_N, kv_len - 1, lid);
+        for (int x = lid; x < BLOCK_N * HEAD_DIM; x += WG_SIZE) {
+            const int c = x / HEAD_DIM, d = x - c * HEAD_DIM;
+            const int j = min(c0 + c, kv_len - 1);
+            kt[x] = kb[(long)j * k_ss + d];
+            vt[x] = vb[(long)j * v_ss + d];
+        }
         barrier(CLK_LOCAL_MEM_FENCE);
 #define KROW(c) (kt + (c) * HEAD_DIM)
 #define VROW(c) (vt + (c) * HEAD_DIM)

@@ -111,7 +111,7 @@ static sparcl_status build(sparcl_plan *p, const sparcl_params *override,
 {
     *out = NULL;
     const sparcl__kernel_schema *schema = &sparcl__schema_attn_bwd;
-    const sparcl__problem prob = {p->desc.head_dim};
+    const sparcl__problem prob = {.head_dim = p->desc.head_dim};
     struct sparcl__plan_bwd *b = calloc(1, sizeof *b);
     if (!b)
         return sparcl__fail(p->ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate the backward");
