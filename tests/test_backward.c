@@ -389,6 +389,7 @@ ParameterizedTestParameters(backward, matches_reference)
         {1, 2, 1, 239, 113, 72, P_MASK, 1, 0, 0, 24},
         {1, 3, 1, 113, 113, 16, P_MASK_PER_HEAD, 0, 0, 0, 7},
         {2, 2, 2, 17, 17, 100, P_MASK_PER_HEAD, 1, 0, 0, 5},
+        {1, 2, 1, 17, 33, 256, P_WINDOW, 1, 4, 4, 8},
     };
     return cr_make_param_array(bcase, cases, sizeof cases / sizeof cases[0]);
 }
@@ -511,4 +512,77 @@ Test(backward, minus_inf_lse_rows_contribute_nothing, .init = misuse_setup,
         cr_assert_eq(dq[i], 0.0f, "dq[%d] = %g", i, dq[i]);
     for (int i = 0; i < NK; ++i)
         cr_assert(dk[i] == 0.0f && dv[i] == 0.0f, "dk/dv[%d] = %g %g", i, dk[i], dv[i]);
+}
+
+/* [B, H, S, D] -> [B, S, H, D] */
+static float *to_bshd(const float *x, int b, int h, int n, int d)
+{
+    float *y = malloc(sizeof *y * (size_t)b * h * n * d);
+    for (int ib = 0; ib < b; ++ib)
+        for (int ih = 0; ih < h; ++ih)
+            for (int i = 0; i < n; ++i)
+                memcpy(y + (((size_t)ib * n + i) * h + ih) * d,
+                       x + (((size_t)ib * h + ih) * n + i) * d, sizeof *y * d);
+    return y;
+}
+
+/* A plan for [B, S, H, D] q, k, v (out contiguous) gives the gradients of
+ * the contiguous plan, each in its tensor's layout (dout like out, dq like
+ * q, dk/dv like k/v). */
+Test(backward, strided_tensors)
+{
+    enum { B = 2, HQ = 2, HKV = 1, N = 17, D = 16 };
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.batch = B, d.q_heads = HQ, d.kv_heads = HKV, d.q_len = d.kv_len = N, d.head_dim = D;
+    d.causal = 1;
+    sparcl_plan *flat = NULL, *strided = NULL;
+    cr_assert_eq(sparcl_plan_init(ctx, &flat, &d), SPARCL_OK);
+    const sparcl_strides sq = {(int64_t)N * HQ * D, D, HQ * D}, sk = {(int64_t)N * HKV * D, D, HKV * D};
+    d.q_strides = sq; /* out (and so dout) stays contiguous */
+    d.k_strides = d.v_strides = sk;
+    cr_assert_eq(sparcl_plan_init(ctx, &strided, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    const size_t nq = (size_t)B * HQ * N * D, nk = (size_t)B * HKV * N * D, nl = (size_t)B * HQ * N;
+    const size_t sizes[9] = {nq, nk, nk, nq, nl, nq, nq, nk, nk};
+    const int heads[9] = {HQ, HKV, HKV, 0, 0, 0, HQ, HKV, HKV}; /* 0: not permuted */
+    float *x[9]; /* q k v out lse dout dq dk dv, contiguous */
+    for (int t = 0; t < 9; ++t) {
+        x[t] = malloc(sizes[t] * 4);
+        oracle_fill(x[t], sizes[t], 90 + t);
+    }
+    cr_assert_eq(sparcl_plan_forward_host(flat, x[0], x[1], x[2], x[3], x[4]), SPARCL_OK);
+    cr_assert_eq(sparcl_plan_backward_host(flat, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7],
+                                           x[8]),
+                 SPARCL_OK);
+    cl_mem m[9];
+    for (int t = 0; t < 9; ++t) {
+        float *y = heads[t] ? to_bshd(x[t], B, heads[t], N, D) : x[t];
+        m[t] = clCreateBuffer(sparcl_ctx_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                              sizes[t] * 4, y, NULL);
+        if (heads[t])
+            free(y);
+    }
+    cl_event ev;
+    cr_assert_eq(sparcl_plan_backward(strided, m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7],
+                                      m[8], 0, NULL, &ev),
+                 SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    clWaitForEvents(1, &ev);
+    clReleaseEvent(ev);
+    for (int t = 6; t < 9; ++t) {
+        float *got = malloc(sizes[t] * 4), *want = to_bshd(x[t], B, heads[t], N, D);
+        clEnqueueReadBuffer(sparcl_ctx_cl_queue(ctx), m[t], CL_TRUE, 0, sizes[t] * 4, got, 0,
+                            NULL, NULL);
+        for (size_t i = 0; i < sizes[t]; ++i)
+            cr_assert_float_eq(got[i], want[i], 1e-6, "tensor %d element %zu", t, i);
+        free(got), free(want);
+    }
+    for (int t = 0; t < 9; ++t) {
+        clReleaseMemObject(m[t]);
+        free(x[t]);
+    }
+    sparcl_plan_free(flat);
+    sparcl_plan_free(strided);
+    sparcl_ctx_free(ctx);
 }
