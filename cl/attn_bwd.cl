@@ -19,6 +19,12 @@
  * zero gradients; masked elements get P = 0 from the tile bits, never from
  * -inf arithmetic.  With USE_LOCAL the group stages the rows it shares
  * (Q/dO tiles for dkv, K/V tiles for dq) in __local memory.
+ *
+ * Vector lanes run across the rows (dq) or keys (dkv) a work-item owns, not
+ * along the head dimension: a work-item holds its rows transposed, one
+ * vector of ROWS (or COLS) lanes per head-dimension element, and every
+ * product is a vector FMA against a broadcast element of the shared row, so
+ * no horizontal sums are needed (they cost as much as the FMAs on CPUs).
  */
 #ifndef HEAD_DIM
 #error "HEAD_DIM must be defined"
@@ -35,9 +41,6 @@
 #ifndef ROWS
 #error "ROWS must be defined"
 #endif
-#ifndef VEC
-#error "VEC must be defined"
-#endif
 #ifndef USE_LOCAL
 #error "USE_LOCAL must be defined"
 #endif
@@ -48,81 +51,49 @@
 #error "BLOCK_N must be a multiple of WG_SIZE"
 #endif
 
-#define COLS (BLOCK_N / WG_SIZE) /* keys per work-item in attn_bwd_dkv */
-/* NV, NT, NT_ALLOC, MW: common.clh */
-#if NV < 1
-#error "VEC must not exceed HEAD_DIM"
+/* COLS = BLOCK_N / WG_SIZE, keys per work-item in attn_bwd_dkv, spelled
+ * as a literal because it names a vector type. */
+#if BLOCK_N == WG_SIZE
+#define COLS 1
+#elif BLOCK_N == 2 * WG_SIZE
+#define COLS 2
+#elif BLOCK_N == 4 * WG_SIZE
+#define COLS 4
+#elif BLOCK_N == 8 * WG_SIZE
+#define COLS 8
+#elif BLOCK_N == 16 * WG_SIZE
+#define COLS 16
+#else
+#error "BLOCK_N / WG_SIZE must be 1, 2, 4, 8 or 16"
+#endif
+#define MW ((BLOCK_N + 31) / 32)
+
+/* floatr/intr: ROWS lanes (dq); floatc/intc: COLS lanes (dkv). */
+#if ROWS == 1
+typedef float floatr;
+typedef int intr;
+#else
+typedef SPARCL_CAT(float, ROWS) floatr;
+typedef SPARCL_CAT(int, ROWS) intr;
+#endif
+#if COLS == 1
+typedef float floatc;
+typedef int intc;
+#else
+typedef SPARCL_CAT(float, COLS) floatc;
+typedef SPARCL_CAT(int, COLS) intc;
 #endif
 
-/* A row of HEAD_DIM floats held in private memory: NV vectors + NT tail. */
-typedef struct {
-    floatv v[NV];
-    float t[NT_ALLOC];
-} prow;
-
-/* The helpers that read memory are macros, not functions, so that `src`
- * may live in __global or __local memory alike (OpenCL 1.2 has no generic
- * pointers); the arithmetic works on private rows. */
-
-/* dst = src * mul */
-#define ROW_LOAD(dst, src, mul)                                                   \
-    do {                                                                          \
-        for (int d_ = 0; d_ < NV; ++d_)                                           \
-            (dst).v[d_] = LOADV((src) + d_ * VEC) * (mul);                        \
-        for (int t_ = 0; t_ < NT; ++t_)                                           \
-            (dst).t[t_] = (src)[NV * VEC + t_] * (mul);                           \
-    } while (0)
-
-/* Stores a private row times `mul` to global memory. */
-#define ROW_STORE(src, dst, mul)                                                  \
-    do {                                                                          \
-        for (int d_ = 0; d_ < NV; ++d_)                                           \
-            STOREV((src).v[d_] * (mul), (dst) + d_ * VEC);                        \
-        for (int t_ = 0; t_ < NT; ++t_)                                           \
-            (dst)[NV * VEC + t_] = (src).t[t_] * (mul);                           \
-    } while (0)
-
-inline void row_zero(prow *r)
-{
-    for (int d = 0; d < NV; ++d)
-        r->v[d] = (floatv)(0.0f);
-    for (int t = 0; t < NT; ++t)
-        r->t[t] = 0.0f;
-}
-
-inline float row_dot(const prow *a, const prow *b)
-{
-    floatv s = (floatv)(0.0f);
-    for (int d = 0; d < NV; ++d)
-        s = fma(a->v[d], b->v[d], s);
-    float x = HSUMV(s);
-    for (int t = 0; t < NT; ++t)
-        x = fma(a->t[t], b->t[t], x);
-    return x;
-}
-
-/* acc += a * x, both private. */
-inline void row_axpy(prow *acc, float a, const prow *x)
-{
-    for (int d = 0; d < NV; ++d)
-        acc->v[d] = fma((floatv)(a), x->v[d], acc->v[d]);
-    for (int t = 0; t < NT; ++t)
-        acc->t[t] = fma(a, x->t[t], acc->t[t]);
-}
+/* Lane l of a private vector, for the one-time loads and stores and the
+ * per-tile masks (OpenCL C has no variable component index). */
+#define LANE(vec, l) (((float *)&(vec))[l])
+#define ILANE(vec, l) (((int *)&(vec))[l])
 
 /* The forward's LSE in base 2, with a fully masked row (-inf) turned into
  * +inf so that exp2(s - lse2) is 0 for it instead of NaN. */
 inline float lse_base2(float lse)
 {
     return lse == -INFINITY ? INFINITY : lse * M_LOG2E_F;
-}
-
-/* P and dS of one element: s2 = scale*log2(e) q.k, dp = dO.v. */
-inline float grad_score(float s2, float lse2, float dp, float d_row, int attends, float *p_out)
-{
-    const float p = attends ? exp2(s2 - lse2) : 0.0f;
-    *p_out = p;
-    return p * (dp - d_row);
 }
 
 __kernel void attn_bwd_pre(__global const float *restrict o, __global const float *restrict dout,
@@ -135,10 +106,10 @@ __kernel void attn_bwd_pre(__global const float *restrict o, __global const floa
     if (i >= q_len)
         return;
     const long at = b * o_sb + h * o_sh + (long)i * o_ss;
-    prow orow, drow;
-    ROW_LOAD(orow, o + at, 1.0f);
-    ROW_LOAD(drow, dout + at, 1.0f);
-    dsum[((long)b * q_heads + h) * q_len + i] = row_dot(&orow, &drow);
+    float x = 0.0f;
+    for (int d = 0; d < HEAD_DIM; ++d)
+        x = fma(o[at + d], dout[at + d], x);
+    dsum[((long)b * q_heads + h) * q_len + i] = x;
 }
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
@@ -166,18 +137,25 @@ attn_bwd_dq(__global const float *restrict q, __global const float *restrict k,
     __global const float *kb = k + b * k_sb + hk * k_sh;
     __global const float *vb = v + b * v_sb + hk * v_sh;
 
-    prow qr[ROWS], dor[ROWS], acc[ROWS];
-    float lse2[ROWS], drow[ROWS];
+    /* The work-item's rows, transposed: element d of row r is lane r of
+     * qt[d].  q carries scale*log2(e) so that scores come out in base 2. */
+    floatr qt[HEAD_DIM], dot[HEAD_DIM], acc[HEAD_DIM];
+    floatr lse2, drow;
     for (int r = 0; r < ROWS; ++r) {
         /* Rows past q_len work on a clamped copy and are never stored. */
         const int i = min(row0 + r, q_len - 1);
         const long row = ((long)b * q_heads + hq) * q_len + i;
-        ROW_LOAD(qr[r], q + b * q_sb + hq * q_sh + (long)i * q_ss, scale_log2);
-        ROW_LOAD(dor[r], dout + b * o_sb + hq * o_sh + (long)i * o_ss, 1.0f);
-        row_zero(&acc[r]);
-        lse2[r] = lse_base2(lse[row]);
-        drow[r] = dsum[row];
+        __global const float *qr = q + b * q_sb + hq * q_sh + (long)i * q_ss;
+        __global const float *dr = dout + b * o_sb + hq * o_sh + (long)i * o_ss;
+        for (int d = 0; d < HEAD_DIM; ++d) {
+            LANE(qt[d], r) = qr[d] * scale_log2;
+            LANE(dot[d], r) = dr[d];
+        }
+        LANE(lse2, r) = lse_base2(lse[row]);
+        LANE(drow, r) = dsum[row];
     }
+    for (int d = 0; d < HEAD_DIM; ++d)
+        acc[d] = (floatr)(0.0f);
 
 #if USE_LOCAL
     __local float kt[BLOCK_N * HEAD_DIM];
@@ -203,18 +181,19 @@ attn_bwd_dq(__global const float *restrict q, __global const float *restrict k,
 #define VROW(c) (vb + (long)min(c0 + (c), kv_len - 1) * v_ss)
 #endif
         for (int c = 0; c < BLOCK_N; ++c) {
-            prow kc, vc;
-            ROW_LOAD(kc, KROW(c), 1.0f);
-            ROW_LOAD(vc, VROW(c), 1.0f);
-            float ds[ROWS];
-            for (int r = 0; r < ROWS; ++r) {
-                float p;
-                const int on = mi < 0 || SPARCL_MASK_BIT(mb, r, c, MW);
-                ds[r] = grad_score(row_dot(&qr[r], &kc), lse2[r], row_dot(&dor[r], &vc),
-                                   drow[r], on, &p);
+            intr on = (intr)(-1);
+            if (mi >= 0)
+                for (int r = 0; r < ROWS; ++r)
+                    ILANE(on, r) = SPARCL_MASK_BIT(mb, r, c, MW) ? -1 : 0;
+            floatr s = (floatr)(0.0f), dp = (floatr)(0.0f);
+            for (int d = 0; d < HEAD_DIM; ++d) {
+                s = fma(qt[d], (floatr)(KROW(c)[d]), s);
+                dp = fma(dot[d], (floatr)(VROW(c)[d]), dp);
             }
-            for (int r = 0; r < ROWS; ++r)
-                row_axpy(&acc[r], ds[r], &kc);
+            const floatr p = select((floatr)(0.0f), exp2(s - lse2), on);
+            const floatr ds = p * (dp - drow);
+            for (int d = 0; d < HEAD_DIM; ++d)
+                acc[d] = fma(ds, (floatr)(KROW(c)[d]), acc[d]);
         }
 #undef KROW
 #undef VROW
@@ -224,7 +203,9 @@ attn_bwd_dq(__global const float *restrict q, __global const float *restrict k,
         const int i = row0 + r;
         if (i >= q_len)
             break;
-        ROW_STORE(acc[r], dq + b * q_sb + hq * q_sh + (long)i * q_ss, scale);
+        __global float *out = dq + b * q_sb + hq * q_sh + (long)i * q_ss;
+        for (int d = 0; d < HEAD_DIM; ++d)
+            out[d] = LANE(acc[d], r) * scale;
     }
 }
 
@@ -249,20 +230,28 @@ attn_bwd_dkv(__global const float *restrict q, __global const float *restrict k,
     const int col0 = tc * BLOCK_N + lcol0;
     const float scale_log2 = scale * M_LOG2E_F;
 
-    prow kr[COLS], vr[COLS], dka[COLS], dva[COLS];
+    /* The work-item's keys, transposed (lane c = key col0 + c); k carries
+     * scale*log2(e) so that scores come out in base 2. */
+    floatc kt[HEAD_DIM], vt[HEAD_DIM], dka[HEAD_DIM], dva[HEAD_DIM];
     for (int c = 0; c < COLS; ++c) {
         /* Keys past kv_len work on a clamped copy and are never stored. */
         const int j = min(col0 + c, kv_len - 1);
-        ROW_LOAD(kr[c], k + b * k_sb + hk * k_sh + (long)j * k_ss, scale_log2);
-        ROW_LOAD(vr[c], v + b * v_sb + hk * v_sh + (long)j * v_ss, 1.0f);
-        row_zero(&dka[c]);
-        row_zero(&dva[c]);
+        __global const float *kr = k + b * k_sb + hk * k_sh + (long)j * k_ss;
+        __global const float *vr = v + b * v_sb + hk * v_sh + (long)j * v_ss;
+        for (int d = 0; d < HEAD_DIM; ++d) {
+            LANE(kt[d], c) = kr[d] * scale_log2;
+            LANE(vt[d], c) = vr[d];
+        }
+    }
+    for (int d = 0; d < HEAD_DIM; ++d) {
+        dka[d] = (floatc)(0.0f);
+        dva[d] = (floatc)(0.0f);
     }
 
 #if USE_LOCAL
-    __local float qt[BLOCK_M * HEAD_DIM];
-    __local float ot[BLOCK_M * HEAD_DIM];
-    __local float lt[BLOCK_M], dt[BLOCK_M];
+    __local float qs[BLOCK_M * HEAD_DIM];
+    __local float os[BLOCK_M * HEAD_DIM];
+    __local float ls[BLOCK_M], ds_[BLOCK_M];
 #endif
     /* The q heads sharing this kv head, in order: the GQA sum happens here,
      * in a fixed order, rather than through atomics. */
@@ -281,17 +270,17 @@ attn_bwd_dkv(__global const float *restrict q, __global const float *restrict k,
             __global const uint *mb = mask_bits + (long)max(mi, 0) * BLOCK_M * MW;
 #if USE_LOCAL
             barrier(CLK_LOCAL_MEM_FENCE);
-            sparcl_stage_rows(qt, qb, q_ss, r0, nr, q_len - 1, lid);
-            sparcl_stage_rows(ot, ob, o_ss, r0, nr, q_len - 1, lid);
+            sparcl_stage_rows(qs, qb, q_ss, r0, nr, q_len - 1, lid);
+            sparcl_stage_rows(os, ob, o_ss, r0, nr, q_len - 1, lid);
             for (int r = lid; r < nr; r += WG_SIZE) {
-                lt[r] = lse_base2(lse[rowb + r0 + r]);
-                dt[r] = dsum[rowb + r0 + r];
+                ls[r] = lse_base2(lse[rowb + r0 + r]);
+                ds_[r] = dsum[rowb + r0 + r];
             }
             barrier(CLK_LOCAL_MEM_FENCE);
-#define QROW(r) (qt + (r) * HEAD_DIM)
-#define DOROW(r) (ot + (r) * HEAD_DIM)
-#define LSE2(r) lt[r]
-#define DROW(r) dt[r]
+#define QROW(r) (qs + (r) * HEAD_DIM)
+#define DOROW(r) (os + (r) * HEAD_DIM)
+#define LSE2(r) ls[r]
+#define DROW(r) ds_[r]
 #else
 #define QROW(r) (qb + (long)(r0 + (r)) * q_ss)
 #define DOROW(r) (ob + (long)(r0 + (r)) * o_ss)
@@ -301,19 +290,24 @@ attn_bwd_dkv(__global const float *restrict q, __global const float *restrict k,
             /* Rows past q_len may sit in FULL tiles (the tile is full over
              * its in-range rows), so the loop stops at nr. */
             for (int r = 0; r < nr; ++r) {
-                const float l2 = LSE2(r), dr = DROW(r);
-                prow qi, doi;
-                ROW_LOAD(qi, QROW(r), 1.0f);
-                ROW_LOAD(doi, DOROW(r), 1.0f);
-                float p[COLS], ds[COLS];
-                for (int c = 0; c < COLS; ++c) {
-                    const int on = mi < 0 || SPARCL_MASK_BIT(mb, r, lcol0 + c, MW);
-                    ds[c] = grad_score(row_dot(&kr[c], &qi), l2, row_dot(&vr[c], &doi), dr, on,
-                                       &p[c]);
+                intc on = (intc)(-1);
+                if (mi >= 0) {
+                    /* COLS is a power of two <= 16 and lcol0 a multiple of
+                     * it, so the work-item's bits sit in one word. */
+                    const uint w = mb[r * MW + (lcol0 >> 5)] >> (lcol0 & 31);
+                    for (int c = 0; c < COLS; ++c)
+                        ILANE(on, c) = (w >> c) & 1u ? -1 : 0;
                 }
-                for (int c = 0; c < COLS; ++c) {
-                    row_axpy(&dva[c], p[c], &doi);
-                    row_axpy(&dka[c], ds[c], &qi);
+                floatc s = (floatc)(0.0f), dp = (floatc)(0.0f);
+                for (int d = 0; d < HEAD_DIM; ++d) {
+                    s = fma(kt[d], (floatc)(QROW(r)[d]), s);
+                    dp = fma(vt[d], (floatc)(DOROW(r)[d]), dp);
+                }
+                const floatc p = select((floatc)(0.0f), exp2(s - LSE2(r)), on);
+                const floatc ds = p * (dp - DROW(r));
+                for (int d = 0; d < HEAD_DIM; ++d) {
+                    dva[d] = fma(p, (floatc)(DOROW(r)[d]), dva[d]);
+                    dka[d] = fma(ds, (floatc)(QROW(r)[d]), dka[d]);
                 }
             }
 #undef QROW
@@ -327,7 +321,11 @@ attn_bwd_dkv(__global const float *restrict q, __global const float *restrict k,
         const int j = col0 + c;
         if (j >= kv_len)
             break;
-        ROW_STORE(dka[c], dk + b * k_sb + hk * k_sh + (long)j * k_ss, scale);
-        ROW_STORE(dva[c], dv + b * v_sb + hk * v_sh + (long)j * v_ss, 1.0f);
+        __global float *kout = dk + b * k_sb + hk * k_sh + (long)j * k_ss;
+        __global float *vout = dv + b * v_sb + hk * v_sh + (long)j * v_ss;
+        for (int d = 0; d < HEAD_DIM; ++d) {
+            kout[d] = LANE(dka[d], c) * scale;
+            vout[d] = LANE(dva[d], c);
+        }
     }
 }

@@ -5,7 +5,9 @@
  *
  * One tile serves the two main kernels: attn_bwd_dq gives each work-item
  * ROWS = BLOCK_M / WG_SIZE query rows, attn_bwd_dkv gives it
- * COLS = BLOCK_N / WG_SIZE keys.  Both must be whole and at most 16.
+ * COLS = BLOCK_N / WG_SIZE keys.  Both must be whole and at most 16: they
+ * are the kernels' vector widths (lanes run across rows and keys, not
+ * along the head dimension, so there is no separate VEC parameter).
  */
 #include <stdio.h>
 
@@ -14,7 +16,6 @@
 
 static const int32_t c_block[] = {1, 2, 4, 8, 16, 32, 64, 128};
 static const int32_t c_wg[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
-static const int32_t c_vec[] = {1, 2, 4, 8, 16};
 static const int32_t c_bool[] = {0, 1};
 
 #define N_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -23,7 +24,6 @@ static const sparcl__param_def attn_bwd_params[] = {
     {"BLOCK_M", c_block, N_OF(c_block), "query rows per tile (dQ work-group)"},
     {"BLOCK_N", c_block, N_OF(c_block), "keys per tile (dK/dV work-group)"},
     {"USE_LOCAL", c_bool, N_OF(c_bool), "stage shared rows in __local memory"},
-    {"VEC", c_vec, N_OF(c_vec), "vector width along the head dimension"},
     {"WG_SIZE", c_wg, N_OF(c_wg), "work-items per work-group"},
 };
 
@@ -48,7 +48,6 @@ static sparcl_status check(sparcl_ctx *ctx, const sparcl_params *p, const sparcl
                            const sparcl__device_limits *limits)
 {
     int32_t bm = get(p, "BLOCK_M"), bn = get(p, "BLOCK_N"), wg = get(p, "WG_SIZE");
-    int32_t vec = get(p, "VEC");
     if (bm % wg != 0 || bn % wg != 0)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "BLOCK_M %d and BLOCK_N %d must be multiples of WG_SIZE %d", bm, bn,
@@ -59,9 +58,6 @@ static sparcl_status check(sparcl_ctx *ctx, const sparcl_params *p, const sparcl
                             "rows %d and keys %d per work-item (BLOCK_M, BLOCK_N / WG_SIZE) "
                             "must not exceed 16",
                             rows, cols);
-    if (vec > prob->head_dim)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "VEC %d exceeds head_dim %d",
-                            vec, prob->head_dim);
     /* dq holds q, dO and dQ rows; dkv holds k, v, dK and dV rows. */
     long priv_dq = 3L * rows * prob->head_dim, priv_dkv = 4L * cols * prob->head_dim;
     long priv = priv_dq > priv_dkv ? priv_dq : priv_dkv;
@@ -95,15 +91,11 @@ static void defaults(sparcl_params *p, const sparcl__problem *prob,
                      const sparcl__device_limits *limits)
 {
     int cpu = !limits || (limits->type & CL_DEVICE_TYPE_CPU);
-    int32_t vec = 1;
-    while (vec * 2 <= prob->head_dim && vec < (cpu ? 16 : 4))
-        vec *= 2;
     if (cpu) {
-        /* POCL: one work-item per group with several rows (dQ) or keys
-         * (dK/dV) in explicit vectors, as for the forward
-         * (shared/notes/pocl.md); fewer of them for wide heads to stay
-         * within private memory. */
-        int32_t t = prob->head_dim > 128 ? 4 : 8;
+        /* POCL: one work-item per group with 16 rows (dQ) or keys (dK/dV)
+         * as float16 lanes (shared/notes/pocl.md); 8 for wide heads, to
+         * stay within private memory. */
+        int32_t t = prob->head_dim > 128 ? 8 : 16;
         set_missing(p, "WG_SIZE", 1);
         set_missing(p, "BLOCK_M", t);
         set_missing(p, "BLOCK_N", t);
@@ -121,7 +113,6 @@ static void defaults(sparcl_params *p, const sparcl__problem *prob,
         set_missing(p, "BLOCK_N", t);
         set_missing(p, "USE_LOCAL", 1);
     }
-    set_missing(p, "VEC", vec);
 }
 
 const sparcl__kernel_schema sparcl__schema_attn_bwd = {

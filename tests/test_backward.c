@@ -249,15 +249,16 @@ static sparcl_layout *make_layout(sparcl_ctx *ctx, const bcase *c)
 }
 
 /* Parameter set 0 is the device default; the others cover local memory,
- * several work-items per group, vector widths and tile shapes. */
-static const sparcl_params *bwd_params(int set, int dim, sparcl_params *p)
+ * several work-items per group, lane counts (rows and keys per work-item:
+ * 2/1, 2/8, 1/4) and tile shapes. */
+static const sparcl_params *bwd_params(int set, sparcl_params *p)
 {
-    static const int32_t table[4][5] = {
-        /* WG_SIZE BLOCK_M BLOCK_N USE_LOCAL VEC */
-        {0, 0, 0, 0, 0},
-        {16, 32, 16, 1, 4},
-        {4, 8, 4, 0, 8},
-        {1, 1, 8, 1, 1},
+    static const int32_t table[4][4] = {
+        /* WG_SIZE BLOCK_M BLOCK_N USE_LOCAL */
+        {0, 0, 0, 0},
+        {16, 32, 16, 1},
+        {4, 8, 32, 0},
+        {1, 1, 4, 1},
     };
     if (set == 0)
         return NULL;
@@ -266,10 +267,6 @@ static const sparcl_params *bwd_params(int set, int dim, sparcl_params *p)
     sparcl_params_set(p, "BLOCK_M", table[set][1]);
     sparcl_params_set(p, "BLOCK_N", table[set][2]);
     sparcl_params_set(p, "USE_LOCAL", table[set][3]);
-    int vec = table[set][4];
-    while (vec > dim)
-        vec /= 2;
-    sparcl_params_set(p, "VEC", vec);
     return p;
 }
 
@@ -336,7 +333,7 @@ static void run_case(const bcase *c)
         const sparcl_plan_desc d = case_desc(c, layout);
         sparcl_plan *plan = NULL;
         cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
-        cr_assert_eq(sparcl_plan_prepare_backward(plan, bwd_params(set, c->dim, &params)),
+        cr_assert_eq(sparcl_plan_prepare_backward(plan, bwd_params(set, &params)),
                      SPARCL_OK, "set %d: %s", set, sparcl_ctx_errmsg(ctx));
         char ptext[200];
         cr_assert_eq(sparcl_plan_backward_params(plan, &params, NULL), SPARCL_OK);
@@ -487,8 +484,9 @@ Test(backward, bad_parameters_are_named, .init = misuse_setup, .fini = misuse_te
     EXPECT(sparcl_plan_prepare_backward(mplan, &p), SPARCL_ERR_INVALID_ARGUMENT,
            "unknown parameter ROWS for kernel attn_bwd");
     sparcl_params_clear(&p);
-    sparcl_params_set(&p, "VEC", 32);
-    EXPECT(sparcl_plan_prepare_backward(mplan, &p), SPARCL_ERR_INVALID_ARGUMENT, "VEC 32");
+    sparcl_params_set(&p, "BLOCK_N", 128);
+    EXPECT(sparcl_plan_prepare_backward(mplan, &p), SPARCL_ERR_INVALID_ARGUMENT,
+           "keys 128 per work-item");
     /* A failed preparation leaves the plan usable with its defaults. */
     sparcl_param_source src;
     cr_assert_eq(sparcl_plan_backward_params(mplan, &p, &src), SPARCL_OK);
