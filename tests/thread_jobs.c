@@ -162,40 +162,32 @@ const char *thread_scenario_concurrent_plans(void)
     return res;
 }
 
-const char *thread_scenario_shared_plan(void)
+/* THREADS jobs of `fn` on one plan (dim, causal) shared by all. */
+static const char *shared_plan_jobs(int dim, int seed0, void *(*fn)(void *))
 {
     sparcl_ctx *ctx = NULL;
     if (sparcl_ctx_init(&ctx) != SPARCL_OK)
         return sparcl_ctx_errmsg(NULL);
-    sparcl_plan_desc d = job_desc(32, 1);
+    sparcl_plan_desc d = job_desc(dim, 1);
     sparcl_plan *plan = NULL;
     const char *res = "plan creation failed";
     if (sparcl_plan_init(ctx, &plan, &d) == SPARCL_OK) {
         job jobs[THREADS];
         for (int t = 0; t < THREADS; ++t)
-            jobs[t] = (job){ctx, plan, 32, 1, 10 + t, 0, 0};
-        res = run_jobs(jobs, worker);
+            jobs[t] = (job){ctx, plan, dim, 1, seed0 + t, 0, 0};
+        res = run_jobs(jobs, fn);
     }
     sparcl_plan_free(plan);
     sparcl_ctx_free(ctx);
     return res;
 }
 
+const char *thread_scenario_shared_plan(void)
+{
+    return shared_plan_jobs(32, 10, worker);
+}
+
 const char *thread_scenario_shared_backward(void)
 {
-    sparcl_ctx *ctx = NULL;
-    if (sparcl_ctx_init(&ctx) != SPARCL_OK)
-        return sparcl_ctx_errmsg(NULL);
-    sparcl_plan_desc d = job_desc(24, 1);
-    sparcl_plan *plan = NULL;
-    const char *res = "plan creation failed";
-    if (sparcl_plan_init(ctx, &plan, &d) == SPARCL_OK) {
-        job jobs[THREADS];
-        for (int t = 0; t < THREADS; ++t)
-            jobs[t] = (job){ctx, plan, 24, 1, 20 + t, 0, 0};
-        res = run_jobs(jobs, backward_worker);
-    }
-    sparcl_plan_free(plan);
-    sparcl_ctx_free(ctx);
-    return res;
+    return shared_plan_jobs(24, 20, backward_worker);
 }
