@@ -295,6 +295,12 @@ typedef struct sparcl_plan_desc {
      * that are missing are filled from the defaults.  Borrowed during
      * sparcl_plan_init only. */
     const sparcl_params *params;
+    /* Nonzero: hand `params` to the kernel compiler without checking them
+     * against the parameter schema (kernel development, fault testing).
+     * Only positivity of BLOCK_M, BLOCK_N and WG_SIZE is still checked; a
+     * value the kernel rejects surfaces as SPARCL_ERR_BUILD with the
+     * compiler's log in sparcl_ctx_build_log(). */
+    int unchecked_params;
 } sparcl_plan_desc;
 
 /* Fills *desc with batch 1, one head, scale 0, not causal, no layout,

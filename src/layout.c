@@ -118,13 +118,26 @@ sparcl_status sparcl__layout_build(sparcl_ctx *ctx, sparcl_layout **out, int hea
                 if (cls == SPARCL__BLOCK_PARTIAL) {
                     memset(scratch, 0, sizeof *scratch * (size_t)l->words_per_mask);
                     count = 0;
-                    for (int i = i0; i < i1; ++i)
+                    for (int i = i0; i < i1; ++i) {
+                        int64_t row = (int64_t)(i - i0) * block;
+                        if (rule->row_span) {
+                            int64_t a, b;
+                            rule->row_span(rule->self, h, i, &a, &b);
+                            a = a > j0 ? a : j0;
+                            b = b < j1 ? b : j1;
+                            if (b > a) {
+                                sparcl__bits_set_range(scratch, row + a - j0, row + b - j0);
+                                count += b - a;
+                            }
+                            continue;
+                        }
                         for (int j = j0; j < j1; ++j)
                             if (rule->attends(rule->self, h, i, j)) {
-                                int64_t bit = (int64_t)(i - i0) * block + (j - j0);
+                                int64_t bit = row + (j - j0);
                                 scratch[bit / 64] |= (uint64_t)1 << (bit % 64);
                                 ++count;
                             }
+                    }
                     if (count == 0)
                         continue;
                 }
@@ -159,6 +172,26 @@ oom:
     free(scratch);
     sparcl_layout_free(l);
     return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate the layout");
+}
+
+void sparcl__bits_set_range(uint64_t *row, int64_t a, int64_t b)
+{
+    while (a < b) {
+        int64_t w = a / 64;
+        int s = (int)(a % 64), n = b - a < 64 - s ? (int)(b - a) : 64 - s;
+        row[w] |= (n == 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << s;
+        a += n;
+    }
+}
+
+uint64_t sparcl__bits_get64(const uint64_t *src, int64_t so, int n)
+{
+    int64_t w = so / 64;
+    int s = (int)(so % 64);
+    uint64_t v = src[w] >> s;
+    if (s && s + n > 64)
+        v |= src[w + 1] << (64 - s);
+    return n == 64 ? v : v & (((uint64_t)1 << n) - 1);
 }
 
 SPARCL_API void sparcl_layout_free(sparcl_layout *l)
@@ -217,6 +250,15 @@ static int band_classify(const void *self, int h, int br, int bc)
     return SPARCL__BLOCK_PARTIAL;
 }
 
+static void band_row_span(const void *self, int h, int i, int64_t *j0, int64_t *j1)
+{
+    (void)h;
+    const band *b = self;
+    int64_t pos = (int64_t)i + b->kv_len - b->q_len;
+    *j0 = pos + b->lo;
+    *j1 = pos + b->hi + 1;
+}
+
 static int band_attends(const void *self, int h, int i, int j)
 {
     (void)h;
@@ -229,7 +271,7 @@ static sparcl_status build_band(sparcl_ctx *ctx, sparcl_layout **out, int heads,
                                 int kv_len, int block, int64_t lo, int64_t hi)
 {
     band b = {q_len, kv_len, block, lo, hi};
-    sparcl__rule rule = {&b, band_candidates, band_classify, band_attends};
+    sparcl__rule rule = {&b, band_candidates, band_classify, band_attends, band_row_span};
     return sparcl__layout_build(ctx, out, heads, q_len, kv_len, block, &rule);
 }
 
@@ -316,7 +358,7 @@ SPARCL_API sparcl_status sparcl_layout_init_block_mask(sparcl_ctx *ctx, sparcl_l
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "block mask has no block set (%d heads x %d x %d blocks)", heads,
                             m.nbr, m.nbc);
-    sparcl__rule rule = {&m, mask_candidates, mask_classify, mask_attends};
+    sparcl__rule rule = {&m, mask_candidates, mask_classify, mask_attends, NULL};
     return sparcl__layout_build(ctx, out, heads, q_len, kv_len, block, &rule);
 }
 

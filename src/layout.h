@@ -44,13 +44,25 @@ typedef struct sparcl__rule {
     int (*candidates)(const void *self, int h, int br, int32_t *cols);
     int (*classify)(const void *self, int h, int br, int bc);
     int (*attends)(const void *self, int h, int i, int j);
+    /* Optional, for patterns whose rows are one interval of keys: sets
+     * [*j0, *j1) to the keys query i attends (may extend past [0, kv_len);
+     * empty when *j1 <= *j0).  PARTIAL blocks are then filled a row at a
+     * time, O(B) instead of O(B^2) predicate calls. */
+    void (*row_span)(const void *self, int h, int i, int64_t *j0, int64_t *j1);
 } sparcl__rule;
+
+/* Bit helpers shared by the layout builder and the tiling: sets bits
+ * [a, b) of a bit row, and copies n bits from src (bit offset so) into dst
+ * (bit offset dofs) with OR.  Rows are arrays of 64-bit words. */
+void sparcl__bits_set_range(uint64_t *row, int64_t a, int64_t b);
+uint64_t sparcl__bits_get64(const uint64_t *src, int64_t so, int n);
 
 /* Validates the common shape arguments, naming the wrong one. */
 sparcl_status sparcl__layout_check_shape(sparcl_ctx *ctx, int heads, int q_len, int kv_len,
                                          int block);
 
-/* Builds a layout from a rule.  Time O(candidates + B^2 * partial blocks),
+/* Builds a layout from a rule.  Time O(candidates + B^2 * partial blocks)
+ * (B per partial block with row_span),
  * memory O(nnz blocks). */
 sparcl_status sparcl__layout_build(sparcl_ctx *ctx, sparcl_layout **out, int heads, int q_len,
                                    int kv_len, int block, const sparcl__rule *rule);

@@ -175,6 +175,18 @@ sparcl_status sparcl__params_check(sparcl_ctx *ctx, const sparcl__kernel_schema 
     return SPARCL_OK;
 }
 
+sparcl_status sparcl__params_check_minimal(sparcl_ctx *ctx, const sparcl_params *p)
+{
+    static const char *sizes[] = {"BLOCK_M", "BLOCK_N", "WG_SIZE"};
+    for (int k = 0; k < 3; ++k) {
+        int32_t v = get(p, sizes[k]);
+        if (v < 1 || v > 4096)
+            return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s %d must be in [1, 4096]",
+                                sizes[k], (int)v);
+    }
+    return SPARCL_OK;
+}
+
 void sparcl__params_fill_defaults(const sparcl__kernel_schema *schema, sparcl_params *p,
                                   const sparcl__problem *prob,
                                   const sparcl__device_limits *limits)

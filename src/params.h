@@ -51,6 +51,10 @@ sparcl_status sparcl__params_check(sparcl_ctx *ctx, const sparcl__kernel_schema 
                                    const sparcl_params *p, const sparcl__problem *prob,
                                    const sparcl__device_limits *limits);
 
+/* The checks that protect the host code even for unchecked parameters:
+ * BLOCK_M, BLOCK_N and WG_SIZE positive and at most 4096. */
+sparcl_status sparcl__params_check_minimal(sparcl_ctx *ctx, const sparcl_params *p);
+
 /* Fills every parameter of the schema that `p` does not already set with
  * the built-in default for this device type and problem. */
 void sparcl__params_fill_defaults(const sparcl__kernel_schema *schema, sparcl_params *p,

@@ -90,6 +90,11 @@ static sparcl_status upload(sparcl_plan *p, cl_mem *out, const void *data, size_
         data = &zero;
         bytes = sizeof zero;
     }
+    if (bytes > p->ctx->limits.max_alloc)
+        return sparcl__fail(p->ctx, SPARCL_ERR_OUT_OF_MEMORY,
+                            "the tiled layout needs %zu bytes; the device's largest allocation "
+                            "is %llu",
+                            bytes, (unsigned long long)p->ctx->limits.max_alloc);
     cl_int err;
     *out = clCreateBuffer(p->ctx->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, bytes,
                           (void *)data, &err);
@@ -127,7 +132,11 @@ SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
         source = SPARCL_PARAMS_OVERRIDE;
     }
     sparcl__params_fill_defaults(schema, &params, &prob, &ctx->limits);
-    if ((st = sparcl__params_check(ctx, schema, &params, &prob, &ctx->limits)) != SPARCL_OK)
+    if (desc->unchecked_params)
+        st = sparcl__params_check_minimal(ctx, &params);
+    else
+        st = sparcl__params_check(ctx, schema, &params, &prob, &ctx->limits);
+    if (st != SPARCL_OK)
         return st;
 
     sparcl_plan *p = calloc(1, sizeof *p);
@@ -349,6 +358,13 @@ SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const float *q
     size_t nq = (size_t)d->batch * d->q_heads * d->q_len * d->head_dim;
     size_t nk = (size_t)d->batch * d->kv_heads * d->kv_len * d->head_dim;
     size_t nl = (size_t)d->batch * d->q_heads * d->q_len;
+    const size_t sizes[3] = {nq * 4, nk * 4, lse ? nl * 4 : 0};
+    static const char *what[3] = {"q/out", "k/v", "lse"};
+    for (int t = 0; t < 3; ++t)
+        if (sizes[t] > p->ctx->limits.max_alloc)
+            return sparcl__fail(p->ctx, SPARCL_ERR_OUT_OF_MEMORY,
+                                "%s needs %zu bytes; the device's largest allocation is %llu",
+                                what[t], sizes[t], (unsigned long long)p->ctx->limits.max_alloc);
     cl_int err;
     cl_context c = p->ctx->context;
     cl_mem bq = clCreateBuffer(c, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nq * 4, (void *)q, &err);

@@ -41,6 +41,15 @@ static void set_range(uint32_t *row, int a, int b)
     }
 }
 
+/* ORs the m (<= 32) low bits of v into a mask row at bit dp. */
+static void or_bits(uint32_t *row, int dp, uint32_t v, int m)
+{
+    int w = dp / 32, s = dp % 32;
+    row[w] |= v << s;
+    if (s && s + m > 32)
+        row[w + 1] |= v >> (32 - s);
+}
+
 static int popcount32(uint32_t x)
 {
     return __builtin_popcount(x);
@@ -80,9 +89,12 @@ static void fill_tile(const sparcl_layout *l, int h, int r0, int r1, int c0, int
                     set_range(row, ja - c0, jb - c0);
                     continue;
                 }
-                for (int j = ja; j < jb; ++j)
-                    if (sparcl__layout_entry_bit(l, e, i - br * B, j - jb0))
-                        row[(j - c0) / 32] |= (uint32_t)1 << ((j - c0) % 32);
+                const uint64_t *src = l->bits + l->mask[e] * l->words_per_mask;
+                int64_t so = (int64_t)(i - br * B) * B + (ja - jb0);
+                for (int k = 0; k < jb - ja; k += 32) {
+                    int m = jb - ja - k < 32 ? jb - ja - k : 32;
+                    or_bits(row, ja - c0 + k, (uint32_t)sparcl__bits_get64(src, so + k, m), m);
+                }
             }
         }
     }
@@ -99,6 +111,11 @@ sparcl_status sparcl__tiling_build(sparcl_ctx *ctx, const sparcl_layout *l, int 
     t->ntr = (q_len + tm - 1) / tm;
     t->ntc = (kv_len + tn - 1) / tn;
     const int64_t off = (int64_t)kv_len - q_len;
+    if (!l && (int64_t)t->ntr * t->ntc > INT32_MAX) /* dense: known before any work */
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "dense %d x %d attention needs %lld tiles at BLOCK_M %d x BLOCK_N "
+                            "%d, more than 2^31",
+                            q_len, kv_len, (long long)t->ntr * t->ntc, tm, tn);
     int32_t *cand = malloc(sizeof *cand * (size_t)t->ntc);
     int32_t *stamp = calloc((size_t)t->ntc, sizeof *stamp);
     uint32_t *tile = malloc(sizeof *tile * (size_t)tm * (size_t)t->mw);
