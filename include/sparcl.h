@@ -407,7 +407,8 @@ SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_
 
 /* Builds the plan's backward resources with `params` (NULL: the built-in
  * defaults for this device; a map: its entries, the rest filled from the
- * defaults).  Without params and with resources already built it does
+ * defaults; checked against the attn_bwd schema unless the plan's
+ * descriptor had unchecked_params set).  Without params and with resources already built it does
  * nothing; with params it replaces them (work already enqueued is
  * unaffected).  `params` is borrowed during the call only.  Thread-safe with
  * respect to other calls on the same plan (the plan's mutex is held while

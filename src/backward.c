@@ -121,7 +121,11 @@ static sparcl_status build(sparcl_plan *p, const sparcl_params *override,
         b->source = SPARCL_PARAMS_OVERRIDE;
     }
     sparcl__params_fill_defaults(schema, &b->params, &prob, &p->ctx->limits);
-    sparcl_status st = sparcl__params_check(p->ctx, schema, &b->params, &prob, &p->ctx->limits);
+    /* The descriptor's unchecked_params covers the backward too. */
+    sparcl_status st = p->desc.unchecked_params
+                           ? sparcl__params_check_minimal(p->ctx, &b->params)
+                           : sparcl__params_check(p->ctx, schema, &b->params, &prob,
+                                                  &p->ctx->limits);
     if (st != SPARCL_OK) {
         free(b);
         return st;
@@ -396,6 +400,12 @@ SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *p, const float *
         if (!host[i])
             return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL%s", names[i],
                                 i == 4 ? "; the backward needs the forward's LSE" : "");
+    for (int i = 0; i < 9; ++i)
+        if (elems[i] * sizeof(float) > p->ctx->limits.max_alloc)
+            return sparcl__fail(p->ctx, SPARCL_ERR_OUT_OF_MEMORY,
+                                "%s needs %zu bytes; the device's largest allocation is %llu",
+                                names[i], elems[i] * sizeof(float),
+                                (unsigned long long)p->ctx->limits.max_alloc);
     cl_mem m[9] = {NULL};
     sparcl_status st = SPARCL_OK;
     cl_int err = CL_SUCCESS;

@@ -584,3 +584,25 @@ Test(backward, strided_tensors)
     sparcl_plan_free(strided);
     sparcl_ctx_free(ctx);
 }
+
+/* The descriptor's unchecked_params reaches the backward: a value the
+ * schema refuses goes to the compiler, whose #error comes back as a build
+ * error with its log. */
+Test(backward, unchecked_parameters_give_build_errors, .init = misuse_setup,
+     .fini = misuse_teardown)
+{
+    sparcl_params p;
+    sparcl_params_clear(&p);
+    sparcl_params_set(&p, "BLOCK_N", 24);
+    EXPECT(sparcl_plan_prepare_backward(mplan, &p), SPARCL_ERR_INVALID_ARGUMENT,
+           "BLOCK_N 24 is not one of");
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.q_len = d.kv_len = 9, d.head_dim = 8, d.unchecked_params = 1;
+    sparcl_plan *plan = NULL;
+    cr_assert_eq(sparcl_plan_init(mctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(mctx));
+    EXPECT(sparcl_plan_prepare_backward(plan, &p), SPARCL_ERR_BUILD, "BLOCK_N=24");
+    cr_assert(strstr(sparcl_ctx_build_log(mctx), "BLOCK_N / WG_SIZE must be"), "log: %s",
+              sparcl_ctx_build_log(mctx));
+    sparcl_plan_free(plan);
+}
