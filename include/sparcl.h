@@ -385,6 +385,233 @@ SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_
                                                   const float *q, const float *k, const float *v,
                                                   double *out, double *lse);
 
+/* ---- Tuning: search spaces, device fingerprints, tuning databases ---- */
+/*
+ * The interface sparcl-tune (or any other tuner) drives the library with.  A
+ * kernel family ("attn_fwd", ...) declares its parameter space as data; a
+ * tuner enumerates it, filters candidates with sparcl_kernel_check_params(),
+ * runs each one through sparcl_plan_init() with sparcl_plan_desc.params set,
+ * and records the outcome in a tuning database.  Plans read the database
+ * when they are created:
+ *
+ *   1. sparcl_plan_desc.params, if given (source OVERRIDE);
+ *   2. the user database: the path set with sparcl_ctx_set_tuning_db(), else
+ *      $SPARCL_DB, else $XDG_CACHE_HOME/sparcl/tuning.db (~/.cache/...);
+ *   3. the shipped database (installed with the library, or in the build
+ *      tree), unless turned off with sparcl_ctx_set_tuning_db();
+ *   4. the built-in defaults (source DEFAULT).
+ *
+ * Within a database the lookup takes rows of the current kernel hash only,
+ * and prefers the exact device fingerprint, then the same device under
+ * another driver (used, with a warning), then the same vendor and device
+ * type; within that, the exact problem, else the nearest one in log-space of
+ * the sizes and density whose parameters are valid for this problem.  The
+ * first database with a usable row wins.  A database that is missing is
+ * skipped quietly; one that is corrupt, of another schema version, locked
+ * for longer than 250 ms or unreadable is skipped with a
+ * SPARCL_LOG_WARNING through the log callback.  A lookup never fails plan
+ * creation, and a tuned row whose program fails to build falls back to the
+ * defaults with a warning.
+ */
+
+/* Number of kernel families the library knows, and the name of family i
+ * (0 <= i < count; NULL out of range).  Static strings. */
+SPARCL_API int sparcl_kernel_count(void);
+SPARCL_API const char *sparcl_kernel_name(int index);
+
+#define SPARCL_PARAM_CHOICES_MAX 32
+
+/* One kernel family's parameter space: names and candidate values
+ * (ascending).  Constraints between parameters and the device's limits are
+ * checked by sparcl_kernel_check_params(), not encoded here. */
+typedef struct sparcl_param_space {
+    int count;
+    struct {
+        char name[SPARCL_PARAM_NAME_MAX];
+        int n_choices;
+        int32_t choices[SPARCL_PARAM_CHOICES_MAX];
+        const char *doc; /* one-line description, static */
+    } item[SPARCL_PARAMS_MAX];
+} sparcl_param_space;
+
+/* Fills *space with the parameters of kernel family `kernel`.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL or unknown family).  ctx may be
+ * NULL (it only receives the message).  Thread-safe. */
+SPARCL_API sparcl_status sparcl_kernel_space(sparcl_ctx *ctx, const char *kernel,
+                                             sparcl_param_space *space);
+
+/* Checks a complete parameter set of `kernel` for the problem `desc` on the
+ * context's device: every parameter present with an allowed value, the
+ * constraints between parameters, and the work-group, local- and
+ * private-memory formulas against the device's limits.  Nothing is built or
+ * launched.  Returns SPARCL_OK, SPARCL_ERR_INVALID_ARGUMENT (naming the
+ * first violation) or SPARCL_ERR_NOT_SUPPORTED (a device limit). */
+SPARCL_API sparcl_status sparcl_kernel_check_params(sparcl_ctx *ctx, const char *kernel,
+                                                    const sparcl_plan_desc *desc,
+                                                    const sparcl_params *params);
+
+/* The built-in default parameters of `kernel` for `desc` on the context's
+ * device (what a plan uses when no database has a row).  *params is
+ * overwritten. */
+SPARCL_API sparcl_status sparcl_kernel_default_params(sparcl_ctx *ctx, const char *kernel,
+                                                      const sparcl_plan_desc *desc,
+                                                      sparcl_params *params);
+
+/* Writes the 16-hex-digit hash of `kernel`'s source (the common header
+ * included) and fixed build options into buf (size >= 17).  It changes
+ * whenever the kernel code does, which retires tuned rows.  Honors
+ * SPARCL_KERNEL_DIR like program building does. */
+SPARCL_API sparcl_status sparcl_kernel_hash(sparcl_ctx *ctx, const char *kernel, char *buf,
+                                            size_t size);
+
+/* The device fingerprint a tuning row is keyed by. */
+typedef struct sparcl_device_info {
+    char platform[128]; /* CL_PLATFORM_NAME */
+    char vendor[128];   /* CL_DEVICE_VENDOR */
+    char name[128];     /* CL_DEVICE_NAME */
+    char driver[128];   /* CL_DRIVER_VERSION */
+    char version[128];  /* CL_DEVICE_VERSION */
+    char type[16];      /* "CPU", "GPU", "ACCELERATOR" or "OTHER" */
+    uint32_t compute_units;
+    /* Bytes; global_mem is rounded down to a power of two because some
+     * drivers (POCL) report a value that follows the free memory. */
+    uint64_t global_mem, local_mem, max_alloc;
+} sparcl_device_info;
+
+/* Fills *info for the context's device. */
+SPARCL_API sparcl_status sparcl_ctx_device_info(sparcl_ctx *ctx, sparcl_device_info *info);
+
+/* A tuning problem: the key of a row besides the device. */
+typedef struct sparcl_tuning_problem {
+    char kernel[32];      /* family, "attn_fwd" */
+    char kernel_hash[17]; /* sparcl_kernel_hash() */
+    char dtype[8];        /* "f32" */
+    int batch, q_heads, kv_heads, q_len, kv_len, head_dim;
+    int causal;       /* the plan's causal flag */
+    char pattern[32]; /* layout family for people ("dense", "window", ...) */
+    int block;        /* the layout's block size, 0 without a layout */
+    double density;   /* attended pairs / (heads * q_len * kv_len), causal flag included */
+} sparcl_tuning_problem;
+
+/* Describes the problem `desc` (shapes, layout, causal flag) for kernel
+ * family `kernel`, with `pattern` (NULL: "dense", or "layout" with a layout)
+ * as its family name.  Computes the kernel hash and the density. */
+SPARCL_API sparcl_status sparcl_tuning_problem_init(sparcl_ctx *ctx, sparcl_tuning_problem *out,
+                                                    const char *kernel,
+                                                    const sparcl_plan_desc *desc,
+                                                    const char *pattern);
+
+/* Outcome of one evaluation. */
+typedef enum sparcl_tuning_status {
+    SPARCL_TUNING_OK = 0,           /* verified and timed */
+    SPARCL_TUNING_INVALID = 1,      /* rejected by the plan (constraint or device limit) */
+    SPARCL_TUNING_BUILD_ERROR = 2,  /* the program did not build */
+    SPARCL_TUNING_LAUNCH_ERROR = 3, /* enqueue or execution failed */
+    SPARCL_TUNING_WRONG = 4,        /* result outside the tolerance of the reference */
+    SPARCL_TUNING_TIMEOUT = 5,      /* the watchdog stopped it */
+    SPARCL_TUNING_CRASH = 6         /* the evaluating process died */
+} sparcl_tuning_status;
+
+/* "ok", "invalid", "build_error", "launch_error", "wrong", "timeout",
+ * "crash" (the database's spelling); "unknown" otherwise.  Static. */
+SPARCL_API const char *sparcl_tuning_status_string(sparcl_tuning_status status);
+
+typedef struct sparcl_tuning_result {
+    sparcl_params params;
+    sparcl_tuning_status status;
+    double median_ms, min_ms, max_ms; /* event times of one call; 0 unless OK */
+    int runs;                         /* timed repetitions */
+    double max_err;                   /* vs the reference; < 0 if never run */
+    char message[256];                /* why it failed, "" if OK */
+} sparcl_tuning_result;
+
+/* An open tuning database. */
+typedef struct sparcl_tuning_db sparcl_tuning_db;
+
+/* Flags of sparcl_tuning_db_init(). */
+#define SPARCL_TUNING_DB_READ 0  /* read only; the file must exist */
+#define SPARCL_TUNING_DB_WRITE 1 /* read-write; creates the file and its folder */
+
+/* Writes the default user database path ($SPARCL_DB, else
+ * $XDG_CACHE_HOME/sparcl/tuning.db, else $HOME/.cache/sparcl/tuning.db)
+ * into buf.  SPARCL_ERR_INVALID_ARGUMENT if none can be formed or buf is too
+ * small. */
+SPARCL_API sparcl_status sparcl_tuning_db_default_path(char *buf, size_t size);
+
+/* Opens (with SPARCL_TUNING_DB_WRITE: creates, applies db/schema.sql, turns
+ * on WAL) the database at `path`.  The file's application id and schema
+ * version are checked; a file whose permission bits forbid writing is
+ * refused for WRITE even to root.  Writers wait up to 10 s for a lock.  ctx
+ * may be NULL; it receives messages and must outlive the handle.
+ * One handle must not be used by two threads at once; open one per thread.
+ * Errors: SPARCL_ERR_DATABASE naming the file and the reason (not a sparcl
+ * database, schema version N (expected M), locked, read-only, corrupt...),
+ * SPARCL_ERR_INVALID_ARGUMENT, SPARCL_ERR_OUT_OF_MEMORY. */
+SPARCL_API sparcl_status sparcl_tuning_db_init(sparcl_ctx *ctx, sparcl_tuning_db **out,
+                                               const char *path, int flags);
+
+/* Closes the database.  NULL does nothing. */
+SPARCL_API void sparcl_tuning_db_free(sparcl_tuning_db *db);
+
+/* Commits one evaluation (its own transaction, durable when this returns).
+ * An evaluation of the same device, kernel hash, problem and parameters
+ * that is already stored is kept and this one is ignored, so concurrent
+ * tuners never duplicate rows. */
+SPARCL_API sparcl_status sparcl_tuning_db_record(sparcl_tuning_db *db,
+                                                 const sparcl_device_info *device,
+                                                 const sparcl_tuning_problem *problem,
+                                                 const sparcl_tuning_result *result);
+
+/* Finds the stored evaluation of exactly these parameters (for resuming).
+ * *found is 1 and *out filled if there is one, else 0. */
+SPARCL_API sparcl_status sparcl_tuning_db_find(sparcl_tuning_db *db,
+                                               const sparcl_device_info *device,
+                                               const sparcl_tuning_problem *problem,
+                                               const sparcl_params *params,
+                                               sparcl_tuning_result *out, int *found);
+
+/* The fastest OK evaluation of exactly this device and problem. */
+SPARCL_API sparcl_status sparcl_tuning_db_best(sparcl_tuning_db *db,
+                                               const sparcl_device_info *device,
+                                               const sparcl_tuning_problem *problem,
+                                               sparcl_tuning_result *out, int *found);
+
+/* Number of stored evaluations of this device and problem (any status). */
+SPARCL_API sparcl_status sparcl_tuning_db_count(sparcl_tuning_db *db,
+                                                const sparcl_device_info *device,
+                                                const sparcl_tuning_problem *problem,
+                                                int64_t *count);
+
+/* Writes every evaluation to `path`: CSV with a header when it ends in
+ * ".csv", else SQL text (INSERTs into the evaluation_flat view) that the
+ * sqlite3 CLI or sparcl_tuning_db_import() loads on top of db/schema.sql.
+ * Rows are sorted, so exports diff well. */
+SPARCL_API sparcl_status sparcl_tuning_db_export(sparcl_tuning_db *db, const char *path);
+
+/* Merges a file written by sparcl_tuning_db_export() (CSV or SQL, by
+ * extension) into the database in one transaction; rows already present
+ * are kept.  SQL files may contain only INSERTs into evaluation_flat (and
+ * BEGIN/COMMIT).  *rows, if not NULL, receives the number of rows read. */
+SPARCL_API sparcl_status sparcl_tuning_db_import(sparcl_tuning_db *db, const char *path,
+                                                 int64_t *rows);
+
+/* Which databases plans of this context read.  role SPARCL_TUNING_DB_USER
+ * or SPARCL_TUNING_DB_SHIPPED; path NULL restores the default rule, ""
+ * turns that source off.  The path is copied.  Call it before creating
+ * plans (it takes the context's lock; plans created meanwhile see either
+ * value).  Errors: SPARCL_ERR_INVALID_ARGUMENT (role, over-long path). */
+typedef enum sparcl_tuning_db_role {
+    SPARCL_TUNING_DB_USER = 0,
+    SPARCL_TUNING_DB_SHIPPED = 1
+} sparcl_tuning_db_role;
+SPARCL_API sparcl_status sparcl_ctx_set_tuning_db(sparcl_ctx *ctx, sparcl_tuning_db_role role,
+                                                  const char *path);
+
+/* A sentence on where the plan's parameters came from, e.g. "database
+ * /home/u/.cache/sparcl/tuning.db: exact device, exact problem" or
+ * "built-in defaults".  Valid for the life of the plan. */
+SPARCL_API const char *sparcl_plan_params_origin(const sparcl_plan *plan);
+
 /* ---- Backward pass ---- */
 
 /* The backward pass of a plan's attention (dQ, dK, dV), FlashAttention-2
@@ -393,9 +620,9 @@ SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_
  * The same plan serves forward and backward, with every layout and option
  * the forward supports (causal, GQA/MQA, PARTIAL blocks, q_len != kv_len).
  *
- * The backward kernels have their own parameters (schema "attn_bwd":
- * BLOCK_M, BLOCK_N, USE_LOCAL, VEC, WG_SIZE) and their own tile, so the
- * plan keeps a copy of its layout and re-blocks it for the backward.  These
+ * The backward kernels have their own parameters (kernel family
+ * "attn_bwd": BLOCK_M, BLOCK_N, USE_LOCAL, WG_SIZE) and their own tile, so
+ * the plan keeps a copy of its layout and re-blocks it for the backward.  These
  * resources (the tile lists by row and by column, the programs) are built
  * once: by sparcl_plan_prepare_backward(), or else by the first backward
  * call.
@@ -405,14 +632,16 @@ SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_
  * atomics).  Once built, the backward's tile lists count in
  * sparcl_plan_device_bytes(). */
 
-/* Builds the plan's backward resources with `params` (NULL: the built-in
- * defaults for this device; a map: its entries, the rest filled from the
- * defaults; checked against the attn_bwd schema unless the plan's
- * descriptor had unchecked_params set).  Without params and with resources already built it does
- * nothing; with params it replaces them (work already enqueued is
- * unaffected).  `params` is borrowed during the call only.  Thread-safe with
- * respect to other calls on the same plan (the plan's mutex is held while
- * building, which may take a second for a new program).
+/* Builds the plan's backward resources with `params` (NULL: chosen as
+ * plans choose theirs, from the tuning databases' "attn_bwd" rows, else the
+ * built-in defaults for this device; a map: its entries, the rest filled
+ * from the defaults; checked against the attn_bwd schema unless the plan's
+ * descriptor had unchecked_params set).  Without params and with resources
+ * already built it does nothing; with params it replaces them (work already
+ * enqueued is unaffected).  `params` is borrowed during the call only.
+ * Thread-safe with respect to other calls on the same plan (the plan's
+ * mutex is held while building, which may take a second for a new
+ * program).
  * Errors: SPARCL_ERR_INVALID_ARGUMENT (unknown parameter or value, broken
  * constraint, e.g. "BLOCK_M 8 and BLOCK_N 4 must be multiples of WG_SIZE
  * 8"), SPARCL_ERR_NOT_SUPPORTED (exceeds the device's work-group or

@@ -15,10 +15,12 @@
 
 #include "ctx.h"
 #include "error.h"
+#include "kernel_registry.h"
 #include "params.h"
 #include "plan.h"
 #include "program.h"
 #include "tiling_transpose.h"
+#include "tuning_lookup.h"
 
 struct sparcl__plan_bwd {
     sparcl_params params;
@@ -104,22 +106,19 @@ static sparcl_status create_kernels(sparcl_plan *p, struct sparcl__plan_bwd *b,
     return SPARCL_OK;
 }
 
-/* Builds the backward resources with `override` (may be NULL) on top of the
- * defaults.  Caller holds p->lock. */
-static sparcl_status build(sparcl_plan *p, const sparcl_params *override,
-                           struct sparcl__plan_bwd **out)
+/* Builds the backward resources from `chosen` (possibly partial) filled
+ * with the defaults.  Caller holds p->lock. */
+static sparcl_status build_with(sparcl_plan *p, const sparcl_params *chosen,
+                                sparcl_param_source source, struct sparcl__plan_bwd **out)
 {
     *out = NULL;
     const sparcl__kernel_schema *schema = &sparcl__schema_attn_bwd;
-    const sparcl__problem prob = {.head_dim = p->desc.head_dim};
+    const sparcl__problem prob = sparcl__problem_from_desc(&p->desc);
     struct sparcl__plan_bwd *b = calloc(1, sizeof *b);
     if (!b)
         return sparcl__fail(p->ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate the backward");
-    b->source = SPARCL_PARAMS_DEFAULT;
-    if (override) {
-        b->params = *override;
-        b->source = SPARCL_PARAMS_OVERRIDE;
-    }
+    b->params = *chosen;
+    b->source = source;
     sparcl__params_fill_defaults(schema, &b->params, &prob, &p->ctx->limits);
     /* The descriptor's unchecked_params covers the backward too. */
     sparcl_status st = p->desc.unchecked_params
@@ -160,6 +159,31 @@ static sparcl_status build(sparcl_plan *p, const sparcl_params *override,
     }
     *out = b;
     return SPARCL_OK;
+}
+
+/* Chooses the parameters as plans do (override, tuning databases, built-in
+ * defaults; tuning_lookup.h) and builds.  Caller holds p->lock. */
+static sparcl_status build(sparcl_plan *p, const sparcl_params *override,
+                           struct sparcl__plan_bwd **out)
+{
+    sparcl_plan_desc d = p->desc;
+    d.layout = p->layout; /* the lookup keys rows by pattern and density */
+    d.params = override;
+    sparcl_params chosen;
+    sparcl_param_source source;
+    char origin[SPARCL__ORIGIN_MAX];
+    sparcl__tuning_choose(p->ctx, &sparcl__schema_attn_bwd, &d, &chosen, &source, origin,
+                          sizeof origin);
+    sparcl_status st = build_with(p, &chosen, source, out);
+    if (st != SPARCL_OK && source == SPARCL_PARAMS_DATABASE) {
+        /* A tuned row is a hint: if it cannot run here, the defaults can. */
+        sparcl__log(p->ctx, SPARCL_LOG_WARNING,
+                    "tuned backward parameters from %s failed (%s); using the built-in defaults",
+                    origin, sparcl_ctx_errmsg(p->ctx));
+        sparcl_params_clear(&chosen);
+        st = build_with(p, &chosen, SPARCL_PARAMS_DEFAULT, out);
+    }
+    return st;
 }
 
 SPARCL_API sparcl_status sparcl_plan_prepare_backward(sparcl_plan *p, const sparcl_params *params)

@@ -23,6 +23,7 @@ struct sparcl_plan {
     int layout_heads, n_tile_rows, wg_size, block_m;
     sparcl_layout *layout;          /* own copy (NULL = dense), for later passes */
     struct sparcl__plan_bwd *bwd;   /* backward resources, NULL until prepared */
+    char origin[576]; /* sparcl_plan_params_origin() */
 };
 
 /* Shared by the passes (plan.c). */
