@@ -13,8 +13,10 @@
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "oracle.h"
 #include "sparcl.h"
@@ -605,4 +607,76 @@ Test(backward, unchecked_parameters_give_build_errors, .init = misuse_setup,
     cr_assert(strstr(sparcl_ctx_build_log(mctx), "BLOCK_N / WG_SIZE must be"), "log: %s",
               sparcl_ctx_build_log(mctx));
     sparcl_plan_free(plan);
+}
+
+/* A tuning-database row of kernel family attn_bwd chooses the backward's
+ * parameters (and only the backward's), and those parameters compute the
+ * same gradients as the reference. */
+Test(backward, uses_tuned_rows)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/sparcl-test-backward-%d.db", (int)getpid());
+    unlink(path);
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    cr_assert_eq(sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_USER, path), SPARCL_OK);
+    cr_assert_eq(sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_SHIPPED, ""), SPARCL_OK);
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.q_heads = 2, d.kv_heads = 1, d.q_len = d.kv_len = 33, d.head_dim = 24, d.causal = 1;
+    sparcl_device_info dev;
+    sparcl_tuning_problem prob;
+    cr_assert_eq(sparcl_ctx_device_info(ctx, &dev), SPARCL_OK);
+    cr_assert_eq(sparcl_tuning_problem_init(ctx, &prob, "attn_bwd", &d, NULL), SPARCL_OK);
+    sparcl_tuning_result r;
+    memset(&r, 0, sizeof r);
+    sparcl_params_set(&r.params, "BLOCK_M", 4);
+    sparcl_params_set(&r.params, "BLOCK_N", 2);
+    sparcl_params_set(&r.params, "USE_LOCAL", 1);
+    sparcl_params_set(&r.params, "WG_SIZE", 2);
+    r.status = SPARCL_TUNING_OK;
+    r.median_ms = r.min_ms = r.max_ms = 1.0;
+    r.runs = 3;
+    sparcl_tuning_db *db = NULL;
+    cr_assert_eq(sparcl_tuning_db_init(ctx, &db, path, SPARCL_TUNING_DB_WRITE), SPARCL_OK, "%s",
+                 sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(sparcl_tuning_db_record(db, &dev, &prob, &r), SPARCL_OK);
+    sparcl_tuning_db_free(db);
+
+    sparcl_plan *plan = NULL;
+    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    sparcl_param_source src;
+    sparcl_params got;
+    sparcl_plan_params(plan, NULL, &src);
+    cr_assert_eq(src, SPARCL_PARAMS_DEFAULT, "the forward has no row");
+    cr_assert_eq(sparcl_plan_backward_params(plan, &got, &src), SPARCL_OK);
+    cr_assert_eq(src, SPARCL_PARAMS_DATABASE);
+    int32_t bn = 0, wg = 0;
+    cr_assert(sparcl_params_get(&got, "BLOCK_N", &bn) && bn == 2);
+    cr_assert(sparcl_params_get(&got, "WG_SIZE", &wg) && wg == 2);
+
+    const size_t nq = 2 * 33 * 24, nk = 33 * 24, nl = 2 * 33;
+    const size_t sizes[9] = {nq, nk, nk, nq, nl, nq, nq, nk, nk};
+    float *x[9]; /* q k v out lse dout dq dk dv */
+    for (int t = 0; t < 9; ++t) {
+        x[t] = malloc(sizes[t] * 4);
+        oracle_fill(x[t], sizes[t], 60 + t);
+    }
+    cr_assert_eq(sparcl_plan_forward_host(plan, x[0], x[1], x[2], x[3], x[4]), SPARCL_OK);
+    cr_assert_eq(sparcl_plan_backward_host(plan, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7],
+                                           x[8]),
+                 SPARCL_OK);
+    double *ref[3] = {malloc(nq * 8), malloc(nk * 8), malloc(nk * 8)};
+    cr_assert_eq(sparcl_reference_backward(ctx, &d, x[0], x[1], x[2], x[5], ref[0], ref[1],
+                                           ref[2]),
+                 SPARCL_OK);
+    for (int t = 0; t < 3; ++t) {
+        cr_assert_leq(max_err(x[6 + t], ref[t], sizes[6 + t]), TOL, "tensor %d", t);
+        free(ref[t]);
+    }
+    for (int t = 0; t < 9; ++t)
+        free(x[t]);
+    sparcl_plan_free(plan);
+    sparcl_ctx_free(ctx);
+    unlink(path);
 }
