@@ -70,6 +70,9 @@ sparcl_status sparcl__layout_build(sparcl_ctx *ctx, sparcl_layout **out, int hea
 /* A deep copy of `l` (layout_copy.c); on failure *out is NULL. */
 sparcl_status sparcl__layout_copy(sparcl_ctx *ctx, const sparcl_layout *l, sparcl_layout **out);
 
+/* The stored entry of block (br, bc) of head h, or -1.  O(log row nnz). */
+int64_t sparcl__layout_find(const sparcl_layout *l, int h, int br, int bc);
+
 /* 1 if element (r, c) of stored entry e (in block coordinates) attends. */
 static inline int sparcl__layout_entry_bit(const sparcl_layout *l, int64_t e, int r, int c)
 {
