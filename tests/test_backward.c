@@ -660,5 +660,10 @@ Test(backward, uses_tuned_rows)
     cr_assert(err >= 0 && err <= TOL, "error %g: %s", err, sparcl_ctx_errmsg(ctx));
     sparcl_plan_free(plan);
     sparcl_ctx_free(ctx);
-    unlink(path);
+    static const char *suffix[3] = {"", "-wal", "-shm"}; /* SQLite's WAL files too */
+    for (int i = 0; i < 3; ++i) {
+        char f[80];
+        snprintf(f, sizeof f, "%s%s", path, suffix[i]);
+        unlink(f);
+    }
 }
