@@ -95,10 +95,10 @@ static const sparcl__param_def attn_fwd_params[] = {
 };
 
 const sparcl__kernel_schema sparcl__schema_attn_fwd = {
-    "attn_fwd", "attn_fwd.cl", attn_fwd_params, N_OF(attn_fwd_params)};
+    "attn_fwd", "attn_fwd.cl", attn_fwd_params, N_OF(attn_fwd_params), NULL, NULL};
 
 /* Floats of private memory one work-item holds: q and acc rows, scores. */
-#define PRIVATE_FLOATS_MAX 8192
+#define PRIVATE_FLOATS_MAX SPARCL__PRIVATE_FLOATS_MAX
 
 static int32_t get(const sparcl_params *p, const char *name)
 {
@@ -155,6 +155,8 @@ sparcl_status sparcl__params_check(sparcl_ctx *ctx, const sparcl__kernel_schema 
                                 "%s %d is not one of {%s}", d->name, (int)v, list);
         }
     }
+    if (schema->check)
+        return schema->check(ctx, p, prob, limits);
     int32_t bm = get(p, "BLOCK_M"), bn = get(p, "BLOCK_N"), wg = get(p, "WG_SIZE");
     int32_t vec = get(p, "VEC");
     if (bm % wg != 0)
@@ -212,7 +214,10 @@ void sparcl__params_fill_defaults(const sparcl__kernel_schema *schema, sparcl_pa
                                   const sparcl__problem *prob,
                                   const sparcl__device_limits *limits)
 {
-    (void)schema;
+    if (schema->defaults) {
+        schema->defaults(p, prob, limits);
+        return;
+    }
     int cpu = !limits || (limits->type & CL_DEVICE_TYPE_CPU);
     /* CPU (POCL): one work-item per group, several rows each, explicit
      * vectors of 16, scores against K packed transposed (measured with

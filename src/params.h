@@ -28,9 +28,21 @@ typedef struct sparcl__kernel_schema {
     const char *file; /* kernel file in cl/ */
     const sparcl__param_def *params;
     int n_params;
+    /* Optional per-family rules; NULL means the attn_fwd rules in params.c.
+     * check: constraints and device limits once names and choices passed;
+     * defaults: fills the parameters `p` lacks. */
+    sparcl_status (*check)(sparcl_ctx *ctx, const sparcl_params *p, const sparcl__problem *prob,
+                           const sparcl__device_limits *limits);
+    void (*defaults)(sparcl_params *p, const sparcl__problem *prob,
+                     const sparcl__device_limits *limits);
 } sparcl__kernel_schema;
 
 extern const sparcl__kernel_schema sparcl__schema_attn_fwd;
+extern const sparcl__kernel_schema sparcl__schema_attn_bwd; /* params_bwd.c */
+
+/* Floats of private memory one work-item of any kernel may hold (the
+ * compilers spill beyond registers; past this, badly). */
+#define SPARCL__PRIVATE_FLOATS_MAX 8192
 
 /* Checks that `p` holds exactly the schema's parameters with allowed values
  * and that they satisfy the constraints and the device's limits (work-group
@@ -61,5 +73,8 @@ size_t sparcl__attn_fwd_local_bytes(const sparcl_params *p, const sparcl__proble
  * (K packed per tile when KT=1, else 0): O(batch * kv_heads * kv_len *
  * head_dim), never O(N^2). */
 size_t sparcl__attn_fwd_workspace_bytes(const sparcl_params *p, const sparcl__problem *prob);
+
+/* Local memory in bytes the larger of the attn_bwd kernels uses. */
+size_t sparcl__attn_bwd_local_bytes(const sparcl_params *p, const sparcl__problem *prob);
 
 #endif
