@@ -33,7 +33,8 @@
 
 /* Tile e's scores vector x for this row, masked. */
 inline floatv tile_scores(__global const float *row, int c0, int mi,
-                          __global const uint *restrict mask_bits, int lr, int x) {
+                          __global const uint *restrict mask_bits, int lr, int x)
+{
     const floatv s = LOADV(row + c0 + x * VEC);
     return mi < 0 ? s : sparcl_mask_scores(s, mask_bits + ((long)mi * BLOCK_M + lr) * MW, x);
 }
@@ -46,7 +47,8 @@ attn_dense_softmax(__global float *restrict s, const long ld, __global float *re
                    __global const int *restrict tile_col, __global const int *restrict tile_mask,
                    __global const uint *restrict mask_bits, const int q_len, const int kv_len,
                    const int q_heads, const int layout_heads, const int n_tile_rows, const int b,
-                   const int hq0, const int hq_step) {
+                   const int hq0, const int hq_step)
+{
     const int i = get_global_id(0), hh = get_global_id(1);
     if (i >= q_len)
         return;

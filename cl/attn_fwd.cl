@@ -79,7 +79,8 @@ typedef union {
  * are zero (their mask bits are 0).  One work-item per tile. */
 __kernel void attn_fwd_pack_k(__global const float *restrict k, __global float *restrict kt,
                               const int kv_len, const int kv_heads, const int n_tiles,
-                              const long k_sb, const long k_sh, const long k_ss) {
+                              const long k_sb, const long k_sh, const long k_ss)
+{
     const int t = get_global_id(0), hk = get_global_id(1), b = get_global_id(2);
     if (t >= n_tiles)
         return;
@@ -115,7 +116,8 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
          const int q_heads, const int layout_heads, const int n_tile_rows, const int group,
          const float scale_log2, const long q_sb, const long q_sh, const long q_ss, const long k_sb,
          const long k_sh, const long k_ss, const long v_sb, const long v_sh, const long v_ss,
-         const long o_sb, const long o_sh, const long o_ss) {
+         const long o_sb, const long o_sh, const long o_ss)
+{
     const int lid = get_local_id(0);
     const int tr = get_group_id(0);
     const int hq = get_group_id(1);

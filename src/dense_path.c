@@ -18,12 +18,14 @@
 #include "error.h"
 #include "program.h"
 
-size_t sparcl__dense_head_bytes(int q_len, int kv_len, int block_n) {
+size_t sparcl__dense_head_bytes(int q_len, int kv_len, int block_n)
+{
     size_t ld = ((size_t)kv_len + (size_t)block_n - 1) / (size_t)block_n * (size_t)block_n;
     return (size_t)q_len * ld * sizeof(float);
 }
 
-sparcl_status sparcl__dense_init(sparcl_plan *p, const char *options, int *applies) {
+sparcl_status sparcl__dense_init(sparcl_plan *p, const char *options, int *applies)
+{
     sparcl_ctx *ctx = p->ctx;
     const sparcl_plan_desc *d = &p->desc;
     *applies = 0;
@@ -77,7 +79,8 @@ sparcl_status sparcl__dense_init(sparcl_plan *p, const char *options, int *appli
     return SPARCL_OK;
 }
 
-static sparcl_status blast_fail(sparcl_ctx *ctx, CLBlastStatusCode status, const char *what) {
+static sparcl_status blast_fail(sparcl_ctx *ctx, CLBlastStatusCode status, const char *what)
+{
     if (status > -1000) /* CLBlast passes OpenCL errors through unchanged */
         return sparcl__fail_cl(ctx, (cl_int)status, what);
     return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED, "%s failed: CLBlast status %d", what,
@@ -86,7 +89,8 @@ static sparcl_status blast_fail(sparcl_ctx *ctx, CLBlastStatusCode status, const
 
 /* The softmax over the chunk's scores (query heads hq0, hq0 + step, ...). */
 static sparcl_status enqueue_softmax(sparcl_plan *p, cl_command_queue queue, cl_mem lse, int b,
-                                     int hq0, int step, int count) {
+                                     int hq0, int step, int count)
+{
     const sparcl_plan_desc *d = &p->desc;
     const cl_int write_lse = lse != NULL;
     const cl_long ld = p->dense_ld;
@@ -114,7 +118,8 @@ static sparcl_status enqueue_softmax(sparcl_plan *p, cl_command_queue queue, cl_
 sparcl_status sparcl__dense_forward(sparcl_plan *p, cl_command_queue queue,
                                     const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
                                     cl_mem out, cl_mem lse, cl_uint num_wait, const cl_event *wait,
-                                    cl_event *event) {
+                                    cl_event *event)
+{
     const sparcl_plan_desc *d = &p->desc;
     cl_command_queue_properties props = 0;
     clGetCommandQueueInfo(queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL);

@@ -16,29 +16,34 @@
 #include <cblas.h>
 #endif
 
-static double now_ms(void) {
+static double now_ms(void)
+{
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
 }
 
-double bench_cpu_ms(void) {
+double bench_cpu_ms(void)
+{
     struct timespec t;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
     return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
 }
 
-static int cmp_double(const void *a, const void *b) {
+static int cmp_double(const void *a, const void *b)
+{
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
-static double median(double *x, int n) {
+static double median(double *x, int n)
+{
     qsort(x, (size_t)n, sizeof *x, cmp_double);
     return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
 }
 
-int bench_have_cblas(void) {
+int bench_have_cblas(void)
+{
 #ifdef SPARCL_BENCH_HAVE_CBLAS
     return 1;
 #else
@@ -46,7 +51,8 @@ int bench_have_cblas(void) {
 #endif
 }
 
-const char *bench_blas_string(void) {
+const char *bench_blas_string(void)
+{
 #ifdef SPARCL_BENCH_HAVE_CBLAS
     static char text[256];
     snprintf(text, sizeof text, "%s, %d threads", openblas_get_config(),
@@ -59,14 +65,16 @@ const char *bench_blas_string(void) {
 
 #ifdef SPARCL_BENCH_HAVE_CBLAS
 
-static void fill(float *x, size_t n, unsigned seed) {
+static void fill(float *x, size_t n, unsigned seed)
+{
     for (size_t i = 0; i < n; ++i) {
         seed = seed * 1664525u + 1013904223u;
         x[i] = (float)((seed >> 8) / 8388608.0 - 1.0);
     }
 }
 
-double bench_sgemm_gflops(int n, int reps, double *per_cpu_s) {
+double bench_sgemm_gflops(int n, int reps, double *per_cpu_s)
+{
     size_t nn = (size_t)n * n;
     float *a = malloc(nn * 4), *b = malloc(nn * 4), *c = malloc(nn * 4);
     double *ms = malloc(sizeof *ms * (size_t)reps * 2), *cpu = ms + reps;
@@ -92,14 +100,16 @@ double bench_sgemm_gflops(int n, int reps, double *per_cpu_s) {
     return result;
 }
 
-size_t bench_dense_bytes(const bench_dense_problem *p) {
+size_t bench_dense_bytes(const bench_dense_problem *p)
+{
     size_t nn = (size_t)p->n * (size_t)p->n;
     return nn * sizeof(float) + (p->mask ? nn : 0);
 }
 
 /* Masked softmax of every row of s in place; a row with nothing attended
  * becomes zeros (its output is then 0, as sparcl defines it). */
-static void softmax_rows(float *s, const uint8_t *mask, int n) {
+static void softmax_rows(float *s, const uint8_t *mask, int n)
+{
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static)
 #endif
@@ -129,7 +139,8 @@ static void softmax_rows(float *s, const uint8_t *mask, int n) {
 
 /* One head: returns the milliseconds of its compute (mask building
  * excluded) and adds its CPU milliseconds to *cpu. */
-static double one_head(const bench_dense_problem *p, int h, float *s, uint8_t *mask, double *cpu) {
+static double one_head(const bench_dense_problem *p, int h, float *s, uint8_t *mask, double *cpu)
+{
     const int n = p->n, d = p->dim;
     const size_t off = (size_t)h * n * d;
     if (mask)
@@ -145,7 +156,8 @@ static double one_head(const bench_dense_problem *p, int h, float *s, uint8_t *m
     return now_ms() - t0;
 }
 
-double bench_dense_ms(const bench_dense_problem *p, int reps, double *cpu_ms) {
+double bench_dense_ms(const bench_dense_problem *p, int reps, double *cpu_ms)
+{
     size_t nn = (size_t)p->n * (size_t)p->n;
     float *s = malloc(nn * sizeof *s);
     uint8_t *mask = p->mask ? malloc(nn) : NULL;
@@ -168,17 +180,20 @@ double bench_dense_ms(const bench_dense_problem *p, int reps, double *cpu_ms) {
 
 #else /* no CBLAS */
 
-double bench_sgemm_gflops(int n, int reps, double *per_cpu_s) {
+double bench_sgemm_gflops(int n, int reps, double *per_cpu_s)
+{
     (void)n, (void)reps, (void)per_cpu_s;
     return -1.0;
 }
 
-size_t bench_dense_bytes(const bench_dense_problem *p) {
+size_t bench_dense_bytes(const bench_dense_problem *p)
+{
     (void)p;
     return 0;
 }
 
-double bench_dense_ms(const bench_dense_problem *p, int reps, double *cpu_ms) {
+double bench_dense_ms(const bench_dense_problem *p, int reps, double *cpu_ms)
+{
     (void)p, (void)reps, (void)cpu_ms;
     return -1.0;
 }

@@ -64,12 +64,14 @@ typedef struct pattern_info {
     int nb;
 } pattern_info;
 
-static uint64_t lcg(uint64_t *s) {
+static uint64_t lcg(uint64_t *s)
+{
     *s = *s * 6364136223846793005ull + 1442695040888963407ull;
     return *s >> 33;
 }
 
-static uint8_t *bigbird_mask(int heads, int nb) {
+static uint8_t *bigbird_mask(int heads, int nb)
+{
     uint8_t *m = calloc((size_t)heads * nb * nb, 1);
     if (!m)
         return NULL;
@@ -99,29 +101,25 @@ static uint8_t *bigbird_mask(int heads, int nb) {
     return m;
 }
 
-static int attends(const pattern_info *p, int h, int i, int j) {
+static int attends(const pattern_info *p, int h, int i, int j)
+{
     switch (p->c->pattern) {
-    case PAT_CAUSAL:
-        return j <= i;
-    case PAT_WINDOW:
-        return j >= i - WINDOW && j <= i + WINDOW;
-    case PAT_BIGBIRD:
-        return p->bb[((size_t)h * p->nb + i / BB_BLOCK) * p->nb + j / BB_BLOCK] != 0;
-    default:
-        return 1;
+    case PAT_CAUSAL: return j <= i;
+    case PAT_WINDOW: return j >= i - WINDOW && j <= i + WINDOW;
+    case PAT_BIGBIRD: return p->bb[((size_t)h * p->nb + i / BB_BLOCK) * p->nb + j / BB_BLOCK] != 0;
+    default: return 1;
     }
 }
 
 /* The baseline's mask row, filled by ranges (the same predicate as
  * attends(), which sample_error() uses per element). */
-static void mask_row(const void *self, int h, int i, uint8_t *row) {
+static void mask_row(const void *self, int h, int i, uint8_t *row)
+{
     const pattern_info *p = self;
     const int n = p->c->n;
     int lo = 0, hi = n; /* [lo, hi) attends, for the contiguous patterns */
     switch (p->c->pattern) {
-    case PAT_CAUSAL:
-        hi = i + 1;
-        break;
+    case PAT_CAUSAL: hi = i + 1; break;
     case PAT_WINDOW:
         lo = i - WINDOW > 0 ? i - WINDOW : 0;
         hi = i + WINDOW + 1 < n ? i + WINDOW + 1 : n;
@@ -132,39 +130,38 @@ static void mask_row(const void *self, int h, int i, uint8_t *row) {
             memset(row + j0, p->bb[((size_t)h * p->nb + i / BB_BLOCK) * p->nb + c], (size_t)len);
         }
         return;
-    default:
-        break;
+    default: break;
     }
     memset(row, 0, (size_t)n);
     memset(row + lo, 1, (size_t)(hi - lo));
 }
 
-static sparcl_status make_layout(sparcl_ctx *ctx, pattern_info *p, sparcl_layout **out) {
+static sparcl_status make_layout(sparcl_ctx *ctx, pattern_info *p, sparcl_layout **out)
+{
     const bench_case *c = p->c;
     *out = NULL;
     switch (c->pattern) {
-    case PAT_CAUSAL:
-        return sparcl_layout_init_causal(ctx, out, 1, c->n, c->n, 64);
-    case PAT_WINDOW:
-        return sparcl_layout_init_window(ctx, out, 1, c->n, c->n, 64, WINDOW, WINDOW);
+    case PAT_CAUSAL: return sparcl_layout_init_causal(ctx, out, 1, c->n, c->n, 64);
+    case PAT_WINDOW: return sparcl_layout_init_window(ctx, out, 1, c->n, c->n, 64, WINDOW, WINDOW);
     case PAT_BIGBIRD:
         p->nb = (c->n + BB_BLOCK - 1) / BB_BLOCK;
         if (!(p->bb = bigbird_mask(c->heads, p->nb)))
             return SPARCL_ERR_OUT_OF_MEMORY;
         return sparcl_layout_init_block_mask(ctx, out, c->heads, c->n, c->n, BB_BLOCK, p->bb);
-    default:
-        return SPARCL_OK; /* dense: no layout */
+    default: return SPARCL_OK; /* dense: no layout */
     }
 }
 
-static void fill(float *x, size_t n, unsigned seed) {
+static void fill(float *x, size_t n, unsigned seed)
+{
     for (size_t i = 0; i < n; ++i) {
         seed = seed * 1664525u + 1013904223u;
         x[i] = (float)((seed >> 8) / 8388608.0 - 1.0);
     }
 }
 
-static int cmp_double(const void *a, const void *b) {
+static int cmp_double(const void *a, const void *b)
+{
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
@@ -172,7 +169,8 @@ static int cmp_double(const void *a, const void *b) {
 /* Max |out - exact| over a sample of rows, recomputed in double from the
  * pattern definition (not from the library's layout). */
 static double sample_error(const pattern_info *p, const float *q, const float *k, const float *v,
-                           const float *o, float scale) {
+                           const float *o, float scale)
+{
     const int n = p->c->n, d = p->c->dim, heads = p->c->heads;
     double *w = malloc(sizeof *w * (size_t)n), err = 0.0;
     if (!w)
@@ -225,7 +223,8 @@ typedef struct result {
     const char *base_note; /* why there is no baseline, or NULL */
 } result;
 
-static double event_span_ms(cl_event first, cl_event last) {
+static double event_span_ms(cl_event first, cl_event last)
+{
     cl_ulong t0 = 0, t1 = 0;
     clGetEventProfilingInfo(first, CL_PROFILING_COMMAND_END, sizeof t0, &t0, NULL);
     clGetEventProfilingInfo(last, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL);
@@ -234,7 +233,8 @@ static double event_span_ms(cl_event first, cl_event last) {
 
 /* Times the forward call: `warmup` untimed calls, then opt->reps timed. */
 static int time_forward(sparcl_ctx *ctx, sparcl_plan *plan, cl_mem *m, int warmup,
-                        const options *opt, result *res) {
+                        const options *opt, result *res)
+{
     cl_command_queue queue = sparcl_ctx_cl_queue(ctx);
     double *ms = malloc(sizeof *ms * (size_t)opt->reps * 2), *cpu = ms + opt->reps;
     if (!ms)
@@ -270,12 +270,14 @@ static int time_forward(sparcl_ctx *ctx, sparcl_plan *plan, cl_mem *m, int warmu
 }
 
 /* Host memory still free, in bytes (0 if unknown). */
-static size_t avail_bytes(void) {
+static size_t avail_bytes(void)
+{
     long pages = sysconf(_SC_AVPHYS_PAGES), size = sysconf(_SC_PAGESIZE);
     return pages > 0 && size > 0 ? (size_t)pages * (size_t)size : 0;
 }
 
-static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, result *res) {
+static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, result *res)
+{
     memset(res, 0, sizeof *res);
     res->base_ms = -1.0;
     pattern_info pi = {c, NULL, 0};
@@ -386,7 +388,8 @@ typedef struct ceiling {
     double wall, cpu;
 } ceiling;
 
-static void print_json(const bench_case *c, const result *r, const ceiling *sg) {
+static void print_json(const bench_case *c, const result *r, const ceiling *sg)
+{
     const double flop = 4.0 * c->dim * (double)r->pairs, gf_cpu = flop / (r->cpu_ms * 1e6);
     printf("{\"case\":\"%s\",\"n\":%d,\"heads\":%d,\"head_dim\":%d,\"pattern\":\"%s\","
            "\"density\":%.6f,\"pairs\":%lld,\"ms\":%.4f,\"ms_min\":%.4f,\"ms_max\":%.4f,"
@@ -417,7 +420,8 @@ static void print_json(const bench_case *c, const result *r, const ceiling *sg) 
     printf("\"}\n");
 }
 
-static void print_row(const bench_case *c, const result *r, const ceiling *sg) {
+static void print_row(const bench_case *c, const result *r, const ceiling *sg)
+{
     const double flop = 4.0 * c->dim * (double)r->pairs, gf_cpu = flop / (r->cpu_ms * 1e6);
     char ratio[16] = "n/a", ratio_cpu[16] = "n/a", base[32], speed[16] = "n/a",
          speed_cpu[16] = "n/a";
@@ -439,7 +443,8 @@ static void print_row(const bench_case *c, const result *r, const ceiling *sg) {
         r->err > 1e-4 ? "!" : " ", r->params, r->source);
 }
 
-static int usage(const char *argv0) {
+static int usage(const char *argv0)
+{
     fprintf(stderr,
             "usage: %s [--quick] [--cases a,b,...] [--json] [--reps R] [--baseline-reps R]\n"
             "          [--no-baseline] [--set NAME=VALUE]... [--list]\n",
@@ -447,7 +452,8 @@ static int usage(const char *argv0) {
     return 2;
 }
 
-static int select_cases(options *opt, const char *list) {
+static int select_cases(options *opt, const char *list)
+{
     char *copy = strdup(list), *save = NULL;
     int ok = copy != NULL;
     for (char *tok = copy ? strtok_r(copy, ",", &save) : NULL; tok;
@@ -466,7 +472,8 @@ static int select_cases(options *opt, const char *list) {
     return ok;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     options opt = {.reps = 5, .baseline_reps = 0, .baseline = 1};
     int any_selected = 0;
     sparcl_params_clear(&opt.params);
