@@ -243,7 +243,7 @@ ParameterizedTest(fcase *c, forward, matches_oracle, .timeout = 600)
  * context for all, because CLBlast compiles its GEMM kernels once per
  * context (about 20 s on POCL the first time; POCL's cache in the build
  * tree makes later runs fast). */
-Test(forward, dense_algo_matches_oracle, .timeout = 900)
+Test(forward, dense_algo_matches_oracle, .timeout = 600)
 {
     static const fcase cases[] = {
         /* b  hq hkv  lq   lk   dim  pattern           causal left right block */
