@@ -23,13 +23,17 @@ typedef struct sparcl__problem {
 } sparcl__problem;
 
 typedef struct sparcl__kernel_schema {
-    const char *name; /* family, e.g. "attn_fwd" */
+    const char *name; /* family, e.g. "attn_fwd"; also the kernel's name */
     const char *file; /* kernel file in cl/ */
     const sparcl__param_def *params;
     int n_params;
+    /* Defaults of the parameters only this family has, or NULL. */
+    void (*fill_extra)(sparcl_params *p, const sparcl__problem *prob,
+                       const sparcl__device_limits *limits);
 } sparcl__kernel_schema;
 
 extern const sparcl__kernel_schema sparcl__schema_attn_fwd;
+extern const sparcl__kernel_schema sparcl__schema_attn_entmax; /* params_entmax.c */
 
 /* Checks that `p` holds exactly the schema's parameters with allowed values
  * and that they satisfy the constraints and the device's limits (work-group

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "attention_kinds.h"
 #include "error.h"
 #include "layout.h"
 
@@ -48,6 +49,12 @@ SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_
               l->kv_len != d->kv_len))
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "reference: layout shape does not match the descriptor");
+    if (d->attention != SPARCL_ATTENTION_EXACT)
+        return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
+                            "reference: FAVOR+ and Linformer have no reference here (their "
+                            "random matrices live in the plan)");
+    float alpha;
+    sparcl__entmax_norm(d, &alpha);
     int *keys = malloc(sizeof *keys * (size_t)d->kv_len);
     double *s = malloc(sizeof *s * (size_t)d->kv_len);
     if (!keys || !s) {
@@ -79,21 +86,28 @@ SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_
                     s[t] = dot * scale;
                     mx = s[t] > mx ? s[t] : mx;
                 }
+                /* s[] becomes the weights, lse the row's LSE (softmax) or
+                 * threshold (sparse normalizations, reference_entmax.c). */
+                double l;
+                if (alpha > 0.0f) {
+                    l = sparcl__reference_entmax_row(s, n, alpha, s);
+                } else {
+                    double sum = 0.0;
+                    for (int64_t t = 0; t < n; ++t)
+                        sum += s[t] = exp(s[t] - mx);
+                    for (int64_t t = 0; t < n; ++t)
+                        s[t] /= sum;
+                    l = n > 0 ? mx + log(sum) : -INFINITY;
+                }
                 for (int x = 0; x < D; ++x)
                     oi[x] = 0.0;
-                double sum = 0.0;
                 for (int64_t t = 0; t < n; ++t) {
-                    double p = exp(s[t] - mx);
-                    sum += p;
                     const float *vj = vh + (int64_t)keys[t] * D;
                     for (int x = 0; x < D; ++x)
-                        oi[x] += p * vj[x];
+                        oi[x] += s[t] * vj[x];
                 }
-                if (n > 0)
-                    for (int x = 0; x < D; ++x)
-                        oi[x] /= sum;
                 if (lse)
-                    lse[row] = n > 0 ? mx + log(sum) : -INFINITY;
+                    lse[row] = l;
             }
         }
     free(keys);
