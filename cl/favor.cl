@@ -7,35 +7,33 @@
  * causally, and divide.  They take no tuning parameters: each is one pass
  * over its data.
  *
- * Rows are indexed r = (b * heads + h) * len + i over [B, heads, len].
+ * Row kernels run over (len, heads, batch) work-items; row i of head h of
+ * batch b is r = (b * heads + h) * len + i in the contiguous scratch.
  */
 
 /* Added to every feature, as in the paper's code: keeps the normalizer
  * positive when all exponentials underflow. */
 #define FAVOR_EPS 1e-6f
 
-/* Row r of a strided [B, H, S, D] tensor. */
-inline __global const float *favor_row(__global const float *x, int r, int heads, int len,
-                                       long sb, long sh, long ss)
-{
-    const int i = r % len, bh = r / len;
-    return x + (long)(bh / heads) * sb + (long)(bh % heads) * sh + (long)i * ss;
-}
+/* This work-item's row: its index in the scratch, and its offset in a
+ * strided [B, H, S, D] tensor. */
+#define FAVOR_ROW_INDEX() \
+    (((long)get_global_id(2) * get_global_size(1) + get_global_id(1)) * get_global_size(0) + \
+     get_global_id(0))
+#define FAVOR_ROW_OFFSET(sb, sh, ss) \
+    ((long)get_global_id(2) * (sb) + (long)get_global_id(1) * (sh) + (long)get_global_id(0) * (ss))
 
 /* In place on the projections w_f . x (already times sqrt(scale)) of `m`
  * features per row: phi = (exp(w.x - scale |x|^2 / 2 - stab) + eps) / sqrt(m),
  * where stab is the row's own largest projection (per_row, queries) or the
  * (batch, head)'s largest over all its rows (head_max, keys). */
 __kernel void favor_phi(__global float *restrict dash, __global const float *restrict x,
-                        __global const float *restrict head_max, const int per_row,
-                        const int rows, const int m, const int dim, const int heads,
-                        const int len, const long sb, const long sh, const long ss,
+                        __global const float *restrict head_max, const int per_row, const int m,
+                        const int dim, const long sb, const long sh, const long ss,
                         const float scale)
 {
-    const int r = get_global_id(0);
-    if (r >= rows)
-        return;
-    __global const float *xr = favor_row(x, r, heads, len, sb, sh, ss);
+    const long r = FAVOR_ROW_INDEX();
+    __global const float *xr = x + FAVOR_ROW_OFFSET(sb, sh, ss);
     float n2 = 0.0f;
     for (int d = 0; d < dim; ++d)
         n2 = fma(xr[d], xr[d], n2);
@@ -45,7 +43,7 @@ __kernel void favor_phi(__global float *restrict dash, __global const float *res
         for (int f = 0; f < m; ++f)
             stab = fmax(stab, row[f]);
     else
-        stab = head_max[r / len];
+        stab = head_max[get_global_id(2) * get_global_size(1) + get_global_id(1)];
     const float shift = 0.5f * scale * n2 + stab, ratio = rsqrt((float)m);
     for (int f = 0; f < m; ++f)
         row[f] = ratio * (exp(row[f] - shift) + FAVOR_EPS);
@@ -68,14 +66,10 @@ __kernel void favor_head_max(__global const float *restrict dash, __global float
 /* vaug row r = [v row r, 1]: the ones column carries the normalizer
  * through the same products as the values. */
 __kernel void favor_augment(__global const float *restrict v, __global float *restrict vaug,
-                            const int rows, const int dim, const int heads, const int len,
-                            const long sb, const long sh, const long ss)
+                            const int dim, const long sb, const long sh, const long ss)
 {
-    const int r = get_global_id(0);
-    if (r >= rows)
-        return;
-    __global const float *vr = favor_row(v, r, heads, len, sb, sh, ss);
-    __global float *dst = vaug + (long)r * (dim + 1);
+    __global const float *vr = v + FAVOR_ROW_OFFSET(sb, sh, ss);
+    __global float *dst = vaug + FAVOR_ROW_INDEX() * (dim + 1);
     for (int d = 0; d < dim; ++d)
         dst[d] = vr[d];
     dst[dim] = 1.0f;
@@ -109,14 +103,10 @@ __kernel void favor_causal_mask(__global float *restrict a, const int n, const i
 
 /* out row r = oaug[r][0..dim) / oaug[r][dim]. */
 __kernel void favor_finish(__global const float *restrict oaug, __global float *restrict o,
-                           const int rows, const int dim, const int heads, const int len,
-                           const long sb, const long sh, const long ss)
+                           const int dim, const long sb, const long sh, const long ss)
 {
-    const int r = get_global_id(0);
-    if (r >= rows)
-        return;
-    __global const float *src = oaug + (long)r * (dim + 1);
-    __global float *dst = (__global float *)favor_row(o, r, heads, len, sb, sh, ss);
+    __global const float *src = oaug + FAVOR_ROW_INDEX() * (dim + 1);
+    __global float *dst = o + FAVOR_ROW_OFFSET(sb, sh, ss);
     const float inv = 1.0f / src[dim];
     for (int d = 0; d < dim; ++d)
         dst[d] = src[d] * inv;

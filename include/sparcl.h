@@ -448,6 +448,15 @@ SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_
  *   causal, no layout.  Projections run in CLBlast (same queue rule as
  *   FAVOR+).
  *
+ * CLBlast keeps its built programs in one process-wide cache.  Freeing a
+ * context whose plans used CLBlast clears that cache (CLBlast can only clear
+ * all of it), so CLBlast calls of other live contexts rebuild their kernels
+ * once, from POCL's or the driver's binary cache where there is one.
+ *
+ * sparcl_reference_forward() honours `normalization` (tau in lse) and
+ * refuses FAVOR+ and Linformer descriptors with SPARCL_ERR_NOT_SUPPORTED:
+ * their random matrices live in the plan; the tests hold their oracles.
+ *
  * Errors at sparcl_plan_init(): SPARCL_ERR_INVALID_ARGUMENT for an unknown
  * normalization or kind, alpha outside (1, 2], features < 1 or above
  * SPARCL_MAX_FEATURES, proj_len outside [1, kv_len]; SPARCL_ERR_NOT_SUPPORTED

@@ -35,6 +35,7 @@ struct sparcl_ctx {
     cl_int cl_error;
     sparcl_log_fn log_fn;
     void *log_user;
+    int clblast_used;          /* CLBlast holds programs of this context (gemm.c) */
 };
 
 #endif

@@ -159,6 +159,7 @@ sparcl_status sparcl__favor_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
         (st = sparcl__favor_redraw(p, desc->seed)) != SPARCL_OK)
         goto fail;
     p->device_bytes = bytes;
+    sparcl__gemm_note_use(ctx);
     *out = p;
     return SPARCL_OK;
 fail:
@@ -167,7 +168,7 @@ fail:
 }
 
 /* Sets the kernel's arguments (each a pointer and a size) and enqueues it
- * over `global` work-items in up to two dimensions. */
+ * over g0 x g1 x g2 work-items. */
 typedef struct arg {
     size_t size;
     const void *value;
@@ -175,15 +176,15 @@ typedef struct arg {
 #define ARG(x) ((arg){sizeof(x), &(x)})
 
 static sparcl_status launch(sparcl_plan *p, cl_command_queue queue, int which, const arg *args,
-                            int n_args, size_t g0, size_t g1)
+                            int n_args, size_t g0, size_t g1, size_t g2)
 {
     cl_kernel kn = p->favor->kernel[which];
     cl_int err = CL_SUCCESS;
     for (int a = 0; a < n_args; ++a)
         err |= clSetKernelArg(kn, (cl_uint)a, args[a].size, args[a].value);
-    const size_t global[2] = {g0, g1};
-    if (err == CL_SUCCESS && g0 && g1)
-        err = clEnqueueNDRangeKernel(queue, kn, 2, NULL, global, NULL, 0, NULL, NULL);
+    const size_t global[3] = {g0, g1, g2};
+    if (err == CL_SUCCESS && g0 && g1 && g2)
+        err = clEnqueueNDRangeKernel(queue, kn, 3, NULL, global, NULL, 0, NULL, NULL);
     return err == CL_SUCCESS ? SPARCL_OK : sparcl__fail_cl(p->ctx, err, kernel_names[which]);
 }
 
@@ -218,20 +219,19 @@ static sparcl_status features(sparcl_plan *p, cl_command_queue queue, cl_mem x, 
         }
     if (st)
         return st;
-    const cl_int rows = d->batch * heads * len, per_row = head_max == NULL;
-    const cl_int n_heads = d->batch * heads;
+    const cl_int per_row = head_max == NULL, n_heads = d->batch * heads;
     const cl_long per_head = (cl_long)len * m;
     if (head_max) {
         const arg a[] = {ARG(dst), ARG(head_max), ARG(n_heads), ARG(per_head)};
-        if ((st = launch(p, queue, K_HEAD_MAX, a, 4, (size_t)n_heads, 1)))
+        if ((st = launch(p, queue, K_HEAD_MAX, a, 4, (size_t)n_heads, 1, 1)))
             return st;
     }
-    const cl_int cm = m, cdim = dim, cheads = heads, clen = len;
+    const cl_int cm = m, cdim = dim;
     const cl_long sb = s.batch, sh = s.head, ss = s.seq;
     const cl_float cscale = scale;
-    const arg a[] = {ARG(dst), ARG(x),  ARG(head_max), ARG(per_row), ARG(rows), ARG(cm),
-                     ARG(cdim), ARG(cheads), ARG(clen), ARG(sb), ARG(sh), ARG(ss), ARG(cscale)};
-    return launch(p, queue, K_PHI, a, 13, (size_t)rows, 1);
+    const arg a[] = {ARG(dst), ARG(x),  ARG(head_max), ARG(per_row), ARG(cm),
+                     ARG(cdim), ARG(sb), ARG(sh), ARG(ss), ARG(cscale)};
+    return launch(p, queue, K_PHI, a, 10, (size_t)len, (size_t)heads, (size_t)d->batch);
 }
 
 /* oaug = phi(Q) times the states, chunk by chunk when causal. */
@@ -257,7 +257,7 @@ static sparcl_status products(sparcl_plan *p, cl_command_queue queue, const scra
     if (d->causal) {
         const cl_int n_heads = d->batch * d->kv_heads, cn = n_chunks, width = (cl_int)(m * da);
         const arg a[] = {ARG(w->state), ARG(n_heads), ARG(cn), ARG(width)};
-        if ((st = launch(p, queue, K_PREFIX, a, 4, (size_t)width, (size_t)n_heads)))
+        if ((st = launch(p, queue, K_PREFIX, a, 4, (size_t)width, (size_t)n_heads, 1)))
             return st;
     }
     for (int bq = 0; bq < d->batch * d->q_heads && !st; ++bq) {
@@ -279,7 +279,7 @@ static sparcl_status products(sparcl_plan *p, cl_command_queue queue, const scra
             const cl_int cl_len = len, ld = CHUNK;
             const arg a[] = {ARG(w->a), ARG(cl_len), ARG(ld)};
             if (!st)
-                st = launch(p, queue, K_MASK, a, 3, (size_t)len, (size_t)len);
+                st = launch(p, queue, K_MASK, a, 3, (size_t)len, (size_t)len, 1);
             if (!st)
                 st = sparcl__gemm(p->ctx, queue, len, da, len, 1.0f,
                                   (sparcl__mat){w->a, 0, CHUNK, 0},
@@ -321,20 +321,20 @@ sparcl_status sparcl__favor_forward(sparcl_plan *p, cl_command_queue queue,
         (st = features(p, queue, q, ts[0], d->q_heads, d->q_len, w.qf, NULL)) ||
         (st = features(p, queue, k, ts[1], d->kv_heads, d->kv_len, w.kf, w.kmax)))
         goto done;
+    const cl_int dim = d->head_dim;
     {
-        const cl_int rows = (cl_int)rk, dim = d->head_dim, heads = d->kv_heads, len = d->kv_len;
         const cl_long sb = ts[2].batch, sh = ts[2].head, ss = ts[2].seq;
-        const arg a[] = {ARG(v), ARG(w.vaug), ARG(rows), ARG(dim), ARG(heads),
-                         ARG(len), ARG(sb), ARG(sh), ARG(ss)};
-        if ((st = launch(p, queue, K_AUGMENT, a, 9, rk, 1)) || (st = products(p, queue, &w)))
+        const arg a[] = {ARG(v), ARG(w.vaug), ARG(dim), ARG(sb), ARG(sh), ARG(ss)};
+        if ((st = launch(p, queue, K_AUGMENT, a, 6, (size_t)d->kv_len, (size_t)d->kv_heads,
+                         (size_t)d->batch)) ||
+            (st = products(p, queue, &w)))
             goto done;
     }
     {
-        const cl_int rows = (cl_int)rq, dim = d->head_dim, heads = d->q_heads, len = d->q_len;
         const cl_long sb = ts[3].batch, sh = ts[3].head, ss = ts[3].seq;
-        const arg a[] = {ARG(w.oaug), ARG(out), ARG(rows), ARG(dim), ARG(heads),
-                         ARG(len), ARG(sb), ARG(sh), ARG(ss)};
-        if ((st = launch(p, queue, K_FINISH, a, 9, rq, 1)))
+        const arg a[] = {ARG(w.oaug), ARG(out), ARG(dim), ARG(sb), ARG(sh), ARG(ss)};
+        if ((st = launch(p, queue, K_FINISH, a, 6, (size_t)d->q_len, (size_t)d->q_heads,
+                         (size_t)d->batch)))
             goto done;
     }
     if (event) {

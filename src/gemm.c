@@ -2,6 +2,7 @@
  * gemm.c -- see gemm.h.
  */
 #include <clblast_c.h>
+#include <pthread.h>
 
 #include "ctx.h"
 #include "error.h"
@@ -20,6 +21,19 @@ sparcl_status sparcl__gemm(sparcl_ctx *ctx, cl_command_queue queue, size_t m, si
                             "CLBlastSgemm (%zu x %zu x %zu) failed with status %d", m, n, kk,
                             (int)st);
     return SPARCL_OK;
+}
+
+void sparcl__gemm_note_use(sparcl_ctx *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
+    ctx->clblast_used = 1;
+    pthread_mutex_unlock(&ctx->lock);
+}
+
+void sparcl__gemm_release(sparcl_ctx *ctx)
+{
+    if (ctx->clblast_used)
+        CLBlastClearCache();
 }
 
 sparcl_status sparcl__scratch(sparcl_ctx *ctx, cl_mem *out, size_t bytes, const char *what)

@@ -22,6 +22,15 @@ sparcl_status sparcl__gemm(sparcl_ctx *ctx, cl_command_queue queue, size_t m, si
                            size_t kk, float alpha, sparcl__mat a, sparcl__mat b, float beta,
                            sparcl__mat c);
 
+/* Records that plans of `ctx` use CLBlast (thread-safe). */
+void sparcl__gemm_note_use(sparcl_ctx *ctx);
+
+/* Called by sparcl_ctx_free: CLBlast caches programs per OpenCL context in a
+ * process-wide cache that would otherwise outlive the context (and crash
+ * some drivers, oclgrind among them, at exit).  CLBlast can only clear the
+ * whole cache, so other contexts rebuild (or reload) on their next call. */
+void sparcl__gemm_release(sparcl_ctx *ctx);
+
 /* A read-write device buffer of `bytes` (at least 4), or
  * SPARCL_ERR_OUT_OF_MEMORY naming `what`.  Released by the caller; buffers
  * released while enqueued work uses them live until that work completes. */

@@ -109,6 +109,7 @@ sparcl_status sparcl__linformer_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
         st = sparcl__linformer_redraw(p, desc->seed);
     if (st != SPARCL_OK)
         goto fail;
+    sparcl__gemm_note_use(ctx);
     *out = p;
     return SPARCL_OK;
 fail:
