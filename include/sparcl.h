@@ -397,6 +397,493 @@ SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_
                                                   const float *q, const float *k, const float *v,
                                                   double *out, double *lse);
 
+/* ---- Tuning: search spaces, device fingerprints, tuning databases ---- */
+/*
+ * The interface sparcl-tune (or any other tuner) drives the library with.  A
+ * kernel family ("attn_fwd", ...) declares its parameter space as data; a
+ * tuner enumerates it, filters candidates with sparcl_kernel_check_params(),
+ * runs each one through sparcl_plan_init() with sparcl_plan_desc.params set,
+ * and records the outcome in a tuning database.  Plans read the database
+ * when they are created:
+ *
+ *   1. sparcl_plan_desc.params, if given (source OVERRIDE);
+ *   2. the user database: the path set with sparcl_ctx_set_tuning_db(), else
+ *      $SPARCL_DB, else $XDG_CACHE_HOME/sparcl/tuning.db (~/.cache/...);
+ *   3. the shipped database (installed with the library, or in the build
+ *      tree), unless turned off with sparcl_ctx_set_tuning_db();
+ *   4. the built-in defaults (source DEFAULT).
+ *
+ * Within a database the lookup takes rows of the current kernel hash only,
+ * and prefers the exact device fingerprint, then the same device under
+ * another driver (used, with a warning), then the same vendor and device
+ * type; within that, the exact problem, else the nearest one in log-space of
+ * the sizes and density whose parameters are valid for this problem.  The
+ * first database with a usable row wins.  A database that is missing is
+ * skipped quietly; one that is corrupt, of another schema version, locked
+ * for longer than 250 ms or unreadable is skipped with a
+ * SPARCL_LOG_WARNING through the log callback.  A lookup never fails plan
+ * creation, and a tuned row whose program fails to build falls back to the
+ * defaults with a warning.
+ */
+
+/* Number of kernel families the library knows, and the name of family i
+ * (0 <= i < count; NULL out of range).  Static strings. */
+SPARCL_API int sparcl_kernel_count(void);
+SPARCL_API const char *sparcl_kernel_name(int index);
+
+#define SPARCL_PARAM_CHOICES_MAX 32
+
+/* One kernel family's parameter space: names and candidate values
+ * (ascending).  Constraints between parameters and the device's limits are
+ * checked by sparcl_kernel_check_params(), not encoded here. */
+typedef struct sparcl_param_space {
+    int count;
+    struct {
+        char name[SPARCL_PARAM_NAME_MAX];
+        int n_choices;
+        int32_t choices[SPARCL_PARAM_CHOICES_MAX];
+        const char *doc; /* one-line description, static */
+    } item[SPARCL_PARAMS_MAX];
+} sparcl_param_space;
+
+/* Fills *space with the parameters of kernel family `kernel`.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL or unknown family).  ctx may be
+ * NULL (it only receives the message).  Thread-safe. */
+SPARCL_API sparcl_status sparcl_kernel_space(sparcl_ctx *ctx, const char *kernel,
+                                             sparcl_param_space *space);
+
+/* Checks a complete parameter set of `kernel` for the problem `desc` on the
+ * context's device: every parameter present with an allowed value, the
+ * constraints between parameters, and the work-group, local- and
+ * private-memory formulas against the device's limits.  Nothing is built or
+ * launched.  Returns SPARCL_OK, SPARCL_ERR_INVALID_ARGUMENT (naming the
+ * first violation) or SPARCL_ERR_NOT_SUPPORTED (a device limit). */
+SPARCL_API sparcl_status sparcl_kernel_check_params(sparcl_ctx *ctx, const char *kernel,
+                                                    const sparcl_plan_desc *desc,
+                                                    const sparcl_params *params);
+
+/* The built-in default parameters of `kernel` for `desc` on the context's
+ * device (what a plan uses when no database has a row).  *params is
+ * overwritten. */
+SPARCL_API sparcl_status sparcl_kernel_default_params(sparcl_ctx *ctx, const char *kernel,
+                                                      const sparcl_plan_desc *desc,
+                                                      sparcl_params *params);
+
+/* Writes the 16-hex-digit hash of `kernel`'s source (the common header
+ * included) and fixed build options into buf (size >= 17).  It changes
+ * whenever the kernel code does, which retires tuned rows.  Honors
+ * SPARCL_KERNEL_DIR like program building does. */
+SPARCL_API sparcl_status sparcl_kernel_hash(sparcl_ctx *ctx, const char *kernel, char *buf,
+                                            size_t size);
+
+/* The device fingerprint a tuning row is keyed by. */
+typedef struct sparcl_device_info {
+    char platform[128]; /* CL_PLATFORM_NAME */
+    char vendor[128];   /* CL_DEVICE_VENDOR */
+    char name[128];     /* CL_DEVICE_NAME */
+    char driver[128];   /* CL_DRIVER_VERSION */
+    char version[128];  /* CL_DEVICE_VERSION */
+    char type[16];      /* "CPU", "GPU", "ACCELERATOR" or "OTHER" */
+    uint32_t compute_units;
+    /* Bytes; global_mem is rounded down to a power of two because some
+     * drivers (POCL) report a value that follows the free memory. */
+    uint64_t global_mem, local_mem, max_alloc;
+} sparcl_device_info;
+
+/* Fills *info for the context's device. */
+SPARCL_API sparcl_status sparcl_ctx_device_info(sparcl_ctx *ctx, sparcl_device_info *info);
+
+/* A tuning problem: the key of a row besides the device. */
+typedef struct sparcl_tuning_problem {
+    char kernel[32];      /* family, "attn_fwd" */
+    char kernel_hash[17]; /* sparcl_kernel_hash() */
+    char dtype[8];        /* "f32" */
+    int batch, q_heads, kv_heads, q_len, kv_len, head_dim;
+    int causal;       /* the plan's causal flag */
+    char pattern[32]; /* layout family for people ("dense", "window", ...) */
+    int block;        /* the layout's block size, 0 without a layout */
+    double density;   /* attended pairs / (heads * q_len * kv_len), causal flag included */
+} sparcl_tuning_problem;
+
+/* Describes the problem `desc` (shapes, layout, causal flag) for kernel
+ * family `kernel`, with `pattern` (NULL: "dense", or "layout" with a layout)
+ * as its family name.  Computes the kernel hash and the density. */
+SPARCL_API sparcl_status sparcl_tuning_problem_init(sparcl_ctx *ctx, sparcl_tuning_problem *out,
+                                                    const char *kernel,
+                                                    const sparcl_plan_desc *desc,
+                                                    const char *pattern);
+
+/* Outcome of one evaluation. */
+typedef enum sparcl_tuning_status {
+    SPARCL_TUNING_OK = 0,           /* verified and timed */
+    SPARCL_TUNING_INVALID = 1,      /* rejected by the plan (constraint or device limit) */
+    SPARCL_TUNING_BUILD_ERROR = 2,  /* the program did not build */
+    SPARCL_TUNING_LAUNCH_ERROR = 3, /* enqueue or execution failed */
+    SPARCL_TUNING_WRONG = 4,        /* result outside the tolerance of the reference */
+    SPARCL_TUNING_TIMEOUT = 5,      /* the watchdog stopped it */
+    SPARCL_TUNING_CRASH = 6         /* the evaluating process died */
+} sparcl_tuning_status;
+
+/* "ok", "invalid", "build_error", "launch_error", "wrong", "timeout",
+ * "crash" (the database's spelling); "unknown" otherwise.  Static. */
+SPARCL_API const char *sparcl_tuning_status_string(sparcl_tuning_status status);
+
+typedef struct sparcl_tuning_result {
+    sparcl_params params;
+    sparcl_tuning_status status;
+    double median_ms, min_ms, max_ms; /* event times of one call; 0 unless OK */
+    int runs;                         /* timed repetitions */
+    double max_err;                   /* vs the reference; < 0 if never run */
+    char message[256];                /* why it failed, "" if OK */
+} sparcl_tuning_result;
+
+/* An open tuning database. */
+typedef struct sparcl_tuning_db sparcl_tuning_db;
+
+/* Flags of sparcl_tuning_db_init(). */
+#define SPARCL_TUNING_DB_READ 0  /* read only; the file must exist */
+#define SPARCL_TUNING_DB_WRITE 1 /* read-write; creates the file and its folder */
+
+/* Writes the default user database path ($SPARCL_DB, else
+ * $XDG_CACHE_HOME/sparcl/tuning.db, else $HOME/.cache/sparcl/tuning.db)
+ * into buf.  SPARCL_ERR_INVALID_ARGUMENT if none can be formed or buf is too
+ * small. */
+SPARCL_API sparcl_status sparcl_tuning_db_default_path(char *buf, size_t size);
+
+/* Opens (with SPARCL_TUNING_DB_WRITE: creates, applies db/schema.sql, turns
+ * on WAL) the database at `path`.  The file's application id and schema
+ * version are checked; a file whose permission bits forbid writing is
+ * refused for WRITE even to root.  Writers wait up to 10 s for a lock.  ctx
+ * may be NULL; it receives messages and must outlive the handle.
+ * One handle must not be used by two threads at once; open one per thread.
+ * Errors: SPARCL_ERR_DATABASE naming the file and the reason (not a sparcl
+ * database, schema version N (expected M), locked, read-only, corrupt...),
+ * SPARCL_ERR_INVALID_ARGUMENT, SPARCL_ERR_OUT_OF_MEMORY. */
+SPARCL_API sparcl_status sparcl_tuning_db_init(sparcl_ctx *ctx, sparcl_tuning_db **out,
+                                               const char *path, int flags);
+
+/* Closes the database.  NULL does nothing. */
+SPARCL_API void sparcl_tuning_db_free(sparcl_tuning_db *db);
+
+/* Commits one evaluation (its own transaction, durable when this returns).
+ * An evaluation of the same device, kernel hash, problem and parameters
+ * that is already stored is kept and this one is ignored, so concurrent
+ * tuners never duplicate rows. */
+SPARCL_API sparcl_status sparcl_tuning_db_record(sparcl_tuning_db *db,
+                                                 const sparcl_device_info *device,
+                                                 const sparcl_tuning_problem *problem,
+                                                 const sparcl_tuning_result *result);
+
+/* Finds the stored evaluation of exactly these parameters (for resuming).
+ * *found is 1 and *out filled if there is one, else 0. */
+SPARCL_API sparcl_status sparcl_tuning_db_find(sparcl_tuning_db *db,
+                                               const sparcl_device_info *device,
+                                               const sparcl_tuning_problem *problem,
+                                               const sparcl_params *params,
+                                               sparcl_tuning_result *out, int *found);
+
+/* The fastest OK evaluation of exactly this device and problem. */
+SPARCL_API sparcl_status sparcl_tuning_db_best(sparcl_tuning_db *db,
+                                               const sparcl_device_info *device,
+                                               const sparcl_tuning_problem *problem,
+                                               sparcl_tuning_result *out, int *found);
+
+/* Number of stored evaluations of this device and problem (any status). */
+SPARCL_API sparcl_status sparcl_tuning_db_count(sparcl_tuning_db *db,
+                                                const sparcl_device_info *device,
+                                                const sparcl_tuning_problem *problem,
+                                                int64_t *count);
+
+/* Writes every evaluation to `path`: CSV with a header when it ends in
+ * ".csv", else SQL text (INSERTs into the evaluation_flat view) that the
+ * sqlite3 CLI or sparcl_tuning_db_import() loads on top of db/schema.sql.
+ * Rows are sorted, so exports diff well. */
+SPARCL_API sparcl_status sparcl_tuning_db_export(sparcl_tuning_db *db, const char *path);
+
+/* Merges a file written by sparcl_tuning_db_export() (CSV or SQL, by
+ * extension) into the database in one transaction; rows already present
+ * are kept.  SQL files may contain only INSERTs into evaluation_flat (and
+ * BEGIN/COMMIT).  *rows, if not NULL, receives the number of rows read. */
+SPARCL_API sparcl_status sparcl_tuning_db_import(sparcl_tuning_db *db, const char *path,
+                                                 int64_t *rows);
+
+/* Which databases plans of this context read.  role SPARCL_TUNING_DB_USER
+ * or SPARCL_TUNING_DB_SHIPPED; path NULL restores the default rule, ""
+ * turns that source off.  The path is copied.  Call it before creating
+ * plans (it takes the context's lock; plans created meanwhile see either
+ * value).  Errors: SPARCL_ERR_INVALID_ARGUMENT (role, over-long path). */
+typedef enum sparcl_tuning_db_role {
+    SPARCL_TUNING_DB_USER = 0,
+    SPARCL_TUNING_DB_SHIPPED = 1
+} sparcl_tuning_db_role;
+SPARCL_API sparcl_status sparcl_ctx_set_tuning_db(sparcl_ctx *ctx, sparcl_tuning_db_role role,
+                                                  const char *path);
+
+/* A sentence on where the plan's parameters came from, e.g. "database
+ * /home/u/.cache/sparcl/tuning.db: exact device, exact problem" or
+ * "built-in defaults".  Valid for the life of the plan. */
+SPARCL_API const char *sparcl_plan_params_origin(const sparcl_plan *plan);
+
+/* ---- Layout patterns from the literature ---- */
+
+/*
+ * Generators for the published sparse-attention patterns.  Each is defined
+ * below token by token; the stored blocks are only the storage.  Common to
+ * all of them:
+ *
+ *  - pos(i) = i + (kv_len - q_len) is the key position of query i
+ *    (bottom-right alignment, as for the foundation layouts).
+ *  - "causal" (where a generator takes it) additionally requires
+ *    j <= pos(i).  A plan's own causal flag does the same on any layout.
+ *  - heads is the number of layout heads (1, or one per query head); a
+ *    generator without per-head options repeats one pattern on every head.
+ *    Any layout is broadcast over the batch by the plan.
+ *  - Block-level patterns (BigBird, global blocks) are defined on the
+ *    layout's block size b in key positions: the "block" of query i is
+ *    floor(pos(i) / b), that of key j is floor(j / b).  With q_len == kv_len
+ *    these are exactly the stored block rows and columns.
+ *  - Time and memory are O(stored blocks + b^2 per partially attended
+ *    block), never O(q_len * kv_len) (except for patterns that are that
+ *    dense).  Nothing depends on global state; random choices come from a
+ *    seed and a splitmix64 generator, identical on every platform.
+ *  - ctx, out, the shape limits and the failure convention are those of
+ *    the foundation constructors: on failure *out is NULL and the message
+ *    on ctx names the parameter (SPARCL_ERR_INVALID_ARGUMENT), or
+ *    SPARCL_ERR_OUT_OF_MEMORY.
+ */
+
+/* Dilated sliding window (Longformer's dilated heads): query i attends key
+ * j iff d = j - pos(i) satisfies -left <= d <= right and d is a multiple of
+ * the head's dilation.  `dilation` is NULL (1 on every head: the plain
+ * window) or an array of `heads` values >= 1, one per head.  The array is
+ * read during the call only. */
+SPARCL_API sparcl_status sparcl_layout_init_dilated_window(sparcl_ctx *ctx, sparcl_layout **out,
+                                                           int heads, int q_len, int kv_len,
+                                                           int block, int left, int right,
+                                                           const int *dilation);
+
+/* Global tokens (Longformer global attention): for the key positions
+ * g in positions[0..count), query i attends key j iff j is global (every
+ * query sees it) or pos(i) is global (that query sees every key); with
+ * causal, also j <= pos(i).  Positions must lie in [0, kv_len); duplicates
+ * are allowed; count 0 gives an empty layout. */
+SPARCL_API sparcl_status sparcl_layout_init_global(sparcl_ctx *ctx, sparcl_layout **out, int heads,
+                                                   int q_len, int kv_len, int block,
+                                                   const int *positions, int count, int causal);
+
+/* Global blocks (BigBird's ITC form): with nb = ceil(kv_len / block), the
+ * global blocks are G = [0, first) and [nb - last, nb).  Query i attends key
+ * j iff floor(j / block) is in G or floor(pos(i) / block) is in G; with
+ * causal, also j <= pos(i).  first, last >= 0 (clipped to nb). */
+SPARCL_API sparcl_status sparcl_layout_init_global_blocks(sparcl_ctx *ctx, sparcl_layout **out,
+                                                          int heads, int q_len, int kv_len,
+                                                          int block, int first, int last,
+                                                          int causal);
+
+/* Strided (Sparse Transformer, Child et al. 2019, both factorized heads in
+ * one pattern), stride l >= 1: with t = pos(i) - j, query i attends key j
+ * iff |t| <= l or t is a multiple of l; with causal (the paper's form),
+ * also t >= 0, i.e. the previous l positions and every l-th one. */
+SPARCL_API sparcl_status sparcl_layout_init_strided(sparcl_ctx *ctx, sparcl_layout **out,
+                                                    int heads, int q_len, int kv_len, int block,
+                                                    int stride, int causal);
+
+/* Parameters of the "fixed" pattern (Sparse Transformer), token units.
+ * DeepSpeed's FixedSparsityConfig is this pattern with stride =
+ * num_local_blocks * b and summary = num_global_blocks * b. */
+typedef struct sparcl_fixed_desc {
+    int stride;     /* l >= 1: the local windows are [m*l, (m+1)*l) */
+    int summary;    /* c in [0, l]: summary tokens at the end of each window */
+    int patterns;   /* >= 1, patterns * summary <= stride: head h uses summary
+                       slot h % patterns (DeepSpeed's num_different_global_patterns) */
+    int horizontal; /* nonzero: summary positions also attend to every key */
+    int causal;     /* nonzero: j <= pos(i) (DeepSpeed's "unidirectional") */
+} sparcl_fixed_desc;
+
+/* Defaults: stride 128, summary 16, patterns 1, not horizontal, causal. */
+SPARCL_API void sparcl_fixed_desc_init(sparcl_fixed_desc *desc);
+
+/* Fixed pattern: with q = h % patterns and S_h = {x : l - (q+1)c <= x mod l
+ * < l - q c}, query i of head h attends key j iff floor(j / l) ==
+ * floor(pos(i) / l) (same window), or j is in S_h (summary column), or
+ * (horizontal) pos(i) is in S_h; with causal, also j <= pos(i).  A short
+ * last window has summary tokens only where it reaches them. */
+SPARCL_API sparcl_status sparcl_layout_init_fixed(sparcl_ctx *ctx, sparcl_layout **out, int heads,
+                                                  int q_len, int kv_len, int block,
+                                                  const sparcl_fixed_desc *desc);
+
+/* Parameters of BigBird (Zaheer et al. 2020), in blocks of the layout. */
+typedef struct sparcl_bigbird_desc {
+    int window;       /* w >= 0: blocks on each side of the query's block */
+    int global_first; /* >= 0: leading global blocks */
+    int global_last;  /* >= 0: trailing global blocks */
+    int random;       /* r >= 0: random blocks per query block */
+    uint64_t seed;    /* the random choice is a function of (seed, head, block) */
+    int per_head;     /* nonzero: each head draws its own random blocks */
+    int causal;       /* nonzero: j <= pos(i); random blocks from the past only */
+} sparcl_bigbird_desc;
+
+/* Defaults: window 1 (three sliding blocks), global_first 1, global_last 1,
+ * random 3, seed 0, per_head 1, not causal. */
+SPARCL_API void sparcl_bigbird_desc_init(sparcl_bigbird_desc *desc);
+
+/* BigBird: with b = block, nb = ceil(kv_len / b), Q = floor(pos(i) / b),
+ * K = floor(j / b) and G the global blocks as in
+ * sparcl_layout_init_global_blocks(), query i attends key j iff
+ * |K - Q| <= w, or K in G, or Q in G, or K is one of the random blocks of
+ * (head, Q); with causal, also j <= pos(i).  The random blocks of query
+ * block Q in [0, nb) are min(r, A) distinct blocks drawn uniformly from the
+ * A blocks outside the window and G (causal: also below Q - w), by a
+ * splitmix64 stream seeded from (seed, head if per_head else 0, Q).  Query
+ * blocks below 0 (q_len > kv_len) draw none. */
+SPARCL_API sparcl_status sparcl_layout_init_bigbird(sparcl_ctx *ctx, sparcl_layout **out, int heads,
+                                                    int q_len, int kv_len, int block,
+                                                    const sparcl_bigbird_desc *desc);
+
+/* Parameters of Longformer (Beltagy et al. 2020). */
+typedef struct sparcl_longformer_desc {
+    int left, right;      /* >= 0: window extents in tokens (w/2 each in the paper) */
+    const int *dilation;  /* NULL (1) or `heads` values >= 1: per-head dilation */
+    const int *global;    /* key positions with global attention, in [0, kv_len) */
+    int n_global;         /* >= 0 entries in global */
+    int causal;           /* nonzero: j <= pos(i) */
+} sparcl_longformer_desc;
+
+/* Defaults: left 256, right 256, no dilation, no global tokens, not
+ * causal. */
+SPARCL_API void sparcl_longformer_desc_init(sparcl_longformer_desc *desc);
+
+/* Longformer: the union of sparcl_layout_init_dilated_window(left, right,
+ * dilation) and sparcl_layout_init_global(global), intersected with
+ * j <= pos(i) when causal.  The arrays are read during the call only. */
+SPARCL_API sparcl_status sparcl_layout_init_longformer(sparcl_ctx *ctx, sparcl_layout **out,
+                                                       int heads, int q_len, int kv_len, int block,
+                                                       const sparcl_longformer_desc *desc);
+
+/* Streaming / A-shape (StreamingLLM attention sinks, MInference's
+ * A-shape): query i attends key j iff j <= pos(i) and (j < sink or
+ * pos(i) - j <= local).  sink, local >= 0. */
+SPARCL_API sparcl_status sparcl_layout_init_streaming(sparcl_ctx *ctx, sparcl_layout **out,
+                                                      int heads, int q_len, int kv_len, int block,
+                                                      int sink, int local);
+
+/* Parameters of vertical-slash (MInference).  Lists of all heads are
+ * concatenated in head order; a NULL counts array means one list shared by
+ * every head, of length n_columns / n_offsets. */
+typedef struct sparcl_vertical_slash_desc {
+    const int *columns;       /* key positions in [0, kv_len) */
+    const int *column_counts; /* `heads` counts, or NULL */
+    int n_columns;            /* length of the shared list when column_counts is NULL */
+    const int *offsets;       /* diagonals pos(i) - j, in [1 - q_len, kv_len - 1] */
+    const int *offset_counts; /* `heads` counts, or NULL */
+    int n_offsets;            /* length of the shared list when offset_counts is NULL */
+    int causal;               /* nonzero: j <= pos(i) (MInference's setting) */
+} sparcl_vertical_slash_desc;
+
+/* Zero lists, causal. */
+SPARCL_API void sparcl_vertical_slash_desc_init(sparcl_vertical_slash_desc *desc);
+
+/* Vertical-slash: query i of head h attends key j iff j is one of head h's
+ * columns or pos(i) - j is one of head h's offsets; with causal, also
+ * j <= pos(i).  The arrays are read during the call only. */
+SPARCL_API sparcl_status sparcl_layout_init_vertical_slash(sparcl_ctx *ctx, sparcl_layout **out,
+                                                           int heads, int q_len, int kv_len,
+                                                           int block,
+                                                           const sparcl_vertical_slash_desc *desc);
+
+/* ---- User-defined layouts and combinators ---- */
+
+/* From BSR arrays of FULL blocks: for head h and block row r (nbr =
+ * ceil(q_len / block), nbc = ceil(kv_len / block)), the block columns
+ * col_idx[row_ptr[h*nbr + r] .. row_ptr[h*nbr + r + 1]) are attended in
+ * full (clipped to the sequence).  row_ptr has heads*nbr + 1 entries,
+ * starts at 0 and never decreases; columns lie in [0, nbc), in any order,
+ * at most nbc per row; duplicates count once.  No block at all is rejected
+ * as invalid.  The arrays are read during the call only. */
+SPARCL_API sparcl_status sparcl_layout_init_bsr(sparcl_ctx *ctx, sparcl_layout **out, int heads,
+                                                int q_len, int kv_len, int block,
+                                                const int64_t *row_ptr, const int32_t *col_idx);
+
+/* From token-level CSR arrays: query i of head h attends the keys
+ * col_idx[row_ptr[h*q_len + i] .. row_ptr[h*q_len + i + 1]).  row_ptr has
+ * heads*q_len + 1 entries, starts at 0 and never decreases; keys lie in
+ * [0, kv_len), any order, duplicates count once.  No pair at all is
+ * rejected as invalid.  The arrays are read during the call only; the
+ * build keeps a sorted copy while it runs (O(nnz) memory). */
+SPARCL_API sparcl_status sparcl_layout_init_csr(sparcl_ctx *ctx, sparcl_layout **out, int heads,
+                                                int q_len, int kv_len, int block,
+                                                const int64_t *row_ptr, const int32_t *col_idx);
+
+/* A pattern as a function: nonzero if query i of head h attends key j. */
+typedef int (*sparcl_layout_predicate)(void *user, int head, int i, int j);
+
+/* From a predicate, evaluated once per (head, i, j) during the call, from
+ * the calling thread only: O(heads * q_len * kv_len) calls, so meant for
+ * experiments and moderate lengths.  A predicate that attends no pair at all
+ * is rejected as invalid. */
+SPARCL_API sparcl_status sparcl_layout_init_predicate(sparcl_ctx *ctx, sparcl_layout **out,
+                                                      int heads, int q_len, int kv_len, int block,
+                                                      sparcl_layout_predicate fn, void *user);
+
+/* Union: query i of head h attends key j iff it does in any of layouts[0 ..
+ * count).  All layouts have the same q_len and kv_len; each has 1 head
+ * (broadcast) or H heads, and the result has max heads.  Block sizes may
+ * differ; the result uses layouts[0]'s.  count in [1, 8].  The inputs are
+ * borrowed during the call only.  Time O(stored blocks of the inputs). */
+SPARCL_API sparcl_status sparcl_layout_init_union(sparcl_ctx *ctx, sparcl_layout **out,
+                                                  const sparcl_layout *const *layouts, int count);
+
+/* Intersection: as sparcl_layout_init_union(), "in every one of". */
+SPARCL_API sparcl_status sparcl_layout_init_intersection(sparcl_ctx *ctx, sparcl_layout **out,
+                                                         const sparcl_layout *const *layouts,
+                                                         int count);
+
+/* Per-head assembly: the heads of layouts[0], then those of layouts[1],
+ * ..., become heads 0, 1, ... of the result (for example one 1-head layout
+ * per query head, a different pattern on each).  Same q_len and kv_len;
+ * block sizes may differ (the result uses layouts[0]'s); count >= 1. */
+SPARCL_API sparcl_status sparcl_layout_init_per_head(sparcl_ctx *ctx, sparcl_layout **out,
+                                                     const sparcl_layout *const *layouts,
+                                                     int count);
+
+/* ---- Layout introspection ---- */
+
+typedef struct sparcl_layout_stats {
+    int heads, q_len, kv_len, block;
+    int block_rows, block_cols;        /* per head */
+    int64_t nnz_blocks;                /* stored blocks, all heads */
+    int64_t full_blocks, partial_blocks;
+    int64_t pairs;                     /* attended (query, key) pairs, all heads */
+    double density;                    /* pairs / (heads * q_len * kv_len) */
+    int64_t row_blocks_min, row_blocks_max; /* stored blocks per block row, any head */
+    double row_blocks_mean;
+    size_t bytes;                      /* host memory of the layout's arrays */
+} sparcl_layout_stats;
+
+/* Fills *stats.  O(heads * block rows).  Errors: SPARCL_ERR_INVALID_ARGUMENT
+ * for NULL (message via sparcl_ctx_errmsg(NULL)). */
+SPARCL_API sparcl_status sparcl_layout_get_stats(const sparcl_layout *layout,
+                                                 sparcl_layout_stats *stats);
+
+/* A read-only view of a layout's BSR arrays (see the Layouts section): head
+ * h, block row r owns entries [row_ptr[h*(block_rows+1) + r],
+ * row_ptr[h*(block_rows+1) + r + 1]) with ascending col; mask[e] is -1 for
+ * FULL, else the index of the PARTIAL block's bit mask in bits (words_per_mask
+ * 64-bit words, bit r*block + c for element (r, c)).  */
+typedef struct sparcl_layout_bsr {
+    int heads, block, block_rows, block_cols, words_per_mask;
+    int64_t nnz, n_masks;
+    const int64_t *row_ptr; /* heads * (block_rows + 1) */
+    const int32_t *col;     /* nnz */
+    const int64_t *mask;    /* nnz */
+    const uint64_t *bits;   /* n_masks * words_per_mask */
+} sparcl_layout_bsr;
+
+/* Fills *view with pointers into the layout, valid until it is freed (a
+ * layout is immutable, so any thread may read them).  Errors:
+ * SPARCL_ERR_INVALID_ARGUMENT for NULL. */
+SPARCL_API sparcl_status sparcl_layout_get_bsr(const sparcl_layout *layout,
+                                               sparcl_layout_bsr *view);
 /* ---- Sparse normalizations, kernelized and low-rank attention ----
  *
  * Three fields of sparcl_plan_desc choose what a plan computes instead of

@@ -18,6 +18,7 @@
  * plan's lock.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -159,6 +160,7 @@ sparcl_status sparcl__favor_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
         (st = sparcl__favor_redraw(p, desc->seed)) != SPARCL_OK)
         goto fail;
     p->device_bytes = bytes;
+    snprintf(p->origin, sizeof p->origin, "FAVOR+ (CLBlast and fixed kernels, no parameters)");
     sparcl__gemm_note_use(ctx);
     *out = p;
     return SPARCL_OK;

@@ -14,6 +14,7 @@
 
 #include "error.h"
 #include "layout.h"
+#include "layout_rules.h"
 
 #define MAX_LEN (1 << 30)
 #define MAX_BLOCK 1024
@@ -207,71 +208,14 @@ SPARCL_API void sparcl_layout_free(sparcl_layout *l)
 
 /* ---- Dense and causal ------------------------------------------------ */
 
-typedef struct band {
-    int q_len, kv_len, block;
-    int64_t lo, hi; /* i attends j iff lo <= j - (i + kv_len - q_len) <= hi */
-} band;
-
-static int band_candidates(const void *self, int h, int br, int32_t *cols)
-{
-    (void)h;
-    const band *b = self;
-    int64_t off = (int64_t)b->kv_len - b->q_len;
-    int64_t i0 = (int64_t)br * b->block;
-    int64_t i1 = i0 + b->block < b->q_len ? i0 + b->block - 1 : b->q_len - 1;
-    int64_t j0 = i0 + off + b->lo, j1 = i1 + off + b->hi;
-    if (j0 < 0)
-        j0 = 0;
-    if (j1 > b->kv_len - 1)
-        j1 = b->kv_len - 1;
-    if (j1 < j0)
-        return 0;
-    int n = 0;
-    for (int64_t c = j0 / b->block; c <= j1 / b->block; ++c)
-        cols[n++] = (int32_t)c;
-    return n;
-}
-
-static int band_classify(const void *self, int h, int br, int bc)
-{
-    (void)h;
-    const band *b = self;
-    int64_t off = (int64_t)b->kv_len - b->q_len;
-    int64_t i0 = (int64_t)br * b->block;
-    int64_t i1 = i0 + b->block < b->q_len ? i0 + b->block - 1 : b->q_len - 1;
-    int64_t j0 = (int64_t)bc * b->block;
-    int64_t j1 = j0 + b->block < b->kv_len ? j0 + b->block - 1 : b->kv_len - 1;
-    /* The element (i, j) is in iff lo <= j - i - off <= hi. */
-    int64_t dmin = j0 - i1 - off, dmax = j1 - i0 - off;
-    if (dmax < b->lo || dmin > b->hi)
-        return SPARCL__BLOCK_EMPTY;
-    if (dmin >= b->lo && dmax <= b->hi)
-        return SPARCL__BLOCK_FULL;
-    return SPARCL__BLOCK_PARTIAL;
-}
-
-static void band_row_span(const void *self, int h, int i, int64_t *j0, int64_t *j1)
-{
-    (void)h;
-    const band *b = self;
-    int64_t pos = (int64_t)i + b->kv_len - b->q_len;
-    *j0 = pos + b->lo;
-    *j1 = pos + b->hi + 1;
-}
-
-static int band_attends(const void *self, int h, int i, int j)
-{
-    (void)h;
-    const band *b = self;
-    int64_t d = (int64_t)j - i - ((int64_t)b->kv_len - b->q_len);
-    return d >= b->lo && d <= b->hi;
-}
-
+/* Dense, causal and window are all bands lo <= j - pos(i) <= hi. */
 static sparcl_status build_band(sparcl_ctx *ctx, sparcl_layout **out, int heads, int q_len,
                                 int kv_len, int block, int64_t lo, int64_t hi)
 {
-    band b = {q_len, kv_len, block, lo, hi};
-    sparcl__rule rule = {&b, band_candidates, band_classify, band_attends, band_row_span};
+    sparcl__dband b = {{0}, lo, hi, NULL, 0};
+    if (block > 0)
+        sparcl__geom_init(&b.g, q_len, kv_len, block);
+    sparcl__rule rule = sparcl__dband_rule(&b);
     return sparcl__layout_build(ctx, out, heads, q_len, kv_len, block, &rule);
 }
 
@@ -286,14 +230,15 @@ SPARCL_API sparcl_status sparcl_layout_init_dense(sparcl_ctx *ctx, sparcl_layout
                                                   int heads, int q_len, int kv_len, int block)
 {
     CHECK_OUT(out);
-    return build_band(ctx, out, heads, q_len, kv_len, block, INT64_MIN / 4, INT64_MAX / 4);
+    return build_band(ctx, out, heads, q_len, kv_len, block, -SPARCL__UNBOUNDED,
+                      SPARCL__UNBOUNDED);
 }
 
 SPARCL_API sparcl_status sparcl_layout_init_causal(sparcl_ctx *ctx, sparcl_layout **out,
                                                    int heads, int q_len, int kv_len, int block)
 {
     CHECK_OUT(out);
-    return build_band(ctx, out, heads, q_len, kv_len, block, INT64_MIN / 4, 0);
+    return build_band(ctx, out, heads, q_len, kv_len, block, -SPARCL__UNBOUNDED, 0);
 }
 
 SPARCL_API sparcl_status sparcl_layout_init_window(sparcl_ctx *ctx, sparcl_layout **out,
@@ -383,6 +328,12 @@ SPARCL_API int sparcl_layout_attends(const sparcl_layout *l, int h, int i, int j
     if (!l || h < 0 || h >= l->heads || i < 0 || i >= l->q_len || j < 0 || j >= l->kv_len)
         return 0;
     int br = i / l->block, bc = j / l->block;
+    int64_t e = sparcl__layout_find(l, h, br, bc);
+    return e >= 0 && sparcl__layout_entry_bit(l, e, i - br * l->block, j - bc * l->block);
+}
+
+int64_t sparcl__layout_find(const sparcl_layout *l, int h, int br, int bc)
+{
     const int64_t *rp = l->row_ptr + (int64_t)h * (l->nbr + 1) + br;
     int64_t lo = rp[0], hi = rp[1];
     while (lo < hi) {
@@ -392,7 +343,5 @@ SPARCL_API int sparcl_layout_attends(const sparcl_layout *l, int h, int i, int j
         else
             hi = mid;
     }
-    if (lo >= rp[1] || l->col[lo] != bc)
-        return 0;
-    return sparcl__layout_entry_bit(l, lo, i - br * l->block, j - bc * l->block);
+    return lo < rp[1] && l->col[lo] == bc ? lo : -1;
 }

@@ -67,6 +67,9 @@ sparcl_status sparcl__layout_check_shape(sparcl_ctx *ctx, int heads, int q_len, 
 sparcl_status sparcl__layout_build(sparcl_ctx *ctx, sparcl_layout **out, int heads, int q_len,
                                    int kv_len, int block, const sparcl__rule *rule);
 
+/* The stored entry of block (br, bc) of head h, or -1.  O(log row nnz). */
+int64_t sparcl__layout_find(const sparcl_layout *l, int h, int br, int bc);
+
 /* 1 if element (r, c) of stored entry e (in block coordinates) attends. */
 static inline int sparcl__layout_entry_bit(const sparcl_layout *l, int64_t e, int r, int c)
 {

@@ -6,6 +6,7 @@
  * tiled kernels for that second step keeps one attention code path.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "attention_kinds.h"
@@ -95,6 +96,7 @@ sparcl_status sparcl__linformer_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
         goto fail;
     p->params = l->inner->params;
     p->source = l->inner->source;
+    snprintf(p->origin, sizeof p->origin, "%s", l->inner->origin);
     const size_t bytes = sizeof(float) * (size_t)desc->proj_len * (size_t)desc->kv_len;
     if ((st = sparcl__scratch(ctx, &l->e, bytes, "Linformer E")) != SPARCL_OK ||
         (st = sparcl__scratch(ctx, &l->f, bytes, "Linformer F")) != SPARCL_OK)

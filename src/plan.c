@@ -10,11 +10,13 @@
 #include "attention_kinds.h"
 #include "ctx.h"
 #include "error.h"
+#include "kernel_registry.h"
 #include "layout.h"
 #include "params.h"
 #include "plan.h"
 #include "program.h"
 #include "tiling.h"
+#include "tuning_lookup.h"
 
 
 SPARCL_API void sparcl_plan_desc_init(sparcl_plan_desc *d)
@@ -131,50 +133,21 @@ sparcl_status sparcl__plan_alloc(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
     return SPARCL_OK;
 }
 
-SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
-                                          const sparcl_plan_desc *desc)
+/* Everything after the choice of parameters; on failure nothing is kept. */
+static sparcl_status create(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
+                            const sparcl__kernel_schema *schema, const sparcl__problem *pprob,
+                            sparcl_params params, sparcl_param_source source, const char *origin,
+                            sparcl_plan **out)
 {
-    if (!out)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "out is NULL");
-    *out = NULL;
-    if (!ctx)
-        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "ctx is NULL");
-    if (!desc)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "desc is NULL");
-    sparcl_status st = sparcl__plan_desc_check(ctx, desc);
-    if (st != SPARCL_OK)
-        return st;
-    if (desc->attention == SPARCL_ATTENTION_FAVOR)
-        return sparcl__favor_plan_init(ctx, out, desc);
-    if (desc->attention == SPARCL_ATTENTION_LINFORMER)
-        return sparcl__linformer_plan_init(ctx, out, desc);
-
-    float alpha = 0.0f;
-    const int norm = sparcl__entmax_norm(desc, &alpha);
-    const sparcl__kernel_schema *schema = norm ? &sparcl__schema_attn_entmax : &sparcl__schema_attn_fwd;
-    sparcl__problem prob = {desc->head_dim};
-    sparcl_params params;
-    sparcl_params_clear(&params);
-    sparcl_param_source source = SPARCL_PARAMS_DEFAULT;
-    if (desc->params) {
-        params = *desc->params;
-        source = SPARCL_PARAMS_OVERRIDE;
-    }
-    sparcl__params_fill_defaults(schema, &params, &prob, &ctx->limits);
-    if (desc->unchecked_params)
-        st = sparcl__params_check_minimal(ctx, &params);
-    else
-        st = sparcl__params_check(ctx, schema, &params, &prob, &ctx->limits);
-    if (st != SPARCL_OK)
-        return st;
-
+    sparcl__problem prob = *pprob;
     sparcl_plan *p;
-    if ((st = sparcl__plan_alloc(ctx, desc, &p)) != SPARCL_OK)
+    sparcl_status st = sparcl__plan_alloc(ctx, desc, &p);
+    if (st != SPARCL_OK)
         return st;
-    p->norm = norm;
-    p->alpha = alpha;
+    const int norm = p->norm = sparcl__entmax_norm(desc, &p->alpha);
     p->params = params;
     p->source = source;
+    snprintf(p->origin, sizeof p->origin, "%s", origin);
     int32_t bm = 0, bn = 0, wg = 0;
     sparcl_params_get(&params, "BLOCK_M", &bm);
     sparcl_params_get(&params, "BLOCK_N", &bn);
@@ -228,6 +201,54 @@ SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
     return SPARCL_OK;
 fail:
     sparcl_plan_free(p);
+    return st;
+}
+
+SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
+                                          const sparcl_plan_desc *desc)
+{
+    if (!out)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    if (!ctx)
+        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "ctx is NULL");
+    if (!desc)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "desc is NULL");
+    sparcl_status st = sparcl__plan_desc_check(ctx, desc);
+    if (st != SPARCL_OK)
+        return st;
+
+    if (desc->attention == SPARCL_ATTENTION_FAVOR)
+        return sparcl__favor_plan_init(ctx, out, desc);
+    if (desc->attention == SPARCL_ATTENTION_LINFORMER)
+        return sparcl__linformer_plan_init(ctx, out, desc);
+
+    float alpha;
+    const sparcl__kernel_schema *schema =
+        sparcl__entmax_norm(desc, &alpha) ? &sparcl__schema_attn_entmax : &sparcl__schema_attn_fwd;
+    sparcl__problem prob = sparcl__problem_from_desc(desc);
+    sparcl_params params;
+    sparcl_param_source source;
+    char origin[SPARCL__ORIGIN_MAX];
+    sparcl__tuning_choose(ctx, schema, desc, &params, &source, origin, sizeof origin);
+    sparcl__params_fill_defaults(schema, &params, &prob, &ctx->limits);
+    if (desc->unchecked_params)
+        st = sparcl__params_check_minimal(ctx, &params);
+    else
+        st = sparcl__params_check(ctx, schema, &params, &prob, &ctx->limits);
+    if (st != SPARCL_OK)
+        return st;
+    st = create(ctx, desc, schema, &prob, params, source, origin, out);
+    if (st != SPARCL_OK && source == SPARCL_PARAMS_DATABASE) {
+        /* A tuned row is a hint: if it cannot run here, the defaults can. */
+        char fallback[SPARCL__ORIGIN_MAX + 64];
+        snprintf(fallback, sizeof fallback, "built-in defaults (tuned row failed: %s)", origin);
+        sparcl__log(ctx, SPARCL_LOG_WARNING, "tuned parameters from %s failed (%s); using the "
+                    "built-in defaults", origin, sparcl_ctx_errmsg(ctx));
+        sparcl_params_clear(&params);
+        sparcl__params_fill_defaults(schema, &params, &prob, &ctx->limits);
+        st = create(ctx, desc, schema, &prob, params, SPARCL_PARAMS_DEFAULT, fallback, out);
+    }
     return st;
 }
 
@@ -442,6 +463,11 @@ SPARCL_API void sparcl_plan_params(const sparcl_plan *p, sparcl_params *params,
         *params = p->params;
     if (source)
         *source = p->source;
+}
+
+SPARCL_API const char *sparcl_plan_params_origin(const sparcl_plan *p)
+{
+    return p ? p->origin : "";
 }
 
 SPARCL_API size_t sparcl_plan_device_bytes(const sparcl_plan *p)

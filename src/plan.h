@@ -21,6 +21,7 @@ struct sparcl_plan {
     cl_mem tile_ptr, tile_col, tile_mask, mask_bits;
     size_t device_bytes;
     int layout_heads, n_tile_rows, wg_size, block_m;
+    char origin[576]; /* sparcl_plan_params_origin() */
     /* Other normalizations and attention kinds (attention_kinds.h). */
     int norm;                            /* attn_entmax's NORM; 0 for softmax */
     float alpha;                         /* entmax alpha when norm != 0 */

@@ -2,7 +2,7 @@
  * program.c -- kernel sources and the per-context program cache.
  *
  * Kernel files in cl/ are embedded into the library by CMake (see
- * cmake/embed_kernels.cmake).  For kernel work they can instead be read from
+ * cmake/embed_files.cmake).  For kernel work they can instead be read from
  * a directory: the SPARCL_KERNEL_DIR environment variable, or the directory
  * configured with -DSPARCL_KERNEL_DIR=... at build time.  Every program is
  * cl/common.clh followed by the kernel file, so kernels share helpers without
@@ -16,6 +16,7 @@
 #include "ctx.h"
 #include "error.h"
 #include "program.h"
+#include "text_file.h"
 
 typedef struct sparcl__embedded_file {
     const char *name;
@@ -23,7 +24,7 @@ typedef struct sparcl__embedded_file {
 } sparcl__embedded_file;
 
 extern const sparcl__embedded_file sparcl__embedded_files[];
-extern const int sparcl__embedded_count;
+extern const int sparcl__embedded_files_count;
 
 struct sparcl__program_entry {
     char *file;
@@ -36,23 +37,7 @@ static char *read_file(const char *dir, const char *file)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, file);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *buf = NULL;
-    if (fseek(f, 0, SEEK_END) == 0) {
-        long n = ftell(f);
-        if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1))) {
-            if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
-                free(buf);
-                buf = NULL;
-            } else {
-                buf[n] = '\0';
-            }
-        }
-    }
-    fclose(f);
-    return buf;
+    return sparcl__read_text_file(path);
 }
 
 char *sparcl__kernel_source(sparcl_ctx *ctx, const char *file)
@@ -69,7 +54,7 @@ char *sparcl__kernel_source(sparcl_ctx *ctx, const char *file)
                          "cannot read kernel source %s/%s", dir, file);
         return text;
     }
-    for (int i = 0; i < sparcl__embedded_count; ++i)
+    for (int i = 0; i < sparcl__embedded_files_count; ++i)
         if (strcmp(sparcl__embedded_files[i].name, file) == 0) {
             char *text = strdup(sparcl__embedded_files[i].text);
             if (!text)

@@ -1,0 +1,330 @@
+/*
+ * test_tune.c -- sparcl-tune end to end on the real device and a real
+ * SQLite file, with tiny problems: a tuning run fills a database that a
+ * plan then uses (and the plan's result matches the oracle); a run killed
+ * with SIGKILL resumes without repeating any stored evaluation; a candidate
+ * that crashes or hangs the worker is recorded and the run goes on; Ctrl-C
+ * stops cleanly; two tuners share one database; unusable databases end the
+ * tuner with a clear error; export and import round-trip.
+ *
+ * The crash and hang use the worker's test hook SPARCL_TUNE_TEST_FAULT.
+ */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "oracle.h"
+#include "scratch.h"
+#include "sparcl.h"
+
+#ifndef SPARCL_TUNE_EXE
+#error "SPARCL_TUNE_EXE must name the sparcl-tune binary"
+#endif
+
+#define TOL 1e-4
+#define TINY "dense:n=17,h=2,kvh=1,d=16"
+
+extern char **environ;
+
+static void make_dir(void)
+{
+    cr_assert_eq(scratch_make("sparcl-tune"), 0);
+}
+
+TestSuite(tune, .fini = scratch_remove);
+
+/* Starts sparcl-tune with args (NULL-terminated), stdout and stderr to
+ * files in dir. */
+static pid_t spawn_tuner(const char *tag, const char *const *args)
+{
+    char out[128], err[128];
+    snprintf(out, sizeof out, "%s/%s.out", scratch_dir, tag);
+    snprintf(err, sizeof err, "%s/%s.err", scratch_dir, tag);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&fa, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const char *argv[32] = {SPARCL_TUNE_EXE};
+    int n = 1;
+    while (args[n - 1] && n < 31) {
+        argv[n] = args[n - 1];
+        ++n;
+    }
+    argv[n] = NULL;
+    pid_t pid = -1;
+    cr_assert_eq(posix_spawn(&pid, SPARCL_TUNE_EXE, &fa, NULL, (char *const *)argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    return pid;
+}
+
+static int wait_exit(pid_t pid)
+{
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static int run_tuner(const char *tag, const char *const *args)
+{
+    return wait_exit(spawn_tuner(tag, args));
+}
+
+static char *slurp(const char *tag, const char *ext)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s.%s", scratch_dir, tag, ext);
+    char *text = scratch_read(path);
+    cr_assert_not_null(text, "cannot read %s", path);
+    return text;
+}
+
+static int count_substr(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+        ++n;
+    return n;
+}
+
+/* SELECT count(*) ... with a WHERE clause, or -1 if unreadable. */
+static long long count_where(const char *db_path, const char *where)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    long long n = -1;
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM evaluation WHERE %s", where);
+    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 2000);
+        if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+            n = sqlite3_column_int64(s, 0);
+    }
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return n;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&t, NULL);
+}
+
+/* Waits until the database holds at least n evaluations (or 120 s). */
+static void wait_rows(const char *db_path, long long n)
+{
+    for (int i = 0; i < 1200 && count_where(db_path, "1") < n; ++i)
+        sleep_ms(100);
+    cr_assert_geq(count_where(db_path, "1"), n);
+}
+
+static int dense_pred(const void *self, int h, int i, int j)
+{
+    (void)self, (void)h, (void)i, (void)j;
+    return 1;
+}
+
+Test(tune, tuned_row_is_used_by_plans)
+{
+    make_dir();
+    char db[128];
+    scratch_path(db, sizeof db, "t.db");
+    const char *args[] = {"--db", db, "--problems", TINY ";window:n=113,h=2,kvh=1,d=16,w=8,blk=16",
+                          "--max-evals", "4", "--budget", "quick", NULL};
+    cr_assert_eq(run_tuner("run", args), 0, "%s", slurp("run", "err"));
+    char *out = slurp("run", "out");
+    cr_assert(strstr(out, "speedup"), "no final table:\n%s", out);
+    cr_assert_eq(count_where(db, "status = 'ok'"), 8, "%s", out);
+    free(out);
+
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    cr_assert_eq(sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_USER, db), SPARCL_OK);
+    cr_assert_eq(sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_SHIPPED, ""), SPARCL_OK);
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.q_heads = 2;
+    d.kv_heads = 1;
+    d.q_len = d.kv_len = 17;
+    d.head_dim = 16;
+    sparcl_plan *plan = NULL;
+    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    sparcl_params used;
+    sparcl_param_source src;
+    sparcl_plan_params(plan, &used, &src);
+    cr_assert_eq(src, SPARCL_PARAMS_DATABASE, "%s", sparcl_plan_params_origin(plan));
+
+    /* ... and it is the best row the tuner stored for this problem. */
+    sparcl_tuning_db *h = NULL;
+    cr_assert_eq(sparcl_tuning_db_init(ctx, &h, db, SPARCL_TUNING_DB_READ), SPARCL_OK);
+    sparcl_device_info dev;
+    sparcl_tuning_problem prob;
+    sparcl_ctx_device_info(ctx, &dev);
+    cr_assert_eq(sparcl_tuning_problem_init(ctx, &prob, "attn_fwd", &d, "dense"), SPARCL_OK);
+    sparcl_tuning_result best;
+    int found = 0;
+    cr_assert_eq(sparcl_tuning_db_best(h, &dev, &prob, &best, &found), SPARCL_OK);
+    cr_assert_eq(found, 1);
+    char a[256], b[256];
+    sparcl_params_format(&used, a, sizeof a);
+    sparcl_params_format(&best.params, b, sizeof b);
+    cr_assert_str_eq(a, b);
+    sparcl_tuning_db_free(h);
+
+    float q[2 * 17 * 16], k[17 * 16], v[17 * 16], o[2 * 17 * 16];
+    double ref[2 * 17 * 16];
+    oracle_fill(q, 2 * 17 * 16, 1);
+    oracle_fill(k, 17 * 16, 2);
+    oracle_fill(v, 17 * 16, 3);
+    cr_assert_eq(sparcl_plan_forward_host(plan, q, k, v, o, NULL), SPARCL_OK);
+    oracle_attention(1, 2, 1, 17, 17, 16, 0.25, dense_pred, NULL, q, k, v, ref, NULL);
+    cr_assert_leq(oracle_max_abs_diff_f(o, ref, 2 * 17 * 16), TOL);
+    sparcl_plan_free(plan);
+    sparcl_ctx_free(ctx);
+}
+
+Test(tune, sigkill_then_resume_repeats_nothing)
+{
+    make_dir();
+    char db[128];
+    scratch_path(db, sizeof db, "k.db");
+    const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "9", "--stagnation",
+                          "0", "--strategy", "random", "--budget", "quick", NULL};
+    pid_t pid = spawn_tuner("first", args);
+    wait_rows(db, 3);
+    cr_assert_eq(kill(pid, SIGKILL), 0);
+    cr_assert_eq(wait_exit(pid), 128 + SIGKILL);
+    long long kept = count_where(db, "1");
+    cr_assert(kept >= 3 && kept < 9, "kept %lld", kept);
+
+    cr_assert_eq(run_tuner("second", args), 0, "%s", slurp("second", "err"));
+    char *out = slurp("second", "out");
+    /* every stored evaluation was taken from the database, the rest run */
+    cr_assert_eq(count_substr(out, "[stored]"), kept, "%s", out);
+    cr_assert_eq(count_substr(out, " eval "), 9, "%s", out);
+    free(out);
+    cr_assert_eq(count_where(db, "1"), 9);
+}
+
+Test(tune, crashing_and_hanging_candidates_are_recorded)
+{
+    make_dir();
+    char db[128];
+    scratch_path(db, sizeof db, "c.db");
+    /* After the default, exhaustive order visits BLOCK_M=1 BLOCK_N=8 with
+     * VEC = 1, 2, 4, 8: the second of those crashes. */
+    setenv("SPARCL_TUNE_TEST_FAULT", "crash:VEC=2", 1);
+    const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "5", "--stagnation",
+                          "0", "--strategy", "exhaustive", "--budget", "quick", NULL};
+    cr_assert_eq(run_tuner("crash", args), 0, "%s", slurp("crash", "err"));
+    cr_assert_eq(count_where(db, "status = 'crash' AND message LIKE '%signal 11%'"), 1);
+    /* the run went on: the candidates after the crash were measured */
+    cr_assert_eq(count_where(db, "status = 'ok'"), 4);
+
+    scratch_path(db, sizeof db, "h.db");
+    setenv("SPARCL_TUNE_TEST_FAULT", "hang:VEC=2", 1);
+    const char *hang[] = {"--db", db, "--problems", TINY, "--max-evals", "4", "--stagnation",
+                          "0", "--strategy", "exhaustive", "--timeout", "2", "--budget", "quick",
+                          NULL};
+    cr_assert_eq(run_tuner("hang", hang), 0, "%s", slurp("hang", "err"));
+    unsetenv("SPARCL_TUNE_TEST_FAULT");
+    cr_assert_eq(count_where(db, "status = 'timeout'"), 1);
+    cr_assert_eq(count_where(db, "status = 'ok'"), 3);
+}
+
+Test(tune, ctrl_c_stops_cleanly)
+{
+    make_dir();
+    char db[128];
+    scratch_path(db, sizeof db, "i.db");
+    const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "40", "--stagnation",
+                          "0", "--budget", "quick", NULL};
+    pid_t pid = spawn_tuner("int", args);
+    wait_rows(db, 2);
+    cr_assert_eq(kill(pid, SIGINT), 0);
+    cr_assert_eq(wait_exit(pid), 130);
+    char *out = slurp("int", "out");
+    cr_assert(strstr(out, "interrupted"), "%s", out);
+    cr_assert(strstr(out, "speedup"), "no final table:\n%s", out);
+    free(out);
+    long long n = count_where(db, "1");
+    cr_assert(n >= 2 && n < 40, "%lld rows", n);
+}
+
+Test(tune, two_tuners_share_a_database)
+{
+    make_dir();
+    char db[128];
+    scratch_path(db, sizeof db, "s.db");
+    const char *a[] = {"--db", db, "--problems", TINY, "--max-evals", "4", "--stagnation", "0",
+                       "--budget", "quick", NULL};
+    const char *b[] = {"--db", db, "--problems", "causal:n=33,h=1,d=16,blk=16", "--max-evals", "4",
+                       "--stagnation", "0", "--budget", "quick", NULL};
+    pid_t pa = spawn_tuner("a", a), pb = spawn_tuner("b", b);
+    cr_assert_eq(wait_exit(pa), 0, "%s", slurp("a", "err"));
+    cr_assert_eq(wait_exit(pb), 0, "%s", slurp("b", "err"));
+    cr_assert_eq(count_where(db, "1"), 8);
+}
+
+Test(tune, unusable_database_is_a_clear_error)
+{
+    make_dir();
+    char db[128];
+    scratch_path(db, sizeof db, "bad.db");
+    FILE *f = fopen(db, "w");
+    fputs("this is not an SQLite database, but it is long enough to look like one...", f);
+    for (int i = 0; i < 200; ++i)
+        fputs("padding padding padding ", f);
+    fclose(f);
+    const char *args[] = {"--db", db, "--problems", TINY, "--budget", "quick", NULL};
+    cr_assert_eq(run_tuner("bad", args), 1);
+    char *err = slurp("bad", "err");
+    cr_assert(strstr(err, "sparcl-tune: error: tuning database") && strstr(err, "bad.db"), "%s",
+              err);
+    free(err);
+
+    scratch_path(db, sizeof db, "ro.db");
+    const char *make[] = {"--db", db, "--export", "/dev/null", NULL};
+    cr_assert_eq(run_tuner("mk", make), 0, "%s", slurp("mk", "err"));
+    cr_assert_eq(chmod(db, 0444), 0);
+    const char *ro[] = {"--db", db, "--problems", TINY, "--budget", "quick", NULL};
+    cr_assert_eq(run_tuner("ro", ro), 1);
+    err = slurp("ro", "err");
+    cr_assert(strstr(err, "read-only"), "%s", err);
+    free(err);
+}
+
+Test(tune, export_and_import_through_the_cli)
+{
+    make_dir();
+    char db[128], db2[128], sql[128], csv[128];
+    scratch_path(db, sizeof db, "e.db");
+    scratch_path(db2, sizeof db2, "e2.db");
+    scratch_path(sql, sizeof sql, "e.sql");
+    scratch_path(csv, sizeof csv, "e.csv");
+    const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "2", "--budget", "quick",
+                          NULL};
+    cr_assert_eq(run_tuner("t", args), 0, "%s", slurp("t", "err"));
+    const char *ex1[] = {"--db", db, "--export", sql, NULL};
+    const char *ex2[] = {"--db", db, "--export", csv, NULL};
+    const char *im1[] = {"--db", db2, "--import", sql, NULL};
+    const char *im2[] = {"--db", db2, "--import", csv, NULL};
+    cr_assert_eq(run_tuner("x1", ex1), 0);
+    cr_assert_eq(run_tuner("x2", ex2), 0);
+    cr_assert_eq(run_tuner("i1", im1), 0, "%s", slurp("i1", "err"));
+    cr_assert_eq(run_tuner("i2", im2), 0, "%s", slurp("i2", "err"));
+    cr_assert_eq(count_where(db2, "1"), 2);
+    char *out = slurp("i2", "out");
+    cr_assert(strstr(out, "imported 2 rows"), "%s", out);
+    free(out);
+}

@@ -1,0 +1,608 @@
+/*
+ * test_tuning_db.c -- the tuning database and the runtime lookup: rows
+ * round-trip through record/find/best and CSV/SQL export/import; a plan
+ * takes its parameters from the database with the documented device and
+ * problem fallbacks, and computes the same attention (checked against the
+ * brute-force oracle, 1e-4); a corrupt, wrong-version, foreign, locked or
+ * read-only database never fails plan creation but warns through the log
+ * callback, while opening it for writing fails with a clear message; two
+ * processes writing one database lose no rows.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "oracle.h"
+#include "scratch.h"
+#include "sparcl.h"
+
+#define TOL 1e-4
+
+static void make_dir(void)
+{
+    cr_assert_eq(scratch_make("sparcl-tdb"), 0);
+}
+
+TestSuite(tuning_db, .fini = scratch_remove);
+
+/* ---- log capture ---- */
+
+typedef struct captured {
+    int warnings;
+    char last[1024];
+} captured;
+
+static void capture(void *user, sparcl_log_level level, const char *msg)
+{
+    captured *c = user;
+    if (level == SPARCL_LOG_WARNING) {
+        ++c->warnings;
+        snprintf(c->last, sizeof c->last, "%s", msg);
+    }
+}
+
+/* ---- fixtures ---- */
+
+static void fake_device(sparcl_device_info *d, const char *name, const char *driver)
+{
+    memset(d, 0, sizeof *d);
+    snprintf(d->platform, sizeof d->platform, "Test Platform");
+    snprintf(d->vendor, sizeof d->vendor, "Test Vendor");
+    snprintf(d->name, sizeof d->name, "%s", name);
+    snprintf(d->driver, sizeof d->driver, "%s", driver);
+    snprintf(d->version, sizeof d->version, "OpenCL 1.2");
+    snprintf(d->type, sizeof d->type, "CPU");
+    d->compute_units = 2;
+    d->global_mem = 1ull << 32;
+    d->local_mem = 65536;
+    d->max_alloc = 1ull << 30;
+}
+
+static void fake_problem(sparcl_tuning_problem *p, int q_len)
+{
+    memset(p, 0, sizeof *p);
+    snprintf(p->kernel, sizeof p->kernel, "attn_fwd");
+    snprintf(p->kernel_hash, sizeof p->kernel_hash, "0123456789abcdef");
+    snprintf(p->dtype, sizeof p->dtype, "f32");
+    p->batch = p->q_heads = p->kv_heads = 1;
+    p->q_len = p->kv_len = q_len;
+    p->head_dim = 64;
+    snprintf(p->pattern, sizeof p->pattern, "dense");
+    p->density = 1.0;
+}
+
+static void ok_result(sparcl_tuning_result *r, int block_m, double ms)
+{
+    memset(r, 0, sizeof *r);
+    sparcl_params_set(&r->params, "BLOCK_M", block_m);
+    sparcl_params_set(&r->params, "BLOCK_N", 16);
+    sparcl_params_set(&r->params, "USE_LOCAL", 0);
+    sparcl_params_set(&r->params, "VEC", 4);
+    sparcl_params_set(&r->params, "WG_SIZE", 1);
+    r->status = SPARCL_TUNING_OK;
+    r->median_ms = ms;
+    r->min_ms = ms * 0.9;
+    r->max_ms = ms * 1.2;
+    r->runs = 5;
+    r->max_err = 1e-7;
+}
+
+static sparcl_tuning_db *open_db(const char *path, int flags)
+{
+    sparcl_tuning_db *db = NULL;
+    sparcl_status st = sparcl_tuning_db_init(NULL, &db, path, flags);
+    cr_assert_eq(st, SPARCL_OK, "open %s: %s", path, sparcl_ctx_errmsg(NULL));
+    return db;
+}
+
+static int64_t count_rows(const char *path)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    int64_t n = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, "SELECT count(*) FROM evaluation", -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW)
+        n = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return n;
+}
+
+static void exec_sql(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+}
+
+static char *slurp(const char *path)
+{
+    char *text = scratch_read(path);
+    cr_assert_not_null(text, "cannot read %s", path);
+    return text;
+}
+
+/* ---- the database API ---- */
+
+Test(tuning_db, record_find_best_count)
+{
+    make_dir();
+    char path[128];
+    scratch_path(path, sizeof path, "sub/folder/t.db"); /* folders are created */
+    sparcl_tuning_db *db = open_db(path, SPARCL_TUNING_DB_WRITE);
+    sparcl_device_info dev;
+    sparcl_tuning_problem prob;
+    fake_device(&dev, "Dev A", "1.0");
+    fake_problem(&prob, 100);
+    sparcl_tuning_result r, got;
+    ok_result(&r, 4, 2.0);
+    cr_assert_eq(sparcl_tuning_db_record(db, &dev, &prob, &r), SPARCL_OK);
+    ok_result(&r, 8, 1.5);
+    cr_assert_eq(sparcl_tuning_db_record(db, &dev, &prob, &r), SPARCL_OK);
+    /* the same parameters again: kept once */
+    cr_assert_eq(sparcl_tuning_db_record(db, &dev, &prob, &r), SPARCL_OK);
+    sparcl_tuning_result bad;
+    ok_result(&bad, 16, 0.1);
+    bad.status = SPARCL_TUNING_WRONG;
+    snprintf(bad.message, sizeof bad.message, "max abs error 3 exceeds 1e-4");
+    cr_assert_eq(sparcl_tuning_db_record(db, &dev, &prob, &bad), SPARCL_OK);
+
+    int64_t n = 0;
+    cr_assert_eq(sparcl_tuning_db_count(db, &dev, &prob, &n), SPARCL_OK);
+    cr_assert_eq(n, 3);
+    int found = 0;
+    cr_assert_eq(sparcl_tuning_db_find(db, &dev, &prob, &bad.params, &got, &found), SPARCL_OK);
+    cr_assert_eq(found, 1);
+    cr_assert_eq(got.status, SPARCL_TUNING_WRONG);
+    cr_assert_str_eq(got.message, bad.message);
+    /* the wrong one is fastest but never best */
+    cr_assert_eq(sparcl_tuning_db_best(db, &dev, &prob, &got, &found), SPARCL_OK);
+    cr_assert_eq(found, 1);
+    int32_t bm = 0;
+    cr_assert(sparcl_params_get(&got.params, "BLOCK_M", &bm));
+    cr_assert_eq(bm, 8);
+    cr_assert_float_eq(got.median_ms, 1.5, 1e-12);
+    cr_assert_eq(got.runs, 5);
+    /* another problem has nothing */
+    sparcl_tuning_problem other;
+    fake_problem(&other, 101);
+    cr_assert_eq(sparcl_tuning_db_best(db, &dev, &other, &got, &found), SPARCL_OK);
+    cr_assert_eq(found, 0);
+    sparcl_tuning_db_free(db);
+    sparcl_tuning_db_free(NULL);
+}
+
+Test(tuning_db, export_import_round_trip)
+{
+    make_dir();
+    char a[128], b[128], c[128], csv[128], sql[128], sql2[128], csv2[128];
+    scratch_path(a, sizeof a, "a.db");
+    scratch_path(b, sizeof b, "b.db");
+    scratch_path(c, sizeof c, "c.db");
+    scratch_path(csv, sizeof csv, "rows.csv");
+    scratch_path(sql, sizeof sql, "rows.sql");
+    scratch_path(sql2, sizeof sql2, "rows2.sql");
+    scratch_path(csv2, sizeof csv2, "rows2.csv");
+    sparcl_tuning_db *db = open_db(a, SPARCL_TUNING_DB_WRITE);
+    sparcl_device_info dev;
+    fake_device(&dev, "Dev, \"quoted\"", "1.0");
+    for (int q = 1; q <= 3; ++q) {
+        sparcl_tuning_problem prob;
+        fake_problem(&prob, 17 * q);
+        sparcl_tuning_result r;
+        ok_result(&r, 4, q);
+        cr_assert_eq(sparcl_tuning_db_record(db, &dev, &prob, &r), SPARCL_OK);
+        r.status = SPARCL_TUNING_CRASH;
+        sparcl_params_set(&r.params, "VEC", 8);
+        snprintf(r.message, sizeof r.message, "worker killed by signal 11, \"x\"");
+        cr_assert_eq(sparcl_tuning_db_record(db, &dev, &prob, &r), SPARCL_OK);
+    }
+    cr_assert_eq(sparcl_tuning_db_export(db, csv), SPARCL_OK);
+    cr_assert_eq(sparcl_tuning_db_export(db, sql), SPARCL_OK);
+    sparcl_tuning_db_free(db);
+
+    int64_t rows = 0;
+    db = open_db(b, SPARCL_TUNING_DB_WRITE);
+    cr_assert_eq(sparcl_tuning_db_import(db, csv, &rows), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
+    cr_assert_eq(rows, 6);
+    cr_assert_eq(sparcl_tuning_db_export(db, sql2), SPARCL_OK);
+    sparcl_tuning_db_free(db);
+    db = open_db(c, SPARCL_TUNING_DB_WRITE);
+    cr_assert_eq(sparcl_tuning_db_import(db, sql, &rows), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
+    cr_assert_eq(rows, 6);
+    /* importing again merges: nothing new */
+    cr_assert_eq(sparcl_tuning_db_import(db, sql, &rows), SPARCL_OK);
+    cr_assert_eq(sparcl_tuning_db_export(db, csv2), SPARCL_OK);
+    sparcl_tuning_db_free(db);
+    cr_assert_eq(count_rows(c), 6);
+    /* CSV -> db -> SQL equals the original SQL, and SQL -> db -> CSV equals
+     * the original CSV: nothing is lost either way. */
+    char *s1 = slurp(sql), *s2 = slurp(sql2), *c1 = slurp(csv), *c2 = slurp(csv2);
+    cr_assert_str_eq(s1, s2);
+    cr_assert_str_eq(c1, c2);
+    free(s1);
+    free(s2);
+    free(c1);
+    free(c2);
+}
+
+Test(tuning_db, import_refuses_other_sql)
+{
+    make_dir();
+    char a[128], evil[128];
+    scratch_path(a, sizeof a, "a.db");
+    scratch_path(evil, sizeof evil, "evil.sql");
+    FILE *f = fopen(evil, "w");
+    fputs("BEGIN;\nDROP TABLE evaluation;\nCOMMIT;\n", f);
+    fclose(f);
+    sparcl_tuning_db *db = open_db(a, SPARCL_TUNING_DB_WRITE);
+    cr_assert_eq(sparcl_tuning_db_import(db, evil, NULL), SPARCL_ERR_DATABASE);
+    cr_assert(strstr(sparcl_ctx_errmsg(NULL), "only INSERT INTO evaluation_flat"), "%s",
+              sparcl_ctx_errmsg(NULL));
+    sparcl_tuning_db_free(db);
+    cr_assert_eq(count_rows(a), 0); /* the table is still there */
+}
+
+/* ---- the runtime lookup ---- */
+
+typedef struct lookup_env {
+    sparcl_ctx *ctx;
+    captured log;
+    char path[128];
+    sparcl_plan_desc desc;
+    sparcl_device_info dev;
+    sparcl_tuning_problem prob;
+} lookup_env;
+
+static void lookup_setup(lookup_env *e, int q_len)
+{
+    make_dir();
+    memset(e, 0, sizeof *e);
+    cr_assert_eq(sparcl_ctx_init(&e->ctx), SPARCL_OK);
+    sparcl_ctx_set_log(e->ctx, capture, &e->log);
+    scratch_path(e->path, sizeof e->path, "user.db");
+    cr_assert_eq(sparcl_ctx_set_tuning_db(e->ctx, SPARCL_TUNING_DB_USER, e->path), SPARCL_OK);
+    cr_assert_eq(sparcl_ctx_set_tuning_db(e->ctx, SPARCL_TUNING_DB_SHIPPED, ""), SPARCL_OK);
+    sparcl_plan_desc_init(&e->desc);
+    e->desc.q_heads = 2;
+    e->desc.kv_heads = 1;
+    e->desc.q_len = e->desc.kv_len = q_len;
+    e->desc.head_dim = 72;
+    cr_assert_eq(sparcl_ctx_device_info(e->ctx, &e->dev), SPARCL_OK);
+    cr_assert_eq(sparcl_tuning_problem_init(e->ctx, &e->prob, "attn_fwd", &e->desc, NULL),
+                 SPARCL_OK);
+}
+
+static void record_row(lookup_env *e, const sparcl_device_info *dev,
+                       const sparcl_tuning_problem *prob, int block_m)
+{
+    sparcl_tuning_db *db = open_db(e->path, SPARCL_TUNING_DB_WRITE);
+    sparcl_tuning_result r;
+    ok_result(&r, block_m, 1.0);
+    cr_assert_eq(sparcl_tuning_db_record(db, dev, prob, &r), SPARCL_OK);
+    sparcl_tuning_db_free(db);
+}
+
+static int dense_pred(const void *self, int h, int i, int j)
+{
+    (void)self, (void)h, (void)i, (void)j;
+    return 1;
+}
+
+/* Creates the plan, checks it against the oracle, returns its BLOCK_M. */
+static int32_t plan_block_m(lookup_env *e, sparcl_param_source *source)
+{
+    sparcl_plan *plan = NULL;
+    sparcl_status st = sparcl_plan_init(e->ctx, &plan, &e->desc);
+    cr_assert_eq(st, SPARCL_OK, "%s", sparcl_ctx_errmsg(e->ctx));
+    sparcl_params p;
+    sparcl_plan_params(plan, &p, source);
+    int32_t bm = 0;
+    cr_assert(sparcl_params_get(&p, "BLOCK_M", &bm));
+    const sparcl_plan_desc *d = &e->desc;
+    size_t nq = (size_t)d->q_heads * d->q_len * d->head_dim;
+    size_t nk = (size_t)d->kv_heads * d->kv_len * d->head_dim;
+    float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *o = malloc(nq * 4);
+    double *ref = malloc(nq * 8);
+    oracle_fill(q, nq, 11);
+    oracle_fill(k, nk, 12);
+    oracle_fill(v, nk, 13);
+    cr_assert_eq(sparcl_plan_forward_host(plan, q, k, v, o, NULL), SPARCL_OK);
+    oracle_attention(1, d->q_heads, d->kv_heads, d->q_len, d->kv_len, d->head_dim,
+                     1.0 / sqrt(d->head_dim), dense_pred, NULL, q, k, v, ref, NULL);
+    double err = oracle_max_abs_diff_f(o, ref, nq);
+    cr_assert(err <= TOL, "max abs error %g with %s", err, sparcl_plan_params_origin(plan));
+    free(q);
+    free(k);
+    free(v);
+    free(o);
+    free(ref);
+    sparcl_plan_free(plan);
+    return bm;
+}
+
+Test(tuning_db, plan_uses_exact_row)
+{
+    lookup_env e;
+    lookup_setup(&e, 113);
+    record_row(&e, &e.dev, &e.prob, 4);
+    sparcl_param_source src;
+    cr_assert_eq(plan_block_m(&e, &src), 4);
+    cr_assert_eq(src, SPARCL_PARAMS_DATABASE);
+    sparcl_plan *plan = NULL;
+    cr_assert_eq(sparcl_plan_init(e.ctx, &plan, &e.desc), SPARCL_OK);
+    const char *origin = sparcl_plan_params_origin(plan);
+    cr_assert(strstr(origin, "exact device") && strstr(origin, "exact problem"), "%s", origin);
+    sparcl_plan_free(plan);
+    cr_assert_eq(e.log.warnings, 0, "%s", e.log.last);
+    /* an explicit override still wins */
+    sparcl_params over;
+    sparcl_params_clear(&over);
+    sparcl_params_set(&over, "BLOCK_M", 2);
+    e.desc.params = &over;
+    cr_assert_eq(plan_block_m(&e, &src), 2);
+    cr_assert_eq(src, SPARCL_PARAMS_OVERRIDE);
+    sparcl_ctx_free(e.ctx);
+}
+
+Test(tuning_db, nearest_problem_and_device_fallbacks)
+{
+    lookup_env e;
+    lookup_setup(&e, 239);
+    sparcl_tuning_problem near = e.prob, far = e.prob;
+    near.q_len = near.kv_len = 256;
+    far.q_len = far.kv_len = 4096;
+    sparcl_device_info other_driver = e.dev, same_vendor = e.dev;
+    snprintf(other_driver.driver, sizeof other_driver.driver, "0.0-old");
+    snprintf(same_vendor.name, sizeof same_vendor.name, "Another Device");
+    record_row(&e, &same_vendor, &e.prob, 1); /* the exact problem, weakest device match */
+    sparcl_param_source src;
+    cr_assert_eq(plan_block_m(&e, &src), 1);
+    cr_assert_eq(src, SPARCL_PARAMS_DATABASE);
+    record_row(&e, &other_driver, &e.prob, 2);
+    cr_assert_eq(plan_block_m(&e, &src), 2);
+    cr_assert_eq(e.log.warnings, 1);
+    cr_assert(strstr(e.log.last, "driver 0.0-old"), "%s", e.log.last);
+    record_row(&e, &e.dev, &far, 16);
+    record_row(&e, &e.dev, &near, 4); /* exact device beats the exact problem elsewhere */
+    cr_assert_eq(plan_block_m(&e, &src), 4);
+    sparcl_plan *plan = NULL;
+    cr_assert_eq(sparcl_plan_init(e.ctx, &plan, &e.desc), SPARCL_OK);
+    cr_assert(strstr(sparcl_plan_params_origin(plan), "nearest problem"), "%s",
+              sparcl_plan_params_origin(plan));
+    sparcl_plan_free(plan);
+    sparcl_ctx_free(e.ctx);
+}
+
+Test(tuning_db, rows_of_other_kernels_vendors_and_invalid_params_are_ignored)
+{
+    lookup_env e;
+    lookup_setup(&e, 17);
+    sparcl_tuning_problem stale = e.prob;
+    snprintf(stale.kernel_hash, sizeof stale.kernel_hash, "ffffffffffffffff");
+    record_row(&e, &e.dev, &stale, 4);
+    sparcl_device_info foreign = e.dev;
+    snprintf(foreign.vendor, sizeof foreign.vendor, "Someone Else");
+    record_row(&e, &foreign, &e.prob, 4);
+    /* BLOCK_M 256 is not a choice: a row the schema rejects is skipped */
+    sparcl_tuning_db *db = open_db(e.path, SPARCL_TUNING_DB_WRITE);
+    sparcl_tuning_result r;
+    ok_result(&r, 256, 0.5);
+    cr_assert_eq(sparcl_tuning_db_record(db, &e.dev, &e.prob, &r), SPARCL_OK);
+    sparcl_tuning_db_free(db);
+    sparcl_param_source src;
+    plan_block_m(&e, &src);
+    cr_assert_eq(src, SPARCL_PARAMS_DEFAULT);
+    cr_assert_eq(e.log.warnings, 0, "%s", e.log.last);
+    sparcl_ctx_free(e.ctx);
+}
+
+/* The runtime falls back to defaults with a warning naming the problem;
+ * the writer refuses with a clear error. */
+static void expect_fallback(lookup_env *e, const char *needle)
+{
+    sparcl_param_source src;
+    int before = e->log.warnings;
+    plan_block_m(e, &src);
+    cr_assert_eq(src, SPARCL_PARAMS_DEFAULT);
+    cr_assert_eq(e->log.warnings, before + 1);
+    cr_assert(strstr(e->log.last, needle), "warning \"%s\" lacks \"%s\"", e->log.last, needle);
+    sparcl_tuning_db *db = NULL;
+    cr_assert_eq(sparcl_tuning_db_init(NULL, &db, e->path, SPARCL_TUNING_DB_WRITE),
+                 SPARCL_ERR_DATABASE);
+    cr_assert_null(db);
+    cr_assert(strstr(sparcl_ctx_errmsg(NULL), needle), "error \"%s\" lacks \"%s\"",
+              sparcl_ctx_errmsg(NULL), needle);
+}
+
+Test(tuning_db, corrupt_file_falls_back)
+{
+    lookup_env e;
+    lookup_setup(&e, 17);
+    FILE *f = fopen(e.path, "wb");
+    for (int i = 0; i < 4096; ++i)
+        fputc((i * 7919) & 255, f);
+    fclose(f);
+    expect_fallback(&e, "not a database");
+    sparcl_ctx_free(e.ctx);
+}
+
+Test(tuning_db, wrong_version_falls_back)
+{
+    lookup_env e;
+    lookup_setup(&e, 17);
+    record_row(&e, &e.dev, &e.prob, 4);
+    exec_sql(e.path, "PRAGMA user_version = 99");
+    expect_fallback(&e, "schema version 99");
+    sparcl_ctx_free(e.ctx);
+}
+
+Test(tuning_db, foreign_database_falls_back)
+{
+    lookup_env e;
+    lookup_setup(&e, 17);
+    exec_sql(e.path, "CREATE TABLE notes (x)");
+    expect_fallback(&e, "not a sparcl tuning database");
+    sparcl_ctx_free(e.ctx);
+}
+
+Test(tuning_db, locked_database_falls_back)
+{
+    lookup_env e;
+    lookup_setup(&e, 17);
+    record_row(&e, &e.dev, &e.prob, 4);
+    sqlite3 *lock = NULL;
+    cr_assert_eq(sqlite3_open(e.path, &lock), SQLITE_OK);
+    /* Exclusive locking mode keeps even WAL readers out. */
+    cr_assert_eq(sqlite3_exec(lock,
+                              "PRAGMA locking_mode=EXCLUSIVE; BEGIN EXCLUSIVE; "
+                              "DELETE FROM evaluation WHERE 0;",
+                              NULL, NULL, NULL),
+                 SQLITE_OK, "%s", sqlite3_errmsg(lock));
+    sparcl_param_source src;
+    plan_block_m(&e, &src);
+    cr_assert_eq(src, SPARCL_PARAMS_DEFAULT);
+    cr_assert_eq(e.log.warnings, 1);
+    cr_assert(strstr(e.log.last, "locked"), "%s", e.log.last);
+    sqlite3_exec(lock, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close(lock);
+    /* once released, the row is used again */
+    cr_assert_eq(plan_block_m(&e, &src), 4);
+    cr_assert_eq(src, SPARCL_PARAMS_DATABASE);
+    sparcl_ctx_free(e.ctx);
+}
+
+Test(tuning_db, read_only_database_is_read_but_not_written)
+{
+    lookup_env e;
+    lookup_setup(&e, 17);
+    record_row(&e, &e.dev, &e.prob, 4);
+    cr_assert_eq(chmod(e.path, 0444), 0);
+    sparcl_param_source src;
+    int32_t bm = plan_block_m(&e, &src);
+    /* Readable: the row is used.  If this platform cannot read it, the
+     * fallback must have warned. */
+    cr_assert(src == SPARCL_PARAMS_DATABASE ? bm == 4 : e.log.warnings == 1);
+    sparcl_tuning_db *db = NULL;
+    cr_assert_eq(sparcl_tuning_db_init(NULL, &db, e.path, SPARCL_TUNING_DB_WRITE),
+                 SPARCL_ERR_DATABASE);
+    cr_assert(strstr(sparcl_ctx_errmsg(NULL), "read-only"), "%s", sparcl_ctx_errmsg(NULL));
+    sparcl_ctx_free(e.ctx);
+}
+
+Test(tuning_db, missing_database_is_quiet)
+{
+    lookup_env e;
+    lookup_setup(&e, 17);
+    sparcl_param_source src;
+    plan_block_m(&e, &src);
+    cr_assert_eq(src, SPARCL_PARAMS_DEFAULT);
+    cr_assert_eq(e.log.warnings, 0, "%s", e.log.last);
+    sparcl_tuning_db *db = NULL;
+    cr_assert_eq(sparcl_tuning_db_init(NULL, &db, e.path, SPARCL_TUNING_DB_READ),
+                 SPARCL_ERR_DATABASE);
+    sparcl_ctx_free(e.ctx);
+}
+
+/* Two writer processes (no OpenCL in this test, so fork is safe). */
+Test(tuning_db, concurrent_writers_lose_no_rows)
+{
+    make_dir();
+    char path[128];
+    scratch_path(path, sizeof path, "shared.db");
+    enum { PER_WRITER = 150 };
+    pid_t pids[2];
+    for (int w = 0; w < 2; ++w) {
+        pids[w] = fork();
+        cr_assert_neq(pids[w], -1);
+        if (pids[w] == 0) {
+            sparcl_tuning_db *db = NULL;
+            if (sparcl_tuning_db_init(NULL, &db, path, SPARCL_TUNING_DB_WRITE) != SPARCL_OK)
+                _exit(10);
+            sparcl_device_info dev;
+            sparcl_tuning_problem prob;
+            fake_device(&dev, "Dev A", "1.0");
+            fake_problem(&prob, 64);
+            for (int i = 0; i < PER_WRITER; ++i) {
+                sparcl_tuning_result r;
+                ok_result(&r, 4, 1.0 + i);
+                sparcl_params_set(&r.params, "WRITER", w);
+                sparcl_params_set(&r.params, "I", i);
+                if (sparcl_tuning_db_record(db, &dev, &prob, &r) != SPARCL_OK)
+                    _exit(11);
+            }
+            sparcl_tuning_db_free(db);
+            _exit(0);
+        }
+    }
+    for (int w = 0; w < 2; ++w) {
+        int st = 0;
+        cr_assert_eq(waitpid(pids[w], &st, 0), pids[w]);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "writer %d: status %d", w, st);
+    }
+    cr_assert_eq(count_rows(path), 2 * PER_WRITER);
+}
+
+Test(tuning_db, default_path_rule)
+{
+    char buf[256];
+    setenv("SPARCL_DB", "/x/y.db", 1);
+    cr_assert_eq(sparcl_tuning_db_default_path(buf, sizeof buf), SPARCL_OK);
+    cr_assert_str_eq(buf, "/x/y.db");
+    unsetenv("SPARCL_DB");
+    setenv("XDG_CACHE_HOME", "/c", 1);
+    cr_assert_eq(sparcl_tuning_db_default_path(buf, sizeof buf), SPARCL_OK);
+    cr_assert_str_eq(buf, "/c/sparcl/tuning.db");
+    unsetenv("XDG_CACHE_HOME");
+    setenv("HOME", "/h", 1);
+    cr_assert_eq(sparcl_tuning_db_default_path(buf, sizeof buf), SPARCL_OK);
+    cr_assert_str_eq(buf, "/h/.cache/sparcl/tuning.db");
+    cr_assert_eq(sparcl_tuning_db_default_path(buf, 8), SPARCL_ERR_INVALID_ARGUMENT);
+}
+
+Test(tuning_db, parameter_space_comes_from_the_schema)
+{
+    cr_assert_geq(sparcl_kernel_count(), 1);
+    cr_assert_str_eq(sparcl_kernel_name(0), "attn_fwd");
+    cr_assert_null(sparcl_kernel_name(sparcl_kernel_count()));
+    sparcl_param_space sp;
+    cr_assert_eq(sparcl_kernel_space(NULL, "attn_fwd", &sp), SPARCL_OK);
+    cr_assert_geq(sp.count, 5);
+    int has_bm = 0;
+    for (int i = 0; i < sp.count; ++i)
+        if (!strcmp(sp.item[i].name, "BLOCK_M"))
+            has_bm = sp.item[i].n_choices > 1;
+    cr_assert(has_bm);
+    cr_assert_eq(sparcl_kernel_space(NULL, "nope", &sp), SPARCL_ERR_INVALID_ARGUMENT);
+
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.q_len = d.kv_len = 17;
+    d.head_dim = 16;
+    sparcl_params p;
+    cr_assert_eq(sparcl_kernel_default_params(ctx, "attn_fwd", &d, &p), SPARCL_OK);
+    cr_assert_eq(sparcl_kernel_check_params(ctx, "attn_fwd", &d, &p), SPARCL_OK);
+    sparcl_params_set(&p, "VEC", 32); /* not a choice */
+    cr_assert_eq(sparcl_kernel_check_params(ctx, "attn_fwd", &d, &p),
+                 SPARCL_ERR_INVALID_ARGUMENT);
+    sparcl_params_set(&p, "VEC", 16);
+    sparcl_params_set(&p, "WG_SIZE", 4096); /* not a choice either */
+    cr_assert_neq(sparcl_kernel_check_params(ctx, "attn_fwd", &d, &p), SPARCL_OK);
+    char h1[17], h2[17];
+    cr_assert_eq(sparcl_kernel_hash(ctx, "attn_fwd", h1, sizeof h1), SPARCL_OK);
+    cr_assert_eq(strlen(h1), 16);
+    cr_assert_eq(sparcl_kernel_hash(ctx, "attn_fwd", h2, sizeof h2), SPARCL_OK);
+    cr_assert_str_eq(h1, h2);
+    sparcl_ctx_free(ctx);
+}

@@ -1,0 +1,543 @@
+/*
+ * sparcl_tune.c -- sparcl-tune: finds the fastest correct kernel parameters
+ * for each problem on a device and stores every evaluation in the tuning
+ * database that plans read at creation.
+ *
+ * This process owns the database and the search; candidates are built, run,
+ * verified and timed in a worker process (tune_worker.c, started through
+ * tune_child.c), so a crash or hang costs one recorded evaluation, not the
+ * run.  Every evaluation is committed as it completes and looked up before
+ * it is run, so a run killed at any moment resumes where it stopped.
+ */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tune.h"
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: sparcl-tune [options]\n"
+            "  --device SEL        OpenCL device: index or name substring (default: SPARCL_DEVICE, "
+            "else first GPU, else CPU)\n"
+            "  --db PATH           tuning database (default: SPARCL_DB, else "
+            "$XDG_CACHE_HOME/sparcl/tuning.db)\n"
+            "  --strategy S        exhaustive | random | anneal (default anneal)\n"
+            "  --budget B          quick (quick problems, 12 evaluations each) | thorough "
+            "(standard problems, 80 each; the default)\n"
+            "  --max-evals N       evaluations per problem, the default's included (0: no limit)\n"
+            "  --max-seconds S     wall time per problem (0: no limit)\n"
+            "  --stagnation K      stop a problem after K evaluations without a new best (0: off)\n"
+            "  --problems P        standard | quick | spec[;spec...], spec = "
+            "PATTERN:n=N,h=H[,kvh=K],d=D[,w=W][,blk=B]\n"
+            "                      with PATTERN dense | causal | window (+-W tokens) | bigbird\n"
+            "  --kernel NAME       tune only this kernel family (default: all it can run)\n"
+            "  --fix NAME=V        search only candidates with NAME=V (repeatable)\n"
+            "  --timeout S         watchdog limit per candidate (default 120)\n"
+            "  --seed N            seed of the random strategies (default 1)\n"
+            "  --export FILE       write the database as FILE.csv or FILE.sql, then exit\n"
+            "  --import FILE       merge a .csv or .sql export into the database, then exit\n"
+            "  --list-devices      list OpenCL devices and exit\n");
+}
+
+typedef struct options {
+    const char *device, *db, *problems, *export_path, *import_path, *kernel;
+    tune_strategy strategy;
+    tune_budget budget;
+    sparcl_params fixed;
+    int max_runs;
+    double timeout;
+    unsigned seed;
+    int list_devices, worker;
+} options;
+
+static int parse_args(int argc, char **argv, options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->strategy = TUNE_ANNEAL;
+    o->timeout = 120;
+    o->seed = 1;
+    int quick = 0, evals = -1, stagnation = -1;
+    double seconds = -1;
+    for (int i = 1; i < argc; ++i) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define TAKES_VALUE                                                                                \
+    do {                                                                                           \
+        if (!v) {                                                                                  \
+            fprintf(stderr, "sparcl-tune: error: %s needs a value\n", a);                          \
+            return -1;                                                                             \
+        }                                                                                          \
+        ++i;                                                                                       \
+    } while (0)
+        if (!strcmp(a, "--worker")) {
+            o->worker = 1;
+        } else if (!strcmp(a, "--list-devices")) {
+            o->list_devices = 1;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            exit(0);
+        } else if (!strcmp(a, "--device")) {
+            TAKES_VALUE;
+            o->device = v;
+        } else if (!strcmp(a, "--db")) {
+            TAKES_VALUE;
+            o->db = v;
+        } else if (!strcmp(a, "--problems")) {
+            TAKES_VALUE;
+            o->problems = v;
+        } else if (!strcmp(a, "--export")) {
+            TAKES_VALUE;
+            o->export_path = v;
+        } else if (!strcmp(a, "--import")) {
+            TAKES_VALUE;
+            o->import_path = v;
+        } else if (!strcmp(a, "--fix")) {
+            TAKES_VALUE;
+            char name[SPARCL_PARAM_NAME_MAX];
+            int value;
+            if (sscanf(v, "%23[A-Za-z0-9_]=%d", name, &value) != 2 ||
+                sparcl_params_set(&o->fixed, name, value) != SPARCL_OK) {
+                fprintf(stderr, "sparcl-tune: error: --fix needs NAME=integer, not \"%s\"\n", v);
+                return -1;
+            }
+        } else if (!strcmp(a, "--kernel")) {
+            TAKES_VALUE;
+            o->kernel = v;
+        } else if (!strcmp(a, "--strategy")) {
+            TAKES_VALUE;
+            if (!strcmp(v, "exhaustive"))
+                o->strategy = TUNE_EXHAUSTIVE;
+            else if (!strcmp(v, "random"))
+                o->strategy = TUNE_RANDOM;
+            else if (!strcmp(v, "anneal"))
+                o->strategy = TUNE_ANNEAL;
+            else {
+                fprintf(stderr, "sparcl-tune: error: unknown strategy \"%s\"\n", v);
+                return -1;
+            }
+        } else if (!strcmp(a, "--budget")) {
+            TAKES_VALUE;
+            if (!strcmp(v, "quick") || !strcmp(v, "thorough"))
+                quick = !strcmp(v, "quick");
+            else {
+                fprintf(stderr, "sparcl-tune: error: budget must be quick or thorough\n");
+                return -1;
+            }
+        } else if (!strcmp(a, "--max-evals") || !strcmp(a, "--stagnation") ||
+                   !strcmp(a, "--max-seconds") || !strcmp(a, "--timeout") ||
+                   !strcmp(a, "--seed")) {
+            TAKES_VALUE;
+            char *end = NULL;
+            double x = strtod(v, &end);
+            if (!end || *end || x < 0) {
+                fprintf(stderr, "sparcl-tune: error: %s needs a number >= 0, not \"%s\"\n", a, v);
+                return -1;
+            }
+            if (!strcmp(a, "--max-evals"))
+                evals = (int)x;
+            else if (!strcmp(a, "--stagnation"))
+                stagnation = (int)x;
+            else if (!strcmp(a, "--max-seconds"))
+                seconds = x;
+            else if (!strcmp(a, "--timeout"))
+                o->timeout = x > 0 ? x : 1;
+            else
+                o->seed = (unsigned)x;
+        } else {
+            fprintf(stderr, "sparcl-tune: error: unknown option %s (try --help)\n", a);
+            return -1;
+        }
+#undef TAKES_VALUE
+    }
+    o->budget.max_evals = evals >= 0 ? evals : quick ? 12 : 80;
+    o->budget.stagnation = stagnation >= 0 ? stagnation : quick ? 8 : 30;
+    o->budget.max_seconds = seconds >= 0 ? seconds : quick ? 90 : 1800;
+    o->max_runs = quick ? 7 : 15;
+    if (!o->problems)
+        o->problems = quick ? "quick" : "standard";
+    return 0;
+}
+
+/* ---- progress ---------------------------------------------------------- */
+
+typedef struct progress {
+    int tty;
+    int problem, n_problems; /* 1-based */
+    int max_evals;
+    double t0, eval_seconds; /* time spent in new evaluations */
+    int new_evals;
+} progress;
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void fmt_time(double s, char *buf, size_t size)
+{
+    long t = (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, size, "%ldh%02ldm", t / 3600, t / 60 % 60);
+    else
+        snprintf(buf, size, "%ldm%02lds", t / 60, t % 60);
+}
+
+/* ---- one problem --------------------------------------------------------- */
+
+typedef struct state {
+    const options *o;
+    sparcl_tuning_db *db;
+    const sparcl_device_info *device;
+    sparcl_tuning_problem key;
+    const tune_problem *prob;
+    tune_child *child;
+    progress *pg;
+    int evals, stored, fatal;
+    double best;
+    sparcl_params best_params; /* of this search, stored rows included */
+    char fatal_msg[600];
+} state;
+
+static void report(state *s, const sparcl_params *p, const sparcl_tuning_result *r, int stored)
+{
+    progress *pg = s->pg;
+    double avg = pg->new_evals ? pg->eval_seconds / pg->new_evals : 1.0;
+    double left = avg * ((s->o->budget.max_evals - s->evals) +
+                         (double)(pg->n_problems - pg->problem) * s->o->budget.max_evals);
+    char eta[32];
+    fmt_time(left, eta, sizeof eta);
+    if (pg->tty) {
+        int width = 24, done = s->o->budget.max_evals
+                                   ? (int)((double)width * s->evals / s->o->budget.max_evals)
+                                   : 0;
+        char bar[32];
+        for (int i = 0; i < width; ++i)
+            bar[i] = i < done ? '#' : '.';
+        bar[width] = '\0';
+        fprintf(stderr, "\r\033[K[%s] problem %d/%d  eval %d/%d  best %.3f ms  ETA %s", bar,
+                pg->problem, pg->n_problems, s->evals, s->o->budget.max_evals, s->best, eta);
+        fflush(stderr);
+        return;
+    }
+    char list[512];
+    sparcl_params_format(p, list, sizeof list);
+    if (r->status == SPARCL_TUNING_OK)
+        printf("[%d/%d] eval %d/%d %s: ok %.3f ms%s (best %.3f ms, ETA %s)\n", pg->problem,
+               pg->n_problems, s->evals, s->o->budget.max_evals, list, r->median_ms,
+               stored ? " [stored]" : "", s->best, eta);
+    else
+        printf("[%d/%d] eval %d/%d %s: %s%s: %.160s\n", pg->problem, pg->n_problems, s->evals,
+               s->o->budget.max_evals, list, sparcl_tuning_status_string(r->status),
+               stored ? " [stored]" : "", r->message);
+    fflush(stdout);
+}
+
+static double evaluate(void *user, const sparcl_params *p, int *stop)
+{
+    state *s = user;
+    if (interrupted) {
+        *stop = 1;
+        return INFINITY;
+    }
+    sparcl_tuning_result r;
+    int found = 0;
+    if (sparcl_tuning_db_find(s->db, s->device, &s->key, p, &r, &found) != SPARCL_OK) {
+        snprintf(s->fatal_msg, sizeof s->fatal_msg, "%s", sparcl_ctx_errmsg(NULL));
+        s->fatal = 1;
+        *stop = 1;
+        return INFINITY;
+    }
+    if (found) { /* resumed: measured by an earlier run */
+        ++s->stored;
+    } else {
+        double t0 = now();
+        int rc = tune_child_eval(s->child, s->prob->spec, p, s->o->max_runs, s->o->timeout,
+                                 &interrupted, &r);
+        if (rc == 1) {
+            *stop = 1;
+            return INFINITY;
+        }
+        if (rc < 0) {
+            snprintf(s->fatal_msg, sizeof s->fatal_msg, "cannot set up %s: %s", s->prob->spec,
+                     r.message);
+            *stop = 1;
+            return INFINITY;
+        }
+        if (sparcl_tuning_db_record(s->db, s->device, &s->key, &r) != SPARCL_OK) {
+            snprintf(s->fatal_msg, sizeof s->fatal_msg, "%s", sparcl_ctx_errmsg(NULL));
+            s->fatal = 1;
+            *stop = 1;
+            return INFINITY;
+        }
+        s->pg->eval_seconds += now() - t0;
+        ++s->pg->new_evals;
+    }
+    ++s->evals;
+    double ms = r.status == SPARCL_TUNING_OK ? r.median_ms : INFINITY;
+    if (ms < s->best) {
+        s->best = ms;
+        s->best_params = *p;
+    }
+    report(s, p, &r, found);
+    return ms;
+}
+
+typedef struct row {
+    char spec[TUNE_SPEC_MAX];
+    int evals, stored;
+    double default_ms, best_ms;
+    char best[256];
+    char note[160];
+} row;
+
+static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db *db,
+                             const sparcl_device_info *device, tune_child *child,
+                             const char *kernel, const tune_problem *prob, progress *pg, row *out,
+                             int *fatal, char *fatal_msg, size_t fsize)
+{
+    memset(out, 0, sizeof *out);
+    snprintf(out->spec, sizeof out->spec, "%s", prob->spec);
+    out->default_ms = out->best_ms = INFINITY;
+    sparcl_plan_desc desc;
+    sparcl_layout *layout = NULL;
+    state s;
+    memset(&s, 0, sizeof s);
+    s.best = INFINITY;
+    if (tune_problem_desc(ctx, prob, &desc, &layout) != SPARCL_OK ||
+        sparcl_tuning_problem_init(ctx, &s.key, kernel, &desc, prob->pattern) != SPARCL_OK) {
+        snprintf(out->note, sizeof out->note, "skipped: %s", sparcl_ctx_errmsg(ctx));
+        sparcl_layout_free(layout);
+        return;
+    }
+    sparcl_params def;
+    sparcl_kernel_default_params(ctx, kernel, &desc, &def);
+    s.o = o;
+    s.db = db;
+    s.device = device;
+    s.prob = prob;
+    s.child = child;
+    s.pg = pg;
+    tune_search_stats stats;
+    char err[512] = "";
+    if (tune_search(ctx, kernel, &desc, &o->fixed, &def, o->strategy, &o->budget, o->seed, evaluate, &s,
+                    &stats, err, sizeof err) != 0)
+        snprintf(out->note, sizeof out->note, "skipped: %s", err);
+    if (pg->tty)
+        fprintf(stderr, "\r\033[K");
+    char list[256] = "(none)";
+    if (isfinite(s.best))
+        sparcl_params_format(&s.best_params, list, sizeof list);
+    printf("search: %d evaluations of %d valid candidates, best %.3f ms: %s\n", s.evals,
+           stats.valid, s.best, list);
+    if (s.fatal_msg[0] && !s.fatal)
+        snprintf(out->note, sizeof out->note, "%.150s", s.fatal_msg);
+    if (s.fatal) {
+        *fatal = 1;
+        snprintf(fatal_msg, fsize, "%s", s.fatal_msg);
+    }
+    out->evals = s.evals;
+    out->stored = s.stored;
+    sparcl_tuning_result r;
+    int found = 0;
+    if (!s.fatal && sparcl_tuning_db_find(db, device, &s.key, &def, &r, &found) == SPARCL_OK &&
+        found && r.status == SPARCL_TUNING_OK)
+        out->default_ms = r.median_ms;
+    if (!s.fatal && sparcl_tuning_db_best(db, device, &s.key, &r, &found) == SPARCL_OK && found) {
+        out->best_ms = r.median_ms;
+        sparcl_params_format(&r.params, out->best, sizeof out->best);
+    }
+    sparcl_layout_free(layout);
+}
+
+static void print_table(const row *rows, int n)
+{
+    printf("\n%-44s %6s %6s %11s %9s %8s  %s\n", "problem", "evals", "stored", "default_ms",
+           "best_ms", "speedup", "best parameters");
+    for (int i = 0; i < n; ++i) {
+        const row *r = &rows[i];
+        char d[32] = "-", b[32] = "-", sp[32] = "-";
+        if (isfinite(r->default_ms))
+            snprintf(d, sizeof d, "%.3f", r->default_ms);
+        if (isfinite(r->best_ms))
+            snprintf(b, sizeof b, "%.3f", r->best_ms);
+        if (isfinite(r->default_ms) && isfinite(r->best_ms))
+            snprintf(sp, sizeof sp, "%.2fx", r->default_ms / r->best_ms);
+        printf("%-44s %6d %6d %11s %9s %8s  %s%s\n", r->spec, r->evals, r->stored, d, b, sp,
+               r->best[0] ? r->best : "(none)", r->note);
+    }
+}
+
+/* Kernel families the worker knows how to run. */
+static int can_evaluate(const char *kernel) { return !strcmp(kernel, "attn_fwd"); }
+
+static int run_tuning(const options *o, const char *exe)
+{
+    char err[512] = "";
+    tune_problem *problems = NULL;
+    int n = tune_problems_parse(o->problems, &problems, err, sizeof err);
+    if (n < 0) {
+        fprintf(stderr, "sparcl-tune: error: %s\n", err);
+        return 2;
+    }
+    sparcl_ctx *ctx = NULL;
+    if (sparcl_ctx_init_device(&ctx, o->device) != SPARCL_OK) {
+        fprintf(stderr, "sparcl-tune: error: %s\n", sparcl_ctx_errmsg(NULL));
+        free(problems);
+        return 1;
+    }
+    char path[1024];
+    if (o->db)
+        snprintf(path, sizeof path, "%s", o->db);
+    else if (sparcl_tuning_db_default_path(path, sizeof path) != SPARCL_OK) {
+        fprintf(stderr, "sparcl-tune: error: %s (use --db)\n", sparcl_ctx_errmsg(NULL));
+        sparcl_ctx_free(ctx);
+        free(problems);
+        return 1;
+    }
+    sparcl_tuning_db *db = NULL;
+    if (sparcl_tuning_db_init(NULL, &db, path, SPARCL_TUNING_DB_WRITE) != SPARCL_OK) {
+        fprintf(stderr, "sparcl-tune: error: %s\n", sparcl_ctx_errmsg(NULL));
+        sparcl_ctx_free(ctx);
+        free(problems);
+        return 1;
+    }
+    sparcl_device_info device;
+    sparcl_ctx_device_info(ctx, &device);
+    static const char *const names[] = {"exhaustive", "random", "anneal"};
+    printf("device:   %s\ndatabase: %s\nstrategy: %s, up to %d evaluations, %.0f s and %d "
+           "without improvement per problem\n",
+           sparcl_ctx_device_string(ctx), path, names[o->strategy], o->budget.max_evals,
+           o->budget.max_seconds, o->budget.stagnation);
+    fflush(stdout);
+
+    int n_kernels = 0;
+    const char *kernels[16];
+    for (int k = 0; k < sparcl_kernel_count() && n_kernels < 16; ++k) {
+        const char *name = sparcl_kernel_name(k);
+        if (o->kernel && strcmp(o->kernel, name))
+            continue;
+        if (!can_evaluate(name)) {
+            printf("note: kernel family %s has no evaluator in sparcl-tune yet; skipped\n", name);
+            continue;
+        }
+        kernels[n_kernels++] = name;
+    }
+    if (n_kernels == 0)
+        fprintf(stderr, "sparcl-tune: warning: no kernel family to tune\n");
+
+    tune_child *child = tune_child_new(exe, o->device);
+    row *rows = calloc((size_t)(n * (n_kernels ? n_kernels : 1)), sizeof *rows);
+    progress pg = {isatty(STDERR_FILENO) && isatty(STDOUT_FILENO), 0, n * n_kernels,
+                   o->budget.max_evals, now(), 0, 0};
+    int n_rows = 0, fatal = 0;
+    char fatal_msg[600] = "";
+    for (int k = 0; k < n_kernels && !fatal && !interrupted; ++k)
+        for (int i = 0; i < n && !fatal && !interrupted; ++i) {
+            pg.problem = n_rows + 1;
+            if (!pg.tty) {
+                printf("== problem %d/%d: %s %s\n", pg.problem, pg.n_problems, kernels[k],
+                       problems[i].spec);
+                fflush(stdout);
+            }
+            tune_problem_run(ctx, o, db, &device, child, kernels[k], &problems[i], &pg,
+                             &rows[n_rows++], &fatal, fatal_msg, sizeof fatal_msg);
+        }
+    tune_child_free(child);
+    print_table(rows, n_rows);
+    char wall[32];
+    fmt_time(now() - pg.t0, wall, sizeof wall);
+    printf("\n%d new evaluations in %s\n", pg.new_evals, wall);
+    free(rows);
+    free(problems);
+    sparcl_tuning_db_free(db);
+    sparcl_ctx_free(ctx);
+    if (fatal) {
+        fprintf(stderr, "sparcl-tune: error: %s\n", fatal_msg);
+        return 1;
+    }
+    if (interrupted) {
+        printf("interrupted: every completed evaluation is in %s; run again to resume\n", path);
+        return 130;
+    }
+    return 0;
+}
+
+static int transfer(const options *o)
+{
+    char path[1024];
+    if (o->db)
+        snprintf(path, sizeof path, "%s", o->db);
+    else if (sparcl_tuning_db_default_path(path, sizeof path) != SPARCL_OK) {
+        fprintf(stderr, "sparcl-tune: error: %s (use --db)\n", sparcl_ctx_errmsg(NULL));
+        return 1;
+    }
+    sparcl_tuning_db *db = NULL;
+    int64_t rows = 0;
+    sparcl_status st = sparcl_tuning_db_init(NULL, &db, path, SPARCL_TUNING_DB_WRITE);
+    if (st == SPARCL_OK && o->import_path)
+        st = sparcl_tuning_db_import(db, o->import_path, &rows);
+    if (st == SPARCL_OK && o->export_path)
+        st = sparcl_tuning_db_export(db, o->export_path);
+    if (st != SPARCL_OK)
+        fprintf(stderr, "sparcl-tune: error: %s\n", sparcl_ctx_errmsg(NULL));
+    else if (o->import_path)
+        printf("imported %lld rows from %s into %s\n", (long long)rows, o->import_path, path);
+    if (st == SPARCL_OK && o->export_path)
+        printf("exported %s to %s\n", path, o->export_path);
+    sparcl_tuning_db_free(db);
+    return st == SPARCL_OK ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    options o;
+    if (parse_args(argc, argv, &o) != 0)
+        return 2;
+    if (o.worker)
+        return tune_worker_main(o.device);
+    if (o.list_devices) {
+        char buf[8192];
+        if (sparcl_device_list(buf, sizeof buf, NULL) != SPARCL_OK) {
+            fprintf(stderr, "sparcl-tune: error: %s\n", sparcl_ctx_errmsg(NULL));
+            return 1;
+        }
+        fputs(buf, stdout);
+        return 0;
+    }
+    if (o.import_path || o.export_path)
+        return transfer(&o);
+
+    /* Ctrl-C (and TERM): finish cleanly, keeping every committed row.
+     * No SA_RESTART, so the watchdog's poll() wakes up at once. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a dead worker shows as EOF, not a signal */
+
+    char exe[1024];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len > 0)
+        exe[len] = '\0';
+    else
+        snprintf(exe, sizeof exe, "%s", argv[0]);
+    return run_tuning(&o, exe);
+}

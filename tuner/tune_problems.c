@@ -1,0 +1,171 @@
+/*
+ * tune_problems.c -- the problem sets sparcl-tune tunes: the standard set
+ * (the benchmark's shapes), a scaled-down quick set that tunes in minutes on
+ * a 2-core CPU, and problems given on the command line as specs.  The parent
+ * and the worker both expand a spec here, so they build the same layout.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tune.h"
+
+/* The standard problem set (fp32, batch 1). */
+static const char standard_set[] = "dense:n=4096,h=8,d=64;"
+                                   "causal:n=4096,h=8,d=64;"
+                                   "window:n=16384,h=8,d=64,w=256;"
+                                   "bigbird:n=16384,h=8,d=64;"
+                                   "window:n=131072,h=4,d=64,w=256;"
+                                   "dense:n=2048,h=8,d=128";
+
+/* The same kinds at sizes where one candidate takes milliseconds. */
+static const char quick_set[] = "dense:n=512,h=2,d=64;"
+                                "causal:n=512,h=2,d=64;"
+                                "window:n=2048,h=2,d=64,w=64;"
+                                "bigbird:n=2048,h=2,d=64;"
+                                "dense:n=256,h=2,d=128";
+
+static int parse_one(const char *text, tune_problem *p, char *err, size_t size)
+{
+    memset(p, 0, sizeof *p);
+    p->heads = 1;
+    p->block = 64;
+    p->window = 256;
+    const char *colon = strchr(text, ':');
+    size_t plen = colon ? (size_t)(colon - text) : strlen(text);
+    if (plen == 0 || plen >= sizeof p->pattern) {
+        snprintf(err, size, "problem \"%s\": missing pattern name", text);
+        return -1;
+    }
+    memcpy(p->pattern, text, plen);
+    if (strcmp(p->pattern, "dense") && strcmp(p->pattern, "causal") &&
+        strcmp(p->pattern, "window") && strcmp(p->pattern, "bigbird")) {
+        snprintf(err, size, "problem \"%s\": pattern must be dense, causal, window or bigbird",
+                 text);
+        return -1;
+    }
+    char keys[256];
+    snprintf(keys, sizeof keys, "%s", colon ? colon + 1 : "");
+    char *save = NULL;
+    for (char *kv = strtok_r(keys, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(kv, '=');
+        char *end = NULL;
+        long v = eq ? strtol(eq + 1, &end, 10) : 0;
+        if (!eq || !end || *end || v < 1 || v > (1L << 30)) {
+            snprintf(err, size, "problem \"%s\": \"%s\" is not key=positive integer", text, kv);
+            return -1;
+        }
+        *eq = '\0';
+        int *slot = !strcmp(kv, "n")     ? &p->n
+                    : !strcmp(kv, "h")   ? &p->heads
+                    : !strcmp(kv, "kvh") ? &p->kv_heads
+                    : !strcmp(kv, "d")   ? &p->dim
+                    : !strcmp(kv, "w")   ? &p->window
+                    : !strcmp(kv, "blk") ? &p->block
+                                         : NULL;
+        if (!slot) {
+            snprintf(err, size, "problem \"%s\": unknown key \"%s\" (n, h, kvh, d, w, blk)",
+                     text, kv);
+            return -1;
+        }
+        *slot = (int)v;
+    }
+    if (!p->n || !p->dim) {
+        snprintf(err, size, "problem \"%s\": n and d are required", text);
+        return -1;
+    }
+    if (!p->kv_heads)
+        p->kv_heads = p->heads;
+    if (p->heads % p->kv_heads || p->dim > SPARCL_MAX_HEAD_DIM || p->block > 1024) {
+        snprintf(err, size, "problem \"%s\": needs h a multiple of kvh, d <= %d, blk <= 1024",
+                 text, SPARCL_MAX_HEAD_DIM);
+        return -1;
+    }
+    int n = snprintf(p->spec, sizeof p->spec, "%s:n=%d,h=%d,kvh=%d,d=%d", p->pattern, p->n,
+                     p->heads, p->kv_heads, p->dim);
+    if (!strcmp(p->pattern, "window"))
+        snprintf(p->spec + n, sizeof p->spec - (size_t)n, ",w=%d,blk=%d", p->window, p->block);
+    else if (!strcmp(p->pattern, "bigbird") || !strcmp(p->pattern, "causal"))
+        snprintf(p->spec + n, sizeof p->spec - (size_t)n, ",blk=%d", p->block);
+    return 0;
+}
+
+int tune_problems_parse(const char *text, tune_problem **out, char *err, size_t size)
+{
+    if (!strcmp(text, "standard"))
+        text = standard_set;
+    else if (!strcmp(text, "quick"))
+        text = quick_set;
+    char *copy = strdup(text);
+    int cap = 1;
+    for (const char *c = text; *c; ++c)
+        cap += *c == ';';
+    tune_problem *list = calloc((size_t)cap, sizeof *list);
+    int n = 0;
+    char *save = NULL;
+    for (char *t = copy ? strtok_r(copy, ";", &save) : NULL; t; t = strtok_r(NULL, ";", &save)) {
+        if (parse_one(t, &list[n], err, size) != 0) {
+            free(copy);
+            free(list);
+            return -1;
+        }
+        ++n;
+    }
+    free(copy);
+    if (n == 0) {
+        snprintf(err, size, "no problems in \"%s\"", text);
+        free(list);
+        return -1;
+    }
+    *out = list;
+    return n;
+}
+
+/* BigBird at block granularity: 3 window blocks around the diagonal, 2
+ * global blocks (first block rows and columns), 3 random blocks per row from
+ * a fixed seed, so every process builds the same mask. */
+static uint8_t *bigbird_mask(int nb)
+{
+    uint8_t *m = calloc((size_t)nb * nb, 1);
+    if (!m)
+        return NULL;
+    uint64_t s = 0x5eed;
+    for (int r = 0; r < nb; ++r)
+        for (int c = 0; c < nb; ++c) {
+            int win = c >= r - 1 && c <= r + 1, glob = r < 2 || c < 2;
+            m[(size_t)r * nb + c] = (uint8_t)(win || glob);
+        }
+    for (int r = 0; r < nb; ++r)
+        for (int k = 0; k < 3; ++k) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            m[(size_t)r * nb + (int)((s >> 33) % (uint64_t)nb)] = 1;
+        }
+    return m;
+}
+
+sparcl_status tune_problem_desc(sparcl_ctx *ctx, const tune_problem *p, sparcl_plan_desc *d,
+                                sparcl_layout **layout)
+{
+    sparcl_plan_desc_init(d);
+    d->q_heads = p->heads;
+    d->kv_heads = p->kv_heads;
+    d->q_len = d->kv_len = p->n;
+    d->head_dim = p->dim;
+    *layout = NULL;
+    sparcl_status st = SPARCL_OK;
+    if (!strcmp(p->pattern, "causal")) {
+        st = sparcl_layout_init_causal(ctx, layout, 1, p->n, p->n, p->block);
+    } else if (!strcmp(p->pattern, "window")) {
+        st = sparcl_layout_init_window(ctx, layout, 1, p->n, p->n, p->block, p->window,
+                                       p->window);
+    } else if (!strcmp(p->pattern, "bigbird")) {
+        int nb = (p->n + p->block - 1) / p->block;
+        uint8_t *m = bigbird_mask(nb);
+        if (!m)
+            return SPARCL_ERR_OUT_OF_MEMORY;
+        st = sparcl_layout_init_block_mask(ctx, layout, 1, p->n, p->n, p->block, m);
+        free(m);
+    }
+    d->layout = *layout;
+    return st;
+}

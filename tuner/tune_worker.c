@@ -1,0 +1,348 @@
+/*
+ * tune_worker.c -- the evaluating process (sparcl-tune --worker).
+ *
+ * It owns its own OpenCL context, so a candidate that crashes the driver or
+ * hangs takes down only this process; the parent (tune_child.c) records the
+ * failure and starts a new worker.  Requests arrive on stdin, one per line:
+ *   problem <spec>              set up inputs, reference and buffers
+ *   eval <max_runs> A=1 B=2...  build, verify and time one candidate
+ * and each gets one line on fd 3 (not stdout, which a driver may write to):
+ *   ready | error <message>
+ *   result <status> <median> <min> <max> <runs> <max_err> <message>
+ */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+
+#include "tune.h"
+
+/* The tests' tolerance: fp32 max abs error against the double reference. */
+#define TOLERANCE 1e-4
+/* Timing: at least this many runs after the verified warm-up, and stop once
+ * the median moves by less than this fraction, or after MAX_TIMED_MS. */
+#define MIN_RUNS 3
+#define STABLE 0.01
+#define MAX_TIMED_MS 3000.0
+
+typedef struct setup {
+    tune_problem prob;
+    sparcl_plan_desc desc;
+    sparcl_layout *layout;
+    double *ref_out, *ref_lse;
+    float *out, *lse;
+    size_t n_out, n_lse;
+    cl_mem q, k, v, o, l;
+    int ready;
+} setup;
+
+/* Inputs in [-1, 1] from splitmix64, the same in every worker. */
+static void fill(float *x, size_t n, uint64_t seed)
+{
+    uint64_t state = seed;
+    for (size_t i = 0; i < n; ++i) {
+        uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        x[i] = (float)((double)(z >> 40) / 8388608.0 - 1.0);
+    }
+}
+
+static void release(setup *s)
+{
+    cl_mem *m[5] = {&s->q, &s->k, &s->v, &s->o, &s->l};
+    for (int i = 0; i < 5; ++i)
+        if (*m[i])
+            clReleaseMemObject(*m[i]);
+    sparcl_layout_free(s->layout);
+    free(s->ref_out);
+    free(s->ref_lse);
+    free(s->out);
+    free(s->lse);
+    memset(s, 0, sizeof *s);
+}
+
+static cl_mem upload(sparcl_ctx *ctx, const float *data, size_t n)
+{
+    cl_int err;
+    return clCreateBuffer(sparcl_ctx_cl_context(ctx),
+                          data ? CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR : CL_MEM_READ_WRITE,
+                          n * sizeof(float), (void *)data, &err);
+}
+
+static int set_up(sparcl_ctx *ctx, setup *s, const char *spec, char *err, size_t size)
+{
+    release(s);
+    tune_problem *list = NULL;
+    if (tune_problems_parse(spec, &list, err, size) != 1) {
+        free(list);
+        if (!*err)
+            snprintf(err, size, "expected one problem");
+        return -1;
+    }
+    s->prob = list[0];
+    free(list);
+    if (tune_problem_desc(ctx, &s->prob, &s->desc, &s->layout) != SPARCL_OK) {
+        snprintf(err, size, "%s", sparcl_ctx_errmsg(ctx));
+        return -1;
+    }
+    const sparcl_plan_desc *d = &s->desc;
+    size_t nq = (size_t)d->q_heads * d->q_len * d->head_dim;
+    size_t nk = (size_t)d->kv_heads * d->kv_len * d->head_dim;
+    s->n_out = nq;
+    s->n_lse = (size_t)d->q_heads * d->q_len;
+    float *q = malloc(nq * sizeof *q), *k = malloc(nk * sizeof *k), *v = malloc(nk * sizeof *v);
+    s->ref_out = malloc(nq * sizeof *s->ref_out);
+    s->ref_lse = malloc(s->n_lse * sizeof *s->ref_lse);
+    s->out = malloc(nq * sizeof *s->out);
+    s->lse = malloc(s->n_lse * sizeof *s->lse);
+    int ok = q && k && v && s->ref_out && s->ref_lse && s->out && s->lse;
+    if (ok) {
+        fill(q, nq, 1);
+        fill(k, nk, 2);
+        fill(v, nk, 3);
+        /* Computed once per problem: every candidate is checked against it. */
+        ok = sparcl_reference_forward(ctx, d, q, k, v, s->ref_out, s->ref_lse) == SPARCL_OK;
+        if (!ok)
+            snprintf(err, size, "reference: %s", sparcl_ctx_errmsg(ctx));
+        s->q = upload(ctx, q, nq);
+        s->k = upload(ctx, k, nk);
+        s->v = upload(ctx, v, nk);
+        s->o = upload(ctx, NULL, nq);
+        s->l = upload(ctx, NULL, s->n_lse);
+        if (ok && !(s->q && s->k && s->v && s->o && s->l)) {
+            snprintf(err, size, "cannot allocate device buffers");
+            ok = 0;
+        }
+    } else {
+        snprintf(err, size, "out of host memory");
+    }
+    free(q);
+    free(k);
+    free(v);
+    if (!ok) {
+        release(s);
+        return -1;
+    }
+    s->ready = 1;
+    return 0;
+}
+
+/* The test hook (TUNE_FAULT_ENV): crash or hang on a chosen candidate. */
+static void maybe_fault(const sparcl_params *p)
+{
+    const char *f = getenv(TUNE_FAULT_ENV);
+    char name[64];
+    int value;
+    if (!f || sscanf(f, "%*[a-z]:%63[A-Z_0-9]=%d", name, &value) != 2)
+        return;
+    int32_t have;
+    if (!sparcl_params_get(p, name, &have) || have != value)
+        return;
+    if (!strncmp(f, "crash:", 6)) {
+        /* The OpenCL runtime may have its own SIGSEGV handler; a real
+         * crash must not be caught by it. */
+        signal(SIGSEGV, SIG_DFL);
+        raise(SIGSEGV);
+    }
+    if (!strncmp(f, "hang:", 5))
+        for (;;)
+            pause();
+}
+
+static double max_err(const float *a, const double *b, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; ++i) {
+        if (isinf(a[i]) && isinf(b[i]) && (a[i] < 0) == (b[i] < 0))
+            continue;
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= m)) /* NaN counts as infinitely wrong */
+            m = isnan(d) ? INFINITY : d;
+    }
+    return m;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(const double *t, int n)
+{
+    double s[256];
+    memcpy(s, t, sizeof *t * (size_t)n);
+    qsort(s, (size_t)n, sizeof *s, cmp_double);
+    return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+}
+
+/* One run; its event time in ms, or a negative value on failure. */
+static double run_once(sparcl_ctx *ctx, sparcl_plan *plan, setup *s, char *msg, size_t size)
+{
+    cl_event ev = NULL;
+    if (sparcl_plan_forward(plan, s->q, s->k, s->v, s->o, s->l, 0, NULL, &ev) != SPARCL_OK) {
+        snprintf(msg, size, "%s", sparcl_ctx_errmsg(ctx));
+        return -1;
+    }
+    cl_int err = clWaitForEvents(1, &ev), exec = CL_COMPLETE;
+    clGetEventInfo(ev, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof exec, &exec, NULL);
+    cl_ulong t0 = 0, t1 = 0;
+    if (err == CL_SUCCESS && exec == CL_COMPLETE) {
+        clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_START, sizeof t0, &t0, NULL);
+        clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL);
+    }
+    clReleaseEvent(ev);
+    if (err != CL_SUCCESS || exec != CL_COMPLETE) {
+        snprintf(msg, size, "kernel execution failed (OpenCL %d / status %d)", (int)err,
+                 (int)exec);
+        return -1;
+    }
+    return (double)(t1 - t0) * 1e-6;
+}
+
+static void evaluate(sparcl_ctx *ctx, setup *s, const sparcl_params *params, int max_runs,
+                     sparcl_tuning_result *r)
+{
+    memset(r, 0, sizeof *r);
+    r->max_err = -1;
+    sparcl_plan_desc d = s->desc;
+    d.params = params;
+    sparcl_plan *plan = NULL;
+    sparcl_status st = sparcl_plan_init(ctx, &plan, &d);
+    if (st != SPARCL_OK) {
+        r->status = st == SPARCL_ERR_BUILD                                              ? SPARCL_TUNING_BUILD_ERROR
+                    : st == SPARCL_ERR_INVALID_ARGUMENT || st == SPARCL_ERR_NOT_SUPPORTED ? SPARCL_TUNING_INVALID
+                                                                                        : SPARCL_TUNING_LAUNCH_ERROR;
+        snprintf(r->message, sizeof r->message, "%s", sparcl_ctx_errmsg(ctx));
+        return;
+    }
+    maybe_fault(params);
+    /* The first run is the warm-up and the one verified. */
+    if (run_once(ctx, plan, s, r->message, sizeof r->message) < 0) {
+        r->status = SPARCL_TUNING_LAUNCH_ERROR;
+        goto done;
+    }
+    cl_command_queue queue = sparcl_ctx_cl_queue(ctx);
+    if (clEnqueueReadBuffer(queue, s->o, CL_TRUE, 0, s->n_out * sizeof(float), s->out, 0, NULL,
+                            NULL) != CL_SUCCESS ||
+        clEnqueueReadBuffer(queue, s->l, CL_TRUE, 0, s->n_lse * sizeof(float), s->lse, 0, NULL,
+                            NULL) != CL_SUCCESS) {
+        r->status = SPARCL_TUNING_LAUNCH_ERROR;
+        snprintf(r->message, sizeof r->message, "cannot read the result back");
+        goto done;
+    }
+    r->max_err = fmax(max_err(s->out, s->ref_out, s->n_out), max_err(s->lse, s->ref_lse, s->n_lse));
+    if (!(r->max_err <= TOLERANCE)) {
+        r->status = SPARCL_TUNING_WRONG;
+        snprintf(r->message, sizeof r->message, "max abs error %.3g exceeds %.0e", r->max_err,
+                 TOLERANCE);
+        goto done;
+    }
+    double t[256], total = 0, prev = -1;
+    if (max_runs < MIN_RUNS)
+        max_runs = MIN_RUNS;
+    if (max_runs > 256)
+        max_runs = 256;
+    int n = 0;
+    while (n < max_runs) {
+        double ms = run_once(ctx, plan, s, r->message, sizeof r->message);
+        if (ms < 0) {
+            r->status = SPARCL_TUNING_LAUNCH_ERROR;
+            goto done;
+        }
+        t[n++] = ms;
+        total += ms;
+        if (n >= MIN_RUNS) {
+            double m = median(t, n);
+            if ((prev >= 0 && fabs(m - prev) <= STABLE * m) || total >= MAX_TIMED_MS)
+                break;
+            prev = m;
+        }
+    }
+    r->status = SPARCL_TUNING_OK;
+    r->runs = n;
+    r->median_ms = median(t, n);
+    r->min_ms = r->max_ms = t[0];
+    for (int i = 1; i < n; ++i) {
+        r->min_ms = fmin(r->min_ms, t[i]);
+        r->max_ms = fmax(r->max_ms, t[i]);
+    }
+done:
+    sparcl_plan_free(plan);
+}
+
+static void one_line(char *s)
+{
+    for (; *s; ++s)
+        if (*s == '\n' || *s == '\r')
+            *s = ' ';
+}
+
+int tune_worker_main(const char *device)
+{
+    /* Ctrl-C is the parent's to handle: it stops this process itself. */
+    signal(SIGINT, SIG_IGN);
+#ifdef __linux__
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+    FILE *out = fdopen(3, "w");
+    if (!out)
+        return 2;
+    sparcl_ctx *ctx = NULL;
+    char ctx_err[512] = "";
+    if (sparcl_ctx_init_device(&ctx, device) != SPARCL_OK)
+        snprintf(ctx_err, sizeof ctx_err, "%s", sparcl_ctx_errmsg(NULL));
+    /* Tuned rows must not leak into candidates: every plan here has an
+     * explicit override, but keep lookups off anyway. */
+    sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_USER, "");
+    sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_SHIPPED, "");
+    setup s;
+    memset(&s, 0, sizeof s);
+    char line[4096];
+    while (fgets(line, sizeof line, stdin)) {
+        line[strcspn(line, "\n")] = '\0';
+        char err[512] = "";
+        if (!strncmp(line, "problem ", 8)) {
+            if (!ctx)
+                snprintf(err, sizeof err, "no OpenCL context: %s", ctx_err);
+            else
+                set_up(ctx, &s, line + 8, err, sizeof err);
+            one_line(err);
+            if (*err)
+                fprintf(out, "error %s\n", err);
+            else
+                fprintf(out, "ready\n");
+        } else if (!strncmp(line, "eval ", 5) && s.ready) {
+            char *save = NULL, *tok = strtok_r(line + 5, " ", &save);
+            int max_runs = tok ? atoi(tok) : MIN_RUNS;
+            sparcl_params p;
+            sparcl_params_clear(&p);
+            while ((tok = strtok_r(NULL, " ", &save))) {
+                char *eq = strchr(tok, '=');
+                if (eq) {
+                    *eq = '\0';
+                    sparcl_params_set(&p, tok, (int32_t)atoi(eq + 1));
+                }
+            }
+            sparcl_tuning_result r;
+            evaluate(ctx, &s, &p, max_runs, &r);
+            one_line(r.message);
+            fprintf(out, "result %d %.9g %.9g %.9g %d %.9g %s\n", (int)r.status, r.median_ms,
+                    r.min_ms, r.max_ms, r.runs, r.max_err, r.message);
+        } else {
+            fprintf(out, "error unexpected request \"%.60s\"\n", line);
+        }
+        fflush(out);
+    }
+    release(&s);
+    sparcl_ctx_free(ctx);
+    fclose(out);
+    return 0;
+}
