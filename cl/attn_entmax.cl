@@ -14,12 +14,14 @@
  *      and 2, bisection for NORM 3.  If the support found is smaller than
  *      the buffer (or the buffer holds the whole row), that tau is the
  *      row's: every score outside lies at or below it.
- *   2. only otherwise (a support larger than TOPK): grid passes.  Each
- *      evaluates the mass at GRID + 1 thresholds of the bracket [lo, hi]
- *      and keeps the piece where it crosses 1.  For NORM 1 and 2 the mass
- *      is a closed form on the scores above a threshold, exact up to the
- *      smallest of them, which finishes as soon as that piece is reached;
- *      NORM 3 narrows until the bracket is below fp32 resolution.
+ *   2. only otherwise (a support larger than TOPK): more passes.  NORM 1
+ *      and 2: grid passes, each evaluating the mass at GRID + 1 thresholds
+ *      of the bracket [lo, hi] and keeping the piece where it crosses 1;
+ *      the mass is a closed form on the scores above a threshold, exact up
+ *      to the smallest of them, which finishes as soon as that piece is
+ *      reached.  NORM 3: Newton passes on the mass, which is convex and
+ *      decreasing in tau, so steps from below never overshoot; one pow per
+ *      score and pass, quadratic convergence to fp32 resolution.
  *   3. accumulate p_j v_j, dividing by the sum of the weights at the end.
  * Everything is relative to the row maximum m = z_(1), where tau - m lies
  * in [-1, 0).  The lse output receives tau (in z units), -inf for a row
@@ -57,7 +59,7 @@
 #endif
 
 #define GRID 8         /* intervals per grid pass */
-#define MAX_GRID 12    /* grid passes at most; 8^12 narrows any bracket to fp32 */
+#define MAX_GRID 12    /* extra passes at most; 8^12 narrows any bracket to fp32 */
 #define PHASE_TOPK 0
 #define PHASE_GRID 1
 #define PHASE_OUT 2
@@ -211,6 +213,17 @@ attn_entmax(__global const float *restrict q, __global const float *restrict k,
                             ++cnt[r];
                             topk_insert(top[r], s[r][c]);
                         }
+            } else if (phase == PHASE_GRID && NORM == 3) {
+                /* mass and sum of x^(p-1) at lo, for a Newton step */
+                for (int r = 0; r < ROWS; ++r)
+                    for (int c = 0; c < BLOCK_N && !solved[r]; ++c) {
+                        const float x = s[r][c] - top[r][0] - lo[r];
+                        if (x > 0.0f) {
+                            const float w = entmax_weight(x, inv_am1);
+                            g_a1[r][0] += w;
+                            g_a2[r][0] += w / x;
+                        }
+                    }
             } else if (phase == PHASE_GRID) {
                 for (int r = 0; r < ROWS; ++r) {
                     if (solved[r])
@@ -254,12 +267,12 @@ attn_entmax(__global const float *restrict q, __global const float *restrict k,
                 lo[r] = tau[r];
                 hi[r] = top[r][TOPK - 1] - top[r][0];
             } else if (!solved[r]) {
+#if NORM == 1 || NORM == 2
                 const float step = (hi[r] - lo[r]) / GRID;
                 int g = 0; /* the last threshold whose mass is still >= 1 */
                 while (g + 1 < GRID && (NORM == 1 ? g_a1[r][g + 1] : g_a2[r][g + 1]) >= 1.0f)
                     ++g;
                 const float tg = lo[r] + step * g;
-#if NORM == 1 || NORM == 2
                 /* Closed form on the scores above tg, valid up to the
                  * smallest of them. */
                 const float n = g_cnt[r][g], a1 = g_a1[r][g], a2 = g_a2[r][g];
@@ -273,10 +286,10 @@ attn_entmax(__global const float *restrict q, __global const float *restrict k,
                     hi[r] = tg + step;
                 }
 #else
-                lo[r] = tg;
-                hi[r] = tg + step;
-                tau[r] = tg;
-                solved[r] = hi[r] - lo[r] <= 1e-7f;
+                /* F(lo + dt) ~ F(lo) + F'(lo) dt = 1, F' = -sum x^(p-1) / (alpha - 1) */
+                const float dt = (g_a1[r][0] - 1.0f) / (inv_am1 * g_a2[r][0]);
+                lo[r] = tau[r] = lo[r] + dt;
+                solved[r] = fabs(dt) <= 1e-7f;
 #endif
             }
             all &= solved[r];
