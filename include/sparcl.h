@@ -987,6 +987,113 @@ SPARCL_API sparcl_status sparcl_plan_read_features(sparcl_plan *plan, float *ome
  * SPARCL_ERR_OPENCL. */
 SPARCL_API sparcl_status sparcl_plan_read_projections(sparcl_plan *plan, float *e, float *f);
 
+/* ---- Backward pass ---- */
+
+/* The backward pass of a plan's attention (dQ, dK, dV), FlashAttention-2
+ * style: the attention weights are recomputed tile by tile from q, k and the
+ * forward's LSE, so device memory stays O(N * head_dim) plus the layout.
+ * The same plan serves forward and backward, with every layout and option
+ * the forward supports (causal, GQA/MQA, PARTIAL blocks, q_len != kv_len).
+ *
+ * The backward kernels have their own parameters (kernel family
+ * "attn_bwd": BLOCK_M, BLOCK_N, USE_LOCAL, WG_SIZE) and their own tile, so
+ * the plan keeps a copy of its layout and re-blocks it for the backward.  These
+ * resources (the tile lists by row and by column, the programs) are built
+ * once: by sparcl_plan_prepare_backward(), or else by the first backward
+ * call.
+ *
+ * Results are deterministic: the same inputs give bit-identical gradients
+ * (dK and dV are summed over the q heads of a kv head in a fixed order; no
+ * atomics).  Once built, the backward's tile lists count in
+ * sparcl_plan_device_bytes(). */
+
+/* Builds the plan's backward resources with `params` (NULL: chosen as
+ * plans choose theirs, from the tuning databases' "attn_bwd" rows, else the
+ * built-in defaults for this device; a map: its entries, the rest filled
+ * from the defaults; checked against the attn_bwd schema unless the plan's
+ * descriptor had unchecked_params set).  Without params and with resources
+ * already built it does nothing; with params it replaces them (work already
+ * enqueued is unaffected).  `params` is borrowed during the call only.
+ * Thread-safe with respect to other calls on the same plan (the plan's
+ * mutex is held while building, which may take a second for a new
+ * program).
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT (unknown parameter or value, broken
+ * constraint, e.g. "BLOCK_M 8 and BLOCK_N 4 must be multiples of WG_SIZE
+ * 8"), SPARCL_ERR_NOT_SUPPORTED (exceeds the device's work-group or
+ * local-memory limits), SPARCL_ERR_BUILD, SPARCL_ERR_OPENCL,
+ * SPARCL_ERR_OUT_OF_MEMORY. */
+SPARCL_API sparcl_status sparcl_plan_prepare_backward(sparcl_plan *plan,
+                                                      const sparcl_params *params);
+
+/* The backward kernel parameters and where they came from (building the
+ * resources first if needed, as sparcl_plan_prepare_backward(plan, NULL)).
+ * Either output pointer may be NULL.  Errors: those of the preparation. */
+SPARCL_API sparcl_status sparcl_plan_backward_params(sparcl_plan *plan, sparcl_params *params,
+                                                     sparcl_param_source *source);
+
+/* Enqueues the gradients of sparcl_plan_forward() with respect to q, k, v,
+ * given dout = dLoss/dout:
+ *   P[i,j] = exp(scale q_i.k_j - lse_i) over attended (i, j), else 0,
+ *   dv_j = sum_i P[i,j] dout_i,   dS[i,j] = P[i,j] (dout_i.v_j - dout_i.out_i),
+ *   dq_i = scale sum_j dS[i,j] k_j,   dk_j = scale sum_i dS[i,j] q_i,
+ * with dk and dv summed over the q heads that share a kv head.  Keys that no
+ * query attends to get dk = dv = 0; rows that attend to nothing (lse =
+ * -inf) get dq = 0 and contribute nothing; no NaN arises from them.
+ *
+ * q, k, v, out, lse: the forward's inputs and outputs (out and lse exactly
+ * as sparcl_plan_forward() wrote them; lse is required).  dout has out's
+ * strides, dq q's, dk k's and dv v's (all from the descriptor).  dq, dk
+ * and dv are written in full and must not alias each other or any input.
+ * Buffers are borrowed until the returned event completes; sizes are
+ * checked with clGetMemObjectInfo before anything is enqueued.  Builds the
+ * backward resources first if needed (see above).  Enqueues three kernels
+ * and allocates one float per query row of workspace, released when they
+ * finish.
+ *
+ * num_wait/wait: an OpenCL wait list (may be 0/NULL).  event: NULL, or
+ * receives an event (a marker after all three kernels) the caller must
+ * release.  Thread-safe: a plan may run forward and backward calls from
+ * several threads at once.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL or too small buffers, missing
+ * lse, aliasing outputs), SPARCL_ERR_OUT_OF_MEMORY, SPARCL_ERR_OPENCL, and
+ * those of the preparation. */
+SPARCL_API sparcl_status sparcl_plan_backward(sparcl_plan *plan, cl_mem q, cl_mem k, cl_mem v,
+                                              cl_mem out, cl_mem lse, cl_mem dout, cl_mem dq,
+                                              cl_mem dk, cl_mem dv, cl_uint num_wait,
+                                              const cl_event *wait, cl_event *event);
+
+/* As sparcl_plan_backward(), on `queue` instead of the context's queue
+ * (NULL means the context's), as sparcl_plan_forward_on_queue(): the queue
+ * must belong to the context's cl_context and device and is borrowed for
+ * the call.  Threads sharing a plan use one queue each. */
+SPARCL_API sparcl_status sparcl_plan_backward_on_queue(sparcl_plan *plan, cl_command_queue queue,
+                                                       cl_mem q, cl_mem k, cl_mem v, cl_mem out,
+                                                       cl_mem lse, cl_mem dout, cl_mem dq,
+                                                       cl_mem dk, cl_mem dv, cl_uint num_wait,
+                                                       const cl_event *wait, cl_event *event);
+
+/* Blocking convenience: copies the host arrays in (contiguous [B, H, S, D]
+ * regardless of the descriptor's strides; lse [B, q_heads, q_len]), runs
+ * sparcl_plan_backward() and copies dq, dk and dv back.  Every pointer is
+ * required.  Errors: as sparcl_plan_backward(). */
+SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *plan, const float *q,
+                                                   const float *k, const float *v,
+                                                   const float *out, const float *lse,
+                                                   const float *dout, float *dq, float *dk,
+                                                   float *dv);
+
+/* Double-precision reference of sparcl_plan_backward() on the host, with
+ * the same semantics (layout, causal, GQA, scale) on contiguous
+ * [B, H, S, D] arrays: dq (batch*q_heads*q_len*head_dim doubles), dk and dv
+ * (batch*kv_heads*kv_len*head_dim doubles) are overwritten.  `desc` strides
+ * and params are ignored.  O(pairs * head_dim) time, O(kv_len) extra
+ * memory.  ctx may be NULL (it only receives the error message).
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT, SPARCL_ERR_OUT_OF_MEMORY. */
+SPARCL_API sparcl_status sparcl_reference_backward(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
+                                                   const float *q, const float *k,
+                                                   const float *v, const float *dout,
+                                                   double *dq, double *dk, double *dv);
+
 #ifdef __cplusplus
 }
 #endif

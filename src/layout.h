@@ -67,6 +67,9 @@ sparcl_status sparcl__layout_check_shape(sparcl_ctx *ctx, int heads, int q_len, 
 sparcl_status sparcl__layout_build(sparcl_ctx *ctx, sparcl_layout **out, int heads, int q_len,
                                    int kv_len, int block, const sparcl__rule *rule);
 
+/* A deep copy of `l` (layout_copy.c); on failure *out is NULL. */
+sparcl_status sparcl__layout_copy(sparcl_ctx *ctx, const sparcl_layout *l, sparcl_layout **out);
+
 /* The stored entry of block (br, bc) of head h, or -1.  O(log row nnz). */
 int64_t sparcl__layout_find(const sparcl_layout *l, int h, int br, int bc);
 

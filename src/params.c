@@ -91,10 +91,10 @@ static const sparcl__param_def attn_fwd_params[] = {
 };
 
 const sparcl__kernel_schema sparcl__schema_attn_fwd = {
-    "attn_fwd", "attn_fwd.cl", attn_fwd_params, N_OF(attn_fwd_params), NULL};
+    "attn_fwd", "attn_fwd.cl", attn_fwd_params, N_OF(attn_fwd_params), NULL, NULL};
 
 /* Floats of private memory one work-item holds: q and acc rows, scores. */
-#define PRIVATE_FLOATS_MAX 8192
+#define PRIVATE_FLOATS_MAX SPARCL__PRIVATE_FLOATS_MAX
 
 static int32_t get(const sparcl_params *p, const char *name)
 {
@@ -141,6 +141,8 @@ sparcl_status sparcl__params_check(sparcl_ctx *ctx, const sparcl__kernel_schema 
                                 "%s %d is not one of {%s}", d->name, (int)v, list);
         }
     }
+    if (schema->check)
+        return schema->check(ctx, p, prob, limits);
     int32_t bm = get(p, "BLOCK_M"), bn = get(p, "BLOCK_N"), wg = get(p, "WG_SIZE");
     int32_t vec = get(p, "VEC");
     if (bm % wg != 0)
@@ -201,6 +203,17 @@ void sparcl__params_fill_defaults(const sparcl__kernel_schema *schema, sparcl_pa
                                   const sparcl__problem *prob,
                                   const sparcl__device_limits *limits)
 {
+    if (schema->defaults) {
+        schema->defaults(p, prob, limits);
+        return;
+    }
+    sparcl__params_tile_defaults(schema, p, prob, limits);
+}
+
+void sparcl__params_tile_defaults(const sparcl__kernel_schema *schema, sparcl_params *p,
+                                  const sparcl__problem *prob,
+                                  const sparcl__device_limits *limits)
+{
     int cpu = !limits || (limits->type & CL_DEVICE_TYPE_CPU);
     int32_t vec = 1;
     while (vec * 2 <= prob->head_dim && vec < (cpu ? 16 : 4))
@@ -223,8 +236,6 @@ void sparcl__params_fill_defaults(const sparcl__kernel_schema *schema, sparcl_pa
     set_default(schema, p, "BLOCK_M", bm);
     set_default(schema, p, "BLOCK_N", bn);
     set_default(schema, p, "USE_LOCAL", use_local);
-    if (schema->fill_extra)
-        schema->fill_extra(p, prob, limits);
 }
 
 void sparcl__params_build_options(const sparcl__kernel_schema *schema, const sparcl_params *p,

@@ -27,13 +27,22 @@ typedef struct sparcl__kernel_schema {
     const char *file; /* kernel file in cl/ */
     const sparcl__param_def *params;
     int n_params;
-    /* Defaults of the parameters only this family has, or NULL. */
-    void (*fill_extra)(sparcl_params *p, const sparcl__problem *prob,
-                       const sparcl__device_limits *limits);
+    /* Optional per-family rules; NULL means the attn_fwd rules in params.c.
+     * check: constraints and device limits once names and choices passed;
+     * defaults: fills the parameters `p` lacks. */
+    sparcl_status (*check)(sparcl_ctx *ctx, const sparcl_params *p, const sparcl__problem *prob,
+                           const sparcl__device_limits *limits);
+    void (*defaults)(sparcl_params *p, const sparcl__problem *prob,
+                     const sparcl__device_limits *limits);
 } sparcl__kernel_schema;
 
 extern const sparcl__kernel_schema sparcl__schema_attn_fwd;
+extern const sparcl__kernel_schema sparcl__schema_attn_bwd;    /* params_bwd.c */
 extern const sparcl__kernel_schema sparcl__schema_attn_entmax; /* params_entmax.c */
+
+/* Floats of private memory one work-item of any kernel may hold (the
+ * compilers spill beyond registers; past this, badly). */
+#define SPARCL__PRIVATE_FLOATS_MAX 8192
 
 /* Checks that `p` holds exactly the schema's parameters with allowed values
  * and that they satisfy the constraints and the device's limits (work-group
@@ -53,11 +62,21 @@ void sparcl__params_fill_defaults(const sparcl__kernel_schema *schema, sparcl_pa
                                   const sparcl__problem *prob,
                                   const sparcl__device_limits *limits);
 
+/* The attn_fwd default rules for the tile and work-group parameters
+ * (BLOCK_M, BLOCK_N, WG_SIZE, VEC, USE_LOCAL), setting only those the
+ * schema has: for families that share them (attn_entmax). */
+void sparcl__params_tile_defaults(const sparcl__kernel_schema *schema, sparcl_params *p,
+                                  const sparcl__problem *prob,
+                                  const sparcl__device_limits *limits);
+
 /* Writes the sorted -D build options (derived values included) into buf. */
 void sparcl__params_build_options(const sparcl__kernel_schema *schema, const sparcl_params *p,
                                   const sparcl__problem *prob, char *buf, size_t size);
 
 /* Local memory in bytes a parameter set of attn_fwd uses. */
 size_t sparcl__attn_fwd_local_bytes(const sparcl_params *p, const sparcl__problem *prob);
+
+/* Local memory in bytes the larger of the attn_bwd kernels uses. */
+size_t sparcl__attn_bwd_local_bytes(const sparcl_params *p, const sparcl__problem *prob);
 
 #endif

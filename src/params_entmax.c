@@ -25,11 +25,10 @@ static const sparcl__param_def attn_entmax_params[] = {
     {"WG_SIZE", c_wg, N_OF(c_wg), "work-items per work-group"},
 };
 
-static void fill_extra(sparcl_params *p, const sparcl__problem *prob,
-                       const sparcl__device_limits *limits)
+static void defaults(sparcl_params *p, const sparcl__problem *prob,
+                     const sparcl__device_limits *limits)
 {
-    (void)prob;
-    (void)limits;
+    sparcl__params_tile_defaults(&sparcl__schema_attn_entmax, p, prob, limits);
     int32_t v;
     /* Sparsemax supports of attention rows are mostly a few dozen keys. */
     if (!sparcl_params_get(p, "TOPK", &v))
@@ -37,4 +36,5 @@ static void fill_extra(sparcl_params *p, const sparcl__problem *prob,
 }
 
 const sparcl__kernel_schema sparcl__schema_attn_entmax = {
-    "attn_entmax", "attn_entmax.cl", attn_entmax_params, N_OF(attn_entmax_params), fill_extra};
+    "attn_entmax", "attn_entmax.cl", attn_entmax_params, N_OF(attn_entmax_params),
+    NULL /* attn_fwd's constraints */, defaults};

@@ -171,6 +171,8 @@ static sparcl_status create(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
         goto fail;
     }
     sparcl__tiling_free(&t);
+    if (desc->layout && (st = sparcl__layout_copy(ctx, desc->layout, &p->layout)) != SPARCL_OK)
+        goto fail;
 
     char options[1024];
     sparcl__params_build_options(schema, &params, &prob, options, sizeof options);
@@ -262,6 +264,8 @@ SPARCL_API void sparcl_plan_free(sparcl_plan *p)
     for (int i = 0; i < 4; ++i)
         if (*mems[i])
             clReleaseMemObject(*mems[i]);
+    sparcl__plan_bwd_free(p->bwd);
+    sparcl_layout_free(p->layout);
     sparcl__favor_free(p->favor);
     sparcl__linformer_free(p->linformer);
     pthread_mutex_destroy(&p->lock);
@@ -367,6 +371,21 @@ sparcl_status sparcl__plan_forward_strided(sparcl_plan *p, cl_command_queue queu
     return forward_strided(p, queue, ts, q, k, v, out, lse, num_wait, wait, event);
 }
 
+sparcl_status sparcl__plan_check_queue(sparcl_plan *p, cl_command_queue queue)
+{
+    if (!queue)
+        return SPARCL_OK;
+    cl_context qc = NULL;
+    cl_device_id qd = NULL;
+    cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qc, &qc, NULL);
+    if (err == CL_SUCCESS)
+        err = clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof qd, &qd, NULL);
+    if (err != CL_SUCCESS || qc != p->ctx->context || qd != p->ctx->device)
+        return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "queue does not belong to the plan's context and device");
+    return SPARCL_OK;
+}
+
 SPARCL_API sparcl_status sparcl_plan_forward_on_queue(sparcl_plan *p, cl_command_queue queue,
                                                       cl_mem q, cl_mem k, cl_mem v, cl_mem out,
                                                       cl_mem lse, cl_uint num_wait,
@@ -374,16 +393,9 @@ SPARCL_API sparcl_status sparcl_plan_forward_on_queue(sparcl_plan *p, cl_command
 {
     if (!p)
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
-    if (queue) {
-        cl_context qc = NULL;
-        cl_device_id qd = NULL;
-        cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qc, &qc, NULL);
-        if (err == CL_SUCCESS)
-            err = clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof qd, &qd, NULL);
-        if (err != CL_SUCCESS || qc != p->ctx->context || qd != p->ctx->device)
-            return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                                "queue does not belong to the plan's context and device");
-    }
+    sparcl_status st = sparcl__plan_check_queue(p, queue);
+    if (st != SPARCL_OK)
+        return st;
     const sparcl_strides ts[4] = {p->qs, p->ks, p->vs, p->os};
     return forward_strided(p, queue, ts, q, k, v, out, lse, num_wait, wait, event);
 }
@@ -473,4 +485,27 @@ SPARCL_API const char *sparcl_plan_params_origin(const sparcl_plan *p)
 SPARCL_API size_t sparcl_plan_device_bytes(const sparcl_plan *p)
 {
     return p ? p->device_bytes : 0;
+}
+
+/* The helpers above, for the other passes (plan.h). */
+sparcl_strides sparcl__plan_resolve(sparcl_strides s, const sparcl_plan_desc *d, int heads,
+                                    int len)
+{
+    return resolve(s, d, heads, len);
+}
+
+int64_t sparcl__plan_span(sparcl_strides s, int batch, int heads, int len, int dim)
+{
+    return span(s, batch, heads, len, dim);
+}
+
+sparcl_status sparcl__plan_check_buffer(sparcl_plan *p, cl_mem m, const char *name,
+                                        int64_t elems)
+{
+    return check_buffer(p, m, name, elems);
+}
+
+sparcl_status sparcl__plan_upload(sparcl_plan *p, cl_mem *out, const void *data, size_t bytes)
+{
+    return upload(p, out, data, bytes);
 }

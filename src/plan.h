@@ -21,6 +21,8 @@ struct sparcl_plan {
     cl_mem tile_ptr, tile_col, tile_mask, mask_bits;
     size_t device_bytes;
     int layout_heads, n_tile_rows, wg_size, block_m;
+    sparcl_layout *layout;          /* own copy (NULL = dense), for later passes */
+    struct sparcl__plan_bwd *bwd;   /* backward resources, NULL until prepared */
     char origin[576]; /* sparcl_plan_params_origin() */
     /* Other normalizations and attention kinds (attention_kinds.h). */
     int norm;                            /* attn_entmax's NORM; 0 for softmax */
@@ -28,6 +30,21 @@ struct sparcl_plan {
     struct sparcl__favor *favor;         /* FAVOR+ plans, else NULL */
     struct sparcl__linformer *linformer; /* Linformer plans, else NULL */
 };
+
+/* Shared by the passes (plan.c). */
+sparcl_strides sparcl__plan_resolve(sparcl_strides s, const sparcl_plan_desc *d, int heads,
+                                    int len);
+int64_t sparcl__plan_span(sparcl_strides s, int batch, int heads, int len, int dim);
+sparcl_status sparcl__plan_check_buffer(sparcl_plan *p, cl_mem m, const char *name,
+                                        int64_t elems);
+/* OK for NULL (the context's queue) or a queue of the plan's context and
+ * device; otherwise SPARCL_ERR_INVALID_ARGUMENT with a message. */
+sparcl_status sparcl__plan_check_queue(sparcl_plan *p, cl_command_queue queue);
+/* A read-only device copy of `bytes` of `data`, counted in device_bytes. */
+sparcl_status sparcl__plan_upload(sparcl_plan *p, cl_mem *out, const void *data, size_t bytes);
+
+/* Frees the backward resources (backward.c).  NULL does nothing. */
+void sparcl__plan_bwd_free(struct sparcl__plan_bwd *b);
 
 /* A zeroed plan with the descriptor's shapes, scale and resolved strides,
  * before any parameter choice or device work (plan.c). */

@@ -2,7 +2,8 @@
  * reference.c -- the double-precision CPU reference for masked softmax
  * attention.  It is the oracle of the tuner's verification and the demo; it
  * shares no code with the kernels or the tiling, reading the layout only
- * through its stored blocks.
+ * through its stored blocks.  The per-row softmax is shared with the
+ * reference backward (reference_bwd.c) through reference.h.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include "attention_kinds.h"
 #include "error.h"
 #include "layout.h"
+#include "reference.h"
 
 /* Writes the keys query i of layout head h attends to (before the causal
  * rule) into keys[], ascending; returns their number. */
@@ -32,13 +34,8 @@ static int64_t row_keys(const sparcl_layout *l, int h, int i, int kv_len, int *k
     return n;
 }
 
-SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_plan_desc *d,
-                                                  const float *q, const float *k, const float *v,
-                                                  double *out, double *lse)
+sparcl_status sparcl__reference_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
 {
-    if (!d || !q || !k || !v || !out)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
-                            !d ? "desc" : !q ? "q" : !k ? "k" : !v ? "v" : "out");
     if (d->batch < 1 || d->q_heads < 1 || d->kv_heads < 1 || d->q_heads % d->kv_heads ||
         d->q_len < 1 || d->kv_len < 1 || d->head_dim < 1)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
@@ -49,68 +46,89 @@ SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_
               l->kv_len != d->kv_len))
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "reference: layout shape does not match the descriptor");
+    return SPARCL_OK;
+}
+
+double sparcl__reference_scale(const sparcl_plan_desc *d)
+{
+    return d->scale > 0.0f ? d->scale : 1.0 / sqrt((double)d->head_dim);
+}
+
+double sparcl__reference_row(const sparcl_plan_desc *d, int h, int i, const float *qi,
+                             const float *kh, int *keys, double *p, int64_t *n_out)
+{
+    const sparcl_layout *l = d->layout;
+    const int D = d->head_dim;
+    const double scale = sparcl__reference_scale(d);
+    const int64_t off = (int64_t)d->kv_len - d->q_len;
+    int64_t n = row_keys(l, l && l->heads > 1 ? h : 0, i, d->kv_len, keys);
+    if (d->causal)
+        while (n > 0 && keys[n - 1] > i + off)
+            --n;
+    *n_out = n;
+    double mx = -INFINITY;
+    for (int64_t t = 0; t < n; ++t) {
+        const float *kj = kh + (int64_t)keys[t] * D;
+        double dot = 0.0;
+        for (int x = 0; x < D; ++x)
+            dot += (double)qi[x] * kj[x];
+        p[t] = dot * scale;
+        mx = p[t] > mx ? p[t] : mx;
+    }
+    float alpha; /* sparse normalizations: weights and threshold in reference_entmax.c */
+    if (sparcl__entmax_norm(d, &alpha))
+        return sparcl__reference_entmax_row(p, n, alpha, p);
+    double sum = 0.0;
+    for (int64_t t = 0; t < n; ++t)
+        sum += p[t] = exp(p[t] - mx);
+    for (int64_t t = 0; t < n; ++t)
+        p[t] /= sum;
+    return n > 0 ? mx + log(sum) : -INFINITY;
+}
+
+SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_plan_desc *d,
+                                                  const float *q, const float *k, const float *v,
+                                                  double *out, double *lse)
+{
+    if (!d || !q || !k || !v || !out)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
+                            !d ? "desc" : !q ? "q" : !k ? "k" : !v ? "v" : "out");
+    sparcl_status st = sparcl__reference_check(ctx, d);
+    if (st != SPARCL_OK)
+        return st;
     if (d->attention != SPARCL_ATTENTION_EXACT)
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
                             "reference: FAVOR+ and Linformer have no reference here (their "
                             "random matrices live in the plan)");
-    float alpha;
-    sparcl__entmax_norm(d, &alpha);
     int *keys = malloc(sizeof *keys * (size_t)d->kv_len);
-    double *s = malloc(sizeof *s * (size_t)d->kv_len);
-    if (!keys || !s) {
+    double *p = malloc(sizeof *p * (size_t)d->kv_len);
+    if (!keys || !p) {
         free(keys);
-        free(s);
+        free(p);
         return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "reference: no memory");
     }
     const int D = d->head_dim, g = d->q_heads / d->kv_heads;
-    const double scale = d->scale > 0.0f ? d->scale : 1.0 / sqrt((double)D);
-    const int64_t off = (int64_t)d->kv_len - d->q_len;
     for (int b = 0; b < d->batch; ++b)
         for (int h = 0; h < d->q_heads; ++h) {
             const float *kh = k + ((int64_t)b * d->kv_heads + h / g) * d->kv_len * D;
             const float *vh = v + ((int64_t)b * d->kv_heads + h / g) * d->kv_len * D;
             for (int i = 0; i < d->q_len; ++i) {
                 const int64_t row = ((int64_t)b * d->q_heads + h) * d->q_len + i;
-                const float *qi = q + row * D;
                 double *oi = out + row * D;
-                int64_t n = row_keys(l, l && l->heads > 1 ? h : 0, i, d->kv_len, keys);
-                if (d->causal)
-                    while (n > 0 && keys[n - 1] > i + off)
-                        --n;
-                double mx = -INFINITY;
-                for (int64_t t = 0; t < n; ++t) {
-                    const float *kj = kh + (int64_t)keys[t] * D;
-                    double dot = 0.0;
-                    for (int x = 0; x < D; ++x)
-                        dot += (double)qi[x] * kj[x];
-                    s[t] = dot * scale;
-                    mx = s[t] > mx ? s[t] : mx;
-                }
-                /* s[] becomes the weights, lse the row's LSE (softmax) or
-                 * threshold (sparse normalizations, reference_entmax.c). */
-                double l;
-                if (alpha > 0.0f) {
-                    l = sparcl__reference_entmax_row(s, n, alpha, s);
-                } else {
-                    double sum = 0.0;
-                    for (int64_t t = 0; t < n; ++t)
-                        sum += s[t] = exp(s[t] - mx);
-                    for (int64_t t = 0; t < n; ++t)
-                        s[t] /= sum;
-                    l = n > 0 ? mx + log(sum) : -INFINITY;
-                }
+                int64_t n;
+                double l = sparcl__reference_row(d, h, i, q + row * D, kh, keys, p, &n);
                 for (int x = 0; x < D; ++x)
                     oi[x] = 0.0;
                 for (int64_t t = 0; t < n; ++t) {
                     const float *vj = vh + (int64_t)keys[t] * D;
                     for (int x = 0; x < D; ++x)
-                        oi[x] += s[t] * vj[x];
+                        oi[x] += p[t] * vj[x];
                 }
                 if (lse)
                     lse[row] = l;
             }
         }
     free(keys);
-    free(s);
+    free(p);
     return SPARCL_OK;
 }

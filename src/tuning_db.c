@@ -125,9 +125,24 @@ static int pragma_int(sqlite3 *db, const char *sql, int *value)
     return rc;
 }
 
-/* Applies the embedded schema to an empty database, once, even when two
- * processes create the same file at the same moment. */
-static sparcl_status create_schema(sqlite3 *db, const char *path, char *msg, size_t size)
+/* Reads the header facts of the file in one transaction, so that a file
+ * another process is creating is seen either empty or complete. */
+static int read_header(sqlite3 *db, int *app, int *version, int *tables)
+{
+    int rc = pragma_int(db, "PRAGMA application_id", app);
+    if (rc == SQLITE_OK)
+        rc = pragma_int(db, "PRAGMA user_version", version);
+    if (rc == SQLITE_OK)
+        rc = pragma_int(db, "SELECT count(*) FROM sqlite_master", tables);
+    return rc;
+}
+
+/* Opens the header check in the right transaction: a writer takes the write
+ * lock first (waiting for the busy timeout), so that of several processes
+ * creating the same file at the same moment exactly one applies the schema
+ * and the others then see it complete; a reader takes a read snapshot. */
+static sparcl_status check_or_create(sqlite3 *db, int write, const char *path, int *app,
+                                     int *version, char *msg, size_t size)
 {
     const char *schema = NULL;
     for (int i = 0; i < sparcl__embedded_schema_count; ++i)
@@ -135,21 +150,42 @@ static sparcl_status create_schema(sqlite3 *db, const char *path, char *msg, siz
             schema = sparcl__embedded_schema[i].text;
     if (!schema)
         return set_msg(msg, size, "schema.sql is not embedded in the library");
-    int app = 0;
-    if (sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-        return set_msg(msg, size, "%s: cannot create the schema: %s", path, why(db));
-    int rc = pragma_int(db, "PRAGMA application_id", &app);
-    if (rc == SQLITE_OK && app == 0)
+    int tables = 0;
+    int rc = sqlite3_exec(db, write ? "BEGIN IMMEDIATE" : "BEGIN", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = read_header(db, app, version, &tables);
+    if (rc == SQLITE_OK && *app == 0 && *version == 0 && tables == 0) {
+        if (!write) {
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+            return set_msg(msg, size, "%s is empty, not a sparcl tuning database", path);
+        }
         rc = sqlite3_exec(db, schema, NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            rc = read_header(db, app, version, &tables);
+    }
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
-        set_msg(msg, size, "%s: cannot create the schema: %s", path, why(db));
+        set_msg(msg, size, "cannot %s %s: %s", write ? "prepare" : "read", path, why(db));
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
         return SPARCL_ERR_DATABASE;
     }
     return SPARCL_OK;
+}
+
+/* Switches to WAL (a no-op once the file is in WAL mode).  The switch needs
+ * an exclusive lock, for which SQLite does not call the busy handler, so
+ * retry for up to busy_ms while another process holds the file. */
+static int set_wal(sqlite3 *db, int busy_ms)
+{
+    for (int waited = 0;; waited += 10) {
+        int rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+        if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
+            return rc;
+        if (waited >= busy_ms)
+            return rc;
+        sqlite3_sleep(10);
+    }
 }
 
 sparcl_status sparcl__tuning_db_open(const char *path, int flags, int busy_ms,
@@ -179,23 +215,9 @@ sparcl_status sparcl__tuning_db_open(const char *path, int flags, int busy_ms,
         return SPARCL_ERR_DATABASE;
     }
     sqlite3_busy_timeout(db, busy_ms);
-    int app = 0, version = 0, tables = 0;
-    if ((rc = pragma_int(db, "PRAGMA application_id", &app)) != SQLITE_OK ||
-        (rc = pragma_int(db, "PRAGMA user_version", &version)) != SQLITE_OK ||
-        (rc = pragma_int(db, "SELECT count(*) FROM sqlite_master", &tables)) != SQLITE_OK) {
-        set_msg(msg, size, "cannot read %s: %s", path, why(db));
+    int app = 0, version = 0;
+    if (check_or_create(db, write, path, &app, &version, msg, size) != SPARCL_OK)
         goto fail;
-    }
-    if (app == 0 && version == 0 && tables == 0) {
-        if (!write) {
-            set_msg(msg, size, "%s is empty, not a sparcl tuning database", path);
-            goto fail;
-        }
-        if (create_schema(db, path, msg, size) != SPARCL_OK)
-            goto fail;
-        pragma_int(db, "PRAGMA application_id", &app);
-        pragma_int(db, "PRAGMA user_version", &version);
-    }
     if (app != SPARCL__DB_APPLICATION_ID) {
         set_msg(msg, size, "%s is not a sparcl tuning database (application_id %d)", path, app);
         goto fail;
@@ -205,7 +227,7 @@ sparcl_status sparcl__tuning_db_open(const char *path, int flags, int busy_ms,
                 version, SPARCL__DB_SCHEMA_VERSION);
         goto fail;
     }
-    if (write && sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK) {
+    if (write && set_wal(db, busy_ms) != SQLITE_OK) {
         set_msg(msg, size, "cannot switch %s to WAL: %s", path, why(db));
         goto fail;
     }

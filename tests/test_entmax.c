@@ -297,5 +297,11 @@ Test(entmax, bad_alpha_and_normalization_are_rejected)
     d.params = &p;
     cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_ERR_INVALID_ARGUMENT);
     cr_assert(strstr(sparcl_ctx_errmsg(ctx), "TOPK 5"), "%s", sparcl_ctx_errmsg(ctx));
+    /* No backward for sparse normalizations (yet): refused, not wrong. */
+    d.params = NULL;
+    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(sparcl_plan_prepare_backward(plan, NULL), SPARCL_ERR_NOT_SUPPORTED);
+    cr_assert(strstr(sparcl_ctx_errmsg(ctx), "backward"), "%s", sparcl_ctx_errmsg(ctx));
+    sparcl_plan_free(plan);
     sparcl_ctx_free(ctx);
 }

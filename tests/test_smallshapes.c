@@ -1,7 +1,7 @@
 /*
  * test_smallshapes.c -- every kernel family on small odd shapes (N = 17 and
  * 33, head_dim 24, a PARTIAL-block pattern, GQA) with CPU- and GPU-style
- * parameter sets.  Small enough to run under oclgrind, which CTest does as
+ * parameter sets: the forward, and the backward (dQ, dK, dV).  Small enough to run under oclgrind, which CTest does as
  * the `oclgrind` test (memory, uninitialized-value and data-race checks);
  * on the default device it is an ordinary correctness suite.
  */
@@ -10,9 +10,12 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "backward_check.h"
 #include "oracle.h"
 #include "oracle_kinds.h"
 #include "sparcl.h"
+
+enum { HQ = 4, HKV = 2, DIM = 24 };
 
 typedef struct small {
     int n, causal;
@@ -26,49 +29,69 @@ static int window_pred(const void *self, int h, int i, int j)
     return j >= i - 5 && j <= i + 3 && (!s->causal || j <= i);
 }
 
+/* CPU- and GPU-style sets valid for both the forward and the backward
+ * schema (the backward also needs BLOCK_N / WG_SIZE <= 16). */
+static small cases[] = {
+    {17, 0, 0, 0, 0, 0, 0},    {33, 1, 0, 0, 0, 0, 0},  {17, 1, 16, 32, 16, 4, 1},
+    {33, 0, 8, 8, 8, 8, 1},    {33, 0, 4, 8, 32, 2, 0}, {17, 0, 1, 1, 8, 1, 1},
+    {33, 1, 16, 16, 16, 1, 1}, {17, 0, 2, 8, 32, 1, 0},
+};
+
 ParameterizedTestParameters(smallshapes, forward_window_gqa)
 {
-    static small cases[] = {
-        {17, 0, 0, 0, 0, 0, 0},  {33, 1, 0, 0, 0, 0, 0},  {17, 1, 16, 32, 16, 4, 1},
-        {33, 0, 8, 8, 8, 8, 1},  {33, 0, 4, 8, 32, 2, 0}, {17, 0, 1, 1, 8, 1, 1},
-        {33, 1, 16, 16, 16, 1, 1}, {17, 0, 2, 8, 64, 1, 0},
-    };
     return cr_make_param_array(small, cases, sizeof cases / sizeof cases[0]);
 }
 
-ParameterizedTest(small *s, smallshapes, forward_window_gqa)
+/* Skips vector configurations under SPARCL_TEST_SCALAR_ONLY, then makes a
+ * context and a window plan (block 4: PARTIAL blocks on both band edges)
+ * with the case's parameters for the forward and, when bwd, the backward
+ * (the forward feeds the backward, so both honour SCALAR_ONLY). */
+static sparcl_plan *make_plan(const small *s, int bwd, sparcl_ctx **ctx, sparcl_layout **l)
 {
-    const int hq = 4, hkv = 2, D = 24, n = s->n;
     /* oclgrind 21.10's uninitialized-value plugin crashes on vector-typed
-     * private arrays, so run_oclgrind.sh runs that check on VEC = 1 only. */
-    if (getenv("SPARCL_TEST_SCALAR_ONLY") && s->vec != 1)
+     * private arrays, so run_oclgrind.sh runs that check on scalar
+     * configurations only: VEC = 1, and for the backward (whose lanes run
+     * across rows and keys) one row and one key per work-item. */
+    if (getenv("SPARCL_TEST_SCALAR_ONLY") &&
+        (s->vec != 1 || (bwd && (s->bm != s->wg || s->bn != s->wg))))
         cr_skip_test("vector configuration skipped (SPARCL_TEST_SCALAR_ONLY)");
-    sparcl_ctx *ctx = NULL;
-    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
-    cr_log_info("device: %s", sparcl_ctx_device_string(ctx));
-    sparcl_layout *l = NULL;
-    /* block 4 makes PARTIAL blocks on both band edges */
-    cr_assert_eq(sparcl_layout_init_window(ctx, &l, 1, n, n, 4, 5, 3), SPARCL_OK);
-    sparcl_params p;
+    cr_assert_eq(sparcl_ctx_init(ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
+    cr_log_info("device: %s", sparcl_ctx_device_string(*ctx));
+    cr_assert_eq(sparcl_layout_init_window(*ctx, l, 1, s->n, s->n, 4, 5, 3), SPARCL_OK);
+    sparcl_params p; /* the backward's; the forward's adds VEC */
     sparcl_params_clear(&p);
     if (s->wg) {
         sparcl_params_set(&p, "WG_SIZE", s->wg);
         sparcl_params_set(&p, "BLOCK_M", s->bm);
         sparcl_params_set(&p, "BLOCK_N", s->bn);
-        sparcl_params_set(&p, "VEC", s->vec);
         sparcl_params_set(&p, "USE_LOCAL", s->use_local);
     }
+    sparcl_params fp = p;
+    if (s->wg)
+        sparcl_params_set(&fp, "VEC", s->vec);
     sparcl_plan_desc d;
     sparcl_plan_desc_init(&d);
-    d.q_heads = hq;
-    d.kv_heads = hkv;
-    d.q_len = d.kv_len = n;
-    d.head_dim = D;
+    d.q_heads = HQ;
+    d.kv_heads = HKV;
+    d.q_len = d.kv_len = s->n;
+    d.head_dim = DIM;
     d.causal = s->causal;
-    d.layout = l;
-    d.params = s->wg ? &p : NULL;
+    d.layout = *l;
+    d.params = s->wg ? &fp : NULL;
     sparcl_plan *plan = NULL;
-    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(sparcl_plan_init(*ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(*ctx));
+    if (bwd)
+        cr_assert_eq(sparcl_plan_prepare_backward(plan, s->wg ? &p : NULL), SPARCL_OK, "%s",
+                     sparcl_ctx_errmsg(*ctx));
+    return plan;
+}
+
+ParameterizedTest(small *s, smallshapes, forward_window_gqa)
+{
+    const int hq = HQ, hkv = HKV, D = DIM, n = s->n;
+    sparcl_ctx *ctx = NULL;
+    sparcl_layout *l = NULL;
+    sparcl_plan *plan = make_plan(s, 0, &ctx, &l);
     size_t nq = (size_t)hq * n * D, nk = (size_t)hkv * n * D, nl = (size_t)hq * n;
     float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *o = malloc(nq * 4);
     float *lse = malloc(nl * 4);
@@ -82,6 +105,36 @@ ParameterizedTest(small *s, smallshapes, forward_window_gqa)
     cr_assert_leq(oracle_max_abs_diff_f(o, ro, nq), 1e-4);
     cr_assert_leq(oracle_max_abs_diff_f(lse, rl, nl), 1e-4);
     free(q), free(k), free(v), free(o), free(lse), free(ro), free(rl);
+    sparcl_plan_free(plan);
+    sparcl_layout_free(l);
+    sparcl_ctx_free(ctx);
+}
+
+/* Four of them keep the oclgrind run short: the default, and three
+ * local-memory sets (vector lanes with 16 work-items, 8 keys per
+ * work-item, and the scalar one the uninitialized-value pass runs). */
+ParameterizedTestParameters(smallshapes, backward_window_gqa)
+{
+    static small bwd_cases[4];
+    const int pick[4] = {1, 2, 5, 6};
+    for (int i = 0; i < 4; ++i)
+        bwd_cases[i] = cases[pick[i]];
+    return cr_make_param_array(small, bwd_cases, 4);
+}
+
+/* The backward against the library's reference backward (itself checked
+ * against an explicit-Jacobian oracle in test_backward.c). */
+ParameterizedTest(small *s, smallshapes, backward_window_gqa)
+{
+    sparcl_ctx *ctx = NULL;
+    sparcl_layout *l = NULL;
+    sparcl_plan *plan = make_plan(s, 1, &ctx, &l);
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.q_heads = HQ, d.kv_heads = HKV, d.q_len = d.kv_len = s->n, d.head_dim = DIM;
+    d.causal = s->causal, d.layout = l;
+    double err = backward_check(ctx, plan, &d, 40);
+    cr_assert(err >= 0 && err <= 1e-4, "error %g: %s", err, sparcl_ctx_errmsg(ctx));
     sparcl_plan_free(plan);
     sparcl_layout_free(l);
     sparcl_ctx_free(ctx);

@@ -1,7 +1,8 @@
 /*
  * test_threads.c -- one context shared by several threads: plans created
  * concurrently (the program cache races on the same and on different keys),
- * executed on one queue per thread, and one plan shared by all threads.
+ * executed on one queue per thread, and one plan shared by all threads
+ * (forward, and forward + backward with the backward built lazily).
  * CI also runs the scenarios under ThreadSanitizer (tsan_threads.c).
  */
 #include <criterion/criterion.h>
@@ -21,6 +22,12 @@ Test(threads, one_plan_shared_by_threads, .timeout = 300)
     cr_assert_null(failure, "%s", failure);
 }
 
+Test(threads, one_plan_backward_shared_by_threads, .timeout = 300)
+{
+    const char *failure = thread_scenario_shared_backward();
+    cr_assert_null(failure, "%s", failure);
+}
+
 Test(threads, foreign_queue_is_rejected)
 {
     sparcl_ctx *a = NULL, *b = NULL;
@@ -36,6 +43,9 @@ Test(threads, foreign_queue_is_rejected)
     cl_mem o = clCreateBuffer(sparcl_ctx_cl_context(a), CL_MEM_READ_WRITE, 64 * 4, NULL, NULL);
     cr_assert_eq(sparcl_plan_forward_on_queue(plan, sparcl_ctx_cl_queue(b), m, m, m, o, NULL, 0,
                                               NULL, NULL),
+                 SPARCL_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(sparcl_plan_backward_on_queue(plan, sparcl_ctx_cl_queue(b), m, m, m, m, m, m, o,
+                                               o, o, 0, NULL, NULL),
                  SPARCL_ERR_INVALID_ARGUMENT);
     clReleaseMemObject(m);
     clReleaseMemObject(o);

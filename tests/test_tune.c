@@ -44,7 +44,8 @@ static void make_dir(void)
 TestSuite(tune, .fini = scratch_remove);
 
 /* Starts sparcl-tune with args (NULL-terminated), stdout and stderr to
- * files in dir. */
+ * files in dir.  The mechanics tested here run on the forward family
+ * (--kernel attn_fwd first; a later --kernel in args wins). */
 static pid_t spawn_tuner(const char *tag, const char *const *args)
 {
     char out[128], err[128];
@@ -54,10 +55,10 @@ static pid_t spawn_tuner(const char *tag, const char *const *args)
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     posix_spawn_file_actions_addopen(&fa, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const char *argv[32] = {SPARCL_TUNE_EXE};
-    int n = 1;
-    while (args[n - 1] && n < 31) {
-        argv[n] = args[n - 1];
+    const char *argv[34] = {SPARCL_TUNE_EXE, "--kernel", "attn_fwd"};
+    int n = 3;
+    while (args[n - 3] && n < 33) {
+        argv[n] = args[n - 3];
         ++n;
     }
     argv[n] = NULL;
@@ -327,4 +328,21 @@ Test(tune, export_and_import_through_the_cli)
     char *out = slurp("i2", "out");
     cr_assert(strstr(out, "imported 2 rows"), "%s", out);
     free(out);
+}
+
+/* The backward family is tuned like the forward: its candidates are
+ * verified against the reference backward and stored under attn_bwd. */
+Test(tune, backward_family_is_tuned)
+{
+    make_dir();
+    char db[128];
+    scratch_path(db, sizeof db, "bwd.db");
+    const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "3", "--stagnation",
+                          "0", "--strategy", "random", "--budget", "quick", "--kernel",
+                          "attn_bwd", NULL};
+    cr_assert_eq(run_tuner("bwd", args), 0, "%s", slurp("bwd", "err"));
+    cr_assert_eq(count_where(db, "status = 'ok' AND kernel_id IN "
+                                 "(SELECT id FROM kernel WHERE name = 'attn_bwd')"),
+                 3, "%s", slurp("bwd", "out"));
+    cr_assert_eq(count_where(db, "1"), 3);
 }

@@ -15,4 +15,8 @@ const char *thread_scenario_concurrent_plans(void);
 /* Four threads run one shared plan, each on its own queue. */
 const char *thread_scenario_shared_plan(void);
 
+/* Four threads run forward and backward of one shared plan whose backward
+ * is not built yet, each on its own queue. */
+const char *thread_scenario_shared_backward(void);
+
 #endif

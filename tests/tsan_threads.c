@@ -13,7 +13,8 @@ int main(void)
         const char *name;
         const char *(*run)(void);
     } scenarios[] = {{"concurrent_plans", thread_scenario_concurrent_plans},
-                     {"shared_plan", thread_scenario_shared_plan}};
+                     {"shared_plan", thread_scenario_shared_plan},
+                     {"shared_backward", thread_scenario_shared_backward}};
     int passed = 0, failed = 0;
     for (size_t s = 0; s < sizeof scenarios / sizeof scenarios[0]; ++s) {
         const char *failure = scenarios[s].run();

@@ -267,8 +267,8 @@ static double evaluate(void *user, const sparcl_params *p, int *stop)
         ++s->stored;
     } else {
         double t0 = now();
-        int rc = tune_child_eval(s->child, s->prob->spec, p, s->o->max_runs, s->o->timeout,
-                                 &interrupted, &r);
+        int rc = tune_child_eval(s->child, s->key.kernel, s->prob->spec, p, s->o->max_runs,
+                                 s->o->timeout, &interrupted, &r);
         if (rc == 1) {
             *stop = 1;
             return INFINITY;
@@ -384,7 +384,10 @@ static void print_table(const row *rows, int n)
 }
 
 /* Kernel families the worker knows how to run. */
-static int can_evaluate(const char *kernel) { return !strcmp(kernel, "attn_fwd"); }
+static int can_evaluate(const char *kernel)
+{
+    return !strcmp(kernel, "attn_fwd") || !strcmp(kernel, "attn_bwd");
+}
 
 static int run_tuning(const options *o, const char *exe)
 {

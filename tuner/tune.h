@@ -79,13 +79,14 @@ typedef struct tune_child tune_child;
 tune_child *tune_child_new(const char *exe, const char *device);
 void tune_child_free(tune_child *c);
 
-/* Evaluates params on problem `spec` in the worker, with `timeout_s`
+/* Evaluates params of kernel family `kernel` on problem `spec` in the worker, with `timeout_s`
  * seconds for the candidate (setting up a new problem has its own, longer
  * limit).  Fills *r; a crash or timeout of the worker is reported in it and
  * the worker is restarted next time.  Returns 0, 1 when *interrupted became
  * set (nothing to record), or -1 if the problem itself cannot be set up
  * (message in r->message). */
-int tune_child_eval(tune_child *c, const char *spec, const sparcl_params *params, int max_runs, double timeout_s,
+int tune_child_eval(tune_child *c, const char *kernel, const char *spec,
+                    const sparcl_params *params, int max_runs, double timeout_s,
                     volatile sig_atomic_t *interrupted, sparcl_tuning_result *r);
 
 #endif

@@ -31,7 +31,7 @@ struct tune_child {
     char exe[1024], device[256];
     pid_t pid;
     int to, from;           /* pipe ends: requests, results */
-    char problem[TUNE_SPEC_MAX]; /* the problem the worker holds, "" none */
+    char problem[TUNE_SPEC_MAX + 32]; /* "<kernel> <spec>" the worker holds, "" none */
     char buf[8192];
     size_t len;
 };
@@ -220,18 +220,19 @@ static int transact(tune_child *c, const char *request, char *line, size_t size,
     return rc;
 }
 
-int tune_child_eval(tune_child *c, const char *spec, const sparcl_params *params, int max_runs,
-                    double timeout_s, volatile sig_atomic_t *interrupted,
-                    sparcl_tuning_result *r)
+int tune_child_eval(tune_child *c, const char *kernel, const char *spec,
+                    const sparcl_params *params, int max_runs, double timeout_s,
+                    volatile sig_atomic_t *interrupted, sparcl_tuning_result *r)
 {
     memset(r, 0, sizeof *r);
     r->params = *params;
     r->max_err = -1;
-    char line[8192], request[4096];
+    char line[8192], request[4096], key[sizeof c->problem];
     if (c->pid < 0 && start(c, r->message, sizeof r->message) != 0)
         return -1;
-    if (strcmp(c->problem, spec) != 0) {
-        snprintf(request, sizeof request, "problem %s\n", spec);
+    snprintf(key, sizeof key, "%s %s", kernel, spec);
+    if (strcmp(c->problem, key) != 0) {
+        snprintf(request, sizeof request, "problem %s\n", key);
         int rc = transact(c, request, line, sizeof line, SETUP_TIMEOUT_S, interrupted, r);
         if (rc == LINE_INTERRUPTED) {
             stop(c, NULL);
@@ -243,7 +244,7 @@ int tune_child_eval(tune_child *c, const char *spec, const sparcl_params *params
             snprintf(r->message, sizeof r->message, "worker: %.200s", line);
             return -1;
         }
-        snprintf(c->problem, sizeof c->problem, "%s", spec);
+        snprintf(c->problem, sizeof c->problem, "%s", key);
     }
     char list[1024];
     sparcl_params_format(params, list, sizeof list);

@@ -6,7 +6,11 @@
  * failure and starts a new worker.  Requests arrive on stdin, one per line:
  *   problem <spec>              set up inputs, reference and buffers
  *   eval <max_runs> A=1 B=2...  build, verify and time one candidate
- * and each gets one line on fd 3 (not stdout, which a driver may write to):
+ * where <spec> is "<kernel> <problem>" with kernel attn_fwd or attn_bwd (the
+ * backward is verified against sparcl_reference_backward() on outputs of the
+ * reference forward, and timed from a marker before its three kernels to
+ * the event after them), and each gets one line on fd 3 (not stdout, which
+ * a driver may write to):
  *   ready | error <message>
  *   result <status> <median> <min> <max> <runs> <max_err> <message>
  */
@@ -30,14 +34,21 @@
 #define STABLE 0.01
 #define MAX_TIMED_MS 3000.0
 
+/* Tensors of the problem: inputs, the kernels' outputs read back, and the
+ * double reference.  Forward: out and lse are outputs (ref: ref[0..1]).
+ * Backward: out, lse (from the reference forward) and dout are inputs;
+ * dq, dk, dv are outputs (ref: ref[2..4]). */
+enum { T_Q, T_K, T_V, T_OUT, T_LSE, T_DOUT, T_DQ, T_DK, T_DV, N_T };
+
 typedef struct setup {
     tune_problem prob;
     sparcl_plan_desc desc;
     sparcl_layout *layout;
-    double *ref_out, *ref_lse;
-    float *out, *lse;
-    size_t n_out, n_lse;
-    cl_mem q, k, v, o, l;
+    int bwd; /* kernel family attn_bwd */
+    size_t n[N_T];
+    float *host[N_T];
+    double *ref[N_T];
+    cl_mem m[N_T];
     int ready;
 } setup;
 
@@ -56,15 +67,13 @@ static void fill(float *x, size_t n, uint64_t seed)
 
 static void release(setup *s)
 {
-    cl_mem *m[5] = {&s->q, &s->k, &s->v, &s->o, &s->l};
-    for (int i = 0; i < 5; ++i)
-        if (*m[i])
-            clReleaseMemObject(*m[i]);
+    for (int t = 0; t < N_T; ++t) {
+        if (s->m[t])
+            clReleaseMemObject(s->m[t]);
+        free(s->host[t]);
+        free(s->ref[t]);
+    }
     sparcl_layout_free(s->layout);
-    free(s->ref_out);
-    free(s->ref_lse);
-    free(s->out);
-    free(s->lse);
     memset(s, 0, sizeof *s);
 }
 
@@ -76,9 +85,64 @@ static cl_mem upload(sparcl_ctx *ctx, const float *data, size_t n)
                           n * sizeof(float), (void *)data, &err);
 }
 
-static int set_up(sparcl_ctx *ctx, setup *s, const char *spec, char *err, size_t size)
+/* Host arrays for every tensor, the reference, and the device buffers. */
+static int compute_reference(sparcl_ctx *ctx, setup *s, char *err, size_t size)
+{
+    const sparcl_plan_desc *d = &s->desc;
+    const size_t nq = (size_t)d->q_heads * d->q_len * d->head_dim;
+    const size_t nk = (size_t)d->kv_heads * d->kv_len * d->head_dim;
+    const size_t n[N_T] = {nq, nk, nk, nq, (size_t)d->q_heads * d->q_len, nq, nq, nk, nk};
+    const int used = s->bwd ? N_T : T_DOUT; /* the forward stops at lse */
+    for (int t = 0; t < used; ++t) {
+        s->n[t] = n[t];
+        s->host[t] = malloc(n[t] * sizeof(float));
+        s->ref[t] = t >= T_OUT ? malloc(n[t] * sizeof(double)) : NULL;
+        if (!s->host[t] || (t >= T_OUT && !s->ref[t])) {
+            snprintf(err, size, "out of host memory");
+            return -1;
+        }
+    }
+    fill(s->host[T_Q], nq, 1);
+    fill(s->host[T_K], nk, 2);
+    fill(s->host[T_V], nk, 3);
+    /* Computed once per problem: every candidate is checked against it. */
+    int ok = sparcl_reference_forward(ctx, d, s->host[T_Q], s->host[T_K], s->host[T_V],
+                                      s->ref[T_OUT], s->ref[T_LSE]) == SPARCL_OK;
+    if (ok && s->bwd) {
+        for (int t = T_OUT; t <= T_LSE; ++t) /* the backward's inputs */
+            for (size_t i = 0; i < n[t]; ++i)
+                s->host[t][i] = (float)s->ref[t][i];
+        fill(s->host[T_DOUT], nq, 4);
+        ok = sparcl_reference_backward(ctx, d, s->host[T_Q], s->host[T_K], s->host[T_V],
+                                       s->host[T_DOUT], s->ref[T_DQ], s->ref[T_DK],
+                                       s->ref[T_DV]) == SPARCL_OK;
+    }
+    if (!ok) {
+        snprintf(err, size, "reference: %s", sparcl_ctx_errmsg(ctx));
+        return -1;
+    }
+    const int first_out = s->bwd ? T_DQ : T_OUT;
+    for (int t = 0; t < used; ++t)
+        if (!(s->m[t] = upload(ctx, t < first_out ? s->host[t] : NULL, n[t]))) {
+            snprintf(err, size, "cannot allocate device buffers");
+            return -1;
+        }
+    return 0;
+}
+
+/* line: "<kernel> <problem spec>". */
+static int set_up(sparcl_ctx *ctx, setup *s, const char *line, char *err, size_t size)
 {
     release(s);
+    char kernel[32] = "";
+    int used = 0;
+    if (sscanf(line, "%31s %n", kernel, &used) != 1 ||
+        (strcmp(kernel, "attn_fwd") && strcmp(kernel, "attn_bwd"))) {
+        snprintf(err, size, "unknown kernel family \"%s\"", kernel);
+        return -1;
+    }
+    s->bwd = !strcmp(kernel, "attn_bwd");
+    const char *spec = line + used;
     tune_problem *list = NULL;
     if (tune_problems_parse(spec, &list, err, size) != 1) {
         free(list);
@@ -92,41 +156,7 @@ static int set_up(sparcl_ctx *ctx, setup *s, const char *spec, char *err, size_t
         snprintf(err, size, "%s", sparcl_ctx_errmsg(ctx));
         return -1;
     }
-    const sparcl_plan_desc *d = &s->desc;
-    size_t nq = (size_t)d->q_heads * d->q_len * d->head_dim;
-    size_t nk = (size_t)d->kv_heads * d->kv_len * d->head_dim;
-    s->n_out = nq;
-    s->n_lse = (size_t)d->q_heads * d->q_len;
-    float *q = malloc(nq * sizeof *q), *k = malloc(nk * sizeof *k), *v = malloc(nk * sizeof *v);
-    s->ref_out = malloc(nq * sizeof *s->ref_out);
-    s->ref_lse = malloc(s->n_lse * sizeof *s->ref_lse);
-    s->out = malloc(nq * sizeof *s->out);
-    s->lse = malloc(s->n_lse * sizeof *s->lse);
-    int ok = q && k && v && s->ref_out && s->ref_lse && s->out && s->lse;
-    if (ok) {
-        fill(q, nq, 1);
-        fill(k, nk, 2);
-        fill(v, nk, 3);
-        /* Computed once per problem: every candidate is checked against it. */
-        ok = sparcl_reference_forward(ctx, d, q, k, v, s->ref_out, s->ref_lse) == SPARCL_OK;
-        if (!ok)
-            snprintf(err, size, "reference: %s", sparcl_ctx_errmsg(ctx));
-        s->q = upload(ctx, q, nq);
-        s->k = upload(ctx, k, nk);
-        s->v = upload(ctx, v, nk);
-        s->o = upload(ctx, NULL, nq);
-        s->l = upload(ctx, NULL, s->n_lse);
-        if (ok && !(s->q && s->k && s->v && s->o && s->l)) {
-            snprintf(err, size, "cannot allocate device buffers");
-            ok = 0;
-        }
-    } else {
-        snprintf(err, size, "out of host memory");
-    }
-    free(q);
-    free(k);
-    free(v);
-    if (!ok) {
+    if (compute_reference(ctx, s, err, size) != 0) {
         release(s);
         return -1;
     }
@@ -183,11 +213,24 @@ static double median(const double *t, int n)
     return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
 }
 
-/* One run; its event time in ms, or a negative value on failure. */
+/* One run; its event time in ms, or a negative value on failure.  The
+ * backward's event is a marker after its three kernels, so its time runs
+ * from a marker enqueued just before them. */
 static double run_once(sparcl_ctx *ctx, sparcl_plan *plan, setup *s, char *msg, size_t size)
 {
-    cl_event ev = NULL;
-    if (sparcl_plan_forward(plan, s->q, s->k, s->v, s->o, s->l, 0, NULL, &ev) != SPARCL_OK) {
+    cl_event before = NULL, ev = NULL;
+    cl_mem *m = s->m;
+    sparcl_status st;
+    if (s->bwd) {
+        clEnqueueMarkerWithWaitList(sparcl_ctx_cl_queue(ctx), 0, NULL, &before);
+        st = sparcl_plan_backward(plan, m[T_Q], m[T_K], m[T_V], m[T_OUT], m[T_LSE], m[T_DOUT],
+                                  m[T_DQ], m[T_DK], m[T_DV], 0, NULL, &ev);
+    } else {
+        st = sparcl_plan_forward(plan, m[T_Q], m[T_K], m[T_V], m[T_OUT], m[T_LSE], 0, NULL, &ev);
+    }
+    if (st != SPARCL_OK) {
+        if (before)
+            clReleaseEvent(before);
         snprintf(msg, size, "%s", sparcl_ctx_errmsg(ctx));
         return -1;
     }
@@ -195,10 +238,13 @@ static double run_once(sparcl_ctx *ctx, sparcl_plan *plan, setup *s, char *msg, 
     clGetEventInfo(ev, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof exec, &exec, NULL);
     cl_ulong t0 = 0, t1 = 0;
     if (err == CL_SUCCESS && exec == CL_COMPLETE) {
-        clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_START, sizeof t0, &t0, NULL);
+        clGetEventProfilingInfo(before ? before : ev, CL_PROFILING_COMMAND_START, sizeof t0, &t0,
+                                NULL);
         clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL);
     }
     clReleaseEvent(ev);
+    if (before)
+        clReleaseEvent(before);
     if (err != CL_SUCCESS || exec != CL_COMPLETE) {
         snprintf(msg, size, "kernel execution failed (OpenCL %d / status %d)", (int)err,
                  (int)exec);
@@ -207,21 +253,44 @@ static double run_once(sparcl_ctx *ctx, sparcl_plan *plan, setup *s, char *msg, 
     return (double)(t1 - t0) * 1e-6;
 }
 
+/* Reads the outputs back and returns the largest error: absolute for the
+ * forward, relative to max(1, largest reference value) per gradient for
+ * the backward (dK and dV sum over many rows); negative if unreadable. */
+static double verify(sparcl_ctx *ctx, setup *s)
+{
+    const int first = s->bwd ? T_DQ : T_OUT, last = s->bwd ? T_DV : T_LSE;
+    double worst = 0;
+    for (int t = first; t <= last; ++t) {
+        if (clEnqueueReadBuffer(sparcl_ctx_cl_queue(ctx), s->m[t], CL_TRUE, 0,
+                                s->n[t] * sizeof(float), s->host[t], 0, NULL,
+                                NULL) != CL_SUCCESS)
+            return -1;
+        double scale = 1;
+        for (size_t i = 0; s->bwd && i < s->n[t]; ++i)
+            scale = fmax(scale, fabs(s->ref[t][i]));
+        worst = fmax(worst, max_err(s->host[t], s->ref[t], s->n[t]) / scale);
+    }
+    return worst;
+}
+
 static void evaluate(sparcl_ctx *ctx, setup *s, const sparcl_params *params, int max_runs,
                      sparcl_tuning_result *r)
 {
     memset(r, 0, sizeof *r);
     r->max_err = -1;
     sparcl_plan_desc d = s->desc;
-    d.params = params;
+    d.params = s->bwd ? NULL : params; /* the backward keeps the forward's defaults */
     sparcl_plan *plan = NULL;
     sparcl_status st = sparcl_plan_init(ctx, &plan, &d);
+    if (st == SPARCL_OK && s->bwd)
+        st = sparcl_plan_prepare_backward(plan, params);
     if (st != SPARCL_OK) {
-        r->status = st == SPARCL_ERR_BUILD                                              ? SPARCL_TUNING_BUILD_ERROR
-                    : st == SPARCL_ERR_INVALID_ARGUMENT || st == SPARCL_ERR_NOT_SUPPORTED ? SPARCL_TUNING_INVALID
-                                                                                        : SPARCL_TUNING_LAUNCH_ERROR;
+        r->status = st == SPARCL_ERR_BUILD ? SPARCL_TUNING_BUILD_ERROR
+                    : st == SPARCL_ERR_INVALID_ARGUMENT || st == SPARCL_ERR_NOT_SUPPORTED
+                        ? SPARCL_TUNING_INVALID
+                        : SPARCL_TUNING_LAUNCH_ERROR;
         snprintf(r->message, sizeof r->message, "%s", sparcl_ctx_errmsg(ctx));
-        return;
+        goto done;
     }
     maybe_fault(params);
     /* The first run is the warm-up and the one verified. */
@@ -229,16 +298,12 @@ static void evaluate(sparcl_ctx *ctx, setup *s, const sparcl_params *params, int
         r->status = SPARCL_TUNING_LAUNCH_ERROR;
         goto done;
     }
-    cl_command_queue queue = sparcl_ctx_cl_queue(ctx);
-    if (clEnqueueReadBuffer(queue, s->o, CL_TRUE, 0, s->n_out * sizeof(float), s->out, 0, NULL,
-                            NULL) != CL_SUCCESS ||
-        clEnqueueReadBuffer(queue, s->l, CL_TRUE, 0, s->n_lse * sizeof(float), s->lse, 0, NULL,
-                            NULL) != CL_SUCCESS) {
+    r->max_err = verify(ctx, s);
+    if (r->max_err < 0) {
         r->status = SPARCL_TUNING_LAUNCH_ERROR;
         snprintf(r->message, sizeof r->message, "cannot read the result back");
         goto done;
     }
-    r->max_err = fmax(max_err(s->out, s->ref_out, s->n_out), max_err(s->lse, s->ref_lse, s->n_lse));
     if (!(r->max_err <= TOLERANCE)) {
         r->status = SPARCL_TUNING_WRONG;
         snprintf(r->message, sizeof r->message, "max abs error %.3g exceeds %.0e", r->max_err,

@@ -1,6 +1,6 @@
 /*
- * fuzz_layout.c -- layouts from user block masks and window parameters, and
- * their re-blocking to kernel tiles.  Beyond "no crash", every accepted
+ * fuzz_layout.c -- layouts from user block masks, BSR and CSR arrays and
+ * window parameters, and their re-blocking to kernel tiles.  Beyond "no crash", every accepted
  * layout is checked against its definition at sampled elements, and the
  * tiling (with or without causal) is checked element by element against
  * sparcl_layout_attends on small shapes.  A mismatch traps.
@@ -57,7 +57,7 @@ static void check_tiling(const sparcl_layout *l, int causal, int tm, int tn)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fuzz_input in = {data, size, 0};
-    int kind = fuzz_range(&in, 0, 2);
+    int kind = fuzz_range(&in, 0, 4);
     sparcl_layout *l = NULL;
     if (kind == 0) { /* raw arguments, mostly invalid: must fail cleanly */
         int heads = fuzz_int(&in), lq = fuzz_int(&in), lk = fuzz_int(&in), b = fuzz_int(&in);
@@ -88,6 +88,49 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         CHECK(sparcl_layout_attends(l, h, i, j) ==
                               (mask[((size_t)h * nbr + i / block) * nbc + j / block] != 0));
         free(mask);
+    } else if (kind == 3 || kind == 4) {
+        /* CSR (token rows) or BSR (block rows) arrays, often malformed:
+         * rows may decrease or overrun, columns may be out of range. */
+        int bsr = kind == 4;
+        int rows = heads * (bsr ? (lq + block - 1) / block : lq);
+        int cols = bsr ? (lk + block - 1) / block : lk;
+        int64_t *ptr = malloc(sizeof *ptr * (size_t)(rows + 1));
+        int nnz = fuzz_range(&in, 0, 300);
+        int32_t *col = malloc(sizeof *col * (size_t)(nnz ? nnz : 1));
+        int sane = fuzz_range(&in, 0, 3) != 0;
+        ptr[0] = sane ? 0 : fuzz_range(&in, -2, 2);
+        for (int r = 1; r <= rows; ++r)
+            ptr[r] = sane ? ptr[r - 1] + (r == rows ? 0 : fuzz_range(&in, 0, 3))
+                          : fuzz_range(&in, -5, nnz + 5);
+        if (sane) {
+            if (ptr[rows] > nnz)
+                ptr[rows] = nnz;
+            for (int r = rows; r > 0; --r) /* keep it non-decreasing */
+                if (ptr[r - 1] > ptr[r])
+                    ptr[r - 1] = ptr[r];
+        }
+        for (int x = 0; x < nnz; ++x)
+            col[x] = sane ? fuzz_range(&in, 0, cols - 1) : fuzz_int(&in);
+        sparcl_status st =
+            bsr ? sparcl_layout_init_bsr(NULL, &l, heads, lq, lk, block, ptr, col)
+                : sparcl_layout_init_csr(NULL, &l, heads, lq, lk, block, ptr, col);
+        if (st == SPARCL_OK) {
+            CHECK(ptr[0] == 0);
+            for (int h = 0; h < heads; ++h)
+                for (int i = 0; i < lq; ++i) {
+                    int r = h * (bsr ? (lq + block - 1) / block : lq) + (bsr ? i / block : i);
+                    for (int j = 0; j < lk; ++j) {
+                        int want = 0;
+                        for (int64_t x = ptr[r]; x < ptr[r + 1]; ++x)
+                            want |= col[x] == (bsr ? j / block : j);
+                        CHECK(sparcl_layout_attends(l, h, i, j) == want);
+                    }
+                }
+        } else {
+            CHECK(l == NULL);
+        }
+        free(ptr);
+        free(col);
     } else {
         int left = fuzz_range(&in, 0, 80), right = fuzz_range(&in, 0, 80);
         if (sparcl_layout_init_window(NULL, &l, heads, lq, lk, block, left, right) == SPARCL_OK)
