@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention_kinds.h"
 #include "ctx.h"
 #include "error.h"
 #include "kernel_registry.h"
@@ -81,7 +82,7 @@ sparcl_status sparcl__plan_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d
             return BAD("layout is %d x %d but the plan is q_len %d x kv_len %d", l->q_len,
                        l->kv_len, d->q_len, d->kv_len);
     }
-    return SPARCL_OK;
+    return sparcl__kind_check(ctx, d);
 #undef BAD
 }
 
@@ -110,15 +111,11 @@ static sparcl_status upload(sparcl_plan *p, cl_mem *out, const void *data, size_
     return SPARCL_OK;
 }
 
-/* Everything after the choice of parameters; on failure nothing is kept. */
-static sparcl_status create(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
-                            const sparcl__kernel_schema *schema, const sparcl__problem *pprob,
-                            sparcl_params params, sparcl_param_source source, const char *origin,
-                            sparcl_plan **out)
+sparcl_status sparcl__plan_alloc(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
+                                 sparcl_plan **out)
 {
-    sparcl_status st;
-    sparcl__problem prob = *pprob;
     sparcl_plan *p = calloc(1, sizeof *p);
+    *out = p;
     if (!p)
         return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate a plan");
     pthread_mutex_init(&p->lock, NULL);
@@ -126,11 +123,28 @@ static sparcl_status create(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
     p->desc = *desc;
     p->desc.layout = NULL;
     p->desc.params = NULL;
+    p->desc.proj_e = NULL;
+    p->desc.proj_f = NULL;
     p->scale = desc->scale > 0.0f ? desc->scale : 1.0f / sqrtf((float)desc->head_dim);
     p->qs = resolve(desc->q_strides, desc, desc->q_heads, desc->q_len);
     p->ks = resolve(desc->k_strides, desc, desc->kv_heads, desc->kv_len);
     p->vs = resolve(desc->v_strides, desc, desc->kv_heads, desc->kv_len);
     p->os = resolve(desc->o_strides, desc, desc->q_heads, desc->q_len);
+    return SPARCL_OK;
+}
+
+/* Everything after the choice of parameters; on failure nothing is kept. */
+static sparcl_status create(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
+                            const sparcl__kernel_schema *schema, const sparcl__problem *pprob,
+                            sparcl_params params, sparcl_param_source source, const char *origin,
+                            sparcl_plan **out)
+{
+    sparcl__problem prob = *pprob;
+    sparcl_plan *p;
+    sparcl_status st = sparcl__plan_alloc(ctx, desc, &p);
+    if (st != SPARCL_OK)
+        return st;
+    const int norm = p->norm = sparcl__entmax_norm(desc, &p->alpha);
     p->params = params;
     p->source = source;
     snprintf(p->origin, sizeof p->origin, "%s", origin);
@@ -162,13 +176,18 @@ static sparcl_status create(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
 
     char options[1024];
     sparcl__params_build_options(schema, &params, &prob, options, sizeof options);
+    if (norm) /* which entmax solver attn_entmax compiles */
+        snprintf(options + strlen(options), sizeof options - strlen(options), " -DNORM=%d",
+                 norm);
     cl_program prog;
     if ((st = sparcl__program_get(ctx, schema->file, options, &prog)) != SPARCL_OK)
         goto fail;
     cl_int err;
-    p->kernel = clCreateKernel(prog, "attn_fwd", &err);
+    p->kernel = clCreateKernel(prog, schema->name, &err);
     if (!p->kernel) {
-        st = sparcl__fail_cl(ctx, err, "clCreateKernel(attn_fwd)");
+        char what[64];
+        snprintf(what, sizeof what, "clCreateKernel(%s)", schema->name);
+        st = sparcl__fail_cl(ctx, err, what);
         goto fail;
     }
     size_t kwg = 0;
@@ -201,7 +220,14 @@ SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
     if (st != SPARCL_OK)
         return st;
 
-    const sparcl__kernel_schema *schema = &sparcl__schema_attn_fwd;
+    if (desc->attention == SPARCL_ATTENTION_FAVOR)
+        return sparcl__favor_plan_init(ctx, out, desc);
+    if (desc->attention == SPARCL_ATTENTION_LINFORMER)
+        return sparcl__linformer_plan_init(ctx, out, desc);
+
+    float alpha;
+    const sparcl__kernel_schema *schema =
+        sparcl__entmax_norm(desc, &alpha) ? &sparcl__schema_attn_entmax : &sparcl__schema_attn_fwd;
     sparcl__problem prob = sparcl__problem_from_desc(desc);
     sparcl_params params;
     sparcl_param_source source;
@@ -240,6 +266,8 @@ SPARCL_API void sparcl_plan_free(sparcl_plan *p)
             clReleaseMemObject(*mems[i]);
     sparcl__plan_bwd_free(p->bwd);
     sparcl_layout_free(p->layout);
+    sparcl__favor_free(p->favor);
+    sparcl__linformer_free(p->linformer);
     pthread_mutex_destroy(&p->lock);
     free(p);
 }
@@ -282,6 +310,10 @@ static sparcl_status forward_strided(sparcl_plan *p, cl_command_queue queue,
     if ((num_wait == 0) != (wait == NULL))
         return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "num_wait %u does not match wait list %p", num_wait, (void *)wait);
+    if (p->favor)
+        return sparcl__favor_forward(p, queue, ts, q, k, v, out, lse, num_wait, wait, event);
+    if (p->linformer)
+        return sparcl__linformer_forward(p, queue, ts, q, k, v, out, lse, num_wait, wait, event);
 
     const cl_int write_lse = lse != NULL, group = d->q_heads / d->kv_heads;
     const cl_float scale_log2 = p->scale * (cl_float)CL_M_LOG2E;
@@ -314,6 +346,8 @@ static sparcl_status forward_strided(sparcl_plan *p, cl_command_queue queue,
     err |= clSetKernelArg(kn, a++, sizeof(cl_float), &scale_log2);
     for (int s = 0; s < 12; ++s)
         err |= clSetKernelArg(kn, a++, sizeof(cl_long), &strides[s]);
+    if (p->norm) /* attn_entmax takes alpha last */
+        err |= clSetKernelArg(kn, a++, sizeof(cl_float), &p->alpha);
     if (err != CL_SUCCESS) {
         pthread_mutex_unlock(&p->lock);
         return sparcl__fail_cl(p->ctx, err, "clSetKernelArg(attn_fwd)");
@@ -327,6 +361,14 @@ static sparcl_status forward_strided(sparcl_plan *p, cl_command_queue queue,
     if (err != CL_SUCCESS)
         return sparcl__fail_cl(p->ctx, err, "clEnqueueNDRangeKernel(attn_fwd)");
     return SPARCL_OK;
+}
+
+sparcl_status sparcl__plan_forward_strided(sparcl_plan *p, cl_command_queue queue,
+                                          const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
+                                          cl_mem out, cl_mem lse, cl_uint num_wait,
+                                          const cl_event *wait, cl_event *event)
+{
+    return forward_strided(p, queue, ts, q, k, v, out, lse, num_wait, wait, event);
 }
 
 sparcl_status sparcl__plan_check_queue(sparcl_plan *p, cl_command_queue queue)
