@@ -39,20 +39,21 @@ inline floatv tile_scores(__global const float *row, int c0, int mi,
     return mi < 0 ? s : sparcl_mask_scores(s, mask_bits + ((long)mi * BLOCK_M + lr) * MW, x);
 }
 
-/* Head hh of the chunk is query head hq0 + hh * hq_step of batch b; its
+/* Head hh of the chunk is query head hq0 + hh * group of batch b (one
+ * position within each KV group, see dense_path.c); its
  * scores start at s + hh * q_len * ld. */
 __kernel void
 attn_dense_softmax(__global float *restrict s, const long ld, __global float *restrict lse,
                    const int write_lse, __global const int *restrict tile_ptr,
                    __global const int *restrict tile_col, __global const int *restrict tile_mask,
                    __global const uint *restrict mask_bits, const int q_len, const int kv_len,
-                   const int q_heads, const int layout_heads, const int n_tile_rows, const int b,
-                   const int hq0, const int hq_step)
+                   const int q_heads, const int group, const int layout_heads,
+                   const int n_tile_rows, const int b, const int hq0)
 {
     const int i = get_global_id(0), hh = get_global_id(1);
     if (i >= q_len)
         return;
-    const int hq = hq0 + hh * hq_step;
+    const int hq = hq0 + hh * group;
     const int lh = layout_heads == 1 ? 0 : hq;
     const int tr = i / BLOCK_M, lr = i - tr * BLOCK_M;
     __global float *row = s + ((long)hh * q_len + i) * ld;

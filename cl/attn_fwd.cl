@@ -113,7 +113,7 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
          const int write_lse, __global const int *restrict tile_ptr,
          __global const int *restrict tile_col, __global const int *restrict tile_mask,
          __global const uint *restrict mask_bits, const int q_len, const int kv_len,
-         const int q_heads, const int layout_heads, const int n_tile_rows, const int group,
+         const int q_heads, const int group, const int layout_heads, const int n_tile_rows,
          const float scale_log2, const long q_sb, const long q_sh, const long q_ss, const long k_sb,
          const long k_sh, const long k_ss, const long v_sb, const long v_sh, const long v_ss,
          const long o_sb, const long o_sh, const long o_ss)

@@ -301,6 +301,18 @@ typedef struct sparcl_plan_desc {
      * value the kernel rejects surfaces as SPARCL_ERR_BUILD with the
      * compiler's log in sparcl_ctx_build_log(). */
     int unchecked_params;
+    /* Normalization and attention kind (section "Sparse normalizations,
+     * kernelized and low-rank attention" below).  All zero, as
+     * sparcl_plan_desc_init() leaves them, means softmax attention over the
+     * layout as described above. */
+    int normalization;        /* a sparcl_normalization */
+    float alpha;              /* SPARCL_NORMALIZATION_ENTMAX only: alpha in (1, 2] */
+    int attention;            /* a sparcl_attention_kind */
+    int features;             /* SPARCL_ATTENTION_FAVOR: random features m >= 1 */
+    int proj_len;             /* SPARCL_ATTENTION_LINFORMER: projected length k */
+    uint64_t seed;            /* FAVOR+ features and seeded Linformer projections */
+    const float *proj_e;      /* Linformer E and F, k x kv_len row-major, or NULL */
+    const float *proj_f;      /* for seeded ones; borrowed during sparcl_plan_init */
 } sparcl_plan_desc;
 
 /* Fills *desc with batch 1, one head, scale 0, not causal, no layout,
@@ -876,6 +888,108 @@ typedef struct sparcl_layout_bsr {
  * SPARCL_ERR_INVALID_ARGUMENT for NULL. */
 SPARCL_API sparcl_status sparcl_layout_get_bsr(const sparcl_layout *layout,
                                                sparcl_layout_bsr *view);
+/* ---- Sparse normalizations, kernelized and low-rank attention ----
+ *
+ * Three fields of sparcl_plan_desc choose what a plan computes instead of
+ * softmax attention over the layout; sparcl_plan_forward() and friends run
+ * it with the same buffers, strides, events and threading rules.
+ *
+ * normalization (with attention = SPARCL_ATTENTION_EXACT or LINFORMER):
+ *   alpha-entmax weights p_j = [(alpha - 1) s_j - tau]_+ ^ (1 / (alpha - 1))
+ *   over the attended keys j of a row, s_j = scale * q . k_j, with the
+ *   threshold tau chosen so that the weights sum to 1.  alpha = 2 is
+ *   sparsemax, the Euclidean projection of s onto the simplex; alpha = 1.5
+ *   is 1.5-entmax; alpha -> 1 would be softmax.  Weights are exactly 0 below
+ *   the threshold, non-negative, and sum to 1; a row that attends to no key
+ *   gets out = 0.  The lse output receives tau instead of a log-sum-exp (so
+ *   the weights can be recomputed from the scores, as LSE allows for
+ *   softmax), -inf for rows that attend to no key.
+ *   How: tau is found over the row's attended scores only, by recomputing
+ *   scores in passes over the row's tiles, never storing an N x N matrix nor
+ *   any per-pair workspace.  The first pass keeps the TOPK largest scores
+ *   per row (a kernel parameter) and solves for tau on them exactly (sort
+ *   formula for alpha = 2 and 1.5, bisection otherwise); when the support
+ *   turns out to be larger than TOPK, further passes narrow tau on a grid of
+ *   thresholds, finishing with the closed form on the exact support for
+ *   alpha = 2 and 1.5.  A last pass accumulates the weighted values.  With a
+ *   small support (the usual case for sparsemax) this costs two score passes.
+ *
+ * attention = SPARCL_ATTENTION_FAVOR (Performer FAVOR+):
+ *   softmax attention approximated with `features` = m positive orthogonal
+ *   random features: phi(x) = exp(w_r . x - |x|^2 / 2) / sqrt(m), x = q or k
+ *   times sqrt(scale), the w_r drawn from `seed` as orthogonal blocks with
+ *   chi-distributed norms.  out_i = phi(q_i) . sum_j phi(k_j) v_j^T divided
+ *   by phi(q_i) . sum_j phi(k_j), over every key (non-causal) or j <= i
+ *   (causal, computed in chunks: CLBlast products inside a chunk, a prefix
+ *   sum kernel across chunks).  Stabilized as in the paper's code: before
+ *   the exponential, each query row subtracts its own largest w_r . x and the
+ *   keys of a (batch, head) subtract their common largest one (constants
+ *   that cancel in the ratio), and 1e-6 is added to each feature.  No layout,
+ *   no lse (pass NULL), softmax normalization only; causal needs q_len ==
+ *   kv_len.  Matrix products run in CLBlast on the plan's queue, which must
+ *   be in-order (the context's queue is); its first use in a process builds
+ *   CLBlast's kernels (tens of seconds on POCL).
+ *
+ * attention = SPARCL_ATTENTION_LINFORMER:
+ *   keys and values are first projected along the sequence, K' = E K and
+ *   V' = F V with E, F of proj_len x kv_len (given in proj_e/proj_f, or drawn
+ *   from `seed` with N(0, 1/proj_len) entries when NULL), the same for every
+ *   batch and head; then attention over the proj_len projected keys with the
+ *   plan's normalization.  lse is that of the projected attention.  Not
+ *   causal, no layout.  Projections run in CLBlast (same queue rule as
+ *   FAVOR+).
+ *
+ * CLBlast keeps its built programs in one process-wide cache.  Freeing a
+ * context whose plans used CLBlast clears that cache (CLBlast can only clear
+ * all of it), so CLBlast calls of other live contexts rebuild their kernels
+ * once, from POCL's or the driver's binary cache where there is one.
+ *
+ * sparcl_reference_forward() honours `normalization` (tau in lse) and
+ * refuses FAVOR+ and Linformer descriptors with SPARCL_ERR_NOT_SUPPORTED:
+ * their random matrices live in the plan; the tests hold their oracles.
+ *
+ * Errors at sparcl_plan_init(): SPARCL_ERR_INVALID_ARGUMENT for an unknown
+ * normalization or kind, alpha outside (1, 2], features < 1 or above
+ * SPARCL_MAX_FEATURES, proj_len outside [1, kv_len]; SPARCL_ERR_NOT_SUPPORTED
+ * for combinations sparcl does not implement (causal Linformer, a layout
+ * with FAVOR+ or Linformer, FAVOR+ with a sparse normalization, causal
+ * FAVOR+ with q_len != kv_len). */
+
+typedef enum sparcl_normalization {
+    SPARCL_NORMALIZATION_SOFTMAX = 0,
+    SPARCL_NORMALIZATION_SPARSEMAX = 1, /* alpha = 2 */
+    SPARCL_NORMALIZATION_ENTMAX15 = 2,  /* alpha = 1.5 */
+    SPARCL_NORMALIZATION_ENTMAX = 3     /* alpha from sparcl_plan_desc.alpha */
+} sparcl_normalization;
+
+typedef enum sparcl_attention_kind {
+    SPARCL_ATTENTION_EXACT = 0,  /* every attended pair of the layout */
+    SPARCL_ATTENTION_FAVOR = 1,  /* Performer FAVOR+ random features */
+    SPARCL_ATTENTION_LINFORMER = 2 /* keys and values projected along the sequence */
+} sparcl_attention_kind;
+
+/* Largest FAVOR+ feature count. */
+#define SPARCL_MAX_FEATURES 4096
+
+/* Redraws the random matrices of a FAVOR+ plan (its features) or of a
+ * Linformer plan (E and F, replacing given ones by seeded ones) from `seed`,
+ * and uploads them with a blocking write on the context's queue.  Must not
+ * race with a forward call on the same plan.  Errors:
+ * SPARCL_ERR_INVALID_ARGUMENT (NULL plan, or a plan of another kind),
+ * SPARCL_ERR_OPENCL, SPARCL_ERR_OUT_OF_MEMORY. */
+SPARCL_API sparcl_status sparcl_plan_redraw(sparcl_plan *plan, uint64_t seed);
+
+/* Copies the features of a FAVOR+ plan, features x head_dim row-major
+ * floats (the unscaled w_r), into `omega`, owned by the caller.  Blocking.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL pointers, not a FAVOR+ plan),
+ * SPARCL_ERR_OPENCL. */
+SPARCL_API sparcl_status sparcl_plan_read_features(sparcl_plan *plan, float *omega);
+
+/* Copies the projections of a Linformer plan, proj_len x kv_len row-major
+ * floats each, into `e` and `f` (either may be NULL), owned by the caller.
+ * Blocking.  Errors: SPARCL_ERR_INVALID_ARGUMENT (not a Linformer plan),
+ * SPARCL_ERR_OPENCL. */
+SPARCL_API sparcl_status sparcl_plan_read_projections(sparcl_plan *plan, float *e, float *f);
 
 /* ---- Backward pass ---- */
 

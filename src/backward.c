@@ -166,6 +166,9 @@ static sparcl_status build_with(sparcl_plan *p, const sparcl_params *chosen,
 static sparcl_status build(sparcl_plan *p, const sparcl_params *override,
                            struct sparcl__plan_bwd **out)
 {
+    if (p->norm || p->favor || p->linformer) /* attention_kinds.h */
+        return sparcl__fail(p->ctx, SPARCL_ERR_NOT_SUPPORTED,
+                            "the backward pass exists for softmax attention over a layout only");
     sparcl_plan_desc d = p->desc;
     d.layout = p->layout; /* the lookup keys rows by pattern and density */
     d.params = override;

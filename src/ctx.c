@@ -12,6 +12,7 @@
 
 #include "ctx.h"
 #include "error.h"
+#include "gemm.h"
 #include "program.h"
 
 #define MAX_DEVICES 64
@@ -247,6 +248,7 @@ SPARCL_API void sparcl_ctx_free(sparcl_ctx *ctx)
     if (!ctx)
         return;
     sparcl__program_cache_free(ctx);
+    sparcl__gemm_release(ctx);
     if (ctx->queue)
         clReleaseCommandQueue(ctx->queue);
     if (ctx->device)

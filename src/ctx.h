@@ -37,6 +37,7 @@ struct sparcl_ctx {
     void *log_user;
     char tuning_db[2][1024]; /* sparcl_ctx_set_tuning_db() paths, by role */
     int tuning_db_set[2];    /* 0: that role follows the default rule */
+    int clblast_used;          /* CLBlast holds programs of this context (gemm.c) */
 };
 
 #endif

@@ -87,9 +87,9 @@ static sparcl_status blast_fail(sparcl_ctx *ctx, CLBlastStatusCode status, const
                         (int)status);
 }
 
-/* The softmax over the chunk's scores (query heads hq0, hq0 + step, ...). */
+/* The softmax over the chunk's scores (query heads hq0, hq0 + group, ...). */
 static sparcl_status enqueue_softmax(sparcl_plan *p, cl_command_queue queue, cl_mem lse, int b,
-                                     int hq0, int step, int count)
+                                     int hq0, int count)
 {
     const sparcl_plan_desc *d = &p->desc;
     const cl_int write_lse = lse != NULL;
@@ -105,7 +105,6 @@ static sparcl_status enqueue_softmax(sparcl_plan *p, cl_command_queue queue, cl_
     err |= sparcl__plan_set_layout_args(p, kn, &a);
     err |= clSetKernelArg(kn, a++, sizeof(cl_int), &b);
     err |= clSetKernelArg(kn, a++, sizeof(cl_int), &hq0);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &step);
     if (err != CL_SUCCESS)
         return sparcl__fail_cl(p->ctx, err, "clSetKernelArg(attn_dense_softmax)");
     size_t global[2] = {(size_t)d->q_len, (size_t)count};
@@ -158,7 +157,7 @@ sparcl_status sparcl__dense_forward(sparcl_plan *p, cl_command_queue queue,
                     (size_t)count, &queue, NULL);
                 if (bs != CLBlastSuccess)
                     return blast_fail(p->ctx, bs, "CLBlastSgemmStridedBatched(Q K^T)");
-                sparcl_status st = enqueue_softmax(p, queue, lse, b, hq0, group, count);
+                sparcl_status st = enqueue_softmax(p, queue, lse, b, hq0, count);
                 if (st != SPARCL_OK)
                     return st;
                 bs = CLBlastSgemmStridedBatched(

@@ -210,6 +210,18 @@ sparcl_status sparcl__params_check_minimal(sparcl_ctx *ctx, const sparcl_params 
     return SPARCL_OK;
 }
 
+/* Sets name = value unless `p` has it already or the schema lacks it. */
+static void set_default(const sparcl__kernel_schema *schema, sparcl_params *p, const char *name,
+                        int32_t value)
+{
+    int32_t v;
+    if (sparcl_params_get(p, name, &v))
+        return;
+    for (int k = 0; k < schema->n_params; ++k)
+        if (strcmp(schema->params[k].name, name) == 0)
+            sparcl_params_set(p, name, value);
+}
+
 void sparcl__params_fill_defaults(const sparcl__kernel_schema *schema, sparcl_params *p,
                                   const sparcl__problem *prob,
                                   const sparcl__device_limits *limits)
@@ -218,6 +230,13 @@ void sparcl__params_fill_defaults(const sparcl__kernel_schema *schema, sparcl_pa
         schema->defaults(p, prob, limits);
         return;
     }
+    sparcl__params_tile_defaults(schema, p, prob, limits);
+}
+
+void sparcl__params_tile_defaults(const sparcl__kernel_schema *schema, sparcl_params *p,
+                                  const sparcl__problem *prob,
+                                  const sparcl__device_limits *limits)
+{
     int cpu = !limits || (limits->type & CL_DEVICE_TYPE_CPU);
     /* CPU (POCL): one work-item per group, several rows each, explicit
      * vectors of 16, scores against K packed transposed (measured with
@@ -234,29 +253,20 @@ void sparcl__params_fill_defaults(const sparcl__kernel_schema *schema, sparcl_pa
         wg = (int32_t)limits->max_wg_size;
         bm = wg;
     }
-    int32_t v;
-    if (!sparcl_params_get(p, "WG_SIZE", &v))
-        sparcl_params_set(p, "WG_SIZE", wg);
-    if (!sparcl_params_get(p, "BLOCK_M", &v))
-        sparcl_params_set(p, "BLOCK_M", bm);
-    if (!sparcl_params_get(p, "BLOCK_N", &v))
-        sparcl_params_set(p, "BLOCK_N", bn);
-    if (!sparcl_params_get(p, "USE_LOCAL", &v))
-        sparcl_params_set(p, "USE_LOCAL", use_local);
-    if (!sparcl_params_get(p, "ALGO", &v))
-        sparcl_params_set(p, "ALGO", 0);
-    if (!sparcl_params_get(p, "EXP", &v))
-        sparcl_params_set(p, "EXP", cpu ? 2 : 0);
-    if (!sparcl_params_get(p, "VEC", &v)) {
-        /* The widest power of two within head_dim that divides BLOCK_N. */
-        int32_t vec = 1, tile = get(p, "BLOCK_N");
-        while (vec * 2 <= prob->head_dim && vec < (cpu ? 16 : 4) && tile % (vec * 2) == 0)
-            vec *= 2;
-        sparcl_params_set(p, "VEC", vec);
-    }
+    set_default(schema, p, "WG_SIZE", wg);
+    set_default(schema, p, "BLOCK_M", bm);
+    set_default(schema, p, "BLOCK_N", bn);
+    set_default(schema, p, "USE_LOCAL", use_local);
+    set_default(schema, p, "ALGO", 0);
+    set_default(schema, p, "EXP", cpu ? 2 : 0);
+    /* VEC: the widest power of two within head_dim that divides BLOCK_N. */
+    int32_t vec = 1, tile = get(p, "BLOCK_N"), v;
+    while (vec * 2 <= prob->head_dim && vec < (cpu ? 16 : 4) && tile % (vec * 2) == 0)
+        vec *= 2;
+    set_default(schema, p, "VEC", vec);
     if (!sparcl_params_get(p, "KT", &v)) {
-        sparcl_params_set(p, "KT", kt);
-        if (kt && limits && limits->max_alloc &&
+        set_default(schema, p, "KT", kt);
+        if (kt && sparcl_params_get(p, "KT", &v) && limits && limits->max_alloc &&
             sparcl__attn_fwd_workspace_bytes(p, prob) > limits->max_alloc)
             sparcl_params_set(p, "KT", 0); /* the packed K would not fit */
     }

@@ -24,7 +24,7 @@ typedef struct sparcl__problem {
 } sparcl__problem;
 
 typedef struct sparcl__kernel_schema {
-    const char *name; /* family, e.g. "attn_fwd" */
+    const char *name; /* family, e.g. "attn_fwd"; also the kernel's name */
     const char *file; /* kernel file in cl/ */
     const sparcl__param_def *params;
     int n_params;
@@ -38,7 +38,8 @@ typedef struct sparcl__kernel_schema {
 } sparcl__kernel_schema;
 
 extern const sparcl__kernel_schema sparcl__schema_attn_fwd;
-extern const sparcl__kernel_schema sparcl__schema_attn_bwd; /* params_bwd.c */
+extern const sparcl__kernel_schema sparcl__schema_attn_bwd;    /* params_bwd.c */
+extern const sparcl__kernel_schema sparcl__schema_attn_entmax; /* params_entmax.c */
 
 /* Floats of private memory one work-item of any kernel may hold (the
  * compilers spill beyond registers; past this, badly). */
@@ -59,6 +60,13 @@ sparcl_status sparcl__params_check_minimal(sparcl_ctx *ctx, const sparcl_params 
 /* Fills every parameter of the schema that `p` does not already set with
  * the built-in default for this device type and problem. */
 void sparcl__params_fill_defaults(const sparcl__kernel_schema *schema, sparcl_params *p,
+                                  const sparcl__problem *prob,
+                                  const sparcl__device_limits *limits);
+
+/* The attn_fwd default rules for the tile and work-group parameters
+ * (BLOCK_M, BLOCK_N, WG_SIZE, VEC, USE_LOCAL), setting only those the
+ * schema has: for families that share them (attn_entmax). */
+void sparcl__params_tile_defaults(const sparcl__kernel_schema *schema, sparcl_params *p,
                                   const sparcl__problem *prob,
                                   const sparcl__device_limits *limits);
 

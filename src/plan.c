@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention_kinds.h"
 #include "ctx.h"
 #include "dense_path.h"
 #include "error.h"
@@ -82,7 +83,7 @@ sparcl_status sparcl__plan_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d
             return BAD("layout is %d x %d but the plan is q_len %d x kv_len %d", l->q_len,
                        l->kv_len, d->q_len, d->kv_len);
     }
-    return SPARCL_OK;
+    return sparcl__kind_check(ctx, d);
 #undef BAD
 }
 
@@ -111,19 +112,24 @@ static sparcl_status upload(sparcl_plan *p, cl_mem *out, const void *data, size_
     return SPARCL_OK;
 }
 
-/* Builds the fused kernel (and, for KT=1, the K packing kernel and its
- * workspace) for a plan whose tile arrays are uploaded. */
-static sparcl_status fused_init(sparcl_plan *p, const sparcl__problem *prob, const char *options)
+/* Builds the schema's fused kernel (and, for attn_fwd with KT=1, the K
+ * packing kernel and its workspace) for a plan whose tile arrays are
+ * uploaded. */
+static sparcl_status fused_init(sparcl_plan *p, const sparcl__kernel_schema *schema,
+                                const sparcl__problem *prob, const char *options)
 {
     sparcl_ctx *ctx = p->ctx;
     cl_program prog;
-    sparcl_status st = sparcl__program_get(ctx, sparcl__schema_attn_fwd.file, options, &prog);
+    sparcl_status st = sparcl__program_get(ctx, schema->file, options, &prog);
     if (st != SPARCL_OK)
         return st;
     cl_int err;
-    p->kernel = clCreateKernel(prog, "attn_fwd", &err);
-    if (!p->kernel)
-        return sparcl__fail_cl(ctx, err, "clCreateKernel(attn_fwd)");
+    p->kernel = clCreateKernel(prog, schema->name, &err);
+    if (!p->kernel) {
+        char what[64];
+        snprintf(what, sizeof what, "clCreateKernel(%s)", schema->name);
+        return sparcl__fail_cl(ctx, err, what);
+    }
     size_t kwg = 0;
     clGetKernelWorkGroupInfo(p->kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof kwg, &kwg,
                              NULL);
@@ -146,15 +152,11 @@ static sparcl_status fused_init(sparcl_plan *p, const sparcl__problem *prob, con
     return SPARCL_OK;
 }
 
-/* Everything after the choice of parameters; on failure nothing is kept. */
-static sparcl_status create(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
-                            const sparcl__kernel_schema *schema, const sparcl__problem *pprob,
-                            sparcl_params params, sparcl_param_source source, const char *origin,
-                            sparcl_plan **out)
+sparcl_status sparcl__plan_alloc(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
+                                 sparcl_plan **out)
 {
-    sparcl_status st;
-    sparcl__problem prob = *pprob;
     sparcl_plan *p = calloc(1, sizeof *p);
+    *out = p;
     if (!p)
         return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate a plan");
     pthread_mutex_init(&p->lock, NULL);
@@ -162,11 +164,28 @@ static sparcl_status create(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
     p->desc = *desc;
     p->desc.layout = NULL;
     p->desc.params = NULL;
+    p->desc.proj_e = NULL;
+    p->desc.proj_f = NULL;
     p->scale = desc->scale > 0.0f ? desc->scale : 1.0f / sqrtf((float)desc->head_dim);
     p->qs = resolve(desc->q_strides, desc, desc->q_heads, desc->q_len);
     p->ks = resolve(desc->k_strides, desc, desc->kv_heads, desc->kv_len);
     p->vs = resolve(desc->v_strides, desc, desc->kv_heads, desc->kv_len);
     p->os = resolve(desc->o_strides, desc, desc->q_heads, desc->q_len);
+    return SPARCL_OK;
+}
+
+/* Everything after the choice of parameters; on failure nothing is kept. */
+static sparcl_status create(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
+                            const sparcl__kernel_schema *schema, const sparcl__problem *pprob,
+                            sparcl_params params, sparcl_param_source source, const char *origin,
+                            sparcl_plan **out)
+{
+    sparcl__problem prob = *pprob;
+    sparcl_plan *p;
+    sparcl_status st = sparcl__plan_alloc(ctx, desc, &p);
+    if (st != SPARCL_OK)
+        return st;
+    const int norm = p->norm = sparcl__entmax_norm(desc, &p->alpha);
     p->params = params;
     p->source = source;
     snprintf(p->origin, sizeof p->origin, "%s", origin);
@@ -199,6 +218,9 @@ static sparcl_status create(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
 
     char options[1024];
     sparcl__params_build_options(schema, &params, &prob, options, sizeof options);
+    if (norm) /* which entmax solver attn_entmax compiles */
+        snprintf(options + strlen(options), sizeof options - strlen(options), " -DNORM=%d",
+                 norm);
     int dense = 0;
     int32_t algo = 0;
     sparcl_params_get(&params, "ALGO", &algo);
@@ -210,7 +232,7 @@ static sparcl_status create(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
             sparcl__params_build_options(schema, &p->params, &prob, options, sizeof options);
         }
     }
-    if (!dense && (st = fused_init(p, &prob, options)) != SPARCL_OK)
+    if (!dense && (st = fused_init(p, schema, &prob, options)) != SPARCL_OK)
         goto fail;
     *out = p;
     return SPARCL_OK;
@@ -233,7 +255,14 @@ SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
     if (st != SPARCL_OK)
         return st;
 
-    const sparcl__kernel_schema *schema = &sparcl__schema_attn_fwd;
+    if (desc->attention == SPARCL_ATTENTION_FAVOR)
+        return sparcl__favor_plan_init(ctx, out, desc);
+    if (desc->attention == SPARCL_ATTENTION_LINFORMER)
+        return sparcl__linformer_plan_init(ctx, out, desc);
+
+    float alpha;
+    const sparcl__kernel_schema *schema =
+        sparcl__entmax_norm(desc, &alpha) ? &sparcl__schema_attn_entmax : &sparcl__schema_attn_fwd;
     sparcl__problem prob = sparcl__problem_from_desc(desc);
     sparcl_params params;
     sparcl_param_source source;
@@ -279,6 +308,8 @@ SPARCL_API void sparcl_plan_free(sparcl_plan *p)
             clReleaseMemObject(*mems[i]);
     sparcl__plan_bwd_free(p->bwd);
     sparcl_layout_free(p->layout);
+    sparcl__favor_free(p->favor);
+    sparcl__linformer_free(p->linformer);
     pthread_mutex_destroy(&p->lock);
     free(p);
 }
@@ -303,6 +334,7 @@ static sparcl_status check_buffer(sparcl_plan *p, cl_mem m, const char *name, in
 cl_int sparcl__plan_set_layout_args(const sparcl_plan *p, cl_kernel kn, cl_uint *a)
 {
     const sparcl_plan_desc *d = &p->desc;
+    const cl_int group = d->q_heads / d->kv_heads;
     cl_int err = CL_SUCCESS;
     err |= clSetKernelArg(kn, (*a)++, sizeof(cl_mem), &p->tile_ptr);
     err |= clSetKernelArg(kn, (*a)++, sizeof(cl_mem), &p->tile_col);
@@ -311,6 +343,7 @@ cl_int sparcl__plan_set_layout_args(const sparcl_plan *p, cl_kernel kn, cl_uint 
     err |= clSetKernelArg(kn, (*a)++, sizeof(cl_int), &d->q_len);
     err |= clSetKernelArg(kn, (*a)++, sizeof(cl_int), &d->kv_len);
     err |= clSetKernelArg(kn, (*a)++, sizeof(cl_int), &d->q_heads);
+    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_int), &group);
     err |= clSetKernelArg(kn, (*a)++, sizeof(cl_int), &p->layout_heads);
     err |= clSetKernelArg(kn, (*a)++, sizeof(cl_int), &p->n_tile_rows);
     return err;
@@ -384,8 +417,12 @@ static sparcl_status forward_strided(sparcl_plan *p, cl_command_queue queue,
     if ((num_wait == 0) != (wait == NULL))
         return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "num_wait %u does not match wait list %p", num_wait, (void *)wait);
+    if (p->favor)
+        return sparcl__favor_forward(p, queue, ts, q, k, v, out, lse, num_wait, wait, event);
+    if (p->linformer)
+        return sparcl__linformer_forward(p, queue, ts, q, k, v, out, lse, num_wait, wait, event);
 
-    const cl_int write_lse = lse != NULL, group = d->q_heads / d->kv_heads;
+    const cl_int write_lse = lse != NULL;
     const cl_float scale_log2 = p->scale * (cl_float)CL_M_LOG2E;
     cl_long strides[12];
     for (int t = 0; t < 4; ++t) {
@@ -417,10 +454,11 @@ static sparcl_status forward_strided(sparcl_plan *p, cl_command_queue queue,
     err |= clSetKernelArg(kn, a++, sizeof(cl_mem), lse ? &lse : &out);
     err |= clSetKernelArg(kn, a++, sizeof(cl_int), &write_lse);
     err |= sparcl__plan_set_layout_args(p, kn, &a);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &group);
     err |= clSetKernelArg(kn, a++, sizeof(cl_float), &scale_log2);
     for (int s = 0; s < 12; ++s)
         err |= clSetKernelArg(kn, a++, sizeof(cl_long), &strides[s]);
+    if (p->norm) /* attn_entmax takes alpha last */
+        err |= clSetKernelArg(kn, a++, sizeof(cl_float), &p->alpha);
     cl_event ev = NULL;
     if (err == CL_SUCCESS) {
         size_t local[3] = {(size_t)p->wg_size, 1, 1};
@@ -448,6 +486,14 @@ static sparcl_status forward_strided(sparcl_plan *p, cl_command_queue queue,
     else if (ev)
         clReleaseEvent(ev);
     return st;
+}
+
+sparcl_status sparcl__plan_forward_strided(sparcl_plan *p, cl_command_queue queue,
+                                          const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
+                                          cl_mem out, cl_mem lse, cl_uint num_wait,
+                                          const cl_event *wait, cl_event *event)
+{
+    return forward_strided(p, queue, ts, q, k, v, out, lse, num_wait, wait, event);
 }
 
 sparcl_status sparcl__plan_check_queue(sparcl_plan *p, cl_command_queue queue)

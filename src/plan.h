@@ -38,11 +38,17 @@ struct sparcl_plan {
     cl_mem scores;
     int dense_chunk;
     int64_t dense_ld;
+    /* Other normalizations and attention kinds (attention_kinds.h). */
+    int norm;                            /* attn_entmax's NORM; 0 for softmax */
+    float alpha;                         /* entmax alpha when norm != 0 */
+    struct sparcl__favor *favor;         /* FAVOR+ plans, else NULL */
+    struct sparcl__linformer *linformer; /* Linformer plans, else NULL */
 };
 
-/* Sets the nine kernel arguments every kernel that walks the plan's tiled
+/* Sets the ten kernel arguments every kernel that walks the plan's tiled
  * layout takes, in this order from argument *a on: tile_ptr, tile_col,
- * tile_mask, mask_bits, q_len, kv_len, q_heads, layout_heads, n_tile_rows.
+ * tile_mask, mask_bits, q_len, kv_len, q_heads, group (q_heads / kv_heads),
+ * layout_heads, n_tile_rows.
  * Advances *a; returns the OR of the clSetKernelArg results. */
 cl_int sparcl__plan_set_layout_args(const sparcl_plan *p, cl_kernel kn, cl_uint *a);
 
@@ -67,8 +73,20 @@ sparcl_status sparcl__plan_upload(sparcl_plan *p, cl_mem *out, const void *data,
 /* Frees the backward resources (backward.c).  NULL does nothing. */
 void sparcl__plan_bwd_free(struct sparcl__plan_bwd *b);
 
+/* A zeroed plan with the descriptor's shapes, scale and resolved strides,
+ * before any parameter choice or device work (plan.c). */
+sparcl_status sparcl__plan_alloc(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
+                                 sparcl_plan **out);
+
 /* Validates a descriptor (shapes, GQA ratio, head_dim, scale, strides,
  * layout shape), naming the first wrong field. */
 sparcl_status sparcl__plan_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d);
+
+/* The forward call with explicit tensor strides for q, k, v and out (ts[0..3]),
+ * on `queue` (NULL: the context's).  For plans that run an inner plan. */
+sparcl_status sparcl__plan_forward_strided(sparcl_plan *p, cl_command_queue queue,
+                                          const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
+                                          cl_mem out, cl_mem lse, cl_uint num_wait,
+                                          const cl_event *wait, cl_event *event);
 
 #endif

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "attention_kinds.h"
 #include "error.h"
 #include "layout.h"
 #include "reference.h"
@@ -74,6 +75,9 @@ double sparcl__reference_row(const sparcl_plan_desc *d, int h, int i, const floa
         p[t] = dot * scale;
         mx = p[t] > mx ? p[t] : mx;
     }
+    float alpha; /* sparse normalizations: weights and threshold in reference_entmax.c */
+    if (sparcl__entmax_norm(d, &alpha))
+        return sparcl__reference_entmax_row(p, n, alpha, p);
     double sum = 0.0;
     for (int64_t t = 0; t < n; ++t)
         sum += p[t] = exp(p[t] - mx);
@@ -92,6 +96,10 @@ SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_
     sparcl_status st = sparcl__reference_check(ctx, d);
     if (st != SPARCL_OK)
         return st;
+    if (d->attention != SPARCL_ATTENTION_EXACT)
+        return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
+                            "reference: FAVOR+ and Linformer have no reference here (their "
+                            "random matrices live in the plan)");
     int *keys = malloc(sizeof *keys * (size_t)d->kv_len);
     double *p = malloc(sizeof *p * (size_t)d->kv_len);
     if (!keys || !p) {

@@ -29,6 +29,9 @@ SPARCL_API sparcl_status sparcl_reference_backward(sparcl_ctx *ctx, const sparcl
     sparcl_status st = sparcl__reference_check(ctx, d);
     if (st != SPARCL_OK)
         return st;
+    if (d->normalization != SPARCL_NORMALIZATION_SOFTMAX || d->attention != SPARCL_ATTENTION_EXACT)
+        return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
+                            "reference backward: softmax attention over a layout only");
     int *keys = malloc(sizeof *keys * (size_t)d->kv_len);
     double *p = malloc(sizeof *p * (size_t)d->kv_len);
     double *dp = malloc(sizeof *dp * (size_t)d->kv_len);

@@ -12,6 +12,7 @@
 
 #include "backward_check.h"
 #include "oracle.h"
+#include "oracle_kinds.h"
 #include "sparcl.h"
 
 enum { HQ = 4, HKV = 2, DIM = 24 };
@@ -136,5 +137,141 @@ ParameterizedTest(small *s, smallshapes, backward_window_gqa)
     cr_assert(err >= 0 && err <= 1e-4, "error %g: %s", err, sparcl_ctx_errmsg(ctx));
     sparcl_plan_free(plan);
     sparcl_layout_free(l);
+    sparcl_ctx_free(ctx);
+}
+
+/* Sparse normalizations: both solver paths (TOPK 4 forces grid passes). */
+typedef struct small_entmax {
+    int n, causal, norm, alpha100;
+    int wg, bm, bn, vec, topk; /* wg == 0: device defaults */
+} small_entmax;
+
+ParameterizedTestParameters(smallshapes, entmax_window_gqa)
+{
+    static small_entmax cases[] = {
+        {17, 0, SPARCL_NORMALIZATION_SPARSEMAX, 0, 0, 0, 0, 0, 0},
+        {33, 1, SPARCL_NORMALIZATION_ENTMAX15, 0, 4, 8, 16, 1, 4},
+        {17, 0, SPARCL_NORMALIZATION_ENTMAX, 140, 2, 4, 8, 1, 4},
+        {33, 0, SPARCL_NORMALIZATION_SPARSEMAX, 0, 1, 2, 32, 8, 8},
+    };
+    return cr_make_param_array(small_entmax, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(small_entmax *s, smallshapes, entmax_window_gqa)
+{
+    const int hq = 4, hkv = 2, D = 24, n = s->n;
+    if (getenv("SPARCL_TEST_SCALAR_ONLY") && s->vec != 1)
+        cr_skip_test("vector configuration skipped (SPARCL_TEST_SCALAR_ONLY)");
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
+    sparcl_layout *l = NULL;
+    cr_assert_eq(sparcl_layout_init_window(ctx, &l, 1, n, n, 4, 5, 3), SPARCL_OK);
+    sparcl_params p;
+    sparcl_params_clear(&p);
+    if (s->wg) {
+        sparcl_params_set(&p, "WG_SIZE", s->wg);
+        sparcl_params_set(&p, "BLOCK_M", s->bm);
+        sparcl_params_set(&p, "BLOCK_N", s->bn);
+        sparcl_params_set(&p, "VEC", s->vec);
+        sparcl_params_set(&p, "TOPK", s->topk);
+    }
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.q_heads = hq;
+    d.kv_heads = hkv;
+    d.q_len = d.kv_len = n;
+    d.head_dim = D;
+    d.causal = s->causal;
+    d.layout = l;
+    d.params = s->wg ? &p : NULL;
+    d.normalization = s->norm;
+    d.alpha = s->alpha100 / 100.0f;
+    const double alpha = s->norm == SPARCL_NORMALIZATION_SPARSEMAX  ? 2.0
+                         : s->norm == SPARCL_NORMALIZATION_ENTMAX15 ? 1.5
+                                                                    : (double)d.alpha;
+    sparcl_plan *plan = NULL;
+    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    size_t nq = (size_t)hq * n * D, nk = (size_t)hkv * n * D, nl = (size_t)hq * n;
+    float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *o = malloc(nq * 4);
+    float *tau = malloc(nl * 4);
+    double *ro = malloc(nq * 8), *rt = malloc(nl * 8);
+    oracle_fill(q, nq, 4);
+    oracle_fill(k, nk, 5);
+    oracle_fill(v, nk, 6);
+    cr_assert_eq(sparcl_plan_forward_host(plan, q, k, v, o, tau), SPARCL_OK, "%s",
+                 sparcl_ctx_errmsg(ctx));
+    small ws = {n, s->causal, 0, 0, 0, 0, 0};
+    oracle_entmax_attention(1, hq, hkv, n, n, D, 1.0 / sqrt(D), alpha, window_pred, &ws, q, k, v,
+                            ro, rt);
+    cr_assert_leq(oracle_max_abs_diff_f(o, ro, nq), 1e-4);
+    cr_assert_leq(oracle_max_abs_diff_f(tau, rt, nl), 1e-4);
+    free(q), free(k), free(v), free(o), free(tau), free(ro), free(rt);
+    sparcl_plan_free(plan);
+    sparcl_layout_free(l);
+    sparcl_ctx_free(ctx);
+}
+
+/* FAVOR+ (against its own features) and Linformer (given projections):
+ * the small kernels of cl/favor.cl, the inner dense plan, CLBlast. */
+typedef struct small_lowrank {
+    int attention, n, kv, causal, m;
+} small_lowrank;
+
+ParameterizedTestParameters(smallshapes, lowrank_gqa)
+{
+    static small_lowrank cases[] = {
+        {SPARCL_ATTENTION_FAVOR, 17, 17, 0, 24},
+        {SPARCL_ATTENTION_FAVOR, 33, 33, 1, 8},
+        {SPARCL_ATTENTION_LINFORMER, 17, 33, 0, 5},
+    };
+    return cr_make_param_array(small_lowrank, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(small_lowrank *s, smallshapes, lowrank_gqa)
+{
+    const int hq = 4, hkv = 2, D = 24;
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.q_heads = hq;
+    d.kv_heads = hkv;
+    d.q_len = s->n;
+    d.kv_len = s->kv;
+    d.head_dim = D;
+    d.causal = s->causal;
+    d.attention = s->attention;
+    d.features = d.proj_len = s->m;
+    const size_t ne = (size_t)s->m * (size_t)(s->kv > D ? s->kv : D);
+    float *e = malloc(ne * 4), *f = malloc(ne * 4);
+    oracle_fill(e, ne, 7);
+    oracle_fill(f, ne, 8);
+    /* The inner attention plan of Linformer takes the parameters; VEC = 1
+     * keeps it inside what oclgrind's uninitialized-value check handles. */
+    sparcl_params p;
+    sparcl_params_clear(&p);
+    sparcl_params_set(&p, "VEC", 1);
+    if (s->attention == SPARCL_ATTENTION_LINFORMER)
+        d.proj_e = e, d.proj_f = f, d.params = &p;
+    sparcl_plan *plan = NULL;
+    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    size_t nq = (size_t)hq * s->n * D, nk = (size_t)hkv * s->kv * D;
+    float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *o = malloc(nq * 4);
+    double *ro = malloc(nq * 8);
+    oracle_fill(q, nq, 9);
+    oracle_fill(k, nk, 10);
+    oracle_fill(v, nk, 11);
+    cr_assert_eq(sparcl_plan_forward_host(plan, q, k, v, o, NULL), SPARCL_OK, "%s",
+                 sparcl_ctx_errmsg(ctx));
+    if (s->attention == SPARCL_ATTENTION_FAVOR) {
+        cr_assert_eq(sparcl_plan_read_features(plan, e), SPARCL_OK);
+        oracle_favor(1, hq, hkv, s->n, s->kv, D, 1.0 / sqrt(D), s->causal, s->m, e, q, k, v, ro);
+    } else {
+        oracle_linformer(1, hq, hkv, s->n, s->kv, D, 1.0 / sqrt(D), s->m, e, f, q, k, v, ro,
+                         NULL);
+    }
+    cr_assert_leq(oracle_max_abs_diff_f(o, ro, nq), 1e-4);
+    free(e), free(f), free(q), free(k), free(v), free(o), free(ro);
+    sparcl_plan_free(plan);
     sparcl_ctx_free(ctx);
 }

@@ -1,12 +1,13 @@
 /*
  * fuzz_desc.c -- plan descriptor and kernel parameter validation with
- * arbitrary values: shapes, strides, scale, layout mismatch and parameter
- * maps.  Must never crash; anything accepted must satisfy the documented
+ * arbitrary values: shapes, strides, scale, layout mismatch, normalization
+ * and attention-kind fields, and parameter maps.  Must never crash; anything accepted must satisfy the documented
  * limits.
  */
 #include <math.h>
 #include <string.h>
 
+#include "attention_kinds.h"
 #include "fuzz_input.h"
 #include "layout.h"
 #include "params.h"
@@ -45,6 +46,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(d.head_dim >= 1 && d.head_dim <= SPARCL_MAX_HEAD_DIM);
         CHECK(d.scale >= 0.0f && !isinf(d.scale));
         CHECK(!l || (l->q_len == d.q_len && l->kv_len == d.kv_len));
+    }
+    /* The normalization and attention-kind fields, checked after shapes. */
+    d.normalization = fuzz_range(&in, -1, 4);
+    uint32_t abits = fuzz_u32(&in);
+    memcpy(&d.alpha, &abits, sizeof abits);
+    if (fuzz_range(&in, 0, 1))
+        d.alpha = 1.0f + (float)fuzz_range(&in, -2, 12) / 10.0f;
+    d.attention = fuzz_range(&in, -1, 3);
+    d.features = fuzz_int(&in);
+    d.proj_len = fuzz_int(&in);
+    if (sparcl__plan_desc_check(NULL, &d) == SPARCL_OK && sparcl__kind_check(NULL, &d) == SPARCL_OK) {
+        float alpha = 0;
+        int norm = sparcl__entmax_norm(&d, &alpha);
+        CHECK(norm >= 0 && norm <= 3);
+        CHECK(!norm || (alpha > 1.0f && alpha <= 2.0f));
+        CHECK(d.attention != SPARCL_ATTENTION_FAVOR ||
+              (d.features >= 1 && d.features <= SPARCL_MAX_FEATURES));
+        CHECK(d.attention != SPARCL_ATTENTION_LINFORMER ||
+              (d.proj_len >= 1 && d.proj_len <= d.kv_len && !d.causal));
     }
     sparcl_layout_free(l);
 

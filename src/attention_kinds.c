@@ -1,0 +1,80 @@
+/*
+ * attention_kinds.c -- validation of the normalization and attention-kind
+ * fields of a plan descriptor, the mapping of alpha to the attn_entmax
+ * solver, and the public calls shared by the random-matrix kinds.  Kept
+ * apart from plan.c so that the kinds add one hook there, not a branch per
+ * rule.
+ */
+#include <math.h>
+
+#include "attention_kinds.h"
+#include "error.h"
+#include "plan.h"
+
+sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
+{
+#define BAD(...) sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, __VA_ARGS__)
+#define UNSUPPORTED(...) sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED, __VA_ARGS__)
+    if (d->normalization < SPARCL_NORMALIZATION_SOFTMAX ||
+        d->normalization > SPARCL_NORMALIZATION_ENTMAX)
+        return BAD("normalization %d is not a sparcl_normalization", d->normalization);
+    if (d->normalization == SPARCL_NORMALIZATION_ENTMAX && !(d->alpha > 1.0f && d->alpha <= 2.0f))
+        return BAD("alpha %g must be in (1, 2] for entmax", (double)d->alpha);
+    switch (d->attention) {
+    case SPARCL_ATTENTION_EXACT:
+        return SPARCL_OK;
+    case SPARCL_ATTENTION_FAVOR:
+        if (d->features < 1 || d->features > SPARCL_MAX_FEATURES)
+            return BAD("features %d must be in [1, %d] for FAVOR+", d->features,
+                       SPARCL_MAX_FEATURES);
+        if (d->normalization != SPARCL_NORMALIZATION_SOFTMAX)
+            return UNSUPPORTED("FAVOR+ approximates softmax; normalization %d is not supported",
+                               d->normalization);
+        if (d->layout)
+            return UNSUPPORTED("FAVOR+ attends to every key; a layout is not supported");
+        if (d->causal && d->q_len != d->kv_len)
+            return UNSUPPORTED("causal FAVOR+ needs q_len %d == kv_len %d", d->q_len,
+                               d->kv_len);
+        return SPARCL_OK;
+    case SPARCL_ATTENTION_LINFORMER:
+        if (d->proj_len < 1 || d->proj_len > d->kv_len)
+            return BAD("proj_len %d must be in [1, kv_len %d] for Linformer", d->proj_len,
+                       d->kv_len);
+        if (d->causal)
+            return UNSUPPORTED("causal Linformer is not supported (projections mix all "
+                               "positions)");
+        if (d->layout)
+            return UNSUPPORTED("Linformer attends to projected keys; a layout is not "
+                               "supported");
+        return SPARCL_OK;
+    default:
+        return BAD("attention %d is not a sparcl_attention_kind", d->attention);
+    }
+#undef BAD
+#undef UNSUPPORTED
+}
+
+int sparcl__entmax_norm(const sparcl_plan_desc *d, float *alpha)
+{
+    float a = d->normalization == SPARCL_NORMALIZATION_SPARSEMAX  ? 2.0f
+              : d->normalization == SPARCL_NORMALIZATION_ENTMAX15 ? 1.5f
+              : d->normalization == SPARCL_NORMALIZATION_ENTMAX   ? d->alpha
+                                                                  : 0.0f;
+    *alpha = a;
+    if (a == 0.0f)
+        return 0;
+    /* The closed forms are exact; bisection only for the other alphas. */
+    return a == 2.0f ? 1 : a == 1.5f ? 2 : 3;
+}
+
+SPARCL_API sparcl_status sparcl_plan_redraw(sparcl_plan *p, uint64_t seed)
+{
+    if (!p)
+        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
+    if (p->favor)
+        return sparcl__favor_redraw(p, seed);
+    if (p->linformer)
+        return sparcl__linformer_redraw(p, seed);
+    return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                        "only FAVOR+ and Linformer plans have random matrices to redraw");
+}

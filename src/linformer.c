@@ -1,0 +1,186 @@
+/*
+ * linformer.c -- Linformer-style low-rank attention: keys and values are
+ * projected along the sequence (K' = E K, V' = F V, E and F of proj_len x
+ * kv_len) by CLBlast, then an inner plan runs ordinary dense attention with
+ * the plan's normalization over the proj_len projected keys.  Reusing the
+ * tiled kernels for that second step keeps one attention code path.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "attention_kinds.h"
+#include "ctx.h"
+#include "error.h"
+#include "gemm.h"
+#include "plan.h"
+#include "random.h"
+
+struct sparcl__linformer {
+    cl_mem e, f;        /* proj_len x kv_len each */
+    sparcl_plan *inner; /* attention over proj_len keys, k/v contiguous */
+};
+
+void sparcl__linformer_free(struct sparcl__linformer *l)
+{
+    if (!l)
+        return;
+    if (l->e)
+        clReleaseMemObject(l->e);
+    if (l->f)
+        clReleaseMemObject(l->f);
+    sparcl_plan_free(l->inner);
+    free(l);
+}
+
+/* Seeded E and F: independent N(0, 1/proj_len) entries (the
+ * Johnson-Lindenstrauss scaling of the Linformer paper), E first. */
+static void draw(float *e, float *f, size_t n, int proj_len, uint64_t seed)
+{
+    sparcl__rng r;
+    sparcl__rng_seed(&r, seed);
+    const double sd = 1.0 / sqrt((double)proj_len);
+    for (size_t i = 0; i < n; ++i)
+        e[i] = (float)(sd * sparcl__rng_normal(&r));
+    for (size_t i = 0; i < n; ++i)
+        f[i] = (float)(sd * sparcl__rng_normal(&r));
+}
+
+/* Writes host E and F into the plan's buffers (blocking). */
+static sparcl_status write_projections(sparcl_plan *p, const float *e, const float *f)
+{
+    const size_t bytes = sizeof(float) * (size_t)p->desc.proj_len * (size_t)p->desc.kv_len;
+    cl_int err = clEnqueueWriteBuffer(p->ctx->queue, p->linformer->e, CL_TRUE, 0, bytes, e, 0,
+                                      NULL, NULL);
+    if (err == CL_SUCCESS)
+        err = clEnqueueWriteBuffer(p->ctx->queue, p->linformer->f, CL_TRUE, 0, bytes, f, 0,
+                                   NULL, NULL);
+    return err == CL_SUCCESS ? SPARCL_OK : sparcl__fail_cl(p->ctx, err, "clEnqueueWriteBuffer");
+}
+
+sparcl_status sparcl__linformer_redraw(sparcl_plan *p, uint64_t seed)
+{
+    const size_t n = (size_t)p->desc.proj_len * (size_t)p->desc.kv_len;
+    float *e = malloc(sizeof *e * n), *f = malloc(sizeof *f * n);
+    sparcl_status st;
+    if (!e || !f) {
+        st = sparcl__fail(p->ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate %zu floats for E, F",
+                          2 * n);
+    } else {
+        draw(e, f, n, p->desc.proj_len, seed);
+        st = write_projections(p, e, f);
+    }
+    free(e);
+    free(f);
+    return st;
+}
+
+sparcl_status sparcl__linformer_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
+                                          const sparcl_plan_desc *desc)
+{
+    sparcl_plan *p;
+    sparcl_status st = sparcl__plan_alloc(ctx, desc, &p);
+    if (st != SPARCL_OK)
+        return st;
+    struct sparcl__linformer *l = p->linformer = calloc(1, sizeof *l);
+    if (!l) {
+        st = sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate a Linformer plan");
+        goto fail;
+    }
+    sparcl_plan_desc in = *desc;
+    in.attention = SPARCL_ATTENTION_EXACT;
+    in.kv_len = desc->proj_len;
+    in.k_strides = in.v_strides = (sparcl_strides){0, 0, 0};
+    in.proj_e = in.proj_f = NULL;
+    if ((st = sparcl_plan_init(ctx, &l->inner, &in)) != SPARCL_OK)
+        goto fail;
+    p->params = l->inner->params;
+    p->source = l->inner->source;
+    snprintf(p->origin, sizeof p->origin, "%s", l->inner->origin);
+    const size_t bytes = sizeof(float) * (size_t)desc->proj_len * (size_t)desc->kv_len;
+    if ((st = sparcl__scratch(ctx, &l->e, bytes, "Linformer E")) != SPARCL_OK ||
+        (st = sparcl__scratch(ctx, &l->f, bytes, "Linformer F")) != SPARCL_OK)
+        goto fail;
+    p->device_bytes = 2 * bytes + l->inner->device_bytes;
+    if (desc->proj_e && desc->proj_f)
+        st = write_projections(p, desc->proj_e, desc->proj_f);
+    else if (desc->proj_e || desc->proj_f)
+        st = sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                          "give both proj_e and proj_f, or neither for seeded ones");
+    else
+        st = sparcl__linformer_redraw(p, desc->seed);
+    if (st != SPARCL_OK)
+        goto fail;
+    sparcl__gemm_note_use(ctx);
+    *out = p;
+    return SPARCL_OK;
+fail:
+    sparcl_plan_free(p);
+    return st;
+}
+
+SPARCL_API sparcl_status sparcl_plan_read_projections(sparcl_plan *p, float *e, float *f)
+{
+    if (!p)
+        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
+    if (!p->linformer)
+        return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT, "not a Linformer plan");
+    const size_t bytes = sizeof(float) * (size_t)p->desc.proj_len * (size_t)p->desc.kv_len;
+    cl_int err = CL_SUCCESS;
+    if (e)
+        err = clEnqueueReadBuffer(p->ctx->queue, p->linformer->e, CL_TRUE, 0, bytes, e, 0, NULL,
+                                  NULL);
+    if (f && err == CL_SUCCESS)
+        err = clEnqueueReadBuffer(p->ctx->queue, p->linformer->f, CL_TRUE, 0, bytes, f, 0, NULL,
+                                  NULL);
+    return err == CL_SUCCESS ? SPARCL_OK : sparcl__fail_cl(p->ctx, err, "clEnqueueReadBuffer");
+}
+
+sparcl_status sparcl__linformer_forward(sparcl_plan *p, cl_command_queue queue,
+                                        const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
+                                        cl_mem out, cl_mem lse, cl_uint num_wait,
+                                        const cl_event *wait, cl_event *event)
+{
+    const sparcl_plan_desc *d = &p->desc;
+    struct sparcl__linformer *l = p->linformer;
+    sparcl_ctx *ctx = p->ctx;
+    if (!queue)
+        queue = ctx->queue;
+    const size_t kd = (size_t)d->proj_len * (size_t)d->head_dim;
+    const size_t bytes = sizeof(float) * (size_t)d->batch * (size_t)d->kv_heads * kd;
+    cl_mem kp = NULL, vp = NULL;
+    sparcl_status st;
+    if ((st = sparcl__scratch(ctx, &kp, bytes, "projected keys")) != SPARCL_OK ||
+        (st = sparcl__scratch(ctx, &vp, bytes, "projected values")) != SPARCL_OK ||
+        (st = sparcl__queue_wait(ctx, queue, num_wait, wait)) != SPARCL_OK)
+        goto done;
+    for (int b = 0; b < d->batch && st == SPARCL_OK; ++b)
+        for (int h = 0; h < d->kv_heads && st == SPARCL_OK; ++h) {
+            const size_t dst = ((size_t)b * d->kv_heads + h) * kd;
+            const sparcl__mat e = {l->e, 0, (size_t)d->kv_len, 0};
+            const sparcl__mat f = {l->f, 0, (size_t)d->kv_len, 0};
+            const sparcl__mat kin = {k, (size_t)(b * ts[1].batch + h * ts[1].head),
+                                     (size_t)ts[1].seq, 0};
+            const sparcl__mat vin = {v, (size_t)(b * ts[2].batch + h * ts[2].head),
+                                     (size_t)ts[2].seq, 0};
+            const sparcl__mat kout = {kp, dst, (size_t)d->head_dim, 0};
+            const sparcl__mat vout = {vp, dst, (size_t)d->head_dim, 0};
+            st = sparcl__gemm(ctx, queue, d->proj_len, d->head_dim, d->kv_len, 1.0f, e, kin, 0.0f,
+                              kout);
+            if (st == SPARCL_OK)
+                st = sparcl__gemm(ctx, queue, d->proj_len, d->head_dim, d->kv_len, 1.0f, f, vin,
+                                  0.0f, vout);
+        }
+    if (st != SPARCL_OK)
+        goto done;
+    const sparcl_strides packed = {(int64_t)d->kv_heads * (int64_t)kd, (int64_t)kd, d->head_dim};
+    const sparcl_strides inner_ts[4] = {ts[0], packed, packed, ts[3]};
+    st = sparcl__plan_forward_strided(l->inner, queue, inner_ts, q, kp, vp, out, lse, 0, NULL,
+                                      event);
+done:
+    if (kp)
+        clReleaseMemObject(kp);
+    if (vp)
+        clReleaseMemObject(vp);
+    return st;
+}
