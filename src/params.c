@@ -169,7 +169,7 @@ sparcl_status sparcl__params_check(sparcl_ctx *ctx, const sparcl__kernel_schema 
     if (vec > prob->head_dim)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "VEC %d exceeds head_dim %d",
                             vec, prob->head_dim);
-    if (bn % vec != 0)
+    if (schema == &sparcl__schema_attn_fwd && bn % vec != 0) /* scores are VEC-key vectors */
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "BLOCK_N %d must be a multiple of VEC %d", bn, vec);
     long priv = (long)rows * (2L * prob->head_dim + bn);
