@@ -8,8 +8,8 @@
  *   eval <max_runs> A=1 B=2...  build, verify and time one candidate
  * where <spec> is "<kernel> <problem>" with kernel attn_fwd or attn_bwd (the
  * backward is verified against sparcl_reference_backward() on outputs of the
- * reference forward, and timed from a marker before its three kernels to
- * the event after them), and each gets one line on fd 3 (not stdout, which
+ * reference forward; every call is timed from a marker before it to the end
+ * of its returned event), and each gets one line on fd 3 (not stdout, which
  * a driver may write to):
  *   ready | error <message>
  *   result <status> <median> <min> <max> <runs> <max_err> <message>
@@ -213,16 +213,21 @@ static double median(const double *t, int n)
     return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
 }
 
-/* One run; its event time in ms, or a negative value on failure.  The
- * backward's event is a marker after its three kernels, so its time runs
- * from a marker enqueued just before them. */
+/* One run; its time in ms, or a negative value on failure.  A call may
+ * enqueue several commands (the backward's three kernels, the forward's K
+ * packing, the dense path's SGEMMs and softmax) and return the event of the
+ * last, so every run is timed from the end of a marker enqueued just before
+ * the call to the end of the returned event (the queue is in order). */
 static double run_once(sparcl_ctx *ctx, sparcl_plan *plan, setup *s, char *msg, size_t size)
 {
     cl_event before = NULL, ev = NULL;
     cl_mem *m = s->m;
     sparcl_status st;
+    if (clEnqueueMarkerWithWaitList(sparcl_ctx_cl_queue(ctx), 0, NULL, &before) != CL_SUCCESS) {
+        snprintf(msg, size, "clEnqueueMarkerWithWaitList failed");
+        return -1;
+    }
     if (s->bwd) {
-        clEnqueueMarkerWithWaitList(sparcl_ctx_cl_queue(ctx), 0, NULL, &before);
         st = sparcl_plan_backward(plan, m[T_Q], m[T_K], m[T_V], m[T_OUT], m[T_LSE], m[T_DOUT],
                                   m[T_DQ], m[T_DK], m[T_DV], 0, NULL, &ev);
     } else {
@@ -238,8 +243,7 @@ static double run_once(sparcl_ctx *ctx, sparcl_plan *plan, setup *s, char *msg, 
     clGetEventInfo(ev, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof exec, &exec, NULL);
     cl_ulong t0 = 0, t1 = 0;
     if (err == CL_SUCCESS && exec == CL_COMPLETE) {
-        clGetEventProfilingInfo(before ? before : ev, CL_PROFILING_COMMAND_START, sizeof t0, &t0,
-                                NULL);
+        clGetEventProfilingInfo(before, CL_PROFILING_COMMAND_END, sizeof t0, &t0, NULL);
         clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL);
     }
     clReleaseEvent(ev);
