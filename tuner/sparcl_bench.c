@@ -31,14 +31,21 @@ static const char *pattern_names[] = {"dense", "causal", "window", "bigbird"};
 typedef struct bench_case {
     const char *name;
     int pattern, n, heads, dim;
-    int quick; /* part of --quick */
+    int quick;    /* part of --quick */
+    int backward; /* times sparcl_plan_backward: useful FLOPs are 2.5x the forward's */
 } bench_case;
 
 /* The standard problem set of issue 5 (fp32, batch 1). */
 static const bench_case cases[] = {
-    {"dense-4k", PAT_DENSE, 4096, 8, 64, 1},       {"causal-4k", PAT_CAUSAL, 4096, 8, 64, 0},
-    {"window-16k", PAT_WINDOW, 16384, 8, 64, 1},   {"bigbird-16k", PAT_BIGBIRD, 16384, 8, 64, 0},
-    {"window-128k", PAT_WINDOW, 131072, 4, 64, 0}, {"dense-2k-d128", PAT_DENSE, 2048, 8, 128, 1},
+    {"dense-4k", PAT_DENSE, 4096, 8, 64, 1, 0},
+    {"causal-4k", PAT_CAUSAL, 4096, 8, 64, 0, 0},
+    {"window-16k", PAT_WINDOW, 16384, 8, 64, 1, 0},
+    {"bigbird-16k", PAT_BIGBIRD, 16384, 8, 64, 0, 0},
+    {"window-128k", PAT_WINDOW, 131072, 4, 64, 0, 0},
+    {"dense-2k-d128", PAT_DENSE, 2048, 8, 128, 1, 0},
+    /* The backward pass (issue 8) on the causal and sliding-window cases. */
+    {"bwd-causal-4k", PAT_CAUSAL, 4096, 8, 64, 0, 1},
+    {"bwd-window-16k", PAT_WINDOW, 16384, 8, 64, 1, 1},
 };
 #define N_CASES ((int)(sizeof cases / sizeof cases[0]))
 
@@ -223,6 +230,13 @@ typedef struct result {
     const char *base_note; /* why there is no baseline, or NULL */
 } result;
 
+/* Useful FLOPs of one call: 4 * head_dim per attended pair, counted from
+ * the layout; the backward counts 2.5x that, as FlashAttention does. */
+static double useful_flop(const bench_case *c, const result *r)
+{
+    return (c->backward ? 2.5 : 1.0) * 4.0 * c->dim * (double)r->pairs;
+}
+
 static double event_span_ms(cl_event first, cl_event last)
 {
     cl_ulong t0 = 0, t1 = 0;
@@ -231,9 +245,11 @@ static double event_span_ms(cl_event first, cl_event last)
     return (double)(t1 - t0) * 1e-6;
 }
 
-/* Times the forward call: `warmup` untimed calls, then opt->reps timed. */
-static int time_forward(sparcl_ctx *ctx, sparcl_plan *plan, cl_mem *m, int warmup,
-                        const options *opt, result *res)
+/* Times the call (m[0..4] = q, k, v, out, lse; for the backward m[5..8] =
+ * dout, dq, dk, dv): `warmup` untimed calls, then opt->reps timed, each from
+ * a marker enqueued just before it to the end of its event. */
+static int time_call(sparcl_ctx *ctx, sparcl_plan *plan, cl_mem *m, int backward, int warmup,
+                     const options *opt, result *res)
 {
     cl_command_queue queue = sparcl_ctx_cl_queue(ctx);
     double *ms = malloc(sizeof *ms * (size_t)opt->reps * 2), *cpu = ms + opt->reps;
@@ -242,9 +258,14 @@ static int time_forward(sparcl_ctx *ctx, sparcl_plan *plan, cl_mem *m, int warmu
     for (int r = -warmup; r < opt->reps; ++r) {
         cl_event mark = NULL, ev = NULL;
         const double c0 = bench_cpu_ms();
-        if (clEnqueueMarkerWithWaitList(queue, 0, NULL, &mark) != CL_SUCCESS ||
-            sparcl_plan_forward(plan, m[0], m[1], m[2], m[3], m[4], 0, NULL, &ev) != SPARCL_OK) {
-            fprintf(stderr, "sparcl-bench: forward: %s\n", sparcl_ctx_errmsg(ctx));
+        sparcl_status st = SPARCL_ERR_OPENCL;
+        if (clEnqueueMarkerWithWaitList(queue, 0, NULL, &mark) == CL_SUCCESS)
+            st = backward ? sparcl_plan_backward(plan, m[0], m[1], m[2], m[3], m[4], m[5], m[6],
+                                                 m[7], m[8], 0, NULL, &ev)
+                          : sparcl_plan_forward(plan, m[0], m[1], m[2], m[3], m[4], 0, NULL, &ev);
+        if (st != SPARCL_OK) {
+            fprintf(stderr, "sparcl-bench: %s: %s\n", backward ? "backward" : "forward",
+                    sparcl_ctx_errmsg(ctx));
             if (mark)
                 clReleaseEvent(mark);
             free(ms);
@@ -298,7 +319,8 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
     const size_t elems = (size_t)c->heads * c->n * c->dim;
     float *q = malloc(elems * 4), *k = malloc(elems * 4), *v = malloc(elems * 4);
     float *o = malloc(elems * 4);
-    cl_mem m[5] = {0};
+    cl_mem m[9] = {0};
+    const int nbuf = c->backward ? 9 : 5;
     sparcl_plan *plan = NULL;
     int ok = 0;
     if (!q || !k || !v || !o) {
@@ -318,7 +340,12 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
     }
     m[3] = clCreateBuffer(cc, CL_MEM_READ_WRITE, elems * 4, NULL, &err);
     m[4] = clCreateBuffer(cc, CL_MEM_READ_WRITE, (size_t)c->heads * c->n * 4, NULL, &err);
-    for (int t = 0; t < 5; ++t)
+    if (c->backward) { /* dout (the forward's inputs reused as values), dq, dk, dv */
+        m[5] = clCreateBuffer(cc, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, elems * 4, v, &err);
+        for (int t = 6; t < 9; ++t)
+            m[t] = clCreateBuffer(cc, CL_MEM_READ_WRITE, elems * 4, NULL, &err);
+    }
+    for (int t = 0; t < nbuf; ++t)
         if (!m[t]) {
             fprintf(stderr, "sparcl-bench: %s: cannot allocate device tensors (%d)\n", c->name,
                     (int)err);
@@ -345,15 +372,27 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
                                                      : "default";
     snprintf(res->origin, sizeof res->origin, "%s", sparcl_plan_params_origin(plan));
     res->device_bytes = sparcl_plan_device_bytes(plan);
-    if (!time_forward(ctx, plan, m, 2, opt, res))
+    if (c->backward) { /* out and lse of a forward are the backward's inputs */
+        if (!time_call(ctx, plan, m, 0, 0, &(options){.reps = 1}, res) ||
+            !time_call(ctx, plan, m, 1, 2, opt, res))
+            goto done;
+        /* Report the backward's own kernel parameters. */
+        if (sparcl_plan_backward_params(plan, &used, &source) == SPARCL_OK) {
+            sparcl_params_format(&used, res->params, sizeof res->params);
+            res->source = source == SPARCL_PARAMS_DATABASE   ? "database"
+                          : source == SPARCL_PARAMS_OVERRIDE ? "override"
+                                                             : "default";
+        }
+    } else if (!time_call(ctx, plan, m, 0, 2, opt, res)) {
         goto done;
-    res->gflops = 4.0 * c->dim * (double)res->pairs / (res->ms * 1e6);
+    }
+    res->gflops = useful_flop(c, res) / (res->ms * 1e6);
     clEnqueueReadBuffer(sparcl_ctx_cl_queue(ctx), m[3], CL_TRUE, 0, elems * 4, o, 0, NULL, NULL);
     const float scale = 1.0f / sqrtf((float)c->dim);
-    res->err = sample_error(&pi, q, k, v, o, scale);
+    res->err = sample_error(&pi, q, k, v, o, scale); /* the forward's output in both cases */
     sparcl_plan_free(plan);
     plan = NULL;
-    for (int t = 0; t < 5; ++t) {
+    for (int t = 0; t < nbuf; ++t) {
         clReleaseMemObject(m[t]);
         m[t] = NULL;
     }
@@ -361,7 +400,9 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
     bench_dense_problem bp = {
         c->heads, c->n, c->dim, scale, c->pattern == PAT_DENSE ? NULL : mask_row, &pi, q, k, v, o};
     size_t need = bench_dense_bytes(&bp), have = avail_bytes();
-    if (!bench_have_cblas())
+    if (c->backward)
+        res->base_note = "forward only"; /* the CPU baseline has no backward */
+    else if (!bench_have_cblas())
         res->base_note = "no CBLAS";
     else if (!opt->baseline)
         res->base_note = "skipped";
@@ -375,7 +416,7 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
 done:
     if (plan)
         sparcl_plan_free(plan);
-    for (int t = 0; t < 5; ++t)
+    for (int t = 0; t < nbuf; ++t)
         if (m[t])
             clReleaseMemObject(m[t]);
     free(q), free(k), free(v), free(o), free(pi.bb);
@@ -390,7 +431,7 @@ typedef struct ceiling {
 
 static void print_json(const bench_case *c, const result *r, const ceiling *sg)
 {
-    const double flop = 4.0 * c->dim * (double)r->pairs, gf_cpu = flop / (r->cpu_ms * 1e6);
+    const double gf_cpu = useful_flop(c, r) / (r->cpu_ms * 1e6);
     printf("{\"case\":\"%s\",\"n\":%d,\"heads\":%d,\"head_dim\":%d,\"pattern\":\"%s\","
            "\"density\":%.6f,\"pairs\":%lld,\"ms\":%.4f,\"ms_min\":%.4f,\"ms_max\":%.4f,"
            "\"cpu_ms\":%.4f,\"cpu_ms_min\":%.4f,\"gflops\":%.3f,",
@@ -422,7 +463,7 @@ static void print_json(const bench_case *c, const result *r, const ceiling *sg)
 
 static void print_row(const bench_case *c, const result *r, const ceiling *sg)
 {
-    const double flop = 4.0 * c->dim * (double)r->pairs, gf_cpu = flop / (r->cpu_ms * 1e6);
+    const double gf_cpu = useful_flop(c, r) / (r->cpu_ms * 1e6);
     char ratio[16] = "n/a", ratio_cpu[16] = "n/a", base[32], speed[16] = "n/a",
          speed_cpu[16] = "n/a";
     if (sg->wall > 0) {
