@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "array.h"
 #include "error.h"
 #include "layout.h"
 #include "layout_rules.h"
@@ -38,28 +39,6 @@ sparcl_status sparcl__layout_check_shape(sparcl_ctx *ctx, int heads, int q_len, 
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "heads %d x block rows %lld overflows", heads, (long long)nbr);
     return SPARCL_OK;
-}
-
-static int cmp_i32(const void *a, const void *b)
-{
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* Grows *p (elements of `size` bytes) to hold at least `need`. */
-static int grow(void **p, int64_t *cap, int64_t need, size_t size)
-{
-    if (need <= *cap)
-        return 1;
-    int64_t n = *cap ? *cap : 1024;
-    while (n < need)
-        n *= 2;
-    void *q = realloc(*p, (size_t)n * size);
-    if (!q)
-        return 0;
-    *p = q;
-    *cap = n;
-    return 1;
 }
 
 sparcl_status sparcl__layout_build(sparcl_ctx *ctx, sparcl_layout **out, int heads, int q_len,
@@ -106,7 +85,7 @@ sparcl_status sparcl__layout_build(sparcl_ctx *ctx, sparcl_layout **out, int hea
                 stamp[c] = tag;
                 cand[u++] = c;
             }
-            qsort(cand, (size_t)u, sizeof *cand, cmp_i32);
+            qsort(cand, (size_t)u, sizeof *cand, sparcl__cmp_i32);
             int i0 = br * block, i1 = (int)((int64_t)i0 + block < q_len ? i0 + block : q_len);
             for (int k = 0; k < u; ++k) {
                 int bc = cand[k];
@@ -142,14 +121,14 @@ sparcl_status sparcl__layout_build(sparcl_ctx *ctx, sparcl_layout **out, int hea
                     if (count == 0)
                         continue;
                 }
-                if (!grow((void **)&l->col, &cap_c, l->nnz + 1, sizeof *l->col) ||
-                    !grow((void **)&l->mask, &cap_e, l->nnz + 1, sizeof *l->mask))
+                if (!sparcl__array_grow((void **)&l->col, &cap_c, l->nnz + 1, sizeof *l->col) ||
+                    !sparcl__array_grow((void **)&l->mask, &cap_e, l->nnz + 1, sizeof *l->mask))
                     goto oom;
                 l->col[l->nnz] = bc;
                 if (count == area) {
                     l->mask[l->nnz] = -1;
                 } else {
-                    if (!grow((void **)&l->bits, &cap_m,
+                    if (!sparcl__array_grow((void **)&l->bits, &cap_m,
                               (l->n_masks + 1) * l->words_per_mask, sizeof *l->bits))
                         goto oom;
                     memcpy(l->bits + l->n_masks * l->words_per_mask, scratch,

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "array.h"
 #include "error.h"
 #include "layout_rules.h"
 
@@ -102,12 +103,6 @@ typedef struct csr {
     sparcl__set_scratch *scratch;
 } csr;
 
-static int cmp_i32(const void *a, const void *b)
-{
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
-}
-
 static int csr_candidates(const void *self, int h, int br, int32_t *cols)
 {
     const csr *c = self;
@@ -127,7 +122,7 @@ static int csr_attends(const void *self, int h, int i, int j)
     const int32_t *k = c->keys + c->row_ptr[r];
     size_t n = (size_t)(c->row_ptr[r + 1] - c->row_ptr[r]);
     int32_t key = j;
-    return bsearch(&key, k, n, sizeof *k, cmp_i32) != NULL;
+    return bsearch(&key, k, n, sizeof *k, sparcl__cmp_i32) != NULL;
 }
 
 SPARCL_API sparcl_status sparcl_layout_init_csr(sparcl_ctx *ctx, sparcl_layout **out, int heads,
@@ -151,7 +146,7 @@ SPARCL_API sparcl_status sparcl_layout_init_csr(sparcl_ctx *ctx, sparcl_layout *
         memcpy(c.keys, col_idx, sizeof *c.keys * (size_t)nnz);
         for (int64_t r = 0; r < rows; ++r)
             qsort(c.keys + row_ptr[r], (size_t)(row_ptr[r + 1] - row_ptr[r]), sizeof *c.keys,
-                  cmp_i32);
+                  sparcl__cmp_i32);
         sparcl__rule rule = {&c, csr_candidates, NULL, csr_attends, NULL};
         st = sparcl__layout_build(ctx, out, heads, q_len, kv_len, block, &rule);
     }

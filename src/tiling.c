@@ -5,30 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "array.h"
 #include "error.h"
 #include "layout.h"
 #include "tiling.h"
-
-static int cmp_i32(const void *a, const void *b)
-{
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
-}
-
-static int grow(void **p, int64_t *cap, int64_t need, size_t size)
-{
-    if (need <= *cap)
-        return 1;
-    int64_t n = *cap ? *cap : 1024;
-    while (n < need)
-        n *= 2;
-    void *q = realloc(*p, (size_t)n * size);
-    if (!q)
-        return 0;
-    *p = q;
-    *cap = n;
-    return 1;
-}
 
 /* Sets bits [a, b) of one mask row. */
 static void set_range(uint32_t *row, int a, int b)
@@ -149,7 +129,7 @@ sparcl_status sparcl__tiling_build(sparcl_ctx *ctx, const sparcl_layout *l, int 
                             }
                     }
                 }
-                qsort(cand, (size_t)n, sizeof *cand, cmp_i32);
+                qsort(cand, (size_t)n, sizeof *cand, sparcl__cmp_i32);
             }
             for (int k = 0; k < n; ++k) {
                 int c0 = cand[k] * tn, c1 = c0 + tn < kv_len ? c0 + tn : kv_len;
@@ -170,8 +150,8 @@ sparcl_status sparcl__tiling_build(sparcl_ctx *ctx, const sparcl_layout *l, int 
                     count += popcount32(tile[w]);
                 if (count == 0)
                     continue;
-                if (!grow((void **)&t->col, &cap_c, t->nnz + 1, sizeof *t->col) ||
-                    !grow((void **)&t->mask, &cap_m, t->nnz + 1, sizeof *t->mask))
+                if (!sparcl__array_grow((void **)&t->col, &cap_c, t->nnz + 1, sizeof *t->col) ||
+                    !sparcl__array_grow((void **)&t->mask, &cap_m, t->nnz + 1, sizeof *t->mask))
                     goto oom;
                 t->col[t->nnz] = cand[k];
                 int full = c1 - c0 == tn && count == (int64_t)(r1 - r0) * tn;
@@ -181,7 +161,7 @@ sparcl_status sparcl__tiling_build(sparcl_ctx *ctx, const sparcl_layout *l, int 
                     if (t->n_masks >= INT32_MAX / ((int64_t)tm * t->mw))
                         goto too_big;
                     int64_t words = (int64_t)tm * t->mw;
-                    if (!grow((void **)&t->bits, &cap_b, (t->n_masks + 1) * words,
+                    if (!sparcl__array_grow((void **)&t->bits, &cap_b, (t->n_masks + 1) * words,
                               sizeof *t->bits))
                         goto oom;
                     memcpy(t->bits + t->n_masks * words, tile, sizeof *tile * (size_t)words);
