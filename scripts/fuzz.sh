@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # fuzz.sh [SECONDS] -- builds the libFuzzer targets with clang (ASan + UBSan)
 # in build-fuzz/ and runs each for SECONDS (default $SPARCL_FUZZ_SECONDS or
-# 45) on a scratch copy of its committed seed corpus.  A crash fails the run
+# 45) on a scratch copy of its committed seed corpus, with a fixed seed
+# ($SPARCL_FUZZ_SEED, default 1) so CI runs repeat.  A crash fails the run
 # and leaves the input in build-fuzz/crashes/; commit it to
 # tests/fuzz/regressions/<target>/ so CTest replays it forever after.
 set -euo pipefail
@@ -23,7 +24,7 @@ for t in $targets; do
   rm -rf "$work" && mkdir -p "$work"
   cp tests/fuzz/corpus/$t/* "$work"/
   log=build-fuzz/fuzz_$t.log
-  if build-fuzz/tests/fuzz/fuzz_$t -max_total_time="$SECONDS_PER_TARGET" -print_final_stats=1 \
+  if build-fuzz/tests/fuzz/fuzz_$t -max_total_time="$SECONDS_PER_TARGET" -seed="${SPARCL_FUZZ_SEED:-1}" -print_final_stats=1 \
        -artifact_prefix=build-fuzz/crashes/$t- "$work" >"$log" 2>&1; then
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     echo "fuzz_$t: ${runs:-?} executions in ${SECONDS_PER_TARGET}s, no crash"

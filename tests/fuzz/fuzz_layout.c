@@ -109,6 +109,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 if (ptr[r - 1] > ptr[r])
                     ptr[r - 1] = ptr[r];
         }
+        /* The API reads row_ptr[rows] column entries, so the array must
+         * hold that many even when row_ptr is malformed elsewhere. */
+        if (ptr[rows] > nnz) {
+            int32_t *bigger = realloc(col, sizeof *col * (size_t)ptr[rows]);
+            if (!bigger) {
+                free(ptr);
+                free(col);
+                return 0;
+            }
+            col = bigger;
+            nnz = (int)ptr[rows];
+        }
         for (int x = 0; x < nnz; ++x)
             col[x] = sane ? fuzz_range(&in, 0, cols - 1) : fuzz_int(&in);
         sparcl_status st =
