@@ -9,6 +9,7 @@
 static const sparcl__kernel_schema *const schemas[] = {
     &sparcl__schema_attn_fwd,
     &sparcl__schema_attn_bwd,
+    &sparcl__schema_attn_entmax,
 };
 
 #define N_SCHEMAS ((int)(sizeof schemas / sizeof schemas[0]))

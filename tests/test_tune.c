@@ -346,3 +346,40 @@ Test(tune, backward_family_is_tuned)
                  3, "%s", slurp("bwd", "out"));
     cr_assert_eq(count_where(db, "1"), 3);
 }
+
+/* The sparse-normalization family too: candidates run as 1.5-entmax, are
+ * verified against the reference (outputs and tau) and stored under
+ * attn_entmax, and a sparsemax plan then reads the tuned row. */
+Test(tune, entmax_family_is_tuned)
+{
+    make_dir();
+    char db[128];
+    scratch_path(db, sizeof db, "entmax.db");
+    const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "3", "--stagnation",
+                          "0", "--strategy", "random", "--budget", "quick", "--kernel",
+                          "attn_entmax", NULL};
+    cr_assert_eq(run_tuner("entmax", args), 0, "%s", slurp("entmax", "err"));
+    cr_assert_eq(count_where(db, "status = 'ok' AND kernel_id IN "
+                                 "(SELECT id FROM kernel WHERE name = 'attn_entmax')"),
+                 3, "%s", slurp("entmax", "out"));
+    cr_assert_eq(count_where(db, "1"), 3);
+
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    cr_assert_eq(sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_USER, db), SPARCL_OK);
+    cr_assert_eq(sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_SHIPPED, ""), SPARCL_OK);
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.q_heads = 2;
+    d.kv_heads = 1;
+    d.q_len = d.kv_len = 17;
+    d.head_dim = 16;
+    d.normalization = SPARCL_NORMALIZATION_SPARSEMAX;
+    sparcl_plan *plan = NULL;
+    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    sparcl_param_source src;
+    sparcl_plan_params(plan, NULL, &src);
+    cr_assert_eq(src, SPARCL_PARAMS_DATABASE, "%s", sparcl_plan_params_origin(plan));
+    sparcl_plan_free(plan);
+    sparcl_ctx_free(ctx);
+}

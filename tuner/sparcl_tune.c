@@ -386,7 +386,8 @@ static void print_table(const row *rows, int n)
 /* Kernel families the worker knows how to run. */
 static int can_evaluate(const char *kernel)
 {
-    return !strcmp(kernel, "attn_fwd") || !strcmp(kernel, "attn_bwd");
+    return !strcmp(kernel, "attn_fwd") || !strcmp(kernel, "attn_bwd") ||
+           !strcmp(kernel, "attn_entmax");
 }
 
 static int run_tuning(const options *o, const char *exe)

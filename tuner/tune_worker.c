@@ -6,7 +6,8 @@
  * failure and starts a new worker.  Requests arrive on stdin, one per line:
  *   problem <spec>              set up inputs, reference and buffers
  *   eval <max_runs> A=1 B=2...  build, verify and time one candidate
- * where <spec> is "<kernel> <problem>" with kernel attn_fwd or attn_bwd (the
+ * where <spec> is "<kernel> <problem>" with kernel attn_fwd, attn_entmax
+ * (run as 1.5-entmax) or attn_bwd (the
  * backward is verified against sparcl_reference_backward() on outputs of the
  * reference forward; every call is timed from a marker before it to the end
  * of its returned event), and each gets one line on fd 3 (not stdout, which
@@ -137,7 +138,8 @@ static int set_up(sparcl_ctx *ctx, setup *s, const char *line, char *err, size_t
     char kernel[32] = "";
     int used = 0;
     if (sscanf(line, "%31s %n", kernel, &used) != 1 ||
-        (strcmp(kernel, "attn_fwd") && strcmp(kernel, "attn_bwd"))) {
+        (strcmp(kernel, "attn_fwd") && strcmp(kernel, "attn_bwd") &&
+         strcmp(kernel, "attn_entmax"))) {
         snprintf(err, size, "unknown kernel family \"%s\"", kernel);
         return -1;
     }
@@ -156,6 +158,10 @@ static int set_up(sparcl_ctx *ctx, setup *s, const char *line, char *err, size_t
         snprintf(err, size, "%s", sparcl_ctx_errmsg(ctx));
         return -1;
     }
+    /* attn_entmax is tuned on 1.5-entmax, the middle of its solvers; the
+     * reference honours the normalization (lse then holds tau). */
+    if (!strcmp(kernel, "attn_entmax"))
+        s->desc.normalization = SPARCL_NORMALIZATION_ENTMAX15;
     if (compute_reference(ctx, s, err, size) != 0) {
         release(s);
         return -1;
