@@ -407,6 +407,9 @@ static sparcl_plan *mplan;
 static void misuse_setup(void)
 {
     cr_assert_eq(sparcl_ctx_init(&mctx), SPARCL_OK);
+    /* No tuning database: these tests reason about the built-in defaults. */
+    cr_assert_eq(sparcl_ctx_set_tuning_db(mctx, SPARCL_TUNING_DB_USER, ""), SPARCL_OK);
+    cr_assert_eq(sparcl_ctx_set_tuning_db(mctx, SPARCL_TUNING_DB_SHIPPED, ""), SPARCL_OK);
     sparcl_plan_desc d;
     sparcl_plan_desc_init(&d);
     d.q_heads = 2, d.kv_heads = 1, d.q_len = 17, d.kv_len = 9, d.head_dim = 16;
