@@ -330,21 +330,29 @@ Test(tune, export_and_import_through_the_cli)
     free(out);
 }
 
+/* Tunes kernel family `family` on TINY for 3 evaluations into `db` and
+ * checks that all three were verified, timed and stored under that family. */
+static void tune_family(const char *family, char *db, size_t size)
+{
+    make_dir();
+    scratch_path(db, size, family);
+    const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "3", "--stagnation",
+                          "0", "--strategy", "random", "--budget", "quick", "--kernel",
+                          family, NULL};
+    cr_assert_eq(run_tuner(family, args), 0, "%s", slurp(family, "err"));
+    char where[128];
+    snprintf(where, sizeof where,
+             "status = 'ok' AND kernel_id IN (SELECT id FROM kernel WHERE name = '%s')", family);
+    cr_assert_eq(count_where(db, where), 3, "%s", slurp(family, "out"));
+    cr_assert_eq(count_where(db, "1"), 3);
+}
+
 /* The backward family is tuned like the forward: its candidates are
  * verified against the reference backward and stored under attn_bwd. */
 Test(tune, backward_family_is_tuned)
 {
-    make_dir();
     char db[128];
-    scratch_path(db, sizeof db, "bwd.db");
-    const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "3", "--stagnation",
-                          "0", "--strategy", "random", "--budget", "quick", "--kernel",
-                          "attn_bwd", NULL};
-    cr_assert_eq(run_tuner("bwd", args), 0, "%s", slurp("bwd", "err"));
-    cr_assert_eq(count_where(db, "status = 'ok' AND kernel_id IN "
-                                 "(SELECT id FROM kernel WHERE name = 'attn_bwd')"),
-                 3, "%s", slurp("bwd", "out"));
-    cr_assert_eq(count_where(db, "1"), 3);
+    tune_family("attn_bwd", db, sizeof db);
 }
 
 /* The sparse-normalization family too: candidates run as 1.5-entmax, are
@@ -352,17 +360,8 @@ Test(tune, backward_family_is_tuned)
  * attn_entmax, and a sparsemax plan then reads the tuned row. */
 Test(tune, entmax_family_is_tuned)
 {
-    make_dir();
     char db[128];
-    scratch_path(db, sizeof db, "entmax.db");
-    const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "3", "--stagnation",
-                          "0", "--strategy", "random", "--budget", "quick", "--kernel",
-                          "attn_entmax", NULL};
-    cr_assert_eq(run_tuner("entmax", args), 0, "%s", slurp("entmax", "err"));
-    cr_assert_eq(count_where(db, "status = 'ok' AND kernel_id IN "
-                                 "(SELECT id FROM kernel WHERE name = 'attn_entmax')"),
-                 3, "%s", slurp("entmax", "out"));
-    cr_assert_eq(count_where(db, "1"), 3);
+    tune_family("attn_entmax", db, sizeof db);
 
     sparcl_ctx *ctx = NULL;
     cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
