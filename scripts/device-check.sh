@@ -9,7 +9,7 @@
 # usage: scripts/device-check.sh OUTDIR [--pocl] [--quick] [-R REGEX] [--device SEL]
 #                                [--debs DIR] [--force-debs] [--bench-tuned] [--budget S]
 #   --pocl         POCL's CPU device, smaller problems (tuner: the quick set)
-#   --quick        a few fast test suites, two benchmark cases, a tiny tuning run
+#   --quick        three fast test suites, one benchmark case, a tiny tuning run
 #   -R REGEX       only the CTest suites matching REGEX
 #   --device SEL   SPARCL_DEVICE (index or name substring; default: NVIDIA, or
 #                  "Portable Computing Language" with --pocl)
@@ -26,13 +26,15 @@
 # tuned_<device>.sql (the tuned rows, as shipped in db/) and, with
 # --bench-tuned, bench_tuned.json.  A failing or timed-out step is recorded
 # and the next one runs; the exit status is 1 when any step failed.
-# Environment: SPARCL_CHECK_JOBS (build jobs, default nproc).
+# Environment: SPARCL_CHECK_JOBS (build jobs, default nproc);
+# SPARCL_CHECK_NV_OCL (the OpenCL driver library to list in the private ICD
+# directory instead of the libnvidia-opencl.so.1 found).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 REPO=$PWD
 
 usage() {
-  sed -n '9,29p' "$0" >&2
+  sed -n '9,31p' "$0" >&2
   exit 2
 }
 
@@ -75,8 +77,8 @@ else
   CTEST_JOBS=4
 fi
 if ((QUICK)); then
-  [[ -n "$REGEX" ]] || REGEX='^(status|layout|misuse|smallshapes)$'
-  BENCH_CASES=dense-2k-d128,window-16k
+  [[ -n "$REGEX" ]] || REGEX='^(status|layout|misuse)$'
+  BENCH_CASES=dense-2k-d128
   TUNE_ARGS=(--problems "dense:n=256,h=2,d=64;window:n=1024,h=2,d=64,w=64" --max-evals 3
              --max-seconds 20)
 fi
@@ -94,6 +96,8 @@ for f in devices.txt build.log ctest.log bench.json tools.log bench_tuned.json; 
   rm -f "$OUT/$f"
 done
 rm -f "$OUT"/tuned_*.sql
+rm -rf "$WORK"
+mkdir -p "$WORK"
 
 say() { echo "$*" | tee -a "$SUMMARY"; }
 
@@ -273,7 +277,7 @@ if ((!POCL)); then
   command -v nvidia-smi >/dev/null &&
     say "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm \
       --format=csv,noheader 2>&1 | head -1)"
-  NV_OCL=$(find_nvidia_opencl)
+  NV_OCL=${SPARCL_CHECK_NV_OCL:-$(find_nvidia_opencl)}
   if [[ -n "$NV_OCL" ]]; then
     mkdir -p "$BUILD/icd"
     echo "$NV_OCL" >"$BUILD/icd/nvidia.icd"
@@ -334,7 +338,6 @@ if command -v clinfo >/dev/null; then
   { echo "== clinfo -l"; timeout 30 clinfo -l 2>&1; } >>"$OUT/devices.txt"
 fi
 if ((BUILT)); then
-  mkdir -p "$WORK"
   list_devices
   if ! selected_line "$WORK/devices.list" >/dev/null && [[ -n "$NV_OCL" ]]; then
     # A loader that ignores OCL_ICD_VENDORS (old Khronos loaders) still

@@ -7,12 +7,14 @@
 #   tsan     the multi-threaded scenarios under ThreadSanitizer
 #   fuzz     each libFuzzer target for $SPARCL_FUZZ_SECONDS (default 45) s
 #   install  install, then build examples/minimal with find_package(sparcl)
+#   scripts  bash -n on every shell script, and shellcheck (warnings and
+#            errors) when it is installed; takes seconds
 # `scripts/test.sh unit` (or any list of stage names) runs only those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 STAGES=("$@")
-((${#STAGES[@]})) || STAGES=(unit asan tsan fuzz install)
+((${#STAGES[@]})) || STAGES=(scripts unit asan tsan fuzz install)
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 bash scripts/setup.sh
@@ -71,6 +73,18 @@ stage_install() {
   cmake --build build/_minimal >/dev/null
   LD_LIBRARY_PATH="$PWD/build/_install/lib:${LD_LIBRARY_PATH:-}" build/_minimal/minimal
   echo "pkg-config --libs sparcl: $(PKG_CONFIG_PATH="$PWD/build/_install/lib/pkgconfig" pkg-config --libs sparcl)"
+}
+
+stage_scripts() {
+  local f
+  for f in scripts/*.sh tests/*.sh; do
+    bash -n "$f"
+  done
+  if command -v shellcheck >/dev/null; then
+    shellcheck -S warning scripts/*.sh tests/*.sh
+  else
+    echo "shellcheck not installed: syntax checked only"
+  fi
 }
 
 for s in "${STAGES[@]}"; do
