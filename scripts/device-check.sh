@@ -16,9 +16,9 @@
 #   --debs DIR     .deb files from scripts/device-debs.sh (default: .debs when
 #                  it exists); packages the machine lacks are unpacked into
 #                  BUILD/deps, never into /
-#   --force-debs   unpack the root packages even when installed (tests the path)
+#   --force-debs   unpack every package, even those the machine has (tests the path)
 #   --bench-tuned  benchmark again with the rows just tuned (bench_tuned.json)
-#   --budget S     wall-clock budget of the whole run (default 480, 1200 --pocl)
+#   --budget S     wall-clock budget of the whole run (default 480, 1500 --pocl)
 #
 # OUTDIR receives at most 8 files: summary.txt (environment, each step's
 # status, seconds and limit), devices.txt, build.log, ctest.log, bench.json
@@ -64,10 +64,11 @@ OUT=$(cd "$OUT" && pwd)
 if ((POCL)); then
   BUILD=$REPO/build-device-pocl
   : "${DEVICE:=Portable Computing Language}"
-  : "${BUDGET:=1200}"
+  : "${BUDGET:=1500}"
   BENCH_CASES=dense-4k,causal-4k,window-16k,bigbird-16k,dense-2k-d128
   TUNE_ARGS=(--problems quick --max-evals 4 --max-seconds 30)
   CTEST_JOBS=1
+  CAP_CTEST=900 CAP_BENCH=300 CAP_TUNE=240
 else
   BUILD=$REPO/build-device
   : "${DEVICE:=NVIDIA}"
@@ -75,6 +76,7 @@ else
   BENCH_CASES=dense-4k,causal-4k,window-16k,bigbird-16k,dense-2k-d128,bwd-window-16k
   TUNE_ARGS=(--problems standard --max-evals 12 --max-seconds 12)
   CTEST_JOBS=4
+  CAP_CTEST=240 CAP_BENCH=120 CAP_TUNE=150
 fi
 if ((QUICK)); then
   [[ -n "$REGEX" ]] || REGEX='^(status|layout|misuse)$'
@@ -229,13 +231,16 @@ install_debs() {
       pkg=$(basename "$deb")
       pkg=${pkg%%_*}
       role=$(awk -v p="$pkg" '$2 == p {print $1}' "$DEBS/MANIFEST" 2>/dev/null)
-      if [[ $role == dep ]] && { installed "$pkg" || libs_present "$deb"; }; then
+      if ((FORCE_DEBS)); then
+        :
+      elif [[ $role == dep ]] && { installed "$pkg" || libs_present "$deb"; }; then
         echo "  have $pkg (or its libraries)"
-      elif [[ $role != dep ]] && ((!FORCE_DEBS)) && installed "$pkg"; then
+        continue
+      elif installed "$pkg"; then
         echo "  have $pkg"
-      else
-        extract_deb "$deb" "$PFX" && echo "  unpacked $pkg" && n=$((n + 1))
+        continue
       fi
+      extract_deb "$deb" "$PFX" && echo "  unpacked $pkg" && n=$((n + 1))
     done
     relocate_prefix
   } >>"$log" 2>&1
@@ -372,25 +377,25 @@ fi
 if ((BUILT)) && [[ $DEV_SLUG != unknown ]]; then
   ctest_args=(--test-dir "$BUILD" --output-on-failure -j "$CTEST_JOBS" --timeout 300 -E '^oclgrind$')
   [[ -n "$REGEX" ]] && ctest_args+=(-R "$REGEX")
-  run_step ctest 240 "$OUT/ctest.log" "$CTEST" "${ctest_args[@]}"
+  run_step ctest "$CAP_CTEST" "$OUT/ctest.log" "$CTEST" "${ctest_args[@]}"
 
   # The benchmark reads no user database: shipped rows and defaults only.
   export SPARCL_DB=$WORK/no-user.db
   rm -f "$SPARCL_DB"
-  run_step bench 120 "$WORK/bench.log" "$BENCH" --json --no-baseline --cases "$BENCH_CASES"
+  run_step bench "$CAP_BENCH" "$WORK/bench.log" "$BENCH" --json --no-baseline --cases "$BENCH_CASES"
   grep '^{' "$WORK/bench.log" >"$OUT/bench.json"
   grep -v '^{' "$WORK/bench.log" >>"$OUT/tools.log"
 
   DB=$WORK/tune.db
   rm -f "$DB" "$DB"-wal "$DB"-shm
-  run_step tune 150 "$OUT/tools.log" "$TUNE" --db "$DB" --kernel attn_fwd --timeout 30 \
+  run_step tune "$CAP_TUNE" "$OUT/tools.log" "$TUNE" --db "$DB" --kernel attn_fwd --timeout 30 \
     "${TUNE_ARGS[@]}"
   # Rows are committed as they complete: export whatever a cut-short run left.
   if [[ -e $DB ]]; then
     run_step export 30 "$OUT/tools.log" "$TUNE" --db "$DB" --export "$OUT/tuned_$DEV_SLUG.sql"
     if ((BENCH_TUNED)); then
       export SPARCL_DB=$DB
-      run_step bench-tuned 120 "$WORK/bench_tuned.log" "$BENCH" --json --no-baseline \
+      run_step bench-tuned "$CAP_BENCH" "$WORK/bench_tuned.log" "$BENCH" --json --no-baseline \
         --cases "$BENCH_CASES"
       grep '^{' "$WORK/bench_tuned.log" >"$OUT/bench_tuned.json"
       grep -v '^{' "$WORK/bench_tuned.log" >>"$OUT/tools.log"
