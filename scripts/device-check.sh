@@ -122,7 +122,13 @@ run_step() {
   local t=$SECONDS rc
   timeout -k 10 "$limit" "$@" >>"$log" 2>&1
   rc=$?
-  local took=$((SECONDS - t)) what=ok
+  local took=$((SECONDS - t)) what=ok shown
+  shown=$(basename "$log")
+  case $shown in # logs in $WORK are copied into these files of OUTDIR
+    devices.list) shown=devices.txt ;;
+    bench.log) shown="bench.json, tools.log" ;;
+    bench_tuned.log) shown="bench_tuned.json, tools.log" ;;
+  esac
   if ((rc == 124 || rc == 137)); then
     what=TIMEOUT
   elif ((rc != 0)); then
@@ -130,7 +136,7 @@ run_step() {
   fi
   echo "== $name: $what after $took s" >>"$log"
   printf '%-12s %-10s %5d s  (limit %d s; log %s)\n' "$name" "$what" "$took" "$limit" \
-    "$(basename "$log")" | tee -a "$SUMMARY"
+    "$shown" | tee -a "$SUMMARY"
   ((rc == 0)) || FAILED=$((FAILED + 1))
   return $rc
 }
@@ -221,7 +227,7 @@ relocate_prefix() {
 }
 
 install_debs() {
-  local log=$OUT/build.log deb pkg role n=0
+  local log=$OUT/build.log deb pkg role n=0 list=""
   rm -rf "$PFX"
   mkdir -p "$PFX"
   {
@@ -240,11 +246,17 @@ install_debs() {
         echo "  have $pkg"
         continue
       fi
-      extract_deb "$deb" "$PFX" && echo "  unpacked $pkg" && n=$((n + 1))
+      extract_deb "$deb" "$PFX" && echo "  unpacked $pkg" && n=$((n + 1)) && list+="$pkg "
     done
     relocate_prefix
   } >>"$log" 2>&1
   UNPACKED=$n
+  # CMake caches where it found each package: a different prefix (an earlier
+  # run of this build directory) needs a fresh configure.
+  if [[ "$(cat "$BUILD/deps.list" 2>/dev/null)" != "$list" ]]; then
+    rm -f "$BUILD/CMakeCache.txt"
+    echo "$list" >"$BUILD/deps.list"
+  fi
 }
 
 UNPACKED=0
