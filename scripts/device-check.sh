@@ -76,7 +76,7 @@ else
   BENCH_CASES=dense-4k,causal-4k,window-16k,bigbird-16k,dense-2k-d128,bwd-window-16k
   TUNE_ARGS=(--problems standard --max-evals 12 --max-seconds 12)
   CTEST_JOBS=4
-  CAP_CTEST=240 CAP_BENCH=120 CAP_TUNE=150
+  CAP_CTEST=300 CAP_BENCH=120 CAP_TUNE=150
 fi
 if ((QUICK)); then
   [[ -n "$REGEX" ]] || REGEX='^(status|layout|misuse)$'
@@ -250,16 +250,10 @@ install_debs() {
     done
     relocate_prefix
   } >>"$log" 2>&1
-  UNPACKED=$n
-  # CMake caches where it found each package: a different prefix (an earlier
-  # run of this build directory) needs a fresh configure.
-  if [[ "$(cat "$BUILD/deps.list" 2>/dev/null)" != "$list" ]]; then
-    rm -f "$BUILD/CMakeCache.txt"
-    echo "$list" >"$BUILD/deps.list"
-  fi
+  UNPACKED=$n UNPACKED_LIST=$list
 }
 
-UNPACKED=0
+UNPACKED=0 UNPACKED_LIST=""
 if [[ -n "$DEBS" ]]; then
   t=$SECONDS
   install_debs
@@ -274,6 +268,12 @@ if [[ -n "$DEBS" ]]; then
   fi
 else
   say "deps: no .deb directory (scripts/device-debs.sh .debs makes one); using the system's packages"
+fi
+# CMake caches where it found each package: another set of unpacked packages
+# than an earlier run of this build directory had needs a fresh configure.
+if [[ ! -e $BUILD/deps.list || "$(cat "$BUILD/deps.list")" != "$UNPACKED_LIST" ]]; then
+  rm -f "$BUILD/CMakeCache.txt"
+  echo "$UNPACKED_LIST" >"$BUILD/deps.list"
 fi
 
 # ---- NVIDIA's OpenCL driver through a private ICD directory -----------------
@@ -385,21 +385,17 @@ if ((BUILT)); then
   fi
 fi
 
-# ---- tests, benchmark, tuning ----------------------------------------------------------
+# ---- benchmark, tuning, tests ------------------------------------------------
+# The measurements come first: the suite, whose time on a new device is the
+# least predictable, runs last with what is left of the budget.
 if ((BUILT)) && [[ $DEV_SLUG != unknown ]]; then
-  ctest_args=(--test-dir "$BUILD" --output-on-failure -j "$CTEST_JOBS" --timeout 300 -E '^oclgrind$')
-  [[ -n "$REGEX" ]] && ctest_args+=(-R "$REGEX")
-  run_step ctest "$CAP_CTEST" "$OUT/ctest.log" "$CTEST" "${ctest_args[@]}"
-
   # The benchmark reads no user database: shipped rows and defaults only.
   export SPARCL_DB=$WORK/no-user.db
-  rm -f "$SPARCL_DB"
   run_step bench "$CAP_BENCH" "$WORK/bench.log" "$BENCH" --json --no-baseline --cases "$BENCH_CASES"
   grep '^{' "$WORK/bench.log" >"$OUT/bench.json"
   grep -v '^{' "$WORK/bench.log" >>"$OUT/tools.log"
 
   DB=$WORK/tune.db
-  rm -f "$DB" "$DB"-wal "$DB"-shm
   run_step tune "$CAP_TUNE" "$OUT/tools.log" "$TUNE" --db "$DB" --kernel attn_fwd --timeout 30 \
     "${TUNE_ARGS[@]}"
   # Rows are committed as they complete: export whatever a cut-short run left.
@@ -415,8 +411,12 @@ if ((BUILT)) && [[ $DEV_SLUG != unknown ]]; then
   else
     skip_step export "no tuning database"
   fi
+
+  ctest_args=(--test-dir "$BUILD" --output-on-failure -j "$CTEST_JOBS" --timeout 300 -E '^oclgrind$')
+  [[ -n "$REGEX" ]] && ctest_args+=(-R "$REGEX")
+  run_step ctest "$CAP_CTEST" "$OUT/ctest.log" "$CTEST" "${ctest_args[@]}"
 else
-  for s in ctest bench tune export; do skip_step "$s" "no build or no device"; done
+  for s in bench tune export ctest; do skip_step "$s" "no build or no device"; done
 fi
 
 say ""
