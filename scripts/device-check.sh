@@ -68,7 +68,7 @@ if ((POCL)); then
   BENCH_CASES=dense-4k,causal-4k,window-16k,bigbird-16k,dense-2k-d128
   TUNE_ARGS=(--problems quick --max-evals 4 --max-seconds 30)
   CTEST_JOBS=1
-  CAP_CTEST=900 CAP_BENCH=300 CAP_TUNE=240
+  CAP_BUILD=600 CAP_CTEST=900 CAP_BENCH=300 CAP_TUNE=240
 else
   BUILD=$REPO/build-device
   : "${DEVICE:=NVIDIA}"
@@ -76,7 +76,7 @@ else
   BENCH_CASES=dense-4k,causal-4k,window-16k,bigbird-16k,dense-2k-d128,bwd-window-16k
   TUNE_ARGS=(--problems standard --max-evals 12 --max-seconds 12)
   CTEST_JOBS=4
-  CAP_CTEST=300 CAP_BENCH=120 CAP_TUNE=150
+  CAP_BUILD=300 CAP_CTEST=300 CAP_BENCH=120 CAP_TUNE=150
 fi
 if ((QUICK)); then
   [[ -n "$REGEX" ]] || REGEX='^(status|layout|misuse)$'
@@ -318,7 +318,7 @@ else
   mkdir -p "$BUILD"
   if run_step configure 90 "$OUT/build.log" "$CMAKE" -S "$REPO" -B "$BUILD" \
     -DCMAKE_BUILD_TYPE=Release -DSPARCL_BUILD_EXAMPLES=OFF; then
-    run_step build 300 "$OUT/build.log" "$CMAKE" --build "$BUILD" -j "$JOBS" && BUILT=1
+    run_step build "$CAP_BUILD" "$OUT/build.log" "$CMAKE" --build "$BUILD" -j "$JOBS" && BUILT=1
   else
     skip_step build "configure failed"
   fi
