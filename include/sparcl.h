@@ -576,7 +576,11 @@ SPARCL_API void sparcl_tuning_db_free(sparcl_tuning_db *db);
 /* Commits one evaluation (its own transaction, durable when this returns).
  * An evaluation of the same device, kernel hash, problem and parameters
  * that is already stored is kept and this one is ignored, so concurrent
- * tuners never duplicate rows. */
+ * tuners never duplicate rows.  Refused with SPARCL_ERR_INVALID_ARGUMENT
+ * naming the field, storing nothing: a status outside sparcl_tuning_status,
+ * runs < 0; for SPARCL_TUNING_OK also runs < 1, a min/median/max time that
+ * is not finite and >= 0 or not ordered min <= median <= max, and a max_err
+ * that is not finite and >= 0.  Other errors: SPARCL_ERR_DATABASE. */
 SPARCL_API sparcl_status sparcl_tuning_db_record(sparcl_tuning_db *db,
                                                  const sparcl_device_info *device,
                                                  const sparcl_tuning_problem *problem,
