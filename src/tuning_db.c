@@ -48,12 +48,12 @@ static const struct {
     const char *name;
     int text;
 } columns[] = {
-    {"platform", 1},  {"vendor", 1},        {"device", 1},     {"driver", 1},    {"version", 1},
+    {"platform", 1},  {"vendor", 1},      {"device", 1},    {"driver", 1},   {"version", 1},
     {"type", 1},      {"compute_units", 0}, {"global_mem", 0}, {"local_mem", 0}, {"max_alloc", 0},
-    {"kernel", 1},    {"kernel_hash", 1},   {"dtype", 1},      {"batch", 0},     {"q_heads", 0},
-    {"kv_heads", 0},  {"q_len", 0},         {"kv_len", 0},     {"head_dim", 0},  {"causal", 0},
-    {"pattern", 1},   {"block", 0},         {"density", 0},    {"params", 1},    {"status", 1},
-    {"median_ms", 0}, {"min_ms", 0},        {"max_ms", 0},     {"runs", 0},      {"max_err", 0},
+    {"kernel", 1},    {"kernel_hash", 1}, {"dtype", 1},     {"batch", 0},    {"q_heads", 0},
+    {"kv_heads", 0},  {"q_len", 0},       {"kv_len", 0},    {"head_dim", 0}, {"causal", 0},
+    {"pattern", 1},   {"block", 0},       {"density", 0},   {"params", 1},   {"status", 1},
+    {"median_ms", 0}, {"min_ms", 0},      {"max_ms", 0},    {"runs", 0},     {"max_err", 0},
     {"message", 1},   {"created", 1},
 };
 #define N_COLUMNS ((int)(sizeof columns / sizeof columns[0]))
@@ -90,10 +90,7 @@ static sparcl_status fail(sparcl_tuning_db *db, const char *fmt, ...)
                         db ? db->path : "?", msg);
 }
 
-static const char *why(sqlite3 *db)
-{
-    return db ? sqlite3_errmsg(db) : "out of memory";
-}
+static const char *why(sqlite3 *db) { return db ? sqlite3_errmsg(db) : "out of memory"; }
 
 /* mkdir -p of the folder that holds `path`. */
 static int make_parent(const char *path)
@@ -209,8 +206,10 @@ sparcl_status sparcl__tuning_db_open(const char *path, int flags, int busy_ms,
     if (!exists && make_parent(path) != 0)
         return set_msg(msg, size, "cannot create the folder of %s: %s", path, strerror(errno));
     sqlite3 *db = NULL;
-    int rc = sqlite3_open_v2(
-        path, &db, write ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY, NULL);
+    int rc = sqlite3_open_v2(path, &db,
+                             write ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
+                                   : SQLITE_OPEN_READONLY,
+                             NULL);
     if (rc != SQLITE_OK) {
         set_msg(msg, size, "cannot open %s: %s", path, why(db));
         sqlite3_close(db);
@@ -225,8 +224,8 @@ sparcl_status sparcl__tuning_db_open(const char *path, int flags, int busy_ms,
         goto fail;
     }
     if (version != SPARCL__DB_SCHEMA_VERSION) {
-        set_msg(msg, size, "%s has schema version %d; this library reads version %d", path, version,
-                SPARCL__DB_SCHEMA_VERSION);
+        set_msg(msg, size, "%s has schema version %d; this library reads version %d", path,
+                version, SPARCL__DB_SCHEMA_VERSION);
         goto fail;
     }
     if (write && set_wal(db, busy_ms) != SQLITE_OK) {
@@ -268,9 +267,9 @@ SPARCL_API sparcl_status sparcl_tuning_db_init(sparcl_ctx *ctx, sparcl_tuning_db
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "unknown flags 0x%x", flags);
     char msg[SPARCL_MSG_MAX];
     sparcl_status st = sparcl__tuning_db_open(
-        path, flags,
-        flags & SPARCL_TUNING_DB_WRITE ? SPARCL__DB_WRITE_BUSY_MS : SPARCL__DB_READ_BUSY_MS, out,
-        msg, sizeof msg);
+        path, flags, flags & SPARCL_TUNING_DB_WRITE ? SPARCL__DB_WRITE_BUSY_MS
+                                                    : SPARCL__DB_READ_BUSY_MS,
+        out, msg, sizeof msg);
     if (st != SPARCL_OK)
         return sparcl__fail(ctx, st, "tuning database: %s", msg);
     (*out)->ctx = ctx;
@@ -299,8 +298,8 @@ static void params_json(const sparcl_params *p, char *buf, size_t size)
         if (!eq)
             continue;
         *eq = '\0';
-        used +=
-            (size_t)snprintf(buf + used, size - used, "%s\"%s\":%s", first ? "" : ",", tok, eq + 1);
+        used += (size_t)snprintf(buf + used, size - used, "%s\"%s\":%s", first ? "" : ",", tok,
+                                 eq + 1);
         first = 0;
     }
     if (used < size)
@@ -328,10 +327,7 @@ static int params_from_json(sqlite3 *db, const char *json, sparcl_params *out)
 }
 
 /* Density is part of the problem key; six decimals keep it stable text. */
-static double key_density(double d)
-{
-    return (double)(long long)(d * 1e6 + 0.5) / 1e6;
-}
+static double key_density(double d) { return (double)(long long)(d * 1e6 + 0.5) / 1e6; }
 
 static void bind_key(sqlite3_stmt *st, const sparcl_device_info *d, const sparcl_tuning_problem *p)
 {
@@ -345,8 +341,8 @@ static void bind_key(sqlite3_stmt *st, const sparcl_device_info *d, const sparcl
     sqlite3_bind_text(st, 11, p->kernel, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 12, p->kernel_hash, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 13, p->dtype, -1, SQLITE_TRANSIENT);
-    const int ints[7] = {p->batch,  p->q_heads,  p->kv_heads,      p->q_len,
-                         p->kv_len, p->head_dim, p->causal ? 1 : 0};
+    const int ints[7] = {p->batch, p->q_heads, p->kv_heads, p->q_len, p->kv_len, p->head_dim,
+                         p->causal ? 1 : 0};
     for (int i = 0; i < 7; ++i)
         sqlite3_bind_int(st, 14 + i, ints[i]);
     sqlite3_bind_text(st, 21, p->pattern, -1, SQLITE_TRANSIENT);
@@ -354,7 +350,8 @@ static void bind_key(sqlite3_stmt *st, const sparcl_device_info *d, const sparcl
     sqlite3_bind_double(st, 23, key_density(p->density));
 }
 
-static sparcl_status check_handle(sparcl_tuning_db *db, const void *a, const void *b, const void *c)
+static sparcl_status check_handle(sparcl_tuning_db *db, const void *a, const void *b,
+                                  const void *c)
 {
     if (!db)
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "database handle is NULL");
@@ -425,8 +422,8 @@ SPARCL_API sparcl_status sparcl_tuning_db_record(sparcl_tuning_db *db,
     char sql[2048];
     size_t used = (size_t)snprintf(sql, sizeof sql, "INSERT INTO evaluation_flat (");
     for (int i = 0; i < N_COLUMNS - 1; ++i) /* all but `created` */
-        used +=
-            (size_t)snprintf(sql + used, sizeof sql - used, "%s%s", i ? ", " : "", columns[i].name);
+        used += (size_t)snprintf(sql + used, sizeof sql - used, "%s%s", i ? ", " : "",
+                                 columns[i].name);
     used += (size_t)snprintf(sql + used, sizeof sql - used, ") VALUES (");
     for (int i = 0; i < N_COLUMNS - 1; ++i)
         used += (size_t)snprintf(sql + used, sizeof sql - used, "%s?%d", i ? ", " : "", i + 1);
@@ -469,8 +466,9 @@ SPARCL_API sparcl_status sparcl_tuning_db_record(sparcl_tuning_db *db,
  * and reads the first row's result columns into *out. */
 static sparcl_status query_result(sparcl_tuning_db *db, const char *sql,
                                   const sparcl_device_info *device,
-                                  const sparcl_tuning_problem *problem, const sparcl_params *params,
-                                  sparcl_tuning_result *out, int *found)
+                                  const sparcl_tuning_problem *problem,
+                                  const sparcl_params *params, sparcl_tuning_result *out,
+                                  int *found)
 {
     *found = 0;
     sqlite3_stmt *s = NULL;
@@ -492,8 +490,8 @@ static sparcl_status query_result(sparcl_tuning_db *db, const char *sql,
             out->min_ms = sqlite3_column_double(s, 3);
             out->max_ms = sqlite3_column_double(s, 4);
             out->runs = sqlite3_column_int(s, 5);
-            out->max_err =
-                sqlite3_column_type(s, 6) == SQLITE_NULL ? -1.0 : sqlite3_column_double(s, 6);
+            out->max_err = sqlite3_column_type(s, 6) == SQLITE_NULL ? -1.0
+                                                                     : sqlite3_column_double(s, 6);
             const unsigned char *m = sqlite3_column_text(s, 7);
             snprintf(out->message, sizeof out->message, "%s", m ? (const char *)m : "");
             *found = rc == SQLITE_ROW;
@@ -511,16 +509,17 @@ static sparcl_status query_result(sparcl_tuning_db *db, const char *sql,
 
 /* The evaluation of exactly `params`, or with params NULL the best OK one. */
 static sparcl_status find_or_best(sparcl_tuning_db *db, const sparcl_device_info *device,
-                                  const sparcl_tuning_problem *problem, const sparcl_params *params,
-                                  sparcl_tuning_result *out, int *found)
+                                  const sparcl_tuning_problem *problem,
+                                  const sparcl_params *params, sparcl_tuning_result *out,
+                                  int *found)
 {
     sparcl_status st = check_handle(db, device, problem, out);
     if (st == SPARCL_OK)
         st = check_handle(db, found, found, found);
     if (st != SPARCL_OK)
         return st;
-    static const char find_sql[] =
-        "SELECT " RESULT_COLUMNS " FROM evaluation_flat WHERE " KEY_WHERE " AND params = json(?24)";
+    static const char find_sql[] = "SELECT " RESULT_COLUMNS " FROM evaluation_flat WHERE " KEY_WHERE
+                                   " AND params = json(?24)";
     static const char best_sql[] = "SELECT " RESULT_COLUMNS " FROM evaluation_flat WHERE " KEY_WHERE
                                    " AND status = 'ok' ORDER BY median_ms LIMIT 1";
     return query_result(db, params ? find_sql : best_sql, device, problem, params, out, found);
@@ -554,8 +553,8 @@ SPARCL_API sparcl_status sparcl_tuning_db_count(sparcl_tuning_db *db,
     if (st != SPARCL_OK)
         return st;
     sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(db->db, "SELECT count(*) FROM evaluation_flat WHERE " KEY_WHERE, -1,
-                                &s, NULL);
+    int rc = sqlite3_prepare_v2(db->db, "SELECT count(*) FROM evaluation_flat WHERE " KEY_WHERE,
+                                -1, &s, NULL);
     if (rc == SQLITE_OK) {
         bind_key(s, device, problem);
         if ((rc = sqlite3_step(s)) == SQLITE_ROW)
@@ -592,7 +591,7 @@ sparcl_status sparcl__tuning_db_each_best(sparcl_tuning_db *db, const char *kern
         memset(&d, 0, sizeof d);
         memset(&p, 0, sizeof p);
         char *texts[6] = {d.platform, d.vendor, d.name, d.driver, d.version, d.type};
-        const size_t sizes[6] = {sizeof d.platform, sizeof d.vendor,  sizeof d.name,
+        const size_t sizes[6] = {sizeof d.platform, sizeof d.vendor, sizeof d.name,
                                  sizeof d.driver,   sizeof d.version, sizeof d.type};
         for (int i = 0; i < 6; ++i)
             snprintf(texts[i], sizes[i], "%s", (const char *)sqlite3_column_text(s, i));
@@ -603,8 +602,8 @@ sparcl_status sparcl__tuning_db_each_best(sparcl_tuning_db *db, const char *kern
         snprintf(p.kernel, sizeof p.kernel, "%s", kernel);
         snprintf(p.kernel_hash, sizeof p.kernel_hash, "%s", hash);
         snprintf(p.dtype, sizeof p.dtype, "%s", dtype);
-        int *ints[7] = {&p.batch,  &p.q_heads,  &p.kv_heads, &p.q_len,
-                        &p.kv_len, &p.head_dim, &p.causal};
+        int *ints[7] = {&p.batch, &p.q_heads, &p.kv_heads, &p.q_len, &p.kv_len, &p.head_dim,
+                        &p.causal};
         for (int i = 0; i < 7; ++i)
             *ints[i] = sqlite3_column_int(s, 10 + i);
         snprintf(p.pattern, sizeof p.pattern, "%s", (const char *)sqlite3_column_text(s, 17));
@@ -745,13 +744,14 @@ static const char *skip_space(const char *p)
 static int starts_word(const char *p, const char *word)
 {
     size_t n = strlen(word);
-    return strncasecmp(p, word, n) == 0 &&
-           !(p[n] == '_' || (p[n] >= 'a' && p[n] <= 'z') || (p[n] >= 'A' && p[n] <= 'Z'));
+    return strncasecmp(p, word, n) == 0 && !(p[n] == '_' || (p[n] >= 'a' && p[n] <= 'z') ||
+                                             (p[n] >= 'A' && p[n] <= 'Z'));
 }
 
 /* Executes the INSERTs of an SQL export; anything else is refused, so an
  * import cannot drop or alter tables. */
-static int import_sql(sparcl_tuning_db *db, const char *text, int64_t *rows, char *err, size_t size)
+static int import_sql(sparcl_tuning_db *db, const char *text, int64_t *rows, char *err,
+                      size_t size)
 {
     const char *p = text;
     for (;;) {
@@ -786,8 +786,8 @@ static int import_sql(sparcl_tuning_db *db, const char *text, int64_t *rows, cha
         p = tail;
     }
 refuse:
-    snprintf(err, size,
-             "only INSERT INTO evaluation_flat statements may be imported (at \"%.40s\")", p);
+    snprintf(err, size, "only INSERT INTO evaluation_flat statements may be imported (at \"%.40s\")",
+             p);
     return SQLITE_ERROR;
 }
 
