@@ -345,7 +345,19 @@ SPARCL_API void sparcl_plan_free(sparcl_plan *plan);
 /* Enqueues softmax attention on the context's queue:
  *   out[b,h,i,:] = sum_j softmax_j(scale * q[b,h,i,:] . k[b,h/g,j,:]) v[b,h/g,j,:]
  * over the keys j that query i attends to (g = q_heads / kv_heads).  A query
- * that attends to no key gets out = 0 and lse = -inf.
+ * that attends to no key gets out = 0 and lse = -inf, and it is the only
+ * source of that result.
+ *
+ * Non-finite inputs propagate as in the double reference (and in every
+ * normalization): a row whose attended scores contain a NaN or +inf, or
+ * are all -inf, gets NaN in out and lse; a -inf score next to finite ones
+ * weighs 0; a NaN in the value of a key the row attends to (with softmax;
+ * in the support, with a sparse normalization) makes that output column
+ * NaN.  Elements the layout masks out are never read into a row, so NaN
+ * there changes nothing -- except for values under the dense algorithm
+ * (ALGO=1), whose P V is one GEMM over every key: there a NaN anywhere in
+ * a head's v reaches every row of the head (0 * NaN).  FAVOR+ and
+ * Linformer mix every key into every row: a NaN in k or v reaches them all.
  *
  * q, k, v, out: float buffers shaped by the descriptor and its strides; out
  * must not alias q, k or v.  lse: NULL, or a float buffer of

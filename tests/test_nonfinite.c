@@ -218,6 +218,20 @@ static void parse_params(const char *text, sparcl_params *p)
     }
 }
 
+static sparcl_ctx *new_ctx(void)
+{
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
+    return ctx;
+}
+
+static void finish(sparcl_plan *plan, sparcl_layout *l, sparcl_ctx *ctx)
+{
+    sparcl_plan_free(plan);
+    sparcl_layout_free(l);
+    sparcl_ctx_free(ctx);
+}
+
 static sparcl_layout *make_layout(sparcl_ctx *ctx)
 {
     sparcl_layout *l = NULL;
@@ -258,8 +272,7 @@ ParameterizedTestParameters(nonfinite, forward_matches_oracle)
 
 ParameterizedTest(fcase *c, nonfinite, forward_matches_oracle, .timeout = 300)
 {
-    sparcl_ctx *ctx = NULL;
-    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
+    sparcl_ctx *ctx = new_ctx();
     sparcl_layout *l = make_layout(ctx);
     sparcl_plan_desc d = make_desc(l, c->norm, c->alpha100);
     sparcl_params p;
@@ -296,9 +309,7 @@ ParameterizedTest(fcase *c, nonfinite, forward_matches_oracle, .timeout = 300)
         snprintf(what, sizeof what, "%s reference lse", scenario_name[sc]);
         check_d(what, rlse, wlse, NL, 1);
     }
-    sparcl_plan_free(plan);
-    sparcl_layout_free(l);
-    sparcl_ctx_free(ctx);
+    finish(plan, l, ctx);
 }
 
 /* The dense path: NaN scores of a masked key reach no row (they are
@@ -306,8 +317,7 @@ ParameterizedTest(fcase *c, nonfinite, forward_matches_oracle, .timeout = 300)
  * them (and, through P V's GEMM, the others of the head, documented). */
 Test(nonfinite, dense_path_nan_value)
 {
-    sparcl_ctx *ctx = NULL;
-    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
+    sparcl_ctx *ctx = new_ctx();
     sparcl_layout *l = make_layout(ctx);
     sparcl_plan_desc d = make_desc(l, SPARCL_NORMALIZATION_SOFTMAX, 0);
     sparcl_params p;
@@ -325,9 +335,7 @@ Test(nonfinite, dense_path_nan_value)
     for (int i = 30; i < N; ++i)
         cr_assert(i == MASKED_KEY || isnan(out[i * D]) || isnan(out[(i + 1) * D - 1]),
                   "row %d reads the NaN value: %g", i, out[i * D]);
-    sparcl_plan_free(plan);
-    sparcl_layout_free(l);
-    sparcl_ctx_free(ctx);
+    finish(plan, l, ctx);
 }
 
 /* Backward: gradients against the library's double reference fed the same
@@ -344,8 +352,7 @@ ParameterizedTestParameters(nonfinite, backward_matches_reference)
 
 ParameterizedTest(fcase *c, nonfinite, backward_matches_reference, .timeout = 300)
 {
-    sparcl_ctx *ctx = NULL;
-    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
+    sparcl_ctx *ctx = new_ctx();
     sparcl_layout *l = make_layout(ctx);
     sparcl_plan_desc d = make_desc(l, c->norm, 0);
     sparcl_plan *plan = NULL;
@@ -388,18 +395,15 @@ ParameterizedTest(fcase *c, nonfinite, backward_matches_reference, .timeout = 30
                 cr_assert(!isnan(dk[x]) && !isnan(dv[x]) && (x / D != MASKED_KEY || !dk[x]),
                           "dk/dv[%d] = %g %g", x, dk[x], dv[x]);
     }
-    sparcl_plan_free(plan);
-    sparcl_layout_free(l);
-    sparcl_ctx_free(ctx);
+    finish(plan, l, ctx);
 }
 
 /* FAVOR+ and Linformer mix every key into every row by construction (the
  * features' sums, the projections): a NaN in one q row stays in that row,
- * as in their oracles; a NaN in k reaches every row of the head. */
+ * as in their oracles; a NaN in v reaches every row of the head. */
 Test(nonfinite, lowrank_kinds_propagate_like_their_math)
 {
-    sparcl_ctx *ctx = NULL;
-    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
+    sparcl_ctx *ctx = new_ctx();
     const int kinds[2] = {SPARCL_ATTENTION_FAVOR, SPARCL_ATTENTION_LINFORMER};
     static float q[NQ], k[NK], v[NK], out[NQ];
     for (int t = 0; t < 2; ++t) {
