@@ -16,8 +16,12 @@
  * With P = exp(scale q.k - LSE) and dS = P * (dO.v - D):
  *   dV = sum P dO,  dK = scale sum dS q,  dQ = scale sum dS k.
  * A row with LSE = -inf (it attends to nothing) gets P = 0, hence exactly
- * zero gradients; masked elements get P = 0 from the tile bits, never from
- * -inf arithmetic.  With USE_LOCAL the group stages the rows it shares
+ * zero gradients; masked elements get P = 0 and dS = 0 from the tile bits,
+ * never from -inf arithmetic, and in PARTIAL tiles their k (dq) or q (dkv)
+ * rows are not read into the sums either (0 * NaN would be NaN), so a NaN
+ * in a masked element never reaches a gradient.  NaN otherwise flows: a
+ * row whose forward was NaN (NaN LSE, or NaN in O through D) gives NaN in
+ * its dQ and in the dK (and, through P, dV) of the keys it attends to.  With USE_LOCAL the group stages the rows it shares
  * (Q/dO tiles for dkv, K/V tiles for dq) in __local memory.
  *
  * Vector lanes run across the rows (dq) or keys (dkv) a work-item owns, not
@@ -182,18 +186,25 @@ attn_bwd_dq(__global const float *restrict q, __global const float *restrict k,
 #endif
         for (int c = 0; c < BLOCK_N; ++c) {
             intr on = (intr)(-1);
-            if (mi >= 0)
+            if (mi >= 0) {
                 for (int r = 0; r < ROWS; ++r)
                     ILANE(on, r) = SPARCL_MASK_BIT(mb, r, c, MW) ? -1 : 0;
+                if (!any(on))
+                    continue;
+            }
             floatr s = (floatr)(0.0f), dp = (floatr)(0.0f);
             for (int d = 0; d < HEAD_DIM; ++d) {
                 s = fma(qt[d], (floatr)(KROW(c)[d]), s);
                 dp = fma(dot[d], (floatr)(VROW(c)[d]), dp);
             }
             const floatr p = select((floatr)(0.0f), exp2(s - lse2), on);
-            const floatr ds = p * (dp - drow);
-            for (int d = 0; d < HEAD_DIM; ++d)
-                acc[d] = fma(ds, (floatr)(KROW(c)[d]), acc[d]);
+            const floatr ds = select((floatr)(0.0f), p * (dp - drow), on);
+            if (mi < 0)
+                for (int d = 0; d < HEAD_DIM; ++d)
+                    acc[d] = fma(ds, (floatr)(KROW(c)[d]), acc[d]);
+            else
+                for (int d = 0; d < HEAD_DIM; ++d)
+                    acc[d] = fma(ds, select((floatr)(0.0f), (floatr)(KROW(c)[d]), on), acc[d]);
         }
 #undef KROW
 #undef VROW
@@ -297,6 +308,8 @@ attn_bwd_dkv(__global const float *restrict q, __global const float *restrict k,
                     const uint w = mb[r * MW + (lcol0 >> 5)] >> (lcol0 & 31);
                     for (int c = 0; c < COLS; ++c)
                         ILANE(on, c) = (w >> c) & 1u ? -1 : 0;
+                    if (!any(on))
+                        continue;
                 }
                 floatc s = (floatc)(0.0f), dp = (floatc)(0.0f);
                 for (int d = 0; d < HEAD_DIM; ++d) {
@@ -304,11 +317,18 @@ attn_bwd_dkv(__global const float *restrict q, __global const float *restrict k,
                     dp = fma(vt[d], (floatc)(DOROW(r)[d]), dp);
                 }
                 const floatc p = select((floatc)(0.0f), exp2(s - LSE2(r)), on);
-                const floatc ds = p * (dp - DROW(r));
-                for (int d = 0; d < HEAD_DIM; ++d) {
-                    dva[d] = fma(p, (floatc)(DOROW(r)[d]), dva[d]);
-                    dka[d] = fma(ds, (floatc)(QROW(r)[d]), dka[d]);
-                }
+                const floatc ds = select((floatc)(0.0f), p * (dp - DROW(r)), on);
+                if (mi < 0)
+                    for (int d = 0; d < HEAD_DIM; ++d) {
+                        dva[d] = fma(p, (floatc)(DOROW(r)[d]), dva[d]);
+                        dka[d] = fma(ds, (floatc)(QROW(r)[d]), dka[d]);
+                    }
+                else
+                    for (int d = 0; d < HEAD_DIM; ++d) {
+                        dva[d] = fma(p, (floatc)(DOROW(r)[d]), dva[d]);
+                        dka[d] = fma(ds, select((floatc)(0.0f), (floatc)(QROW(r)[d]), on),
+                                     dka[d]);
+                    }
             }
 #undef QROW
 #undef DOROW

@@ -11,6 +11,13 @@
  * tiles (ld is a multiple of BLOCK_N), so every vector access stays inside
  * the row.  Three passes over the row (max, sum, write), all in the
  * row's cache lines.
+ *
+ * Non-finite scores give what the fused kernel and the reference give: a
+ * row whose attended scores hold a NaN or +inf, or are all -inf, is NaN
+ * (NaN flows through s - m, the exponential and the sum); only a row that
+ * attends to no key is 0 with LSE -inf.  Unlike the fused kernel, P V is
+ * one GEMM over every key of the row, so a NaN in the value of a key the
+ * row does not attend to still reaches it (0 * NaN); see sparcl.h.
  */
 #ifndef BLOCK_M
 #error "BLOCK_M must be defined"
@@ -61,20 +68,26 @@ attn_dense_softmax(__global float *restrict s, const long ld, __global float *re
     const int e1 = tile_ptr[lh * (n_tile_rows + 1) + tr + 1];
 
     floatv mv = (floatv)(-INFINITY);
-    for (int e = e0; e < e1; ++e)
+    uint seen = 0; /* the row attends to some key */
+    for (int e = e0; e < e1; ++e) {
+        const int mi = tile_mask[e];
+        if (mi < 0)
+            seen = 1;
+        for (int w = 0; w < MW && mi >= 0; ++w)
+            seen |= mask_bits[((long)mi * BLOCK_M + lr) * MW + w];
         for (int x = 0; x < NKV; ++x)
-            mv = SPARCL_MAXNN(
-                mv, tile_scores(row, tile_col[e] * BLOCK_N, tile_mask[e], mask_bits, lr, x));
+            mv = SPARCL_MAXNN(mv, tile_scores(row, tile_col[e] * BLOCK_N, mi, mask_bits, lr, x));
+    }
     const float m = HMAXV(mv);
     floatv lv = (floatv)(0.0f);
-    if (m > -INFINITY)
+    if (seen) /* m = -inf here (all attended scores -inf) makes the sum NaN */
         for (int e = e0; e < e1; ++e)
             for (int x = 0; x < NKV; ++x)
                 lv += EXP2V(
                     tile_scores(row, tile_col[e] * BLOCK_N, tile_mask[e], mask_bits, lr, x) - m);
     const float l = HSUMV(lv);
-    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-    const float ms = m > -INFINITY ? m : 0.0f; /* an empty row: 2^(-inf - 0) * 0 = 0 */
+    const float inv = seen ? 1.0f / l : 0.0f;
+    const float ms = seen ? m : 0.0f; /* an empty row: 2^(-inf - 0) * 0 = 0 */
 
     /* Listed tiles are sorted by column: zero the gaps between them. */
     int col = 0;
@@ -91,5 +104,5 @@ attn_dense_softmax(__global float *restrict s, const long ld, __global float *re
     for (; col < kv_len; col += VEC)
         STOREV((floatv)(0.0f), row + col);
     if (write_lse)
-        lse[((long)b * q_heads + hq) * q_len + i] = l > 0.0f ? (m + log2(l)) * M_LN2_F : -INFINITY;
+        lse[((long)b * q_heads + hq) * q_len + i] = seen ? (m + log2(l)) * M_LN2_F : -INFINITY;
 }

@@ -25,7 +25,11 @@
  *   3. accumulate p_j v_j, dividing by the sum of the weights at the end.
  * Everything is relative to the row maximum m = z_(1), where tau - m lies
  * in [-1, 0).  The lse output receives tau (in z units), -inf for a row
- * that attends to nothing, whose output is 0.
+ * that attends to nothing, whose output is 0.  A row whose attended scores
+ * hold a NaN or +inf, or are all -inf, has no defined threshold: its
+ * output and tau are NaN (flags set in the first pass).  A key outside a
+ * row's support, masked or not, never touches the row's output
+ * (sparcl_tile_accumulate), so a NaN in its value does not either.
  */
 #ifndef HEAD_DIM
 #error "HEAD_DIM must be defined"
@@ -168,6 +172,7 @@ attn_entmax(__global const float *restrict q, __global const float *restrict k,
     float qt[ROWS][NT_ALLOC], acct[ROWS][NT_ALLOC];
     float top[ROWS][TOPK], tau[ROWS], lo[ROWS], hi[ROWS], wsum[ROWS];
     int cnt[ROWS], solved[ROWS];
+    int seen[ROWS], bad[ROWS]; /* attends to some key; a NaN or +inf score */
     for (int r = 0; r < ROWS; ++r) {
         /* Rows past q_len compute on a clamped copy and are never stored. */
         const int i = min(row0 + r, q_len - 1);
@@ -182,7 +187,7 @@ attn_entmax(__global const float *restrict q, __global const float *restrict k,
         }
         for (int x = 0; x < TOPK; ++x)
             top[r][x] = -INFINITY;
-        cnt[r] = 0;
+        cnt[r] = seen[r] = bad[r] = 0;
         wsum[r] = 0.0f;
     }
     /* Per grid threshold g: scores above it, their excess sum, the mass
@@ -204,16 +209,20 @@ attn_entmax(__global const float *restrict q, __global const float *restrict k,
             const int c0 = tile_col[e] * BLOCK_N;
             const int mi = tile_mask[e];
             float s[ROWS][BLOCK_N];
-            sparcl_tile_scores(s, qv, qt, kb, k_ss, c0, kv_len, mi < 0,
-                               mask_bits + ((long)max(mi, 0) * BLOCK_M + lrow0) * MW);
+            __global const uint *mb = mask_bits + ((long)max(mi, 0) * BLOCK_M + lrow0) * MW;
+            sparcl_tile_scores(s, qv, qt, kb, k_ss, c0, kv_len, mi < 0, mb);
             if (phase == PHASE_TOPK) {
-                for (int r = 0; r < ROWS; ++r)
+                for (int r = 0; r < ROWS; ++r) {
+                    seen[r] |= sparcl_tile_row_attends(mi < 0, mb, r);
                     for (int c = 0; c < BLOCK_N; ++c)
                         if (s[r][c] != -INFINITY) {
                             ++cnt[r];
+                            bad[r] |= !(s[r][c] < INFINITY);
                             topk_insert(top[r], s[r][c]);
                         }
-            } else if (phase == PHASE_GRID && NORM == 3) {
+                }
+            } else if (phase == PHASE_GRID) {
+#if NORM == 3
                 /* mass and sum of x^(p-1) at lo, for a Newton step */
                 for (int r = 0; r < ROWS; ++r)
                     for (int c = 0; c < BLOCK_N && !solved[r]; ++c) {
@@ -224,7 +233,7 @@ attn_entmax(__global const float *restrict q, __global const float *restrict k,
                             g_a2[r][0] += w / x;
                         }
                     }
-            } else if (phase == PHASE_GRID) {
+#else
                 for (int r = 0; r < ROWS; ++r) {
                     if (solved[r])
                         continue;
@@ -244,6 +253,7 @@ attn_entmax(__global const float *restrict q, __global const float *restrict k,
                         }
                     }
                 }
+#endif
             } else {
                 for (int r = 0; r < ROWS; ++r)
                     for (int c = 0; c < BLOCK_N; ++c) {
@@ -263,7 +273,9 @@ attn_entmax(__global const float *restrict q, __global const float *restrict k,
             if (phase == PHASE_TOPK) {
                 const int n = min(cnt[r], TOPK);
                 tau[r] = n > 0 ? topk_tau(top[r], n, inv_am1) : 0.0f;
-                solved[r] = cnt[r] <= TOPK || tau[r] >= top[r][TOPK - 1] - top[r][0];
+                /* an undefined row (NaN output) needs no threshold */
+                bad[r] |= seen[r] && cnt[r] == 0;
+                solved[r] = cnt[r] <= TOPK || tau[r] >= top[r][TOPK - 1] - top[r][0] || bad[r];
                 lo[r] = tau[r];
                 hi[r] = top[r][TOPK - 1] - top[r][0];
             } else if (!solved[r]) {
@@ -306,13 +318,13 @@ attn_entmax(__global const float *restrict q, __global const float *restrict k,
         if (i >= q_len)
             break;
         __global float *orow = o + b * o_sb + hq * o_sh + (long)i * o_ss;
-        const float inv = wsum[r] > 0.0f ? 1.0f / wsum[r] : 0.0f;
+        const float inv = bad[r] ? NAN : wsum[r] > 0.0f ? 1.0f / wsum[r] : 0.0f;
         for (int d = 0; d < NV; ++d)
             STOREV(acc[r][d] * inv, orow + d * VEC);
         for (int t = 0; t < NT; ++t)
             orow[NV * VEC + t] = acct[r][t] * inv;
         if (write_lse)
             lse[((long)b * q_heads + hq) * q_len + i] =
-                cnt[r] > 0 ? top[r][0] + tau[r] : -INFINITY;
+                bad[r] ? NAN : cnt[r] > 0 ? top[r][0] + tau[r] : -INFINITY;
     }
 }

@@ -23,6 +23,15 @@
  * short polynomial that is enough for arguments <= 0.  The P.V product runs
  * over the head dimension in vectors of VEC floats, one output vector at a
  * time, so only ROWS accumulators are live at once.
+ *
+ * Non-finite inputs give what the double reference gives: a row whose
+ * attended scores hold a NaN or +inf (inf - inf), or are all -inf, gets
+ * NaN in its output and LSE.  NaN flows through the arithmetic (s - max,
+ * the exponential, the sums) rather than through branches, and a per-row
+ * flag records whether the row attends to any key at all, so that only a
+ * row with no attended key gets 0 and -inf.  Masked elements never touch
+ * a row: their scores are selected away, and PARTIAL tiles skip their
+ * values in P.V (their weight is 0, but 0 * NaN would be NaN).
  */
 #ifndef HEAD_DIM
 #error "HEAD_DIM must be defined"
@@ -90,18 +99,18 @@ __kernel void attn_fwd_pack_k(__global const float *restrict k, __global float *
      * stores are the scarcer port on CPUs. */
     for (int x = 0; x < NKV; ++x) {
         __global const float *rows[VEC];
-        float keep[VEC];
+        int keep[VEC];
 #pragma unroll
         for (int l = 0; l < VEC; ++l) {
             const int j = t * BLOCK_N + x * VEC + l;
             rows[l] = src + (long)min(j, kv_len - 1) * k_ss;
-            keep[l] = j < kv_len ? 1.0f : 0.0f;
+            keep[l] = j < kv_len;
         }
         for (int d = 0; d < HEAD_DIM; ++d) {
             float col[VEC];
 #pragma unroll
             for (int l = 0; l < VEC; ++l)
-                col[l] = rows[l][d] * keep[l];
+                col[l] = keep[l] ? rows[l][d] : 0.0f; /* not * 0: the key may be NaN */
             STOREV(LOADV(col), dst + d * BLOCK_N + x * VEC);
         }
     }
@@ -142,6 +151,7 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
     floatv acc[ROWS][NV], lsum[ROWS];
     float acct[ROWS][NT_ALLOC];
     float m[ROWS];
+    int seen[ROWS]; /* the row attends to some key */
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
         /* Rows past q_len compute on a clamped copy and are never stored. */
@@ -165,6 +175,7 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
         for (int t = 0; t < NT; ++t)
             acct[r][t] = 0.0f;
         m[r] = -INFINITY;
+        seen[r] = 0;
         lsum[r] = (floatv)(0.0f);
     }
 
@@ -238,8 +249,11 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
             }
         }
 #endif
+        __global const uint *mb = mask_bits + ((long)max(mi, 0) * BLOCK_M + lrow0) * MW;
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r)
+            seen[r] |= sparcl_tile_row_attends(mi < 0, mb, r);
         if (mi >= 0) {
-            __global const uint *mb = mask_bits + ((long)mi * BLOCK_M + lrow0) * MW;
 #pragma unroll
             for (int r = 0; r < ROWS; ++r)
 #pragma unroll
@@ -253,10 +267,12 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
             for (int x = 1; x < NKV; ++x)
                 mv = SPARCL_MAXNN(mv, s[r].v[x]);
             const float mx = SPARCL_MAXNN(m[r], HMAXV(mv));
-            if (mx == -INFINITY) { /* nothing attended so far */
+            if (mx == -INFINITY) { /* only -inf so far, or a NaN the max dropped */
 #pragma unroll
-                for (int x = 0; x < NKV; ++x)
-                    s[r].v[x] = (floatv)(0.0f);
+                for (int x = 0; x < NKV; ++x) {
+                    s[r].v[x] = select((floatv)(0.0f), s[r].v[x], isnan(s[r].v[x]));
+                    lsum[r] += s[r].v[x];
+                }
                 continue;
             }
             if (mx > m[r]) { /* rescale only when the running max grows */
@@ -278,24 +294,41 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
             }
             lsum[r] = sum;
         }
-#pragma unroll
-        for (int d = 0; d < NV; ++d) {
-            for (int c = 0; c < BLOCK_N; ++c) {
-                const floatv vv = LOADV(VROW(c) + d * VEC);
-#pragma unroll
-                for (int r = 0; r < ROWS; ++r)
-                    acc[r][d] = fma((floatv)(s[r].f[c]), vv, acc[r][d]);
-            }
-        }
-        for (int c = 0; c < BLOCK_N; ++c) {
-#pragma unroll
-            for (int t = 0; t < NT; ++t) {
-                const float vs = VROW(c)[NV * VEC + t];
-#pragma unroll
-                for (int r = 0; r < ROWS; ++r)
-                    acct[r][t] = fma(s[r].f[c], vs, acct[r][t]);
-            }
-        }
+        /* P.V, element (r, c) only where KEEP(r, c): every element of a
+         * FULL tile; the attended ones of a PARTIAL tile (a masked
+         * element's weight is 0, but its value may be NaN). */
+        // clang-format off
+#define PV_TILE(KEEP)                                                        \
+        do {                                                                 \
+            _Pragma("unroll")                                                \
+            for (int d = 0; d < NV; ++d)                                     \
+                for (int c = 0; c < BLOCK_N; ++c) {                          \
+                    const floatv vv = LOADV(VROW(c) + d * VEC);              \
+                    _Pragma("unroll")                                        \
+                    for (int r = 0; r < ROWS; ++r)                           \
+                        if (KEEP(r, c))                                      \
+                            acc[r][d] = fma((floatv)(s[r].f[c]), vv, acc[r][d]); \
+                }                                                            \
+            for (int c = 0; c < BLOCK_N; ++c)                                \
+                _Pragma("unroll")                                            \
+                for (int t = 0; t < NT; ++t) {                               \
+                    const float vs = VROW(c)[NV * VEC + t];                  \
+                    _Pragma("unroll")                                        \
+                    for (int r = 0; r < ROWS; ++r)                           \
+                        if (KEEP(r, c))                                      \
+                            acct[r][t] = fma(s[r].f[c], vs, acct[r][t]);     \
+                }                                                            \
+        } while (0)
+        // clang-format on
+#define PV_ALL(r, c) 1
+#define PV_BIT(r, c) SPARCL_MASK_BIT(mb, r, c, MW)
+        if (mi < 0)
+            PV_TILE(PV_ALL);
+        else
+            PV_TILE(PV_BIT);
+#undef PV_TILE
+#undef PV_ALL
+#undef PV_BIT
 #undef KTILE
 #undef KROW
 #undef VROW
@@ -307,8 +340,12 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
         if (i >= q_len)
             break;
         __global float *orow = o + b * o_sb + hq * o_sh + (long)i * o_ss;
-        const float l = HSUMV(lsum[r]);
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        /* l >= 1 for a row with a finite max (its own term is 1), NaN for
+         * a NaN or +inf score; 0 for attended keys whose scores are all
+         * -inf: 0/0, so NaN too. */
+        const float ls = HSUMV(lsum[r]);
+        const float l = seen[r] && ls == 0.0f ? NAN : ls;
+        const float inv = seen[r] ? 1.0f / l : 0.0f;
 #pragma unroll
         for (int d = 0; d < NV; ++d)
             STOREV(acc[r][d] * inv, orow + d * VEC);
@@ -317,6 +354,6 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
             orow[NV * VEC + t] = acct[r][t] * inv;
         if (write_lse)
             lse[((long)b * q_heads + hq) * q_len + i] =
-                l > 0.0f ? (m[r] + log2(l)) * M_LN2_F : -INFINITY;
+                seen[r] ? (m[r] + log2(l)) * M_LN2_F : -INFINITY;
     }
 }

@@ -27,6 +27,17 @@ static void fill(float *x, size_t n, unsigned *seed)
     }
 }
 
+/* The library never prints: an application that wants its warnings (for
+ * example a tuning database that cannot be read, and the fallback taken)
+ * installs a log callback.  This one prints warnings and errors. */
+static void print_warnings(void *user, sparcl_log_level level, const char *message)
+{
+    (void)user;
+    if (level >= SPARCL_LOG_WARNING)
+        fprintf(stderr, "sparcl-demo: %s: %s\n", level == SPARCL_LOG_ERROR ? "error" : "warning",
+                message);
+}
+
 int main(int argc, char **argv)
 {
     int n = 1024, heads = 4, dim = 64, reps = 5;
@@ -54,6 +65,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "sparcl-demo: %s\n", sparcl_ctx_errmsg(NULL));
         return 1;
     }
+    sparcl_ctx_set_log(ctx, print_warnings, NULL);
     printf("device: %s\n", sparcl_ctx_device_string(ctx));
     printf("shape: batch 1, heads %d, n %d, head_dim %d\n\n", heads, n, dim);
     printf("%-22s %9s %10s %10s %10s  %s\n", "pattern", "density", "median_ms", "GFLOP/s",

@@ -61,7 +61,7 @@ extern "C" {
 typedef enum sparcl_status {
     SPARCL_OK = 0,
     SPARCL_ERR_INVALID_ARGUMENT = -1, /* a parameter or shape was wrong */
-    SPARCL_ERR_NOT_SUPPORTED = -2,    /* valid, but not on this device */
+    SPARCL_ERR_NOT_SUPPORTED = -2,    /* valid, but not on this device or for this plan kind */
     SPARCL_ERR_OPENCL = -3,           /* an OpenCL call failed; see sparcl_ctx_cl_error() */
     SPARCL_ERR_BUILD = -4,            /* a kernel failed to build; see sparcl_ctx_build_log() */
     SPARCL_ERR_OUT_OF_MEMORY = -5,    /* host or device allocation failed */
@@ -134,7 +134,11 @@ SPARCL_API cl_int sparcl_ctx_cl_error(const sparcl_ctx *ctx);
 /* The build log of the last SPARCL_ERR_BUILD on `ctx`, or "" if none. */
 SPARCL_API const char *sparcl_ctx_build_log(const sparcl_ctx *ctx);
 
-/* Installs (or with fn == NULL removes) the log callback. */
+/* Installs (or with fn == NULL removes) the log callback.  Besides the
+ * warnings (fallbacks) and errors, it receives at SPARCL_LOG_DEBUG one
+ * message per kernel program built: 'built <file> with "<options>"',
+ * followed by "; compiler log:" and the log (e.g. warnings) when the
+ * compiler wrote one; messages are truncated at about 1 KB. */
 SPARCL_API void sparcl_ctx_set_log(sparcl_ctx *ctx, sparcl_log_fn fn, void *user);
 
 /* The OpenCL objects of the context.  Borrowed: do not release them. */
@@ -341,7 +345,19 @@ SPARCL_API void sparcl_plan_free(sparcl_plan *plan);
 /* Enqueues softmax attention on the context's queue:
  *   out[b,h,i,:] = sum_j softmax_j(scale * q[b,h,i,:] . k[b,h/g,j,:]) v[b,h/g,j,:]
  * over the keys j that query i attends to (g = q_heads / kv_heads).  A query
- * that attends to no key gets out = 0 and lse = -inf.
+ * that attends to no key gets out = 0 and lse = -inf, and it is the only
+ * source of that result.
+ *
+ * Non-finite inputs propagate as in the double reference (and in every
+ * normalization): a row whose attended scores contain a NaN or +inf, or
+ * are all -inf, gets NaN in out and lse; a -inf score next to finite ones
+ * weighs 0; a NaN in the value of a key the row attends to (with softmax;
+ * in the support, with a sparse normalization) makes that output column
+ * NaN.  Elements the layout masks out are never read into a row, so NaN
+ * there changes nothing -- except for values under the dense algorithm
+ * (ALGO=1), whose P V is one GEMM over every key: there a NaN anywhere in
+ * a head's v reaches every row of the head (0 * NaN).  FAVOR+ and
+ * Linformer mix every key into every row: a NaN in k or v reaches them all.
  *
  * q, k, v, out: float buffers shaped by the descriptor and its strides; out
  * must not alias q, k or v.  lse: NULL, or a float buffer of
@@ -572,7 +588,11 @@ SPARCL_API void sparcl_tuning_db_free(sparcl_tuning_db *db);
 /* Commits one evaluation (its own transaction, durable when this returns).
  * An evaluation of the same device, kernel hash, problem and parameters
  * that is already stored is kept and this one is ignored, so concurrent
- * tuners never duplicate rows. */
+ * tuners never duplicate rows.  Refused with SPARCL_ERR_INVALID_ARGUMENT
+ * naming the field, storing nothing: a status outside sparcl_tuning_status,
+ * runs < 0; for SPARCL_TUNING_OK also runs < 1, a min/median/max time that
+ * is not finite and >= 0 or not ordered min <= median <= max, and a max_err
+ * that is not finite and >= 0.  Other errors: SPARCL_ERR_DATABASE. */
 SPARCL_API sparcl_status sparcl_tuning_db_record(sparcl_tuning_db *db,
                                                  const sparcl_device_info *device,
                                                  const sparcl_tuning_problem *problem,
@@ -996,8 +1016,15 @@ SPARCL_API sparcl_status sparcl_plan_read_projections(sparcl_plan *plan, float *
 /* The backward pass of a plan's attention (dQ, dK, dV), FlashAttention-2
  * style: the attention weights are recomputed tile by tile from q, k and the
  * forward's LSE, so device memory stays O(N * head_dim) plus the layout.
- * The same plan serves forward and backward, with every layout and option
- * the forward supports (causal, GQA/MQA, PARTIAL blocks, q_len != kv_len).
+ * Supported: plans of exact softmax attention (normalization SOFTMAX,
+ * attention EXACT), whichever forward algorithm they use (fused or dense
+ * path), with every layout and option such a forward supports (causal,
+ * GQA/MQA, PARTIAL blocks, q_len != kv_len).  Not implemented: the backward
+ * of sparsemax and entmax plans, of FAVOR+ and of Linformer plans; every
+ * backward call on such a plan returns SPARCL_ERR_NOT_SUPPORTED with a
+ * message naming the kind, e.g. "the backward of sparsemax plans is not
+ * implemented; supported: exact softmax attention over a layout (fused and
+ * dense path)".
  *
  * The backward kernels have their own parameters (kernel family
  * "attn_bwd": BLOCK_M, BLOCK_N, USE_LOCAL, WG_SIZE) and their own tile, so

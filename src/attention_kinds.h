@@ -20,9 +20,11 @@ sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d);
  * *alpha receives the effective alpha. */
 int sparcl__entmax_norm(const sparcl_plan_desc *d, float *alpha);
 
-/* Double-precision entmax weights of one row of n scaled scores s[] (any
- * order, -inf entries are not attended): writes p[] (0 where not attended)
- * and returns tau, or -inf when no entry is attended (reference_entmax.c). */
+/* Double-precision entmax weights of the n attended scaled scores s[] of
+ * one row (any order; a -inf entry gets weight 0): writes p[] and returns
+ * tau (in z units), or -inf when n is 0.  A row with a NaN or +inf score,
+ * or whose scores are all -inf, is undefined: p[] and tau are NaN
+ * (reference_entmax.c). */
 double sparcl__reference_entmax_row(const double *s, int64_t n, double alpha, double *p);
 
 /* FAVOR+ and Linformer plans: creation (after sparcl__plan_desc_check),

@@ -166,9 +166,17 @@ static sparcl_status build_with(sparcl_plan *p, const sparcl_params *chosen,
 static sparcl_status build(sparcl_plan *p, const sparcl_params *override,
                            struct sparcl__plan_bwd **out)
 {
-    if (p->norm || p->favor || p->linformer) /* attention_kinds.h */
+    if (p->norm || p->favor || p->linformer) { /* attention_kinds.h */
+        const char *kind = p->favor       ? "FAVOR+"
+                           : p->linformer ? "Linformer"
+                           : p->norm == 1 ? "sparsemax"
+                           : p->norm == 2 ? "1.5-entmax"
+                                          : "alpha-entmax";
         return sparcl__fail(p->ctx, SPARCL_ERR_NOT_SUPPORTED,
-                            "the backward pass exists for softmax attention over a layout only");
+                            "the backward of %s plans is not implemented; supported: exact "
+                            "softmax attention over a layout (fused and dense path)",
+                            kind);
+    }
     sparcl_plan_desc d = p->desc;
     d.layout = p->layout; /* the lookup keys rows by pattern and density */
     d.params = override;

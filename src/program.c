@@ -65,6 +65,26 @@ char *sparcl__kernel_source(sparcl_ctx *ctx, const char *file)
     return NULL;
 }
 
+/* Reports a successful build to the log callback at debug level, with the
+ * compiler's log when it has one (e.g. warnings): the library prints
+ * nothing itself, and the tests read it to keep the kernels warning-free. */
+static void log_build(sparcl_ctx *ctx, cl_program prog, const char *file, const char *options)
+{
+    if (!ctx->log_fn)
+        return;
+    size_t n = 0;
+    char *log = NULL;
+    if (clGetProgramBuildInfo(prog, ctx->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &n) ==
+            CL_SUCCESS &&
+        (log = calloc(n + 1, 1)) != NULL &&
+        clGetProgramBuildInfo(prog, ctx->device, CL_PROGRAM_BUILD_LOG, n, log, NULL) != CL_SUCCESS)
+        log[0] = 0;
+    const int empty = !log || strspn(log, " \t\r\n") == strlen(log);
+    sparcl__log(ctx, SPARCL_LOG_DEBUG, "built %s with \"%s\"%s%s", file, options,
+                empty ? "" : "; compiler log:\n", empty ? "" : log);
+    free(log);
+}
+
 static sparcl_status build(sparcl_ctx *ctx, const char *file, const char *options,
                            cl_program *out)
 {
@@ -98,6 +118,7 @@ static sparcl_status build(sparcl_ctx *ctx, const char *file, const char *option
         free(log);
         return st;
     }
+    log_build(ctx, prog, file, options);
     *out = prog;
     return SPARCL_OK;
 }

@@ -108,6 +108,11 @@ SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_
         return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "reference: no memory");
     }
     const int D = d->head_dim, g = d->q_heads / d->kv_heads;
+    float alpha;
+    /* A key outside a sparse normalization's support (weight exactly 0) is
+     * not read, so a NaN in its value stays out of the row; a softmax
+     * weight is never 0 in exact arithmetic, so it always reads. */
+    const int sparse = sparcl__entmax_norm(d, &alpha) != 0;
     for (int b = 0; b < d->batch; ++b)
         for (int h = 0; h < d->q_heads; ++h) {
             const float *kh = k + ((int64_t)b * d->kv_heads + h / g) * d->kv_len * D;
@@ -120,6 +125,8 @@ SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_
                 for (int x = 0; x < D; ++x)
                     oi[x] = 0.0;
                 for (int64_t t = 0; t < n; ++t) {
+                    if (sparse && p[t] == 0.0)
+                        continue;
                     const float *vj = vh + (int64_t)keys[t] * D;
                     for (int x = 0; x < D; ++x)
                         oi[x] += p[t] * vj[x];

@@ -22,7 +22,7 @@ SPARCL_API const char *sparcl_status_string(sparcl_status status)
     switch (status) {
     case SPARCL_OK: return "ok";
     case SPARCL_ERR_INVALID_ARGUMENT: return "invalid argument";
-    case SPARCL_ERR_NOT_SUPPORTED: return "not supported on this device";
+    case SPARCL_ERR_NOT_SUPPORTED: return "not supported (a device limit, or a feature not implemented for this kind of plan)";
     case SPARCL_ERR_OPENCL: return "OpenCL error";
     case SPARCL_ERR_BUILD: return "kernel build error";
     case SPARCL_ERR_OUT_OF_MEMORY: return "out of memory";

@@ -12,6 +12,7 @@
  * instead of failing on a stale snapshot.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -374,12 +375,48 @@ static sparcl_tuning_status status_of(const char *s)
     return SPARCL_TUNING_CRASH;
 }
 
+/* A row the runtime could misread is refused: an unknown status, negative
+ * runs, and for an ok row untimed runs, times that are not finite and
+ * ordered, or a verification error that is not a finite number. */
+static sparcl_status check_result(sparcl_tuning_db *db, const sparcl_tuning_result *r)
+{
+    if ((int)r->status < SPARCL_TUNING_OK || (int)r->status > SPARCL_TUNING_CRASH)
+        return sparcl__fail(db->ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "result status %d is not a sparcl_tuning_status (0 ok .. 6 crash)",
+                            (int)r->status);
+    if (r->runs < 0)
+        return sparcl__fail(db->ctx, SPARCL_ERR_INVALID_ARGUMENT, "result runs %d is negative",
+                            r->runs);
+    if (r->status != SPARCL_TUNING_OK)
+        return SPARCL_OK; /* times are not stored; max_err may be NaN (a NaN output) */
+    if (r->runs < 1)
+        return sparcl__fail(db->ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "result runs %d: an ok evaluation is timed at least once", r->runs);
+    const double t[3] = {r->min_ms, r->median_ms, r->max_ms};
+    static const char *names[3] = {"min_ms", "median_ms", "max_ms"};
+    for (int i = 0; i < 3; ++i)
+        if (!isfinite(t[i]) || t[i] < 0)
+            return sparcl__fail(db->ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                                "result %s %g is not a finite time >= 0 ms", names[i], t[i]);
+    if (!(t[0] <= t[1] && t[1] <= t[2]))
+        return sparcl__fail(db->ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "result times are not ordered: min_ms %g, median_ms %g, max_ms %g",
+                            t[0], t[1], t[2]);
+    if (!isfinite(r->max_err) || r->max_err < 0)
+        return sparcl__fail(db->ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "result max_err %g: an ok evaluation was verified (finite, >= 0)",
+                            r->max_err);
+    return SPARCL_OK;
+}
+
 SPARCL_API sparcl_status sparcl_tuning_db_record(sparcl_tuning_db *db,
                                                  const sparcl_device_info *device,
                                                  const sparcl_tuning_problem *problem,
                                                  const sparcl_tuning_result *r)
 {
     sparcl_status st = check_handle(db, device, problem, r);
+    if (st == SPARCL_OK)
+        st = check_result(db, r);
     if (st != SPARCL_OK)
         return st;
     char sql[2048];

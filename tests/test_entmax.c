@@ -305,3 +305,82 @@ Test(entmax, bad_alpha_and_normalization_are_rejected)
     sparcl_plan_free(plan);
     sparcl_ctx_free(ctx);
 }
+
+/* The library's reference (the tuner's oracle) stays finite for scores
+ * around 1e30, where m - 1 == m in double: with one key far above the
+ * others, sparsemax and 1.5-entmax put all the weight on it, as the kernel
+ * does. */
+Test(entmax, reference_is_finite_at_huge_scores)
+{
+    enum { N = 17, D = 16 };
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
+    static float q[N * D], k[N * D], v[N * D], o[N * D], tau[N];
+    static double ref[N * D], rtau[N];
+    oracle_fill(v, N * D, 41);
+    for (int i = 0; i < N * D; ++i) {
+        q[i] = 1e15f;
+        k[i] = 1e14f * (float)(1 + (i / D) % 7); /* key scores 4e30 x (1..7), ties */
+    }
+    for (int d = 0; d < D; ++d)
+        k[5 * D + d] = 2e15f; /* key 5 alone on top */
+    const int norms[2] = {SPARCL_NORMALIZATION_SPARSEMAX, SPARCL_NORMALIZATION_ENTMAX15};
+    for (int t = 0; t < 2; ++t) {
+        sparcl_plan_desc d;
+        sparcl_plan_desc_init(&d);
+        d.q_len = d.kv_len = N;
+        d.head_dim = D;
+        d.normalization = norms[t];
+        cr_assert_eq(sparcl_reference_forward(ctx, &d, q, k, v, ref, rtau), SPARCL_OK);
+        sparcl_plan *plan = NULL;
+        cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+        cr_assert_eq(sparcl_plan_forward_host(plan, q, k, v, o, tau), SPARCL_OK);
+        for (int i = 0; i < N; ++i) {
+            cr_assert(isfinite(rtau[i]), "norm %d row %d: reference tau %g", norms[t], i,
+                      rtau[i]);
+            for (int x = 0; x < D; ++x) {
+                const double want = v[5 * D + x];
+                cr_assert(isfinite(ref[i * D + x]) && fabs(ref[i * D + x] - want) <= 1e-6,
+                          "norm %d row %d: reference %g, want %g", norms[t], i, ref[i * D + x],
+                          want);
+                cr_assert(fabs(o[i * D + x] - want) <= 1e-4, "norm %d row %d: kernel %g", norms[t],
+                          i, o[i * D + x]);
+            }
+        }
+        sparcl_plan_free(plan);
+    }
+    sparcl_ctx_free(ctx);
+}
+
+/* The backward of a sparse normalization is refused with a message that
+ * names the kind and says what is supported, not a device limit. */
+Test(entmax, backward_refusal_names_the_kind)
+{
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
+    const int norms[3] = {SPARCL_NORMALIZATION_SPARSEMAX, SPARCL_NORMALIZATION_ENTMAX15,
+                          SPARCL_NORMALIZATION_ENTMAX};
+    const char *names[3] = {"backward of sparsemax plans is not implemented",
+                            "backward of 1.5-entmax plans is not implemented",
+                            "backward of alpha-entmax plans is not implemented"};
+    for (int t = 0; t < 3; ++t) {
+        sparcl_plan_desc d;
+        sparcl_plan_desc_init(&d);
+        d.q_len = d.kv_len = 17;
+        d.head_dim = 16;
+        d.normalization = norms[t];
+        d.alpha = 1.3f;
+        sparcl_plan *plan = NULL;
+        cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+        float h[17 * 16];
+        cr_assert_eq(sparcl_plan_backward_host(plan, h, h, h, h, h, h, h, h, h),
+                     SPARCL_ERR_NOT_SUPPORTED);
+        const char *msg = sparcl_ctx_errmsg(ctx);
+        cr_assert(strstr(msg, names[t]), "%s", msg);
+        cr_assert(strstr(msg, "supported: exact softmax"), "%s", msg);
+        cr_assert_null(strstr(msg, "device"), "%s", msg);
+        cr_assert_null(strstr(sparcl_status_string(SPARCL_ERR_NOT_SUPPORTED), "on this device"));
+        sparcl_plan_free(plan);
+    }
+    sparcl_ctx_free(ctx);
+}

@@ -133,6 +133,59 @@ static char *slurp(const char *path)
 
 /* ---- the database API ---- */
 
+/* Rows the runtime could misread are refused, naming the field, and nothing
+ * is stored: an unknown status, negative runs, an ok row with a NaN median,
+ * -inf minimum, unordered times, no runs or an unverified max_err. */
+Test(tuning_db, bad_results_are_refused)
+{
+    make_dir();
+    char path[128];
+    scratch_path(path, sizeof path, "refuse.db");
+    sparcl_tuning_db *db = open_db(path, SPARCL_TUNING_DB_WRITE);
+    sparcl_device_info dev;
+    sparcl_tuning_problem prob;
+    fake_device(&dev, "Dev R", "1.0");
+    fake_problem(&prob, 100);
+    sparcl_tuning_result r;
+    const char *want[] = {"status 99",   "runs -5", "median_ms nan", "min_ms -inf", "max_ms inf",
+                          "not ordered", "runs 0",  "max_err nan",   "max_err -1"};
+    for (int c = 0; c < (int)(sizeof want / sizeof want[0]); ++c) {
+        ok_result(&r, 4, 2.0);
+        switch (c) {
+        case 0: r.status = (sparcl_tuning_status)99; break;
+        case 1: r.runs = -5, r.median_ms = NAN, r.min_ms = -INFINITY; break;
+        case 2: r.median_ms = NAN; break;
+        case 3: r.min_ms = -INFINITY; break;
+        case 4: r.max_ms = INFINITY; break;
+        case 5: r.min_ms = 3.0; break;
+        case 6: r.runs = 0; break;
+        case 7: r.max_err = NAN; break;
+        default: r.max_err = -1; break;
+        }
+        cr_assert_eq(sparcl_tuning_db_record(db, &dev, &prob, &r), SPARCL_ERR_INVALID_ARGUMENT,
+                     "case %d accepted", c);
+        cr_assert(strstr(sparcl_ctx_errmsg(NULL), want[c]), "case %d: %s", c,
+                  sparcl_ctx_errmsg(NULL));
+    }
+    cr_assert_eq(count_rows(path), 0);
+    /* what stays allowed: a failed evaluation with NaN error and no times */
+    ok_result(&r, 4, 2.0);
+    r.status = SPARCL_TUNING_WRONG;
+    r.max_err = NAN;
+    r.median_ms = NAN;
+    r.runs = 0;
+    cr_assert_eq(sparcl_tuning_db_record(db, &dev, &prob, &r), SPARCL_OK, "%s",
+                 sparcl_ctx_errmsg(NULL));
+    ok_result(&r, 8, 2.0);
+    cr_assert_eq(sparcl_tuning_db_record(db, &dev, &prob, &r), SPARCL_OK);
+    cr_assert_eq(count_rows(path), 2);
+    sparcl_tuning_result got;
+    int found = 0;
+    cr_assert_eq(sparcl_tuning_db_best(db, &dev, &prob, &got, &found), SPARCL_OK);
+    cr_assert(found && got.median_ms == 2.0, "best %g", got.median_ms);
+    sparcl_tuning_db_free(db);
+}
+
 Test(tuning_db, record_find_best_count)
 {
     make_dir();

@@ -24,6 +24,7 @@
 
 #include "bench_baseline.h"
 #include "sparcl.h"
+#include "tool_log.h"
 
 enum pattern { PAT_DENSE, PAT_CAUSAL, PAT_WINDOW, PAT_BIGBIRD };
 static const char *pattern_names[] = {"dense", "causal", "window", "bigbird"};
@@ -367,10 +368,14 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
     sparcl_param_source source;
     sparcl_plan_params(plan, &used, &source);
     sparcl_params_format(&used, res->params, sizeof res->params);
-    res->source = source == SPARCL_PARAMS_DATABASE   ? "database"
-                  : source == SPARCL_PARAMS_OVERRIDE ? "override"
-                                                     : "default";
     snprintf(res->origin, sizeof res->origin, "%s", sparcl_plan_params_origin(plan));
+    /* which database: the origin starts "user database" or "shipped
+     * database" (a user database that cannot be read falls back to the
+     * shipped one, with a warning through the log callback) */
+    res->source = source == SPARCL_PARAMS_OVERRIDE   ? "override"
+                  : source != SPARCL_PARAMS_DATABASE ? "default"
+                  : strncmp(res->origin, "user ", 5) == 0 ? "user database"
+                                                          : "shipped database";
     res->device_bytes = sparcl_plan_device_bytes(plan);
     if (c->backward) { /* out and lse of a forward are the backward's inputs */
         if (!time_call(ctx, plan, m, 0, 0, &(options){.reps = 1}, res) ||
@@ -569,6 +574,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "sparcl-bench: %s\n", sparcl_ctx_errmsg(NULL));
         return 1;
     }
+    tool_log_install(ctx, "sparcl-bench");
     ceiling sg = {0, 0};
     sg.wall = bench_sgemm_gflops(2048, 5, &sg.cpu);
     if (!opt.json) {

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tool_log.h"
 #include "tune.h"
 
 static volatile sig_atomic_t interrupted;
@@ -405,6 +406,7 @@ static int run_tuning(const options *o, const char *exe)
         free(problems);
         return 1;
     }
+    tool_log_install(ctx, "sparcl-tune");
     char path[1024];
     if (o->db)
         snprintf(path, sizeof path, "%s", o->db);
