@@ -155,8 +155,8 @@ static int parse_args(int argc, char **argv, options *o)
                 return -1;
             }
         } else if (!strcmp(a, "--max-evals") || !strcmp(a, "--stagnation") ||
-                   !strcmp(a, "--max-seconds") || !strcmp(a, "--timeout") ||
-                   !strcmp(a, "--seed") || !strcmp(a, "--seeds")) {
+                   !strcmp(a, "--max-seconds") || !strcmp(a, "--timeout") || !strcmp(a, "--seed") ||
+                   !strcmp(a, "--seeds")) {
             TAKES_VALUE;
             char *end = NULL;
             double x = strtod(v, &end);
@@ -265,17 +265,16 @@ static void report(state *s, const sparcl_params *p, const sparcl_tuning_result 
         for (int i = 0; i < width; ++i)
             bar[i] = i < done ? '#' : '.';
         bar[width] = '\0';
-        fprintf(stderr, "\r\033[K[%s] problem %d/%d  eval %s  best %.3f ms%s", bar,
-                pg->problem, pg->n_problems, count, s->best, eta);
+        fprintf(stderr, "\r\033[K[%s] problem %d/%d  eval %s  best %.3f ms%s", bar, pg->problem,
+                pg->n_problems, count, s->best, eta);
         fflush(stderr);
         return;
     }
     char list[512];
     sparcl_params_format(p, list, sizeof list);
     if (r->status == SPARCL_TUNING_OK)
-        printf("[%d/%d] eval %s %s: ok %.3f ms%s (best %.3f ms%s)\n", pg->problem,
-               pg->n_problems, count, list, r->median_ms, stored ? " [stored]" : "", s->best,
-               eta);
+        printf("[%d/%d] eval %s %s: ok %.3f ms%s (best %.3f ms%s)\n", pg->problem, pg->n_problems,
+               count, list, r->median_ms, stored ? " [stored]" : "", s->best, eta);
     else
         printf("[%d/%d] eval %s %s: %s%s: %.160s\n", pg->problem, pg->n_problems, count, list,
                sparcl_tuning_status_string(r->status), stored ? " [stored]" : "", r->message);
@@ -372,8 +371,8 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
     }
     if (o->transfer) {
         char from[256];
-        int k = tune_store_neighbours(db_path, device, &s.key, 1, starts + 1,
-                                      TUNE_TRANSFER_SEEDS, from, sizeof from, err, sizeof err);
+        int k = tune_store_neighbours(db_path, device, &s.key, 1, starts + 1, TUNE_TRANSFER_SEEDS,
+                                      from, sizeof from, err, sizeof err);
         if (k < 0)
             printf("transfer: %s\n", err);
         else if (k > 0)
@@ -387,8 +386,8 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
     s.child = child;
     s.pg = pg;
     tune_search_stats stats;
-    if (tune_search(ctx, kernel, &desc, &space, starts, n_starts, o->strategy, &o->budget,
-                    o->seed, evaluate, &s, &stats, err, sizeof err) != 0)
+    if (tune_search(ctx, kernel, &desc, &space, starts, n_starts, o->strategy, &o->budget, o->seed,
+                    evaluate, &s, &stats, err, sizeof err) != 0)
         snprintf(out->note, sizeof out->note, "skipped: %s", err);
     if (pg->tty)
         fprintf(stderr, "\r\033[K");
@@ -461,6 +460,35 @@ static int tuned_kernels(const options *o, const char **kernels, int max)
     return n;
 }
 
+/* Checks the --fix/--space rules against the families' spaces before any
+ * work: every value must be a choice, every name some family's. */
+static int check_rules(const options *o, sparcl_ctx *ctx, const char *const *kernels, int n)
+{
+    for (int r = 0; r < o->n_rules; ++r) {
+        int used = 0;
+        for (int k = 0; k < n; ++k) {
+            sparcl_param_space space;
+            char err[512];
+            if (tune_space(ctx, kernels[k], &o->rules[r], 1, &space, err, sizeof err) != 0) {
+                fprintf(stderr, "sparcl-tune: error: %s\n", err);
+                return -1;
+            }
+            size_t len = strcspn(o->rules[r], "=");
+            for (int i = 0; i < space.count; ++i)
+                used |= strlen(space.item[i].name) == len &&
+                        !strncmp(space.item[i].name, o->rules[r], len);
+        }
+        if (!used && n > 0) {
+            fprintf(stderr,
+                    "sparcl-tune: error: \"%s\" names no parameter of the tuned "
+                    "kernel families\n",
+                    o->rules[r]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* --replay: every strategy run is simulated on stored rows; no worker. */
 static int run_replay(const options *o, sparcl_ctx *ctx, const char *path,
                       const tune_problem *problems, int n)
@@ -468,14 +496,15 @@ static int run_replay(const options *o, sparcl_ctx *ctx, const char *path,
     tune_replay_options r = {path, o->strategy, o->budget, o->seed, o->seeds, o->transfer};
     const char *kernels[16];
     int n_kernels = tuned_kernels(o, kernels, 16), failed = 0;
+    if (check_rules(o, ctx, kernels, n_kernels) != 0)
+        return 2;
     for (int k = 0; k < n_kernels; ++k)
         for (int i = 0; i < n; ++i) {
             char err[512] = "";
             sparcl_param_space space;
-            if (tune_space(ctx, kernels[k], o->rules, o->n_rules, &space, err, sizeof err) !=
-                    0 ||
-                tune_replay_problem(ctx, kernels[k], &problems[i], &space, &r, err,
-                                    sizeof err) != 0) {
+            if (tune_space(ctx, kernels[k], o->rules, o->n_rules, &space, err, sizeof err) != 0 ||
+                tune_replay_problem(ctx, kernels[k], &problems[i], &space, &r, err, sizeof err) !=
+                    0) {
                 fprintf(stderr, "sparcl-tune: replay: %s\n", err);
                 failed = 1;
             }
@@ -528,17 +557,27 @@ static int run_tuning(const options *o, const char *exe)
     printf("device:   %s\ndatabase: %s\nstrategy: %s%s, %s, %.0f s and %d "
            "without improvement per problem\n",
            sparcl_ctx_device_string(ctx), path, tune_strategy_name(o->strategy),
-           o->transfer ? " with transfer" : "", limit, o->budget.max_seconds,
-           o->budget.stagnation);
+           o->transfer ? " with transfer" : "", limit, o->budget.max_seconds, o->budget.stagnation);
     fflush(stdout);
 
     const char *kernels[16];
     int n_kernels = tuned_kernels(o, kernels, 16);
+    if (check_rules(o, ctx, kernels, n_kernels) != 0) {
+        sparcl_tuning_db_free(db);
+        sparcl_ctx_free(ctx);
+        free(problems);
+        return 2;
+    }
 
     tune_child *child = tune_child_new(exe, o->device);
     row *rows = calloc((size_t)(n * (n_kernels ? n_kernels : 1)), sizeof *rows);
-    progress pg = {isatty(STDERR_FILENO) && isatty(STDOUT_FILENO), 0, n * n_kernels,
-                   o->budget.max_evals, now(), 0, 0};
+    progress pg = {isatty(STDERR_FILENO) && isatty(STDOUT_FILENO),
+                   0,
+                   n * n_kernels,
+                   o->budget.max_evals,
+                   now(),
+                   0,
+                   0};
     int n_rows = 0, fatal = 0;
     char fatal_msg[600] = "";
     for (int k = 0; k < n_kernels && !fatal && !interrupted; ++k)
