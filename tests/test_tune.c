@@ -627,3 +627,27 @@ Test(tune, replay_scores_strategies_and_transfer)
     cr_assert(strstr(out, "worst_gap=0.00%"), "%s", out);
     free(out);
 }
+
+/* --report draws one panel per problem with a dot per ok evaluation. */
+Test(tune, report_draws_every_problem)
+{
+    make_dir();
+    char db[128], svg[128];
+    scratch_path(db, sizeof db, "report.db");
+    scratch_path(svg, sizeof svg, "run.svg");
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    record_synthetic(ctx, db, 64, 1.0);
+    record_synthetic(ctx, db, 128, 2.0);
+    sparcl_ctx_free(ctx);
+    const char *args[] = {"--db", db, "--report", svg, NULL};
+    cr_assert_eq(run_tuner("report", args), 0, "%s", slurp("report", "err"));
+    char *text = scratch_read(svg);
+    cr_assert_not_null(text);
+    cr_assert(strstr(text, "<svg"));
+    cr_assert(strstr(text, "attn_fwd dense n=64 h=1 d=16"), "%.400s", text);
+    cr_assert(strstr(text, "attn_fwd dense n=128 h=1 d=16"), "%.400s", text);
+    cr_assert_eq(count_substr(text, "<circle"), count_where(db, "status = 'ok'"));
+    cr_assert_eq(count_substr(text, "<polyline"), 2);
+    free(text);
+}

@@ -60,11 +60,12 @@ static void usage(FILE *f)
             "  --seed N            seed of the random strategies (default 1)\n"
             "  --export FILE       write the database as FILE.csv or FILE.sql, then exit\n"
             "  --import FILE       merge a .csv or .sql export into the database, then exit\n"
+            "  --report FILE.svg   draw every problem's evaluations in the database, then exit\n"
             "  --list-devices      list OpenCL devices and exit\n");
 }
 
 typedef struct options {
-    const char *device, *db, *problems, *export_path, *import_path, *kernel;
+    const char *device, *db, *problems, *export_path, *import_path, *kernel, *report_path;
     tune_strategy strategy;
     tune_budget budget;
     const char *rules[64]; /* --fix and --space, "NAME=v1,v2,..." */
@@ -115,6 +116,9 @@ static int parse_args(int argc, char **argv, options *o)
         } else if (!strcmp(a, "--export")) {
             TAKES_VALUE;
             o->export_path = v;
+        } else if (!strcmp(a, "--report")) {
+            TAKES_VALUE;
+            o->report_path = v;
         } else if (!strcmp(a, "--import")) {
             TAKES_VALUE;
             o->import_path = v;
@@ -633,6 +637,15 @@ static int transfer(const options *o)
         printf("imported %lld rows from %s into %s\n", (long long)rows, o->import_path, path);
     if (st == SPARCL_OK && o->export_path)
         printf("exported %s to %s\n", path, o->export_path);
+    if (st == SPARCL_OK && o->report_path) {
+        char err[512];
+        if (tune_report_svg(path, o->report_path, err, sizeof err) != 0) {
+            fprintf(stderr, "sparcl-tune: error: %s\n", err);
+            st = SPARCL_ERR_DATABASE;
+        } else {
+            printf("drew %s into %s\n", path, o->report_path);
+        }
+    }
     sparcl_tuning_db_free(db);
     return st == SPARCL_OK ? 0 : 1;
 }
@@ -653,7 +666,7 @@ int main(int argc, char **argv)
         fputs(buf, stdout);
         return 0;
     }
-    if (o.import_path || o.export_path)
+    if (o.import_path || o.export_path || o.report_path)
         return transfer(&o);
 
     /* Ctrl-C (and TERM): finish cleanly, keeping every committed row.

@@ -1,8 +1,11 @@
 /*
  * tune.h -- the parts of sparcl-tune: problem sets (tune_problems.c), the
  * search strategies (tune_search.c), the evaluating worker process
- * (tune_worker.c) and the parent's handle on it (tune_child.c).  The tuner
- * is a client of the library: it uses only sparcl.h and OpenCL.
+ * (tune_worker.c) and the parent's handle on it (tune_child.c); spaces
+ * (tune_space.c), replay (tune_replay.c) and the run picture
+ * (tune_report.c).  The tuner is a client of the library: it uses
+ * sparcl.h and OpenCL, and reads the database file's documented views
+ * with SQLite where the library has no call for it (tune_store.c).
  */
 #ifndef SPARCL_TUNE_H
 #define SPARCL_TUNE_H
@@ -137,6 +140,14 @@ typedef struct tune_replay_options {
 int tune_replay_problem(sparcl_ctx *ctx, const char *kernel, const tune_problem *prob,
                         const sparcl_param_space *space, const tune_replay_options *o, char *err,
                         size_t size);
+
+/* ---- a picture of tuning runs ---- */
+
+/* Writes an SVG with one panel per device, kernel family and problem of
+ * the database: every evaluation in stored order (time on a log scale,
+ * failures marked), the best so far and the first evaluation (the
+ * default).  Returns 0, or -1 with err. */
+int tune_report_svg(const char *db_path, const char *svg_path, char *err, size_t size);
 
 /* ---- the worker process ---- */
 
