@@ -563,6 +563,19 @@ static void record_synthetic(sparcl_ctx *ctx, const char *db_path, int n, double
     sparcl_tuning_db_free(db);
 }
 
+/* A scratch database holding the synthetic landscape of n=64 and, at twice
+ * the time, n=128. */
+static void synthetic_db(const char *name, char *db, size_t size)
+{
+    make_dir();
+    scratch_path(db, size, name);
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    record_synthetic(ctx, db, 64, 1.0);
+    record_synthetic(ctx, db, 128, 2.0);
+    sparcl_ctx_free(ctx);
+}
+
 static char *replay(const char *tag, const char *db, const char *strategy, const char *evals,
                     int transfer)
 {
@@ -599,14 +612,8 @@ static char *replay(const char *tag, const char *db, const char *strategy, const
  * the space finds it too. */
 Test(tune, replay_scores_strategies_and_transfer)
 {
-    make_dir();
     char db[128];
-    scratch_path(db, sizeof db, "synthetic.db");
-    sparcl_ctx *ctx = NULL;
-    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
-    record_synthetic(ctx, db, 64, 1.0);
-    record_synthetic(ctx, db, 128, 2.0);
-    sparcl_ctx_free(ctx);
+    synthetic_db("synthetic.db", db, sizeof db);
 
     char *out = replay("exh", db, "exhaustive", "0", 0);
     cr_assert(strstr(out, "best 1.0000 ms: ALGO=0 BLOCK_M=2 BLOCK_N=8 EXP=2 KT=1 USE_LOCAL=0 "
@@ -631,15 +638,9 @@ Test(tune, replay_scores_strategies_and_transfer)
 /* --report draws one panel per problem with a dot per ok evaluation. */
 Test(tune, report_draws_every_problem)
 {
-    make_dir();
     char db[128], svg[128];
-    scratch_path(db, sizeof db, "report.db");
+    synthetic_db("report.db", db, sizeof db);
     scratch_path(svg, sizeof svg, "run.svg");
-    sparcl_ctx *ctx = NULL;
-    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
-    record_synthetic(ctx, db, 64, 1.0);
-    record_synthetic(ctx, db, 128, 2.0);
-    sparcl_ctx_free(ctx);
     const char *args[] = {"--db", db, "--report", svg, NULL};
     cr_assert_eq(run_tuner("report", args), 0, "%s", slurp("report", "err"));
     char *text = scratch_read(svg);

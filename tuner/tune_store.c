@@ -62,6 +62,18 @@ static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, char *err, s
     return 0;
 }
 
+/* Binds ?1..?5 of both queries: device platform and name, kernel family,
+ * kernel hash ('' for any) and dtype. */
+static void bind_family(sqlite3_stmt *st, const sparcl_device_info *device,
+                        const sparcl_tuning_problem *pr, int same_hash)
+{
+    sqlite3_bind_text(st, 1, device->platform, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, device->name, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, pr->kernel, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 4, same_hash ? pr->kernel_hash : "", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 5, pr->dtype, -1, SQLITE_TRANSIENT);
+}
+
 typedef struct keyed {
     char key[512];
     int order;
@@ -95,11 +107,7 @@ int tune_store_rows(const char *db_path, const sparcl_device_info *device,
         sqlite3_close(db);
         return -1;
     }
-    sqlite3_bind_text(st, 1, device->platform, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, device->name, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 3, pr->kernel, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 4, same_hash ? pr->kernel_hash : "", -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 5, pr->dtype, -1, SQLITE_TRANSIENT);
+    bind_family(st, device, pr, same_hash);
     const int ints[] = {pr->batch,  pr->q_heads,  pr->kv_heads, pr->q_len,
                         pr->kv_len, pr->head_dim, pr->causal,   pr->block};
     for (int i = 0; i < 8; ++i)
@@ -191,11 +199,7 @@ int tune_store_neighbours(const char *db_path, const sparcl_device_info *device,
         sqlite3_close(db);
         return -1;
     }
-    sqlite3_bind_text(st, 1, device->platform, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, device->name, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 3, pr->kernel, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 4, same_hash ? pr->kernel_hash : "", -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 5, pr->dtype, -1, SQLITE_TRANSIENT);
+    bind_family(st, device, pr, same_hash);
     candidate *c = NULL;
     int n = 0, cap = 0, rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
