@@ -4,10 +4,10 @@
  * below with the context's own OpenCL objects: they belong to the
  * benchmark, not to the library's kernel families.
  *
- * FMA: each work-item runs 12 independent float16 chains x = fma(x, a, b),
- * enough to cover the FMA latency on wide SIMD units (12 x 16 floats in
- * flight), with a and b kernel arguments so nothing folds; the sum is
- * stored so nothing is dead.  Streaming: float4 copy (2 x 4 bytes per
+ * FMA: each work-item runs 12 independent chains x = fma(x, a, b) (float16
+ * or float; see the variants below), enough to cover the FMA latency on
+ * wide SIMD units, with a and b kernel arguments so nothing folds; the sum
+ * is stored so nothing is dead.  Streaming: float4 copy (2 x 4 bytes per
  * element moved) and triad a = b + s * c (3 x 4 bytes), as STREAM counts
  * them.
  */
@@ -21,18 +21,20 @@
 #include "bench_baseline.h"
 
 static const char probe_source[] =
-    "#define CHAIN(i) float16 x##i = (float16)(seed + (float)(i));\n"
-    "#define STEP(i) x##i = fma(x##i, a, b);\n"
-    "#define ALL(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7) M(8) M(9) M(10) M(11)\n"
-    "__kernel void fma_peak(__global float *out, int iters, float fa, float fb) {\n"
-    "    float seed = (float)get_global_id(0) * 1e-6f;\n"
-    "    float16 a = (float16)(fa), b = (float16)(fb);\n"
-    "    ALL(CHAIN)\n"
-    "    for (int i = 0; i < iters; ++i) { ALL(STEP) }\n"
-    "    float16 s = x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7 + x8 + x9 + x10 + x11;\n"
-    "    out[get_global_id(0)] = s.s0 + s.s1 + s.s2 + s.s3 + s.s4 + s.s5 + s.s6 + s.s7 +\n"
-    "                            s.s8 + s.s9 + s.sa + s.sb + s.sc + s.sd + s.se + s.sf;\n"
+    "#define CHAIN(T, i) T x##i = (T)(seed + (float)(i));\n"
+    "#define STEP(T, i) x##i = fma(x##i, a, b);\n"
+    "#define ALL(M, T) M(T, 0) M(T, 1) M(T, 2) M(T, 3) M(T, 4) M(T, 5) M(T, 6) M(T, 7) \\\n"
+    "                   M(T, 8) M(T, 9) M(T, 10) M(T, 11)\n"
+    "#define FMA_KERNEL(NAME, T) \\\n"
+    "__kernel void NAME(__global T *out, int iters, float fa, float fb) { \\\n"
+    "    float seed = (float)get_global_id(0) * 1e-6f; \\\n"
+    "    T a = (T)(fa), b = (T)(fb); \\\n"
+    "    ALL(CHAIN, T) \\\n"
+    "    for (int i = 0; i < iters; ++i) { ALL(STEP, T) } \\\n"
+    "    out[get_global_id(0)] = x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7 + x8 + x9 + x10 + x11; \\\n"
     "}\n"
+    "FMA_KERNEL(fma_peak16, float16)\n"
+    "FMA_KERNEL(fma_peak1, float)\n"
     "__kernel void stream_copy(__global float4 *restrict dst,\n"
     "                          __global const float4 *restrict src) {\n"
     "    size_t i = get_global_id(0);\n"
@@ -45,8 +47,24 @@ static const char probe_source[] =
     "}\n";
 
 #define CHAINS 12
-#define VEC 16
-#define ITEMS_PER_CU 64
+
+/* The FMA probe's variants; the fastest is the peak.  Explicit float16
+ * vectors per work-item, with one work-item per group or the runtime's
+ * choice (a CPU runtime may widen them again across work-items), and
+ * scalar chains that a CPU runtime vectorizes across work-items. */
+typedef struct fma_variant {
+    const char *kernel;
+    int width;           /* floats per chain */
+    size_t items_per_cu; /* work-items per compute unit */
+    size_t local;        /* work-group size, 0 = the runtime's */
+    const char *what;
+} fma_variant;
+
+static const fma_variant variants[] = {
+    {"fma_peak16", 16, 64, 1, "float16 chains, 1 work-item per group"},
+    {"fma_peak16", 16, 64, 0, "float16 chains"},
+    {"fma_peak1", 1, 1024, 0, "float chains across work-items"},
+};
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -56,8 +74,8 @@ static int cmp_double(const void *a, const void *b)
 
 /* Runs `k` reps times after a warm-up; medians of the event time and of the
  * process CPU time, in ms.  0 on success. */
-static int time_kernel(cl_command_queue q, cl_kernel k, size_t global, int reps, double *ms,
-                       double *cpu_ms)
+static int time_kernel(cl_command_queue q, cl_kernel k, size_t global, size_t local, int reps,
+                       double *ms, double *cpu_ms)
 {
     double t[64], c[64];
     if (reps > 64)
@@ -65,7 +83,8 @@ static int time_kernel(cl_command_queue q, cl_kernel k, size_t global, int reps,
     for (int r = -1; r < reps; ++r) {
         cl_event ev = NULL;
         double c0 = bench_cpu_ms();
-        if (clEnqueueNDRangeKernel(q, k, 1, NULL, &global, NULL, 0, NULL, &ev) != CL_SUCCESS ||
+        if (clEnqueueNDRangeKernel(q, k, 1, NULL, &global, local ? &local : NULL, 0, NULL, &ev) !=
+                CL_SUCCESS ||
             clWaitForEvents(1, &ev) != CL_SUCCESS) {
             if (ev)
                 clReleaseEvent(ev);
@@ -87,17 +106,19 @@ static int time_kernel(cl_command_queue q, cl_kernel k, size_t global, int reps,
     return 0;
 }
 
-static void measure_fma(cl_context cc, cl_command_queue q, cl_program prog, cl_uint cus, int reps,
-                        bench_peak *out)
+/* One variant: its GFLOP/s (wall) into *gf and per CPU-second into
+ * *gf_cpu; 0 on success. */
+static int measure_variant(cl_context cc, cl_command_queue q, cl_program prog, cl_uint cus,
+                           const fma_variant *v, int reps, double *gf, double *gf_cpu)
 {
     cl_int err;
-    cl_kernel k = clCreateKernel(prog, "fma_peak", &err);
-    size_t global = (size_t)(cus ? cus : 1) * ITEMS_PER_CU;
-    cl_mem buf = clCreateBuffer(cc, CL_MEM_WRITE_ONLY, global * sizeof(float), NULL, &err);
-    if (!k || !buf) {
-        snprintf(out->error, sizeof out->error, "FMA probe: cannot create its kernel (%d)", err);
+    int rc = -1;
+    cl_kernel k = clCreateKernel(prog, v->kernel, &err);
+    size_t global = (size_t)(cus ? cus : 1) * v->items_per_cu;
+    cl_mem buf =
+        clCreateBuffer(cc, CL_MEM_WRITE_ONLY, global * v->width * sizeof(float), NULL, &err);
+    if (!k || !buf)
         goto done;
-    }
     float fa = 0.999f, fb = 0.001f;
     clSetKernelArg(k, 0, sizeof buf, &buf);
     clSetKernelArg(k, 2, sizeof fa, &fa);
@@ -105,13 +126,11 @@ static void measure_fma(cl_context cc, cl_command_queue q, cl_program prog, cl_u
     /* Size the loop with single runs until one takes >= 20 ms, then scale
      * it so a run takes about 100 ms: launch costs vanish. */
     double ms = 0, cpu = 0;
-    int iters = 1 << 10;
+    int iters = 1 << 8;
     for (;;) {
         clSetKernelArg(k, 1, sizeof iters, &iters);
-        if (time_kernel(q, k, global, 1, &ms, &cpu) != 0) {
-            snprintf(out->error, sizeof out->error, "FMA probe: the kernel failed");
+        if (time_kernel(q, k, global, v->local, 1, &ms, &cpu) != 0)
             goto done;
-        }
         if (ms >= 20 || iters >= 1 << 28)
             break;
         iters *= 4;
@@ -120,18 +139,35 @@ static void measure_fma(cl_context cc, cl_command_queue q, cl_program prog, cl_u
     if (scale > 1 && iters * scale < (double)(1 << 30))
         iters = (int)(iters * scale);
     clSetKernelArg(k, 1, sizeof iters, &iters);
-    if (time_kernel(q, k, global, reps, &ms, &cpu) != 0) {
-        snprintf(out->error, sizeof out->error, "FMA probe: the kernel failed");
+    if (time_kernel(q, k, global, v->local, reps, &ms, &cpu) != 0)
         goto done;
-    }
-    double flop = 2.0 * CHAINS * VEC * (double)iters * (double)global;
-    out->fma_gflops = flop / (ms * 1e6);
-    out->fma_gflops_cpu = cpu > 0 ? flop / (cpu * 1e6) : 0;
+    double flop = 2.0 * CHAINS * v->width * (double)iters * (double)global;
+    *gf = flop / (ms * 1e6);
+    *gf_cpu = cpu > 0 ? flop / (cpu * 1e6) : 0;
+    rc = 0;
 done:
     if (k)
         clReleaseKernel(k);
     if (buf)
         clReleaseMemObject(buf);
+    return rc;
+}
+
+static void measure_fma(cl_context cc, cl_command_queue q, cl_program prog, cl_uint cus, int reps,
+                        bench_peak *out)
+{
+    int n = (int)(sizeof variants / sizeof variants[0]);
+    for (int i = 0; i < n; ++i) {
+        double gf = 0, gf_cpu = 0;
+        if (measure_variant(cc, q, prog, cus, &variants[i], reps, &gf, &gf_cpu) == 0 &&
+            gf > out->fma_gflops) {
+            out->fma_gflops = gf;
+            out->fma_gflops_cpu = gf_cpu;
+            out->fma_variant = variants[i].what;
+        }
+    }
+    if (out->fma_gflops <= 0)
+        snprintf(out->error, sizeof out->error, "FMA probe: no variant ran");
 }
 
 static void measure_stream(cl_context cc, cl_device_id dev, cl_command_queue q, cl_program prog,
@@ -162,7 +198,7 @@ static void measure_stream(cl_context cc, cl_device_id dev, cl_command_queue q, 
     double ms, cpu, cpu_copy = 0, cpu_triad = 0;
     clSetKernelArg(copy, 0, sizeof m[0], &m[0]);
     clSetKernelArg(copy, 1, sizeof m[1], &m[1]);
-    if (time_kernel(q, copy, global, reps, &ms, &cpu) == 0) {
+    if (time_kernel(q, copy, global, 0, reps, &ms, &cpu) == 0) {
         out->copy_gbs = 2.0 * (double)bytes / (ms * 1e6);
         cpu_copy = 2.0 * (double)bytes / (cpu * 1e6);
     }
@@ -170,7 +206,7 @@ static void measure_stream(cl_context cc, cl_device_id dev, cl_command_queue q, 
     clSetKernelArg(triad, 1, sizeof m[1], &m[1]);
     clSetKernelArg(triad, 2, sizeof m[2], &m[2]);
     clSetKernelArg(triad, 3, sizeof s, &s);
-    if (time_kernel(q, triad, global, reps, &ms, &cpu) == 0) {
+    if (time_kernel(q, triad, global, 0, reps, &ms, &cpu) == 0) {
         out->triad_gbs = 3.0 * (double)bytes / (ms * 1e6);
         cpu_triad = 3.0 * (double)bytes / (cpu * 1e6);
     }

@@ -635,9 +635,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "sparcl-bench: %s\n", pk.error);
     if (!opt.json) {
         printf("device: %s\n", sparcl_ctx_device_string(ctx));
-        printf("FMA peak (OpenCL probe, 12 float16 FMA chains per work-item): %.1f GFLOP/s "
-               "wall, %.1f GFLOP per CPU-second\n",
-               pk.fma_gflops, pk.fma_gflops_cpu);
+        printf("FMA peak (OpenCL probe, 12 FMA chains per work-item, best variant: %s): %.1f "
+               "GFLOP/s wall, %.1f GFLOP per CPU-second\n",
+               pk.fma_variant ? pk.fma_variant : "none", pk.fma_gflops, pk.fma_gflops_cpu);
         printf("bandwidth (OpenCL probe, %zu MiB buffers): copy %.1f GB/s, triad %.1f GB/s; "
                "machine balance %.1f FLOP/byte\n",
                pk.stream_bytes >> 20, pk.copy_gbs, pk.triad_gbs,
