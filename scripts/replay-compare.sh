@@ -21,7 +21,9 @@ data=${1:-$root/tuner/replay-data/attn_fwd_dense_d64.csv.gz}
 [ $# -gt 0 ] && shift
 [ "${1:-}" = "--" ] && shift
 problems=${PROBLEMS:-"dense:n=256,h=1,d=64;dense:n=512,h=1,d=64"}
-space=${SPACE:-"--fix ALGO=0 --fix USE_LOCAL=0 --fix KT=1"}
+# The recorded data: complete (WG_SIZE, VEC) blocks with EXP=2, BLOCK_M x
+# BLOCK_N exhaustive in each (tuner/replay-report.md).
+space=${SPACE:-"--fix ALGO=0 --fix USE_LOCAL=0 --fix KT=1 --fix EXP=2 --space WG_SIZE=1,2 --space VEC=8,16"}
 budgets=${BUDGETS:-"25 50 100"}
 seeds=${SEEDS:-10}
 strategies=${STRATEGIES:-"random anneal basin"}

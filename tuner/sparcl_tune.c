@@ -375,8 +375,9 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
     }
     if (o->transfer) {
         char from[256];
-        int k = tune_store_neighbours(db_path, device, &s.key, 1, starts + 1, TUNE_TRANSFER_SEEDS,
-                                      from, sizeof from, err, sizeof err);
+        int k = tune_transfer_seeds(ctx, db_path, device, &s.key, 1, kernel, &desc, &space,
+                                    starts + 1, TUNE_TRANSFER_SEEDS, from, sizeof from, err,
+                                    sizeof err);
         if (k < 0)
             printf("transfer: %s\n", err);
         else if (k > 0)

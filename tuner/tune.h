@@ -87,6 +87,11 @@ int tune_search(sparcl_ctx *ctx, const char *kernel, const sparcl_plan_desc *des
 int tune_space(sparcl_ctx *ctx, const char *kernel, const char *const *rules, int n_rules,
                sparcl_param_space *out, char *err, size_t size);
 
+/* 1 if every value of p is among `space`'s choices and
+ * sparcl_kernel_check_params() accepts p for `desc`, else 0. */
+int tune_space_admits(sparcl_ctx *ctx, const char *kernel, const sparcl_plan_desc *desc,
+                      const sparcl_param_space *space, const sparcl_params *p);
+
 /* ---- stored evaluations (read straight from the database file) ---- */
 
 /* How many of the nearest problems' rows seed a search with --transfer. */
@@ -116,6 +121,15 @@ int tune_store_neighbours(const char *db_path, const sparcl_device_info *device,
                           const sparcl_tuning_problem *problem, int same_hash,
                           sparcl_params *out, int max, char *from, size_t from_size, char *err,
                           size_t size);
+
+/* The transfer seeds of a search: up to `max` of the nearest problems'
+ * fastest rows (tune_store_neighbours, up to 4 x TUNE_TRANSFER_SEEDS read)
+ * that `space` admits for `desc`.  Returns the count, or -1 with err. */
+int tune_transfer_seeds(sparcl_ctx *ctx, const char *db_path, const sparcl_device_info *device,
+                        const sparcl_tuning_problem *key, int same_hash, const char *kernel,
+                        const sparcl_plan_desc *desc, const sparcl_param_space *space,
+                        sparcl_params *out, int max, char *from, size_t from_size, char *err,
+                        size_t size);
 
 /* ---- replay ---- */
 

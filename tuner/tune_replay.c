@@ -79,22 +79,6 @@ static int index_rows(tune_row *rows, int n, lookup *l)
     return 0;
 }
 
-/* 1 if every value of p is among the space's choices. */
-static int in_space(const sparcl_param_space *space, const sparcl_params *p)
-{
-    for (int i = 0; i < space->count; ++i) {
-        int32_t v;
-        int ok = 0;
-        if (!sparcl_params_get(p, space->item[i].name, &v))
-            return 0;
-        for (int c = 0; c < space->item[i].n_choices; ++c)
-            ok |= space->item[i].choices[c] == v;
-        if (!ok)
-            return 0;
-    }
-    return 1;
-}
-
 int tune_replay_problem(sparcl_ctx *ctx, const char *kernel, const tune_problem *prob,
                         const sparcl_param_space *space, const tune_replay_options *o, char *err,
                         size_t size)
@@ -125,8 +109,7 @@ int tune_replay_problem(sparcl_ctx *ctx, const char *kernel, const tune_problem 
     int usable = 0;
     char best_list[512] = "(none)";
     for (int i = 0; i < n_rows; ++i)
-        if (in_space(space, &rows[i].params) &&
-            sparcl_kernel_check_params(ctx, kernel, &desc, &rows[i].params) == SPARCL_OK) {
+        if (tune_space_admits(ctx, kernel, &desc, space, &rows[i].params)) {
             ++usable;
             if (rows[i].ms < best) {
                 best = rows[i].ms;
@@ -143,8 +126,8 @@ int tune_replay_problem(sparcl_ctx *ctx, const char *kernel, const tune_problem 
     sparcl_kernel_default_params(ctx, kernel, &desc, &starts[0]);
     char from[256] = "";
     if (o->transfer) {
-        int k = tune_store_neighbours(o->db_path, &device, &key, 0, starts + 1, TUNE_TRANSFER_SEEDS,
-                                      from, sizeof from, err, size);
+        int k = tune_transfer_seeds(ctx, o->db_path, &device, &key, 0, kernel, &desc, space,
+                                    starts + 1, TUNE_TRANSFER_SEEDS, from, sizeof from, err, size);
         if (k < 0)
             goto done;
         n_starts += k;

@@ -29,3 +29,36 @@ int tune_space(sparcl_ctx *ctx, const char *kernel, const char *const *rules, in
     }
     return 0;
 }
+
+int tune_space_admits(sparcl_ctx *ctx, const char *kernel, const sparcl_plan_desc *desc,
+                      const sparcl_param_space *space, const sparcl_params *p)
+{
+    for (int i = 0; i < space->count; ++i) {
+        int32_t v;
+        int ok = 0;
+        if (!sparcl_params_get(p, space->item[i].name, &v))
+            return 0;
+        for (int c = 0; c < space->item[i].n_choices; ++c)
+            ok |= space->item[i].choices[c] == v;
+        if (!ok)
+            return 0;
+    }
+    return sparcl_kernel_check_params(ctx, kernel, desc, p) == SPARCL_OK;
+}
+
+int tune_transfer_seeds(sparcl_ctx *ctx, const char *db_path, const sparcl_device_info *device,
+                        const sparcl_tuning_problem *key, int same_hash, const char *kernel,
+                        const sparcl_plan_desc *desc, const sparcl_param_space *space,
+                        sparcl_params *out, int max, char *from, size_t from_size, char *err,
+                        size_t size)
+{
+    sparcl_params found[4 * TUNE_TRANSFER_SEEDS];
+    int n =
+        tune_store_neighbours(db_path, device, key, same_hash, found,
+                              (int)(sizeof found / sizeof found[0]), from, from_size, err, size);
+    int kept = 0;
+    for (int i = 0; i < n && kept < max; ++i)
+        if (tune_space_admits(ctx, kernel, desc, space, &found[i]))
+            out[kept++] = found[i];
+    return n < 0 ? -1 : kept;
+}
