@@ -472,6 +472,26 @@ typedef struct sparcl_param_space {
 SPARCL_API sparcl_status sparcl_kernel_space(sparcl_ctx *ctx, const char *kernel,
                                              sparcl_param_space *space);
 
+/* Restricts parameter `name` of *space to `values` (n_values >= 1), a
+ * subset of its current choices in any order (duplicates count once); the
+ * kept choices stay ascending.  Call it once per parameter to restrict
+ * several; a single value pins the parameter.  The restriction only
+ * removes candidates: a search over the result still filters them with
+ * sparcl_kernel_check_params(), and a plan still accepts any valid value.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL argument, n_values < 1, a name
+ * the space lacks, a value that is not among its choices); *space is then
+ * unchanged.  ctx may be NULL (it only receives the message). */
+SPARCL_API sparcl_status sparcl_param_space_restrict(sparcl_ctx *ctx, sparcl_param_space *space,
+                                                     const char *name, const int32_t *values,
+                                                     int n_values);
+
+/* The same from text: rule is "NAME=v1,v2,..." (e.g. "BLOCK_M=8,16,32";
+ * "NAME=v" pins one value), what sparcl-tune's --space and --fix take.
+ * Errors as sparcl_param_space_restrict(), plus malformed text. */
+SPARCL_API sparcl_status sparcl_param_space_restrict_text(sparcl_ctx *ctx,
+                                                          sparcl_param_space *space,
+                                                          const char *rule);
+
 /* Checks a complete parameter set of `kernel` for the problem `desc` on the
  * context's device: every parameter present with an allowed value, the
  * constraints between parameters, and the work-group, local- and

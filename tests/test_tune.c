@@ -382,3 +382,273 @@ Test(tune, entmax_family_is_tuned)
     sparcl_plan_free(plan);
     sparcl_ctx_free(ctx);
 }
+
+/* ---- spaces, replay, basin hopping and transfer ---- */
+
+/* The public restriction: a subset in any order, kept ascending; a name or
+ * value the space lacks is refused and leaves the space as it was. */
+Test(tune, space_restriction_keeps_a_subset)
+{
+    sparcl_param_space s, before;
+    cr_assert_eq(sparcl_kernel_space(NULL, "attn_fwd", &s), SPARCL_OK);
+    const int32_t want[] = {32, 8, 8};
+    cr_assert_eq(sparcl_param_space_restrict(NULL, &s, "BLOCK_M", want, 3), SPARCL_OK);
+    int bm = -1;
+    for (int i = 0; i < s.count; ++i)
+        if (!strcmp(s.item[i].name, "BLOCK_M"))
+            bm = i;
+    cr_assert_geq(bm, 0);
+    cr_assert_eq(s.item[bm].n_choices, 2);
+    cr_assert_eq(s.item[bm].choices[0], 8);
+    cr_assert_eq(s.item[bm].choices[1], 32);
+    before = s;
+    const int32_t bad[] = {8, 3};
+    cr_assert_eq(sparcl_param_space_restrict(NULL, &s, "BLOCK_M", bad, 2),
+                 SPARCL_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(sparcl_param_space_restrict(NULL, &s, "NO_SUCH", want, 1),
+                 SPARCL_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(sparcl_param_space_restrict_text(NULL, &s, "VEC=4,,16"),
+                 SPARCL_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(sparcl_param_space_restrict_text(NULL, &s, "VEC"), SPARCL_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(memcmp(&s, &before, sizeof s), 0, "a refused restriction changed the space");
+    /* Pinning by text, then restricting a pinned value away, is refused. */
+    cr_assert_eq(sparcl_param_space_restrict_text(NULL, &s, "BLOCK_M=32"), SPARCL_OK);
+    cr_assert_eq(s.item[bm].n_choices, 1);
+    cr_assert_eq(s.item[bm].choices[0], 32);
+    cr_assert_eq(sparcl_param_space_restrict_text(NULL, &s, "BLOCK_M=8"),
+                 SPARCL_ERR_INVALID_ARGUMENT);
+}
+
+/* --space limits every stored candidate to the listed values, an
+ * exhaustive run covers exactly that space, and without an evaluation
+ * limit the progress shows neither "/0" nor a negative ETA. */
+Test(tune, space_option_restricts_the_search)
+{
+    make_dir();
+    char db[128];
+    scratch_path(db, sizeof db, "space.db");
+    const char *args[] = {
+        "--db",  db,         "--problems",  TINY,      "--strategy",   "exhaustive", "--max-evals",
+        "0",     "--budget", "quick",       "--fix",   "ALGO=0",       "--fix",      "USE_LOCAL=0",
+        "--fix", "KT=0",     "--fix",       "EXP=2",   "--fix",        "WG_SIZE=1",  "--fix",
+        "VEC=8", "--space",  "BLOCK_M=8,4", "--space", "BLOCK_N=16,8", NULL};
+    cr_assert_eq(run_tuner("space", args), 0, "%s", slurp("space", "err"));
+    char *out = slurp("space", "out");
+    cr_assert(strstr(out, "search: 4 evaluations of 4 valid candidates"), "%s", out);
+    cr_assert_eq(count_where(db, "1"), 4, "%s", out);
+    cr_assert_eq(count_where(db, "json_extract(params, '$.BLOCK_M') IN (4, 8) AND "
+                                 "json_extract(params, '$.BLOCK_N') IN (8, 16) AND "
+                                 "json_extract(params, '$.VEC') = 8"),
+                 4, "%s", out);
+    cr_assert_null(strstr(out, "/0 "), "%s", out);
+    cr_assert_null(strstr(out, "ETA -"), "%s", out);
+    cr_assert(strstr(out, "eval 4 "), "%s", out);
+    free(out);
+}
+
+/* A value outside the family's choices is a clear error before any work. */
+Test(tune, space_option_rejects_unknown_values)
+{
+    make_dir();
+    char db[128];
+    scratch_path(db, sizeof db, "bad.db");
+    const char *args[] = {"--db", db, "--problems", TINY, "--space", "BLOCK_M=3,8", NULL};
+    cr_assert_eq(run_tuner("bad", args), 2);
+    char *out = slurp("bad", "err");
+    cr_assert(strstr(out, "BLOCK_M 3 is not one of"), "%s", out);
+    cr_assert_leq(count_where(db, "1"), 0, "%s", out);
+    free(out);
+}
+
+/* Replay follows the live run: the same strategy, seed, budget and space
+ * over the stored rows choose the same configuration, find every
+ * candidate stored, and run nothing (the database is unchanged). */
+Test(tune, replay_reproduces_a_stored_run)
+{
+    make_dir();
+    char db[128];
+    scratch_path(db, sizeof db, "replay.db");
+    /* spawn_tuner passes at most 30 arguments: these 26 and the replay's 3. */
+    /* clang-format off */
+    const char *space[] = {
+        "--db", db, "--problems", TINY, "--seed", "5", "--strategy", "anneal",
+        "--max-evals", "5", "--max-seconds", "0",
+        "--fix", "ALGO=0", "--fix", "USE_LOCAL=0", "--fix", "EXP=2",
+        "--space", "WG_SIZE=1,2", "--space", "VEC=4,8,16", "--space", "BLOCK_N=16,32",
+        "--space", "BLOCK_M=4,8", NULL};
+    /* clang-format on */
+    cr_assert_eq(run_tuner("live", space), 0, "%s", slurp("live", "err"));
+    char *live = slurp("live", "out");
+    const char *tag = "best ";
+    char *line = strstr(live, "search: 5 evaluations");
+    cr_assert_not_null(line, "%s", live);
+    char chosen[256] = "";
+    cr_assert_eq(sscanf(strstr(line, tag), "best %*s ms: %255[^\n]", chosen), 1, "%s", live);
+    long long rows = count_where(db, "1");
+
+    const char *args[40];
+    int n = 0;
+    while (space[n])
+        args[n] = space[n], ++n;
+    args[n++] = "--replay";
+    args[n++] = "--seeds";
+    args[n++] = "1";
+    args[n] = NULL;
+    cr_assert_eq(run_tuner("replay", args), 0, "%s", slurp("replay", "err"));
+    char *rep = slurp("replay", "out");
+    char want[300];
+    snprintf(want, sizeof want, "seed 5: 5 evaluations (0 missing)");
+    cr_assert(strstr(rep, want), "%s\n--- live:\n%s", rep, live);
+    line = strstr(rep, want);
+    char replayed[256] = "";
+    cr_assert_eq(sscanf(strchr(line, '%'), "%%: %255[^\n]", replayed), 1, "%s", rep);
+    cr_assert_str_eq(replayed, chosen, "replay chose %s, the live run %s", replayed, chosen);
+    cr_assert_eq(count_where(db, "1"), rows, "replay changed the database");
+    free(rep);
+    free(live);
+}
+
+/* A synthetic landscape (no kernel runs in replay): time grows with the
+ * distance in log2 of each parameter from (BLOCK_M 2, BLOCK_N 8, VEC 4,
+ * WG_SIZE 1); the second problem is the same shape at twice the time. */
+static double synthetic_ms(const sparcl_params *p, double scale)
+{
+    int32_t bm = 0, bn = 0, vec = 0, wg = 0;
+    sparcl_params_get(p, "BLOCK_M", &bm);
+    sparcl_params_get(p, "BLOCK_N", &bn);
+    sparcl_params_get(p, "VEC", &vec);
+    sparcl_params_get(p, "WG_SIZE", &wg);
+    return scale * (1 + 0.3 * fabs(log2(bm) - 1) + 0.2 * fabs(log2(bn) - 3) +
+                    0.25 * fabs(log2(vec) - 2) + 0.1 * log2(wg));
+}
+
+static const char *const synthetic_rules[] = {"ALGO=0", "USE_LOCAL=0", "KT=1", "EXP=2"};
+
+/* Stores every valid candidate of the restricted space for dense:n=N,h=1,d=16. */
+static void record_synthetic(sparcl_ctx *ctx, const char *db_path, int n, double scale)
+{
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.q_len = d.kv_len = n;
+    d.head_dim = 16;
+    sparcl_tuning_problem prob;
+    cr_assert_eq(sparcl_tuning_problem_init(ctx, &prob, "attn_fwd", &d, "dense"), SPARCL_OK);
+    sparcl_device_info dev;
+    sparcl_ctx_device_info(ctx, &dev);
+    sparcl_tuning_db *db = NULL;
+    cr_assert_eq(sparcl_tuning_db_init(ctx, &db, db_path, SPARCL_TUNING_DB_WRITE), SPARCL_OK);
+    sparcl_param_space s;
+    cr_assert_eq(sparcl_kernel_space(ctx, "attn_fwd", &s), SPARCL_OK);
+    for (int r = 0; r < 4; ++r)
+        cr_assert_eq(sparcl_param_space_restrict_text(ctx, &s, synthetic_rules[r]), SPARCL_OK);
+    long total = 1;
+    for (int i = 0; i < s.count; ++i)
+        total *= s.item[i].n_choices;
+    for (long c = 0; c < total; ++c) {
+        sparcl_tuning_result r;
+        memset(&r, 0, sizeof r);
+        long code = c;
+        for (int i = s.count - 1; i >= 0; --i) {
+            sparcl_params_set(&r.params, s.item[i].name,
+                              s.item[i].choices[code % s.item[i].n_choices]);
+            code /= s.item[i].n_choices;
+        }
+        if (sparcl_kernel_check_params(ctx, "attn_fwd", &d, &r.params) != SPARCL_OK)
+            continue;
+        r.status = SPARCL_TUNING_OK;
+        r.median_ms = r.min_ms = r.max_ms = synthetic_ms(&r.params, scale);
+        r.runs = 1;
+        cr_assert_eq(sparcl_tuning_db_record(db, &dev, &prob, &r), SPARCL_OK);
+    }
+    sparcl_tuning_db_free(db);
+}
+
+/* A scratch database holding the synthetic landscape of n=64 and, at twice
+ * the time, n=128. */
+static void synthetic_db(const char *name, char *db, size_t size)
+{
+    make_dir();
+    scratch_path(db, size, name);
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    record_synthetic(ctx, db, 64, 1.0);
+    record_synthetic(ctx, db, 128, 2.0);
+    sparcl_ctx_free(ctx);
+}
+
+static char *replay(const char *tag, const char *db, const char *strategy, const char *evals,
+                    int transfer)
+{
+    const char *args[32] = {"--replay",
+                            "--db",
+                            db,
+                            "--problems",
+                            "dense:n=64,h=1,d=16",
+                            "--strategy",
+                            strategy,
+                            "--max-evals",
+                            evals,
+                            "--seeds",
+                            "3",
+                            "--stagnation",
+                            "0"};
+    int n = 13;
+    for (int r = 0; r < 4; ++r) {
+        args[n++] = "--fix";
+        args[n++] = synthetic_rules[r];
+    }
+    if (transfer)
+        args[n++] = "--transfer";
+    args[n] = NULL;
+    cr_assert_eq(run_tuner(tag, args), 0, "%s", slurp(tag, "err"));
+    return slurp(tag, "out");
+}
+
+/* Replay scores strategies by their gap to the best stored time; transfer
+ * seeds a problem with the best rows of the nearest stored problem (here
+ * n=128, whose optimum is the same configuration), so two evaluations (the
+ * default and the first seed) already find the optimum, which the default
+ * and one more candidate do not; basin hopping with a budget as large as
+ * the space finds it too. */
+Test(tune, replay_scores_strategies_and_transfer)
+{
+    char db[128];
+    synthetic_db("synthetic.db", db, sizeof db);
+
+    char *out = replay("exh", db, "exhaustive", "0", 0);
+    cr_assert(strstr(out, "best 1.0000 ms: ALGO=0 BLOCK_M=2 BLOCK_N=8 EXP=2 KT=1 USE_LOCAL=0 "
+                          "VEC=4 WG_SIZE=1"),
+              "%s", out);
+    cr_assert(strstr(out, "median_gap=0.00% worst_gap=0.00%"), "%s", out);
+    free(out);
+
+    out = replay("with", db, "basin", "2", 1);
+    cr_assert(strstr(out, "transfer: 4 seeds from dense n=128 h=1 d=16"), "%s", out);
+    cr_assert(strstr(out, "worst_gap=0.00%"), "%s", out);
+    free(out);
+    out = replay("without", db, "basin", "2", 0);
+    cr_assert_null(strstr(out, "worst_gap=0.00%"), "%s", out);
+    free(out);
+
+    out = replay("basin", db, "basin", "1000", 0);
+    cr_assert(strstr(out, "worst_gap=0.00%"), "%s", out);
+    free(out);
+}
+
+/* --report draws one panel per problem with a dot per ok evaluation. */
+Test(tune, report_draws_every_problem)
+{
+    char db[128], svg[128];
+    synthetic_db("report.db", db, sizeof db);
+    scratch_path(svg, sizeof svg, "run.svg");
+    const char *args[] = {"--db", db, "--report", svg, NULL};
+    cr_assert_eq(run_tuner("report", args), 0, "%s", slurp("report", "err"));
+    char *text = scratch_read(svg);
+    cr_assert_not_null(text);
+    cr_assert(strstr(text, "<svg"));
+    cr_assert(strstr(text, "attn_fwd dense n=64 h=1 d=16"), "%.400s", text);
+    cr_assert(strstr(text, "attn_fwd dense n=128 h=1 d=16"), "%.400s", text);
+    cr_assert_eq(count_substr(text, "<circle"), count_where(db, "status = 'ok'"));
+    cr_assert_eq(count_substr(text, "<polyline"), 2);
+    free(text);
+}

@@ -54,9 +54,14 @@ int bench_have_cblas(void)
 const char *bench_blas_string(void)
 {
 #ifdef SPARCL_BENCH_HAVE_CBLAS
-    static char text[256];
-    snprintf(text, sizeof text, "%s, %d threads", openblas_get_config(),
-             openblas_get_num_threads());
+    /* The kernel OpenBLAS picked matters: OPENBLAS_CORETYPE can force an
+     * older one (Haswell on AVX-512 machines halves SGEMM). */
+    static char text[320];
+    const char *forced = getenv("OPENBLAS_CORETYPE");
+    snprintf(text, sizeof text, "%s, %d threads, kernel %s%s%s%s", openblas_get_config(),
+             openblas_get_num_threads(), openblas_get_corename(),
+             forced ? " (OPENBLAS_CORETYPE=" : " (OPENBLAS_CORETYPE unset)", forced ? forced : "",
+             forced ? ")" : "");
     return text;
 #else
     return "none";

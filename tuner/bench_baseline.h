@@ -15,7 +15,8 @@
 /* 1 when the benchmark was built with CBLAS. */
 int bench_have_cblas(void);
 
-/* A short description of the BLAS ("OpenBLAS 0.3.21, 2 threads") or
+/* A short description of the BLAS and the kernel it uses ("OpenBLAS
+ * 0.3.21 ..., 2 threads, kernel Haswell (OPENBLAS_CORETYPE=Haswell)") or
  * "none". */
 const char *bench_blas_string(void);
 

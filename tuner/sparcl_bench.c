@@ -2,13 +2,19 @@
  * sparcl_bench.c -- sparcl-bench: the standard problem set of the forward
  * pass, timed on the chosen device with the parameters the runtime picks
  * (or explicit --set overrides), next to the machine's SGEMM rate and a
- * dense CPU attention baseline measured in the same run (bench_baseline.c).
+ * dense CPU attention baseline measured in the same run (bench_baseline.c),
+ * and the device's own FMA peak and streaming bandwidth, measured in the
+ * same run by OpenCL probe kernels (bench_peak.c).
  *
  * Per case: median time of >= 5 calls after warm-up from OpenCL profiling
  * events (from a marker enqueued just before the call to the end of the
  * call's event, so multi-kernel algorithms are timed whole), useful GFLOP/s
  * (4 * head_dim FLOPs per attended pair, counted from the layout, not the
- * tiles), the fraction of the SGEMM rate, the device memory the plan
+ * tiles), what bounds the case (its useful FLOPs per byte of compulsory
+ * traffic -- Q, K, V, O, lse, and the gradients for the backward -- against
+ * the machine balance, peak FLOP/s over bandwidth) and the fraction of that
+ * ceiling it reaches (of the FMA peak, or of the bandwidth by its
+ * compulsory bytes), the fraction of the SGEMM rate, the device memory the plan
  * allocated, the speedup over the baseline, and the max error of a sample
  * of rows against a double-precision recomputation.
  *
@@ -23,6 +29,7 @@
 #include <unistd.h>
 
 #include "bench_baseline.h"
+#include "bench_peak.h"
 #include "sparcl.h"
 #include "tool_log.h"
 
@@ -238,6 +245,37 @@ static double useful_flop(const bench_case *c, const result *r)
     return (c->backward ? 2.5 : 1.0) * 4.0 * c->dim * (double)r->pairs;
 }
 
+/* Compulsory bytes of one call: every tensor read or written once (fp32;
+ * the bench's cases have as many K/V heads as query heads). */
+static double compulsory_bytes(const bench_case *c)
+{
+    const double hnd = (double)c->heads * c->n * c->dim, hn = (double)c->heads * c->n;
+    return 4.0 * (c->backward ? 8 * hnd + hn : 4 * hnd + hn);
+}
+
+/* The ceiling a case is held to: "fma" when its FLOPs per compulsory byte
+ * exceed the machine balance, else "mem"; *fraction is the part of that
+ * ceiling it reaches (wall time), *fraction_cpu per CPU-second; negative
+ * when the probe failed. */
+static const char *bound(const bench_case *c, const result *r, const bench_peak *pk,
+                         double *fraction, double *fraction_cpu)
+{
+    const double flop = useful_flop(c, r), bytes = compulsory_bytes(c);
+    *fraction = *fraction_cpu = -1;
+    if (pk->fma_gflops <= 0 || pk->bw_gbs <= 0)
+        return "n/a";
+    if (flop / bytes >= pk->fma_gflops / pk->bw_gbs) {
+        *fraction = r->gflops / pk->fma_gflops;
+        if (pk->fma_gflops_cpu > 0)
+            *fraction_cpu = flop / (r->cpu_ms * 1e6) / pk->fma_gflops_cpu;
+        return "fma";
+    }
+    *fraction = bytes / (r->ms * 1e6) / pk->bw_gbs;
+    if (pk->bw_gbs_cpu > 0)
+        *fraction_cpu = bytes / (r->cpu_ms * 1e6) / pk->bw_gbs_cpu;
+    return "mem";
+}
+
 static double event_span_ms(cl_event first, cl_event last)
 {
     cl_ulong t0 = 0, t1 = 0;
@@ -434,15 +472,26 @@ typedef struct ceiling {
     double wall, cpu;
 } ceiling;
 
-static void print_json(const bench_case *c, const result *r, const ceiling *sg)
+static void print_json(const bench_case *c, const result *r, const ceiling *sg,
+                       const bench_peak *pk)
 {
     const double gf_cpu = useful_flop(c, r) / (r->cpu_ms * 1e6);
+    double frac, frac_cpu;
+    const char *b = bound(c, r, pk, &frac, &frac_cpu);
     printf("{\"case\":\"%s\",\"n\":%d,\"heads\":%d,\"head_dim\":%d,\"pattern\":\"%s\","
            "\"density\":%.6f,\"pairs\":%lld,\"ms\":%.4f,\"ms_min\":%.4f,\"ms_max\":%.4f,"
            "\"cpu_ms\":%.4f,\"cpu_ms_min\":%.4f,\"gflops\":%.3f,",
            c->name, c->n, c->heads, c->dim, pattern_names[c->pattern], r->density,
            (long long)r->pairs, r->ms, r->ms_min, r->ms_max, r->cpu_ms, r->cpu_ms_min, r->gflops);
-    printf("\"gflops_per_cpu_s\":%.3f,", gf_cpu);
+    printf("\"gflops_per_cpu_s\":%.3f,\"bound\":\"%s\",", gf_cpu, b);
+    if (frac >= 0)
+        printf("\"ratio_peak\":%.4f,", frac);
+    else
+        printf("\"ratio_peak\":null,");
+    if (frac_cpu >= 0)
+        printf("\"ratio_peak_cpu\":%.4f,", frac_cpu);
+    else
+        printf("\"ratio_peak_cpu\":null,");
     if (sg->wall > 0)
         printf("\"sgemm_gflops\":%.3f,\"ratio_sgemm\":%.4f,\"sgemm_gflops_per_cpu_s\":%.3f,"
                "\"ratio_sgemm_cpu\":%.4f,",
@@ -466,11 +515,18 @@ static void print_json(const bench_case *c, const result *r, const ceiling *sg)
     printf("\"}\n");
 }
 
-static void print_row(const bench_case *c, const result *r, const ceiling *sg)
+static void print_row(const bench_case *c, const result *r, const ceiling *sg,
+                      const bench_peak *pk)
 {
     const double gf_cpu = useful_flop(c, r) / (r->cpu_ms * 1e6);
     char ratio[16] = "n/a", ratio_cpu[16] = "n/a", base[32], speed[16] = "n/a",
-         speed_cpu[16] = "n/a";
+         speed_cpu[16] = "n/a", peak[24] = "n/a", peak_cpu[16] = "n/a";
+    double frac, frac_cpu;
+    const char *b = bound(c, r, pk, &frac, &frac_cpu);
+    if (frac >= 0)
+        snprintf(peak, sizeof peak, "%s %.3f", b, frac);
+    if (frac_cpu >= 0)
+        snprintf(peak_cpu, sizeof peak_cpu, "%.3f", frac_cpu);
     if (sg->wall > 0) {
         snprintf(ratio, sizeof ratio, "%.3f", r->gflops / sg->wall);
         snprintf(ratio_cpu, sizeof ratio_cpu, "%.3f", gf_cpu / sg->cpu);
@@ -483,8 +539,10 @@ static void print_row(const bench_case *c, const result *r, const ceiling *sg)
         snprintf(base, sizeof base, "(%s)", r->base_note ? r->base_note : "n/a");
     }
     printf(
-        "%-14s %6d %2d %4d %8.4f %9.2f %8.2f %6s %8.2f %6s %8.2f %16s %8s %8s %8.1e%s  %s [%s]\n",
-        c->name, c->n, c->heads, c->dim, r->density, r->ms, r->gflops, ratio, gf_cpu, ratio_cpu,
+        "%-14s %6d %2d %4d %8.4f %9.2f %8.2f %9s %6s %6s %8.2f %6s %8.2f %16s %8s %8s %8.1e%s  "
+        "%s [%s]\n",
+        c->name, c->n, c->heads, c->dim, r->density, r->ms, r->gflops, peak, peak_cpu, ratio,
+        gf_cpu, ratio_cpu,
         (double)r->device_bytes / (1024.0 * 1024.0), base, speed, speed_cpu, r->err,
         r->err > 1e-4 ? "!" : " ", r->params, r->source);
 }
@@ -577,20 +635,35 @@ int main(int argc, char **argv)
     tool_log_install(ctx, "sparcl-bench");
     ceiling sg = {0, 0};
     sg.wall = bench_sgemm_gflops(2048, 5, &sg.cpu);
+    bench_peak pk;
+    bench_peak_measure(ctx, 5, &pk);
+    if (pk.error[0])
+        fprintf(stderr, "sparcl-bench: %s\n", pk.error);
     if (!opt.json) {
         printf("device: %s\n", sparcl_ctx_device_string(ctx));
-        printf("BLAS: %s\nSGEMM n=2048 (the ceiling): ", bench_blas_string());
+        printf("FMA peak (OpenCL probe, 12 FMA chains per work-item, best variant: %s): %.1f "
+               "GFLOP/s wall, %.1f GFLOP per CPU-second\n",
+               pk.fma_variant ? pk.fma_variant : "none", pk.fma_gflops, pk.fma_gflops_cpu);
+        printf("bandwidth (OpenCL probe, %zu MiB buffers): copy %.1f GB/s, triad %.1f GB/s; "
+               "machine balance %.1f FLOP/byte\n",
+               pk.stream_bytes >> 20, pk.copy_gbs, pk.triad_gbs,
+               pk.bw_gbs > 0 ? pk.fma_gflops / pk.bw_gbs : 0.0);
+        printf("BLAS: %s\nSGEMM n=2048 (a second reference): ", bench_blas_string());
         if (sg.wall > 0)
-            printf("%.1f GFLOP/s wall, %.1f GFLOP per CPU-second\n", sg.wall, sg.cpu);
+            printf("%.1f GFLOP/s wall, %.1f GFLOP per CPU-second (%.2f of the FMA peak)\n",
+                   sg.wall, sg.cpu, pk.fma_gflops > 0 ? sg.wall / pk.fma_gflops : 0.0);
         else
             printf("n/a\n");
         printf("ms: median of %d calls after 2 warm-ups (OpenCL events); base_ms: median of %d "
-               "runs of dense CPU attention through CBLAS.\nGF/cpu-s, xSGEMMc and speedup_c use "
-               "CPU time instead of wall time (robust to other load).\n\n",
+               "runs of dense CPU attention through CBLAS.\nxPeak: fraction of the ceiling that "
+               "bounds the case (fma: of the FMA peak; mem: of the bandwidth, by compulsory "
+               "bytes).\nGF/cpu-s, xPeakc, xSGEMMc and speedup_c use CPU time instead of wall "
+               "time (robust to other load).\n\n",
                opt.reps, opt.baseline_reps);
-        printf("%-14s %6s %2s %4s %8s %9s %8s %6s %8s %6s %8s %16s %8s %8s %8s   %s\n", "case", "n",
-               "H", "D", "density", "ms", "GFLOP/s", "xSGEMM", "GF/cpu-s", "xSGEMMc", "dev_MiB",
-               "base_ms", "speedup", "speedupc", "max_err", "params");
+        printf("%-14s %6s %2s %4s %8s %9s %8s %9s %6s %6s %8s %6s %8s %16s %8s %8s %8s   %s\n",
+               "case", "n", "H", "D", "density", "ms", "GFLOP/s", "xPeak", "xPeakc", "xSGEMM",
+               "GF/cpu-s", "xSGEMMc", "dev_MiB", "base_ms", "speedup", "speedupc", "max_err",
+               "params");
     }
     int failures = 0;
     for (int i = 0; i < N_CASES; ++i) {
@@ -603,9 +676,9 @@ int main(int argc, char **argv)
         }
         failures += !(r.err <= 1e-4);
         if (opt.json)
-            print_json(&cases[i], &r, &sg);
+            print_json(&cases[i], &r, &sg, &pk);
         else
-            print_row(&cases[i], &r, &sg);
+            print_row(&cases[i], &r, &sg, &pk);
         fflush(stdout);
     }
     sparcl_ctx_free(ctx);

@@ -36,7 +36,9 @@ static void usage(FILE *f)
             "else first GPU, else CPU)\n"
             "  --db PATH           tuning database (default: SPARCL_DB, else "
             "$XDG_CACHE_HOME/sparcl/tuning.db)\n"
-            "  --strategy S        exhaustive | random | anneal (default anneal)\n"
+            "  --strategy S        exhaustive | random | anneal | basin (default anneal); basin:\n"
+            "                      local searches from the default (and --transfer seeds), then\n"
+            "                      from random kicks around the best\n"
             "  --budget B          quick (quick problems, 12 evaluations each) | thorough "
             "(standard problems, 80 each; the default)\n"
             "  --max-evals N       evaluations per problem, the default's included (0: no limit)\n"
@@ -47,22 +49,33 @@ static void usage(FILE *f)
             "                      with PATTERN dense | causal | window (+-W tokens) | bigbird\n"
             "  --kernel NAME       tune only this kernel family (default: all it can run)\n"
             "  --fix NAME=V        search only candidates with NAME=V (repeatable)\n"
+            "  --space NAME=V1,V2,...  search only these values of NAME (repeatable, several\n"
+            "                      parameters; a name the tuned family lacks is ignored)\n"
+            "  --transfer          also start from the fastest stored rows of the nearest other\n"
+            "                      problems in the database (transfer across sizes)\n"
+            "  --replay            simulate: run the strategy against the database's stored\n"
+            "                      evaluations only (no kernel is run; a candidate without a row\n"
+            "                      counts as failed) and print each run's gap to the best stored\n"
+            "  --seeds K           with --replay: K runs per problem, seeds --seed.. (default 10)\n"
             "  --timeout S         watchdog limit per candidate (default 120)\n"
             "  --seed N            seed of the random strategies (default 1)\n"
             "  --export FILE       write the database as FILE.csv or FILE.sql, then exit\n"
             "  --import FILE       merge a .csv or .sql export into the database, then exit\n"
+            "  --report FILE.svg   draw every problem's evaluations in the database, then exit\n"
             "  --list-devices      list OpenCL devices and exit\n");
 }
 
 typedef struct options {
-    const char *device, *db, *problems, *export_path, *import_path, *kernel;
+    const char *device, *db, *problems, *export_path, *import_path, *kernel, *report_path;
     tune_strategy strategy;
     tune_budget budget;
-    sparcl_params fixed;
+    const char *rules[64]; /* --fix and --space, "NAME=v1,v2,..." */
+    int n_rules;
     int max_runs;
     double timeout;
     unsigned seed;
     int list_devices, worker;
+    int replay, seeds, transfer;
 } options;
 
 static int parse_args(int argc, char **argv, options *o)
@@ -71,6 +84,7 @@ static int parse_args(int argc, char **argv, options *o)
     o->strategy = TUNE_ANNEAL;
     o->timeout = 120;
     o->seed = 1;
+    o->seeds = 10;
     int quick = 0, evals = -1, stagnation = -1;
     double seconds = -1;
     for (int i = 1; i < argc; ++i) {
@@ -103,30 +117,37 @@ static int parse_args(int argc, char **argv, options *o)
         } else if (!strcmp(a, "--export")) {
             TAKES_VALUE;
             o->export_path = v;
+        } else if (!strcmp(a, "--report")) {
+            TAKES_VALUE;
+            o->report_path = v;
         } else if (!strcmp(a, "--import")) {
             TAKES_VALUE;
             o->import_path = v;
-        } else if (!strcmp(a, "--fix")) {
+        } else if (!strcmp(a, "--replay")) {
+            o->replay = 1;
+        } else if (!strcmp(a, "--transfer")) {
+            o->transfer = 1;
+        } else if (!strcmp(a, "--fix") || !strcmp(a, "--space")) {
             TAKES_VALUE;
             char name[SPARCL_PARAM_NAME_MAX];
-            int value;
-            if (sscanf(v, "%23[A-Za-z0-9_]=%d", name, &value) != 2 ||
-                sparcl_params_set(&o->fixed, name, value) != SPARCL_OK) {
-                fprintf(stderr, "sparcl-tune: error: --fix needs NAME=integer, not \"%s\"\n", v);
+            int value, used = 0;
+            int fix = !strcmp(a, "--fix");
+            /* The values are checked against each family's space later. */
+            if ((fix ? sscanf(v, "%23[A-Za-z0-9_]=%d%n", name, &value, &used) != 2 ||
+                           v[used] != '\0'
+                     : sscanf(v, "%23[A-Za-z0-9_]=%d", name, &value) != 2) ||
+                o->n_rules == 64) {
+                fprintf(stderr, "sparcl-tune: error: %s needs %s, not \"%s\"\n", a,
+                        fix ? "NAME=integer" : "NAME=integer[,integer...]", v);
                 return -1;
             }
+            o->rules[o->n_rules++] = v;
         } else if (!strcmp(a, "--kernel")) {
             TAKES_VALUE;
             o->kernel = v;
         } else if (!strcmp(a, "--strategy")) {
             TAKES_VALUE;
-            if (!strcmp(v, "exhaustive"))
-                o->strategy = TUNE_EXHAUSTIVE;
-            else if (!strcmp(v, "random"))
-                o->strategy = TUNE_RANDOM;
-            else if (!strcmp(v, "anneal"))
-                o->strategy = TUNE_ANNEAL;
-            else {
+            if (tune_strategy_parse(v, &o->strategy) != 0) {
                 fprintf(stderr, "sparcl-tune: error: unknown strategy \"%s\"\n", v);
                 return -1;
             }
@@ -139,8 +160,8 @@ static int parse_args(int argc, char **argv, options *o)
                 return -1;
             }
         } else if (!strcmp(a, "--max-evals") || !strcmp(a, "--stagnation") ||
-                   !strcmp(a, "--max-seconds") || !strcmp(a, "--timeout") ||
-                   !strcmp(a, "--seed")) {
+                   !strcmp(a, "--max-seconds") || !strcmp(a, "--timeout") || !strcmp(a, "--seed") ||
+                   !strcmp(a, "--seeds")) {
             TAKES_VALUE;
             char *end = NULL;
             double x = strtod(v, &end);
@@ -156,6 +177,8 @@ static int parse_args(int argc, char **argv, options *o)
                 seconds = x;
             else if (!strcmp(a, "--timeout"))
                 o->timeout = x > 0 ? x : 1;
+            else if (!strcmp(a, "--seeds"))
+                o->seeds = x >= 1 ? (int)x : 1;
             else
                 o->seed = (unsigned)x;
         } else {
@@ -215,37 +238,51 @@ typedef struct state {
     char fatal_msg[600];
 } state;
 
+/* "eval 7/80" with a limit, "eval 7" without one. */
+static void fmt_count(int evals, int max_evals, char *buf, size_t size)
+{
+    if (max_evals > 0)
+        snprintf(buf, size, "%d/%d", evals, max_evals);
+    else
+        snprintf(buf, size, "%d", evals);
+}
+
 static void report(state *s, const sparcl_params *p, const sparcl_tuning_result *r, int stored)
 {
     progress *pg = s->pg;
-    double avg = pg->new_evals ? pg->eval_seconds / pg->new_evals : 1.0;
-    double left = avg * ((s->o->budget.max_evals - s->evals) +
-                         (double)(pg->n_problems - pg->problem) * s->o->budget.max_evals);
-    char eta[32];
-    fmt_time(left, eta, sizeof eta);
+    const int max = s->o->budget.max_evals;
+    /* An ETA needs a limit on evaluations; stored rows may take a problem
+     * past it (they count, but cost nothing), so clamp at zero. */
+    char eta[48] = "";
+    if (max > 0) {
+        double avg = pg->new_evals ? pg->eval_seconds / pg->new_evals : 1.0;
+        double rest = (double)(max > s->evals ? max - s->evals : 0) +
+                      (double)(pg->n_problems - pg->problem) * max;
+        char t[32];
+        fmt_time(avg * rest, t, sizeof t);
+        snprintf(eta, sizeof eta, ", ETA %s", t);
+    }
+    char count[32];
+    fmt_count(s->evals, max, count, sizeof count);
     if (pg->tty) {
-        int width = 24, done = s->o->budget.max_evals
-                                   ? (int)((double)width * s->evals / s->o->budget.max_evals)
-                                   : 0;
+        int width = 24, done = max > 0 ? (int)((double)width * s->evals / max) : 0;
         char bar[32];
         for (int i = 0; i < width; ++i)
             bar[i] = i < done ? '#' : '.';
         bar[width] = '\0';
-        fprintf(stderr, "\r\033[K[%s] problem %d/%d  eval %d/%d  best %.3f ms  ETA %s", bar,
-                pg->problem, pg->n_problems, s->evals, s->o->budget.max_evals, s->best, eta);
+        fprintf(stderr, "\r\033[K[%s] problem %d/%d  eval %s  best %.3f ms%s", bar, pg->problem,
+                pg->n_problems, count, s->best, eta);
         fflush(stderr);
         return;
     }
     char list[512];
     sparcl_params_format(p, list, sizeof list);
     if (r->status == SPARCL_TUNING_OK)
-        printf("[%d/%d] eval %d/%d %s: ok %.3f ms%s (best %.3f ms, ETA %s)\n", pg->problem,
-               pg->n_problems, s->evals, s->o->budget.max_evals, list, r->median_ms,
-               stored ? " [stored]" : "", s->best, eta);
+        printf("[%d/%d] eval %s %s: ok %.3f ms%s (best %.3f ms%s)\n", pg->problem, pg->n_problems,
+               count, list, r->median_ms, stored ? " [stored]" : "", s->best, eta);
     else
-        printf("[%d/%d] eval %d/%d %s: %s%s: %.160s\n", pg->problem, pg->n_problems, s->evals,
-               s->o->budget.max_evals, list, sparcl_tuning_status_string(r->status),
-               stored ? " [stored]" : "", r->message);
+        printf("[%d/%d] eval %s %s: %s%s: %.160s\n", pg->problem, pg->n_problems, count, list,
+               sparcl_tuning_status_string(r->status), stored ? " [stored]" : "", r->message);
     fflush(stdout);
 }
 
@@ -309,8 +346,8 @@ typedef struct row {
 
 static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db *db,
                              const sparcl_device_info *device, tune_child *child,
-                             const char *kernel, const tune_problem *prob, progress *pg, row *out,
-                             int *fatal, char *fatal_msg, size_t fsize)
+                             const char *db_path, const char *kernel, const tune_problem *prob,
+                             progress *pg, row *out, int *fatal, char *fatal_msg, size_t fsize)
 {
     memset(out, 0, sizeof *out);
     snprintf(out->spec, sizeof out->spec, "%s", prob->spec);
@@ -326,8 +363,28 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
         sparcl_layout_free(layout);
         return;
     }
-    sparcl_params def;
-    sparcl_kernel_default_params(ctx, kernel, &desc, &def);
+    sparcl_params starts[1 + TUNE_TRANSFER_SEEDS];
+    sparcl_params *def = &starts[0];
+    sparcl_kernel_default_params(ctx, kernel, &desc, def);
+    int n_starts = 1;
+    char err[512] = "";
+    sparcl_param_space space;
+    if (tune_space(ctx, kernel, o->rules, o->n_rules, &space, err, sizeof err) != 0) {
+        snprintf(out->note, sizeof out->note, "skipped: %.140s", err);
+        sparcl_layout_free(layout);
+        return;
+    }
+    if (o->transfer) {
+        char from[256];
+        int k = tune_transfer_seeds(ctx, db_path, device, &s.key, 1, kernel, &desc, &space,
+                                    starts + 1, TUNE_TRANSFER_SEEDS, from, sizeof from, err,
+                                    sizeof err);
+        if (k < 0)
+            printf("transfer: %s\n", err);
+        else if (k > 0)
+            printf("transfer: %d seeds from %s\n", k, from);
+        n_starts += k > 0 ? k : 0;
+    }
     s.o = o;
     s.db = db;
     s.device = device;
@@ -335,9 +392,8 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
     s.child = child;
     s.pg = pg;
     tune_search_stats stats;
-    char err[512] = "";
-    if (tune_search(ctx, kernel, &desc, &o->fixed, &def, o->strategy, &o->budget, o->seed, evaluate, &s,
-                    &stats, err, sizeof err) != 0)
+    if (tune_search(ctx, kernel, &desc, &space, starts, n_starts, o->strategy, &o->budget, o->seed,
+                    evaluate, &s, &stats, err, sizeof err) != 0)
         snprintf(out->note, sizeof out->note, "skipped: %s", err);
     if (pg->tty)
         fprintf(stderr, "\r\033[K");
@@ -356,7 +412,7 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
     out->stored = s.stored;
     sparcl_tuning_result r;
     int found = 0;
-    if (!s.fatal && sparcl_tuning_db_find(db, device, &s.key, &def, &r, &found) == SPARCL_OK &&
+    if (!s.fatal && sparcl_tuning_db_find(db, device, &s.key, def, &r, &found) == SPARCL_OK &&
         found && r.status == SPARCL_TUNING_OK)
         out->default_ms = r.median_ms;
     if (!s.fatal && sparcl_tuning_db_best(db, device, &s.key, &r, &found) == SPARCL_OK && found) {
@@ -391,6 +447,77 @@ static int can_evaluate(const char *kernel)
            !strcmp(kernel, "attn_entmax");
 }
 
+/* The kernel families to tune (--kernel, or all the worker can run). */
+static int tuned_kernels(const options *o, const char **kernels, int max)
+{
+    int n = 0;
+    for (int k = 0; k < sparcl_kernel_count() && n < max; ++k) {
+        const char *name = sparcl_kernel_name(k);
+        if (o->kernel && strcmp(o->kernel, name))
+            continue;
+        if (!can_evaluate(name)) {
+            printf("note: kernel family %s has no evaluator in sparcl-tune yet; skipped\n", name);
+            continue;
+        }
+        kernels[n++] = name;
+    }
+    if (n == 0)
+        fprintf(stderr, "sparcl-tune: warning: no kernel family to tune\n");
+    return n;
+}
+
+/* Checks the --fix/--space rules against the families' spaces before any
+ * work: every value must be a choice, every name some family's. */
+static int check_rules(const options *o, sparcl_ctx *ctx, const char *const *kernels, int n)
+{
+    for (int r = 0; r < o->n_rules; ++r) {
+        int used = 0;
+        for (int k = 0; k < n; ++k) {
+            sparcl_param_space space;
+            char err[512];
+            if (tune_space(ctx, kernels[k], &o->rules[r], 1, &space, err, sizeof err) != 0) {
+                fprintf(stderr, "sparcl-tune: error: %s\n", err);
+                return -1;
+            }
+            size_t len = strcspn(o->rules[r], "=");
+            for (int i = 0; i < space.count; ++i)
+                used |= strlen(space.item[i].name) == len &&
+                        !strncmp(space.item[i].name, o->rules[r], len);
+        }
+        if (!used && n > 0) {
+            fprintf(stderr,
+                    "sparcl-tune: error: \"%s\" names no parameter of the tuned "
+                    "kernel families\n",
+                    o->rules[r]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* --replay: every strategy run is simulated on stored rows; no worker. */
+static int run_replay(const options *o, sparcl_ctx *ctx, const char *path,
+                      const tune_problem *problems, int n)
+{
+    tune_replay_options r = {path, o->strategy, o->budget, o->seed, o->seeds, o->transfer};
+    const char *kernels[16];
+    int n_kernels = tuned_kernels(o, kernels, 16), failed = 0;
+    if (check_rules(o, ctx, kernels, n_kernels) != 0)
+        return 2;
+    for (int k = 0; k < n_kernels; ++k)
+        for (int i = 0; i < n; ++i) {
+            char err[512] = "";
+            sparcl_param_space space;
+            if (tune_space(ctx, kernels[k], o->rules, o->n_rules, &space, err, sizeof err) != 0 ||
+                tune_replay_problem(ctx, kernels[k], &problems[i], &space, &r, err, sizeof err) !=
+                    0) {
+                fprintf(stderr, "sparcl-tune: replay: %s\n", err);
+                failed = 1;
+            }
+        }
+    return failed;
+}
+
 static int run_tuning(const options *o, const char *exe)
 {
     char err[512] = "";
@@ -416,6 +543,12 @@ static int run_tuning(const options *o, const char *exe)
         free(problems);
         return 1;
     }
+    if (o->replay) {
+        int failed = run_replay(o, ctx, path, problems, n);
+        sparcl_ctx_free(ctx);
+        free(problems);
+        return failed;
+    }
     sparcl_tuning_db *db = NULL;
     if (sparcl_tuning_db_init(NULL, &db, path, SPARCL_TUNING_DB_WRITE) != SPARCL_OK) {
         fprintf(stderr, "sparcl-tune: error: %s\n", sparcl_ctx_errmsg(NULL));
@@ -425,32 +558,33 @@ static int run_tuning(const options *o, const char *exe)
     }
     sparcl_device_info device;
     sparcl_ctx_device_info(ctx, &device);
-    static const char *const names[] = {"exhaustive", "random", "anneal"};
-    printf("device:   %s\ndatabase: %s\nstrategy: %s, up to %d evaluations, %.0f s and %d "
+    char limit[48] = "no evaluation limit";
+    if (o->budget.max_evals > 0)
+        snprintf(limit, sizeof limit, "up to %d evaluations", o->budget.max_evals);
+    printf("device:   %s\ndatabase: %s\nstrategy: %s%s, %s, %.0f s and %d "
            "without improvement per problem\n",
-           sparcl_ctx_device_string(ctx), path, names[o->strategy], o->budget.max_evals,
-           o->budget.max_seconds, o->budget.stagnation);
+           sparcl_ctx_device_string(ctx), path, tune_strategy_name(o->strategy),
+           o->transfer ? " with transfer" : "", limit, o->budget.max_seconds, o->budget.stagnation);
     fflush(stdout);
 
-    int n_kernels = 0;
     const char *kernels[16];
-    for (int k = 0; k < sparcl_kernel_count() && n_kernels < 16; ++k) {
-        const char *name = sparcl_kernel_name(k);
-        if (o->kernel && strcmp(o->kernel, name))
-            continue;
-        if (!can_evaluate(name)) {
-            printf("note: kernel family %s has no evaluator in sparcl-tune yet; skipped\n", name);
-            continue;
-        }
-        kernels[n_kernels++] = name;
+    int n_kernels = tuned_kernels(o, kernels, 16);
+    if (check_rules(o, ctx, kernels, n_kernels) != 0) {
+        sparcl_tuning_db_free(db);
+        sparcl_ctx_free(ctx);
+        free(problems);
+        return 2;
     }
-    if (n_kernels == 0)
-        fprintf(stderr, "sparcl-tune: warning: no kernel family to tune\n");
 
     tune_child *child = tune_child_new(exe, o->device);
     row *rows = calloc((size_t)(n * (n_kernels ? n_kernels : 1)), sizeof *rows);
-    progress pg = {isatty(STDERR_FILENO) && isatty(STDOUT_FILENO), 0, n * n_kernels,
-                   o->budget.max_evals, now(), 0, 0};
+    progress pg = {isatty(STDERR_FILENO) && isatty(STDOUT_FILENO),
+                   0,
+                   n * n_kernels,
+                   o->budget.max_evals,
+                   now(),
+                   0,
+                   0};
     int n_rows = 0, fatal = 0;
     char fatal_msg[600] = "";
     for (int k = 0; k < n_kernels && !fatal && !interrupted; ++k)
@@ -461,7 +595,7 @@ static int run_tuning(const options *o, const char *exe)
                        problems[i].spec);
                 fflush(stdout);
             }
-            tune_problem_run(ctx, o, db, &device, child, kernels[k], &problems[i], &pg,
+            tune_problem_run(ctx, o, db, &device, child, path, kernels[k], &problems[i], &pg,
                              &rows[n_rows++], &fatal, fatal_msg, sizeof fatal_msg);
         }
     tune_child_free(child);
@@ -506,6 +640,15 @@ static int transfer(const options *o)
         printf("imported %lld rows from %s into %s\n", (long long)rows, o->import_path, path);
     if (st == SPARCL_OK && o->export_path)
         printf("exported %s to %s\n", path, o->export_path);
+    if (st == SPARCL_OK && o->report_path) {
+        char err[512];
+        if (tune_report_svg(path, o->report_path, err, sizeof err) != 0) {
+            fprintf(stderr, "sparcl-tune: error: %s\n", err);
+            st = SPARCL_ERR_DATABASE;
+        } else {
+            printf("drew %s into %s\n", path, o->report_path);
+        }
+    }
     sparcl_tuning_db_free(db);
     return st == SPARCL_OK ? 0 : 1;
 }
@@ -526,7 +669,7 @@ int main(int argc, char **argv)
         fputs(buf, stdout);
         return 0;
     }
-    if (o.import_path || o.export_path)
+    if (o.import_path || o.export_path || o.report_path)
         return transfer(&o);
 
     /* Ctrl-C (and TERM): finish cleanly, keeping every committed row.

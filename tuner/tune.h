@@ -1,8 +1,11 @@
 /*
  * tune.h -- the parts of sparcl-tune: problem sets (tune_problems.c), the
  * search strategies (tune_search.c), the evaluating worker process
- * (tune_worker.c) and the parent's handle on it (tune_child.c).  The tuner
- * is a client of the library: it uses only sparcl.h and OpenCL.
+ * (tune_worker.c) and the parent's handle on it (tune_child.c); spaces
+ * (tune_space.c), replay (tune_replay.c) and the run picture
+ * (tune_report.c).  The tuner is a client of the library: it uses
+ * sparcl.h and OpenCL, and reads the database file's documented views
+ * with SQLite where the library has no call for it (tune_store.c).
  */
 #ifndef SPARCL_TUNE_H
 #define SPARCL_TUNE_H
@@ -34,33 +37,131 @@ sparcl_status tune_problem_desc(sparcl_ctx *ctx, const tune_problem *p, sparcl_p
 
 /* ---- search ---- */
 
-typedef enum { TUNE_EXHAUSTIVE, TUNE_RANDOM, TUNE_ANNEAL } tune_strategy;
+typedef enum { TUNE_EXHAUSTIVE, TUNE_RANDOM, TUNE_ANNEAL, TUNE_BASIN } tune_strategy;
+
+/* "exhaustive", "random", "anneal", "basin" and back; parse returns -1 for
+ * an unknown name. */
+int tune_strategy_parse(const char *name, tune_strategy *out);
+const char *tune_strategy_name(tune_strategy strategy);
 
 typedef struct tune_budget {
-    int max_evals;      /* per problem, the default included */
-    double max_seconds; /* per problem, wall time */
+    int max_evals;      /* per problem, the default included; 0 = no limit */
+    double max_seconds; /* per problem, wall time; 0 = no limit */
     int stagnation;     /* stop after this many evaluations without a new best; 0 = off */
 } tune_budget;
 
 /* Evaluates one candidate: returns its time in ms, or INFINITY if it
- * failed; sets *stop to end the search (interrupted). */
+ * failed; sets *stop to end the search (interrupted).  Live tuning runs the
+ * candidate in the worker (sparcl_tune.c); replay looks it up among stored
+ * evaluations (tune_replay.c).  The strategies cannot tell them apart. */
 typedef double (*tune_eval_fn)(void *user, const sparcl_params *params, int *stop);
 
 typedef struct tune_search_stats {
-    int evals;       /* evaluations the budget counted (stored ones included) */
-    int valid;       /* size of the valid space */
-    double best_ms;  /* INFINITY if nothing succeeded */
-    int stopped;     /* interrupted */
+    int evals;                /* evaluations the budget counted (stored ones included) */
+    int valid;                /* size of the valid space */
+    double best_ms;           /* INFINITY if nothing succeeded */
+    sparcl_params best;       /* the fastest evaluated candidate (empty if none) */
+    int stopped;              /* interrupted */
 } tune_search_stats;
 
-/* Runs `strategy` over every valid parameter set of `kernel` for `desc`
- * that agrees with `fixed` (may be NULL or empty: parameters pinned by
- * --fix), starting from `start` (the built-in default).  Returns 0, or -1 with the
- * message in err. */
+/* Runs `strategy` over every parameter set of `space` (a family's space,
+ * possibly restricted) that sparcl_kernel_check_params() accepts for
+ * `desc`.  The candidates of `starts` (n_starts, may be 0) are evaluated
+ * first, in order: the built-in default (the speedup reference), then
+ * seeds such as the best rows of the nearest tuned problems; those not in
+ * the valid space are skipped.  Annealing continues from the best start,
+ * basin hopping restarts its local searches from them.  Every choice comes
+ * from a generator seeded with `seed`, so the same evaluation outcomes give
+ * the same run.  Returns 0, or -1 with the message in err. */
 int tune_search(sparcl_ctx *ctx, const char *kernel, const sparcl_plan_desc *desc,
-                const sparcl_params *fixed, const sparcl_params *start, tune_strategy strategy, const tune_budget *budget,
-                unsigned seed, tune_eval_fn eval, void *user, tune_search_stats *stats,
-                char *err, size_t size);
+                const sparcl_param_space *space, const sparcl_params *starts, int n_starts,
+                tune_strategy strategy, const tune_budget *budget, unsigned seed,
+                tune_eval_fn eval, void *user, tune_search_stats *stats, char *err, size_t size);
+
+/* ---- spaces ---- */
+
+/* Family `kernel`'s space restricted by rules "NAME=v1,v2,..." (--fix and
+ * --space).  A rule whose NAME the family lacks is skipped (rules apply to
+ * every family tuned); a value outside the family's choices is an error.
+ * Returns 0, or -1 with the message in err. */
+int tune_space(sparcl_ctx *ctx, const char *kernel, const char *const *rules, int n_rules,
+               sparcl_param_space *out, char *err, size_t size);
+
+/* 1 if every value of p is among `space`'s choices and
+ * sparcl_kernel_check_params() accepts p for `desc`, else 0. */
+int tune_space_admits(sparcl_ctx *ctx, const char *kernel, const sparcl_plan_desc *desc,
+                      const sparcl_param_space *space, const sparcl_params *p);
+
+/* ---- stored evaluations (read straight from the database file) ---- */
+
+/* How many of the nearest problems' rows seed a search with --transfer. */
+#define TUNE_TRANSFER_SEEDS 4
+
+/* One stored evaluation: its parameters and time (INFINITY unless ok). */
+typedef struct tune_row {
+    sparcl_params params;
+    double ms;
+} tune_row;
+
+/* The evaluations of `problem` (any kernel hash unless same_hash) on
+ * devices of the same platform and name as `device` (free-memory figures
+ * may differ); where a parameter set was stored more than once, the latest
+ * row.  *rows is malloc'd (free it).  Returns 0, or -1 with err. */
+int tune_store_rows(const char *db_path, const sparcl_device_info *device,
+                    const sparcl_tuning_problem *problem, int same_hash, tune_row **rows,
+                    int *n_rows, char *err, size_t size);
+
+/* Transfer across sizes: up to `max` parameter sets, the fastest ok rows of
+ * the problems nearest to `problem` (same kernel family, same device
+ * platform and name; distance in log-space of lengths, heads, head_dim and
+ * density), the nearest problem first; the problem itself is excluded.
+ * Writes a description of the source problems into `from`.  Returns the
+ * number found (0 if none), or -1 with err. */
+int tune_store_neighbours(const char *db_path, const sparcl_device_info *device,
+                          const sparcl_tuning_problem *problem, int same_hash,
+                          sparcl_params *out, int max, char *from, size_t from_size, char *err,
+                          size_t size);
+
+/* The transfer seeds of a search: up to `max` of the nearest problems'
+ * fastest rows (tune_store_neighbours, up to 4 x TUNE_TRANSFER_SEEDS read)
+ * that `space` admits for `desc`.  Returns the count, or -1 with err. */
+int tune_transfer_seeds(sparcl_ctx *ctx, const char *db_path, const sparcl_device_info *device,
+                        const sparcl_tuning_problem *key, int same_hash, const char *kernel,
+                        const sparcl_plan_desc *desc, const sparcl_param_space *space,
+                        sparcl_params *out, int max, char *from, size_t from_size, char *err,
+                        size_t size);
+
+/* ---- replay ---- */
+
+typedef struct tune_replay_options {
+    const char *db_path;
+    tune_strategy strategy;
+    tune_budget budget; /* max_seconds is ignored: nothing is timed */
+    unsigned seed;      /* first seed */
+    int seeds;          /* runs per problem, seeds seed, seed+1, ... */
+    int transfer;       /* seed from the nearest problems' stored rows */
+} tune_replay_options;
+
+/* Replays `strategy` on problem `prob` of family `kernel` against the
+ * stored evaluations only: no kernel is built or run.  The space is the
+ * live one (`space`, checked for this device), so a run with the same
+ * strategy, seed and budget takes the same path as the live run did; a
+ * candidate without a stored row counts as a failed evaluation (it uses
+ * budget and is reported as "missing").  Prints one line
+ * per seed (the chosen configuration and its gap to the best stored time)
+ * and a summary line "replay-summary ..." (median and worst gap).  Returns
+ * 0, or -1 with err. */
+int tune_replay_problem(sparcl_ctx *ctx, const char *kernel, const tune_problem *prob,
+                        const sparcl_param_space *space, const tune_replay_options *o, char *err,
+                        size_t size);
+
+/* ---- a picture of tuning runs ---- */
+
+/* Writes an SVG with one panel per device, kernel family and problem of
+ * the database: every evaluation in stored order (time on a log scale,
+ * failures marked), the best so far and the first evaluation (the
+ * default).  Returns 0, or -1 with err. */
+int tune_report_svg(const char *db_path, const char *svg_path, char *err, size_t size);
 
 /* ---- the worker process ---- */
 
