@@ -87,18 +87,15 @@ static sparcl_status create(const sparcl__plan_view *v, const sparcl_plan_desc *
     return SPARCL_OK;
 }
 
-static sparcl_status create_softmax(const sparcl__plan_view *v, const sparcl_plan_desc *desc,
-                                    sparcl__pset *params, sparcl__plan_report *report, void **state)
+/* Softmax builds attn_fwd, the sparse normalizations attn_entmax. */
+static sparcl_status fused_create(const sparcl__plan_view *v, const sparcl_plan_desc *desc,
+                                  sparcl__pset *params, sparcl__plan_report *report, void **state)
 {
     (void)report;
-    return create(v, desc, &sparcl__schema_attn_fwd, params, state);
-}
-
-static sparcl_status create_entmax(const sparcl__plan_view *v, const sparcl_plan_desc *desc,
-                                   sparcl__pset *params, sparcl__plan_report *report, void **state)
-{
-    (void)report;
-    return create(v, desc, &sparcl__schema_attn_entmax, params, state);
+    float alpha;
+    const sparcl__kernel_schema *family =
+        sparcl__entmax_norm(desc, &alpha) ? &sparcl__schema_attn_entmax : &sparcl__schema_attn_fwd;
+    return create(v, desc, family, params, state);
 }
 
 /* Enqueues attn_fwd_pack_k (KT=1): K into the workspace, after the caller's
@@ -207,7 +204,7 @@ static sparcl_status fused_forward(void *state, const sparcl__fwd_call *c)
 const sparcl__kind_ops sparcl__kind_fused = {
     .name = "fused softmax",
     .family = &sparcl__schema_attn_fwd,
-    .create = create_softmax,
+    .create = fused_create,
     .forward = fused_forward,
     .prepare_backward = sparcl__tiled_prepare_backward,
     .backward = sparcl__tiled_backward,
@@ -218,7 +215,7 @@ const sparcl__kind_ops sparcl__kind_fused = {
 const sparcl__kind_ops sparcl__kind_entmax = {
     .name = "sparse normalization (entmax)",
     .family = &sparcl__schema_attn_entmax,
-    .create = create_entmax,
+    .create = fused_create,
     .forward = fused_forward,
     .device_bytes = fused_bytes,
     .free = fused_free,

@@ -268,17 +268,30 @@ sparcl_status sparcl__plan_check_queue(sparcl_plan *p, cl_command_queue queue)
     return SPARCL_OK;
 }
 
-SPARCL_API sparcl_status sparcl_plan_forward_on_queue(sparcl_plan *p, cl_command_queue queue,
-                                                      cl_mem q, cl_mem k, cl_mem v, cl_mem out,
-                                                      cl_mem lse, cl_uint num_wait,
-                                                      const cl_event *wait, cl_event *event)
+sparcl_status sparcl__plan_call_begin(sparcl_plan *p, cl_command_queue queue,
+                                      sparcl_strides ts[4])
 {
     if (!p)
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
     sparcl_status st = sparcl__plan_check_queue(p, queue);
     if (st != SPARCL_OK)
         return st;
-    const sparcl_strides ts[4] = {p->view.qs, p->view.ks, p->view.vs, p->view.os};
+    ts[0] = p->view.qs;
+    ts[1] = p->view.ks;
+    ts[2] = p->view.vs;
+    ts[3] = p->view.os;
+    return SPARCL_OK;
+}
+
+SPARCL_API sparcl_status sparcl_plan_forward_on_queue(sparcl_plan *p, cl_command_queue queue,
+                                                      cl_mem q, cl_mem k, cl_mem v, cl_mem out,
+                                                      cl_mem lse, cl_uint num_wait,
+                                                      const cl_event *wait, cl_event *event)
+{
+    sparcl_strides ts[4];
+    sparcl_status st = sparcl__plan_call_begin(p, queue, ts);
+    if (st != SPARCL_OK)
+        return st;
     return forward_strided(p, queue, ts, q, k, v, out, lse, num_wait, wait, event);
 }
 

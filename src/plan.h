@@ -28,6 +28,11 @@ sparcl_status sparcl__plan_check_buffer(sparcl_plan *p, cl_mem m, const char *na
  * device; otherwise SPARCL_ERR_INVALID_ARGUMENT with a message. */
 sparcl_status sparcl__plan_check_queue(sparcl_plan *p, cl_command_queue queue);
 
+/* What every call on a device queue starts with: p not NULL and `queue`
+ * checked (sparcl__plan_check_queue); ts receives p's strides (q, k, v,
+ * out). */
+sparcl_status sparcl__plan_call_begin(sparcl_plan *p, cl_command_queue queue, sparcl_strides ts[4]);
+
 /* Validates a descriptor (shapes, GQA ratio, head_dim, scale, strides,
  * layout shape), naming the first wrong field. */
 sparcl_status sparcl__plan_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d);

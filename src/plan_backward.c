@@ -100,12 +100,10 @@ SPARCL_API sparcl_status sparcl_plan_backward_on_queue(sparcl_plan *p, cl_comman
                                                        cl_mem dk, cl_mem dv, cl_uint num_wait,
                                                        const cl_event *wait, cl_event *event)
 {
-    if (!p)
-        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
-    sparcl_status st = sparcl__plan_check_queue(p, queue);
+    sparcl_strides ts[4];
+    sparcl_status st = sparcl__plan_call_begin(p, queue, ts);
     if (st != SPARCL_OK)
         return st;
-    const sparcl_strides ts[4] = {p->view.qs, p->view.ks, p->view.vs, p->view.os};
     const bwd_args a = {q, k, v, out, lse, dout, dq, dk, dv};
     return backward_strided(p, queue ? queue : p->view.ctx->queue, ts, &a, num_wait, wait, event);
 }
