@@ -45,6 +45,7 @@ typedef struct sparcl__pset {
     int32_t v[SPARCL__P_COUNT];
     unsigned set;
 } sparcl__pset;
+_Static_assert(SPARCL__P_COUNT <= 32, "sparcl__pset.set has one bit per parameter");
 
 static inline int sparcl__pset_has(const sparcl__pset *p, sparcl__param_id id)
 {
