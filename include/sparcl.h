@@ -509,9 +509,11 @@ SPARCL_API sparcl_status sparcl_kernel_default_params(sparcl_ctx *ctx, const cha
                                                       const sparcl_plan_desc *desc,
                                                       sparcl_params *params);
 
-/* Writes the 16-hex-digit hash of `kernel`'s source (the common header
- * included) and fixed build options into buf (size >= 17).  It changes
- * whenever the kernel code does, which retires tuned rows.  Honors
+/* Writes the 16-hex-digit hash of every source file family `kernel` builds
+ * (the common header included; for attn_fwd also the dense path's
+ * attn_dense_softmax.cl), its fixed build options and its parameter space
+ * into buf (size >= 17).  It changes whenever any of that code does, which
+ * retires tuned rows.  Honors
  * SPARCL_KERNEL_DIR like program building does. */
 SPARCL_API sparcl_status sparcl_kernel_hash(sparcl_ctx *ctx, const char *kernel, char *buf,
                                             size_t size);

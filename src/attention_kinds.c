@@ -1,15 +1,14 @@
 /*
- * attention_kinds.c -- validation of the normalization and attention-kind
- * fields of a plan descriptor, the mapping of alpha to the attn_entmax
- * solver, and the public calls shared by the random-matrix kinds.  Kept
- * apart from plan.c so that the kinds add one hook there, not a branch per
- * rule.
+ * attention_kinds.c -- the registry of attention kinds: validation of the
+ * normalization and attention-kind fields of a plan descriptor, the mapping
+ * of alpha to the attn_entmax solver, and the choice of the kind's table.
+ * Kept apart from plan.c so that a kind adds a rule here, not a branch
+ * there.
  */
 #include <math.h>
 
 #include "attention_kinds.h"
 #include "error.h"
-#include "plan.h"
 
 sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
 {
@@ -21,8 +20,7 @@ sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
     if (d->normalization == SPARCL_NORMALIZATION_ENTMAX && !(d->alpha > 1.0f && d->alpha <= 2.0f))
         return BAD("alpha %g must be in (1, 2] for entmax", (double)d->alpha);
     switch (d->attention) {
-    case SPARCL_ATTENTION_EXACT:
-        return SPARCL_OK;
+    case SPARCL_ATTENTION_EXACT: return SPARCL_OK;
     case SPARCL_ATTENTION_FAVOR:
         if (d->features < 1 || d->features > SPARCL_MAX_FEATURES)
             return BAD("features %d must be in [1, %d] for FAVOR+", d->features,
@@ -33,8 +31,7 @@ sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
         if (d->layout)
             return UNSUPPORTED("FAVOR+ attends to every key; a layout is not supported");
         if (d->causal && d->q_len != d->kv_len)
-            return UNSUPPORTED("causal FAVOR+ needs q_len %d == kv_len %d", d->q_len,
-                               d->kv_len);
+            return UNSUPPORTED("causal FAVOR+ needs q_len %d == kv_len %d", d->q_len, d->kv_len);
         return SPARCL_OK;
     case SPARCL_ATTENTION_LINFORMER:
         if (d->proj_len < 1 || d->proj_len > d->kv_len)
@@ -47,8 +44,7 @@ sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
             return UNSUPPORTED("Linformer attends to projected keys; a layout is not "
                                "supported");
         return SPARCL_OK;
-    default:
-        return BAD("attention %d is not a sparcl_attention_kind", d->attention);
+    default: return BAD("attention %d is not a sparcl_attention_kind", d->attention);
     }
 #undef BAD
 #undef UNSUPPORTED
@@ -67,14 +63,16 @@ int sparcl__entmax_norm(const sparcl_plan_desc *d, float *alpha)
     return a == 2.0f ? 1 : a == 1.5f ? 2 : 3;
 }
 
-SPARCL_API sparcl_status sparcl_plan_redraw(sparcl_plan *p, uint64_t seed)
+const sparcl__kind_ops *sparcl__kind_select(const sparcl_plan_desc *d, const sparcl__pset *params)
 {
-    if (!p)
-        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
-    if (p->favor)
-        return sparcl__favor_redraw(p, seed);
-    if (p->linformer)
-        return sparcl__linformer_redraw(p, seed);
-    return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                        "only FAVOR+ and Linformer plans have random matrices to redraw");
+    float alpha;
+    if (d->attention == SPARCL_ATTENTION_FAVOR)
+        return &sparcl__kind_favor;
+    if (d->attention == SPARCL_ATTENTION_LINFORMER)
+        return &sparcl__kind_linformer;
+    if (sparcl__entmax_norm(d, &alpha))
+        return &sparcl__kind_entmax;
+    if (params && params->v[SPARCL__P_ALGO] == 1)
+        return &sparcl__kind_dense;
+    return &sparcl__kind_fused;
 }

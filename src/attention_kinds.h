@@ -1,13 +1,15 @@
 /*
- * attention_kinds.h -- what a plan computes besides softmax over a layout:
- * sparse normalizations (alpha-entmax, run by the attn_entmax kernel through
- * the ordinary tiled plan), Performer FAVOR+ (favor.c) and Linformer
- * (linformer.c).  plan.c calls in here through small hooks only, so each
- * kind keeps its resources and its dispatch in its own file.
+ * attention_kinds.h -- the registry of attention kinds: the validation of
+ * the descriptor fields that choose one, and the choice itself.  Each kind
+ * (fused softmax, sparse normalizations, the CLBlast dense path, FAVOR+,
+ * Linformer) is one table of operations (plan_api.h) in its own file; plan.c
+ * knows them only through this registry.  A new kind adds its table here
+ * and a rule to sparcl__kind_select.
  */
 #ifndef SPARCL_ATTENTION_KINDS_H
 #define SPARCL_ATTENTION_KINDS_H
 
+#include "plan_api.h"
 #include "sparcl.h"
 
 /* Checks the normalization and attention-kind fields of a descriptor whose
@@ -27,27 +29,17 @@ int sparcl__entmax_norm(const sparcl_plan_desc *d, float *alpha);
  * (reference_entmax.c). */
 double sparcl__reference_entmax_row(const double *s, int64_t n, double alpha, double *p);
 
-/* FAVOR+ and Linformer plans: creation (after sparcl__plan_desc_check),
- * the forward call (after the buffer checks of plan.c), and freeing (NULL
- * does nothing). */
-struct sparcl__favor;
-struct sparcl__linformer;
-sparcl_status sparcl__favor_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
-                                      const sparcl_plan_desc *desc);
-sparcl_status sparcl__favor_forward(sparcl_plan *p, cl_command_queue queue,
-                                    const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
-                                    cl_mem out, cl_mem lse, cl_uint num_wait,
-                                    const cl_event *wait, cl_event *event);
-void sparcl__favor_free(struct sparcl__favor *f);
-sparcl_status sparcl__favor_redraw(sparcl_plan *p, uint64_t seed);
+/* The tables of the attention kinds (plan_api.h). */
+extern const sparcl__kind_ops sparcl__kind_fused;     /* kind_fused.c: softmax */
+extern const sparcl__kind_ops sparcl__kind_entmax;    /* kind_fused.c: sparsemax, entmax */
+extern const sparcl__kind_ops sparcl__kind_dense;     /* dense_path.c: ALGO=1 */
+extern const sparcl__kind_ops sparcl__kind_favor;     /* favor.c */
+extern const sparcl__kind_ops sparcl__kind_linformer; /* linformer.c */
+#define SPARCL__KIND_COUNT 5
 
-sparcl_status sparcl__linformer_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
-                                          const sparcl_plan_desc *desc);
-sparcl_status sparcl__linformer_forward(sparcl_plan *p, cl_command_queue queue,
-                                        const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
-                                        cl_mem out, cl_mem lse, cl_uint num_wait,
-                                        const cl_event *wait, cl_event *event);
-void sparcl__linformer_free(struct sparcl__linformer *l);
-sparcl_status sparcl__linformer_redraw(sparcl_plan *p, uint64_t seed);
+/* The kind that runs `d`.  params: the choice from the family of the kind
+ * selected with params NULL (a tuned parameter may pick another kind of the
+ * same family, e.g. ALGO=1 the dense path). */
+const sparcl__kind_ops *sparcl__kind_select(const sparcl_plan_desc *d, const sparcl__pset *params);
 
 #endif

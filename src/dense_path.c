@@ -1,9 +1,13 @@
 /*
- * dense_path.c -- the dense algorithm of the forward pass (ALGO=1), see
- * dense_path.h.  It materializes scores, so it exists only for the density
- * range where two well-tuned GEMMs beat the fused kernel; it keeps the
- * layout's semantics exactly by running the plan's own tile lists through
- * the masked softmax kernel.
+ * dense_path.c -- the CLBlast dense path, the attention kind of attn_fwd's
+ * ALGO=1: S = Q K^T by CLBlast's strided-batched SGEMM into an N^2
+ * workspace, our masked row softmax (cl/attn_dense_softmax.cl), then O = P V
+ * by SGEMM.  It materializes scores, so it exists only for the density
+ * range where two well-tuned GEMMs beat the fused kernel (the tuner
+ * measures the crossover per device); it keeps the layout's semantics
+ * exactly by running the plan's own tile lists through the masked softmax
+ * kernel.  When it does not apply (see heads_at_once) it declines, and the
+ * plan takes the fused kernel with ALGO=0.
  *
  * Heads are processed in chunks that fit the workspace.  For GQA, query
  * head hk * group + r uses KV head hk, so each GEMM batches the KV heads of
@@ -13,38 +17,75 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "attention_kinds.h"
 #include "ctx.h"
-#include "dense_path.h"
 #include "error.h"
-#include "program.h"
+#include "kernel_build.h"
+#include "kernel_registry.h"
+#include "plan_tiles.h"
 
-size_t sparcl__dense_head_bytes(int q_len, int kv_len, int block_n)
+typedef struct dense {
+    sparcl__tiled t; /* first: the backward entries take the state as one */
+    /* Scores of `chunk` heads, each q_len rows of ld floats (kv_len padded
+     * to whole tiles), and the masked softmax kernel that runs between the
+     * two CLBlast GEMMs. */
+    cl_kernel softmax;
+    cl_mem scores;
+    size_t scores_bytes;
+    int chunk;
+    int64_t ld;
+} dense;
+
+static void dense_free(void *state)
+{
+    dense *s = state;
+    if (!s)
+        return;
+    if (s->softmax)
+        clReleaseKernel(s->softmax);
+    if (s->scores)
+        clReleaseMemObject(s->scores);
+    sparcl__tiled_release(&s->t);
+    free(s);
+}
+
+static size_t dense_bytes(const void *state)
+{
+    const dense *s = state;
+    return sparcl__tiled_bytes(&s->t) + s->scores_bytes;
+}
+
+/* Bytes of score workspace one head needs at tile width block_n. */
+static size_t head_bytes(int q_len, int kv_len, int block_n)
 {
     size_t ld = ((size_t)kv_len + (size_t)block_n - 1) / (size_t)block_n * (size_t)block_n;
     return (size_t)q_len * ld * sizeof(float);
 }
 
-sparcl_status sparcl__dense_init(sparcl_plan *p, const char *options, int *applies)
+/* Heads whose scores fit at once, or 0 (with the reason in the log) when
+ * the path does not apply: it needs an in-order queue, row strides of at
+ * least head_dim, and one head's scores within the device's allocation
+ * limit and a quarter of its memory. */
+static size_t heads_at_once(const sparcl__plan_view *v, int block_n)
 {
-    sparcl_ctx *ctx = p->ctx;
-    const sparcl_plan_desc *d = &p->desc;
-    *applies = 0;
+    sparcl_ctx *ctx = v->ctx;
+    const sparcl_plan_desc *d = &v->desc;
     cl_command_queue_properties props = 0;
     clGetCommandQueueInfo(ctx->queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL);
     if (props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE) {
         /* CLBlast takes no wait lists: it needs the queue's order. */
         sparcl__log(ctx, SPARCL_LOG_WARNING,
                     "ALGO=1 needs an in-order queue; using the fused kernel");
-        return SPARCL_OK;
+        return 0;
     }
-    const int64_t ss[4] = {p->qs.seq, p->ks.seq, p->vs.seq, p->os.seq};
+    const int64_t ss[4] = {v->qs.seq, v->ks.seq, v->vs.seq, v->os.seq};
     for (int t = 0; t < 4; ++t)
         if (ss[t] < d->head_dim) {
             sparcl__log(ctx, SPARCL_LOG_WARNING,
                         "ALGO=1 needs row strides >= head_dim for SGEMM; using the fused kernel");
-            return SPARCL_OK;
+            return 0;
         }
-    const size_t head = sparcl__dense_head_bytes(d->q_len, d->kv_len, p->block_n);
+    const size_t head = head_bytes(d->q_len, d->kv_len, block_n);
     size_t budget = (size_t)(ctx->limits.global_mem / 4);
     if (ctx->limits.max_alloc && ctx->limits.max_alloc < budget)
         budget = (size_t)ctx->limits.max_alloc;
@@ -54,28 +95,48 @@ sparcl_status sparcl__dense_init(sparcl_plan *p, const char *options, int *appli
                     "ALGO=1 needs %zu bytes of scores per head, more than the device allows "
                     "(%zu); using the fused kernel",
                     head, budget);
+        return 0;
+    }
+    return chunk > (size_t)d->kv_heads ? (size_t)d->kv_heads : chunk;
+}
+
+static sparcl_status dense_create(const sparcl__plan_view *v, const sparcl_plan_desc *desc,
+                                  sparcl__pset *params, sparcl__plan_report *report, void **state)
+{
+    (void)report;
+    sparcl_ctx *ctx = v->ctx;
+    const sparcl_plan_desc *d = &v->desc;
+    const size_t chunk = heads_at_once(v, params->v[SPARCL__P_BLOCK_N]);
+    if (!chunk) { /* declined: the fused kernel, and the parameters say so */
+        sparcl__pset_put(params, SPARCL__P_ALGO, 0);
         return SPARCL_OK;
     }
-    if (chunk > (size_t)d->kv_heads)
-        chunk = (size_t)d->kv_heads;
-
-    cl_program prog;
-    sparcl_status st = sparcl__program_get(ctx, "attn_dense_softmax.cl", options, &prog);
-    if (st != SPARCL_OK)
+    dense *s = calloc(1, sizeof *s);
+    if (!s)
+        return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate a plan");
+    const size_t head = head_bytes(d->q_len, d->kv_len, params->v[SPARCL__P_BLOCK_N]);
+    const sparcl__problem prob = sparcl__problem_from_desc(desc);
+    static const char *const names[1] = {"attn_dense_softmax"};
+    sparcl_status st = sparcl__tiled_init(&s->t, v, desc->layout, params);
+    if (st == SPARCL_OK)
+        st = sparcl__family_kernels(ctx, &sparcl__schema_attn_fwd, &prob, params, 1, names,
+                                    &s->softmax);
+    if (st == SPARCL_OK) {
+        cl_int err;
+        s->scores = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, chunk * head, NULL, &err);
+        if (!s->scores)
+            st = sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY,
+                              "cannot allocate the %zu-byte score workspace of ALGO=1: %s",
+                              chunk * head, sparcl__cl_error_name(err));
+    }
+    if (st != SPARCL_OK) {
+        dense_free(s);
         return st;
-    cl_int err;
-    p->softmax_kernel = clCreateKernel(prog, "attn_dense_softmax", &err);
-    if (!p->softmax_kernel)
-        return sparcl__fail_cl(ctx, err, "clCreateKernel(attn_dense_softmax)");
-    p->scores = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, chunk * head, NULL, &err);
-    if (!p->scores)
-        return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY,
-                            "cannot allocate the %zu-byte score workspace of ALGO=1: %s",
-                            chunk * head, sparcl__cl_error_name(err));
-    p->device_bytes += chunk * head;
-    p->dense_chunk = (int)chunk;
-    p->dense_ld = (int64_t)(head / sizeof(float) / (size_t)d->q_len);
-    *applies = 1;
+    }
+    s->scores_bytes = chunk * head;
+    s->chunk = (int)chunk;
+    s->ld = (int64_t)(head / sizeof(float) / (size_t)d->q_len);
+    *state = s;
     return SPARCL_OK;
 }
 
@@ -88,94 +149,123 @@ static sparcl_status blast_fail(sparcl_ctx *ctx, CLBlastStatusCode status, const
 }
 
 /* The softmax over the chunk's scores (query heads hq0, hq0 + group, ...). */
-static sparcl_status enqueue_softmax(sparcl_plan *p, cl_command_queue queue, cl_mem lse, int b,
-                                     int hq0, int count)
+static sparcl_status enqueue_softmax(dense *s, cl_command_queue queue, cl_mem lse, int b, int hq0,
+                                     int count)
 {
-    const sparcl_plan_desc *d = &p->desc;
+    const sparcl__plan_view *v = s->t.view;
     const cl_int write_lse = lse != NULL;
-    const cl_long ld = p->dense_ld;
-    cl_mem lse_arg = lse ? lse : p->scores;
-    cl_kernel kn = p->softmax_kernel;
+    const cl_long ld = s->ld;
+    cl_mem lse_arg = lse ? lse : s->scores;
+    cl_kernel kn = s->softmax;
     cl_uint a = 0;
     cl_int err = CL_SUCCESS;
-    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &p->scores);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &s->scores);
     err |= clSetKernelArg(kn, a++, sizeof(cl_long), &ld);
     err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &lse_arg);
     err |= clSetKernelArg(kn, a++, sizeof(cl_int), &write_lse);
-    err |= sparcl__plan_set_layout_args(p, kn, &a);
+    err |= sparcl__tiled_set_layout_args(&s->t, kn, &a);
     err |= clSetKernelArg(kn, a++, sizeof(cl_int), &b);
     err |= clSetKernelArg(kn, a++, sizeof(cl_int), &hq0);
     if (err != CL_SUCCESS)
-        return sparcl__fail_cl(p->ctx, err, "clSetKernelArg(attn_dense_softmax)");
-    size_t global[2] = {(size_t)d->q_len, (size_t)count};
+        return sparcl__fail_cl(v->ctx, err, "clSetKernelArg(attn_dense_softmax)");
+    size_t global[2] = {(size_t)v->desc.q_len, (size_t)count};
     err = clEnqueueNDRangeKernel(queue, kn, 2, NULL, global, NULL, 0, NULL, NULL);
     if (err != CL_SUCCESS)
-        return sparcl__fail_cl(p->ctx, err, "clEnqueueNDRangeKernel(attn_dense_softmax)");
+        return sparcl__fail_cl(v->ctx, err, "clEnqueueNDRangeKernel(attn_dense_softmax)");
     return SPARCL_OK;
 }
 
-sparcl_status sparcl__dense_forward(sparcl_plan *p, cl_command_queue queue,
-                                    const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
-                                    cl_mem out, cl_mem lse, cl_uint num_wait, const cl_event *wait,
-                                    cl_event *event)
+/* The GEMMs and softmaxes of every chunk; *ev receives the last command's
+ * event.  The queue is in-order and the caller's waits are queued. */
+static sparcl_status enqueue_chunks(dense *s, const sparcl__fwd_call *c, cl_event *ev)
 {
-    const sparcl_plan_desc *d = &p->desc;
-    cl_command_queue_properties props = 0;
-    clGetCommandQueueInfo(queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL);
-    if (props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE)
-        return sparcl__fail(p->ctx, SPARCL_ERR_NOT_SUPPORTED,
-                            "ALGO=1 needs an in-order queue (CLBlast takes no wait lists)");
-    if (num_wait || p->last) { /* the in-order queue holds everything after this marker */
-        cl_uint n;
-        cl_event *all = sparcl__plan_wait_list(p, num_wait, wait, &n);
-        if (!all)
-            return sparcl__fail(p->ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate a wait list");
-        cl_int err = clEnqueueMarkerWithWaitList(queue, n, all, NULL);
-        free(all);
-        if (err != CL_SUCCESS)
-            return sparcl__fail_cl(p->ctx, err, "clEnqueueMarkerWithWaitList");
-    }
-    const int group = d->q_heads / d->kv_heads;
-    const float alpha = p->scale * (float)CL_M_LOG2E; /* scores in log2 units for exp2 */
-    const size_t head = (size_t)d->q_len * (size_t)p->dense_ld;
-    cl_event ev = NULL;
-    const sparcl_strides qs = ts[0], ks = ts[1], vs = ts[2], os = ts[3];
+    const sparcl__plan_view *v = s->t.view;
+    const sparcl_plan_desc *d = &v->desc;
+    cl_command_queue queue = c->queue;
+    const int group = d->q_heads / d->kv_heads, chunk = s->chunk;
+    const float alpha = v->scale * (float)CL_M_LOG2E; /* scores in log2 units for exp2 */
+    const size_t head = (size_t)d->q_len * (size_t)s->ld, ld = (size_t)s->ld;
+    const sparcl_strides qs = c->ts[0], ks = c->ts[1], vs = c->ts[2], os = c->ts[3];
     for (int b = 0; b < d->batch; ++b)
         for (int r = 0; r < group; ++r)
-            for (int hk0 = 0; hk0 < d->kv_heads; hk0 += p->dense_chunk) {
-                const int count =
-                    d->kv_heads - hk0 < p->dense_chunk ? d->kv_heads - hk0 : p->dense_chunk;
+            for (int hk0 = 0; hk0 < d->kv_heads; hk0 += chunk) {
+                const int count = d->kv_heads - hk0 < chunk ? d->kv_heads - hk0 : chunk;
                 const int hq0 = hk0 * group + r;
-                const int last =
-                    b == d->batch - 1 && r == group - 1 && hk0 + p->dense_chunk >= d->kv_heads;
+                const int last = b == d->batch - 1 && r == group - 1 && hk0 + chunk >= d->kv_heads;
                 CLBlastStatusCode bs = CLBlastSgemmStridedBatched(
                     CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeYes,
-                    (size_t)d->q_len, (size_t)d->kv_len, (size_t)d->head_dim, alpha, q,
+                    (size_t)d->q_len, (size_t)d->kv_len, (size_t)d->head_dim, alpha, c->q,
                     (size_t)(b * qs.batch + hq0 * qs.head), (size_t)qs.seq,
-                    (size_t)(group * qs.head), k, (size_t)(b * ks.batch + hk0 * ks.head),
-                    (size_t)ks.seq, (size_t)ks.head, 0.0f, p->scores, 0, (size_t)p->dense_ld, head,
-                    (size_t)count, &queue, NULL);
+                    (size_t)(group * qs.head), c->k, (size_t)(b * ks.batch + hk0 * ks.head),
+                    (size_t)ks.seq, (size_t)ks.head, 0.0f, s->scores, 0, ld, head, (size_t)count,
+                    &queue, NULL);
                 if (bs != CLBlastSuccess)
-                    return blast_fail(p->ctx, bs, "CLBlastSgemmStridedBatched(Q K^T)");
-                sparcl_status st = enqueue_softmax(p, queue, lse, b, hq0, count);
+                    return blast_fail(v->ctx, bs, "CLBlastSgemmStridedBatched(Q K^T)");
+                sparcl_status st = enqueue_softmax(s, queue, c->lse, b, hq0, count);
                 if (st != SPARCL_OK)
                     return st;
                 bs = CLBlastSgemmStridedBatched(
                     CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, (size_t)d->q_len,
-                    (size_t)d->head_dim, (size_t)d->kv_len, 1.0f, p->scores, 0, (size_t)p->dense_ld,
-                    head, v, (size_t)(b * vs.batch + hk0 * vs.head), (size_t)vs.seq,
-                    (size_t)vs.head, 0.0f, out, (size_t)(b * os.batch + hq0 * os.head),
-                    (size_t)os.seq, (size_t)(group * os.head), (size_t)count, &queue,
-                    last ? &ev : NULL);
+                    (size_t)d->head_dim, (size_t)d->kv_len, 1.0f, s->scores, 0, ld, head, c->v,
+                    (size_t)(b * vs.batch + hk0 * vs.head), (size_t)vs.seq, (size_t)vs.head, 0.0f,
+                    c->out, (size_t)(b * os.batch + hq0 * os.head), (size_t)os.seq,
+                    (size_t)(group * os.head), (size_t)count, &queue, last ? ev : NULL);
                 if (bs != CLBlastSuccess)
-                    return blast_fail(p->ctx, bs, "CLBlastSgemmStridedBatched(P V)");
+                    return blast_fail(v->ctx, bs, "CLBlastSgemmStridedBatched(P V)");
             }
-    if (p->last)
-        clReleaseEvent(p->last);
-    p->last = ev;
-    if (event) {
-        clRetainEvent(ev);
-        *event = ev;
-    }
     return SPARCL_OK;
 }
+
+/* The queue must be in-order (CLBlast takes no wait lists); the first
+ * command waits for the caller's list and for the plan's previous call
+ * (t.last, which this call replaces), so calls on different queues never
+ * share the workspace at once. */
+static sparcl_status dense_forward_locked(dense *s, const sparcl__fwd_call *c)
+{
+    sparcl_ctx *ctx = s->t.view->ctx;
+    cl_command_queue_properties props = 0;
+    clGetCommandQueueInfo(c->queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL);
+    if (props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE)
+        return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
+                            "ALGO=1 needs an in-order queue (CLBlast takes no wait lists)");
+    if (c->num_wait || s->t.last) { /* the in-order queue holds everything after this marker */
+        cl_uint n;
+        cl_event *all = sparcl__tiled_wait_list(&s->t, c->num_wait, c->wait, &n);
+        if (!all)
+            return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate a wait list");
+        cl_int err = clEnqueueMarkerWithWaitList(c->queue, n, all, NULL);
+        free(all);
+        if (err != CL_SUCCESS)
+            return sparcl__fail_cl(ctx, err, "clEnqueueMarkerWithWaitList");
+    }
+    cl_event ev = NULL;
+    sparcl_status st = enqueue_chunks(s, c, &ev);
+    if (st != SPARCL_OK)
+        return st;
+    sparcl__tiled_set_last(&s->t, ev);
+    if (c->event)
+        *c->event = ev;
+    else if (ev)
+        clReleaseEvent(ev);
+    return SPARCL_OK;
+}
+
+static sparcl_status dense_forward(void *state, const sparcl__fwd_call *c)
+{
+    dense *s = state;
+    pthread_mutex_lock(&s->t.lock);
+    sparcl_status st = dense_forward_locked(s, c);
+    pthread_mutex_unlock(&s->t.lock);
+    return st;
+}
+
+const sparcl__kind_ops sparcl__kind_dense = {
+    .name = "CLBlast dense path",
+    .family = &sparcl__schema_attn_fwd,
+    .create = dense_create,
+    .forward = dense_forward,
+    .prepare_backward = sparcl__tiled_prepare_backward,
+    .backward = sparcl__tiled_backward,
+    .device_bytes = dense_bytes,
+    .free = dense_free,
+};

@@ -13,16 +13,18 @@
 #include "ctx.h"
 #include "error.h"
 #include "gemm.h"
-#include "plan.h"
 #include "random.h"
 
 struct sparcl__linformer {
+    const sparcl__plan_view *view;
     cl_mem e, f;        /* proj_len x kv_len each */
+    size_t bytes;       /* of e and f */
     sparcl_plan *inner; /* attention over proj_len keys, k/v contiguous */
 };
 
-void sparcl__linformer_free(struct sparcl__linformer *l)
+static void linformer_free(void *state)
 {
+    struct sparcl__linformer *l = state;
     if (!l)
         return;
     if (l->e)
@@ -46,76 +48,81 @@ static void draw(float *e, float *f, size_t n, int proj_len, uint64_t seed)
         f[i] = (float)(sd * sparcl__rng_normal(&r));
 }
 
-/* Writes host E and F into the plan's buffers (blocking). */
-static sparcl_status write_projections(sparcl_plan *p, const float *e, const float *f)
+static size_t linformer_bytes(const void *state)
 {
-    const size_t bytes = sizeof(float) * (size_t)p->desc.proj_len * (size_t)p->desc.kv_len;
-    cl_int err = clEnqueueWriteBuffer(p->ctx->queue, p->linformer->e, CL_TRUE, 0, bytes, e, 0,
-                                      NULL, NULL);
-    if (err == CL_SUCCESS)
-        err = clEnqueueWriteBuffer(p->ctx->queue, p->linformer->f, CL_TRUE, 0, bytes, f, 0,
-                                   NULL, NULL);
-    return err == CL_SUCCESS ? SPARCL_OK : sparcl__fail_cl(p->ctx, err, "clEnqueueWriteBuffer");
+    const struct sparcl__linformer *l = state;
+    return l->bytes + sparcl_plan_device_bytes(l->inner);
 }
 
-sparcl_status sparcl__linformer_redraw(sparcl_plan *p, uint64_t seed)
+/* Writes host E and F into the plan's buffers (blocking). */
+static sparcl_status write_projections(struct sparcl__linformer *l, const float *e, const float *f)
 {
-    const size_t n = (size_t)p->desc.proj_len * (size_t)p->desc.kv_len;
+    sparcl_ctx *ctx = l->view->ctx;
+    const size_t bytes = l->bytes / 2;
+    cl_int err = clEnqueueWriteBuffer(ctx->queue, l->e, CL_TRUE, 0, bytes, e, 0, NULL, NULL);
+    if (err == CL_SUCCESS)
+        err = clEnqueueWriteBuffer(ctx->queue, l->f, CL_TRUE, 0, bytes, f, 0, NULL, NULL);
+    return err == CL_SUCCESS ? SPARCL_OK : sparcl__fail_cl(ctx, err, "clEnqueueWriteBuffer");
+}
+
+static sparcl_status linformer_redraw(void *state, uint64_t seed)
+{
+    struct sparcl__linformer *l = state;
+    const sparcl_plan_desc *d = &l->view->desc;
+    const size_t n = (size_t)d->proj_len * (size_t)d->kv_len;
     float *e = malloc(sizeof *e * n), *f = malloc(sizeof *f * n);
     sparcl_status st;
     if (!e || !f) {
-        st = sparcl__fail(p->ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate %zu floats for E, F",
-                          2 * n);
+        st = sparcl__fail(l->view->ctx, SPARCL_ERR_OUT_OF_MEMORY,
+                          "cannot allocate %zu floats for E, F", 2 * n);
     } else {
-        draw(e, f, n, p->desc.proj_len, seed);
-        st = write_projections(p, e, f);
+        draw(e, f, n, d->proj_len, seed);
+        st = write_projections(l, e, f);
     }
     free(e);
     free(f);
     return st;
 }
 
-sparcl_status sparcl__linformer_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
-                                          const sparcl_plan_desc *desc)
+static sparcl_status linformer_create(const sparcl__plan_view *v, const sparcl_plan_desc *desc,
+                                      sparcl__pset *params, sparcl__plan_report *report,
+                                      void **state)
 {
-    sparcl_plan *p;
-    sparcl_status st = sparcl__plan_alloc(ctx, desc, &p);
-    if (st != SPARCL_OK)
-        return st;
-    struct sparcl__linformer *l = p->linformer = calloc(1, sizeof *l);
-    if (!l) {
-        st = sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate a Linformer plan");
-        goto fail;
-    }
+    (void)params;
+    sparcl_ctx *ctx = v->ctx;
+    struct sparcl__linformer *l = calloc(1, sizeof *l);
+    if (!l)
+        return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate a Linformer plan");
+    l->view = v;
     sparcl_plan_desc in = *desc;
     in.attention = SPARCL_ATTENTION_EXACT;
     in.kv_len = desc->proj_len;
     in.k_strides = in.v_strides = (sparcl_strides){0, 0, 0};
     in.proj_e = in.proj_f = NULL;
+    sparcl_status st;
     if ((st = sparcl_plan_init(ctx, &l->inner, &in)) != SPARCL_OK)
         goto fail;
-    p->params = l->inner->params;
-    p->source = l->inner->source;
-    snprintf(p->origin, sizeof p->origin, "%s", l->inner->origin);
+    sparcl_plan_params(l->inner, &report->params, &report->source);
+    snprintf(report->origin, sizeof report->origin, "%s", sparcl_plan_params_origin(l->inner));
     const size_t bytes = sizeof(float) * (size_t)desc->proj_len * (size_t)desc->kv_len;
     if ((st = sparcl__scratch(ctx, &l->e, bytes, "Linformer E")) != SPARCL_OK ||
         (st = sparcl__scratch(ctx, &l->f, bytes, "Linformer F")) != SPARCL_OK)
         goto fail;
-    p->device_bytes = 2 * bytes + l->inner->device_bytes;
+    l->bytes = 2 * bytes;
     if (desc->proj_e && desc->proj_f)
-        st = write_projections(p, desc->proj_e, desc->proj_f);
+        st = write_projections(l, desc->proj_e, desc->proj_f);
     else if (desc->proj_e || desc->proj_f)
         st = sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                           "give both proj_e and proj_f, or neither for seeded ones");
     else
-        st = sparcl__linformer_redraw(p, desc->seed);
+        st = linformer_redraw(l, desc->seed);
     if (st != SPARCL_OK)
         goto fail;
     sparcl__gemm_note_use(ctx);
-    *out = p;
+    *state = l;
     return SPARCL_OK;
 fail:
-    sparcl_plan_free(p);
+    linformer_free(l);
     return st;
 }
 
@@ -123,36 +130,34 @@ SPARCL_API sparcl_status sparcl_plan_read_projections(sparcl_plan *p, float *e, 
 {
     if (!p)
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
-    if (!p->linformer)
-        return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT, "not a Linformer plan");
-    const size_t bytes = sizeof(float) * (size_t)p->desc.proj_len * (size_t)p->desc.kv_len;
+    sparcl_ctx *ctx = sparcl__plan_view_of(p)->ctx;
+    const struct sparcl__linformer *l = sparcl__plan_state(p, &sparcl__kind_linformer);
+    if (!l)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "not a Linformer plan");
+    const size_t bytes = l->bytes / 2;
     cl_int err = CL_SUCCESS;
     if (e)
-        err = clEnqueueReadBuffer(p->ctx->queue, p->linformer->e, CL_TRUE, 0, bytes, e, 0, NULL,
-                                  NULL);
+        err = clEnqueueReadBuffer(ctx->queue, l->e, CL_TRUE, 0, bytes, e, 0, NULL, NULL);
     if (f && err == CL_SUCCESS)
-        err = clEnqueueReadBuffer(p->ctx->queue, p->linformer->f, CL_TRUE, 0, bytes, f, 0, NULL,
-                                  NULL);
-    return err == CL_SUCCESS ? SPARCL_OK : sparcl__fail_cl(p->ctx, err, "clEnqueueReadBuffer");
+        err = clEnqueueReadBuffer(ctx->queue, l->f, CL_TRUE, 0, bytes, f, 0, NULL, NULL);
+    return err == CL_SUCCESS ? SPARCL_OK : sparcl__fail_cl(ctx, err, "clEnqueueReadBuffer");
 }
 
-sparcl_status sparcl__linformer_forward(sparcl_plan *p, cl_command_queue queue,
-                                        const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
-                                        cl_mem out, cl_mem lse, cl_uint num_wait,
-                                        const cl_event *wait, cl_event *event)
+static sparcl_status linformer_forward(void *state, const sparcl__fwd_call *c)
 {
-    const sparcl_plan_desc *d = &p->desc;
-    struct sparcl__linformer *l = p->linformer;
-    sparcl_ctx *ctx = p->ctx;
-    if (!queue)
-        queue = ctx->queue;
+    struct sparcl__linformer *l = state;
+    const sparcl_plan_desc *d = &l->view->desc;
+    sparcl_ctx *ctx = l->view->ctx;
+    cl_command_queue queue = c->queue;
+    const sparcl_strides *ts = c->ts;
+    const cl_mem k = c->k, v = c->v;
     const size_t kd = (size_t)d->proj_len * (size_t)d->head_dim;
     const size_t bytes = sizeof(float) * (size_t)d->batch * (size_t)d->kv_heads * kd;
     cl_mem kp = NULL, vp = NULL;
     sparcl_status st;
     if ((st = sparcl__scratch(ctx, &kp, bytes, "projected keys")) != SPARCL_OK ||
         (st = sparcl__scratch(ctx, &vp, bytes, "projected values")) != SPARCL_OK ||
-        (st = sparcl__queue_wait(ctx, queue, num_wait, wait)) != SPARCL_OK)
+        (st = sparcl__queue_wait(ctx, queue, c->num_wait, c->wait)) != SPARCL_OK)
         goto done;
     for (int b = 0; b < d->batch && st == SPARCL_OK; ++b)
         for (int h = 0; h < d->kv_heads && st == SPARCL_OK; ++h) {
@@ -175,8 +180,8 @@ sparcl_status sparcl__linformer_forward(sparcl_plan *p, cl_command_queue queue,
         goto done;
     const sparcl_strides packed = {(int64_t)d->kv_heads * (int64_t)kd, (int64_t)kd, d->head_dim};
     const sparcl_strides inner_ts[4] = {ts[0], packed, packed, ts[3]};
-    st = sparcl__plan_forward_strided(l->inner, queue, inner_ts, q, kp, vp, out, lse, 0, NULL,
-                                      event);
+    st = sparcl__plan_forward_strided(l->inner, queue, inner_ts, c->q, kp, vp, c->out, c->lse, 0,
+                                      NULL, c->event);
 done:
     if (kp)
         clReleaseMemObject(kp);
@@ -184,3 +189,12 @@ done:
         clReleaseMemObject(vp);
     return st;
 }
+
+const sparcl__kind_ops sparcl__kind_linformer = {
+    .name = "Linformer",
+    .create = linformer_create,
+    .forward = linformer_forward,
+    .redraw = linformer_redraw,
+    .device_bytes = linformer_bytes,
+    .free = linformer_free,
+};

@@ -1,6 +1,8 @@
 /*
- * params.c -- the parameter map of the public API and the schema of the
- * forward attention kernel (choices, constraints, defaults, -D options).
+ * params.c -- the parameter map of the public API, its conversion to the
+ * typed sets of the runtime, and what every family shares: the generic
+ * check (names, choices, then the family's own constraints), and the build
+ * options a typed set becomes.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,76 +74,85 @@ SPARCL_API void sparcl_params_format(const sparcl_params *p, char *buf, size_t s
     }
 }
 
-/* ---- attn_fwd -------------------------------------------------------- */
+/* ---- typed sets ------------------------------------------------------- */
 
-static const int32_t c_block_m[] = {1, 2, 4, 8, 16, 32, 64, 128};
-static const int32_t c_block_n[] = {8, 16, 32, 64, 128};
-static const int32_t c_wg[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
-static const int32_t c_vec[] = {1, 2, 4, 8, 16};
-static const int32_t c_bool[] = {0, 1};
-static const int32_t c_exp[] = {0, 1, 2};
-
-#define N_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
-
-static const sparcl__param_def attn_fwd_params[] = {
-    {"ALGO", c_bool, N_OF(c_bool), "0 the fused kernel, 1 dense: CLBlast SGEMMs + masked softmax"},
-    {"BLOCK_M", c_block_m, N_OF(c_block_m), "query rows per work-group tile"},
-    {"BLOCK_N", c_block_n, N_OF(c_block_n), "keys per tile"},
-    {"EXP", c_exp, N_OF(c_exp), "softmax exponential: 0 exp2, 1 native_exp2, 2 sparcl polynomial"},
-    {"KT", c_bool, N_OF(c_bool), "scores against K packed transposed per tile (a workspace)"},
-    {"USE_LOCAL", c_bool, N_OF(c_bool), "stage K/V tiles in __local memory"},
-    {"VEC", c_vec, N_OF(c_vec), "vector width along the head dimension and of score vectors"},
-    {"WG_SIZE", c_wg, N_OF(c_wg), "work-items per work-group"},
+const char *const sparcl__param_names[SPARCL__P_COUNT] = {
+    [SPARCL__P_ALGO] = "ALGO",
+    [SPARCL__P_BLOCK_M] = "BLOCK_M",
+    [SPARCL__P_BLOCK_N] = "BLOCK_N",
+    [SPARCL__P_EXP] = "EXP",
+    [SPARCL__P_KT] = "KT",
+    [SPARCL__P_TOPK] = "TOPK",
+    [SPARCL__P_USE_LOCAL] = "USE_LOCAL",
+    [SPARCL__P_VEC] = "VEC",
+    [SPARCL__P_WG_SIZE] = "WG_SIZE",
+    [SPARCL__P_HEAD_DIM] = "HEAD_DIM",
+    [SPARCL__P_ROWS] = "ROWS",
+    [SPARCL__P_NORM] = "NORM",
 };
 
-const sparcl__kernel_schema sparcl__schema_attn_fwd = {
-    "attn_fwd", "attn_fwd.cl", attn_fwd_params, N_OF(attn_fwd_params), NULL, NULL};
-
-/* Floats of private memory one work-item holds: q and acc rows, scores. */
-#define PRIVATE_FLOATS_MAX SPARCL__PRIVATE_FLOATS_MAX
-
-static int32_t get(const sparcl_params *p, const char *name)
+const sparcl__param_def *sparcl__schema_param(const sparcl__kernel_schema *schema,
+                                              sparcl__param_id id)
 {
-    int32_t v = 0;
-    sparcl_params_get(p, name, &v);
-    return v;
+    for (int k = 0; k < schema->n_params; ++k)
+        if (schema->params[k].id == id)
+            return &schema->params[k];
+    return NULL;
 }
 
-size_t sparcl__attn_fwd_local_bytes(const sparcl_params *p, const sparcl__problem *prob)
+/* The schema's tuned parameter called `name`, or NULL. */
+static const sparcl__param_def *find_name(const sparcl__kernel_schema *schema, const char *name)
 {
-    return get(p, "USE_LOCAL") ? 2u * (size_t)get(p, "BLOCK_N") * (size_t)prob->head_dim * 4u
-                               : 0u;
+    for (int k = 0; k < schema->n_params; ++k)
+        if (strcmp(sparcl__param_names[schema->params[k].id], name) == 0)
+            return &schema->params[k];
+    return NULL;
 }
 
-size_t sparcl__attn_fwd_workspace_bytes(const sparcl_params *p, const sparcl__problem *prob)
+sparcl_status sparcl__pset_from_params(sparcl_ctx *ctx, const sparcl__kernel_schema *schema,
+                                       const sparcl_params *in, sparcl__pset *out)
 {
-    if (!get(p, "KT") || get(p, "ALGO"))
-        return 0;
-    size_t bn = (size_t)get(p, "BLOCK_N");
-    size_t tiles = bn ? ((size_t)prob->kv_len + bn - 1) / bn : 0;
-    return (size_t)prob->batch * (size_t)prob->kv_heads * tiles * bn * (size_t)prob->head_dim *
-           sizeof(float);
-}
-
-sparcl_status sparcl__params_check(sparcl_ctx *ctx, const sparcl__kernel_schema *schema,
-                                   const sparcl_params *p, const sparcl__problem *prob,
-                                   const sparcl__device_limits *limits)
-{
-    for (int i = 0; i < p->count; ++i) {
-        int known = 0;
-        for (int k = 0; k < schema->n_params; ++k)
-            known |= strcmp(schema->params[k].name, p->item[i].name) == 0;
-        if (!known)
+    memset(out, 0, sizeof *out);
+    for (int i = 0; in && i < in->count; ++i) {
+        const sparcl__param_def *d = find_name(schema, in->item[i].name);
+        if (!d)
             return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                                "unknown parameter %s for kernel %s", p->item[i].name,
+                                "unknown parameter %s for kernel %s", in->item[i].name,
                                 schema->name);
+        sparcl__pset_put(out, d->id, in->item[i].value);
     }
+    return SPARCL_OK;
+}
+
+void sparcl__pset_to_params(const sparcl__kernel_schema *schema, const sparcl__pset *in,
+                            sparcl_params *out)
+{
+    sparcl_params_clear(out);
+    for (int k = 0; k < schema->n_params; ++k)
+        if (sparcl__pset_has(in, schema->params[k].id))
+            sparcl_params_set(out, sparcl__param_names[schema->params[k].id],
+                              in->v[schema->params[k].id]);
+}
+
+void sparcl__pset_default(const sparcl__kernel_schema *schema, sparcl__pset *p, sparcl__param_id id,
+                          int32_t value)
+{
+    if (!sparcl__pset_has(p, id) && sparcl__schema_param(schema, id))
+        sparcl__pset_put(p, id, value);
+}
+
+/* ---- checks ----------------------------------------------------------- */
+
+sparcl_status sparcl__pset_check(sparcl_ctx *ctx, const sparcl__kernel_schema *schema,
+                                 const sparcl__pset *p, const sparcl__problem *prob,
+                                 const sparcl__device_limits *limits)
+{
     for (int k = 0; k < schema->n_params; ++k) {
         const sparcl__param_def *d = &schema->params[k];
-        int32_t v;
-        if (!sparcl_params_get(p, d->name, &v))
-            return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "parameter %s is missing",
-                                d->name);
+        const char *name = sparcl__param_names[d->id];
+        if (!sparcl__pset_has(p, d->id))
+            return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "parameter %s is missing", name);
+        const int32_t v = p->v[d->id];
         int ok = 0;
         for (int c = 0; c < d->n_choices; ++c)
             ok |= d->choices[c] == v;
@@ -151,141 +162,102 @@ sparcl_status sparcl__params_check(sparcl_ctx *ctx, const sparcl__kernel_schema 
             for (int c = 0; c < d->n_choices && used < sizeof list; ++c)
                 used += (size_t)snprintf(list + used, sizeof list - used, "%s%d", c ? "," : "",
                                          (int)d->choices[c]);
-            return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                                "%s %d is not one of {%s}", d->name, (int)v, list);
+            return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s %d is not one of {%s}", name,
+                                (int)v, list);
         }
     }
-    if (schema->check)
-        return schema->check(ctx, p, prob, limits);
-    int32_t bm = get(p, "BLOCK_M"), bn = get(p, "BLOCK_N"), wg = get(p, "WG_SIZE");
-    int32_t vec = get(p, "VEC");
-    if (bm % wg != 0)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "BLOCK_M %d must be a multiple of WG_SIZE %d", bm, wg);
-    int32_t rows = bm / wg;
-    if (rows > 16)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "BLOCK_M / WG_SIZE = %d rows per work-item exceeds 16", rows);
-    if (vec > prob->head_dim)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "VEC %d exceeds head_dim %d",
-                            vec, prob->head_dim);
-    if (schema == &sparcl__schema_attn_fwd && bn % vec != 0) /* scores are VEC-key vectors */
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "BLOCK_N %d must be a multiple of VEC %d", bn, vec);
-    long priv = (long)rows * (2L * prob->head_dim + bn);
-    if (priv > PRIVATE_FLOATS_MAX)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "rows per work-item %d x (2 x head_dim %d + BLOCK_N %d) = %ld "
-                            "private floats exceeds %d",
-                            rows, prob->head_dim, bn, priv, PRIVATE_FLOATS_MAX);
-    if (limits) {
-        if ((size_t)wg > limits->max_wg_size)
-            return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
-                                "WG_SIZE %d exceeds the device's max work-group size %zu", wg,
-                                limits->max_wg_size);
-        size_t local = sparcl__attn_fwd_local_bytes(p, prob);
-        if (local > limits->local_mem)
-            return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
-                                "K/V tiles need %zu bytes of local memory; the device has %llu",
-                                local, (unsigned long long)limits->local_mem);
-        size_t ws = sparcl__attn_fwd_workspace_bytes(p, prob);
-        if (limits->max_alloc && ws > limits->max_alloc)
-            return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
-                                "KT=1 needs a %zu-byte workspace; the device allocates at most "
-                                "%llu bytes at once",
-                                ws, (unsigned long long)limits->max_alloc);
-    }
-    return SPARCL_OK;
+    return schema->check ? schema->check(ctx, p, prob, limits) : SPARCL_OK;
 }
 
-sparcl_status sparcl__params_check_minimal(sparcl_ctx *ctx, const sparcl_params *p)
+sparcl_status sparcl__pset_check_minimal(sparcl_ctx *ctx, const sparcl__pset *p)
 {
-    static const char *sizes[] = {"BLOCK_M", "BLOCK_N", "WG_SIZE"};
+    static const sparcl__param_id sizes[] = {SPARCL__P_BLOCK_M, SPARCL__P_BLOCK_N,
+                                             SPARCL__P_WG_SIZE};
     for (int k = 0; k < 3; ++k) {
-        int32_t v = get(p, sizes[k]);
+        int32_t v = p->v[sizes[k]];
         if (v < 1 || v > 4096)
             return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s %d must be in [1, 4096]",
-                                sizes[k], (int)v);
+                                sparcl__param_names[sizes[k]], (int)v);
     }
     return SPARCL_OK;
 }
 
-/* Sets name = value unless `p` has it already or the schema lacks it. */
-static void set_default(const sparcl__kernel_schema *schema, sparcl_params *p, const char *name,
-                        int32_t value)
+sparcl_status sparcl__params_check(sparcl_ctx *ctx, const sparcl__kernel_schema *schema,
+                                   const sparcl_params *p, const sparcl__problem *prob,
+                                   const sparcl__device_limits *limits)
 {
-    int32_t v;
-    if (sparcl_params_get(p, name, &v))
-        return;
-    for (int k = 0; k < schema->n_params; ++k)
-        if (strcmp(schema->params[k].name, name) == 0)
-            sparcl_params_set(p, name, value);
+    sparcl__pset ps;
+    sparcl_status st = sparcl__pset_from_params(ctx, schema, p, &ps);
+    return st != SPARCL_OK ? st : sparcl__pset_check(ctx, schema, &ps, prob, limits);
 }
 
 void sparcl__params_fill_defaults(const sparcl__kernel_schema *schema, sparcl_params *p,
-                                  const sparcl__problem *prob,
-                                  const sparcl__device_limits *limits)
+                                  const sparcl__problem *prob, const sparcl__device_limits *limits)
 {
-    if (schema->defaults) {
-        schema->defaults(p, prob, limits);
-        return;
+    sparcl__pset ps;
+    memset(&ps, 0, sizeof ps);
+    for (int i = 0; i < p->count; ++i) {
+        const sparcl__param_def *d = find_name(schema, p->item[i].name);
+        if (d)
+            sparcl__pset_put(&ps, d->id, p->item[i].value);
     }
-    sparcl__params_tile_defaults(schema, p, prob, limits);
-}
-
-void sparcl__params_tile_defaults(const sparcl__kernel_schema *schema, sparcl_params *p,
-                                  const sparcl__problem *prob,
-                                  const sparcl__device_limits *limits)
-{
-    int cpu = !limits || (limits->type & CL_DEVICE_TYPE_CPU);
-    /* CPU (POCL): one work-item per group, several rows each, explicit
-     * vectors of 16, scores against K packed transposed (measured with
-     * sparcl-bench; shared/notes/pocl.md).  GPU: many work-items sharing
-     * K/V tiles through local memory. */
-    int32_t wg = cpu ? 1 : 64;
-    int32_t bm = cpu ? (prob->head_dim > 128 ? 4 : 8) : 64;
-    int32_t bn = 32;
-    int32_t use_local = cpu ? 0 : 1;
-    int32_t kt = cpu ? 1 : 0;
-    if (!cpu && limits && 2u * 32u * (size_t)prob->head_dim * 4u > limits->local_mem)
-        bn = 16;
-    if (!cpu && limits && (size_t)wg > limits->max_wg_size) {
-        wg = (int32_t)limits->max_wg_size;
-        bm = wg;
-    }
-    set_default(schema, p, "WG_SIZE", wg);
-    set_default(schema, p, "BLOCK_M", bm);
-    set_default(schema, p, "BLOCK_N", bn);
-    set_default(schema, p, "USE_LOCAL", use_local);
-    set_default(schema, p, "ALGO", 0);
-    set_default(schema, p, "EXP", cpu ? 2 : 0);
-    /* VEC: the widest power of two within head_dim that divides BLOCK_N. */
-    int32_t vec = 1, tile = get(p, "BLOCK_N"), v;
-    while (vec * 2 <= prob->head_dim && vec < (cpu ? 16 : 4) && tile % (vec * 2) == 0)
-        vec *= 2;
-    set_default(schema, p, "VEC", vec);
-    if (!sparcl_params_get(p, "KT", &v)) {
-        set_default(schema, p, "KT", kt);
-        if (kt && sparcl_params_get(p, "KT", &v) && limits && limits->max_alloc &&
-            sparcl__attn_fwd_workspace_bytes(p, prob) > limits->max_alloc)
-            sparcl_params_set(p, "KT", 0); /* the packed K would not fit */
+    const unsigned given = ps.set;
+    schema->defaults(&ps, prob, limits);
+    for (int k = 0; k < schema->n_params; ++k) {
+        const sparcl__param_id id = schema->params[k].id;
+        if (sparcl__pset_has(&ps, id) && !((given >> id) & 1u))
+            sparcl_params_set(p, sparcl__param_names[id], ps.v[id]);
     }
 }
 
-void sparcl__params_build_options(const sparcl__kernel_schema *schema, const sparcl_params *p,
+/* ---- build options ---------------------------------------------------- */
+
+/* Every family is compiled as OpenCL C 1.2: the kernels use nothing newer,
+ * and the version must not drift with the driver's default. */
+static const char cl_std[] = "-cl-std=CL1.2";
+
+const char *sparcl__schema_fixed_option(const sparcl__kernel_schema *schema, int i)
+{
+    if (i == 0)
+        return cl_std;
+    return i - 1 < schema->n_fixed ? schema->fixed_options[i - 1] : NULL;
+}
+
+static int32_t derive(sparcl__param_id id, const sparcl__pset *p, const sparcl__problem *prob)
+{
+    switch (id) {
+    case SPARCL__P_HEAD_DIM: return prob->head_dim;
+    case SPARCL__P_ROWS:
+        return p->v[SPARCL__P_WG_SIZE] ? p->v[SPARCL__P_BLOCK_M] / p->v[SPARCL__P_WG_SIZE] : 0;
+    case SPARCL__P_NORM: return prob->norm;
+    default: return p->v[id];
+    }
+}
+
+void sparcl__params_build_options(const sparcl__kernel_schema *schema, const sparcl__pset *p,
                                   const sparcl__problem *prob, char *buf, size_t size)
 {
-    (void)schema;
-    sparcl_params all = *p;
-    sparcl_params_set(&all, "HEAD_DIM", prob->head_dim);
-    int32_t bm = get(p, "BLOCK_M"), wg = get(p, "WG_SIZE");
-    sparcl_params_set(&all, "ROWS", wg ? bm / wg : 0);
-    char list[512];
-    sparcl_params_format(&all, list, sizeof list);
-    /* "A=1 B=2" -> "-DA=1 -DB=2" */
-    size_t used = (size_t)snprintf(buf, size, "-cl-std=CL1.2");
-    char *save = NULL;
-    for (char *tok = strtok_r(list, " ", &save); tok && used < size;
-         tok = strtok_r(NULL, " ", &save))
-        used += (size_t)snprintf(buf + used, size - used, " -D%s", tok);
+    sparcl__pset all = *p;
+    for (int k = 0; k < schema->n_derived; ++k)
+        sparcl__pset_put(&all, schema->derived[k], derive(schema->derived[k], p, prob));
+    /* Sorted by name, so that equal sets give equal strings (cache keys). */
+    int order[SPARCL__P_COUNT], n = 0;
+    for (int id = 0; id < SPARCL__P_COUNT; ++id) {
+        if (!sparcl__pset_has(&all, (sparcl__param_id)id))
+            continue;
+        int at = n++;
+        while (at > 0 && strcmp(sparcl__param_names[order[at - 1]], sparcl__param_names[id]) > 0) {
+            order[at] = order[at - 1];
+            --at;
+        }
+        order[at] = id;
+    }
+    size_t used = 0;
+    buf[0] = '\0';
+    const char *fixed;
+    for (int i = 0; (fixed = sparcl__schema_fixed_option(schema, i)) && used < size; ++i)
+        used += (size_t)snprintf(buf + used, size - used, "%s%s", i ? " " : "", fixed);
+    for (int k = 0; k < n && used < size; ++k)
+        used += (size_t)snprintf(buf + used, size - used, " -D%s=%d", sparcl__param_names[order[k]],
+                                 (int)all.v[order[k]]);
 }

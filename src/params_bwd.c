@@ -21,33 +21,27 @@ static const int32_t c_bool[] = {0, 1};
 #define N_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 static const sparcl__param_def attn_bwd_params[] = {
-    {"BLOCK_M", c_block, N_OF(c_block), "query rows per tile (dQ work-group)"},
-    {"BLOCK_N", c_block, N_OF(c_block), "keys per tile (dK/dV work-group)"},
-    {"USE_LOCAL", c_bool, N_OF(c_bool), "stage shared rows in __local memory"},
-    {"WG_SIZE", c_wg, N_OF(c_wg), "work-items per work-group"},
+    {SPARCL__P_BLOCK_M, c_block, N_OF(c_block), "query rows per tile (dQ work-group)"},
+    {SPARCL__P_BLOCK_N, c_block, N_OF(c_block), "keys per tile (dK/dV work-group)"},
+    {SPARCL__P_USE_LOCAL, c_bool, N_OF(c_bool), "stage shared rows in __local memory"},
+    {SPARCL__P_WG_SIZE, c_wg, N_OF(c_wg), "work-items per work-group"},
 };
 
-static int32_t get(const sparcl_params *p, const char *name)
+size_t sparcl__attn_bwd_local_bytes(const sparcl__pset *p, const sparcl__problem *prob)
 {
-    int32_t v = 0;
-    sparcl_params_get(p, name, &v);
-    return v;
-}
-
-size_t sparcl__attn_bwd_local_bytes(const sparcl_params *p, const sparcl__problem *prob)
-{
-    if (!get(p, "USE_LOCAL"))
+    if (!p->v[SPARCL__P_USE_LOCAL])
         return 0;
     size_t d = (size_t)prob->head_dim;
-    size_t dq = 2u * (size_t)get(p, "BLOCK_N") * d * 4u;          /* K, V tiles */
-    size_t dkv = 2u * (size_t)get(p, "BLOCK_M") * (d + 1u) * 4u;  /* Q, dO tiles, LSE, D */
+    size_t dq = 2u * (size_t)p->v[SPARCL__P_BLOCK_N] * d * 4u;         /* K, V tiles */
+    size_t dkv = 2u * (size_t)p->v[SPARCL__P_BLOCK_M] * (d + 1u) * 4u; /* Q, dO tiles, LSE, D */
     return dq > dkv ? dq : dkv;
 }
 
-static sparcl_status check(sparcl_ctx *ctx, const sparcl_params *p, const sparcl__problem *prob,
+static sparcl_status check(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl__problem *prob,
                            const sparcl__device_limits *limits)
 {
-    int32_t bm = get(p, "BLOCK_M"), bn = get(p, "BLOCK_N"), wg = get(p, "WG_SIZE");
+    const int32_t bm = p->v[SPARCL__P_BLOCK_M], bn = p->v[SPARCL__P_BLOCK_N];
+    const int32_t wg = p->v[SPARCL__P_WG_SIZE];
     if (bm % wg != 0 || bn % wg != 0)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "BLOCK_M %d and BLOCK_N %d must be multiples of WG_SIZE %d", bm, bn,
@@ -81,13 +75,7 @@ static sparcl_status check(sparcl_ctx *ctx, const sparcl_params *p, const sparcl
     return SPARCL_OK;
 }
 
-static void set_missing(sparcl_params *p, const char *name, int32_t value)
-{
-    if (!sparcl_params_get(p, name, NULL))
-        sparcl_params_set(p, name, value);
-}
-
-static void defaults(sparcl_params *p, const sparcl__problem *prob,
+static void defaults(sparcl__pset *p, const sparcl__problem *prob,
                      const sparcl__device_limits *limits)
 {
     int cpu = !limits || (limits->type & CL_DEVICE_TYPE_CPU);
@@ -96,10 +84,10 @@ static void defaults(sparcl_params *p, const sparcl__problem *prob,
          * as float16 lanes (shared/notes/pocl.md); 8 for wide heads, to
          * stay within private memory. */
         int32_t t = prob->head_dim > 128 ? 8 : 16;
-        set_missing(p, "WG_SIZE", 1);
-        set_missing(p, "BLOCK_M", t);
-        set_missing(p, "BLOCK_N", t);
-        set_missing(p, "USE_LOCAL", 0);
+        sparcl__pset_default(&sparcl__schema_attn_bwd, p, SPARCL__P_WG_SIZE, 1);
+        sparcl__pset_default(&sparcl__schema_attn_bwd, p, SPARCL__P_BLOCK_M, t);
+        sparcl__pset_default(&sparcl__schema_attn_bwd, p, SPARCL__P_BLOCK_N, t);
+        sparcl__pset_default(&sparcl__schema_attn_bwd, p, SPARCL__P_USE_LOCAL, 0);
     } else {
         /* GPU: one row or key per work-item, shared tiles in local memory,
          * the largest square tile that fits the device. */
@@ -108,12 +96,26 @@ static void defaults(sparcl_params *p, const sparcl__problem *prob,
                (2u * (size_t)t * ((size_t)prob->head_dim + 1u) * 4u > limits->local_mem ||
                 (size_t)t > limits->max_wg_size))
             t /= 2;
-        set_missing(p, "WG_SIZE", t);
-        set_missing(p, "BLOCK_M", t);
-        set_missing(p, "BLOCK_N", t);
-        set_missing(p, "USE_LOCAL", 1);
+        sparcl__pset_default(&sparcl__schema_attn_bwd, p, SPARCL__P_WG_SIZE, t);
+        sparcl__pset_default(&sparcl__schema_attn_bwd, p, SPARCL__P_BLOCK_M, t);
+        sparcl__pset_default(&sparcl__schema_attn_bwd, p, SPARCL__P_BLOCK_N, t);
+        sparcl__pset_default(&sparcl__schema_attn_bwd, p, SPARCL__P_USE_LOCAL, 1);
     }
 }
 
+static const sparcl__kernel_decl kernels[] = {
+    {"attn_bwd_pre", 0}, {"attn_bwd_dq", 1}, {"attn_bwd_dkv", 1}};
+static const sparcl__program_decl programs[] = {{"attn_bwd.cl", kernels, N_OF(kernels)}};
+static const sparcl__param_id derived[] = {SPARCL__P_HEAD_DIM, SPARCL__P_ROWS};
+
 const sparcl__kernel_schema sparcl__schema_attn_bwd = {
-    "attn_bwd", "attn_bwd.cl", attn_bwd_params, N_OF(attn_bwd_params), check, defaults};
+    .name = "attn_bwd",
+    .programs = programs,
+    .n_programs = N_OF(programs),
+    .params = attn_bwd_params,
+    .n_params = N_OF(attn_bwd_params),
+    .derived = derived,
+    .n_derived = N_OF(derived),
+    .check = check,
+    .defaults = defaults,
+};

@@ -1,6 +1,9 @@
 /*
- * plan.c -- plan creation (validation, parameter choice, re-blocking,
- * program build, layout upload) and dispatch of the forward kernel.
+ * plan.c -- plan creation and the forward call: validates the descriptor,
+ * chooses the attention kind (attention_kinds.c) and, for a kind with a
+ * tuned family, its parameters (kernel_build.h), then calls through the
+ * kind's table of operations (plan_api.h).  No kind is known here by more
+ * than its table.
  */
 #include <math.h>
 #include <stdio.h>
@@ -9,14 +12,10 @@
 
 #include "attention_kinds.h"
 #include "ctx.h"
-#include "dense_path.h"
 #include "error.h"
-#include "kernel_registry.h"
+#include "kernel_build.h"
 #include "layout.h"
-#include "params.h"
 #include "plan.h"
-#include "program.h"
-#include "tiling.h"
 #include "tuning_lookup.h"
 
 
@@ -87,158 +86,73 @@ sparcl_status sparcl__plan_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d
 #undef BAD
 }
 
-static sparcl_status upload(sparcl_plan *p, cl_mem *out, const void *data, size_t bytes)
-{
-    static const int32_t zero = 0;
-    if (bytes == 0) { /* OpenCL forbids empty buffers; keep a valid dummy */
-        data = &zero;
-        bytes = sizeof zero;
-    }
-    if (bytes > p->ctx->limits.max_alloc)
-        return sparcl__fail(p->ctx, SPARCL_ERR_OUT_OF_MEMORY,
-                            "the tiled layout needs %zu bytes; the device's largest allocation "
-                            "is %llu",
-                            bytes, (unsigned long long)p->ctx->limits.max_alloc);
-    cl_int err;
-    *out = clCreateBuffer(p->ctx->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, bytes,
-                          (void *)data, &err);
-    if (!*out)
-        return err == CL_MEM_OBJECT_ALLOCATION_FAILURE || err == CL_OUT_OF_RESOURCES ||
-                       err == CL_OUT_OF_HOST_MEMORY
-                   ? sparcl__fail(p->ctx, SPARCL_ERR_OUT_OF_MEMORY,
-                                  "cannot allocate %zu bytes for the layout on the device", bytes)
-                   : sparcl__fail_cl(p->ctx, err, "clCreateBuffer");
-    p->device_bytes += bytes;
-    return SPARCL_OK;
-}
-
-/* Builds the schema's fused kernel (and, for attn_fwd with KT=1, the K
- * packing kernel and its workspace) for a plan whose tile arrays are
- * uploaded. */
-static sparcl_status fused_init(sparcl_plan *p, const sparcl__kernel_schema *schema,
-                                const sparcl__problem *prob, const char *options)
-{
-    sparcl_ctx *ctx = p->ctx;
-    cl_program prog;
-    sparcl_status st = sparcl__program_get(ctx, schema->file, options, &prog);
-    if (st != SPARCL_OK)
-        return st;
-    cl_int err;
-    p->kernel = clCreateKernel(prog, schema->name, &err);
-    if (!p->kernel) {
-        char what[64];
-        snprintf(what, sizeof what, "clCreateKernel(%s)", schema->name);
-        return sparcl__fail_cl(ctx, err, what);
-    }
-    size_t kwg = 0;
-    clGetKernelWorkGroupInfo(p->kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof kwg, &kwg,
-                             NULL);
-    if (kwg && (size_t)p->wg_size > kwg)
-        return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
-                            "WG_SIZE %d exceeds this kernel's work-group limit %zu on the device",
-                            p->wg_size, kwg);
-    size_t ws = sparcl__attn_fwd_workspace_bytes(&p->params, prob);
-    if (!ws)
-        return SPARCL_OK;
-    p->pack_kernel = clCreateKernel(prog, "attn_fwd_pack_k", &err);
-    if (!p->pack_kernel)
-        return sparcl__fail_cl(ctx, err, "clCreateKernel(attn_fwd_pack_k)");
-    p->workspace = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, ws, NULL, &err);
-    if (!p->workspace)
-        return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY,
-                            "cannot allocate the %zu-byte packed-K workspace (KT=1): %s", ws,
-                            sparcl__cl_error_name(err));
-    p->device_bytes += ws;
-    return SPARCL_OK;
-}
-
-sparcl_status sparcl__plan_alloc(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
-                                 sparcl_plan **out)
+/* A zeroed plan with the descriptor's shapes, scale and resolved strides,
+ * before any kind is chosen. */
+static sparcl_status alloc(sparcl_ctx *ctx, const sparcl_plan_desc *desc, sparcl_plan **out)
 {
     sparcl_plan *p = calloc(1, sizeof *p);
     *out = p;
     if (!p)
         return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate a plan");
-    pthread_mutex_init(&p->lock, NULL);
     p->ctx = ctx;
     p->desc = *desc;
     p->desc.layout = NULL;
     p->desc.params = NULL;
     p->desc.proj_e = NULL;
     p->desc.proj_f = NULL;
-    p->scale = desc->scale > 0.0f ? desc->scale : 1.0f / sqrtf((float)desc->head_dim);
-    p->qs = resolve(desc->q_strides, desc, desc->q_heads, desc->q_len);
-    p->ks = resolve(desc->k_strides, desc, desc->kv_heads, desc->kv_len);
-    p->vs = resolve(desc->v_strides, desc, desc->kv_heads, desc->kv_len);
-    p->os = resolve(desc->o_strides, desc, desc->q_heads, desc->q_len);
+    sparcl__plan_view *v = &p->view;
+    v->ctx = ctx;
+    v->desc = p->desc;
+    v->scale = desc->scale > 0.0f ? desc->scale : 1.0f / sqrtf((float)desc->head_dim);
+    v->qs = resolve(desc->q_strides, desc, desc->q_heads, desc->q_len);
+    v->ks = resolve(desc->k_strides, desc, desc->kv_heads, desc->kv_len);
+    v->vs = resolve(desc->v_strides, desc, desc->kv_heads, desc->kv_len);
+    v->os = resolve(desc->o_strides, desc, desc->q_heads, desc->q_len);
     return SPARCL_OK;
 }
 
-/* Everything after the choice of parameters; on failure nothing is kept. */
-static sparcl_status create(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
-                            const sparcl__kernel_schema *schema, const sparcl__problem *pprob,
-                            sparcl_params params, sparcl_param_source source, const char *origin,
-                            sparcl_plan **out)
+/* Creates the state of the kind the descriptor and `params` (the checked
+ * choice of the first kind's family, or NULL) select.  A kind that declines
+ * has adjusted `params`; the kind they select then is tried. */
+static sparcl_status create_kind(sparcl_plan *p, const sparcl_plan_desc *desc,
+                                 sparcl__pset *params)
 {
-    sparcl__problem prob = *pprob;
-    sparcl_plan *p;
-    sparcl_status st = sparcl__plan_alloc(ctx, desc, &p);
-    if (st != SPARCL_OK)
-        return st;
-    const int norm = p->norm = sparcl__entmax_norm(desc, &p->alpha);
-    p->params = params;
-    p->source = source;
-    snprintf(p->origin, sizeof p->origin, "%s", origin);
-    int32_t bm = 0, bn = 0, wg = 0;
-    sparcl_params_get(&params, "BLOCK_M", &bm);
-    sparcl_params_get(&params, "BLOCK_N", &bn);
-    sparcl_params_get(&params, "WG_SIZE", &wg);
-    p->block_m = bm;
-    p->block_n = bn;
-    p->wg_size = wg;
-
-    sparcl__tiling t;
-    st = sparcl__tiling_build(ctx, desc->layout, desc->q_len, desc->kv_len, desc->causal, bm, bn,
-                              &t);
-    if (st != SPARCL_OK)
-        goto fail;
-    p->layout_heads = t.heads;
-    p->n_tile_rows = t.ntr;
-    if ((st = upload(p, &p->tile_ptr, t.ptr, sizeof *t.ptr * (size_t)t.heads * (t.ntr + 1))) ||
-        (st = upload(p, &p->tile_col, t.col, sizeof *t.col * (size_t)t.nnz)) ||
-        (st = upload(p, &p->tile_mask, t.mask, sizeof *t.mask * (size_t)t.nnz)) ||
-        (st = upload(p, &p->mask_bits, t.bits,
-                     sizeof *t.bits * (size_t)t.n_masks * (size_t)t.tm * (size_t)t.mw))) {
-        sparcl__tiling_free(&t);
-        goto fail;
-    }
-    sparcl__tiling_free(&t);
-    if (desc->layout && (st = sparcl__layout_copy(ctx, desc->layout, &p->layout)) != SPARCL_OK)
-        goto fail;
-
-    char options[1024];
-    sparcl__params_build_options(schema, &params, &prob, options, sizeof options);
-    if (norm) /* which entmax solver attn_entmax compiles */
-        snprintf(options + strlen(options), sizeof options - strlen(options), " -DNORM=%d",
-                 norm);
-    int dense = 0;
-    int32_t algo = 0;
-    sparcl_params_get(&params, "ALGO", &algo);
-    if (algo == 1) {
-        if ((st = sparcl__dense_init(p, options, &dense)) != SPARCL_OK)
-            goto fail;
-        if (!dense) { /* it does not apply here: the fused kernel, and say so */
-            sparcl_params_set(&p->params, "ALGO", 0);
-            sparcl__params_build_options(schema, &p->params, &prob, options, sizeof options);
+    for (int tries = 0; tries < SPARCL__KIND_COUNT; ++tries) {
+        const sparcl__kind_ops *kind = sparcl__kind_select(desc, params);
+        void *state = NULL;
+        sparcl_status st = kind->create(&p->view, desc, params, &p->report, &state);
+        if (st != SPARCL_OK)
+            return st;
+        if (state) {
+            if (kind->family && params)
+                sparcl__pset_to_params(kind->family, params, &p->report.params);
+            p->ops = kind;
+            p->state = state;
+            return SPARCL_OK;
         }
     }
-    if (!dense && (st = fused_init(p, schema, &prob, options)) != SPARCL_OK)
-        goto fail;
-    *out = p;
-    return SPARCL_OK;
-fail:
-    sparcl_plan_free(p);
-    return st;
+    return sparcl__fail(p->ctx, SPARCL_ERR_INTERNAL, "every attention kind declined the plan");
+}
+
+/* Chooses the family's parameters (or only its defaults) into the report
+ * and creates the kind; *chosen says whether the choice passed its checks. */
+static sparcl_status choose_and_create(sparcl_plan *p, const sparcl_plan_desc *desc,
+                                       const sparcl__kernel_schema *family, int defaults_only,
+                                       int *chosen)
+{
+    *chosen = 1;
+    if (!family)
+        return create_kind(p, desc, NULL);
+    sparcl__pset params;
+    char origin[SPARCL__ORIGIN_MAX];
+    sparcl_status st = sparcl__family_choose(p->ctx, family, desc, defaults_only, &params,
+                                             &p->report.source, origin, sizeof origin);
+    *chosen = st == SPARCL_OK;
+    if (st != SPARCL_OK)
+        return st;
+    if (!defaults_only)
+        snprintf(p->report.origin, sizeof p->report.origin, "%s", origin);
+    return create_kind(p, desc, &params);
 }
 
 SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
@@ -254,63 +168,37 @@ SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
     sparcl_status st = sparcl__plan_desc_check(ctx, desc);
     if (st != SPARCL_OK)
         return st;
-
-    if (desc->attention == SPARCL_ATTENTION_FAVOR)
-        return sparcl__favor_plan_init(ctx, out, desc);
-    if (desc->attention == SPARCL_ATTENTION_LINFORMER)
-        return sparcl__linformer_plan_init(ctx, out, desc);
-
-    float alpha;
-    const sparcl__kernel_schema *schema =
-        sparcl__entmax_norm(desc, &alpha) ? &sparcl__schema_attn_entmax : &sparcl__schema_attn_fwd;
-    sparcl__problem prob = sparcl__problem_from_desc(desc);
-    sparcl_params params;
-    sparcl_param_source source;
-    char origin[SPARCL__ORIGIN_MAX];
-    sparcl__tuning_choose(ctx, schema, desc, &params, &source, origin, sizeof origin);
-    sparcl__params_fill_defaults(schema, &params, &prob, &ctx->limits);
-    if (desc->unchecked_params)
-        st = sparcl__params_check_minimal(ctx, &params);
-    else
-        st = sparcl__params_check(ctx, schema, &params, &prob, &ctx->limits);
-    if (st != SPARCL_OK)
+    sparcl_plan *p;
+    if ((st = alloc(ctx, desc, &p)) != SPARCL_OK)
         return st;
-    st = create(ctx, desc, schema, &prob, params, source, origin, out);
-    if (st != SPARCL_OK && source == SPARCL_PARAMS_DATABASE) {
+    const sparcl__kernel_schema *family = sparcl__kind_select(desc, NULL)->family;
+    int chosen;
+    st = choose_and_create(p, desc, family, 0, &chosen);
+    if (st != SPARCL_OK && chosen && family && p->report.source == SPARCL_PARAMS_DATABASE) {
         /* A tuned row is a hint: if it cannot run here, the defaults can. */
-        char fallback[SPARCL__ORIGIN_MAX + 64];
-        snprintf(fallback, sizeof fallback, "built-in defaults (tuned row failed: %s)", origin);
-        sparcl__log(ctx, SPARCL_LOG_WARNING, "tuned parameters from %s failed (%s); using the "
-                    "built-in defaults", origin, sparcl_ctx_errmsg(ctx));
-        sparcl_params_clear(&params);
-        sparcl__params_fill_defaults(schema, &params, &prob, &ctx->limits);
-        st = create(ctx, desc, schema, &prob, params, SPARCL_PARAMS_DEFAULT, fallback, out);
+        char origin[SPARCL__ORIGIN_MAX];
+        snprintf(origin, sizeof origin, "%.*s", (int)sizeof origin - 1, p->report.origin);
+        snprintf(p->report.origin, sizeof p->report.origin,
+                 "built-in defaults (tuned row failed: %s)", origin);
+        sparcl__log(ctx, SPARCL_LOG_WARNING,
+                    "tuned parameters from %s failed (%s); using the built-in defaults", origin,
+                    sparcl_ctx_errmsg(ctx));
+        st = choose_and_create(p, desc, family, 1, &chosen);
     }
-    return st;
+    if (st != SPARCL_OK) {
+        sparcl_plan_free(p);
+        return st;
+    }
+    *out = p;
+    return SPARCL_OK;
 }
 
 SPARCL_API void sparcl_plan_free(sparcl_plan *p)
 {
     if (!p)
         return;
-    if (p->kernel)
-        clReleaseKernel(p->kernel);
-    if (p->pack_kernel)
-        clReleaseKernel(p->pack_kernel);
-    if (p->softmax_kernel)
-        clReleaseKernel(p->softmax_kernel);
-    if (p->last)
-        clReleaseEvent(p->last);
-    cl_mem *mems[6] = {&p->tile_ptr,  &p->tile_col,  &p->tile_mask,
-                       &p->mask_bits, &p->workspace, &p->scores};
-    for (int i = 0; i < 6; ++i)
-        if (*mems[i])
-            clReleaseMemObject(*mems[i]);
-    sparcl__plan_bwd_free(p->bwd);
-    sparcl_layout_free(p->layout);
-    sparcl__favor_free(p->favor);
-    sparcl__linformer_free(p->linformer);
-    pthread_mutex_destroy(&p->lock);
+    if (p->ops)
+        p->ops->free(p->state);
     free(p);
 }
 
@@ -328,71 +216,6 @@ static sparcl_status check_buffer(sparcl_plan *p, cl_mem m, const char *name, in
         return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "%s buffer has %zu bytes; the shape needs %llu", name, size,
                             (unsigned long long)need);
-    return SPARCL_OK;
-}
-
-cl_int sparcl__plan_set_layout_args(const sparcl_plan *p, cl_kernel kn, cl_uint *a)
-{
-    const sparcl_plan_desc *d = &p->desc;
-    const cl_int group = d->q_heads / d->kv_heads;
-    cl_int err = CL_SUCCESS;
-    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_mem), &p->tile_ptr);
-    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_mem), &p->tile_col);
-    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_mem), &p->tile_mask);
-    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_mem), &p->mask_bits);
-    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_int), &d->q_len);
-    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_int), &d->kv_len);
-    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_int), &d->q_heads);
-    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_int), &group);
-    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_int), &p->layout_heads);
-    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_int), &p->n_tile_rows);
-    return err;
-}
-
-cl_event *sparcl__plan_wait_list(const sparcl_plan *p, cl_uint num_wait, const cl_event *wait,
-                                 cl_uint *n)
-{
-    cl_event *all = malloc(sizeof *all * (num_wait + 1));
-    if (!all)
-        return NULL;
-    for (*n = 0; *n < num_wait; ++*n)
-        all[*n] = wait[*n];
-    if (p->last)
-        all[(*n)++] = p->last;
-    return all;
-}
-
-/* Enqueues attn_fwd_pack_k (KT=1) on `queue`: K into the plan's workspace,
- * after the caller's wait list and the previous call that read the
- * workspace (on whichever queue it ran).  Called with p->lock held. */
-static sparcl_status enqueue_pack(sparcl_plan *p, cl_command_queue queue,
-                                  const sparcl_strides *ks, cl_mem k, cl_uint num_wait,
-                                  const cl_event *wait, cl_event *out)
-{
-    const sparcl_plan_desc *d = &p->desc;
-    const cl_int n_tiles = (d->kv_len + p->block_n - 1) / p->block_n;
-    const cl_long strides[3] = {ks->batch, ks->head, ks->seq};
-    cl_kernel kn = p->pack_kernel;
-    cl_uint a = 0;
-    cl_int err = CL_SUCCESS;
-    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &k);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &p->workspace);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &d->kv_len);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &d->kv_heads);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &n_tiles);
-    for (int s = 0; s < 3; ++s)
-        err |= clSetKernelArg(kn, a++, sizeof(cl_long), &strides[s]);
-    if (err != CL_SUCCESS)
-        return sparcl__fail_cl(p->ctx, err, "clSetKernelArg(attn_fwd_pack_k)");
-    cl_uint n;
-    cl_event *all = sparcl__plan_wait_list(p, num_wait, wait, &n);
-    if (!all)
-        return sparcl__fail(p->ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate a wait list");
-    size_t global[3] = {(size_t)n_tiles, (size_t)d->kv_heads, (size_t)d->batch};
-    err = clEnqueueNDRangeKernel(queue, kn, 3, NULL, global, NULL, n, n ? all : NULL, out);
-    free(all);
-    if (err != CL_SUCCESS)
-        return sparcl__fail_cl(p->ctx, err, "clEnqueueNDRangeKernel(attn_fwd_pack_k)");
     return SPARCL_OK;
 }
 
@@ -417,75 +240,9 @@ static sparcl_status forward_strided(sparcl_plan *p, cl_command_queue queue,
     if ((num_wait == 0) != (wait == NULL))
         return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "num_wait %u does not match wait list %p", num_wait, (void *)wait);
-    if (p->favor)
-        return sparcl__favor_forward(p, queue, ts, q, k, v, out, lse, num_wait, wait, event);
-    if (p->linformer)
-        return sparcl__linformer_forward(p, queue, ts, q, k, v, out, lse, num_wait, wait, event);
-
-    const cl_int write_lse = lse != NULL;
-    const cl_float scale_log2 = p->scale * (cl_float)CL_M_LOG2E;
-    cl_long strides[12];
-    for (int t = 0; t < 4; ++t) {
-        strides[3 * t] = ts[t].batch;
-        strides[3 * t + 1] = ts[t].head;
-        strides[3 * t + 2] = ts[t].seq;
-    }
-    cl_command_queue cq = queue ? queue : p->ctx->queue;
-    pthread_mutex_lock(&p->lock);
-    if (p->softmax_kernel) {
-        st = sparcl__dense_forward(p, cq, ts, q, k, v, out, lse, num_wait, wait, event);
-        pthread_mutex_unlock(&p->lock);
-        return st;
-    }
-    cl_event pack_ev = NULL;
-    if (p->pack_kernel &&
-        (st = enqueue_pack(p, cq, &ts[1], k, num_wait, wait, &pack_ev)) != SPARCL_OK) {
-        pthread_mutex_unlock(&p->lock);
-        return st;
-    }
-    cl_mem kin = p->pack_kernel ? p->workspace : k;
-    cl_kernel kn = p->kernel;
-    cl_uint a = 0;
-    cl_int err = CL_SUCCESS;
-    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &q);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &kin);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &v);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &out);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_mem), lse ? &lse : &out);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &write_lse);
-    err |= sparcl__plan_set_layout_args(p, kn, &a);
-    err |= clSetKernelArg(kn, a++, sizeof(cl_float), &scale_log2);
-    for (int s = 0; s < 12; ++s)
-        err |= clSetKernelArg(kn, a++, sizeof(cl_long), &strides[s]);
-    if (p->norm) /* attn_entmax takes alpha last */
-        err |= clSetKernelArg(kn, a++, sizeof(cl_float), &p->alpha);
-    cl_event ev = NULL;
-    if (err == CL_SUCCESS) {
-        size_t local[3] = {(size_t)p->wg_size, 1, 1};
-        size_t global[3] = {(size_t)p->n_tile_rows * (size_t)p->wg_size, (size_t)d->q_heads,
-                            (size_t)d->batch};
-        err = pack_ev ? clEnqueueNDRangeKernel(cq, kn, 3, NULL, global, local, 1, &pack_ev, &ev)
-                      : clEnqueueNDRangeKernel(cq, kn, 3, NULL, global, local, num_wait, wait,
-                                               &ev);
-        if (err != CL_SUCCESS)
-            st = sparcl__fail_cl(p->ctx, err, "clEnqueueNDRangeKernel(attn_fwd)");
-    } else {
-        st = sparcl__fail_cl(p->ctx, err, "clSetKernelArg(attn_fwd)");
-    }
-    if (pack_ev)
-        clReleaseEvent(pack_ev);
-    if (ev && p->pack_kernel) {
-        if (p->last)
-            clReleaseEvent(p->last);
-        clRetainEvent(ev);
-        p->last = ev;
-    }
-    pthread_mutex_unlock(&p->lock);
-    if (ev && event)
-        *event = ev;
-    else if (ev)
-        clReleaseEvent(ev);
-    return st;
+    const sparcl__fwd_call c = {queue ? queue : p->ctx->queue, ts, q, k, v, out, lse,
+                                num_wait, wait, event};
+    return p->ops->forward(p->state, &c);
 }
 
 sparcl_status sparcl__plan_forward_strided(sparcl_plan *p, cl_command_queue queue,
@@ -511,17 +268,30 @@ sparcl_status sparcl__plan_check_queue(sparcl_plan *p, cl_command_queue queue)
     return SPARCL_OK;
 }
 
-SPARCL_API sparcl_status sparcl_plan_forward_on_queue(sparcl_plan *p, cl_command_queue queue,
-                                                      cl_mem q, cl_mem k, cl_mem v, cl_mem out,
-                                                      cl_mem lse, cl_uint num_wait,
-                                                      const cl_event *wait, cl_event *event)
+sparcl_status sparcl__plan_call_begin(sparcl_plan *p, cl_command_queue queue,
+                                      sparcl_strides ts[4])
 {
     if (!p)
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
     sparcl_status st = sparcl__plan_check_queue(p, queue);
     if (st != SPARCL_OK)
         return st;
-    const sparcl_strides ts[4] = {p->qs, p->ks, p->vs, p->os};
+    ts[0] = p->view.qs;
+    ts[1] = p->view.ks;
+    ts[2] = p->view.vs;
+    ts[3] = p->view.os;
+    return SPARCL_OK;
+}
+
+SPARCL_API sparcl_status sparcl_plan_forward_on_queue(sparcl_plan *p, cl_command_queue queue,
+                                                      cl_mem q, cl_mem k, cl_mem v, cl_mem out,
+                                                      cl_mem lse, cl_uint num_wait,
+                                                      const cl_event *wait, cl_event *event)
+{
+    sparcl_strides ts[4];
+    sparcl_status st = sparcl__plan_call_begin(p, queue, ts);
+    if (st != SPARCL_OK)
+        return st;
     return forward_strided(p, queue, ts, q, k, v, out, lse, num_wait, wait, event);
 }
 
@@ -597,19 +367,39 @@ SPARCL_API void sparcl_plan_params(const sparcl_plan *p, sparcl_params *params,
     if (!p)
         return;
     if (params)
-        *params = p->params;
+        *params = p->report.params;
     if (source)
-        *source = p->source;
+        *source = p->report.source;
 }
 
 SPARCL_API const char *sparcl_plan_params_origin(const sparcl_plan *p)
 {
-    return p ? p->origin : "";
+    return p ? p->report.origin : "";
 }
 
 SPARCL_API size_t sparcl_plan_device_bytes(const sparcl_plan *p)
 {
-    return p ? p->device_bytes : 0;
+    return p ? p->ops->device_bytes(p->state) : 0;
+}
+
+SPARCL_API sparcl_status sparcl_plan_redraw(sparcl_plan *p, uint64_t seed)
+{
+    if (!p)
+        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
+    if (!p->ops->redraw)
+        return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "only FAVOR+ and Linformer plans have random matrices to redraw");
+    return p->ops->redraw(p->state, seed);
+}
+
+const sparcl__plan_view *sparcl__plan_view_of(const sparcl_plan *p)
+{
+    return p ? &p->view : NULL;
+}
+
+void *sparcl__plan_state(const sparcl_plan *p, const sparcl__kind_ops *kind)
+{
+    return p && p->ops == kind ? p->state : NULL;
 }
 
 /* The helpers above, for the other passes (plan.h). */
@@ -628,9 +418,4 @@ sparcl_status sparcl__plan_check_buffer(sparcl_plan *p, cl_mem m, const char *na
                                         int64_t elems)
 {
     return check_buffer(p, m, name, elems);
-}
-
-sparcl_status sparcl__plan_upload(sparcl_plan *p, cl_mem *out, const void *data, size_t bytes)
-{
-    return upload(p, out, data, bytes);
 }

@@ -38,10 +38,11 @@ SPARCL_API sparcl_status sparcl_kernel_space(sparcl_ctx *ctx, const char *kernel
     memset(space, 0, sizeof *space);
     for (int i = 0; i < schema->n_params; ++i) {
         const sparcl__param_def *d = &schema->params[i];
+        const char *name = sparcl__param_names[d->id];
         if (d->n_choices > SPARCL_PARAM_CHOICES_MAX)
-            return sparcl__fail(ctx, SPARCL_ERR_INTERNAL, "%s has %d choices (max %d)", d->name,
+            return sparcl__fail(ctx, SPARCL_ERR_INTERNAL, "%s has %d choices (max %d)", name,
                                 d->n_choices, SPARCL_PARAM_CHOICES_MAX);
-        snprintf(space->item[i].name, sizeof space->item[i].name, "%s", d->name);
+        snprintf(space->item[i].name, sizeof space->item[i].name, "%s", name);
         space->item[i].n_choices = d->n_choices;
         memcpy(space->item[i].choices, d->choices, sizeof *d->choices * (size_t)d->n_choices);
         space->item[i].doc = d->doc;
@@ -107,34 +108,33 @@ static uint64_t fnv(uint64_t h, const void *data, size_t n)
 
 static uint64_t fnv_str(uint64_t h, const char *s) { return fnv(h, s, strlen(s) + 1); }
 
+/* Adds the text of kernel file `file` to *h. */
+static sparcl_status hash_file(sparcl_ctx *ctx, const char *file, uint64_t *h)
+{
+    char *text = sparcl__kernel_source(ctx, file);
+    if (!text)
+        return SPARCL_ERR_INTERNAL;
+    *h = fnv_str(*h, text);
+    free(text);
+    return SPARCL_OK;
+}
+
 sparcl_status sparcl__kernel_hash(sparcl_ctx *ctx, const sparcl__kernel_schema *schema,
                                   char out[17])
 {
-    char *common = sparcl__kernel_source(ctx, "common.clh");
-    char *body = common ? sparcl__kernel_source(ctx, schema->file) : NULL;
-    if (!body) {
-        free(common);
-        return SPARCL_ERR_INTERNAL;
-    }
+    /* Every source file the family builds: the common header, then each
+     * program's file (a one-program family hashes as it always did). */
     uint64_t h = fnv_str(0xcbf29ce484222325ull, "sparcl kernel hash 1");
-    h = fnv_str(h, common);
-    h = fnv_str(h, body);
-    free(common);
-    free(body);
-    /* The fixed build options: everything but the -D parameters. */
-    sparcl__problem prob;
-    memset(&prob, 0, sizeof prob);
-    prob.head_dim = 64;
-    sparcl_params p;
-    sparcl_params_clear(&p);
-    sparcl__params_fill_defaults(schema, &p, &prob, NULL);
-    char options[1024], *save = NULL;
-    sparcl__params_build_options(schema, &p, &prob, options, sizeof options);
-    for (char *tok = strtok_r(options, " ", &save); tok; tok = strtok_r(NULL, " ", &save))
-        if (strncmp(tok, "-D", 2) != 0)
-            h = fnv_str(h, tok);
+    sparcl_status st = hash_file(ctx, "common.clh", &h);
+    for (int i = 0; i < schema->n_programs && st == SPARCL_OK; ++i)
+        st = hash_file(ctx, schema->programs[i].file, &h);
+    if (st != SPARCL_OK)
+        return st;
+    const char *fixed;
+    for (int i = 0; (fixed = sparcl__schema_fixed_option(schema, i)); ++i)
+        h = fnv_str(h, fixed);
     for (int i = 0; i < schema->n_params; ++i) {
-        h = fnv_str(h, schema->params[i].name);
+        h = fnv_str(h, sparcl__param_names[schema->params[i].id]);
         h = fnv(h, schema->params[i].choices,
                 sizeof *schema->params[i].choices * (size_t)schema->params[i].n_choices);
     }

@@ -8,8 +8,10 @@
 
 #include "params.h"
 
-/* 16 hex digits + NUL into out: FNV-1a 64 of the common header, the
- * kernel file, the fixed build options and the schema's declaration. */
+/* 16 hex digits + NUL into out: FNV-1a 64 of the common header, every
+ * kernel file of the family's programs, the fixed build options and the
+ * schema's declaration.  Editing any file a family builds retires its
+ * tuning rows. */
 sparcl_status sparcl__kernel_hash(sparcl_ctx *ctx, const sparcl__kernel_schema *schema,
                                   char out[17]);
 

@@ -75,7 +75,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int n = fuzz_range(&in, 0, 8);
     for (int k = 0; k < n; ++k) {
         int which = fuzz_range(&in, 0, s->n_params);
-        const char *name = which < s->n_params ? s->params[which].name : "BOGUS";
+        const char *name = which < s->n_params ? sparcl__param_names[s->params[which].id] : "BOGUS";
         sparcl_params_set(&p, name, fuzz_int(&in));
     }
     sparcl__problem prob = {.head_dim = fuzz_range(&in, 1, SPARCL_MAX_HEAD_DIM), .batch = 1,
@@ -89,9 +89,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(sparcl_params_get(&p, "BLOCK_M", &bm) && sparcl_params_get(&p, "WG_SIZE", &wg));
         CHECK(sparcl_params_get(&p, "VEC", &vec));
         CHECK(bm % wg == 0 && (size_t)wg <= lim.max_wg_size && vec <= prob.head_dim);
-        CHECK(sparcl__attn_fwd_local_bytes(&p, &prob) <= lim.local_mem);
+        sparcl__pset ps;
+        CHECK(sparcl__pset_from_params(NULL, s, &p, &ps) == SPARCL_OK);
+        CHECK(sparcl__attn_fwd_local_bytes(&ps, &prob) <= lim.local_mem);
         char opts[1024];
-        sparcl__params_build_options(s, &p, &prob, opts, sizeof opts);
+        sparcl__params_build_options(s, &ps, &prob, opts, sizeof opts);
         CHECK(strstr(opts, "-DHEAD_DIM=") != NULL);
     }
     return 0;
