@@ -21,7 +21,7 @@ static const sparcl__kind_ops *kind_with_backward(sparcl_plan *p)
         return p->ops;
     const char *label = p->ops->label ? p->ops->label(p->state) : p->ops->name;
     sparcl__fail(p->view.ctx, SPARCL_ERR_NOT_SUPPORTED,
-                 "the backward of %s plans (kind: %s) is not implemented; supported: exact "
+                 "the backward of %s plans is not implemented (kind: %s); supported: exact "
                  "softmax attention over a layout (fused and dense path)",
                  label, p->ops->name);
     return NULL;
