@@ -66,7 +66,9 @@ typedef enum sparcl_status {
     SPARCL_ERR_BUILD = -4,            /* a kernel failed to build; see sparcl_ctx_build_log() */
     SPARCL_ERR_OUT_OF_MEMORY = -5,    /* host or device allocation failed */
     SPARCL_ERR_DATABASE = -6,         /* the tuning database could not be used */
-    SPARCL_ERR_INTERNAL = -7          /* a bug in sparcl; please report it */
+    SPARCL_ERR_INTERNAL = -7,         /* a bug in sparcl; please report it */
+    SPARCL_ERR_CONFIG = -8            /* the environment or a setting points at something
+                                         unusable (e.g. SPARCL_KERNEL_DIR); the message names it */
 } sparcl_status;
 
 /* Static English text for a status code ("invalid argument", ...).  Never
@@ -151,6 +153,84 @@ SPARCL_API const char *sparcl_ctx_device_string(const sparcl_ctx *ctx);
  * NULL, receives the number of devices.  Fails with SPARCL_ERR_OPENCL when no
  * platform is present. */
 SPARCL_API sparcl_status sparcl_device_list(char *buf, size_t size, int *count);
+
+/* ---- Program binaries on disk, and offline mode ----
+ *
+ * Kernels are OpenCL C compiled at run time (0.3-1.5 s per variant on
+ * POCL).  A context keeps every program it built for its own life, and
+ * also keeps the binaries on disk (clGetProgramInfo(CL_PROGRAM_BINARIES)),
+ * so that a later process loads them (clCreateProgramWithBinary) instead
+ * of compiling.  A binary is keyed by the text of every source file of the
+ * program, the full option string, the platform, device and driver version,
+ * and sparcl's binary-format version; a change in any of them is a miss.
+ * Files are written to a temporary name and renamed, so concurrent
+ * processes never see a partial file.  Any failure of the disk cache (no
+ * folder, read-only, corrupt or truncated file, a binary the driver
+ * refuses) falls back to compiling from source, with at most a
+ * SPARCL_LOG_DEBUG line: the cache can make plan creation faster, never
+ * fail it.
+ *
+ * Where: sparcl_ctx_set_program_cache(), else the environment variable
+ * SPARCL_PROGRAM_CACHE (a folder; "off" or "0" turn the cache off), else
+ * the folder "sparcl-programs" beside the default user tuning database
+ * (sparcl_tuning_db_default_path(): $SPARCL_DB's folder, else
+ * $XDG_CACHE_HOME/sparcl, else ~/.cache/sparcl).
+ *
+ * Offline mode is for devices that cannot compile at run time (FPGAs,
+ * whose binaries take hours to build): the context never compiles a
+ * sparcl kernel.  It loads binaries by the same key from one folder, a
+ * "binary bundle" (the same file format as the cache; `sparcl-tune
+ * --build-bundle DIR` writes one for the tuned rows and standard problems
+ * of a device).  A program missing from the bundle, or a bundle file built
+ * from other kernel sources or another format version, makes plan creation
+ * fail with SPARCL_ERR_NOT_SUPPORTED and a message naming the kernel files
+ * and the full option string (its -D parameters).  In offline mode
+ * sparcl_kernel_check_params() also reports a parameter set whose program
+ * is not in the bundle as SPARCL_ERR_NOT_SUPPORTED, so a tuner searches
+ * only what the bundle holds.  Offline mode covers sparcl's own programs;
+ * the plans that call CLBlast (ALGO=1, FAVOR+, Linformer) still let CLBlast
+ * compile its GEMM kernels.
+ * Turned on by sparcl_ctx_set_offline(), else by the environment variable
+ * SPARCL_OFFLINE=bundle_folder.
+ */
+
+/* Sets the folder of the context's disk program cache: a path (created
+ * when the first binary is written), "" to turn the cache off, or NULL to
+ * restore the default rule above.  The path is copied.  Call it before
+ * creating plans.  Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL ctx, path of
+ * 1024 bytes or more). */
+SPARCL_API sparcl_status sparcl_ctx_set_program_cache(sparcl_ctx *ctx, const char *dir);
+
+/* Offline mode: `bundle_dir` a folder of binaries (must exist; never
+ * written), "" for online (compiling allowed, whatever SPARCL_OFFLINE
+ * says), NULL to restore the default rule (SPARCL_OFFLINE).  Programs the
+ * context already holds stay usable.  Errors: SPARCL_ERR_CONFIG (not a
+ * folder), SPARCL_ERR_INVALID_ARGUMENT. */
+SPARCL_API sparcl_status sparcl_ctx_set_offline(sparcl_ctx *ctx, const char *bundle_dir);
+
+/* Counters of a context's program cache since it was created. */
+typedef struct sparcl_program_stats {
+    size_t struct_size;    /* sizeof(sparcl_program_stats); see "Versioned structs" */
+    int64_t memory_hits;   /* programs taken from the context's own cache */
+    int64_t disk_hits;     /* loaded from the disk cache or the offline bundle */
+    int64_t builds;        /* compiled from source */
+    int64_t disk_writes;   /* binaries written to the disk cache */
+    int64_t disk_rejected; /* files found on disk but not used (corrupt, other key) */
+} sparcl_program_stats;
+
+/* Sets struct_size (and zeroes the rest). */
+static inline void sparcl_program_stats_init(sparcl_program_stats *stats)
+{
+    if (stats) {
+        *stats = (sparcl_program_stats){0};
+        stats->struct_size = sizeof *stats;
+    }
+}
+
+/* Fills *stats (the fields its struct_size covers).  Thread-safe.  Errors:
+ * SPARCL_ERR_INVALID_ARGUMENT (NULL, or a struct_size that is not that of a
+ * sparcl_program_stats). */
+SPARCL_API sparcl_status sparcl_ctx_program_stats(sparcl_ctx *ctx, sparcl_program_stats *stats);
 
 /* ------------------------------------------------------------------------
  * Layouts: which keys each query attends to

@@ -9,7 +9,9 @@
 #include <string.h>
 
 #include "ctx.h"
+#include "attention_kinds.h"
 #include "error.h"
+#include "hash.h"
 #include "kernel_registry.h"
 #include "program.h"
 #include "tuning.h"
@@ -67,6 +69,26 @@ static sparcl_status check_args(sparcl_ctx *ctx, const char *kernel, const sparc
     return SPARCL_OK;
 }
 
+/* In offline mode a parameter set is usable only if the bundle holds its
+ * program: the one the plan would build (the dense path's for ALGO=1, the
+ * descriptor's solver for attn_entmax). */
+static sparcl_status offline_check(sparcl_ctx *ctx, const sparcl__kernel_schema *schema,
+                                   const sparcl_plan_desc *desc, const sparcl_params *params,
+                                   const sparcl__problem *prob)
+{
+    char options[1024];
+    sparcl__params_build_options(schema, params, prob, options, sizeof options);
+    float alpha;
+    int norm = schema == &sparcl__schema_attn_entmax ? sparcl__entmax_norm(desc, &alpha) : 0;
+    if (norm)
+        snprintf(options + strlen(options), sizeof options - strlen(options), " -DNORM=%d",
+                 norm);
+    int32_t algo = 0;
+    sparcl_params_get(params, "ALGO", &algo);
+    return sparcl__program_available(ctx, algo == 1 ? "attn_dense_softmax.cl" : schema->file,
+                                     options);
+}
+
 SPARCL_API sparcl_status sparcl_kernel_check_params(sparcl_ctx *ctx, const char *kernel,
                                                     const sparcl_plan_desc *desc,
                                                     const sparcl_params *params)
@@ -76,7 +98,8 @@ SPARCL_API sparcl_status sparcl_kernel_check_params(sparcl_ctx *ctx, const char 
     if (st != SPARCL_OK)
         return st;
     sparcl__problem prob = sparcl__problem_from_desc(desc);
-    return sparcl__params_check(ctx, schema, params, &prob, &ctx->limits);
+    st = sparcl__params_check(ctx, schema, params, &prob, &ctx->limits);
+    return st == SPARCL_OK ? offline_check(ctx, schema, desc, params, &prob) : st;
 }
 
 SPARCL_API sparcl_status sparcl_kernel_default_params(sparcl_ctx *ctx, const char *kernel,
@@ -95,32 +118,14 @@ SPARCL_API sparcl_status sparcl_kernel_default_params(sparcl_ctx *ctx, const cha
 
 /* ---- kernel hash ---------------------------------------------------------- */
 
-static uint64_t fnv(uint64_t h, const void *data, size_t n)
-{
-    const unsigned char *p = data;
-    for (size_t i = 0; i < n; ++i) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
-static uint64_t fnv_str(uint64_t h, const char *s) { return fnv(h, s, strlen(s) + 1); }
-
 sparcl_status sparcl__kernel_hash(sparcl_ctx *ctx, const sparcl__kernel_schema *schema,
                                   char out[17])
 {
-    char *common = sparcl__kernel_source(ctx, "common.clh");
-    char *body = common ? sparcl__kernel_source(ctx, schema->file) : NULL;
-    if (!body) {
-        free(common);
-        return SPARCL_ERR_INTERNAL;
-    }
-    uint64_t h = fnv_str(0xcbf29ce484222325ull, "sparcl kernel hash 1");
-    h = fnv_str(h, common);
-    h = fnv_str(h, body);
-    free(common);
-    free(body);
+    const char *files[2] = {SPARCL__PROGRAM_PRELUDE, schema->file};
+    uint64_t h = sparcl__hash_str(SPARCL__HASH_SEED, "sparcl kernel hash 1");
+    sparcl_status st = sparcl__sources_hash(ctx, files, 2, h, &h);
+    if (st != SPARCL_OK)
+        return st;
     /* The fixed build options: everything but the -D parameters. */
     sparcl__problem prob;
     memset(&prob, 0, sizeof prob);
@@ -132,10 +137,10 @@ sparcl_status sparcl__kernel_hash(sparcl_ctx *ctx, const sparcl__kernel_schema *
     sparcl__params_build_options(schema, &p, &prob, options, sizeof options);
     for (char *tok = strtok_r(options, " ", &save); tok; tok = strtok_r(NULL, " ", &save))
         if (strncmp(tok, "-D", 2) != 0)
-            h = fnv_str(h, tok);
+            h = sparcl__hash_str(h, tok);
     for (int i = 0; i < schema->n_params; ++i) {
-        h = fnv_str(h, schema->params[i].name);
-        h = fnv(h, schema->params[i].choices,
+        h = sparcl__hash_str(h, schema->params[i].name);
+        h = sparcl__hash(h, schema->params[i].choices,
                 sizeof *schema->params[i].choices * (size_t)schema->params[i].n_choices);
     }
     snprintf(out, 17, "%016llx", (unsigned long long)h);
