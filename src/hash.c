@@ -17,4 +17,7 @@ uint64_t sparcl__hash(uint64_t h, const void *data, size_t n)
     return h;
 }
 
-uint64_t sparcl__hash_str(uint64_t h, const char *s) { return sparcl__hash(h, s, strlen(s) + 1); }
+uint64_t sparcl__hash_str(uint64_t h, const char *s)
+{
+    return sparcl__hash(h, s, strlen(s) + 1);
+}

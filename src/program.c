@@ -103,12 +103,11 @@ static void count(sparcl_ctx *ctx, int64_t *counter)
 }
 
 static sparcl_status compile(sparcl_ctx *ctx, const sparcl__program_key *key,
-                             const char *const *texts, int n, const char *options,
-                             cl_program *out)
+                             const char *const *texts, int n, const char *options, cl_program *out)
 {
     cl_int err;
-    cl_program prog = clCreateProgramWithSource(ctx->context, (cl_uint)n, (const char **)texts,
-                                                NULL, &err);
+    cl_program prog =
+        clCreateProgramWithSource(ctx->context, (cl_uint)n, (const char **)texts, NULL, &err);
     if (!prog)
         return sparcl__fail_cl(ctx, err, "clCreateProgramWithSource");
     count(ctx, &ctx->program_counters.builds);
@@ -133,9 +132,8 @@ static sparcl_status compile(sparcl_ctx *ctx, const sparcl__program_key *key,
 
 /* The program from the offline bundle, or the clear error of offline
  * mode. */
-static sparcl_status from_bundle(sparcl_ctx *ctx, const char *dir,
-                                 const sparcl__program_key *key, const char *options,
-                                 cl_program *out)
+static sparcl_status from_bundle(sparcl_ctx *ctx, const char *dir, const sparcl__program_key *key,
+                                 const char *options, cl_program *out)
 {
     char why[512];
     *out = sparcl__program_disk_load(ctx, dir, key, options, why, sizeof why);
@@ -177,8 +175,8 @@ static void release_key(char **texts, int n, sparcl__program_key *key)
 
 /* Reads the files, then: offline bundle, or disk cache, or a source build
  * (stored on disk when the cache is on). */
-static sparcl_status obtain(sparcl_ctx *ctx, const char *const *files, int n,
-                            const char *options, cl_program *out)
+static sparcl_status obtain(sparcl_ctx *ctx, const char *const *files, int n, const char *options,
+                            cl_program *out)
 {
     char *texts[MAX_FILES] = {NULL};
     sparcl__program_key key;
@@ -189,8 +187,7 @@ static sparcl_status obtain(sparcl_ctx *ctx, const char *const *files, int n,
     } else if (st == SPARCL_OK) {
         int cached = sparcl__program_cache_dir(ctx, dir, sizeof dir);
         char why[512] = "";
-        *out = cached ? sparcl__program_disk_load(ctx, dir, &key, options, why, sizeof why)
-                      : NULL;
+        *out = cached ? sparcl__program_disk_load(ctx, dir, &key, options, why, sizeof why) : NULL;
         if (*out) {
             count(ctx, &ctx->program_counters.disk_hits);
         } else {
@@ -300,8 +297,8 @@ sparcl_status sparcl__program_available(sparcl_ctx *ctx, const char *file, const
             fclose(f);
         else
             st = sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
-                              "offline mode: bundle %s has no binary of %s built with \"%s\"",
-                              dir, key.files, options);
+                              "offline mode: bundle %s has no binary of %s built with \"%s\"", dir,
+                              key.files, options);
     }
     release_key(texts, 2, &key);
     return st;

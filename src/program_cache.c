@@ -40,10 +40,11 @@ sparcl_status sparcl__program_key_init(sparcl_ctx *ctx, const char *const *files
     size_t used = 0;
     for (int i = 0; i < n; ++i) {
         h = sparcl__hash_str(h, texts[i]);
-        int w = snprintf(key->files + used, sizeof key->files - used, "%s%s", i ? " " : "",
-                         files[i]);
-        used = w < 0 ? used : used + (size_t)w >= sizeof key->files ? sizeof key->files - 1
-                                                                    : used + (size_t)w;
+        int w =
+            snprintf(key->files + used, sizeof key->files - used, "%s%s", i ? " " : "", files[i]);
+        used = w < 0                                   ? used
+               : used + (size_t)w >= sizeof key->files ? sizeof key->files - 1
+                                                       : used + (size_t)w;
     }
     key->source_hash = h;
     const char *fmt = "sparcl program binary format %d\nfiles: %s\nsources: %016llx\n"
@@ -148,8 +149,8 @@ static size_t check_file(const unsigned char *f, size_t n, const sparcl__program
     }
     uint32_t version = get_u32(f + 8), text_len = get_u32(f + 12);
     if (version != SPARCL__PROGRAM_FORMAT_VERSION) {
-        snprintf(why, why_size, "binary format version %u; this library reads version %d",
-                 version, SPARCL__PROGRAM_FORMAT_VERSION);
+        snprintf(why, why_size, "binary format version %u; this library reads version %d", version,
+                 SPARCL__PROGRAM_FORMAT_VERSION);
         return 0;
     }
     if (get_u64(f + 24) != key->source_hash) {
@@ -179,8 +180,8 @@ static size_t check_file(const unsigned char *f, size_t n, const sparcl__program
 }
 
 cl_program sparcl__program_disk_load(sparcl_ctx *ctx, const char *dir,
-                                     const sparcl__program_key *key, const char *options,
-                                     char *why, size_t why_size)
+                                     const sparcl__program_key *key, const char *options, char *why,
+                                     size_t why_size)
 {
     why[0] = '\0';
     char path[2048];
@@ -198,10 +199,10 @@ cl_program sparcl__program_disk_load(sparcl_ctx *ctx, const char *dir,
         const unsigned char *bin = f + off;
         size_t bin_len = n - off;
         cl_int err, bin_status = CL_SUCCESS;
-        prog = clCreateProgramWithBinary(ctx->context, 1, &ctx->device, &bin_len, &bin,
-                                         &bin_status, &err);
-        if (prog && (err = clBuildProgram(prog, 1, &ctx->device, options, NULL, NULL)) !=
-                        CL_SUCCESS) {
+        prog = clCreateProgramWithBinary(ctx->context, 1, &ctx->device, &bin_len, &bin, &bin_status,
+                                         &err);
+        if (prog &&
+            (err = clBuildProgram(prog, 1, &ctx->device, options, NULL, NULL)) != CL_SUCCESS) {
             clReleaseProgram(prog);
             prog = NULL;
         }
@@ -219,8 +220,7 @@ cl_program sparcl__program_disk_load(sparcl_ctx *ctx, const char *dir,
 static unsigned char *get_binary(sparcl_ctx *ctx, cl_program prog, size_t *size)
 {
     cl_uint n_dev = 0;
-    if (clGetProgramInfo(prog, CL_PROGRAM_NUM_DEVICES, sizeof n_dev, &n_dev, NULL) !=
-            CL_SUCCESS ||
+    if (clGetProgramInfo(prog, CL_PROGRAM_NUM_DEVICES, sizeof n_dev, &n_dev, NULL) != CL_SUCCESS ||
         n_dev == 0 || n_dev > 64)
         return NULL;
     cl_device_id devs[64];
@@ -249,15 +249,14 @@ static unsigned char *get_binary(sparcl_ctx *ctx, cl_program prog, size_t *size)
     return bins[mine];
 }
 
-static int write_all(const char *path, const unsigned char *head, size_t head_len,
-                     const char *text, size_t text_len, const unsigned char *bin, size_t bin_len)
+static int write_all(const char *path, const unsigned char *head, size_t head_len, const char *text,
+                     size_t text_len, const unsigned char *bin, size_t bin_len)
 {
     FILE *f = fopen(path, "wb");
     if (!f)
         return -1;
-    int ok = fwrite(head, 1, head_len, f) == head_len &&
-             fwrite(text, 1, text_len, f) == text_len && fwrite(bin, 1, bin_len, f) == bin_len &&
-             fflush(f) == 0 && fsync(fileno(f)) == 0;
+    int ok = fwrite(head, 1, head_len, f) == head_len && fwrite(text, 1, text_len, f) == text_len &&
+             fwrite(bin, 1, bin_len, f) == bin_len && fflush(f) == 0 && fsync(fileno(f)) == 0;
     return fclose(f) == 0 && ok ? 0 : -1;
 }
 
@@ -283,8 +282,7 @@ int sparcl__program_disk_store(sparcl_ctx *ctx, const char *dir, const sparcl__p
     put_u64(head + 40, sparcl__hash(SPARCL__HASH_SEED, bin, bin_len));
     char path[2048], tmp[2100];
     snprintf(path, sizeof path, "%s/%s", dir, key->name);
-    snprintf(tmp, sizeof tmp, "%s.tmp-%ld-%u", path, (long)getpid(),
-             atomic_fetch_add(&serial, 1u));
+    snprintf(tmp, sizeof tmp, "%s.tmp-%ld-%u", path, (long)getpid(), atomic_fetch_add(&serial, 1u));
     int ok = sparcl__make_dirs(dir) == 0 &&
              write_all(tmp, head, sizeof head, key->text, text_len, bin, bin_len) == 0 &&
              rename(tmp, path) == 0;
@@ -333,8 +331,7 @@ SPARCL_API sparcl_status sparcl_ctx_set_offline(sparcl_ctx *ctx, const char *bun
 SPARCL_API sparcl_status sparcl_ctx_program_stats(sparcl_ctx *ctx, sparcl_program_stats *stats)
 {
     if (!ctx || !stats)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
-                            !ctx ? "ctx" : "stats");
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL", !ctx ? "ctx" : "stats");
     size_t size = stats->struct_size;
     if (size < offsetof(sparcl_program_stats, memory_hits) + sizeof stats->memory_hits ||
         size > sizeof *stats)

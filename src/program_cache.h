@@ -49,8 +49,8 @@ int sparcl__program_offline_dir(sparcl_ctx *ctx, char *buf, size_t size);
  * context's device with `options`.  Returns the program, or NULL with the
  * reason in `why` ("" when there is no such file). */
 cl_program sparcl__program_disk_load(sparcl_ctx *ctx, const char *dir,
-                                     const sparcl__program_key *key, const char *options,
-                                     char *why, size_t why_size);
+                                     const sparcl__program_key *key, const char *options, char *why,
+                                     size_t why_size);
 
 /* Writes the binary of `prog` under `key` into `dir` (created if needed):
  * to a temporary name first, then renamed, so readers and concurrent

@@ -32,7 +32,10 @@ char *sparcl__read_file(const char *path, size_t *size)
     return buf;
 }
 
-char *sparcl__read_text_file(const char *path) { return sparcl__read_file(path, NULL); }
+char *sparcl__read_text_file(const char *path)
+{
+    return sparcl__read_file(path, NULL);
+}
 
 int sparcl__make_dirs(const char *dir)
 {

@@ -14,6 +14,7 @@
 #include "hash.h"
 #include "kernel_registry.h"
 #include "program.h"
+#include "struct_size.h"
 #include "tuning.h"
 
 static sparcl_status find(sparcl_ctx *ctx, const char *kernel, const sparcl__kernel_schema **out)
@@ -52,17 +53,22 @@ SPARCL_API sparcl_status sparcl_kernel_space(sparcl_ctx *ctx, const char *kernel
     return SPARCL_OK;
 }
 
-static sparcl_status check_args(sparcl_ctx *ctx, const char *kernel, const sparcl_plan_desc *desc,
-                                const void *params, const sparcl__kernel_schema **schema)
+/* Also reads the caller's descriptor into *copy (struct_size rule). */
+static sparcl_status check_args(sparcl_ctx *ctx, const char *kernel, const sparcl_plan_desc *in,
+                                const void *params, const sparcl__kernel_schema **schema,
+                                sparcl_plan_desc *copy)
 {
     if (!ctx)
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "ctx is NULL");
     sparcl_status st = find(ctx, kernel, schema);
     if (st != SPARCL_OK)
         return st;
-    if (!desc || !params)
+    if (!in || !params)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
-                            !desc ? "desc" : "params");
+                            !in ? "desc" : "params");
+    if ((st = sparcl__plan_desc_read(ctx, in, copy)) != SPARCL_OK)
+        return st;
+    const sparcl_plan_desc *desc = copy;
     if (desc->head_dim < 1 || desc->head_dim > SPARCL_MAX_HEAD_DIM)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "head_dim %d is not in 1..%d",
                             desc->head_dim, SPARCL_MAX_HEAD_DIM);
@@ -94,9 +100,11 @@ SPARCL_API sparcl_status sparcl_kernel_check_params(sparcl_ctx *ctx, const char 
                                                     const sparcl_params *params)
 {
     const sparcl__kernel_schema *schema = NULL;
-    sparcl_status st = check_args(ctx, kernel, desc, params, &schema);
+    sparcl_plan_desc copy;
+    sparcl_status st = check_args(ctx, kernel, desc, params, &schema, &copy);
     if (st != SPARCL_OK)
         return st;
+    desc = &copy;
     sparcl__problem prob = sparcl__problem_from_desc(desc);
     st = sparcl__params_check(ctx, schema, params, &prob, &ctx->limits);
     return st == SPARCL_OK ? offline_check(ctx, schema, desc, params, &prob) : st;
@@ -107,9 +115,11 @@ SPARCL_API sparcl_status sparcl_kernel_default_params(sparcl_ctx *ctx, const cha
                                                       sparcl_params *params)
 {
     const sparcl__kernel_schema *schema = NULL;
-    sparcl_status st = check_args(ctx, kernel, desc, params, &schema);
+    sparcl_plan_desc copy;
+    sparcl_status st = check_args(ctx, kernel, desc, params, &schema, &copy);
     if (st != SPARCL_OK)
         return st;
+    desc = &copy;
     sparcl__problem prob = sparcl__problem_from_desc(desc);
     sparcl_params_clear(params);
     sparcl__params_fill_defaults(schema, params, &prob, &ctx->limits);
@@ -249,6 +259,10 @@ SPARCL_API sparcl_status sparcl_tuning_problem_init(sparcl_ctx *ctx, sparcl_tuni
     if (!out || !desc)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
                             !out ? "out" : "desc");
+    sparcl_plan_desc copy;
+    if ((st = sparcl__plan_desc_read(ctx, desc, &copy)) != SPARCL_OK)
+        return st;
+    desc = &copy;
     if (desc->q_len < 1 || desc->kv_len < 1)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "q_len and kv_len must be >= 1");
     char hash[17];

@@ -123,8 +123,8 @@ static int list_dir(const char *dir, char *name, size_t size, int *temporaries)
     return n;
 }
 
-Test(program_cache, second_process_loads_without_compiling, .init = setup,
-     .fini = scratch_remove, .timeout = 300)
+Test(program_cache, second_process_loads_without_compiling, .init = setup, .fini = scratch_remove,
+     .timeout = 300)
 {
     char cache[256];
     scratch_path(cache, sizeof cache, "cache");
@@ -200,10 +200,22 @@ static void damage(const char *dir, void (*fn)(char *bytes, size_t *n))
     fclose(f);
 }
 
-static void truncate_half(char *b, size_t *n) { (void)b, *n /= 2; }
-static void flip_last(char *b, size_t *n) { b[*n - 1] ^= 0x5a; }
-static void garbage(char *b, size_t *n) { memset(b, 0x42, *n); }
-static void other_version(char *b, size_t *n) { (void)n, b[8] = 99; }
+static void truncate_half(char *b, size_t *n)
+{
+    (void)b, *n /= 2;
+}
+static void flip_last(char *b, size_t *n)
+{
+    b[*n - 1] ^= 0x5a;
+}
+static void garbage(char *b, size_t *n)
+{
+    memset(b, 0x42, *n);
+}
+static void other_version(char *b, size_t *n)
+{
+    (void)n, b[8] = 99;
+}
 
 Test(program_cache, damaged_files_fall_back_to_a_source_build, .init = setup,
      .fini = scratch_remove, .timeout = 300)
@@ -281,8 +293,8 @@ static void *write_one(void *arg)
 
 /* Threads of one context race on the same key: each misses in memory,
  * compiles and writes the same file at once. */
-Test(program_cache, concurrent_writers_leave_whole_files, .init = setup,
-     .fini = scratch_remove, .timeout = 300)
+Test(program_cache, concurrent_writers_leave_whole_files, .init = setup, .fini = scratch_remove,
+     .timeout = 300)
 {
     char cache[256];
     scratch_path(cache, sizeof cache, "cache");
@@ -340,8 +352,8 @@ Test(program_cache, offline_runs_from_a_bundle_and_names_what_is_missing, .init 
     sparcl_plan_desc d = desc_of(DIM);
     sparcl_params p;
     cr_assert_eq(sparcl_kernel_default_params(ctx, "attn_fwd", &d, &p), SPARCL_OK);
-    cr_assert_eq(sparcl_kernel_check_params(ctx, "attn_fwd", &d, &p), SPARCL_OK,
-                 "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(sparcl_kernel_check_params(ctx, "attn_fwd", &d, &p), SPARCL_OK, "%s",
+                 sparcl_ctx_errmsg(ctx));
     d.head_dim = 100;
     cr_assert_eq(sparcl_kernel_default_params(ctx, "attn_fwd", &d, &p), SPARCL_OK);
     cr_assert_eq(sparcl_kernel_check_params(ctx, "attn_fwd", &d, &p), SPARCL_ERR_NOT_SUPPORTED);
@@ -406,8 +418,7 @@ Test(program_cache, bundle_of_other_sources_is_refused, .init = setup, .fini = s
     cr_assert_str_neq(old, want);
     cr_assert_eq(rename(from, to), 0);
     cr_assert_eq(plan_and_check(ctx, DIM), SPARCL_ERR_NOT_SUPPORTED);
-    cr_assert(strstr(sparcl_ctx_errmsg(ctx), "other kernel sources"), "%s",
-              sparcl_ctx_errmsg(ctx));
+    cr_assert(strstr(sparcl_ctx_errmsg(ctx), "other kernel sources"), "%s", sparcl_ctx_errmsg(ctx));
     cr_assert_eq(stats_of(ctx).builds, 0);
     cr_assert_eq(stats_of(ctx).disk_rejected, 1);
     sparcl_ctx_free(ctx);

@@ -50,11 +50,16 @@ static void usage(FILE *f)
             "  --seed N            seed of the random strategies (default 1)\n"
             "  --export FILE       write the database as FILE.csv or FILE.sql, then exit\n"
             "  --import FILE       merge a .csv or .sql export into the database, then exit\n"
-            "  --list-devices      list OpenCL devices and exit\n");
+            "  --list-devices      list OpenCL devices and exit\n"
+            "  --build-bundle DIR  write the binaries of the tuned rows and of --problems into "
+            "DIR, then exit\n"
+            "                      (an offline bundle: run with SPARCL_OFFLINE=DIR to use it; the "
+            "tuner then\n"
+            "                      searches only the candidates the bundle holds)\n");
 }
 
 typedef struct options {
-    const char *device, *db, *problems, *export_path, *import_path, *kernel;
+    const char *device, *db, *problems, *export_path, *import_path, *kernel, *bundle;
     tune_strategy strategy;
     tune_budget budget;
     sparcl_params fixed;
@@ -99,6 +104,9 @@ static int parse_args(int argc, char **argv, options *o)
         } else if (!strcmp(a, "--problems")) {
             TAKES_VALUE;
             o->problems = v;
+        } else if (!strcmp(a, "--build-bundle")) {
+            TAKES_VALUE;
+            o->bundle = v;
         } else if (!strcmp(a, "--export")) {
             TAKES_VALUE;
             o->export_path = v;
@@ -333,6 +341,7 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
     s.prob = prob;
     s.child = child;
     s.pg = pg;
+    tune_problem_for_kernel(kernel, &desc);
     tune_search_stats stats;
     char err[512] = "";
     if (tune_search(ctx, kernel, &desc, &o->fixed, &def, o->strategy, &o->budget, o->seed, evaluate, &s,
@@ -526,6 +535,8 @@ int main(int argc, char **argv)
     }
     if (o.import_path || o.export_path)
         return transfer(&o);
+    if (o.bundle)
+        return tune_build_bundle(o.device, o.bundle, o.db, o.problems, o.kernel);
 
     /* Ctrl-C (and TERM): finish cleanly, keeping every committed row.
      * No SA_RESTART, so the watchdog's poll() wakes up at once. */

@@ -158,10 +158,8 @@ static int set_up(sparcl_ctx *ctx, setup *s, const char *line, char *err, size_t
         snprintf(err, size, "%s", sparcl_ctx_errmsg(ctx));
         return -1;
     }
-    /* attn_entmax is tuned on 1.5-entmax, the middle of its solvers; the
-     * reference honours the normalization (lse then holds tau). */
-    if (!strcmp(kernel, "attn_entmax"))
-        s->desc.normalization = SPARCL_NORMALIZATION_ENTMAX15;
+    /* The reference honours the normalization (lse then holds tau). */
+    tune_problem_for_kernel(kernel, &s->desc);
     if (compute_reference(ctx, s, err, size) != 0) {
         release(s);
         return -1;
