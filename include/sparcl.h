@@ -467,9 +467,11 @@ typedef struct sparcl_plan sparcl_plan;
  * outlive it.  On failure *out is NULL, nothing is leaked, and the message is
  * on `ctx`.
  * Errors: SPARCL_ERR_INVALID_ARGUMENT (shape, layout mismatch, bad
- * parameter), SPARCL_ERR_NOT_SUPPORTED (parameters exceed this device's
- * work-group or local-memory limits), SPARCL_ERR_BUILD, SPARCL_ERR_OPENCL,
- * SPARCL_ERR_OUT_OF_MEMORY. */
+ * parameter, a desc->struct_size this library cannot read),
+ * SPARCL_ERR_NOT_SUPPORTED (parameters exceed this device's work-group or
+ * local-memory limits; in offline mode, a program the bundle lacks),
+ * SPARCL_ERR_CONFIG (SPARCL_KERNEL_DIR names a folder without the kernel
+ * files), SPARCL_ERR_BUILD, SPARCL_ERR_OPENCL, SPARCL_ERR_OUT_OF_MEMORY. */
 SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
                                           const sparcl_plan_desc *desc);
 
@@ -600,7 +602,8 @@ SPARCL_API sparcl_status sparcl_kernel_space(sparcl_ctx *ctx, const char *kernel
  * constraints between parameters, and the work-group, local- and
  * private-memory formulas against the device's limits.  Nothing is built or
  * launched.  Returns SPARCL_OK, SPARCL_ERR_INVALID_ARGUMENT (naming the
- * first violation) or SPARCL_ERR_NOT_SUPPORTED (a device limit). */
+ * first violation) or SPARCL_ERR_NOT_SUPPORTED (a device limit, or in
+ * offline mode a parameter set whose program the bundle does not hold). */
 SPARCL_API sparcl_status sparcl_kernel_check_params(sparcl_ctx *ctx, const char *kernel,
                                                     const sparcl_plan_desc *desc,
                                                     const sparcl_params *params);
@@ -615,7 +618,8 @@ SPARCL_API sparcl_status sparcl_kernel_default_params(sparcl_ctx *ctx, const cha
 /* Writes the 16-hex-digit hash of `kernel`'s source (the common header
  * included) and fixed build options into buf (size >= 17).  It changes
  * whenever the kernel code does, which retires tuned rows.  Honors
- * SPARCL_KERNEL_DIR like program building does. */
+ * SPARCL_KERNEL_DIR like program building does (SPARCL_ERR_CONFIG when its
+ * folder lacks the files). */
 SPARCL_API sparcl_status sparcl_kernel_hash(sparcl_ctx *ctx, const char *kernel, char *buf,
                                             size_t size);
 
