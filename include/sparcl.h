@@ -214,7 +214,9 @@ SPARCL_API sparcl_status sparcl_device_list(char *buf, size_t size, int *count);
  * folder, read-only, corrupt or truncated file, a binary the driver
  * refuses) falls back to compiling from source, with at most a
  * SPARCL_LOG_DEBUG line: the cache can make plan creation faster, never
- * fail it.
+ * fail it.  Writing costs time too (on POCL, fetching a binary generates
+ * the kernels' code, about as long again as the compile), so a process
+ * that builds many one-off programs (a tuner's worker) should turn it off.
  *
  * Where: sparcl_ctx_set_program_cache(), else the environment variable
  * SPARCL_PROGRAM_CACHE (a folder; "off" or "0" turn the cache off), else

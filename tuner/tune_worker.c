@@ -376,6 +376,10 @@ int tune_worker_main(const char *device)
      * explicit override, but keep lookups off anyway. */
     sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_USER, "");
     sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_SHIPPED, "");
+    /* Candidates are built once each: writing their binaries to the disk
+     * cache would cost (on POCL about as much again as the compile) and
+     * never pay back.  Offline mode still reads its bundle. */
+    sparcl_ctx_set_program_cache(ctx, "");
     setup s;
     memset(&s, 0, sizeof s);
     char line[4096];
