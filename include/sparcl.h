@@ -270,8 +270,9 @@ typedef struct sparcl_program_stats {
 static inline void sparcl_program_stats_init(sparcl_program_stats *stats)
 {
     if (stats) {
-        *stats = (sparcl_program_stats){0};
         stats->struct_size = sizeof *stats;
+        stats->memory_hits = stats->disk_hits = stats->builds = 0;
+        stats->disk_writes = stats->disk_rejected = 0;
     }
 }
 
