@@ -46,9 +46,15 @@ extern "C" {
 #define SPARCL_API
 #endif
 
+/* The version of this header (CMake's project version must agree; the
+ * build checks it).  SPARCL_VERSION_NUMBER is MAJOR * 1000000 + MINOR *
+ * 1000 + PATCH, so versions compare as integers. */
 #define SPARCL_VERSION_MAJOR 0
 #define SPARCL_VERSION_MINOR 1
 #define SPARCL_VERSION_PATCH 0
+#define SPARCL_VERSION_STRING "0.1.0"
+#define SPARCL_VERSION_NUMBER                                                                      \
+    (SPARCL_VERSION_MAJOR * 1000000 + SPARCL_VERSION_MINOR * 1000 + SPARCL_VERSION_PATCH)
 
 /* Largest head dimension any kernel accepts. */
 #define SPARCL_MAX_HEAD_DIM 256
@@ -66,12 +72,54 @@ typedef enum sparcl_status {
     SPARCL_ERR_BUILD = -4,            /* a kernel failed to build; see sparcl_ctx_build_log() */
     SPARCL_ERR_OUT_OF_MEMORY = -5,    /* host or device allocation failed */
     SPARCL_ERR_DATABASE = -6,         /* the tuning database could not be used */
-    SPARCL_ERR_INTERNAL = -7          /* a bug in sparcl; please report it */
+    SPARCL_ERR_INTERNAL = -7,         /* a bug in sparcl; please report it */
+    SPARCL_ERR_CONFIG = -8            /* the environment or a setting points at something
+                                         unusable (e.g. SPARCL_KERNEL_DIR); the message names it */
 } sparcl_status;
 
 /* Static English text for a status code ("invalid argument", ...).  Never
  * NULL; unknown codes give "unknown status".  Thread-safe. */
 SPARCL_API const char *sparcl_status_string(sparcl_status status);
+
+/* ------------------------------------------------------------------------
+ * Versions and versioned structs
+ *
+ * sparcl_version() and sparcl_version_number() give the version of the
+ * library actually loaded (SPARCL_VERSION_STRING / SPARCL_VERSION_NUMBER of
+ * the header it was built with); compare them with the macros to detect an
+ * application running on another library than the one it was compiled
+ * against.
+ *
+ * The rule for structs that grow (every public *_desc, and
+ * sparcl_program_stats), as SQLite's iVersion rule does for its method
+ * tables:
+ *  - the first field is `size_t struct_size`, and new fields are only ever
+ *    appended at the end; no field is removed, moved or retyped;
+ *  - the struct's _init function is an inline wrapper in this header that
+ *    passes the size of the struct as the APPLICATION was compiled
+ *    (`sizeof *desc`) to the library's _init_sized, which writes only that
+ *    many bytes, so a newer library never writes past an older caller's
+ *    struct;
+ *  - every call that reads such a struct reads only its first struct_size
+ *    bytes and takes the _init default for each field beyond them, so an
+ *    application built against an older header keeps its old behaviour
+ *    with a newer library;
+ *  - a struct_size below the oldest layout the library knows, or above the
+ *    library's own (an application built against a newer header than the
+ *    library), is refused with SPARCL_ERR_INVALID_ARGUMENT naming the type,
+ *    the size and the accepted range.  0 (a struct zeroed by hand, never
+ *    passed through _init) is refused the same way;
+ *  - a struct the library fills (sparcl_program_stats) is filled only as
+ *    far as its struct_size.
+ * Always initialize such structs with their _init (or the _init_sized
+ * function with your own sizeof), then set fields by name.
+ * ---------------------------------------------------------------------- */
+
+/* "major.minor.patch" of the loaded library.  Static. */
+SPARCL_API const char *sparcl_version(void);
+
+/* SPARCL_VERSION_NUMBER of the loaded library. */
+SPARCL_API int sparcl_version_number(void);
 
 /* ------------------------------------------------------------------------
  * Context
@@ -155,6 +203,87 @@ SPARCL_API const char *sparcl_ctx_device_string(const sparcl_ctx *ctx);
  * NULL, receives the number of devices.  Fails with SPARCL_ERR_OPENCL when no
  * platform is present. */
 SPARCL_API sparcl_status sparcl_device_list(char *buf, size_t size, int *count);
+
+/* ---- Program binaries on disk, and offline mode ----
+ *
+ * Kernels are OpenCL C compiled at run time (0.3-1.5 s per variant on
+ * POCL).  A context keeps every program it built for its own life, and
+ * also keeps the binaries on disk (clGetProgramInfo(CL_PROGRAM_BINARIES)),
+ * so that a later process loads them (clCreateProgramWithBinary) instead
+ * of compiling.  A binary is keyed by the text of every source file of the
+ * program, the full option string, the platform, device and driver version,
+ * and sparcl's binary-format version; a change in any of them is a miss.
+ * Files are written to a temporary name and renamed, so concurrent
+ * processes never see a partial file.  Any failure of the disk cache (no
+ * folder, read-only, corrupt or truncated file, a binary the driver
+ * refuses) falls back to compiling from source, with at most a
+ * SPARCL_LOG_DEBUG line: the cache can make plan creation faster, never
+ * fail it.  Writing costs time too (on POCL, fetching a binary generates
+ * the kernels' code, about as long again as the compile), so a process
+ * that builds many one-off programs (a tuner's worker) should turn it off.
+ *
+ * Where: sparcl_ctx_set_program_cache(), else the environment variable
+ * SPARCL_PROGRAM_CACHE (a folder; "off" or "0" turn the cache off), else
+ * the folder "sparcl-programs" beside the default user tuning database
+ * (sparcl_tuning_db_default_path(): $SPARCL_DB's folder, else
+ * $XDG_CACHE_HOME/sparcl, else ~/.cache/sparcl).
+ *
+ * Offline mode is for devices that cannot compile at run time (FPGAs,
+ * whose binaries take hours to build): the context never compiles a
+ * sparcl kernel.  It loads binaries by the same key from one folder, a
+ * "binary bundle" (the same file format as the cache; `sparcl-tune
+ * --build-bundle DIR` writes one for the tuned rows and standard problems
+ * of a device).  A program missing from the bundle, or a bundle file built
+ * from other kernel sources or another format version, makes plan creation
+ * fail with SPARCL_ERR_NOT_SUPPORTED and a message naming the kernel files
+ * and the full option string (its -D parameters).  In offline mode
+ * sparcl_kernel_check_params() also reports a parameter set whose program
+ * is not in the bundle as SPARCL_ERR_NOT_SUPPORTED, so a tuner searches
+ * only what the bundle holds.  Offline mode covers sparcl's own programs;
+ * the plans that call CLBlast (ALGO=1, FAVOR+, Linformer) still let CLBlast
+ * compile its GEMM kernels.
+ * Turned on by sparcl_ctx_set_offline(), else by the environment variable
+ * SPARCL_OFFLINE=bundle_folder.
+ */
+
+/* Sets the folder of the context's disk program cache: a path (created
+ * when the first binary is written), "" to turn the cache off, or NULL to
+ * restore the default rule above.  The path is copied.  Call it before
+ * creating plans.  Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL ctx, path of
+ * 1024 bytes or more). */
+SPARCL_API sparcl_status sparcl_ctx_set_program_cache(sparcl_ctx *ctx, const char *dir);
+
+/* Offline mode: `bundle_dir` a folder of binaries (must exist; never
+ * written), "" for online (compiling allowed, whatever SPARCL_OFFLINE
+ * says), NULL to restore the default rule (SPARCL_OFFLINE).  Programs the
+ * context already holds stay usable.  Errors: SPARCL_ERR_CONFIG (not a
+ * folder), SPARCL_ERR_INVALID_ARGUMENT. */
+SPARCL_API sparcl_status sparcl_ctx_set_offline(sparcl_ctx *ctx, const char *bundle_dir);
+
+/* Counters of a context's program cache since it was created. */
+typedef struct sparcl_program_stats {
+    size_t struct_size;    /* sizeof(sparcl_program_stats); see "Versioned structs" */
+    int64_t memory_hits;   /* programs taken from the context's own cache */
+    int64_t disk_hits;     /* loaded from the disk cache or the offline bundle */
+    int64_t builds;        /* compiled from source */
+    int64_t disk_writes;   /* binaries written to the disk cache */
+    int64_t disk_rejected; /* files found on disk but not used (corrupt, other key) */
+} sparcl_program_stats;
+
+/* Sets struct_size (and zeroes the rest). */
+static inline void sparcl_program_stats_init(sparcl_program_stats *stats)
+{
+    if (stats) {
+        stats->struct_size = sizeof *stats;
+        stats->memory_hits = stats->disk_hits = stats->builds = 0;
+        stats->disk_writes = stats->disk_rejected = 0;
+    }
+}
+
+/* Fills *stats (the fields its struct_size covers).  Thread-safe.  Errors:
+ * SPARCL_ERR_INVALID_ARGUMENT (NULL, or a struct_size that is not that of a
+ * sparcl_program_stats). */
+SPARCL_API sparcl_status sparcl_ctx_program_stats(sparcl_ctx *ctx, sparcl_program_stats *stats);
 
 /* ------------------------------------------------------------------------
  * Layouts: which keys each query attends to
@@ -280,6 +409,7 @@ typedef enum sparcl_param_source {
 } sparcl_param_source;
 
 typedef struct sparcl_plan_desc {
+    size_t struct_size; /* set by sparcl_plan_desc_init(); see "Versioned structs" */
     int batch;    /* >= 1 */
     int q_heads;  /* >= 1, a multiple of kv_heads */
     int kv_heads; /* >= 1; fewer than q_heads is GQA, 1 is MQA */
@@ -319,9 +449,21 @@ typedef struct sparcl_plan_desc {
     const float *proj_f;      /* for seeded ones; borrowed during sparcl_plan_init */
 } sparcl_plan_desc;
 
-/* Fills *desc with batch 1, one head, scale 0, not causal, no layout,
- * contiguous strides and no parameter override.  Shapes must still be set. */
-SPARCL_API void sparcl_plan_desc_init(sparcl_plan_desc *desc);
+/* Fills the first `size` bytes of *desc with the defaults (batch 1, one
+ * head, scale 0, not causal, no layout, contiguous strides, no parameter
+ * override, softmax, exact attention) and struct_size = size.  Shapes must
+ * still be set.  Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL, or a size this
+ * library cannot read; nothing is written).  Call it through
+ * sparcl_plan_desc_init(). */
+SPARCL_API sparcl_status sparcl_plan_desc_init_sized(sparcl_plan_desc *desc, size_t size);
+
+/* sparcl_plan_desc_init_sized(desc, sizeof *desc) with this header's size.
+ * NULL does nothing. */
+static inline void sparcl_plan_desc_init(sparcl_plan_desc *desc)
+{
+    if (desc)
+        (void)sparcl_plan_desc_init_sized(desc, sizeof *desc);
+}
 
 typedef struct sparcl_plan sparcl_plan;
 
@@ -332,9 +474,11 @@ typedef struct sparcl_plan sparcl_plan;
  * outlive it.  On failure *out is NULL, nothing is leaked, and the message is
  * on `ctx`.
  * Errors: SPARCL_ERR_INVALID_ARGUMENT (shape, layout mismatch, bad
- * parameter), SPARCL_ERR_NOT_SUPPORTED (parameters exceed this device's
- * work-group or local-memory limits), SPARCL_ERR_BUILD, SPARCL_ERR_OPENCL,
- * SPARCL_ERR_OUT_OF_MEMORY. */
+ * parameter, a desc->struct_size this library cannot read),
+ * SPARCL_ERR_NOT_SUPPORTED (parameters exceed this device's work-group or
+ * local-memory limits; in offline mode, a program the bundle lacks),
+ * SPARCL_ERR_CONFIG (SPARCL_KERNEL_DIR names a folder without the kernel
+ * files), SPARCL_ERR_BUILD, SPARCL_ERR_OPENCL, SPARCL_ERR_OUT_OF_MEMORY. */
 SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
                                           const sparcl_plan_desc *desc);
 
@@ -497,7 +641,8 @@ SPARCL_API sparcl_status sparcl_param_space_restrict_text(sparcl_ctx *ctx,
  * constraints between parameters, and the work-group, local- and
  * private-memory formulas against the device's limits.  Nothing is built or
  * launched.  Returns SPARCL_OK, SPARCL_ERR_INVALID_ARGUMENT (naming the
- * first violation) or SPARCL_ERR_NOT_SUPPORTED (a device limit). */
+ * first violation) or SPARCL_ERR_NOT_SUPPORTED (a device limit, or in
+ * offline mode a parameter set whose program the bundle does not hold). */
 SPARCL_API sparcl_status sparcl_kernel_check_params(sparcl_ctx *ctx, const char *kernel,
                                                     const sparcl_plan_desc *desc,
                                                     const sparcl_params *params);
@@ -514,7 +659,8 @@ SPARCL_API sparcl_status sparcl_kernel_default_params(sparcl_ctx *ctx, const cha
  * attn_dense_softmax.cl), its fixed build options and its parameter space
  * into buf (size >= 17).  It changes whenever any of that code does, which
  * retires tuned rows.  Honors
- * SPARCL_KERNEL_DIR like program building does. */
+ * SPARCL_KERNEL_DIR like program building does (SPARCL_ERR_CONFIG when its
+ * folder lacks the files). */
 SPARCL_API sparcl_status sparcl_kernel_hash(sparcl_ctx *ctx, const char *kernel, char *buf,
                                             size_t size);
 
@@ -665,6 +811,26 @@ typedef enum sparcl_tuning_db_role {
 SPARCL_API sparcl_status sparcl_ctx_set_tuning_db(sparcl_ctx *ctx, sparcl_tuning_db_role role,
                                                   const char *path);
 
+/* The database file plans of this context read for `role` (after the rule
+ * above: the set path, else the default one), or "" when that source is
+ * off or has no file, into buf (always NUL-terminated).  For tools that
+ * walk the same rows as the runtime.  Errors: SPARCL_ERR_INVALID_ARGUMENT. */
+SPARCL_API sparcl_status sparcl_ctx_tuning_db_path(sparcl_ctx *ctx, sparcl_tuning_db_role role,
+                                                   char *buf, size_t size);
+
+/* Called once per best row; the pointers are valid during the call only. */
+typedef void (*sparcl_tuning_row_fn)(void *user, const sparcl_device_info *device,
+                                     const sparcl_tuning_problem *problem,
+                                     const sparcl_params *params, double median_ms);
+
+/* Walks the fastest OK evaluation of every (device, problem) of kernel
+ * family `kernel` at the current kernel hash (the rows plans may use), on
+ * every device; filter by device in `fn`.  ctx may be NULL (messages).
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT, SPARCL_ERR_DATABASE. */
+SPARCL_API sparcl_status sparcl_tuning_db_each_best(sparcl_ctx *ctx, sparcl_tuning_db *db,
+                                                    const char *kernel, sparcl_tuning_row_fn fn,
+                                                    void *user);
+
 /* A sentence on where the plan's parameters came from, e.g. "database
  * /home/u/.cache/sparcl/tuning.db: exact device, exact problem" or
  * "built-in defaults".  Valid for the life of the plan. */
@@ -738,6 +904,7 @@ SPARCL_API sparcl_status sparcl_layout_init_strided(sparcl_ctx *ctx, sparcl_layo
  * DeepSpeed's FixedSparsityConfig is this pattern with stride =
  * num_local_blocks * b and summary = num_global_blocks * b. */
 typedef struct sparcl_fixed_desc {
+    size_t struct_size; /* set by sparcl_fixed_desc_init(); see "Versioned structs" */
     int stride;     /* l >= 1: the local windows are [m*l, (m+1)*l) */
     int summary;    /* c in [0, l]: summary tokens at the end of each window */
     int patterns;   /* >= 1, patterns * summary <= stride: head h uses summary
@@ -747,7 +914,15 @@ typedef struct sparcl_fixed_desc {
 } sparcl_fixed_desc;
 
 /* Defaults: stride 128, summary 16, patterns 1, not horizontal, causal. */
-SPARCL_API void sparcl_fixed_desc_init(sparcl_fixed_desc *desc);
+/* sparcl_fixed_desc_init_sized() writes the first `size` bytes (defaults and
+ * struct_size = size); sparcl_fixed_desc_init() passes this header's sizeof (see
+ * "Versioned structs").  Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL, size). */
+SPARCL_API sparcl_status sparcl_fixed_desc_init_sized(sparcl_fixed_desc *desc, size_t size);
+static inline void sparcl_fixed_desc_init(sparcl_fixed_desc *desc)
+{
+    if (desc)
+        (void)sparcl_fixed_desc_init_sized(desc, sizeof *desc);
+}
 
 /* Fixed pattern: with q = h % patterns and S_h = {x : l - (q+1)c <= x mod l
  * < l - q c}, query i of head h attends key j iff floor(j / l) ==
@@ -760,6 +935,7 @@ SPARCL_API sparcl_status sparcl_layout_init_fixed(sparcl_ctx *ctx, sparcl_layout
 
 /* Parameters of BigBird (Zaheer et al. 2020), in blocks of the layout. */
 typedef struct sparcl_bigbird_desc {
+    size_t struct_size; /* set by sparcl_bigbird_desc_init(); see "Versioned structs" */
     int window;       /* w >= 0: blocks on each side of the query's block */
     int global_first; /* >= 0: leading global blocks */
     int global_last;  /* >= 0: trailing global blocks */
@@ -771,7 +947,15 @@ typedef struct sparcl_bigbird_desc {
 
 /* Defaults: window 1 (three sliding blocks), global_first 1, global_last 1,
  * random 3, seed 0, per_head 1, not causal. */
-SPARCL_API void sparcl_bigbird_desc_init(sparcl_bigbird_desc *desc);
+/* sparcl_bigbird_desc_init_sized() writes the first `size` bytes (defaults and
+ * struct_size = size); sparcl_bigbird_desc_init() passes this header's sizeof (see
+ * "Versioned structs").  Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL, size). */
+SPARCL_API sparcl_status sparcl_bigbird_desc_init_sized(sparcl_bigbird_desc *desc, size_t size);
+static inline void sparcl_bigbird_desc_init(sparcl_bigbird_desc *desc)
+{
+    if (desc)
+        (void)sparcl_bigbird_desc_init_sized(desc, sizeof *desc);
+}
 
 /* BigBird: with b = block, nb = ceil(kv_len / b), Q = floor(pos(i) / b),
  * K = floor(j / b) and G the global blocks as in
@@ -788,6 +972,7 @@ SPARCL_API sparcl_status sparcl_layout_init_bigbird(sparcl_ctx *ctx, sparcl_layo
 
 /* Parameters of Longformer (Beltagy et al. 2020). */
 typedef struct sparcl_longformer_desc {
+    size_t struct_size; /* set by sparcl_longformer_desc_init(); see "Versioned structs" */
     int left, right;      /* >= 0: window extents in tokens (w/2 each in the paper) */
     const int *dilation;  /* NULL (1) or `heads` values >= 1: per-head dilation */
     const int *global;    /* key positions with global attention, in [0, kv_len) */
@@ -797,7 +982,15 @@ typedef struct sparcl_longformer_desc {
 
 /* Defaults: left 256, right 256, no dilation, no global tokens, not
  * causal. */
-SPARCL_API void sparcl_longformer_desc_init(sparcl_longformer_desc *desc);
+/* sparcl_longformer_desc_init_sized() writes the first `size` bytes (defaults and
+ * struct_size = size); sparcl_longformer_desc_init() passes this header's sizeof (see
+ * "Versioned structs").  Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL, size). */
+SPARCL_API sparcl_status sparcl_longformer_desc_init_sized(sparcl_longformer_desc *desc, size_t size);
+static inline void sparcl_longformer_desc_init(sparcl_longformer_desc *desc)
+{
+    if (desc)
+        (void)sparcl_longformer_desc_init_sized(desc, sizeof *desc);
+}
 
 /* Longformer: the union of sparcl_layout_init_dilated_window(left, right,
  * dilation) and sparcl_layout_init_global(global), intersected with
@@ -817,6 +1010,7 @@ SPARCL_API sparcl_status sparcl_layout_init_streaming(sparcl_ctx *ctx, sparcl_la
  * concatenated in head order; a NULL counts array means one list shared by
  * every head, of length n_columns / n_offsets. */
 typedef struct sparcl_vertical_slash_desc {
+    size_t struct_size; /* set by sparcl_vertical_slash_desc_init(); see "Versioned structs" */
     const int *columns;       /* key positions in [0, kv_len) */
     const int *column_counts; /* `heads` counts, or NULL */
     int n_columns;            /* length of the shared list when column_counts is NULL */
@@ -827,7 +1021,15 @@ typedef struct sparcl_vertical_slash_desc {
 } sparcl_vertical_slash_desc;
 
 /* Zero lists, causal. */
-SPARCL_API void sparcl_vertical_slash_desc_init(sparcl_vertical_slash_desc *desc);
+/* sparcl_vertical_slash_desc_init_sized() writes the first `size` bytes (defaults and
+ * struct_size = size); sparcl_vertical_slash_desc_init() passes this header's sizeof (see
+ * "Versioned structs").  Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL, size). */
+SPARCL_API sparcl_status sparcl_vertical_slash_desc_init_sized(sparcl_vertical_slash_desc *desc, size_t size);
+static inline void sparcl_vertical_slash_desc_init(sparcl_vertical_slash_desc *desc)
+{
+    if (desc)
+        (void)sparcl_vertical_slash_desc_init_sized(desc, sizeof *desc);
+}
 
 /* Vertical-slash: query i of head h attends key j iff j is one of head h's
  * columns or pos(i) - j is one of head h's offsets; with causal, also

@@ -12,6 +12,15 @@
 
 typedef struct sparcl__program_entry sparcl__program_entry;
 
+/* Counters of the program cache (sparcl_ctx_program_stats()). */
+typedef struct sparcl__program_counters {
+    int64_t memory_hits;   /* taken from the context's own list */
+    int64_t disk_hits;     /* loaded from the disk cache or the offline bundle */
+    int64_t builds;        /* compiled from source */
+    int64_t disk_writes;   /* binaries written to the disk cache */
+    int64_t disk_rejected; /* cache or bundle files found but not used */
+} sparcl__program_counters;
+
 typedef struct sparcl__device_limits {
     size_t max_wg_size;    /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
     cl_ulong local_mem;    /* CL_DEVICE_LOCAL_MEM_SIZE, bytes */
@@ -38,6 +47,11 @@ struct sparcl_ctx {
     char tuning_db[2][1024]; /* sparcl_ctx_set_tuning_db() paths, by role */
     int tuning_db_set[2];    /* 0: that role follows the default rule */
     int clblast_used;          /* CLBlast holds programs of this context (gemm.c) */
+    sparcl__program_counters program_counters;
+    char program_cache[1024]; /* sparcl_ctx_set_program_cache(); "" = off */
+    int program_cache_set;    /* 0: SPARCL_PROGRAM_CACHE, else the default folder */
+    char offline[1024];       /* sparcl_ctx_set_offline(); "" = online */
+    int offline_set;          /* 0: SPARCL_OFFLINE decides */
 };
 
 #endif

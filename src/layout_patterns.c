@@ -14,6 +14,7 @@
 
 #include "error.h"
 #include "layout_rules.h"
+#include "struct_size.h"
 
 #define FAIL_ARG(...) sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, __VA_ARGS__)
 
@@ -221,16 +222,35 @@ SPARCL_API sparcl_status sparcl_layout_init_global_blocks(sparcl_ctx *ctx, sparc
 
 /* ---- Fixed ------------------------------------------------------------- */
 
-SPARCL_API void sparcl_fixed_desc_init(sparcl_fixed_desc *d)
+/* The _init_sized function of a pattern descriptor T, from its defaults,
+ * and T_read, the library's full copy of a caller's T (struct_size.h).
+ * Every field is in the oldest layout so far, so min = the full size. */
+#define SIZED_DESC(T, defaults)                                                                    \
+    SPARCL_API sparcl_status T##_init_sized(T *desc, size_t size)                                  \
+    {                                                                                              \
+        T d;                                                                                       \
+        defaults(&d);                                                                              \
+        d.struct_size = size;                                                                      \
+        return sparcl__struct_init(desc, size, &d, sizeof d, sizeof d, #T);                        \
+    }                                                                                              \
+    static sparcl_status T##_read(sparcl_ctx *ctx, const T *in, T *out)                            \
+    {                                                                                              \
+        defaults(out);                                                                             \
+        return sparcl__struct_read(ctx, in, out, sizeof *out, sizeof *out, #T);                    \
+    }
+
+static void fixed_defaults(sparcl_fixed_desc *d)
 {
-    if (!d)
-        return;
+    memset(d, 0, sizeof *d);
+    d->struct_size = sizeof *d;
     d->stride = 128;
     d->summary = 16;
     d->patterns = 1;
     d->horizontal = 0;
     d->causal = 1;
 }
+
+SIZED_DESC(sparcl_fixed_desc, fixed_defaults)
 
 static sparcl_status check_fixed(sparcl_ctx *ctx, const sparcl_fixed_desc *d)
 {
@@ -253,7 +273,10 @@ SPARCL_API sparcl_status sparcl_layout_init_fixed(sparcl_ctx *ctx, sparcl_layout
                                                   const sparcl_fixed_desc *d)
 {
     sparcl__geom g;
+    sparcl_fixed_desc copy;
     sparcl_status st = sparcl__layout_begin(ctx, out, &g, heads, q_len, kv_len, block);
+    if (st == SPARCL_OK && d)
+        st = sparcl_fixed_desc_read(ctx, d, &copy), d = &copy;
     if (st == SPARCL_OK)
         st = check_fixed(ctx, d);
     if (st != SPARCL_OK)
@@ -289,11 +312,10 @@ SPARCL_API sparcl_status sparcl_layout_init_fixed(sparcl_ctx *ctx, sparcl_layout
 
 /* ---- BigBird ----------------------------------------------------------- */
 
-SPARCL_API void sparcl_bigbird_desc_init(sparcl_bigbird_desc *d)
+static void bigbird_defaults(sparcl_bigbird_desc *d)
 {
-    if (!d)
-        return;
     memset(d, 0, sizeof *d);
+    d->struct_size = sizeof *d;
     d->window = 1;
     d->global_first = 1;
     d->global_last = 1;
@@ -317,6 +339,8 @@ static int cmp_i64(const void *a, const void *b)
 
 /* Draws the random blocks of query block q into row[0..r), ascending,
  * padded with -1: min(r, A) distinct blocks among the A not excluded. */
+SIZED_DESC(sparcl_bigbird_desc, bigbird_defaults)
+
 static void draw_random(const sparcl_bigbird_desc *d, int64_t nb, int64_t set, int64_t q,
                         int32_t *row, int64_t *pick)
 {
@@ -383,7 +407,10 @@ SPARCL_API sparcl_status sparcl_layout_init_bigbird(sparcl_ctx *ctx, sparcl_layo
                                                     const sparcl_bigbird_desc *d)
 {
     sparcl__geom g;
+    sparcl_bigbird_desc copy;
     sparcl_status st = sparcl__layout_begin(ctx, out, &g, heads, q_len, kv_len, block);
+    if (st == SPARCL_OK && d)
+        st = sparcl_bigbird_desc_read(ctx, d, &copy), d = &copy;
     if (st == SPARCL_OK)
         st = check_bigbird(ctx, d);
     if (st != SPARCL_OK)
@@ -436,14 +463,15 @@ SPARCL_API sparcl_status sparcl_layout_init_bigbird(sparcl_ctx *ctx, sparcl_layo
 
 /* ---- Longformer -------------------------------------------------------- */
 
-SPARCL_API void sparcl_longformer_desc_init(sparcl_longformer_desc *d)
+static void longformer_defaults(sparcl_longformer_desc *d)
 {
-    if (!d)
-        return;
     memset(d, 0, sizeof *d);
+    d->struct_size = sizeof *d;
     d->left = 256;
     d->right = 256;
 }
+
+SIZED_DESC(sparcl_longformer_desc, longformer_defaults)
 
 SPARCL_API sparcl_status sparcl_layout_init_longformer(sparcl_ctx *ctx, sparcl_layout **out,
                                                        int heads, int q_len, int kv_len, int block,
@@ -451,9 +479,12 @@ SPARCL_API sparcl_status sparcl_layout_init_longformer(sparcl_ctx *ctx, sparcl_l
 {
     sparcl__geom g;
     sparcl__iset set;
+    sparcl_longformer_desc copy;
     sparcl_status st = sparcl__layout_begin(ctx, out, &g, heads, q_len, kv_len, block);
     if (st == SPARCL_OK && !d)
         st = FAIL_ARG("desc is NULL");
+    if (st == SPARCL_OK)
+        st = sparcl_longformer_desc_read(ctx, d, &copy), d = &copy;
     if (st == SPARCL_OK)
         st = check_nonneg(ctx, "window left", d->left);
     if (st == SPARCL_OK)
@@ -481,13 +512,14 @@ SPARCL_API sparcl_status sparcl_layout_init_longformer(sparcl_ctx *ctx, sparcl_l
 
 /* ---- Vertical-slash ---------------------------------------------------- */
 
-SPARCL_API void sparcl_vertical_slash_desc_init(sparcl_vertical_slash_desc *d)
+static void vertical_slash_defaults(sparcl_vertical_slash_desc *d)
 {
-    if (!d)
-        return;
     memset(d, 0, sizeof *d);
+    d->struct_size = sizeof *d;
     d->causal = 1;
 }
+
+SIZED_DESC(sparcl_vertical_slash_desc, vertical_slash_defaults)
 
 /* One set per head (counts given) or one shared set, from concatenated
  * lists; *nsets receives how many. */
@@ -525,9 +557,12 @@ SPARCL_API sparcl_status sparcl_layout_init_vertical_slash(sparcl_ctx *ctx, spar
                                                            const sparcl_vertical_slash_desc *d)
 {
     sparcl__geom g;
+    sparcl_vertical_slash_desc copy;
     sparcl_status st = sparcl__layout_begin(ctx, out, &g, heads, q_len, kv_len, block);
     if (st == SPARCL_OK && !d)
         st = FAIL_ARG("desc is NULL");
+    if (st == SPARCL_OK)
+        st = sparcl_vertical_slash_desc_read(ctx, d, &copy), d = &copy;
     if (st != SPARCL_OK)
         return st;
     sparcl__iset *cols = NULL, *diags = NULL;

@@ -16,18 +16,9 @@
 #include "kernel_build.h"
 #include "layout.h"
 #include "plan.h"
+#include "struct_size.h"
 #include "tuning_lookup.h"
 
-
-SPARCL_API void sparcl_plan_desc_init(sparcl_plan_desc *d)
-{
-    if (!d)
-        return;
-    memset(d, 0, sizeof *d);
-    d->batch = 1;
-    d->q_heads = 1;
-    d->kv_heads = 1;
-}
 
 static sparcl_strides resolve(sparcl_strides s, const sparcl_plan_desc *d, int heads, int len)
 {
@@ -165,7 +156,12 @@ SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "ctx is NULL");
     if (!desc)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "desc is NULL");
-    sparcl_status st = sparcl__plan_desc_check(ctx, desc);
+    sparcl_plan_desc copy; /* only the fields of the caller's struct_size */
+    sparcl_status st = sparcl__plan_desc_read(ctx, desc, &copy);
+    if (st != SPARCL_OK)
+        return st;
+    desc = &copy;
+    st = sparcl__plan_desc_check(ctx, desc);
     if (st != SPARCL_OK)
         return st;
     sparcl_plan *p;

@@ -12,6 +12,7 @@
 #include "error.h"
 #include "layout.h"
 #include "reference.h"
+#include "struct_size.h"
 
 /* Writes the keys query i of layout head h attends to (before the causal
  * rule) into keys[], ascending; returns their number. */
@@ -93,8 +94,9 @@ SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_
     if (!d || !q || !k || !v || !out)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
                             !d ? "desc" : !q ? "q" : !k ? "k" : !v ? "v" : "out");
-    sparcl_status st = sparcl__reference_check(ctx, d);
-    if (st != SPARCL_OK)
+    sparcl_plan_desc copy; /* only the fields of the caller's struct_size */
+    sparcl_status st = sparcl__plan_desc_read(ctx, d, &copy);
+    if (st != SPARCL_OK || (st = sparcl__reference_check(ctx, d = &copy)) != SPARCL_OK)
         return st;
     if (d->attention != SPARCL_ATTENTION_EXACT)
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,

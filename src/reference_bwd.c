@@ -10,6 +10,7 @@
 
 #include "error.h"
 #include "reference.h"
+#include "struct_size.h"
 
 SPARCL_API sparcl_status sparcl_reference_backward(sparcl_ctx *ctx, const sparcl_plan_desc *d,
                                                    const float *q, const float *k,
@@ -26,8 +27,9 @@ SPARCL_API sparcl_status sparcl_reference_backward(sparcl_ctx *ctx, const sparcl
                             : !dq   ? "dq"
                             : !dk   ? "dk"
                                     : "dv");
-    sparcl_status st = sparcl__reference_check(ctx, d);
-    if (st != SPARCL_OK)
+    sparcl_plan_desc copy; /* only the fields of the caller's struct_size */
+    sparcl_status st = sparcl__plan_desc_read(ctx, d, &copy);
+    if (st != SPARCL_OK || (st = sparcl__reference_check(ctx, d = &copy)) != SPARCL_OK)
         return st;
     if (d->normalization != SPARCL_NORMALIZATION_SOFTMAX || d->attention != SPARCL_ATTENTION_EXACT)
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,

@@ -28,6 +28,7 @@ SPARCL_API const char *sparcl_status_string(sparcl_status status)
     case SPARCL_ERR_OUT_OF_MEMORY: return "out of memory";
     case SPARCL_ERR_DATABASE: return "tuning database error";
     case SPARCL_ERR_INTERNAL: return "internal error";
+    case SPARCL_ERR_CONFIG: return "configuration error";
     }
     return "unknown status";
 }

@@ -1,12 +1,15 @@
 /*
  * text_file.c -- see text_file.h.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 
 #include "text_file.h"
 
-char *sparcl__read_text_file(const char *path)
+char *sparcl__read_file(const char *path, size_t *size)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
@@ -20,9 +23,34 @@ char *sparcl__read_text_file(const char *path)
                 buf = NULL;
             } else {
                 buf[n] = '\0';
+                if (size)
+                    *size = (size_t)n;
             }
         }
     }
     fclose(f);
     return buf;
+}
+
+char *sparcl__read_text_file(const char *path)
+{
+    return sparcl__read_file(path, NULL);
+}
+
+int sparcl__make_dirs(const char *dir)
+{
+    char buf[4096];
+    if (!dir || !*dir || strlen(dir) >= sizeof buf) {
+        errno = EINVAL;
+        return -1;
+    }
+    snprintf(buf, sizeof buf, "%s", dir);
+    for (char *p = buf + 1; *p; ++p)
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    return mkdir(buf, 0777) != 0 && errno != EEXIST ? -1 : 0;
 }

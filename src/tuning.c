@@ -9,9 +9,12 @@
 #include <string.h>
 
 #include "ctx.h"
+#include "attention_kinds.h"
 #include "error.h"
+#include "hash.h"
 #include "kernel_registry.h"
 #include "program.h"
+#include "struct_size.h"
 #include "tuning.h"
 
 static sparcl_status find(sparcl_ctx *ctx, const char *kernel, const sparcl__kernel_schema **out)
@@ -51,21 +54,46 @@ SPARCL_API sparcl_status sparcl_kernel_space(sparcl_ctx *ctx, const char *kernel
     return SPARCL_OK;
 }
 
-static sparcl_status check_args(sparcl_ctx *ctx, const char *kernel, const sparcl_plan_desc *desc,
-                                const void *params, const sparcl__kernel_schema **schema)
+/* Also reads the caller's descriptor into *copy (struct_size rule). */
+static sparcl_status check_args(sparcl_ctx *ctx, const char *kernel, const sparcl_plan_desc *in,
+                                const void *params, const sparcl__kernel_schema **schema,
+                                sparcl_plan_desc *copy)
 {
     if (!ctx)
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "ctx is NULL");
     sparcl_status st = find(ctx, kernel, schema);
     if (st != SPARCL_OK)
         return st;
-    if (!desc || !params)
+    if (!in || !params)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
-                            !desc ? "desc" : "params");
+                            !in ? "desc" : "params");
+    if ((st = sparcl__plan_desc_read(ctx, in, copy)) != SPARCL_OK)
+        return st;
+    const sparcl_plan_desc *desc = copy;
     if (desc->head_dim < 1 || desc->head_dim > SPARCL_MAX_HEAD_DIM)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "head_dim %d is not in 1..%d",
                             desc->head_dim, SPARCL_MAX_HEAD_DIM);
     return SPARCL_OK;
+}
+
+/* In offline mode a parameter set is usable only if the bundle holds its
+ * program: the one the plan would build (the dense path's for ALGO=1, the
+ * descriptor's solver for attn_entmax). */
+static sparcl_status offline_check(sparcl_ctx *ctx, const sparcl__kernel_schema *schema,
+                                   const sparcl_plan_desc *desc, const sparcl_params *params,
+                                   const sparcl__problem *prob)
+{
+    char options[1024];
+    sparcl__params_build_options(schema, params, prob, options, sizeof options);
+    float alpha;
+    int norm = schema == &sparcl__schema_attn_entmax ? sparcl__entmax_norm(desc, &alpha) : 0;
+    if (norm)
+        snprintf(options + strlen(options), sizeof options - strlen(options), " -DNORM=%d",
+                 norm);
+    int32_t algo = 0;
+    sparcl_params_get(params, "ALGO", &algo);
+    return sparcl__program_available(ctx, algo == 1 ? "attn_dense_softmax.cl" : schema->file,
+                                     options);
 }
 
 SPARCL_API sparcl_status sparcl_kernel_check_params(sparcl_ctx *ctx, const char *kernel,
@@ -73,11 +101,14 @@ SPARCL_API sparcl_status sparcl_kernel_check_params(sparcl_ctx *ctx, const char 
                                                     const sparcl_params *params)
 {
     const sparcl__kernel_schema *schema = NULL;
-    sparcl_status st = check_args(ctx, kernel, desc, params, &schema);
+    sparcl_plan_desc copy;
+    sparcl_status st = check_args(ctx, kernel, desc, params, &schema, &copy);
     if (st != SPARCL_OK)
         return st;
+    desc = &copy;
     sparcl__problem prob = sparcl__problem_from_desc(desc);
-    return sparcl__params_check(ctx, schema, params, &prob, &ctx->limits);
+    st = sparcl__params_check(ctx, schema, params, &prob, &ctx->limits);
+    return st == SPARCL_OK ? offline_check(ctx, schema, desc, params, &prob) : st;
 }
 
 SPARCL_API sparcl_status sparcl_kernel_default_params(sparcl_ctx *ctx, const char *kernel,
@@ -85,9 +116,11 @@ SPARCL_API sparcl_status sparcl_kernel_default_params(sparcl_ctx *ctx, const cha
                                                       sparcl_params *params)
 {
     const sparcl__kernel_schema *schema = NULL;
-    sparcl_status st = check_args(ctx, kernel, desc, params, &schema);
+    sparcl_plan_desc copy;
+    sparcl_status st = check_args(ctx, kernel, desc, params, &schema, &copy);
     if (st != SPARCL_OK)
         return st;
+    desc = &copy;
     sparcl__problem prob = sparcl__problem_from_desc(desc);
     sparcl_params_clear(params);
     sparcl__params_fill_defaults(schema, params, &prob, &ctx->limits);
@@ -96,46 +129,26 @@ SPARCL_API sparcl_status sparcl_kernel_default_params(sparcl_ctx *ctx, const cha
 
 /* ---- kernel hash ---------------------------------------------------------- */
 
-static uint64_t fnv(uint64_t h, const void *data, size_t n)
-{
-    const unsigned char *p = data;
-    for (size_t i = 0; i < n; ++i) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
-static uint64_t fnv_str(uint64_t h, const char *s) { return fnv(h, s, strlen(s) + 1); }
-
-/* Adds the text of kernel file `file` to *h. */
-static sparcl_status hash_file(sparcl_ctx *ctx, const char *file, uint64_t *h)
-{
-    char *text = sparcl__kernel_source(ctx, file);
-    if (!text)
-        return SPARCL_ERR_INTERNAL;
-    *h = fnv_str(*h, text);
-    free(text);
-    return SPARCL_OK;
-}
-
 sparcl_status sparcl__kernel_hash(sparcl_ctx *ctx, const sparcl__kernel_schema *schema,
                                   char out[17])
 {
     /* Every source file the family builds: the common header, then each
      * program's file (a one-program family hashes as it always did). */
-    uint64_t h = fnv_str(0xcbf29ce484222325ull, "sparcl kernel hash 1");
-    sparcl_status st = hash_file(ctx, "common.clh", &h);
-    for (int i = 0; i < schema->n_programs && st == SPARCL_OK; ++i)
-        st = hash_file(ctx, schema->programs[i].file, &h);
+    const char *files[8]; /* sparcl__sources_hash takes at most 8 */
+    int n = 0;
+    files[n++] = SPARCL__PROGRAM_PRELUDE;
+    for (int i = 0; i < schema->n_programs && n < (int)(sizeof files / sizeof *files); ++i)
+        files[n++] = schema->programs[i].file;
+    uint64_t h = sparcl__hash_str(SPARCL__HASH_SEED, "sparcl kernel hash 1");
+    sparcl_status st = sparcl__sources_hash(ctx, files, n, h, &h);
     if (st != SPARCL_OK)
         return st;
     const char *fixed;
     for (int i = 0; (fixed = sparcl__schema_fixed_option(schema, i)); ++i)
-        h = fnv_str(h, fixed);
+        h = sparcl__hash_str(h, fixed);
     for (int i = 0; i < schema->n_params; ++i) {
-        h = fnv_str(h, sparcl__param_names[schema->params[i].id]);
-        h = fnv(h, schema->params[i].choices,
+        h = sparcl__hash_str(h, sparcl__param_names[schema->params[i].id]);
+        h = sparcl__hash(h, schema->params[i].choices,
                 sizeof *schema->params[i].choices * (size_t)schema->params[i].n_choices);
     }
     snprintf(out, 17, "%016llx", (unsigned long long)h);
@@ -244,6 +257,10 @@ SPARCL_API sparcl_status sparcl_tuning_problem_init(sparcl_ctx *ctx, sparcl_tuni
     if (!out || !desc)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
                             !out ? "out" : "desc");
+    sparcl_plan_desc copy;
+    if ((st = sparcl__plan_desc_read(ctx, desc, &copy)) != SPARCL_OK)
+        return st;
+    desc = &copy;
     if (desc->q_len < 1 || desc->kv_len < 1)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "q_len and kv_len must be >= 1");
     char hash[17];

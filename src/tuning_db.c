@@ -101,14 +101,7 @@ static int make_parent(const char *path)
     if (!slash || slash == dir)
         return 0;
     *slash = '\0';
-    for (char *p = dir + 1; *p; ++p)
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(dir, 0777) != 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    return mkdir(dir, 0777) != 0 && errno != EEXIST ? -1 : 0;
+    return sparcl__make_dirs(dir);
 }
 
 static int pragma_int(sqlite3 *db, const char *sql, int *value)

@@ -283,3 +283,37 @@ void sparcl__tuning_choose(sparcl_ctx *ctx, const sparcl__kernel_schema *schema,
         }
     }
 }
+
+/* ---- for tools: which files, and their rows ------------------------------- */
+
+SPARCL_API sparcl_status sparcl_ctx_tuning_db_path(sparcl_ctx *ctx, sparcl_tuning_db_role role,
+                                                   char *buf, size_t size)
+{
+    if (!ctx || !buf || size == 0)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL or empty",
+                            !ctx ? "ctx" : "buf");
+    if (role != SPARCL_TUNING_DB_USER && role != SPARCL_TUNING_DB_SHIPPED)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "unknown database role %d",
+                            (int)role);
+    resolve_path(ctx, role, buf, size);
+    return SPARCL_OK;
+}
+
+SPARCL_API sparcl_status sparcl_tuning_db_each_best(sparcl_ctx *ctx, sparcl_tuning_db *db,
+                                                    const char *kernel, sparcl_tuning_row_fn fn,
+                                                    void *user)
+{
+    if (!db || !fn)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL", !db ? "db" : "fn");
+    const sparcl__kernel_schema *schema = sparcl__kernel_schema_find(kernel);
+    if (!schema)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "unknown kernel family \"%s\"",
+                            kernel ? kernel : "(null)");
+    char hash[17], msg[SPARCL_MSG_MAX];
+    sparcl_status st = sparcl__kernel_hash(ctx, schema, hash);
+    if (st == SPARCL_OK &&
+        (st = sparcl__tuning_db_each_best(db, kernel, hash, "f32", fn, user, msg, sizeof msg)) !=
+            SPARCL_OK)
+        sparcl__fail(ctx, st, "%s", msg);
+    return st;
+}

@@ -17,7 +17,8 @@ Test(status, strings_are_distinct_and_never_null)
                            SPARCL_ERR_BUILD,
                            SPARCL_ERR_OUT_OF_MEMORY,
                            SPARCL_ERR_DATABASE,
-                           SPARCL_ERR_INTERNAL};
+                           SPARCL_ERR_INTERNAL,
+                           SPARCL_ERR_CONFIG};
     size_t n = sizeof all / sizeof all[0];
     for (size_t a = 0; a < n; ++a) {
         cr_assert(all[a] <= 0);

@@ -62,11 +62,17 @@ static void usage(FILE *f)
             "  --export FILE       write the database as FILE.csv or FILE.sql, then exit\n"
             "  --import FILE       merge a .csv or .sql export into the database, then exit\n"
             "  --report FILE.svg   draw every problem's evaluations in the database, then exit\n"
-            "  --list-devices      list OpenCL devices and exit\n");
+            "  --list-devices      list OpenCL devices and exit\n"
+            "  --build-bundle DIR  write the binaries of the tuned rows and of --problems into "
+            "DIR, then exit\n"
+            "                      (an offline bundle: run with SPARCL_OFFLINE=DIR to use it; the "
+            "tuner then\n"
+            "                      searches only the candidates the bundle holds)\n");
 }
 
 typedef struct options {
-    const char *device, *db, *problems, *export_path, *import_path, *kernel, *report_path;
+    const char *device, *db, *problems, *export_path, *import_path, *kernel, *report_path,
+        *bundle;
     tune_strategy strategy;
     tune_budget budget;
     const char *rules[64]; /* --fix and --space, "NAME=v1,v2,..." */
@@ -114,6 +120,9 @@ static int parse_args(int argc, char **argv, options *o)
         } else if (!strcmp(a, "--problems")) {
             TAKES_VALUE;
             o->problems = v;
+        } else if (!strcmp(a, "--build-bundle")) {
+            TAKES_VALUE;
+            o->bundle = v;
         } else if (!strcmp(a, "--export")) {
             TAKES_VALUE;
             o->export_path = v;
@@ -391,6 +400,7 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
     s.prob = prob;
     s.child = child;
     s.pg = pg;
+    tune_problem_for_kernel(kernel, &desc);
     tune_search_stats stats;
     if (tune_search(ctx, kernel, &desc, &space, starts, n_starts, o->strategy, &o->budget, o->seed,
                     evaluate, &s, &stats, err, sizeof err) != 0)
@@ -671,6 +681,8 @@ int main(int argc, char **argv)
     }
     if (o.import_path || o.export_path || o.report_path)
         return transfer(&o);
+    if (o.bundle)
+        return tune_build_bundle(o.device, o.bundle, o.db, o.problems, o.kernel);
 
     /* Ctrl-C (and TERM): finish cleanly, keeping every committed row.
      * No SA_RESTART, so the watchdog's poll() wakes up at once. */

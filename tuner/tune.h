@@ -35,6 +35,10 @@ int tune_problems_parse(const char *text, tune_problem **out, char *err, size_t 
 sparcl_status tune_problem_desc(sparcl_ctx *ctx, const tune_problem *p, sparcl_plan_desc *desc,
                                 sparcl_layout **layout);
 
+/* Sets the descriptor fields a kernel family is tuned with (attn_entmax:
+ * the 1.5-entmax normalization), in the parent and the worker alike. */
+void tune_problem_for_kernel(const char *kernel, sparcl_plan_desc *desc);
+
 /* ---- search ---- */
 
 typedef enum { TUNE_EXHAUSTIVE, TUNE_RANDOM, TUNE_ANNEAL, TUNE_BASIN } tune_strategy;
@@ -189,5 +193,16 @@ void tune_child_free(tune_child *c);
 int tune_child_eval(tune_child *c, const char *kernel, const char *spec,
                     const sparcl_params *params, int max_runs, double timeout_s,
                     volatile sig_atomic_t *interrupted, sparcl_tuning_result *r);
+
+/* ---- offline binary bundles (bundle.c) ---- */
+
+/* sparcl-tune --build-bundle DIR: builds into folder `dir` the programs the
+ * runtime would build on `device` for every best tuned row of that device in
+ * the user database (`db`, NULL: the default) and the shipped one, and for
+ * the runtime's choice and the built-in defaults of each problem of
+ * `problems` ("standard", "quick" or specs), for every kernel family, or
+ * only `kernel`.  Prints a summary; returns the exit status. */
+int tune_build_bundle(const char *device, const char *dir, const char *db, const char *problems,
+                      const char *kernel);
 
 #endif

@@ -169,3 +169,10 @@ sparcl_status tune_problem_desc(sparcl_ctx *ctx, const tune_problem *p, sparcl_p
     d->layout = *layout;
     return st;
 }
+
+void tune_problem_for_kernel(const char *kernel, sparcl_plan_desc *d)
+{
+    /* attn_entmax is tuned on 1.5-entmax, the middle of its solvers. */
+    if (!strcmp(kernel, "attn_entmax"))
+        d->normalization = SPARCL_NORMALIZATION_ENTMAX15;
+}

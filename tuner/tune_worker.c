@@ -158,10 +158,8 @@ static int set_up(sparcl_ctx *ctx, setup *s, const char *line, char *err, size_t
         snprintf(err, size, "%s", sparcl_ctx_errmsg(ctx));
         return -1;
     }
-    /* attn_entmax is tuned on 1.5-entmax, the middle of its solvers; the
-     * reference honours the normalization (lse then holds tau). */
-    if (!strcmp(kernel, "attn_entmax"))
-        s->desc.normalization = SPARCL_NORMALIZATION_ENTMAX15;
+    /* The reference honours the normalization (lse then holds tau). */
+    tune_problem_for_kernel(kernel, &s->desc);
     if (compute_reference(ctx, s, err, size) != 0) {
         release(s);
         return -1;
@@ -378,6 +376,10 @@ int tune_worker_main(const char *device)
      * explicit override, but keep lookups off anyway. */
     sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_USER, "");
     sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_SHIPPED, "");
+    /* Candidates are built once each: writing their binaries to the disk
+     * cache would cost (on POCL about as much again as the compile) and
+     * never pay back.  Offline mode still reads its bundle. */
+    sparcl_ctx_set_program_cache(ctx, "");
     setup s;
     memset(&s, 0, sizeof s);
     char line[4096];
