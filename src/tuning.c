@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ctx.h"
 #include "attention_kinds.h"
+#include "ctx.h"
 #include "error.h"
 #include "hash.h"
 #include "kernel_registry.h"
@@ -77,23 +77,20 @@ static sparcl_status check_args(sparcl_ctx *ctx, const char *kernel, const sparc
 }
 
 /* In offline mode a parameter set is usable only if the bundle holds its
- * program: the one the plan would build (the dense path's for ALGO=1, the
- * descriptor's solver for attn_entmax). */
+ * program: the one the plan would build (the dense path's for ALGO=1, else
+ * the family's first), with the options the one road generates. */
 static sparcl_status offline_check(sparcl_ctx *ctx, const sparcl__kernel_schema *schema,
-                                   const sparcl_plan_desc *desc, const sparcl_params *params,
-                                   const sparcl__problem *prob)
+                                   const sparcl_params *params, const sparcl__problem *prob)
 {
+    sparcl__pset ps;
+    sparcl_status st = sparcl__pset_from_params(ctx, schema, params, &ps);
+    if (st != SPARCL_OK)
+        return st;
     char options[1024];
-    sparcl__params_build_options(schema, params, prob, options, sizeof options);
-    float alpha;
-    int norm = schema == &sparcl__schema_attn_entmax ? sparcl__entmax_norm(desc, &alpha) : 0;
-    if (norm)
-        snprintf(options + strlen(options), sizeof options - strlen(options), " -DNORM=%d",
-                 norm);
-    int32_t algo = 0;
-    sparcl_params_get(params, "ALGO", &algo);
-    return sparcl__program_available(ctx, algo == 1 ? "attn_dense_softmax.cl" : schema->file,
-                                     options);
+    sparcl__params_build_options(schema, &ps, prob, options, sizeof options);
+    const int dense = sparcl__pset_has(&ps, SPARCL__P_ALGO) && ps.v[SPARCL__P_ALGO] == 1;
+    return sparcl__program_available(
+        ctx, dense ? "attn_dense_softmax.cl" : schema->programs[0].file, options);
 }
 
 SPARCL_API sparcl_status sparcl_kernel_check_params(sparcl_ctx *ctx, const char *kernel,
@@ -108,7 +105,7 @@ SPARCL_API sparcl_status sparcl_kernel_check_params(sparcl_ctx *ctx, const char 
     desc = &copy;
     sparcl__problem prob = sparcl__problem_from_desc(desc);
     st = sparcl__params_check(ctx, schema, params, &prob, &ctx->limits);
-    return st == SPARCL_OK ? offline_check(ctx, schema, desc, params, &prob) : st;
+    return st == SPARCL_OK ? offline_check(ctx, schema, params, &prob) : st;
 }
 
 SPARCL_API sparcl_status sparcl_kernel_default_params(sparcl_ctx *ctx, const char *kernel,
@@ -149,7 +146,7 @@ sparcl_status sparcl__kernel_hash(sparcl_ctx *ctx, const sparcl__kernel_schema *
     for (int i = 0; i < schema->n_params; ++i) {
         h = sparcl__hash_str(h, sparcl__param_names[schema->params[i].id]);
         h = sparcl__hash(h, schema->params[i].choices,
-                sizeof *schema->params[i].choices * (size_t)schema->params[i].n_choices);
+                         sizeof *schema->params[i].choices * (size_t)schema->params[i].n_choices);
     }
     snprintf(out, 17, "%016llx", (unsigned long long)h);
     return SPARCL_OK;
@@ -201,8 +198,7 @@ void sparcl__device_info(const sparcl_ctx *ctx, sparcl_device_info *info)
 SPARCL_API sparcl_status sparcl_ctx_device_info(sparcl_ctx *ctx, sparcl_device_info *info)
 {
     if (!ctx || !info)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
-                            !ctx ? "ctx" : "info");
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL", !ctx ? "ctx" : "info");
     sparcl__device_info(ctx, info);
     return SPARCL_OK;
 }
@@ -235,7 +231,9 @@ void sparcl__tuning_problem_fill(const sparcl__kernel_schema *schema, const char
     out->head_dim = d->head_dim;
     out->causal = d->causal != 0;
     snprintf(out->pattern, sizeof out->pattern, "%s",
-             pattern ? pattern : d->layout ? "layout" : "dense");
+             pattern     ? pattern
+             : d->layout ? "layout"
+                         : "dense");
     out->block = d->layout ? sparcl_layout_block(d->layout) : 0;
     /* With both a layout and the causal flag this assumes independence; it
      * is a matching key, not a FLOP count. */
@@ -255,8 +253,7 @@ SPARCL_API sparcl_status sparcl_tuning_problem_init(sparcl_ctx *ctx, sparcl_tuni
     if (st != SPARCL_OK)
         return st;
     if (!out || !desc)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
-                            !out ? "out" : "desc");
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL", !out ? "out" : "desc");
     sparcl_plan_desc copy;
     if ((st = sparcl__plan_desc_read(ctx, desc, &copy)) != SPARCL_OK)
         return st;
