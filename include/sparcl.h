@@ -489,8 +489,10 @@ typedef struct sparcl_device_info {
     char version[128];  /* CL_DEVICE_VERSION */
     char type[16];      /* "CPU", "GPU", "ACCELERATOR" or "OTHER" */
     uint32_t compute_units;
-    /* Bytes; global_mem is rounded down to a power of two because some
-     * drivers (POCL) report a value that follows the free memory. */
+    /* Bytes.  global_mem and max_alloc are 0 on CPU devices: their drivers
+     * (POCL) derive them from the memory free at start-up, so they do not
+     * identify the device; the database applies the same rule to every row
+     * it stores or is asked about. */
     uint64_t global_mem, local_mem, max_alloc;
 } sparcl_device_info;
 

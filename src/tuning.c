@@ -105,7 +105,10 @@ static uint64_t fnv(uint64_t h, const void *data, size_t n)
     return h;
 }
 
-static uint64_t fnv_str(uint64_t h, const char *s) { return fnv(h, s, strlen(s) + 1); }
+static uint64_t fnv_str(uint64_t h, const char *s)
+{
+    return fnv(h, s, strlen(s) + 1);
+}
 
 sparcl_status sparcl__kernel_hash(sparcl_ctx *ctx, const sparcl__kernel_schema *schema,
                                   char out[17])
@@ -156,6 +159,17 @@ SPARCL_API sparcl_status sparcl_kernel_hash(sparcl_ctx *ctx, const char *kernel,
 
 /* ---- device fingerprint and problem keys ---------------------------------- */
 
+void sparcl__device_identity(sparcl_device_info *info)
+{
+    /* CPU drivers derive global memory and the largest allocation from the
+     * memory free at start-up (POCL went from 8/4 to 16/8 GiB within 20
+     * minutes on one machine), so on a CPU they identify nothing. */
+    if (strcmp(info->type, "CPU") == 0) {
+        info->global_mem = 0;
+        info->max_alloc = 0;
+    }
+}
+
 void sparcl__device_info(const sparcl_ctx *ctx, sparcl_device_info *info)
 {
     memset(info, 0, sizeof *info);
@@ -175,21 +189,16 @@ void sparcl__device_info(const sparcl_ctx *ctx, sparcl_device_info *info)
              : l->type & CL_DEVICE_TYPE_ACCELERATOR ? "ACCELERATOR"
                                                     : "OTHER");
     info->compute_units = l->compute_units;
-    /* Rounded down to a power of two: POCL derives the value from the
-     * memory free at start-up, which would make every run a new device. */
-    uint64_t g = l->global_mem;
-    while (g & (g - 1))
-        g &= g - 1;
-    info->global_mem = g;
+    info->global_mem = l->global_mem;
     info->local_mem = l->local_mem;
     info->max_alloc = l->max_alloc;
+    sparcl__device_identity(info);
 }
 
 SPARCL_API sparcl_status sparcl_ctx_device_info(sparcl_ctx *ctx, sparcl_device_info *info)
 {
     if (!ctx || !info)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
-                            !ctx ? "ctx" : "info");
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL", !ctx ? "ctx" : "info");
     sparcl__device_info(ctx, info);
     return SPARCL_OK;
 }
@@ -222,7 +231,9 @@ void sparcl__tuning_problem_fill(const sparcl__kernel_schema *schema, const char
     out->head_dim = d->head_dim;
     out->causal = d->causal != 0;
     snprintf(out->pattern, sizeof out->pattern, "%s",
-             pattern ? pattern : d->layout ? "layout" : "dense");
+             pattern     ? pattern
+             : d->layout ? "layout"
+                         : "dense");
     out->block = d->layout ? sparcl_layout_block(d->layout) : 0;
     /* With both a layout and the causal flag this assumes independence; it
      * is a matching key, not a FLOP count. */
@@ -242,8 +253,7 @@ SPARCL_API sparcl_status sparcl_tuning_problem_init(sparcl_ctx *ctx, sparcl_tuni
     if (st != SPARCL_OK)
         return st;
     if (!out || !desc)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
-                            !out ? "out" : "desc");
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL", !out ? "out" : "desc");
     if (desc->q_len < 1 || desc->kv_len < 1)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "q_len and kv_len must be >= 1");
     char hash[17];

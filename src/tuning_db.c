@@ -24,6 +24,7 @@
 #include "ctx.h"
 #include "error.h"
 #include "text_file.h"
+#include "tuning.h"
 #include "tuning_db.h"
 
 typedef struct sparcl__embedded_file {
@@ -53,10 +54,15 @@ static const struct {
     {"kv_heads", 0},  {"q_len", 0},       {"kv_len", 0},    {"head_dim", 0}, {"causal", 0},
     {"pattern", 1},   {"block", 0},       {"density", 0},   {"params", 1},   {"status", 1},
     {"median_ms", 0}, {"min_ms", 0},      {"max_ms", 0},    {"runs", 0},     {"max_err", 0},
-    {"message", 1},   {"created", 1},
+    {"message", 1},   {"created", 1},     {"rounds", 0},    {"round_ms", 0}, {"round_lo_ms", 0},
+    {"round_hi_ms", 0}, {"cpu_ms", 0},    {"speedup", 0},   {"speedup_lo", 0}, {"speedup_hi", 0},
+    {"chosen", 0},
 };
 #define N_COLUMNS ((int)(sizeof columns / sizeof columns[0]))
 #define KEY_COLUMNS 23
+/* sparcl_tuning_db_record() writes the key, params and the search's
+ * statistics (up to `message`); the rest have defaults. */
+#define RECORD_COLUMNS 31
 
 #define KEY_WHERE                                                                                  \
     "platform = ?1 AND vendor = ?2 AND device = ?3 AND driver = ?4 AND version = ?5 AND type = "   \
@@ -137,6 +143,49 @@ static int read_header(sqlite3 *db, int *app, int *version, int *tables)
     return rc;
 }
 
+/* Version 1 to 2, inside the writer's transaction: the new columns of
+ * evaluation; CPU devices lose their memory sizes, and devices that then
+ * coincide become one (of two evaluations of the same parameters the one
+ * already on the surviving device is kept); then everything after the
+ * "-- @version-2" line of schema.sql (views, trigger, claims) is recreated. */
+static int migrate_v1(sqlite3 *db, const char *schema)
+{
+    static const char sql[] =
+        "ALTER TABLE evaluation ADD COLUMN rounds INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE evaluation ADD COLUMN round_ms REAL;"
+        "ALTER TABLE evaluation ADD COLUMN round_lo_ms REAL;"
+        "ALTER TABLE evaluation ADD COLUMN round_hi_ms REAL;"
+        "ALTER TABLE evaluation ADD COLUMN cpu_ms REAL;"
+        "ALTER TABLE evaluation ADD COLUMN speedup REAL;"
+        "ALTER TABLE evaluation ADD COLUMN speedup_lo REAL;"
+        "ALTER TABLE evaluation ADD COLUMN speedup_hi REAL;"
+        "ALTER TABLE evaluation ADD COLUMN chosen INTEGER NOT NULL DEFAULT 0;"
+        "DROP TRIGGER IF EXISTS evaluation_flat_insert;"
+        "DROP VIEW IF EXISTS best_flat; DROP VIEW IF EXISTS evaluation_flat;"
+        "DROP VIEW IF EXISTS best;"
+        "CREATE TEMP TABLE device_keep AS SELECT d.id AS id, (SELECT min(k.id) FROM device k "
+        " WHERE k.platform = d.platform AND k.vendor = d.vendor AND k.name = d.name"
+        "   AND k.driver = d.driver AND k.version = d.version AND k.type = d.type"
+        "   AND k.compute_units = d.compute_units AND k.local_mem = d.local_mem) AS keep"
+        " FROM device d WHERE d.type = 'CPU';"
+        "DELETE FROM temp.device_keep WHERE keep = id;"
+        "UPDATE OR IGNORE evaluation SET device_id = (SELECT keep FROM temp.device_keep"
+        " WHERE id = evaluation.device_id) WHERE device_id IN (SELECT id FROM temp.device_keep);"
+        "DELETE FROM evaluation WHERE device_id IN (SELECT id FROM temp.device_keep);"
+        "DELETE FROM device WHERE id IN (SELECT id FROM temp.device_keep);"
+        "DROP TABLE temp.device_keep;"
+        "UPDATE device SET global_mem = 0, max_alloc = 0 WHERE type = 'CPU';";
+    const char *tail = strstr(schema, "-- @version-2");
+    if (!tail)
+        return SQLITE_INTERNAL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, tail, NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, "PRAGMA user_version = 2", NULL, NULL, NULL);
+    return rc;
+}
+
 /* Opens the header check in the right transaction: a writer takes the write
  * lock first (waiting for the busy timeout), so that of several processes
  * creating the same file at the same moment exactly one applies the schema
@@ -160,6 +209,11 @@ static sparcl_status check_or_create(sqlite3 *db, int write, const char *path, i
             return set_msg(msg, size, "%s is empty, not a sparcl tuning database", path);
         }
         rc = sqlite3_exec(db, schema, NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            rc = read_header(db, app, version, &tables);
+    }
+    if (rc == SQLITE_OK && write && *app == SPARCL__DB_APPLICATION_ID && *version == 1) {
+        rc = migrate_v1(db, schema);
         if (rc == SQLITE_OK)
             rc = read_header(db, app, version, &tables);
     }
@@ -223,8 +277,10 @@ sparcl_status sparcl__tuning_db_open(const char *path, int flags, int busy_ms,
         goto fail;
     }
     if (version != SPARCL__DB_SCHEMA_VERSION) {
-        set_msg(msg, size, "%s has schema version %d; this library reads version %d", path,
-                version, SPARCL__DB_SCHEMA_VERSION);
+        set_msg(msg, size, "%s has schema version %d; this library reads version %d%s", path,
+                version, SPARCL__DB_SCHEMA_VERSION,
+                version == 1 ? " (opening it for writing, e.g. with sparcl-tune, migrates it)"
+                             : "");
         goto fail;
     }
     if (write && set_wal(db, busy_ms) != SQLITE_OK) {
@@ -328,8 +384,12 @@ static int params_from_json(sqlite3 *db, const char *json, sparcl_params *out)
 /* Density is part of the problem key; six decimals keep it stable text. */
 static double key_density(double d) { return (double)(long long)(d * 1e6 + 0.5) / 1e6; }
 
-static void bind_key(sqlite3_stmt *st, const sparcl_device_info *d, const sparcl_tuning_problem *p)
+static void bind_key(sqlite3_stmt *st, const sparcl_device_info *device,
+                     const sparcl_tuning_problem *p)
 {
+    sparcl_device_info id = *device;
+    sparcl__device_identity(&id);
+    const sparcl_device_info *d = &id;
     const char *texts[6] = {d->platform, d->vendor, d->name, d->driver, d->version, d->type};
     for (int i = 0; i < 6; ++i)
         sqlite3_bind_text(st, i + 1, texts[i], -1, SQLITE_TRANSIENT);
@@ -384,11 +444,11 @@ SPARCL_API sparcl_status sparcl_tuning_db_record(sparcl_tuning_db *db,
         return st;
     char sql[2048];
     size_t used = (size_t)snprintf(sql, sizeof sql, "INSERT INTO evaluation_flat (");
-    for (int i = 0; i < N_COLUMNS - 1; ++i) /* all but `created` */
+    for (int i = 0; i < RECORD_COLUMNS; ++i)
         used += (size_t)snprintf(sql + used, sizeof sql - used, "%s%s", i ? ", " : "",
                                  columns[i].name);
     used += (size_t)snprintf(sql + used, sizeof sql - used, ") VALUES (");
-    for (int i = 0; i < N_COLUMNS - 1; ++i)
+    for (int i = 0; i < RECORD_COLUMNS; ++i)
         used += (size_t)snprintf(sql + used, sizeof sql - used, "%s?%d", i ? ", " : "", i + 1);
     snprintf(sql + used, sizeof sql - used, ")");
 
@@ -484,7 +544,7 @@ static sparcl_status find_or_best(sparcl_tuning_db *db, const sparcl_device_info
     static const char find_sql[] = "SELECT " RESULT_COLUMNS " FROM evaluation_flat WHERE " KEY_WHERE
                                    " AND params = json(?24)";
     static const char best_sql[] = "SELECT " RESULT_COLUMNS " FROM evaluation_flat WHERE " KEY_WHERE
-                                   " AND status = 'ok' ORDER BY median_ms LIMIT 1";
+                                   " AND status = 'ok' ORDER BY chosen DESC, median_ms LIMIT 1";
     return query_result(db, params ? find_sql : best_sql, device, problem, params, out, found);
 }
 
@@ -562,6 +622,7 @@ sparcl_status sparcl__tuning_db_each_best(sparcl_tuning_db *db, const char *kern
         d.global_mem = (uint64_t)sqlite3_column_int64(s, 7);
         d.local_mem = (uint64_t)sqlite3_column_int64(s, 8);
         d.max_alloc = (uint64_t)sqlite3_column_int64(s, 9);
+        sparcl__device_identity(&d);
         snprintf(p.kernel, sizeof p.kernel, "%s", kernel);
         snprintf(p.kernel_hash, sizeof p.kernel_hash, "%s", hash);
         snprintf(p.dtype, sizeof p.dtype, "%s", dtype);

@@ -28,8 +28,7 @@ SPARCL_API sparcl_status sparcl_tuning_db_default_path(char *buf, size_t size)
 {
     if (!buf || !size)
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "buffer is NULL or empty");
-    const char *env = getenv("SPARCL_DB"), *xdg = getenv("XDG_CACHE_HOME"),
-               *home = getenv("HOME");
+    const char *env = getenv("SPARCL_DB"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
     int n;
     if (env && *env)
         n = snprintf(buf, size, "%s", env);
@@ -110,8 +109,8 @@ enum { LEVEL_EXACT = 0, LEVEL_DRIVER = 1, LEVEL_VENDOR = 2, LEVEL_NONE = 3 };
 
 static int device_level(const sparcl_device_info *a, const sparcl_device_info *b)
 {
-    int same_device = strcmp(a->platform, b->platform) == 0 &&
-                      strcmp(a->vendor, b->vendor) == 0 && strcmp(a->name, b->name) == 0;
+    int same_device = strcmp(a->platform, b->platform) == 0 && strcmp(a->vendor, b->vendor) == 0 &&
+                      strcmp(a->name, b->name) == 0;
     if (same_device && strcmp(a->driver, b->driver) == 0 && strcmp(a->version, b->version) == 0 &&
         strcmp(a->type, b->type) == 0 && a->compute_units == b->compute_units &&
         a->global_mem == b->global_mem && a->local_mem == b->local_mem &&
@@ -122,6 +121,36 @@ static int device_level(const sparcl_device_info *a, const sparcl_device_info *b
     if (strcmp(a->vendor, b->vendor) == 0 && strcmp(a->type, b->type) == 0)
         return LEVEL_VENDOR;
     return LEVEL_NONE;
+}
+
+/* Appends "NAME ROW (here THIS)" for each fingerprint field in which the
+ * row's device differs from this one: what the fallback warning names. */
+static void describe_difference(const sparcl_device_info *row, const sparcl_device_info *here,
+                                char *buf, size_t size)
+{
+    const struct {
+        const char *name, *row, *here;
+    } texts[] = {{"driver", row->driver, here->driver},
+                 {"version", row->version, here->version},
+                 {"type", row->type, here->type}};
+    const struct {
+        const char *name;
+        uint64_t row, here;
+    } numbers[] = {{"compute_units", row->compute_units, here->compute_units},
+                   {"global_mem", row->global_mem, here->global_mem},
+                   {"local_mem", row->local_mem, here->local_mem},
+                   {"max_alloc", row->max_alloc, here->max_alloc}};
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0] && used < size; ++i)
+        if (strcmp(texts[i].row, texts[i].here) != 0)
+            used += (size_t)snprintf(buf + used, size - used, "%s%s %s (here %s)", used ? ", " : "",
+                                     texts[i].name, texts[i].row, texts[i].here);
+    for (size_t i = 0; i < sizeof numbers / sizeof numbers[0] && used < size; ++i)
+        if (numbers[i].row != numbers[i].here)
+            used += (size_t)snprintf(
+                buf + used, size - used, "%s%s %llu (here %llu)", used ? ", " : "", numbers[i].name,
+                (unsigned long long)numbers[i].row, (unsigned long long)numbers[i].here);
 }
 
 static double log_ratio(double a, double b)
@@ -187,14 +216,13 @@ static int from_database(sparcl_ctx *ctx, const char *what, const char *path, se
 {
     if (!file_exists(path)) {
         if (*path)
-            sparcl__log(ctx, SPARCL_LOG_DEBUG, "%s tuning database %s does not exist", what,
-                        path);
+            sparcl__log(ctx, SPARCL_LOG_DEBUG, "%s tuning database %s does not exist", what, path);
         return 0;
     }
     char msg[SPARCL_MSG_MAX];
     sparcl_tuning_db *db = NULL;
-    sparcl_status st = sparcl__tuning_db_open(path, SPARCL_TUNING_DB_READ,
-                                              SPARCL__DB_READ_BUSY_MS, &db, msg, sizeof msg);
+    sparcl_status st = sparcl__tuning_db_open(path, SPARCL_TUNING_DB_READ, SPARCL__DB_READ_BUSY_MS,
+                                              &db, msg, sizeof msg);
     if (st == SPARCL_OK)
         st = sparcl__tuning_db_each_best(db, s->problem->kernel, s->problem->kernel_hash,
                                          s->problem->dtype, consider, s, msg, sizeof msg);
@@ -206,7 +234,7 @@ static int from_database(sparcl_ctx *ctx, const char *what, const char *path, se
     }
     if (!s->found)
         return 0;
-    static const char *const level_text[] = {"exact device", "same device, other driver",
+    static const char *const level_text[] = {"exact device", "same device, other driver or limits",
                                              "same vendor and device type"};
     const sparcl_tuning_problem *r = &s->row_problem;
     int n = snprintf(origin, size, "%s database %s: %s (%s / %s), ", what, path,
@@ -221,12 +249,14 @@ static int from_database(sparcl_ctx *ctx, const char *what, const char *path, se
                      r->pattern, r->q_len, r->kv_len, r->q_heads, r->head_dim, r->density,
                      s->distance);
     }
-    if (s->level == LEVEL_DRIVER)
+    if (s->level == LEVEL_DRIVER) {
+        char diff[1024];
+        describe_difference(&s->row_device, s->device, diff, sizeof diff);
         sparcl__log(ctx, SPARCL_LOG_WARNING,
-                    "using parameters tuned for %s under driver %s (%s); this device runs "
-                    "driver %s (%s): re-run sparcl-tune to refresh them",
-                    s->row_device.name, s->row_device.driver, s->row_device.version,
-                    s->device->driver, s->device->version);
+                    "using parameters tuned for %s on a fingerprint that differs in %s: re-run "
+                    "sparcl-tune to refresh them",
+                    s->row_device.name, diff);
+    }
     return 1;
 }
 
