@@ -105,10 +105,7 @@ static uint64_t fnv(uint64_t h, const void *data, size_t n)
     return h;
 }
 
-static uint64_t fnv_str(uint64_t h, const char *s)
-{
-    return fnv(h, s, strlen(s) + 1);
-}
+static uint64_t fnv_str(uint64_t h, const char *s) { return fnv(h, s, strlen(s) + 1); }
 
 sparcl_status sparcl__kernel_hash(sparcl_ctx *ctx, const sparcl__kernel_schema *schema,
                                   char out[17])
@@ -198,7 +195,8 @@ void sparcl__device_info(const sparcl_ctx *ctx, sparcl_device_info *info)
 SPARCL_API sparcl_status sparcl_ctx_device_info(sparcl_ctx *ctx, sparcl_device_info *info)
 {
     if (!ctx || !info)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL", !ctx ? "ctx" : "info");
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
+                            !ctx ? "ctx" : "info");
     sparcl__device_info(ctx, info);
     return SPARCL_OK;
 }
@@ -231,9 +229,7 @@ void sparcl__tuning_problem_fill(const sparcl__kernel_schema *schema, const char
     out->head_dim = d->head_dim;
     out->causal = d->causal != 0;
     snprintf(out->pattern, sizeof out->pattern, "%s",
-             pattern     ? pattern
-             : d->layout ? "layout"
-                         : "dense");
+             pattern ? pattern : d->layout ? "layout" : "dense");
     out->block = d->layout ? sparcl_layout_block(d->layout) : 0;
     /* With both a layout and the causal flag this assumes independence; it
      * is a matching key, not a FLOP count. */
@@ -253,7 +249,8 @@ SPARCL_API sparcl_status sparcl_tuning_problem_init(sparcl_ctx *ctx, sparcl_tuni
     if (st != SPARCL_OK)
         return st;
     if (!out || !desc)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL", !out ? "out" : "desc");
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
+                            !out ? "out" : "desc");
     if (desc->q_len < 1 || desc->kv_len < 1)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "q_len and kv_len must be >= 1");
     char hash[17];
