@@ -155,7 +155,7 @@ SELECT d.platform, d.vendor, d.name AS device, d.driver, d.version, d.type, d.co
        p.batch, p.q_heads, p.kv_heads, p.q_len, p.kv_len, p.head_dim, p.causal, p.pattern,
        p.block, p.density, e.params, e.status, e.median_ms, e.min_ms, e.max_ms, e.runs, e.max_err,
        e.message, e.created, e.rounds, e.round_ms, e.round_lo_ms, e.round_hi_ms, e.cpu_ms,
-       e.speedup, e.speedup_lo, e.speedup_hi, e.chosen
+       e.speedup, e.speedup_lo, e.speedup_hi, e.chosen, e.id AS evaluation_id
   FROM evaluation e
   JOIN device d ON d.id = e.device_id
   JOIN kernel k ON k.id = e.kernel_id

@@ -588,7 +588,9 @@ SPARCL_API sparcl_status sparcl_tuning_db_find(sparcl_tuning_db *db,
                                                const sparcl_params *params,
                                                sparcl_tuning_result *out, int *found);
 
-/* The fastest OK evaluation of exactly this device and problem. */
+/* The chosen evaluation of exactly this device and problem: the decision
+ * stored by sparcl_tuning_db_decide() if there is one, else the fastest OK
+ * evaluation (plans read the same choice). */
 SPARCL_API sparcl_status sparcl_tuning_db_best(sparcl_tuning_db *db,
                                                const sparcl_device_info *device,
                                                const sparcl_tuning_problem *problem,
@@ -599,6 +601,65 @@ SPARCL_API sparcl_status sparcl_tuning_db_count(sparcl_tuning_db *db,
                                                 const sparcl_device_info *device,
                                                 const sparcl_tuning_problem *problem,
                                                 int64_t *count);
+
+/* The n fastest OK evaluations of exactly this device and problem, fastest
+ * first (the finalists a tuner re-times).  *count receives how many were
+ * written to out[0..n-1]. */
+SPARCL_API sparcl_status sparcl_tuning_db_fastest(sparcl_tuning_db *db,
+                                                  const sparcl_device_info *device,
+                                                  const sparcl_tuning_problem *problem, int n,
+                                                  sparcl_tuning_result *out, int *count);
+
+/* One configuration re-timed after the search, in `rounds` separate
+ * evaluations interleaved with the other finalists.  round_* are the
+ * median, smallest and largest of its per-evaluation medians (the spread
+ * across evaluations); speedup* compare it with the default round by round
+ * (default time / its time: median, smallest and largest ratio; 1 for the
+ * default itself). */
+typedef struct sparcl_tuning_finalist {
+    sparcl_params params;
+    int rounds;
+    double round_ms, round_lo_ms, round_hi_ms;
+    double cpu_ms; /* median process CPU time of one call; < 0 if not measured */
+    double speedup, speedup_lo, speedup_hi;
+} sparcl_tuning_finalist;
+
+/* Stores the re-timing of n finalists (each must already be recorded, with
+ * status OK) and makes finalists[chosen] the decision for this device and
+ * problem, replacing any earlier one: from then on sparcl_tuning_db_best()
+ * and plans return it instead of the fastest evaluation.  One transaction.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT (n < 1, chosen out of range),
+ * SPARCL_ERR_DATABASE (a finalist is not an OK evaluation of this key). */
+SPARCL_API sparcl_status sparcl_tuning_db_decide(sparcl_tuning_db *db,
+                                                 const sparcl_device_info *device,
+                                                 const sparcl_tuning_problem *problem,
+                                                 const sparcl_tuning_finalist *finalists, int n,
+                                                 int chosen);
+
+/* What sparcl_tuning_db_claim() found. */
+typedef enum sparcl_tuning_claim {
+    SPARCL_TUNING_CLAIM_TAKEN = 0,  /* now claimed by this process: measure, record, release */
+    SPARCL_TUNING_CLAIM_STORED = 1, /* already measured: sparcl_tuning_db_find() has it */
+    SPARCL_TUNING_CLAIM_BUSY = 2    /* claimed by another process that is alive, lease running */
+} sparcl_tuning_claim;
+
+/* Claims the evaluation of `params` for this process (host name and pid)
+ * for lease_s seconds, so that tuners sharing a database never measure the
+ * same candidate.  A claim whose lease has expired, or whose owner on this
+ * host no longer runs, is taken over; this process's own claim is renewed.
+ * One transaction; *state says what was found. */
+SPARCL_API sparcl_status sparcl_tuning_db_claim(sparcl_tuning_db *db,
+                                                const sparcl_device_info *device,
+                                                const sparcl_tuning_problem *problem,
+                                                const sparcl_params *params, double lease_s,
+                                                sparcl_tuning_claim *state);
+
+/* Drops this process's claim on `params` (after recording it, or when giving
+ * it up).  A claim of another process is left alone. */
+SPARCL_API sparcl_status sparcl_tuning_db_release(sparcl_tuning_db *db,
+                                                  const sparcl_device_info *device,
+                                                  const sparcl_tuning_problem *problem,
+                                                  const sparcl_params *params);
 
 /* Writes every evaluation to `path`: CSV with a header when it ends in
  * ".csv", else SQL text (INSERTs into the evaluation_flat view) that the

@@ -12,12 +12,15 @@
  * instead of failing on a stale snapshot.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -485,6 +488,25 @@ SPARCL_API sparcl_status sparcl_tuning_db_record(sparcl_tuning_db *db,
     return SPARCL_OK;
 }
 
+/* Reads the RESULT_COLUMNS of the current row; SQLITE_ROW, or
+ * SQLITE_CORRUPT if its params do not parse. */
+static int read_result(sqlite3 *db, sqlite3_stmt *s, sparcl_tuning_result *out)
+{
+    memset(out, 0, sizeof *out);
+    int rc = SQLITE_ROW;
+    if (params_from_json(db, (const char *)sqlite3_column_text(s, 0), &out->params))
+        rc = SQLITE_CORRUPT;
+    out->status = status_of((const char *)sqlite3_column_text(s, 1));
+    out->median_ms = sqlite3_column_double(s, 2);
+    out->min_ms = sqlite3_column_double(s, 3);
+    out->max_ms = sqlite3_column_double(s, 4);
+    out->runs = sqlite3_column_int(s, 5);
+    out->max_err = sqlite3_column_type(s, 6) == SQLITE_NULL ? -1.0 : sqlite3_column_double(s, 6);
+    const unsigned char *m = sqlite3_column_text(s, 7);
+    snprintf(out->message, sizeof out->message, "%s", m ? (const char *)m : "");
+    return rc;
+}
+
 /* Runs a query keyed like KEY_WHERE (plus ?24 = params JSON when `params`)
  * and reads the first row's result columns into *out. */
 static sparcl_status query_result(sparcl_tuning_db *db, const char *sql,
@@ -505,18 +527,7 @@ static sparcl_status query_result(sparcl_tuning_db *db, const char *sql,
         }
         rc = sqlite3_step(s);
         if (rc == SQLITE_ROW) {
-            memset(out, 0, sizeof *out);
-            if (params_from_json(db->db, (const char *)sqlite3_column_text(s, 0), &out->params))
-                rc = SQLITE_CORRUPT;
-            out->status = status_of((const char *)sqlite3_column_text(s, 1));
-            out->median_ms = sqlite3_column_double(s, 2);
-            out->min_ms = sqlite3_column_double(s, 3);
-            out->max_ms = sqlite3_column_double(s, 4);
-            out->runs = sqlite3_column_int(s, 5);
-            out->max_err = sqlite3_column_type(s, 6) == SQLITE_NULL ? -1.0
-                                                                     : sqlite3_column_double(s, 6);
-            const unsigned char *m = sqlite3_column_text(s, 7);
-            snprintf(out->message, sizeof out->message, "%s", m ? (const char *)m : "");
+            rc = read_result(db->db, s, out);
             *found = rc == SQLITE_ROW;
             rc = *found ? SQLITE_DONE : rc;
         }
@@ -586,6 +597,255 @@ SPARCL_API sparcl_status sparcl_tuning_db_count(sparcl_tuning_db *db,
     sqlite3_finalize(s);
     if (rc != SQLITE_ROW)
         return fail(db, "cannot count evaluations: %s", why(db->db));
+    return SPARCL_OK;
+}
+
+SPARCL_API sparcl_status sparcl_tuning_db_fastest(sparcl_tuning_db *db,
+                                                  const sparcl_device_info *device,
+                                                  const sparcl_tuning_problem *problem, int n,
+                                                  sparcl_tuning_result *out, int *count)
+{
+    sparcl_status st = check_handle(db, device, problem, count);
+    if (st == SPARCL_OK)
+        st = check_handle(db, out, out, out);
+    if (st != SPARCL_OK)
+        return st;
+    *count = 0;
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db->db,
+                                "SELECT " RESULT_COLUMNS " FROM evaluation_flat WHERE " KEY_WHERE
+                                " AND status = 'ok' ORDER BY median_ms LIMIT ?24",
+                                -1, &s, NULL);
+    if (rc == SQLITE_OK) {
+        bind_key(s, device, problem);
+        sqlite3_bind_int(s, 24, n > 0 ? n : 0);
+    }
+    while (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        rc = read_result(db->db, s, &out[*count]);
+        if (rc == SQLITE_ROW) {
+            ++*count;
+            rc = SQLITE_OK;
+        }
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE)
+        return fail(db, "cannot read evaluations: %s",
+                    rc == SQLITE_CORRUPT ? "malformed params" : why(db->db));
+    return SPARCL_OK;
+}
+
+/* Runs one statement keyed like KEY_WHERE to completion; 0 or -1. */
+static int keyed_exec(sparcl_tuning_db *db, const char *sql, const sparcl_device_info *device,
+                      const sparcl_tuning_problem *problem)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db->db, sql, -1, &s, NULL);
+    if (rc == SQLITE_OK) {
+        bind_key(s, device, problem);
+        rc = sqlite3_step(s);
+    }
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static void bind_or_null(sqlite3_stmt *s, int i, double v)
+{
+    if (v >= 0)
+        sqlite3_bind_double(s, i, v);
+    else
+        sqlite3_bind_null(s, i);
+}
+
+SPARCL_API sparcl_status sparcl_tuning_db_decide(sparcl_tuning_db *db,
+                                                 const sparcl_device_info *device,
+                                                 const sparcl_tuning_problem *problem,
+                                                 const sparcl_tuning_finalist *finalists, int n,
+                                                 int chosen)
+{
+    sparcl_status st = check_handle(db, device, problem, finalists);
+    if (st != SPARCL_OK)
+        return st;
+    if (n < 1 || chosen < 0 || chosen >= n)
+        return sparcl__fail(db->ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "%d finalists, chosen %d: need n >= 1 and 0 <= chosen < n", n, chosen);
+    if (sqlite3_exec(db->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return fail(db, "cannot start a write: %s", why(db->db));
+    const char *problem_msg = NULL;
+    if (keyed_exec(db,
+                   "UPDATE evaluation SET chosen = 0 WHERE chosen = 1 AND id IN (SELECT "
+                   "evaluation_id FROM evaluation_flat WHERE " KEY_WHERE ")",
+                   device, problem) < 0)
+        problem_msg = why(db->db);
+    for (int i = 0; i < n && !problem_msg; ++i) {
+        const sparcl_tuning_finalist *f = &finalists[i];
+        char json[SPARCL_PARAMS_MAX * (SPARCL_PARAM_NAME_MAX + 16)];
+        params_json(&f->params, json, sizeof json);
+        sqlite3_stmt *s = NULL;
+        int rc = sqlite3_prepare_v2(
+            db->db,
+            "UPDATE evaluation SET rounds = ?25, round_ms = ?26, round_lo_ms = ?27, "
+            "round_hi_ms = ?28, cpu_ms = ?29, speedup = ?30, speedup_lo = ?31, speedup_hi = ?32, "
+            "chosen = ?33 WHERE id = (SELECT evaluation_id FROM evaluation_flat WHERE " KEY_WHERE
+            " AND params = json(?24) AND status = 'ok')",
+            -1, &s, NULL);
+        if (rc == SQLITE_OK) {
+            bind_key(s, device, problem);
+            sqlite3_bind_text(s, 24, json, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_int(s, 25, f->rounds);
+            const double v[7] = {f->round_ms, f->round_lo_ms, f->round_hi_ms, f->cpu_ms,
+                                 f->speedup,  f->speedup_lo,  f->speedup_hi};
+            for (int k = 0; k < 7; ++k)
+                bind_or_null(s, 26 + k, v[k]);
+            sqlite3_bind_int(s, 33, i == chosen);
+            rc = sqlite3_step(s);
+        }
+        sqlite3_finalize(s);
+        if (rc != SQLITE_DONE)
+            problem_msg = why(db->db);
+        else if (sqlite3_changes(db->db) != 1)
+            problem_msg = "a finalist is not a recorded OK evaluation of this device and problem";
+    }
+    if (!problem_msg && sqlite3_exec(db->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        problem_msg = why(db->db);
+    if (problem_msg) {
+        st = fail(db, "cannot store the finalists: %s", problem_msg);
+        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+        return st;
+    }
+    return SPARCL_OK;
+}
+
+/* ---- claims ---------------------------------------------------------------- */
+
+/* Whether a claim's owner may still be measuring: its lease runs, and it is
+ * not a process of this host that has ended. */
+static int owner_alive(const char *host, sqlite3_int64 pid, double expires, const char *here)
+{
+    if (expires <= (double)time(NULL))
+        return 0;
+    if (strcmp(host, here) != 0)
+        return 1;
+    return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
+
+SPARCL_API sparcl_status sparcl_tuning_db_claim(sparcl_tuning_db *db,
+                                                const sparcl_device_info *device,
+                                                const sparcl_tuning_problem *problem,
+                                                const sparcl_params *params, double lease_s,
+                                                sparcl_tuning_claim *state)
+{
+    sparcl_status st = check_handle(db, device, problem, params);
+    if (st == SPARCL_OK)
+        st = check_handle(db, state, state, state);
+    if (st != SPARCL_OK)
+        return st;
+    if (!(lease_s > 0))
+        return sparcl__fail(db->ctx, SPARCL_ERR_INVALID_ARGUMENT, "lease %g s is not positive",
+                            lease_s);
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    const sqlite3_int64 me = (sqlite3_int64)getpid();
+    char json[SPARCL_PARAMS_MAX * (SPARCL_PARAM_NAME_MAX + 16)];
+    params_json(params, json, sizeof json);
+    if (sqlite3_exec(db->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return fail(db, "cannot start a write: %s", why(db->db));
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(
+        db->db, "SELECT 1 FROM evaluation_flat WHERE " KEY_WHERE " AND params = json(?24)", -1, &s,
+        NULL);
+    int stored = 0;
+    if (rc == SQLITE_OK) {
+        bind_key(s, device, problem);
+        sqlite3_bind_text(s, 24, json, -1, SQLITE_TRANSIENT);
+        rc = sqlite3_step(s);
+        stored = rc == SQLITE_ROW;
+        rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    sqlite3_finalize(s);
+    s = NULL;
+    int busy = 0;
+    if (rc == SQLITE_OK && !stored) {
+        rc = sqlite3_prepare_v2(db->db,
+                                "SELECT host, pid, expires FROM claim WHERE " KEY_WHERE
+                                " AND params = json(?24)",
+                                -1, &s, NULL);
+        if (rc == SQLITE_OK) {
+            bind_key(s, device, problem);
+            sqlite3_bind_text(s, 24, json, -1, SQLITE_TRANSIENT);
+            rc = sqlite3_step(s);
+            if (rc == SQLITE_ROW) {
+                const char *h = (const char *)sqlite3_column_text(s, 0);
+                sqlite3_int64 pid = sqlite3_column_int64(s, 1);
+                busy = !(pid == me && strcmp(h, host) == 0) &&
+                       owner_alive(h, pid, sqlite3_column_double(s, 2), host);
+            }
+            rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+        }
+        sqlite3_finalize(s);
+        s = NULL;
+    }
+    if (rc == SQLITE_OK && !stored && !busy) {
+        char sql[2048];
+        size_t used = (size_t)snprintf(sql, sizeof sql, "INSERT OR REPLACE INTO claim (");
+        for (int i = 0; i < KEY_COLUMNS; ++i)
+            used += (size_t)snprintf(sql + used, sizeof sql - used, "%s, ", columns[i].name);
+        used +=
+            (size_t)snprintf(sql + used, sizeof sql - used, "params, host, pid, expires) VALUES (");
+        for (int i = 0; i < KEY_COLUMNS; ++i)
+            used += (size_t)snprintf(sql + used, sizeof sql - used, "?%d, ", i + 1);
+        snprintf(sql + used, sizeof sql - used, "json(?24), ?25, ?26, ?27)");
+        rc = sqlite3_prepare_v2(db->db, sql, -1, &s, NULL);
+        if (rc == SQLITE_OK) {
+            bind_key(s, device, problem);
+            sqlite3_bind_text(s, 24, json, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(s, 25, host, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_int64(s, 26, me);
+            sqlite3_bind_double(s, 27, (double)time(NULL) + lease_s);
+            rc = sqlite3_step(s);
+            rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+        }
+        sqlite3_finalize(s);
+    }
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db->db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        st = fail(db, "cannot claim a candidate: %s", why(db->db));
+        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+        return st;
+    }
+    *state = stored ? SPARCL_TUNING_CLAIM_STORED
+             : busy ? SPARCL_TUNING_CLAIM_BUSY
+                    : SPARCL_TUNING_CLAIM_TAKEN;
+    return SPARCL_OK;
+}
+
+SPARCL_API sparcl_status sparcl_tuning_db_release(sparcl_tuning_db *db,
+                                                  const sparcl_device_info *device,
+                                                  const sparcl_tuning_problem *problem,
+                                                  const sparcl_params *params)
+{
+    sparcl_status st = check_handle(db, device, problem, params);
+    if (st != SPARCL_OK)
+        return st;
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db->db,
+                                "DELETE FROM claim WHERE " KEY_WHERE
+                                " AND params = json(?24) AND host = ?25 AND pid = ?26",
+                                -1, &s, NULL);
+    if (rc == SQLITE_OK) {
+        char json[SPARCL_PARAMS_MAX * (SPARCL_PARAM_NAME_MAX + 16)];
+        params_json(params, json, sizeof json);
+        bind_key(s, device, problem);
+        sqlite3_bind_text(s, 24, json, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(s, 25, host, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(s, 26, (sqlite3_int64)getpid());
+        rc = sqlite3_step(s);
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE)
+        return fail(db, "cannot release a claim: %s", why(db->db));
     return SPARCL_OK;
 }
 

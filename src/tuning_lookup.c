@@ -28,7 +28,8 @@ SPARCL_API sparcl_status sparcl_tuning_db_default_path(char *buf, size_t size)
 {
     if (!buf || !size)
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "buffer is NULL or empty");
-    const char *env = getenv("SPARCL_DB"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    const char *env = getenv("SPARCL_DB"), *xdg = getenv("XDG_CACHE_HOME"),
+               *home = getenv("HOME");
     int n;
     if (env && *env)
         n = snprintf(buf, size, "%s", env);
@@ -109,8 +110,8 @@ enum { LEVEL_EXACT = 0, LEVEL_DRIVER = 1, LEVEL_VENDOR = 2, LEVEL_NONE = 3 };
 
 static int device_level(const sparcl_device_info *a, const sparcl_device_info *b)
 {
-    int same_device = strcmp(a->platform, b->platform) == 0 && strcmp(a->vendor, b->vendor) == 0 &&
-                      strcmp(a->name, b->name) == 0;
+    int same_device = strcmp(a->platform, b->platform) == 0 &&
+                      strcmp(a->vendor, b->vendor) == 0 && strcmp(a->name, b->name) == 0;
     if (same_device && strcmp(a->driver, b->driver) == 0 && strcmp(a->version, b->version) == 0 &&
         strcmp(a->type, b->type) == 0 && a->compute_units == b->compute_units &&
         a->global_mem == b->global_mem && a->local_mem == b->local_mem &&
@@ -216,13 +217,14 @@ static int from_database(sparcl_ctx *ctx, const char *what, const char *path, se
 {
     if (!file_exists(path)) {
         if (*path)
-            sparcl__log(ctx, SPARCL_LOG_DEBUG, "%s tuning database %s does not exist", what, path);
+            sparcl__log(ctx, SPARCL_LOG_DEBUG, "%s tuning database %s does not exist", what,
+                        path);
         return 0;
     }
     char msg[SPARCL_MSG_MAX];
     sparcl_tuning_db *db = NULL;
-    sparcl_status st = sparcl__tuning_db_open(path, SPARCL_TUNING_DB_READ, SPARCL__DB_READ_BUSY_MS,
-                                              &db, msg, sizeof msg);
+    sparcl_status st = sparcl__tuning_db_open(path, SPARCL_TUNING_DB_READ,
+                                              SPARCL__DB_READ_BUSY_MS, &db, msg, sizeof msg);
     if (st == SPARCL_OK)
         st = sparcl__tuning_db_each_best(db, s->problem->kernel, s->problem->kernel_hash,
                                          s->problem->dtype, consider, s, msg, sizeof msg);
