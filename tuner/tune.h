@@ -62,6 +62,45 @@ int tune_search(sparcl_ctx *ctx, const char *kernel, const sparcl_plan_desc *des
                 unsigned seed, tune_eval_fn eval, void *user, tune_search_stats *stats,
                 char *err, size_t size);
 
+/* ---- sharing a database (tune_claims.c) ---- */
+
+enum { TUNE_CLAIM_MINE, TUNE_CLAIM_STORED, TUNE_CLAIM_INTERRUPTED, TUNE_CLAIM_ERROR };
+
+/* Claims `params` for this process for lease_s seconds before it is
+ * measured.  Returns TUNE_CLAIM_MINE (measure, record, then
+ * sparcl_tuning_db_release), TUNE_CLAIM_STORED (another tuner measured it,
+ * possibly while this one waited: read it), TUNE_CLAIM_INTERRUPTED or
+ * TUNE_CLAIM_ERROR (message in sparcl_ctx_errmsg(NULL)).  *waited is 1 if
+ * another tuner held the claim for a while. */
+int tune_claim(sparcl_tuning_db *db, const sparcl_device_info *device,
+               const sparcl_tuning_problem *key, const sparcl_params *params, double lease_s,
+               volatile sig_atomic_t *interrupted, int *waited);
+
+/* ---- the decision after the search (tune_finalists.c) ---- */
+
+typedef struct tune_child tune_child;
+
+typedef struct tune_finalist_job {
+    sparcl_tuning_db *db;
+    const sparcl_device_info *device;
+    const sparcl_tuning_problem *key;
+    const char *spec;          /* the problem, as the worker takes it */
+    const sparcl_params *def;  /* the built-in default */
+    tune_child *child;
+    int count, rounds;         /* fastest configurations besides the default; rounds (0: off) */
+    int max_runs;
+    double timeout;
+} tune_finalist_job;
+
+/* Re-times the default and the `count` fastest stored configurations in
+ * `rounds` interleaved rounds, prints them with their spread and speedup
+ * intervals, and stores them and the decision (a finalist replaces the
+ * default only if it beat it in every round, from 3 rounds on).  *summary
+ * gets the speedup, e.g. "1.32x [1.18-1.41]".  Returns 0, 1 if interrupted,
+ * -1 on a database error (sparcl_ctx_errmsg(NULL)). */
+int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrupted, char *summary,
+                   size_t size);
+
 /* ---- the worker process ---- */
 
 /* Environment variable of the test hook: "crash:NAME=V" or "hang:NAME=V"
@@ -73,8 +112,6 @@ int tune_search(sparcl_ctx *ctx, const char *kernel, const sparcl_plan_desc *des
  * result line per request on file descriptor 3. */
 int tune_worker_main(const char *device);
 
-typedef struct tune_child tune_child;
-
 /* A handle on the worker: spawned from `exe` on first use. */
 tune_child *tune_child_new(const char *exe, const char *device);
 void tune_child_free(tune_child *c);
@@ -82,11 +119,17 @@ void tune_child_free(tune_child *c);
 /* Evaluates params of kernel family `kernel` on problem `spec` in the worker, with `timeout_s`
  * seconds for the candidate (setting up a new problem has its own, longer
  * limit).  Fills *r; a crash or timeout of the worker is reported in it and
- * the worker is restarted next time.  Returns 0, 1 when *interrupted became
+ * the worker is restarted next time; a worker killed from outside
+ * (SIGKILL/SIGTERM not sent by the watchdog) is replaced and the candidate
+ * run once more first.  Returns 0, 1 when *interrupted became
  * set (nothing to record), or -1 if the problem itself cannot be set up
  * (message in r->message). */
 int tune_child_eval(tune_child *c, const char *kernel, const char *spec,
                     const sparcl_params *params, int max_runs, double timeout_s,
                     volatile sig_atomic_t *interrupted, sparcl_tuning_result *r);
+
+/* The median process CPU time (all threads of the worker) of one timed call
+ * in the last tune_child_eval() that timed anything, in ms; < 0 if none. */
+double tune_child_cpu_ms(const tune_child *c);
 
 #endif
