@@ -835,3 +835,144 @@ Test(tuning_db, version_1_database_is_migrated)
                                   "(global_mem <> 0 OR max_alloc <> 0)"),
                  0);
 }
+
+/* ---- decisions and claims ---- */
+
+/* A decision overrides "fastest": best, plans and exports follow it. */
+Test(tuning_db, decision_is_what_best_and_plans_return)
+{
+    lookup_env e;
+    lookup_setup(&e, 113);
+    sparcl_tuning_db *db = open_db(e.path, SPARCL_TUNING_DB_WRITE);
+    const int bms[3] = {1, 2, 4};
+    const double ms[3] = {3.0, 1.0, 2.0};
+    sparcl_tuning_finalist f[3];
+    memset(f, 0, sizeof f);
+    for (int i = 0; i < 3; ++i) {
+        sparcl_tuning_result r;
+        ok_result(&r, bms[i], ms[i]);
+        cr_assert_eq(sparcl_tuning_db_record(db, &e.dev, &e.prob, &r), SPARCL_OK);
+        f[i].params = r.params;
+        f[i].rounds = 5;
+        f[i].round_ms = ms[i];
+        f[i].round_lo_ms = ms[i] * 0.8;
+        f[i].round_hi_ms = ms[i] * 1.5;
+        f[i].cpu_ms = -1;
+        f[i].speedup = 3.0 / ms[i];
+        f[i].speedup_lo = f[i].speedup * 0.9;
+        f[i].speedup_hi = f[i].speedup * 1.1;
+    }
+    sparcl_tuning_result top[5], got;
+    int n = 0, found = 0;
+    cr_assert_eq(sparcl_tuning_db_fastest(db, &e.dev, &e.prob, 5, top, &n), SPARCL_OK);
+    cr_assert_eq(n, 3);
+    cr_assert_float_eq(top[0].median_ms, 1.0, 1e-12);
+    cr_assert_float_eq(top[2].median_ms, 3.0, 1e-12);
+    /* the fastest (BLOCK_M 2) did not beat the noise: BLOCK_M 4 is chosen */
+    cr_assert_eq(sparcl_tuning_db_decide(db, &e.dev, &e.prob, f, 3, 2), SPARCL_OK);
+    cr_assert_eq(sparcl_tuning_db_best(db, &e.dev, &e.prob, &got, &found), SPARCL_OK);
+    int32_t bm = 0;
+    cr_assert(sparcl_params_get(&got.params, "BLOCK_M", &bm));
+    cr_assert_eq(bm, 4);
+    sparcl_param_source src;
+    cr_assert_eq(plan_block_m(&e, &src), 4);
+    cr_assert_eq(src, SPARCL_PARAMS_DATABASE);
+    /* a new decision replaces the old one */
+    cr_assert_eq(sparcl_tuning_db_decide(db, &e.dev, &e.prob, f, 3, 0), SPARCL_OK);
+    cr_assert_eq(plan_block_m(&e, &src), 1);
+    cr_assert_eq(query_int(e.path, "SELECT count(*) FROM evaluation WHERE chosen = 1"), 1);
+    cr_assert_eq(query_int(e.path, "SELECT count(*) FROM evaluation WHERE rounds = 5 AND "
+                                   "round_lo_ms < round_ms AND round_ms < round_hi_ms"),
+                 3);
+    /* bad calls change nothing */
+    cr_assert_eq(sparcl_tuning_db_decide(db, &e.dev, &e.prob, f, 3, 3),
+                 SPARCL_ERR_INVALID_ARGUMENT);
+    sparcl_tuning_finalist ghost = f[0];
+    sparcl_params_set(&ghost.params, "BLOCK_M", 8); /* never recorded */
+    cr_assert_eq(sparcl_tuning_db_decide(db, &e.dev, &e.prob, &ghost, 1, 0), SPARCL_ERR_DATABASE);
+    cr_assert_eq(plan_block_m(&e, &src), 1);
+
+    /* the decision and the spreads travel through an export */
+    char sql[128], other[128];
+    scratch_path(sql, sizeof sql, "decided.sql");
+    scratch_path(other, sizeof other, "other.db");
+    cr_assert_eq(sparcl_tuning_db_export(db, sql), SPARCL_OK);
+    sparcl_tuning_db_free(db);
+    db = open_db(other, SPARCL_TUNING_DB_WRITE);
+    cr_assert_eq(sparcl_tuning_db_import(db, sql, NULL), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
+    cr_assert_eq(sparcl_tuning_db_best(db, &e.dev, &e.prob, &got, &found), SPARCL_OK);
+    cr_assert(sparcl_params_get(&got.params, "BLOCK_M", &bm));
+    cr_assert_eq(bm, 1);
+    sparcl_tuning_db_free(db);
+    cr_assert_eq(query_int(other, "SELECT count(*) FROM evaluation WHERE rounds = 5"), 3);
+    sparcl_ctx_free(e.ctx);
+}
+
+/* Claims: one process at a time; a stored candidate is reported as such; a
+ * claim of a process that has ended is taken over. */
+Test(tuning_db, claims_exclude_other_live_processes)
+{
+    make_dir();
+    char path[128];
+    scratch_path(path, sizeof path, "claims.db");
+    sparcl_device_info dev;
+    sparcl_tuning_problem prob;
+    fake_device(&dev, "Dev A", "1.0");
+    fake_problem(&prob, 64);
+    sparcl_tuning_result r;
+    ok_result(&r, 4, 1.0);
+    sparcl_tuning_claim state;
+
+    /* a child claims and stays alive until told */
+    int up[2], down[2]; /* child -> parent, parent -> child */
+    cr_assert_eq(pipe(up), 0);
+    cr_assert_eq(pipe(down), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        sparcl_tuning_db *db = NULL;
+        if (sparcl_tuning_db_init(NULL, &db, path, SPARCL_TUNING_DB_WRITE) != SPARCL_OK ||
+            sparcl_tuning_db_claim(db, &dev, &prob, &r.params, 600, &state) != SPARCL_OK ||
+            state != SPARCL_TUNING_CLAIM_TAKEN)
+            _exit(10);
+        sparcl_tuning_db_free(db);
+        if (write(up[1], "c", 1) != 1)
+            _exit(11);
+        char c;
+        if (read(down[0], &c, 1) != 1) /* wait for the parent */
+            _exit(12);
+        _exit(0);
+    }
+    char c;
+    cr_assert_eq(read(up[0], &c, 1), 1);
+    sparcl_tuning_db *db = open_db(path, SPARCL_TUNING_DB_WRITE);
+    cr_assert_eq(sparcl_tuning_db_claim(db, &dev, &prob, &r.params, 600, &state), SPARCL_OK);
+    cr_assert_eq(state, SPARCL_TUNING_CLAIM_BUSY);
+    /* releasing someone else's claim does nothing */
+    cr_assert_eq(sparcl_tuning_db_release(db, &dev, &prob, &r.params), SPARCL_OK);
+    cr_assert_eq(sparcl_tuning_db_claim(db, &dev, &prob, &r.params, 600, &state), SPARCL_OK);
+    cr_assert_eq(state, SPARCL_TUNING_CLAIM_BUSY);
+    /* other parameters are free */
+    sparcl_tuning_result r2;
+    ok_result(&r2, 8, 1.0);
+    cr_assert_eq(sparcl_tuning_db_claim(db, &dev, &prob, &r2.params, 600, &state), SPARCL_OK);
+    cr_assert_eq(state, SPARCL_TUNING_CLAIM_TAKEN);
+    /* the owner ends without releasing: its claim is taken over */
+    cr_assert_eq(write(down[1], "x", 1), 1);
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %d", st);
+    cr_assert_eq(sparcl_tuning_db_claim(db, &dev, &prob, &r.params, 600, &state), SPARCL_OK);
+    cr_assert_eq(state, SPARCL_TUNING_CLAIM_TAKEN);
+    /* once recorded, it is stored */
+    cr_assert_eq(sparcl_tuning_db_record(db, &dev, &prob, &r), SPARCL_OK);
+    cr_assert_eq(sparcl_tuning_db_release(db, &dev, &prob, &r.params), SPARCL_OK);
+    cr_assert_eq(sparcl_tuning_db_claim(db, &dev, &prob, &r.params, 600, &state), SPARCL_OK);
+    cr_assert_eq(state, SPARCL_TUNING_CLAIM_STORED);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM claim"), 1); /* r2's */
+    sparcl_tuning_db_free(db);
+    for (int i = 0; i < 2; ++i) {
+        close(up[i]);
+        close(down[i]);
+    }
+}
