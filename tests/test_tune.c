@@ -10,6 +10,7 @@
  * The crash and hang use the worker's test hook SPARCL_TUNE_TEST_FAULT.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <math.h>
 #include <signal.h>
@@ -140,8 +141,10 @@ Test(tune, tuned_row_is_used_by_plans)
     make_dir();
     char db[128];
     scratch_path(db, sizeof db, "t.db");
-    const char *args[] = {"--db", db, "--problems", TINY ";window:n=113,h=2,kvh=1,d=16,w=8,blk=16",
-                          "--max-evals", "4", "--budget", "quick", NULL};
+    const char *args[] = {
+        "--db",        db,  "--problems", TINY ";window:n=113,h=2,kvh=1,d=16,w=8,blk=16",
+        "--max-evals", "4", "--budget",   "quick",
+        NULL};
     cr_assert_eq(run_tuner("run", args), 0, "%s", slurp("run", "err"));
     char *out = slurp("run", "out");
     cr_assert(strstr(out, "speedup"), "no final table:\n%s", out);
@@ -199,8 +202,9 @@ Test(tune, sigkill_then_resume_repeats_nothing)
     make_dir();
     char db[128];
     scratch_path(db, sizeof db, "k.db");
-    const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "9", "--stagnation",
-                          "0", "--strategy", "random", "--budget", "quick", NULL};
+    const char *args[] = {
+        "--db", db,           "--problems", TINY,       "--max-evals", "9", "--stagnation",
+        "0",    "--strategy", "random",     "--budget", "quick",       NULL};
     pid_t pid = spawn_tuner("first", args);
     wait_rows(db, 3);
     cr_assert_eq(kill(pid, SIGKILL), 0);
@@ -225,8 +229,9 @@ Test(tune, crashing_and_hanging_candidates_are_recorded)
     /* After the default, exhaustive order visits BLOCK_M=1 BLOCK_N=8 with
      * VEC = 1, 2, 4, 8: the second of those crashes. */
     setenv("SPARCL_TUNE_TEST_FAULT", "crash:VEC=2", 1);
-    const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "5", "--stagnation",
-                          "0", "--strategy", "exhaustive", "--budget", "quick", NULL};
+    const char *args[] = {
+        "--db", db,           "--problems", TINY,       "--max-evals", "5", "--stagnation",
+        "0",    "--strategy", "exhaustive", "--budget", "quick",       NULL};
     cr_assert_eq(run_tuner("crash", args), 0, "%s", slurp("crash", "err"));
     cr_assert_eq(count_where(db, "status = 'crash' AND message LIKE '%signal 11%'"), 1);
     /* the run went on: the candidates after the crash were measured */
@@ -234,9 +239,9 @@ Test(tune, crashing_and_hanging_candidates_are_recorded)
 
     scratch_path(db, sizeof db, "h.db");
     setenv("SPARCL_TUNE_TEST_FAULT", "hang:VEC=2", 1);
-    const char *hang[] = {"--db", db, "--problems", TINY, "--max-evals", "4", "--stagnation",
-                          "0", "--strategy", "exhaustive", "--timeout", "2", "--budget", "quick",
-                          NULL};
+    const char *hang[] = {"--db",         db,      "--problems", TINY,         "--max-evals", "4",
+                          "--stagnation", "0",     "--strategy", "exhaustive", "--timeout",   "2",
+                          "--budget",     "quick", NULL};
     cr_assert_eq(run_tuner("hang", hang), 0, "%s", slurp("hang", "err"));
     unsetenv("SPARCL_TUNE_TEST_FAULT");
     cr_assert_eq(count_where(db, "status = 'timeout'"), 1);
@@ -248,8 +253,8 @@ Test(tune, ctrl_c_stops_cleanly)
     make_dir();
     char db[128];
     scratch_path(db, sizeof db, "i.db");
-    const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "40", "--stagnation",
-                          "0", "--budget", "quick", NULL};
+    const char *args[] = {"--db",         db,  "--problems", TINY,    "--max-evals", "40",
+                          "--stagnation", "0", "--budget",   "quick", NULL};
     pid_t pid = spawn_tuner("int", args);
     wait_rows(db, 2);
     cr_assert_eq(kill(pid, SIGINT), 0);
@@ -267,10 +272,19 @@ Test(tune, two_tuners_share_a_database)
     make_dir();
     char db[128];
     scratch_path(db, sizeof db, "s.db");
-    const char *a[] = {"--db", db, "--problems", TINY, "--max-evals", "4", "--stagnation", "0",
-                       "--budget", "quick", NULL};
-    const char *b[] = {"--db", db, "--problems", "causal:n=33,h=1,d=16,blk=16", "--max-evals", "4",
-                       "--stagnation", "0", "--budget", "quick", NULL};
+    const char *a[] = {"--db",         db,  "--problems", TINY,    "--max-evals", "4",
+                       "--stagnation", "0", "--budget",   "quick", NULL};
+    const char *b[] = {"--db",
+                       db,
+                       "--problems",
+                       "causal:n=33,h=1,d=16,blk=16",
+                       "--max-evals",
+                       "4",
+                       "--stagnation",
+                       "0",
+                       "--budget",
+                       "quick",
+                       NULL};
     pid_t pa = spawn_tuner("a", a), pb = spawn_tuner("b", b);
     cr_assert_eq(wait_exit(pa), 0, "%s", slurp("a", "err"));
     cr_assert_eq(wait_exit(pb), 0, "%s", slurp("b", "err"));
@@ -313,8 +327,8 @@ Test(tune, export_and_import_through_the_cli)
     scratch_path(db2, sizeof db2, "e2.db");
     scratch_path(sql, sizeof sql, "e.sql");
     scratch_path(csv, sizeof csv, "e.csv");
-    const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "2", "--budget", "quick",
-                          NULL};
+    const char *args[] = {"--db", db,         "--problems", TINY, "--max-evals",
+                          "2",    "--budget", "quick",      NULL};
     cr_assert_eq(run_tuner("t", args), 0, "%s", slurp("t", "err"));
     const char *ex1[] = {"--db", db, "--export", sql, NULL};
     const char *ex2[] = {"--db", db, "--export", csv, NULL};
@@ -336,9 +350,9 @@ static void tune_family(const char *family, char *db, size_t size)
 {
     make_dir();
     scratch_path(db, size, family);
-    const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "3", "--stagnation",
-                          "0", "--strategy", "random", "--budget", "quick", "--kernel",
-                          family, NULL};
+    const char *args[] = {"--db",         db,     "--problems", TINY,     "--max-evals", "3",
+                          "--stagnation", "0",    "--strategy", "random", "--budget",    "quick",
+                          "--kernel",     family, NULL};
     cr_assert_eq(run_tuner(family, args), 0, "%s", slurp(family, "err"));
     char where[128];
     snprintf(where, sizeof where,
@@ -381,4 +395,265 @@ Test(tune, entmax_family_is_tuned)
     cr_assert_eq(src, SPARCL_PARAMS_DATABASE, "%s", sparcl_plan_params_origin(plan));
     sparcl_plan_free(plan);
     sparcl_ctx_free(ctx);
+}
+
+/* POCL derives the reported global memory and largest allocation from free
+ * memory; POCL_MEMORY_LIMIT changes that figure the way a change of free
+ * memory does.  A run resumed under another figure takes every evaluation
+ * from the database. */
+Test(tune, resume_after_free_memory_changes_reruns_nothing)
+{
+    make_dir();
+    char db[128];
+    scratch_path(db, sizeof db, "m.db");
+    const char *args[] = {"--db",         db,       "--problems", TINY,     "--max-evals", "3",
+                          "--stagnation", "0",      "--strategy", "random", "--rounds",    "0",
+                          "--fix",        "ALGO=0", "--budget",   "quick",  NULL};
+    setenv("POCL_MEMORY_LIMIT", "1", 1);
+    cr_assert_eq(run_tuner("m1", args), 0, "%s", slurp("m1", "err"));
+    setenv("POCL_MEMORY_LIMIT", "2", 1);
+    cr_assert_eq(run_tuner("m2", args), 0, "%s", slurp("m2", "err"));
+    unsetenv("POCL_MEMORY_LIMIT");
+    char *out = slurp("m2", "out");
+    cr_assert_eq(count_substr(out, " eval "), 3, "%s", out);
+    cr_assert_eq(count_substr(out, "[stored]"), 3, "%s", out);
+    cr_assert(strstr(out, "\n0 new evaluations"), "%s", out);
+    free(out);
+    cr_assert_eq(count_where(db, "1"), 3);
+}
+
+/* New measurements in a tuner's log: evaluation lines not taken from the
+ * database. */
+static int new_measurements(const char *tag)
+{
+    char *out = slurp(tag, "out");
+    int n = count_substr(out, " eval ") - count_substr(out, "[stored]");
+    free(out);
+    return n;
+}
+
+/* n tuners on one database, the same problem and search order: each
+ * candidate is measured by exactly one of them. */
+static void share(int n)
+{
+    make_dir();
+    char db[128];
+    scratch_path(db, sizeof db, "share.db");
+    const char *args[] = {"--db",        db,           "--problems",
+                          TINY,          "--strategy", "exhaustive",
+                          "--max-evals", "6",          "--stagnation",
+                          "0",           "--rounds",   "0",
+                          "--fix",       "ALGO=0",     "--fix",
+                          "EXP=2",       "--fix",      "KT=1",
+                          "--budget",    "quick",      NULL};
+    pid_t pids[3];
+    char tags[3][8];
+    for (int i = 0; i < n; ++i) {
+        snprintf(tags[i], sizeof tags[i], "t%d", i);
+        pids[i] = spawn_tuner(tags[i], args);
+    }
+    int measured = 0;
+    for (int i = 0; i < n; ++i) {
+        cr_assert_eq(wait_exit(pids[i]), 0, "%s", slurp(tags[i], "err"));
+        char *out = slurp(tags[i], "out");
+        cr_assert_eq(count_substr(out, " eval "), 6, "%s", out);
+        free(out);
+        measured += new_measurements(tags[i]);
+    }
+    cr_assert_eq(count_where(db, "1"), 6);
+    cr_assert_eq(measured, 6, "%d tuners measured %d candidates for 6 rows", n, measured);
+}
+
+Test(tune, two_tuners_measure_each_candidate_once)
+{
+    share(2);
+}
+
+Test(tune, three_tuners_measure_each_candidate_once)
+{
+    share(3);
+}
+
+/* The pid of a child of `parent` (the worker of a tuner), or -1. */
+static pid_t child_of(pid_t parent, pid_t not_this)
+{
+    DIR *d = opendir("/proc");
+    pid_t found = -1;
+    struct dirent *e;
+    while (d && found < 0 && (e = readdir(d))) {
+        char path[300], buf[512];
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t got = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[got] = '\0';
+        const char *close_paren = strrchr(buf, ')');
+        int ppid = 0;
+        char state;
+        if (close_paren && sscanf(close_paren + 1, " %c %d", &state, &ppid) == 2 &&
+            ppid == parent && atoi(e->d_name) != not_this && state != 'Z')
+            found = atoi(e->d_name);
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+/* Waits (up to 60 s) for a worker of `tuner` other than `old`. */
+static pid_t wait_worker(pid_t tuner, pid_t old)
+{
+    pid_t w = -1;
+    for (int i = 0; i < 600 && (w = child_of(tuner, old)) < 0; ++i)
+        sleep_ms(100);
+    cr_assert_gt(w, 0, "no worker under %d", (int)tuner);
+    return w;
+}
+
+/* Waits (up to 120 s) until n workers of the run `tag` have announced that
+ * they hang on the hooked candidate (past its build, in the test hook). */
+static void wait_hanging(const char *tag, int n)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s.err", scratch_dir, tag);
+    int seen = 0;
+    for (int i = 0; i < 1200 && seen < n; ++i) {
+        char *text = scratch_read(path);
+        seen = text ? count_substr(text, "hanging (test hook") : 0;
+        free(text);
+        if (seen < n)
+            sleep_ms(100);
+    }
+    cr_assert_geq(seen, n, "%d of %d workers reached the hang", seen, n);
+}
+
+/* The test kills the worker itself, from outside (SIGKILL), once it
+ * announces that it hangs on the hooked candidate.  Killed once, the
+ * candidate runs again in a new worker, where it hangs until the watchdog
+ * (15 s), so it is recorded as a timeout, not a crash; killed again, it is
+ * recorded as a crash that says it was killed twice.  A crash inside the
+ * kernel (SIGSEGV of its own) is never retried. */
+Test(tune, worker_killed_from_outside_is_retried_once)
+{
+    make_dir();
+    char db[128];
+    setenv("SPARCL_TUNE_TEST_FAULT", "hang:VEC=2", 1);
+    const char *const recorded[2] = {"status = 'timeout'",
+                                     "status = 'crash' AND message LIKE '%signal 9%twice%'"};
+    for (int k = 0; k < 2; ++k) {
+        char tag[16], name[16];
+        snprintf(tag, sizeof tag, "kill%d", k);
+        snprintf(name, sizeof name, "kill%d.db", k);
+        scratch_path(db, sizeof db, name);
+        const char *args[] = {"--db",
+                              db,
+                              "--problems",
+                              TINY,
+                              "--max-evals",
+                              "4",
+                              "--stagnation",
+                              "0",
+                              "--strategy",
+                              "exhaustive",
+                              "--rounds",
+                              "0",
+                              "--timeout",
+                              k == 0 ? "15" : "120",
+                              "--budget",
+                              "quick",
+                              NULL};
+        pid_t tuner = spawn_tuner(tag, args);
+        wait_hanging(tag, 1);
+        pid_t w = wait_worker(tuner, -1);
+        cr_assert_eq(kill(w, SIGKILL), 0);
+        if (k == 1) {
+            wait_hanging(tag, 2); /* the same candidate, in a new worker */
+            cr_assert_eq(kill(wait_worker(tuner, w), SIGKILL), 0);
+        }
+        cr_assert_eq(wait_exit(tuner), 0, "%s", slurp(tag, "err"));
+        char *err = slurp(tag, "err");
+        cr_assert_eq(count_substr(err, "retrying it once"), 1, "%s", err);
+        cr_assert_eq(count_substr(err, "hanging (test hook"), 2, "%s", err);
+        free(err);
+        cr_assert_eq(count_where(db, recorded[k]), 1, "%s", slurp(tag, "out"));
+        cr_assert_eq(count_where(db, "status IN ('crash', 'timeout')"), 1);
+        cr_assert_eq(count_where(db, "status = 'ok'"), 3); /* the run went on */
+    }
+    unsetenv("SPARCL_TUNE_TEST_FAULT");
+
+    /* a crash inside the candidate is recorded at once */
+    scratch_path(db, sizeof db, "segv.db");
+    setenv("SPARCL_TUNE_TEST_FAULT", "crash:VEC=2", 1);
+    const char *args[] = {"--db",         db,      "--problems", TINY,         "--max-evals", "3",
+                          "--stagnation", "0",     "--strategy", "exhaustive", "--rounds",    "0",
+                          "--budget",     "quick", NULL};
+    cr_assert_eq(run_tuner("segv", args), 0, "%s", slurp("segv", "err"));
+    unsetenv("SPARCL_TUNE_TEST_FAULT");
+    char *err = slurp("segv", "err");
+    cr_assert_null(strstr(err, "retrying"), "%s", err);
+    free(err);
+    cr_assert_eq(count_where(db, "status = 'crash' AND message LIKE '%signal 11%'"), 1);
+}
+
+/* After the search the finalists are re-timed in interleaved rounds: their
+ * spreads are stored, exactly one is the decision, a finalist other than
+ * the default is chosen only if it beat the default in every round, and
+ * plans use the decision. */
+Test(tune, finalists_are_retimed_and_the_decision_is_used)
+{
+    make_dir();
+    char db[128];
+    scratch_path(db, sizeof db, "f.db");
+    const char *args[] = {"--db",         db,  "--problems", TINY,     "--max-evals", "5",
+                          "--stagnation", "0", "--strategy", "random", "--rounds",    "3",
+                          "--finalists",  "2", "--budget",   "quick",  NULL};
+    cr_assert_eq(run_tuner("fin", args), 0, "%s", slurp("fin", "err"));
+    char *out = slurp("fin", "out");
+    cr_assert(strstr(out, "finalists, 3 interleaved rounds"), "%s", out);
+    cr_assert(strstr(out, "x ["), "no speedup interval:\n%s", out);
+    free(out);
+    cr_assert_eq(count_where(db, "chosen = 1"), 1);
+    long long finalists = count_where(db, "rounds = 3");
+    cr_assert(finalists >= 2 && finalists <= 3, "%lld finalists", finalists);
+    cr_assert_eq(count_where(db, "rounds = 3 AND round_lo_ms <= round_ms AND round_ms <= "
+                                 "round_hi_ms AND speedup_lo <= speedup AND speedup <= "
+                                 "speedup_hi AND cpu_ms > 0"),
+                 finalists);
+    /* the default has speedup 1; any other choice beat it in every round */
+    cr_assert_eq(count_where(db, "chosen = 1 AND NOT (speedup = 1 OR speedup_lo > 1)"), 0);
+
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    cr_assert_eq(sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_USER, db), SPARCL_OK);
+    cr_assert_eq(sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_SHIPPED, ""), SPARCL_OK);
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.q_heads = 2;
+    d.kv_heads = 1;
+    d.q_len = d.kv_len = 17;
+    d.head_dim = 16;
+    sparcl_plan *plan = NULL;
+    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    sparcl_params used;
+    sparcl_plan_params(plan, &used, NULL);
+    sparcl_plan_free(plan);
+    sparcl_ctx_free(ctx);
+    char list[256], where[512];
+    sparcl_params_format(&used, list, sizeof list);
+    /* the chosen row's params, as "A=1 B=2" against the stored JSON */
+    snprintf(where, sizeof where, "chosen = 1 AND params = json('{");
+    size_t n = strlen(where);
+    char *save = NULL;
+    int first = 1;
+    for (char *tok = strtok_r(list, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+        char *eq = strchr(tok, '=');
+        *eq = '\0';
+        n += (size_t)snprintf(where + n, sizeof where - n, "%s\"%s\":%s", first ? "" : ",", tok,
+                              eq + 1);
+        first = 0;
+    }
+    snprintf(where + n, sizeof where - n, "}')");
+    cr_assert_eq(count_where(db, where), 1, "the plan's parameters are not the decision: %s",
+                 where);
 }
