@@ -594,7 +594,8 @@ Test(tuning_db, parameter_space_comes_from_the_schema)
     cr_assert_eq(sparcl_kernel_default_params(ctx, "attn_fwd", &d, &p), SPARCL_OK);
     cr_assert_eq(sparcl_kernel_check_params(ctx, "attn_fwd", &d, &p), SPARCL_OK);
     sparcl_params_set(&p, "VEC", 32); /* not a choice */
-    cr_assert_eq(sparcl_kernel_check_params(ctx, "attn_fwd", &d, &p), SPARCL_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(sparcl_kernel_check_params(ctx, "attn_fwd", &d, &p),
+                 SPARCL_ERR_INVALID_ARGUMENT);
     sparcl_params_set(&p, "VEC", 16);
     sparcl_params_set(&p, "WG_SIZE", 4096); /* not a choice either */
     cr_assert_neq(sparcl_kernel_check_params(ctx, "attn_fwd", &d, &p), SPARCL_OK);
@@ -624,8 +625,8 @@ Test(tuning_db, simultaneous_creation_never_fails)
             cr_assert_neq(pids[w], -1);
             if (pids[w] == 0) {
                 sparcl_tuning_db *db = NULL;
-                int ok =
-                    sparcl_tuning_db_init(NULL, &db, path, SPARCL_TUNING_DB_WRITE) == SPARCL_OK;
+                int ok = sparcl_tuning_db_init(NULL, &db, path, SPARCL_TUNING_DB_WRITE) ==
+                         SPARCL_OK;
                 sparcl_tuning_db_free(db);
                 _exit(ok ? 0 : 1);
             }
@@ -825,8 +826,8 @@ Test(tuning_db, version_1_database_is_migrated)
     scratch_path(fresh, sizeof fresh, "shipped.db");
     db = open_db(fresh, SPARCL_TUNING_DB_WRITE);
     int64_t n = 0;
-    cr_assert_eq(sparcl_tuning_db_import(db, SPARCL_SOURCE_DIR "/db/tuned_pocl.sql", &n), SPARCL_OK,
-                 "%s", sparcl_ctx_errmsg(NULL));
+    cr_assert_eq(sparcl_tuning_db_import(db, SPARCL_SOURCE_DIR "/db/tuned_pocl.sql", &n),
+                 SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
     sparcl_tuning_db_free(db);
     cr_assert_gt(n, 0);
     cr_assert_eq(count_rows(fresh), n);
