@@ -417,9 +417,11 @@ SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_
  *      tree), unless turned off with sparcl_ctx_set_tuning_db();
  *   4. the built-in defaults (source DEFAULT).
  *
- * Within a database the lookup takes rows of the current kernel hash only,
- * and prefers the exact device fingerprint, then the same device under
- * another driver (used, with a warning), then the same vendor and device
+ * Within a database the lookup takes the chosen row of each problem (the
+ * finalists' decision, else the fastest evaluation) of the current kernel
+ * hash only, and prefers the exact device fingerprint, then the same device
+ * under another driver or limits (used, with a warning naming each field
+ * that differs and both values), then the same vendor and device
  * type; within that, the exact problem, else the nearest one in log-space of
  * the sizes and density whose parameters are valid for this problem.  The
  * first database with a usable row wins.  A database that is missing is

@@ -105,7 +105,9 @@ int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrup
 
 /* Environment variable of the test hook: "crash:NAME=V" or "hang:NAME=V"
  * makes the worker crash (SIGSEGV) or hang on any candidate with
- * NAME=V.  Only the worker reads it; it exists for the tests. */
+ * NAME=V; a hanging worker first says so on stderr, so that a test knows
+ * when to kill it from outside.  Only the worker reads it; it exists for
+ * the tests. */
 #define TUNE_FAULT_ENV "SPARCL_TUNE_TEST_FAULT"
 
 /* The worker's main loop (sparcl-tune --worker): requests on stdin, one
