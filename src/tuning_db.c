@@ -437,6 +437,19 @@ static sparcl_tuning_status status_of(const char *s)
     return SPARCL_TUNING_CRASH;
 }
 
+/* Ends a write transaction: commits if rc is SQLITE_OK, else (or if the
+ * commit fails) rolls back and fails with "cannot <what>". */
+static sparcl_status finish_write(sparcl_tuning_db *db, int rc, const char *what)
+{
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db->db, "COMMIT", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        return SPARCL_OK;
+    sparcl_status st = fail(db, "cannot %s: %s", what, why(db->db));
+    sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+    return st;
+}
+
 SPARCL_API sparcl_status sparcl_tuning_db_record(sparcl_tuning_db *db,
                                                  const sparcl_device_info *device,
                                                  const sparcl_tuning_problem *problem,
@@ -478,14 +491,7 @@ SPARCL_API sparcl_status sparcl_tuning_db_record(sparcl_tuning_db *db,
         rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
     }
     sqlite3_finalize(s);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(db->db, "COMMIT", NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
-        st = fail(db, "cannot record an evaluation: %s", why(db->db));
-        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
-        return st;
-    }
-    return SPARCL_OK;
+    return finish_write(db, rc, "record an evaluation");
 }
 
 /* Reads the RESULT_COLUMNS of the current row; SQLITE_ROW, or
@@ -806,13 +812,8 @@ SPARCL_API sparcl_status sparcl_tuning_db_claim(sparcl_tuning_db *db,
         }
         sqlite3_finalize(s);
     }
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(db->db, "COMMIT", NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
-        st = fail(db, "cannot claim a candidate: %s", why(db->db));
-        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+    if ((st = finish_write(db, rc, "claim a candidate")) != SPARCL_OK)
         return st;
-    }
     *state = stored ? SPARCL_TUNING_CLAIM_STORED
              : busy ? SPARCL_TUNING_CLAIM_BUSY
                     : SPARCL_TUNING_CLAIM_TAKEN;

@@ -277,9 +277,7 @@ static double evaluate(void *user, const sparcl_params *p, int *stop)
         return INFINITY;
     }
     if (!found) { /* claim it, or wait for the tuner that holds it */
-        int waited = 0;
-        int c = tune_claim(s->db, s->device, &s->key, p, s->o->timeout + 3600, &interrupted,
-                           &waited);
+        int c = tune_claim(s->db, s->device, &s->key, p, s->o->timeout + 3600, &interrupted);
         if (c == TUNE_CLAIM_INTERRUPTED) {
             *stop = 1;
             return INFINITY;

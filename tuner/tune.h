@@ -70,11 +70,10 @@ enum { TUNE_CLAIM_MINE, TUNE_CLAIM_STORED, TUNE_CLAIM_INTERRUPTED, TUNE_CLAIM_ER
  * measured.  Returns TUNE_CLAIM_MINE (measure, record, then
  * sparcl_tuning_db_release), TUNE_CLAIM_STORED (another tuner measured it,
  * possibly while this one waited: read it), TUNE_CLAIM_INTERRUPTED or
- * TUNE_CLAIM_ERROR (message in sparcl_ctx_errmsg(NULL)).  *waited is 1 if
- * another tuner held the claim for a while. */
+ * TUNE_CLAIM_ERROR (message in sparcl_ctx_errmsg(NULL)). */
 int tune_claim(sparcl_tuning_db *db, const sparcl_device_info *device,
                const sparcl_tuning_problem *key, const sparcl_params *params, double lease_s,
-               volatile sig_atomic_t *interrupted, int *waited);
+               volatile sig_atomic_t *interrupted);
 
 /* ---- the decision after the search (tune_finalists.c) ---- */
 

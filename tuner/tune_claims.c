@@ -20,9 +20,8 @@ static void sleep_ms(int ms)
 
 int tune_claim(sparcl_tuning_db *db, const sparcl_device_info *device,
                const sparcl_tuning_problem *key, const sparcl_params *params, double lease_s,
-               volatile sig_atomic_t *interrupted, int *waited)
+               volatile sig_atomic_t *interrupted)
 {
-    *waited = 0;
     for (;;) {
         sparcl_tuning_claim state;
         if (sparcl_tuning_db_claim(db, device, key, params, lease_s, &state) != SPARCL_OK)
@@ -33,7 +32,6 @@ int tune_claim(sparcl_tuning_db *db, const sparcl_device_info *device,
             return TUNE_CLAIM_STORED;
         if (interrupted && *interrupted)
             return TUNE_CLAIM_INTERRUPTED;
-        *waited = 1;
         sleep_ms(WAIT_MS);
     }
 }
