@@ -577,9 +577,11 @@ SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_
  *      tree), unless turned off with sparcl_ctx_set_tuning_db();
  *   4. the built-in defaults (source DEFAULT).
  *
- * Within a database the lookup takes rows of the current kernel hash only,
- * and prefers the exact device fingerprint, then the same device under
- * another driver (used, with a warning), then the same vendor and device
+ * Within a database the lookup takes the chosen row of each problem (the
+ * finalists' decision, else the fastest evaluation) of the current kernel
+ * hash only, and prefers the exact device fingerprint, then the same device
+ * under another driver or limits (used, with a warning naming each field
+ * that differs and both values), then the same vendor and device
  * type; within that, the exact problem, else the nearest one in log-space of
  * the sizes and density whose parameters are valid for this problem.  The
  * first database with a usable row wins.  A database that is missing is
@@ -673,8 +675,10 @@ typedef struct sparcl_device_info {
     char version[128];  /* CL_DEVICE_VERSION */
     char type[16];      /* "CPU", "GPU", "ACCELERATOR" or "OTHER" */
     uint32_t compute_units;
-    /* Bytes; global_mem is rounded down to a power of two because some
-     * drivers (POCL) report a value that follows the free memory. */
+    /* Bytes.  global_mem and max_alloc are 0 on CPU devices: their drivers
+     * (POCL) derive them from the memory free at start-up, so they do not
+     * identify the device; the database applies the same rule to every row
+     * it stores or is asked about. */
     uint64_t global_mem, local_mem, max_alloc;
 } sparcl_device_info;
 
@@ -774,7 +778,9 @@ SPARCL_API sparcl_status sparcl_tuning_db_find(sparcl_tuning_db *db,
                                                const sparcl_params *params,
                                                sparcl_tuning_result *out, int *found);
 
-/* The fastest OK evaluation of exactly this device and problem. */
+/* The chosen evaluation of exactly this device and problem: the decision
+ * stored by sparcl_tuning_db_decide() if there is one, else the fastest OK
+ * evaluation (plans read the same choice). */
 SPARCL_API sparcl_status sparcl_tuning_db_best(sparcl_tuning_db *db,
                                                const sparcl_device_info *device,
                                                const sparcl_tuning_problem *problem,
@@ -785,6 +791,65 @@ SPARCL_API sparcl_status sparcl_tuning_db_count(sparcl_tuning_db *db,
                                                 const sparcl_device_info *device,
                                                 const sparcl_tuning_problem *problem,
                                                 int64_t *count);
+
+/* The n fastest OK evaluations of exactly this device and problem, fastest
+ * first (the finalists a tuner re-times).  *count receives how many were
+ * written to out[0..n-1]. */
+SPARCL_API sparcl_status sparcl_tuning_db_fastest(sparcl_tuning_db *db,
+                                                  const sparcl_device_info *device,
+                                                  const sparcl_tuning_problem *problem, int n,
+                                                  sparcl_tuning_result *out, int *count);
+
+/* One configuration re-timed after the search, in `rounds` separate
+ * evaluations interleaved with the other finalists.  round_* are the
+ * median, smallest and largest of its per-evaluation medians (the spread
+ * across evaluations); speedup* compare it with the default round by round
+ * (default time / its time: median, smallest and largest ratio; 1 for the
+ * default itself). */
+typedef struct sparcl_tuning_finalist {
+    sparcl_params params;
+    int rounds;
+    double round_ms, round_lo_ms, round_hi_ms;
+    double cpu_ms; /* median process CPU time of one call; < 0 if not measured */
+    double speedup, speedup_lo, speedup_hi;
+} sparcl_tuning_finalist;
+
+/* Stores the re-timing of n finalists (each must already be recorded, with
+ * status OK) and makes finalists[chosen] the decision for this device and
+ * problem, replacing any earlier one: from then on sparcl_tuning_db_best()
+ * and plans return it instead of the fastest evaluation.  One transaction.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT (n < 1, chosen out of range),
+ * SPARCL_ERR_DATABASE (a finalist is not an OK evaluation of this key). */
+SPARCL_API sparcl_status sparcl_tuning_db_decide(sparcl_tuning_db *db,
+                                                 const sparcl_device_info *device,
+                                                 const sparcl_tuning_problem *problem,
+                                                 const sparcl_tuning_finalist *finalists, int n,
+                                                 int chosen);
+
+/* What sparcl_tuning_db_claim() found. */
+typedef enum sparcl_tuning_claim {
+    SPARCL_TUNING_CLAIM_TAKEN = 0,  /* now claimed by this process: measure, record, release */
+    SPARCL_TUNING_CLAIM_STORED = 1, /* already measured: sparcl_tuning_db_find() has it */
+    SPARCL_TUNING_CLAIM_BUSY = 2    /* claimed by another process that is alive, lease running */
+} sparcl_tuning_claim;
+
+/* Claims the evaluation of `params` for this process (host name and pid)
+ * for lease_s seconds, so that tuners sharing a database never measure the
+ * same candidate.  A claim whose lease has expired, or whose owner on this
+ * host no longer runs, is taken over; this process's own claim is renewed.
+ * One transaction; *state says what was found. */
+SPARCL_API sparcl_status sparcl_tuning_db_claim(sparcl_tuning_db *db,
+                                                const sparcl_device_info *device,
+                                                const sparcl_tuning_problem *problem,
+                                                const sparcl_params *params, double lease_s,
+                                                sparcl_tuning_claim *state);
+
+/* Drops this process's claim on `params` (after recording it, or when giving
+ * it up).  A claim of another process is left alone. */
+SPARCL_API sparcl_status sparcl_tuning_db_release(sparcl_tuning_db *db,
+                                                  const sparcl_device_info *device,
+                                                  const sparcl_tuning_problem *problem,
+                                                  const sparcl_params *params);
 
 /* Writes every evaluation to `path`: CSV with a header when it ends in
  * ".csv", else SQL text (INSERTs into the evaluation_flat view) that the

@@ -166,6 +166,17 @@ SPARCL_API sparcl_status sparcl_kernel_hash(sparcl_ctx *ctx, const char *kernel,
 
 /* ---- device fingerprint and problem keys ---------------------------------- */
 
+void sparcl__device_identity(sparcl_device_info *info)
+{
+    /* CPU drivers derive global memory and the largest allocation from the
+     * memory free at start-up (POCL went from 8/4 to 16/8 GiB within 20
+     * minutes on one machine), so on a CPU they identify nothing. */
+    if (strcmp(info->type, "CPU") == 0) {
+        info->global_mem = 0;
+        info->max_alloc = 0;
+    }
+}
+
 void sparcl__device_info(const sparcl_ctx *ctx, sparcl_device_info *info)
 {
     memset(info, 0, sizeof *info);
@@ -185,14 +196,10 @@ void sparcl__device_info(const sparcl_ctx *ctx, sparcl_device_info *info)
              : l->type & CL_DEVICE_TYPE_ACCELERATOR ? "ACCELERATOR"
                                                     : "OTHER");
     info->compute_units = l->compute_units;
-    /* Rounded down to a power of two: POCL derives the value from the
-     * memory free at start-up, which would make every run a new device. */
-    uint64_t g = l->global_mem;
-    while (g & (g - 1))
-        g &= g - 1;
-    info->global_mem = g;
+    info->global_mem = l->global_mem;
     info->local_mem = l->local_mem;
     info->max_alloc = l->max_alloc;
+    sparcl__device_identity(info);
 }
 
 SPARCL_API sparcl_status sparcl_ctx_device_info(sparcl_ctx *ctx, sparcl_device_info *info)

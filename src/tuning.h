@@ -18,6 +18,11 @@ sparcl_status sparcl__kernel_hash(sparcl_ctx *ctx, const sparcl__kernel_schema *
 /* The fingerprint of the context's device. */
 void sparcl__device_info(const sparcl_ctx *ctx, sparcl_device_info *info);
 
+/* Drops from *info what does not identify the device: the memory sizes of
+ * CPU devices, which their drivers derive from free memory.  Every key
+ * (fingerprint, database binding, rows read back) goes through it. */
+void sparcl__device_identity(sparcl_device_info *info);
+
 /* The database key of `desc` (density from the layout and causal flag). */
 void sparcl__tuning_problem_fill(const sparcl__kernel_schema *schema, const char *hash,
                                  const sparcl_plan_desc *desc, const char *pattern,

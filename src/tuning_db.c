@@ -13,18 +13,22 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
 #include "ctx.h"
 #include "error.h"
 #include "text_file.h"
+#include "tuning.h"
 #include "tuning_db.h"
 
 typedef struct sparcl__embedded_file {
@@ -54,10 +58,15 @@ static const struct {
     {"kv_heads", 0},  {"q_len", 0},       {"kv_len", 0},    {"head_dim", 0}, {"causal", 0},
     {"pattern", 1},   {"block", 0},       {"density", 0},   {"params", 1},   {"status", 1},
     {"median_ms", 0}, {"min_ms", 0},      {"max_ms", 0},    {"runs", 0},     {"max_err", 0},
-    {"message", 1},   {"created", 1},
+    {"message", 1},   {"created", 1},     {"rounds", 0},    {"round_ms", 0}, {"round_lo_ms", 0},
+    {"round_hi_ms", 0}, {"cpu_ms", 0},    {"speedup", 0},   {"speedup_lo", 0}, {"speedup_hi", 0},
+    {"chosen", 0},
 };
 #define N_COLUMNS ((int)(sizeof columns / sizeof columns[0]))
 #define KEY_COLUMNS 23
+/* sparcl_tuning_db_record() writes the key, params and the search's
+ * statistics (up to `message`); the rest have defaults. */
+#define RECORD_COLUMNS 31
 
 #define KEY_WHERE                                                                                  \
     "platform = ?1 AND vendor = ?2 AND device = ?3 AND driver = ?4 AND version = ?5 AND type = "   \
@@ -131,6 +140,49 @@ static int read_header(sqlite3 *db, int *app, int *version, int *tables)
     return rc;
 }
 
+/* Version 1 to 2, inside the writer's transaction: the new columns of
+ * evaluation; CPU devices lose their memory sizes, and devices that then
+ * coincide become one (of two evaluations of the same parameters the one
+ * already on the surviving device is kept); then everything after the
+ * "-- @version-2" line of schema.sql (views, trigger, claims) is recreated. */
+static int migrate_v1(sqlite3 *db, const char *schema)
+{
+    static const char sql[] =
+        "ALTER TABLE evaluation ADD COLUMN rounds INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE evaluation ADD COLUMN round_ms REAL;"
+        "ALTER TABLE evaluation ADD COLUMN round_lo_ms REAL;"
+        "ALTER TABLE evaluation ADD COLUMN round_hi_ms REAL;"
+        "ALTER TABLE evaluation ADD COLUMN cpu_ms REAL;"
+        "ALTER TABLE evaluation ADD COLUMN speedup REAL;"
+        "ALTER TABLE evaluation ADD COLUMN speedup_lo REAL;"
+        "ALTER TABLE evaluation ADD COLUMN speedup_hi REAL;"
+        "ALTER TABLE evaluation ADD COLUMN chosen INTEGER NOT NULL DEFAULT 0;"
+        "DROP TRIGGER IF EXISTS evaluation_flat_insert;"
+        "DROP VIEW IF EXISTS best_flat; DROP VIEW IF EXISTS evaluation_flat;"
+        "DROP VIEW IF EXISTS best;"
+        "CREATE TEMP TABLE device_keep AS SELECT d.id AS id, (SELECT min(k.id) FROM device k "
+        " WHERE k.platform = d.platform AND k.vendor = d.vendor AND k.name = d.name"
+        "   AND k.driver = d.driver AND k.version = d.version AND k.type = d.type"
+        "   AND k.compute_units = d.compute_units AND k.local_mem = d.local_mem) AS keep"
+        " FROM device d WHERE d.type = 'CPU';"
+        "DELETE FROM temp.device_keep WHERE keep = id;"
+        "UPDATE OR IGNORE evaluation SET device_id = (SELECT keep FROM temp.device_keep"
+        " WHERE id = evaluation.device_id) WHERE device_id IN (SELECT id FROM temp.device_keep);"
+        "DELETE FROM evaluation WHERE device_id IN (SELECT id FROM temp.device_keep);"
+        "DELETE FROM device WHERE id IN (SELECT id FROM temp.device_keep);"
+        "DROP TABLE temp.device_keep;"
+        "UPDATE device SET global_mem = 0, max_alloc = 0 WHERE type = 'CPU';";
+    const char *tail = strstr(schema, "-- @version-2");
+    if (!tail)
+        return SQLITE_INTERNAL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, tail, NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, "PRAGMA user_version = 2", NULL, NULL, NULL);
+    return rc;
+}
+
 /* Opens the header check in the right transaction: a writer takes the write
  * lock first (waiting for the busy timeout), so that of several processes
  * creating the same file at the same moment exactly one applies the schema
@@ -154,6 +206,11 @@ static sparcl_status check_or_create(sqlite3 *db, int write, const char *path, i
             return set_msg(msg, size, "%s is empty, not a sparcl tuning database", path);
         }
         rc = sqlite3_exec(db, schema, NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            rc = read_header(db, app, version, &tables);
+    }
+    if (rc == SQLITE_OK && write && *app == SPARCL__DB_APPLICATION_ID && *version == 1) {
+        rc = migrate_v1(db, schema);
         if (rc == SQLITE_OK)
             rc = read_header(db, app, version, &tables);
     }
@@ -217,8 +274,10 @@ sparcl_status sparcl__tuning_db_open(const char *path, int flags, int busy_ms,
         goto fail;
     }
     if (version != SPARCL__DB_SCHEMA_VERSION) {
-        set_msg(msg, size, "%s has schema version %d; this library reads version %d", path,
-                version, SPARCL__DB_SCHEMA_VERSION);
+        set_msg(msg, size, "%s has schema version %d; this library reads version %d%s", path,
+                version, SPARCL__DB_SCHEMA_VERSION,
+                version == 1 ? " (opening it for writing, e.g. with sparcl-tune, migrates it)"
+                             : "");
         goto fail;
     }
     if (write && set_wal(db, busy_ms) != SQLITE_OK) {
@@ -322,8 +381,12 @@ static int params_from_json(sqlite3 *db, const char *json, sparcl_params *out)
 /* Density is part of the problem key; six decimals keep it stable text. */
 static double key_density(double d) { return (double)(long long)(d * 1e6 + 0.5) / 1e6; }
 
-static void bind_key(sqlite3_stmt *st, const sparcl_device_info *d, const sparcl_tuning_problem *p)
+static void bind_key(sqlite3_stmt *st, const sparcl_device_info *device,
+                     const sparcl_tuning_problem *p)
 {
+    sparcl_device_info id = *device;
+    sparcl__device_identity(&id);
+    const sparcl_device_info *d = &id;
     const char *texts[6] = {d->platform, d->vendor, d->name, d->driver, d->version, d->type};
     for (int i = 0; i < 6; ++i)
         sqlite3_bind_text(st, i + 1, texts[i], -1, SQLITE_TRANSIENT);
@@ -402,6 +465,19 @@ static sparcl_status check_result(sparcl_tuning_db *db, const sparcl_tuning_resu
     return SPARCL_OK;
 }
 
+/* Ends a write transaction: commits if rc is SQLITE_OK, else (or if the
+ * commit fails) rolls back and fails with "cannot <what>". */
+static sparcl_status finish_write(sparcl_tuning_db *db, int rc, const char *what)
+{
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db->db, "COMMIT", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        return SPARCL_OK;
+    sparcl_status st = fail(db, "cannot %s: %s", what, why(db->db));
+    sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+    return st;
+}
+
 SPARCL_API sparcl_status sparcl_tuning_db_record(sparcl_tuning_db *db,
                                                  const sparcl_device_info *device,
                                                  const sparcl_tuning_problem *problem,
@@ -414,11 +490,11 @@ SPARCL_API sparcl_status sparcl_tuning_db_record(sparcl_tuning_db *db,
         return st;
     char sql[2048];
     size_t used = (size_t)snprintf(sql, sizeof sql, "INSERT INTO evaluation_flat (");
-    for (int i = 0; i < N_COLUMNS - 1; ++i) /* all but `created` */
+    for (int i = 0; i < RECORD_COLUMNS; ++i)
         used += (size_t)snprintf(sql + used, sizeof sql - used, "%s%s", i ? ", " : "",
                                  columns[i].name);
     used += (size_t)snprintf(sql + used, sizeof sql - used, ") VALUES (");
-    for (int i = 0; i < N_COLUMNS - 1; ++i)
+    for (int i = 0; i < RECORD_COLUMNS; ++i)
         used += (size_t)snprintf(sql + used, sizeof sql - used, "%s?%d", i ? ", " : "", i + 1);
     snprintf(sql + used, sizeof sql - used, ")");
 
@@ -445,14 +521,26 @@ SPARCL_API sparcl_status sparcl_tuning_db_record(sparcl_tuning_db *db,
         rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
     }
     sqlite3_finalize(s);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(db->db, "COMMIT", NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
-        st = fail(db, "cannot record an evaluation: %s", why(db->db));
-        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
-        return st;
-    }
-    return SPARCL_OK;
+    return finish_write(db, rc, "record an evaluation");
+}
+
+/* Reads the RESULT_COLUMNS of the current row; SQLITE_ROW, or
+ * SQLITE_CORRUPT if its params do not parse. */
+static int read_result(sqlite3 *db, sqlite3_stmt *s, sparcl_tuning_result *out)
+{
+    memset(out, 0, sizeof *out);
+    int rc = SQLITE_ROW;
+    if (params_from_json(db, (const char *)sqlite3_column_text(s, 0), &out->params))
+        rc = SQLITE_CORRUPT;
+    out->status = status_of((const char *)sqlite3_column_text(s, 1));
+    out->median_ms = sqlite3_column_double(s, 2);
+    out->min_ms = sqlite3_column_double(s, 3);
+    out->max_ms = sqlite3_column_double(s, 4);
+    out->runs = sqlite3_column_int(s, 5);
+    out->max_err = sqlite3_column_type(s, 6) == SQLITE_NULL ? -1.0 : sqlite3_column_double(s, 6);
+    const unsigned char *m = sqlite3_column_text(s, 7);
+    snprintf(out->message, sizeof out->message, "%s", m ? (const char *)m : "");
+    return rc;
 }
 
 /* Runs a query keyed like KEY_WHERE (plus ?24 = params JSON when `params`)
@@ -475,18 +563,7 @@ static sparcl_status query_result(sparcl_tuning_db *db, const char *sql,
         }
         rc = sqlite3_step(s);
         if (rc == SQLITE_ROW) {
-            memset(out, 0, sizeof *out);
-            if (params_from_json(db->db, (const char *)sqlite3_column_text(s, 0), &out->params))
-                rc = SQLITE_CORRUPT;
-            out->status = status_of((const char *)sqlite3_column_text(s, 1));
-            out->median_ms = sqlite3_column_double(s, 2);
-            out->min_ms = sqlite3_column_double(s, 3);
-            out->max_ms = sqlite3_column_double(s, 4);
-            out->runs = sqlite3_column_int(s, 5);
-            out->max_err = sqlite3_column_type(s, 6) == SQLITE_NULL ? -1.0
-                                                                     : sqlite3_column_double(s, 6);
-            const unsigned char *m = sqlite3_column_text(s, 7);
-            snprintf(out->message, sizeof out->message, "%s", m ? (const char *)m : "");
+            rc = read_result(db->db, s, out);
             *found = rc == SQLITE_ROW;
             rc = *found ? SQLITE_DONE : rc;
         }
@@ -514,7 +591,7 @@ static sparcl_status find_or_best(sparcl_tuning_db *db, const sparcl_device_info
     static const char find_sql[] = "SELECT " RESULT_COLUMNS " FROM evaluation_flat WHERE " KEY_WHERE
                                    " AND params = json(?24)";
     static const char best_sql[] = "SELECT " RESULT_COLUMNS " FROM evaluation_flat WHERE " KEY_WHERE
-                                   " AND status = 'ok' ORDER BY median_ms LIMIT 1";
+                                   " AND status = 'ok' ORDER BY chosen DESC, median_ms LIMIT 1";
     return query_result(db, params ? find_sql : best_sql, device, problem, params, out, found);
 }
 
@@ -559,6 +636,250 @@ SPARCL_API sparcl_status sparcl_tuning_db_count(sparcl_tuning_db *db,
     return SPARCL_OK;
 }
 
+SPARCL_API sparcl_status sparcl_tuning_db_fastest(sparcl_tuning_db *db,
+                                                  const sparcl_device_info *device,
+                                                  const sparcl_tuning_problem *problem, int n,
+                                                  sparcl_tuning_result *out, int *count)
+{
+    sparcl_status st = check_handle(db, device, problem, count);
+    if (st == SPARCL_OK)
+        st = check_handle(db, out, out, out);
+    if (st != SPARCL_OK)
+        return st;
+    *count = 0;
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db->db,
+                                "SELECT " RESULT_COLUMNS " FROM evaluation_flat WHERE " KEY_WHERE
+                                " AND status = 'ok' ORDER BY median_ms LIMIT ?24",
+                                -1, &s, NULL);
+    if (rc == SQLITE_OK) {
+        bind_key(s, device, problem);
+        sqlite3_bind_int(s, 24, n > 0 ? n : 0);
+    }
+    while (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        rc = read_result(db->db, s, &out[*count]);
+        if (rc == SQLITE_ROW) {
+            ++*count;
+            rc = SQLITE_OK;
+        }
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE)
+        return fail(db, "cannot read evaluations: %s",
+                    rc == SQLITE_CORRUPT ? "malformed params" : why(db->db));
+    return SPARCL_OK;
+}
+
+/* Runs one statement keyed like KEY_WHERE to completion; 0 or -1. */
+static int keyed_exec(sparcl_tuning_db *db, const char *sql, const sparcl_device_info *device,
+                      const sparcl_tuning_problem *problem)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db->db, sql, -1, &s, NULL);
+    if (rc == SQLITE_OK) {
+        bind_key(s, device, problem);
+        rc = sqlite3_step(s);
+    }
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static void bind_or_null(sqlite3_stmt *s, int i, double v)
+{
+    if (v >= 0)
+        sqlite3_bind_double(s, i, v);
+    else
+        sqlite3_bind_null(s, i);
+}
+
+SPARCL_API sparcl_status sparcl_tuning_db_decide(sparcl_tuning_db *db,
+                                                 const sparcl_device_info *device,
+                                                 const sparcl_tuning_problem *problem,
+                                                 const sparcl_tuning_finalist *finalists, int n,
+                                                 int chosen)
+{
+    sparcl_status st = check_handle(db, device, problem, finalists);
+    if (st != SPARCL_OK)
+        return st;
+    if (n < 1 || chosen < 0 || chosen >= n)
+        return sparcl__fail(db->ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "%d finalists, chosen %d: need n >= 1 and 0 <= chosen < n", n, chosen);
+    if (sqlite3_exec(db->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return fail(db, "cannot start a write: %s", why(db->db));
+    const char *problem_msg = NULL;
+    if (keyed_exec(db,
+                   "UPDATE evaluation SET chosen = 0 WHERE chosen = 1 AND id IN (SELECT "
+                   "evaluation_id FROM evaluation_flat WHERE " KEY_WHERE ")",
+                   device, problem) < 0)
+        problem_msg = why(db->db);
+    for (int i = 0; i < n && !problem_msg; ++i) {
+        const sparcl_tuning_finalist *f = &finalists[i];
+        char json[SPARCL_PARAMS_MAX * (SPARCL_PARAM_NAME_MAX + 16)];
+        params_json(&f->params, json, sizeof json);
+        sqlite3_stmt *s = NULL;
+        int rc = sqlite3_prepare_v2(
+            db->db,
+            "UPDATE evaluation SET rounds = ?25, round_ms = ?26, round_lo_ms = ?27, "
+            "round_hi_ms = ?28, cpu_ms = ?29, speedup = ?30, speedup_lo = ?31, speedup_hi = ?32, "
+            "chosen = ?33 WHERE id = (SELECT evaluation_id FROM evaluation_flat WHERE " KEY_WHERE
+            " AND params = json(?24) AND status = 'ok')",
+            -1, &s, NULL);
+        if (rc == SQLITE_OK) {
+            bind_key(s, device, problem);
+            sqlite3_bind_text(s, 24, json, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_int(s, 25, f->rounds);
+            const double v[7] = {f->round_ms, f->round_lo_ms, f->round_hi_ms, f->cpu_ms,
+                                 f->speedup,  f->speedup_lo,  f->speedup_hi};
+            for (int k = 0; k < 7; ++k)
+                bind_or_null(s, 26 + k, v[k]);
+            sqlite3_bind_int(s, 33, i == chosen);
+            rc = sqlite3_step(s);
+        }
+        sqlite3_finalize(s);
+        if (rc != SQLITE_DONE)
+            problem_msg = why(db->db);
+        else if (sqlite3_changes(db->db) != 1)
+            problem_msg = "a finalist is not a recorded OK evaluation of this device and problem";
+    }
+    if (!problem_msg && sqlite3_exec(db->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        problem_msg = why(db->db);
+    if (problem_msg) {
+        st = fail(db, "cannot store the finalists: %s", problem_msg);
+        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+        return st;
+    }
+    return SPARCL_OK;
+}
+
+/* ---- claims ---------------------------------------------------------------- */
+
+/* Whether a claim's owner may still be measuring: its lease runs, and it is
+ * not a process of this host that has ended. */
+static int owner_alive(const char *host, sqlite3_int64 pid, double expires, const char *here)
+{
+    if (expires <= (double)time(NULL))
+        return 0;
+    if (strcmp(host, here) != 0)
+        return 1;
+    return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
+
+SPARCL_API sparcl_status sparcl_tuning_db_claim(sparcl_tuning_db *db,
+                                                const sparcl_device_info *device,
+                                                const sparcl_tuning_problem *problem,
+                                                const sparcl_params *params, double lease_s,
+                                                sparcl_tuning_claim *state)
+{
+    sparcl_status st = check_handle(db, device, problem, params);
+    if (st == SPARCL_OK)
+        st = check_handle(db, state, state, state);
+    if (st != SPARCL_OK)
+        return st;
+    if (!(lease_s > 0))
+        return sparcl__fail(db->ctx, SPARCL_ERR_INVALID_ARGUMENT, "lease %g s is not positive",
+                            lease_s);
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    const sqlite3_int64 me = (sqlite3_int64)getpid();
+    char json[SPARCL_PARAMS_MAX * (SPARCL_PARAM_NAME_MAX + 16)];
+    params_json(params, json, sizeof json);
+    if (sqlite3_exec(db->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return fail(db, "cannot start a write: %s", why(db->db));
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(
+        db->db, "SELECT 1 FROM evaluation_flat WHERE " KEY_WHERE " AND params = json(?24)", -1, &s,
+        NULL);
+    int stored = 0;
+    if (rc == SQLITE_OK) {
+        bind_key(s, device, problem);
+        sqlite3_bind_text(s, 24, json, -1, SQLITE_TRANSIENT);
+        rc = sqlite3_step(s);
+        stored = rc == SQLITE_ROW;
+        rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    sqlite3_finalize(s);
+    s = NULL;
+    int busy = 0;
+    if (rc == SQLITE_OK && !stored) {
+        rc = sqlite3_prepare_v2(db->db,
+                                "SELECT host, pid, expires FROM claim WHERE " KEY_WHERE
+                                " AND params = json(?24)",
+                                -1, &s, NULL);
+        if (rc == SQLITE_OK) {
+            bind_key(s, device, problem);
+            sqlite3_bind_text(s, 24, json, -1, SQLITE_TRANSIENT);
+            rc = sqlite3_step(s);
+            if (rc == SQLITE_ROW) {
+                const char *h = (const char *)sqlite3_column_text(s, 0);
+                sqlite3_int64 pid = sqlite3_column_int64(s, 1);
+                busy = !(pid == me && strcmp(h, host) == 0) &&
+                       owner_alive(h, pid, sqlite3_column_double(s, 2), host);
+            }
+            rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+        }
+        sqlite3_finalize(s);
+        s = NULL;
+    }
+    if (rc == SQLITE_OK && !stored && !busy) {
+        char sql[2048];
+        size_t used = (size_t)snprintf(sql, sizeof sql, "INSERT OR REPLACE INTO claim (");
+        for (int i = 0; i < KEY_COLUMNS; ++i)
+            used += (size_t)snprintf(sql + used, sizeof sql - used, "%s, ", columns[i].name);
+        used +=
+            (size_t)snprintf(sql + used, sizeof sql - used, "params, host, pid, expires) VALUES (");
+        for (int i = 0; i < KEY_COLUMNS; ++i)
+            used += (size_t)snprintf(sql + used, sizeof sql - used, "?%d, ", i + 1);
+        snprintf(sql + used, sizeof sql - used, "json(?24), ?25, ?26, ?27)");
+        rc = sqlite3_prepare_v2(db->db, sql, -1, &s, NULL);
+        if (rc == SQLITE_OK) {
+            bind_key(s, device, problem);
+            sqlite3_bind_text(s, 24, json, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(s, 25, host, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_int64(s, 26, me);
+            sqlite3_bind_double(s, 27, (double)time(NULL) + lease_s);
+            rc = sqlite3_step(s);
+            rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+        }
+        sqlite3_finalize(s);
+    }
+    if ((st = finish_write(db, rc, "claim a candidate")) != SPARCL_OK)
+        return st;
+    *state = stored ? SPARCL_TUNING_CLAIM_STORED
+             : busy ? SPARCL_TUNING_CLAIM_BUSY
+                    : SPARCL_TUNING_CLAIM_TAKEN;
+    return SPARCL_OK;
+}
+
+SPARCL_API sparcl_status sparcl_tuning_db_release(sparcl_tuning_db *db,
+                                                  const sparcl_device_info *device,
+                                                  const sparcl_tuning_problem *problem,
+                                                  const sparcl_params *params)
+{
+    sparcl_status st = check_handle(db, device, problem, params);
+    if (st != SPARCL_OK)
+        return st;
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db->db,
+                                "DELETE FROM claim WHERE " KEY_WHERE
+                                " AND params = json(?24) AND host = ?25 AND pid = ?26",
+                                -1, &s, NULL);
+    if (rc == SQLITE_OK) {
+        char json[SPARCL_PARAMS_MAX * (SPARCL_PARAM_NAME_MAX + 16)];
+        params_json(params, json, sizeof json);
+        bind_key(s, device, problem);
+        sqlite3_bind_text(s, 24, json, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(s, 25, host, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(s, 26, (sqlite3_int64)getpid());
+        rc = sqlite3_step(s);
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE)
+        return fail(db, "cannot release a claim: %s", why(db->db));
+    return SPARCL_OK;
+}
+
 sparcl_status sparcl__tuning_db_each_best(sparcl_tuning_db *db, const char *kernel,
                                           const char *hash, const char *dtype,
                                           sparcl__tuning_row_fn fn, void *user, char *msg,
@@ -592,6 +913,7 @@ sparcl_status sparcl__tuning_db_each_best(sparcl_tuning_db *db, const char *kern
         d.global_mem = (uint64_t)sqlite3_column_int64(s, 7);
         d.local_mem = (uint64_t)sqlite3_column_int64(s, 8);
         d.max_alloc = (uint64_t)sqlite3_column_int64(s, 9);
+        sparcl__device_identity(&d);
         snprintf(p.kernel, sizeof p.kernel, "%s", kernel);
         snprintf(p.kernel_hash, sizeof p.kernel_hash, "%s", hash);
         snprintf(p.dtype, sizeof p.dtype, "%s", dtype);

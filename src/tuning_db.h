@@ -12,7 +12,7 @@
 
 /* The schema version and application id this library reads and writes
  * (db/schema.sql must agree; sparcl__tuning_db_open checks both). */
-#define SPARCL__DB_SCHEMA_VERSION 1
+#define SPARCL__DB_SCHEMA_VERSION 2
 #define SPARCL__DB_APPLICATION_ID 0x5350434C
 
 /* Busy timeouts: the runtime must not stall plan creation for long; a

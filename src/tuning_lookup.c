@@ -124,6 +124,36 @@ static int device_level(const sparcl_device_info *a, const sparcl_device_info *b
     return LEVEL_NONE;
 }
 
+/* Appends "NAME ROW (here THIS)" for each fingerprint field in which the
+ * row's device differs from this one: what the fallback warning names. */
+static void describe_difference(const sparcl_device_info *row, const sparcl_device_info *here,
+                                char *buf, size_t size)
+{
+    const struct {
+        const char *name, *row, *here;
+    } texts[] = {{"driver", row->driver, here->driver},
+                 {"version", row->version, here->version},
+                 {"type", row->type, here->type}};
+    const struct {
+        const char *name;
+        uint64_t row, here;
+    } numbers[] = {{"compute_units", row->compute_units, here->compute_units},
+                   {"global_mem", row->global_mem, here->global_mem},
+                   {"local_mem", row->local_mem, here->local_mem},
+                   {"max_alloc", row->max_alloc, here->max_alloc}};
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0] && used < size; ++i)
+        if (strcmp(texts[i].row, texts[i].here) != 0)
+            used += (size_t)snprintf(buf + used, size - used, "%s%s %s (here %s)", used ? ", " : "",
+                                     texts[i].name, texts[i].row, texts[i].here);
+    for (size_t i = 0; i < sizeof numbers / sizeof numbers[0] && used < size; ++i)
+        if (numbers[i].row != numbers[i].here)
+            used += (size_t)snprintf(
+                buf + used, size - used, "%s%s %llu (here %llu)", used ? ", " : "", numbers[i].name,
+                (unsigned long long)numbers[i].row, (unsigned long long)numbers[i].here);
+}
+
 static double log_ratio(double a, double b)
 {
     return fabs(log((a > 0 ? a : 1) / (b > 0 ? b : 1)));
@@ -206,7 +236,7 @@ static int from_database(sparcl_ctx *ctx, const char *what, const char *path, se
     }
     if (!s->found)
         return 0;
-    static const char *const level_text[] = {"exact device", "same device, other driver",
+    static const char *const level_text[] = {"exact device", "same device, other driver or limits",
                                              "same vendor and device type"};
     const sparcl_tuning_problem *r = &s->row_problem;
     int n = snprintf(origin, size, "%s database %s: %s (%s / %s), ", what, path,
@@ -221,12 +251,14 @@ static int from_database(sparcl_ctx *ctx, const char *what, const char *path, se
                      r->pattern, r->q_len, r->kv_len, r->q_heads, r->head_dim, r->density,
                      s->distance);
     }
-    if (s->level == LEVEL_DRIVER)
+    if (s->level == LEVEL_DRIVER) {
+        char diff[1024];
+        describe_difference(&s->row_device, s->device, diff, sizeof diff);
         sparcl__log(ctx, SPARCL_LOG_WARNING,
-                    "using parameters tuned for %s under driver %s (%s); this device runs "
-                    "driver %s (%s): re-run sparcl-tune to refresh them",
-                    s->row_device.name, s->row_device.driver, s->row_device.version,
-                    s->device->driver, s->device->version);
+                    "using parameters tuned for %s on a fingerprint that differs in %s: re-run "
+                    "sparcl-tune to refresh them",
+                    s->row_device.name, diff);
+    }
     return 1;
 }
 

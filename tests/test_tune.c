@@ -10,6 +10,7 @@
  * The crash and hang use the worker's test hook SPARCL_TUNE_TEST_FAULT.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <math.h>
 #include <signal.h>
@@ -229,6 +230,10 @@ Test(tune, crashing_and_hanging_candidates_are_recorded)
                           "0", "--strategy", "exhaustive", "--budget", "quick", NULL};
     cr_assert_eq(run_tuner("crash", args), 0, "%s", slurp("crash", "err"));
     cr_assert_eq(count_where(db, "status = 'crash' AND message LIKE '%signal 11%'"), 1);
+    /* a crash inside the candidate is its own fault: never retried */
+    char *err = slurp("crash", "err");
+    cr_assert_null(strstr(err, "retrying"), "%s", err);
+    free(err);
     /* the run went on: the candidates after the crash were measured */
     cr_assert_eq(count_where(db, "status = 'ok'"), 4);
 
@@ -651,4 +656,253 @@ Test(tune, report_draws_every_problem)
     cr_assert_eq(count_substr(text, "<circle"), count_where(db, "status = 'ok'"));
     cr_assert_eq(count_substr(text, "<polyline"), 2);
     free(text);
+}
+
+/* POCL derives the reported global memory and largest allocation from free
+ * memory; POCL_MEMORY_LIMIT changes that figure the way a change of free
+ * memory does.  A run resumed under another figure takes every evaluation
+ * from the database. */
+Test(tune, resume_after_free_memory_changes_reruns_nothing)
+{
+    make_dir();
+    char db[128];
+    scratch_path(db, sizeof db, "m.db");
+    const char *args[] = {"--db",         db,       "--problems", TINY,     "--max-evals", "3",
+                          "--stagnation", "0",      "--strategy", "random", "--rounds",    "0",
+                          "--fix",        "ALGO=0", "--budget",   "quick",  NULL};
+    setenv("POCL_MEMORY_LIMIT", "1", 1);
+    cr_assert_eq(run_tuner("m1", args), 0, "%s", slurp("m1", "err"));
+    setenv("POCL_MEMORY_LIMIT", "2", 1);
+    cr_assert_eq(run_tuner("m2", args), 0, "%s", slurp("m2", "err"));
+    unsetenv("POCL_MEMORY_LIMIT");
+    char *out = slurp("m2", "out");
+    cr_assert_eq(count_substr(out, " eval "), 3, "%s", out);
+    cr_assert_eq(count_substr(out, "[stored]"), 3, "%s", out);
+    cr_assert(strstr(out, "\n0 new evaluations"), "%s", out);
+    free(out);
+    cr_assert_eq(count_where(db, "1"), 3);
+}
+
+/* New measurements in a tuner's log: evaluation lines not taken from the
+ * database. */
+static int new_measurements(const char *tag)
+{
+    char *out = slurp(tag, "out");
+    int n = count_substr(out, " eval ") - count_substr(out, "[stored]");
+    free(out);
+    return n;
+}
+
+/* n tuners on one database, the same problem and search order: each
+ * candidate is measured by exactly one of them. */
+static void share(int n)
+{
+    make_dir();
+    char db[128];
+    scratch_path(db, sizeof db, "share.db");
+    const char *args[] = {"--db",        db,           "--problems",
+                          TINY,          "--strategy", "exhaustive",
+                          "--max-evals", "6",          "--stagnation",
+                          "0",           "--rounds",   "0",
+                          "--fix",       "ALGO=0",     "--fix",
+                          "EXP=2",       "--fix",      "KT=1",
+                          "--budget",    "quick",      NULL};
+    pid_t pids[3];
+    char tags[3][8];
+    for (int i = 0; i < n; ++i) {
+        snprintf(tags[i], sizeof tags[i], "t%d", i);
+        pids[i] = spawn_tuner(tags[i], args);
+    }
+    int measured = 0;
+    for (int i = 0; i < n; ++i) {
+        cr_assert_eq(wait_exit(pids[i]), 0, "%s", slurp(tags[i], "err"));
+        char *out = slurp(tags[i], "out");
+        cr_assert_eq(count_substr(out, " eval "), 6, "%s", out);
+        free(out);
+        measured += new_measurements(tags[i]);
+    }
+    cr_assert_eq(count_where(db, "1"), 6);
+    cr_assert_eq(measured, 6, "%d tuners measured %d candidates for 6 rows", n, measured);
+}
+
+Test(tune, two_tuners_measure_each_candidate_once)
+{
+    share(2);
+}
+
+Test(tune, three_tuners_measure_each_candidate_once)
+{
+    share(3);
+}
+
+/* The pid of a child of `parent` (the worker of a tuner), or -1. */
+static pid_t child_of(pid_t parent, pid_t not_this)
+{
+    DIR *d = opendir("/proc");
+    pid_t found = -1;
+    struct dirent *e;
+    while (d && found < 0 && (e = readdir(d))) {
+        char path[300], buf[512];
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t got = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[got] = '\0';
+        const char *close_paren = strrchr(buf, ')');
+        int ppid = 0;
+        char state;
+        if (close_paren && sscanf(close_paren + 1, " %c %d", &state, &ppid) == 2 &&
+            ppid == parent && atoi(e->d_name) != not_this && state != 'Z')
+            found = atoi(e->d_name);
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+/* Waits (up to 60 s) for a worker of `tuner` other than `old`. */
+static pid_t wait_worker(pid_t tuner, pid_t old)
+{
+    pid_t w = -1;
+    for (int i = 0; i < 600 && (w = child_of(tuner, old)) < 0; ++i)
+        sleep_ms(100);
+    cr_assert_gt(w, 0, "no worker under %d", (int)tuner);
+    return w;
+}
+
+/* Waits (up to 120 s) until n workers of the run `tag` have announced that
+ * they hang on the hooked candidate (past its build, in the test hook). */
+static void wait_hanging(const char *tag, int n)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s.err", scratch_dir, tag);
+    int seen = 0;
+    for (int i = 0; i < 1200 && seen < n; ++i) {
+        char *text = scratch_read(path);
+        seen = text ? count_substr(text, "hanging (test hook") : 0;
+        free(text);
+        if (seen < n)
+            sleep_ms(100);
+    }
+    cr_assert_geq(seen, n, "%d of %d workers reached the hang", seen, n);
+}
+
+/* The test kills the worker itself, from outside (SIGKILL), once it
+ * announces that it hangs on the hooked candidate.  Killed once, the
+ * candidate runs again in a new worker, where it hangs until the watchdog
+ * (15 s), so it is recorded as a timeout, not a crash; killed again, it is
+ * recorded as a crash that says it was killed twice.  (A crash inside the
+ * kernel is never retried: crashing_and_hanging_candidates_are_recorded.) */
+Test(tune, worker_killed_from_outside_is_retried_once)
+{
+    make_dir();
+    char db[128];
+    setenv("SPARCL_TUNE_TEST_FAULT", "hang:VEC=2", 1);
+    const char *const recorded[2] = {"status = 'timeout'",
+                                     "status = 'crash' AND message LIKE '%signal 9%twice%'"};
+    for (int k = 0; k < 2; ++k) {
+        char tag[16], name[16];
+        snprintf(tag, sizeof tag, "kill%d", k);
+        snprintf(name, sizeof name, "kill%d.db", k);
+        scratch_path(db, sizeof db, name);
+        const char *args[] = {"--db",
+                              db,
+                              "--problems",
+                              TINY,
+                              "--max-evals",
+                              "4",
+                              "--stagnation",
+                              "0",
+                              "--strategy",
+                              "exhaustive",
+                              "--rounds",
+                              "0",
+                              "--timeout",
+                              k == 0 ? "15" : "120",
+                              "--budget",
+                              "quick",
+                              NULL};
+        pid_t tuner = spawn_tuner(tag, args);
+        wait_hanging(tag, 1);
+        pid_t w = wait_worker(tuner, -1);
+        cr_assert_eq(kill(w, SIGKILL), 0);
+        if (k == 1) {
+            wait_hanging(tag, 2); /* the same candidate, in a new worker */
+            cr_assert_eq(kill(wait_worker(tuner, w), SIGKILL), 0);
+        }
+        cr_assert_eq(wait_exit(tuner), 0, "%s", slurp(tag, "err"));
+        char *err = slurp(tag, "err");
+        cr_assert_eq(count_substr(err, "retrying it once"), 1, "%s", err);
+        cr_assert_eq(count_substr(err, "hanging (test hook"), 2, "%s", err);
+        free(err);
+        cr_assert_eq(count_where(db, recorded[k]), 1, "%s", slurp(tag, "out"));
+        cr_assert_eq(count_where(db, "status IN ('crash', 'timeout')"), 1);
+        cr_assert_eq(count_where(db, "status = 'ok'"), 3); /* the run went on */
+    }
+    unsetenv("SPARCL_TUNE_TEST_FAULT");
+}
+
+/* After the search the finalists are re-timed in interleaved rounds: their
+ * spreads are stored, exactly one is the decision, a finalist other than
+ * the default is chosen only if it beat the default in every round, and
+ * plans use the decision. */
+Test(tune, finalists_are_retimed_and_the_decision_is_used)
+{
+    make_dir();
+    char db[128];
+    scratch_path(db, sizeof db, "f.db");
+    const char *args[] = {"--db",         db,  "--problems", TINY,     "--max-evals", "5",
+                          "--stagnation", "0", "--strategy", "random", "--rounds",    "3",
+                          "--finalists",  "2", "--budget",   "quick",  NULL};
+    cr_assert_eq(run_tuner("fin", args), 0, "%s", slurp("fin", "err"));
+    char *out = slurp("fin", "out");
+    cr_assert(strstr(out, "finalists, 3 interleaved rounds"), "%s", out);
+    cr_assert(strstr(out, "x ["), "no speedup interval:\n%s", out);
+    free(out);
+    cr_assert_eq(count_where(db, "chosen = 1"), 1);
+    long long finalists = count_where(db, "rounds = 3");
+    cr_assert(finalists >= 2 && finalists <= 3, "%lld finalists", finalists);
+    cr_assert_eq(count_where(db, "rounds = 3 AND round_lo_ms <= round_ms AND round_ms <= "
+                                 "round_hi_ms AND speedup_lo <= speedup AND speedup <= "
+                                 "speedup_hi AND cpu_ms > 0"),
+                 finalists);
+    /* the default has speedup 1; any other choice beat it in every round, or
+     * (on a CPU device) was cheaper in CPU time every round and not slower */
+    cr_assert_eq(count_where(db, "chosen = 1 AND speedup < 1"), 0);
+
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    cr_assert_eq(sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_USER, db), SPARCL_OK);
+    cr_assert_eq(sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_SHIPPED, ""), SPARCL_OK);
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.q_heads = 2;
+    d.kv_heads = 1;
+    d.q_len = d.kv_len = 17;
+    d.head_dim = 16;
+    sparcl_plan *plan = NULL;
+    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    sparcl_params used;
+    sparcl_plan_params(plan, &used, NULL);
+    sparcl_plan_free(plan);
+    sparcl_ctx_free(ctx);
+    char list[256], where[512];
+    sparcl_params_format(&used, list, sizeof list);
+    /* the chosen row's params, as "A=1 B=2" against the stored JSON */
+    snprintf(where, sizeof where, "chosen = 1 AND params = json('{");
+    size_t n = strlen(where);
+    char *save = NULL;
+    int first = 1;
+    for (char *tok = strtok_r(list, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+        char *eq = strchr(tok, '=');
+        *eq = '\0';
+        n += (size_t)snprintf(where + n, sizeof where - n, "%s\"%s\":%s", first ? "" : ",", tok,
+                              eq + 1);
+        first = 0;
+    }
+    snprintf(where + n, sizeof where - n, "}')");
+    cr_assert_eq(count_where(db, where), 1, "the plan's parameters are not the decision: %s",
+                 where);
 }

@@ -692,3 +692,340 @@ Test(tuning_db, simultaneous_creation_never_fails)
     }
     cr_assert_eq(failures, 0, "%d of %d opens failed", failures, FILES * PROCS);
 }
+
+/* ---- the device identity ---- */
+
+/* A CPU device is keyed without its memory sizes, which POCL derives from
+ * free memory: rows stored under one figure are found under another. */
+Test(tuning_db, cpu_rows_do_not_depend_on_free_memory)
+{
+    make_dir();
+    char path[128];
+    scratch_path(path, sizeof path, "mem.db");
+    sparcl_tuning_db *db = open_db(path, SPARCL_TUNING_DB_WRITE);
+    sparcl_device_info at8, at16, gpu8, gpu16;
+    fake_device(&at8, "Dev A", "1.0");
+    at8.global_mem = 8ull << 30;
+    at8.max_alloc = 4ull << 30;
+    at16 = at8;
+    at16.global_mem = 16ull << 30;
+    at16.max_alloc = 8ull << 30;
+    sparcl_tuning_problem prob;
+    fake_problem(&prob, 100);
+    sparcl_tuning_result r, got;
+    ok_result(&r, 4, 2.0);
+    cr_assert_eq(sparcl_tuning_db_record(db, &at8, &prob, &r), SPARCL_OK);
+    int found = 0;
+    cr_assert_eq(sparcl_tuning_db_find(db, &at16, &prob, &r.params, &got, &found), SPARCL_OK);
+    cr_assert_eq(found, 1);
+    int64_t n = 0;
+    cr_assert_eq(sparcl_tuning_db_count(db, &at16, &prob, &n), SPARCL_OK);
+    cr_assert_eq(n, 1);
+    /* a GPU reports its memory stably: there it stays in the key */
+    gpu8 = at8;
+    snprintf(gpu8.type, sizeof gpu8.type, "GPU");
+    gpu16 = at16;
+    snprintf(gpu16.type, sizeof gpu16.type, "GPU");
+    cr_assert_eq(sparcl_tuning_db_record(db, &gpu8, &prob, &r), SPARCL_OK);
+    cr_assert_eq(sparcl_tuning_db_find(db, &gpu16, &prob, &r.params, &got, &found), SPARCL_OK);
+    cr_assert_eq(found, 0);
+    cr_assert_eq(sparcl_tuning_db_find(db, &gpu8, &prob, &r.params, &got, &found), SPARCL_OK);
+    cr_assert_eq(found, 1);
+    sparcl_tuning_db_free(db);
+
+    /* the context's own fingerprint carries no CPU memory figures */
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    sparcl_device_info here;
+    cr_assert_eq(sparcl_ctx_device_info(ctx, &here), SPARCL_OK);
+    if (!strcmp(here.type, "CPU"))
+        cr_assert(here.global_mem == 0 && here.max_alloc == 0 && here.local_mem > 0);
+    else
+        cr_assert(here.global_mem > 0 && here.max_alloc > 0);
+    sparcl_ctx_free(ctx);
+}
+
+/* The fallback warning names each field that differs, with both values. */
+Test(tuning_db, fallback_warning_names_what_differs)
+{
+    lookup_env e;
+    lookup_setup(&e, 113);
+    sparcl_device_info other = e.dev;
+    snprintf(other.driver, sizeof other.driver, "9.9-new");
+    other.compute_units = e.dev.compute_units + 6;
+    record_row(&e, &other, &e.prob, 2);
+    sparcl_param_source src;
+    cr_assert_eq(plan_block_m(&e, &src), 2);
+    cr_assert_eq(e.log.warnings, 1);
+    char want[512];
+    snprintf(want, sizeof want, "driver 9.9-new (here %s)", e.dev.driver);
+    cr_assert(strstr(e.log.last, want), "\"%s\" lacks \"%s\"", e.log.last, want);
+    snprintf(want, sizeof want, "compute_units %u (here %u)", e.dev.compute_units + 6,
+             e.dev.compute_units);
+    cr_assert(strstr(e.log.last, want), "\"%s\" lacks \"%s\"", e.log.last, want);
+    cr_assert_null(strstr(e.log.last, "local_mem"), "%s", e.log.last);
+    cr_assert_null(strstr(e.log.last, "version"), "%s", e.log.last);
+    sparcl_ctx_free(e.ctx);
+
+    /* only the local memory differs: that, and nothing else, is named */
+    lookup_setup(&e, 113);
+    other = e.dev;
+    other.local_mem = e.dev.local_mem * 2;
+    record_row(&e, &other, &e.prob, 2);
+    cr_assert_eq(plan_block_m(&e, &src), 2);
+    cr_assert_eq(e.log.warnings, 1);
+    snprintf(want, sizeof want, "local_mem %llu (here %llu)",
+             (unsigned long long)e.dev.local_mem * 2, (unsigned long long)e.dev.local_mem);
+    cr_assert(strstr(e.log.last, want), "\"%s\" lacks \"%s\"", e.log.last, want);
+    cr_assert_null(strstr(e.log.last, "driver"), "%s", e.log.last);
+    sparcl_ctx_free(e.ctx);
+}
+
+static int64_t query_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    int64_t n = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+        n = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return n;
+}
+
+/* One v1 row: device `name` with the given memory figures, BLOCK_M bm. */
+static void v1_row(char *sql, size_t size, const char *type, long long gmem, long long alloc,
+                   int bm, double ms)
+{
+    size_t n = strlen(sql);
+    snprintf(sql + n, size - n,
+             "INSERT INTO evaluation_flat (platform, vendor, device, driver, version, type, "
+             "compute_units, global_mem, local_mem, max_alloc, kernel, kernel_hash, dtype, batch, "
+             "q_heads, kv_heads, q_len, kv_len, head_dim, causal, pattern, block, density, "
+             "params, status, median_ms, min_ms, max_ms, runs) VALUES ('P', 'V', 'Dev', '1.0', "
+             "'OpenCL 3.0', '%s', 2, %lld, 65536, %lld, 'attn_fwd', '0123456789abcdef', 'f32', 1, "
+             "1, 1, 64, 64, 64, 0, 'dense', 0, 1.0, '{\"BLOCK_M\":%d}', 'ok', %g, %g, %g, 3);\n",
+             type, gmem, alloc, bm, ms, ms, ms);
+}
+
+/* A version 1 file: refused for reading with a hint, migrated in place when
+ * opened for writing (CPU devices that differ only in memory become one, no
+ * measurement is lost), and the shipped SQL of version 1 loads as is. */
+Test(tuning_db, version_1_database_is_migrated)
+{
+    make_dir();
+    char path[128];
+    scratch_path(path, sizeof path, "v1.db");
+    char *schema = slurp(SPARCL_SOURCE_DIR "/tests/data/schema_v1.sql");
+    exec_sql(path, schema);
+    free(schema);
+    char rows[8192] = "BEGIN;\n";
+    v1_row(rows, sizeof rows, "CPU", 8ll << 30, 4ll << 30, 1, 3.0);
+    v1_row(rows, sizeof rows, "CPU", 8ll << 30, 4ll << 30, 2, 2.0);
+    v1_row(rows, sizeof rows, "CPU", 16ll << 30, 8ll << 30, 2, 2.5); /* the same candidate */
+    v1_row(rows, sizeof rows, "CPU", 16ll << 30, 8ll << 30, 4, 1.0);
+    v1_row(rows, sizeof rows, "GPU", 8ll << 30, 4ll << 30, 8, 0.5);
+    v1_row(rows, sizeof rows, "GPU", 16ll << 30, 8ll << 30, 8, 0.4);
+    strcat(rows, "COMMIT;\n");
+    exec_sql(path, rows);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM device"), 4);
+
+    sparcl_tuning_db *db = NULL;
+    cr_assert_eq(sparcl_tuning_db_init(NULL, &db, path, SPARCL_TUNING_DB_READ),
+                 SPARCL_ERR_DATABASE);
+    cr_assert(strstr(sparcl_ctx_errmsg(NULL), "schema version 1") &&
+                  strstr(sparcl_ctx_errmsg(NULL), "migrates"),
+              "%s", sparcl_ctx_errmsg(NULL));
+    db = open_db(path, SPARCL_TUNING_DB_WRITE);
+    sparcl_tuning_db_free(db);
+    cr_assert_eq(query_int(path, "PRAGMA user_version"), 2);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM device WHERE type = 'CPU'"), 1);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM device WHERE type = 'CPU' AND "
+                                 "global_mem = 0 AND max_alloc = 0 AND local_mem = 65536"),
+                 1);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM device WHERE type = 'GPU'"), 2);
+    /* three CPU candidates (BLOCK_M 1, 2, 4) and both GPU rows */
+    cr_assert_eq(count_rows(path), 5);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM evaluation WHERE device_id NOT IN "
+                                 "(SELECT id FROM device)"),
+                 0);
+    /* the migrated file works: the best CPU row is BLOCK_M 4 under any memory figure */
+    db = open_db(path, SPARCL_TUNING_DB_READ);
+    sparcl_device_info dev;
+    memset(&dev, 0, sizeof dev);
+    snprintf(dev.platform, sizeof dev.platform, "P");
+    snprintf(dev.vendor, sizeof dev.vendor, "V");
+    snprintf(dev.name, sizeof dev.name, "Dev");
+    snprintf(dev.driver, sizeof dev.driver, "1.0");
+    snprintf(dev.version, sizeof dev.version, "OpenCL 3.0");
+    snprintf(dev.type, sizeof dev.type, "CPU");
+    dev.compute_units = 2;
+    dev.local_mem = 65536;
+    dev.global_mem = 3ll << 30;
+    sparcl_tuning_problem prob;
+    fake_problem(&prob, 64);
+    sparcl_tuning_result got;
+    int found = 0;
+    cr_assert_eq(sparcl_tuning_db_best(db, &dev, &prob, &got, &found), SPARCL_OK);
+    cr_assert_eq(found, 1);
+    int32_t bm = 0;
+    cr_assert(sparcl_params_get(&got.params, "BLOCK_M", &bm));
+    cr_assert_eq(bm, 4);
+    sparcl_tuning_db_free(db);
+
+    /* the shipped SQL (exported at version 1, CPU memory figures included) */
+    char fresh[128];
+    scratch_path(fresh, sizeof fresh, "shipped.db");
+    db = open_db(fresh, SPARCL_TUNING_DB_WRITE);
+    int64_t n = 0;
+    cr_assert_eq(sparcl_tuning_db_import(db, SPARCL_SOURCE_DIR "/db/tuned_pocl.sql", &n),
+                 SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
+    sparcl_tuning_db_free(db);
+    cr_assert_gt(n, 0);
+    cr_assert_eq(count_rows(fresh), n);
+    cr_assert_eq(query_int(fresh, "SELECT count(*) FROM device WHERE type = 'CPU' AND "
+                                  "(global_mem <> 0 OR max_alloc <> 0)"),
+                 0);
+}
+
+/* ---- decisions and claims ---- */
+
+/* A decision overrides "fastest": best, plans and exports follow it. */
+Test(tuning_db, decision_is_what_best_and_plans_return)
+{
+    lookup_env e;
+    lookup_setup(&e, 113);
+    sparcl_tuning_db *db = open_db(e.path, SPARCL_TUNING_DB_WRITE);
+    const int bms[3] = {1, 2, 4};
+    const double ms[3] = {3.0, 1.0, 2.0};
+    sparcl_tuning_finalist f[3];
+    memset(f, 0, sizeof f);
+    for (int i = 0; i < 3; ++i) {
+        sparcl_tuning_result r;
+        ok_result(&r, bms[i], ms[i]);
+        cr_assert_eq(sparcl_tuning_db_record(db, &e.dev, &e.prob, &r), SPARCL_OK);
+        f[i].params = r.params;
+        f[i].rounds = 5;
+        f[i].round_ms = ms[i];
+        f[i].round_lo_ms = ms[i] * 0.8;
+        f[i].round_hi_ms = ms[i] * 1.5;
+        f[i].cpu_ms = -1;
+        f[i].speedup = 3.0 / ms[i];
+        f[i].speedup_lo = f[i].speedup * 0.9;
+        f[i].speedup_hi = f[i].speedup * 1.1;
+    }
+    sparcl_tuning_result top[5], got;
+    int n = 0, found = 0;
+    cr_assert_eq(sparcl_tuning_db_fastest(db, &e.dev, &e.prob, 5, top, &n), SPARCL_OK);
+    cr_assert_eq(n, 3);
+    cr_assert_float_eq(top[0].median_ms, 1.0, 1e-12);
+    cr_assert_float_eq(top[2].median_ms, 3.0, 1e-12);
+    /* the fastest (BLOCK_M 2) did not beat the noise: BLOCK_M 4 is chosen */
+    cr_assert_eq(sparcl_tuning_db_decide(db, &e.dev, &e.prob, f, 3, 2), SPARCL_OK);
+    cr_assert_eq(sparcl_tuning_db_best(db, &e.dev, &e.prob, &got, &found), SPARCL_OK);
+    int32_t bm = 0;
+    cr_assert(sparcl_params_get(&got.params, "BLOCK_M", &bm));
+    cr_assert_eq(bm, 4);
+    sparcl_param_source src;
+    cr_assert_eq(plan_block_m(&e, &src), 4);
+    cr_assert_eq(src, SPARCL_PARAMS_DATABASE);
+    /* a new decision replaces the old one */
+    cr_assert_eq(sparcl_tuning_db_decide(db, &e.dev, &e.prob, f, 3, 0), SPARCL_OK);
+    cr_assert_eq(plan_block_m(&e, &src), 1);
+    cr_assert_eq(query_int(e.path, "SELECT count(*) FROM evaluation WHERE chosen = 1"), 1);
+    cr_assert_eq(query_int(e.path, "SELECT count(*) FROM evaluation WHERE rounds = 5 AND "
+                                   "round_lo_ms < round_ms AND round_ms < round_hi_ms"),
+                 3);
+    /* bad calls change nothing */
+    cr_assert_eq(sparcl_tuning_db_decide(db, &e.dev, &e.prob, f, 3, 3),
+                 SPARCL_ERR_INVALID_ARGUMENT);
+    sparcl_tuning_finalist ghost = f[0];
+    sparcl_params_set(&ghost.params, "BLOCK_M", 8); /* never recorded */
+    cr_assert_eq(sparcl_tuning_db_decide(db, &e.dev, &e.prob, &ghost, 1, 0), SPARCL_ERR_DATABASE);
+    cr_assert_eq(plan_block_m(&e, &src), 1);
+
+    /* the decision and the spreads travel through an export */
+    char sql[128], other[128];
+    scratch_path(sql, sizeof sql, "decided.sql");
+    scratch_path(other, sizeof other, "other.db");
+    cr_assert_eq(sparcl_tuning_db_export(db, sql), SPARCL_OK);
+    sparcl_tuning_db_free(db);
+    db = open_db(other, SPARCL_TUNING_DB_WRITE);
+    cr_assert_eq(sparcl_tuning_db_import(db, sql, NULL), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
+    cr_assert_eq(sparcl_tuning_db_best(db, &e.dev, &e.prob, &got, &found), SPARCL_OK);
+    cr_assert(sparcl_params_get(&got.params, "BLOCK_M", &bm));
+    cr_assert_eq(bm, 1);
+    sparcl_tuning_db_free(db);
+    cr_assert_eq(query_int(other, "SELECT count(*) FROM evaluation WHERE rounds = 5"), 3);
+    sparcl_ctx_free(e.ctx);
+}
+
+/* Claims: one process at a time; a stored candidate is reported as such; a
+ * claim of a process that has ended is taken over. */
+Test(tuning_db, claims_exclude_other_live_processes)
+{
+    make_dir();
+    char path[128];
+    scratch_path(path, sizeof path, "claims.db");
+    sparcl_device_info dev;
+    sparcl_tuning_problem prob;
+    fake_device(&dev, "Dev A", "1.0");
+    fake_problem(&prob, 64);
+    sparcl_tuning_result r;
+    ok_result(&r, 4, 1.0);
+    sparcl_tuning_claim state;
+
+    /* a child claims and stays alive until told */
+    int up[2], down[2]; /* child -> parent, parent -> child */
+    cr_assert_eq(pipe(up), 0);
+    cr_assert_eq(pipe(down), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        sparcl_tuning_db *db = NULL;
+        if (sparcl_tuning_db_init(NULL, &db, path, SPARCL_TUNING_DB_WRITE) != SPARCL_OK ||
+            sparcl_tuning_db_claim(db, &dev, &prob, &r.params, 600, &state) != SPARCL_OK ||
+            state != SPARCL_TUNING_CLAIM_TAKEN)
+            _exit(10);
+        sparcl_tuning_db_free(db);
+        if (write(up[1], "c", 1) != 1)
+            _exit(11);
+        char c;
+        if (read(down[0], &c, 1) != 1) /* wait for the parent */
+            _exit(12);
+        _exit(0);
+    }
+    char c;
+    cr_assert_eq(read(up[0], &c, 1), 1);
+    sparcl_tuning_db *db = open_db(path, SPARCL_TUNING_DB_WRITE);
+    cr_assert_eq(sparcl_tuning_db_claim(db, &dev, &prob, &r.params, 600, &state), SPARCL_OK);
+    cr_assert_eq(state, SPARCL_TUNING_CLAIM_BUSY);
+    /* releasing someone else's claim does nothing */
+    cr_assert_eq(sparcl_tuning_db_release(db, &dev, &prob, &r.params), SPARCL_OK);
+    cr_assert_eq(sparcl_tuning_db_claim(db, &dev, &prob, &r.params, 600, &state), SPARCL_OK);
+    cr_assert_eq(state, SPARCL_TUNING_CLAIM_BUSY);
+    /* other parameters are free */
+    sparcl_tuning_result r2;
+    ok_result(&r2, 8, 1.0);
+    cr_assert_eq(sparcl_tuning_db_claim(db, &dev, &prob, &r2.params, 600, &state), SPARCL_OK);
+    cr_assert_eq(state, SPARCL_TUNING_CLAIM_TAKEN);
+    /* the owner ends without releasing: its claim is taken over */
+    cr_assert_eq(write(down[1], "x", 1), 1);
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %d", st);
+    cr_assert_eq(sparcl_tuning_db_claim(db, &dev, &prob, &r.params, 600, &state), SPARCL_OK);
+    cr_assert_eq(state, SPARCL_TUNING_CLAIM_TAKEN);
+    /* once recorded, it is stored */
+    cr_assert_eq(sparcl_tuning_db_record(db, &dev, &prob, &r), SPARCL_OK);
+    cr_assert_eq(sparcl_tuning_db_release(db, &dev, &prob, &r.params), SPARCL_OK);
+    cr_assert_eq(sparcl_tuning_db_claim(db, &dev, &prob, &r.params, 600, &state), SPARCL_OK);
+    cr_assert_eq(state, SPARCL_TUNING_CLAIM_STORED);
+    cr_assert_eq(query_int(path, "SELECT count(*) FROM claim"), 1); /* r2's */
+    sparcl_tuning_db_free(db);
+    for (int i = 0; i < 2; ++i) {
+        close(up[i]);
+        close(down[i]);
+    }
+}

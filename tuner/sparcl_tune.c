@@ -58,6 +58,13 @@ static void usage(FILE *f)
             "                      counts as failed) and print each run's gap to the best stored\n"
             "  --seeds K           with --replay: K runs per problem, seeds --seed.. (default 10)\n"
             "  --timeout S         watchdog limit per candidate (default 120)\n"
+            "  --finalists K       after the search, re-time the K fastest and the default "
+            "(default 3)\n"
+            "  --rounds R          ... in R interleaved rounds (quick 5, thorough 7; 0: off); a "
+            "finalist\n"
+            "                      replaces the default only if it beats it in every round (on a "
+            "CPU device:\n"
+            "                      or uses less CPU time in every round and is not slower)\n"
             "  --seed N            seed of the random strategies (default 1)\n"
             "  --export FILE       write the database as FILE.csv or FILE.sql, then exit\n"
             "  --import FILE       merge a .csv or .sql export into the database, then exit\n"
@@ -78,6 +85,7 @@ typedef struct options {
     const char *rules[64]; /* --fix and --space, "NAME=v1,v2,..." */
     int n_rules;
     int max_runs;
+    int finalists, rounds; /* the decision after the search (tune_finalists.c) */
     double timeout;
     unsigned seed;
     int list_devices, worker;
@@ -91,7 +99,7 @@ static int parse_args(int argc, char **argv, options *o)
     o->timeout = 120;
     o->seed = 1;
     o->seeds = 10;
-    int quick = 0, evals = -1, stagnation = -1;
+    int quick = 0, evals = -1, stagnation = -1, finalists = -1, rounds = -1;
     double seconds = -1;
     for (int i = 1; i < argc; ++i) {
         const char *a = argv[i];
@@ -170,7 +178,7 @@ static int parse_args(int argc, char **argv, options *o)
             }
         } else if (!strcmp(a, "--max-evals") || !strcmp(a, "--stagnation") ||
                    !strcmp(a, "--max-seconds") || !strcmp(a, "--timeout") || !strcmp(a, "--seed") ||
-                   !strcmp(a, "--seeds")) {
+                   !strcmp(a, "--seeds") || !strcmp(a, "--finalists") || !strcmp(a, "--rounds")) {
             TAKES_VALUE;
             char *end = NULL;
             double x = strtod(v, &end);
@@ -184,6 +192,10 @@ static int parse_args(int argc, char **argv, options *o)
                 stagnation = (int)x;
             else if (!strcmp(a, "--max-seconds"))
                 seconds = x;
+            else if (!strcmp(a, "--finalists"))
+                finalists = (int)x;
+            else if (!strcmp(a, "--rounds"))
+                rounds = (int)x;
             else if (!strcmp(a, "--timeout"))
                 o->timeout = x > 0 ? x : 1;
             else if (!strcmp(a, "--seeds"))
@@ -200,6 +212,8 @@ static int parse_args(int argc, char **argv, options *o)
     o->budget.stagnation = stagnation >= 0 ? stagnation : quick ? 8 : 30;
     o->budget.max_seconds = seconds >= 0 ? seconds : quick ? 90 : 1800;
     o->max_runs = quick ? 7 : 15;
+    o->finalists = finalists >= 0 ? finalists : 3;
+    o->rounds = rounds >= 0 ? rounds : quick ? 5 : 7;
     if (!o->problems)
         o->problems = quick ? "quick" : "standard";
     return 0;
@@ -310,12 +324,29 @@ static double evaluate(void *user, const sparcl_params *p, int *stop)
         *stop = 1;
         return INFINITY;
     }
-    if (found) { /* resumed: measured by an earlier run */
+    if (!found) { /* claim it, or wait for the tuner that holds it */
+        int c = tune_claim(s->db, s->device, &s->key, p, s->o->timeout + 3600, &interrupted);
+        if (c == TUNE_CLAIM_INTERRUPTED) {
+            *stop = 1;
+            return INFINITY;
+        }
+        if (c == TUNE_CLAIM_ERROR ||
+            (c == TUNE_CLAIM_STORED &&
+             sparcl_tuning_db_find(s->db, s->device, &s->key, p, &r, &found) != SPARCL_OK)) {
+            snprintf(s->fatal_msg, sizeof s->fatal_msg, "%s", sparcl_ctx_errmsg(NULL));
+            s->fatal = 1;
+            *stop = 1;
+            return INFINITY;
+        }
+    }
+    if (found) { /* resumed, or measured by another tuner */
         ++s->stored;
     } else {
         double t0 = now();
         int rc = tune_child_eval(s->child, s->key.kernel, s->prob->spec, p, s->o->max_runs,
                                  s->o->timeout, &interrupted, &r);
+        if (rc != 0) /* nothing to record: let another tuner have it */
+            sparcl_tuning_db_release(s->db, s->device, &s->key, p);
         if (rc == 1) {
             *stop = 1;
             return INFINITY;
@@ -326,7 +357,8 @@ static double evaluate(void *user, const sparcl_params *p, int *stop)
             *stop = 1;
             return INFINITY;
         }
-        if (sparcl_tuning_db_record(s->db, s->device, &s->key, &r) != SPARCL_OK) {
+        if (sparcl_tuning_db_record(s->db, s->device, &s->key, &r) != SPARCL_OK ||
+            sparcl_tuning_db_release(s->db, s->device, &s->key, p) != SPARCL_OK) {
             snprintf(s->fatal_msg, sizeof s->fatal_msg, "%s", sparcl_ctx_errmsg(NULL));
             s->fatal = 1;
             *stop = 1;
@@ -351,6 +383,7 @@ typedef struct row {
     double default_ms, best_ms;
     char best[256];
     char note[160];
+    char decision[96]; /* the finalists' speedup over the default, "-" if none */
 } row;
 
 static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db *db,
@@ -412,6 +445,17 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
         sparcl_params_format(&s.best_params, list, sizeof list);
     printf("search: %d evaluations of %d valid candidates, best %.3f ms: %s\n", s.evals,
            stats.valid, s.best, list);
+    snprintf(out->decision, sizeof out->decision, "-");
+    if (!s.fatal && !interrupted && isfinite(s.best)) {
+        tune_finalist_job job = {db,        device,         &s.key,      prob->spec,
+                                 def,       child,          o->finalists, o->rounds,
+                                 o->max_runs, o->timeout};
+        int rc = tune_finalists(&job, &interrupted, out->decision, sizeof out->decision);
+        if (rc < 0) {
+            s.fatal = 1;
+            snprintf(s.fatal_msg, sizeof s.fatal_msg, "%s", sparcl_ctx_errmsg(NULL));
+        }
+    }
     if (s.fatal_msg[0] && !s.fatal)
         snprintf(out->note, sizeof out->note, "%.150s", s.fatal_msg);
     if (s.fatal) {
@@ -436,15 +480,19 @@ static void print_table(const row *rows, int n)
 {
     printf("\n%-44s %6s %6s %11s %9s %8s  %s\n", "problem", "evals", "stored", "default_ms",
            "best_ms", "speedup", "best parameters");
+    printf("(speedup: over the default re-timed in interleaved rounds, median [lowest-highest "
+           "round], where the finalists were re-timed)\n");
     for (int i = 0; i < n; ++i) {
         const row *r = &rows[i];
-        char d[32] = "-", b[32] = "-", sp[32] = "-";
+        char d[32] = "-", b[32] = "-", sp[96] = "-";
         if (isfinite(r->default_ms))
             snprintf(d, sizeof d, "%.3f", r->default_ms);
         if (isfinite(r->best_ms))
             snprintf(b, sizeof b, "%.3f", r->best_ms);
         if (isfinite(r->default_ms) && isfinite(r->best_ms))
             snprintf(sp, sizeof sp, "%.2fx", r->default_ms / r->best_ms);
+        if (strcmp(r->decision, "-") != 0 && r->decision[0])
+            snprintf(sp, sizeof sp, "%s", r->decision);
         printf("%-44s %6d %6d %11s %9s %8s  %s%s\n", r->spec, r->evals, r->stored, d, b, sp,
                r->best[0] ? r->best : "(none)", r->note);
     }

@@ -167,18 +167,56 @@ int tune_replay_problem(sparcl_ctx *ctx, const char *kernel, const tune_problem 
  * default).  Returns 0, or -1 with err. */
 int tune_report_svg(const char *db_path, const char *svg_path, char *err, size_t size);
 
+/* ---- sharing a database (tune_claims.c) ---- */
+
+enum { TUNE_CLAIM_MINE, TUNE_CLAIM_STORED, TUNE_CLAIM_INTERRUPTED, TUNE_CLAIM_ERROR };
+
+/* Claims `params` for this process for lease_s seconds before it is
+ * measured.  Returns TUNE_CLAIM_MINE (measure, record, then
+ * sparcl_tuning_db_release), TUNE_CLAIM_STORED (another tuner measured it,
+ * possibly while this one waited: read it), TUNE_CLAIM_INTERRUPTED or
+ * TUNE_CLAIM_ERROR (message in sparcl_ctx_errmsg(NULL)). */
+int tune_claim(sparcl_tuning_db *db, const sparcl_device_info *device,
+               const sparcl_tuning_problem *key, const sparcl_params *params, double lease_s,
+               volatile sig_atomic_t *interrupted);
+
+/* ---- the decision after the search (tune_finalists.c) ---- */
+
+typedef struct tune_child tune_child;
+
+typedef struct tune_finalist_job {
+    sparcl_tuning_db *db;
+    const sparcl_device_info *device;
+    const sparcl_tuning_problem *key;
+    const char *spec;          /* the problem, as the worker takes it */
+    const sparcl_params *def;  /* the built-in default */
+    tune_child *child;
+    int count, rounds;         /* fastest configurations besides the default; rounds (0: off) */
+    int max_runs;
+    double timeout;
+} tune_finalist_job;
+
+/* Re-times the default and the `count` fastest stored configurations in
+ * `rounds` interleaved rounds, prints them with their spread and speedup
+ * intervals, and stores them and the decision (a finalist replaces the
+ * default only if it beat it in every round, from 3 rounds on).  *summary
+ * gets the speedup, e.g. "1.32x [1.18-1.41]".  Returns 0, 1 if interrupted,
+ * -1 on a database error (sparcl_ctx_errmsg(NULL)). */
+int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrupted, char *summary,
+                   size_t size);
+
 /* ---- the worker process ---- */
 
 /* Environment variable of the test hook: "crash:NAME=V" or "hang:NAME=V"
  * makes the worker crash (SIGSEGV) or hang on any candidate with
- * NAME=V.  Only the worker reads it; it exists for the tests. */
+ * NAME=V; a hanging worker first says so on stderr, so that a test knows
+ * when to kill it from outside.  Only the worker reads it; it exists for
+ * the tests. */
 #define TUNE_FAULT_ENV "SPARCL_TUNE_TEST_FAULT"
 
 /* The worker's main loop (sparcl-tune --worker): requests on stdin, one
  * result line per request on file descriptor 3. */
 int tune_worker_main(const char *device);
-
-typedef struct tune_child tune_child;
 
 /* A handle on the worker: spawned from `exe` on first use. */
 tune_child *tune_child_new(const char *exe, const char *device);
@@ -187,7 +225,9 @@ void tune_child_free(tune_child *c);
 /* Evaluates params of kernel family `kernel` on problem `spec` in the worker, with `timeout_s`
  * seconds for the candidate (setting up a new problem has its own, longer
  * limit).  Fills *r; a crash or timeout of the worker is reported in it and
- * the worker is restarted next time.  Returns 0, 1 when *interrupted became
+ * the worker is restarted next time; a worker killed from outside
+ * (SIGKILL/SIGTERM not sent by the watchdog) is replaced and the candidate
+ * run once more first.  Returns 0, 1 when *interrupted became
  * set (nothing to record), or -1 if the problem itself cannot be set up
  * (message in r->message). */
 int tune_child_eval(tune_child *c, const char *kernel, const char *spec,
@@ -204,5 +244,9 @@ int tune_child_eval(tune_child *c, const char *kernel, const char *spec,
  * only `kernel`.  Prints a summary; returns the exit status. */
 int tune_build_bundle(const char *device, const char *dir, const char *db, const char *problems,
                       const char *kernel);
+
+/* The median process CPU time (all threads of the worker) of one timed call
+ * in the last tune_child_eval() that timed anything, in ms; < 0 if none. */
+double tune_child_cpu_ms(const tune_child *c);
 
 #endif

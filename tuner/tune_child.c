@@ -5,6 +5,11 @@
  * to it over pipes, and the watchdog: a candidate that does not answer in
  * time is killed with SIGKILL and reported as a timeout, one whose worker
  * dies is reported as a crash, and the next request starts a new worker.
+ * A worker ended by SIGKILL or SIGTERM that the parent did not send (the OOM
+ * killer, a stray kill) says nothing about the candidate, so that candidate
+ * is run once more in a new worker before its failure is recorded; a crash
+ * inside the kernel (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT) is recorded
+ * at once.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -34,6 +39,8 @@ struct tune_child {
     char problem[TUNE_SPEC_MAX + 32]; /* "<kernel> <spec>" the worker holds, "" none */
     char buf[8192];
     size_t len;
+    int killed_outside; /* the last worker died of SIGKILL/SIGTERM it was not sent by us */
+    double cpu_ms;      /* of the last result; < 0 if none */
 };
 
 tune_child *tune_child_new(const char *exe, const char *device)
@@ -45,6 +52,7 @@ tune_child *tune_child_new(const char *exe, const char *device)
     snprintf(c->device, sizeof c->device, "%s", device ? device : "");
     c->pid = -1;
     c->to = c->from = -1;
+    c->cpu_ms = -1;
     return c;
 }
 
@@ -211,6 +219,8 @@ static int transact(tune_child *c, const char *request, char *line, size_t size,
         stop(c, &st);
         r->status = SPARCL_TUNING_CRASH;
         describe_exit(st, r->message, sizeof r->message);
+        c->killed_outside =
+            WIFSIGNALED(st) && (WTERMSIG(st) == SIGKILL || WTERMSIG(st) == SIGTERM);
     } else {
         stop(c, NULL);
         r->status = SPARCL_TUNING_TIMEOUT;
@@ -220,10 +230,11 @@ static int transact(tune_child *c, const char *request, char *line, size_t size,
     return rc;
 }
 
-int tune_child_eval(tune_child *c, const char *kernel, const char *spec,
-                    const sparcl_params *params, int max_runs, double timeout_s,
-                    volatile sig_atomic_t *interrupted, sparcl_tuning_result *r)
+static int eval_once(tune_child *c, const char *kernel, const char *spec,
+                     const sparcl_params *params, int max_runs, double timeout_s,
+                     volatile sig_atomic_t *interrupted, sparcl_tuning_result *r)
 {
+    c->killed_outside = 0;
     memset(r, 0, sizeof *r);
     r->params = *params;
     r->max_err = -1;
@@ -257,8 +268,9 @@ int tune_child_eval(tune_child *c, const char *kernel, const char *spec,
     if (rc != LINE_OK)
         return 0; /* crash or timeout, recorded as the candidate's */
     int status = 0, used = 0;
-    if (sscanf(line, "result %d %lf %lf %lf %d %lf %n", &status, &r->median_ms, &r->min_ms,
-               &r->max_ms, &r->runs, &r->max_err, &used) < 6) {
+    c->cpu_ms = -1;
+    if (sscanf(line, "result %d %lf %lf %lf %d %lf %lf %n", &status, &r->median_ms, &r->min_ms,
+               &r->max_ms, &r->runs, &r->max_err, &c->cpu_ms, &used) < 7) {
         stop(c, NULL);
         r->status = SPARCL_TUNING_CRASH;
         snprintf(r->message, sizeof r->message, "worker answered \"%.100s\"", line);
@@ -267,4 +279,29 @@ int tune_child_eval(tune_child *c, const char *kernel, const char *spec,
     r->status = (sparcl_tuning_status)status;
     snprintf(r->message, sizeof r->message, "%s", used ? line + used : "");
     return 0;
+}
+
+int tune_child_eval(tune_child *c, const char *kernel, const char *spec,
+                    const sparcl_params *params, int max_runs, double timeout_s,
+                    volatile sig_atomic_t *interrupted, sparcl_tuning_result *r)
+{
+    int rc = eval_once(c, kernel, spec, params, max_runs, timeout_s, interrupted, r);
+    if (!c->killed_outside || (interrupted && *interrupted))
+        return rc;
+    char first[sizeof r->message];
+    snprintf(first, sizeof first, "%s", r->message);
+    fprintf(stderr, "sparcl-tune: %s while measuring a candidate; not its fault: retrying it once\n",
+            first);
+    rc = eval_once(c, kernel, spec, params, max_runs, timeout_s, interrupted, r);
+    if (c->killed_outside)
+        snprintf(r->message, sizeof r->message,
+                 "%.100s, twice (the first time retried): killed from outside, or the candidate "
+                 "exhausts memory",
+                 first);
+    return rc;
+}
+
+double tune_child_cpu_ms(const tune_child *c)
+{
+    return c->cpu_ms;
 }
