@@ -137,6 +137,31 @@ SPARCL_API const char *sparcl_ctx_build_log(const sparcl_ctx *ctx);
 /* Installs (or with fn == NULL removes) the log callback. */
 SPARCL_API void sparcl_ctx_set_log(sparcl_ctx *ctx, sparcl_log_fn fn, void *user);
 
+/* Memory limits for what sparcl itself allocates on behalf of `ctx`: the
+ * host memory of one layout or plan build (layout arrays, the re-blocked
+ * tile lists and their scratch) and the device memory one plan holds
+ * (sparcl_plan_device_bytes(): tile lists and workspaces; the caller's
+ * tensors are not counted).  Builders estimate these bytes from the shapes
+ * before allocating and fail with SPARCL_ERR_OUT_OF_MEMORY, with a message
+ * that names the bytes needed and the limit, when the estimate exceeds the
+ * limit; where the size depends on the pattern's content they also stop as
+ * soon as their arrays would grow past it.  0 means the default: the
+ * host's physical memory (sysconf) and the device's
+ * CL_DEVICE_GLOBAL_MEM_SIZE.  Each single device buffer is also held to
+ * CL_DEVICE_MAX_MEM_ALLOC_SIZE whatever the limit.  A limit above what the
+ * host or device reports is allowed.  Layout constructors called with
+ * ctx == NULL use the default host limit.  Thread-safe; builds that have
+ * started keep the limit they read.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT for a NULL ctx. */
+SPARCL_API sparcl_status sparcl_ctx_set_memory_limit(sparcl_ctx *ctx, uint64_t host_bytes,
+                                                     uint64_t device_bytes);
+
+/* The limits in force (defaults resolved; UINT64_MAX-like values where the
+ * default is unknown).  Either pointer may be NULL.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT for a NULL ctx. */
+SPARCL_API sparcl_status sparcl_ctx_memory_limit(sparcl_ctx *ctx, uint64_t *host_bytes,
+                                                 uint64_t *device_bytes);
+
 /* The OpenCL objects of the context.  Borrowed: do not release them. */
 SPARCL_API cl_context sparcl_ctx_cl_context(const sparcl_ctx *ctx);
 SPARCL_API cl_device_id sparcl_ctx_cl_device(const sparcl_ctx *ctx);

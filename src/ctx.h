@@ -38,6 +38,7 @@ struct sparcl_ctx {
     char tuning_db[2][1024]; /* sparcl_ctx_set_tuning_db() paths, by role */
     int tuning_db_set[2];    /* 0: that role follows the default rule */
     int clblast_used;          /* CLBlast holds programs of this context (gemm.c) */
+    uint64_t mem_limit[2];     /* sparcl_ctx_set_memory_limit(): host, device; 0 = default */
 };
 
 #endif

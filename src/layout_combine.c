@@ -122,7 +122,7 @@ static int set_attends(const void *self, int h, int i, int j)
 
 sparcl__rule sparcl__rule_set_rule(const sparcl__rule_set *s)
 {
-    return (sparcl__rule){s, set_candidates, set_classify, set_attends, NULL};
+    return (sparcl__rule){s, set_candidates, set_classify, set_attends, NULL, 0};
 }
 
 /* ---- Layouts as rules -------------------------------------------------- */
@@ -258,7 +258,7 @@ static sparcl_status combine(sparcl_ctx *ctx, sparcl_layout **out,
         }
         r->scratch = &scratch[k];
         st = sparcl__scratch_init(ctx, r->scratch, r->g.nbc);
-        sparcl__rule_set_add(&set, (sparcl__rule){r, lr_candidates, lr_classify, lr_attends, NULL});
+        sparcl__rule_set_add(&set, (sparcl__rule){r, lr_candidates, lr_classify, lr_attends, NULL, 0});
     }
     if (st == SPARCL_OK) {
         sparcl__rule rule = sparcl__rule_set_rule(&set);

@@ -45,6 +45,12 @@ extern const sparcl__kernel_schema sparcl__schema_attn_entmax; /* params_entmax.
  * compilers spill beyond registers; past this, badly). */
 #define SPARCL__PRIVATE_FLOATS_MAX 8192
 
+/* Checks a caller's map before anything reads it: count in [0,
+ * SPARCL_PARAMS_MAX], every name NUL-terminated within its array, a C
+ * identifier, and not repeated.  `what` names the map in the message
+ * ("desc.params").  SPARCL_ERR_INVALID_ARGUMENT (also for NULL). */
+sparcl_status sparcl__params_valid(sparcl_ctx *ctx, const sparcl_params *p, const char *what);
+
 /* Checks that `p` holds exactly the schema's parameters with allowed values
  * and that they satisfy the constraints and the device's limits (work-group
  * size, local memory, private memory).  Names the first violation.

@@ -73,6 +73,8 @@ SPARCL_API sparcl_status sparcl_kernel_check_params(sparcl_ctx *ctx, const char 
 {
     const sparcl__kernel_schema *schema = NULL;
     sparcl_status st = check_args(ctx, kernel, desc, params, &schema);
+    if (st == SPARCL_OK)
+        st = sparcl__params_valid(ctx, params, "params");
     if (st != SPARCL_OK)
         return st;
     sparcl__problem prob = sparcl__problem_from_desc(desc);
