@@ -11,15 +11,20 @@
 #include "ctx.h"
 #include "error.h"
 #include "kernel_registry.h"
+#include "plan.h"
 #include "program.h"
 #include "tuning.h"
 
 static sparcl_status find(sparcl_ctx *ctx, const char *kernel, const sparcl__kernel_schema **out)
 {
+    if (!kernel) {
+        *out = NULL;
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "kernel is NULL");
+    }
     *out = sparcl__kernel_schema_find(kernel);
     if (!*out)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "unknown kernel family \"%s\"",
-                            kernel ? kernel : "(null)");
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "unknown kernel family \"%.64s\"",
+                            kernel);
     return SPARCL_OK;
 }
 
@@ -246,8 +251,9 @@ SPARCL_API sparcl_status sparcl_tuning_problem_init(sparcl_ctx *ctx, sparcl_tuni
     if (!out || !desc)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
                             !out ? "out" : "desc");
-    if (desc->q_len < 1 || desc->kv_len < 1)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "q_len and kv_len must be >= 1");
+    /* The problem of a descriptor no plan accepts is meaningless. */
+    if ((st = sparcl__plan_desc_check(ctx, desc)) != SPARCL_OK)
+        return st;
     char hash[17];
     if ((st = sparcl__kernel_hash(ctx, schema, hash)) != SPARCL_OK)
         return st;
