@@ -10,9 +10,11 @@
 #include <stdlib.h>
 
 #include "attention_kinds.h"
+#include "checked.h"
 #include "ctx.h"
 #include "error.h"
 #include "gemm.h"
+#include "memory.h"
 #include "plan.h"
 #include "random.h"
 
@@ -87,6 +89,14 @@ sparcl_status sparcl__linformer_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
         st = sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate a Linformer plan");
         goto fail;
     }
+    /* E and F, on the device and (seeded) drawn on the host first. */
+    const size_t ef = sparcl__sat_mul(
+        sparcl__sat_mul(2 * sizeof(float), (size_t)desc->proj_len), (size_t)desc->kv_len);
+    if ((st = sparcl__mem_check_host(ctx, "the Linformer projections E and F", ef)) !=
+            SPARCL_OK ||
+        (st = sparcl__mem_check_device(ctx, "the Linformer projections E and F", ef)) !=
+            SPARCL_OK)
+        goto fail;
     sparcl_plan_desc in = *desc;
     in.attention = SPARCL_ATTENTION_EXACT;
     in.kv_len = desc->proj_len;

@@ -631,6 +631,14 @@ Test(hostile, plans_respect_the_memory_limits, .init = setup, .fini = teardown)
     cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
     cr_assert_gt(sparcl_plan_device_bytes(plan), 16);
     sparcl_plan_free(plan);
+    /* Linformer: proj_len x kv_len projections of 2^31 x 2^31 floats */
+    sparcl_plan_desc_init(&d);
+    d.q_len = 4;
+    d.kv_len = d.proj_len = INT_MAX;
+    d.head_dim = 8;
+    d.attention = SPARCL_ATTENTION_LINFORMER;
+    EXPECT(sparcl_plan_init(ctx, &plan, &d), OOM, "Linformer projections");
+    cr_assert_null(plan);
 }
 
 /* Overlapping output strides are a race between work-items: refused. */
