@@ -49,14 +49,9 @@ static void teardown(void)
 
 static sparcl_plan_desc small_desc(void)
 {
-    sparcl_plan_desc d;
+    sparcl_plan_desc d; /* 2 batches x 4 q heads (GQA 2) x 17 x 32 */
     sparcl_plan_desc_init(&d);
-    d.batch = 2;
-    d.q_heads = 4;
-    d.kv_heads = 2;
-    d.q_len = 17;
-    d.kv_len = 17;
-    d.head_dim = 32;
+    d.batch = 2, d.q_heads = 4, d.kv_heads = 2, d.q_len = d.kv_len = 17, d.head_dim = 32;
     return d;
 }
 
