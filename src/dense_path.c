@@ -13,15 +13,17 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "checked.h"
 #include "ctx.h"
 #include "dense_path.h"
 #include "error.h"
+#include "memory.h"
 #include "program.h"
 
 size_t sparcl__dense_head_bytes(int q_len, int kv_len, int block_n)
 {
     size_t ld = ((size_t)kv_len + (size_t)block_n - 1) / (size_t)block_n * (size_t)block_n;
-    return (size_t)q_len * ld * sizeof(float);
+    return sparcl__sat_mul(sparcl__sat_mul((size_t)q_len, ld), sizeof(float)); /* SIZE_MAX: never fits */
 }
 
 sparcl_status sparcl__dense_init(sparcl_plan *p, const char *options, int *applies)
@@ -45,7 +47,7 @@ sparcl_status sparcl__dense_init(sparcl_plan *p, const char *options, int *appli
             return SPARCL_OK;
         }
     const size_t head = sparcl__dense_head_bytes(d->q_len, d->kv_len, p->block_n);
-    size_t budget = (size_t)(ctx->limits.global_mem / 4);
+    size_t budget = sparcl__mem_device_limit(ctx) / 4; /* default: global memory / 4 */
     if (ctx->limits.max_alloc && ctx->limits.max_alloc < budget)
         budget = (size_t)ctx->limits.max_alloc;
     size_t chunk = head ? budget / head : 0;
