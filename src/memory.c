@@ -39,8 +39,14 @@ static size_t limit_of(sparcl_ctx *ctx, int which)
     return ctx->limits.global_mem > SIZE_MAX ? SIZE_MAX : (size_t)ctx->limits.global_mem;
 }
 
-size_t sparcl__mem_host_limit(sparcl_ctx *ctx) { return limit_of(ctx, HOST); }
-size_t sparcl__mem_device_limit(sparcl_ctx *ctx) { return limit_of(ctx, DEVICE); }
+size_t sparcl__mem_host_limit(sparcl_ctx *ctx)
+{
+    return limit_of(ctx, HOST);
+}
+size_t sparcl__mem_device_limit(sparcl_ctx *ctx)
+{
+    return limit_of(ctx, DEVICE);
+}
 
 static sparcl_status check(sparcl_ctx *ctx, int which, const char *what, size_t bytes)
 {

@@ -35,12 +35,12 @@ static void teardown(void)
 
 /* `call` returns `status` and the message on `on` (a context, or NULL for
  * the calling thread's) contains `word`. */
-#define EXPECT_ON(on, call, status, word)                                                    \
-    do {                                                                                     \
-        sparcl_status s_ = (call);                                                           \
-        cr_assert_eq(s_, status, "%s gave %d: %s", #call, s_, sparcl_ctx_errmsg(on));        \
-        cr_assert(strstr(sparcl_ctx_errmsg(on), word), "%s: message \"%s\" lacks \"%s\"",     \
-                  #call, sparcl_ctx_errmsg(on), word);                                       \
+#define EXPECT_ON(on, call, status, word)                                                          \
+    do {                                                                                           \
+        sparcl_status s_ = (call);                                                                 \
+        cr_assert_eq(s_, status, "%s gave %d: %s", #call, s_, sparcl_ctx_errmsg(on));              \
+        cr_assert(strstr(sparcl_ctx_errmsg(on), word), "%s: message \"%s\" lacks \"%s\"", #call,   \
+                  sparcl_ctx_errmsg(on), word);                                                    \
     } while (0)
 #define EXPECT(call, status, word) EXPECT_ON(ctx, call, status, word)
 #define EXPECT0(call, status, word) EXPECT_ON(NULL, call, status, word)
@@ -284,8 +284,7 @@ Test(hostile, pattern_layouts_reject_bad_arguments, .init = setup, .fini = teard
     sparcl_vertical_slash_desc vd;
     sparcl_vertical_slash_desc_init(NULL);
     sparcl_vertical_slash_desc_init(&vd);
-    EXPECT(sparcl_layout_init_vertical_slash(ctx, &l, 1, 8, 8, 4, NULL), INVALID,
-           "desc is NULL");
+    EXPECT(sparcl_layout_init_vertical_slash(ctx, &l, 1, 8, 8, 4, NULL), INVALID, "desc is NULL");
     vd.n_columns = 2; /* columns is NULL */
     EXPECT(sparcl_layout_init_vertical_slash(ctx, &l, 1, 8, 8, 4, &vd), INVALID, "NULL");
     const int cols[2] = {0, 1}, counts[2] = {1, -5};
@@ -385,8 +384,7 @@ Test(hostile, huge_layouts_are_refused_from_the_estimate, .init = setup, .fini =
     EXPECT(sparcl_layout_init_dense(ctx, &l, 1, n, n, 1), OOM, "bytes of host memory");
     cr_assert(strstr(sparcl_ctx_errmsg(ctx), "limit"));
     cr_assert_null(l);
-    EXPECT(sparcl_layout_init_window(ctx, &l, 1, n, n, 1, INT_MAX, 0), OOM,
-           "bytes of host memory");
+    EXPECT(sparcl_layout_init_window(ctx, &l, 1, n, n, 1, INT_MAX, 0), OOM, "bytes of host memory");
     EXPECT(sparcl_layout_init_causal(ctx, &l, 1, n, n, 16), OOM, "limit");
     EXPECT0(sparcl_layout_init_dense(NULL, &l, 1, n, n, 1), OOM, "bytes of host memory");
     EXPECT0(sparcl_layout_init_window(NULL, &l, 1, n, n, 1, INT_MAX, INT_MAX), OOM, "limit");
@@ -680,8 +678,8 @@ Test(hostile, backward_refuses_overlapping_gradient_strides, .init = setup, .fin
     cl_mem m[9];
     for (int i = 0; i < 9; ++i)
         m[i] = clCreateBuffer(c, CL_MEM_READ_WRITE, big, NULL, NULL);
-    EXPECT(sparcl_plan_backward(plan, m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], 0,
-                                NULL, NULL),
+    EXPECT(sparcl_plan_backward(plan, m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], 0, NULL,
+                                NULL),
            INVALID, "k strides");
     cr_assert(strstr(sparcl_ctx_errmsg(ctx), "overlap"));
     for (int i = 0; i < 9; ++i)
