@@ -23,7 +23,8 @@
 size_t sparcl__dense_head_bytes(int q_len, int kv_len, int block_n)
 {
     size_t ld = ((size_t)kv_len + (size_t)block_n - 1) / (size_t)block_n * (size_t)block_n;
-    return sparcl__sat_mul(sparcl__sat_mul((size_t)q_len, ld), sizeof(float)); /* SIZE_MAX: never fits */
+    return sparcl__sat_mul(sparcl__sat_mul((size_t)q_len, ld),
+                           sizeof(float)); /* SIZE_MAX: never fits */
 }
 
 sparcl_status sparcl__dense_init(sparcl_plan *p, const char *options, int *applies)

@@ -53,7 +53,8 @@ sparcl_status sparcl__layout_build(sparcl_ctx *ctx, sparcl_layout **out, int hea
         return st;
     /* Memory before building: the fixed arrays, plus the stored blocks when
      * the rule bounds them per row (dense, causal, windows). */
-    const int64_t nbr = sparcl__ceil_div_i64(q_len, block), nbc = sparcl__ceil_div_i64(kv_len, block);
+    const int64_t nbr = sparcl__ceil_div_i64(q_len, block),
+                  nbc = sparcl__ceil_div_i64(kv_len, block);
     const size_t words = (size_t)(((int64_t)block * block + 63) / 64);
     size_t fixed = sparcl__sat_add(
         sizeof(sparcl_layout),
@@ -61,13 +62,13 @@ sparcl_status sparcl__layout_build(sparcl_ctx *ctx, sparcl_layout **out, int hea
                         sparcl__sat_add((size_t)nbc * 8u, words * 8u)));
     size_t estimate = fixed;
     if (rule->row_blocks_max > 0)
-        estimate = sparcl__sat_add(
-            fixed, sparcl__sat_mul(sparcl__sat_mul((size_t)heads * (size_t)nbr,
-                                                   (size_t)rule->row_blocks_max),
-                                   sizeof(int32_t) + sizeof(int64_t)));
+        estimate =
+            sparcl__sat_add(fixed, sparcl__sat_mul(sparcl__sat_mul((size_t)heads * (size_t)nbr,
+                                                                   (size_t)rule->row_blocks_max),
+                                                   sizeof(int32_t) + sizeof(int64_t)));
     char what[128];
-    snprintf(what, sizeof what, "a layout of %d heads x %d x %d at block %d", heads, q_len,
-             kv_len, block);
+    snprintf(what, sizeof what, "a layout of %d heads x %d x %d at block %d", heads, q_len, kv_len,
+             block);
     if ((st = sparcl__mem_check_host(ctx, what, estimate)) != SPARCL_OK)
         return st;
     const size_t limit = sparcl__mem_host_limit(ctx);
@@ -155,9 +156,9 @@ sparcl_status sparcl__layout_build(sparcl_ctx *ctx, sparcl_layout **out, int hea
                 if (count == area) {
                     l->mask[l->nnz] = -1;
                 } else {
-                    if ((grown = sparcl__array_grow_capped(
-                             (void **)&l->bits, &cap_m, (l->n_masks + 1) * l->words_per_mask,
-                             sizeof *l->bits, &used, limit)) != 1)
+                    if ((grown = sparcl__array_grow_capped((void **)&l->bits, &cap_m,
+                                                           (l->n_masks + 1) * l->words_per_mask,
+                                                           sizeof *l->bits, &used, limit)) != 1)
                         goto grow_failed;
                     memcpy(l->bits + l->n_masks * l->words_per_mask, scratch,
                            sizeof *scratch * (size_t)l->words_per_mask);

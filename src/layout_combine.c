@@ -180,16 +180,16 @@ static int lr_attends(const void *self, int h, int i, int j)
 }
 
 /* Checks the inputs of a combinator: count >= 1, no NULL, equal lengths. */
-static sparcl_status check_inputs(sparcl_ctx *ctx, const sparcl_layout *const *layouts,
-                                  int count, int max)
+static sparcl_status check_inputs(sparcl_ctx *ctx, const sparcl_layout *const *layouts, int count,
+                                  int max)
 {
     if (!layouts)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "layouts is NULL");
     if (count < 1)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "count %d must be >= 1", count);
     if (count > max) /* before reading the array: it cannot be longer */
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "count %d exceeds %d layouts",
-                            count, max);
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "count %d exceeds %d layouts", count,
+                            max);
     for (int k = 0; k < count; ++k) {
         if (!layouts[k])
             return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "layouts[%d] is NULL", k);
@@ -259,7 +259,8 @@ static sparcl_status combine(sparcl_ctx *ctx, sparcl_layout **out,
         }
         r->scratch = &scratch[k];
         st = sparcl__scratch_init(ctx, r->scratch, r->g.nbc);
-        sparcl__rule_set_add(&set, (sparcl__rule){r, lr_candidates, lr_classify, lr_attends, NULL, 0});
+        sparcl__rule_set_add(&set,
+                             (sparcl__rule){r, lr_candidates, lr_classify, lr_attends, NULL, 0});
     }
     if (st == SPARCL_OK) {
         sparcl__rule rule = sparcl__rule_set_rule(&set);

@@ -301,8 +301,8 @@ sparcl__rule sparcl__dband_rule(const sparcl__dband *b)
     /* Rows are one interval of keys only without dilation.  A block row's
      * queries reach keys [p0 + lo, p1 + hi], at most hi - lo + block wide,
      * so at most (hi - lo + block - 1) / block + 2 block columns. */
-    sparcl__rule r = {b, dband_candidates, dband_classify, dband_attends,
-                      b->dilation ? NULL : dband_row_span, 0};
+    sparcl__rule r = {
+        b, dband_candidates, dband_classify, dband_attends, b->dilation ? NULL : dband_row_span, 0};
     if (b->g.block > 0 && b->hi >= b->lo)
         r.row_blocks_max = MIN64((b->hi - b->lo + b->g.block - 1) / b->g.block + 2, b->g.nbc);
     return r;

@@ -90,12 +90,10 @@ sparcl_status sparcl__linformer_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
         goto fail;
     }
     /* E and F, on the device and (seeded) drawn on the host first. */
-    const size_t ef = sparcl__sat_mul(
-        sparcl__sat_mul(2 * sizeof(float), (size_t)desc->proj_len), (size_t)desc->kv_len);
-    if ((st = sparcl__mem_check_host(ctx, "the Linformer projections E and F", ef)) !=
-            SPARCL_OK ||
-        (st = sparcl__mem_check_device(ctx, "the Linformer projections E and F", ef)) !=
-            SPARCL_OK)
+    const size_t ef = sparcl__sat_mul(sparcl__sat_mul(2 * sizeof(float), (size_t)desc->proj_len),
+                                      (size_t)desc->kv_len);
+    if ((st = sparcl__mem_check_host(ctx, "the Linformer projections E and F", ef)) != SPARCL_OK ||
+        (st = sparcl__mem_check_device(ctx, "the Linformer projections E and F", ef)) != SPARCL_OK)
         goto fail;
     sparcl_plan_desc in = *desc;
     in.attention = SPARCL_ATTENTION_EXACT;

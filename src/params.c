@@ -50,8 +50,8 @@ sparcl_status sparcl__params_valid(sparcl_ctx *ctx, const sparcl_params *p, cons
     if (!p)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL", what);
     if (p->count < 0 || p->count > SPARCL_PARAMS_MAX)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s count %d is not in [0, %d]",
-                            what, p->count, SPARCL_PARAMS_MAX);
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s count %d is not in [0, %d]", what,
+                            p->count, SPARCL_PARAMS_MAX);
     for (int i = 0; i < p->count; ++i) {
         char field[96];
         snprintf(field, sizeof field, "%s name %d", what, i);
@@ -60,8 +60,8 @@ sparcl_status sparcl__params_valid(sparcl_ctx *ctx, const sparcl_params *p, cons
             return st;
         for (int k = 0; k < i; ++k)
             if (strcmp(p->item[k].name, p->item[i].name) == 0)
-                return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s names %s twice",
-                                    what, p->item[i].name);
+                return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s names %s twice", what,
+                                    p->item[i].name);
     }
     return SPARCL_OK;
 }
@@ -79,8 +79,8 @@ SPARCL_API sparcl_status sparcl_params_set(sparcl_params *p, const char *name, i
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "parameter name is NULL");
     if (!count_ok(p))
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT,
-                            "params count %d is not in [0, %d] (use sparcl_params_clear)",
-                            p->count, SPARCL_PARAMS_MAX);
+                            "params count %d is not in [0, %d] (use sparcl_params_clear)", p->count,
+                            SPARCL_PARAMS_MAX);
     sparcl_status st = check_name(NULL, name, "parameter name");
     if (st != SPARCL_OK)
         return st;
@@ -100,7 +100,8 @@ SPARCL_API sparcl_status sparcl_params_set(sparcl_params *p, const char *name, i
 
 SPARCL_API int sparcl_params_get(const sparcl_params *p, const char *name, int32_t *value)
 {
-    if (!p || !name || !count_ok(p) || strnlen(name, SPARCL_PARAM_NAME_MAX) >= SPARCL_PARAM_NAME_MAX)
+    if (!p || !name || !count_ok(p) ||
+        strnlen(name, SPARCL_PARAM_NAME_MAX) >= SPARCL_PARAM_NAME_MAX)
         return 0;
     for (int i = 0; i < p->count; ++i)
         if (strncmp(p->item[i].name, name, SPARCL_PARAM_NAME_MAX) == 0) {

@@ -87,8 +87,7 @@ static int64_t span(sparcl_strides s, int batch, int heads, int len, int dim)
  * batch, 1 head, 2 seq) of the first axis that breaks it, or -1.  Layouts
  * such as [B, S, H, D] pass; a zero stride on an axis of extent > 1 or two
  * axes sharing a stride fail.  Spans must have been checked. */
-static int first_overlap(sparcl_strides s, int batch, int heads, int len, int dim,
-                         int64_t *need)
+static int first_overlap(sparcl_strides s, int batch, int heads, int len, int dim, int64_t *need)
 {
     int64_t n[3] = {batch, heads, len}, st[3] = {s.batch, s.head, s.seq};
     int order[3] = {0, 1, 2};
@@ -146,8 +145,8 @@ static sparcl_status check_tensors(sparcl_ctx *ctx, const sparcl_plan_desc *d)
         if (!span_checked(s, d->batch, heads, len, d->head_dim, &n))
             return BAD("%s strides (batch %lld, head %lld, seq %lld) over batch %d x heads %d x "
                        "len %d x head_dim %d span more than 2^63 bytes",
-                       names[t], (long long)s.batch, (long long)s.head, (long long)s.seq,
-                       d->batch, heads, len, d->head_dim);
+                       names[t], (long long)s.batch, (long long)s.head, (long long)s.seq, d->batch,
+                       heads, len, d->head_dim);
         int64_t need;
         int a = t == 3 ? first_overlap(s, d->batch, heads, len, d->head_dim, &need) : -1;
         if (a >= 0)
@@ -155,14 +154,16 @@ static sparcl_status check_tensors(sparcl_ctx *ctx, const sparcl_plan_desc *d)
                        "%lld is below the %lld elements the smaller axes span, so two outputs "
                        "would share an element",
                        (long long)s.batch, (long long)s.head, (long long)s.seq, axes[a],
-                       (long long)(a == 0 ? s.batch : a == 1 ? s.head : s.seq),
+                       (long long)(a == 0   ? s.batch
+                                   : a == 1 ? s.head
+                                            : s.seq),
                        (long long)need);
     }
     int64_t lse;
     if (!sparcl__mul3_i64(d->batch, d->q_heads, d->q_len, &lse) ||
         !sparcl__mul_i64(lse, (int64_t)sizeof(float), &lse))
-        return BAD("lse: batch %d x q_heads %d x q_len %d floats overflow 64-bit sizes",
-                   d->batch, d->q_heads, d->q_len);
+        return BAD("lse: batch %d x q_heads %d x q_len %d floats overflow 64-bit sizes", d->batch,
+                   d->q_heads, d->q_len);
     return SPARCL_OK;
 #undef BAD
 }

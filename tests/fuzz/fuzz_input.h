@@ -41,12 +41,12 @@ static inline int64_t fuzz_i64(fuzz_input *in)
     uint64_t raw = (uint64_t)fuzz_u32(in) << 32 | fuzz_u32(in);
     switch (kind) {
     case 0: return 0;
-    case 1: return (int64_t)(raw % 4096u);                       /* ordinary strides */
-    case 2: return (int64_t)1 << (raw % 63u);                     /* powers of two */
+    case 1: return (int64_t)(raw % 4096u);                             /* ordinary strides */
+    case 2: return (int64_t)1 << (raw % 63u);                          /* powers of two */
     case 3: return ((int64_t)1 << (raw % 63u)) - (int64_t)(raw >> 60); /* just below */
     case 4: return raw & 1u ? INT64_MAX - (int64_t)(raw >> 58) : INT64_MIN + (int64_t)(raw >> 58);
-    case 5: return -(int64_t)(raw % 4096u) - 1;                  /* negative */
-    default: return (int64_t)raw;                                 /* anything */
+    case 5: return -(int64_t)(raw % 4096u) - 1; /* negative */
+    default: return (int64_t)raw;               /* anything */
     }
 }
 
