@@ -189,6 +189,31 @@ SPARCL_API const char *sparcl_ctx_build_log(const sparcl_ctx *ctx);
  * compiler wrote one; messages are truncated at about 1 KB. */
 SPARCL_API void sparcl_ctx_set_log(sparcl_ctx *ctx, sparcl_log_fn fn, void *user);
 
+/* Memory limits for what sparcl itself allocates on behalf of `ctx`: the
+ * host memory of one layout or plan build (layout arrays, the re-blocked
+ * tile lists and their scratch) and the device memory one plan holds
+ * (sparcl_plan_device_bytes(): tile lists and workspaces; the caller's
+ * tensors are not counted).  Builders estimate these bytes from the shapes
+ * before allocating and fail with SPARCL_ERR_OUT_OF_MEMORY, with a message
+ * that names the bytes needed and the limit, when the estimate exceeds the
+ * limit; where the size depends on the pattern's content they also stop as
+ * soon as their arrays would grow past it.  0 means the default: the
+ * host's physical memory (sysconf) and the device's
+ * CL_DEVICE_GLOBAL_MEM_SIZE.  Each single device buffer is also held to
+ * CL_DEVICE_MAX_MEM_ALLOC_SIZE whatever the limit.  A limit above what the
+ * host or device reports is allowed.  Layout constructors called with
+ * ctx == NULL use the default host limit.  Thread-safe; builds that have
+ * started keep the limit they read.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT for a NULL ctx. */
+SPARCL_API sparcl_status sparcl_ctx_set_memory_limit(sparcl_ctx *ctx, uint64_t host_bytes,
+                                                     uint64_t device_bytes);
+
+/* The limits in force (defaults resolved; UINT64_MAX-like values where the
+ * default is unknown).  Either pointer may be NULL.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT for a NULL ctx. */
+SPARCL_API sparcl_status sparcl_ctx_memory_limit(sparcl_ctx *ctx, uint64_t *host_bytes,
+                                                 uint64_t *device_bytes);
+
 /* The OpenCL objects of the context.  Borrowed: do not release them. */
 SPARCL_API cl_context sparcl_ctx_cl_context(const sparcl_ctx *ctx);
 SPARCL_API cl_device_id sparcl_ctx_cl_device(const sparcl_ctx *ctx);
@@ -306,6 +331,11 @@ SPARCL_API sparcl_status sparcl_ctx_program_stats(sparcl_ctx *ctx, sparcl_progra
  * NULL (the message then goes to sparcl_ctx_errmsg(NULL)).  The layout does
  * not refer to the context afterwards.  On failure *out is NULL.
  * Limits: heads >= 1, q_len and kv_len in [1, 2^30], block in [1, 1024].
+ * Memory: the host memory a layout needs is estimated before it is built
+ * (exactly enough for dense, causal and window patterns) and the build
+ * stops as soon as its arrays would pass the context's host limit
+ * (sparcl_ctx_set_memory_limit(); with ctx == NULL, physical memory):
+ * SPARCL_ERR_OUT_OF_MEMORY with the bytes needed and the limit.
  * ---------------------------------------------------------------------- */
 
 typedef struct sparcl_layout sparcl_layout;
@@ -379,15 +409,29 @@ typedef struct sparcl_params {
 /* Empties the map. */
 SPARCL_API void sparcl_params_clear(sparcl_params *params);
 
-/* Sets name = value, replacing an existing entry.  Fails with
- * SPARCL_ERR_INVALID_ARGUMENT for a NULL or over-long name or a full map. */
+/* A map is read only when count lies in [0, SPARCL_PARAMS_MAX] and each
+ * name is a C identifier (letters, digits and '_', not starting with a
+ * digit) NUL-terminated within its SPARCL_PARAM_NAME_MAX bytes, appearing
+ * once: names become kernel -D options and database keys, so nothing else
+ * may pass.  Every function that takes a map checks this first (names are
+ * read with bounded string functions) and refuses any other map with
+ * SPARCL_ERR_INVALID_ARGUMENT naming the field, e.g. "desc.params count 17
+ * is not in [0, 16]". */
+
+/* Sets name = value, replacing an existing entry.  `name` is read up to
+ * SPARCL_PARAM_NAME_MAX bytes, never further.  Fails with
+ * SPARCL_ERR_INVALID_ARGUMENT (message via sparcl_ctx_errmsg(NULL)) for a
+ * NULL map or name, a name that is empty, over-long, unterminated or not
+ * an identifier, a map whose count is out of range, or a full map. */
 SPARCL_API sparcl_status sparcl_params_set(sparcl_params *params, const char *name, int32_t value);
 
-/* 1 and *value set if `name` is present, else 0. */
+/* 1 and *value set if `name` is present, else 0 (also for NULL, a map
+ * whose count is out of range, or a name longer than a map can hold). */
 SPARCL_API int sparcl_params_get(const sparcl_params *params, const char *name, int32_t *value);
 
 /* Writes "NAME=value NAME=value ..." sorted by name into buf (always
- * NUL-terminated). */
+ * NUL-terminated, truncated if it does not fit).  A map that fails the
+ * rules above is written as "" (the reason via sparcl_ctx_errmsg(NULL)). */
 SPARCL_API void sparcl_params_format(const sparcl_params *params, char *buf, size_t size);
 
 /* ------------------------------------------------------------------------
@@ -396,7 +440,22 @@ SPARCL_API void sparcl_params_format(const sparcl_params *params, char *buf, siz
 
 /* Strides of a 4-D tensor [batch, head, seq, dim] in elements (floats).  The
  * dim stride is always 1.  All zero means contiguous [B, H, S, D]; a tensor
- * stored [B, S, H, D] has head = D, seq = H * D, batch = S * H * D. */
+ * stored [B, S, H, D] has head = D, seq = H * D, batch = S * H * D.
+ *
+ * sparcl_plan_init() checks, for q, k, v and out: no stride is negative;
+ * each extent times its stride, the span (the largest element offset + 1,
+ * (batch-1)*batch_stride + (heads-1)*head_stride + (len-1)*seq_stride +
+ * head_dim) and the span in bytes fit in int64 (kernels index with 64-bit
+ * offsets); and the contiguous size of the shape fits as well (the _host
+ * calls copy contiguous arrays).  Inputs may overlap (stride 0 broadcasts
+ * an axis), but out must not: two work-items would write one element.  The
+ * test, sound and sufficient: take the axes of extent > 1, dim (stride 1,
+ * extent head_dim) included, in increasing order of stride; each stride
+ * must be at least the span of the axes before it (1 + the largest offset
+ * they reach).  [B, H, S, D], [B, S, H, D] and padded variants pass; a zero
+ * stride on an axis of extent > 1, equal strides on two such axes, or a seq
+ * stride below head_dim fail.  The backward writes dq, dk and dv with q's,
+ * k's and v's strides, so it applies the same test to those. */
 typedef struct sparcl_strides {
     int64_t batch, head, seq;
 } sparcl_strides;
@@ -473,12 +532,17 @@ typedef struct sparcl_plan sparcl_plan;
  * layout arrays once.  The plan keeps a reference to `ctx`, which must
  * outlive it.  On failure *out is NULL, nothing is leaked, and the message is
  * on `ctx`.
- * Errors: SPARCL_ERR_INVALID_ARGUMENT (shape, layout mismatch, bad
- * parameter, a desc->struct_size this library cannot read),
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT (shape, a size or stride that
+ * overflows or overlaps as described at sparcl_strides, layout mismatch,
+ * a parameter map that breaks the rules of the Kernel parameters section,
+ * bad parameter, a desc->struct_size this library cannot read),
  * SPARCL_ERR_NOT_SUPPORTED (parameters exceed this device's work-group or
  * local-memory limits; in offline mode, a program the bundle lacks),
  * SPARCL_ERR_CONFIG (SPARCL_KERNEL_DIR names a folder without the kernel
- * files), SPARCL_ERR_BUILD, SPARCL_ERR_OPENCL, SPARCL_ERR_OUT_OF_MEMORY. */
+ * files), SPARCL_ERR_BUILD, SPARCL_ERR_OPENCL, SPARCL_ERR_OUT_OF_MEMORY
+ * (also when the re-blocked layout or the plan's device memory would
+ * exceed the context's limits, sparcl_ctx_set_memory_limit(), checked
+ * before allocating). */
 SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
                                           const sparcl_plan_desc *desc);
 
@@ -699,7 +763,10 @@ typedef struct sparcl_tuning_problem {
 
 /* Describes the problem `desc` (shapes, layout, causal flag) for kernel
  * family `kernel`, with `pattern` (NULL: "dense", or "layout" with a layout)
- * as its family name.  Computes the kernel hash and the density. */
+ * as its family name.  Computes the kernel hash and the density.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT for NULL pointers, an unknown family,
+ * or a descriptor sparcl_plan_init() would refuse (same checks, same
+ * messages). */
 SPARCL_API sparcl_status sparcl_tuning_problem_init(sparcl_ctx *ctx, sparcl_tuning_problem *out,
                                                     const char *kernel,
                                                     const sparcl_plan_desc *desc,
@@ -761,10 +828,14 @@ SPARCL_API void sparcl_tuning_db_free(sparcl_tuning_db *db);
  * An evaluation of the same device, kernel hash, problem and parameters
  * that is already stored is kept and this one is ignored, so concurrent
  * tuners never duplicate rows.  Refused with SPARCL_ERR_INVALID_ARGUMENT
- * naming the field, storing nothing: a status outside sparcl_tuning_status,
- * runs < 0; for SPARCL_TUNING_OK also runs < 1, a min/median/max time that
- * is not finite and >= 0 or not ordered min <= median <= max, and a max_err
- * that is not finite and >= 0.  Other errors: SPARCL_ERR_DATABASE. */
+ * naming the field, storing nothing: NULL pointers; a text field of the
+ * device, problem or result (message) that is not NUL-terminated within its
+ * array; result params that break the map rules (Kernel parameters
+ * section); a status outside sparcl_tuning_status, runs < 0; for
+ * SPARCL_TUNING_OK also runs < 1, a min/median/max time that is not finite
+ * and >= 0 or not ordered min <= median <= max, and a max_err that is not
+ * finite and >= 0.  find, best and count check their device, problem and
+ * params the same way.  Other errors: SPARCL_ERR_DATABASE. */
 SPARCL_API sparcl_status sparcl_tuning_db_record(sparcl_tuning_db *db,
                                                  const sparcl_device_info *device,
                                                  const sparcl_tuning_problem *problem,

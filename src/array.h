@@ -14,6 +14,14 @@
  * and *cap are unchanged). */
 int sparcl__array_grow(void **p, int64_t *cap, int64_t need, size_t size);
 
+/* As sparcl__array_grow(), for builds held to a memory limit: *used counts
+ * the bytes every array of the build holds (this one included) and is
+ * updated; the new capacity never takes it past `limit` (growth stops
+ * short of doubling there).  Returns 1 on success, 0 if realloc fails, -1
+ * if even `need` elements would pass the limit (nothing changes then). */
+int sparcl__array_grow_capped(void **p, int64_t *cap, int64_t need, size_t size, size_t *used,
+                              size_t limit);
+
 /* qsort/bsearch comparator for int32_t. */
 int sparcl__cmp_i32(const void *a, const void *b);
 

@@ -52,6 +52,7 @@ struct sparcl_ctx {
     int program_cache_set;    /* 0: SPARCL_PROGRAM_CACHE, else the default folder */
     char offline[1024];       /* sparcl_ctx_set_offline(); "" = online */
     int offline_set;          /* 0: SPARCL_OFFLINE decides */
+    uint64_t mem_limit[2];     /* sparcl_ctx_set_memory_limit(): host, device; 0 = default */
 };
 
 #endif

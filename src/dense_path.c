@@ -18,11 +18,13 @@
 #include <stdlib.h>
 
 #include "attention_kinds.h"
+#include "checked.h"
 #include "ctx.h"
 #include "error.h"
 #include "kernel_build.h"
 #include "kernel_registry.h"
 #include "plan_tiles.h"
+#include "memory.h"
 
 typedef struct dense {
     sparcl__tiled t; /* first: the backward entries take the state as one */
@@ -59,7 +61,8 @@ static size_t dense_bytes(const void *state)
 static size_t head_bytes(int q_len, int kv_len, int block_n)
 {
     size_t ld = ((size_t)kv_len + (size_t)block_n - 1) / (size_t)block_n * (size_t)block_n;
-    return (size_t)q_len * ld * sizeof(float);
+    return sparcl__sat_mul(sparcl__sat_mul((size_t)q_len, ld),
+                           sizeof(float)); /* SIZE_MAX: never fits */
 }
 
 /* Heads whose scores fit at once, or 0 (with the reason in the log) when
@@ -86,7 +89,7 @@ static size_t heads_at_once(const sparcl__plan_view *v, int block_n)
             return 0;
         }
     const size_t head = head_bytes(d->q_len, d->kv_len, block_n);
-    size_t budget = (size_t)(ctx->limits.global_mem / 4);
+    size_t budget = sparcl__mem_device_limit(ctx) / 4; /* default: global memory / 4 */
     if (ctx->limits.max_alloc && ctx->limits.max_alloc < budget)
         budget = (size_t)ctx->limits.max_alloc;
     size_t chunk = head ? budget / head : 0;

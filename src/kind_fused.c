@@ -8,10 +8,12 @@
 #include <stdlib.h>
 
 #include "attention_kinds.h"
+#include "checked.h"
 #include "ctx.h"
 #include "error.h"
 #include "kernel_build.h"
 #include "kernel_registry.h"
+#include "memory.h"
 #include "plan_tiles.h"
 
 typedef struct fused {
@@ -65,6 +67,9 @@ static sparcl_status create(const sparcl__plan_view *v, const sparcl_plan_desc *
     const char *names[2] = {family->programs[0].kernels[0].name, "attn_fwd_pack_k"};
     cl_kernel ks[2] = {NULL, NULL};
     sparcl_status st = sparcl__tiled_init(&f->t, v, desc->layout, params);
+    if (st == SPARCL_OK && ws)
+        st = sparcl__mem_check_device(ctx, "the plan with its packed-K workspace (KT=1)",
+                                      sparcl__sat_add(sparcl__tiled_bytes(&f->t), ws));
     if (st == SPARCL_OK)
         st = sparcl__family_kernels(ctx, family, &prob, params, ws ? 2 : 1, names, ks);
     f->kernel = ks[0];

@@ -9,13 +9,16 @@
  * stored blocks, never to q_len * kv_len.
  */
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "array.h"
+#include "checked.h"
 #include "error.h"
 #include "layout.h"
 #include "layout_rules.h"
+#include "memory.h"
 
 #define MAX_LEN (1 << 30)
 #define MAX_BLOCK 1024
@@ -48,9 +51,32 @@ sparcl_status sparcl__layout_build(sparcl_ctx *ctx, sparcl_layout **out, int hea
     sparcl_status st = sparcl__layout_check_shape(ctx, heads, q_len, kv_len, block);
     if (st != SPARCL_OK)
         return st;
+    /* Memory before building: the fixed arrays, plus the stored blocks when
+     * the rule bounds them per row (dense, causal, windows). */
+    const int64_t nbr = sparcl__ceil_div_i64(q_len, block),
+                  nbc = sparcl__ceil_div_i64(kv_len, block);
+    const size_t words = (size_t)(((int64_t)block * block + 63) / 64);
+    size_t fixed = sparcl__sat_add(
+        sizeof(sparcl_layout),
+        sparcl__sat_add(sparcl__sat_mul((size_t)heads * (size_t)(nbr + 1), sizeof(int64_t)),
+                        sparcl__sat_add((size_t)nbc * 8u, words * 8u)));
+    size_t estimate = fixed;
+    if (rule->row_blocks_max > 0)
+        estimate =
+            sparcl__sat_add(fixed, sparcl__sat_mul(sparcl__sat_mul((size_t)heads * (size_t)nbr,
+                                                                   (size_t)rule->row_blocks_max),
+                                                   sizeof(int32_t) + sizeof(int64_t)));
+    char what[128];
+    snprintf(what, sizeof what, "a layout of %d heads x %d x %d at block %d", heads, q_len, kv_len,
+             block);
+    if ((st = sparcl__mem_check_host(ctx, what, estimate)) != SPARCL_OK)
+        return st;
+    const size_t limit = sparcl__mem_host_limit(ctx);
+    size_t used = fixed;
     sparcl_layout *l = calloc(1, sizeof *l);
     int32_t *cand = NULL, *stamp = NULL;
     uint64_t *scratch = NULL;
+    int grown = 1;
     if (!l)
         goto oom;
     l->heads = heads;
@@ -121,16 +147,19 @@ sparcl_status sparcl__layout_build(sparcl_ctx *ctx, sparcl_layout **out, int hea
                     if (count == 0)
                         continue;
                 }
-                if (!sparcl__array_grow((void **)&l->col, &cap_c, l->nnz + 1, sizeof *l->col) ||
-                    !sparcl__array_grow((void **)&l->mask, &cap_e, l->nnz + 1, sizeof *l->mask))
-                    goto oom;
+                if ((grown = sparcl__array_grow_capped((void **)&l->col, &cap_c, l->nnz + 1,
+                                                       sizeof *l->col, &used, limit)) != 1 ||
+                    (grown = sparcl__array_grow_capped((void **)&l->mask, &cap_e, l->nnz + 1,
+                                                       sizeof *l->mask, &used, limit)) != 1)
+                    goto grow_failed;
                 l->col[l->nnz] = bc;
                 if (count == area) {
                     l->mask[l->nnz] = -1;
                 } else {
-                    if (!sparcl__array_grow((void **)&l->bits, &cap_m,
-                              (l->n_masks + 1) * l->words_per_mask, sizeof *l->bits))
-                        goto oom;
+                    if ((grown = sparcl__array_grow_capped((void **)&l->bits, &cap_m,
+                                                           (l->n_masks + 1) * l->words_per_mask,
+                                                           sizeof *l->bits, &used, limit)) != 1)
+                        goto grow_failed;
                     memcpy(l->bits + l->n_masks * l->words_per_mask, scratch,
                            sizeof *scratch * (size_t)l->words_per_mask);
                     l->mask[l->nnz] = l->n_masks++;
@@ -146,6 +175,14 @@ sparcl_status sparcl__layout_build(sparcl_ctx *ctx, sparcl_layout **out, int hea
     free(scratch);
     *out = l;
     return SPARCL_OK;
+grow_failed:
+    if (grown < 0) {
+        free(cand);
+        free(stamp);
+        free(scratch);
+        sparcl_layout_free(l);
+        return sparcl__mem_over_host(ctx, what, used);
+    }
 oom:
     free(cand);
     free(stamp);
@@ -282,7 +319,7 @@ SPARCL_API sparcl_status sparcl_layout_init_block_mask(sparcl_ctx *ctx, sparcl_l
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "block mask has no block set (%d heads x %d x %d blocks)", heads,
                             m.nbr, m.nbc);
-    sparcl__rule rule = {&m, mask_candidates, mask_classify, mask_attends, NULL};
+    sparcl__rule rule = {&m, mask_candidates, mask_classify, mask_attends, NULL, 0};
     return sparcl__layout_build(ctx, out, heads, q_len, kv_len, block, &rule);
 }
 

@@ -49,6 +49,10 @@ typedef struct sparcl__rule {
      * empty when *j1 <= *j0).  PARTIAL blocks are then filled a row at a
      * time, O(B) instead of O(B^2) predicate calls. */
     void (*row_span)(const void *self, int h, int i, int64_t *j0, int64_t *j1);
+    /* Optional: an upper bound on the stored blocks of any one block row (0
+     * when unknown), from which the builder estimates the layout's memory
+     * before building it. */
+    int64_t row_blocks_max;
 } sparcl__rule;
 
 /* Bit helpers shared by the layout builder and the tiling: sets bits

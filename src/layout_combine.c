@@ -8,6 +8,7 @@
  * part for its candidates and merges them, and a block that one part calls
  * FULL is never evaluated element by element.
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -122,7 +123,7 @@ static int set_attends(const void *self, int h, int i, int j)
 
 sparcl__rule sparcl__rule_set_rule(const sparcl__rule_set *s)
 {
-    return (sparcl__rule){s, set_candidates, set_classify, set_attends, NULL};
+    return (sparcl__rule){s, set_candidates, set_classify, set_attends, NULL, 0};
 }
 
 /* ---- Layouts as rules -------------------------------------------------- */
@@ -179,13 +180,16 @@ static int lr_attends(const void *self, int h, int i, int j)
 }
 
 /* Checks the inputs of a combinator: count >= 1, no NULL, equal lengths. */
-static sparcl_status check_inputs(sparcl_ctx *ctx, const sparcl_layout *const *layouts,
-                                  int count)
+static sparcl_status check_inputs(sparcl_ctx *ctx, const sparcl_layout *const *layouts, int count,
+                                  int max)
 {
     if (!layouts)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "layouts is NULL");
     if (count < 1)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "count %d must be >= 1", count);
+    if (count > max) /* before reading the array: it cannot be longer */
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "count %d exceeds %d layouts", count,
+                            max);
     for (int k = 0; k < count; ++k) {
         if (!layouts[k])
             return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "layouts[%d] is NULL", k);
@@ -206,7 +210,7 @@ static sparcl_status combine(sparcl_ctx *ctx, sparcl_layout **out,
     if (!out)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "out is NULL");
     *out = NULL;
-    sparcl_status st = check_inputs(ctx, layouts, count);
+    sparcl_status st = check_inputs(ctx, layouts, count, mode == 2 ? INT_MAX : SPARCL__SET_MAX);
     if (st != SPARCL_OK)
         return st;
     int64_t heads = 0;
@@ -224,9 +228,6 @@ static sparcl_status combine(sparcl_ctx *ctx, sparcl_layout **out,
     if (heads > (1 << 24))
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "total heads %lld exceeds 2^24",
                             (long long)heads);
-    if (mode != 2 && count > SPARCL__SET_MAX)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "count %d exceeds %d layouts",
-                            count, SPARCL__SET_MAX);
     int nrules = mode == 2 ? 1 : count;
     layout_rule rules[SPARCL__SET_MAX];
     sparcl__set_scratch scratch[SPARCL__SET_MAX];
@@ -258,7 +259,8 @@ static sparcl_status combine(sparcl_ctx *ctx, sparcl_layout **out,
         }
         r->scratch = &scratch[k];
         st = sparcl__scratch_init(ctx, r->scratch, r->g.nbc);
-        sparcl__rule_set_add(&set, (sparcl__rule){r, lr_candidates, lr_classify, lr_attends, NULL});
+        sparcl__rule_set_add(&set,
+                             (sparcl__rule){r, lr_candidates, lr_classify, lr_attends, NULL, 0});
     }
     if (st == SPARCL_OK) {
         sparcl__rule rule = sparcl__rule_set_rule(&set);

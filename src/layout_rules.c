@@ -298,9 +298,14 @@ static void dband_row_span(const void *self, int h, int i, int64_t *j0, int64_t 
 
 sparcl__rule sparcl__dband_rule(const sparcl__dband *b)
 {
-    /* Rows are one interval of keys only without dilation. */
-    return (sparcl__rule){b, dband_candidates, dband_classify, dband_attends,
-                          b->dilation ? NULL : dband_row_span};
+    /* Rows are one interval of keys only without dilation.  A block row's
+     * queries reach keys [p0 + lo, p1 + hi], at most hi - lo + block wide,
+     * so at most (hi - lo + block - 1) / block + 2 block columns. */
+    sparcl__rule r = {
+        b, dband_candidates, dband_classify, dband_attends, b->dilation ? NULL : dband_row_span, 0};
+    if (b->g.block > 0 && b->hi >= b->lo)
+        r.row_blocks_max = MIN64((b->hi - b->lo + b->g.block - 1) / b->g.block + 2, b->g.nbc);
+    return r;
 }
 
 /* ---- Tile band --------------------------------------------------------- */
@@ -351,7 +356,7 @@ static int tband_attends(const void *self, int h, int i, int j)
 
 sparcl__rule sparcl__tband_rule(const sparcl__tband *b)
 {
-    return (sparcl__rule){b, tband_candidates, tband_classify, tband_attends, NULL};
+    return (sparcl__rule){b, tband_candidates, tband_classify, tband_attends, NULL, 0};
 }
 
 /* ---- Stripes ----------------------------------------------------------- */
@@ -461,7 +466,7 @@ static int stripes_attends(const void *self, int h, int i, int j)
 
 sparcl__rule sparcl__stripes_rule(const sparcl__stripes *s)
 {
-    return (sparcl__rule){s, stripes_candidates, stripes_classify, stripes_attends, NULL};
+    return (sparcl__rule){s, stripes_candidates, stripes_classify, stripes_attends, NULL, 0};
 }
 
 /* ---- Tile table -------------------------------------------------------- */
@@ -531,5 +536,5 @@ static int ttable_attends(const void *self, int h, int i, int j)
 
 sparcl__rule sparcl__ttable_rule(const sparcl__ttable *t)
 {
-    return (sparcl__rule){t, ttable_candidates, ttable_classify, ttable_attends, NULL};
+    return (sparcl__rule){t, ttable_candidates, ttable_classify, ttable_attends, NULL, 0};
 }

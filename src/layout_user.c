@@ -90,7 +90,7 @@ SPARCL_API sparcl_status sparcl_layout_init_bsr(sparcl_ctx *ctx, sparcl_layout *
     if (st != SPARCL_OK)
         return st;
     bsr b = {g.nbr, row_ptr, col_idx};
-    sparcl__rule rule = {&b, bsr_candidates, bsr_classify, bsr_attends, NULL};
+    sparcl__rule rule = {&b, bsr_candidates, bsr_classify, bsr_attends, NULL, 0};
     return sparcl__layout_build(ctx, out, heads, q_len, kv_len, block, &rule);
 }
 
@@ -147,7 +147,7 @@ SPARCL_API sparcl_status sparcl_layout_init_csr(sparcl_ctx *ctx, sparcl_layout *
         for (int64_t r = 0; r < rows; ++r)
             qsort(c.keys + row_ptr[r], (size_t)(row_ptr[r + 1] - row_ptr[r]), sizeof *c.keys,
                   sparcl__cmp_i32);
-        sparcl__rule rule = {&c, csr_candidates, NULL, csr_attends, NULL};
+        sparcl__rule rule = {&c, csr_candidates, NULL, csr_attends, NULL, 0};
         st = sparcl__layout_build(ctx, out, heads, q_len, kv_len, block, &rule);
     }
     sparcl__scratch_free(&scratch);
@@ -189,7 +189,7 @@ SPARCL_API sparcl_status sparcl_layout_init_predicate(sparcl_ctx *ctx, sparcl_la
     if (!fn)
         return FAIL_ARG("predicate fn is NULL");
     predicate p = {g.nbc, fn, user};
-    sparcl__rule rule = {&p, pred_candidates, NULL, pred_attends, NULL};
+    sparcl__rule rule = {&p, pred_candidates, NULL, pred_attends, NULL, 0};
     st = sparcl__layout_build(ctx, out, heads, q_len, kv_len, block, &rule);
     if (st == SPARCL_OK && (*out)->pairs == 0) {
         sparcl_layout_free(*out);

@@ -10,9 +10,11 @@
 #include <stdlib.h>
 
 #include "attention_kinds.h"
+#include "checked.h"
 #include "ctx.h"
 #include "error.h"
 #include "gemm.h"
+#include "memory.h"
 #include "random.h"
 
 struct sparcl__linformer {
@@ -94,12 +96,18 @@ static sparcl_status linformer_create(const sparcl__plan_view *v, const sparcl_p
     if (!l)
         return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate a Linformer plan");
     l->view = v;
+    /* E and F, on the device and (seeded) drawn on the host first. */
+    const size_t ef = sparcl__sat_mul(sparcl__sat_mul(2 * sizeof(float), (size_t)desc->proj_len),
+                                      (size_t)desc->kv_len);
+    sparcl_status st;
+    if ((st = sparcl__mem_check_host(ctx, "the Linformer projections E and F", ef)) != SPARCL_OK ||
+        (st = sparcl__mem_check_device(ctx, "the Linformer projections E and F", ef)) != SPARCL_OK)
+        goto fail;
     sparcl_plan_desc in = *desc;
     in.attention = SPARCL_ATTENTION_EXACT;
     in.kv_len = desc->proj_len;
     in.k_strides = in.v_strides = (sparcl_strides){0, 0, 0};
     in.proj_e = in.proj_f = NULL;
-    sparcl_status st;
     if ((st = sparcl_plan_init(ctx, &l->inner, &in)) != SPARCL_OK)
         goto fail;
     sparcl_plan_params(l->inner, &report->params, &report->source);

@@ -17,13 +17,77 @@ SPARCL_API void sparcl_params_clear(sparcl_params *p)
         memset(p, 0, sizeof *p);
 }
 
+/* The index of the first character of `name` (NUL-terminated within `cap`
+ * bytes) that keeps it from being a C identifier, or -1 if it is one.
+ * Names become -D options and SQL/JSON keys, so nothing else is allowed. */
+static int bad_char(const char *name)
+{
+    for (int i = 0; name[i]; ++i) {
+        unsigned char c = (unsigned char)name[i];
+        int alpha = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+        if (!alpha && !(i > 0 && c >= '0' && c <= '9'))
+            return i;
+    }
+    return name[0] ? -1 : 0;
+}
+
+static sparcl_status check_name(sparcl_ctx *ctx, const char *name, const char *what)
+{
+    size_t n = strnlen(name, SPARCL_PARAM_NAME_MAX);
+    if (n == 0 || n >= SPARCL_PARAM_NAME_MAX)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "%s must be 1..%d characters and NUL-terminated", what,
+                            SPARCL_PARAM_NAME_MAX - 1);
+    int at = bad_char(name);
+    if (at >= 0)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "%s has character 0x%02x at %d; parameter names must be C "
+                            "identifiers (letters, digits, '_', not starting with a digit)",
+                            what, (unsigned)(unsigned char)name[at], at);
+    return SPARCL_OK;
+}
+
+sparcl_status sparcl__params_valid(sparcl_ctx *ctx, const sparcl_params *p, const char *what)
+{
+    if (!p)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL", what);
+    if (p->count < 0 || p->count > SPARCL_PARAMS_MAX)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s count %d is not in [0, %d]", what,
+                            p->count, SPARCL_PARAMS_MAX);
+    for (int i = 0; i < p->count; ++i) {
+        char field[96];
+        snprintf(field, sizeof field, "%s name %d", what, i);
+        sparcl_status st = check_name(ctx, p->item[i].name, field);
+        if (st != SPARCL_OK)
+            return st;
+        for (int k = 0; k < i; ++k)
+            if (strcmp(p->item[k].name, p->item[i].name) == 0)
+                return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s names %s twice", what,
+                                    p->item[i].name);
+    }
+    return SPARCL_OK;
+}
+
+static int count_ok(const sparcl_params *p)
+{
+    return p->count >= 0 && p->count <= SPARCL_PARAMS_MAX;
+}
+
 SPARCL_API sparcl_status sparcl_params_set(sparcl_params *p, const char *name, int32_t value)
 {
-    if (!p || !name || !*name || strlen(name) >= SPARCL_PARAM_NAME_MAX)
+    if (!p)
+        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "params is NULL");
+    if (!name)
+        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "parameter name is NULL");
+    if (!count_ok(p))
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT,
-                            "parameter name must be 1..%d characters", SPARCL_PARAM_NAME_MAX - 1);
+                            "params count %d is not in [0, %d] (use sparcl_params_clear)", p->count,
+                            SPARCL_PARAMS_MAX);
+    sparcl_status st = check_name(NULL, name, "parameter name");
+    if (st != SPARCL_OK)
+        return st;
     for (int i = 0; i < p->count; ++i)
-        if (strcmp(p->item[i].name, name) == 0) {
+        if (strncmp(p->item[i].name, name, SPARCL_PARAM_NAME_MAX) == 0) {
             p->item[i].value = value;
             return SPARCL_OK;
         }
@@ -38,10 +102,11 @@ SPARCL_API sparcl_status sparcl_params_set(sparcl_params *p, const char *name, i
 
 SPARCL_API int sparcl_params_get(const sparcl_params *p, const char *name, int32_t *value)
 {
-    if (!p || !name)
+    if (!p || !name || !count_ok(p) ||
+        strnlen(name, SPARCL_PARAM_NAME_MAX) >= SPARCL_PARAM_NAME_MAX)
         return 0;
     for (int i = 0; i < p->count; ++i)
-        if (strcmp(p->item[i].name, name) == 0) {
+        if (strncmp(p->item[i].name, name, SPARCL_PARAM_NAME_MAX) == 0) {
             if (value)
                 *value = p->item[i].value;
             return 1;
@@ -49,10 +114,10 @@ SPARCL_API int sparcl_params_get(const sparcl_params *p, const char *name, int32
     return 0;
 }
 
-/* Items start with their name, so they sort as strings. */
+/* Items start with their name, so they sort as (bounded) strings. */
 static int cmp_item(const void *a, const void *b)
 {
-    return strcmp((const char *)a, (const char *)b);
+    return strncmp((const char *)a, (const char *)b, SPARCL_PARAM_NAME_MAX);
 }
 
 SPARCL_API void sparcl_params_format(const sparcl_params *p, char *buf, size_t size)
@@ -60,7 +125,7 @@ SPARCL_API void sparcl_params_format(const sparcl_params *p, char *buf, size_t s
     if (!buf || !size)
         return;
     buf[0] = '\0';
-    if (!p)
+    if (!p || sparcl__params_valid(NULL, p, "params") != SPARCL_OK)
         return;
     sparcl_params s = *p;
     qsort(s.item, (size_t)s.count, sizeof s.item[0], cmp_item);

@@ -141,6 +141,12 @@ sparcl_status sparcl__pset_check(sparcl_ctx *ctx, const sparcl__kernel_schema *s
  * BLOCK_M, BLOCK_N and WG_SIZE positive and at most 4096. */
 sparcl_status sparcl__pset_check_minimal(sparcl_ctx *ctx, const sparcl__pset *p);
 
+/* Checks a caller's map before anything reads it: count in [0,
+ * SPARCL_PARAMS_MAX], every name NUL-terminated within its array, a C
+ * identifier, and not repeated.  `what` names the map in the message
+ * ("desc.params").  SPARCL_ERR_INVALID_ARGUMENT (also for NULL). */
+sparcl_status sparcl__params_valid(sparcl_ctx *ctx, const sparcl_params *p, const char *what);
+
 /* The same checks at the boundary, on a public map (unknown names refused). */
 sparcl_status sparcl__params_check(sparcl_ctx *ctx, const sparcl__kernel_schema *schema,
                                    const sparcl_params *p, const sparcl__problem *prob,

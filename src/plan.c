@@ -11,30 +11,152 @@
 #include <string.h>
 
 #include "attention_kinds.h"
+#include "checked.h"
 #include "ctx.h"
 #include "error.h"
 #include "kernel_build.h"
 #include "layout.h"
+#include "memory.h"
+#include "params.h"
 #include "plan.h"
 #include "struct_size.h"
 #include "tuning_lookup.h"
 
 
+/* Contiguous [B, H, S, D] strides for all-zero ones.  The products are
+ * checked: 0 (and *s untouched) when they do not fit in int64. */
+static int resolve_checked(sparcl_strides *s, const sparcl_plan_desc *d, int heads, int len)
+{
+    if (s->batch != 0 || s->head != 0 || s->seq != 0)
+        return 1;
+    int64_t head, batch;
+    if (!sparcl__mul_i64(len, d->head_dim, &head) || !sparcl__mul_i64(heads, head, &batch))
+        return 0;
+    *s = (sparcl_strides){batch, head, d->head_dim};
+    return 1;
+}
+
+/* For descriptors that passed sparcl__plan_desc_check(), which proved the
+ * products fit. */
 static sparcl_strides resolve(sparcl_strides s, const sparcl_plan_desc *d, int heads, int len)
 {
-    if (s.batch == 0 && s.head == 0 && s.seq == 0) {
-        s.seq = d->head_dim;
-        s.head = (int64_t)len * d->head_dim;
-        s.batch = (int64_t)heads * s.head;
-    }
+    resolve_checked(&s, d, heads, len);
     return s;
 }
 
-/* Elements a tensor with these strides spans. */
+/* Elements a tensor with these strides spans, max offset + 1, in checked
+ * arithmetic: 0 if any product, the sum, or the span in bytes does not fit
+ * in int64 (the kernels index with 64-bit `long` offsets; host code turns
+ * spans into byte counts).  Every extent times its stride must fit too
+ * (the dense path forms group * head-stride offsets). */
+static int span_checked(sparcl_strides s, int batch, int heads, int len, int dim, int64_t *out)
+{
+    const int64_t n[3] = {batch, heads, len}, st[3] = {s.batch, s.head, s.seq};
+    int64_t total = dim, t;
+    for (int k = 0; k < 3; ++k)
+        if (!sparcl__mul_i64(n[k], st[k], &t) || !sparcl__mul_i64(n[k] - 1, st[k], &t) ||
+            !sparcl__add_i64(total, t, &total))
+            return 0;
+    if (!sparcl__mul_i64(total, (int64_t)sizeof(float), &t))
+        return 0;
+    *out = total;
+    return 1;
+}
+
+/* Elements a tensor spans; INT64_MAX (which no buffer satisfies) when the
+ * span does not fit. */
 static int64_t span(sparcl_strides s, int batch, int heads, int len, int dim)
 {
-    return (int64_t)(batch - 1) * s.batch + (int64_t)(heads - 1) * s.head +
-           (int64_t)(len - 1) * s.seq + dim;
+    int64_t n;
+    return span_checked(s, batch, heads, len, dim, &n) ? n : INT64_MAX;
+}
+
+/* A sound, sufficient test that offsets b*sb + h*sh + i*ss + x (x < dim,
+ * dim stride 1) are distinct for distinct (b, h, i, x): sort the axes of
+ * extent > 1 by stride; each stride must be at least the span of the axes
+ * below it (1 + the largest offset they reach).  Returns the index (0
+ * batch, 1 head, 2 seq) of the first axis that breaks it, or -1.  Layouts
+ * such as [B, S, H, D] pass; a zero stride on an axis of extent > 1 or two
+ * axes sharing a stride fail.  Spans must have been checked. */
+static int first_overlap(sparcl_strides s, int batch, int heads, int len, int dim, int64_t *need)
+{
+    int64_t n[3] = {batch, heads, len}, st[3] = {s.batch, s.head, s.seq};
+    int order[3] = {0, 1, 2};
+    for (int a = 1; a < 3; ++a) /* insertion sort by stride, ties by position */
+        for (int b = a; b > 0 && st[order[b]] < st[order[b - 1]]; --b) {
+            int x = order[b];
+            order[b] = order[b - 1];
+            order[b - 1] = x;
+        }
+    int64_t covered = dim; /* the dim axis: stride 1, offsets [0, dim) */
+    for (int k = 0; k < 3; ++k) {
+        int a = order[k];
+        if (n[a] <= 1)
+            continue;
+        if (st[a] < covered) {
+            *need = covered;
+            return a;
+        }
+        covered += (n[a] - 1) * st[a];
+    }
+    return -1;
+}
+
+int sparcl__plan_strides_injective(sparcl_strides s, int batch, int heads, int len, int dim)
+{
+    int64_t need;
+    return first_overlap(s, batch, heads, len, dim, &need) < 0;
+}
+
+/* The tensor checks of sparcl__plan_desc_check(). */
+static sparcl_status check_tensors(sparcl_ctx *ctx, const sparcl_plan_desc *d)
+{
+#define BAD(...) sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, __VA_ARGS__)
+    const sparcl_strides *all[4] = {&d->q_strides, &d->k_strides, &d->v_strides, &d->o_strides};
+    static const char *names[4] = {"q", "k", "v", "out"};
+    static const char *axes[3] = {"batch", "head", "seq"};
+    for (int t = 0; t < 4; ++t) {
+        const int heads = t == 0 || t == 3 ? d->q_heads : d->kv_heads;
+        const int len = t == 0 || t == 3 ? d->q_len : d->kv_len;
+        const int64_t given[3] = {all[t]->batch, all[t]->head, all[t]->seq};
+        for (int a = 0; a < 3; ++a)
+            if (given[a] < 0)
+                return BAD("%s strides: the %s stride %lld must be >= 0 (negative strides "
+                           "are not supported)",
+                           names[t], axes[a], (long long)given[a]);
+        /* The host calls copy contiguous tensors whatever the strides. */
+        sparcl_strides contiguous = {0, 0, 0}, s = *all[t];
+        int64_t n;
+        if (!resolve_checked(&contiguous, d, heads, len) ||
+            !span_checked(contiguous, d->batch, heads, len, d->head_dim, &n))
+            return BAD("%s: batch %d x heads %d x len %d x head_dim %d floats overflow 64-bit "
+                       "sizes",
+                       names[t], d->batch, heads, len, d->head_dim);
+        resolve_checked(&s, d, heads, len);
+        if (!span_checked(s, d->batch, heads, len, d->head_dim, &n))
+            return BAD("%s strides (batch %lld, head %lld, seq %lld) over batch %d x heads %d x "
+                       "len %d x head_dim %d span more than 2^63 bytes",
+                       names[t], (long long)s.batch, (long long)s.head, (long long)s.seq, d->batch,
+                       heads, len, d->head_dim);
+        int64_t need;
+        int a = t == 3 ? first_overlap(s, d->batch, heads, len, d->head_dim, &need) : -1;
+        if (a >= 0)
+            return BAD("out strides (batch %lld, head %lld, seq %lld) overlap: the %s stride "
+                       "%lld is below the %lld elements the smaller axes span, so two outputs "
+                       "would share an element",
+                       (long long)s.batch, (long long)s.head, (long long)s.seq, axes[a],
+                       (long long)(a == 0   ? s.batch
+                                   : a == 1 ? s.head
+                                            : s.seq),
+                       (long long)need);
+    }
+    int64_t lse;
+    if (!sparcl__mul3_i64(d->batch, d->q_heads, d->q_len, &lse) ||
+        !sparcl__mul_i64(lse, (int64_t)sizeof(float), &lse))
+        return BAD("lse: batch %d x q_heads %d x q_len %d floats overflow 64-bit sizes", d->batch,
+                   d->q_heads, d->q_len);
+    return SPARCL_OK;
+#undef BAD
 }
 
 sparcl_status sparcl__plan_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
@@ -59,11 +181,11 @@ sparcl_status sparcl__plan_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d
     if (!(d->scale >= 0.0f) || isinf(d->scale))
         return BAD("scale %g must be finite and >= 0 (0 means 1/sqrt(head_dim))",
                    (double)d->scale);
-    const sparcl_strides *all[4] = {&d->q_strides, &d->k_strides, &d->v_strides, &d->o_strides};
-    static const char *names[4] = {"q", "k", "v", "out"};
-    for (int t = 0; t < 4; ++t)
-        if (all[t]->batch < 0 || all[t]->head < 0 || all[t]->seq < 0)
-            return BAD("%s strides must be >= 0", names[t]);
+    sparcl_status st = check_tensors(ctx, d);
+    if (st != SPARCL_OK)
+        return st;
+    if (d->params && (st = sparcl__params_valid(ctx, d->params, "desc.params")) != SPARCL_OK)
+        return st;
     const sparcl_layout *l = d->layout;
     if (l) {
         if (l->heads != 1 && l->heads != d->q_heads)

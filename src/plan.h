@@ -23,7 +23,14 @@ struct sparcl_plan {
 sparcl_strides sparcl__plan_resolve(sparcl_strides s, const sparcl_plan_desc *d, int heads,
                                     int len);
 int64_t sparcl__plan_span(sparcl_strides s, int batch, int heads, int len, int dim);
-sparcl_status sparcl__plan_check_buffer(sparcl_plan *p, cl_mem m, const char *name, int64_t elems);
+/* 1 if the strides map every (batch, head, row, dim) element to its own
+ * offset, by the sufficient test documented at sparcl_plan_desc: sorted by
+ * stride, each axis of extent > 1 has a stride of at least the span of the
+ * axes below it (the dim axis has stride 1).  For tensors that are
+ * written. */
+int sparcl__plan_strides_injective(sparcl_strides s, int batch, int heads, int len, int dim);
+sparcl_status sparcl__plan_check_buffer(sparcl_plan *p, cl_mem m, const char *name,
+                                        int64_t elems);
 /* OK for NULL (the context's queue) or a queue of the plan's context and
  * device; otherwise SPARCL_ERR_INVALID_ARGUMENT with a message. */
 sparcl_status sparcl__plan_check_queue(sparcl_plan *p, cl_command_queue queue);
@@ -34,7 +41,10 @@ sparcl_status sparcl__plan_check_queue(sparcl_plan *p, cl_command_queue queue);
 sparcl_status sparcl__plan_call_begin(sparcl_plan *p, cl_command_queue queue, sparcl_strides ts[4]);
 
 /* Validates a descriptor (shapes, GQA ratio, head_dim, scale, strides,
- * layout shape), naming the first wrong field. */
+ * parameter map, layout shape), naming the first wrong field.  Strides:
+ * none negative; for every tensor, each extent x stride, the span and the
+ * span in bytes fit in int64 (the contiguous layout's too, for the host
+ * calls); out's strides injective (sparcl__plan_strides_injective()). */
 sparcl_status sparcl__plan_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d);
 
 #endif

@@ -7,6 +7,7 @@
 
 #include "ctx.h"
 #include "error.h"
+#include "params.h"
 #include "plan.h"
 
 /* The tensors of one backward call; strides: q, k, v, out (= dout). */
@@ -31,6 +32,8 @@ SPARCL_API sparcl_status sparcl_plan_prepare_backward(sparcl_plan *p, const spar
 {
     if (!p)
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
+    if (params && sparcl__params_valid(p->view.ctx, params, "params") != SPARCL_OK)
+        return SPARCL_ERR_INVALID_ARGUMENT;
     const sparcl__kind_ops *kind = kind_with_backward(p);
     return kind ? kind->prepare_backward(p->state, params, NULL, NULL) : SPARCL_ERR_NOT_SUPPORTED;
 }
@@ -76,6 +79,16 @@ static sparcl_status check_args(sparcl_plan *p, const sparcl_strides *ts, const 
     if ((num_wait == 0) != (wait == NULL))
         return sparcl__fail(p->view.ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "num_wait %u does not match wait list %p", num_wait, (void *)wait);
+    /* dq, dk and dv are written with q's, k's and v's strides. */
+    const int heads[3] = {d->q_heads, d->kv_heads, d->kv_heads};
+    const int lens[3] = {d->q_len, d->kv_len, d->kv_len};
+    for (int t = 0; t < 3; ++t)
+        if (!sparcl__plan_strides_injective(ts[t], d->batch, heads[t], lens[t], d->head_dim))
+            return sparcl__fail(p->view.ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                                "%s strides (batch %lld, head %lld, seq %lld) overlap, so %s "
+                                "cannot be written with them",
+                                all[t].name, (long long)ts[t].batch, (long long)ts[t].head,
+                                (long long)ts[t].seq, all[6 + t].name);
     return SPARCL_OK;
 }
 

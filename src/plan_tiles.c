@@ -4,9 +4,11 @@
  */
 #include <stdlib.h>
 
+#include "checked.h"
 #include "ctx.h"
 #include "error.h"
 #include "layout.h"
+#include "memory.h"
 #include "plan_tiles.h"
 #include "tiling.h"
 
@@ -23,6 +25,10 @@ sparcl_status sparcl__upload(sparcl_ctx *ctx, cl_mem *out, const void *data, siz
                             "the tiled layout needs %zu bytes; the device's largest allocation "
                             "is %llu",
                             bytes, (unsigned long long)ctx->limits.max_alloc);
+    sparcl_status st = sparcl__mem_check_device(ctx, "the plan's tiled layout",
+                                                sparcl__sat_add(*counted, bytes));
+    if (st != SPARCL_OK)
+        return st;
     cl_int err;
     *out = clCreateBuffer(ctx->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, bytes,
                           (void *)data, &err);

@@ -2,12 +2,15 @@
  * tiling.c -- re-blocks a layout (any block size) to the kernel's tile,
  * folding in the plan's causal rule and the sequence bounds.  See tiling.h.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "array.h"
+#include "checked.h"
 #include "error.h"
 #include "layout.h"
+#include "memory.h"
 #include "tiling.h"
 
 /* Sets bits [a, b) of one mask row. */
@@ -84,18 +87,52 @@ sparcl_status sparcl__tiling_build(sparcl_ctx *ctx, const sparcl_layout *l, int 
                                    int kv_len, int causal, int tm, int tn, sparcl__tiling *t)
 {
     memset(t, 0, sizeof *t);
+    if (tm < 1 || tn < 1 || q_len < 1 || kv_len < 1)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "cannot tile %d x %d at BLOCK_M %d x BLOCK_N %d", q_len, kv_len, tm,
+                            tn);
     t->heads = l ? l->heads : 1;
     t->tm = tm;
     t->tn = tn;
-    t->mw = (tn + 31) / 32;
-    t->ntr = (q_len + tm - 1) / tm;
-    t->ntc = (kv_len + tn - 1) / tn;
+    t->mw = (int)sparcl__ceil_div_i64(tn, 32);
+    const int64_t ntr = sparcl__ceil_div_i64(q_len, tm), ntc = sparcl__ceil_div_i64(kv_len, tn);
+    t->ntr = (int)ntr; /* at most q_len, kv_len: they fit an int */
+    t->ntc = (int)ntc;
     const int64_t off = (int64_t)kv_len - q_len;
-    if (!l && (int64_t)t->ntr * t->ntc > INT32_MAX) /* dense: known before any work */
+    if (!l && ntr * ntc > INT32_MAX) /* dense: known before any work */
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "dense %d x %d attention needs %lld tiles at BLOCK_M %d x BLOCK_N "
                             "%d, more than 2^31",
-                            q_len, kv_len, (long long)t->ntr * t->ntc, tm, tn);
+                            q_len, kv_len, (long long)(ntr * ntc), tm, tn);
+    /* Host memory before any work: the scratch and row pointers, plus the
+     * tile lists where their length is known or bounded (dense: every tile;
+     * a layout: each stored block covers a bounded number of tiles). */
+    const size_t tile_words = (size_t)tm * (size_t)t->mw;
+    size_t fixed = sparcl__sat_add(
+        sparcl__sat_mul((size_t)ntc, 2 * sizeof(int32_t)),
+        sparcl__sat_add(tile_words * sizeof(uint32_t),
+                        sparcl__sat_mul((size_t)t->heads * (size_t)(ntr + 1), sizeof(int32_t))));
+    size_t tiles;
+    if (!l) {
+        tiles = (size_t)(ntr * ntc);
+    } else {
+        int64_t B = l->block;
+        int64_t rows = B % tm == 0 ? B / tm : sparcl__ceil_div_i64(B, tm) + 1;
+        int64_t cols = B % tn == 0 ? B / tn : sparcl__ceil_div_i64(B, tn) + 1;
+        tiles = sparcl__sat_mul(sparcl__sat_mul((size_t)l->nnz, (size_t)rows), (size_t)cols);
+        size_t all = sparcl__sat_mul((size_t)t->heads, (size_t)(ntr * ntc));
+        tiles = tiles < all ? tiles : all;
+    }
+    char what[128];
+    snprintf(what, sizeof what, "the %d x %d layout tiled at BLOCK_M %d x BLOCK_N %d", q_len,
+             kv_len, tm, tn);
+    sparcl_status st = sparcl__mem_check_host(
+        ctx, what, sparcl__sat_add(fixed, sparcl__sat_mul(tiles, 2 * sizeof(int32_t))));
+    if (st != SPARCL_OK)
+        return st;
+    const size_t limit = sparcl__mem_host_limit(ctx);
+    size_t used = fixed;
+    int grown = 1;
     int32_t *cand = malloc(sizeof *cand * (size_t)t->ntc);
     int32_t *stamp = calloc((size_t)t->ntc, sizeof *stamp);
     uint32_t *tile = malloc(sizeof *tile * (size_t)tm * (size_t)t->mw);
@@ -109,7 +146,8 @@ sparcl_status sparcl__tiling_build(sparcl_ctx *ctx, const sparcl_layout *l, int 
             if (t->nnz > INT32_MAX - 1)
                 goto too_big;
             t->ptr[(int64_t)h * (t->ntr + 1) + tr] = (int32_t)t->nnz;
-            int r0 = tr * tm, r1 = r0 + tm < q_len ? r0 + tm : q_len;
+            int r0 = (int)((int64_t)tr * tm);
+            int r1 = (int)((int64_t)r0 + tm < q_len ? (int64_t)r0 + tm : q_len);
             int n = 0;
             ++tag;
             if (!l) {
@@ -120,8 +158,8 @@ sparcl_status sparcl__tiling_build(sparcl_ctx *ctx, const sparcl_layout *l, int 
                 for (int br = r0 / B; br <= (r1 - 1) / B; ++br) {
                     const int64_t *rp = l->row_ptr + (int64_t)h * (l->nbr + 1) + br;
                     for (int64_t e = rp[0]; e < rp[1]; ++e) {
-                        int j0 = l->col[e] * B;
-                        int j1 = j0 + B < kv_len ? j0 + B : kv_len;
+                        int j0 = l->col[e] * B; /* < kv_len: a stored block */
+                        int j1 = (int)((int64_t)j0 + B < kv_len ? (int64_t)j0 + B : kv_len);
                         for (int c = j0 / tn; c <= (j1 - 1) / tn; ++c)
                             if (stamp[c] != tag) {
                                 stamp[c] = tag;
@@ -132,7 +170,8 @@ sparcl_status sparcl__tiling_build(sparcl_ctx *ctx, const sparcl_layout *l, int 
                 qsort(cand, (size_t)n, sizeof *cand, sparcl__cmp_i32);
             }
             for (int k = 0; k < n; ++k) {
-                int c0 = cand[k] * tn, c1 = c0 + tn < kv_len ? c0 + tn : kv_len;
+                int c0 = (int)((int64_t)cand[k] * tn);
+                int c1 = (int)((int64_t)c0 + tn < kv_len ? (int64_t)c0 + tn : kv_len);
                 if (causal && c0 > (r1 - 1) + off)
                     break; /* this and every later tile lie above the diagonal */
                 fill_tile(l, h, r0, r1, c0, c1, t->mw, tile, tm);
@@ -150,9 +189,11 @@ sparcl_status sparcl__tiling_build(sparcl_ctx *ctx, const sparcl_layout *l, int 
                     count += popcount32(tile[w]);
                 if (count == 0)
                     continue;
-                if (!sparcl__array_grow((void **)&t->col, &cap_c, t->nnz + 1, sizeof *t->col) ||
-                    !sparcl__array_grow((void **)&t->mask, &cap_m, t->nnz + 1, sizeof *t->mask))
-                    goto oom;
+                if ((grown = sparcl__array_grow_capped((void **)&t->col, &cap_c, t->nnz + 1,
+                                                       sizeof *t->col, &used, limit)) != 1 ||
+                    (grown = sparcl__array_grow_capped((void **)&t->mask, &cap_m, t->nnz + 1,
+                                                       sizeof *t->mask, &used, limit)) != 1)
+                    goto grow_failed;
                 t->col[t->nnz] = cand[k];
                 int full = c1 - c0 == tn && count == (int64_t)(r1 - r0) * tn;
                 if (full) {
@@ -161,9 +202,10 @@ sparcl_status sparcl__tiling_build(sparcl_ctx *ctx, const sparcl_layout *l, int 
                     if (t->n_masks >= INT32_MAX / ((int64_t)tm * t->mw))
                         goto too_big;
                     int64_t words = (int64_t)tm * t->mw;
-                    if (!sparcl__array_grow((void **)&t->bits, &cap_b, (t->n_masks + 1) * words,
-                              sizeof *t->bits))
-                        goto oom;
+                    if ((grown = sparcl__array_grow_capped((void **)&t->bits, &cap_b,
+                                                           (t->n_masks + 1) * words,
+                                                           sizeof *t->bits, &used, limit)) != 1)
+                        goto grow_failed;
                     memcpy(t->bits + t->n_masks * words, tile, sizeof *tile * (size_t)words);
                     t->mask[t->nnz] = (int32_t)t->n_masks++;
                 }
@@ -184,6 +226,14 @@ too_big:
     sparcl__tiling_free(t);
     return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                         "layout needs more than 2^31 tiles at BLOCK_M %d x BLOCK_N %d", tm, tn);
+grow_failed:
+    if (grown < 0) {
+        free(cand);
+        free(stamp);
+        free(tile);
+        sparcl__tiling_free(t);
+        return sparcl__mem_over_host(ctx, what, used);
+    }
 oom:
     free(cand);
     free(stamp);

@@ -13,16 +13,21 @@
 #include "error.h"
 #include "hash.h"
 #include "kernel_registry.h"
+#include "plan.h"
 #include "program.h"
 #include "struct_size.h"
 #include "tuning.h"
 
 static sparcl_status find(sparcl_ctx *ctx, const char *kernel, const sparcl__kernel_schema **out)
 {
+    if (!kernel) {
+        *out = NULL;
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "kernel is NULL");
+    }
     *out = sparcl__kernel_schema_find(kernel);
     if (!*out)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "unknown kernel family \"%s\"",
-                            kernel ? kernel : "(null)");
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "unknown kernel family \"%.64s\"",
+                            kernel);
     return SPARCL_OK;
 }
 
@@ -100,6 +105,8 @@ SPARCL_API sparcl_status sparcl_kernel_check_params(sparcl_ctx *ctx, const char 
     const sparcl__kernel_schema *schema = NULL;
     sparcl_plan_desc copy;
     sparcl_status st = check_args(ctx, kernel, desc, params, &schema, &copy);
+    if (st == SPARCL_OK)
+        st = sparcl__params_valid(ctx, params, "params");
     if (st != SPARCL_OK)
         return st;
     desc = &copy;
@@ -265,8 +272,9 @@ SPARCL_API sparcl_status sparcl_tuning_problem_init(sparcl_ctx *ctx, sparcl_tuni
     if ((st = sparcl__plan_desc_read(ctx, desc, &copy)) != SPARCL_OK)
         return st;
     desc = &copy;
-    if (desc->q_len < 1 || desc->kv_len < 1)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "q_len and kv_len must be >= 1");
+    /* The problem of a descriptor no plan accepts is meaningless. */
+    if ((st = sparcl__plan_desc_check(ctx, desc)) != SPARCL_OK)
+        return st;
     char hash[17];
     if ((st = sparcl__kernel_hash(ctx, schema, hash)) != SPARCL_OK)
         return st;

@@ -27,6 +27,7 @@
 
 #include "ctx.h"
 #include "error.h"
+#include "params.h"
 #include "text_file.h"
 #include "tuning.h"
 #include "tuning_db.h"
@@ -416,6 +417,33 @@ static sparcl_status check_handle(sparcl_tuning_db *db, const void *a, const voi
     return SPARCL_OK;
 }
 
+/* The text fields of a row key must end within their arrays: they are
+ * bound as C strings. */
+static sparcl_status check_key(sparcl_tuning_db *db, const sparcl_device_info *d,
+                               const sparcl_tuning_problem *p)
+{
+    const struct {
+        const char *text;
+        size_t cap;
+        const char *name;
+    } fields[] = {{d->platform, sizeof d->platform, "device platform"},
+                  {d->vendor, sizeof d->vendor, "device vendor"},
+                  {d->name, sizeof d->name, "device name"},
+                  {d->driver, sizeof d->driver, "device driver"},
+                  {d->version, sizeof d->version, "device version"},
+                  {d->type, sizeof d->type, "device type"},
+                  {p->kernel, sizeof p->kernel, "problem kernel"},
+                  {p->kernel_hash, sizeof p->kernel_hash, "problem kernel_hash"},
+                  {p->dtype, sizeof p->dtype, "problem dtype"},
+                  {p->pattern, sizeof p->pattern, "problem pattern"}};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; ++i)
+        if (strnlen(fields[i].text, fields[i].cap) == fields[i].cap)
+            return sparcl__fail(db->ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                                "%s is not NUL-terminated within its %zu bytes", fields[i].name,
+                                fields[i].cap);
+    return SPARCL_OK;
+}
+
 SPARCL_API const char *sparcl_tuning_status_string(sparcl_tuning_status s)
 {
     static const char *names[] = {"ok",    "invalid", "build_error", "launch_error",
@@ -484,6 +512,14 @@ SPARCL_API sparcl_status sparcl_tuning_db_record(sparcl_tuning_db *db,
                                                  const sparcl_tuning_result *r)
 {
     sparcl_status st = check_handle(db, device, problem, r);
+    if (st == SPARCL_OK)
+        st = check_key(db, device, problem);
+    if (st == SPARCL_OK)
+        st = sparcl__params_valid(db->ctx, &r->params, "result params");
+    if (st == SPARCL_OK && strnlen(r->message, sizeof r->message) == sizeof r->message)
+        st = sparcl__fail(db->ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                          "result message is not NUL-terminated within its %zu bytes",
+                          sizeof r->message);
     if (st == SPARCL_OK)
         st = check_result(db, r);
     if (st != SPARCL_OK)
@@ -586,6 +622,10 @@ static sparcl_status find_or_best(sparcl_tuning_db *db, const sparcl_device_info
     sparcl_status st = check_handle(db, device, problem, out);
     if (st == SPARCL_OK)
         st = check_handle(db, found, found, found);
+    if (st == SPARCL_OK)
+        st = check_key(db, device, problem);
+    if (st == SPARCL_OK && params)
+        st = sparcl__params_valid(db->ctx, params, "params");
     if (st != SPARCL_OK)
         return st;
     static const char find_sql[] = "SELECT " RESULT_COLUMNS " FROM evaluation_flat WHERE " KEY_WHERE
@@ -620,6 +660,8 @@ SPARCL_API sparcl_status sparcl_tuning_db_count(sparcl_tuning_db *db,
                                                 int64_t *count)
 {
     sparcl_status st = check_handle(db, device, problem, count);
+    if (st == SPARCL_OK)
+        st = check_key(db, device, problem);
     if (st != SPARCL_OK)
         return st;
     sqlite3_stmt *s = NULL;

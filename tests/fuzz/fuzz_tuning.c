@@ -4,9 +4,14 @@
  * scratch database with SQL (device fields, kernel hash, problem sizes,
  * timings and a params JSON that may name unknown parameters, carry huge,
  * fractional, string, nested or null values, or be arbitrary valid JSON),
- * then the lookup runs.  It must never crash, and whatever it returns from
- * the database must be a valid parameter set for the problem and device.
+ * then one more row goes through the public sparcl_tuning_db_record() with
+ * fuzzed fields (device and problem strings that may lack a NUL, any
+ * params count, raw parameter names, status, timings, runs, message), and
+ * the lookup runs.  It must never crash; a recorded row must have had
+ * readable fields; and whatever the lookup returns from the database must
+ * be a valid parameter set for the problem and device.
  */
+#include <math.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +36,7 @@ static sqlite3 *raw;
 static sparcl_device_info device;
 static sparcl_tuning_problem problem;
 static sparcl_plan_desc desc;
+static sparcl_tuning_db *handle; /* the public write path, same file */
 
 static void setup(void)
 {
@@ -39,9 +45,7 @@ static void setup(void)
     CHECK(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/tuning.db", dir);
     CHECK(sparcl_ctx_init(&ctx) == SPARCL_OK);
-    sparcl_tuning_db *db = NULL;
-    CHECK(sparcl_tuning_db_init(NULL, &db, path, SPARCL_TUNING_DB_WRITE) == SPARCL_OK);
-    sparcl_tuning_db_free(db);
+    CHECK(sparcl_tuning_db_init(NULL, &handle, path, SPARCL_TUNING_DB_WRITE) == SPARCL_OK);
     CHECK(sqlite3_open(path, &raw) == SQLITE_OK);
     CHECK(sqlite3_exec(raw, "PRAGMA synchronous = OFF", NULL, NULL, NULL) == SQLITE_OK);
     CHECK(sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_USER, path) == SPARCL_OK);
@@ -85,6 +89,69 @@ static void make_params(fuzz_input *in, char *buf, size_t size)
     }
     size_t n = strlen(buf);
     snprintf(buf + n, size - n, "}");
+}
+
+static int terminated(const char *s, size_t n)
+{
+    return memchr(s, '\0', n) != NULL;
+}
+
+/* One evaluation through sparcl_tuning_db_record() with fuzzed fields. */
+static void record_fuzzed(fuzz_input *in)
+{
+    sparcl_device_info dev = device;
+    sparcl_tuning_problem prob = problem;
+    sparcl_tuning_result res;
+    memset(&res, 0, sizeof res);
+    if (fuzz_range(in, 0, 3) == 0)
+        fuzz_text(in, dev.name, sizeof dev.name, device.name);
+    if (fuzz_range(in, 0, 3) == 0)
+        fuzz_text(in, dev.type, sizeof dev.type, device.type);
+    if (fuzz_range(in, 0, 3) == 0)
+        fuzz_text(in, prob.kernel_hash, sizeof prob.kernel_hash, problem.kernel_hash);
+    if (fuzz_range(in, 0, 3) == 0)
+        fuzz_text(in, prob.pattern, sizeof prob.pattern, "dense");
+    if (fuzz_range(in, 0, 3) == 0)
+        prob.q_len = fuzz_int(in);
+    if (fuzz_range(in, 0, 1)) {
+        fuzz_bytes(in, &res.params, sizeof res.params);
+        if (fuzz_range(in, 0, 1))
+            res.params.count = fuzz_range(in, -1, SPARCL_PARAMS_MAX + 1);
+    } else {
+        CHECK(sparcl_kernel_default_params(ctx, "attn_fwd", &desc, &res.params) == SPARCL_OK);
+        if (fuzz_range(in, 0, 1))
+            fuzz_text(in, res.params.item[fuzz_range(in, 0, res.params.count - 1)].name,
+                      SPARCL_PARAM_NAME_MAX, "VEC");
+    }
+    res.status = (sparcl_tuning_status)fuzz_range(in, -2, 100);
+    const double ms[] = {1.0, 0.0, -5.0, 1e308, NAN, -INFINITY, INFINITY};
+    res.median_ms = ms[fuzz_range(in, 0, 6)];
+    res.min_ms = ms[fuzz_range(in, 0, 6)];
+    res.max_ms = ms[fuzz_range(in, 0, 6)];
+    res.max_err = ms[fuzz_range(in, 0, 6)];
+    res.runs = fuzz_int(in);
+    fuzz_text(in, res.message, sizeof res.message, "");
+    sparcl_status st = sparcl_tuning_db_record(handle, &dev, &prob, &res);
+    const int key_ok = terminated(dev.name, sizeof dev.name) &&
+                       terminated(dev.type, sizeof dev.type) &&
+                       terminated(prob.kernel_hash, sizeof prob.kernel_hash) &&
+                       terminated(prob.pattern, sizeof prob.pattern);
+    if (st == SPARCL_OK) {
+        CHECK(key_ok && terminated(res.message, sizeof res.message));
+        CHECK(res.params.count >= 0 && res.params.count <= SPARCL_PARAMS_MAX);
+        for (int i = 0; i < res.params.count; ++i)
+            CHECK(terminated(res.params.item[i].name, SPARCL_PARAM_NAME_MAX));
+    }
+    sparcl_tuning_result back;
+    int found = 0;
+    int64_t count = 0;
+    st = sparcl_tuning_db_find(handle, &dev, &prob, &res.params, &back, &found);
+    CHECK(st != SPARCL_OK || !found || terminated(back.message, sizeof back.message));
+    st = sparcl_tuning_db_count(handle, &dev, &prob, &count);
+    CHECK(key_ok || st == SPARCL_ERR_INVALID_ARGUMENT);
+    st = sparcl_tuning_db_best(handle, &dev, &prob, &back, &found);
+    CHECK(st != SPARCL_OK || !found ||
+          (back.params.count >= 0 && back.params.count <= SPARCL_PARAMS_MAX));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -143,6 +210,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         sqlite3_clear_bindings(st);
     }
     sqlite3_finalize(st);
+    record_fuzzed(&in);
 
     sparcl_params params;
     sparcl_param_source source;
