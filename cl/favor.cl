@@ -1,6 +1,6 @@
 /*
  * favor.cl -- the elementwise parts and the causal prefix of Performer
- * FAVOR+ attention (src/favor.c).  The matrix products (the feature
+ * FAVOR+ attention (src/plan/favor.c).  The matrix products (the feature
  * projection, phi(K)^T [V 1], phi(Q) times that) run in CLBlast; these
  * kernels turn projections into positive features, append the ones column
  * that makes the normalizer ride along with the values, sum chunk states

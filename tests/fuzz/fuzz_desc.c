@@ -12,11 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "attention_kinds.h"
+#include "plan/attention_kinds.h"
 #include "fuzz_input.h"
-#include "layout.h"
-#include "params.h"
-#include "plan.h"
+#include "layout/layout.h"
+#include "kernels/params.h"
+#include "plan/plan.h"
 #include "sparcl.h"
 
 #define CHECK(c)                                                                             \

@@ -8,9 +8,9 @@
 #include <stdlib.h>
 
 #include "fuzz_input.h"
-#include "layout.h"
+#include "layout/layout.h"
 #include "sparcl.h"
-#include "tiling.h"
+#include "layout/tiling.h"
 
 #define CHECK(c)                                                                             \
     do {                                                                                     \

@@ -18,12 +18,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ctx.h"
+#include "runtime/ctx.h"
 #include "fuzz_input.h"
-#include "kernel_registry.h"
-#include "params.h"
+#include "kernels/kernel_registry.h"
+#include "kernels/params.h"
 #include "sparcl.h"
-#include "tuning_lookup.h"
+#include "tuning/tuning_lookup.h"
 
 #define CHECK(c)                                                                             \
     do {                                                                                     \

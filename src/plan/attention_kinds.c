@@ -1,0 +1,66 @@
+/*
+ * attention_kinds.c -- the registry of attention kinds: validation of the
+ * normalization and attention-kind fields of a plan descriptor, the mapping
+ * of alpha to the attn_entmax solver, and the choice of the kind's table.
+ * Kept apart from plan.c so that a kind adds a rule here, not a branch
+ * there.
+ */
+#include <math.h>
+
+#include "plan/attention_kinds.h"
+#include "kernels/params.h"
+#include "runtime/error.h"
+
+sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
+{
+#define BAD(...) sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, __VA_ARGS__)
+#define UNSUPPORTED(...) sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED, __VA_ARGS__)
+    if (d->normalization < SPARCL_NORMALIZATION_SOFTMAX ||
+        d->normalization > SPARCL_NORMALIZATION_ENTMAX)
+        return BAD("normalization %d is not a sparcl_normalization", d->normalization);
+    if (d->normalization == SPARCL_NORMALIZATION_ENTMAX && !(d->alpha > 1.0f && d->alpha <= 2.0f))
+        return BAD("alpha %g must be in (1, 2] for entmax", (double)d->alpha);
+    switch (d->attention) {
+    case SPARCL_ATTENTION_EXACT: return SPARCL_OK;
+    case SPARCL_ATTENTION_FAVOR:
+        if (d->features < 1 || d->features > SPARCL_MAX_FEATURES)
+            return BAD("features %d must be in [1, %d] for FAVOR+", d->features,
+                       SPARCL_MAX_FEATURES);
+        if (d->normalization != SPARCL_NORMALIZATION_SOFTMAX)
+            return UNSUPPORTED("FAVOR+ approximates softmax; normalization %d is not supported",
+                               d->normalization);
+        if (d->layout)
+            return UNSUPPORTED("FAVOR+ attends to every key; a layout is not supported");
+        if (d->causal && d->q_len != d->kv_len)
+            return UNSUPPORTED("causal FAVOR+ needs q_len %d == kv_len %d", d->q_len, d->kv_len);
+        return SPARCL_OK;
+    case SPARCL_ATTENTION_LINFORMER:
+        if (d->proj_len < 1 || d->proj_len > d->kv_len)
+            return BAD("proj_len %d must be in [1, kv_len %d] for Linformer", d->proj_len,
+                       d->kv_len);
+        if (d->causal)
+            return UNSUPPORTED("causal Linformer is not supported (projections mix all "
+                               "positions)");
+        if (d->layout)
+            return UNSUPPORTED("Linformer attends to projected keys; a layout is not "
+                               "supported");
+        return SPARCL_OK;
+    default: return BAD("attention %d is not a sparcl_attention_kind", d->attention);
+    }
+#undef BAD
+#undef UNSUPPORTED
+}
+
+const sparcl__kind_ops *sparcl__kind_select(const sparcl_plan_desc *d, const sparcl__pset *params)
+{
+    float alpha;
+    if (d->attention == SPARCL_ATTENTION_FAVOR)
+        return &sparcl__kind_favor;
+    if (d->attention == SPARCL_ATTENTION_LINFORMER)
+        return &sparcl__kind_linformer;
+    if (sparcl__entmax_norm(d, &alpha))
+        return &sparcl__kind_entmax;
+    if (params && params->v[SPARCL__P_ALGO] == 1)
+        return &sparcl__kind_dense;
+    return &sparcl__kind_fused;
+}

@@ -1,0 +1,33 @@
+/*
+ * attention_kinds.h -- the registry of attention kinds: the validation of
+ * the descriptor fields that choose one, and the choice itself.  Each kind
+ * (fused softmax, sparse normalizations, the CLBlast dense path, FAVOR+,
+ * Linformer) is one table of operations (plan_api.h) in its own file; plan.c
+ * knows them only through this registry.  A new kind adds its table here
+ * and a rule to sparcl__kind_select.
+ */
+#ifndef SPARCL_ATTENTION_KINDS_H
+#define SPARCL_ATTENTION_KINDS_H
+
+#include "plan/plan_api.h"
+#include "sparcl.h"
+
+/* Checks the normalization and attention-kind fields of a descriptor whose
+ * shapes are already valid: SPARCL_ERR_INVALID_ARGUMENT for out-of-range
+ * values, SPARCL_ERR_NOT_SUPPORTED for combinations not implemented. */
+sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d);
+
+/* The tables of the attention kinds (plan_api.h). */
+extern const sparcl__kind_ops sparcl__kind_fused;     /* kind_fused.c: softmax */
+extern const sparcl__kind_ops sparcl__kind_entmax;    /* kind_fused.c: sparsemax, entmax */
+extern const sparcl__kind_ops sparcl__kind_dense;     /* dense_path.c: ALGO=1 */
+extern const sparcl__kind_ops sparcl__kind_favor;     /* favor.c */
+extern const sparcl__kind_ops sparcl__kind_linformer; /* linformer.c */
+#define SPARCL__KIND_COUNT 5
+
+/* The kind that runs `d`.  params: the choice from the family of the kind
+ * selected with params NULL (a tuned parameter may pick another kind of the
+ * same family, e.g. ALGO=1 the dense path). */
+const sparcl__kind_ops *sparcl__kind_select(const sparcl_plan_desc *d, const sparcl__pset *params);
+
+#endif

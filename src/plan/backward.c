@@ -1,0 +1,296 @@
+/*
+ * backward.c -- the backward pass of softmax attention over a tiled layout
+ * (the fused softmax and dense path kinds): its lazily built resources
+ * (parameters from the attn_bwd family, the tiling at the backward's own
+ * tile and its column view, three kernels) and the dispatch of
+ * attn_bwd_pre -> attn_bwd_dq, attn_bwd_dkv (cl/attn_bwd.cl).
+ *
+ * The resources live in the kind's sparcl__tiled (t->bwd), created on the
+ * first backward call or by sparcl_plan_prepare_backward(), under its lock.  Per call the
+ * only allocation is the D workspace (one float per query row), released
+ * right after enqueueing: OpenCL keeps it alive until the kernels finish,
+ * and a per-call buffer lets several threads run one plan at once.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/ctx.h"
+#include "runtime/error.h"
+#include "plan/kernel_build.h"
+#include "kernels/kernel_registry.h"
+#include "plan/plan_tiles.h"
+#include "layout/tiling_transpose.h"
+#include "tuning/tuning_lookup.h"
+
+struct sparcl__plan_bwd {
+    sparcl_params params;
+    sparcl_param_source source;
+    cl_kernel pre, dq, dkv;
+    /* Row lists (dq), column lists (dkv), and the mask bits both index. */
+    cl_mem row_ptr, row_col, row_mask, col_ptr, col_row, col_mask, mask_bits;
+    int layout_heads, ntr, ntc, wg_size;
+    size_t bytes; /* device bytes of the arrays above */
+};
+
+void sparcl__plan_bwd_free(struct sparcl__plan_bwd *b)
+{
+    if (!b)
+        return;
+    cl_kernel ks[3] = {b->pre, b->dq, b->dkv};
+    for (int i = 0; i < 3; ++i)
+        if (ks[i])
+            clReleaseKernel(ks[i]);
+    cl_mem ms[7] = {b->row_ptr, b->row_col,  b->row_mask, b->col_ptr,
+                    b->col_row, b->col_mask, b->mask_bits};
+    for (int i = 0; i < 7; ++i)
+        if (ms[i])
+            clReleaseMemObject(ms[i]);
+    free(b);
+}
+
+size_t sparcl__plan_bwd_bytes(const struct sparcl__plan_bwd *b)
+{
+    return b ? b->bytes : 0;
+}
+
+/* Uploads the tile lists of both views and the mask bits. */
+static sparcl_status upload_tiling(sparcl_ctx *ctx, struct sparcl__plan_bwd *b,
+                                   const sparcl__tiling *t, const sparcl__tiling_cols *c)
+{
+    const size_t nnz = (size_t)t->nnz;
+    const struct {
+        cl_mem *m;
+        const void *data;
+        size_t bytes;
+    } arrays[7] = {
+        {&b->row_ptr, t->ptr, sizeof *t->ptr * (size_t)t->heads * (t->ntr + 1)},
+        {&b->row_col, t->col, sizeof *t->col * nnz},
+        {&b->row_mask, t->mask, sizeof *t->mask * nnz},
+        {&b->col_ptr, c->ptr, sizeof *c->ptr * (size_t)c->heads * (c->ntc + 1)},
+        {&b->col_row, c->row, sizeof *c->row * nnz},
+        {&b->col_mask, c->mask, sizeof *c->mask * nnz},
+        {&b->mask_bits, t->bits, sizeof *t->bits * (size_t)t->n_masks * t->tm * t->mw},
+    };
+    sparcl_status st = SPARCL_OK;
+    for (int i = 0; i < 7 && st == SPARCL_OK; ++i)
+        st = sparcl__upload(ctx, arrays[i].m, arrays[i].data, arrays[i].bytes, &b->bytes);
+    return st;
+}
+
+/* Builds the backward resources from the checked parameters `ps`.  Caller
+ * holds t->lock. */
+static sparcl_status build_with(sparcl__tiled *t, const sparcl__pset *ps,
+                                sparcl_param_source source, struct sparcl__plan_bwd **out)
+{
+    *out = NULL;
+    const sparcl__plan_view *v = t->view;
+    sparcl_ctx *ctx = v->ctx;
+    const sparcl__kernel_schema *schema = &sparcl__schema_attn_bwd;
+    const sparcl__problem prob = sparcl__problem_from_desc(&v->desc);
+    struct sparcl__plan_bwd *b = calloc(1, sizeof *b);
+    if (!b)
+        return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate the backward");
+    sparcl__pset_to_params(schema, ps, &b->params);
+    b->source = source;
+    b->wg_size = ps->v[SPARCL__P_WG_SIZE];
+    sparcl__tiling g;
+    sparcl__tiling_cols c;
+    sparcl_status st =
+        sparcl__tiling_build(ctx, t->layout, v->desc.q_len, v->desc.kv_len, v->desc.causal,
+                             ps->v[SPARCL__P_BLOCK_M], ps->v[SPARCL__P_BLOCK_N], &g);
+    if (st == SPARCL_OK) {
+        st = sparcl__tiling_transpose(ctx, &g, &c);
+        if (st == SPARCL_OK) {
+            b->layout_heads = g.heads;
+            b->ntr = g.ntr;
+            b->ntc = g.ntc;
+            st = upload_tiling(ctx, b, &g, &c);
+            sparcl__tiling_cols_free(&c);
+        }
+        sparcl__tiling_free(&g);
+    }
+    static const char *const names[3] = {"attn_bwd_pre", "attn_bwd_dq", "attn_bwd_dkv"};
+    cl_kernel ks[3] = {NULL, NULL, NULL};
+    if (st == SPARCL_OK)
+        st = sparcl__family_kernels(ctx, schema, &prob, ps, 3, names, ks);
+    b->pre = ks[0];
+    b->dq = ks[1];
+    b->dkv = ks[2];
+    if (st != SPARCL_OK) {
+        sparcl__plan_bwd_free(b);
+        return st;
+    }
+    *out = b;
+    return SPARCL_OK;
+}
+
+/* Chooses the parameters as plans do (override, tuning databases, built-in
+ * defaults; kernel_build.h) and builds.  Caller holds t->lock. */
+static sparcl_status build(sparcl__tiled *t, const sparcl_params *override,
+                           struct sparcl__plan_bwd **out)
+{
+    sparcl_ctx *ctx = t->view->ctx;
+    sparcl_plan_desc d = t->view->desc;
+    d.layout = t->layout; /* the lookup keys rows by pattern and density */
+    d.params = override;
+    sparcl__pset ps;
+    sparcl_param_source source;
+    char origin[SPARCL__ORIGIN_MAX];
+    sparcl_status st = sparcl__family_choose(ctx, &sparcl__schema_attn_bwd, &d, 0, &ps, &source,
+                                             origin, sizeof origin);
+    if (st == SPARCL_OK)
+        st = build_with(t, &ps, source, out);
+    if (st != SPARCL_OK && source == SPARCL_PARAMS_DATABASE) {
+        /* A tuned row is a hint: if it cannot run here, the defaults can. */
+        sparcl__log(ctx, SPARCL_LOG_WARNING,
+                    "tuned backward parameters from %s failed (%s); using the built-in defaults",
+                    origin, sparcl_ctx_errmsg(ctx));
+        st = sparcl__family_choose(ctx, &sparcl__schema_attn_bwd, &d, 1, &ps, &source, origin,
+                                   sizeof origin);
+        if (st == SPARCL_OK)
+            st = build_with(t, &ps, SPARCL_PARAMS_DEFAULT, out);
+    }
+    return st;
+}
+
+sparcl_status sparcl__tiled_prepare_backward(void *state, const sparcl_params *override,
+                                             sparcl_params *params, sparcl_param_source *source)
+{
+    sparcl__tiled *t = state;
+    pthread_mutex_lock(&t->lock);
+    sparcl_status st = SPARCL_OK;
+    if (override || !t->bwd) {
+        struct sparcl__plan_bwd *b;
+        st = build(t, override, &b);
+        if (st == SPARCL_OK) {
+            sparcl__plan_bwd_free(t->bwd);
+            t->bwd = b;
+            t->bwd_bytes = sparcl__plan_bwd_bytes(b);
+        }
+    }
+    if (st == SPARCL_OK && params)
+        *params = t->bwd->params;
+    if (st == SPARCL_OK && source)
+        *source = t->bwd->source;
+    pthread_mutex_unlock(&t->lock);
+    return st;
+}
+
+/* Sets `n` arguments from `sizes`/`values` starting at index *at. */
+static cl_int set_args(cl_kernel k, cl_uint *at, int n, const size_t *sizes,
+                       const void *const *values)
+{
+    cl_int err = CL_SUCCESS;
+    for (int i = 0; i < n; ++i)
+        err |= clSetKernelArg(k, (*at)++, sizes[i], values[i]);
+    return err;
+}
+
+/* Arguments of the two main kernels: the tensors, the tile lists, the
+ * shapes, the scale and the strides.  Only the tensor list and the tile
+ * lists differ between attn_bwd_dq and attn_bwd_dkv. */
+static cl_int set_main_args(const sparcl__tiled *t, cl_kernel kn, const sparcl__bwd_call *a,
+                            cl_mem dsum, const cl_mem *lists, int n_tiles, const cl_long *strides,
+                            int dkv)
+{
+    const struct sparcl__plan_bwd *b = t->bwd;
+    const sparcl_plan_desc *d = &t->view->desc;
+    const cl_int group = d->q_heads / d->kv_heads;
+    const cl_float scale = t->view->scale;
+    const cl_mem mems[8] = {a->q, a->k, a->v, a->dout, a->lse, dsum, dkv ? a->dk : a->dq, a->dv};
+    const int n_out = dkv ? 8 : 7;
+    cl_uint at = 0;
+    cl_int err = CL_SUCCESS;
+    for (int i = 0; i < n_out; ++i)
+        err |= clSetKernelArg(kn, at++, sizeof(cl_mem), &mems[i]);
+    for (int i = 0; i < 3; ++i)
+        err |= clSetKernelArg(kn, at++, sizeof(cl_mem), &lists[i]);
+    err |= clSetKernelArg(kn, at++, sizeof(cl_mem), &b->mask_bits);
+    const size_t sizes[7] = {sizeof(cl_int), sizeof(cl_int), sizeof(cl_int),  sizeof(cl_int),
+                             sizeof(cl_int), sizeof(cl_int), sizeof(cl_float)};
+    const void *const values[7] = {&d->q_len,        &d->kv_len, &d->q_heads, &group,
+                                   &b->layout_heads, &n_tiles,   &scale};
+    err |= set_args(kn, &at, 7, sizes, values);
+    for (int s = 0; s < 12; ++s)
+        err |= clSetKernelArg(kn, at++, sizeof(cl_long), &strides[s]);
+    return err;
+}
+
+/* Enqueues the three kernels; caller holds t->lock and t->bwd is built. */
+static sparcl_status enqueue(const sparcl__tiled *t, const sparcl__bwd_call *a, cl_mem dsum)
+{
+    const struct sparcl__plan_bwd *b = t->bwd;
+    const sparcl_plan_desc *d = &t->view->desc;
+    const sparcl_strides *ts = a->ts;
+    cl_command_queue queue = a->queue;
+    const cl_uint num_wait = a->num_wait;
+    const cl_event *wait = a->wait;
+    cl_event *event = a->event;
+    cl_long strides[12];
+    for (int t = 0; t < 4; ++t) {
+        strides[3 * t] = ts[t].batch;
+        strides[3 * t + 1] = ts[t].head;
+        strides[3 * t + 2] = ts[t].seq;
+    }
+    cl_uint at = 0;
+    const size_t pre_sizes[8] = {sizeof(cl_mem), sizeof(cl_mem),  sizeof(cl_mem),  sizeof(cl_int),
+                                 sizeof(cl_int), sizeof(cl_long), sizeof(cl_long), sizeof(cl_long)};
+    const void *const pre_values[8] = {&a->out,     &a->dout,    &dsum,        &d->q_len,
+                                       &d->q_heads, &strides[9], &strides[10], &strides[11]};
+    const cl_mem row_lists[3] = {b->row_ptr, b->row_col, b->row_mask};
+    const cl_mem col_lists[3] = {b->col_ptr, b->col_row, b->col_mask};
+    cl_int err = set_args(b->pre, &at, 8, pre_sizes, pre_values);
+    err |= set_main_args(t, b->dq, a, dsum, row_lists, b->ntr, strides, 0);
+    err |= set_main_args(t, b->dkv, a, dsum, col_lists, b->ntc, strides, 1);
+    if (err != CL_SUCCESS)
+        return sparcl__fail_cl(t->view->ctx, err, "clSetKernelArg(attn_bwd)");
+
+    const size_t wg = (size_t)b->wg_size;
+    const size_t pre_global[3] = {(size_t)d->q_len, (size_t)d->q_heads, (size_t)d->batch};
+    const size_t dq_global[3] = {(size_t)b->ntr * wg, (size_t)d->q_heads, (size_t)d->batch};
+    const size_t dkv_global[3] = {(size_t)b->ntc * wg, (size_t)d->kv_heads, (size_t)d->batch};
+    const size_t local[3] = {wg, 1, 1};
+    cl_event ev_pre = NULL, ev_main[2] = {NULL, NULL};
+    /* Explicit dependencies keep the order right on out-of-order queues. */
+    err = clEnqueueNDRangeKernel(queue, b->pre, 3, NULL, pre_global, NULL, num_wait, wait, &ev_pre);
+    if (err == CL_SUCCESS)
+        err = clEnqueueNDRangeKernel(queue, b->dq, 3, NULL, dq_global, local, 1, &ev_pre,
+                                     &ev_main[0]);
+    if (err == CL_SUCCESS)
+        err = clEnqueueNDRangeKernel(queue, b->dkv, 3, NULL, dkv_global, local, 1, &ev_pre,
+                                     &ev_main[1]);
+    if (err == CL_SUCCESS && event)
+        err = clEnqueueMarkerWithWaitList(queue, 2, ev_main, event);
+    if (ev_pre)
+        clReleaseEvent(ev_pre);
+    for (int i = 0; i < 2; ++i)
+        if (ev_main[i])
+            clReleaseEvent(ev_main[i]);
+    if (err != CL_SUCCESS)
+        return sparcl__fail_cl(t->view->ctx, err, "clEnqueueNDRangeKernel(attn_bwd)");
+    return SPARCL_OK;
+}
+
+sparcl_status sparcl__tiled_backward(void *state, const sparcl__bwd_call *c)
+{
+    sparcl__tiled *t = state;
+    const sparcl_plan_desc *d = &t->view->desc;
+    sparcl_ctx *ctx = t->view->ctx;
+    cl_int err;
+    cl_mem dsum =
+        clCreateBuffer(ctx->context, CL_MEM_READ_WRITE,
+                       sizeof(cl_float) * (size_t)d->batch * d->q_heads * d->q_len, NULL, &err);
+    if (!dsum)
+        return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY,
+                            "cannot allocate the backward's row workspace (%s)",
+                            sparcl__cl_error_name(err));
+    sparcl_status st = SPARCL_OK;
+    pthread_mutex_lock(&t->lock);
+    if (!t->bwd && (st = build(t, NULL, &t->bwd)) == SPARCL_OK)
+        t->bwd_bytes = sparcl__plan_bwd_bytes(t->bwd);
+    if (st == SPARCL_OK)
+        st = enqueue(t, c, dsum);
+    pthread_mutex_unlock(&t->lock);
+    clReleaseMemObject(dsum); /* deferred by OpenCL until the kernels are done */
+    return st;
+}

@@ -1,0 +1,384 @@
+/*
+ * favor.c -- Performer FAVOR+ plans: softmax attention approximated with
+ * positive orthogonal random features, in O(N m D) instead of O(N^2 D).
+ *
+ * The plan owns the features (m x D, drawn from a seed, redrawn on demand)
+ * and the small kernels of cl/favor.cl; every product runs in CLBlast.  A
+ * forward call, per batch and head:
+ *   phi(Q), phi(K)   CLBlast x . W^T, then favor_phi (exp, stabilization)
+ *   [V 1]            favor_augment: the ones column makes the normalizer
+ *                    phi(Q) . sum_j phi(k_j) ride along with the values
+ *   non-causal       S = phi(K)^T [V 1] (m x (D+1)), O = phi(Q) S
+ *   causal           chunks of CHUNK rows: chunk states phi(K_c)^T [V_c 1],
+ *                    exclusive prefix over chunks (favor_prefix), then
+ *                    O_c = phi(Q_c) S_<c + mask(phi(Q_c) phi(K_c)^T) [V_c 1]
+ *   out              favor_finish divides by the last column.
+ * Scratch buffers are allocated per call (released once the work is done),
+ * so calls never share state; the kernels' arguments are guarded by the
+ * plan's lock.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "plan/attention_kinds.h"
+#include "runtime/ctx.h"
+#include "runtime/error.h"
+#include "runtime/gemm.h"
+#include "plan/kernel_build.h"
+#include "kernels/kernel_registry.h"
+#include "runtime/random.h"
+
+/* Causal chunk length: intra-chunk work is O(N CHUNK (m + D)), the rest
+ * O(N m D), so a chunk near m balances the two. */
+#define CHUNK 64
+
+enum { K_PHI, K_HEAD_MAX, K_AUGMENT, K_PREFIX, K_MASK, K_FINISH, K_COUNT };
+/* The family: fixed kernels, no tuned parameters (every product is
+ * CLBlast's). */
+static const sparcl__kernel_decl kernels[K_COUNT] = {
+    {"favor_phi", 0},    {"favor_head_max", 0},    {"favor_augment", 0},
+    {"favor_prefix", 0}, {"favor_causal_mask", 0}, {"favor_finish", 0}};
+static const sparcl__program_decl programs[] = {{"favor.cl", kernels, K_COUNT}};
+const sparcl__kernel_schema sparcl__schema_favor = {
+    .name = "favor",
+    .programs = programs,
+    .n_programs = 1,
+};
+
+struct sparcl__favor {
+    const sparcl__plan_view *view;
+    pthread_mutex_t lock; /* guards the kernels' arguments */
+    cl_mem omega;         /* features x head_dim */
+    size_t bytes;
+    cl_kernel kernel[K_COUNT];
+};
+
+static void favor_free(void *state)
+{
+    struct sparcl__favor *f = state;
+    if (!f)
+        return;
+    if (f->omega)
+        clReleaseMemObject(f->omega);
+    for (int i = 0; i < K_COUNT; ++i)
+        if (f->kernel[i])
+            clReleaseKernel(f->kernel[i]);
+    pthread_mutex_destroy(&f->lock);
+    free(f);
+}
+
+static size_t favor_bytes(const void *state)
+{
+    return ((const struct sparcl__favor *)state)->bytes;
+}
+
+/* Positive orthogonal random features (Choromanski et al. 2020): blocks of
+ * dim rows, each block an orthonormalized Gaussian matrix (modified
+ * Gram-Schmidt in double), every row then scaled by the norm of an
+ * independent Gaussian vector so that rows are marginally Gaussian. */
+static int draw_features(float *omega, int m, int dim, uint64_t seed)
+{
+    sparcl__rng r;
+    sparcl__rng_seed(&r, seed);
+    double *blk = malloc(sizeof *blk * (size_t)dim * (size_t)dim);
+    if (!blk)
+        return 0;
+    for (int r0 = 0; r0 < m; r0 += dim) {
+        for (int i = 0; i < dim * dim; ++i)
+            blk[i] = sparcl__rng_normal(&r);
+        for (int i = 0; i < dim; ++i) {
+            double *a = blk + (size_t)i * dim;
+            for (int j = 0; j < i; ++j) {
+                const double *e = blk + (size_t)j * dim;
+                double dot = 0.0;
+                for (int x = 0; x < dim; ++x)
+                    dot += a[x] * e[x];
+                for (int x = 0; x < dim; ++x)
+                    a[x] -= dot * e[x];
+            }
+            double n2 = 0.0;
+            for (int x = 0; x < dim; ++x)
+                n2 += a[x] * a[x];
+            const double inv = 1.0 / sqrt(n2);
+            for (int x = 0; x < dim; ++x)
+                a[x] *= inv;
+        }
+        for (int i = 0; i < dim && r0 + i < m; ++i) {
+            double n2 = 0.0;
+            for (int x = 0; x < dim; ++x) {
+                const double g = sparcl__rng_normal(&r);
+                n2 += g * g;
+            }
+            const double norm = sqrt(n2);
+            for (int x = 0; x < dim; ++x)
+                omega[(size_t)(r0 + i) * dim + x] = (float)(norm * blk[(size_t)i * dim + x]);
+        }
+    }
+    free(blk);
+    return 1;
+}
+
+static sparcl_status favor_redraw(void *state, uint64_t seed)
+{
+    struct sparcl__favor *f = state;
+    const size_t n = (size_t)f->view->desc.features * (size_t)f->view->desc.head_dim;
+    float *w = malloc(sizeof *w * n);
+    sparcl_status st = SPARCL_OK;
+    if (!w || !draw_features(w, f->view->desc.features, f->view->desc.head_dim, seed)) {
+        st =
+            sparcl__fail(f->view->ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate %zu features", n);
+    } else {
+        cl_int err = clEnqueueWriteBuffer(f->view->ctx->queue, f->omega, CL_TRUE, 0, sizeof *w * n,
+                                          w, 0, NULL, NULL);
+        if (err != CL_SUCCESS)
+            st = sparcl__fail_cl(f->view->ctx, err, "clEnqueueWriteBuffer");
+    }
+    free(w);
+    return st;
+}
+
+SPARCL_API sparcl_status sparcl_plan_read_features(sparcl_plan *p, float *omega)
+{
+    const sparcl__plan_view *v = sparcl__plan_view_of(p);
+    if (!p || !omega)
+        return sparcl__fail(p ? v->ctx : NULL, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
+                            p ? "omega" : "plan");
+    struct sparcl__favor *f = sparcl__plan_state(p, &sparcl__kind_favor);
+    if (!f)
+        return sparcl__fail(v->ctx, SPARCL_ERR_INVALID_ARGUMENT, "not a FAVOR+ plan");
+    const size_t bytes =
+        sizeof(float) * (size_t)f->view->desc.features * (size_t)f->view->desc.head_dim;
+    cl_int err =
+        clEnqueueReadBuffer(f->view->ctx->queue, f->omega, CL_TRUE, 0, bytes, omega, 0, NULL, NULL);
+    return err == CL_SUCCESS ? SPARCL_OK
+                             : sparcl__fail_cl(f->view->ctx, err, "clEnqueueReadBuffer");
+}
+
+static sparcl_status favor_create(const sparcl__plan_view *v, const sparcl_plan_desc *desc,
+                                  sparcl__pset *params, sparcl__plan_report *report, void **state)
+{
+    (void)params;
+    sparcl_ctx *ctx = v->ctx;
+    struct sparcl__favor *f = calloc(1, sizeof *f);
+    if (!f)
+        return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate a FAVOR+ plan");
+    f->view = v;
+    pthread_mutex_init(&f->lock, NULL);
+    const sparcl__problem prob = sparcl__problem_from_desc(desc);
+    sparcl__pset none;
+    memset(&none, 0, sizeof none);
+    const char *names[K_COUNT];
+    for (int i = 0; i < K_COUNT; ++i)
+        names[i] = kernels[i].name;
+    const size_t bytes = sizeof(float) * (size_t)desc->features * (size_t)desc->head_dim;
+    sparcl_status st =
+        sparcl__family_kernels(ctx, &sparcl__schema_favor, &prob, &none, K_COUNT, names, f->kernel);
+    if (st == SPARCL_OK &&
+        (st = sparcl__scratch(ctx, &f->omega, bytes, "FAVOR+ features")) == SPARCL_OK)
+        st = favor_redraw(f, desc->seed);
+    if (st != SPARCL_OK) {
+        favor_free(f);
+        return st;
+    }
+    f->bytes = bytes;
+    snprintf(report->origin, sizeof report->origin,
+             "FAVOR+ (CLBlast and fixed kernels, no parameters)");
+    sparcl__gemm_note_use(ctx);
+    *state = f;
+    return SPARCL_OK;
+}
+
+/* Sets the kernel's arguments (each a pointer and a size) and enqueues it
+ * over g0 x g1 x g2 work-items. */
+typedef struct arg {
+    size_t size;
+    const void *value;
+} arg;
+#define ARG(x) ((arg){sizeof(x), &(x)})
+
+static sparcl_status launch(struct sparcl__favor *f, cl_command_queue queue, int which,
+                            const arg *args, int n_args, size_t g0, size_t g1, size_t g2)
+{
+    cl_kernel kn = f->kernel[which];
+    cl_int err = CL_SUCCESS;
+    for (int a = 0; a < n_args; ++a)
+        err |= clSetKernelArg(kn, (cl_uint)a, args[a].size, args[a].value);
+    const size_t global[3] = {g0, g1, g2};
+    if (err == CL_SUCCESS && g0 && g1 && g2)
+        err = clEnqueueNDRangeKernel(queue, kn, 3, NULL, global, NULL, 0, NULL, NULL);
+    return err == CL_SUCCESS ? SPARCL_OK : sparcl__fail_cl(f->view->ctx, err, kernels[which].name);
+}
+
+/* Per-call device scratch. */
+typedef struct scratch {
+    cl_mem qf, kf, kmax, vaug, state, oaug, a;
+} scratch;
+
+static void scratch_free(scratch *s)
+{
+    cl_mem *all[] = {&s->qf, &s->kf, &s->kmax, &s->vaug, &s->state, &s->oaug, &s->a};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i)
+        if (*all[i])
+            clReleaseMemObject(*all[i]);
+}
+
+/* phi of one tensor (q or k) into `dst`, rows of `m` features. */
+static sparcl_status features(struct sparcl__favor *f, cl_command_queue queue, cl_mem x,
+                              sparcl_strides s, int heads, int len, cl_mem dst, cl_mem head_max)
+{
+    const sparcl_plan_desc *d = &f->view->desc;
+    const int m = d->features, dim = d->head_dim;
+    const float scale = f->view->scale;
+    sparcl_status st = SPARCL_OK;
+    for (int b = 0; b < d->batch && !st; ++b)
+        for (int h = 0; h < heads && !st; ++h) {
+            const size_t r0 = ((size_t)b * heads + h) * (size_t)len;
+            st =
+                sparcl__gemm(f->view->ctx, queue, len, m, dim, sqrtf(scale),
+                             (sparcl__mat){x, (size_t)(b * s.batch + h * s.head), (size_t)s.seq, 0},
+                             (sparcl__mat){f->omega, 0, (size_t)dim, 1}, 0.0f,
+                             (sparcl__mat){dst, r0 * m, (size_t)m, 0});
+        }
+    if (st)
+        return st;
+    const cl_int per_row = head_max == NULL, n_heads = d->batch * heads;
+    const cl_long per_head = (cl_long)len * m;
+    if (head_max) {
+        const arg a[] = {ARG(dst), ARG(head_max), ARG(n_heads), ARG(per_head)};
+        if ((st = launch(f, queue, K_HEAD_MAX, a, 4, (size_t)n_heads, 1, 1)))
+            return st;
+    }
+    const cl_int cm = m, cdim = dim;
+    const cl_long sb = s.batch, sh = s.head, ss = s.seq;
+    const cl_float cscale = scale;
+    const arg a[] = {ARG(dst),  ARG(x),  ARG(head_max), ARG(per_row), ARG(cm),
+                     ARG(cdim), ARG(sb), ARG(sh),       ARG(ss),      ARG(cscale)};
+    return launch(f, queue, K_PHI, a, 10, (size_t)len, (size_t)heads, (size_t)d->batch);
+}
+
+/* oaug = phi(Q) times the states, chunk by chunk when causal. */
+static sparcl_status products(struct sparcl__favor *f, cl_command_queue queue, const scratch *w)
+{
+    const sparcl_plan_desc *d = &f->view->desc;
+    const size_t m = (size_t)d->features, da = (size_t)d->head_dim + 1;
+    const int g = d->q_heads / d->kv_heads, nk = d->kv_len, nq = d->q_len;
+    const int chunk = d->causal ? CHUNK : nk, n_chunks = (nk + chunk - 1) / chunk;
+    sparcl_status st = SPARCL_OK;
+    /* States: phi(K_c)^T [V_c 1] per kv head and chunk. */
+    for (int bh = 0; bh < d->batch * d->kv_heads && !st; ++bh)
+        for (int c = 0; c < n_chunks && !st; ++c) {
+            const size_t j0 = (size_t)bh * nk + (size_t)c * chunk;
+            const size_t len = (size_t)(c + 1 < n_chunks ? chunk : nk - c * chunk);
+            st = sparcl__gemm(f->view->ctx, queue, m, da, len, 1.0f,
+                              (sparcl__mat){w->kf, j0 * m, m, 1},
+                              (sparcl__mat){w->vaug, j0 * da, da, 0}, 0.0f,
+                              (sparcl__mat){w->state, ((size_t)bh * n_chunks + c) * m * da, da, 0});
+        }
+    if (st)
+        return st;
+    if (d->causal) {
+        const cl_int n_heads = d->batch * d->kv_heads, cn = n_chunks, width = (cl_int)(m * da);
+        const arg a[] = {ARG(w->state), ARG(n_heads), ARG(cn), ARG(width)};
+        if ((st = launch(f, queue, K_PREFIX, a, 4, (size_t)width, (size_t)n_heads, 1)))
+            return st;
+    }
+    for (int bq = 0; bq < d->batch * d->q_heads && !st; ++bq) {
+        const int bk = bq / d->q_heads * d->kv_heads + bq % d->q_heads / g;
+        for (int c = 0; c < n_chunks && !st; ++c) {
+            const int i0 = c * chunk, len = c + 1 < n_chunks ? chunk : nq - i0;
+            const size_t qrow = (size_t)bq * nq + i0, krow = (size_t)bk * nk + i0;
+            const sparcl__mat qf = {w->qf, qrow * m, m, 0};
+            const sparcl__mat oaug = {w->oaug, qrow * da, da, 0};
+            st = sparcl__gemm(f->view->ctx, queue, len, da, m, 1.0f, qf,
+                              (sparcl__mat){w->state, ((size_t)bk * n_chunks + c) * m * da, da, 0},
+                              0.0f, oaug);
+            if (st || !d->causal)
+                continue;
+            /* The chunk's own keys, masked to j <= i. */
+            st = sparcl__gemm(f->view->ctx, queue, len, len, m, 1.0f, qf,
+                              (sparcl__mat){w->kf, krow * m, m, 1}, 0.0f,
+                              (sparcl__mat){w->a, 0, CHUNK, 0});
+            const cl_int cl_len = len, ld = CHUNK;
+            const arg a[] = {ARG(w->a), ARG(cl_len), ARG(ld)};
+            if (!st)
+                st = launch(f, queue, K_MASK, a, 3, (size_t)len, (size_t)len, 1);
+            if (!st)
+                st = sparcl__gemm(f->view->ctx, queue, len, da, len, 1.0f,
+                                  (sparcl__mat){w->a, 0, CHUNK, 0},
+                                  (sparcl__mat){w->vaug, krow * da, da, 0}, 1.0f, oaug);
+        }
+    }
+    return st;
+}
+
+static sparcl_status favor_forward(void *state, const sparcl__fwd_call *c)
+{
+    struct sparcl__favor *f = state;
+    cl_command_queue queue = c->queue;
+    const sparcl_strides *ts = c->ts;
+    const cl_mem q = c->q, k = c->k, v = c->v, out = c->out, lse = c->lse;
+    const cl_uint num_wait = c->num_wait;
+    const cl_event *wait = c->wait;
+    cl_event *event = c->event;
+    const sparcl_plan_desc *d = &f->view->desc;
+    sparcl_ctx *ctx = f->view->ctx;
+    if (lse)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "FAVOR+ produces no lse; pass NULL");
+    const size_t m = (size_t)d->features, da = (size_t)d->head_dim + 1, f4 = sizeof(float);
+    const size_t rq = (size_t)d->batch * d->q_heads * d->q_len;
+    const size_t rk = (size_t)d->batch * d->kv_heads * d->kv_len;
+    const size_t n_chunks = d->causal ? ((size_t)d->kv_len + CHUNK - 1) / CHUNK : 1;
+    scratch w = {0};
+    sparcl_status st;
+    pthread_mutex_lock(&f->lock);
+    if ((st = sparcl__scratch(ctx, &w.qf, f4 * rq * m, "phi(Q)")) ||
+        (st = sparcl__scratch(ctx, &w.kf, f4 * rk * m, "phi(K)")) ||
+        (st = sparcl__scratch(ctx, &w.kmax, f4 * d->batch * d->kv_heads, "key maxima")) ||
+        (st = sparcl__scratch(ctx, &w.vaug, f4 * rk * da, "[V 1]")) ||
+        (st =
+             sparcl__scratch(ctx, &w.state, f4 * (size_t)d->batch * d->kv_heads * n_chunks * m * da,
+                             "FAVOR+ states")) ||
+        (st = sparcl__scratch(ctx, &w.oaug, f4 * rq * da, "FAVOR+ numerators")) ||
+        (st = sparcl__scratch(ctx, &w.a, f4 * CHUNK * CHUNK, "chunk scores")) ||
+        (st = sparcl__queue_wait(ctx, queue, num_wait, wait)) ||
+        (st = features(f, queue, q, ts[0], d->q_heads, d->q_len, w.qf, NULL)) ||
+        (st = features(f, queue, k, ts[1], d->kv_heads, d->kv_len, w.kf, w.kmax)))
+        goto done;
+    const cl_int dim = d->head_dim;
+    {
+        const cl_long sb = ts[2].batch, sh = ts[2].head, ss = ts[2].seq;
+        const arg a[] = {ARG(v), ARG(w.vaug), ARG(dim), ARG(sb), ARG(sh), ARG(ss)};
+        if ((st = launch(f, queue, K_AUGMENT, a, 6, (size_t)d->kv_len, (size_t)d->kv_heads,
+                         (size_t)d->batch)) ||
+            (st = products(f, queue, &w)))
+            goto done;
+    }
+    {
+        const cl_long sb = ts[3].batch, sh = ts[3].head, ss = ts[3].seq;
+        const arg a[] = {ARG(w.oaug), ARG(out), ARG(dim), ARG(sb), ARG(sh), ARG(ss)};
+        if ((st = launch(f, queue, K_FINISH, a, 6, (size_t)d->q_len, (size_t)d->q_heads,
+                         (size_t)d->batch)))
+            goto done;
+    }
+    if (event) {
+        /* On the in-order queue a marker completes after everything above. */
+        cl_int err = clEnqueueMarkerWithWaitList(queue, 0, NULL, event);
+        if (err != CL_SUCCESS)
+            st = sparcl__fail_cl(ctx, err, "clEnqueueMarkerWithWaitList");
+    }
+done:
+    pthread_mutex_unlock(&f->lock);
+    scratch_free(&w);
+    return st;
+}
+
+const sparcl__kind_ops sparcl__kind_favor = {
+    .name = "FAVOR+",
+    .create = favor_create,
+    .forward = favor_forward,
+    .redraw = favor_redraw,
+    .device_bytes = favor_bytes,
+    .free = favor_free,
+};

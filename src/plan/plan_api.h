@@ -1,0 +1,95 @@
+/*
+ * plan_api.h -- the plan as an attention kind sees it, and the table of
+ * operations every kind provides.
+ *
+ * plan.c validates a descriptor, chooses the kind (attention_kinds.c) and
+ * calls through its table; a kind keeps its resources behind a void * and
+ * reaches the plan only through what this header declares.  A new kind
+ * (decoding, dynamic selection, LSH, another storage type) is one more
+ * table registered in attention_kinds.c.
+ */
+#ifndef SPARCL_PLAN_API_H
+#define SPARCL_PLAN_API_H
+
+#include "kernels/params.h"
+#include "sparcl.h"
+
+#define SPARCL__PLAN_ORIGIN_MAX 576
+
+/* What every kind may read of its plan; fixed from creation on. */
+typedef struct sparcl__plan_view {
+    sparcl_ctx *ctx;
+    sparcl_plan_desc desc;         /* layout, params, proj_e, proj_f cleared */
+    float scale;                   /* effective: desc.scale or 1/sqrt(head_dim) */
+    sparcl_strides qs, ks, vs, os; /* resolved */
+} sparcl__plan_view;
+
+/* One forward call: checked buffers, the queue resolved (never NULL). */
+typedef struct sparcl__fwd_call {
+    cl_command_queue queue;
+    const sparcl_strides *ts; /* q, k, v, out */
+    cl_mem q, k, v, out, lse; /* lse may be NULL */
+    cl_uint num_wait;
+    const cl_event *wait;
+    cl_event *event; /* may be NULL */
+} sparcl__fwd_call;
+
+/* One backward call: checked buffers, the queue resolved. */
+typedef struct sparcl__bwd_call {
+    cl_command_queue queue;
+    const sparcl_strides *ts; /* q, k, v, out (= dout) */
+    cl_mem q, k, v, out, lse, dout, dq, dk, dv;
+    cl_uint num_wait;
+    const cl_event *wait;
+    cl_event *event;
+} sparcl__bwd_call;
+
+/* The parameters a plan reports (sparcl_plan_params, _origin). */
+typedef struct sparcl__plan_report {
+    sparcl_params params;
+    sparcl_param_source source;
+    char origin[SPARCL__PLAN_ORIGIN_MAX];
+} sparcl__plan_report;
+
+typedef struct sparcl__kind_ops {
+    const char *name; /* for messages: "FAVOR+", "fused softmax", ... */
+    /* What this plan of the kind is called in messages when that is more
+     * precise than `name` ("sparsemax" for an entmax plan); NULL: name. */
+    const char *(*label)(const void *state);
+    /* The tuned family plan.c chooses parameters from before create, or
+     * NULL (the kind has no tuned parameters of its own). */
+    const sparcl__kernel_schema *family;
+    /* Creates the kind's state for the view (desc: the caller's descriptor,
+     * with its borrowed pointers).  params: the checked choice when family
+     * is set, else NULL.  `report` holds that choice; a kind may replace it.
+     * SPARCL_OK with *state NULL declines: the kind does not apply, it has
+     * adjusted *params, and plan.c chooses the kind again. */
+    sparcl_status (*create)(const sparcl__plan_view *v, const sparcl_plan_desc *desc,
+                            sparcl__pset *params, sparcl__plan_report *report, void **state);
+    sparcl_status (*forward)(void *state, const sparcl__fwd_call *c);
+    /* Backward resources: (re)built from `override` when given or not yet
+     * built; *params and *source receive those in use.  NULL, with backward
+     * NULL: the kind has no backward pass. */
+    sparcl_status (*prepare_backward)(void *state, const sparcl_params *override,
+                                      sparcl_params *params, sparcl_param_source *source);
+    sparcl_status (*backward)(void *state, const sparcl__bwd_call *c);
+    /* Redraws the kind's random matrices; NULL: it has none. */
+    sparcl_status (*redraw)(void *state, uint64_t seed);
+    size_t (*device_bytes)(const void *state);
+    void (*free)(void *state); /* NULL does nothing */
+} sparcl__kind_ops;
+
+/* The forward of plan `p` with explicit tensor strides ts (q, k, v, out) on
+ * `queue` (NULL: the context's), buffers checked: for kinds that run an
+ * inner plan. */
+sparcl_status sparcl__plan_forward_strided(sparcl_plan *p, cl_command_queue queue,
+                                           const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
+                                           cl_mem out, cl_mem lse, cl_uint num_wait,
+                                           const cl_event *wait, cl_event *event);
+
+/* The view of `p` (NULL for NULL), and its state when `p` is a plan of
+ * `kind`, else NULL: for the public calls a single kind offers. */
+const sparcl__plan_view *sparcl__plan_view_of(const sparcl_plan *p);
+void *sparcl__plan_state(const sparcl_plan *p, const sparcl__kind_ops *kind);
+
+#endif

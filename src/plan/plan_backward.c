@@ -1,0 +1,194 @@
+/*
+ * plan_backward.c -- the public backward calls of a plan: argument checks,
+ * host copies, and dispatch through the kind's table of operations (the
+ * backward itself is the kind's; for softmax over a layout, backward.c).
+ */
+#include <stdlib.h>
+
+#include "runtime/ctx.h"
+#include "runtime/error.h"
+#include "kernels/params.h"
+#include "plan/plan.h"
+
+/* The tensors of one backward call; strides: q, k, v, out (= dout). */
+typedef struct bwd_args {
+    cl_mem q, k, v, out, lse, dout, dq, dk, dv;
+} bwd_args;
+
+/* The backward pass of p's kind, or NULL with the message. */
+static const sparcl__kind_ops *kind_with_backward(sparcl_plan *p)
+{
+    if (p->ops->backward && p->ops->prepare_backward)
+        return p->ops;
+    const char *label = p->ops->label ? p->ops->label(p->state) : p->ops->name;
+    sparcl__fail(p->view.ctx, SPARCL_ERR_NOT_SUPPORTED,
+                 "the backward of %s plans is not implemented (kind: %s); supported: exact "
+                 "softmax attention over a layout (fused and dense path)",
+                 label, p->ops->name);
+    return NULL;
+}
+
+SPARCL_API sparcl_status sparcl_plan_prepare_backward(sparcl_plan *p, const sparcl_params *params)
+{
+    if (!p)
+        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
+    if (params && sparcl__params_valid(p->view.ctx, params, "params") != SPARCL_OK)
+        return SPARCL_ERR_INVALID_ARGUMENT;
+    const sparcl__kind_ops *kind = kind_with_backward(p);
+    return kind ? kind->prepare_backward(p->state, params, NULL, NULL) : SPARCL_ERR_NOT_SUPPORTED;
+}
+
+SPARCL_API sparcl_status sparcl_plan_backward_params(sparcl_plan *p, sparcl_params *params,
+                                                     sparcl_param_source *source)
+{
+    if (!p)
+        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
+    const sparcl__kind_ops *kind = kind_with_backward(p);
+    return kind ? kind->prepare_backward(p->state, NULL, params, source) : SPARCL_ERR_NOT_SUPPORTED;
+}
+
+static sparcl_status check_args(sparcl_plan *p, const sparcl_strides *ts, const bwd_args *a,
+                                cl_uint num_wait, const cl_event *wait)
+{
+    const sparcl_plan_desc *d = &p->view.desc;
+    const int64_t nq = sparcl__plan_span(ts[0], d->batch, d->q_heads, d->q_len, d->head_dim);
+    const int64_t nk = sparcl__plan_span(ts[1], d->batch, d->kv_heads, d->kv_len, d->head_dim);
+    const int64_t nv = sparcl__plan_span(ts[2], d->batch, d->kv_heads, d->kv_len, d->head_dim);
+    const int64_t no = sparcl__plan_span(ts[3], d->batch, d->q_heads, d->q_len, d->head_dim);
+    const int64_t nl = (int64_t)d->batch * d->q_heads * d->q_len;
+    if (!a->lse)
+        return sparcl__fail(p->view.ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "lse buffer is NULL; the backward needs the forward's LSE");
+    const struct {
+        cl_mem m;
+        const char *name;
+        int64_t elems;
+    } all[9] = {{a->q, "q", nq},     {a->k, "k", nk},     {a->v, "v", nv},
+                {a->out, "out", no}, {a->lse, "lse", nl}, {a->dout, "dout", no},
+                {a->dq, "dq", nq},   {a->dk, "dk", nk},   {a->dv, "dv", nv}};
+    sparcl_status st;
+    for (int i = 0; i < 9; ++i)
+        if ((st = sparcl__plan_check_buffer(p, all[i].m, all[i].name, all[i].elems)))
+            return st;
+    /* The outputs are written while every input is read. */
+    for (int i = 6; i < 9; ++i)
+        for (int j = 0; j < 9; ++j)
+            if (i != j && all[i].m == all[j].m)
+                return sparcl__fail(p->view.ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s aliases %s",
+                                    all[i].name, all[j].name);
+    if ((num_wait == 0) != (wait == NULL))
+        return sparcl__fail(p->view.ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "num_wait %u does not match wait list %p", num_wait, (void *)wait);
+    /* dq, dk and dv are written with q's, k's and v's strides. */
+    const int heads[3] = {d->q_heads, d->kv_heads, d->kv_heads};
+    const int lens[3] = {d->q_len, d->kv_len, d->kv_len};
+    for (int t = 0; t < 3; ++t)
+        if (!sparcl__plan_strides_injective(ts[t], d->batch, heads[t], lens[t], d->head_dim))
+            return sparcl__fail(p->view.ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                                "%s strides (batch %lld, head %lld, seq %lld) overlap, so %s "
+                                "cannot be written with them",
+                                all[t].name, (long long)ts[t].batch, (long long)ts[t].head,
+                                (long long)ts[t].seq, all[6 + t].name);
+    return SPARCL_OK;
+}
+
+/* queue: where the kernels go (never NULL here). */
+static sparcl_status backward_strided(sparcl_plan *p, cl_command_queue queue,
+                                      const sparcl_strides *ts, const bwd_args *a, cl_uint num_wait,
+                                      const cl_event *wait, cl_event *event)
+{
+    sparcl_status st = check_args(p, ts, a, num_wait, wait);
+    if (st != SPARCL_OK)
+        return st;
+    const sparcl__kind_ops *kind = kind_with_backward(p);
+    if (!kind)
+        return SPARCL_ERR_NOT_SUPPORTED;
+    const sparcl__bwd_call c = {queue,   ts,    a->q,  a->k,  a->v,     a->out, a->lse,
+                                a->dout, a->dq, a->dk, a->dv, num_wait, wait,   event};
+    return kind->backward(p->state, &c);
+}
+
+SPARCL_API sparcl_status sparcl_plan_backward_on_queue(sparcl_plan *p, cl_command_queue queue,
+                                                       cl_mem q, cl_mem k, cl_mem v, cl_mem out,
+                                                       cl_mem lse, cl_mem dout, cl_mem dq,
+                                                       cl_mem dk, cl_mem dv, cl_uint num_wait,
+                                                       const cl_event *wait, cl_event *event)
+{
+    sparcl_strides ts[4];
+    sparcl_status st = sparcl__plan_call_begin(p, queue, ts);
+    if (st != SPARCL_OK)
+        return st;
+    const bwd_args a = {q, k, v, out, lse, dout, dq, dk, dv};
+    return backward_strided(p, queue ? queue : p->view.ctx->queue, ts, &a, num_wait, wait, event);
+}
+
+SPARCL_API sparcl_status sparcl_plan_backward(sparcl_plan *p, cl_mem q, cl_mem k, cl_mem v,
+                                              cl_mem out, cl_mem lse, cl_mem dout, cl_mem dq,
+                                              cl_mem dk, cl_mem dv, cl_uint num_wait,
+                                              const cl_event *wait, cl_event *event)
+{
+    return sparcl_plan_backward_on_queue(p, NULL, q, k, v, out, lse, dout, dq, dk, dv, num_wait,
+                                         wait, event);
+}
+
+SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *p, const float *q, const float *k,
+                                                   const float *v, const float *out,
+                                                   const float *lse, const float *dout, float *dq,
+                                                   float *dk, float *dv)
+{
+    if (!p)
+        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
+    const sparcl_plan_desc *d = &p->view.desc;
+    const size_t nq = (size_t)d->batch * d->q_heads * d->q_len * d->head_dim;
+    const size_t nk = (size_t)d->batch * d->kv_heads * d->kv_len * d->head_dim;
+    const size_t nl = (size_t)d->batch * d->q_heads * d->q_len;
+    /* Inputs then outputs, in bwd_args order. */
+    const void *host[9] = {q, k, v, out, lse, dout, dq, dk, dv};
+    static const char *names[9] = {"q", "k", "v", "out", "lse", "dout", "dq", "dk", "dv"};
+    const size_t elems[9] = {nq, nk, nk, nq, nl, nq, nq, nk, nk};
+    for (int i = 0; i < 9; ++i)
+        if (!host[i])
+            return sparcl__fail(p->view.ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL%s", names[i],
+                                i == 4 ? "; the backward needs the forward's LSE" : "");
+    for (int i = 0; i < 9; ++i)
+        if (elems[i] * sizeof(float) > p->view.ctx->limits.max_alloc)
+            return sparcl__fail(p->view.ctx, SPARCL_ERR_OUT_OF_MEMORY,
+                                "%s needs %zu bytes; the device's largest allocation is %llu",
+                                names[i], elems[i] * sizeof(float),
+                                (unsigned long long)p->view.ctx->limits.max_alloc);
+    cl_mem m[9] = {NULL};
+    sparcl_status st = SPARCL_OK;
+    cl_int err = CL_SUCCESS;
+    for (int i = 0; i < 9 && st == SPARCL_OK; ++i) {
+        m[i] = clCreateBuffer(p->view.ctx->context,
+                              i < 6 ? CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR : CL_MEM_WRITE_ONLY,
+                              elems[i] * sizeof(float), i < 6 ? (void *)host[i] : NULL, &err);
+        if (!m[i])
+            st = sparcl__fail(p->view.ctx, SPARCL_ERR_OUT_OF_MEMORY,
+                              "cannot allocate device buffers for the host call (%s)",
+                              sparcl__cl_error_name(err));
+    }
+    if (st == SPARCL_OK) {
+        /* Host arrays are contiguous whatever strides the plan was made for. */
+        const sparcl_strides z = {0, 0, 0};
+        const sparcl_strides ts[4] = {sparcl__plan_resolve(z, d, d->q_heads, d->q_len),
+                                      sparcl__plan_resolve(z, d, d->kv_heads, d->kv_len),
+                                      sparcl__plan_resolve(z, d, d->kv_heads, d->kv_len),
+                                      sparcl__plan_resolve(z, d, d->q_heads, d->q_len)};
+        const bwd_args a = {m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8]};
+        cl_event ev = NULL;
+        st = backward_strided(p, p->view.ctx->queue, ts, &a, 0, NULL, &ev);
+        for (int i = 6; i < 9 && st == SPARCL_OK; ++i) {
+            err = clEnqueueReadBuffer(p->view.ctx->queue, m[i], CL_TRUE, 0,
+                                      elems[i] * sizeof(float), (void *)host[i], 1, &ev, NULL);
+            if (err != CL_SUCCESS)
+                st = sparcl__fail_cl(p->view.ctx, err, "clEnqueueReadBuffer");
+        }
+        if (ev)
+            clReleaseEvent(ev);
+    }
+    for (int i = 0; i < 9; ++i)
+        if (m[i])
+            clReleaseMemObject(m[i]);
+    return st;
+}

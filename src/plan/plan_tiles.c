@@ -1,0 +1,135 @@
+/*
+ * plan_tiles.c -- the tiled layout shared by the kinds that walk a layout
+ * (see plan_tiles.h).
+ */
+#include <stdlib.h>
+
+#include "runtime/checked.h"
+#include "runtime/ctx.h"
+#include "runtime/error.h"
+#include "layout/layout.h"
+#include "runtime/memory.h"
+#include "plan/plan_tiles.h"
+#include "layout/tiling.h"
+
+sparcl_status sparcl__upload(sparcl_ctx *ctx, cl_mem *out, const void *data, size_t bytes,
+                             size_t *counted)
+{
+    static const int32_t zero = 0;
+    if (bytes == 0) { /* OpenCL forbids empty buffers; keep a valid dummy */
+        data = &zero;
+        bytes = sizeof zero;
+    }
+    if (bytes > ctx->limits.max_alloc)
+        return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY,
+                            "the tiled layout needs %zu bytes; the device's largest allocation "
+                            "is %llu",
+                            bytes, (unsigned long long)ctx->limits.max_alloc);
+    sparcl_status st = sparcl__mem_check_device(ctx, "the plan's tiled layout",
+                                                sparcl__sat_add(*counted, bytes));
+    if (st != SPARCL_OK)
+        return st;
+    cl_int err;
+    *out = clCreateBuffer(ctx->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, bytes,
+                          (void *)data, &err);
+    if (!*out)
+        return err == CL_MEM_OBJECT_ALLOCATION_FAILURE || err == CL_OUT_OF_RESOURCES ||
+                       err == CL_OUT_OF_HOST_MEMORY
+                   ? sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY,
+                                  "cannot allocate %zu bytes for the layout on the device", bytes)
+                   : sparcl__fail_cl(ctx, err, "clCreateBuffer");
+    *counted += bytes;
+    return SPARCL_OK;
+}
+
+sparcl_status sparcl__tiled_init(sparcl__tiled *t, const sparcl__plan_view *v,
+                                 const sparcl_layout *layout, const sparcl__pset *p)
+{
+    sparcl_ctx *ctx = v->ctx;
+    const sparcl_plan_desc *d = &v->desc;
+    t->view = v;
+    pthread_mutex_init(&t->lock, NULL);
+    t->block_m = p->v[SPARCL__P_BLOCK_M];
+    t->block_n = p->v[SPARCL__P_BLOCK_N];
+    t->wg_size = p->v[SPARCL__P_WG_SIZE];
+    sparcl__tiling g;
+    sparcl_status st = sparcl__tiling_build(ctx, layout, d->q_len, d->kv_len, d->causal, t->block_m,
+                                            t->block_n, &g);
+    if (st != SPARCL_OK)
+        return st;
+    t->layout_heads = g.heads;
+    t->n_tile_rows = g.ntr;
+    size_t *n = &t->bytes;
+    if ((st = sparcl__upload(ctx, &t->tile_ptr, g.ptr,
+                             sizeof *g.ptr * (size_t)g.heads * (g.ntr + 1), n)) ||
+        (st = sparcl__upload(ctx, &t->tile_col, g.col, sizeof *g.col * (size_t)g.nnz, n)) ||
+        (st = sparcl__upload(ctx, &t->tile_mask, g.mask, sizeof *g.mask * (size_t)g.nnz, n)) ||
+        (st =
+             sparcl__upload(ctx, &t->mask_bits, g.bits,
+                            sizeof *g.bits * (size_t)g.n_masks * (size_t)g.tm * (size_t)g.mw, n))) {
+        sparcl__tiling_free(&g);
+        return st;
+    }
+    sparcl__tiling_free(&g);
+    return layout ? sparcl__layout_copy(ctx, layout, &t->layout) : SPARCL_OK;
+}
+
+void sparcl__tiled_release(sparcl__tiled *t)
+{
+    if (!t->view)
+        return;
+    if (t->last)
+        clReleaseEvent(t->last);
+    cl_mem mems[4] = {t->tile_ptr, t->tile_col, t->tile_mask, t->mask_bits};
+    for (int i = 0; i < 4; ++i)
+        if (mems[i])
+            clReleaseMemObject(mems[i]);
+    sparcl__plan_bwd_free(t->bwd);
+    sparcl_layout_free(t->layout);
+    pthread_mutex_destroy(&t->lock);
+}
+
+size_t sparcl__tiled_bytes(const sparcl__tiled *t)
+{
+    return t->bytes + t->bwd_bytes;
+}
+
+cl_int sparcl__tiled_set_layout_args(const sparcl__tiled *t, cl_kernel kn, cl_uint *a)
+{
+    const sparcl_plan_desc *d = &t->view->desc;
+    const cl_int group = d->q_heads / d->kv_heads;
+    cl_int err = CL_SUCCESS;
+    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_mem), &t->tile_ptr);
+    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_mem), &t->tile_col);
+    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_mem), &t->tile_mask);
+    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_mem), &t->mask_bits);
+    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_int), &d->q_len);
+    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_int), &d->kv_len);
+    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_int), &d->q_heads);
+    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_int), &group);
+    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_int), &t->layout_heads);
+    err |= clSetKernelArg(kn, (*a)++, sizeof(cl_int), &t->n_tile_rows);
+    return err;
+}
+
+cl_event *sparcl__tiled_wait_list(const sparcl__tiled *t, cl_uint num_wait, const cl_event *wait,
+                                  cl_uint *n)
+{
+    cl_event *all = malloc(sizeof *all * (num_wait + 1));
+    if (!all)
+        return NULL;
+    for (*n = 0; *n < num_wait; ++*n)
+        all[*n] = wait[*n];
+    if (t->last)
+        all[(*n)++] = t->last;
+    return all;
+}
+
+void sparcl__tiled_set_last(sparcl__tiled *t, cl_event ev)
+{
+    if (t->last)
+        clReleaseEvent(t->last);
+    if (ev)
+        clRetainEvent(ev);
+    t->last = ev;
+}

@@ -1,0 +1,30 @@
+/*
+ * reference.h -- the pieces of the double-precision CPU reference that the
+ * forward (reference.c) and the backward (reference_bwd.c) share.
+ */
+#ifndef SPARCL_REFERENCE_H
+#define SPARCL_REFERENCE_H
+
+#include "sparcl.h"
+
+/* Validates the shapes and the layout of `d` against each other. */
+sparcl_status sparcl__reference_check(sparcl_ctx *ctx, const sparcl_plan_desc *d);
+
+/* The descriptor's scale (0 means 1/sqrt(head_dim)). */
+double sparcl__reference_scale(const sparcl_plan_desc *d);
+
+/* Row i of query head h: writes the keys it attends to (layout and causal
+ * rule, ascending) to keys[0..*n) and their softmax probabilities to
+ * p[0..*n); qi is the query row, kh the kv head's keys.  keys and p hold
+ * kv_len entries.  Returns the row's LSE, -inf when *n == 0. */
+double sparcl__reference_row(const sparcl_plan_desc *d, int h, int i, const float *qi,
+                             const float *kh, int *keys, double *p, int64_t *n);
+
+/* Double-precision entmax weights of the n attended scaled scores s[] of
+ * one row (any order; a -inf entry gets weight 0): writes p[] and returns
+ * tau (in z units), or -inf when n is 0.  A row with a NaN or +inf score,
+ * or whose scores are all -inf, is undefined: p[] and tau are NaN
+ * (reference_entmax.c). */
+double sparcl__reference_entmax_row(const double *s, int64_t n, double alpha, double *p);
+
+#endif
