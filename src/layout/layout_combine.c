@@ -235,7 +235,8 @@ static sparcl_status combine(sparcl_ctx *ctx, sparcl_layout **out,
     memset(scratch, 0, sizeof scratch);
     memset(rules, 0, sizeof rules);
     const sparcl_layout *l0 = layouts[0];
-    int *maps = malloc(sizeof *maps * 2 * (size_t)heads * (size_t)nrules);
+    const size_t uheads = (size_t)heads; /* 1 .. 2^24, checked above */
+    int *maps = malloc(sizeof *maps * 2 * uheads * (size_t)nrules);
     st = sparcl__rule_set_init(ctx, &set, (int)((l0->kv_len + (int64_t)l0->block - 1) / l0->block),
                                mode == 1);
     if (st == SPARCL_OK && !maps)
@@ -244,7 +245,7 @@ static sparcl_status combine(sparcl_ctx *ctx, sparcl_layout **out,
         layout_rule *r = &rules[k];
         sparcl__geom_init(&r->g, l0->q_len, l0->kv_len, l0->block);
         r->src = layouts;
-        r->which = maps + (size_t)2 * k * heads;
+        r->which = maps + (size_t)k * 2 * uheads;
         r->head = r->which + heads;
         for (int h = 0, base = 0, src = 0; h < heads; ++h) {
             if (mode == 2) { /* concatenate the heads of all layouts */

@@ -24,7 +24,9 @@ sparcl_status sparcl__layout_copy(sparcl_ctx *ctx, const sparcl_layout *l, sparc
     if (!c)
         return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot copy the layout");
     *c = *l;
-    c->row_ptr = dup_array(l->row_ptr, sizeof *l->row_ptr * (size_t)l->heads * (l->nbr + 1));
+    /* A validated layout: its counts are non-negative sizes of its arrays. */
+    c->row_ptr =
+        dup_array(l->row_ptr, sizeof *l->row_ptr * (size_t)l->heads * (size_t)(l->nbr + 1));
     c->col = dup_array(l->col, sizeof *l->col * (size_t)l->nnz);
     c->mask = dup_array(l->mask, sizeof *l->mask * (size_t)l->nnz);
     c->bits = dup_array(l->bits,

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/checked.h"
 #include "runtime/ctx.h"
 #include "runtime/error.h"
 #include "plan/kernel_build.h"
@@ -57,19 +58,24 @@ size_t sparcl__plan_bwd_bytes(const struct sparcl__plan_bwd *b)
 static sparcl_status upload_tiling(sparcl_ctx *ctx, struct sparcl__plan_bwd *b,
                                    const sparcl__tiling *t, const sparcl__tiling_cols *c)
 {
+    /* Counts of host arrays the tiling already holds (allocated with checked
+     * sizes), so the products below fit; all are non-negative. */
     const size_t nnz = (size_t)t->nnz;
+    const size_t row_ptrs = (size_t)t->heads * (size_t)(t->ntr + 1);
+    const size_t col_ptrs = (size_t)c->heads * (size_t)(c->ntc + 1);
+    const size_t bit_words = (size_t)t->n_masks * (size_t)t->tm * (size_t)t->mw;
     const struct {
         cl_mem *m;
         const void *data;
         size_t bytes;
     } arrays[7] = {
-        {&b->row_ptr, t->ptr, sizeof *t->ptr * (size_t)t->heads * (t->ntr + 1)},
+        {&b->row_ptr, t->ptr, sizeof *t->ptr * row_ptrs},
         {&b->row_col, t->col, sizeof *t->col * nnz},
         {&b->row_mask, t->mask, sizeof *t->mask * nnz},
-        {&b->col_ptr, c->ptr, sizeof *c->ptr * (size_t)c->heads * (c->ntc + 1)},
+        {&b->col_ptr, c->ptr, sizeof *c->ptr * col_ptrs},
         {&b->col_row, c->row, sizeof *c->row * nnz},
         {&b->col_mask, c->mask, sizeof *c->mask * nnz},
-        {&b->mask_bits, t->bits, sizeof *t->bits * (size_t)t->n_masks * t->tm * t->mw},
+        {&b->mask_bits, t->bits, sizeof *t->bits * bit_words},
     };
     sparcl_status st = SPARCL_OK;
     for (int i = 0; i < 7 && st == SPARCL_OK; ++i)
@@ -277,9 +283,12 @@ sparcl_status sparcl__tiled_backward(void *state, const sparcl__bwd_call *c)
     const sparcl_plan_desc *d = &t->view->desc;
     sparcl_ctx *ctx = t->view->ctx;
     cl_int err;
-    cl_mem dsum =
-        clCreateBuffer(ctx->context, CL_MEM_READ_WRITE,
-                       sizeof(cl_float) * (size_t)d->batch * d->q_heads * d->q_len, NULL, &err);
+    /* Validated positive extents; an unaddressable size saturates to
+     * SIZE_MAX, which clCreateBuffer refuses. */
+    const size_t rows =
+        sparcl__sat_mul(sparcl__sat_mul((size_t)d->batch, (size_t)d->q_heads), (size_t)d->q_len);
+    cl_mem dsum = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE,
+                                 sparcl__sat_mul(sizeof(cl_float), rows), NULL, &err);
     if (!dsum)
         return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY,
                             "cannot allocate the backward's row workspace (%s)",

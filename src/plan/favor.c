@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/checked.h"
 #include "plan/attention_kinds.h"
 #include "runtime/ctx.h"
 #include "runtime/error.h"
@@ -82,16 +83,18 @@ static int draw_features(float *omega, int m, int dim, uint64_t seed)
 {
     sparcl__rng r;
     sparcl__rng_seed(&r, seed);
-    double *blk = malloc(sizeof *blk * (size_t)dim * (size_t)dim);
+    /* m and dim are validated positive (features, head_dim). */
+    const size_t udim = (size_t)dim;
+    double *blk = malloc(sizeof *blk * udim * udim);
     if (!blk)
         return 0;
     for (int r0 = 0; r0 < m; r0 += dim) {
         for (int i = 0; i < dim * dim; ++i)
             blk[i] = sparcl__rng_normal(&r);
         for (int i = 0; i < dim; ++i) {
-            double *a = blk + (size_t)i * dim;
+            double *a = blk + (size_t)i * udim;
             for (int j = 0; j < i; ++j) {
-                const double *e = blk + (size_t)j * dim;
+                const double *e = blk + (size_t)j * udim;
                 double dot = 0.0;
                 for (int x = 0; x < dim; ++x)
                     dot += a[x] * e[x];
@@ -112,8 +115,10 @@ static int draw_features(float *omega, int m, int dim, uint64_t seed)
                 n2 += g * g;
             }
             const double norm = sqrt(n2);
+            float *row = omega + (size_t)(r0 + i) * udim;
+            const double *src = blk + (size_t)i * udim;
             for (int x = 0; x < dim; ++x)
-                omega[(size_t)(r0 + i) * dim + x] = (float)(norm * blk[(size_t)i * dim + x]);
+                row[x] = (float)(norm * src[x]);
         }
     }
     free(blk);
@@ -230,16 +235,17 @@ static sparcl_status features(struct sparcl__favor *f, cl_command_queue queue, c
 {
     const sparcl_plan_desc *d = &f->view->desc;
     const int m = d->features, dim = d->head_dim;
+    /* Extents the plan validated positive, as sizes for the products. */
+    const size_t um = (size_t)m, udim = (size_t)dim, ulen = (size_t)len, uheads = (size_t)heads;
     const float scale = f->view->scale;
     sparcl_status st = SPARCL_OK;
     for (int b = 0; b < d->batch && !st; ++b)
         for (int h = 0; h < heads && !st; ++h) {
-            const size_t r0 = ((size_t)b * heads + h) * (size_t)len;
-            st =
-                sparcl__gemm(f->view->ctx, queue, len, m, dim, sqrtf(scale),
-                             (sparcl__mat){x, (size_t)(b * s.batch + h * s.head), (size_t)s.seq, 0},
-                             (sparcl__mat){f->omega, 0, (size_t)dim, 1}, 0.0f,
-                             (sparcl__mat){dst, r0 * m, (size_t)m, 0});
+            const size_t r0 = ((size_t)b * uheads + (size_t)h) * ulen;
+            st = sparcl__gemm(
+                f->view->ctx, queue, ulen, um, udim, sqrtf(scale),
+                (sparcl__mat){x, (size_t)(b * s.batch + h * s.head), (size_t)s.seq, 0},
+                (sparcl__mat){f->omega, 0, udim, 1}, 0.0f, (sparcl__mat){dst, r0 * um, um, 0});
         }
     if (st)
         return st;
@@ -265,16 +271,20 @@ static sparcl_status products(struct sparcl__favor *f, cl_command_queue queue, c
     const size_t m = (size_t)d->features, da = (size_t)d->head_dim + 1;
     const int g = d->q_heads / d->kv_heads, nk = d->kv_len, nq = d->q_len;
     const int chunk = d->causal ? CHUNK : nk, n_chunks = (nk + chunk - 1) / chunk;
+    /* All positive (validated lengths); every offset below lies inside a
+     * scratch buffer whose size favor_forward computed without overflow. */
+    const size_t unq = (size_t)nq, unk = (size_t)nk, uchunk = (size_t)chunk;
+    const size_t un_chunks = (size_t)n_chunks;
     sparcl_status st = SPARCL_OK;
     /* States: phi(K_c)^T [V_c 1] per kv head and chunk. */
     for (int bh = 0; bh < d->batch * d->kv_heads && !st; ++bh)
         for (int c = 0; c < n_chunks && !st; ++c) {
-            const size_t j0 = (size_t)bh * nk + (size_t)c * chunk;
+            const size_t j0 = (size_t)bh * unk + (size_t)c * uchunk;
             const size_t len = (size_t)(c + 1 < n_chunks ? chunk : nk - c * chunk);
-            st = sparcl__gemm(f->view->ctx, queue, m, da, len, 1.0f,
-                              (sparcl__mat){w->kf, j0 * m, m, 1},
-                              (sparcl__mat){w->vaug, j0 * da, da, 0}, 0.0f,
-                              (sparcl__mat){w->state, ((size_t)bh * n_chunks + c) * m * da, da, 0});
+            st = sparcl__gemm(
+                f->view->ctx, queue, m, da, len, 1.0f, (sparcl__mat){w->kf, j0 * m, m, 1},
+                (sparcl__mat){w->vaug, j0 * da, da, 0}, 0.0f,
+                (sparcl__mat){w->state, ((size_t)bh * un_chunks + (size_t)c) * m * da, da, 0});
         }
     if (st)
         return st;
@@ -288,24 +298,26 @@ static sparcl_status products(struct sparcl__favor *f, cl_command_queue queue, c
         const int bk = bq / d->q_heads * d->kv_heads + bq % d->q_heads / g;
         for (int c = 0; c < n_chunks && !st; ++c) {
             const int i0 = c * chunk, len = c + 1 < n_chunks ? chunk : nq - i0;
-            const size_t qrow = (size_t)bq * nq + i0, krow = (size_t)bk * nk + i0;
+            const size_t ulen = (size_t)len;
+            const size_t qrow = (size_t)bq * unq + (size_t)i0, krow = (size_t)bk * unk + (size_t)i0;
             const sparcl__mat qf = {w->qf, qrow * m, m, 0};
             const sparcl__mat oaug = {w->oaug, qrow * da, da, 0};
-            st = sparcl__gemm(f->view->ctx, queue, len, da, m, 1.0f, qf,
-                              (sparcl__mat){w->state, ((size_t)bk * n_chunks + c) * m * da, da, 0},
-                              0.0f, oaug);
+            st = sparcl__gemm(
+                f->view->ctx, queue, ulen, da, m, 1.0f, qf,
+                (sparcl__mat){w->state, ((size_t)bk * un_chunks + (size_t)c) * m * da, da, 0}, 0.0f,
+                oaug);
             if (st || !d->causal)
                 continue;
             /* The chunk's own keys, masked to j <= i. */
-            st = sparcl__gemm(f->view->ctx, queue, len, len, m, 1.0f, qf,
+            st = sparcl__gemm(f->view->ctx, queue, ulen, ulen, m, 1.0f, qf,
                               (sparcl__mat){w->kf, krow * m, m, 1}, 0.0f,
                               (sparcl__mat){w->a, 0, CHUNK, 0});
             const cl_int cl_len = len, ld = CHUNK;
             const arg a[] = {ARG(w->a), ARG(cl_len), ARG(ld)};
             if (!st)
-                st = launch(f, queue, K_MASK, a, 3, (size_t)len, (size_t)len, 1);
+                st = launch(f, queue, K_MASK, a, 3, ulen, ulen, 1);
             if (!st)
-                st = sparcl__gemm(f->view->ctx, queue, len, da, len, 1.0f,
+                st = sparcl__gemm(f->view->ctx, queue, ulen, da, ulen, 1.0f,
                                   (sparcl__mat){w->a, 0, CHUNK, 0},
                                   (sparcl__mat){w->vaug, krow * da, da, 0}, 1.0f, oaug);
         }
@@ -326,21 +338,25 @@ static sparcl_status favor_forward(void *state, const sparcl__fwd_call *c)
     sparcl_ctx *ctx = f->view->ctx;
     if (lse)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "FAVOR+ produces no lse; pass NULL");
+    /* The plan validated every extent positive.  The scratch sizes saturate:
+     * a shape whose buffers cannot be addressed asks for SIZE_MAX bytes,
+     * which sparcl__scratch refuses, so no size or offset below wraps. */
     const size_t m = (size_t)d->features, da = (size_t)d->head_dim + 1, f4 = sizeof(float);
-    const size_t rq = (size_t)d->batch * d->q_heads * d->q_len;
-    const size_t rk = (size_t)d->batch * d->kv_heads * d->kv_len;
+    const size_t batch = (size_t)d->batch, kv_heads = (size_t)d->kv_heads;
+    const size_t rq = sparcl__sat_mul(sparcl__sat_mul(batch, (size_t)d->q_heads), (size_t)d->q_len);
+    const size_t rk = sparcl__sat_mul(sparcl__sat_mul(batch, kv_heads), (size_t)d->kv_len);
     const size_t n_chunks = d->causal ? ((size_t)d->kv_len + CHUNK - 1) / CHUNK : 1;
+    const size_t states =
+        sparcl__sat_mul(sparcl__sat_mul(sparcl__sat_mul(batch, kv_heads), n_chunks), m * da);
     scratch w = {0};
     sparcl_status st;
     pthread_mutex_lock(&f->lock);
-    if ((st = sparcl__scratch(ctx, &w.qf, f4 * rq * m, "phi(Q)")) ||
-        (st = sparcl__scratch(ctx, &w.kf, f4 * rk * m, "phi(K)")) ||
-        (st = sparcl__scratch(ctx, &w.kmax, f4 * d->batch * d->kv_heads, "key maxima")) ||
-        (st = sparcl__scratch(ctx, &w.vaug, f4 * rk * da, "[V 1]")) ||
-        (st =
-             sparcl__scratch(ctx, &w.state, f4 * (size_t)d->batch * d->kv_heads * n_chunks * m * da,
-                             "FAVOR+ states")) ||
-        (st = sparcl__scratch(ctx, &w.oaug, f4 * rq * da, "FAVOR+ numerators")) ||
+    if ((st = sparcl__scratch(ctx, &w.qf, sparcl__sat_mul(f4 * m, rq), "phi(Q)")) ||
+        (st = sparcl__scratch(ctx, &w.kf, sparcl__sat_mul(f4 * m, rk), "phi(K)")) ||
+        (st = sparcl__scratch(ctx, &w.kmax, sparcl__sat_mul(f4, batch * kv_heads), "key maxima")) ||
+        (st = sparcl__scratch(ctx, &w.vaug, sparcl__sat_mul(f4 * da, rk), "[V 1]")) ||
+        (st = sparcl__scratch(ctx, &w.state, sparcl__sat_mul(f4, states), "FAVOR+ states")) ||
+        (st = sparcl__scratch(ctx, &w.oaug, sparcl__sat_mul(f4 * da, rq), "FAVOR+ numerators")) ||
         (st = sparcl__scratch(ctx, &w.a, f4 * CHUNK * CHUNK, "chunk scores")) ||
         (st = sparcl__queue_wait(ctx, queue, num_wait, wait)) ||
         (st = features(f, queue, q, ts[0], d->q_heads, d->q_len, w.qf, NULL)) ||

@@ -159,8 +159,14 @@ static sparcl_status linformer_forward(void *state, const sparcl__fwd_call *c)
     cl_command_queue queue = c->queue;
     const sparcl_strides *ts = c->ts;
     const cl_mem k = c->k, v = c->v;
-    const size_t kd = (size_t)d->proj_len * (size_t)d->head_dim;
-    const size_t bytes = sizeof(float) * (size_t)d->batch * (size_t)d->kv_heads * kd;
+    /* The plan validated every extent positive.  The scratch size
+     * saturates, so a shape too large to address is refused by
+     * sparcl__scratch and the offsets below stay inside the buffers. */
+    const size_t proj = (size_t)d->proj_len, dim = (size_t)d->head_dim, kv = (size_t)d->kv_len;
+    const size_t kv_heads = (size_t)d->kv_heads;
+    const size_t kd = proj * dim;
+    const size_t bytes =
+        sparcl__sat_mul(sparcl__sat_mul(sizeof(float) * kd, (size_t)d->batch), kv_heads);
     cl_mem kp = NULL, vp = NULL;
     sparcl_status st;
     if ((st = sparcl__scratch(ctx, &kp, bytes, "projected keys")) != SPARCL_OK ||
@@ -169,20 +175,18 @@ static sparcl_status linformer_forward(void *state, const sparcl__fwd_call *c)
         goto done;
     for (int b = 0; b < d->batch && st == SPARCL_OK; ++b)
         for (int h = 0; h < d->kv_heads && st == SPARCL_OK; ++h) {
-            const size_t dst = ((size_t)b * d->kv_heads + h) * kd;
-            const sparcl__mat e = {l->e, 0, (size_t)d->kv_len, 0};
-            const sparcl__mat f = {l->f, 0, (size_t)d->kv_len, 0};
+            const size_t dst = ((size_t)b * kv_heads + (size_t)h) * kd;
+            const sparcl__mat e = {l->e, 0, kv, 0};
+            const sparcl__mat f = {l->f, 0, kv, 0};
             const sparcl__mat kin = {k, (size_t)(b * ts[1].batch + h * ts[1].head),
                                      (size_t)ts[1].seq, 0};
             const sparcl__mat vin = {v, (size_t)(b * ts[2].batch + h * ts[2].head),
                                      (size_t)ts[2].seq, 0};
-            const sparcl__mat kout = {kp, dst, (size_t)d->head_dim, 0};
-            const sparcl__mat vout = {vp, dst, (size_t)d->head_dim, 0};
-            st = sparcl__gemm(ctx, queue, d->proj_len, d->head_dim, d->kv_len, 1.0f, e, kin, 0.0f,
-                              kout);
+            const sparcl__mat kout = {kp, dst, dim, 0};
+            const sparcl__mat vout = {vp, dst, dim, 0};
+            st = sparcl__gemm(ctx, queue, proj, dim, kv, 1.0f, e, kin, 0.0f, kout);
             if (st == SPARCL_OK)
-                st = sparcl__gemm(ctx, queue, d->proj_len, d->head_dim, d->kv_len, 1.0f, f, vin,
-                                  0.0f, vout);
+                st = sparcl__gemm(ctx, queue, proj, dim, kv, 1.0f, f, vin, 0.0f, vout);
         }
     if (st != SPARCL_OK)
         goto done;

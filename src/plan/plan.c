@@ -430,11 +430,17 @@ SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const float *q
         return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
                             !q ? "q" : !k ? "k" : !v ? "v" : "out");
     const sparcl_plan_desc *d = &p->desc;
-    /* Host arrays are contiguous whatever strides the plan was made for. */
-    size_t nq = (size_t)d->batch * d->q_heads * d->q_len * d->head_dim;
-    size_t nk = (size_t)d->batch * d->kv_heads * d->kv_len * d->head_dim;
-    size_t nl = (size_t)d->batch * d->q_heads * d->q_len;
-    const size_t sizes[3] = {nq * 4, nk * 4, lse ? nl * 4 : 0};
+    /* Host arrays are contiguous whatever strides the plan was made for.
+     * The plan validated every extent positive; the counts saturate, so a
+     * shape too large to address fails the max_alloc check below instead
+     * of wrapping past it. */
+    const size_t batch = (size_t)d->batch, dim = (size_t)d->head_dim;
+    size_t nl = sparcl__sat_mul(sparcl__sat_mul(batch, (size_t)d->q_heads), (size_t)d->q_len);
+    size_t nq = sparcl__sat_mul(nl, dim);
+    size_t nk = sparcl__sat_mul(
+        sparcl__sat_mul(sparcl__sat_mul(batch, (size_t)d->kv_heads), (size_t)d->kv_len), dim);
+    const size_t sizes[3] = {sparcl__sat_mul(nq, 4), sparcl__sat_mul(nk, 4),
+                             lse ? sparcl__sat_mul(nl, 4) : 0};
     static const char *what[3] = {"q/out", "k/v", "lse"};
     for (int t = 0; t < 3; ++t)
         if (sizes[t] > p->ctx->limits.max_alloc)

@@ -5,6 +5,7 @@
  */
 #include <stdlib.h>
 
+#include "runtime/checked.h"
 #include "runtime/ctx.h"
 #include "runtime/error.h"
 #include "kernels/params.h"
@@ -139,9 +140,14 @@ SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *p, const float *
     if (!p)
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
     const sparcl_plan_desc *d = &p->view.desc;
-    const size_t nq = (size_t)d->batch * d->q_heads * d->q_len * d->head_dim;
-    const size_t nk = (size_t)d->batch * d->kv_heads * d->kv_len * d->head_dim;
-    const size_t nl = (size_t)d->batch * d->q_heads * d->q_len;
+    /* The plan validated every extent positive; the element counts and
+     * byte sizes saturate, so a shape too large to address fails the
+     * max_alloc check below instead of wrapping past it. */
+    const size_t batch = (size_t)d->batch, dim = (size_t)d->head_dim;
+    const size_t nl = sparcl__sat_mul(sparcl__sat_mul(batch, (size_t)d->q_heads), (size_t)d->q_len);
+    const size_t nq = sparcl__sat_mul(nl, dim);
+    const size_t nk = sparcl__sat_mul(
+        sparcl__sat_mul(sparcl__sat_mul(batch, (size_t)d->kv_heads), (size_t)d->kv_len), dim);
     /* Inputs then outputs, in bwd_args order. */
     const void *host[9] = {q, k, v, out, lse, dout, dq, dk, dv};
     static const char *names[9] = {"q", "k", "v", "out", "lse", "dout", "dq", "dk", "dv"};
@@ -151,10 +157,10 @@ SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *p, const float *
             return sparcl__fail(p->view.ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL%s", names[i],
                                 i == 4 ? "; the backward needs the forward's LSE" : "");
     for (int i = 0; i < 9; ++i)
-        if (elems[i] * sizeof(float) > p->view.ctx->limits.max_alloc)
+        if (sparcl__sat_mul(elems[i], sizeof(float)) > p->view.ctx->limits.max_alloc)
             return sparcl__fail(p->view.ctx, SPARCL_ERR_OUT_OF_MEMORY,
                                 "%s needs %zu bytes; the device's largest allocation is %llu",
-                                names[i], elems[i] * sizeof(float),
+                                names[i], sparcl__sat_mul(elems[i], sizeof(float)),
                                 (unsigned long long)p->view.ctx->limits.max_alloc);
     cl_mem m[9] = {NULL};
     sparcl_status st = SPARCL_OK;

@@ -60,8 +60,9 @@ sparcl_status sparcl__tiled_init(sparcl__tiled *t, const sparcl__plan_view *v,
     t->layout_heads = g.heads;
     t->n_tile_rows = g.ntr;
     size_t *n = &t->bytes;
-    if ((st = sparcl__upload(ctx, &t->tile_ptr, g.ptr,
-                             sizeof *g.ptr * (size_t)g.heads * (g.ntr + 1), n)) ||
+    /* The built tiling's counts: non-negative, sizes of arrays it holds. */
+    const size_t row_ptrs = (size_t)g.heads * (size_t)(g.ntr + 1);
+    if ((st = sparcl__upload(ctx, &t->tile_ptr, g.ptr, sizeof *g.ptr * row_ptrs, n)) ||
         (st = sparcl__upload(ctx, &t->tile_col, g.col, sizeof *g.col * (size_t)g.nnz, n)) ||
         (st = sparcl__upload(ctx, &t->tile_mask, g.mask, sizeof *g.mask * (size_t)g.nnz, n)) ||
         (st =

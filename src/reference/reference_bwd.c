@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/checked.h"
 #include "runtime/error.h"
 #include "reference/reference.h"
 #include "runtime/struct_size.h"
@@ -34,6 +35,17 @@ SPARCL_API sparcl_status sparcl_reference_backward(sparcl_ctx *ctx, const sparcl
     if (d->normalization != SPARCL_NORMALIZATION_SOFTMAX || d->attention != SPARCL_ATTENTION_EXACT)
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
                             "reference backward: softmax attention over a layout only");
+    /* sparcl__reference_check made every extent positive.  dq, dk and dv
+     * hold these many bytes, so a shape whose sizes overflow cannot
+     * describe real arrays: refuse it instead of clearing a wrapped size. */
+    const size_t row_bytes = sizeof *dq * (size_t)d->head_dim;
+    size_t q_bytes, kv_bytes;
+    if (!sparcl__mul3_size((size_t)d->batch, (size_t)d->q_heads, (size_t)d->q_len, &q_bytes) ||
+        !sparcl__mul_size(q_bytes, row_bytes, &q_bytes) ||
+        !sparcl__mul3_size((size_t)d->batch, (size_t)d->kv_heads, (size_t)d->kv_len, &kv_bytes) ||
+        !sparcl__mul_size(kv_bytes, row_bytes, &kv_bytes))
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "reference: shape too large to address");
     int *keys = malloc(sizeof *keys * (size_t)d->kv_len);
     double *p = malloc(sizeof *p * (size_t)d->kv_len);
     double *dp = malloc(sizeof *dp * (size_t)d->kv_len);
@@ -43,9 +55,9 @@ SPARCL_API sparcl_status sparcl_reference_backward(sparcl_ctx *ctx, const sparcl
     }
     const int D = d->head_dim, g = d->q_heads / d->kv_heads;
     const double scale = sparcl__reference_scale(d);
-    memset(dq, 0, sizeof *dq * (size_t)d->batch * d->q_heads * d->q_len * D);
-    memset(dk, 0, sizeof *dk * (size_t)d->batch * d->kv_heads * d->kv_len * D);
-    memset(dv, 0, sizeof *dv * (size_t)d->batch * d->kv_heads * d->kv_len * D);
+    memset(dq, 0, q_bytes);
+    memset(dk, 0, kv_bytes);
+    memset(dv, 0, kv_bytes);
     for (int b = 0; b < d->batch; ++b)
         for (int h = 0; h < d->q_heads; ++h) {
             const int64_t kvh = ((int64_t)b * d->kv_heads + h / g) * d->kv_len * D;

@@ -223,7 +223,7 @@ static double causal_fraction(int q_len, int kv_len)
     double kept = 0;
     for (int i = 0; i < q_len; ++i) {
         long n = (long)i + kv_len - q_len + 1;
-        kept += n < 0 ? 0 : n > kv_len ? kv_len : n;
+        kept += (double)(n < 0 ? 0 : n > kv_len ? kv_len : n); /* exact: |n| <= kv_len */
     }
     return kept / ((double)q_len * kv_len);
 }
