@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test.sh -- Quick start command 2: set everything up, build, and run the
 # whole test suite.  Stages (each timed):
+#   warnings src/ compiled with -Wconversion -Wsign-conversion -Werror
 #   unit     Criterion suites through CTest on the default OpenCL device,
 #            including the oclgrind simulator run and the fuzz-corpus replay
 #   asan     the same suites built with AddressSanitizer + UBSan
@@ -14,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 STAGES=("$@")
-((${#STAGES[@]})) || STAGES=(scripts unit asan tsan fuzz install)
+((${#STAGES[@]})) || STAGES=(scripts warnings unit asan tsan fuzz install)
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 bash scripts/setup.sh
@@ -41,6 +42,14 @@ ctest_in() {
     echo "sanitizer reports above (full log: $dir/ctest.log)" >&2
     return 1
   fi
+}
+
+# src/ builds with -Wall -Wextra -Wconversion -Wsign-conversion and no
+# warning at all (gcc; the library alone, in build-warn/).
+stage_warnings() {
+  cmake -S . -B build-warn -DCMAKE_BUILD_TYPE=Release -DSPARCL_STRICT_WARNINGS=ON \
+    -DSPARCL_BUILD_TESTS=OFF -DSPARCL_BUILD_TOOLS=OFF -DSPARCL_BUILD_EXAMPLES=OFF >/dev/null
+  cmake --build build-warn -j "$JOBS" --target sparcl_objects
 }
 
 stage_unit() {
