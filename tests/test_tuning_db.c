@@ -647,8 +647,7 @@ Test(tuning_db, parameter_space_comes_from_the_schema)
     cr_assert_eq(sparcl_kernel_default_params(ctx, "attn_fwd", &d, &p), SPARCL_OK);
     cr_assert_eq(sparcl_kernel_check_params(ctx, "attn_fwd", &d, &p), SPARCL_OK);
     sparcl_params_set(&p, "VEC", 32); /* not a choice */
-    cr_assert_eq(sparcl_kernel_check_params(ctx, "attn_fwd", &d, &p),
-                 SPARCL_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(sparcl_kernel_check_params(ctx, "attn_fwd", &d, &p), SPARCL_ERR_INVALID_ARGUMENT);
     sparcl_params_set(&p, "VEC", 16);
     sparcl_params_set(&p, "WG_SIZE", 4096); /* not a choice either */
     cr_assert_neq(sparcl_kernel_check_params(ctx, "attn_fwd", &d, &p), SPARCL_OK);
@@ -678,8 +677,8 @@ Test(tuning_db, simultaneous_creation_never_fails)
             cr_assert_neq(pids[w], -1);
             if (pids[w] == 0) {
                 sparcl_tuning_db *db = NULL;
-                int ok = sparcl_tuning_db_init(NULL, &db, path, SPARCL_TUNING_DB_WRITE) ==
-                         SPARCL_OK;
+                int ok =
+                    sparcl_tuning_db_init(NULL, &db, path, SPARCL_TUNING_DB_WRITE) == SPARCL_OK;
                 sparcl_tuning_db_free(db);
                 _exit(ok ? 0 : 1);
             }
@@ -811,7 +810,7 @@ static void v1_row(char *sql, size_t size, const char *type, long long gmem, lon
 
 /* A version 1 file: refused for reading with a hint, migrated in place when
  * opened for writing (CPU devices that differ only in memory become one, no
- * measurement is lost), and the shipped SQL of version 1 loads as is. */
+ * measurement is lost), and an export of version 1 loads as is. */
 Test(tuning_db, version_1_database_is_migrated)
 {
     make_dir();
@@ -874,12 +873,13 @@ Test(tuning_db, version_1_database_is_migrated)
     cr_assert_eq(bm, 4);
     sparcl_tuning_db_free(db);
 
-    /* the shipped SQL (exported at version 1, CPU memory figures included) */
+    /* an export of version 1 (the shipped SQL as it was, CPU memory figures
+     * included) */
     char fresh[128];
     scratch_path(fresh, sizeof fresh, "shipped.db");
     db = open_db(fresh, SPARCL_TUNING_DB_WRITE);
     int64_t n = 0;
-    cr_assert_eq(sparcl_tuning_db_import(db, SPARCL_SOURCE_DIR "/db/tuned_pocl.sql", &n),
+    cr_assert_eq(sparcl_tuning_db_import(db, SPARCL_SOURCE_DIR "/tests/data/tuned_pocl_v1.sql", &n),
                  SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
     sparcl_tuning_db_free(db);
     cr_assert_gt(n, 0);
