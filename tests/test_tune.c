@@ -130,6 +130,23 @@ static void wait_rows(const char *db_path, long long n)
     cr_assert_geq(count_where(db_path, "1"), n);
 }
 
+/* A context that reads only the database `db`, and a dense plan of
+ * 2 q heads, 1 kv head, length 17, head_dim 16 made on it. */
+static sparcl_plan *plan_from(const char *db, sparcl_ctx **ctx, sparcl_plan_desc *d)
+{
+    cr_assert_eq(sparcl_ctx_init(ctx), SPARCL_OK);
+    cr_assert_eq(sparcl_ctx_set_tuning_db(*ctx, SPARCL_TUNING_DB_USER, db), SPARCL_OK);
+    cr_assert_eq(sparcl_ctx_set_tuning_db(*ctx, SPARCL_TUNING_DB_SHIPPED, ""), SPARCL_OK);
+    sparcl_plan_desc_init(d);
+    d->q_heads = 2;
+    d->kv_heads = 1;
+    d->q_len = d->kv_len = 17;
+    d->head_dim = 16;
+    sparcl_plan *plan = NULL;
+    cr_assert_eq(sparcl_plan_init(*ctx, &plan, d), SPARCL_OK, "%s", sparcl_ctx_errmsg(*ctx));
+    return plan;
+}
+
 static int dense_pred(const void *self, int h, int i, int j)
 {
     (void)self, (void)h, (void)i, (void)j;
@@ -150,17 +167,8 @@ Test(tune, tuned_row_is_used_by_plans)
     free(out);
 
     sparcl_ctx *ctx = NULL;
-    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
-    cr_assert_eq(sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_USER, db), SPARCL_OK);
-    cr_assert_eq(sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_SHIPPED, ""), SPARCL_OK);
     sparcl_plan_desc d;
-    sparcl_plan_desc_init(&d);
-    d.q_heads = 2;
-    d.kv_heads = 1;
-    d.q_len = d.kv_len = 17;
-    d.head_dim = 16;
-    sparcl_plan *plan = NULL;
-    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    sparcl_plan *plan = plan_from(db, &ctx, &d);
     sparcl_params used;
     sparcl_param_source src;
     sparcl_plan_params(plan, &used, &src);
@@ -873,17 +881,8 @@ Test(tune, finalists_are_retimed_and_the_decision_is_used)
     cr_assert_eq(count_where(db, "chosen = 1 AND speedup < 1"), 0);
 
     sparcl_ctx *ctx = NULL;
-    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
-    cr_assert_eq(sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_USER, db), SPARCL_OK);
-    cr_assert_eq(sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_SHIPPED, ""), SPARCL_OK);
     sparcl_plan_desc d;
-    sparcl_plan_desc_init(&d);
-    d.q_heads = 2;
-    d.kv_heads = 1;
-    d.q_len = d.kv_len = 17;
-    d.head_dim = 16;
-    sparcl_plan *plan = NULL;
-    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    sparcl_plan *plan = plan_from(db, &ctx, &d);
     sparcl_params used;
     sparcl_plan_params(plan, &used, NULL);
     sparcl_plan_free(plan);
