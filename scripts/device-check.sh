@@ -239,6 +239,12 @@ install_debs() {
       role=$(awk -v p="$pkg" '$2 == p {print $1}' "$DEBS/MANIFEST" 2>/dev/null)
       if ((FORCE_DEBS)); then
         :
+      elif [[ $pkg == libsqlite3-0 && -e "$DEBS/MANIFEST" ]] && ! installed sqlite3 &&
+        grep -q '^root sqlite3 ' "$DEBS/MANIFEST"; then
+        # The sqlite3 CLI refuses to run against another version of the
+        # library ("SQLite header and source version mismatch"): a carried
+        # CLI takes its own library along.
+        :
       elif [[ $role == dep ]] && { installed "$pkg" || libs_present "$deb"; }; then
         echo "  have $pkg (or its libraries)"
         continue
