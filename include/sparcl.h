@@ -585,7 +585,10 @@ SPARCL_API sparcl_status sparcl_plan_forward(sparcl_plan *plan, cl_mem q, cl_mem
 /* As sparcl_plan_forward(), on `queue` instead of the context's queue
  * (NULL means the context's).  The queue must belong to the context's
  * cl_context and device; it is borrowed for the call.  This is how threads
- * sharing one context and plan run concurrently: one queue per thread. */
+ * sharing one context and plan run concurrently: one queue per thread.
+ * A queue of another context or device is refused; a handle that is not a
+ * command queue at all is undefined behaviour, as everywhere in OpenCL
+ * (POCL reports it, NVIDIA's driver dereferences it). */
 SPARCL_API sparcl_status sparcl_plan_forward_on_queue(sparcl_plan *plan, cl_command_queue queue,
                                                       cl_mem q, cl_mem k, cl_mem v, cl_mem out,
                                                       cl_mem lse, cl_uint num_wait,

@@ -8,6 +8,7 @@
 #
 # usage: scripts/device-check.sh OUTDIR [--pocl] [--quick] [-R REGEX] [--device SEL]
 #                                [--debs DIR] [--force-debs] [--bench-tuned] [--budget S]
+#                                [--cases LIST]
 #   --pocl         POCL's CPU device, smaller problems (tuner: the quick set)
 #   --quick        three fast test suites, one benchmark case, a tiny tuning run
 #   -R REGEX       only the CTest suites matching REGEX
@@ -19,6 +20,7 @@
 #   --force-debs   unpack every package, even those the machine has (tests the path)
 #   --bench-tuned  benchmark again with the rows just tuned (bench_tuned.json)
 #   --budget S     wall-clock budget of the whole run (default 480, 1500 --pocl)
+#   --cases LIST   the benchmark's cases (sparcl-bench --cases)
 #
 # OUTDIR receives at most 8 files: summary.txt (environment, each step's
 # status, seconds and limit), devices.txt, build.log, ctest.log, bench.json
@@ -34,12 +36,12 @@ cd "$(dirname "$0")/.." || exit 2
 REPO=$PWD
 
 usage() {
-  sed -n '9,31p' "$0" >&2
+  sed -n '9,33p' "$0" >&2
   exit 2
 }
 
 OUT="" POCL=0 QUICK=0 REGEX="" DEVICE="${SPARCL_DEVICE:-}" DEBS="" FORCE_DEBS=0
-BENCH_TUNED=0 BUDGET=""
+BENCH_TUNED=0 BUDGET="" CASES=""
 while (($#)); do
   case "$1" in
     --pocl) POCL=1 ;;
@@ -50,6 +52,7 @@ while (($#)); do
     --force-debs) FORCE_DEBS=1 ;;
     --bench-tuned) BENCH_TUNED=1 ;;
     --budget) (($# > 1)) || usage; BUDGET=$2; shift ;;
+    --cases) (($# > 1)) || usage; CASES=$2; shift ;;
     -h | --help) usage ;;
     -*) echo "device-check: unknown option $1" >&2; usage ;;
     *) [[ -z "$OUT" ]] || usage; OUT=$1 ;;
@@ -75,7 +78,7 @@ else
   : "${BUDGET:=480}"
   BENCH_CASES=dense-4k,causal-4k,window-16k,bigbird-16k,dense-2k-d128,bwd-window-16k
   TUNE_ARGS=(--problems standard --max-evals 12 --max-seconds 12)
-  CTEST_JOBS=4
+  CTEST_JOBS=6
   CAP_BUILD=300 CAP_CTEST=300 CAP_BENCH=120 CAP_TUNE=150
 fi
 if ((QUICK)); then
@@ -84,6 +87,7 @@ if ((QUICK)); then
   TUNE_ARGS=(--problems "dense:n=256,h=2,d=64;window:n=1024,h=2,d=64,w=64" --max-evals 3
              --max-seconds 20)
 fi
+[[ -n "$CASES" ]] && BENCH_CASES=$CASES
 JOBS=${SPARCL_CHECK_JOBS:-$(nproc 2>/dev/null || echo 2)}
 export SPARCL_DEVICE=$DEVICE
 export POCL_CACHE_DIR=$BUILD/pocl-cache
@@ -298,7 +302,7 @@ find_nvidia_opencl() {
 NV_OCL=""
 if ((!POCL)); then
   command -v nvidia-smi >/dev/null &&
-    say "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm \
+    say "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,compute_mode \
       --format=csv,noheader 2>&1 | head -1)"
   NV_OCL=${SPARCL_CHECK_NV_OCL:-$(find_nvidia_opencl)}
   if [[ -n "$NV_OCL" ]]; then
@@ -407,6 +411,12 @@ if ((BUILT)) && [[ $DEV_SLUG != unknown ]]; then
   # Rows are committed as they complete: export whatever a cut-short run left.
   if [[ -e $DB ]]; then
     run_step export 30 "$OUT/tools.log" "$TUNE" --db "$DB" --export "$OUT/tuned_$DEV_SLUG.sql"
+    if ! grep -q '^INSERT' "$OUT/tuned_$DEV_SLUG.sql" 2>/dev/null; then
+      say "tune: no rows stored; the worker alone, outside the tuner:"
+      echo "problem attn_fwd dense:n=256,h=1,kvh=1,d=64" |
+        timeout 60 "$TUNE" --worker --device "$SPARCL_DEVICE" 3>&1 2>&1 | head -5 | tee -a "$SUMMARY"
+      FAILED=$((FAILED + 1))
+    fi
     if ((BENCH_TUNED)); then
       export SPARCL_DB=$DB
       run_step bench-tuned "$CAP_BENCH" "$WORK/bench_tuned.log" "$BENCH" --json --no-baseline \

@@ -760,9 +760,19 @@ Test(hostile, plan_calls_check_their_buffers, .init = setup, .fini = teardown)
     EXPECT(sparcl_plan_forward(plan, q, k, v, q, NULL, 0, NULL, NULL), INVALID, "alias");
     EXPECT(sparcl_plan_forward(plan, q, k, v, o, NULL, 3, NULL, NULL), INVALID, "num_wait 3");
     EXPECT(sparcl_plan_forward(plan, q, k, v, o, NULL, UINT_MAX, NULL, NULL), INVALID, "num_wait");
-    cl_command_queue foreign = (cl_command_queue)q; /* not a queue at all */
+    /* A queue of another context on the same device.  (A handle that is not
+     * a queue at all is undefined behaviour in OpenCL: POCL refuses it, but
+     * NVIDIA's driver crashed on it in this test on an H200.) */
+    cl_device_id dev = sparcl_ctx_cl_device(ctx);
+    cl_int cerr = CL_SUCCESS;
+    cl_context other = clCreateContext(NULL, 1, &dev, NULL, NULL, &cerr);
+    cr_assert_not_null(other, "clCreateContext: %d", cerr);
+    cl_command_queue foreign = clCreateCommandQueue(other, dev, 0, &cerr);
+    cr_assert_not_null(foreign, "clCreateCommandQueue: %d", cerr);
     EXPECT(sparcl_plan_forward_on_queue(plan, foreign, q, k, v, o, NULL, 0, NULL, NULL), INVALID,
            "queue");
+    clReleaseCommandQueue(foreign);
+    clReleaseContext(other);
     float x[1];
     EXPECT(sparcl_plan_forward_host(plan, NULL, x, x, x, NULL), INVALID, "q is NULL");
     EXPECT(sparcl_plan_forward_host(plan, x, x, x, NULL, NULL), INVALID, "out is NULL");

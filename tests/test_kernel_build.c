@@ -29,6 +29,25 @@ typedef struct record {
     char warning[2048];
 } record;
 
+/* NVIDIA's OpenCL compiler notes for every kernel function that it "is a
+ * kernel, so overriding noinline attribute" (seen on an H200, driver 580):
+ * a remark about the driver's own inlining, whatever the source says.  Any
+ * other line with "warning" counts. */
+static int has_warning(const char *msg)
+{
+    static const char vendor_note[] = "is a kernel, so overriding noinline attribute";
+    for (const char *line = msg; line && *line;) {
+        const char *end = strchr(line, '\n');
+        size_t n = end ? (size_t)(end - line) : strlen(line);
+        char buf[512];
+        snprintf(buf, sizeof buf, "%.*s", (int)(n < sizeof buf - 1 ? n : sizeof buf - 1), line);
+        if ((strstr(buf, "warning") || strstr(buf, "Warning")) && !strstr(buf, vendor_note))
+            return 1;
+        line = end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
 static void on_log(void *user, sparcl_log_level level, const char *msg)
 {
     record *r = user;
@@ -46,7 +65,7 @@ static void on_log(void *user, sparcl_log_level level, const char *msg)
         if (!strstr(r->files, key) && strlen(r->files) + strlen(key) < sizeof r->files)
             strcat(r->files, key);
     }
-    if (!r->warning[0] && (strstr(msg, "warning") || strstr(msg, "Warning")))
+    if (!r->warning[0] && has_warning(msg))
         snprintf(r->warning, sizeof r->warning, "%s", msg);
 }
 

@@ -401,6 +401,9 @@ Test(tuning_db, plan_uses_exact_row)
     sparcl_params over;
     sparcl_params_clear(&over);
     sparcl_params_set(&over, "BLOCK_M", 2);
+    /* Other parameters come from the device's defaults: on a GPU WG_SIZE
+     * is 64, which BLOCK_M=2 cannot divide. */
+    sparcl_params_set(&over, "WG_SIZE", 1);
     e.desc.params = &over;
     cr_assert_eq(plan_block_m(&e, &src), 2);
     cr_assert_eq(src, SPARCL_PARAMS_OVERRIDE);

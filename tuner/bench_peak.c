@@ -23,8 +23,10 @@
 /* The -Wpsabi note clang gives for 512-bit vectors on CPUs without AVX-512
  * is silenced as in cl/common.clh, so POCL prints nothing. */
 static const char probe_source[] =
-    "#ifdef __clang__\n"
+    "#if defined(__clang__) && defined(__has_warning)\n"
+    "#if __has_warning(\"-Wpsabi\")\n"
     "#pragma clang diagnostic ignored \"-Wpsabi\"\n"
+    "#endif\n"
     "#endif\n"
     "#define CHAIN(T, i) T x##i = (T)(seed + (float)(i));\n"
     "#define STEP(T, i) x##i = fma(x##i, a, b);\n"

@@ -32,6 +32,7 @@
 #include "bench_peak.h"
 #include "sparcl.h"
 #include "tool_log.h"
+#include "tool_timing.h"
 
 enum pattern { PAT_DENSE, PAT_CAUSAL, PAT_WINDOW, PAT_BIGBIRD };
 static const char *pattern_names[] = {"dense", "causal", "window", "bigbird"};
@@ -276,14 +277,6 @@ static const char *bound(const bench_case *c, const result *r, const bench_peak 
     return "mem";
 }
 
-static double event_span_ms(cl_event first, cl_event last)
-{
-    cl_ulong t0 = 0, t1 = 0;
-    clGetEventProfilingInfo(first, CL_PROFILING_COMMAND_END, sizeof t0, &t0, NULL);
-    clGetEventProfilingInfo(last, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL);
-    return (double)(t1 - t0) * 1e-6;
-}
-
 /* Times the call (m[0..4] = q, k, v, out, lse; for the backward m[5..8] =
  * dout, dq, dk, dv): `warmup` untimed calls, then opt->reps timed, each from
  * a marker enqueued just before it to the end of its event. */
@@ -296,7 +289,7 @@ static int time_call(sparcl_ctx *ctx, sparcl_plan *plan, cl_mem *m, int backward
         return 0;
     for (int r = -warmup; r < opt->reps; ++r) {
         cl_event mark = NULL, ev = NULL;
-        const double c0 = bench_cpu_ms();
+        const double c0 = bench_cpu_ms(), w0 = tool_now_ms();
         sparcl_status st = SPARCL_ERR_OPENCL;
         if (clEnqueueMarkerWithWaitList(queue, 0, NULL, &mark) == CL_SUCCESS)
             st = backward ? sparcl_plan_backward(plan, m[0], m[1], m[2], m[3], m[4], m[5], m[6],
@@ -312,7 +305,7 @@ static int time_call(sparcl_ctx *ctx, sparcl_plan *plan, cl_mem *m, int backward
         }
         clWaitForEvents(1, &ev);
         if (r >= 0) {
-            ms[r] = event_span_ms(mark, ev);
+            ms[r] = tool_event_span_ms(mark, ev, tool_now_ms() - w0);
             cpu[r] = bench_cpu_ms() - c0;
         }
         clReleaseEvent(mark);

@@ -493,8 +493,8 @@ static void print_table(const row *rows, int n)
             snprintf(sp, sizeof sp, "%.2fx", r->default_ms / r->best_ms);
         if (strcmp(r->decision, "-") != 0 && r->decision[0])
             snprintf(sp, sizeof sp, "%s", r->decision);
-        printf("%-44s %6d %6d %11s %9s %8s  %s%s\n", r->spec, r->evals, r->stored, d, b, sp,
-               r->best[0] ? r->best : "(none)", r->note);
+        printf("%-44s %6d %6d %11s %9s %8s  %s%s%s\n", r->spec, r->evals, r->stored, d, b, sp,
+               r->best[0] ? r->best : "(none)", r->note[0] ? "  " : "", r->note);
     }
 }
 
@@ -658,6 +658,16 @@ static int run_tuning(const options *o, const char *exe)
         }
     tune_child_free(child);
     print_table(rows, n_rows);
+    /* Every problem skipped with a reason (no device in the worker, say):
+     * nothing was tuned, and the exit status says so. */
+    int tuned = 0;
+    for (int i = 0; i < n_rows; ++i)
+        tuned += rows[i].evals > 0 || rows[i].stored > 0 || !rows[i].note[0];
+    if (n_rows > 0 && !tuned && !fatal && !interrupted) {
+        fatal = 1;
+        snprintf(fatal_msg, sizeof fatal_msg, "no problem could be tuned; the first: %.500s",
+                 rows[0].note);
+    }
     char wall[32];
     fmt_time(now() - pg.t0, wall, sizeof wall);
     printf("\n%d new evaluations in %s\n", pg.new_evals, wall);

@@ -29,6 +29,7 @@
 #endif
 
 #include "tune.h"
+#include "tool_timing.h"
 
 /* The tests' tolerance: fp32 max abs error against the double reference. */
 #define TOLERANCE 1e-4
@@ -234,6 +235,7 @@ static double run_once(sparcl_ctx *ctx, sparcl_plan *plan, setup *s, char *msg, 
     cl_event before = NULL, ev = NULL;
     cl_mem *m = s->m;
     sparcl_status st;
+    const double w0 = tool_now_ms();
     if (clEnqueueMarkerWithWaitList(sparcl_ctx_cl_queue(ctx), 0, NULL, &before) != CL_SUCCESS) {
         snprintf(msg, size, "clEnqueueMarkerWithWaitList failed");
         return -1;
@@ -252,11 +254,9 @@ static double run_once(sparcl_ctx *ctx, sparcl_plan *plan, setup *s, char *msg, 
     }
     cl_int err = clWaitForEvents(1, &ev), exec = CL_COMPLETE;
     clGetEventInfo(ev, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof exec, &exec, NULL);
-    cl_ulong t0 = 0, t1 = 0;
-    if (err == CL_SUCCESS && exec == CL_COMPLETE) {
-        clGetEventProfilingInfo(before, CL_PROFILING_COMMAND_END, sizeof t0, &t0, NULL);
-        clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL);
-    }
+    double ms = 0;
+    if (err == CL_SUCCESS && exec == CL_COMPLETE)
+        ms = tool_event_span_ms(before, ev, tool_now_ms() - w0);
     clReleaseEvent(ev);
     if (before)
         clReleaseEvent(before);
@@ -265,7 +265,7 @@ static double run_once(sparcl_ctx *ctx, sparcl_plan *plan, setup *s, char *msg, 
                  (int)exec);
         return -1;
     }
-    return (double)(t1 - t0) * 1e-6;
+    return ms;
 }
 
 /* Reads the outputs back and returns the largest error: absolute for the

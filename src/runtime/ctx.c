@@ -123,8 +123,17 @@ static sparcl_status pick(const char *selector, device_entry *out)
                 *out = list[i];
                 return SPARCL_OK;
             }
+        char names[SPARCL_MSG_MAX / 2] = "";
+        size_t used = 0;
+        for (int i = 0; i < n && used + 1 < sizeof names; ++i) {
+            int w = snprintf(names + used, sizeof names - used, "%s%d: %s", i ? "; " : "", i,
+                             list[i].name);
+            if (w < 0 || (size_t)w >= sizeof names - used)
+                break; /* truncated: the list ends where it was cut */
+            used += (size_t)w;
+        }
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT,
-                            "no OpenCL device matches \"%s\"", selector);
+                            "no OpenCL device matches \"%s\" (the devices: %s)", selector, names);
     }
     static const cl_device_type order[] = {CL_DEVICE_TYPE_GPU, CL_DEVICE_TYPE_CPU};
     for (size_t o = 0; o < 2; ++o)
