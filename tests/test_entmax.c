@@ -20,8 +20,8 @@ enum { L_DENSE, L_CAUSAL, L_WINDOW, L_MASK };
 
 typedef struct ecase {
     int batch, hq, hkv, n, kv, dim, layout;
-    int norm;                  /* sparcl_normalization */
-    int alpha100;              /* alpha * 100 for SPARCL_NORMALIZATION_ENTMAX */
+    int norm;      /* sparcl_normalization */
+    int alpha100;  /* alpha * 100 for SPARCL_NORMALIZATION_ENTMAX */
     int topk, bm, bn, wg, vec; /* topk == 0: defaults */
 } ecase;
 
@@ -40,10 +40,14 @@ static int pred(const void *self, int h, int i, int j)
     const ecase *e = self;
     const int pos = i + (e->kv - e->n);
     switch (e->layout) {
-    case L_CAUSAL: return j <= pos;
-    case L_WINDOW: return j - pos >= -WIN_L && j - pos <= WIN_R;
-    case L_MASK: return mask_block(h, i / BLK, j / BLK);
-    default: return 1;
+    case L_CAUSAL:
+        return j <= pos;
+    case L_WINDOW:
+        return j - pos >= -WIN_L && j - pos <= WIN_R;
+    case L_MASK:
+        return mask_block(h, i / BLK, j / BLK);
+    default:
+        return 1;
     }
 }
 
@@ -152,8 +156,7 @@ ParameterizedTest(ecase *e, entmax, matches_oracle)
     cr_assert_eq(sparcl_reference_forward(ctx, &d, q, k, v, lo, lt), SPARCL_OK, "%s",
                  sparcl_ctx_errmsg(ctx));
     for (size_t x = 0; x < nq; ++x)
-        cr_assert_leq(fabs(lo[x] - ro[x]), 1e-9, "reference out[%zu] %.17g vs %.17g", x, lo[x],
-                      ro[x]);
+        cr_assert_leq(fabs(lo[x] - ro[x]), 1e-9, "reference out[%zu] %.17g vs %.17g", x, lo[x], ro[x]);
     for (size_t x = 0; x < nl; ++x)
         cr_assert(lt[x] == rt[x] || fabs(lt[x] - rt[x]) <= 1e-9, "reference tau[%zu]", x);
     free(q), free(k), free(v), free(o), free(tau), free(ro), free(rt), free(lo), free(lt);
@@ -335,7 +338,8 @@ Test(entmax, reference_is_finite_at_huge_scores)
         cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
         cr_assert_eq(sparcl_plan_forward_host(plan, q, k, v, o, tau), SPARCL_OK);
         for (int i = 0; i < N; ++i) {
-            cr_assert(isfinite(rtau[i]), "norm %d row %d: reference tau %g", norms[t], i, rtau[i]);
+            cr_assert(isfinite(rtau[i]), "norm %d row %d: reference tau %g", norms[t], i,
+                      rtau[i]);
             for (int x = 0; x < D; ++x) {
                 const double want = v[5 * D + x];
                 cr_assert(isfinite(ref[i * D + x]) && fabs(ref[i * D + x] - want) <= 1e-6,
