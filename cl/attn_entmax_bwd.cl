@@ -94,29 +94,19 @@ inline float usable_tau(float tau)
     return tau == -INFINITY ? INFINITY : tau;
 }
 
-/* u = x^(1 / (alpha - 1)) and w = u^(2 - alpha) of one support element
- * x > 0 (scalar: attn_entmax_bwd_dq). */
-inline float unnormalized(float x, float inv_am1)
-{
+/* u = x^(1 / (alpha - 1)) and w = u^(2 - alpha) = u / x of support
+ * elements x > 0, scalar (dq) or lanes (dkv); e = 1 / (alpha - 1) of x's
+ * type. */
 #if NORM == 1
-    return x;
+#define WEIGHT_U(x, e) (x)
+#define WEIGHT_W(x, u) 1.0f
 #elif NORM == 2
-    return x * x;
+#define WEIGHT_U(x, e) ((x) * (x))
+#define WEIGHT_W(x, u) (x)
 #else
-    return powr(x, inv_am1);
+#define WEIGHT_U(x, e) powr((x), (e))
+#define WEIGHT_W(x, u) ((u) / (x))
 #endif
-}
-
-inline float jacobian_weight(float x, float u)
-{
-#if NORM == 1
-    return 1.0f;
-#elif NORM == 2
-    return x;
-#else
-    return u / x;
-#endif
-}
 
 /* W = U^(alpha - 2) for a row with U > 0. */
 inline float row_factor(float u_sum, float alpha)
@@ -197,7 +187,7 @@ attn_entmax_bwd_dq(__global const float *restrict q, __global const float *restr
                 const float x = s[r][c] - tau[r];
                 if (!(x > 0.0f))
                     continue;
-                const float u = unnormalized(x, inv_am1), w = jacobian_weight(x, u);
+                const float u = WEIGHT_U(x, inv_am1), w = WEIGHT_W(x, u);
                 floatv gv = (floatv)(0.0f);
                 for (int d = 0; d < NV; ++d)
                     gv = fma(dov[r][d], LOADV(vr + d * VEC), gv);
@@ -320,17 +310,11 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void attn_entmax_b
                 for (int d = 0; d < HEAD_DIM; ++d)
                     gsc = fma(vt[d], (keysf)(dr[d]), gsc);
                 const keysf xs = select((keysf)(0.0f), x, sup);
-#if NORM == 1
-                const keysf u = xs, w = (keysf)(1.0f);
-#elif NORM == 2
-                const keysf u = xs * xs, w = xs;
-#else
-                const keysf u = powr(xs, (keysf)(inv_am1)), w = u / xs;
-#endif
+                const keysf u = WEIGHT_U(xs, (keysf)(inv_am1));
                 const float gbar = stats[row], inv_u = stats[n_rows + row];
                 const float f = scale * stats[2 * n_rows + row];
                 const keysf p = select((keysf)(0.0f), u * inv_u, sup);
-                const keysf ds = select((keysf)(0.0f), f * w * (gsc - gbar), sup);
+                const keysf ds = select((keysf)(0.0f), f * WEIGHT_W(xs, u) * (gsc - gbar), sup);
                 if (mi < 0)
                     for (int d = 0; d < HEAD_DIM; ++d) {
                         dva[d] = fma(p, (keysf)(dr[d]), dva[d]);
