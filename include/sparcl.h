@@ -1296,6 +1296,7 @@ SPARCL_API sparcl_status sparcl_layout_get_bsr(const sparcl_layout *layout,
  *   thresholds, finishing with the closed form on the exact support for
  *   alpha = 2 and 1.5.  A last pass accumulates the weighted values.  With a
  *   small support (the usual case for sparsemax) this costs two score passes.
+ *   The backward (sparcl_plan_backward()) recomputes the weights from tau.
  *
  * attention = SPARCL_ATTENTION_FAVOR (Performer FAVOR+):
  *   softmax attention approximated with `features` = m positive orthogonal
@@ -1379,33 +1380,37 @@ SPARCL_API sparcl_status sparcl_plan_read_projections(sparcl_plan *plan, float *
 /* The backward pass of a plan's attention (dQ, dK, dV), FlashAttention-2
  * style: the attention weights are recomputed tile by tile from q, k and the
  * forward's LSE, so device memory stays O(N * head_dim) plus the layout.
- * Supported: plans of exact softmax attention (normalization SOFTMAX,
- * attention EXACT), whichever forward algorithm they use (fused or dense
- * path), with every layout and option such a forward supports (causal,
- * GQA/MQA, PARTIAL blocks, q_len != kv_len).  Not implemented: the backward
- * of sparsemax and entmax plans, of FAVOR+ and of Linformer plans; every
- * backward call on such a plan returns SPARCL_ERR_NOT_SUPPORTED with a
- * message naming the kind, e.g. "the backward of sparsemax plans is not
- * implemented; supported: exact softmax attention over a layout (fused and
- * dense path)".
+ * Supported: plans of exact attention (attention EXACT) over a layout with
+ * softmax, whichever forward algorithm they use (fused or dense path), and
+ * with sparsemax, 1.5-entmax or alpha-entmax (normalization SPARSEMAX,
+ * ENTMAX15, ENTMAX), with every layout and option such a forward supports
+ * (causal, GQA/MQA, PARTIAL blocks, q_len != kv_len).  Not implemented: the
+ * backward of FAVOR+ and of Linformer plans; every backward call on such a
+ * plan returns SPARCL_ERR_NOT_SUPPORTED with a message naming the kind,
+ * e.g. "the backward of Linformer plans is not implemented (kind:
+ * Linformer); supported: exact softmax attention over a layout (fused and
+ * dense path), and sparsemax, 1.5-entmax and alpha-entmax over a layout".
  *
- * The backward kernels have their own parameters (kernel family
- * "attn_bwd": BLOCK_M, BLOCK_N, USE_LOCAL, WG_SIZE) and their own tile, so
- * the plan keeps a copy of its layout and re-blocks it for the backward.  These
- * resources (the tile lists by row and by column, the programs) are built
- * once: by sparcl_plan_prepare_backward(), or else by the first backward
- * call.
+ * The backward kernels have their own parameters and their own tile, so the
+ * plan keeps a copy of its layout and re-blocks it for the backward:
+ * softmax plans use kernel family "attn_bwd" (BLOCK_M, BLOCK_N, USE_LOCAL,
+ * WG_SIZE), sparse normalizations "attn_entmax_bwd" (BLOCK_M, BLOCK_N, VEC,
+ * WG_SIZE; BLOCK_M / WG_SIZE query rows and BLOCK_N / WG_SIZE keys per
+ * work-item, each at most 16, the latter a power of two).  These resources
+ * (the tile lists by row and by column, the programs) are built once: by
+ * sparcl_plan_prepare_backward(), or else by the first backward call.
  *
- * Results are deterministic: the same inputs give bit-identical gradients
- * (dK and dV are summed over the q heads of a kv head in a fixed order; no
- * atomics).  Once built, the backward's tile lists count in
- * sparcl_plan_device_bytes(). */
+ * Results are deterministic for every supported kind: the same inputs give
+ * bit-identical gradients (dK and dV are summed over the q heads of a kv
+ * head in a fixed order; no atomics).  Once built, the backward's tile
+ * lists count in sparcl_plan_device_bytes(). */
 
 /* Builds the plan's backward resources with `params` (NULL: chosen as
- * plans choose theirs, from the tuning databases' "attn_bwd" rows, else the
- * built-in defaults for this device; a map: its entries, the rest filled
- * from the defaults; checked against the attn_bwd schema unless the plan's
- * descriptor had unchecked_params set).  Without params and with resources
+ * plans choose theirs, from the tuning databases' rows of the backward's
+ * family, "attn_bwd" or "attn_entmax_bwd", else the built-in defaults for
+ * this device; a map: its entries, the rest filled from the defaults;
+ * checked against that family's schema unless the plan's descriptor had
+ * unchecked_params set).  Without params and with resources
  * already built it does nothing; with params it replaces them (work already
  * enqueued is unaffected).  `params` is borrowed during the call only.
  * Thread-safe with respect to other calls on the same plan (the plan's
@@ -1433,6 +1438,16 @@ SPARCL_API sparcl_status sparcl_plan_backward_params(sparcl_plan *plan, sparcl_p
  * with dk and dv summed over the q heads that share a kv head.  Keys that no
  * query attends to get dk = dv = 0; rows that attend to nothing (lse =
  * -inf) get dq = 0 and contribute nothing; no NaN arises from them.
+ * For sparsemax and alpha-entmax plans, lse holds the forward's threshold
+ * tau and the weights are recomputed from it: P[i,j] = u_j / sum u with
+ * u_j = [(alpha - 1) scale q_i.k_j - tau_i]_+ ^ (1 / (alpha - 1)), and the
+ * entmax Jacobian replaces the softmax one:
+ *   dS[i,j] = w_j (g_j - sum_l w_l g_l / sum_l w_l),  g_j = dout_i.v_j,
+ * with w_j = P[i,j]^(2 - alpha) on the row's support (1 there for
+ * sparsemax) and 0 off it, so a key outside a row's support, masked or not,
+ * gets nothing from that row and its value is not read for it.  A row whose
+ * tau is NaN (its forward was undefined) gives NaN in its dq and in the dk
+ * and dv of every key it attends to.
  *
  * q, k, v, out, lse: the forward's inputs and outputs (out and lse exactly
  * as sparcl_plan_forward() wrote them; lse is required).  dout has out's
@@ -1441,12 +1456,13 @@ SPARCL_API sparcl_status sparcl_plan_backward_params(sparcl_plan *plan, sparcl_p
  * Buffers are borrowed until the returned event completes; sizes are
  * checked with clGetMemObjectInfo before anything is enqueued.  Builds the
  * backward resources first if needed (see above).  Enqueues three kernels
- * and allocates one float per query row of workspace, released when they
- * finish.
+ * (softmax) or two (sparse normalizations) and allocates one float (softmax)
+ * or three floats (sparse normalizations) per query row of workspace,
+ * released when they finish.
  *
  * num_wait/wait: an OpenCL wait list (may be 0/NULL).  event: NULL, or
- * receives an event (a marker after all three kernels) the caller must
- * release.  Thread-safe: a plan may run forward and backward calls from
+ * receives an event that completes after all the kernels; the caller must
+ * release it.  Thread-safe: a plan may run forward and backward calls from
  * several threads at once.
  * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL or too small buffers, missing
  * lse, aliasing outputs), SPARCL_ERR_OUT_OF_MEMORY, SPARCL_ERR_OPENCL, and
@@ -1477,12 +1493,15 @@ SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *plan, const floa
                                                    float *dv);
 
 /* Double-precision reference of sparcl_plan_backward() on the host, with
- * the same semantics (layout, causal, GQA, scale) on contiguous
- * [B, H, S, D] arrays: dq (batch*q_heads*q_len*head_dim doubles), dk and dv
+ * the same semantics (layout, causal, GQA, scale, normalization: softmax,
+ * sparsemax, 1.5-entmax and alpha-entmax, the weights from the reference
+ * forward's own threshold) on contiguous [B, H, S, D] arrays: dq
+ * (batch*q_heads*q_len*head_dim doubles), dk and dv
  * (batch*kv_heads*kv_len*head_dim doubles) are overwritten.  `desc` strides
  * and params are ignored.  O(pairs * head_dim) time, O(kv_len) extra
  * memory.  ctx may be NULL (it only receives the error message).
- * Errors: SPARCL_ERR_INVALID_ARGUMENT, SPARCL_ERR_OUT_OF_MEMORY. */
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT, SPARCL_ERR_OUT_OF_MEMORY,
+ * SPARCL_ERR_NOT_SUPPORTED (FAVOR+ and Linformer descriptors). */
 SPARCL_API sparcl_status sparcl_reference_backward(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
                                                    const float *q, const float *k,
                                                    const float *v, const float *dout,

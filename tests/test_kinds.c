@@ -53,13 +53,10 @@ Test(kinds, backward_refused_naming_the_kind)
 {
     sparcl_plan *favor = make(SPARCL_ATTENTION_FAVOR, SPARCL_NORMALIZATION_SOFTMAX);
     sparcl_plan *linformer = make(SPARCL_ATTENTION_LINFORMER, SPARCL_NORMALIZATION_SOFTMAX);
-    sparcl_plan *sparsemax = make(SPARCL_ATTENTION_EXACT, SPARCL_NORMALIZATION_SPARSEMAX);
     expect_no_backward(favor, "FAVOR+");
     expect_no_backward(linformer, "Linformer");
-    expect_no_backward(sparsemax, "entmax");
     sparcl_plan_free(favor);
     sparcl_plan_free(linformer);
-    sparcl_plan_free(sparsemax);
 }
 
 Test(kinds, calls_of_one_kind_refuse_the_others)

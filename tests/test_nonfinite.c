@@ -346,6 +346,9 @@ ParameterizedTestParameters(nonfinite, backward_matches_reference)
     static fcase cases[] = {
         {SPARCL_NORMALIZATION_SOFTMAX, 0, ""},
         {SPARCL_NORMALIZATION_SOFTMAX, 0, "USE_LOCAL=1 BLOCK_M=8 BLOCK_N=16 WG_SIZE=4"},
+        {SPARCL_NORMALIZATION_SPARSEMAX, 0, ""},
+        {SPARCL_NORMALIZATION_ENTMAX15, 0, "BLOCK_M=8 BLOCK_N=16 WG_SIZE=4 VEC=4"},
+        {SPARCL_NORMALIZATION_ENTMAX, 130, "BLOCK_M=16 BLOCK_N=1 WG_SIZE=1 VEC=1"},
     };
     return cr_make_param_array(fcase, cases, sizeof cases / sizeof cases[0]);
 }
@@ -354,7 +357,7 @@ ParameterizedTest(fcase *c, nonfinite, backward_matches_reference, .timeout = 30
 {
     sparcl_ctx *ctx = new_ctx();
     sparcl_layout *l = make_layout(ctx);
-    sparcl_plan_desc d = make_desc(l, c->norm, 0);
+    sparcl_plan_desc d = make_desc(l, c->norm, c->alpha100);
     sparcl_plan *plan = NULL;
     cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
     sparcl_params p;

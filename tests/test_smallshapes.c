@@ -140,6 +140,55 @@ ParameterizedTest(small *s, smallshapes, backward_window_gqa)
     sparcl_ctx_free(ctx);
 }
 
+/* The sparse normalizations' backward (attn_entmax_bwd) on the same window:
+ * 1.5-entmax with vector lanes (8 rows, 16 keys, VEC 4 over 4 work-items)
+ * and sparsemax with the scalar set the uninitialized-value pass runs. */
+typedef struct small_entmax_bwd {
+    int norm, wg, bm, bn, vec;
+} small_entmax_bwd;
+
+ParameterizedTestParameters(smallshapes, entmax_backward_window_gqa)
+{
+    static small_entmax_bwd ecases[] = {
+        {SPARCL_NORMALIZATION_ENTMAX15, 4, 8, 16, 4},
+        {SPARCL_NORMALIZATION_SPARSEMAX, 1, 1, 1, 1},
+    };
+    return cr_make_param_array(small_entmax_bwd, ecases, 2);
+}
+
+ParameterizedTest(small_entmax_bwd *e, smallshapes, entmax_backward_window_gqa)
+{
+    if (getenv("SPARCL_TEST_SCALAR_ONLY") && e->vec != 1)
+        cr_skip_test("vector configuration skipped (SPARCL_TEST_SCALAR_ONLY)");
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
+    sparcl_layout *l = NULL;
+    cr_assert_eq(sparcl_layout_init_window(ctx, &l, 1, 17, 17, 4, 5, 3), SPARCL_OK);
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.q_heads = HQ, d.kv_heads = HKV, d.q_len = d.kv_len = 17, d.head_dim = DIM;
+    d.layout = l, d.causal = 1, d.normalization = e->norm;
+    sparcl_params fp, bp;
+    sparcl_params_clear(&fp);
+    sparcl_params_set(&fp, "VEC", 1); /* the forward feeds the backward */
+    d.params = &fp;
+    sparcl_plan *plan = NULL;
+    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    sparcl_params_clear(&bp);
+    sparcl_params_set(&bp, "WG_SIZE", e->wg);
+    sparcl_params_set(&bp, "BLOCK_M", e->bm);
+    sparcl_params_set(&bp, "BLOCK_N", e->bn);
+    sparcl_params_set(&bp, "VEC", e->vec);
+    cr_assert_eq(sparcl_plan_prepare_backward(plan, &bp), SPARCL_OK, "%s",
+                 sparcl_ctx_errmsg(ctx));
+    d.params = NULL;
+    double err = backward_check(ctx, plan, &d, 50);
+    cr_assert(err >= 0 && err <= 1e-4, "error %g: %s", err, sparcl_ctx_errmsg(ctx));
+    sparcl_plan_free(plan);
+    sparcl_layout_free(l);
+    sparcl_ctx_free(ctx);
+}
+
 /* Sparse normalizations: both solver paths (TOPK 4 forces grid passes). */
 typedef struct small_entmax {
     int n, causal, norm, alpha100;

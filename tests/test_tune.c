@@ -368,6 +368,15 @@ Test(tune, backward_family_is_tuned)
     tune_family("attn_bwd", db, sizeof db);
 }
 
+/* The sparse normalizations' backward family as well: candidates run as
+ * 1.5-entmax, verified against the reference backward, stored under
+ * attn_entmax_bwd. */
+Test(tune, entmax_backward_family_is_tuned)
+{
+    char db[128];
+    tune_family("attn_entmax_bwd", db, sizeof db);
+}
+
 /* The sparse-normalization family too: candidates run as 1.5-entmax, are
  * verified against the reference (outputs and tau) and stored under
  * attn_entmax, and a sparsemax plan then reads the tuned row. */

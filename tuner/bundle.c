@@ -16,7 +16,8 @@
 
 #include "tune.h"
 
-/* Every normalization a plan may ask attn_entmax for. */
+/* Every normalization a plan may ask attn_entmax (and attn_entmax_bwd)
+ * for. */
 static const struct {
     int normalization;
     float alpha;
@@ -40,13 +41,14 @@ static void on_log(void *user, sparcl_log_level level, const char *msg)
                 msg);
 }
 
-/* Creates one plan of `kernel` (with backward parameters for attn_bwd),
- * which stores its programs in the bundle. */
+/* Creates one plan of `kernel` (with backward parameters for the backward
+ * families), which stores its programs in the bundle. */
 static void build_one(bundle *b, const char *kernel, const sparcl_plan_desc *desc,
                       const sparcl_params *params, const char *what)
 {
-    int n_solvers = strcmp(kernel, "attn_entmax") ? 1 : (int)(sizeof solvers / sizeof solvers[0]);
-    int bwd = !strcmp(kernel, "attn_bwd");
+    int entmax = !strcmp(kernel, "attn_entmax") || !strcmp(kernel, "attn_entmax_bwd");
+    int n_solvers = entmax ? (int)(sizeof solvers / sizeof solvers[0]) : 1;
+    int bwd = tune_kernel_is_backward(kernel);
     for (int s = 0; s < n_solvers; ++s) {
         sparcl_plan_desc d = *desc;
         d.params = bwd ? NULL : params;

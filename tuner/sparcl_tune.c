@@ -501,8 +501,8 @@ static void print_table(const row *rows, int n)
 /* Kernel families the worker knows how to run. */
 static int can_evaluate(const char *kernel)
 {
-    return !strcmp(kernel, "attn_fwd") || !strcmp(kernel, "attn_bwd") ||
-           !strcmp(kernel, "attn_entmax");
+    return !strcmp(kernel, "attn_fwd") || !strcmp(kernel, "attn_entmax") ||
+           tune_kernel_is_backward(kernel);
 }
 
 /* The kernel families to tune (--kernel, or all the worker can run). */

@@ -35,9 +35,14 @@ int tune_problems_parse(const char *text, tune_problem **out, char *err, size_t 
 sparcl_status tune_problem_desc(sparcl_ctx *ctx, const tune_problem *p, sparcl_plan_desc *desc,
                                 sparcl_layout **layout);
 
-/* Sets the descriptor fields a kernel family is tuned with (attn_entmax:
- * the 1.5-entmax normalization), in the parent and the worker alike. */
+/* Sets the descriptor fields a kernel family is tuned with (attn_entmax and
+ * attn_entmax_bwd: the 1.5-entmax normalization), in the parent and the
+ * worker alike. */
 void tune_problem_for_kernel(const char *kernel, sparcl_plan_desc *desc);
+
+/* 1 for the backward families (attn_bwd, attn_entmax_bwd), whose parameters
+ * reach a plan through sparcl_plan_prepare_backward(), else 0. */
+int tune_kernel_is_backward(const char *kernel);
 
 /* ---- search ---- */
 

@@ -172,7 +172,13 @@ sparcl_status tune_problem_desc(sparcl_ctx *ctx, const tune_problem *p, sparcl_p
 
 void tune_problem_for_kernel(const char *kernel, sparcl_plan_desc *d)
 {
-    /* attn_entmax is tuned on 1.5-entmax, the middle of its solvers. */
-    if (!strcmp(kernel, "attn_entmax"))
+    /* attn_entmax and its backward are tuned on 1.5-entmax, the middle of
+     * their solvers. */
+    if (!strcmp(kernel, "attn_entmax") || !strcmp(kernel, "attn_entmax_bwd"))
         d->normalization = SPARCL_NORMALIZATION_ENTMAX15;
+}
+
+int tune_kernel_is_backward(const char *kernel)
+{
+    return !strcmp(kernel, "attn_bwd") || !strcmp(kernel, "attn_entmax_bwd");
 }

@@ -7,7 +7,7 @@
  *   problem <spec>              set up inputs, reference and buffers
  *   eval <max_runs> A=1 B=2...  build, verify and time one candidate
  * where <spec> is "<kernel> <problem>" with kernel attn_fwd, attn_entmax
- * (run as 1.5-entmax) or attn_bwd (the
+ * (run as 1.5-entmax), attn_bwd or attn_entmax_bwd (1.5-entmax; a
  * backward is verified against sparcl_reference_backward() on outputs of the
  * reference forward; every call is timed from a marker before it to the end
  * of its returned event), and each gets one line on fd 3 (not stdout, which
@@ -49,7 +49,7 @@ typedef struct setup {
     tune_problem prob;
     sparcl_plan_desc desc;
     sparcl_layout *layout;
-    int bwd; /* kernel family attn_bwd */
+    int bwd; /* a backward kernel family (attn_bwd, attn_entmax_bwd) */
     size_t n[N_T];
     float *host[N_T];
     double *ref[N_T];
@@ -142,12 +142,12 @@ static int set_up(sparcl_ctx *ctx, setup *s, const char *line, char *err, size_t
     char kernel[32] = "";
     int used = 0;
     if (sscanf(line, "%31s %n", kernel, &used) != 1 ||
-        (strcmp(kernel, "attn_fwd") && strcmp(kernel, "attn_bwd") &&
-         strcmp(kernel, "attn_entmax"))) {
+        (strcmp(kernel, "attn_fwd") && strcmp(kernel, "attn_entmax") &&
+         !tune_kernel_is_backward(kernel))) {
         snprintf(err, size, "unknown kernel family \"%s\"", kernel);
         return -1;
     }
-    s->bwd = !strcmp(kernel, "attn_bwd");
+    s->bwd = tune_kernel_is_backward(kernel);
     const char *spec = line + used;
     tune_problem *list = NULL;
     if (tune_problems_parse(spec, &list, err, size) != 1) {

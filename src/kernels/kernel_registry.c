@@ -15,6 +15,7 @@ static const sparcl__kernel_schema *const schemas[] = {
     &sparcl__schema_attn_fwd,
     &sparcl__schema_attn_bwd,
     &sparcl__schema_attn_entmax,
+    &sparcl__schema_attn_entmax_bwd,
 };
 
 /* Every family the runtime builds. */
@@ -23,6 +24,7 @@ static const sparcl__kernel_schema *const families[] = {
     &sparcl__schema_attn_bwd,
     &sparcl__schema_attn_entmax,
     &sparcl__schema_favor,
+    &sparcl__schema_attn_entmax_bwd,
 };
 
 #define N_SCHEMAS ((int)(sizeof schemas / sizeof schemas[0]))

@@ -31,6 +31,7 @@ typedef enum sparcl__param_id {
     SPARCL__P_HEAD_DIM, /* derived: the problem's head_dim */
     SPARCL__P_ROWS,     /* derived: BLOCK_M / WG_SIZE */
     SPARCL__P_NORM,     /* derived: the entmax solver of the descriptor */
+    SPARCL__P_COLS,     /* derived: BLOCK_N / WG_SIZE */
     SPARCL__P_COUNT
 } sparcl__param_id;
 
@@ -110,6 +111,7 @@ extern const sparcl__kernel_schema sparcl__schema_attn_fwd;    /* params_fwd.c *
 extern const sparcl__kernel_schema sparcl__schema_attn_bwd;    /* params_bwd.c */
 extern const sparcl__kernel_schema sparcl__schema_attn_entmax; /* params_entmax.c */
 extern const sparcl__kernel_schema sparcl__schema_favor;       /* favor.c */
+extern const sparcl__kernel_schema sparcl__schema_attn_entmax_bwd; /* params_entmax_bwd.c */
 
 /* Floats of private memory one work-item of any kernel may hold (the
  * compilers spill beyond registers; past this, badly). */

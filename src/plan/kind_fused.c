@@ -3,7 +3,8 @@
  * layout: softmax (attn_fwd, with its K packing kernel when KT=1) and the
  * sparse normalizations sparsemax / alpha-entmax (attn_entmax).  They share
  * the state and the launch; they differ in family, in entmax's alpha
- * argument, and in the backward, which exists for softmax only.
+ * argument, and in the backward (backward.c for softmax, backward_entmax.c
+ * for the sparse normalizations).
  */
 #include <stdlib.h>
 
@@ -231,6 +232,8 @@ const sparcl__kind_ops sparcl__kind_entmax = {
     .family = &sparcl__schema_attn_entmax,
     .create = fused_create,
     .forward = fused_forward,
+    .prepare_backward = sparcl__entmax_prepare_backward,
+    .backward = sparcl__entmax_backward,
     .device_bytes = fused_bytes,
     .free = fused_free,
 };

@@ -1,7 +1,8 @@
 /*
  * plan_backward.c -- the public backward calls of a plan: argument checks,
  * host copies, and dispatch through the kind's table of operations (the
- * backward itself is the kind's; for softmax over a layout, backward.c).
+ * backward itself is the kind's; for softmax over a layout, backward.c; for
+ * the sparse normalizations, backward_entmax.c).
  */
 #include <stdlib.h>
 
@@ -24,7 +25,8 @@ static const sparcl__kind_ops *kind_with_backward(sparcl_plan *p)
     const char *label = p->ops->label ? p->ops->label(p->state) : p->ops->name;
     sparcl__fail(p->view.ctx, SPARCL_ERR_NOT_SUPPORTED,
                  "the backward of %s plans is not implemented (kind: %s); supported: exact "
-                 "softmax attention over a layout (fused and dense path)",
+                 "softmax attention over a layout (fused and dense path), and sparsemax, "
+                 "1.5-entmax and alpha-entmax over a layout",
                  label, p->ops->name);
     return NULL;
 }

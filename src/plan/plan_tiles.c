@@ -86,6 +86,7 @@ void sparcl__tiled_release(sparcl__tiled *t)
         if (mems[i])
             clReleaseMemObject(mems[i]);
     sparcl__plan_bwd_free(t->bwd);
+    sparcl__entmax_bwd_free(t->entmax_bwd);
     sparcl_layout_free(t->layout);
     pthread_mutex_destroy(&t->lock);
 }

@@ -14,6 +14,7 @@
 #include "plan/plan_api.h"
 
 struct sparcl__plan_bwd;
+struct sparcl__entmax_bwd;
 
 typedef struct sparcl__tiled {
     const sparcl__plan_view *view;
@@ -22,6 +23,9 @@ typedef struct sparcl__tiled {
     int layout_heads, n_tile_rows, block_m, block_n, wg_size;
     sparcl_layout *layout;        /* own copy (NULL = dense), for the backward */
     struct sparcl__plan_bwd *bwd; /* backward resources, NULL until prepared */
+    /* The sparse normalizations' backward resources instead (entmax plans;
+     * backward_entmax.c), NULL until prepared. */
+    struct sparcl__entmax_bwd *entmax_bwd;
     /* The previous call that used the kind's workspace; a call that uses
      * it waits for this one (guarded by `lock`), whatever the queue. */
     cl_event last;
@@ -67,5 +71,13 @@ sparcl_status sparcl__tiled_prepare_backward(void *state, const sparcl_params *o
 sparcl_status sparcl__tiled_backward(void *state, const sparcl__bwd_call *c);
 size_t sparcl__plan_bwd_bytes(const struct sparcl__plan_bwd *b);
 void sparcl__plan_bwd_free(struct sparcl__plan_bwd *b);
+
+/* The backward of sparsemax / alpha-entmax attention over the tiled layout
+ * (backward_entmax.c): the same entries for the entmax kind, whose state
+ * starts with its sparcl__tiled. */
+sparcl_status sparcl__entmax_prepare_backward(void *state, const sparcl_params *override,
+                                              sparcl_params *params, sparcl_param_source *source);
+sparcl_status sparcl__entmax_backward(void *state, const sparcl__bwd_call *c);
+void sparcl__entmax_bwd_free(struct sparcl__entmax_bwd *b);
 
 #endif

@@ -1,22 +1,27 @@
 /*
  * reference_bwd.c -- the double-precision CPU reference for the backward
  * pass (dQ, dK, dV), for the tuner's verification and applications that
- * check the kernels.  Row by row: the probabilities from the shared
- * reference row (reference.h), then dP = dO v, dS = P (dP - P.dP).
+ * check the kernels.  Row by row: the weights P from the shared reference
+ * row (reference.h: softmax, or alpha-entmax for the sparse
+ * normalizations), dP = dO v, then dS = J dP with the normalization's
+ * Jacobian J = diag(w) - w w^T / sum w, where w = P for softmax and
+ * w = P^(2 - alpha) on the support (0 off it) for alpha-entmax
+ * (1 on the support for sparsemax): dS = w (dP - sum w dP / sum w).
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/params.h"
+#include "reference/reference.h"
 #include "runtime/checked.h"
 #include "runtime/error.h"
-#include "reference/reference.h"
 #include "runtime/struct_size.h"
 
 SPARCL_API sparcl_status sparcl_reference_backward(sparcl_ctx *ctx, const sparcl_plan_desc *d,
-                                                   const float *q, const float *k,
-                                                   const float *v, const float *dout,
-                                                   double *dq, double *dk, double *dv)
+                                                   const float *q, const float *k, const float *v,
+                                                   const float *dout, double *dq, double *dk,
+                                                   double *dv)
 {
     if (!d || !q || !k || !v || !dout || !dq || !dk || !dv)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
@@ -32,9 +37,13 @@ SPARCL_API sparcl_status sparcl_reference_backward(sparcl_ctx *ctx, const sparcl
     sparcl_status st = sparcl__plan_desc_read(ctx, d, &copy);
     if (st != SPARCL_OK || (st = sparcl__reference_check(ctx, d = &copy)) != SPARCL_OK)
         return st;
-    if (d->normalization != SPARCL_NORMALIZATION_SOFTMAX || d->attention != SPARCL_ATTENTION_EXACT)
+    if (d->attention != SPARCL_ATTENTION_EXACT)
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
-                            "reference backward: softmax attention over a layout only");
+                            "reference backward: exact attention over a layout only (softmax, "
+                            "sparsemax, entmax)");
+    float alpha_f;
+    const int sparse = sparcl__entmax_norm(d, &alpha_f) != 0;
+    const double alpha = alpha_f;
     /* sparcl__reference_check made every extent positive.  dq, dk and dv
      * hold these many bytes, so a shape whose sizes overflow cannot
      * describe real arrays: refuse it instead of clearing a wrapped size. */
@@ -49,8 +58,9 @@ SPARCL_API sparcl_status sparcl_reference_backward(sparcl_ctx *ctx, const sparcl
     int *keys = malloc(sizeof *keys * (size_t)d->kv_len);
     double *p = malloc(sizeof *p * (size_t)d->kv_len);
     double *dp = malloc(sizeof *dp * (size_t)d->kv_len);
-    if (!keys || !p || !dp) {
-        free(keys), free(p), free(dp);
+    double *w = malloc(sizeof *w * (size_t)d->kv_len);
+    if (!keys || !p || !dp || !w) {
+        free(keys), free(p), free(dp), free(w);
         return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "reference: no memory");
     }
     const int D = d->head_dim, g = d->q_heads / d->kv_heads;
@@ -66,18 +76,31 @@ SPARCL_API sparcl_status sparcl_reference_backward(sparcl_ctx *ctx, const sparcl
                 const float *qi = q + row * D, *doi = dout + row * D;
                 int64_t n;
                 sparcl__reference_row(d, h, i, qi, k + kvh, keys, p, &n);
-                double pdp = 0.0; /* P . dP = rowsum(dO * O) */
+                /* dp[t] = dO.v and the Jacobian weights w[t].  Keys off a
+                 * sparse support (w = 0) are not read, so a NaN in their v
+                 * stays out, as in the forward. */
+                double wsum = 0.0, wdp = 0.0;
                 for (int64_t t = 0; t < n; ++t) {
+                    w[t] = !sparse       ? p[t]
+                           : p[t] == 0.0 ? 0.0
+                           : isnan(p[t]) ? NAN
+                                         : pow(p[t], 2.0 - alpha);
+                    if (sparse && w[t] == 0.0)
+                        continue;
                     const float *vj = v + kvh + (int64_t)keys[t] * D;
                     double x = 0.0;
                     for (int c = 0; c < D; ++c)
                         x += (double)doi[c] * vj[c];
                     dp[t] = x;
-                    pdp += p[t] * x;
+                    wsum += w[t];
+                    wdp += w[t] * x;
                 }
+                const double mean = wdp / wsum; /* softmax: P . dP = rowsum(dO * O) */
                 for (int64_t t = 0; t < n; ++t) {
+                    if (sparse && w[t] == 0.0)
+                        continue;
                     const int64_t j = kvh + (int64_t)keys[t] * D;
-                    const double ds = scale * p[t] * (dp[t] - pdp);
+                    const double ds = scale * w[t] * (dp[t] - mean);
                     for (int c = 0; c < D; ++c) {
                         dq[row * D + c] += ds * k[j + c];
                         dk[j + c] += ds * qi[c];
@@ -86,6 +109,6 @@ SPARCL_API sparcl_status sparcl_reference_backward(sparcl_ctx *ctx, const sparcl
                 }
             }
         }
-    free(keys), free(p), free(dp);
+    free(keys), free(p), free(dp), free(w);
     return SPARCL_OK;
 }
