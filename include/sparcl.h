@@ -1371,6 +1371,16 @@ SPARCL_API sparcl_status sparcl_plan_read_features(sparcl_plan *plan, float *ome
  * SPARCL_ERR_OPENCL. */
 SPARCL_API sparcl_status sparcl_plan_read_projections(sparcl_plan *plan, float *e, float *f);
 
+/* Replaces the projections of a Linformer plan with `e` and `f` (proj_len x
+ * kv_len row-major floats each, either NULL to keep that one), copied with
+ * a blocking write on the context's queue: how training hands updated E and
+ * F (sparcl_plan_backward_proj()) back to the plan.  Must not race with a
+ * forward or backward call on the same plan.  Errors:
+ * SPARCL_ERR_INVALID_ARGUMENT (NULL plan, not a Linformer plan),
+ * SPARCL_ERR_OPENCL. */
+SPARCL_API sparcl_status sparcl_plan_write_projections(sparcl_plan *plan, const float *e,
+                                                       const float *f);
+
 /* ---- Backward pass ---- */
 
 /* The backward pass of a plan's attention (dQ, dK, dV), FlashAttention-2
@@ -1379,12 +1389,36 @@ SPARCL_API sparcl_status sparcl_plan_read_projections(sparcl_plan *plan, float *
  * Supported: plans of exact softmax attention (normalization SOFTMAX,
  * attention EXACT), whichever forward algorithm they use (fused or dense
  * path), with every layout and option such a forward supports (causal,
- * GQA/MQA, PARTIAL blocks, q_len != kv_len).  Not implemented: the backward
- * of sparsemax and entmax plans, of FAVOR+ and of Linformer plans; every
- * backward call on such a plan returns SPARCL_ERR_NOT_SUPPORTED with a
- * message naming the kind, e.g. "the backward of sparsemax plans is not
- * implemented; supported: exact softmax attention over a layout (fused and
- * dense path)".
+ * GQA/MQA, PARTIAL blocks, q_len != kv_len); FAVOR+ plans (causal or not,
+ * GQA) and Linformer plans whose inner normalization has a backward
+ * (softmax), both described below.  Not implemented: the backward of
+ * sparsemax and entmax plans; every backward call on such a plan returns
+ * SPARCL_ERR_NOT_SUPPORTED with a message naming the kind, e.g. "the
+ * backward of sparsemax plans is not implemented; supported: exact softmax
+ * attention over a layout (fused and dense path)".
+ *
+ * FAVOR+ (SPARCL_ATTENTION_FAVOR): the gradients of exactly the forward's
+ * function of q, k and v, features held fixed (the random projection w_r is
+ * not a parameter).  That function includes the stabilizers: a query row's
+ * own largest projection and a key head's largest one are subtracted before
+ * the exponential, so with the 1e-6 added to each feature the output
+ * depends on them slightly, and their (sub)gradient flows to the one
+ * projection that attains the maximum (the first, on ties).  The forward
+ * products are recomputed (no lse: pass NULL as lse; out is not read); the
+ * gradients are formed with CLBlast products of O(N m (D + 1)) work and
+ * O(N (m + D)) device memory, never N x N (causal: chunks of 64 rows, as
+ * the forward, with a suffix sum of the query-side states across chunks).
+ * sparcl_plan_prepare_backward() builds the kernels and accepts no
+ * parameters (NULL or an empty map; the source reported is
+ * SPARCL_PARAMS_DEFAULT).
+ *
+ * Linformer (SPARCL_ATTENTION_LINFORMER): K' = E K and V' = F V are
+ * recomputed, the inner attention's backward gives dQ, dK' and dV' (its
+ * parameters, prepare and lse are those of the inner exact-attention plan),
+ * then dK = E^T dK', dV = F^T dV' and, with sparcl_plan_backward_proj(),
+ * dE = sum over batch and kv heads of dK' K^T and dF = sum of dV' V^T.
+ * Linformer with a sparse normalization returns SPARCL_ERR_NOT_SUPPORTED
+ * naming that normalization until it has a backward.
  *
  * The backward kernels have their own parameters (kernel family
  * "attn_bwd": BLOCK_M, BLOCK_N, USE_LOCAL, WG_SIZE) and their own tile, so
@@ -1473,17 +1507,71 @@ SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *plan, const floa
                                                    const float *dout, float *dq, float *dk,
                                                    float *dv);
 
+/* sparcl_plan_backward_on_queue() plus the gradients of a Linformer plan's
+ * projections: dproj_e and dproj_f (each NULL when not wanted, or a float
+ * buffer of proj_len x kv_len, row-major like E and F) receive
+ *   dE = sum over batch and kv heads of dK' K^T,  dF = sum of dV' V^T
+ * (dK', dV': the gradients of the projected keys and values, summed over
+ * the q heads of a kv head), overwritten, not accumulated.  To train E and
+ * F, update them with these and hand them back with
+ * sparcl_plan_write_projections().  Plans of other kinds take NULL for both.
+ * Buffers are borrowed until the event completes; dproj_e and dproj_f must
+ * not alias each other or any other tensor of the call.  Everything else
+ * as sparcl_plan_backward_on_queue(), with one difference for FAVOR+ plans:
+ * lse must be NULL there (their forward writes none), in every backward
+ * call.
+ * Errors: those of sparcl_plan_backward(), and SPARCL_ERR_INVALID_ARGUMENT
+ * for a dproj buffer given to a plan of another kind, too small or
+ * aliasing. */
+SPARCL_API sparcl_status sparcl_plan_backward_proj(sparcl_plan *plan, cl_command_queue queue,
+                                                   cl_mem q, cl_mem k, cl_mem v, cl_mem out,
+                                                   cl_mem lse, cl_mem dout, cl_mem dq, cl_mem dk,
+                                                   cl_mem dv, cl_mem dproj_e, cl_mem dproj_f,
+                                                   cl_uint num_wait, const cl_event *wait,
+                                                   cl_event *event);
+
+/* Blocking convenience of sparcl_plan_backward_proj(), as
+ * sparcl_plan_backward_host() (contiguous host arrays): dproj_e and dproj_f
+ * are host arrays of proj_len x kv_len floats or NULL; lse is NULL for
+ * FAVOR+ plans and required otherwise. */
+SPARCL_API sparcl_status sparcl_plan_backward_proj_host(sparcl_plan *plan, const float *q,
+                                                        const float *k, const float *v,
+                                                        const float *out, const float *lse,
+                                                        const float *dout, float *dq, float *dk,
+                                                        float *dv, float *dproj_e,
+                                                        float *dproj_f);
+
 /* Double-precision reference of sparcl_plan_backward() on the host, with
  * the same semantics (layout, causal, GQA, scale) on contiguous
  * [B, H, S, D] arrays: dq (batch*q_heads*q_len*head_dim doubles), dk and dv
  * (batch*kv_heads*kv_len*head_dim doubles) are overwritten.  `desc` strides
  * and params are ignored.  O(pairs * head_dim) time, O(kv_len) extra
  * memory.  ctx may be NULL (it only receives the error message).
- * Errors: SPARCL_ERR_INVALID_ARGUMENT, SPARCL_ERR_OUT_OF_MEMORY. */
+ * FAVOR+ and Linformer descriptors are covered too (softmax only), with the
+ * random matrices a plan made from `desc` draws: the features from
+ * desc->seed; E and F from desc->proj_e and proj_f when given, else from
+ * desc->seed (after sparcl_plan_redraw(plan, s), set desc->seed = s).
+ * FAVOR+ takes O(q_len * kv_len * (features + head_dim)) time per head
+ * (every query-key feature product, independent of the plan's
+ * factorization).  sparcl_reference_backward_proj() adds Linformer's dE and
+ * dF.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT, SPARCL_ERR_OUT_OF_MEMORY,
+ * SPARCL_ERR_NOT_SUPPORTED (a normalization without a reference backward). */
 SPARCL_API sparcl_status sparcl_reference_backward(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
                                                    const float *q, const float *k,
                                                    const float *v, const float *dout,
                                                    double *dq, double *dk, double *dv);
+
+/* sparcl_reference_backward() plus, for Linformer descriptors, dproj_e and
+ * dproj_f (proj_len x kv_len doubles each, overwritten; either may be
+ * NULL), as sparcl_plan_backward_proj() defines them.  Other kinds take
+ * NULL for both (else SPARCL_ERR_INVALID_ARGUMENT). */
+SPARCL_API sparcl_status sparcl_reference_backward_proj(sparcl_ctx *ctx,
+                                                        const sparcl_plan_desc *desc,
+                                                        const float *q, const float *k,
+                                                        const float *v, const float *dout,
+                                                        double *dq, double *dk, double *dv,
+                                                        double *dproj_e, double *dproj_f);
 
 #ifdef __cplusplus
 }
