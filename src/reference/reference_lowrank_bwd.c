@@ -391,7 +391,14 @@ SPARCL_API sparcl_status sparcl_reference_backward_proj(sparcl_ctx *ctx,
     if (copy.attention != SPARCL_ATTENTION_LINFORMER || (!dproj_e && !dproj_f))
         return sparcl_reference_backward(ctx, desc, q, k, v, dout, dq, dk, dv);
     if (!q || !k || !v || !dout || !dq || !dk || !dv)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "a tensor pointer is NULL");
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
+                            !q      ? "q"
+                            : !k    ? "k"
+                            : !v    ? "v"
+                            : !dout ? "dout"
+                            : !dq   ? "dq"
+                            : !dk   ? "dk"
+                                    : "dv");
     if ((st = sparcl__reference_check(ctx, &copy)) != SPARCL_OK)
         return st;
     return sparcl__reference_backward_lowrank(ctx, &copy, q, k, v, dout, dq, dk, dv, dproj_e,
