@@ -1466,7 +1466,8 @@ SPARCL_API sparcl_status sparcl_plan_backward_params(sparcl_plan *plan, sparcl_p
  * -inf) get dq = 0 and contribute nothing; no NaN arises from them.
  *
  * q, k, v, out, lse: the forward's inputs and outputs (out and lse exactly
- * as sparcl_plan_forward() wrote them; lse is required).  dout has out's
+ * as sparcl_plan_forward() wrote them; lse is required, except that FAVOR+
+ * plans take NULL).  dout has out's
  * strides, dq q's, dk k's and dv v's (all from the descriptor).  dq, dk
  * and dv are written in full and must not alias each other or any input.
  * Buffers are borrowed until the returned event completes; sizes are

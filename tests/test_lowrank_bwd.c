@@ -307,9 +307,9 @@ Test(lowrank_bwd, linformer_seeded_and_written_projections, .init = setup, .fini
         cr_assert_eq(sparcl_plan_backward_proj_host(plan, p.q, p.k, p.v, out, lse, p.dout, dq, dk,
                                                     dv, de, NULL),
                      SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
-        cr_assert_eq(sparcl_reference_backward_proj(ctx, &p.d, p.q, p.k, p.v, p.dout, rq, rk, rv,
-                                                    re, NULL),
-                     SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+        cr_assert_eq(
+            sparcl_reference_backward_proj(ctx, &p.d, p.q, p.k, p.v, p.dout, rq, rk, rv, re, NULL),
+            SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
         const float *got[4] = {dq, dk, dv, de};
         const double *want[4] = {rq, rk, rv, re};
         const size_t n[4] = {p.nq, p.nk, p.nk, p.ne};
@@ -319,8 +319,8 @@ Test(lowrank_bwd, linformer_seeded_and_written_projections, .init = setup, .fini
                 e = fmax(e, fabs(got[t][i] - want[t][i]));
                 r = fmax(r, fabs(want[t][i]));
             }
-            cr_assert_leq(relative(e, r), 1e-3, "written %d tensor %d: error %g of %g", written,
-                          t, e, r);
+            cr_assert_leq(relative(e, r), 1e-3, "written %d tensor %d: error %g of %g", written, t,
+                          e, r);
         }
     }
     free(out), free(lse), free(dq), free(dk), free(dv), free(de);
@@ -332,8 +332,8 @@ Test(lowrank_bwd, linformer_seeded_and_written_projections, .init = setup, .fini
 static cl_mem buffer(size_t floats)
 {
     cl_int err;
-    cl_mem m = clCreateBuffer(sparcl_ctx_cl_context(ctx), CL_MEM_READ_WRITE, floats * 4, NULL,
-                              &err);
+    cl_mem m =
+        clCreateBuffer(sparcl_ctx_cl_context(ctx), CL_MEM_READ_WRITE, floats * 4, NULL, &err);
     cr_assert_not_null(m, "clCreateBuffer %d", err);
     return m;
 }

@@ -22,16 +22,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/checked.h"
+#include "kernels/kernel_registry.h"
 #include "plan/attention_kinds.h"
+#include "plan/favor.h"
+#include "plan/kernel_build.h"
+#include "runtime/checked.h"
 #include "runtime/ctx.h"
 #include "runtime/error.h"
 #include "runtime/gemm.h"
-#include "plan/kernel_build.h"
-#include "kernels/kernel_registry.h"
-#include "runtime/random.h"
 #include "runtime/lowrank_draw.h"
-#include "plan/favor.h"
 
 #define CHUNK SPARCL__FAVOR_CHUNK
 enum {
@@ -46,10 +45,9 @@ enum {
 /* The family: fixed kernels, no tuned parameters (every product is
  * CLBlast's); the forward's kernels, then the backward's. */
 static const sparcl__kernel_decl kernels[K_COUNT] = {
-    {"favor_phi", 0},         {"favor_head_max", 0},    {"favor_augment", 0},
-    {"favor_prefix", 0},      {"favor_causal_mask", 0}, {"favor_finish", 0},
-    {"favor_bwd_out", 0},     {"favor_bwd_chain", 0},   {"favor_bwd_key_stab", 0},
-    {"favor_bwd_norm", 0}};
+    {"favor_phi", 0},          {"favor_head_max", 0}, {"favor_augment", 0}, {"favor_prefix", 0},
+    {"favor_causal_mask", 0},  {"favor_finish", 0},   {"favor_bwd_out", 0}, {"favor_bwd_chain", 0},
+    {"favor_bwd_key_stab", 0}, {"favor_bwd_norm", 0}};
 static const sparcl__program_decl programs[] = {{"favor.cl", kernels, K_COUNT}};
 const sparcl__kernel_schema sparcl__schema_favor = {
     .name = "favor",
@@ -172,8 +170,8 @@ typedef sparcl__favor_scratch scratch;
 
 void sparcl__favor_scratch_free(scratch *s)
 {
-    cl_mem *all[] = {&s->qf,    &s->kf,   &s->kmax, &s->vaug, &s->state,
-                     &s->oaug,  &s->a,    &s->qarg, &s->karg};
+    cl_mem *all[] = {&s->qf,   &s->kf, &s->kmax, &s->vaug, &s->state,
+                     &s->oaug, &s->a,  &s->qarg, &s->karg};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i)
         if (*all[i])
             clReleaseMemObject(*all[i]);
@@ -213,7 +211,7 @@ static sparcl_status features(struct sparcl__favor *f, cl_command_queue queue, c
     const cl_int cm = m, cdim = dim;
     const cl_long sb = s.batch, sh = s.head, ss = s.seq;
     const cl_float cscale = scale;
-    const arg a[] = {ARG(dst), ARG(x),  ARG(head_max), ARG(row_arg), ARG(per_row), ARG(cm),
+    const arg a[] = {ARG(dst),  ARG(x),  ARG(head_max), ARG(row_arg), ARG(per_row), ARG(cm),
                      ARG(cdim), ARG(sb), ARG(sh),       ARG(ss),      ARG(cscale)};
     return launch(f, queue, K_PHI, a, 11, (size_t)len, (size_t)heads, (size_t)d->batch);
 }
@@ -297,8 +295,8 @@ sparcl_status sparcl__favor_scratch_alloc(struct sparcl__favor *f, scratch *w, i
     sparcl_status st;
     if ((st = sparcl__scratch(ctx, &w->qf, sparcl__sat_mul(f4 * m, rq), "phi(Q)")) ||
         (st = sparcl__scratch(ctx, &w->kf, sparcl__sat_mul(f4 * m, rk), "phi(K)")) ||
-        (st = sparcl__scratch(ctx, &w->kmax, sparcl__sat_mul(f4, batch * kv_heads),
-                              "key maxima")) ||
+        (st =
+             sparcl__scratch(ctx, &w->kmax, sparcl__sat_mul(f4, batch * kv_heads), "key maxima")) ||
         (st = sparcl__scratch(ctx, &w->vaug, sparcl__sat_mul(f4 * da, rk), "[V 1]")) ||
         (st = sparcl__scratch(ctx, &w->state, sparcl__sat_mul(f4, states), "FAVOR+ states")) ||
         (st = sparcl__scratch(ctx, &w->oaug, sparcl__sat_mul(f4 * da, rq), "FAVOR+ numerators")) ||

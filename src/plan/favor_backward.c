@@ -20,11 +20,11 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "plan/favor.h"
 #include "runtime/checked.h"
 #include "runtime/ctx.h"
 #include "runtime/error.h"
 #include "runtime/gemm.h"
-#include "plan/favor.h"
 
 typedef sparcl__favor_arg arg;
 #define ARG SPARCL__FAVOR_ARG
@@ -150,9 +150,9 @@ static sparcl_status feature_grads(struct sparcl__favor *f, cl_command_queue que
             const int b = bk / d->kv_heads, h = bk % d->kv_heads;
             const sparcl__mat dvc = {dv, (size_t)(b * vs.batch + h * vs.head + j0 * vs.seq),
                                      (size_t)vs.seq, 0};
-            st = sparcl__gemm(ctx, queue, ulen, m, da, 1.0f, rows(w->vaug, row, da, 0),
-                              (sparcl__mat){s->rstate, state, da, 1}, 0.0f,
-                              rows(s->dkf, row, m, 0));
+            st =
+                sparcl__gemm(ctx, queue, ulen, m, da, 1.0f, rows(w->vaug, row, da, 0),
+                             (sparcl__mat){s->rstate, state, da, 1}, 0.0f, rows(s->dkf, row, m, 0));
             if (!st)
                 st = sparcl__gemm(ctx, queue, ulen, dim, m, 1.0f, rows(w->kf, row, m, 0),
                                   (sparcl__mat){s->rstate, state, da, 0}, 0.0f, dvc);
@@ -165,9 +165,9 @@ static sparcl_status feature_grads(struct sparcl__favor *f, cl_command_queue que
             const size_t qrow = (size_t)bq * (size_t)nq + (size_t)i0;
             const size_t krow = (size_t)bk * (size_t)nk + (size_t)i0;
             const size_t state = ((size_t)bk * (size_t)n_chunks + (size_t)c) * m * da;
-            st = sparcl__gemm(ctx, queue, ulen, m, da, 1.0f, rows(s->g, qrow, da, 0),
-                              (sparcl__mat){w->state, state, da, 1}, 0.0f,
-                              rows(s->dqf, qrow, m, 0));
+            st =
+                sparcl__gemm(ctx, queue, ulen, m, da, 1.0f, rows(s->g, qrow, da, 0),
+                             (sparcl__mat){w->state, state, da, 1}, 0.0f, rows(s->dqf, qrow, m, 0));
             if (st || !d->causal)
                 continue;
             const int b = bk / d->kv_heads, h = bk % d->kv_heads;
@@ -182,8 +182,8 @@ static sparcl_status feature_grads(struct sparcl__favor *f, cl_command_queue que
             if (!st)
                 st = sparcl__favor_launch(f, queue, SPARCL__FAVOR_MASK, ma, 3, ulen, ulen, 1);
             if (!st)
-                st = sparcl__gemm(ctx, queue, ulen, m, ulen, 1.0f, a, rows(w->kf, krow, m, 0),
-                                  1.0f, rows(s->dqf, qrow, m, 0));
+                st = sparcl__gemm(ctx, queue, ulen, m, ulen, 1.0f, a, rows(w->kf, krow, m, 0), 1.0f,
+                                  rows(s->dqf, qrow, m, 0));
             if (!st)
                 st = sparcl__gemm(ctx, queue, ulen, m, ulen, 1.0f, at, rows(w->qf, qrow, m, 0),
                                   1.0f, rows(s->dkf, krow, m, 0));
@@ -194,8 +194,8 @@ static sparcl_status feature_grads(struct sparcl__favor *f, cl_command_queue que
             if (!st)
                 st = sparcl__favor_launch(f, queue, SPARCL__FAVOR_MASK, ma, 3, ulen, ulen, 1);
             if (!st)
-                st = sparcl__gemm(ctx, queue, ulen, dim, ulen, 1.0f, at,
-                                  rows(s->g, qrow, da, 0), 1.0f, dvc);
+                st = sparcl__gemm(ctx, queue, ulen, dim, ulen, 1.0f, at, rows(s->g, qrow, da, 0),
+                                  1.0f, dvc);
         }
     }
     return st;
@@ -218,23 +218,23 @@ static sparcl_status through_features(struct sparcl__favor *f, cl_command_queue 
         sparcl__favor_launch(f, queue, SPARCL__FAVOR_BWD_CHAIN, chain, 6, (size_t)n_rows, 1, 1);
     if (!st && head_arg) {
         const arg a[] = {ARG(dphi), ARG(rsum), ARG(head_arg), ARG(n_heads), ARG(clen), ARG(cm)};
-        st = sparcl__favor_launch(f, queue, SPARCL__FAVOR_BWD_KEY_STAB, a, 6, (size_t)n_heads, 1,
-                                  1);
+        st =
+            sparcl__favor_launch(f, queue, SPARCL__FAVOR_BWD_KEY_STAB, a, 6, (size_t)n_heads, 1, 1);
     }
     const cl_long sb = xs.batch, sh = xs.head, ss = xs.seq;
     const cl_float cscale = scale;
-    const arg norm[] = {ARG(x), ARG(dx), ARG(rsum), ARG(cdim), ARG(sb), ARG(sh), ARG(ss),
-                        ARG(cscale)};
+    const arg norm[] = {ARG(x),  ARG(dx), ARG(rsum), ARG(cdim),
+                        ARG(sb), ARG(sh), ARG(ss),   ARG(cscale)};
     if (!st)
         st = sparcl__favor_launch(f, queue, SPARCL__FAVOR_BWD_NORM, norm, 8, (size_t)len,
                                   (size_t)heads, (size_t)d->batch);
     for (int b = 0; b < d->batch && !st; ++b)
         for (int h = 0; h < heads && !st; ++h) {
             const size_t r0 = ((size_t)b * (size_t)heads + (size_t)h) * (size_t)len;
-            st = sparcl__gemm(f->view->ctx, queue, (size_t)len, dim, m, sqrtf(scale),
-                              rows(dphi, r0, m, 0), (sparcl__mat){f->omega, 0, dim, 0}, 1.0f,
-                              (sparcl__mat){dx, (size_t)(b * xs.batch + h * xs.head),
-                                            (size_t)xs.seq, 0});
+            st = sparcl__gemm(
+                f->view->ctx, queue, (size_t)len, dim, m, sqrtf(scale), rows(dphi, r0, m, 0),
+                (sparcl__mat){f->omega, 0, dim, 0}, 1.0f,
+                (sparcl__mat){dx, (size_t)(b * xs.batch + h * xs.head), (size_t)xs.seq, 0});
         }
     return st;
 }
@@ -268,8 +268,8 @@ sparcl_status sparcl__favor_backward(void *state, const sparcl__bwd_call *c)
         (st = feature_grads(f, queue, c->ts, c->dv, &w, &s)) ||
         (st = through_features(f, queue, c->q, c->dq, c->ts[0], d->q_heads, d->q_len, s.dqf, w.qf,
                                s.qsum, w.qarg, none)) ||
-        (st = through_features(f, queue, c->k, c->dk, c->ts[1], d->kv_heads, d->kv_len, s.dkf,
-                               w.kf, s.ksum, none, w.karg)))
+        (st = through_features(f, queue, c->k, c->dk, c->ts[1], d->kv_heads, d->kv_len, s.dkf, w.kf,
+                               s.ksum, none, w.karg)))
         goto done;
     if (c->event) {
         /* On the in-order queue a marker completes after everything above. */

@@ -10,14 +10,13 @@
 #include <stdlib.h>
 
 #include "plan/attention_kinds.h"
+#include "plan/linformer.h"
 #include "runtime/checked.h"
 #include "runtime/ctx.h"
 #include "runtime/error.h"
 #include "runtime/gemm.h"
-#include "runtime/memory.h"
 #include "runtime/lowrank_draw.h"
-#include "plan/linformer.h"
-
+#include "runtime/memory.h"
 
 static void linformer_free(void *state)
 {
@@ -197,8 +196,8 @@ static sparcl_status linformer_forward(void *state, const sparcl__fwd_call *c)
             SPARCL_OK)
         goto done;
     const sparcl_strides inner_ts[4] = {ts[0], packed, packed, ts[3]};
-    st = sparcl__plan_forward_strided(l->inner, c->queue, inner_ts, c->q, kp, vp, c->out, c->lse,
-                                      0, NULL, c->event);
+    st = sparcl__plan_forward_strided(l->inner, c->queue, inner_ts, c->q, kp, vp, c->out, c->lse, 0,
+                                      NULL, c->event);
 done:
     if (kp)
         clReleaseMemObject(kp);

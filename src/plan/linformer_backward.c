@@ -10,15 +10,14 @@
  * recomputed; dK' and dV' are per-call scratch of B x kv_heads x proj_len
  * x D floats each.
  */
+#include "plan/linformer.h"
 #include "runtime/checked.h"
 #include "runtime/ctx.h"
 #include "runtime/error.h"
 #include "runtime/gemm.h"
-#include "plan/linformer.h"
 
 sparcl_status sparcl__linformer_prepare_backward(void *state, const sparcl_params *override,
-                                                 sparcl_params *params,
-                                                 sparcl_param_source *source)
+                                                 sparcl_params *params, sparcl_param_source *source)
 {
     struct sparcl__linformer *l = state;
     sparcl_status st = SPARCL_OK;
@@ -50,9 +49,8 @@ static sparcl_status chain(struct sparcl__linformer *l, const sparcl__bwd_call *
             st = sparcl__gemm(ctx, c->queue, kv, dim, proj, 1.0f, (sparcl__mat){l->e, 0, kv, 1},
                               dk_p, 0.0f, (sparcl__mat){c->dk, koff, (size_t)ts[1].seq, 0});
             if (st == SPARCL_OK)
-                st = sparcl__gemm(ctx, c->queue, kv, dim, proj, 1.0f,
-                                  (sparcl__mat){l->f, 0, kv, 1}, dv_p, 0.0f,
-                                  (sparcl__mat){c->dv, voff, (size_t)ts[2].seq, 0});
+                st = sparcl__gemm(ctx, c->queue, kv, dim, proj, 1.0f, (sparcl__mat){l->f, 0, kv, 1},
+                                  dv_p, 0.0f, (sparcl__mat){c->dv, voff, (size_t)ts[2].seq, 0});
             if (st == SPARCL_OK && c->dproj_e)
                 st = sparcl__gemm(ctx, c->queue, proj, kv, dim, 1.0f, dk_p,
                                   (sparcl__mat){c->k, koff, (size_t)ts[1].seq, 1},
@@ -73,10 +71,10 @@ sparcl_status sparcl__linformer_backward(void *state, const sparcl__bwd_call *c)
     cl_mem kp = NULL, vp = NULL, dkp = NULL, dvp = NULL;
     sparcl_strides packed;
     /* The same saturating size as the projections (linformer.c). */
-    const size_t bytes = sparcl__sat_mul(
-        sparcl__sat_mul(sizeof(float) * (size_t)d->proj_len * (size_t)d->head_dim,
-                        (size_t)d->batch),
-        (size_t)d->kv_heads);
+    const size_t bytes =
+        sparcl__sat_mul(sparcl__sat_mul(sizeof(float) * (size_t)d->proj_len * (size_t)d->head_dim,
+                                        (size_t)d->batch),
+                        (size_t)d->kv_heads);
     sparcl_status st;
     if ((st = sparcl__queue_wait(ctx, c->queue, c->num_wait, c->wait)) != SPARCL_OK ||
         (st = sparcl__linformer_project(l, c->queue, c->ts, c->k, c->v, &kp, &vp, &packed)) !=

@@ -137,15 +137,15 @@ static sparcl_status backward_strided(sparcl_plan *p, cl_command_queue queue,
     const sparcl__kind_ops *kind = kind_with_backward(p);
     if (!kind)
         return SPARCL_ERR_NOT_SUPPORTED;
-    const sparcl__bwd_call c = {queue, ts,       a->q, a->k,  a->v,  a->out, a->lse, a->dout,
-                                a->dq, a->dk,    a->dv, num_wait, wait, event, a->de,  a->df};
+    const sparcl__bwd_call c = {queue, ts,    a->q,  a->k,     a->v, a->out, a->lse, a->dout,
+                                a->dq, a->dk, a->dv, num_wait, wait, event,  a->de,  a->df};
     return kind->backward(p->state, &c);
 }
 
 sparcl_status sparcl__plan_backward_strided(sparcl_plan *p, cl_command_queue queue,
-                                            const sparcl_strides *ts, cl_mem q, cl_mem k,
-                                            cl_mem v, cl_mem out, cl_mem lse, cl_mem dout,
-                                            cl_mem dq, cl_mem dk, cl_mem dv, cl_uint num_wait,
+                                            const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
+                                            cl_mem out, cl_mem lse, cl_mem dout, cl_mem dq,
+                                            cl_mem dk, cl_mem dv, cl_uint num_wait,
                                             const cl_event *wait, cl_event *event)
 {
     const bwd_args a = {q, k, v, out, lse, dout, dq, dk, dv, NULL, NULL};
@@ -166,12 +166,11 @@ SPARCL_API sparcl_status sparcl_plan_backward_on_queue(sparcl_plan *p, cl_comman
     return backward_strided(p, queue ? queue : p->view.ctx->queue, ts, &a, num_wait, wait, event);
 }
 
-SPARCL_API sparcl_status sparcl_plan_backward_proj(sparcl_plan *p, cl_command_queue queue,
-                                                   cl_mem q, cl_mem k, cl_mem v, cl_mem out,
-                                                   cl_mem lse, cl_mem dout, cl_mem dq, cl_mem dk,
-                                                   cl_mem dv, cl_mem dproj_e, cl_mem dproj_f,
-                                                   cl_uint num_wait, const cl_event *wait,
-                                                   cl_event *event)
+SPARCL_API sparcl_status sparcl_plan_backward_proj(sparcl_plan *p, cl_command_queue queue, cl_mem q,
+                                                   cl_mem k, cl_mem v, cl_mem out, cl_mem lse,
+                                                   cl_mem dout, cl_mem dq, cl_mem dk, cl_mem dv,
+                                                   cl_mem dproj_e, cl_mem dproj_f, cl_uint num_wait,
+                                                   const cl_event *wait, cl_event *event)
 {
     sparcl_strides ts[4];
     sparcl_status st = sparcl__plan_call_begin(p, queue, ts);
@@ -241,8 +240,7 @@ static sparcl_status backward_host(sparcl_plan *p, const void *const host[11])
                                       sparcl__plan_resolve(z, d, d->kv_heads, d->kv_len),
                                       sparcl__plan_resolve(z, d, d->kv_heads, d->kv_len),
                                       sparcl__plan_resolve(z, d, d->q_heads, d->q_len)};
-        const bwd_args a = {m[0], m[1], m[2], m[3], m[4],  m[5],
-                            m[6], m[7], m[8], m[9], m[10]};
+        const bwd_args a = {m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9], m[10]};
         cl_event ev = NULL;
         st = backward_strided(p, p->view.ctx->queue, ts, &a, 0, NULL, &ev);
         for (int i = 6; i < 11 && st == SPARCL_OK; ++i) {

@@ -19,11 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "reference/reference.h"
 #include "runtime/checked.h"
 #include "runtime/error.h"
 #include "runtime/lowrank_draw.h"
 #include "runtime/struct_size.h"
-#include "reference/reference.h"
 
 /* Added to every feature by the forward (cl/favor.cl FAVOR_EPS). */
 #define FEATURE_EPS 1e-6
@@ -182,8 +182,8 @@ static sparcl_status favor(sparcl_ctx *ctx, const sparcl_plan_desc *d, const flo
         w.qphi = malloc(doubles(nqm)), w.dqphi = malloc(doubles(nqm));
         w.a = malloc(doubles(big)), w.oaug = malloc(doubles(D + 1));
         w.grad = malloc(doubles(D + 1)), w.qarg = malloc(sizeof *w.qarg * nq);
-        ok = w.kex && w.kphi && w.dkphi && w.qex && w.qphi && w.dqphi && w.a && w.oaug &&
-             w.grad && w.qarg && sparcl__favor_draw(omega, d->features, d->head_dim, d->seed);
+        ok = w.kex && w.kphi && w.dkphi && w.qex && w.qphi && w.dqphi && w.a && w.oaug && w.grad &&
+             w.qarg && sparcl__favor_draw(omega, d->features, d->head_dim, d->seed);
     }
     if (ok) {
         const size_t g = (size_t)(d->q_heads / d->kv_heads), kvh = (size_t)d->kv_heads;
@@ -372,12 +372,9 @@ sparcl_status sparcl__reference_backward_lowrank(sparcl_ctx *ctx, const sparcl_p
                       : linformer(ctx, d, q, k, v, dout, dq, dk, dv, de, df);
 }
 
-SPARCL_API sparcl_status sparcl_reference_backward_proj(sparcl_ctx *ctx,
-                                                        const sparcl_plan_desc *desc,
-                                                        const float *q, const float *k,
-                                                        const float *v, const float *dout,
-                                                        double *dq, double *dk, double *dv,
-                                                        double *dproj_e, double *dproj_f)
+SPARCL_API sparcl_status sparcl_reference_backward_proj(
+    sparcl_ctx *ctx, const sparcl_plan_desc *desc, const float *q, const float *k, const float *v,
+    const float *dout, double *dq, double *dk, double *dv, double *dproj_e, double *dproj_f)
 {
     if (!desc)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "desc is NULL");
