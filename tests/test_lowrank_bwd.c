@@ -134,12 +134,14 @@ static double central(problem *p, const float *omega, float *x, size_t i)
     return (lu - ld) / ((double)up - (double)down);
 }
 
-/* Largest |a - b| over n, and the largest |b| (for relative errors). */
-static double max_diff(const double *a, const double *b, size_t n, double *ref_max)
+/* Largest |a - b| over n, a float (af) or double (ad) results, b the
+ * reference; *ref_max receives the largest |b| (for relative errors). */
+static double max_diff(const float *af, const double *ad, const double *b, size_t n,
+                       double *ref_max)
 {
     double e = 0.0, r = 0.0;
     for (size_t i = 0; i < n; ++i) {
-        e = fmax(e, fabs(a[i] - b[i]));
+        e = fmax(e, fabs((af ? (double)af[i] : ad[i]) - b[i]));
         r = fmax(r, fabs(b[i]));
     }
     *ref_max = r;
@@ -196,7 +198,7 @@ ParameterizedTest(bcase *c, lowrank_bwd, reference_matches_finite_differences, .
         for (size_t i = 0; i < n[t]; ++i)
             fd[i] = central(&p, omega, x[t], i);
         double ref_max;
-        const double err = max_diff(g[t], fd, n[t], &ref_max);
+        const double err = max_diff(NULL, g[t], fd, n[t], &ref_max);
         cr_log_info("%s n %d causal %d amp %g: %s error %.2e of %.2e", lin ? "Linformer" : "FAVOR+",
                     c->n, c->causal, (double)c->amp, names[t], err, ref_max);
         cr_assert_gt(ref_max, 1e-3, "%s: finite differences all ~0", names[t]);
@@ -257,11 +259,8 @@ ParameterizedTest(bcase *c, lowrank_bwd, plan_matches_reference, .init = setup, 
                  SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
     static const char *names[5] = {"dq", "dk", "dv", "dE", "dF"};
     for (int t = 0; t < (lin ? 5 : 3); ++t) {
-        double e = 0.0, r = 0.0;
-        for (size_t i = 0; i < n[t]; ++i) {
-            e = fmax(e, fabs(got[0][t][i] - ref[t][i]));
-            r = fmax(r, fabs(ref[t][i]));
-        }
+        double r;
+        const double e = max_diff(got[0][t], NULL, ref[t], n[t], &r);
         cr_log_info("%s b %d h %d/%d n %d kv %d dim %d causal %d m %d: %s error %.2e of %.2e",
                     lin ? "Linformer" : "FAVOR+", c->batch, c->hq, c->hkv, c->n, c->kv, c->dim,
                     c->causal, c->m, names[t], e, r);
@@ -314,11 +313,8 @@ Test(lowrank_bwd, linformer_seeded_and_written_projections, .init = setup, .fini
         const double *want[4] = {rq, rk, rv, re};
         const size_t n[4] = {p.nq, p.nk, p.nk, p.ne};
         for (int t = 0; t < 4; ++t) {
-            double e = 0.0, r = 0.0;
-            for (size_t i = 0; i < n[t]; ++i) {
-                e = fmax(e, fabs(got[t][i] - want[t][i]));
-                r = fmax(r, fabs(want[t][i]));
-            }
+            double r;
+            const double e = max_diff(got[t], NULL, want[t], n[t], &r);
             cr_assert_leq(relative(e, r), 1e-3, "written %d tensor %d: error %g of %g", written, t,
                           e, r);
         }

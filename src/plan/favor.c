@@ -170,8 +170,8 @@ typedef sparcl__favor_scratch scratch;
 
 void sparcl__favor_scratch_free(scratch *s)
 {
-    cl_mem *all[] = {&s->qf,   &s->kf, &s->kmax, &s->vaug, &s->state,
-                     &s->oaug, &s->a,  &s->qarg, &s->karg};
+    cl_mem *all[] = {&s->qf,   &s->kf, &s->kmax, &s->vaug, &s->state,  &s->oaug, &s->a,   &s->qarg,
+                     &s->karg, &s->g,  &s->dqf,  &s->dkf,  &s->rstate, &s->qsum, &s->ksum};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i)
         if (*all[i])
             clReleaseMemObject(*all[i]);
@@ -278,7 +278,7 @@ static sparcl_status products(struct sparcl__favor *f, cl_command_queue queue, c
     return st;
 }
 
-sparcl_status sparcl__favor_scratch_alloc(struct sparcl__favor *f, scratch *w, int with_args)
+sparcl_status sparcl__favor_scratch_alloc(struct sparcl__favor *f, scratch *w, int backward)
 {
     const sparcl_plan_desc *d = &f->view->desc;
     sparcl_ctx *ctx = f->view->ctx;
@@ -302,11 +302,17 @@ sparcl_status sparcl__favor_scratch_alloc(struct sparcl__favor *f, scratch *w, i
         (st = sparcl__scratch(ctx, &w->oaug, sparcl__sat_mul(f4 * da, rq), "FAVOR+ numerators")) ||
         (st = sparcl__scratch(ctx, &w->a, f4 * CHUNK * CHUNK, "chunk scores")))
         return st;
-    if (with_args &&
+    if (backward &&
         ((st = sparcl__scratch(ctx, &w->qarg, sparcl__sat_mul(sizeof(cl_int), rq),
                                "query stabilizer positions")) ||
          (st = sparcl__scratch(ctx, &w->karg, sparcl__sat_mul(sizeof(cl_long), batch * kv_heads),
-                               "key stabilizer positions"))))
+                               "key stabilizer positions")) ||
+         (st = sparcl__scratch(ctx, &w->g, sparcl__sat_mul(f4 * da, rq), "d(numerators)")) ||
+         (st = sparcl__scratch(ctx, &w->dqf, sparcl__sat_mul(f4 * m, rq), "d phi(Q)")) ||
+         (st = sparcl__scratch(ctx, &w->dkf, sparcl__sat_mul(f4 * m, rk), "d phi(K)")) ||
+         (st = sparcl__scratch(ctx, &w->rstate, sparcl__sat_mul(f4, states), "query states")) ||
+         (st = sparcl__scratch(ctx, &w->qsum, sparcl__sat_mul(f4, rq), "query row sums")) ||
+         (st = sparcl__scratch(ctx, &w->ksum, sparcl__sat_mul(f4, rk), "key row sums"))))
         return st;
     return SPARCL_OK;
 }
@@ -327,6 +333,20 @@ sparcl_status sparcl__favor_numerators(struct sparcl__favor *f, cl_command_queue
                      (size_t)d->batch)))
         return st;
     return products(f, queue, w);
+}
+
+sparcl_status sparcl__favor_end_call(struct sparcl__favor *f, cl_command_queue queue,
+                                     sparcl_status st, cl_event *event, scratch *w)
+{
+    if (st == SPARCL_OK && event) {
+        /* On the in-order queue a marker completes after everything above. */
+        cl_int err = clEnqueueMarkerWithWaitList(queue, 0, NULL, event);
+        if (err != CL_SUCCESS)
+            st = sparcl__fail_cl(f->view->ctx, err, "clEnqueueMarkerWithWaitList");
+    }
+    pthread_mutex_unlock(&f->lock);
+    sparcl__favor_scratch_free(w);
+    return st;
 }
 
 static sparcl_status favor_forward(void *state, const sparcl__fwd_call *c)
@@ -352,16 +372,8 @@ static sparcl_status favor_forward(void *state, const sparcl__fwd_call *c)
                          (size_t)d->batch)))
             goto done;
     }
-    if (c->event) {
-        /* On the in-order queue a marker completes after everything above. */
-        cl_int err = clEnqueueMarkerWithWaitList(queue, 0, NULL, c->event);
-        if (err != CL_SUCCESS)
-            st = sparcl__fail_cl(ctx, err, "clEnqueueMarkerWithWaitList");
-    }
 done:
-    pthread_mutex_unlock(&f->lock);
-    sparcl__favor_scratch_free(&w);
-    return st;
+    return sparcl__favor_end_call(f, queue, st, c->event, &w);
 }
 
 const sparcl__kind_ops sparcl__kind_favor = {

@@ -58,18 +58,21 @@ sparcl_status sparcl__favor_launch(struct sparcl__favor *f, cl_command_queue que
                                    const sparcl__favor_arg *args, int n_args, size_t g0, size_t g1,
                                    size_t g2);
 
-/* Per-call device scratch of the forward.  qarg, karg: the backward's
- * record of which projection each stabilizer took (NULL in the forward):
- * per query row the feature index of its maximum, per key (batch, head)
- * the index within its len x m block. */
+/* Per-call device scratch.  The forward's: phi(Q), phi(K), the key
+ * maxima, [V 1], the states, the numerators, one chunk's scores.  The
+ * backward's besides: where each stabilizer's maximum lies (qarg per query
+ * row: its feature; karg per key (batch, head): the index in its len x m
+ * block), g = d oaug, d phi(Q), d phi(K), the query-side states R and the
+ * per-row sums of the chain through the exponential. */
 typedef struct sparcl__favor_scratch {
-    cl_mem qf, kf, kmax, vaug, state, oaug, a, qarg, karg;
+    cl_mem qf, kf, kmax, vaug, state, oaug, a;
+    cl_mem qarg, karg, g, dqf, dkf, rstate, qsum, ksum;
 } sparcl__favor_scratch;
 
-/* Allocates the forward's scratch (not qarg, karg); `with_args` also
- * those.  On failure what was allocated stays in *w for _free. */
+/* Allocates the forward's scratch, and with `backward` the backward's too.
+ * On failure what was allocated stays in *w for _free. */
 sparcl_status sparcl__favor_scratch_alloc(struct sparcl__favor *f, sparcl__favor_scratch *w,
-                                          int with_args);
+                                          int backward);
 void sparcl__favor_scratch_free(sparcl__favor_scratch *w);
 
 /* The forward up to the numerators: phi(Q) in w->qf, phi(K) in w->kf,
@@ -80,6 +83,12 @@ void sparcl__favor_scratch_free(sparcl__favor_scratch *w);
 sparcl_status sparcl__favor_numerators(struct sparcl__favor *f, cl_command_queue queue,
                                        const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
                                        const sparcl__favor_scratch *w);
+
+/* Ends a call that holds f->lock with scratch *w: on success the marker
+ * `event` (when not NULL) after everything enqueued; then unlocks and
+ * frees the scratch.  Returns st, or the marker's failure. */
+sparcl_status sparcl__favor_end_call(struct sparcl__favor *f, cl_command_queue queue,
+                                     sparcl_status st, cl_event *event, sparcl__favor_scratch *w);
 
 /* The backward (favor_backward.c). */
 sparcl_status sparcl__favor_prepare_backward(void *state, const sparcl_params *override,

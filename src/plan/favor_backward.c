@@ -30,41 +30,6 @@ typedef sparcl__favor_arg arg;
 #define ARG SPARCL__FAVOR_ARG
 #define CHUNK SPARCL__FAVOR_CHUNK
 
-/* Scratch of the backward beyond the forward's. */
-typedef struct bwd_scratch {
-    cl_mem g, dqf, dkf, rstate, qsum, ksum;
-} bwd_scratch;
-
-static void bwd_scratch_free(bwd_scratch *s)
-{
-    cl_mem all[] = {s->g, s->dqf, s->dkf, s->rstate, s->qsum, s->ksum};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i)
-        if (all[i])
-            clReleaseMemObject(all[i]);
-}
-
-static sparcl_status bwd_scratch_alloc(sparcl_ctx *ctx, const sparcl_plan_desc *d, bwd_scratch *s)
-{
-    /* Saturating sizes, as the forward's scratch (favor.c). */
-    const size_t m = (size_t)d->features, da = (size_t)d->head_dim + 1, f4 = sizeof(float);
-    const size_t batch = (size_t)d->batch, kv_heads = (size_t)d->kv_heads;
-    const size_t rq = sparcl__sat_mul(sparcl__sat_mul(batch, (size_t)d->q_heads), (size_t)d->q_len);
-    const size_t rk = sparcl__sat_mul(sparcl__sat_mul(batch, kv_heads), (size_t)d->kv_len);
-    const size_t n_chunks = d->causal ? ((size_t)d->kv_len + CHUNK - 1) / CHUNK : 1;
-    const size_t states =
-        sparcl__sat_mul(sparcl__sat_mul(sparcl__sat_mul(batch, kv_heads), n_chunks), m * da);
-    sparcl_status st;
-    if ((st = sparcl__scratch(ctx, &s->g, sparcl__sat_mul(f4 * da, rq), "FAVOR+ d(numerators)")) ||
-        (st = sparcl__scratch(ctx, &s->dqf, sparcl__sat_mul(f4 * m, rq), "d phi(Q)")) ||
-        (st = sparcl__scratch(ctx, &s->dkf, sparcl__sat_mul(f4 * m, rk), "d phi(K)")) ||
-        (st = sparcl__scratch(ctx, &s->rstate, sparcl__sat_mul(f4, states),
-                              "FAVOR+ query states")) ||
-        (st = sparcl__scratch(ctx, &s->qsum, sparcl__sat_mul(f4, rq), "query row sums")) ||
-        (st = sparcl__scratch(ctx, &s->ksum, sparcl__sat_mul(f4, rk), "key row sums")))
-        return st;
-    return SPARCL_OK;
-}
-
 sparcl_status sparcl__favor_prepare_backward(void *state, const sparcl_params *override,
                                              sparcl_params *params, sparcl_param_source *source)
 {
@@ -98,7 +63,7 @@ static sparcl__mat rows(cl_mem buf, size_t row, size_t width, int trans)
 /* R = sum over the q heads of each kv head of Phi_c^T G_c per chunk, then
  * (causal) the exclusive suffix over chunks. */
 static sparcl_status query_states(struct sparcl__favor *f, cl_command_queue queue,
-                                  const sparcl__favor_scratch *w, const bwd_scratch *s)
+                                  const sparcl__favor_scratch *w)
 {
     const sparcl_plan_desc *d = &f->view->desc;
     sparcl_ctx *ctx = f->view->ctx;
@@ -114,15 +79,15 @@ static sparcl_status query_states(struct sparcl__favor *f, cl_command_queue queu
                 const int bq = bk / d->kv_heads * d->q_heads + bk % d->kv_heads * g + h;
                 const size_t row = (size_t)bq * (size_t)nq + (size_t)i0;
                 st = sparcl__gemm(ctx, queue, m, da, (size_t)len, 1.0f, rows(w->qf, row, m, 1),
-                                  rows(s->g, row, da, 0), h ? 1.0f : 0.0f,
-                                  (sparcl__mat){s->rstate, state, da, 0});
+                                  rows(w->g, row, da, 0), h ? 1.0f : 0.0f,
+                                  (sparcl__mat){w->rstate, state, da, 0});
             }
         }
     if (st || !d->causal)
         return st;
     const cl_int n_heads = d->batch * d->kv_heads, cn = n_chunks, width = (cl_int)(m * da);
     const cl_int reverse = 1;
-    const arg a[] = {ARG(s->rstate), ARG(n_heads), ARG(cn), ARG(width), ARG(reverse)};
+    const arg a[] = {ARG(w->rstate), ARG(n_heads), ARG(cn), ARG(width), ARG(reverse)};
     return sparcl__favor_launch(f, queue, SPARCL__FAVOR_PREFIX, a, 5, (size_t)width,
                                 (size_t)n_heads, 1);
 }
@@ -132,7 +97,7 @@ static sparcl_status query_states(struct sparcl__favor *f, cl_command_queue queu
  * own terms. */
 static sparcl_status feature_grads(struct sparcl__favor *f, cl_command_queue queue,
                                    const sparcl_strides *ts, cl_mem dv,
-                                   const sparcl__favor_scratch *w, const bwd_scratch *s)
+                                   const sparcl__favor_scratch *w)
 {
     const sparcl_plan_desc *d = &f->view->desc;
     sparcl_ctx *ctx = f->view->ctx;
@@ -152,10 +117,10 @@ static sparcl_status feature_grads(struct sparcl__favor *f, cl_command_queue que
                                      (size_t)vs.seq, 0};
             st =
                 sparcl__gemm(ctx, queue, ulen, m, da, 1.0f, rows(w->vaug, row, da, 0),
-                             (sparcl__mat){s->rstate, state, da, 1}, 0.0f, rows(s->dkf, row, m, 0));
+                             (sparcl__mat){w->rstate, state, da, 1}, 0.0f, rows(w->dkf, row, m, 0));
             if (!st)
                 st = sparcl__gemm(ctx, queue, ulen, dim, m, 1.0f, rows(w->kf, row, m, 0),
-                                  (sparcl__mat){s->rstate, state, da, 0}, 0.0f, dvc);
+                                  (sparcl__mat){w->rstate, state, da, 0}, 0.0f, dvc);
         }
     for (int bq = 0; bq < d->batch * d->q_heads && !st; ++bq) {
         const int bk = bq / d->q_heads * d->kv_heads + bq % d->q_heads / g;
@@ -166,8 +131,8 @@ static sparcl_status feature_grads(struct sparcl__favor *f, cl_command_queue que
             const size_t krow = (size_t)bk * (size_t)nk + (size_t)i0;
             const size_t state = ((size_t)bk * (size_t)n_chunks + (size_t)c) * m * da;
             st =
-                sparcl__gemm(ctx, queue, ulen, m, da, 1.0f, rows(s->g, qrow, da, 0),
-                             (sparcl__mat){w->state, state, da, 1}, 0.0f, rows(s->dqf, qrow, m, 0));
+                sparcl__gemm(ctx, queue, ulen, m, da, 1.0f, rows(w->g, qrow, da, 0),
+                             (sparcl__mat){w->state, state, da, 1}, 0.0f, rows(w->dqf, qrow, m, 0));
             if (st || !d->causal)
                 continue;
             const int b = bk / d->kv_heads, h = bk % d->kv_heads;
@@ -177,16 +142,16 @@ static sparcl_status feature_grads(struct sparcl__favor *f, cl_command_queue que
             const cl_int cl_len = len, ld = CHUNK;
             const arg ma[] = {ARG(w->a), ARG(cl_len), ARG(ld)};
             /* B = mask(G_c Va_c^T): into dPhi_c and dPsi_c. */
-            st = sparcl__gemm(ctx, queue, ulen, ulen, da, 1.0f, rows(s->g, qrow, da, 0),
+            st = sparcl__gemm(ctx, queue, ulen, ulen, da, 1.0f, rows(w->g, qrow, da, 0),
                               rows(w->vaug, krow, da, 1), 0.0f, a);
             if (!st)
                 st = sparcl__favor_launch(f, queue, SPARCL__FAVOR_MASK, ma, 3, ulen, ulen, 1);
             if (!st)
                 st = sparcl__gemm(ctx, queue, ulen, m, ulen, 1.0f, a, rows(w->kf, krow, m, 0), 1.0f,
-                                  rows(s->dqf, qrow, m, 0));
+                                  rows(w->dqf, qrow, m, 0));
             if (!st)
                 st = sparcl__gemm(ctx, queue, ulen, m, ulen, 1.0f, at, rows(w->qf, qrow, m, 0),
-                                  1.0f, rows(s->dkf, krow, m, 0));
+                                  1.0f, rows(w->dkf, krow, m, 0));
             /* A = mask(Phi_c Psi_c^T): into dV_c. */
             if (!st)
                 st = sparcl__gemm(ctx, queue, ulen, ulen, m, 1.0f, rows(w->qf, qrow, m, 0),
@@ -194,7 +159,7 @@ static sparcl_status feature_grads(struct sparcl__favor *f, cl_command_queue que
             if (!st)
                 st = sparcl__favor_launch(f, queue, SPARCL__FAVOR_MASK, ma, 3, ulen, ulen, 1);
             if (!st)
-                st = sparcl__gemm(ctx, queue, ulen, dim, ulen, 1.0f, at, rows(s->g, qrow, da, 0),
+                st = sparcl__gemm(ctx, queue, ulen, dim, ulen, 1.0f, at, rows(w->g, qrow, da, 0),
                                   1.0f, dvc);
         }
     }
@@ -249,37 +214,25 @@ sparcl_status sparcl__favor_backward(void *state, const sparcl__bwd_call *c)
     sparcl_ctx *ctx = f->view->ctx;
     cl_command_queue queue = c->queue;
     sparcl__favor_scratch w = {0};
-    bwd_scratch s = {0};
     pthread_mutex_lock(&f->lock);
-    if ((st = sparcl__favor_scratch_alloc(f, &w, 1)) || (st = bwd_scratch_alloc(ctx, d, &s)) ||
+    if ((st = sparcl__favor_scratch_alloc(f, &w, 1)) ||
         (st = sparcl__queue_wait(ctx, queue, c->num_wait, c->wait)) ||
         (st = sparcl__favor_numerators(f, queue, c->ts, c->q, c->k, c->v, &w)))
         goto done;
     {
         const cl_int dim = d->head_dim;
         const cl_long sb = c->ts[3].batch, sh = c->ts[3].head, ss = c->ts[3].seq;
-        const arg a[] = {ARG(w.oaug), ARG(c->dout), ARG(s.g), ARG(dim), ARG(sb), ARG(sh), ARG(ss)};
+        const arg a[] = {ARG(w.oaug), ARG(c->dout), ARG(w.g), ARG(dim), ARG(sb), ARG(sh), ARG(ss)};
         if ((st = sparcl__favor_launch(f, queue, SPARCL__FAVOR_BWD_OUT, a, 7, (size_t)d->q_len,
                                        (size_t)d->q_heads, (size_t)d->batch)))
             goto done;
     }
     const cl_mem none = NULL;
-    if ((st = query_states(f, queue, &w, &s)) ||
-        (st = feature_grads(f, queue, c->ts, c->dv, &w, &s)) ||
-        (st = through_features(f, queue, c->q, c->dq, c->ts[0], d->q_heads, d->q_len, s.dqf, w.qf,
-                               s.qsum, w.qarg, none)) ||
-        (st = through_features(f, queue, c->k, c->dk, c->ts[1], d->kv_heads, d->kv_len, s.dkf, w.kf,
-                               s.ksum, none, w.karg)))
-        goto done;
-    if (c->event) {
-        /* On the in-order queue a marker completes after everything above. */
-        cl_int err = clEnqueueMarkerWithWaitList(queue, 0, NULL, c->event);
-        if (err != CL_SUCCESS)
-            st = sparcl__fail_cl(ctx, err, "clEnqueueMarkerWithWaitList");
-    }
+    if (!(st = query_states(f, queue, &w)) && !(st = feature_grads(f, queue, c->ts, c->dv, &w)) &&
+        !(st = through_features(f, queue, c->q, c->dq, c->ts[0], d->q_heads, d->q_len, w.dqf, w.qf,
+                                w.qsum, w.qarg, none)))
+        st = through_features(f, queue, c->k, c->dk, c->ts[1], d->kv_heads, d->kv_len, w.dkf, w.kf,
+                              w.ksum, none, w.karg);
 done:
-    pthread_mutex_unlock(&f->lock);
-    sparcl__favor_scratch_free(&w);
-    bwd_scratch_free(&s);
-    return st;
+    return sparcl__favor_end_call(f, queue, st, c->event, &w);
 }

@@ -376,28 +376,20 @@ SPARCL_API sparcl_status sparcl_reference_backward_proj(
     sparcl_ctx *ctx, const sparcl_plan_desc *desc, const float *q, const float *k, const float *v,
     const float *dout, double *dq, double *dk, double *dv, double *dproj_e, double *dproj_f)
 {
-    if (!desc)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "desc is NULL");
     sparcl_plan_desc copy; /* only the fields of the caller's struct_size */
-    sparcl_status st = sparcl__plan_desc_read(ctx, desc, &copy);
-    if (st != SPARCL_OK)
+    sparcl_status st;
+    if (desc && (dproj_e || dproj_f)) {
+        if ((st = sparcl__plan_desc_read(ctx, desc, &copy)) != SPARCL_OK)
+            return st;
+        if (copy.attention != SPARCL_ATTENTION_LINFORMER)
+            return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                                "reference: dproj_e and dproj_f are for Linformer only");
+    }
+    /* Every check (pointers, shapes, the kind's fields) and dq, dk, dv. */
+    st = sparcl_reference_backward(ctx, desc, q, k, v, dout, dq, dk, dv);
+    if (st != SPARCL_OK || (!dproj_e && !dproj_f))
         return st;
-    if ((dproj_e || dproj_f) && copy.attention != SPARCL_ATTENTION_LINFORMER)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "reference: dproj_e and dproj_f are for Linformer only");
-    if (copy.attention != SPARCL_ATTENTION_LINFORMER || (!dproj_e && !dproj_f))
-        return sparcl_reference_backward(ctx, desc, q, k, v, dout, dq, dk, dv);
-    if (!q || !k || !v || !dout || !dq || !dk || !dv)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
-                            !q      ? "q"
-                            : !k    ? "k"
-                            : !v    ? "v"
-                            : !dout ? "dout"
-                            : !dq   ? "dq"
-                            : !dk   ? "dk"
-                                    : "dv");
-    if ((st = sparcl__reference_check(ctx, &copy)) != SPARCL_OK)
-        return st;
+    /* A reference favours simplicity: the pass again, with dE and dF. */
     return sparcl__reference_backward_lowrank(ctx, &copy, q, k, v, dout, dq, dk, dv, dproj_e,
                                               dproj_f);
 }
