@@ -1501,7 +1501,8 @@ SPARCL_API sparcl_status sparcl_plan_backward_on_queue(sparcl_plan *plan, cl_com
 /* Blocking convenience: copies the host arrays in (contiguous [B, H, S, D]
  * regardless of the descriptor's strides; lse [B, q_heads, q_len]), runs
  * sparcl_plan_backward() and copies dq, dk and dv back.  Every pointer is
- * required.  Errors: as sparcl_plan_backward(). */
+ * required (but lse is NULL for FAVOR+ plans).  Errors: as
+ * sparcl_plan_backward(). */
 SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *plan, const float *q,
                                                    const float *k, const float *v,
                                                    const float *out, const float *lse,
