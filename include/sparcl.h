@@ -1375,6 +1375,16 @@ SPARCL_API sparcl_status sparcl_plan_read_features(sparcl_plan *plan, float *ome
  * SPARCL_ERR_OPENCL. */
 SPARCL_API sparcl_status sparcl_plan_read_projections(sparcl_plan *plan, float *e, float *f);
 
+/* Replaces the projections of a Linformer plan with `e` and `f` (proj_len x
+ * kv_len row-major floats each, either NULL to keep that one), copied with
+ * a blocking write on the context's queue: how training hands updated E and
+ * F (sparcl_plan_backward_proj()) back to the plan.  Must not race with a
+ * forward or backward call on the same plan.  Errors:
+ * SPARCL_ERR_INVALID_ARGUMENT (NULL plan, not a Linformer plan),
+ * SPARCL_ERR_OPENCL. */
+SPARCL_API sparcl_status sparcl_plan_write_projections(sparcl_plan *plan, const float *e,
+                                                       const float *f);
+
 /* ---- Backward pass ---- */
 
 /* The backward pass of a plan's attention (dQ, dK, dV), FlashAttention-2
@@ -1384,12 +1394,32 @@ SPARCL_API sparcl_status sparcl_plan_read_projections(sparcl_plan *plan, float *
  * softmax, whichever forward algorithm they use (fused or dense path), and
  * with sparsemax, 1.5-entmax or alpha-entmax (normalization SPARSEMAX,
  * ENTMAX15, ENTMAX), with every layout and option such a forward supports
- * (causal, GQA/MQA, PARTIAL blocks, q_len != kv_len).  Not implemented: the
- * backward of FAVOR+ and of Linformer plans; every backward call on such a
- * plan returns SPARCL_ERR_NOT_SUPPORTED with a message naming the kind,
- * e.g. "the backward of Linformer plans is not implemented (kind:
- * Linformer); supported: exact softmax attention over a layout (fused and
- * dense path), and sparsemax, 1.5-entmax and alpha-entmax over a layout".
+ * (causal, GQA/MQA, PARTIAL blocks, q_len != kv_len); FAVOR+ plans (causal
+ * or not, GQA) and Linformer plans, both described below.  A plan of a kind
+ * without a backward returns SPARCL_ERR_NOT_SUPPORTED from every backward
+ * call, with a message naming the kind and listing the supported ones.
+ *
+ * FAVOR+ (SPARCL_ATTENTION_FAVOR): the gradients of exactly the forward's
+ * function of q, k and v, features held fixed (the random projection w_r is
+ * not a parameter).  That function includes the stabilizers: a query row's
+ * own largest projection and a key head's largest one are subtracted before
+ * the exponential, so with the 1e-6 added to each feature the output
+ * depends on them slightly, and their (sub)gradient flows to the one
+ * projection that attains the maximum (the first, on ties).  The forward
+ * products are recomputed (no lse: pass NULL as lse; out is not read); the
+ * gradients are formed with CLBlast products of O(N m (D + 1)) work and
+ * O(N (m + D)) device memory, never N x N (causal: chunks of 64 rows, as
+ * the forward, with a suffix sum of the query-side states across chunks).
+ * sparcl_plan_prepare_backward() builds the kernels and accepts no
+ * parameters (NULL or an empty map; the source reported is
+ * SPARCL_PARAMS_DEFAULT).
+ *
+ * Linformer (SPARCL_ATTENTION_LINFORMER): K' = E K and V' = F V are
+ * recomputed, the inner attention's backward gives dQ, dK' and dV' (its
+ * parameters, prepare and lse are those of the inner exact-attention plan,
+ * whose normalization picks the backward as above), then dK = E^T dK',
+ * dV = F^T dV' and, with sparcl_plan_backward_proj(), dE = sum over batch
+ * and kv heads of dK' K^T and dF = sum of dV' V^T.
  *
  * The backward kernels have their own parameters and their own tile, so the
  * plan keeps a copy of its layout and re-blocks it for the backward:
@@ -1450,7 +1480,8 @@ SPARCL_API sparcl_status sparcl_plan_backward_params(sparcl_plan *plan, sparcl_p
  * and dv of every key it attends to.
  *
  * q, k, v, out, lse: the forward's inputs and outputs (out and lse exactly
- * as sparcl_plan_forward() wrote them; lse is required).  dout has out's
+ * as sparcl_plan_forward() wrote them; lse is required, except that FAVOR+
+ * plans take NULL).  dout has out's
  * strides, dq q's, dk k's and dv v's (all from the descriptor).  dq, dk
  * and dv are written in full and must not alias each other or any input.
  * Buffers are borrowed until the returned event completes; sizes are
@@ -1485,12 +1516,47 @@ SPARCL_API sparcl_status sparcl_plan_backward_on_queue(sparcl_plan *plan, cl_com
 /* Blocking convenience: copies the host arrays in (contiguous [B, H, S, D]
  * regardless of the descriptor's strides; lse [B, q_heads, q_len]), runs
  * sparcl_plan_backward() and copies dq, dk and dv back.  Every pointer is
- * required.  Errors: as sparcl_plan_backward(). */
+ * required (but lse is NULL for FAVOR+ plans).  Errors: as
+ * sparcl_plan_backward(). */
 SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *plan, const float *q,
                                                    const float *k, const float *v,
                                                    const float *out, const float *lse,
                                                    const float *dout, float *dq, float *dk,
                                                    float *dv);
+
+/* sparcl_plan_backward_on_queue() plus the gradients of a Linformer plan's
+ * projections: dproj_e and dproj_f (each NULL when not wanted, or a float
+ * buffer of proj_len x kv_len, row-major like E and F) receive
+ *   dE = sum over batch and kv heads of dK' K^T,  dF = sum of dV' V^T
+ * (dK', dV': the gradients of the projected keys and values, summed over
+ * the q heads of a kv head), overwritten, not accumulated.  To train E and
+ * F, update them with these and hand them back with
+ * sparcl_plan_write_projections().  Plans of other kinds take NULL for both.
+ * Buffers are borrowed until the event completes; dproj_e and dproj_f must
+ * not alias each other or any other tensor of the call.  Everything else
+ * as sparcl_plan_backward_on_queue(), with one difference for FAVOR+ plans:
+ * lse must be NULL there (their forward writes none), in every backward
+ * call.
+ * Errors: those of sparcl_plan_backward(), and SPARCL_ERR_INVALID_ARGUMENT
+ * for a dproj buffer given to a plan of another kind, too small or
+ * aliasing. */
+SPARCL_API sparcl_status sparcl_plan_backward_proj(sparcl_plan *plan, cl_command_queue queue,
+                                                   cl_mem q, cl_mem k, cl_mem v, cl_mem out,
+                                                   cl_mem lse, cl_mem dout, cl_mem dq, cl_mem dk,
+                                                   cl_mem dv, cl_mem dproj_e, cl_mem dproj_f,
+                                                   cl_uint num_wait, const cl_event *wait,
+                                                   cl_event *event);
+
+/* Blocking convenience of sparcl_plan_backward_proj(), as
+ * sparcl_plan_backward_host() (contiguous host arrays): dproj_e and dproj_f
+ * are host arrays of proj_len x kv_len floats or NULL; lse is NULL for
+ * FAVOR+ plans and required otherwise. */
+SPARCL_API sparcl_status sparcl_plan_backward_proj_host(sparcl_plan *plan, const float *q,
+                                                        const float *k, const float *v,
+                                                        const float *out, const float *lse,
+                                                        const float *dout, float *dq, float *dk,
+                                                        float *dv, float *dproj_e,
+                                                        float *dproj_f);
 
 /* Double-precision reference of sparcl_plan_backward() on the host, with
  * the same semantics (layout, causal, GQA, scale, normalization: softmax,
@@ -1500,12 +1566,51 @@ SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *plan, const floa
  * (batch*kv_heads*kv_len*head_dim doubles) are overwritten.  `desc` strides
  * and params are ignored.  O(pairs * head_dim) time, O(kv_len) extra
  * memory.  ctx may be NULL (it only receives the error message).
- * Errors: SPARCL_ERR_INVALID_ARGUMENT, SPARCL_ERR_OUT_OF_MEMORY,
- * SPARCL_ERR_NOT_SUPPORTED (FAVOR+ and Linformer descriptors). */
+ * Supported: plans of exact attention (attention EXACT) over a layout with
+ * softmax, whichever forward algorithm they use (fused or dense path), and
+ * with sparsemax, 1.5-entmax or alpha-entmax (normalization SPARSEMAX,
+ * ENTMAX15, ENTMAX), with every layout and option such a forward supports
+ * (causal, GQA/MQA, PARTIAL blocks, q_len != kv_len); FAVOR+ plans (causal
+ * or not, GQA) and Linformer plans, both described below.  A plan of a kind
+ * without a backward returns SPARCL_ERR_NOT_SUPPORTED from every backward
+ * call, with a message naming the kind and listing the supported ones.
+ *
+ * FAVOR+ (SPARCL_ATTENTION_FAVOR): the gradients of exactly the forward's
+ * function of q, k and v, features held fixed (the random projection w_r is
+ * not a parameter).  That function includes the stabilizers: a query row's
+ * own largest projection and a key head's largest one are subtracted before
+ * the exponential, so with the 1e-6 added to each feature the output
+ * depends on them slightly, and their (sub)gradient flows to the one
+ * projection that attains the maximum (the first, on ties).  The forward
+ * products are recomputed (no lse: pass NULL as lse; out is not read); the
+ * gradients are formed with CLBlast products of O(N m (D + 1)) work and
+ * O(N (m + D)) device memory, never N x N (causal: chunks of 64 rows, as
+ * the forward, with a suffix sum of the query-side states across chunks).
+ * sparcl_plan_prepare_backward() builds the kernels and accepts no
+ * parameters (NULL or an empty map; the source reported is
+ * SPARCL_PARAMS_DEFAULT).
+ *
+ * Linformer (SPARCL_ATTENTION_LINFORMER): K' = E K and V' = F V are
+ * recomputed, the inner attention's backward gives dQ, dK' and dV' (its
+ * parameters, prepare and lse are those of the inner exact-attention plan,
+ * whose normalization picks the backward as above), then dK = E^T dK',
+ * dV = F^T dV' and, with sparcl_plan_backward_proj(), dE = sum over batch
+ * and kv heads of dK' K^T and dF = sum of dV' V^T.
 SPARCL_API sparcl_status sparcl_reference_backward(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
                                                    const float *q, const float *k,
                                                    const float *v, const float *dout,
                                                    double *dq, double *dk, double *dv);
+
+/* sparcl_reference_backward() plus, for Linformer descriptors, dproj_e and
+ * dproj_f (proj_len x kv_len doubles each, overwritten; either may be
+ * NULL), as sparcl_plan_backward_proj() defines them.  Other kinds take
+ * NULL for both (else SPARCL_ERR_INVALID_ARGUMENT). */
+SPARCL_API sparcl_status sparcl_reference_backward_proj(sparcl_ctx *ctx,
+                                                        const sparcl_plan_desc *desc,
+                                                        const float *q, const float *k,
+                                                        const float *v, const float *dout,
+                                                        double *dq, double *dk, double *dv,
+                                                        double *dproj_e, double *dproj_f);
 
 #ifdef __cplusplus
 }

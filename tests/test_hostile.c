@@ -720,6 +720,11 @@ Test(hostile, plan_calls_take_null, .init = setup, .fini = teardown)
                                           NULL, NULL, 0, NULL, NULL),
             INVALID, "plan");
     EXPECT0(sparcl_plan_backward_host(NULL, x, x, x, x, x, x, x, x, x), INVALID, "plan");
+    EXPECT0(sparcl_plan_backward_proj(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                                      NULL, NULL, NULL, 0, NULL, NULL),
+            INVALID, "plan");
+    EXPECT0(sparcl_plan_backward_proj_host(NULL, x, x, x, x, x, x, x, x, x, x, x), INVALID, "plan");
+    EXPECT0(sparcl_plan_write_projections(NULL, x, x), INVALID, "plan");
     EXPECT(sparcl_reference_forward(ctx, NULL, x, x, x, y, NULL), INVALID, "desc");
     EXPECT(sparcl_reference_forward(ctx, &d, NULL, x, x, y, NULL), INVALID, "q");
     EXPECT(sparcl_reference_forward(ctx, &d, x, x, x, NULL, NULL), INVALID, "out");
@@ -727,6 +732,10 @@ Test(hostile, plan_calls_take_null, .init = setup, .fini = teardown)
     EXPECT(sparcl_reference_backward(ctx, NULL, x, x, x, x, y, y, y), INVALID, "desc");
     EXPECT(sparcl_reference_backward(ctx, &d, x, x, x, NULL, y, y, y), INVALID, "dout");
     EXPECT(sparcl_reference_backward(ctx, &d, x, x, x, x, y, y, NULL), INVALID, "dv");
+    EXPECT(sparcl_reference_backward_proj(ctx, NULL, x, x, x, x, y, y, y, NULL, NULL), INVALID,
+           "desc");
+    EXPECT(sparcl_reference_backward_proj(ctx, &d, x, x, x, x, y, y, y, y, NULL), INVALID,
+           "Linformer only");
     d.batch = 0;
     EXPECT(sparcl_reference_forward(ctx, &d, x, x, x, y, NULL), INVALID, "batch 0");
     EXPECT(sparcl_reference_backward(ctx, &d, x, x, x, x, y, y, y), INVALID, "batch 0");
@@ -784,6 +793,10 @@ Test(hostile, plan_calls_check_their_buffers, .init = setup, .fini = teardown)
     EXPECT(sparcl_plan_redraw(plan, 7), INVALID, "");
     EXPECT(sparcl_plan_read_features(plan, x), INVALID, "");
     EXPECT(sparcl_plan_read_projections(plan, x, x), INVALID, "");
+    EXPECT(sparcl_plan_write_projections(plan, x, x), INVALID, "not a Linformer plan");
+    EXPECT(sparcl_plan_backward_proj(plan, NULL, q, k, v, o, tiny, o, q, k, v, tiny, NULL, 0, NULL,
+                                     NULL),
+           INVALID, "dproj_e");
     /* bad maps for the backward's parameters */
     sparcl_params p;
     sparcl_params_clear(&p);

@@ -41,24 +41,6 @@ static sparcl_plan *make(int attention, int normalization)
     return p;
 }
 
-static void expect_no_backward(sparcl_plan *p, const char *kind)
-{
-    cr_assert_eq(sparcl_plan_prepare_backward(p, NULL), SPARCL_ERR_NOT_SUPPORTED);
-    cr_assert(strstr(sparcl_ctx_errmsg(ctx), kind), "%s", sparcl_ctx_errmsg(ctx));
-    sparcl_params params;
-    cr_assert_eq(sparcl_plan_backward_params(p, &params, NULL), SPARCL_ERR_NOT_SUPPORTED);
-}
-
-Test(kinds, backward_refused_naming_the_kind)
-{
-    sparcl_plan *favor = make(SPARCL_ATTENTION_FAVOR, SPARCL_NORMALIZATION_SOFTMAX);
-    sparcl_plan *linformer = make(SPARCL_ATTENTION_LINFORMER, SPARCL_NORMALIZATION_SOFTMAX);
-    expect_no_backward(favor, "FAVOR+");
-    expect_no_backward(linformer, "Linformer");
-    sparcl_plan_free(favor);
-    sparcl_plan_free(linformer);
-}
-
 Test(kinds, calls_of_one_kind_refuse_the_others)
 {
     sparcl_plan *softmax = make(SPARCL_ATTENTION_EXACT, SPARCL_NORMALIZATION_SOFTMAX);

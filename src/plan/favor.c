@@ -22,38 +22,37 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/checked.h"
+#include "kernels/kernel_registry.h"
 #include "plan/attention_kinds.h"
+#include "plan/favor.h"
+#include "plan/kernel_build.h"
+#include "runtime/checked.h"
 #include "runtime/ctx.h"
 #include "runtime/error.h"
 #include "runtime/gemm.h"
-#include "plan/kernel_build.h"
-#include "kernels/kernel_registry.h"
-#include "runtime/random.h"
+#include "runtime/lowrank_draw.h"
 
-/* Causal chunk length: intra-chunk work is O(N CHUNK (m + D)), the rest
- * O(N m D), so a chunk near m balances the two. */
-#define CHUNK 64
-
-enum { K_PHI, K_HEAD_MAX, K_AUGMENT, K_PREFIX, K_MASK, K_FINISH, K_COUNT };
+#define CHUNK SPARCL__FAVOR_CHUNK
+enum {
+    K_PHI = SPARCL__FAVOR_PHI,
+    K_HEAD_MAX = SPARCL__FAVOR_HEAD_MAX,
+    K_AUGMENT = SPARCL__FAVOR_AUGMENT,
+    K_PREFIX = SPARCL__FAVOR_PREFIX,
+    K_MASK = SPARCL__FAVOR_MASK,
+    K_FINISH = SPARCL__FAVOR_FINISH,
+    K_COUNT = SPARCL__FAVOR_KERNEL_COUNT
+};
 /* The family: fixed kernels, no tuned parameters (every product is
- * CLBlast's). */
+ * CLBlast's); the forward's kernels, then the backward's. */
 static const sparcl__kernel_decl kernels[K_COUNT] = {
-    {"favor_phi", 0},    {"favor_head_max", 0},    {"favor_augment", 0},
-    {"favor_prefix", 0}, {"favor_causal_mask", 0}, {"favor_finish", 0}};
+    {"favor_phi", 0},          {"favor_head_max", 0}, {"favor_augment", 0}, {"favor_prefix", 0},
+    {"favor_causal_mask", 0},  {"favor_finish", 0},   {"favor_bwd_out", 0}, {"favor_bwd_chain", 0},
+    {"favor_bwd_key_stab", 0}, {"favor_bwd_norm", 0}};
 static const sparcl__program_decl programs[] = {{"favor.cl", kernels, K_COUNT}};
 const sparcl__kernel_schema sparcl__schema_favor = {
     .name = "favor",
     .programs = programs,
     .n_programs = 1,
-};
-
-struct sparcl__favor {
-    const sparcl__plan_view *view;
-    pthread_mutex_t lock; /* guards the kernels' arguments */
-    cl_mem omega;         /* features x head_dim */
-    size_t bytes;
-    cl_kernel kernel[K_COUNT];
 };
 
 static void favor_free(void *state)
@@ -75,63 +74,13 @@ static size_t favor_bytes(const void *state)
     return ((const struct sparcl__favor *)state)->bytes;
 }
 
-/* Positive orthogonal random features (Choromanski et al. 2020): blocks of
- * dim rows, each block an orthonormalized Gaussian matrix (modified
- * Gram-Schmidt in double), every row then scaled by the norm of an
- * independent Gaussian vector so that rows are marginally Gaussian. */
-static int draw_features(float *omega, int m, int dim, uint64_t seed)
-{
-    sparcl__rng r;
-    sparcl__rng_seed(&r, seed);
-    /* m and dim are validated positive (features, head_dim). */
-    const size_t udim = (size_t)dim;
-    double *blk = malloc(sizeof *blk * udim * udim);
-    if (!blk)
-        return 0;
-    for (int r0 = 0; r0 < m; r0 += dim) {
-        for (int i = 0; i < dim * dim; ++i)
-            blk[i] = sparcl__rng_normal(&r);
-        for (int i = 0; i < dim; ++i) {
-            double *a = blk + (size_t)i * udim;
-            for (int j = 0; j < i; ++j) {
-                const double *e = blk + (size_t)j * udim;
-                double dot = 0.0;
-                for (int x = 0; x < dim; ++x)
-                    dot += a[x] * e[x];
-                for (int x = 0; x < dim; ++x)
-                    a[x] -= dot * e[x];
-            }
-            double n2 = 0.0;
-            for (int x = 0; x < dim; ++x)
-                n2 += a[x] * a[x];
-            const double inv = 1.0 / sqrt(n2);
-            for (int x = 0; x < dim; ++x)
-                a[x] *= inv;
-        }
-        for (int i = 0; i < dim && r0 + i < m; ++i) {
-            double n2 = 0.0;
-            for (int x = 0; x < dim; ++x) {
-                const double g = sparcl__rng_normal(&r);
-                n2 += g * g;
-            }
-            const double norm = sqrt(n2);
-            float *row = omega + (size_t)(r0 + i) * udim;
-            const double *src = blk + (size_t)i * udim;
-            for (int x = 0; x < dim; ++x)
-                row[x] = (float)(norm * src[x]);
-        }
-    }
-    free(blk);
-    return 1;
-}
-
 static sparcl_status favor_redraw(void *state, uint64_t seed)
 {
     struct sparcl__favor *f = state;
     const size_t n = (size_t)f->view->desc.features * (size_t)f->view->desc.head_dim;
     float *w = malloc(sizeof *w * n);
     sparcl_status st = SPARCL_OK;
-    if (!w || !draw_features(w, f->view->desc.features, f->view->desc.head_dim, seed)) {
+    if (!w || !sparcl__favor_draw(w, f->view->desc.features, f->view->desc.head_dim, seed)) {
         st =
             sparcl__fail(f->view->ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate %zu features", n);
     } else {
@@ -161,6 +110,18 @@ SPARCL_API sparcl_status sparcl_plan_read_features(sparcl_plan *p, float *omega)
                              : sparcl__fail_cl(f->view->ctx, err, "clEnqueueReadBuffer");
 }
 
+sparcl_status sparcl__favor_kernels(struct sparcl__favor *f, int first, int n)
+{
+    const sparcl__problem prob = sparcl__problem_from_desc(&f->view->desc);
+    sparcl__pset none;
+    memset(&none, 0, sizeof none);
+    const char *names[K_COUNT];
+    for (int i = 0; i < n; ++i)
+        names[i] = kernels[first + i].name;
+    return sparcl__family_kernels(f->view->ctx, &sparcl__schema_favor, &prob, &none, n, names,
+                                  f->kernel + first);
+}
+
 static sparcl_status favor_create(const sparcl__plan_view *v, const sparcl_plan_desc *desc,
                                   sparcl__pset *params, sparcl__plan_report *report, void **state)
 {
@@ -171,15 +132,8 @@ static sparcl_status favor_create(const sparcl__plan_view *v, const sparcl_plan_
         return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate a FAVOR+ plan");
     f->view = v;
     pthread_mutex_init(&f->lock, NULL);
-    const sparcl__problem prob = sparcl__problem_from_desc(desc);
-    sparcl__pset none;
-    memset(&none, 0, sizeof none);
-    const char *names[K_COUNT];
-    for (int i = 0; i < K_COUNT; ++i)
-        names[i] = kernels[i].name;
     const size_t bytes = sizeof(float) * (size_t)desc->features * (size_t)desc->head_dim;
-    sparcl_status st =
-        sparcl__family_kernels(ctx, &sparcl__schema_favor, &prob, &none, K_COUNT, names, f->kernel);
+    sparcl_status st = sparcl__favor_kernels(f, 0, SPARCL__FAVOR_FWD_COUNT);
     if (st == SPARCL_OK &&
         (st = sparcl__scratch(ctx, &f->omega, bytes, "FAVOR+ features")) == SPARCL_OK)
         st = favor_redraw(f, desc->seed);
@@ -195,16 +149,12 @@ static sparcl_status favor_create(const sparcl__plan_view *v, const sparcl_plan_
     return SPARCL_OK;
 }
 
-/* Sets the kernel's arguments (each a pointer and a size) and enqueues it
- * over g0 x g1 x g2 work-items. */
-typedef struct arg {
-    size_t size;
-    const void *value;
-} arg;
-#define ARG(x) ((arg){sizeof(x), &(x)})
+typedef sparcl__favor_arg arg;
+#define ARG SPARCL__FAVOR_ARG
+#define launch sparcl__favor_launch
 
-static sparcl_status launch(struct sparcl__favor *f, cl_command_queue queue, int which,
-                            const arg *args, int n_args, size_t g0, size_t g1, size_t g2)
+sparcl_status sparcl__favor_launch(struct sparcl__favor *f, cl_command_queue queue, int which,
+                                   const arg *args, int n_args, size_t g0, size_t g1, size_t g2)
 {
     cl_kernel kn = f->kernel[which];
     cl_int err = CL_SUCCESS;
@@ -216,22 +166,23 @@ static sparcl_status launch(struct sparcl__favor *f, cl_command_queue queue, int
     return err == CL_SUCCESS ? SPARCL_OK : sparcl__fail_cl(f->view->ctx, err, kernels[which].name);
 }
 
-/* Per-call device scratch. */
-typedef struct scratch {
-    cl_mem qf, kf, kmax, vaug, state, oaug, a;
-} scratch;
+typedef sparcl__favor_scratch scratch;
 
-static void scratch_free(scratch *s)
+void sparcl__favor_scratch_free(scratch *s)
 {
-    cl_mem *all[] = {&s->qf, &s->kf, &s->kmax, &s->vaug, &s->state, &s->oaug, &s->a};
+    cl_mem *all[] = {&s->qf,   &s->kf, &s->kmax, &s->vaug, &s->state,  &s->oaug, &s->a,   &s->qarg,
+                     &s->karg, &s->g,  &s->dqf,  &s->dkf,  &s->rstate, &s->qsum, &s->ksum};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i)
         if (*all[i])
             clReleaseMemObject(*all[i]);
 }
 
-/* phi of one tensor (q or k) into `dst`, rows of `m` features. */
+/* phi of one tensor (q or k) into `dst`, rows of `m` features.  argmax:
+ * NULL, or receives where each stabilizer's maximum lies (per row for
+ * queries, per head for keys). */
 static sparcl_status features(struct sparcl__favor *f, cl_command_queue queue, cl_mem x,
-                              sparcl_strides s, int heads, int len, cl_mem dst, cl_mem head_max)
+                              sparcl_strides s, int heads, int len, cl_mem dst, cl_mem head_max,
+                              cl_mem argmax)
 {
     const sparcl_plan_desc *d = &f->view->desc;
     const int m = d->features, dim = d->head_dim;
@@ -251,17 +202,18 @@ static sparcl_status features(struct sparcl__favor *f, cl_command_queue queue, c
         return st;
     const cl_int per_row = head_max == NULL, n_heads = d->batch * heads;
     const cl_long per_head = (cl_long)len * m;
+    const cl_mem no_arg = NULL, row_arg = per_row ? argmax : no_arg;
     if (head_max) {
-        const arg a[] = {ARG(dst), ARG(head_max), ARG(n_heads), ARG(per_head)};
-        if ((st = launch(f, queue, K_HEAD_MAX, a, 4, (size_t)n_heads, 1, 1)))
+        const arg a[] = {ARG(dst), ARG(head_max), ARG(argmax), ARG(n_heads), ARG(per_head)};
+        if ((st = launch(f, queue, K_HEAD_MAX, a, 5, (size_t)n_heads, 1, 1)))
             return st;
     }
     const cl_int cm = m, cdim = dim;
     const cl_long sb = s.batch, sh = s.head, ss = s.seq;
     const cl_float cscale = scale;
-    const arg a[] = {ARG(dst),  ARG(x),  ARG(head_max), ARG(per_row), ARG(cm),
+    const arg a[] = {ARG(dst),  ARG(x),  ARG(head_max), ARG(row_arg), ARG(per_row), ARG(cm),
                      ARG(cdim), ARG(sb), ARG(sh),       ARG(ss),      ARG(cscale)};
-    return launch(f, queue, K_PHI, a, 10, (size_t)len, (size_t)heads, (size_t)d->batch);
+    return launch(f, queue, K_PHI, a, 11, (size_t)len, (size_t)heads, (size_t)d->batch);
 }
 
 /* oaug = phi(Q) times the states, chunk by chunk when causal. */
@@ -290,8 +242,9 @@ static sparcl_status products(struct sparcl__favor *f, cl_command_queue queue, c
         return st;
     if (d->causal) {
         const cl_int n_heads = d->batch * d->kv_heads, cn = n_chunks, width = (cl_int)(m * da);
-        const arg a[] = {ARG(w->state), ARG(n_heads), ARG(cn), ARG(width)};
-        if ((st = launch(f, queue, K_PREFIX, a, 4, (size_t)width, (size_t)n_heads, 1)))
+        const cl_int forward = 0;
+        const arg a[] = {ARG(w->state), ARG(n_heads), ARG(cn), ARG(width), ARG(forward)};
+        if ((st = launch(f, queue, K_PREFIX, a, 5, (size_t)width, (size_t)n_heads, 1)))
             return st;
     }
     for (int bq = 0; bq < d->batch * d->q_heads && !st; ++bq) {
@@ -325,19 +278,10 @@ static sparcl_status products(struct sparcl__favor *f, cl_command_queue queue, c
     return st;
 }
 
-static sparcl_status favor_forward(void *state, const sparcl__fwd_call *c)
+sparcl_status sparcl__favor_scratch_alloc(struct sparcl__favor *f, scratch *w, int backward)
 {
-    struct sparcl__favor *f = state;
-    cl_command_queue queue = c->queue;
-    const sparcl_strides *ts = c->ts;
-    const cl_mem q = c->q, k = c->k, v = c->v, out = c->out, lse = c->lse;
-    const cl_uint num_wait = c->num_wait;
-    const cl_event *wait = c->wait;
-    cl_event *event = c->event;
     const sparcl_plan_desc *d = &f->view->desc;
     sparcl_ctx *ctx = f->view->ctx;
-    if (lse)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "FAVOR+ produces no lse; pass NULL");
     /* The plan validated every extent positive.  The scratch sizes saturate:
      * a shape whose buffers cannot be addressed asks for SIZE_MAX bytes,
      * which sparcl__scratch refuses, so no size or offset below wraps. */
@@ -348,52 +292,97 @@ static sparcl_status favor_forward(void *state, const sparcl__fwd_call *c)
     const size_t n_chunks = d->causal ? ((size_t)d->kv_len + CHUNK - 1) / CHUNK : 1;
     const size_t states =
         sparcl__sat_mul(sparcl__sat_mul(sparcl__sat_mul(batch, kv_heads), n_chunks), m * da);
+    sparcl_status st;
+    if ((st = sparcl__scratch(ctx, &w->qf, sparcl__sat_mul(f4 * m, rq), "phi(Q)")) ||
+        (st = sparcl__scratch(ctx, &w->kf, sparcl__sat_mul(f4 * m, rk), "phi(K)")) ||
+        (st =
+             sparcl__scratch(ctx, &w->kmax, sparcl__sat_mul(f4, batch * kv_heads), "key maxima")) ||
+        (st = sparcl__scratch(ctx, &w->vaug, sparcl__sat_mul(f4 * da, rk), "[V 1]")) ||
+        (st = sparcl__scratch(ctx, &w->state, sparcl__sat_mul(f4, states), "FAVOR+ states")) ||
+        (st = sparcl__scratch(ctx, &w->oaug, sparcl__sat_mul(f4 * da, rq), "FAVOR+ numerators")) ||
+        (st = sparcl__scratch(ctx, &w->a, f4 * CHUNK * CHUNK, "chunk scores")))
+        return st;
+    if (backward &&
+        ((st = sparcl__scratch(ctx, &w->qarg, sparcl__sat_mul(sizeof(cl_int), rq),
+                               "query stabilizer positions")) ||
+         (st = sparcl__scratch(ctx, &w->karg, sparcl__sat_mul(sizeof(cl_long), batch * kv_heads),
+                               "key stabilizer positions")) ||
+         (st = sparcl__scratch(ctx, &w->g, sparcl__sat_mul(f4 * da, rq), "d(numerators)")) ||
+         (st = sparcl__scratch(ctx, &w->dqf, sparcl__sat_mul(f4 * m, rq), "d phi(Q)")) ||
+         (st = sparcl__scratch(ctx, &w->dkf, sparcl__sat_mul(f4 * m, rk), "d phi(K)")) ||
+         (st = sparcl__scratch(ctx, &w->rstate, sparcl__sat_mul(f4, states), "query states")) ||
+         (st = sparcl__scratch(ctx, &w->qsum, sparcl__sat_mul(f4, rq), "query row sums")) ||
+         (st = sparcl__scratch(ctx, &w->ksum, sparcl__sat_mul(f4, rk), "key row sums"))))
+        return st;
+    return SPARCL_OK;
+}
+
+sparcl_status sparcl__favor_numerators(struct sparcl__favor *f, cl_command_queue queue,
+                                       const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
+                                       const scratch *w)
+{
+    const sparcl_plan_desc *d = &f->view->desc;
+    sparcl_status st;
+    if ((st = features(f, queue, q, ts[0], d->q_heads, d->q_len, w->qf, NULL, w->qarg)) ||
+        (st = features(f, queue, k, ts[1], d->kv_heads, d->kv_len, w->kf, w->kmax, w->karg)))
+        return st;
+    const cl_int dim = d->head_dim;
+    const cl_long sb = ts[2].batch, sh = ts[2].head, ss = ts[2].seq;
+    const arg a[] = {ARG(v), ARG(w->vaug), ARG(dim), ARG(sb), ARG(sh), ARG(ss)};
+    if ((st = launch(f, queue, K_AUGMENT, a, 6, (size_t)d->kv_len, (size_t)d->kv_heads,
+                     (size_t)d->batch)))
+        return st;
+    return products(f, queue, w);
+}
+
+sparcl_status sparcl__favor_end_call(struct sparcl__favor *f, cl_command_queue queue,
+                                     sparcl_status st, cl_event *event, scratch *w)
+{
+    if (st == SPARCL_OK && event) {
+        /* On the in-order queue a marker completes after everything above. */
+        cl_int err = clEnqueueMarkerWithWaitList(queue, 0, NULL, event);
+        if (err != CL_SUCCESS)
+            st = sparcl__fail_cl(f->view->ctx, err, "clEnqueueMarkerWithWaitList");
+    }
+    pthread_mutex_unlock(&f->lock);
+    sparcl__favor_scratch_free(w);
+    return st;
+}
+
+static sparcl_status favor_forward(void *state, const sparcl__fwd_call *c)
+{
+    struct sparcl__favor *f = state;
+    cl_command_queue queue = c->queue;
+    const sparcl_plan_desc *d = &f->view->desc;
+    sparcl_ctx *ctx = f->view->ctx;
+    if (c->lse)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "FAVOR+ produces no lse; pass NULL");
     scratch w = {0};
     sparcl_status st;
     pthread_mutex_lock(&f->lock);
-    if ((st = sparcl__scratch(ctx, &w.qf, sparcl__sat_mul(f4 * m, rq), "phi(Q)")) ||
-        (st = sparcl__scratch(ctx, &w.kf, sparcl__sat_mul(f4 * m, rk), "phi(K)")) ||
-        (st = sparcl__scratch(ctx, &w.kmax, sparcl__sat_mul(f4, batch * kv_heads), "key maxima")) ||
-        (st = sparcl__scratch(ctx, &w.vaug, sparcl__sat_mul(f4 * da, rk), "[V 1]")) ||
-        (st = sparcl__scratch(ctx, &w.state, sparcl__sat_mul(f4, states), "FAVOR+ states")) ||
-        (st = sparcl__scratch(ctx, &w.oaug, sparcl__sat_mul(f4 * da, rq), "FAVOR+ numerators")) ||
-        (st = sparcl__scratch(ctx, &w.a, f4 * CHUNK * CHUNK, "chunk scores")) ||
-        (st = sparcl__queue_wait(ctx, queue, num_wait, wait)) ||
-        (st = features(f, queue, q, ts[0], d->q_heads, d->q_len, w.qf, NULL)) ||
-        (st = features(f, queue, k, ts[1], d->kv_heads, d->kv_len, w.kf, w.kmax)))
+    if ((st = sparcl__favor_scratch_alloc(f, &w, 0)) ||
+        (st = sparcl__queue_wait(ctx, queue, c->num_wait, c->wait)) ||
+        (st = sparcl__favor_numerators(f, queue, c->ts, c->q, c->k, c->v, &w)))
         goto done;
-    const cl_int dim = d->head_dim;
     {
-        const cl_long sb = ts[2].batch, sh = ts[2].head, ss = ts[2].seq;
-        const arg a[] = {ARG(v), ARG(w.vaug), ARG(dim), ARG(sb), ARG(sh), ARG(ss)};
-        if ((st = launch(f, queue, K_AUGMENT, a, 6, (size_t)d->kv_len, (size_t)d->kv_heads,
-                         (size_t)d->batch)) ||
-            (st = products(f, queue, &w)))
-            goto done;
-    }
-    {
-        const cl_long sb = ts[3].batch, sh = ts[3].head, ss = ts[3].seq;
-        const arg a[] = {ARG(w.oaug), ARG(out), ARG(dim), ARG(sb), ARG(sh), ARG(ss)};
+        const cl_int dim = d->head_dim;
+        const cl_long sb = c->ts[3].batch, sh = c->ts[3].head, ss = c->ts[3].seq;
+        const arg a[] = {ARG(w.oaug), ARG(c->out), ARG(dim), ARG(sb), ARG(sh), ARG(ss)};
         if ((st = launch(f, queue, K_FINISH, a, 6, (size_t)d->q_len, (size_t)d->q_heads,
                          (size_t)d->batch)))
             goto done;
     }
-    if (event) {
-        /* On the in-order queue a marker completes after everything above. */
-        cl_int err = clEnqueueMarkerWithWaitList(queue, 0, NULL, event);
-        if (err != CL_SUCCESS)
-            st = sparcl__fail_cl(ctx, err, "clEnqueueMarkerWithWaitList");
-    }
 done:
-    pthread_mutex_unlock(&f->lock);
-    scratch_free(&w);
-    return st;
+    return sparcl__favor_end_call(f, queue, st, c->event, &w);
 }
 
 const sparcl__kind_ops sparcl__kind_favor = {
     .name = "FAVOR+",
     .create = favor_create,
     .forward = favor_forward,
+    .prepare_backward = sparcl__favor_prepare_backward,
+    .backward = sparcl__favor_backward,
+    .no_lse = 1,
     .redraw = favor_redraw,
     .device_bytes = favor_bytes,
     .free = favor_free,

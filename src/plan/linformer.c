@@ -10,19 +10,13 @@
 #include <stdlib.h>
 
 #include "plan/attention_kinds.h"
+#include "plan/linformer.h"
 #include "runtime/checked.h"
 #include "runtime/ctx.h"
 #include "runtime/error.h"
 #include "runtime/gemm.h"
+#include "runtime/lowrank_draw.h"
 #include "runtime/memory.h"
-#include "runtime/random.h"
-
-struct sparcl__linformer {
-    const sparcl__plan_view *view;
-    cl_mem e, f;        /* proj_len x kv_len each */
-    size_t bytes;       /* of e and f */
-    sparcl_plan *inner; /* attention over proj_len keys, k/v contiguous */
-};
 
 static void linformer_free(void *state)
 {
@@ -37,34 +31,36 @@ static void linformer_free(void *state)
     free(l);
 }
 
-/* Seeded E and F: independent N(0, 1/proj_len) entries (the
- * Johnson-Lindenstrauss scaling of the Linformer paper), E first. */
-static void draw(float *e, float *f, size_t n, int proj_len, uint64_t seed)
-{
-    sparcl__rng r;
-    sparcl__rng_seed(&r, seed);
-    const double sd = 1.0 / sqrt((double)proj_len);
-    for (size_t i = 0; i < n; ++i)
-        e[i] = (float)(sd * sparcl__rng_normal(&r));
-    for (size_t i = 0; i < n; ++i)
-        f[i] = (float)(sd * sparcl__rng_normal(&r));
-}
-
 static size_t linformer_bytes(const void *state)
 {
     const struct sparcl__linformer *l = state;
     return l->bytes + sparcl_plan_device_bytes(l->inner);
 }
 
-/* Writes host E and F into the plan's buffers (blocking). */
+/* Writes host E and F (either may be NULL: kept) into the plan's buffers
+ * (blocking). */
 static sparcl_status write_projections(struct sparcl__linformer *l, const float *e, const float *f)
 {
     sparcl_ctx *ctx = l->view->ctx;
     const size_t bytes = l->bytes / 2;
-    cl_int err = clEnqueueWriteBuffer(ctx->queue, l->e, CL_TRUE, 0, bytes, e, 0, NULL, NULL);
-    if (err == CL_SUCCESS)
+    cl_int err = CL_SUCCESS;
+    if (e)
+        err = clEnqueueWriteBuffer(ctx->queue, l->e, CL_TRUE, 0, bytes, e, 0, NULL, NULL);
+    if (f && err == CL_SUCCESS)
         err = clEnqueueWriteBuffer(ctx->queue, l->f, CL_TRUE, 0, bytes, f, 0, NULL, NULL);
     return err == CL_SUCCESS ? SPARCL_OK : sparcl__fail_cl(ctx, err, "clEnqueueWriteBuffer");
+}
+
+SPARCL_API sparcl_status sparcl_plan_write_projections(sparcl_plan *p, const float *e,
+                                                       const float *f)
+{
+    if (!p)
+        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
+    struct sparcl__linformer *l = sparcl__plan_state(p, &sparcl__kind_linformer);
+    if (!l)
+        return sparcl__fail(sparcl__plan_view_of(p)->ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "not a Linformer plan");
+    return write_projections(l, e, f);
 }
 
 static sparcl_status linformer_redraw(void *state, uint64_t seed)
@@ -78,7 +74,7 @@ static sparcl_status linformer_redraw(void *state, uint64_t seed)
         st = sparcl__fail(l->view->ctx, SPARCL_ERR_OUT_OF_MEMORY,
                           "cannot allocate %zu floats for E, F", 2 * n);
     } else {
-        draw(e, f, n, d->proj_len, seed);
+        sparcl__linformer_draw(e, f, n, d->proj_len, seed);
         st = write_projections(l, e, f);
     }
     free(e);
@@ -151,14 +147,12 @@ SPARCL_API sparcl_status sparcl_plan_read_projections(sparcl_plan *p, float *e, 
     return err == CL_SUCCESS ? SPARCL_OK : sparcl__fail_cl(ctx, err, "clEnqueueReadBuffer");
 }
 
-static sparcl_status linformer_forward(void *state, const sparcl__fwd_call *c)
+sparcl_status sparcl__linformer_project(struct sparcl__linformer *l, cl_command_queue queue,
+                                        const sparcl_strides *ts, cl_mem k, cl_mem v, cl_mem *kp,
+                                        cl_mem *vp, sparcl_strides *packed)
 {
-    struct sparcl__linformer *l = state;
     const sparcl_plan_desc *d = &l->view->desc;
     sparcl_ctx *ctx = l->view->ctx;
-    cl_command_queue queue = c->queue;
-    const sparcl_strides *ts = c->ts;
-    const cl_mem k = c->k, v = c->v;
     /* The plan validated every extent positive.  The scratch size
      * saturates, so a shape too large to address is refused by
      * sparcl__scratch and the offsets below stay inside the buffers. */
@@ -167,12 +161,11 @@ static sparcl_status linformer_forward(void *state, const sparcl__fwd_call *c)
     const size_t kd = proj * dim;
     const size_t bytes =
         sparcl__sat_mul(sparcl__sat_mul(sizeof(float) * kd, (size_t)d->batch), kv_heads);
-    cl_mem kp = NULL, vp = NULL;
+    *packed = (sparcl_strides){(int64_t)d->kv_heads * (int64_t)kd, (int64_t)kd, d->head_dim};
     sparcl_status st;
-    if ((st = sparcl__scratch(ctx, &kp, bytes, "projected keys")) != SPARCL_OK ||
-        (st = sparcl__scratch(ctx, &vp, bytes, "projected values")) != SPARCL_OK ||
-        (st = sparcl__queue_wait(ctx, queue, c->num_wait, c->wait)) != SPARCL_OK)
-        goto done;
+    if ((st = sparcl__scratch(ctx, kp, bytes, "projected keys")) != SPARCL_OK ||
+        (st = sparcl__scratch(ctx, vp, bytes, "projected values")) != SPARCL_OK)
+        return st;
     for (int b = 0; b < d->batch && st == SPARCL_OK; ++b)
         for (int h = 0; h < d->kv_heads && st == SPARCL_OK; ++h) {
             const size_t dst = ((size_t)b * kv_heads + (size_t)h) * kd;
@@ -182,17 +175,28 @@ static sparcl_status linformer_forward(void *state, const sparcl__fwd_call *c)
                                      (size_t)ts[1].seq, 0};
             const sparcl__mat vin = {v, (size_t)(b * ts[2].batch + h * ts[2].head),
                                      (size_t)ts[2].seq, 0};
-            const sparcl__mat kout = {kp, dst, dim, 0};
-            const sparcl__mat vout = {vp, dst, dim, 0};
+            const sparcl__mat kout = {*kp, dst, dim, 0};
+            const sparcl__mat vout = {*vp, dst, dim, 0};
             st = sparcl__gemm(ctx, queue, proj, dim, kv, 1.0f, e, kin, 0.0f, kout);
             if (st == SPARCL_OK)
                 st = sparcl__gemm(ctx, queue, proj, dim, kv, 1.0f, f, vin, 0.0f, vout);
         }
-    if (st != SPARCL_OK)
+    return st;
+}
+
+static sparcl_status linformer_forward(void *state, const sparcl__fwd_call *c)
+{
+    struct sparcl__linformer *l = state;
+    const sparcl_strides *ts = c->ts;
+    cl_mem kp = NULL, vp = NULL;
+    sparcl_strides packed;
+    sparcl_status st;
+    if ((st = sparcl__queue_wait(l->view->ctx, c->queue, c->num_wait, c->wait)) != SPARCL_OK ||
+        (st = sparcl__linformer_project(l, c->queue, ts, c->k, c->v, &kp, &vp, &packed)) !=
+            SPARCL_OK)
         goto done;
-    const sparcl_strides packed = {(int64_t)d->kv_heads * (int64_t)kd, (int64_t)kd, d->head_dim};
     const sparcl_strides inner_ts[4] = {ts[0], packed, packed, ts[3]};
-    st = sparcl__plan_forward_strided(l->inner, queue, inner_ts, c->q, kp, vp, c->out, c->lse, 0,
+    st = sparcl__plan_forward_strided(l->inner, c->queue, inner_ts, c->q, kp, vp, c->out, c->lse, 0,
                                       NULL, c->event);
 done:
     if (kp)
@@ -206,6 +210,9 @@ const sparcl__kind_ops sparcl__kind_linformer = {
     .name = "Linformer",
     .create = linformer_create,
     .forward = linformer_forward,
+    .prepare_backward = sparcl__linformer_prepare_backward,
+    .backward = sparcl__linformer_backward,
+    .proj_grads = 1,
     .redraw = linformer_redraw,
     .device_bytes = linformer_bytes,
     .free = linformer_free,

@@ -42,6 +42,9 @@ typedef struct sparcl__bwd_call {
     cl_uint num_wait;
     const cl_event *wait;
     cl_event *event;
+    /* Gradients of a kind's own parameters, NULL when not wanted (only
+     * kinds with proj_grads set receive any): Linformer's E and F. */
+    cl_mem dproj_e, dproj_f;
 } sparcl__bwd_call;
 
 /* The parameters a plan reports (sparcl_plan_params, _origin). */
@@ -73,6 +76,10 @@ typedef struct sparcl__kind_ops {
     sparcl_status (*prepare_backward)(void *state, const sparcl_params *override,
                                       sparcl_params *params, sparcl_param_source *source);
     sparcl_status (*backward)(void *state, const sparcl__bwd_call *c);
+    /* Low-rank kinds: no_lse, the forward writes no lse and the backward
+     * takes none (FAVOR+); proj_grads, the backward can write the gradients
+     * of the projections E and F (Linformer). */
+    int no_lse, proj_grads;
     /* Redraws the kind's random matrices; NULL: it has none. */
     sparcl_status (*redraw)(void *state, uint64_t seed);
     size_t (*device_bytes)(const void *state);
@@ -86,6 +93,16 @@ sparcl_status sparcl__plan_forward_strided(sparcl_plan *p, cl_command_queue queu
                                            const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
                                            cl_mem out, cl_mem lse, cl_uint num_wait,
                                            const cl_event *wait, cl_event *event);
+
+/* The backward of plan `p` with explicit strides ts (q, k, v, out; dq,
+ * dk, dv, dout take them too) on `queue` (NULL: the context's), buffers
+ * checked as the public call checks them: for kinds that run an inner
+ * plan. */
+sparcl_status sparcl__plan_backward_strided(sparcl_plan *p, cl_command_queue queue,
+                                            const sparcl_strides *ts, cl_mem q, cl_mem k,
+                                            cl_mem v, cl_mem out, cl_mem lse, cl_mem dout,
+                                            cl_mem dq, cl_mem dk, cl_mem dv, cl_uint num_wait,
+                                            const cl_event *wait, cl_event *event);
 
 /* The view of `p` (NULL for NULL), and its state when `p` is a plan of
  * `kind`, else NULL: for the public calls a single kind offers. */

@@ -12,9 +12,10 @@
 #include "kernels/params.h"
 #include "plan/plan.h"
 
-/* The tensors of one backward call; strides: q, k, v, out (= dout). */
+/* The tensors of one backward call; strides: q, k, v, out (= dout).  de,
+ * df: the gradients of Linformer's E and F, or NULL. */
 typedef struct bwd_args {
-    cl_mem q, k, v, out, lse, dout, dq, dk, dv;
+    cl_mem q, k, v, out, lse, dout, dq, dk, dv, de, df;
 } bwd_args;
 
 /* The backward pass of p's kind, or NULL with the message. */
@@ -50,6 +51,38 @@ SPARCL_API sparcl_status sparcl_plan_backward_params(sparcl_plan *p, sparcl_para
     return kind ? kind->prepare_backward(p->state, NULL, params, source) : SPARCL_ERR_NOT_SUPPORTED;
 }
 
+/* Low-rank kinds: the lse FAVOR+ lacks and the projection gradients only
+ * Linformer has (sparcl_plan_backward_proj). */
+static sparcl_status check_lowrank_args(sparcl_plan *p, const bwd_args *a)
+{
+    const sparcl_plan_desc *d = &p->view.desc;
+    if (p->ops->no_lse && a->lse)
+        return sparcl__fail(p->view.ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "%s plans write no lse; pass NULL as lse", p->ops->name);
+    if (!p->ops->no_lse && !a->lse)
+        return sparcl__fail(p->view.ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "lse buffer is NULL; the backward needs the forward's LSE");
+    if ((a->de || a->df) && !p->ops->proj_grads)
+        return sparcl__fail(p->view.ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "%s is only for Linformer plans (this plan: %s); pass NULL",
+                            a->de ? "dproj_e" : "dproj_f", p->ops->name);
+    const int64_t ne = (int64_t)d->proj_len * d->kv_len;
+    sparcl_status st;
+    if ((a->de && (st = sparcl__plan_check_buffer(p, a->de, "dproj_e", ne))) ||
+        (a->df && (st = sparcl__plan_check_buffer(p, a->df, "dproj_f", ne))))
+        return st;
+    const cl_mem all[11] = {a->q,  a->k,  a->v,  a->out, a->lse, a->dout,
+                            a->dq, a->dk, a->dv, a->de,  a->df};
+    static const char *const names[11] = {"q",  "k",  "v",  "out",     "lse",    "dout",
+                                          "dq", "dk", "dv", "dproj_e", "dproj_f"};
+    for (int i = 9; i < 11; ++i)
+        for (int j = 0; j < 11 && all[i]; ++j)
+            if (i != j && all[i] == all[j])
+                return sparcl__fail(p->view.ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s aliases %s",
+                                    names[i], names[j]);
+    return SPARCL_OK;
+}
+
 static sparcl_status check_args(sparcl_plan *p, const sparcl_strides *ts, const bwd_args *a,
                                 cl_uint num_wait, const cl_event *wait)
 {
@@ -59,9 +92,9 @@ static sparcl_status check_args(sparcl_plan *p, const sparcl_strides *ts, const 
     const int64_t nv = sparcl__plan_span(ts[2], d->batch, d->kv_heads, d->kv_len, d->head_dim);
     const int64_t no = sparcl__plan_span(ts[3], d->batch, d->q_heads, d->q_len, d->head_dim);
     const int64_t nl = (int64_t)d->batch * d->q_heads * d->q_len;
-    if (!a->lse)
-        return sparcl__fail(p->view.ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "lse buffer is NULL; the backward needs the forward's LSE");
+    sparcl_status st = check_lowrank_args(p, a);
+    if (st != SPARCL_OK)
+        return st;
     const struct {
         cl_mem m;
         const char *name;
@@ -69,9 +102,9 @@ static sparcl_status check_args(sparcl_plan *p, const sparcl_strides *ts, const 
     } all[9] = {{a->q, "q", nq},     {a->k, "k", nk},     {a->v, "v", nv},
                 {a->out, "out", no}, {a->lse, "lse", nl}, {a->dout, "dout", no},
                 {a->dq, "dq", nq},   {a->dk, "dk", nk},   {a->dv, "dv", nv}};
-    sparcl_status st;
     for (int i = 0; i < 9; ++i)
-        if ((st = sparcl__plan_check_buffer(p, all[i].m, all[i].name, all[i].elems)))
+        if ((i != 4 || all[i].m) &&
+            (st = sparcl__plan_check_buffer(p, all[i].m, all[i].name, all[i].elems)))
             return st;
     /* The outputs are written while every input is read. */
     for (int i = 6; i < 9; ++i)
@@ -106,9 +139,33 @@ static sparcl_status backward_strided(sparcl_plan *p, cl_command_queue queue,
     const sparcl__kind_ops *kind = kind_with_backward(p);
     if (!kind)
         return SPARCL_ERR_NOT_SUPPORTED;
-    const sparcl__bwd_call c = {queue,   ts,    a->q,  a->k,  a->v,     a->out, a->lse,
-                                a->dout, a->dq, a->dk, a->dv, num_wait, wait,   event};
+    const sparcl__bwd_call c = {queue, ts,    a->q,  a->k,     a->v, a->out, a->lse, a->dout,
+                                a->dq, a->dk, a->dv, num_wait, wait, event,  a->de,  a->df};
     return kind->backward(p->state, &c);
+}
+
+sparcl_status sparcl__plan_backward_strided(sparcl_plan *p, cl_command_queue queue,
+                                            const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
+                                            cl_mem out, cl_mem lse, cl_mem dout, cl_mem dq,
+                                            cl_mem dk, cl_mem dv, cl_uint num_wait,
+                                            const cl_event *wait, cl_event *event)
+{
+    const bwd_args a = {q, k, v, out, lse, dout, dq, dk, dv, NULL, NULL};
+    return backward_strided(p, queue ? queue : p->view.ctx->queue, ts, &a, num_wait, wait, event);
+}
+
+SPARCL_API sparcl_status sparcl_plan_backward_proj(sparcl_plan *p, cl_command_queue queue, cl_mem q,
+                                                   cl_mem k, cl_mem v, cl_mem out, cl_mem lse,
+                                                   cl_mem dout, cl_mem dq, cl_mem dk, cl_mem dv,
+                                                   cl_mem dproj_e, cl_mem dproj_f, cl_uint num_wait,
+                                                   const cl_event *wait, cl_event *event)
+{
+    sparcl_strides ts[4];
+    sparcl_status st = sparcl__plan_call_begin(p, queue, ts);
+    if (st != SPARCL_OK)
+        return st;
+    const bwd_args a = {q, k, v, out, lse, dout, dq, dk, dv, dproj_e, dproj_f};
+    return backward_strided(p, queue ? queue : p->view.ctx->queue, ts, &a, num_wait, wait, event);
 }
 
 SPARCL_API sparcl_status sparcl_plan_backward_on_queue(sparcl_plan *p, cl_command_queue queue,
@@ -117,12 +174,8 @@ SPARCL_API sparcl_status sparcl_plan_backward_on_queue(sparcl_plan *p, cl_comman
                                                        cl_mem dk, cl_mem dv, cl_uint num_wait,
                                                        const cl_event *wait, cl_event *event)
 {
-    sparcl_strides ts[4];
-    sparcl_status st = sparcl__plan_call_begin(p, queue, ts);
-    if (st != SPARCL_OK)
-        return st;
-    const bwd_args a = {q, k, v, out, lse, dout, dq, dk, dv};
-    return backward_strided(p, queue ? queue : p->view.ctx->queue, ts, &a, num_wait, wait, event);
+    return sparcl_plan_backward_proj(p, queue, q, k, v, out, lse, dout, dq, dk, dv, NULL, NULL,
+                                     num_wait, wait, event);
 }
 
 SPARCL_API sparcl_status sparcl_plan_backward(sparcl_plan *p, cl_mem q, cl_mem k, cl_mem v,
@@ -134,10 +187,10 @@ SPARCL_API sparcl_status sparcl_plan_backward(sparcl_plan *p, cl_mem q, cl_mem k
                                          wait, event);
 }
 
-SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *p, const float *q, const float *k,
-                                                   const float *v, const float *out,
-                                                   const float *lse, const float *dout, float *dq,
-                                                   float *dk, float *dv)
+/* The host calls: host[] holds q, k, v, out, lse, dout (inputs) then dq,
+ * dk, dv, dproj_e, dproj_f (outputs), in bwd_args order; lse may be NULL
+ * for a kind without one, dproj_e and dproj_f whenever not wanted. */
+static sparcl_status backward_host(sparcl_plan *p, const void *const host[11])
 {
     if (!p)
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
@@ -150,24 +203,26 @@ SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *p, const float *
     const size_t nq = sparcl__sat_mul(nl, dim);
     const size_t nk = sparcl__sat_mul(
         sparcl__sat_mul(sparcl__sat_mul(batch, (size_t)d->kv_heads), (size_t)d->kv_len), dim);
-    /* Inputs then outputs, in bwd_args order. */
-    const void *host[9] = {q, k, v, out, lse, dout, dq, dk, dv};
-    static const char *names[9] = {"q", "k", "v", "out", "lse", "dout", "dq", "dk", "dv"};
-    const size_t elems[9] = {nq, nk, nk, nq, nl, nq, nq, nk, nk};
+    const size_t ne = sparcl__sat_mul((size_t)d->proj_len, (size_t)d->kv_len);
+    static const char *names[11] = {"q",  "k",  "v",  "out",     "lse",    "dout",
+                                    "dq", "dk", "dv", "dproj_e", "dproj_f"};
+    const size_t elems[11] = {nq, nk, nk, nq, nl, nq, nq, nk, nk, ne, ne};
     for (int i = 0; i < 9; ++i)
-        if (!host[i])
+        if (!host[i] && (i != 4 || !p->ops->no_lse))
             return sparcl__fail(p->view.ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL%s", names[i],
                                 i == 4 ? "; the backward needs the forward's LSE" : "");
-    for (int i = 0; i < 9; ++i)
-        if (sparcl__sat_mul(elems[i], sizeof(float)) > p->view.ctx->limits.max_alloc)
+    for (int i = 0; i < 11; ++i)
+        if (host[i] && sparcl__sat_mul(elems[i], sizeof(float)) > p->view.ctx->limits.max_alloc)
             return sparcl__fail(p->view.ctx, SPARCL_ERR_OUT_OF_MEMORY,
                                 "%s needs %zu bytes; the device's largest allocation is %llu",
                                 names[i], sparcl__sat_mul(elems[i], sizeof(float)),
                                 (unsigned long long)p->view.ctx->limits.max_alloc);
-    cl_mem m[9] = {NULL};
+    cl_mem m[11] = {NULL};
     sparcl_status st = SPARCL_OK;
     cl_int err = CL_SUCCESS;
-    for (int i = 0; i < 9 && st == SPARCL_OK; ++i) {
+    for (int i = 0; i < 11 && st == SPARCL_OK; ++i) {
+        if (!host[i])
+            continue;
         m[i] = clCreateBuffer(p->view.ctx->context,
                               i < 6 ? CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR : CL_MEM_WRITE_ONLY,
                               elems[i] * sizeof(float), i < 6 ? (void *)host[i] : NULL, &err);
@@ -183,10 +238,12 @@ SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *p, const float *
                                       sparcl__plan_resolve(z, d, d->kv_heads, d->kv_len),
                                       sparcl__plan_resolve(z, d, d->kv_heads, d->kv_len),
                                       sparcl__plan_resolve(z, d, d->q_heads, d->q_len)};
-        const bwd_args a = {m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8]};
+        const bwd_args a = {m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9], m[10]};
         cl_event ev = NULL;
         st = backward_strided(p, p->view.ctx->queue, ts, &a, 0, NULL, &ev);
-        for (int i = 6; i < 9 && st == SPARCL_OK; ++i) {
+        for (int i = 6; i < 11 && st == SPARCL_OK; ++i) {
+            if (!m[i])
+                continue;
             err = clEnqueueReadBuffer(p->view.ctx->queue, m[i], CL_TRUE, 0,
                                       elems[i] * sizeof(float), (void *)host[i], 1, &ev, NULL);
             if (err != CL_SUCCESS)
@@ -195,8 +252,27 @@ SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *p, const float *
         if (ev)
             clReleaseEvent(ev);
     }
-    for (int i = 0; i < 9; ++i)
+    for (int i = 0; i < 11; ++i)
         if (m[i])
             clReleaseMemObject(m[i]);
     return st;
+}
+
+SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *p, const float *q, const float *k,
+                                                   const float *v, const float *out,
+                                                   const float *lse, const float *dout, float *dq,
+                                                   float *dk, float *dv)
+{
+    const void *const host[11] = {q, k, v, out, lse, dout, dq, dk, dv, NULL, NULL};
+    return backward_host(p, host);
+}
+
+SPARCL_API sparcl_status sparcl_plan_backward_proj_host(sparcl_plan *p, const float *q,
+                                                        const float *k, const float *v,
+                                                        const float *out, const float *lse,
+                                                        const float *dout, float *dq, float *dk,
+                                                        float *dv, float *dproj_e, float *dproj_f)
+{
+    const void *const host[11] = {q, k, v, out, lse, dout, dq, dk, dv, dproj_e, dproj_f};
+    return backward_host(p, host);
 }

@@ -27,4 +27,12 @@ double sparcl__reference_row(const sparcl_plan_desc *d, int h, int i, const floa
  * (reference_entmax.c). */
 double sparcl__reference_entmax_row(const double *s, int64_t n, double alpha, double *p);
 
+/* The backward of FAVOR+ and Linformer descriptors whose shapes passed
+ * sparcl__reference_check (reference_lowrank_bwd.c): checks the kind's
+ * fields, overwrites dq, dk, dv and (Linformer, when not NULL) de, df. */
+sparcl_status sparcl__reference_backward_lowrank(sparcl_ctx *ctx, const sparcl_plan_desc *d,
+                                                 const float *q, const float *k, const float *v,
+                                                 const float *dout, double *dq, double *dk,
+                                                 double *dv, double *de, double *df);
+
 #endif
