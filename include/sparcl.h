@@ -1417,7 +1417,8 @@ SPARCL_API sparcl_status sparcl_plan_write_projections(sparcl_plan *plan, const 
  * Linformer (SPARCL_ATTENTION_LINFORMER): K' = E K and V' = F V are
  * recomputed, the inner attention's backward gives dQ, dK' and dV' (its
  * parameters, prepare and lse are those of the inner exact-attention plan,
- * whose normalization picks the backward as above), then dK = E^T dK',
+ * whose normalization picks the backward as above; the reference, and so
+ * the tests, cover softmax only), then dK = E^T dK',
  * dV = F^T dV' and, with sparcl_plan_backward_proj(), dE = sum over batch
  * and kv heads of dK' K^T and dF = sum of dV' V^T.
  *
@@ -1566,36 +1567,16 @@ SPARCL_API sparcl_status sparcl_plan_backward_proj_host(sparcl_plan *plan, const
  * (batch*kv_heads*kv_len*head_dim doubles) are overwritten.  `desc` strides
  * and params are ignored.  O(pairs * head_dim) time, O(kv_len) extra
  * memory.  ctx may be NULL (it only receives the error message).
- * Supported: plans of exact attention (attention EXACT) over a layout with
- * softmax, whichever forward algorithm they use (fused or dense path), and
- * with sparsemax, 1.5-entmax or alpha-entmax (normalization SPARSEMAX,
- * ENTMAX15, ENTMAX), with every layout and option such a forward supports
- * (causal, GQA/MQA, PARTIAL blocks, q_len != kv_len); FAVOR+ plans (causal
- * or not, GQA) and Linformer plans, both described below.  A plan of a kind
- * without a backward returns SPARCL_ERR_NOT_SUPPORTED from every backward
- * call, with a message naming the kind and listing the supported ones.
- *
- * FAVOR+ (SPARCL_ATTENTION_FAVOR): the gradients of exactly the forward's
- * function of q, k and v, features held fixed (the random projection w_r is
- * not a parameter).  That function includes the stabilizers: a query row's
- * own largest projection and a key head's largest one are subtracted before
- * the exponential, so with the 1e-6 added to each feature the output
- * depends on them slightly, and their (sub)gradient flows to the one
- * projection that attains the maximum (the first, on ties).  The forward
- * products are recomputed (no lse: pass NULL as lse; out is not read); the
- * gradients are formed with CLBlast products of O(N m (D + 1)) work and
- * O(N (m + D)) device memory, never N x N (causal: chunks of 64 rows, as
- * the forward, with a suffix sum of the query-side states across chunks).
- * sparcl_plan_prepare_backward() builds the kernels and accepts no
- * parameters (NULL or an empty map; the source reported is
- * SPARCL_PARAMS_DEFAULT).
- *
- * Linformer (SPARCL_ATTENTION_LINFORMER): K' = E K and V' = F V are
- * recomputed, the inner attention's backward gives dQ, dK' and dV' (its
- * parameters, prepare and lse are those of the inner exact-attention plan,
- * whose normalization picks the backward as above), then dK = E^T dK',
- * dV = F^T dV' and, with sparcl_plan_backward_proj(), dE = sum over batch
- * and kv heads of dK' K^T and dF = sum of dV' V^T.
+ * FAVOR+ and Linformer descriptors are covered too (softmax only), with the
+ * random matrices a plan made from `desc` draws: the features from
+ * desc->seed; E and F from desc->proj_e and proj_f when given, else from
+ * desc->seed (after sparcl_plan_redraw(plan, s), set desc->seed = s).
+ * FAVOR+ takes O(q_len * kv_len * (features + head_dim)) time per head
+ * (every query-key feature product, independent of the plan's
+ * factorization).  sparcl_reference_backward_proj() adds Linformer's dE and
+ * dF.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT, SPARCL_ERR_OUT_OF_MEMORY,
+ * SPARCL_ERR_NOT_SUPPORTED (a normalization without a reference backward). */
 SPARCL_API sparcl_status sparcl_reference_backward(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
                                                    const float *q, const float *k,
                                                    const float *v, const float *dout,
