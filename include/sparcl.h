@@ -611,6 +611,71 @@ SPARCL_API void sparcl_plan_params(const sparcl_plan *plan, sparcl_params *param
  * are not counted.  A plan's workspace serializes its calls on the queue. */
 SPARCL_API size_t sparcl_plan_device_bytes(const sparcl_plan *plan);
 
+/* ---- Decoding: few query rows over many keys ----
+ *
+ * A plan of exact softmax attention with q_len <= 16 (one token at a time
+ * over a KV cache, or a few speculative tokens) runs on the split-KV
+ * decoding path (flash-decoding) instead of the fused forward when either
+ * its parameter override names SPLITS or HEADS (kernel family
+ * "attn_decode"), or it has no override and kv_len >= 256 and kv_len >= 8
+ * q_len.  The key range is cut into at most SPLITS ranges of BLOCK_N-key
+ * tiles; one work-item per (range, HEADS query heads of one KV head,
+ * batch) reads each key and value row of its range once for all its query
+ * heads (under GQA/MQA the K/V traffic is that of the KV heads, not of the
+ * query heads) and writes a partial output and LSE into the plan's
+ * workspace (SPLITS x batch x q_heads x q_len x (head_dim + 1) floats,
+ * counted in sparcl_plan_device_bytes()); a second kernel merges them as
+ * sparcl_merge() does.  K is read as stored: nothing is repacked per call.
+ * Results, layouts (causal, window, streaming, block masks, per-head, any
+ * pattern), non-finite inputs, lse and the backward are exactly those of
+ * the fused forward; sparcl_plan_params() reports the attn_decode
+ * parameters (BLOCK_N, EXP, HEADS, SPLITS, VEC), tunable like any family.
+ * Calls of one plan share the workspace, so they run one after another. */
+
+/* ---- Merging partial results ---- */
+
+/* Combines `parts` partial softmax attention results of the same query
+ * rows into the exact result over the union of their keys: part p holds
+ * out_p (softmax attention of each row over a set of keys S_p, the S_p
+ * disjoint, e.g. sparcl_plan_forward() over one slice of a long key range,
+ * or one device's share) and lse_p (its natural-log sum of exponentials,
+ * the lse output of the forward).  For each row:
+ *   m = max_p lse_p,  w_p = exp(lse_p - m),
+ *   out = sum_p w_p out_p / sum_p w_p,  lse = m + log sum_p w_p.
+ * A part whose lse is -inf saw no key: it weighs 0 and its out is not
+ * read.  When every part's lse is -inf the row attends to nothing: out 0,
+ * lse -inf -- or NaN in both when some such part's out begins with NaN
+ * (the decoding path's mark for keys whose scores were all -inf).  A NaN
+ * lse makes the row NaN.
+ *
+ * Shapes: batch, heads, q_len >= 1, head_dim in [1, SPARCL_MAX_HEAD_DIM].
+ * part_out[0 .. parts) and part_lse[0 .. parts): device buffers, each
+ * part's out with the strides part_strides (zeros: contiguous [B, H, S,
+ * D]; the rules of sparcl_strides), each lse contiguous [batch, heads,
+ * q_len].  out: written with o_strides (which must not overlap); lse: NULL
+ * or receives the merged lse (contiguous).  out and lse must not be any
+ * part's buffer.  Buffers are borrowed until the returned event completes;
+ * sizes are checked with clGetMemObjectInfo before anything is enqueued.
+ * One kernel launch merges up to 8 parts; more parts chain launches (each
+ * folding up to 7 more parts into out), with a temporary lse buffer when
+ * lse is NULL.
+ *
+ * queue: NULL for the context's queue, or a queue of its context and
+ * device.  num_wait/wait: an OpenCL wait list.  event: NULL, or receives
+ * the event of the last launch, which the caller must release.  The
+ * kernel is built on first use (then taken from the context's program
+ * cache).  Thread-safe: each call creates its own kernel object.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL ctx, arrays or buffers, a shape
+ * or stride out of range, a buffer too small, aliasing, a wait list that
+ * does not match num_wait, a queue of another context), SPARCL_ERR_BUILD,
+ * SPARCL_ERR_OUT_OF_MEMORY, SPARCL_ERR_OPENCL. */
+SPARCL_API sparcl_status sparcl_merge(sparcl_ctx *ctx, cl_command_queue queue, int batch,
+                                      int heads, int q_len, int head_dim, int parts,
+                                      const cl_mem *part_out, const cl_mem *part_lse,
+                                      sparcl_strides part_strides, cl_mem out,
+                                      sparcl_strides o_strides, cl_mem lse, cl_uint num_wait,
+                                      const cl_event *wait, cl_event *event);
+
 /* ------------------------------------------------------------------------
  * CPU reference
  * ---------------------------------------------------------------------- */

@@ -146,7 +146,9 @@ const char *const sparcl__param_names[SPARCL__P_COUNT] = {
     [SPARCL__P_BLOCK_M] = "BLOCK_M",
     [SPARCL__P_BLOCK_N] = "BLOCK_N",
     [SPARCL__P_EXP] = "EXP",
+    [SPARCL__P_HEADS] = "HEADS",
     [SPARCL__P_KT] = "KT",
+    [SPARCL__P_SPLITS] = "SPLITS",
     [SPARCL__P_TOPK] = "TOPK",
     [SPARCL__P_USE_LOCAL] = "USE_LOCAL",
     [SPARCL__P_VEC] = "VEC",
@@ -154,6 +156,7 @@ const char *const sparcl__param_names[SPARCL__P_COUNT] = {
     [SPARCL__P_HEAD_DIM] = "HEAD_DIM",
     [SPARCL__P_ROWS] = "ROWS",
     [SPARCL__P_NORM] = "NORM",
+    [SPARCL__P_QROWS] = "QROWS",
 };
 
 const sparcl__param_def *sparcl__schema_param(const sparcl__kernel_schema *schema,
@@ -295,6 +298,7 @@ static int32_t derive(sparcl__param_id id, const sparcl__pset *p, const sparcl__
     case SPARCL__P_ROWS:
         return p->v[SPARCL__P_WG_SIZE] ? p->v[SPARCL__P_BLOCK_M] / p->v[SPARCL__P_WG_SIZE] : 0;
     case SPARCL__P_NORM: return prob->norm;
+    case SPARCL__P_QROWS: return prob->q_len;
     default: return p->v[id];
     }
 }

@@ -60,6 +60,8 @@ const sparcl__kind_ops *sparcl__kind_select(const sparcl_plan_desc *d, const spa
         return &sparcl__kind_linformer;
     if (sparcl__entmax_norm(d, &alpha))
         return &sparcl__kind_entmax;
+    if (sparcl__decode_selected(d, params))
+        return &sparcl__kind_decode;
     if (params && params->v[SPARCL__P_ALGO] == 1)
         return &sparcl__kind_dense;
     return &sparcl__kind_fused;

@@ -320,21 +320,27 @@ SPARCL_API void sparcl_plan_free(sparcl_plan *p)
     free(p);
 }
 
-static sparcl_status check_buffer(sparcl_plan *p, cl_mem m, const char *name, int64_t elems)
+sparcl_status sparcl__check_float_buffer(sparcl_ctx *ctx, cl_mem m, const char *name,
+                                         int64_t elems)
 {
     if (!m)
-        return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s buffer is NULL", name);
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s buffer is NULL", name);
     size_t size = 0;
     cl_int err = clGetMemObjectInfo(m, CL_MEM_SIZE, sizeof size, &size, NULL);
     if (err != CL_SUCCESS)
-        return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "%s is not a valid buffer (%s)", name, sparcl__cl_error_name(err));
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is not a valid buffer (%s)",
+                            name, sparcl__cl_error_name(err));
     uint64_t need = (uint64_t)elems * sizeof(float);
     if ((uint64_t)size < need)
-        return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "%s buffer has %zu bytes; the shape needs %llu", name, size,
                             (unsigned long long)need);
     return SPARCL_OK;
+}
+
+static sparcl_status check_buffer(sparcl_plan *p, cl_mem m, const char *name, int64_t elems)
+{
+    return sparcl__check_float_buffer(p->ctx, m, name, elems);
 }
 
 /* The forward call with explicit tensor strides (q, k, v, out). */
@@ -371,7 +377,7 @@ sparcl_status sparcl__plan_forward_strided(sparcl_plan *p, cl_command_queue queu
     return forward_strided(p, queue, ts, q, k, v, out, lse, num_wait, wait, event);
 }
 
-sparcl_status sparcl__plan_check_queue(sparcl_plan *p, cl_command_queue queue)
+sparcl_status sparcl__check_queue(sparcl_ctx *ctx, cl_command_queue queue, const char *owner)
 {
     if (!queue)
         return SPARCL_OK;
@@ -380,10 +386,15 @@ sparcl_status sparcl__plan_check_queue(sparcl_plan *p, cl_command_queue queue)
     cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qc, &qc, NULL);
     if (err == CL_SUCCESS)
         err = clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof qd, &qd, NULL);
-    if (err != CL_SUCCESS || qc != p->ctx->context || qd != p->ctx->device)
-        return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "queue does not belong to the plan's context and device");
+    if (err != CL_SUCCESS || qc != ctx->context || qd != ctx->device)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "queue does not belong to the %s context and device", owner);
     return SPARCL_OK;
+}
+
+sparcl_status sparcl__plan_check_queue(sparcl_plan *p, cl_command_queue queue)
+{
+    return sparcl__check_queue(p->ctx, queue, "plan's");
 }
 
 sparcl_status sparcl__plan_call_begin(sparcl_plan *p, cl_command_queue queue,
