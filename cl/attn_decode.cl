@@ -158,6 +158,7 @@ attn_decode(__global const float *restrict q, __global const float *restrict k,
                 a[r] = (floatv)(0.0f);
             for (int d = 0; d < NV; ++d) {
                 const floatv kk = LOADV(kr + d * VEC);
+#pragma unroll
                 for (int r = 0; r < R; ++r)
                     a[r] = fma(qv[r][d], kk, a[r]);
             }
@@ -213,33 +214,41 @@ attn_decode(__global const float *restrict q, __global const float *restrict k,
             }
         }
 
-        /* P.V: each value row read once for all rows.  Element (r, x)
-         * counts only where its head attends the tile and, in a PARTIAL
-         * tile, its bit is set (a masked value may be NaN; 0 * NaN is
-         * NaN). */
-        for (int x = 0; x < BLOCK_N; ++x) {
-            __global const float *vr = vb + (long)min(c0 + x, kv_len - 1) * v_ss;
-            int keep[R];
-            for (int r = 0; r < R; ++r) {
-                const int hh = r / QROWS;
-                keep[r] = all_full ||
-                          (act[hh] &&
-                           (mi[hh] < 0 || SPARCL_MASK_BIT(mask_bits + (long)mi[hh] * QROWS * MW,
-                                                          r % QROWS, x, MW)));
-            }
-            for (int d = 0; d < NV; ++d) {
-                const floatv vv = LOADV(vr + d * VEC);
-                for (int r = 0; r < R; ++r)
-                    if (keep[r])
-                        acc[r][d] = fma((floatv)(s[r].f[x]), vv, acc[r][d]);
-            }
-            for (int t = 0; t < NT; ++t) {
-                const float vs = vr[NV * VEC + t];
-                for (int r = 0; r < R; ++r)
-                    if (keep[r])
-                        acct[r][t] = fma(s[r].f[x], vs, acct[r][t]);
-            }
-        }
+        /* P.V, one vector of the head dimension at a time over the tile's
+         * keys, so the rows' accumulators of that vector stay in registers.
+         * Element (r, x) counts only where its head attends the tile and,
+         * in a PARTIAL tile, its bit is set (a masked value may be NaN;
+         * 0 * NaN is NaN): checked per element unless every head's tile is
+         * FULL. */
+#define DEC_VROW(x) (vb + (long)min(c0 + (x), kv_len - 1) * v_ss)
+#define DEC_KEEP(r, x)                                                                             \
+    (act[(r) / QROWS] &&                                                                           \
+     (mi[(r) / QROWS] < 0 ||                                                                       \
+      SPARCL_MASK_BIT(mask_bits + (long)mi[(r) / QROWS] * QROWS * MW, (r) % QROWS, x, MW)))
+#define DEC_PV(KEEP)                                                                               \
+    do {                                                                                           \
+        for (int d = 0; d < NV; ++d)                                                               \
+            for (int x = 0; x < BLOCK_N; ++x) {                                                    \
+                const floatv vv = LOADV(DEC_VROW(x) + d * VEC);                                    \
+                _Pragma("unroll") for (int r = 0; r < R; ++r) if (KEEP(r, x)) acc[r][d] =          \
+                    fma((floatv)(s[r].f[x]), vv, acc[r][d]);                                       \
+            }                                                                                      \
+        for (int x = 0; x < BLOCK_N; ++x)                                                          \
+            for (int t = 0; t < NT; ++t) {                                                         \
+                const float vs = DEC_VROW(x)[NV * VEC + t];                                        \
+                _Pragma("unroll") for (int r = 0; r < R; ++r) if (KEEP(r, x)) acct[r][t] =         \
+                    fma(s[r].f[x], vs, acct[r][t]);                                                \
+            }                                                                                      \
+    } while (0)
+#define DEC_ALL(r, x) 1
+        if (all_full)
+            DEC_PV(DEC_ALL);
+        else
+            DEC_PV(DEC_KEEP);
+#undef DEC_PV
+#undef DEC_ALL
+#undef DEC_KEEP
+#undef DEC_VROW
     }
 
     const long rows_total = (long)get_num_groups(2) * q_heads * QROWS;
