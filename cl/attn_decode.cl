@@ -81,8 +81,17 @@ inline int first_at_or_after(__global const int *col, int lo, int hi, int t)
  * tiles_per_split); its partial output of row (b, h, i) is at part_o +
  * (s * rows_total + (b * q_heads + h) * QROWS + i) * HEAD_DIM, its lse at
  * part_lse[s * rows_total + ...], rows_total = batch * q_heads * QROWS.
- * kv_len is the number of keys of this call (the plan's, or a cache's
- * current length): tiles at or past it are never visited. */
+ *
+ * Without kv_lens (use_lens 0) the keys are the plan's kv_len keys of the
+ * tiled layout.  With kv_lens, sequence b has kv_lens[b] keys (a KV cache's
+ * current length, at most the plan's kv_len, its capacity) and the walk
+ * covers every tile below it as FULL, the plan having no layout: row i
+ * attends keys j < kv_lens[b], and with `causal` only j <= i + kv_lens[b] -
+ * QROWS (queries sit at the end of the sequence, as everywhere).  With
+ * page_size > 0 the cache is paged: key j of sequence b lives in page
+ * block_table[b * max_pages + j / page_size] of the pools k and v, at row
+ * j % page_size; the batch strides k_sb, v_sb are the pools' page strides.
+ * The host has checked every table entry the lengths reach. */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
 attn_decode(__global const float *restrict q, __global const float *restrict k,
             __global const float *restrict v, __global float *restrict part_o,
@@ -92,7 +101,9 @@ attn_decode(__global const float *restrict q, __global const float *restrict k,
             const int q_heads, const int group, const int layout_heads, const int n_tile_rows,
             const int tiles_per_split, const float scale_log2, const long q_sb, const long q_sh,
             const long q_ss, const long k_sb, const long k_sh, const long k_ss, const long v_sb,
-            const long v_sh, const long v_ss)
+            const long v_sh, const long v_ss, __global const int *restrict kv_lens,
+            const int use_lens, const int causal, __global const int *restrict block_table,
+            const int page_size, const int max_pages)
 {
     const int split = get_group_id(0);
     const int chunks = group / HEADS;
@@ -100,8 +111,15 @@ attn_decode(__global const float *restrict q, __global const float *restrict k,
     const int h0 = hk * group + (get_group_id(1) - hk * chunks) * HEADS;
     const int b = get_group_id(2);
     const int t0 = split * tiles_per_split;
-    const int t1 = min(t0 + tiles_per_split, (kv_len + BLOCK_N - 1) / BLOCK_N);
+    const int n_keys = use_lens ? kv_lens[b] : kv_len;
+    const int t1 = min(t0 + tiles_per_split, (n_keys + BLOCK_N - 1) / BLOCK_N);
     (void)q_len; /* == QROWS: the program is built for the plan's q_len */
+    /* The last key each row may see when the lengths come with the call. */
+    int lim[R], lim_min = INT_MAX;
+    for (int r = 0; r < R; ++r) {
+        lim[r] = !use_lens ? INT_MAX : causal ? r % QROWS + n_keys - QROWS : n_keys - 1;
+        lim_min = min(lim_min, lim[r]);
+    }
 
     floatv qv[R][NV], acc[R][NV], lsum[R];
     float qt[R][NT_ALLOC], acct[R][NT_ALLOC], m[R];
@@ -128,31 +146,46 @@ attn_decode(__global const float *restrict q, __global const float *restrict k,
         e_end[hh] = tile_ptr[base + 1];
         e[hh] = first_at_or_after(tile_col, tile_ptr[base], e_end[hh], t0);
     }
-    __global const float *kb = k + b * k_sb + hk * k_sh;
-    __global const float *vb = v + b * v_sb + hk * v_sh;
+    __global const float *kb = k + hk * k_sh + (page_size ? 0 : b * k_sb);
+    __global const float *vb = v + hk * v_sh + (page_size ? 0 : b * v_sb);
+    __global const int *pages = block_table + (long)b * max_pages;
+    /* Key j's row (clamped into the sequence: keys past it only occur
+     * where the mask or the row limit drops them). */
+#define DEC_ROW(base, sb, ss, j)                                                                   \
+    ((base) + (page_size ? (long)pages[min(j, n_keys - 1) / page_size] * (sb) +                    \
+                               (long)(min(j, n_keys - 1) % page_size) * (ss)                       \
+                         : (long)min(j, n_keys - 1) * (ss)))
 
+    int next = t0; /* the dense walk of calls with lengths */
     for (;;) {
         int c = t1;
-        for (int hh = 0; hh < HEADS; ++hh)
-            if (e[hh] < e_end[hh])
-                c = min(c, tile_col[e[hh]]);
+        if (use_lens)
+            c = next++;
+        else
+            for (int hh = 0; hh < HEADS; ++hh)
+                if (e[hh] < e_end[hh])
+                    c = min(c, tile_col[e[hh]]);
         if (c >= t1)
             break;
         /* Per head: whether it attends this tile, and its mask (-1 FULL). */
-        int act[HEADS], mi[HEADS], all_full = 1;
+        int act[HEADS], mi[HEADS];
         for (int hh = 0; hh < HEADS; ++hh) {
-            act[hh] = e[hh] < e_end[hh] && tile_col[e[hh]] == c;
-            mi[hh] = act[hh] ? tile_mask[e[hh]] : 0;
-            all_full &= act[hh] && mi[hh] < 0;
-            e[hh] += act[hh];
+            act[hh] = use_lens || (e[hh] < e_end[hh] && tile_col[e[hh]] == c);
+            mi[hh] = use_lens ? -1 : act[hh] ? tile_mask[e[hh]] : 0;
+            e[hh] += act[hh] && !use_lens;
         }
         const int c0 = c * BLOCK_N;
+        /* Some row's limit falls inside the tile: elements past it drop. */
+        const int bounded = c0 + BLOCK_N - 1 > lim_min;
+        int all_full = !bounded;
+        for (int hh = 0; hh < HEADS; ++hh)
+            all_full &= act[hh] && mi[hh] < 0;
 
         dec_scores s[R];
         for (int x = 0; x < BLOCK_N; ++x) {
             /* Keys past kv_len only occur in PARTIAL tiles (bits 0 there);
              * the clamped row keeps the load in bounds. */
-            __global const float *kr = kb + (long)min(c0 + x, kv_len - 1) * k_ss;
+            __global const float *kr = DEC_ROW(kb, k_sb, k_ss, c0 + x);
             floatv a[R];
             for (int r = 0; r < R; ++r)
                 a[r] = (floatv)(0.0f);
@@ -178,6 +211,11 @@ attn_decode(__global const float *restrict q, __global const float *restrict k,
                 continue;
             }
             __global const uint *mb = mask_bits + ((long)max(mi[hh], 0) * QROWS + r % QROWS) * MW;
+            if (bounded) {
+                for (int x = 0; x < BLOCK_N; ++x)
+                    s[r].f[x] = c0 + x <= lim[r] ? s[r].f[x] : -INFINITY;
+                seen[r] |= c0 <= lim[r];
+            }
             if (mi[hh] >= 0) {
                 uint any = 0;
                 for (int w = 0; w < MW; ++w)
@@ -185,7 +223,7 @@ attn_decode(__global const float *restrict q, __global const float *restrict k,
                 seen[r] |= any != 0;
                 for (int x = 0; x < NKV; ++x)
                     s[r].v[x] = sparcl_mask_scores(s[r].v[x], mb, x);
-            } else {
+            } else if (!bounded) {
                 seen[r] = 1;
             }
             floatv mv = s[r].v[0];
@@ -220,9 +258,9 @@ attn_decode(__global const float *restrict q, __global const float *restrict k,
          * in a PARTIAL tile, its bit is set (a masked value may be NaN;
          * 0 * NaN is NaN): checked per element unless every head's tile is
          * FULL. */
-#define DEC_VROW(x) (vb + (long)min(c0 + (x), kv_len - 1) * v_ss)
+#define DEC_VROW(x) DEC_ROW(vb, v_sb, v_ss, c0 + (x))
 #define DEC_KEEP(r, x)                                                                             \
-    (act[(r) / QROWS] &&                                                                           \
+    (act[(r) / QROWS] && c0 + (x) <= lim[r] &&                                                     \
      (mi[(r) / QROWS] < 0 ||                                                                       \
       SPARCL_MASK_BIT(mask_bits + (long)mi[(r) / QROWS] * QROWS * MW, (r) % QROWS, x, MW)))
 #define DEC_PV(KEEP)                                                                               \
@@ -250,6 +288,7 @@ attn_decode(__global const float *restrict q, __global const float *restrict k,
 #undef DEC_KEEP
 #undef DEC_VROW
     }
+#undef DEC_ROW
 
     const long rows_total = (long)get_num_groups(2) * q_heads * QROWS;
     for (int r = 0; r < R; ++r) {

@@ -506,6 +506,10 @@ typedef struct sparcl_plan_desc {
     uint64_t seed;            /* FAVOR+ features and seeded Linformer projections */
     const float *proj_e;      /* Linformer E and F, k x kv_len row-major, or NULL */
     const float *proj_f;      /* for seeded ones; borrowed during sparcl_plan_init */
+    /* KV cache paging (section "Decoding" below): 0 (the default) for K and
+     * V stored per sequence, else the tokens per page of a paged cache,
+     * which sparcl_plan_forward_cache() then requires.  >= 0. */
+    int page_size;
 } sparcl_plan_desc;
 
 /* Fills the first `size` bytes of *desc with the defaults (batch 1, one
@@ -631,6 +635,51 @@ SPARCL_API size_t sparcl_plan_device_bytes(const sparcl_plan *plan);
  * the fused forward; sparcl_plan_params() reports the attn_decode
  * parameters (BLOCK_N, EXP, HEADS, SPLITS, VEC), tunable like any family.
  * Calls of one plan share the workspace, so they run one after another. */
+
+/* ---- KV caches: lengths and pages as call arguments ----
+ *
+ * A decoding plan (above) also runs over a KV cache whose sequences grow:
+ * the plan is made once with kv_len = the cache's capacity per sequence,
+ * and each call says how many tokens each sequence holds now, so appending
+ * a token needs no new plan.  Sequence b's q_len queries sit at its end,
+ * positions kv_lens[b] - q_len + i: they attend its keys j < kv_lens[b],
+ * and with desc.causal only j <= i + kv_lens[b] - q_len.  Such plans have
+ * no layout (dense or causal only: a layout is fixed at the plan's
+ * kv_len).
+ *
+ * Contiguous cache (desc.page_size 0): k and v as the descriptor's strides
+ * say, [batch, kv_heads, capacity, head_dim] by default; only the first
+ * kv_lens[b] rows of each sequence are read.
+ *
+ * Paged cache (desc.page_size P > 0, chosen by the application, as in vLLM
+ * and FlexAttention): k and v are pools of pool_pages pages of P tokens;
+ * k_strides/v_strides give the page stride in .batch, then .head and .seq
+ * within a page (zeros: contiguous [pool_pages, kv_heads, P, head_dim]).
+ * block_table (host, batch x ceil(kv_len / P) int32, row-major) maps page
+ * p of sequence b to a pool page; only the entries its length reaches,
+ * p < ceil(kv_lens[b] / P), are read, and each must lie in [0,
+ * pool_pages).  Sequences may share pages (a common prefix).
+ *
+ * kv_lens (host, batch int32) and block_table are read during the call
+ * only (copied to the device with a blocking write on the queue). */
+
+/* Enqueues attention of the plan's queries over the cache as described
+ * above; q, out and lse as for sparcl_plan_forward().  For a contiguous
+ * cache pass block_table NULL, pool_pages 0 and page_size 0; page_size
+ * must be the plan's desc.page_size.  Everything is checked before
+ * anything is enqueued, and no cache element outside the lengths and the
+ * pool is ever read.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT naming the value: a length outside
+ * [0, kv_len], a block table entry outside the pool, a page size the plan
+ * was not made for, NULL kv_lens or block_table, too small buffers (k and
+ * v must hold the capacity, or the pool); SPARCL_ERR_NOT_SUPPORTED for a
+ * plan that is not a decoding plan or has a layout; SPARCL_ERR_OPENCL. */
+SPARCL_API sparcl_status sparcl_plan_forward_cache(sparcl_plan *plan, cl_command_queue queue,
+                                                   cl_mem q, cl_mem k, cl_mem v,
+                                                   const int32_t *kv_lens, int page_size,
+                                                   const int32_t *block_table, int pool_pages,
+                                                   cl_mem out, cl_mem lse, cl_uint num_wait,
+                                                   const cl_event *wait, cl_event *event);
 
 /* ---- Merging partial results ---- */
 

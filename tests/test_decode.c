@@ -529,3 +529,300 @@ Test(decode, backward_through_a_decoding_plan)
     sparcl_plan_free(p);
     sparcl_ctx_free(ctx);
 }
+
+/* ---- KV caches: lengths and pages as call arguments -------------------- */
+
+enum { CB = 3 }; /* sequences per cache test */
+
+typedef struct cache_case {
+    int q_len, q_heads, kv_heads, dim, cap, page, causal, splits;
+    int lens[CB];
+} cache_case;
+
+typedef struct seq_pred {
+    int q_len, kv_len, causal;
+} seq_pred;
+
+static int seq_attends(const void *self, int h, int i, int j)
+{
+    (void)h;
+    const seq_pred *p = self;
+    return !p->causal || j <= i + p->kv_len - p->q_len;
+}
+
+/* A cache of CB sequences (contiguous, or pages of c->page tokens in a
+ * shuffled pool) and its plan. */
+typedef struct cache_fixture {
+    sparcl_ctx *ctx;
+    sparcl_plan *plan;
+    float *q, *k, *v; /* q [CB, Hq, q_len, D]; logical k, v [CB, Hkv, cap, D] */
+    cl_mem dq, dk, dv, dout, dlse;
+    int32_t *table;
+    int pool_pages, max_pages;
+} cache_fixture;
+
+static void cache_setup(cache_fixture *f, const cache_case *c)
+{
+    memset(f, 0, sizeof *f);
+    f->ctx = make_ctx();
+    sparcl_params params;
+    sparcl_params_clear(&params);
+    sparcl_params_set(&params, "SPLITS", c->splits);
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.batch = CB;
+    d.q_heads = c->q_heads;
+    d.kv_heads = c->kv_heads;
+    d.q_len = c->q_len;
+    d.kv_len = c->cap;
+    d.head_dim = c->dim;
+    d.causal = c->causal;
+    d.page_size = c->page;
+    d.params = &params;
+    cr_assert_eq(sparcl_plan_init(f->ctx, &f->plan, &d), SPARCL_OK, "%s",
+                 sparcl_ctx_errmsg(f->ctx));
+    const size_t nq = (size_t)CB * c->q_heads * c->q_len * c->dim;
+    const size_t row = (size_t)c->dim, seq = (size_t)c->kv_heads * c->cap * row;
+    f->q = floats(nq, 31);
+    f->k = floats(CB * seq, 32);
+    f->v = floats(CB * seq, 33);
+    f->dq = upload(f->ctx, f->q, nq);
+    f->dout = device_buffer(f->ctx, nq);
+    f->dlse = device_buffer(f->ctx, (size_t)CB * c->q_heads * c->q_len);
+    if (!c->page) {
+        f->dk = upload(f->ctx, f->k, CB * seq);
+        f->dv = upload(f->ctx, f->v, CB * seq);
+        return;
+    }
+    /* Every sequence owns pages for its whole capacity, placed at shuffled
+     * pool positions, plus two pages nobody uses. */
+    f->max_pages = (c->cap + c->page - 1) / c->page;
+    f->pool_pages = CB * f->max_pages + 2;
+    int *perm = malloc(sizeof *perm * (size_t)f->pool_pages);
+    for (int i = 0; i < f->pool_pages; ++i)
+        perm[i] = i;
+    uint64_t s = 99;
+    for (int i = f->pool_pages - 1; i > 0; --i) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        const int j = (int)((s >> 33) % (uint64_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    f->table = malloc(sizeof *f->table * (size_t)CB * (size_t)f->max_pages);
+    const size_t page_floats = (size_t)c->kv_heads * c->page * row;
+    float *pk = floats((size_t)f->pool_pages * page_floats, 34);
+    float *pv = floats((size_t)f->pool_pages * page_floats, 35);
+    for (int b = 0; b < CB; ++b)
+        for (int p = 0; p < f->max_pages; ++p) {
+            const int pg = perm[b * f->max_pages + p];
+            f->table[b * f->max_pages + p] = pg;
+            for (int h = 0; h < c->kv_heads; ++h)
+                for (int r = 0; r < c->page && p * c->page + r < c->cap; ++r) {
+                    const size_t from =
+                        b * seq + ((size_t)h * c->cap + (size_t)(p * c->page + r)) * row;
+                    const size_t to = (size_t)pg * page_floats + ((size_t)h * c->page + r) * row;
+                    memcpy(pk + to, f->k + from, row * sizeof(float));
+                    memcpy(pv + to, f->v + from, row * sizeof(float));
+                }
+        }
+    f->dk = upload(f->ctx, pk, (size_t)f->pool_pages * page_floats);
+    f->dv = upload(f->ctx, pv, (size_t)f->pool_pages * page_floats);
+    free(pk);
+    free(pv);
+    free(perm);
+}
+
+static void cache_teardown(cache_fixture *f)
+{
+    cl_mem m[5] = {f->dq, f->dk, f->dv, f->dout, f->dlse};
+    for (int i = 0; i < 5; ++i)
+        clReleaseMemObject(m[i]);
+    free(f->q);
+    free(f->k);
+    free(f->v);
+    free(f->table);
+    sparcl_plan_free(f->plan);
+    sparcl_ctx_free(f->ctx);
+}
+
+static sparcl_status cache_call(cache_fixture *f, const cache_case *c, const int32_t *lens)
+{
+    return sparcl_plan_forward_cache(f->plan, NULL, f->dq, f->dk, f->dv, lens, c->page, f->table,
+                                     f->pool_pages, f->dout, f->dlse, 0, NULL, NULL);
+}
+
+/* One call with `lens` against the reference of each sequence's prefix. */
+static void check_cache_call(cache_fixture *f, const cache_case *c, const int32_t *lens)
+{
+    cr_assert_eq(cache_call(f, c, lens), SPARCL_OK, "%s", sparcl_ctx_errmsg(f->ctx));
+    const size_t per_q = (size_t)c->q_heads * c->q_len * c->dim;
+    const size_t rows = (size_t)c->q_heads * c->q_len;
+    float *o = malloc(CB * per_q * sizeof *o), *l = malloc(CB * rows * sizeof *l);
+    download(f->ctx, f->dout, o, CB * per_q);
+    download(f->ctx, f->dlse, l, CB * rows);
+    const size_t row = (size_t)c->dim, seq = (size_t)c->kv_heads * c->cap * row;
+    for (int b = 0; b < CB; ++b) {
+        const int n = lens[b];
+        if (n == 0) { /* an empty sequence: every row attends nothing */
+            for (size_t x = 0; x < per_q; ++x)
+                cr_assert_eq(o[b * per_q + x], 0.0f);
+            for (size_t x = 0; x < rows; ++x)
+                cr_assert(isinf(l[b * rows + x]) && l[b * rows + x] < 0);
+            continue;
+        }
+        /* The prefix of sequence b, [Hkv, n, D]. */
+        float *kp = malloc((size_t)c->kv_heads * n * row * sizeof *kp);
+        float *vp = malloc((size_t)c->kv_heads * n * row * sizeof *vp);
+        for (int h = 0; h < c->kv_heads; ++h) {
+            memcpy(kp + (size_t)h * n * row, f->k + b * seq + (size_t)h * c->cap * row,
+                   (size_t)n * row * sizeof(float));
+            memcpy(vp + (size_t)h * n * row, f->v + b * seq + (size_t)h * c->cap * row,
+                   (size_t)n * row * sizeof(float));
+        }
+        double *want = malloc(per_q * sizeof *want), *want_l = malloc(rows * sizeof *want_l);
+        const seq_pred sp = {c->q_len, n, c->causal};
+        oracle_attention(1, c->q_heads, c->kv_heads, c->q_len, n, c->dim,
+                         1.0 / sqrt((double)c->dim), seq_attends, &sp, f->q + b * per_q, kp, vp,
+                         want, want_l);
+        const double eo = oracle_max_abs_diff_f(o + b * per_q, want, per_q);
+        const double el = oracle_max_abs_diff_f(l + b * rows, want_l, rows);
+        cr_assert_lt(eo, TOL, "sequence %d of length %d (page %d): out differs by %g", b, n,
+                     c->page, eo);
+        cr_assert_lt(el, TOL, "sequence %d of length %d: lse differs by %g", b, n, el);
+        free(kp);
+        free(vp);
+        free(want);
+        free(want_l);
+    }
+    free(o);
+    free(l);
+}
+
+static cache_case cache_cases[] = {
+    {1, 8, 2, 64, 300, 0, 1, 8, {1, 17, 300}},   /* contiguous, causal */
+    {3, 8, 1, 100, 300, 0, 0, 4, {0, 113, 299}}, /* an empty sequence */
+    {16, 4, 1, 128, 2000, 0, 1, 32, {16, 1999, 700}},
+    {1, 8, 2, 64, 300, 16, 1, 8, {1, 17, 300}},         /* paged: page 16 */
+    {3, 4, 4, 64, 2000, 64, 1, 16, {2000, 65, 3}},      /* page 64 */
+    {1, 8, 1, 128, 2000, 256, 0, 64, {255, 257, 1500}}, /* page 256, 8:1 */
+};
+
+ParameterizedTestParameters(decode, cache_matches_reference)
+{
+    return cr_make_param_array(cache_case, cache_cases, sizeof cache_cases / sizeof cache_cases[0]);
+}
+
+/* Three calls of one plan with growing lengths: appending tokens needs no
+ * new plan, and steps cross page boundaries. */
+ParameterizedTest(cache_case *c, decode, cache_matches_reference)
+{
+    cache_fixture f;
+    cache_setup(&f, c);
+    int32_t lens[CB];
+    for (int step = 0; step < 3; ++step) {
+        for (int b = 0; b < CB; ++b) {
+            const int n = c->lens[b] + step;
+            lens[b] = n > c->cap ? c->cap : n;
+        }
+        check_cache_call(&f, c, lens);
+    }
+    cache_teardown(&f);
+}
+
+Test(decode, cache_refuses_bad_input)
+{
+    const cache_case c = {1, 4, 2, 64, 100, 16, 1, 4, {1, 1, 1}};
+    cache_fixture f;
+    cache_setup(&f, &c);
+    sparcl_ctx *ctx = f.ctx;
+#define REFUSED(status, call, text)                                                                \
+    do {                                                                                           \
+        cr_assert_eq(call, status, "%s", sparcl_ctx_errmsg(ctx));                                  \
+        cr_assert(strstr(sparcl_ctx_errmsg(ctx), text), "message: %s", sparcl_ctx_errmsg(ctx));    \
+    } while (0)
+    int32_t lens[CB] = {5, 101, 3};
+    REFUSED(SPARCL_ERR_INVALID_ARGUMENT, cache_call(&f, &c, lens), "kv_lens[1] = 101");
+    lens[1] = -1;
+    REFUSED(SPARCL_ERR_INVALID_ARGUMENT, cache_call(&f, &c, lens), "kv_lens[1] = -1");
+    lens[1] = 40; /* pages 0..2 of sequence 1 */
+    const int32_t saved = f.table[1 * f.max_pages + 2];
+    f.table[1 * f.max_pages + 2] = f.pool_pages;
+    REFUSED(SPARCL_ERR_INVALID_ARGUMENT, cache_call(&f, &c, lens),
+            "block_table[1][2] = 23 is outside the pool of 23 pages");
+    f.table[1 * f.max_pages + 2] = -7;
+    REFUSED(SPARCL_ERR_INVALID_ARGUMENT, cache_call(&f, &c, lens), "= -7 is outside the pool");
+    f.table[1 * f.max_pages + 2] = saved;
+    /* An entry past the length is never read, so it may be anything. */
+    f.table[1 * f.max_pages + 3] = 1 << 30;
+    cr_assert_eq(cache_call(&f, &c, lens), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    REFUSED(SPARCL_ERR_INVALID_ARGUMENT,
+            sparcl_plan_forward_cache(f.plan, NULL, f.dq, f.dk, f.dv, lens, 32, f.table,
+                                      f.pool_pages, f.dout, f.dlse, 0, NULL, NULL),
+            "page_size 32: the plan was made for page_size 16");
+    REFUSED(SPARCL_ERR_INVALID_ARGUMENT,
+            sparcl_plan_forward_cache(f.plan, NULL, f.dq, f.dk, f.dv, lens, 16, f.table,
+                                      f.pool_pages + 5, f.dout, f.dlse, 0, NULL, NULL),
+            "k buffer has");
+    REFUSED(SPARCL_ERR_INVALID_ARGUMENT,
+            sparcl_plan_forward_cache(f.plan, NULL, f.dq, f.dk, f.dv, lens, 16, NULL, f.pool_pages,
+                                      f.dout, f.dlse, 0, NULL, NULL),
+            "block_table is NULL");
+    REFUSED(SPARCL_ERR_INVALID_ARGUMENT,
+            sparcl_plan_forward_cache(f.plan, NULL, f.dq, f.dk, f.dv, NULL, 16, f.table,
+                                      f.pool_pages, f.dout, f.dlse, 0, NULL, NULL),
+            "kv_lens is NULL");
+    REFUSED(SPARCL_ERR_INVALID_ARGUMENT,
+            sparcl_plan_forward(f.plan, f.dq, f.dk, f.dv, f.dout, f.dlse, 0, NULL, NULL),
+            "sparcl_plan_forward_cache");
+    /* Plans that take no lengths. */
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.q_len = 32;
+    d.kv_len = 100;
+    d.head_dim = 64;
+    sparcl_plan *fused;
+    cr_assert_eq(sparcl_plan_init(ctx, &fused, &d), SPARCL_OK);
+    REFUSED(SPARCL_ERR_NOT_SUPPORTED,
+            sparcl_plan_forward_cache(fused, NULL, f.dq, f.dk, f.dv, lens, 0, NULL, 0, f.dout, NULL,
+                                      0, NULL, NULL),
+            "takes no KV cache lengths");
+    sparcl_plan_free(fused);
+    d.q_len = 1;
+    d.page_size = 16;
+    d.causal = 0;
+    REFUSED(SPARCL_ERR_INVALID_ARGUMENT, (d.page_size = -1, sparcl_plan_init(ctx, &fused, &d)),
+            "page_size -1");
+    d.q_len = 32;
+    d.page_size = 16;
+    REFUSED(SPARCL_ERR_NOT_SUPPORTED, sparcl_plan_init(ctx, &fused, &d), "page_size 16");
+#undef REFUSED
+    cache_teardown(&f);
+}
+
+Test(decode, cache_refuses_a_plan_with_a_layout)
+{
+    sparcl_ctx *ctx = make_ctx();
+    sparcl_layout *l;
+    cr_assert_eq(sparcl_layout_init_window(ctx, &l, 1, 1, 300, 16, 20, 0), SPARCL_OK);
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.q_len = 1;
+    d.kv_len = 300;
+    d.head_dim = 64;
+    d.layout = l;
+    sparcl_plan *p;
+    cr_assert_eq(sparcl_plan_init(ctx, &p, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    cl_mem q = device_buffer(ctx, 64), kv = device_buffer(ctx, 300 * 64),
+           o = device_buffer(ctx, 64);
+    const int32_t lens[1] = {200};
+    cr_assert_eq(
+        sparcl_plan_forward_cache(p, NULL, q, kv, kv, lens, 0, NULL, 0, o, NULL, 0, NULL, NULL),
+        SPARCL_ERR_NOT_SUPPORTED);
+    cr_assert(strstr(sparcl_ctx_errmsg(ctx), "layout"), "%s", sparcl_ctx_errmsg(ctx));
+    clReleaseMemObject(q);
+    clReleaseMemObject(kv);
+    clReleaseMemObject(o);
+    sparcl_plan_free(p);
+    sparcl_layout_free(l);
+    sparcl_ctx_free(ctx);
+}

@@ -20,6 +20,13 @@ sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
         return BAD("normalization %d is not a sparcl_normalization", d->normalization);
     if (d->normalization == SPARCL_NORMALIZATION_ENTMAX && !(d->alpha > 1.0f && d->alpha <= 2.0f))
         return BAD("alpha %g must be in (1, 2] for entmax", (double)d->alpha);
+    if (d->page_size > 0 &&
+        (d->attention != SPARCL_ATTENTION_EXACT ||
+         d->normalization != SPARCL_NORMALIZATION_SOFTMAX || d->q_len > SPARCL__DECODE_MAX_Q ||
+         d->layout))
+        return UNSUPPORTED("page_size %d: a paged KV cache needs a decoding plan (exact softmax, "
+                           "q_len <= %d, no layout)",
+                           d->page_size, SPARCL__DECODE_MAX_Q);
     switch (d->attention) {
     case SPARCL_ATTENTION_EXACT: return SPARCL_OK;
     case SPARCL_ATTENTION_FAVOR:

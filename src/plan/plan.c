@@ -10,18 +10,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/params.h"
+#include "layout/layout.h"
 #include "plan/attention_kinds.h"
+#include "plan/kernel_build.h"
+#include "plan/plan.h"
 #include "runtime/checked.h"
 #include "runtime/ctx.h"
 #include "runtime/error.h"
-#include "plan/kernel_build.h"
-#include "layout/layout.h"
 #include "runtime/memory.h"
-#include "kernels/params.h"
-#include "plan/plan.h"
 #include "runtime/struct_size.h"
 #include "tuning/tuning_lookup.h"
-
 
 /* Contiguous [B, H, S, D] strides for all-zero ones.  The products are
  * checked: 0 (and *s untouched) when they do not fit in int64. */
@@ -178,9 +177,10 @@ sparcl_status sparcl__plan_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d
         return BAD("head_dim %d must be >= 1", d->head_dim);
     if (d->head_dim > SPARCL_MAX_HEAD_DIM)
         return BAD("head_dim %d exceeds %d", d->head_dim, SPARCL_MAX_HEAD_DIM);
+    if (d->page_size < 0)
+        return BAD("page_size %d must be >= 0", d->page_size);
     if (!(d->scale >= 0.0f) || isinf(d->scale))
-        return BAD("scale %g must be finite and >= 0 (0 means 1/sqrt(head_dim))",
-                   (double)d->scale);
+        return BAD("scale %g must be finite and >= 0 (0 means 1/sqrt(head_dim))", (double)d->scale);
     sparcl_status st = check_tensors(ctx, d);
     if (st != SPARCL_OK)
         return st;
@@ -189,8 +189,7 @@ sparcl_status sparcl__plan_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d
     const sparcl_layout *l = d->layout;
     if (l) {
         if (l->heads != 1 && l->heads != d->q_heads)
-            return BAD("layout has %d heads; the plan needs 1 or q_heads %d", l->heads,
-                       d->q_heads);
+            return BAD("layout has %d heads; the plan needs 1 or q_heads %d", l->heads, d->q_heads);
         if (l->q_len != d->q_len || l->kv_len != d->kv_len)
             return BAD("layout is %d x %d but the plan is q_len %d x kv_len %d", l->q_len,
                        l->kv_len, d->q_len, d->kv_len);
@@ -218,8 +217,10 @@ static sparcl_status alloc(sparcl_ctx *ctx, const sparcl_plan_desc *desc, sparcl
     v->desc = p->desc;
     v->scale = desc->scale > 0.0f ? desc->scale : 1.0f / sqrtf((float)desc->head_dim);
     v->qs = resolve(desc->q_strides, desc, desc->q_heads, desc->q_len);
-    v->ks = resolve(desc->k_strides, desc, desc->kv_heads, desc->kv_len);
-    v->vs = resolve(desc->v_strides, desc, desc->kv_heads, desc->kv_len);
+    /* A paged cache's tensors are pools of pages of page_size tokens. */
+    const int klen = desc->page_size > 0 ? desc->page_size : desc->kv_len;
+    v->ks = resolve(desc->k_strides, desc, desc->kv_heads, klen);
+    v->vs = resolve(desc->v_strides, desc, desc->kv_heads, klen);
     v->os = resolve(desc->o_strides, desc, desc->q_heads, desc->q_len);
     return SPARCL_OK;
 }
@@ -227,8 +228,7 @@ static sparcl_status alloc(sparcl_ctx *ctx, const sparcl_plan_desc *desc, sparcl
 /* Creates the state of the kind the descriptor and `params` (the checked
  * choice of the first kind's family, or NULL) select.  A kind that declines
  * has adjusted `params`; the kind they select then is tried. */
-static sparcl_status create_kind(sparcl_plan *p, const sparcl_plan_desc *desc,
-                                 sparcl__pset *params)
+static sparcl_status create_kind(sparcl_plan *p, const sparcl_plan_desc *desc, sparcl__pset *params)
 {
     for (int tries = 0; tries < SPARCL__KIND_COUNT; ++tries) {
         const sparcl__kind_ops *kind = sparcl__kind_select(desc, params);
@@ -320,16 +320,15 @@ SPARCL_API void sparcl_plan_free(sparcl_plan *p)
     free(p);
 }
 
-sparcl_status sparcl__check_float_buffer(sparcl_ctx *ctx, cl_mem m, const char *name,
-                                         int64_t elems)
+sparcl_status sparcl__check_float_buffer(sparcl_ctx *ctx, cl_mem m, const char *name, int64_t elems)
 {
     if (!m)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s buffer is NULL", name);
     size_t size = 0;
     cl_int err = clGetMemObjectInfo(m, CL_MEM_SIZE, sizeof size, &size, NULL);
     if (err != CL_SUCCESS)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is not a valid buffer (%s)",
-                            name, sparcl__cl_error_name(err));
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is not a valid buffer (%s)", name,
+                            sparcl__cl_error_name(err));
     uint64_t need = (uint64_t)elems * sizeof(float);
     if ((uint64_t)size < need)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
@@ -343,19 +342,20 @@ static sparcl_status check_buffer(sparcl_plan *p, cl_mem m, const char *name, in
     return sparcl__check_float_buffer(p->ctx, m, name, elems);
 }
 
-/* The forward call with explicit tensor strides (q, k, v, out). */
-static sparcl_status forward_strided(sparcl_plan *p, cl_command_queue queue,
-                                     const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
-                                     cl_mem out, cl_mem lse, cl_uint num_wait,
-                                     const cl_event *wait, cl_event *event)
+/* The buffer checks of a forward call: sizes by the strides, with K and V
+ * spanning kv_batch x kv_heads x kv_len rows (the sequences, or a paged
+ * cache's pool), no output aliasing an input, a consistent wait list. */
+static sparcl_status check_fwd_buffers(sparcl_plan *p, const sparcl_strides *ts, cl_mem q, cl_mem k,
+                                       cl_mem v, cl_mem out, cl_mem lse, cl_uint num_wait,
+                                       const cl_event *wait, int kv_batch, int kv_len)
 {
     const sparcl_plan_desc *d = &p->desc;
     sparcl_status st;
     if ((st = check_buffer(p, q, "q", span(ts[0], d->batch, d->q_heads, d->q_len, d->head_dim))) ||
-        (st = check_buffer(p, k, "k", span(ts[1], d->batch, d->kv_heads, d->kv_len, d->head_dim))) ||
-        (st = check_buffer(p, v, "v", span(ts[2], d->batch, d->kv_heads, d->kv_len, d->head_dim))) ||
-        (st = check_buffer(p, out, "out",
-                           span(ts[3], d->batch, d->q_heads, d->q_len, d->head_dim))))
+        (st = check_buffer(p, k, "k", span(ts[1], kv_batch, d->kv_heads, kv_len, d->head_dim))) ||
+        (st = check_buffer(p, v, "v", span(ts[2], kv_batch, d->kv_heads, kv_len, d->head_dim))) ||
+        (st =
+             check_buffer(p, out, "out", span(ts[3], d->batch, d->q_heads, d->q_len, d->head_dim))))
         return st;
     if (lse && (st = check_buffer(p, lse, "lse", (int64_t)d->batch * d->q_heads * d->q_len)))
         return st;
@@ -364,15 +364,29 @@ static sparcl_status forward_strided(sparcl_plan *p, cl_command_queue queue,
     if ((num_wait == 0) != (wait == NULL))
         return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "num_wait %u does not match wait list %p", num_wait, (void *)wait);
-    const sparcl__fwd_call c = {queue ? queue : p->ctx->queue, ts, q, k, v, out, lse,
-                                num_wait, wait, event};
+    return SPARCL_OK;
+}
+
+/* The forward call with explicit tensor strides (q, k, v, out). */
+static sparcl_status forward_strided(sparcl_plan *p, cl_command_queue queue,
+                                     const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
+                                     cl_mem out, cl_mem lse, cl_uint num_wait, const cl_event *wait,
+                                     cl_event *event)
+{
+    const sparcl_plan_desc *d = &p->desc;
+    sparcl_status st =
+        check_fwd_buffers(p, ts, q, k, v, out, lse, num_wait, wait, d->batch, d->kv_len);
+    if (st != SPARCL_OK)
+        return st;
+    const sparcl__fwd_call c = {
+        queue ? queue : p->ctx->queue, ts, q, k, v, out, lse, num_wait, wait, event, NULL, NULL, 0};
     return p->ops->forward(p->state, &c);
 }
 
 sparcl_status sparcl__plan_forward_strided(sparcl_plan *p, cl_command_queue queue,
-                                          const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
-                                          cl_mem out, cl_mem lse, cl_uint num_wait,
-                                          const cl_event *wait, cl_event *event)
+                                           const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
+                                           cl_mem out, cl_mem lse, cl_uint num_wait,
+                                           const cl_event *wait, cl_event *event)
 {
     return forward_strided(p, queue, ts, q, k, v, out, lse, num_wait, wait, event);
 }
@@ -397,8 +411,7 @@ sparcl_status sparcl__plan_check_queue(sparcl_plan *p, cl_command_queue queue)
     return sparcl__check_queue(p->ctx, queue, "plan's");
 }
 
-sparcl_status sparcl__plan_call_begin(sparcl_plan *p, cl_command_queue queue,
-                                      sparcl_strides ts[4])
+sparcl_status sparcl__plan_call_begin(sparcl_plan *p, cl_command_queue queue, sparcl_strides ts[4])
 {
     if (!p)
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
@@ -424,6 +437,80 @@ SPARCL_API sparcl_status sparcl_plan_forward_on_queue(sparcl_plan *p, cl_command
     return forward_strided(p, queue, ts, q, k, v, out, lse, num_wait, wait, event);
 }
 
+/* The host-side checks of a cache call: lengths within the capacity,
+ * block table entries the lengths reach within the pool. */
+static sparcl_status check_cache(sparcl_plan *p, const int32_t *kv_lens, int page_size,
+                                 const int32_t *block_table, int pool_pages)
+{
+#define BAD(...) sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT, __VA_ARGS__)
+    const sparcl_plan_desc *d = &p->desc;
+    if (!p->ops->takes_lengths)
+        return sparcl__fail(p->ctx, SPARCL_ERR_NOT_SUPPORTED,
+                            "a %s plan takes no KV cache lengths; cache calls need a decoding "
+                            "plan (exact softmax, q_len <= 16, chosen for long kv_len or by the "
+                            "SPLITS parameter)",
+                            p->ops->name);
+    if (page_size != d->page_size)
+        return BAD("page_size %d: the plan was made for page_size %d", page_size, d->page_size);
+    if (!kv_lens)
+        return BAD("kv_lens is NULL");
+    if (page_size > 0 && !block_table)
+        return BAD("block_table is NULL for a paged cache");
+    if (page_size > 0 && pool_pages < 1)
+        return BAD("pool_pages %d must be >= 1 for a paged cache", pool_pages);
+    if (page_size == 0 && (block_table || pool_pages))
+        return BAD("a contiguous cache takes no block_table and pool_pages 0 (got %d)", pool_pages);
+    const int max_pages = page_size > 0 ? (int)sparcl__ceil_div_i64(d->kv_len, page_size) : 0;
+    for (int b = 0; b < d->batch; ++b) {
+        if (kv_lens[b] < 0 || kv_lens[b] > d->kv_len)
+            return BAD("kv_lens[%d] = %d is outside [0, %d], the plan's capacity kv_len", b,
+                       kv_lens[b], d->kv_len);
+        const int used = page_size > 0 ? (int)sparcl__ceil_div_i64(kv_lens[b], page_size) : 0;
+        for (int pg = 0; pg < used; ++pg) {
+            const int32_t e = block_table[(int64_t)b * max_pages + pg];
+            if (e < 0 || e >= pool_pages)
+                return BAD("block_table[%d][%d] = %d is outside the pool of %d pages", b, pg, e,
+                           pool_pages);
+        }
+    }
+    return SPARCL_OK;
+#undef BAD
+}
+
+SPARCL_API sparcl_status sparcl_plan_forward_cache(sparcl_plan *p, cl_command_queue queue, cl_mem q,
+                                                   cl_mem k, cl_mem v, const int32_t *kv_lens,
+                                                   int page_size, const int32_t *block_table,
+                                                   int pool_pages, cl_mem out, cl_mem lse,
+                                                   cl_uint num_wait, const cl_event *wait,
+                                                   cl_event *event)
+{
+    sparcl_strides ts[4];
+    sparcl_status st = sparcl__plan_call_begin(p, queue, ts);
+    if (st != SPARCL_OK || (st = check_cache(p, kv_lens, page_size, block_table, pool_pages)))
+        return st;
+    const sparcl_plan_desc *d = &p->desc;
+    /* K and V hold the capacity per sequence, or the pool's pages. */
+    st = page_size > 0
+             ? check_fwd_buffers(p, ts, q, k, v, out, lse, num_wait, wait, pool_pages, page_size)
+             : check_fwd_buffers(p, ts, q, k, v, out, lse, num_wait, wait, d->batch, d->kv_len);
+    if (st != SPARCL_OK)
+        return st;
+    const sparcl__fwd_call c = {queue ? queue : p->ctx->queue,
+                                ts,
+                                q,
+                                k,
+                                v,
+                                out,
+                                lse,
+                                num_wait,
+                                wait,
+                                event,
+                                kv_lens,
+                                block_table,
+                                pool_pages};
+    return p->ops->forward(p->state, &c);
+}
+
 SPARCL_API sparcl_status sparcl_plan_forward(sparcl_plan *p, cl_mem q, cl_mem k, cl_mem v,
                                              cl_mem out, cl_mem lse, cl_uint num_wait,
                                              const cl_event *wait, cl_event *event)
@@ -431,15 +518,17 @@ SPARCL_API sparcl_status sparcl_plan_forward(sparcl_plan *p, cl_mem q, cl_mem k,
     return sparcl_plan_forward_on_queue(p, NULL, q, k, v, out, lse, num_wait, wait, event);
 }
 
-SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const float *q,
-                                                  const float *k, const float *v, float *out,
-                                                  float *lse)
+SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const float *q, const float *k,
+                                                  const float *v, float *out, float *lse)
 {
     if (!p)
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
     if (!q || !k || !v || !out)
         return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
-                            !q ? "q" : !k ? "k" : !v ? "v" : "out");
+                            !q   ? "q"
+                            : !k ? "k"
+                            : !v ? "v"
+                                 : "out");
     const sparcl_plan_desc *d = &p->desc;
     /* Host arrays are contiguous whatever strides the plan was made for.
      * The plan validated every extent positive; the counts saturate, so a
@@ -461,8 +550,12 @@ SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const float *q
     cl_int err;
     cl_context c = p->ctx->context;
     cl_mem bq = clCreateBuffer(c, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nq * 4, (void *)q, &err);
-    cl_mem bk = bq ? clCreateBuffer(c, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nk * 4, (void *)k, &err) : NULL;
-    cl_mem bv = bk ? clCreateBuffer(c, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nk * 4, (void *)v, &err) : NULL;
+    cl_mem bk =
+        bq ? clCreateBuffer(c, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nk * 4, (void *)k, &err)
+           : NULL;
+    cl_mem bv =
+        bk ? clCreateBuffer(c, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nk * 4, (void *)v, &err)
+           : NULL;
     cl_mem bo = bv ? clCreateBuffer(c, CL_MEM_WRITE_ONLY, nq * 4, NULL, &err) : NULL;
     cl_mem bl = bo && lse ? clCreateBuffer(c, CL_MEM_WRITE_ONLY, nl * 4, NULL, &err) : NULL;
     sparcl_status st = SPARCL_OK;
@@ -473,10 +566,9 @@ SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const float *q
         goto done;
     }
     const sparcl_strides zero = {0, 0, 0};
-    const sparcl_strides ts[4] = {resolve(zero, d, d->q_heads, d->q_len),
-                                  resolve(zero, d, d->kv_heads, d->kv_len),
-                                  resolve(zero, d, d->kv_heads, d->kv_len),
-                                  resolve(zero, d, d->q_heads, d->q_len)};
+    const sparcl_strides ts[4] = {
+        resolve(zero, d, d->q_heads, d->q_len), resolve(zero, d, d->kv_heads, d->kv_len),
+        resolve(zero, d, d->kv_heads, d->kv_len), resolve(zero, d, d->q_heads, d->q_len)};
     cl_event ev = NULL;
     st = forward_strided(p, NULL, ts, bq, bk, bv, bo, bl, 0, NULL, &ev);
     if (st != SPARCL_OK)
@@ -488,11 +580,16 @@ SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const float *q
     if (err != CL_SUCCESS)
         st = sparcl__fail_cl(p->ctx, err, "clEnqueueReadBuffer");
 done:
-    if (bq) clReleaseMemObject(bq);
-    if (bk) clReleaseMemObject(bk);
-    if (bv) clReleaseMemObject(bv);
-    if (bo) clReleaseMemObject(bo);
-    if (bl) clReleaseMemObject(bl);
+    if (bq)
+        clReleaseMemObject(bq);
+    if (bk)
+        clReleaseMemObject(bk);
+    if (bv)
+        clReleaseMemObject(bv);
+    if (bo)
+        clReleaseMemObject(bo);
+    if (bl)
+        clReleaseMemObject(bl);
     return st;
 }
 
@@ -538,8 +635,7 @@ void *sparcl__plan_state(const sparcl_plan *p, const sparcl__kind_ops *kind)
 }
 
 /* The helpers above, for the other passes (plan.h). */
-sparcl_strides sparcl__plan_resolve(sparcl_strides s, const sparcl_plan_desc *d, int heads,
-                                    int len)
+sparcl_strides sparcl__plan_resolve(sparcl_strides s, const sparcl_plan_desc *d, int heads, int len)
 {
     return resolve(s, d, heads, len);
 }
@@ -549,8 +645,7 @@ int64_t sparcl__plan_span(sparcl_strides s, int batch, int heads, int len, int d
     return span(s, batch, heads, len, dim);
 }
 
-sparcl_status sparcl__plan_check_buffer(sparcl_plan *p, cl_mem m, const char *name,
-                                        int64_t elems)
+sparcl_status sparcl__plan_check_buffer(sparcl_plan *p, cl_mem m, const char *name, int64_t elems)
 {
     return check_buffer(p, m, name, elems);
 }
