@@ -10,17 +10,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/params.h"
-#include "layout/layout.h"
 #include "plan/attention_kinds.h"
-#include "plan/kernel_build.h"
-#include "plan/plan.h"
 #include "runtime/checked.h"
 #include "runtime/ctx.h"
 #include "runtime/error.h"
+#include "plan/kernel_build.h"
+#include "layout/layout.h"
 #include "runtime/memory.h"
+#include "kernels/params.h"
+#include "plan/plan.h"
 #include "runtime/struct_size.h"
 #include "tuning/tuning_lookup.h"
+
 
 /* Contiguous [B, H, S, D] strides for all-zero ones.  The products are
  * checked: 0 (and *s untouched) when they do not fit in int64. */
@@ -180,7 +181,8 @@ sparcl_status sparcl__plan_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d
     if (d->page_size < 0)
         return BAD("page_size %d must be >= 0", d->page_size);
     if (!(d->scale >= 0.0f) || isinf(d->scale))
-        return BAD("scale %g must be finite and >= 0 (0 means 1/sqrt(head_dim))", (double)d->scale);
+        return BAD("scale %g must be finite and >= 0 (0 means 1/sqrt(head_dim))",
+                   (double)d->scale);
     sparcl_status st = check_tensors(ctx, d);
     if (st != SPARCL_OK)
         return st;
@@ -189,7 +191,8 @@ sparcl_status sparcl__plan_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d
     const sparcl_layout *l = d->layout;
     if (l) {
         if (l->heads != 1 && l->heads != d->q_heads)
-            return BAD("layout has %d heads; the plan needs 1 or q_heads %d", l->heads, d->q_heads);
+            return BAD("layout has %d heads; the plan needs 1 or q_heads %d", l->heads,
+                       d->q_heads);
         if (l->q_len != d->q_len || l->kv_len != d->kv_len)
             return BAD("layout is %d x %d but the plan is q_len %d x kv_len %d", l->q_len,
                        l->kv_len, d->q_len, d->kv_len);
@@ -228,7 +231,8 @@ static sparcl_status alloc(sparcl_ctx *ctx, const sparcl_plan_desc *desc, sparcl
 /* Creates the state of the kind the descriptor and `params` (the checked
  * choice of the first kind's family, or NULL) select.  A kind that declines
  * has adjusted `params`; the kind they select then is tried. */
-static sparcl_status create_kind(sparcl_plan *p, const sparcl_plan_desc *desc, sparcl__pset *params)
+static sparcl_status create_kind(sparcl_plan *p, const sparcl_plan_desc *desc,
+                                 sparcl__pset *params)
 {
     for (int tries = 0; tries < SPARCL__KIND_COUNT; ++tries) {
         const sparcl__kind_ops *kind = sparcl__kind_select(desc, params);
@@ -320,15 +324,16 @@ SPARCL_API void sparcl_plan_free(sparcl_plan *p)
     free(p);
 }
 
-sparcl_status sparcl__check_float_buffer(sparcl_ctx *ctx, cl_mem m, const char *name, int64_t elems)
+sparcl_status sparcl__check_float_buffer(sparcl_ctx *ctx, cl_mem m, const char *name,
+                                         int64_t elems)
 {
     if (!m)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s buffer is NULL", name);
     size_t size = 0;
     cl_int err = clGetMemObjectInfo(m, CL_MEM_SIZE, sizeof size, &size, NULL);
     if (err != CL_SUCCESS)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is not a valid buffer (%s)", name,
-                            sparcl__cl_error_name(err));
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is not a valid buffer (%s)",
+                            name, sparcl__cl_error_name(err));
     uint64_t need = (uint64_t)elems * sizeof(float);
     if ((uint64_t)size < need)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
@@ -384,9 +389,9 @@ static sparcl_status forward_strided(sparcl_plan *p, cl_command_queue queue,
 }
 
 sparcl_status sparcl__plan_forward_strided(sparcl_plan *p, cl_command_queue queue,
-                                           const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
-                                           cl_mem out, cl_mem lse, cl_uint num_wait,
-                                           const cl_event *wait, cl_event *event)
+                                          const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
+                                          cl_mem out, cl_mem lse, cl_uint num_wait,
+                                          const cl_event *wait, cl_event *event)
 {
     return forward_strided(p, queue, ts, q, k, v, out, lse, num_wait, wait, event);
 }
@@ -411,7 +416,8 @@ sparcl_status sparcl__plan_check_queue(sparcl_plan *p, cl_command_queue queue)
     return sparcl__check_queue(p->ctx, queue, "plan's");
 }
 
-sparcl_status sparcl__plan_call_begin(sparcl_plan *p, cl_command_queue queue, sparcl_strides ts[4])
+sparcl_status sparcl__plan_call_begin(sparcl_plan *p, cl_command_queue queue,
+                                      sparcl_strides ts[4])
 {
     if (!p)
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
@@ -518,17 +524,15 @@ SPARCL_API sparcl_status sparcl_plan_forward(sparcl_plan *p, cl_mem q, cl_mem k,
     return sparcl_plan_forward_on_queue(p, NULL, q, k, v, out, lse, num_wait, wait, event);
 }
 
-SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const float *q, const float *k,
-                                                  const float *v, float *out, float *lse)
+SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const float *q,
+                                                  const float *k, const float *v, float *out,
+                                                  float *lse)
 {
     if (!p)
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
     if (!q || !k || !v || !out)
         return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
-                            !q   ? "q"
-                            : !k ? "k"
-                            : !v ? "v"
-                                 : "out");
+                            !q ? "q" : !k ? "k" : !v ? "v" : "out");
     const sparcl_plan_desc *d = &p->desc;
     /* Host arrays are contiguous whatever strides the plan was made for.
      * The plan validated every extent positive; the counts saturate, so a
@@ -550,12 +554,8 @@ SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const float *q
     cl_int err;
     cl_context c = p->ctx->context;
     cl_mem bq = clCreateBuffer(c, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nq * 4, (void *)q, &err);
-    cl_mem bk =
-        bq ? clCreateBuffer(c, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nk * 4, (void *)k, &err)
-           : NULL;
-    cl_mem bv =
-        bk ? clCreateBuffer(c, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nk * 4, (void *)v, &err)
-           : NULL;
+    cl_mem bk = bq ? clCreateBuffer(c, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nk * 4, (void *)k, &err) : NULL;
+    cl_mem bv = bk ? clCreateBuffer(c, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nk * 4, (void *)v, &err) : NULL;
     cl_mem bo = bv ? clCreateBuffer(c, CL_MEM_WRITE_ONLY, nq * 4, NULL, &err) : NULL;
     cl_mem bl = bo && lse ? clCreateBuffer(c, CL_MEM_WRITE_ONLY, nl * 4, NULL, &err) : NULL;
     sparcl_status st = SPARCL_OK;
@@ -566,9 +566,10 @@ SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const float *q
         goto done;
     }
     const sparcl_strides zero = {0, 0, 0};
-    const sparcl_strides ts[4] = {
-        resolve(zero, d, d->q_heads, d->q_len), resolve(zero, d, d->kv_heads, d->kv_len),
-        resolve(zero, d, d->kv_heads, d->kv_len), resolve(zero, d, d->q_heads, d->q_len)};
+    const sparcl_strides ts[4] = {resolve(zero, d, d->q_heads, d->q_len),
+                                  resolve(zero, d, d->kv_heads, d->kv_len),
+                                  resolve(zero, d, d->kv_heads, d->kv_len),
+                                  resolve(zero, d, d->q_heads, d->q_len)};
     cl_event ev = NULL;
     st = forward_strided(p, NULL, ts, bq, bk, bv, bo, bl, 0, NULL, &ev);
     if (st != SPARCL_OK)
@@ -580,16 +581,11 @@ SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const float *q
     if (err != CL_SUCCESS)
         st = sparcl__fail_cl(p->ctx, err, "clEnqueueReadBuffer");
 done:
-    if (bq)
-        clReleaseMemObject(bq);
-    if (bk)
-        clReleaseMemObject(bk);
-    if (bv)
-        clReleaseMemObject(bv);
-    if (bo)
-        clReleaseMemObject(bo);
-    if (bl)
-        clReleaseMemObject(bl);
+    if (bq) clReleaseMemObject(bq);
+    if (bk) clReleaseMemObject(bk);
+    if (bv) clReleaseMemObject(bv);
+    if (bo) clReleaseMemObject(bo);
+    if (bl) clReleaseMemObject(bl);
     return st;
 }
 
@@ -635,7 +631,8 @@ void *sparcl__plan_state(const sparcl_plan *p, const sparcl__kind_ops *kind)
 }
 
 /* The helpers above, for the other passes (plan.h). */
-sparcl_strides sparcl__plan_resolve(sparcl_strides s, const sparcl_plan_desc *d, int heads, int len)
+sparcl_strides sparcl__plan_resolve(sparcl_strides s, const sparcl_plan_desc *d, int heads,
+                                    int len)
 {
     return resolve(s, d, heads, len);
 }
@@ -645,7 +642,8 @@ int64_t sparcl__plan_span(sparcl_strides s, int batch, int heads, int len, int d
     return span(s, batch, heads, len, dim);
 }
 
-sparcl_status sparcl__plan_check_buffer(sparcl_plan *p, cl_mem m, const char *name, int64_t elems)
+sparcl_status sparcl__plan_check_buffer(sparcl_plan *p, cl_mem m, const char *name,
+                                        int64_t elems)
 {
     return check_buffer(p, m, name, elems);
 }
