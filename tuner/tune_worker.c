@@ -142,7 +142,7 @@ static int set_up(sparcl_ctx *ctx, setup *s, const char *line, char *err, size_t
     int used = 0;
     if (sscanf(line, "%31s %n", kernel, &used) != 1 ||
         (strcmp(kernel, "attn_fwd") && strcmp(kernel, "attn_bwd") &&
-         strcmp(kernel, "attn_entmax"))) {
+         strcmp(kernel, "attn_entmax") && strcmp(kernel, "attn_decode"))) {
         snprintf(err, size, "unknown kernel family \"%s\"", kernel);
         return -1;
     }
