@@ -84,8 +84,10 @@ inline int first_at_or_after(__global const int *col, int lo, int hi, int t)
  *
  * Without kv_lens (use_lens 0) the keys are the plan's kv_len keys of the
  * tiled layout.  With kv_lens, sequence b has kv_lens[b] keys (a KV cache's
- * current length, at most the plan's kv_len, its capacity) and the walk
- * covers every tile below it as FULL, the plan having no layout: row i
+ * current length, at most the plan's kv_len, its capacity); with use_lens 2
+ * (a plan with a layout, all lengths equal to kv_len) the tiled layout is
+ * walked as without lengths; with use_lens 1 the walk covers every tile
+ * below the length as FULL, the plan having no layout: row i
  * attends keys j < kv_lens[b], and with `causal` only j <= i + kv_lens[b] -
  * QROWS (queries sit at the end of the sequence, as everywhere).  With
  * page_size > 0 the cache is paged: key j of sequence b lives in page
@@ -112,6 +114,7 @@ attn_decode(__global const float *restrict q, __global const float *restrict k,
     const int b = get_group_id(2);
     const int t0 = split * tiles_per_split;
     const int n_keys = use_lens ? kv_lens[b] : kv_len;
+    const int dense_walk = use_lens == 1;
     const int t1 = min(t0 + tiles_per_split, (n_keys + BLOCK_N - 1) / BLOCK_N);
     (void)q_len; /* == QROWS: the program is built for the plan's q_len */
     /* The last key each row may see when the lengths come with the call. */
@@ -159,7 +162,7 @@ attn_decode(__global const float *restrict q, __global const float *restrict k,
     int next = t0; /* the dense walk of calls with lengths */
     for (;;) {
         int c = t1;
-        if (use_lens)
+        if (dense_walk)
             c = next++;
         else
             for (int hh = 0; hh < HEADS; ++hh)
@@ -170,9 +173,9 @@ attn_decode(__global const float *restrict q, __global const float *restrict k,
         /* Per head: whether it attends this tile, and its mask (-1 FULL). */
         int act[HEADS], mi[HEADS];
         for (int hh = 0; hh < HEADS; ++hh) {
-            act[hh] = use_lens || (e[hh] < e_end[hh] && tile_col[e[hh]] == c);
-            mi[hh] = use_lens ? -1 : act[hh] ? tile_mask[e[hh]] : 0;
-            e[hh] += act[hh] && !use_lens;
+            act[hh] = dense_walk || (e[hh] < e_end[hh] && tile_col[e[hh]] == c);
+            mi[hh] = dense_walk ? -1 : act[hh] ? tile_mask[e[hh]] : 0;
+            e[hh] += act[hh] && !dense_walk;
         }
         const int c0 = c * BLOCK_N;
         /* Some row's limit falls inside the tile: elements past it drop. */

@@ -8,9 +8,12 @@
  * far.  The plan is made once, for the cache's capacity: appending never
  * makes a new plan.  Exits non-zero if any error exceeds 1e-4.
  *
- * The plan is causal: calls with per-sequence lengths take dense or causal
- * plans (a layout such as streaming attention is fixed at the plan's
- * kv_len; see sparcl.h, "KV caches").
+ * Each step also runs streaming attention (StreamingLLM: SINK attention
+ * sinks and the last LOCAL tokens) over the same paged cache.  A layout is
+ * fixed at its plan's kv_len, so that is one plan per sequence and length;
+ * after the first step its kernels come from the context's program cache,
+ * and the example prints what such a plan costs and how many programs were
+ * compiled.
  *
  * usage: sparcl-decode-example [--steps N]
  */
@@ -18,11 +21,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sparcl.h"
 
 enum { BATCH = 2, Q_HEADS = 8, KV_HEADS = 2, DIM = 64, CAPACITY = 512, PAGE = 32 };
 enum { MAX_PAGES = CAPACITY / PAGE, POOL_PAGES = BATCH * MAX_PAGES };
+enum { SINK = 4, LOCAL = 32 };
+
+static double now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
+}
 
 static void fill(float *x, size_t n, unsigned *seed)
 {
@@ -75,11 +87,10 @@ static int append(cache *c, cl_command_queue queue, cl_mem kpool, cl_mem vpool, 
     return 1;
 }
 
-/* Max |out - reference| of sequence b's query q ([Q_HEADS][DIM]) over its
- * keys so far. */
-static double check(sparcl_ctx *ctx, const cache *c, int b, const float *q, const float *out)
+/* The descriptor of one sequence of n tokens (batch 1): causal, or with
+ * `layout`. */
+static sparcl_plan_desc sequence_desc(int n, const sparcl_layout *layout)
 {
-    const int n = c->len[b];
     sparcl_plan_desc d;
     sparcl_plan_desc_init(&d);
     d.q_heads = Q_HEADS;
@@ -87,7 +98,18 @@ static double check(sparcl_ctx *ctx, const cache *c, int b, const float *q, cons
     d.q_len = 1;
     d.kv_len = n;
     d.head_dim = DIM;
-    d.causal = 1;
+    d.causal = layout == NULL;
+    d.layout = layout;
+    return d;
+}
+
+/* Max |out - reference| of sequence b's query q ([Q_HEADS][DIM]) over its
+ * keys so far, causal or under `layout`. */
+static double check(sparcl_ctx *ctx, const cache *c, int b, const float *q, const float *out,
+                    const sparcl_layout *layout)
+{
+    const int n = c->len[b];
+    const sparcl_plan_desc d = sequence_desc(n, layout);
     float *k = malloc(sizeof *k * KV_HEADS * (size_t)n * DIM);
     float *v = malloc(sizeof *v * KV_HEADS * (size_t)n * DIM);
     double want[Q_HEADS * DIM];
@@ -203,11 +225,43 @@ int main(int argc, char **argv)
             return 1;
         double e = 0;
         for (int b = 0; b < BATCH; ++b)
-            e = fmax(e, check(ctx, &c, b, q + b * Q_HEADS * DIM, out + b * Q_HEADS * DIM));
-        worst = fmax(worst, e);
-        if (s % 8 == 0 || s == steps - 1)
-            printf("step %3d: lengths %3d %3d, pages in use %2d, max error %.2e\n", s, c.len[0],
-                   c.len[1], POOL_PAGES - c.n_free, e);
+            e = fmax(e, check(ctx, &c, b, q + b * Q_HEADS * DIM, out + b * Q_HEADS * DIM, NULL));
+        /* Streaming: a plan per sequence at its length, over the same pages
+         * (its row of the block table), the sequence's query in qbuf's
+         * first row. */
+        double es = 0, plan_ms = 0;
+        for (int b = 0; b < BATCH; ++b) {
+            sparcl_layout *layout;
+            CHECK(sparcl_layout_init_streaming(ctx, &layout, 1, 1, c.len[b], PAGE, SINK, LOCAL));
+            sparcl_plan_desc sd = sequence_desc(c.len[b], layout);
+            sd.page_size = PAGE;
+            sparcl_plan *sp;
+            const double t0 = now_ms();
+            CHECK(sparcl_plan_init(ctx, &sp, &sd));
+            plan_ms += now_ms() - t0;
+            if (clEnqueueWriteBuffer(queue, qbuf, CL_TRUE, 0, Q_HEADS * DIM * sizeof(float),
+                                     q + b * Q_HEADS * DIM, 0, NULL, NULL) != CL_SUCCESS)
+                return 1;
+            CHECK(sparcl_plan_forward_cache(sp, NULL, qbuf, kpool, vpool, &c.len[b], PAGE,
+                                            c.table + b * MAX_PAGES, POOL_PAGES, obuf, NULL, 0,
+                                            NULL, NULL));
+            if (clEnqueueReadBuffer(queue, obuf, CL_TRUE, 0, Q_HEADS * DIM * sizeof(float), out, 0,
+                                    NULL, NULL) != CL_SUCCESS)
+                return 1;
+            es = fmax(es, check(ctx, &c, b, q + b * Q_HEADS * DIM, out, layout));
+            sparcl_plan_free(sp);
+            sparcl_layout_free(layout);
+        }
+        worst = fmax(worst, fmax(e, es));
+        if (s % 8 == 0 || s == steps - 1) {
+            sparcl_program_stats ps;
+            sparcl_program_stats_init(&ps);
+            sparcl_ctx_program_stats(ctx, &ps);
+            printf("step %3d: lengths %3d %3d, pages in use %2d, max error causal %.2e, "
+                   "streaming %.2e (plans %.2f ms each; %lld programs compiled so far)\n",
+                   s, c.len[0], c.len[1], POOL_PAGES - c.n_free, e, es, plan_ms / BATCH,
+                   (long long)ps.builds);
+        }
     }
     printf("%d steps, max error %.2e: %s\n", steps, worst, worst <= 1e-4 ? "ok" : "FAILED");
     clReleaseMemObject(kpool);

@@ -643,9 +643,14 @@ SPARCL_API size_t sparcl_plan_device_bytes(const sparcl_plan *plan);
  * and each call says how many tokens each sequence holds now, so appending
  * a token needs no new plan.  Sequence b's q_len queries sit at its end,
  * positions kv_lens[b] - q_len + i: they attend its keys j < kv_lens[b],
- * and with desc.causal only j <= i + kv_lens[b] - q_len.  Such plans have
- * no layout (dense or causal only: a layout is fixed at the plan's
- * kv_len).
+ * and with desc.causal only j <= i + kv_lens[b] - q_len.  A plan with a
+ * layout takes only lengths equal to its kv_len (the layout is fixed at
+ * that length; other lengths give SPARCL_ERR_NOT_SUPPORTED naming them):
+ * a pattern that follows the sequence (streaming, window) then takes one
+ * plan per length, which after the first builds no program (they come
+ * from the context's program cache; the split count SPLITS is not a build
+ * option) and costs the layout's re-blocking, milliseconds for short
+ * sequences (examples/decode.c prints it).
  *
  * Contiguous cache (desc.page_size 0): k and v as the descriptor's strides
  * say, [batch, kv_heads, capacity, head_dim] by default; only the first
@@ -673,7 +678,8 @@ SPARCL_API size_t sparcl_plan_device_bytes(const sparcl_plan *plan);
  * [0, kv_len], a block table entry outside the pool, a page size the plan
  * was not made for, NULL kv_lens or block_table, too small buffers (k and
  * v must hold the capacity, or the pool); SPARCL_ERR_NOT_SUPPORTED for a
- * plan that is not a decoding plan or has a layout; SPARCL_ERR_OPENCL. */
+ * plan that is not a decoding plan, or has a layout and a length other than
+ * its kv_len; SPARCL_ERR_OPENCL. */
 SPARCL_API sparcl_status sparcl_plan_forward_cache(sparcl_plan *plan, cl_command_queue queue,
                                                    cl_mem q, cl_mem k, cl_mem v,
                                                    const int32_t *kv_lens, int page_size,

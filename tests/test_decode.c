@@ -537,17 +537,19 @@ enum { CB = 3 }; /* sequences per cache test */
 typedef struct cache_case {
     int q_len, q_heads, kv_heads, dim, cap, page, causal, splits;
     int lens[CB];
+    int stream; /* a streaming layout (SINK, LOCAL) at the plan's kv_len */
 } cache_case;
 
 typedef struct seq_pred {
-    int q_len, kv_len, causal;
+    int q_len, kv_len, causal, stream;
 } seq_pred;
 
 static int seq_attends(const void *self, int h, int i, int j)
 {
     (void)h;
     const seq_pred *p = self;
-    return !p->causal || j <= i + p->kv_len - p->q_len;
+    const int pos = i + p->kv_len - p->q_len;
+    return (!p->causal || j <= pos) && (!p->stream || stream_at(pos, j, SINK, LOCAL));
 }
 
 /* A cache of CB sequences (contiguous, or pages of c->page tokens in a
@@ -579,8 +581,14 @@ static void cache_setup(cache_fixture *f, const cache_case *c)
     d.causal = c->causal;
     d.page_size = c->page;
     d.params = &params;
+    sparcl_layout *l = NULL;
+    if (c->stream)
+        cr_assert_eq(sparcl_layout_init_streaming(f->ctx, &l, 1, c->q_len, c->cap, 16, SINK, LOCAL),
+                     SPARCL_OK);
+    d.layout = l;
     cr_assert_eq(sparcl_plan_init(f->ctx, &f->plan, &d), SPARCL_OK, "%s",
                  sparcl_ctx_errmsg(f->ctx));
+    sparcl_layout_free(l);
     const size_t nq = (size_t)CB * c->q_heads * c->q_len * c->dim;
     const size_t row = (size_t)c->dim, seq = (size_t)c->kv_heads * c->cap * row;
     f->q = floats(nq, 31);
@@ -680,7 +688,7 @@ static void check_cache_call(cache_fixture *f, const cache_case *c, const int32_
                    (size_t)n * row * sizeof(float));
         }
         double *want = malloc(per_q * sizeof *want), *want_l = malloc(rows * sizeof *want_l);
-        const seq_pred sp = {c->q_len, n, c->causal};
+        const seq_pred sp = {c->q_len, n, c->causal, c->stream};
         oracle_attention(1, c->q_heads, c->kv_heads, c->q_len, n, c->dim,
                          1.0 / sqrt((double)c->dim), seq_attends, &sp, f->q + b * per_q, kp, vp,
                          want, want_l);
@@ -699,12 +707,12 @@ static void check_cache_call(cache_fixture *f, const cache_case *c, const int32_
 }
 
 static cache_case cache_cases[] = {
-    {1, 8, 2, 64, 300, 0, 1, 8, {1, 17, 300}},   /* contiguous, causal */
-    {3, 8, 1, 100, 300, 0, 0, 4, {0, 113, 299}}, /* an empty sequence */
-    {16, 4, 1, 128, 2000, 0, 1, 32, {16, 1999, 700}},
-    {1, 8, 2, 64, 300, 16, 1, 8, {1, 17, 300}},         /* paged: page 16 */
-    {3, 4, 4, 64, 2000, 64, 1, 16, {2000, 65, 3}},      /* page 64 */
-    {1, 8, 1, 128, 2000, 256, 0, 64, {255, 257, 1500}}, /* page 256, 8:1 */
+    {1, 8, 2, 64, 300, 0, 1, 8, {1, 17, 300}, 0},   /* contiguous, causal */
+    {3, 8, 1, 100, 300, 0, 0, 4, {0, 113, 299}, 0}, /* an empty sequence */
+    {16, 4, 1, 128, 2000, 0, 1, 32, {16, 1999, 700}, 0},
+    {1, 8, 2, 64, 300, 16, 1, 8, {1, 17, 300}, 0},         /* paged: page 16 */
+    {3, 4, 4, 64, 2000, 64, 1, 16, {2000, 65, 3}, 0},      /* page 64 */
+    {1, 8, 1, 128, 2000, 256, 0, 64, {255, 257, 1500}, 0}, /* page 256, 8:1 */
 };
 
 ParameterizedTestParameters(decode, cache_matches_reference)
@@ -729,9 +737,23 @@ ParameterizedTest(cache_case *c, decode, cache_matches_reference)
     cache_teardown(&f);
 }
 
+/* A plan with a layout takes lengths equal to its kv_len: a paged cache
+ * under a streaming layout, exact at that length. */
+Test(decode, cache_with_a_layout_at_its_length)
+{
+    const cache_case cases2[] = {{1, 8, 2, 64, 300, 16, 0, 8, {300, 300, 300}, 1},
+                                 {3, 4, 1, 100, 2000, 64, 0, 16, {2000, 2000, 2000}, 1}};
+    for (int k = 0; k < 2; ++k) {
+        cache_fixture f;
+        cache_setup(&f, &cases2[k]);
+        check_cache_call(&f, &cases2[k], cases2[k].lens);
+        cache_teardown(&f);
+    }
+}
+
 Test(decode, cache_refuses_bad_input)
 {
-    const cache_case c = {1, 4, 2, 64, 100, 16, 1, 4, {1, 1, 1}};
+    const cache_case c = {1, 4, 2, 64, 100, 16, 1, 4, {1, 1, 1}, 0};
     cache_fixture f;
     cache_setup(&f, &c);
     sparcl_ctx *ctx = f.ctx;

@@ -303,10 +303,20 @@ static int32_t derive(sparcl__param_id id, const sparcl__pset *p, const sparcl__
     }
 }
 
+/* Tuned parameters only the host reads (how a call is launched, not how a
+ * kernel is built): no -D option, so changing them builds nothing. */
+static int host_only(sparcl__param_id id)
+{
+    return id == SPARCL__P_SPLITS;
+}
+
 void sparcl__params_build_options(const sparcl__kernel_schema *schema, const sparcl__pset *p,
                                   const sparcl__problem *prob, char *buf, size_t size)
 {
     sparcl__pset all = *p;
+    for (int id = 0; id < SPARCL__P_COUNT; ++id)
+        if (host_only((sparcl__param_id)id))
+            all.set &= ~(1u << id);
     for (int k = 0; k < schema->n_derived; ++k)
         sparcl__pset_put(&all, schema->derived[k], derive(schema->derived[k], p, prob));
     /* Sorted by name, so that equal sets give equal strings (cache keys). */

@@ -196,8 +196,9 @@ sparcl_status sparcl__pset_tile_check(sparcl_ctx *ctx, const sparcl__pset *p,
 const char *sparcl__schema_fixed_option(const sparcl__kernel_schema *schema, int i);
 
 /* Writes the build options into buf: the fixed options, then -DNAME=value
- * for every tuned parameter `p` sets and every derived value the schema
- * declares, sorted by name.  Nothing else adds options. */
+ * for every tuned parameter `p` sets (except those only the host reads:
+ * SPLITS) and every derived value the schema declares, sorted by name.
+ * Nothing else adds options. */
 void sparcl__params_build_options(const sparcl__kernel_schema *schema, const sparcl__pset *p,
                                   const sparcl__problem *prob, char *buf, size_t size);
 

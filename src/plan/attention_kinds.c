@@ -22,10 +22,9 @@ sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
         return BAD("alpha %g must be in (1, 2] for entmax", (double)d->alpha);
     if (d->page_size > 0 &&
         (d->attention != SPARCL_ATTENTION_EXACT ||
-         d->normalization != SPARCL_NORMALIZATION_SOFTMAX || d->q_len > SPARCL__DECODE_MAX_Q ||
-         d->layout))
+         d->normalization != SPARCL_NORMALIZATION_SOFTMAX || d->q_len > SPARCL__DECODE_MAX_Q))
         return UNSUPPORTED("page_size %d: a paged KV cache needs a decoding plan (exact softmax, "
-                           "q_len <= %d, no layout)",
+                           "q_len <= %d)",
                            d->page_size, SPARCL__DECODE_MAX_Q);
     switch (d->attention) {
     case SPARCL_ATTENTION_EXACT: return SPARCL_OK;

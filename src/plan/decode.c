@@ -139,7 +139,8 @@ static sparcl_status decode_create(const sparcl__plan_view *v, const sparcl_plan
 static cl_int set_args(const decode *s, const sparcl__fwd_call *c, cl_int tiles_per_split)
 {
     const sparcl_plan_desc *d = &s->t.view->desc;
-    const cl_int use_lens = c->kv_lens != NULL, causal = d->causal != 0;
+    /* 1: lengths, dense walk; 2: lengths equal to kv_len, the layout's tiles */
+    const cl_int use_lens = !c->kv_lens ? 0 : s->t.layout ? 2 : 1, causal = d->causal != 0;
     const cl_int page_size = d->page_size, max_pages = s->max_pages;
     const sparcl__plan_view *v = s->t.view;
     const cl_float scale_log2 = v->scale * (cl_float)CL_M_LOG2E;
@@ -207,11 +208,13 @@ static sparcl_status decode_forward(void *state, const sparcl__fwd_call *c)
     decode *s = state;
     const sparcl__plan_view *v = s->t.view;
     const sparcl_plan_desc *d = &v->desc;
-    if (c->kv_lens && s->t.layout)
-        return sparcl__fail(v->ctx, SPARCL_ERR_NOT_SUPPORTED,
-                            "a plan with a layout takes no KV cache lengths (the layout is "
-                            "fixed at kv_len %d); cache calls take dense or causal plans",
-                            d->kv_len);
+    for (int b = 0; c->kv_lens && s->t.layout && b < d->batch; ++b)
+        if (c->kv_lens[b] != d->kv_len)
+            return sparcl__fail(v->ctx, SPARCL_ERR_NOT_SUPPORTED,
+                                "kv_lens[%d] = %d: a plan with a layout takes lengths equal to "
+                                "its kv_len %d (the layout is fixed at that length; make a plan "
+                                "per length, or use a dense or causal plan)",
+                                b, c->kv_lens[b], d->kv_len);
     if (!c->kv_lens && d->page_size > 0)
         return sparcl__fail(v->ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "a plan of a paged cache (page_size %d) runs through "
