@@ -848,3 +848,61 @@ Test(decode, cache_refuses_a_plan_with_a_layout)
     sparcl_layout_free(l);
     sparcl_ctx_free(ctx);
 }
+
+/* Non-finite scores split across the key range: keys whose scores are -inf
+ * weigh 0 next to finite ones even when a whole split holds nothing else
+ * (its partial is marked, not NaN), and a row whose attended scores are
+ * all -inf is NaN, as in the library's double reference. */
+Test(decode, nonfinite_scores_across_splits)
+{
+    sparcl_ctx *ctx = make_ctx();
+    enum { HQ = 4, HK = 2, KV = 300, D = 64 };
+    sparcl_params params;
+    sparcl_params_clear(&params);
+    sparcl_params_set(&params, "SPLITS", 8);
+    sparcl_params_set(&params, "BLOCK_N", 32);
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.q_heads = HQ;
+    d.kv_heads = HK;
+    d.q_len = 1;
+    d.kv_len = KV;
+    d.head_dim = D;
+    d.params = &params;
+    sparcl_plan *p;
+    cr_assert_eq(sparcl_plan_init(ctx, &p, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    const size_t nq = (size_t)HQ * D, nk = (size_t)HK * KV * D;
+    float *q = floats(nq, 41), *k = floats(nk, 42), *v = floats(nk, 43);
+    for (size_t x = 0; x < nq; ++x)
+        q[x] = fabsf(q[x]) + 0.01f; /* positive: a -inf key element gives a -inf score */
+    /* KV head 0: keys 0..99 (the first splits whole) score -inf; KV head 1:
+     * every key does. */
+    for (int j = 0; j < KV; ++j)
+        for (int h = 0; h < HK; ++h)
+            if (h == 1 || j < 100)
+                k[((size_t)h * KV + (size_t)j) * D] = -INFINITY;
+    float *o = malloc(nq * sizeof *o), *lse = malloc(HQ * sizeof *lse);
+    cr_assert_eq(sparcl_plan_forward_host(p, q, k, v, o, lse), SPARCL_OK);
+    double want[HQ * D], want_l[HQ];
+    cr_assert_eq(sparcl_reference_forward(ctx, &d, q, k, v, want, want_l), SPARCL_OK);
+    for (int h = 0; h < HQ; ++h) {
+        const int group_of_head1 = h / (HQ / HK) == 1;
+        if (group_of_head1) { /* all -inf: NaN */
+            cr_assert(isnan(lse[h]) && isnan(want_l[h]), "head %d lse %g, reference %g", h,
+                      (double)lse[h], want_l[h]);
+            for (int x = 0; x < D; ++x)
+                cr_assert(isnan(o[h * D + x]), "head %d out[%d] %g", h, x, (double)o[h * D + x]);
+        } else {
+            cr_assert_lt(fabs(lse[h] - want_l[h]), TOL, "head %d lse %g vs %g", h, (double)lse[h],
+                         want_l[h]);
+            cr_assert_lt(oracle_max_abs_diff_f(o + h * D, want + h * D, D), TOL);
+        }
+    }
+    free(q);
+    free(k);
+    free(v);
+    free(o);
+    free(lse);
+    sparcl_plan_free(p);
+    sparcl_ctx_free(ctx);
+}
