@@ -621,8 +621,8 @@ SPARCL_API size_t sparcl_plan_device_bytes(const sparcl_plan *plan);
  * over a KV cache, or a few speculative tokens) runs on the split-KV
  * decoding path (flash-decoding) instead of the fused forward when either
  * its parameter override names SPLITS or HEADS (kernel family
- * "attn_decode"), or it has no override and kv_len >= 256 and kv_len >= 8
- * q_len.  The key range is cut into at most SPLITS ranges of BLOCK_N-key
+ * "attn_decode"), or it has desc.page_size > 0 (a paged KV cache), or it
+ * has no override and kv_len >= 256 and kv_len >= 8 q_len.  The key range is cut into at most SPLITS ranges of BLOCK_N-key
  * tiles; one work-item per (range, HEADS query heads of one KV head,
  * batch) reads each key and value row of its range once for all its query
  * heads (under GQA/MQA the K/V traffic is that of the KV heads, not of the
