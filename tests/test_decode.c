@@ -51,6 +51,12 @@ static void download(sparcl_ctx *ctx, cl_mem m, float *x, size_t n)
                  CL_SUCCESS);
 }
 
+static void free_all(void **ptrs, int n)
+{
+    for (int i = 0; i < n; ++i)
+        free(ptrs[i]);
+}
+
 static float *floats(size_t n, uint64_t seed)
 {
     float *x = malloc(n * sizeof *x);
@@ -158,13 +164,7 @@ static void check_merge(int n, int with_lse, sparcl_strides ps, size_t part_span
     }
     clReleaseMemObject(out);
     clReleaseMemObject(lse);
-    free(q);
-    free(k);
-    free(v);
-    free(got);
-    free(got_l);
-    free(want);
-    free(want_l);
+    free_all((void *[]){q, k, v, got, got_l, want, want_l}, 7);
     sparcl_ctx_free(ctx);
 }
 
@@ -255,13 +255,7 @@ Test(decode, merge_of_forward_slices_matches_one_call)
     }
     clReleaseMemObject(out);
     clReleaseMemObject(lse);
-    free(q);
-    free(k);
-    free(v);
-    free(got);
-    free(got_l);
-    free(want);
-    free(want_l);
+    free_all((void *[]){q, k, v, got, got_l, want, want_l}, 7);
     sparcl_ctx_free(ctx);
 }
 
