@@ -506,6 +506,10 @@ typedef struct sparcl_plan_desc {
     uint64_t seed;            /* FAVOR+ features and seeded Linformer projections */
     const float *proj_e;      /* Linformer E and F, k x kv_len row-major, or NULL */
     const float *proj_f;      /* for seeded ones; borrowed during sparcl_plan_init */
+    /* KV cache paging (section "Decoding" below): 0 (the default) for K and
+     * V stored per sequence, else the tokens per page of a paged cache,
+     * which sparcl_plan_forward_cache() then requires.  >= 0. */
+    int page_size;
 } sparcl_plan_desc;
 
 /* Fills the first `size` bytes of *desc with the defaults (batch 1, one
@@ -613,6 +617,122 @@ SPARCL_API void sparcl_plan_params(const sparcl_plan *plan, sparcl_params *param
  * CLBlast may allocate temporaries of its own during an ALGO=1 call; they
  * are not counted.  A plan's workspace serializes its calls on the queue. */
 SPARCL_API size_t sparcl_plan_device_bytes(const sparcl_plan *plan);
+
+/* ---- Decoding: few query rows over many keys ----
+ *
+ * A plan of exact softmax attention with q_len <= 16 (one token at a time
+ * over a KV cache, or a few speculative tokens) runs on the split-KV
+ * decoding path (flash-decoding) instead of the fused forward when either
+ * its parameter override names SPLITS or HEADS (kernel family
+ * "attn_decode"), or it has desc.page_size > 0 (a paged KV cache), or it
+ * has no override and kv_len >= 256 and kv_len >= 8 q_len.  The key range is cut into at most SPLITS ranges of BLOCK_N-key
+ * tiles; one work-item per (range, HEADS query heads of one KV head,
+ * batch) reads each key and value row of its range once for all its query
+ * heads (under GQA/MQA the K/V traffic is that of the KV heads, not of the
+ * query heads) and writes a partial output and LSE into the plan's
+ * workspace (SPLITS x batch x q_heads x q_len x (head_dim + 1) floats,
+ * counted in sparcl_plan_device_bytes()); a second kernel merges them as
+ * sparcl_merge() does.  K is read as stored: nothing is repacked per call.
+ * Results, layouts (causal, window, streaming, block masks, per-head, any
+ * pattern), non-finite inputs, lse and the backward are exactly those of
+ * the fused forward; sparcl_plan_params() reports the attn_decode
+ * parameters (BLOCK_N, EXP, HEADS, SPLITS, VEC), tunable like any family.
+ * Calls of one plan share the workspace, so they run one after another. */
+
+/* ---- KV caches: lengths and pages as call arguments ----
+ *
+ * A decoding plan (above) also runs over a KV cache whose sequences grow:
+ * the plan is made once with kv_len = the cache's capacity per sequence,
+ * and each call says how many tokens each sequence holds now, so appending
+ * a token needs no new plan.  Sequence b's q_len queries sit at its end,
+ * positions kv_lens[b] - q_len + i: they attend its keys j < kv_lens[b],
+ * and with desc.causal only j <= i + kv_lens[b] - q_len.  A plan with a
+ * layout takes only lengths equal to its kv_len (the layout is fixed at
+ * that length; other lengths give SPARCL_ERR_NOT_SUPPORTED naming them):
+ * a pattern that follows the sequence (streaming, window) then takes one
+ * plan per length, which after the first builds no program (they come
+ * from the context's program cache; the split count SPLITS is not a build
+ * option) and costs the layout's re-blocking, milliseconds for short
+ * sequences (examples/decode.c prints it).
+ *
+ * Contiguous cache (desc.page_size 0): k and v as the descriptor's strides
+ * say, [batch, kv_heads, capacity, head_dim] by default; only the first
+ * kv_lens[b] rows of each sequence are read.
+ *
+ * Paged cache (desc.page_size P > 0, chosen by the application, as in vLLM
+ * and FlexAttention): k and v are pools of pool_pages pages of P tokens;
+ * k_strides/v_strides give the page stride in .batch, then .head and .seq
+ * within a page (zeros: contiguous [pool_pages, kv_heads, P, head_dim]).
+ * block_table (host, batch x ceil(kv_len / P) int32, row-major) maps page
+ * p of sequence b to a pool page; only the entries its length reaches,
+ * p < ceil(kv_lens[b] / P), are read, and each must lie in [0,
+ * pool_pages).  Sequences may share pages (a common prefix).
+ *
+ * kv_lens (host, batch int32) and block_table are read during the call
+ * only (copied to the device with a blocking write on the queue). */
+
+/* Enqueues attention of the plan's queries over the cache as described
+ * above; q, out and lse as for sparcl_plan_forward().  For a contiguous
+ * cache pass block_table NULL, pool_pages 0 and page_size 0; page_size
+ * must be the plan's desc.page_size.  Everything is checked before
+ * anything is enqueued, and no cache element outside the lengths and the
+ * pool is ever read.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT naming the value: a length outside
+ * [0, kv_len], a block table entry outside the pool, a page size the plan
+ * was not made for, NULL kv_lens or block_table, too small buffers (k and
+ * v must hold the capacity, or the pool); SPARCL_ERR_NOT_SUPPORTED for a
+ * plan that is not a decoding plan, or has a layout and a length other than
+ * its kv_len; SPARCL_ERR_OPENCL. */
+SPARCL_API sparcl_status sparcl_plan_forward_cache(sparcl_plan *plan, cl_command_queue queue,
+                                                   cl_mem q, cl_mem k, cl_mem v,
+                                                   const int32_t *kv_lens, int page_size,
+                                                   const int32_t *block_table, int pool_pages,
+                                                   cl_mem out, cl_mem lse, cl_uint num_wait,
+                                                   const cl_event *wait, cl_event *event);
+
+/* ---- Merging partial results ---- */
+
+/* Combines `parts` partial softmax attention results of the same query
+ * rows into the exact result over the union of their keys: part p holds
+ * out_p (softmax attention of each row over a set of keys S_p, the S_p
+ * disjoint, e.g. sparcl_plan_forward() over one slice of a long key range,
+ * or one device's share) and lse_p (its natural-log sum of exponentials,
+ * the lse output of the forward).  For each row:
+ *   m = max_p lse_p,  w_p = exp(lse_p - m),
+ *   out = sum_p w_p out_p / sum_p w_p,  lse = m + log sum_p w_p.
+ * A part whose lse is -inf saw no key: it weighs 0 and its out is not
+ * read.  When every part's lse is -inf the row attends to nothing: out 0,
+ * lse -inf -- or NaN in both when some such part's out begins with NaN
+ * (the decoding path's mark for keys whose scores were all -inf).  A NaN
+ * lse makes the row NaN.
+ *
+ * Shapes: batch, heads, q_len >= 1, head_dim in [1, SPARCL_MAX_HEAD_DIM].
+ * part_out[0 .. parts) and part_lse[0 .. parts): device buffers, each
+ * part's out with the strides part_strides (zeros: contiguous [B, H, S,
+ * D]; the rules of sparcl_strides), each lse contiguous [batch, heads,
+ * q_len].  out: written with o_strides (which must not overlap); lse: NULL
+ * or receives the merged lse (contiguous).  out and lse must not be any
+ * part's buffer.  Buffers are borrowed until the returned event completes;
+ * sizes are checked with clGetMemObjectInfo before anything is enqueued.
+ * One kernel launch merges up to 8 parts; more parts chain launches (each
+ * folding up to 7 more parts into out), with a temporary lse buffer when
+ * lse is NULL.
+ *
+ * queue: NULL for the context's queue, or a queue of its context and
+ * device.  num_wait/wait: an OpenCL wait list.  event: NULL, or receives
+ * the event of the last launch, which the caller must release.  The
+ * kernel is built on first use (then taken from the context's program
+ * cache).  Thread-safe: each call creates its own kernel object.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL ctx, arrays or buffers, a shape
+ * or stride out of range, a buffer too small, aliasing, a wait list that
+ * does not match num_wait, a queue of another context), SPARCL_ERR_BUILD,
+ * SPARCL_ERR_OUT_OF_MEMORY, SPARCL_ERR_OPENCL. */
+SPARCL_API sparcl_status sparcl_merge(sparcl_ctx *ctx, cl_command_queue queue, int batch,
+                                      int heads, int q_len, int head_dim, int parts,
+                                      const cl_mem *part_out, const cl_mem *part_lse,
+                                      sparcl_strides part_strides, cl_mem out,
+                                      sparcl_strides o_strides, cl_mem lse, cl_uint num_wait,
+                                      const cl_event *wait, cl_event *event);
 
 /* ------------------------------------------------------------------------
  * CPU reference

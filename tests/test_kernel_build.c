@@ -144,6 +144,27 @@ Test(kernel_build, every_family_builds_without_warnings, .timeout = 900)
         sparcl_plan_free(plan);
         cr_assert_eq(rec.warning[0], 0, "variant %zu: %s", i, rec.warning);
     }
+    /* The split-KV decoding path (q_len <= 16) and its merge, with an odd
+     * and a vector-wide head dimension. */
+    const char *decode_sets[] = {"SPLITS=4 HEADS=1 VEC=4 BLOCK_N=16 EXP=0",
+                                 "SPLITS=2 HEADS=2 VEC=16 BLOCK_N=32 EXP=2"};
+    for (int i = 0; i < 2; ++i) {
+        sparcl_plan_desc d;
+        sparcl_plan_desc_init(&d);
+        d.q_heads = 2;
+        d.q_len = 3;
+        d.kv_len = 40;
+        d.head_dim = i ? 64 : 72;
+        d.causal = 1;
+        sparcl_params p;
+        parse(decode_sets[i], &p);
+        d.params = &p;
+        sparcl_plan *plan = NULL;
+        cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "decode %d: %s", i,
+                     sparcl_ctx_errmsg(ctx));
+        sparcl_plan_free(plan);
+        cr_assert_eq(rec.warning[0], 0, "decode %d: %s", i, rec.warning);
+    }
     sparcl_layout_free(lay);
     sparcl_ctx_free(ctx);
 

@@ -92,7 +92,10 @@ static void on_row(void *user, const sparcl_device_info *device,
     d.batch = 1;
     d.q_heads = problem->q_heads;
     d.kv_heads = problem->kv_heads;
-    d.q_len = d.kv_len = 64; /* lengths are kernel arguments, not build options */
+    /* Lengths are kernel arguments, not build options -- except a decoding
+     * problem's q_len (its rows are the kernel's QROWS). */
+    d.q_len = problem->q_len <= 16 ? problem->q_len : 64;
+    d.kv_len = 64;
     d.head_dim = problem->head_dim;
     d.unchecked_params = 1; /* checked when it was tuned, on its own lengths */
     char what[256];
@@ -144,7 +147,9 @@ static void build_problem(bundle *b, const char *kernel, const tune_problem *p)
     snprintf(what, sizeof what, "%s (tuned or default)", p->spec);
     build_one(b, kernel, &d, NULL, what);
     sparcl_params def;
-    if (sparcl_kernel_default_params(b->ctx, kernel, &d, &def) == SPARCL_OK) {
+    /* (only defaults valid for the problem: attn_decode takes q_len <= 16) */
+    if (sparcl_kernel_default_params(b->ctx, kernel, &d, &def) == SPARCL_OK &&
+        sparcl_kernel_check_params(b->ctx, kernel, &d, &def) == SPARCL_OK) {
         snprintf(what, sizeof what, "%s (defaults)", p->spec);
         build_one(b, kernel, &d, &def, what);
     }

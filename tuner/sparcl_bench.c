@@ -18,9 +18,15 @@
  * allocated, the speedup over the baseline, and the max error of a sample
  * of rows against a double-precision recomputation.
  *
+ * The decoding cases (issue 15) have one query row per head over a long
+ * key range, GQA or MHA: their K and V dominate the compulsory bytes, so
+ * xPeak is the fraction of the measured bandwidth they stream K and V at.
+ * --max-kv N skips cases with more than N keys (the 128k ones need about
+ * 1 GiB of K and V).
+ *
  * usage: sparcl-bench [--quick] [--cases a,b,...] [--json] [--reps R]
  *                     [--baseline-reps R] [--no-baseline] [--set NAME=VALUE]...
- *                     [--list]
+ *                     [--max-kv N] [--list]
  */
 #include <math.h>
 #include <stdio.h>
@@ -42,19 +48,26 @@ typedef struct bench_case {
     int pattern, n, heads, dim;
     int quick;    /* part of --quick */
     int backward; /* times sparcl_plan_backward: useful FLOPs are 2.5x the forward's */
+    int q_len;    /* query rows per head when fewer than n (decoding); 0: n */
+    int kv_heads; /* K/V heads when fewer than heads (GQA); 0: heads */
 } bench_case;
 
 /* The standard problem set of issue 5 (fp32, batch 1). */
 static const bench_case cases[] = {
-    {"dense-4k", PAT_DENSE, 4096, 8, 64, 1, 0},
-    {"causal-4k", PAT_CAUSAL, 4096, 8, 64, 0, 0},
-    {"window-16k", PAT_WINDOW, 16384, 8, 64, 1, 0},
-    {"bigbird-16k", PAT_BIGBIRD, 16384, 8, 64, 0, 0},
-    {"window-128k", PAT_WINDOW, 131072, 4, 64, 0, 0},
-    {"dense-2k-d128", PAT_DENSE, 2048, 8, 128, 1, 0},
+    {"dense-4k", PAT_DENSE, 4096, 8, 64, 1, 0, 0, 0},
+    {"causal-4k", PAT_CAUSAL, 4096, 8, 64, 0, 0, 0, 0},
+    {"window-16k", PAT_WINDOW, 16384, 8, 64, 1, 0, 0, 0},
+    {"bigbird-16k", PAT_BIGBIRD, 16384, 8, 64, 0, 0, 0, 0},
+    {"window-128k", PAT_WINDOW, 131072, 4, 64, 0, 0, 0, 0},
+    {"dense-2k-d128", PAT_DENSE, 2048, 8, 128, 1, 0, 0, 0},
     /* The backward pass (issue 8) on the causal and sliding-window cases. */
-    {"bwd-causal-4k", PAT_CAUSAL, 4096, 8, 64, 0, 1},
-    {"bwd-window-16k", PAT_WINDOW, 16384, 8, 64, 1, 1},
+    {"bwd-causal-4k", PAT_CAUSAL, 4096, 8, 64, 0, 1, 0, 0},
+    {"bwd-window-16k", PAT_WINDOW, 16384, 8, 64, 1, 1, 0, 0},
+    /* Decoding (issue 15): one query row over n keys, GQA 32/8 and MHA. */
+    {"decode-gqa-4k", PAT_DENSE, 4096, 32, 128, 1, 0, 1, 8},
+    {"decode-gqa-32k", PAT_DENSE, 32768, 32, 128, 0, 0, 1, 8},
+    {"decode-gqa-128k", PAT_DENSE, 131072, 32, 128, 0, 0, 1, 8},
+    {"decode-mha-128k", PAT_DENSE, 131072, 8, 64, 0, 0, 1, 0},
 };
 #define N_CASES ((int)(sizeof cases / sizeof cases[0]))
 
@@ -66,11 +79,21 @@ static const bench_case cases[] = {
 #define BB_RANDOM 3
 
 typedef struct options {
-    int json, reps, baseline_reps, baseline, quick;
+    int json, reps, baseline_reps, baseline, quick, max_kv;
     int selected[N_CASES];
     sparcl_params params;
     int have_params;
 } options;
+
+static int q_len_of(const bench_case *c)
+{
+    return c->q_len ? c->q_len : c->n;
+}
+
+static int kv_heads_of(const bench_case *c)
+{
+    return c->kv_heads ? c->kv_heads : c->heads;
+}
 
 /* The pattern of one case, for the layout, the baseline's mask and the
  * error check. */
@@ -187,16 +210,17 @@ static int cmp_double(const void *a, const void *b)
 static double sample_error(const pattern_info *p, const float *q, const float *k, const float *v,
                            const float *o, float scale)
 {
-    const int n = p->c->n, d = p->c->dim, heads = p->c->heads;
+    const int n = p->c->n, d = p->c->dim, heads = p->c->heads, lq = q_len_of(p->c);
+    const int group = heads / kv_heads_of(p->c);
     double *w = malloc(sizeof *w * (size_t)n), err = 0.0;
     if (!w)
         return NAN;
     uint64_t seed = 7;
     for (int s = 0; s < 24; ++s) {
         int h = s % heads;
-        int i = s == 0 ? 0 : s == 1 ? n - 1 : (int)(lcg(&seed) % (uint64_t)n);
-        const float *qi = q + ((size_t)h * n + i) * d;
-        const float *kh = k + (size_t)h * n * d, *vh = v + (size_t)h * n * d;
+        int i = s == 0 ? 0 : s == 1 ? lq - 1 : (int)(lcg(&seed) % (uint64_t)lq);
+        const float *qi = q + ((size_t)h * lq + i) * d;
+        const float *kh = k + (size_t)(h / group) * n * d, *vh = v + (size_t)(h / group) * n * d;
         double mx = -INFINITY;
         for (int j = 0; j < n; ++j) {
             w[j] = -INFINITY;
@@ -219,7 +243,7 @@ static double sample_error(const pattern_info *p, const float *q, const float *k
             for (int j = 0; j < n; ++j)
                 if (w[j] != 0.0)
                     acc += w[j] * vh[(size_t)j * d + t];
-            err = fmax(err, fabs(acc / sum - o[((size_t)h * n + i) * d + t]));
+            err = fmax(err, fabs(acc / sum - o[((size_t)h * lq + i) * d + t]));
         }
     }
     free(w);
@@ -251,6 +275,10 @@ static double useful_flop(const bench_case *c, const result *r)
 static double compulsory_bytes(const bench_case *c)
 {
     const double hnd = (double)c->heads * c->n * c->dim, hn = (double)c->heads * c->n;
+    if (c->q_len || c->kv_heads) { /* forward: q, out, lse per query row; k, v per key */
+        const double rows = (double)c->heads * q_len_of(c);
+        return 4.0 * (2 * rows * c->dim + rows + 2.0 * kv_heads_of(c) * c->n * c->dim);
+    }
     return 4.0 * (c->backward ? 8 * hnd + hn : 4 * hnd + hn);
 }
 
@@ -344,12 +372,14 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
         int lh = sparcl_layout_heads(layout);
         res->pairs = sparcl_layout_pairs(layout) * (c->heads / lh);
     } else {
-        res->pairs = (int64_t)c->heads * c->n * c->n;
+        res->pairs = (int64_t)c->heads * q_len_of(c) * c->n;
     }
-    res->density = (double)res->pairs / ((double)c->heads * c->n * c->n);
+    res->density = (double)res->pairs / ((double)c->heads * q_len_of(c) * c->n);
 
-    const size_t elems = (size_t)c->heads * c->n * c->dim;
-    float *q = malloc(elems * 4), *k = malloc(elems * 4), *v = malloc(elems * 4);
+    /* elems: q and out; kv_elems: k and v (the same unless decoding). */
+    const size_t elems = (size_t)c->heads * q_len_of(c) * c->dim;
+    const size_t kv_elems = (size_t)kv_heads_of(c) * c->n * c->dim;
+    float *q = malloc(elems * 4), *k = malloc(kv_elems * 4), *v = malloc(kv_elems * 4);
     float *o = malloc(elems * 4);
     cl_mem m[9] = {0};
     const int nbuf = c->backward ? 9 : 5;
@@ -360,18 +390,18 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
         goto done;
     }
     fill(q, elems, 1u + (unsigned)c->n);
-    fill(k, elems, 2u + (unsigned)c->n);
-    fill(v, elems, 3u + (unsigned)c->n);
+    fill(k, kv_elems, 2u + (unsigned)c->n);
+    fill(v, kv_elems, 3u + (unsigned)c->n);
 
     cl_context cc = sparcl_ctx_cl_context(ctx);
     cl_int err = CL_SUCCESS;
     for (int t = 0; t < 3; ++t) {
         const float *src = t == 0 ? q : t == 1 ? k : v;
-        m[t] = clCreateBuffer(cc, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, elems * 4, (void *)src,
-                              &err);
+        m[t] = clCreateBuffer(cc, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                              (t ? kv_elems : elems) * 4, (void *)src, &err);
     }
     m[3] = clCreateBuffer(cc, CL_MEM_READ_WRITE, elems * 4, NULL, &err);
-    m[4] = clCreateBuffer(cc, CL_MEM_READ_WRITE, (size_t)c->heads * c->n * 4, NULL, &err);
+    m[4] = clCreateBuffer(cc, CL_MEM_READ_WRITE, (size_t)c->heads * q_len_of(c) * 4, NULL, &err);
     if (c->backward) { /* dout (the forward's inputs reused as values), dq, dk, dv */
         m[5] = clCreateBuffer(cc, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, elems * 4, v, &err);
         for (int t = 6; t < 9; ++t)
@@ -386,8 +416,10 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
 
     sparcl_plan_desc d;
     sparcl_plan_desc_init(&d);
-    d.q_heads = d.kv_heads = c->heads;
-    d.q_len = d.kv_len = c->n;
+    d.q_heads = c->heads;
+    d.kv_heads = kv_heads_of(c);
+    d.q_len = q_len_of(c);
+    d.kv_len = c->n;
     d.head_dim = c->dim;
     d.layout = layout;
     d.params = opt->have_params ? &opt->params : NULL;
@@ -438,6 +470,8 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
     size_t need = bench_dense_bytes(&bp), have = avail_bytes();
     if (c->backward)
         res->base_note = "forward only"; /* the CPU baseline has no backward */
+    else if (c->q_len || c->kv_heads)
+        res->base_note = "square only"; /* the baseline takes q_len = kv_len, MHA */
     else if (!bench_have_cblas())
         res->base_note = "no CBLAS";
     else if (!opt->baseline)
@@ -544,7 +578,7 @@ static int usage(const char *argv0)
 {
     fprintf(stderr,
             "usage: %s [--quick] [--cases a,b,...] [--json] [--reps R] [--baseline-reps R]\n"
-            "          [--no-baseline] [--set NAME=VALUE]... [--list]\n",
+            "          [--no-baseline] [--set NAME=VALUE]... [--max-kv N] [--list]\n",
             argv0);
     return 2;
 }
@@ -590,6 +624,8 @@ int main(int argc, char **argv)
             return 0;
         } else if (a + 1 < argc && strcmp(s, "--reps") == 0) {
             opt.reps = atoi(argv[++a]);
+        } else if (a + 1 < argc && strcmp(s, "--max-kv") == 0) {
+            opt.max_kv = atoi(argv[++a]);
         } else if (a + 1 < argc && strcmp(s, "--baseline-reps") == 0) {
             opt.baseline_reps = atoi(argv[++a]);
         } else if (a + 1 < argc && strcmp(s, "--cases") == 0) {
@@ -662,6 +698,12 @@ int main(int argc, char **argv)
     for (int i = 0; i < N_CASES; ++i) {
         if (!opt.selected[i])
             continue;
+        if (opt.max_kv > 0 && cases[i].n > opt.max_kv) {
+            if (!opt.json)
+                printf("%-14s skipped: %d keys exceed --max-kv %d\n", cases[i].name, cases[i].n,
+                       opt.max_kv);
+            continue;
+        }
         result r;
         if (!run_case(ctx, &cases[i], &opt, &r)) {
             ++failures;

@@ -408,6 +408,12 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
     sparcl_params starts[1 + TUNE_TRANSFER_SEEDS];
     sparcl_params *def = &starts[0];
     sparcl_kernel_default_params(ctx, kernel, &desc, def);
+    if (sparcl_kernel_check_params(ctx, kernel, &desc, def) != SPARCL_OK) {
+        /* a family that does not take the problem (attn_decode: q_len <= 16) */
+        snprintf(out->note, sizeof out->note, "skipped: %.140s", sparcl_ctx_errmsg(ctx));
+        sparcl_layout_free(layout);
+        return;
+    }
     int n_starts = 1;
     char err[512] = "";
     sparcl_param_space space;
@@ -502,7 +508,7 @@ static void print_table(const row *rows, int n)
 static int can_evaluate(const char *kernel)
 {
     return !strcmp(kernel, "attn_fwd") || !strcmp(kernel, "attn_entmax") ||
-           tune_kernel_is_backward(kernel);
+           !strcmp(kernel, "attn_decode") || tune_kernel_is_backward(kernel);
 }
 
 /* The kernel families to tune (--kernel, or all the worker can run). */

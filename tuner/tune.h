@@ -24,6 +24,7 @@ typedef struct tune_problem {
     char spec[TUNE_SPEC_MAX];
     char pattern[32]; /* dense, causal, window, bigbird */
     int n, heads, kv_heads, dim, window, block;
+    int q_len; /* query rows (key "q"; n unless given: decoding problems) */
 } tune_problem;
 
 /* Parses "standard", "quick" or a ';'-separated list of specs into a malloc'd

@@ -62,9 +62,10 @@ static int parse_one(const char *text, tune_problem *p, char *err, size_t size)
                     : !strcmp(kv, "d")   ? &p->dim
                     : !strcmp(kv, "w")   ? &p->window
                     : !strcmp(kv, "blk") ? &p->block
+                    : !strcmp(kv, "q")   ? &p->q_len
                                          : NULL;
         if (!slot) {
-            snprintf(err, size, "problem \"%s\": unknown key \"%s\" (n, h, kvh, d, w, blk)",
+            snprintf(err, size, "problem \"%s\": unknown key \"%s\" (n, q, h, kvh, d, w, blk)",
                      text, kv);
             return -1;
         }
@@ -76,6 +77,8 @@ static int parse_one(const char *text, tune_problem *p, char *err, size_t size)
     }
     if (!p->kv_heads)
         p->kv_heads = p->heads;
+    if (!p->q_len)
+        p->q_len = p->n;
     if (p->heads % p->kv_heads || p->dim > SPARCL_MAX_HEAD_DIM || p->block > 1024) {
         snprintf(err, size, "problem \"%s\": needs h a multiple of kvh, d <= %d, blk <= 1024",
                  text, SPARCL_MAX_HEAD_DIM);
@@ -83,6 +86,8 @@ static int parse_one(const char *text, tune_problem *p, char *err, size_t size)
     }
     int n = snprintf(p->spec, sizeof p->spec, "%s:n=%d,h=%d,kvh=%d,d=%d", p->pattern, p->n,
                      p->heads, p->kv_heads, p->dim);
+    if (p->q_len != p->n) /* square problems keep their old spec (database keys) */
+        n += snprintf(p->spec + n, sizeof p->spec - (size_t)n, ",q=%d", p->q_len);
     if (!strcmp(p->pattern, "window"))
         snprintf(p->spec + n, sizeof p->spec - (size_t)n, ",w=%d,blk=%d", p->window, p->block);
     else if (!strcmp(p->pattern, "bigbird") || !strcmp(p->pattern, "causal"))
@@ -149,21 +154,22 @@ sparcl_status tune_problem_desc(sparcl_ctx *ctx, const tune_problem *p, sparcl_p
     sparcl_plan_desc_init(d);
     d->q_heads = p->heads;
     d->kv_heads = p->kv_heads;
-    d->q_len = d->kv_len = p->n;
+    d->q_len = p->q_len;
+    d->kv_len = p->n;
     d->head_dim = p->dim;
     *layout = NULL;
     sparcl_status st = SPARCL_OK;
     if (!strcmp(p->pattern, "causal")) {
-        st = sparcl_layout_init_causal(ctx, layout, 1, p->n, p->n, p->block);
+        st = sparcl_layout_init_causal(ctx, layout, 1, p->q_len, p->n, p->block);
     } else if (!strcmp(p->pattern, "window")) {
-        st = sparcl_layout_init_window(ctx, layout, 1, p->n, p->n, p->block, p->window,
+        st = sparcl_layout_init_window(ctx, layout, 1, p->q_len, p->n, p->block, p->window,
                                        p->window);
     } else if (!strcmp(p->pattern, "bigbird")) {
         int nb = (p->n + p->block - 1) / p->block;
         uint8_t *m = bigbird_mask(nb);
         if (!m)
             return SPARCL_ERR_OUT_OF_MEMORY;
-        st = sparcl_layout_init_block_mask(ctx, layout, 1, p->n, p->n, p->block, m);
+        st = sparcl_layout_init_block_mask(ctx, layout, 1, p->q_len, p->n, p->block, m);
         free(m);
     }
     d->layout = *layout;

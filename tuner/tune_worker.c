@@ -143,7 +143,7 @@ static int set_up(sparcl_ctx *ctx, setup *s, const char *line, char *err, size_t
     int used = 0;
     if (sscanf(line, "%31s %n", kernel, &used) != 1 ||
         (strcmp(kernel, "attn_fwd") && strcmp(kernel, "attn_entmax") &&
-         !tune_kernel_is_backward(kernel))) {
+         strcmp(kernel, "attn_decode") && !tune_kernel_is_backward(kernel))) {
         snprintf(err, size, "unknown kernel family \"%s\"", kernel);
         return -1;
     }

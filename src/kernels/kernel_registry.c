@@ -16,6 +16,7 @@ static const sparcl__kernel_schema *const schemas[] = {
     &sparcl__schema_attn_bwd,
     &sparcl__schema_attn_entmax,
     &sparcl__schema_attn_entmax_bwd,
+    &sparcl__schema_attn_decode,
 };
 
 /* Every family the runtime builds. */
@@ -25,6 +26,8 @@ static const sparcl__kernel_schema *const families[] = {
     &sparcl__schema_attn_entmax,
     &sparcl__schema_favor,
     &sparcl__schema_attn_entmax_bwd,
+    &sparcl__schema_attn_decode,
+    &sparcl__schema_attn_merge,
 };
 
 #define N_SCHEMAS ((int)(sizeof schemas / sizeof schemas[0]))
@@ -100,7 +103,8 @@ static int check_defaults(const sparcl__kernel_schema *f, char *why, size_t size
 {
     if (f->n_params == 0)
         return 1;
-    const sparcl__problem prob = {.head_dim = 64, .batch = 1, .kv_heads = 1, .kv_len = 64};
+    const sparcl__problem prob = {
+        .head_dim = 64, .batch = 1, .kv_heads = 1, .kv_len = 64, .q_heads = 1, .q_len = 1};
     sparcl__pset p;
     memset(&p, 0, sizeof p);
     f->defaults(&p, &prob, NULL);
@@ -139,6 +143,8 @@ sparcl__problem sparcl__problem_from_desc(const sparcl_plan_desc *desc)
     prob.batch = desc->batch;
     prob.kv_heads = desc->kv_heads;
     prob.kv_len = desc->kv_len;
+    prob.q_heads = desc->q_heads;
+    prob.q_len = desc->q_len;
     prob.norm = sparcl__entmax_norm(desc, &alpha);
     return prob;
 }

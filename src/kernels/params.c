@@ -146,7 +146,9 @@ const char *const sparcl__param_names[SPARCL__P_COUNT] = {
     [SPARCL__P_BLOCK_M] = "BLOCK_M",
     [SPARCL__P_BLOCK_N] = "BLOCK_N",
     [SPARCL__P_EXP] = "EXP",
+    [SPARCL__P_HEADS] = "HEADS",
     [SPARCL__P_KT] = "KT",
+    [SPARCL__P_SPLITS] = "SPLITS",
     [SPARCL__P_TOPK] = "TOPK",
     [SPARCL__P_USE_LOCAL] = "USE_LOCAL",
     [SPARCL__P_VEC] = "VEC",
@@ -155,6 +157,7 @@ const char *const sparcl__param_names[SPARCL__P_COUNT] = {
     [SPARCL__P_ROWS] = "ROWS",
     [SPARCL__P_NORM] = "NORM",
     [SPARCL__P_COLS] = "COLS",
+    [SPARCL__P_QROWS] = "QROWS",
 };
 
 const sparcl__param_def *sparcl__schema_param(const sparcl__kernel_schema *schema,
@@ -298,14 +301,25 @@ static int32_t derive(sparcl__param_id id, const sparcl__pset *p, const sparcl__
     case SPARCL__P_NORM: return prob->norm;
     case SPARCL__P_COLS:
         return p->v[SPARCL__P_WG_SIZE] ? p->v[SPARCL__P_BLOCK_N] / p->v[SPARCL__P_WG_SIZE] : 0;
+    case SPARCL__P_QROWS: return prob->q_len;
     default: return p->v[id];
     }
+}
+
+/* Tuned parameters only the host reads (how a call is launched, not how a
+ * kernel is built): no -D option, so changing them builds nothing. */
+static int host_only(sparcl__param_id id)
+{
+    return id == SPARCL__P_SPLITS;
 }
 
 void sparcl__params_build_options(const sparcl__kernel_schema *schema, const sparcl__pset *p,
                                   const sparcl__problem *prob, char *buf, size_t size)
 {
     sparcl__pset all = *p;
+    for (int id = 0; id < SPARCL__P_COUNT; ++id)
+        if (host_only((sparcl__param_id)id))
+            all.set &= ~(1u << id);
     for (int k = 0; k < schema->n_derived; ++k)
         sparcl__pset_put(&all, schema->derived[k], derive(schema->derived[k], p, prob));
     /* Sorted by name, so that equal sets give equal strings (cache keys). */

@@ -23,7 +23,9 @@ typedef enum sparcl__param_id {
     SPARCL__P_BLOCK_M,
     SPARCL__P_BLOCK_N,
     SPARCL__P_EXP,
+    SPARCL__P_HEADS,
     SPARCL__P_KT,
+    SPARCL__P_SPLITS,
     SPARCL__P_TOPK,
     SPARCL__P_USE_LOCAL,
     SPARCL__P_VEC,
@@ -32,6 +34,7 @@ typedef enum sparcl__param_id {
     SPARCL__P_ROWS,     /* derived: BLOCK_M / WG_SIZE */
     SPARCL__P_NORM,     /* derived: the entmax solver of the descriptor */
     SPARCL__P_COLS,     /* derived: BLOCK_N / WG_SIZE */
+    SPARCL__P_QROWS,    /* derived: the problem's q_len (attn_decode) */
     SPARCL__P_COUNT
 } sparcl__param_id;
 
@@ -70,6 +73,7 @@ typedef struct sparcl__param_def {
 typedef struct sparcl__problem {
     int head_dim;
     int batch, kv_heads, kv_len;
+    int q_heads, q_len;
     int norm; /* the attn_entmax solver (sparcl__entmax_norm); 0 for softmax */
 } sparcl__problem;
 
@@ -112,6 +116,18 @@ extern const sparcl__kernel_schema sparcl__schema_attn_bwd;    /* params_bwd.c *
 extern const sparcl__kernel_schema sparcl__schema_attn_entmax; /* params_entmax.c */
 extern const sparcl__kernel_schema sparcl__schema_favor;       /* favor.c */
 extern const sparcl__kernel_schema sparcl__schema_attn_entmax_bwd; /* params_entmax_bwd.c */
+extern const sparcl__kernel_schema sparcl__schema_attn_decode; /* params_decode.c */
+extern const sparcl__kernel_schema sparcl__schema_attn_merge;  /* params_decode.c */
+
+/* Largest q_len the split-KV decoding kernel takes (its rows are private
+ * per work-item), and most splits its stacked merge combines (the
+ * MERGE_MAX of cl/attn_merge.cl). */
+#define SPARCL__DECODE_MAX_Q 16
+#define SPARCL__MERGE_STACKED_MAX 64
+
+/* Bytes of the split-KV workspace of a parameter set of attn_decode:
+ * SPLITS partial outputs and LSEs of every query row. */
+size_t sparcl__attn_decode_workspace_bytes(const sparcl__pset *p, const sparcl__problem *prob);
 
 /* Floats of private memory one work-item of any kernel may hold (the
  * compilers spill beyond registers; past this, badly). */
@@ -182,8 +198,9 @@ sparcl_status sparcl__pset_tile_check(sparcl_ctx *ctx, const sparcl__pset *p,
 const char *sparcl__schema_fixed_option(const sparcl__kernel_schema *schema, int i);
 
 /* Writes the build options into buf: the fixed options, then -DNAME=value
- * for every tuned parameter `p` sets and every derived value the schema
- * declares, sorted by name.  Nothing else adds options. */
+ * for every tuned parameter `p` sets (except those only the host reads:
+ * SPLITS) and every derived value the schema declares, sorted by name.
+ * Nothing else adds options. */
 void sparcl__params_build_options(const sparcl__kernel_schema *schema, const sparcl__pset *p,
                                   const sparcl__problem *prob, char *buf, size_t size);
 

@@ -20,6 +20,12 @@ sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
         return BAD("normalization %d is not a sparcl_normalization", d->normalization);
     if (d->normalization == SPARCL_NORMALIZATION_ENTMAX && !(d->alpha > 1.0f && d->alpha <= 2.0f))
         return BAD("alpha %g must be in (1, 2] for entmax", (double)d->alpha);
+    if (d->page_size > 0 &&
+        (d->attention != SPARCL_ATTENTION_EXACT ||
+         d->normalization != SPARCL_NORMALIZATION_SOFTMAX || d->q_len > SPARCL__DECODE_MAX_Q))
+        return UNSUPPORTED("page_size %d: a paged KV cache needs a decoding plan (exact softmax, "
+                           "q_len <= %d)",
+                           d->page_size, SPARCL__DECODE_MAX_Q);
     switch (d->attention) {
     case SPARCL_ATTENTION_EXACT: return SPARCL_OK;
     case SPARCL_ATTENTION_FAVOR:
@@ -60,6 +66,8 @@ const sparcl__kind_ops *sparcl__kind_select(const sparcl_plan_desc *d, const spa
         return &sparcl__kind_linformer;
     if (sparcl__entmax_norm(d, &alpha))
         return &sparcl__kind_entmax;
+    if (sparcl__decode_selected(d, params))
+        return &sparcl__kind_decode;
     if (params && params->v[SPARCL__P_ALGO] == 1)
         return &sparcl__kind_dense;
     return &sparcl__kind_fused;

@@ -23,7 +23,20 @@ extern const sparcl__kind_ops sparcl__kind_entmax;    /* kind_fused.c: sparsemax
 extern const sparcl__kind_ops sparcl__kind_dense;     /* dense_path.c: ALGO=1 */
 extern const sparcl__kind_ops sparcl__kind_favor;     /* favor.c */
 extern const sparcl__kind_ops sparcl__kind_linformer; /* linformer.c */
-#define SPARCL__KIND_COUNT 5
+extern const sparcl__kind_ops sparcl__kind_decode;    /* decode.c: split-KV, small q_len */
+#define SPARCL__KIND_COUNT 6
+
+/* Shortest kv_len for which a plan without a parameter override chooses
+ * the split-KV decoding kind (with q_len <= SPARCL__DECODE_MAX_Q and
+ * kv_len >= 8 q_len). */
+#define SPARCL__DECODE_MIN_KV 256
+
+/* Whether `d` runs on the split-KV decoding kind (decode.c): exact softmax
+ * with q_len <= SPARCL__DECODE_MAX_Q, and then params (a family's checked
+ * choice) of attn_decode, or with params NULL an override naming SPLITS or
+ * HEADS, or without an override kv_len >= SPARCL__DECODE_MIN_KV and
+ * >= 8 q_len. */
+int sparcl__decode_selected(const sparcl_plan_desc *d, const sparcl__pset *params);
 
 /* The kind that runs `d`.  params: the choice from the family of the kind
  * selected with params NULL (a tuned parameter may pick another kind of the

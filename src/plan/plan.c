@@ -178,6 +178,8 @@ sparcl_status sparcl__plan_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d
         return BAD("head_dim %d must be >= 1", d->head_dim);
     if (d->head_dim > SPARCL_MAX_HEAD_DIM)
         return BAD("head_dim %d exceeds %d", d->head_dim, SPARCL_MAX_HEAD_DIM);
+    if (d->page_size < 0)
+        return BAD("page_size %d must be >= 0", d->page_size);
     if (!(d->scale >= 0.0f) || isinf(d->scale))
         return BAD("scale %g must be finite and >= 0 (0 means 1/sqrt(head_dim))",
                    (double)d->scale);
@@ -218,8 +220,10 @@ static sparcl_status alloc(sparcl_ctx *ctx, const sparcl_plan_desc *desc, sparcl
     v->desc = p->desc;
     v->scale = desc->scale > 0.0f ? desc->scale : 1.0f / sqrtf((float)desc->head_dim);
     v->qs = resolve(desc->q_strides, desc, desc->q_heads, desc->q_len);
-    v->ks = resolve(desc->k_strides, desc, desc->kv_heads, desc->kv_len);
-    v->vs = resolve(desc->v_strides, desc, desc->kv_heads, desc->kv_len);
+    /* A paged cache's tensors are pools of pages of page_size tokens. */
+    const int klen = desc->page_size > 0 ? desc->page_size : desc->kv_len;
+    v->ks = resolve(desc->k_strides, desc, desc->kv_heads, klen);
+    v->vs = resolve(desc->v_strides, desc, desc->kv_heads, klen);
     v->os = resolve(desc->o_strides, desc, desc->q_heads, desc->q_len);
     return SPARCL_OK;
 }
@@ -320,36 +324,43 @@ SPARCL_API void sparcl_plan_free(sparcl_plan *p)
     free(p);
 }
 
-static sparcl_status check_buffer(sparcl_plan *p, cl_mem m, const char *name, int64_t elems)
+sparcl_status sparcl__check_float_buffer(sparcl_ctx *ctx, cl_mem m, const char *name,
+                                         int64_t elems)
 {
     if (!m)
-        return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s buffer is NULL", name);
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s buffer is NULL", name);
     size_t size = 0;
     cl_int err = clGetMemObjectInfo(m, CL_MEM_SIZE, sizeof size, &size, NULL);
     if (err != CL_SUCCESS)
-        return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "%s is not a valid buffer (%s)", name, sparcl__cl_error_name(err));
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is not a valid buffer (%s)",
+                            name, sparcl__cl_error_name(err));
     uint64_t need = (uint64_t)elems * sizeof(float);
     if ((uint64_t)size < need)
-        return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "%s buffer has %zu bytes; the shape needs %llu", name, size,
                             (unsigned long long)need);
     return SPARCL_OK;
 }
 
-/* The forward call with explicit tensor strides (q, k, v, out). */
-static sparcl_status forward_strided(sparcl_plan *p, cl_command_queue queue,
-                                     const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
-                                     cl_mem out, cl_mem lse, cl_uint num_wait,
-                                     const cl_event *wait, cl_event *event)
+static sparcl_status check_buffer(sparcl_plan *p, cl_mem m, const char *name, int64_t elems)
+{
+    return sparcl__check_float_buffer(p->ctx, m, name, elems);
+}
+
+/* The buffer checks of a forward call: sizes by the strides, with K and V
+ * spanning kv_batch x kv_heads x kv_len rows (the sequences, or a paged
+ * cache's pool), no output aliasing an input, a consistent wait list. */
+static sparcl_status check_fwd_buffers(sparcl_plan *p, const sparcl_strides *ts, cl_mem q, cl_mem k,
+                                       cl_mem v, cl_mem out, cl_mem lse, cl_uint num_wait,
+                                       const cl_event *wait, int kv_batch, int kv_len)
 {
     const sparcl_plan_desc *d = &p->desc;
     sparcl_status st;
     if ((st = check_buffer(p, q, "q", span(ts[0], d->batch, d->q_heads, d->q_len, d->head_dim))) ||
-        (st = check_buffer(p, k, "k", span(ts[1], d->batch, d->kv_heads, d->kv_len, d->head_dim))) ||
-        (st = check_buffer(p, v, "v", span(ts[2], d->batch, d->kv_heads, d->kv_len, d->head_dim))) ||
-        (st = check_buffer(p, out, "out",
-                           span(ts[3], d->batch, d->q_heads, d->q_len, d->head_dim))))
+        (st = check_buffer(p, k, "k", span(ts[1], kv_batch, d->kv_heads, kv_len, d->head_dim))) ||
+        (st = check_buffer(p, v, "v", span(ts[2], kv_batch, d->kv_heads, kv_len, d->head_dim))) ||
+        (st =
+             check_buffer(p, out, "out", span(ts[3], d->batch, d->q_heads, d->q_len, d->head_dim))))
         return st;
     if (lse && (st = check_buffer(p, lse, "lse", (int64_t)d->batch * d->q_heads * d->q_len)))
         return st;
@@ -358,8 +369,22 @@ static sparcl_status forward_strided(sparcl_plan *p, cl_command_queue queue,
     if ((num_wait == 0) != (wait == NULL))
         return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "num_wait %u does not match wait list %p", num_wait, (void *)wait);
-    const sparcl__fwd_call c = {queue ? queue : p->ctx->queue, ts, q, k, v, out, lse,
-                                num_wait, wait, event};
+    return SPARCL_OK;
+}
+
+/* The forward call with explicit tensor strides (q, k, v, out). */
+static sparcl_status forward_strided(sparcl_plan *p, cl_command_queue queue,
+                                     const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
+                                     cl_mem out, cl_mem lse, cl_uint num_wait, const cl_event *wait,
+                                     cl_event *event)
+{
+    const sparcl_plan_desc *d = &p->desc;
+    sparcl_status st =
+        check_fwd_buffers(p, ts, q, k, v, out, lse, num_wait, wait, d->batch, d->kv_len);
+    if (st != SPARCL_OK)
+        return st;
+    const sparcl__fwd_call c = {
+        queue ? queue : p->ctx->queue, ts, q, k, v, out, lse, num_wait, wait, event, NULL, NULL, 0};
     return p->ops->forward(p->state, &c);
 }
 
@@ -371,7 +396,7 @@ sparcl_status sparcl__plan_forward_strided(sparcl_plan *p, cl_command_queue queu
     return forward_strided(p, queue, ts, q, k, v, out, lse, num_wait, wait, event);
 }
 
-sparcl_status sparcl__plan_check_queue(sparcl_plan *p, cl_command_queue queue)
+sparcl_status sparcl__check_queue(sparcl_ctx *ctx, cl_command_queue queue, const char *owner)
 {
     if (!queue)
         return SPARCL_OK;
@@ -380,10 +405,15 @@ sparcl_status sparcl__plan_check_queue(sparcl_plan *p, cl_command_queue queue)
     cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qc, &qc, NULL);
     if (err == CL_SUCCESS)
         err = clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof qd, &qd, NULL);
-    if (err != CL_SUCCESS || qc != p->ctx->context || qd != p->ctx->device)
-        return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "queue does not belong to the plan's context and device");
+    if (err != CL_SUCCESS || qc != ctx->context || qd != ctx->device)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "queue does not belong to the %s context and device", owner);
     return SPARCL_OK;
+}
+
+sparcl_status sparcl__plan_check_queue(sparcl_plan *p, cl_command_queue queue)
+{
+    return sparcl__check_queue(p->ctx, queue, "plan's");
 }
 
 sparcl_status sparcl__plan_call_begin(sparcl_plan *p, cl_command_queue queue,
@@ -411,6 +441,80 @@ SPARCL_API sparcl_status sparcl_plan_forward_on_queue(sparcl_plan *p, cl_command
     if (st != SPARCL_OK)
         return st;
     return forward_strided(p, queue, ts, q, k, v, out, lse, num_wait, wait, event);
+}
+
+/* The host-side checks of a cache call: lengths within the capacity,
+ * block table entries the lengths reach within the pool. */
+static sparcl_status check_cache(sparcl_plan *p, const int32_t *kv_lens, int page_size,
+                                 const int32_t *block_table, int pool_pages)
+{
+#define BAD(...) sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT, __VA_ARGS__)
+    const sparcl_plan_desc *d = &p->desc;
+    if (!p->ops->takes_lengths)
+        return sparcl__fail(p->ctx, SPARCL_ERR_NOT_SUPPORTED,
+                            "a %s plan takes no KV cache lengths; cache calls need a decoding "
+                            "plan (exact softmax, q_len <= 16, chosen for long kv_len or by the "
+                            "SPLITS parameter)",
+                            p->ops->name);
+    if (page_size != d->page_size)
+        return BAD("page_size %d: the plan was made for page_size %d", page_size, d->page_size);
+    if (!kv_lens)
+        return BAD("kv_lens is NULL");
+    if (page_size > 0 && !block_table)
+        return BAD("block_table is NULL for a paged cache");
+    if (page_size > 0 && pool_pages < 1)
+        return BAD("pool_pages %d must be >= 1 for a paged cache", pool_pages);
+    if (page_size == 0 && (block_table || pool_pages))
+        return BAD("a contiguous cache takes no block_table and pool_pages 0 (got %d)", pool_pages);
+    const int max_pages = page_size > 0 ? (int)sparcl__ceil_div_i64(d->kv_len, page_size) : 0;
+    for (int b = 0; b < d->batch; ++b) {
+        if (kv_lens[b] < 0 || kv_lens[b] > d->kv_len)
+            return BAD("kv_lens[%d] = %d is outside [0, %d], the plan's capacity kv_len", b,
+                       kv_lens[b], d->kv_len);
+        const int used = page_size > 0 ? (int)sparcl__ceil_div_i64(kv_lens[b], page_size) : 0;
+        for (int pg = 0; pg < used; ++pg) {
+            const int32_t e = block_table[(int64_t)b * max_pages + pg];
+            if (e < 0 || e >= pool_pages)
+                return BAD("block_table[%d][%d] = %d is outside the pool of %d pages", b, pg, e,
+                           pool_pages);
+        }
+    }
+    return SPARCL_OK;
+#undef BAD
+}
+
+SPARCL_API sparcl_status sparcl_plan_forward_cache(sparcl_plan *p, cl_command_queue queue, cl_mem q,
+                                                   cl_mem k, cl_mem v, const int32_t *kv_lens,
+                                                   int page_size, const int32_t *block_table,
+                                                   int pool_pages, cl_mem out, cl_mem lse,
+                                                   cl_uint num_wait, const cl_event *wait,
+                                                   cl_event *event)
+{
+    sparcl_strides ts[4];
+    sparcl_status st = sparcl__plan_call_begin(p, queue, ts);
+    if (st != SPARCL_OK || (st = check_cache(p, kv_lens, page_size, block_table, pool_pages)))
+        return st;
+    const sparcl_plan_desc *d = &p->desc;
+    /* K and V hold the capacity per sequence, or the pool's pages. */
+    st = page_size > 0
+             ? check_fwd_buffers(p, ts, q, k, v, out, lse, num_wait, wait, pool_pages, page_size)
+             : check_fwd_buffers(p, ts, q, k, v, out, lse, num_wait, wait, d->batch, d->kv_len);
+    if (st != SPARCL_OK)
+        return st;
+    const sparcl__fwd_call c = {queue ? queue : p->ctx->queue,
+                                ts,
+                                q,
+                                k,
+                                v,
+                                out,
+                                lse,
+                                num_wait,
+                                wait,
+                                event,
+                                kv_lens,
+                                block_table,
+                                pool_pages};
+    return p->ops->forward(p->state, &c);
 }
 
 SPARCL_API sparcl_status sparcl_plan_forward(sparcl_plan *p, cl_mem q, cl_mem k, cl_mem v,

@@ -31,6 +31,12 @@ int64_t sparcl__plan_span(sparcl_strides s, int batch, int heads, int len, int d
 int sparcl__plan_strides_injective(sparcl_strides s, int batch, int heads, int len, int dim);
 sparcl_status sparcl__plan_check_buffer(sparcl_plan *p, cl_mem m, const char *name,
                                         int64_t elems);
+/* The same checks without a plan: `m` a valid buffer of at least `elems`
+ * floats; `queue` NULL or a queue of ctx's context and device (`owner`
+ * completes the message: "queue does not belong to the <owner> context"). */
+sparcl_status sparcl__check_float_buffer(sparcl_ctx *ctx, cl_mem m, const char *name,
+                                         int64_t elems);
+sparcl_status sparcl__check_queue(sparcl_ctx *ctx, cl_command_queue queue, const char *owner);
 /* OK for NULL (the context's queue) or a queue of the plan's context and
  * device; otherwise SPARCL_ERR_INVALID_ARGUMENT with a message. */
 sparcl_status sparcl__plan_check_queue(sparcl_plan *p, cl_command_queue queue);

@@ -32,6 +32,11 @@ typedef struct sparcl__fwd_call {
     cl_uint num_wait;
     const cl_event *wait;
     cl_event *event; /* may be NULL */
+    /* sparcl_plan_forward_cache(), checked: lengths (NULL for an ordinary
+     * forward), and for a paged cache the block table and pool size. */
+    const int32_t *kv_lens;
+    const int32_t *block_table;
+    int pool_pages;
 } sparcl__fwd_call;
 
 /* One backward call: checked buffers, the queue resolved. */
@@ -70,6 +75,8 @@ typedef struct sparcl__kind_ops {
     sparcl_status (*create)(const sparcl__plan_view *v, const sparcl_plan_desc *desc,
                             sparcl__pset *params, sparcl__plan_report *report, void **state);
     sparcl_status (*forward)(void *state, const sparcl__fwd_call *c);
+    /* Nonzero: forward also takes calls with kv_lens (a KV cache). */
+    int takes_lengths;
     /* Backward resources: (re)built from `override` when given or not yet
      * built; *params and *source receive those in use.  NULL, with backward
      * NULL: the kind has no backward pass. */

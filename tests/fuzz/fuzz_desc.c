@@ -2,7 +2,8 @@
  * fuzz_desc.c -- plan descriptor and kernel parameter validation with
  * arbitrary values: shapes, 64-bit strides of all four tensors (including
  * spans that only fit after wrapping, negative and overlapping strides),
- * scale, layout mismatch, normalization and attention-kind fields, and
+ * scale, layout mismatch, normalization and attention-kind fields, the
+ * KV cache page size, and
  * parameter maps given as raw bytes (any count, unterminated or
  * non-identifier names).  Must never crash; anything accepted must satisfy
  * the documented limits: spans that fit in int64 bytes, an output that no
@@ -176,7 +177,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     d.attention = fuzz_range(&in, -1, 3);
     d.features = fuzz_int(&in);
     d.proj_len = fuzz_int(&in);
+    d.page_size = fuzz_range(&in, 0, 3) ? 0 : fuzz_int(&in); /* a paged KV cache */
     if (sparcl__plan_desc_check(NULL, &d) == SPARCL_OK && sparcl__kind_check(NULL, &d) == SPARCL_OK) {
+        CHECK(d.page_size >= 0);
+        CHECK(d.page_size == 0 || (d.q_len <= SPARCL__DECODE_MAX_Q &&
+                                   d.attention == SPARCL_ATTENTION_EXACT &&
+                                   d.normalization == SPARCL_NORMALIZATION_SOFTMAX));
         float alpha = 0;
         int norm = sparcl__entmax_norm(&d, &alpha);
         CHECK(norm >= 0 && norm <= 3);

@@ -1,0 +1,313 @@
+/*
+ * attn_decode.cl -- split-KV softmax attention for few query rows over many
+ * keys (flash-decoding): the decoding path of small q_len.
+ *
+ * With q_len <= 16 a tile row holds every query row, so the forward's
+ * parallelism over tile rows vanishes and each query head re-reads the keys
+ * of its KV head.  Here one work-item owns HEADS query heads of one KV
+ * group (GQA/MQA: q heads h0 .. h0+HEADS-1 share K/V head hk) with all
+ * QROWS (= q_len) of their rows, and one range of key tiles, a split: it
+ * loads each key and value row of its range once and applies it to all
+ * HEADS x QROWS rows.  Each split writes a partial output, normalized by its
+ * own sum, and its log-sum-exp into a workspace; attn_merge_stacked
+ * (attn_merge.cl) combines the splits exactly.
+ *
+ * The pattern is the plan's tiled layout (layout/tiling.c) re-blocked with
+ * BLOCK_M = q_len, so its one tile row per layout head lists the key tiles
+ * in ascending order with FULL / PARTIAL masks, the causal rule folded in:
+ * semantics are exactly the forward's.  With a layout per head the HEADS
+ * lists are walked together, always at the smallest pending tile column,
+ * so a key tile that several heads attend is still read once.  K is read as
+ * stored (no packing), VEC floats along the head dimension.
+ *
+ * Non-finite inputs follow attn_fwd.cl: NaN flows through the arithmetic,
+ * masked elements never touch a row.  A split in which a row attends keys
+ * whose scores are all -inf writes lse -inf and NaN as the first element of
+ * its partial output, which the merge turns into NaN only when no split saw
+ * a finite score (the forward's rule for the whole row).
+ */
+#ifndef HEAD_DIM
+#error "HEAD_DIM must be defined"
+#endif
+#ifndef BLOCK_N
+#error "BLOCK_N must be defined"
+#endif
+#ifndef VEC
+#error "VEC must be defined"
+#endif
+#ifndef EXP
+#error "EXP must be defined"
+#endif
+#ifndef HEADS
+#error "HEADS must be defined"
+#endif
+#ifndef QROWS
+#error "QROWS must be defined"
+#endif
+#if BLOCK_N % VEC != 0
+#error "BLOCK_N must be a multiple of VEC"
+#endif
+
+#define NV (HEAD_DIM / VEC)
+#define NT (HEAD_DIM % VEC)
+#define NT_ALLOC (NT > 0 ? NT : 1)
+#define NKV (BLOCK_N / VEC)
+#define MW ((BLOCK_N + 31) / 32)
+#define R (HEADS * QROWS) /* rows of one work-item: head-major */
+#if NV < 1
+#error "VEC must not exceed HEAD_DIM"
+#endif
+
+typedef union {
+    floatv v[NKV];
+    float f[BLOCK_N];
+} dec_scores;
+
+/* The first entry in [lo, hi) of an ascending column list with col >= t. */
+inline int first_at_or_after(__global const int *col, int lo, int hi, int t)
+{
+    while (lo < hi) {
+        const int mid = lo + (hi - lo) / 2;
+        if (col[mid] < t)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Global size (splits, kv_heads * group / HEADS, batch), one work-item per
+ * group.  Split s covers key tiles [s * tiles_per_split, (s + 1) *
+ * tiles_per_split); its partial output of row (b, h, i) is at part_o +
+ * (s * rows_total + (b * q_heads + h) * QROWS + i) * HEAD_DIM, its lse at
+ * part_lse[s * rows_total + ...], rows_total = batch * q_heads * QROWS.
+ *
+ * Without kv_lens (use_lens 0) the keys are the plan's kv_len keys of the
+ * tiled layout.  With kv_lens, sequence b has kv_lens[b] keys (a KV cache's
+ * current length, at most the plan's kv_len, its capacity); with use_lens 2
+ * (a plan with a layout, all lengths equal to kv_len) the tiled layout is
+ * walked as without lengths; with use_lens 1 the walk covers every tile
+ * below the length as FULL, the plan having no layout: row i
+ * attends keys j < kv_lens[b], and with `causal` only j <= i + kv_lens[b] -
+ * QROWS (queries sit at the end of the sequence, as everywhere).  With
+ * page_size > 0 the cache is paged: key j of sequence b lives in page
+ * block_table[b * max_pages + j / page_size] of the pools k and v, at row
+ * j % page_size; the batch strides k_sb, v_sb are the pools' page strides.
+ * The host has checked every table entry the lengths reach. */
+__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+attn_decode(__global const float *restrict q, __global const float *restrict k,
+            __global const float *restrict v, __global float *restrict part_o,
+            __global float *restrict part_lse, __global const int *restrict tile_ptr,
+            __global const int *restrict tile_col, __global const int *restrict tile_mask,
+            __global const uint *restrict mask_bits, const int q_len, const int kv_len,
+            const int q_heads, const int group, const int layout_heads, const int n_tile_rows,
+            const int tiles_per_split, const float scale_log2, const long q_sb, const long q_sh,
+            const long q_ss, const long k_sb, const long k_sh, const long k_ss, const long v_sb,
+            const long v_sh, const long v_ss, __global const int *restrict kv_lens,
+            const int use_lens, const int causal, __global const int *restrict block_table,
+            const int page_size, const int max_pages)
+{
+    const int split = get_group_id(0);
+    const int chunks = group / HEADS;
+    const int hk = get_group_id(1) / chunks;
+    const int h0 = hk * group + (get_group_id(1) - hk * chunks) * HEADS;
+    const int b = get_group_id(2);
+    const int t0 = split * tiles_per_split;
+    const int n_keys = use_lens ? kv_lens[b] : kv_len;
+    const int dense_walk = use_lens == 1;
+    const int t1 = min(t0 + tiles_per_split, (n_keys + BLOCK_N - 1) / BLOCK_N);
+    (void)q_len; /* == QROWS: the program is built for the plan's q_len */
+    /* The last key each row may see when the lengths come with the call. */
+    int lim[R], lim_min = INT_MAX;
+    for (int r = 0; r < R; ++r) {
+        lim[r] = !use_lens ? INT_MAX : causal ? r % QROWS + n_keys - QROWS : n_keys - 1;
+        lim_min = min(lim_min, lim[r]);
+    }
+
+    floatv qv[R][NV], acc[R][NV], lsum[R];
+    float qt[R][NT_ALLOC], acct[R][NT_ALLOC], m[R];
+    int seen[R];
+    for (int r = 0; r < R; ++r) {
+        __global const float *qr = q + b * q_sb + (h0 + r / QROWS) * q_sh + (r % QROWS) * q_ss;
+        for (int d = 0; d < NV; ++d) {
+            qv[r][d] = LOADV(qr + d * VEC) * scale_log2;
+            acc[r][d] = (floatv)(0.0f);
+        }
+        for (int t = 0; t < NT; ++t) {
+            qt[r][t] = qr[NV * VEC + t] * scale_log2;
+            acct[r][t] = 0.0f;
+        }
+        lsum[r] = (floatv)(0.0f);
+        m[r] = -INFINITY;
+        seen[r] = 0;
+    }
+
+    /* One cursor per head into its tile list, from the split's first tile. */
+    int e[HEADS], e_end[HEADS];
+    for (int hh = 0; hh < HEADS; ++hh) {
+        const int base = (layout_heads == 1 ? 0 : h0 + hh) * (n_tile_rows + 1);
+        e_end[hh] = tile_ptr[base + 1];
+        e[hh] = first_at_or_after(tile_col, tile_ptr[base], e_end[hh], t0);
+    }
+    __global const float *kb = k + hk * k_sh + (page_size ? 0 : b * k_sb);
+    __global const float *vb = v + hk * v_sh + (page_size ? 0 : b * v_sb);
+    __global const int *pages = block_table + (long)b * max_pages;
+    /* Key j's row (clamped into the sequence: keys past it only occur
+     * where the mask or the row limit drops them). */
+#define DEC_ROW(base, sb, ss, j)                                                                   \
+    ((base) + (page_size ? (long)pages[min(j, n_keys - 1) / page_size] * (sb) +                    \
+                               (long)(min(j, n_keys - 1) % page_size) * (ss)                       \
+                         : (long)min(j, n_keys - 1) * (ss)))
+
+    int next = t0; /* the dense walk of calls with lengths */
+    for (;;) {
+        int c = t1;
+        if (dense_walk)
+            c = next++;
+        else
+            for (int hh = 0; hh < HEADS; ++hh)
+                if (e[hh] < e_end[hh])
+                    c = min(c, tile_col[e[hh]]);
+        if (c >= t1)
+            break;
+        /* Per head: whether it attends this tile, and its mask (-1 FULL). */
+        int act[HEADS], mi[HEADS];
+        for (int hh = 0; hh < HEADS; ++hh) {
+            act[hh] = dense_walk || (e[hh] < e_end[hh] && tile_col[e[hh]] == c);
+            mi[hh] = dense_walk ? -1 : act[hh] ? tile_mask[e[hh]] : 0;
+            e[hh] += act[hh] && !dense_walk;
+        }
+        const int c0 = c * BLOCK_N;
+        /* Some row's limit falls inside the tile: elements past it drop. */
+        const int bounded = c0 + BLOCK_N - 1 > lim_min;
+        int all_full = !bounded;
+        for (int hh = 0; hh < HEADS; ++hh)
+            all_full &= act[hh] && mi[hh] < 0;
+
+        dec_scores s[R];
+        for (int x = 0; x < BLOCK_N; ++x) {
+            /* Keys past kv_len only occur in PARTIAL tiles (bits 0 there);
+             * the clamped row keeps the load in bounds. */
+            __global const float *kr = DEC_ROW(kb, k_sb, k_ss, c0 + x);
+            floatv a[R];
+            for (int r = 0; r < R; ++r)
+                a[r] = (floatv)(0.0f);
+            for (int d = 0; d < NV; ++d) {
+                const floatv kk = LOADV(kr + d * VEC);
+#pragma unroll
+                for (int r = 0; r < R; ++r)
+                    a[r] = fma(qv[r][d], kk, a[r]);
+            }
+            for (int r = 0; r < R; ++r) {
+                float y = HSUMV(a[r]);
+                for (int t = 0; t < NT; ++t)
+                    y = fma(qt[r][t], kr[NV * VEC + t], y);
+                s[r].f[x] = y;
+            }
+        }
+
+        for (int r = 0; r < R; ++r) {
+            const int hh = r / QROWS;
+            if (!act[hh]) {
+                for (int x = 0; x < NKV; ++x)
+                    s[r].v[x] = (floatv)(0.0f);
+                continue;
+            }
+            __global const uint *mb = mask_bits + ((long)max(mi[hh], 0) * QROWS + r % QROWS) * MW;
+            if (bounded) {
+                for (int x = 0; x < BLOCK_N; ++x)
+                    s[r].f[x] = c0 + x <= lim[r] ? s[r].f[x] : -INFINITY;
+                seen[r] |= c0 <= lim[r];
+            }
+            if (mi[hh] >= 0) {
+                uint any = 0;
+                for (int w = 0; w < MW; ++w)
+                    any |= mb[w];
+                seen[r] |= any != 0;
+                for (int x = 0; x < NKV; ++x)
+                    s[r].v[x] = sparcl_mask_scores(s[r].v[x], mb, x);
+            } else if (!bounded) {
+                seen[r] = 1;
+            }
+            floatv mv = s[r].v[0];
+            for (int x = 1; x < NKV; ++x)
+                mv = SPARCL_MAXNN(mv, s[r].v[x]);
+            const float mx = SPARCL_MAXNN(m[r], HMAXV(mv));
+            if (mx == -INFINITY) { /* only -inf so far, or a NaN the max dropped */
+                for (int x = 0; x < NKV; ++x) {
+                    s[r].v[x] = select((floatv)(0.0f), s[r].v[x], isnan(s[r].v[x]));
+                    lsum[r] += s[r].v[x];
+                }
+                continue;
+            }
+            if (mx > m[r]) {
+                const floatv alpha = EXP2V((floatv)(m[r] - mx));
+                lsum[r] *= alpha;
+                for (int d = 0; d < NV; ++d)
+                    acc[r][d] *= alpha;
+                for (int t = 0; t < NT; ++t)
+                    acct[r][t] *= FIRSTV(alpha);
+                m[r] = mx;
+            }
+            for (int x = 0; x < NKV; ++x) {
+                s[r].v[x] = EXP2V(s[r].v[x] - mx);
+                lsum[r] += s[r].v[x];
+            }
+        }
+
+        /* P.V, one vector of the head dimension at a time over the tile's
+         * keys, so the rows' accumulators of that vector stay in registers.
+         * Element (r, x) counts only where its head attends the tile and,
+         * in a PARTIAL tile, its bit is set (a masked value may be NaN;
+         * 0 * NaN is NaN): checked per element unless every head's tile is
+         * FULL. */
+#define DEC_VROW(x) DEC_ROW(vb, v_sb, v_ss, c0 + (x))
+#define DEC_KEEP(r, x)                                                                             \
+    (act[(r) / QROWS] && c0 + (x) <= lim[r] &&                                                     \
+     (mi[(r) / QROWS] < 0 ||                                                                       \
+      SPARCL_MASK_BIT(mask_bits + (long)mi[(r) / QROWS] * QROWS * MW, (r) % QROWS, x, MW)))
+#define DEC_PV(KEEP)                                                                               \
+    do {                                                                                           \
+        for (int d = 0; d < NV; ++d)                                                               \
+            for (int x = 0; x < BLOCK_N; ++x) {                                                    \
+                const floatv vv = LOADV(DEC_VROW(x) + d * VEC);                                    \
+                _Pragma("unroll") for (int r = 0; r < R; ++r) if (KEEP(r, x)) acc[r][d] =          \
+                    fma((floatv)(s[r].f[x]), vv, acc[r][d]);                                       \
+            }                                                                                      \
+        for (int x = 0; x < BLOCK_N; ++x)                                                          \
+            for (int t = 0; t < NT; ++t) {                                                         \
+                const float vs = DEC_VROW(x)[NV * VEC + t];                                        \
+                _Pragma("unroll") for (int r = 0; r < R; ++r) if (KEEP(r, x)) acct[r][t] =         \
+                    fma(s[r].f[x], vs, acct[r][t]);                                                \
+            }                                                                                      \
+    } while (0)
+#define DEC_ALL(r, x) 1
+        if (all_full)
+            DEC_PV(DEC_ALL);
+        else
+            DEC_PV(DEC_KEEP);
+#undef DEC_PV
+#undef DEC_ALL
+#undef DEC_KEEP
+#undef DEC_VROW
+    }
+#undef DEC_ROW
+
+    const long rows_total = (long)get_num_groups(2) * q_heads * QROWS;
+    for (int r = 0; r < R; ++r) {
+        const long row = ((long)b * q_heads + h0 + r / QROWS) * QROWS + r % QROWS;
+        __global float *orow = part_o + (split * rows_total + row) * HEAD_DIM;
+        const float ls = HSUMV(lsum[r]);
+        /* Attended, but every score -inf: marked for the merge. */
+        const int all_ninf = seen[r] && ls == 0.0f;
+        const float inv = seen[r] && !all_ninf ? 1.0f / ls : 0.0f;
+        for (int d = 0; d < NV; ++d)
+            STOREV(acc[r][d] * inv, orow + d * VEC);
+        for (int t = 0; t < NT; ++t)
+            orow[NV * VEC + t] = acct[r][t] * inv;
+        if (all_ninf)
+            orow[0] = NAN;
+        part_lse[split * rows_total + row] =
+            seen[r] && !all_ninf ? (m[r] + log2(ls)) * M_LN2_F : -INFINITY;
+    }
+}

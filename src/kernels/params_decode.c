@@ -1,0 +1,147 @@
+/*
+ * params_decode.c -- the attn_decode family (cl/attn_decode.cl: split-KV
+ * decoding for q_len <= SPARCL__DECODE_MAX_Q) and the attn_merge family
+ * (cl/attn_merge.cl: combining partial outputs by their LSEs, no tuned
+ * parameters): choices, constraints, defaults and the workspace formula.
+ */
+#include "kernels/params.h"
+#include "runtime/error.h"
+
+static const int32_t c_block_n[] = {8, 16, 32, 64, 128};
+static const int32_t c_heads[] = {1, 2, 4, 8, 16, 32, 64};
+static const int32_t c_splits[] = {1, 2, 4, 8, 16, 32, 64};
+static const int32_t c_vec[] = {1, 2, 4, 8, 16};
+static const int32_t c_exp[] = {0, 1, 2};
+
+#define N_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+_Static_assert(SPARCL__MERGE_STACKED_MAX >= 64, "SPLITS choices exceed the stacked merge");
+
+static const sparcl__param_def attn_decode_params[] = {
+    {SPARCL__P_BLOCK_N, c_block_n, N_OF(c_block_n), "keys per tile"},
+    {SPARCL__P_EXP, c_exp, N_OF(c_exp),
+     "softmax exponential: 0 exp2, 1 native_exp2, 2 sparcl polynomial"},
+    {SPARCL__P_HEADS, c_heads, N_OF(c_heads),
+     "query heads of one KV group per work-item (each reads the group's K/V once)"},
+    {SPARCL__P_SPLITS, c_splits, N_OF(c_splits),
+     "most splits of the key range, each a work-item writing a partial result"},
+    {SPARCL__P_VEC, c_vec, N_OF(c_vec), "vector width along the head dimension"},
+};
+
+/* Query heads per KV head; 1 for problems that do not say (the registry's
+ * plain problem). */
+static int group_of(const sparcl__problem *prob)
+{
+    return prob->kv_heads > 0 && prob->q_heads >= prob->kv_heads ? prob->q_heads / prob->kv_heads
+                                                                 : 1;
+}
+
+static int q_rows(const sparcl__problem *prob)
+{
+    return prob->q_len > 0 ? prob->q_len : 1;
+}
+
+/* Private floats of one work-item: its queries, accumulators and scores. */
+static long private_floats(int32_t heads, int32_t bn, const sparcl__problem *prob)
+{
+    return (long)heads * q_rows(prob) * (2L * prob->head_dim + bn);
+}
+
+size_t sparcl__attn_decode_workspace_bytes(const sparcl__pset *p, const sparcl__problem *prob)
+{
+    const size_t rows = (size_t)prob->batch * (size_t)prob->q_heads * (size_t)q_rows(prob);
+    return (size_t)p->v[SPARCL__P_SPLITS] * rows * ((size_t)prob->head_dim + 1u) * sizeof(float);
+}
+
+static sparcl_status check(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl__problem *prob,
+                           const sparcl__device_limits *limits)
+{
+#define BAD(...) sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, __VA_ARGS__)
+    const int32_t bn = p->v[SPARCL__P_BLOCK_N], vec = p->v[SPARCL__P_VEC];
+    const int32_t heads = p->v[SPARCL__P_HEADS];
+    const int group = group_of(prob);
+    if (q_rows(prob) > SPARCL__DECODE_MAX_Q)
+        return BAD("attn_decode takes q_len up to %d; the problem has %d", SPARCL__DECODE_MAX_Q,
+                   prob->q_len);
+    if (vec > prob->head_dim)
+        return BAD("VEC %d exceeds head_dim %d", vec, prob->head_dim);
+    if (bn % vec != 0)
+        return BAD("BLOCK_N %d must be a multiple of VEC %d", bn, vec);
+    if (group % heads != 0)
+        return BAD("HEADS %d must divide the %d query heads of a KV group", heads, group);
+    const long priv = private_floats(heads, bn, prob);
+    if (priv > SPARCL__PRIVATE_FLOATS_MAX)
+        return BAD("HEADS %d x q_len %d x (2 x head_dim %d + BLOCK_N %d) = %ld private floats "
+                   "exceeds %d",
+                   heads, q_rows(prob), prob->head_dim, bn, priv, SPARCL__PRIVATE_FLOATS_MAX);
+    if (limits && limits->max_alloc &&
+        sparcl__attn_decode_workspace_bytes(p, prob) > limits->max_alloc)
+        return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
+                            "SPLITS %d needs a %zu-byte workspace; the device allocates at most "
+                            "%llu bytes at once",
+                            p->v[SPARCL__P_SPLITS], sparcl__attn_decode_workspace_bytes(p, prob),
+                            (unsigned long long)limits->max_alloc);
+    return SPARCL_OK;
+#undef BAD
+}
+
+static void defaults(sparcl__pset *p, const sparcl__problem *prob,
+                     const sparcl__device_limits *limits)
+{
+    const sparcl__kernel_schema *f = &sparcl__schema_attn_decode;
+    const int cpu = !limits || (limits->type & CL_DEVICE_TYPE_CPU);
+    sparcl__pset_default(f, p, SPARCL__P_BLOCK_N, 32);
+    sparcl__pset_default(f, p, SPARCL__P_EXP, cpu ? 2 : 0);
+    const int32_t bn = p->v[SPARCL__P_BLOCK_N];
+    int32_t vec = 1;
+    while (vec * 2 <= prob->head_dim && vec < (cpu ? 16 : 4) && bn % (vec * 2) == 0)
+        vec *= 2;
+    sparcl__pset_default(f, p, SPARCL__P_VEC, vec);
+    /* As many heads of the group as fit the private budget: each K/V row
+     * is then read once for all of them. */
+    const int group = group_of(prob);
+    int32_t heads = 1;
+    while (heads * 2 <= 64 && group % (heads * 2) == 0 &&
+           private_floats(heads * 2, bn, prob) <= SPARCL__PRIVATE_FLOATS_MAX)
+        heads *= 2;
+    sparcl__pset_default(f, p, SPARCL__P_HEADS, heads);
+    /* Splits: about four work-items per compute unit over the call, each
+     * with at least a few tiles. */
+    const long items = (long)(prob->batch > 0 ? prob->batch : 1) *
+                       (prob->kv_heads > 0 ? prob->kv_heads : 1) * (group / p->v[SPARCL__P_HEADS]);
+    const long want = 4L * (limits && limits->compute_units ? (long)limits->compute_units : 4);
+    const long tiles = prob->kv_len > 0 ? (prob->kv_len + bn - 1) / bn : 1;
+    int32_t splits = 1;
+    while (splits < 64 && items * splits < want && tiles / (splits * 2) >= 4)
+        splits *= 2;
+    sparcl__pset_default(f, p, SPARCL__P_SPLITS, splits);
+}
+
+static const sparcl__kernel_decl decode_kernels[] = {{"attn_decode", 0}};
+static const sparcl__program_decl decode_programs[] = {
+    {"attn_decode.cl", decode_kernels, N_OF(decode_kernels)},
+};
+static const sparcl__param_id decode_derived[] = {SPARCL__P_HEAD_DIM, SPARCL__P_QROWS};
+
+const sparcl__kernel_schema sparcl__schema_attn_decode = {
+    .name = "attn_decode",
+    .programs = decode_programs,
+    .n_programs = N_OF(decode_programs),
+    .params = attn_decode_params,
+    .n_params = N_OF(attn_decode_params),
+    .derived = decode_derived,
+    .n_derived = N_OF(decode_derived),
+    .check = check,
+    .defaults = defaults,
+};
+
+static const sparcl__kernel_decl merge_kernels[] = {{"attn_merge", 0}, {"attn_merge_stacked", 0}};
+static const sparcl__program_decl merge_programs[] = {
+    {"attn_merge.cl", merge_kernels, N_OF(merge_kernels)},
+};
+
+const sparcl__kernel_schema sparcl__schema_attn_merge = {
+    .name = "attn_merge",
+    .programs = merge_programs,
+    .n_programs = N_OF(merge_programs),
+};
