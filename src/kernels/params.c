@@ -147,6 +147,7 @@ const char *const sparcl__param_names[SPARCL__P_COUNT] = {
     [SPARCL__P_BLOCK_N] = "BLOCK_N",
     [SPARCL__P_EXP] = "EXP",
     [SPARCL__P_KT] = "KT",
+    [SPARCL__P_SPLIT] = "SPLIT",
     [SPARCL__P_TOPK] = "TOPK",
     [SPARCL__P_USE_LOCAL] = "USE_LOCAL",
     [SPARCL__P_VEC] = "VEC",
