@@ -454,7 +454,11 @@ inline void key_tile(KEY_TILE_PARAMS, const int fused, __global float *restrict 
 #pragma unroll
                 for (int r = 0; r < ROWS; ++r) {
                     const int ok = r < n, ri = rr + min(r, n - 1);
-                    for (int d = 0; d < HEAD_DIM; ++d) {
+                    for (int x = 0; x < NV; ++x) {
+                        STOREV(ok ? LOADV(QROW(ri) + x * VEC) : (floatv)(0.0f), qc[r] + x * VEC);
+                        STOREV(ok ? LOADV(DOROW(ri) + x * VEC) : (floatv)(0.0f), oc[r] + x * VEC);
+                    }
+                    for (int d = NV * VEC; d < HEAD_DIM; ++d) {
                         qc[r][d] = ok ? QROW(ri)[d] : 0.0f;
                         oc[r][d] = ok ? DOROW(ri)[d] : 0.0f;
                     }

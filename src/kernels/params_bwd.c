@@ -13,8 +13,8 @@
  */
 #include <stdio.h>
 
-#include "runtime/error.h"
 #include "kernels/params.h"
+#include "runtime/error.h"
 
 static const int32_t c_block[] = {1, 2, 4, 8, 16, 32, 64, 128};
 static const int32_t c_wg[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
@@ -30,8 +30,7 @@ static const sparcl__param_def attn_bwd_params[] = {
      "0 separate dQ and dK/dV kernels, 1 one pass per key tile (WG_SIZE=1, USE_LOCAL=0)"},
     {SPARCL__P_BLOCK_M, c_block, N_OF(c_block), "query rows per tile (dQ work-group)"},
     {SPARCL__P_BLOCK_N, c_block, N_OF(c_block), "keys per tile (dK/dV work-group)"},
-    {SPARCL__P_EXP, c_exp, N_OF(c_exp),
-     "exponential: 0 exp2, 1 native_exp2, 2 sparcl polynomial"},
+    {SPARCL__P_EXP, c_exp, N_OF(c_exp), "exponential: 0 exp2, 1 native_exp2, 2 sparcl polynomial"},
     {SPARCL__P_SPLIT, c_split, N_OF(c_split),
      "ALGO=1: key-tile partitions per kv head, each with a partial dQ buffer when > 1"},
     {SPARCL__P_USE_LOCAL, c_bool, N_OF(c_bool), "stage shared rows in __local memory"},
@@ -55,8 +54,7 @@ int sparcl__attn_bwd_fit(sparcl__pset *p, const sparcl__problem *prob,
     int changed = 0;
     while (limits && p->v[SPARCL__P_USE_LOCAL] &&
            sparcl__attn_bwd_local_bytes(p, prob) > limits->local_mem) {
-        const sparcl__param_id tile[3] = {SPARCL__P_BLOCK_M, SPARCL__P_BLOCK_N,
-                                          SPARCL__P_WG_SIZE};
+        const sparcl__param_id tile[3] = {SPARCL__P_BLOCK_M, SPARCL__P_BLOCK_N, SPARCL__P_WG_SIZE};
         int halve = 1;
         for (int i = 0; i < 3; ++i)
             halve &= p->v[tile[i]] >= 2;
@@ -137,16 +135,17 @@ static void defaults(sparcl__pset *p, const sparcl__problem *prob,
         sparcl__pset_default(s, p, SPARCL__P_ALGO, 1);
     sparcl__pset_default(s, p, SPARCL__P_ALGO, 0);
     if (cpu) {
-        /* POCL: one work-item per group holding 8 keys as float8 lanes (one
-         * AVX2 register), 8 query rows at a time, the polynomial exp2
-         * (measured with sparcl-bench; shared/notes/pocl.md).  Wide heads:
-         * smaller tiles, to stay within private memory. */
-        int32_t t = 8;
-        while (t > 1 && 6L * t * prob->head_dim > SPARCL__PRIVATE_FLOATS_MAX)
-            t /= 2;
+        /* POCL: one work-item per group holding 16 keys as float16 lanes, 4
+         * query rows at a time, the polynomial exp2 (measured with
+         * sparcl-bench and interleaved runs on a 2-core AVX2 EPYC: 4 x 16
+         * beat 8 x 8, 8 x 16 and 16 x 8 by 10-30%; shared/notes/pocl.md).
+         * Wide heads: fewer keys, to stay within private memory. */
+        int32_t bn = 16;
+        while (bn > 1 && 4L * bn * prob->head_dim > SPARCL__PRIVATE_FLOATS_MAX)
+            bn /= 2;
         sparcl__pset_default(s, p, SPARCL__P_WG_SIZE, 1);
-        sparcl__pset_default(s, p, SPARCL__P_BLOCK_M, t);
-        sparcl__pset_default(s, p, SPARCL__P_BLOCK_N, t);
+        sparcl__pset_default(s, p, SPARCL__P_BLOCK_M, 4);
+        sparcl__pset_default(s, p, SPARCL__P_BLOCK_N, bn);
         sparcl__pset_default(s, p, SPARCL__P_USE_LOCAL, 0);
         sparcl__pset_default(s, p, SPARCL__P_EXP, 2);
     } else {
@@ -180,8 +179,10 @@ static void defaults(sparcl__pset *p, const sparcl__problem *prob,
     sparcl__pset_default(s, p, SPARCL__P_SPLIT, split);
 }
 
-static const sparcl__kernel_decl kernels[] = {{"attn_bwd_pre", 0},    {"attn_bwd_dq", 1},
-                                              {"attn_bwd_dkv", 1},    {"attn_bwd_fused", 1},
+static const sparcl__kernel_decl kernels[] = {{"attn_bwd_pre", 0},
+                                              {"attn_bwd_dq", 1},
+                                              {"attn_bwd_dkv", 1},
+                                              {"attn_bwd_fused", 1},
                                               {"attn_bwd_reduce", 0}};
 static const sparcl__program_decl programs[] = {{"attn_bwd.cl", kernels, N_OF(kernels)}};
 static const sparcl__param_id derived[] = {SPARCL__P_HEAD_DIM, SPARCL__P_ROWS};
