@@ -356,6 +356,26 @@ attn_bwd_dq(__global const float *restrict q, __global const float *restrict k,
 #define KEEP_ALL(r, c) 1
 #define KEEP_BIT(r, c) ILANE(on[r], c)
 
+/* dV += P^T dO and dK += dS^T q for the chunk's rows, with the row element
+ * x of row r taken as ROWVAL(x, r): all of it (ROW_ALL) or only in the
+ * lanes whose element is attended (ROW_ON). */
+// clang-format off
+#define DKV_UPDATE(ROWVAL)                                                                         \
+    do {                                                                                           \
+        for (int d = 0; d < HEAD_DIM; ++d) {                                                       \
+            floatc a = dva[d], bk = dka[d];                                                        \
+            _Pragma("unroll") for (int r = 0; r < ROWS; ++r) {                                     \
+                a = fma(s[r], ROWVAL(OC(r, d), r), a);                                             \
+                bk = fma(ds[r], ROWVAL(QC(r, d), r), bk);                                          \
+            }                                                                                      \
+            dva[d] = a;                                                                            \
+            dka[d] = bk;                                                                           \
+        }                                                                                          \
+    } while (0)
+// clang-format on
+#define ROW_ALL(x, r) ((floatc)(x))
+#define ROW_ON(x, r) select((floatc)(0.0f), (floatc)(x), on[r])
+
 /* One key tile (tc) for the work-item's COLS keys, lid * COLS onwards: the
  * row tiles the transposed list gives for every q head of kv head hk, ROWS
  * rows at a time, into dK and dV; with `fused`, also dS K into the dQ
@@ -449,8 +469,18 @@ inline void key_tile(KEY_TILE_PARAMS, const int fused, __global float *restrict 
                 }
                 if (!live)
                     continue;
-                /* The rows, copied; rows past n are zeros with P = 0. */
-                float qc[ROWS][HEAD_DIM], oc[ROWS][HEAD_DIM], l2[ROWS], dc[ROWS];
+                /* The rows: with ROWS = 1 (the GPU configuration) read in
+                 * place; otherwise copied, rows past n as zeros with P = 0. */
+                float l2[ROWS], dc[ROWS];
+#if ROWS == 1
+#define QC(r, d) QROW(rr)[d]
+#define OC(r, d) DOROW(rr)[d]
+                l2[0] = LSE2(rr);
+                dc[0] = DROW(rr);
+#else
+#define QC(r, d) qc[r][d]
+#define OC(r, d) oc[r][d]
+                float qc[ROWS][HEAD_DIM], oc[ROWS][HEAD_DIM];
 #pragma unroll
                 for (int r = 0; r < ROWS; ++r) {
                     const int ok = r < n, ri = rr + min(r, n - 1);
@@ -465,6 +495,7 @@ inline void key_tile(KEY_TILE_PARAMS, const int fused, __global float *restrict 
                     l2[r] = ok ? LSE2(ri) : INFINITY;
                     dc[r] = ok ? DROW(ri) : 0.0f;
                 }
+#endif
                 floatc s[ROWS], ds[ROWS];
 #pragma unroll
                 for (int r = 0; r < ROWS; ++r)
@@ -473,7 +504,7 @@ inline void key_tile(KEY_TILE_PARAMS, const int fused, __global float *restrict 
                     const floatc x = kt[d];
 #pragma unroll
                     for (int r = 0; r < ROWS; ++r)
-                        s[r] = fma((floatc)(qc[r][d]), x, s[r]);
+                        s[r] = fma((floatc)(QC(r, d)), x, s[r]);
                 }
 #pragma unroll
                 for (int r = 0; r < ROWS; ++r) {
@@ -484,37 +515,17 @@ inline void key_tile(KEY_TILE_PARAMS, const int fused, __global float *restrict 
                     const floatc x = vt[d];
 #pragma unroll
                     for (int r = 0; r < ROWS; ++r)
-                        ds[r] = fma((floatc)(oc[r][d]), x, ds[r]);
+                        ds[r] = fma((floatc)(OC(r, d)), x, ds[r]);
                 }
 #pragma unroll
                 for (int r = 0; r < ROWS; ++r)
                     ds[r] = s[r] * (ds[r] - dc[r]);
                 /* A FULL tile's whole chunk reads every row; otherwise a
                  * masked element's q and dO stay out (0 * NaN). */
-                if (mi < 0 && n == ROWS) {
-                    for (int d = 0; d < HEAD_DIM; ++d) {
-                        floatc a = dva[d], bk = dka[d];
-#pragma unroll
-                        for (int r = 0; r < ROWS; ++r) {
-                            a = fma(s[r], (floatc)(oc[r][d]), a);
-                            bk = fma(ds[r], (floatc)(qc[r][d]), bk);
-                        }
-                        dva[d] = a;
-                        dka[d] = bk;
-                    }
-                } else {
-                    for (int d = 0; d < HEAD_DIM; ++d) {
-                        floatc a = dva[d], bk = dka[d];
-#pragma unroll
-                        for (int r = 0; r < ROWS; ++r) {
-                            a = fma(s[r], select((floatc)(0.0f), (floatc)(oc[r][d]), on[r]), a);
-                            bk = fma(ds[r], select((floatc)(0.0f), (floatc)(qc[r][d]), on[r]),
-                                     bk);
-                        }
-                        dva[d] = a;
-                        dka[d] = bk;
-                    }
-                }
+                if (mi < 0 && n == ROWS)
+                    DKV_UPDATE(ROW_ALL);
+                else
+                    DKV_UPDATE(ROW_ON);
                 if (fused) {
                     __global float *dqr[ROWS];
 #pragma unroll
@@ -528,6 +539,8 @@ inline void key_tile(KEY_TILE_PARAMS, const int fused, __global float *restrict 
                         DQ_UPDATE(KEEP_BIT);
                 }
             }
+#undef QC
+#undef OC
 #undef QROW
 #undef DOROW
 #undef LSE2

@@ -126,3 +126,16 @@ Test(bwd_params, cpu_defaults_are_the_one_pass_kernel)
     cr_assert_eq(defaults_for(&one, &cpu).v[SPARCL__P_SPLIT], 4);
     cr_assert_eq(defaults_for(&(sparcl__problem){64, 1, 8, 4096, 0}, &cpu).v[SPARCL__P_SPLIT], 1);
 }
+
+Test(bwd_params, forced_one_pass_on_a_gpu_gets_its_own_tile)
+{
+    const sparcl__problem prob = problem(64);
+    sparcl__pset p;
+    memset(&p, 0, sizeof p);
+    sparcl__pset_put(&p, SPARCL__P_ALGO, 1);
+    sparcl__schema_attn_bwd.defaults(&p, &prob, &gpu_48k);
+    cr_assert_eq(p.v[SPARCL__P_WG_SIZE], 1);
+    cr_assert_eq(p.v[SPARCL__P_USE_LOCAL], 0);
+    cr_assert_eq(sparcl__pset_check(NULL, &sparcl__schema_attn_bwd, &p, &prob, &gpu_48k), SPARCL_OK,
+                 "%s", sparcl_ctx_errmsg(NULL));
+}
