@@ -139,12 +139,14 @@ static void defaults(sparcl__pset *p, const sparcl__problem *prob,
          * query rows at a time, the polynomial exp2 (measured with
          * sparcl-bench and interleaved runs on a 2-core AVX2 EPYC: 4 x 16
          * beat 8 x 8, 8 x 16 and 16 x 8 by 10-30%; shared/notes/pocl.md).
-         * Wide heads: fewer keys, to stay within private memory. */
-        int32_t bn = 16;
+         * Wide heads: fewer rows and keys, to stay within private memory. */
+        int32_t bm = 4, bn = 16;
+        while (bm > 1 && 3L * bm * prob->head_dim > SPARCL__PRIVATE_FLOATS_MAX)
+            bm /= 2;
         while (bn > 1 && 4L * bn * prob->head_dim > SPARCL__PRIVATE_FLOATS_MAX)
             bn /= 2;
         sparcl__pset_default(s, p, SPARCL__P_WG_SIZE, 1);
-        sparcl__pset_default(s, p, SPARCL__P_BLOCK_M, 4);
+        sparcl__pset_default(s, p, SPARCL__P_BLOCK_M, bm);
         sparcl__pset_default(s, p, SPARCL__P_BLOCK_N, bn);
         sparcl__pset_default(s, p, SPARCL__P_USE_LOCAL, 0);
         sparcl__pset_default(s, p, SPARCL__P_EXP, 2);
