@@ -45,7 +45,8 @@
  * dK and dV take ROWS query rows per pass over their accumulators; the
  * fused dQ update runs along the head dimension in vectors of VEC floats.
  * EXP picks the exponential (exp2, native_exp2, or the polynomial of
- * common.clh, exact enough for the arguments s - LSE <= ~0 seen here).
+ * common.clh, exact enough for the arguments s - LSE <= ~0 seen here, VEC
+ * lanes at a time).
  */
 #ifndef HEAD_DIM
 #error "HEAD_DIM must be defined"
@@ -125,10 +126,30 @@ typedef SPARCL_CAT(int, COLS) intc;
 #define LANES_ON(w) (((intc)((int)(w)) & CBITS) != 0)
 #endif
 
-/* The exponential of score vectors of ROWS (EXP2R) or COLS (EXP2C) lanes. */
+/* The exponential of score vectors of ROWS (EXP2R) or COLS (EXP2C) lanes:
+ * the builtins take any width; the polynomial of common.clh (EXP=2) takes
+ * VEC lanes, so it runs over the score vector VEC lanes at a time through a
+ * union (lanes past the vector's are zeros, computed and dropped). */
 #if EXP == 2
-#define EXP2R SPARCL_CAT(sparcl_exp2np, ROWS)
-#define EXP2C SPARCL_CAT(sparcl_exp2np, COLS)
+#define DEF_EXP2_LANES(NAME, T, N)                                                                 \
+    typedef union {                                                                                \
+        T v;                                                                                       \
+        float f[(N + VEC - 1) / VEC * VEC];                                                        \
+    } NAME##_lanes;                                                                                \
+    inline T NAME(T x)                                                                             \
+    {                                                                                              \
+        NAME##_lanes u;                                                                            \
+        for (int i = N; i < (N + VEC - 1) / VEC * VEC; ++i)                                        \
+            u.f[i] = 0.0f;                                                                         \
+        u.v = x;                                                                                   \
+        for (int i = 0; i < N; i += VEC)                                                           \
+            STOREV(sparcl_exp2_nonpos(LOADV(u.f + i)), u.f + i);                                   \
+        return u.v;                                                                                \
+    }
+DEF_EXP2_LANES(exp2_rows, floatr, ROWS)
+DEF_EXP2_LANES(exp2_cols, floatc, COLS)
+#define EXP2R exp2_rows
+#define EXP2C exp2_cols
 #else
 #define EXP2R EXP2V
 #define EXP2C EXP2V

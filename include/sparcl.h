@@ -1394,7 +1394,7 @@ SPARCL_API sparcl_status sparcl_plan_read_projections(sparcl_plan *plan, float *
  * or else by the first backward call.  Two algorithms:
  *   ALGO=0  separate dQ and dK/dV kernels, each recomputing the scores; the
  *           GPU configuration (WG_SIZE work-items per group, USE_LOCAL
- *           stages shared rows in local memory); SPLIT and VEC must be 1.
+ *           stages shared rows in local memory); SPLIT must be 1.
  *   ALGO=1  one pass per key tile: dK and dV of the tile and dS K added
  *           into dQ (2/7 fewer FLOPs); WG_SIZE=1 and USE_LOCAL=0 only (the
  *           CPU configuration, the default on CPU devices).  SPLIT > 1 lets
@@ -1403,8 +1403,8 @@ SPARCL_API sparcl_status sparcl_plan_read_projections(sparcl_plan *plan, float *
  *           per call), summed afterwards in a fixed order.
  * BLOCK_M / WG_SIZE query rows and BLOCK_N / WG_SIZE keys per work-item
  * are vector lanes (at most 16 each); EXP picks the exponential (0 exp2,
- * 1 native_exp2, 2 a polynomial); VEC is the vector width of ALGO=1's dQ
- * update.  A built-in default that the device cannot take (the program's
+ * 1 native_exp2, 2 a polynomial, VEC lanes at a time); VEC is also the
+ * vector width of the row copies and of ALGO=1's dQ update.  A built-in default that the device cannot take (the program's
  * local memory, counted for the dQ and dK/dV kernels together, or as the
  * device's compiler reports it) falls back to smaller tiles or USE_LOCAL=0;
  * parameters the caller forces are checked as given.

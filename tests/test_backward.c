@@ -420,7 +420,7 @@ static const sparcl_params *more_params(int set, sparcl_params *p)
         {1, 8, 1, 2, 1, 1, 1, 0},
         {1, 2, 2, 2, 2, 4, 1, 0},
         {1, 1, 8, 2, 16, 1, 1, 0},
-        {0, 1, 1, 2, 16, 16, 1, 0},
+        {0, 1, 4, 2, 16, 16, 1, 0},
         {0, 1, 1, 1, 32, 8, 4, 1},
     };
     static const char *const names[8] = {"ALGO",    "SPLIT",   "VEC",     "EXP",

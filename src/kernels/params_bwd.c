@@ -9,7 +9,8 @@
  * must be whole and at most 16: they are the score vectors' widths (lanes
  * run across rows and keys, not along the head dimension).  ALGO picks the
  * two-kernel path (0) or the one-pass kernel (1, with SPLIT key-tile
- * partitions per kv head and VEC-wide dQ updates); both are deterministic.
+ * partitions per kv head); VEC is the width of the polynomial exp2 (EXP=2),
+ * of the row copies and of ALGO=1's dQ update.  Both are deterministic.
  */
 #include <stdio.h>
 
@@ -34,7 +35,8 @@ static const sparcl__param_def attn_bwd_params[] = {
     {SPARCL__P_SPLIT, c_split, N_OF(c_split),
      "ALGO=1: key-tile partitions per kv head, each with a partial dQ buffer when > 1"},
     {SPARCL__P_USE_LOCAL, c_bool, N_OF(c_bool), "stage shared rows in __local memory"},
-    {SPARCL__P_VEC, c_vec, N_OF(c_vec), "ALGO=1: vector width of the dQ update"},
+    {SPARCL__P_VEC, c_vec, N_OF(c_vec),
+     "vector width of the polynomial exp2, the row copies and ALGO=1's dQ update"},
     {SPARCL__P_WG_SIZE, c_wg, N_OF(c_wg), "work-items per work-group"},
 };
 
@@ -86,10 +88,10 @@ static sparcl_status check(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl_
     if (algo == 1 && (wg != 1 || p->v[SPARCL__P_USE_LOCAL]))
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "ALGO=1 (one pass) needs WG_SIZE=1 and USE_LOCAL=0");
-    if (algo == 0 && (p->v[SPARCL__P_SPLIT] != 1 || p->v[SPARCL__P_VEC] != 1))
+    if (algo == 0 && p->v[SPARCL__P_SPLIT] != 1)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "SPLIT %d and VEC %d apply to ALGO=1 only (1 with ALGO=0)",
-                            p->v[SPARCL__P_SPLIT], p->v[SPARCL__P_VEC]);
+                            "SPLIT %d applies to ALGO=1 only (1 with ALGO=0)",
+                            p->v[SPARCL__P_SPLIT]);
     if (p->v[SPARCL__P_VEC] > prob->head_dim)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "VEC %d exceeds head_dim %d",
                             p->v[SPARCL__P_VEC], prob->head_dim);
@@ -165,11 +167,11 @@ static void defaults(sparcl__pset *p, const sparcl__problem *prob,
             sparcl__attn_bwd_fit(p, prob, limits);
     }
     const int one_pass = p->v[SPARCL__P_ALGO] == 1;
-    /* The dQ update's vectors: the widest power of two up to 16 within
-     * head_dim (16 beat 8 by about 7% in interleaved runs on AVX2, where a
-     * float16 is two registers, and 4 by 20%). */
+    /* CPU and ALGO=1: the widest power of two up to 16 within head_dim (for
+     * the dQ update 16 beat 8 by about 7% in interleaved runs on AVX2, where
+     * a float16 is two registers, and 4 by 20%).  GPU: 1. */
     int32_t vec = 1;
-    while (one_pass && vec < 16 && vec * 2 <= prob->head_dim)
+    while ((cpu || one_pass) && vec < 16 && vec * 2 <= prob->head_dim)
         vec *= 2;
     sparcl__pset_default(s, p, SPARCL__P_VEC, vec);
     /* Enough partitions to give every compute unit two work-items. */
