@@ -1542,19 +1542,39 @@ SPARCL_API sparcl_status sparcl_plan_write_projections(sparcl_plan *plan, const 
  * dV = F^T dV' and, with sparcl_plan_backward_proj(), dE = sum over batch
  * and kv heads of dK' K^T and dF = sum of dV' V^T.
  *
- * The backward kernels have their own parameters and their own tile, so the
- * plan keeps a copy of its layout and re-blocks it for the backward:
- * softmax plans use kernel family "attn_bwd" (BLOCK_M, BLOCK_N, USE_LOCAL,
- * WG_SIZE), sparse normalizations "attn_entmax_bwd" (BLOCK_M, BLOCK_N, VEC,
- * WG_SIZE; BLOCK_M / WG_SIZE query rows and BLOCK_N / WG_SIZE keys per
- * work-item, each at most 16, the latter a power of two).  These resources
- * (the tile lists by row and by column, the programs) are built once: by
- * sparcl_plan_prepare_backward(), or else by the first backward call.
+ * The backward kernels have their own parameters (softmax: kernel family
+ * "attn_bwd": ALGO, BLOCK_M, BLOCK_N, EXP, SPLIT, USE_LOCAL, VEC, WG_SIZE;
+ * sparse normalizations: "attn_entmax_bwd": BLOCK_M, BLOCK_N, VEC,
+ * WG_SIZE, with BLOCK_M / WG_SIZE query rows and BLOCK_N / WG_SIZE keys per
+ * work-item, each at most 16, the latter a power of two) and their own tile, so the plan keeps a copy of its layout and re-blocks
+ * it for the backward.  These resources (the tile lists by row and by
+ * column, the programs) are built once: by sparcl_plan_prepare_backward(),
+ * or else by the first backward call.  Two algorithms for softmax:
+ *   ALGO=0  separate dQ and dK/dV kernels, each recomputing the scores; the
+ *           GPU configuration (WG_SIZE work-items per group, USE_LOCAL
+ *           stages shared rows in local memory); SPLIT must be 1.
+ *   ALGO=1  one pass per key tile: dK and dV of the tile and dS K added
+ *           into dQ (2/7 fewer FLOPs); WG_SIZE=1 and USE_LOCAL=0 only (the
+ *           CPU configuration, the default on CPU devices).  SPLIT > 1 lets
+ *           SPLIT work-items share a kv head's key tiles, each adding into
+ *           its own partial dQ buffer (SPLIT x the size of dq, allocated
+ *           per call), summed afterwards in a fixed order.
+ * BLOCK_M / WG_SIZE query rows and BLOCK_N / WG_SIZE keys per work-item
+ * are vector lanes (at most 16 each); EXP picks the exponential (0 exp2,
+ * 1 native_exp2, 2 a polynomial, VEC lanes at a time); VEC is also the
+ * vector width of the row copies and of ALGO=1's dQ update.  A built-in
+ * default that the device cannot take (the program's
+ * local memory, counted for the dQ and dK/dV kernels together, or as the
+ * device's compiler reports it) falls back to smaller tiles or USE_LOCAL=0;
+ * parameters the caller forces are checked as given.
  *
- * Results are deterministic for every supported kind: the same inputs give
- * bit-identical gradients (dK and dV are summed over the q heads of a kv
- * head in a fixed order; no atomics).  Once built, the backward's tile
- * lists count in sparcl_plan_device_bytes(). */
+ * Results are deterministic for every parameter set: the same inputs and
+ * parameters give bit-identical gradients (dK and dV are summed over the q
+ * heads of a kv head in a fixed order, ALGO=1 adds into dQ in a fixed tile
+ * order and sums its partial buffers in split order; no atomics; the
+ * sparse normalizations' kernels likewise).
+ * Different parameter sets may differ in the last bits.  Once built, the
+ * backward's tile lists count in sparcl_plan_device_bytes(). */
 
 /* Builds the plan's backward resources with `params` (NULL: chosen as
  * plans choose theirs, from the tuning databases' rows of the backward's
@@ -1608,13 +1628,14 @@ SPARCL_API sparcl_status sparcl_plan_backward_params(sparcl_plan *plan, sparcl_p
  * Buffers are borrowed until the returned event completes; sizes are
  * checked with clGetMemObjectInfo before anything is enqueued.  Builds the
  * backward resources first if needed (see above).  Enqueues three kernels
- * (softmax) or two (sparse normalizations) and allocates one float (softmax)
- * or three floats (sparse normalizations) per query row of workspace,
- * released when they finish.
+ * (softmax; four for ALGO=1 with SPLIT > 1) or two (sparse normalizations)
+ * and allocates one float (softmax) or three floats (sparse normalizations)
+ * per query row of workspace (plus SPLIT partial dQ buffers for ALGO=1
+ * with SPLIT > 1), released when they finish.
  *
  * num_wait/wait: an OpenCL wait list (may be 0/NULL).  event: NULL, or
- * receives an event that completes after all the kernels; the caller must
- * release it.  Thread-safe: a plan may run forward and backward calls from
+ * receives an event (a marker after all the kernels) the caller must
+ * release.  Thread-safe: a plan may run forward and backward calls from
  * several threads at once.
  * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL or too small buffers, missing
  * lse, aliasing outputs), SPARCL_ERR_OUT_OF_MEMORY, SPARCL_ERR_OPENCL, and

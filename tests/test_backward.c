@@ -288,7 +288,10 @@ static double max_err(const float *x, const double *ref, size_t n)
     return oracle_max_abs_diff_f(x, ref, n) / fmax(1.0, max_abs(ref, n));
 }
 
-static void run_case(const bcase *c)
+/* The parameter sets one run checks: set i of `n`, NULL for the defaults. */
+typedef const sparcl_params *(*param_sets)(int set, sparcl_params *p);
+
+static void run_case_with(const bcase *c, param_sets sets, int n_sets)
 {
     sparcl_ctx *ctx = NULL;
     cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
@@ -331,12 +334,12 @@ static void run_case(const bcase *c)
         free(lq), free(lk), free(lv);
     }
 
-    for (int set = 0; set < 4; ++set) {
+    for (int set = 0; set < n_sets; ++set) {
         sparcl_params params;
         const sparcl_plan_desc d = case_desc(c, layout);
         sparcl_plan *plan = NULL;
         cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
-        sparcl_status st = sparcl_plan_prepare_backward(plan, bwd_params(set, &params));
+        sparcl_status st = sparcl_plan_prepare_backward(plan, sets(set, &params));
         if (set > 0 && st == SPARCL_ERR_NOT_SUPPORTED &&
             strstr(sparcl_ctx_errmsg(ctx), "local memory")) {
             /* An explicit set whose tiles exceed this device's local memory
@@ -382,29 +385,73 @@ static void run_case(const bcase *c)
     sparcl_ctx_free(ctx);
 }
 
+static const bcase reference_cases[] = {
+    /* b  hq hkv  lq   lk  dim  pattern          causal left right block */
+    {1, 1, 1, 1, 1, 16, P_DENSE, 0, 0, 0, 0},
+    {1, 2, 1, 1, 113, 72, P_DENSE, 1, 0, 0, 0},
+    {2, 4, 2, 17, 17, 100, P_DENSE, 0, 0, 0, 0},
+    {1, 2, 2, 239, 113, 16, P_DENSE, 1, 0, 0, 0},
+    {1, 3, 1, 113, 239, 72, P_CAUSAL_LAYOUT, 0, 0, 0, 16},
+    {1, 2, 1, 239, 239, 16, P_WINDOW, 0, 37, 11, 24},
+    {1, 2, 2, 113, 17, 100, P_WINDOW, 1, 5, 9, 8},
+    {1, 4, 2, 113, 239, 16, P_MASK, 0, 0, 0, 16},
+    {1, 2, 1, 239, 113, 72, P_MASK, 1, 0, 0, 24},
+    {1, 3, 1, 113, 113, 16, P_MASK_PER_HEAD, 0, 0, 0, 7},
+    {2, 2, 2, 17, 17, 100, P_MASK_PER_HEAD, 1, 0, 0, 5},
+    {1, 2, 1, 17, 33, 256, P_WINDOW, 1, 4, 4, 8},
+};
+
 ParameterizedTestParameters(backward, matches_reference)
 {
-    static bcase cases[] = {
-        /* b  hq hkv  lq   lk  dim  pattern          causal left right block */
-        {1, 1, 1, 1, 1, 16, P_DENSE, 0, 0, 0, 0},
-        {1, 2, 1, 1, 113, 72, P_DENSE, 1, 0, 0, 0},
-        {2, 4, 2, 17, 17, 100, P_DENSE, 0, 0, 0, 0},
-        {1, 2, 2, 239, 113, 16, P_DENSE, 1, 0, 0, 0},
-        {1, 3, 1, 113, 239, 72, P_CAUSAL_LAYOUT, 0, 0, 0, 16},
-        {1, 2, 1, 239, 239, 16, P_WINDOW, 0, 37, 11, 24},
-        {1, 2, 2, 113, 17, 100, P_WINDOW, 1, 5, 9, 8},
-        {1, 4, 2, 113, 239, 16, P_MASK, 0, 0, 0, 16},
-        {1, 2, 1, 239, 113, 72, P_MASK, 1, 0, 0, 24},
-        {1, 3, 1, 113, 113, 16, P_MASK_PER_HEAD, 0, 0, 0, 7},
-        {2, 2, 2, 17, 17, 100, P_MASK_PER_HEAD, 1, 0, 0, 5},
-        {1, 2, 1, 17, 33, 256, P_WINDOW, 1, 4, 4, 8},
-    };
+    static bcase cases[sizeof reference_cases / sizeof reference_cases[0]];
+    memcpy(cases, reference_cases, sizeof cases);
     return cr_make_param_array(bcase, cases, sizeof cases / sizeof cases[0]);
 }
 
 ParameterizedTest(bcase *c, backward, matches_reference, .timeout = 600)
 {
-    run_case(c);
+    run_case_with(c, bwd_params, 4);
+}
+
+/* The tuned parameters beyond the tile: the one-pass kernel (ALGO=1) with
+ * every SPLIT (partial dQ buffers), VEC (dQ update width, with and without
+ * a scalar tail) and EXP, tiles from 1 x 1 to 16 x 16 keys and rows, and
+ * the two-kernel path with the other exponentials and several rows per
+ * pass of its dK/dV walk. */
+static const sparcl_params *more_params(int set, sparcl_params *p)
+{
+    static const int32_t table[][8] = {
+        /* ALGO SPLIT VEC EXP BLOCK_M BLOCK_N WG_SIZE USE_LOCAL */
+        {1, 1, 8, 2, 4, 16, 1, 0},
+        {1, 2, 4, 0, 8, 8, 1, 0},
+        {1, 4, 16, 1, 16, 16, 1, 0},
+        {1, 8, 1, 2, 1, 1, 1, 0},
+        {1, 2, 2, 2, 2, 4, 1, 0},
+        {1, 1, 8, 2, 16, 1, 1, 0},
+        {0, 1, 4, 2, 16, 16, 1, 0},
+        {0, 1, 1, 1, 32, 8, 4, 1},
+    };
+    static const char *const names[8] = {"ALGO",    "SPLIT",   "VEC",     "EXP",
+                                         "BLOCK_M", "BLOCK_N", "WG_SIZE", "USE_LOCAL"};
+    sparcl_params_clear(p);
+    for (int i = 0; i < 8; ++i)
+        sparcl_params_set(p, names[i], table[set][i]);
+    return p;
+}
+
+ParameterizedTestParameters(backward, variants_match_reference)
+{
+    /* Odd shapes, GQA, causal, window, per-head masks, a single element. */
+    static const int pick[] = {2, 3, 4, 5, 9, 0};
+    static bcase cases[sizeof pick / sizeof pick[0]];
+    for (size_t i = 0; i < sizeof pick / sizeof pick[0]; ++i)
+        cases[i] = reference_cases[pick[i]];
+    return cr_make_param_array(bcase, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(bcase *c, backward, variants_match_reference, .timeout = 900)
+{
+    run_case_with(c, more_params, 8);
 }
 
 /* ---- bad input and edge rows ------------------------------------------- */

@@ -26,7 +26,9 @@
  *
  * usage: sparcl-bench [--quick] [--cases a,b,...] [--json] [--reps R]
  *                     [--baseline-reps R] [--no-baseline] [--set NAME=VALUE]...
- *                     [--max-kv N] [--list]
+ *                     [--bwd-set NAME=VALUE]... [--max-kv N] [--list]
+ * --set overrides the forward's parameters, --bwd-set the backward's (the
+ * attn_bwd family, through sparcl_plan_prepare_backward).
  */
 #include <math.h>
 #include <stdio.h>
@@ -81,8 +83,8 @@ static const bench_case cases[] = {
 typedef struct options {
     int json, reps, baseline_reps, baseline, quick, max_kv;
     int selected[N_CASES];
-    sparcl_params params;
-    int have_params;
+    sparcl_params params, bwd_params;
+    int have_params, have_bwd_params;
 } options;
 
 static int q_len_of(const bench_case *c)
@@ -440,6 +442,11 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
                   : strncmp(res->origin, "user ", 5) == 0 ? "user database"
                                                           : "shipped database";
     res->device_bytes = sparcl_plan_device_bytes(plan);
+    if (c->backward && opt->have_bwd_params &&
+        sparcl_plan_prepare_backward(plan, &opt->bwd_params) != SPARCL_OK) {
+        fprintf(stderr, "sparcl-bench: %s: --bwd-set: %s\n", c->name, sparcl_ctx_errmsg(ctx));
+        goto done;
+    }
     if (c->backward) { /* out and lse of a forward are the backward's inputs */
         if (!time_call(ctx, plan, m, 0, 0, &(options){.reps = 1}, res) ||
             !time_call(ctx, plan, m, 1, 2, opt, res))
@@ -578,7 +585,8 @@ static int usage(const char *argv0)
 {
     fprintf(stderr,
             "usage: %s [--quick] [--cases a,b,...] [--json] [--reps R] [--baseline-reps R]\n"
-            "          [--no-baseline] [--set NAME=VALUE]... [--max-kv N] [--list]\n",
+            "          [--no-baseline] [--set NAME=VALUE]... [--bwd-set NAME=VALUE]...\n"
+            "          [--max-kv N] [--list]\n",
             argv0);
     return 2;
 }
@@ -608,6 +616,7 @@ int main(int argc, char **argv)
     options opt = {.reps = 5, .baseline_reps = 0, .baseline = 1};
     int any_selected = 0;
     sparcl_params_clear(&opt.params);
+    sparcl_params_clear(&opt.bwd_params);
     for (int a = 1; a < argc; ++a) {
         const char *s = argv[a];
         if (strcmp(s, "--json") == 0) {
@@ -632,16 +641,18 @@ int main(int argc, char **argv)
             if (!select_cases(&opt, argv[++a]))
                 return 2;
             any_selected = 1;
-        } else if (a + 1 < argc && strcmp(s, "--set") == 0) {
+        } else if (a + 1 < argc && (strcmp(s, "--set") == 0 || strcmp(s, "--bwd-set") == 0)) {
+            const int bwd = strcmp(s, "--bwd-set") == 0;
             const char *kv = argv[++a], *eq = strchr(kv, '=');
             char name[SPARCL_PARAM_NAME_MAX];
             if (!eq || eq == kv || (size_t)(eq - kv) >= sizeof name)
                 return usage(argv[0]);
             memcpy(name, kv, (size_t)(eq - kv));
             name[eq - kv] = '\0';
-            if (sparcl_params_set(&opt.params, name, atoi(eq + 1)) != SPARCL_OK)
+            if (sparcl_params_set(bwd ? &opt.bwd_params : &opt.params, name, atoi(eq + 1)) !=
+                SPARCL_OK)
                 return usage(argv[0]);
-            opt.have_params = 1;
+            *(bwd ? &opt.have_bwd_params : &opt.have_params) = 1;
         } else {
             return usage(argv[0]);
         }

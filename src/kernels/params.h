@@ -26,6 +26,7 @@ typedef enum sparcl__param_id {
     SPARCL__P_HEADS,
     SPARCL__P_KT,
     SPARCL__P_SPLITS,
+    SPARCL__P_SPLIT,
     SPARCL__P_TOPK,
     SPARCL__P_USE_LOCAL,
     SPARCL__P_VEC,
@@ -212,8 +213,18 @@ size_t sparcl__attn_fwd_local_bytes(const sparcl__pset *p, const sparcl__problem
  * head_dim), never O(N^2). */
 size_t sparcl__attn_fwd_workspace_bytes(const sparcl__pset *p, const sparcl__problem *prob);
 
-/* Local memory in bytes the larger of the attn_bwd kernels uses. */
+/* Local memory in bytes the attn_bwd kernels use, counted for the whole
+ * program: the dQ and dK/dV kernels' arrays together (NVIDIA's compiler
+ * charged about the sum to each kernel, 65792 bytes at 64 x 64 tiles). */
 size_t sparcl__attn_bwd_local_bytes(const sparcl__pset *p, const sparcl__problem *prob);
+
+/* Replaces, in a built-in default `p` of attn_bwd, a configuration the
+ * device cannot take by one it can: USE_LOCAL=1 tiles are halved (BLOCK_M,
+ * BLOCK_N and WG_SIZE together) until the program's local memory fits, and
+ * USE_LOCAL=0 when none does.  Returns 1 if it changed `p`. */
+int sparcl__attn_bwd_fit(sparcl__pset *p, const sparcl__problem *prob,
+                         const sparcl__device_limits *limits);
+
 
 /* The attn_entmax solver a descriptor needs: 0 for softmax, 1 for
  * alpha = 2 (sparsemax), 2 for alpha = 1.5, 3 for other alphas (bisection).

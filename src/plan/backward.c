@@ -3,12 +3,15 @@
  * (the fused softmax and dense path kinds): its lazily built resources
  * (parameters from the attn_bwd family, the tiling at the backward's own
  * tile and its column view, three kernels) and the dispatch of
- * attn_bwd_pre -> attn_bwd_dq, attn_bwd_dkv (cl/attn_bwd.cl).
+ * attn_bwd_pre -> attn_bwd_dq, attn_bwd_dkv (ALGO=0) or
+ * attn_bwd_pre -> attn_bwd_fused [-> attn_bwd_reduce when SPLIT > 1]
+ * (ALGO=1) (cl/attn_bwd.cl).
  *
  * The resources live in the kind's sparcl__tiled (t->bwd), created on the
  * first backward call or by sparcl_plan_prepare_backward(), under its lock.  Per call the
- * only allocation is the D workspace (one float per query row), released
- * right after enqueueing: OpenCL keeps it alive until the kernels finish,
+ * only allocations are the D workspace (one float per query row) and, for
+ * ALGO=1 with SPLIT > 1, the SPLIT partial dQ buffers, released right after
+ * enqueueing: OpenCL keeps it alive until the kernels finish,
  * and a per-call buffer lets several threads run one plan at once.
  */
 #include <stdlib.h>
@@ -26,10 +29,10 @@
 struct sparcl__plan_bwd {
     sparcl_params params;
     sparcl_param_source source;
-    cl_kernel pre, dq, dkv;
+    cl_kernel pre, dq, dkv; /* ALGO=1: dq is attn_bwd_fused, dkv attn_bwd_reduce */
     /* Row lists (dq), column lists (dkv), and the mask bits both index. */
     cl_mem row_ptr, row_col, row_mask, col_ptr, col_row, col_mask, mask_bits;
-    int layout_heads, ntr, ntc, wg_size;
+    int layout_heads, ntr, ntc, wg_size, algo, split;
     size_t bytes; /* device bytes of the arrays above */
 };
 
@@ -99,6 +102,8 @@ static sparcl_status build_with(sparcl__tiled *t, const sparcl__pset *ps,
     sparcl__pset_to_params(schema, ps, &b->params);
     b->source = source;
     b->wg_size = ps->v[SPARCL__P_WG_SIZE];
+    b->algo = ps->v[SPARCL__P_ALGO];
+    b->split = ps->v[SPARCL__P_SPLIT];
     sparcl__tiling g;
     sparcl__tiling_cols c;
     sparcl_status st =
@@ -115,10 +120,11 @@ static sparcl_status build_with(sparcl__tiled *t, const sparcl__pset *ps,
         }
         sparcl__tiling_free(&g);
     }
-    static const char *const names[3] = {"attn_bwd_pre", "attn_bwd_dq", "attn_bwd_dkv"};
+    static const char *const names[2][3] = {{"attn_bwd_pre", "attn_bwd_dq", "attn_bwd_dkv"},
+                                            {"attn_bwd_pre", "attn_bwd_fused", "attn_bwd_reduce"}};
     cl_kernel ks[3] = {NULL, NULL, NULL};
     if (st == SPARCL_OK)
-        st = sparcl__family_kernels(ctx, schema, &prob, ps, 3, names, ks);
+        st = sparcl__family_kernels(ctx, schema, &prob, ps, 3, names[b->algo == 1], ks);
     b->pre = ks[0];
     b->dq = ks[1];
     b->dkv = ks[2];
@@ -128,6 +134,25 @@ static sparcl_status build_with(sparcl__tiled *t, const sparcl__pset *ps,
     }
     *out = b;
     return SPARCL_OK;
+}
+
+/* A built-in default with USE_LOCAL=1 that the device refused after all
+ * (its compiler may count local memory beyond the schema's formula, or
+ * report less than it allows) is built again without local memory; `st` is
+ * the first build's status.  Forced and tuned parameters are not changed
+ * here.  Caller holds t->lock. */
+static sparcl_status refit(sparcl__tiled *t, sparcl__pset *ps, sparcl_param_source source,
+                           sparcl_status st, struct sparcl__plan_bwd **out)
+{
+    if ((st != SPARCL_ERR_BUILD && st != SPARCL_ERR_NOT_SUPPORTED) ||
+        source != SPARCL_PARAMS_DEFAULT || !ps->v[SPARCL__P_USE_LOCAL])
+        return st;
+    sparcl__log(t->view->ctx, SPARCL_LOG_WARNING,
+                "the default backward parameters failed on this device (%s); retrying with "
+                "USE_LOCAL=0",
+                sparcl_ctx_errmsg(t->view->ctx));
+    ps->v[SPARCL__P_USE_LOCAL] = 0;
+    return build_with(t, ps, source, out);
 }
 
 /* Chooses the parameters as plans do (override, tuning databases, built-in
@@ -146,6 +171,7 @@ static sparcl_status build(sparcl__tiled *t, const sparcl_params *override,
                                              origin, sizeof origin);
     if (st == SPARCL_OK)
         st = build_with(t, &ps, source, out);
+    st = refit(t, &ps, source, st, out);
     if (st != SPARCL_OK && source == SPARCL_PARAMS_DATABASE) {
         /* A tuned row is a hint: if it cannot run here, the defaults can. */
         sparcl__log(ctx, SPARCL_LOG_WARNING,
@@ -155,6 +181,7 @@ static sparcl_status build(sparcl__tiled *t, const sparcl_params *override,
                                    sizeof origin);
         if (st == SPARCL_OK)
             st = build_with(t, &ps, SPARCL_PARAMS_DEFAULT, out);
+        st = refit(t, &ps, SPARCL_PARAMS_DEFAULT, st, out);
     }
     return st;
 }
@@ -192,9 +219,10 @@ static cl_int set_args(cl_kernel k, cl_uint *at, int n, const size_t *sizes,
     return err;
 }
 
-/* Arguments of the two main kernels: the tensors, the tile lists, the
- * shapes, the scale and the strides.  Only the tensor list and the tile
- * lists differ between attn_bwd_dq and attn_bwd_dkv. */
+/* Arguments of the main kernels: the tensors, the tile lists, the shapes,
+ * the scale and the strides, then for attn_bwd_fused its dQ targets.  Only
+ * the tensor list and the tile lists differ between attn_bwd_dq and the
+ * key-tile kernels (attn_bwd_dkv, attn_bwd_fused). */
 static cl_int set_main_args(const sparcl__tiled *t, cl_kernel kn, const sparcl__bwd_call *a,
                             cl_mem dsum, const cl_mem *lists, int n_tiles, const cl_long *strides,
                             int dkv)
@@ -222,51 +250,116 @@ static cl_int set_main_args(const sparcl__tiled *t, cl_kernel kn, const sparcl__
     return err;
 }
 
-/* Enqueues the three kernels; caller holds t->lock and t->bwd is built. */
-static sparcl_status enqueue(const sparcl__tiled *t, const sparcl__bwd_call *a, cl_mem dsum)
+/* Where ALGO=1 adds dQ: dq itself (with q's strides) or, with SPLIT > 1,
+ * the contiguous partial buffers, `split` floats apart. */
+typedef struct dq_target {
+    cl_mem mem;
+    cl_int n; /* targets the pre kernel zeroes */
+    cl_long sb, sh, ss, split;
+} dq_target;
+
+static dq_target target_of(const struct sparcl__plan_bwd *b, const sparcl_plan_desc *d,
+                           const sparcl__bwd_call *a, cl_mem part)
+{
+    dq_target z = {a->dq, 1, a->ts[0].batch, a->ts[0].head, a->ts[0].seq, 0};
+    if (b->algo != 1)
+        z.n = 0;
+    else if (b->split > 1) {
+        z.mem = part;
+        z.n = b->split;
+        z.ss = d->head_dim;
+        z.sh = z.ss * d->q_len;
+        z.sb = z.sh * d->q_heads;
+        z.split = z.sb * d->batch;
+    }
+    return z;
+}
+
+/* Enqueues the kernels; caller holds t->lock and t->bwd is built.  `part`:
+ * the partial dQ buffers of ALGO=1 with SPLIT > 1, else NULL. */
+static sparcl_status enqueue(const sparcl__tiled *t, const sparcl__bwd_call *a, cl_mem dsum,
+                             cl_mem part)
 {
     const struct sparcl__plan_bwd *b = t->bwd;
     const sparcl_plan_desc *d = &t->view->desc;
     const sparcl_strides *ts = a->ts;
     cl_command_queue queue = a->queue;
-    const cl_uint num_wait = a->num_wait;
-    const cl_event *wait = a->wait;
-    cl_event *event = a->event;
     cl_long strides[12];
     for (int t = 0; t < 4; ++t) {
         strides[3 * t] = ts[t].batch;
         strides[3 * t + 1] = ts[t].head;
         strides[3 * t + 2] = ts[t].seq;
     }
+    const int fused = b->algo == 1;
+    const dq_target z = target_of(b, d, a, part);
     cl_uint at = 0;
-    const size_t pre_sizes[8] = {sizeof(cl_mem), sizeof(cl_mem),  sizeof(cl_mem),  sizeof(cl_int),
-                                 sizeof(cl_int), sizeof(cl_long), sizeof(cl_long), sizeof(cl_long)};
-    const void *const pre_values[8] = {&a->out,     &a->dout,    &dsum,        &d->q_len,
-                                       &d->q_heads, &strides[9], &strides[10], &strides[11]};
+    const size_t pre_sizes[14] = {sizeof(cl_mem),  sizeof(cl_mem),  sizeof(cl_mem),
+                                  sizeof(cl_mem),  sizeof(cl_int),  sizeof(cl_int),
+                                  sizeof(cl_int),  sizeof(cl_long), sizeof(cl_long),
+                                  sizeof(cl_long), sizeof(cl_long), sizeof(cl_long),
+                                  sizeof(cl_long), sizeof(cl_long)};
+    const void *const pre_values[14] = {&a->out,     &a->dout,    &dsum,        &z.mem, &z.n,
+                                        &d->q_len,   &d->q_heads, &strides[9],  &strides[10],
+                                        &strides[11], &z.sb,      &z.sh,        &z.ss,  &z.split};
     const cl_mem row_lists[3] = {b->row_ptr, b->row_col, b->row_mask};
     const cl_mem col_lists[3] = {b->col_ptr, b->col_row, b->col_mask};
-    cl_int err = set_args(b->pre, &at, 8, pre_sizes, pre_values);
-    err |= set_main_args(t, b->dq, a, dsum, row_lists, b->ntr, strides, 0);
-    err |= set_main_args(t, b->dkv, a, dsum, col_lists, b->ntc, strides, 1);
+    cl_int err = set_args(b->pre, &at, 14, pre_sizes, pre_values);
+    if (!fused) {
+        err |= set_main_args(t, b->dq, a, dsum, row_lists, b->ntr, strides, 0);
+        err |= set_main_args(t, b->dkv, a, dsum, col_lists, b->ntc, strides, 1);
+    } else {
+        err |= set_main_args(t, b->dq, a, dsum, col_lists, b->ntc, strides, 1);
+        at = 31;
+        const size_t sizes[5] = {sizeof(cl_mem), sizeof(cl_long), sizeof(cl_long),
+                                 sizeof(cl_long), sizeof(cl_long)};
+        const void *const values[5] = {&z.mem, &z.sb, &z.sh, &z.ss, &z.split};
+        err |= set_args(b->dq, &at, 5, sizes, values);
+        if (part) {
+            at = 0;
+            const cl_int nsplit = b->split;
+            const size_t rsizes[9] = {sizeof(cl_mem),  sizeof(cl_mem),  sizeof(cl_int),
+                                      sizeof(cl_int),  sizeof(cl_int),  sizeof(cl_long),
+                                      sizeof(cl_long), sizeof(cl_long), sizeof(cl_long)};
+            const void *const rvalues[9] = {&part,       &a->dq,     &nsplit,
+                                            &d->q_len,   &d->q_heads, &z.split,
+                                            &strides[0], &strides[1], &strides[2]};
+            err |= set_args(b->dkv, &at, 9, rsizes, rvalues);
+        }
+    }
     if (err != CL_SUCCESS)
         return sparcl__fail_cl(t->view->ctx, err, "clSetKernelArg(attn_bwd)");
 
     const size_t wg = (size_t)b->wg_size;
-    const size_t pre_global[3] = {(size_t)d->q_len, (size_t)d->q_heads, (size_t)d->batch};
+    const size_t rows_global[3] = {(size_t)d->q_len, (size_t)d->q_heads, (size_t)d->batch};
     const size_t dq_global[3] = {(size_t)b->ntr * wg, (size_t)d->q_heads, (size_t)d->batch};
     const size_t dkv_global[3] = {(size_t)b->ntc * wg, (size_t)d->kv_heads, (size_t)d->batch};
+    const size_t fused_global[3] = {(size_t)b->split, (size_t)d->kv_heads, (size_t)d->batch};
     const size_t local[3] = {wg, 1, 1};
     cl_event ev_pre = NULL, ev_main[2] = {NULL, NULL};
     /* Explicit dependencies keep the order right on out-of-order queues. */
-    err = clEnqueueNDRangeKernel(queue, b->pre, 3, NULL, pre_global, NULL, num_wait, wait, &ev_pre);
-    if (err == CL_SUCCESS)
+    err = clEnqueueNDRangeKernel(queue, b->pre, 3, NULL, rows_global, NULL, a->num_wait, a->wait,
+                                 &ev_pre);
+    int n_main = 0;
+    if (err == CL_SUCCESS && !fused) {
         err = clEnqueueNDRangeKernel(queue, b->dq, 3, NULL, dq_global, local, 1, &ev_pre,
-                                     &ev_main[0]);
-    if (err == CL_SUCCESS)
-        err = clEnqueueNDRangeKernel(queue, b->dkv, 3, NULL, dkv_global, local, 1, &ev_pre,
-                                     &ev_main[1]);
-    if (err == CL_SUCCESS && event)
-        err = clEnqueueMarkerWithWaitList(queue, 2, ev_main, event);
+                                     &ev_main[n_main++]);
+        if (err == CL_SUCCESS)
+            err = clEnqueueNDRangeKernel(queue, b->dkv, 3, NULL, dkv_global, local, 1, &ev_pre,
+                                         &ev_main[n_main++]);
+    } else if (err == CL_SUCCESS) {
+        err = clEnqueueNDRangeKernel(queue, b->dq, 3, NULL, fused_global, local, 1, &ev_pre,
+                                     &ev_main[n_main++]);
+        if (err == CL_SUCCESS && part) {
+            cl_event ev_fused = ev_main[0];
+            err = clEnqueueNDRangeKernel(queue, b->dkv, 3, NULL, rows_global, NULL, 1, &ev_fused,
+                                         &ev_main[0]);
+            clReleaseEvent(ev_fused);
+            if (err != CL_SUCCESS)
+                ev_main[0] = NULL;
+        }
+    }
+    if (err == CL_SUCCESS && a->event)
+        err = clEnqueueMarkerWithWaitList(queue, (cl_uint)n_main, ev_main, a->event);
     if (ev_pre)
         clReleaseEvent(ev_pre);
     for (int i = 0; i < 2; ++i)
@@ -277,29 +370,46 @@ static sparcl_status enqueue(const sparcl__tiled *t, const sparcl__bwd_call *a, 
     return SPARCL_OK;
 }
 
+/* A per-call device buffer of `floats` floats; NULL with the failure on the
+ * context. */
+static cl_mem workspace(sparcl_ctx *ctx, size_t floats, const char *what)
+{
+    cl_int err;
+    cl_mem m = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE,
+                              sparcl__sat_mul(sizeof(cl_float), floats), NULL, &err);
+    if (!m)
+        sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate the backward's %s (%s)",
+                     what, sparcl__cl_error_name(err));
+    return m;
+}
+
 sparcl_status sparcl__tiled_backward(void *state, const sparcl__bwd_call *c)
 {
     sparcl__tiled *t = state;
     const sparcl_plan_desc *d = &t->view->desc;
     sparcl_ctx *ctx = t->view->ctx;
-    cl_int err;
     /* Validated positive extents; an unaddressable size saturates to
      * SIZE_MAX, which clCreateBuffer refuses. */
     const size_t rows =
         sparcl__sat_mul(sparcl__sat_mul((size_t)d->batch, (size_t)d->q_heads), (size_t)d->q_len);
-    cl_mem dsum = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE,
-                                 sparcl__sat_mul(sizeof(cl_float), rows), NULL, &err);
+    cl_mem dsum = workspace(ctx, rows, "row workspace"), part = NULL;
     if (!dsum)
-        return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY,
-                            "cannot allocate the backward's row workspace (%s)",
-                            sparcl__cl_error_name(err));
+        return SPARCL_ERR_OUT_OF_MEMORY;
     sparcl_status st = SPARCL_OK;
     pthread_mutex_lock(&t->lock);
     if (!t->bwd && (st = build(t, NULL, &t->bwd)) == SPARCL_OK)
         t->bwd_bytes = sparcl__plan_bwd_bytes(t->bwd);
+    if (st == SPARCL_OK && t->bwd->algo == 1 && t->bwd->split > 1) {
+        size_t n = sparcl__sat_mul(sparcl__sat_mul(rows, (size_t)d->head_dim),
+                                   (size_t)t->bwd->split);
+        if (!(part = workspace(ctx, n, "partial dQ buffers")))
+            st = SPARCL_ERR_OUT_OF_MEMORY;
+    }
     if (st == SPARCL_OK)
-        st = enqueue(t, c, dsum);
+        st = enqueue(t, c, dsum, part);
     pthread_mutex_unlock(&t->lock);
     clReleaseMemObject(dsum); /* deferred by OpenCL until the kernels are done */
+    if (part)
+        clReleaseMemObject(part);
     return st;
 }

@@ -76,6 +76,14 @@ static sparcl_status create(sparcl_ctx *ctx, const sparcl__kernel_schema *f, con
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
                             "WG_SIZE %d exceeds %s's work-group limit %zu on the device", wg, name,
                             kwg);
+    /* The compiler's own count, which may exceed the schema's formula. */
+    cl_ulong klocal = 0;
+    if (clGetKernelWorkGroupInfo(*out, ctx->device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof klocal,
+                                 &klocal, NULL) == CL_SUCCESS &&
+        ctx->limits.local_mem && klocal > ctx->limits.local_mem)
+        return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
+                            "%s needs %llu bytes of local memory; the device has %llu", name,
+                            (unsigned long long)klocal, (unsigned long long)ctx->limits.local_mem);
     return SPARCL_OK;
 }
 
