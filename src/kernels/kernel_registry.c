@@ -138,6 +138,7 @@ sparcl__problem sparcl__problem_from_desc(const sparcl_plan_desc *desc)
     prob.kv_heads = desc->kv_heads;
     prob.kv_len = desc->kv_len;
     prob.norm = sparcl__entmax_norm(desc, &alpha);
+    prob.dtype = desc->dtype;
     return prob;
 }
 

@@ -31,6 +31,7 @@ typedef enum sparcl__param_id {
     SPARCL__P_HEAD_DIM, /* derived: the problem's head_dim */
     SPARCL__P_ROWS,     /* derived: BLOCK_M / WG_SIZE */
     SPARCL__P_NORM,     /* derived: the entmax solver of the descriptor */
+    SPARCL__P_DTYPE,    /* derived: the storage type of q, k, v and out (sparcl_dtype) */
     SPARCL__P_COUNT
 } sparcl__param_id;
 
@@ -69,7 +70,8 @@ typedef struct sparcl__param_def {
 typedef struct sparcl__problem {
     int head_dim;
     int batch, kv_heads, kv_len;
-    int norm; /* the attn_entmax solver (sparcl__entmax_norm); 0 for softmax */
+    int norm;  /* the attn_entmax solver (sparcl__entmax_norm); 0 for softmax */
+    int dtype; /* storage of q, k, v and out, a sparcl_dtype; the kernels' DTYPE */
 } sparcl__problem;
 
 /* A kernel of a program.  wg_local: launched with WG_SIZE work-items per

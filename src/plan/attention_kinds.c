@@ -11,6 +11,18 @@
 #include "kernels/params.h"
 #include "runtime/error.h"
 
+/* Half storage (F16, BF16) reaches only the fused softmax forward so far;
+ * `kind` names the family that refuses it. */
+static sparcl_status half_refused(sparcl_ctx *ctx, const sparcl_plan_desc *d, const char *kind)
+{
+    if (d->dtype == SPARCL_DTYPE_F32)
+        return SPARCL_OK;
+    return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
+                        "%s does not support dtype %s (half storage is implemented for the "
+                        "fused softmax forward only); use SPARCL_DTYPE_F32",
+                        kind, sparcl_dtype_name(d->dtype));
+}
+
 sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
 {
 #define BAD(...) sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, __VA_ARGS__)
@@ -20,6 +32,11 @@ sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
         return BAD("normalization %d is not a sparcl_normalization", d->normalization);
     if (d->normalization == SPARCL_NORMALIZATION_ENTMAX && !(d->alpha > 1.0f && d->alpha <= 2.0f))
         return BAD("alpha %g must be in (1, 2] for entmax", (double)d->alpha);
+    sparcl_status st;
+    float alpha;
+    if (d->attention == SPARCL_ATTENTION_EXACT && sparcl__entmax_norm(d, &alpha) &&
+        (st = half_refused(ctx, d, "the sparse normalization (entmax)")) != SPARCL_OK)
+        return st;
     switch (d->attention) {
     case SPARCL_ATTENTION_EXACT: return SPARCL_OK;
     case SPARCL_ATTENTION_FAVOR:
@@ -33,7 +50,7 @@ sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
             return UNSUPPORTED("FAVOR+ attends to every key; a layout is not supported");
         if (d->causal && d->q_len != d->kv_len)
             return UNSUPPORTED("causal FAVOR+ needs q_len %d == kv_len %d", d->q_len, d->kv_len);
-        return SPARCL_OK;
+        return half_refused(ctx, d, "FAVOR+");
     case SPARCL_ATTENTION_LINFORMER:
         if (d->proj_len < 1 || d->proj_len > d->kv_len)
             return BAD("proj_len %d must be in [1, kv_len %d] for Linformer", d->proj_len,
@@ -44,7 +61,7 @@ sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
         if (d->layout)
             return UNSUPPORTED("Linformer attends to projected keys; a layout is not "
                                "supported");
-        return SPARCL_OK;
+        return half_refused(ctx, d, "Linformer");
     default: return BAD("attention %d is not a sparcl_attention_kind", d->attention);
     }
 #undef BAD
