@@ -40,13 +40,11 @@ static void format_spec(tune_problem *p)
     int n = snprintf(p->spec, sizeof p->spec, "%s:n=%d,h=%d,kvh=%d,d=%d", p->pattern, p->n,
                      p->heads, p->kv_heads, p->dim);
     if (!strcmp(p->pattern, "window"))
-        n += snprintf(p->spec + n, sizeof p->spec - (size_t)n, ",w=%d,blk=%d", p->window,
-                      p->block);
+        n += snprintf(p->spec + n, sizeof p->spec - (size_t)n, ",w=%d,blk=%d", p->window, p->block);
     else if (!strcmp(p->pattern, "bigbird") || !strcmp(p->pattern, "causal"))
         n += snprintf(p->spec + n, sizeof p->spec - (size_t)n, ",blk=%d", p->block);
     if (p->dtype != SPARCL_DTYPE_F32 && n > 0 && (size_t)n < sizeof p->spec)
-        snprintf(p->spec + n, sizeof p->spec - (size_t)n, ",dtype=%s",
-                 sparcl_dtype_name(p->dtype));
+        snprintf(p->spec + n, sizeof p->spec - (size_t)n, ",dtype=%s", sparcl_dtype_name(p->dtype));
 }
 
 void tune_problem_default_dtype(tune_problem *p, int dtype)
@@ -104,8 +102,7 @@ static int parse_one(const char *text, tune_problem *p, char *err, size_t size)
                     : !strcmp(kv, "blk") ? &p->block
                                          : NULL;
         if (!slot) {
-            snprintf(err, size,
-                     "problem \"%s\": unknown key \"%s\" (n, h, kvh, d, w, blk, dtype)",
+            snprintf(err, size, "problem \"%s\": unknown key \"%s\" (n, h, kvh, d, w, blk, dtype)",
                      text, kv);
             return -1;
         }
@@ -118,8 +115,8 @@ static int parse_one(const char *text, tune_problem *p, char *err, size_t size)
     if (!p->kv_heads)
         p->kv_heads = p->heads;
     if (p->heads % p->kv_heads || p->dim > SPARCL_MAX_HEAD_DIM || p->block > 1024) {
-        snprintf(err, size, "problem \"%s\": needs h a multiple of kvh, d <= %d, blk <= 1024",
-                 text, SPARCL_MAX_HEAD_DIM);
+        snprintf(err, size, "problem \"%s\": needs h a multiple of kvh, d <= %d, blk <= 1024", text,
+                 SPARCL_MAX_HEAD_DIM);
         return -1;
     }
     format_spec(p);
@@ -193,8 +190,7 @@ sparcl_status tune_problem_desc(sparcl_ctx *ctx, const tune_problem *p, sparcl_p
     if (!strcmp(p->pattern, "causal")) {
         st = sparcl_layout_init_causal(ctx, layout, 1, p->n, p->n, p->block);
     } else if (!strcmp(p->pattern, "window")) {
-        st = sparcl_layout_init_window(ctx, layout, 1, p->n, p->n, p->block, p->window,
-                                       p->window);
+        st = sparcl_layout_init_window(ctx, layout, 1, p->n, p->n, p->block, p->window, p->window);
     } else if (!strcmp(p->pattern, "bigbird")) {
         int nb = (p->n + p->block - 1) / p->block;
         uint8_t *m = bigbird_mask(nb);

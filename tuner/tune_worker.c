@@ -28,8 +28,8 @@
 #include <sys/prctl.h>
 #endif
 
-#include "tune.h"
 #include "tool_timing.h"
+#include "tune.h"
 
 /* The tests' tolerance: fp32 max abs error against the double reference.
  * Half storage adds the rounding of out (|out| <= 1 here): half an ulp of
@@ -111,8 +111,8 @@ static cl_mem upload(sparcl_ctx *ctx, float *data, size_t n, int dtype)
     cl_int err;
     const cl_mem_flags flags = data ? CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR : CL_MEM_READ_WRITE;
     if (dtype == SPARCL_DTYPE_F32 || !data)
-        return clCreateBuffer(sparcl_ctx_cl_context(ctx), flags, n * sparcl_dtype_size(dtype),
-                              data, &err);
+        return clCreateBuffer(sparcl_ctx_cl_context(ctx), flags, n * sparcl_dtype_size(dtype), data,
+                              &err);
     uint16_t *bits = malloc(n * sizeof *bits);
     if (!bits)
         return NULL;
@@ -305,8 +305,7 @@ static double run_once(sparcl_ctx *ctx, sparcl_plan *plan, setup *s, char *msg, 
     if (before)
         clReleaseEvent(before);
     if (err != CL_SUCCESS || exec != CL_COMPLETE) {
-        snprintf(msg, size, "kernel execution failed (OpenCL %d / status %d)", (int)err,
-                 (int)exec);
+        snprintf(msg, size, "kernel execution failed (OpenCL %d / status %d)", (int)err, (int)exec);
         return -1;
     }
     return ms;
@@ -323,11 +322,10 @@ static double verify(sparcl_ctx *ctx, setup *s)
     for (int t = first; t <= last; ++t) {
         const int half = t == T_OUT && dtype != SPARCL_DTYPE_F32;
         uint16_t *bits = half ? malloc(s->n[t] * sizeof *bits) : NULL;
-        if ((half && !bits) ||
-            clEnqueueReadBuffer(sparcl_ctx_cl_queue(ctx), s->m[t], CL_TRUE, 0,
-                                s->n[t] * (half ? sizeof *bits : sizeof(float)),
-                                half ? (void *)bits : (void *)s->host[t], 0, NULL,
-                                NULL) != CL_SUCCESS) {
+        if ((half && !bits) || clEnqueueReadBuffer(sparcl_ctx_cl_queue(ctx), s->m[t], CL_TRUE, 0,
+                                                   s->n[t] * (half ? sizeof *bits : sizeof(float)),
+                                                   half ? (void *)bits : (void *)s->host[t], 0,
+                                                   NULL, NULL) != CL_SUCCESS) {
             free(bits);
             return -1;
         }
@@ -485,8 +483,8 @@ int tune_worker_main(const char *device)
             double cpu_ms = -1;
             evaluate(ctx, &s, &p, max_runs, &r, &cpu_ms);
             one_line(r.message);
-            fprintf(out, "result %d %.9g %.9g %.9g %d %.9g %.9g %s\n", (int)r.status,
-                    r.median_ms, r.min_ms, r.max_ms, r.runs, r.max_err, cpu_ms, r.message);
+            fprintf(out, "result %d %.9g %.9g %.9g %d %.9g %.9g %s\n", (int)r.status, r.median_ms,
+                    r.min_ms, r.max_ms, r.runs, r.max_err, cpu_ms, r.message);
         } else {
             fprintf(out, "error unexpected request \"%.60s\"\n", line);
         }
