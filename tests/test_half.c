@@ -17,6 +17,7 @@
  * a dtype that is not one, and buffers sized for the wrong dtype.
  */
 #include <criterion/criterion.h>
+#include <criterion/parameterized.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -435,33 +436,25 @@ static void check_all(int dtype, int set)
     sparcl_ctx_free(ctx);
 }
 
-Test(half, f16_forward_packed_k, .timeout = 600)
+/* Each dtype with each parameter set of param_set(); fp32 too, under the
+ * same rule, with the scalar-load set. */
+typedef struct run {
+    int dtype, set;
+} run;
+
+ParameterizedTestParameters(half, forward_meets_the_rule)
 {
-    check_all(SPARCL_DTYPE_F16, 0);
+    static run runs[] = {
+        {SPARCL_DTYPE_F16, 0},  {SPARCL_DTYPE_F16, 1},  {SPARCL_DTYPE_F16, 2},
+        {SPARCL_DTYPE_BF16, 0}, {SPARCL_DTYPE_BF16, 1}, {SPARCL_DTYPE_BF16, 2},
+        {SPARCL_DTYPE_F32, 1},
+    };
+    return cr_make_param_array(run, runs, sizeof runs / sizeof *runs);
 }
-Test(half, f16_forward_scalar_loads, .timeout = 600)
+
+ParameterizedTest(run *r, half, forward_meets_the_rule, .timeout = 600)
 {
-    check_all(SPARCL_DTYPE_F16, 1);
-}
-Test(half, f16_forward_local_tiles, .timeout = 600)
-{
-    check_all(SPARCL_DTYPE_F16, 2);
-}
-Test(half, bf16_forward_packed_k, .timeout = 600)
-{
-    check_all(SPARCL_DTYPE_BF16, 0);
-}
-Test(half, bf16_forward_scalar_loads, .timeout = 600)
-{
-    check_all(SPARCL_DTYPE_BF16, 1);
-}
-Test(half, bf16_forward_local_tiles, .timeout = 600)
-{
-    check_all(SPARCL_DTYPE_BF16, 2);
-}
-Test(half, f32_forward_same_rule, .timeout = 600)
-{
-    check_all(SPARCL_DTYPE_F32, 1);
+    check_all(r->dtype, r->set);
 }
 
 /* ---- refusals ---------------------------------------------------------- */

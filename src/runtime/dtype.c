@@ -112,42 +112,44 @@ static float bf16_to_f32(uint16_t h)
     return float_of((uint32_t)h << 16);
 }
 
-static sparcl_status check(const void *src, const void *dst, size_t n)
+/* The four directions of sparcl_convert_*. */
+enum direction { TO_F16, FROM_F16, TO_BF16, FROM_BF16 };
+
+static sparcl_status convert(const void *src, void *dst, size_t n, enum direction how)
 {
     if (n > 0 && (!src || !dst))
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL with n = %zu",
                             !src ? "src" : "dst", n);
+    const float *fs = src;
+    const uint16_t *hs = src;
+    float *fd = dst;
+    uint16_t *hd = dst;
+    for (size_t i = 0; i < n; ++i)
+        switch (how) {
+        case TO_F16: hd[i] = f32_to_f16(fs[i]); break;
+        case FROM_F16: fd[i] = f16_to_f32(hs[i]); break;
+        case TO_BF16: hd[i] = f32_to_bf16(fs[i]); break;
+        case FROM_BF16: fd[i] = bf16_to_f32(hs[i]); break;
+        }
     return SPARCL_OK;
 }
 
 SPARCL_API sparcl_status sparcl_convert_f32_to_f16(const float *src, uint16_t *dst, size_t n)
 {
-    sparcl_status st = check(src, dst, n);
-    for (size_t i = 0; st == SPARCL_OK && i < n; ++i)
-        dst[i] = f32_to_f16(src[i]);
-    return st;
+    return convert(src, dst, n, TO_F16);
 }
 
 SPARCL_API sparcl_status sparcl_convert_f16_to_f32(const uint16_t *src, float *dst, size_t n)
 {
-    sparcl_status st = check(src, dst, n);
-    for (size_t i = 0; st == SPARCL_OK && i < n; ++i)
-        dst[i] = f16_to_f32(src[i]);
-    return st;
+    return convert(src, dst, n, FROM_F16);
 }
 
 SPARCL_API sparcl_status sparcl_convert_f32_to_bf16(const float *src, uint16_t *dst, size_t n)
 {
-    sparcl_status st = check(src, dst, n);
-    for (size_t i = 0; st == SPARCL_OK && i < n; ++i)
-        dst[i] = f32_to_bf16(src[i]);
-    return st;
+    return convert(src, dst, n, TO_BF16);
 }
 
 SPARCL_API sparcl_status sparcl_convert_bf16_to_f32(const uint16_t *src, float *dst, size_t n)
 {
-    sparcl_status st = check(src, dst, n);
-    for (size_t i = 0; st == SPARCL_OK && i < n; ++i)
-        dst[i] = bf16_to_f32(src[i]);
-    return st;
+    return convert(src, dst, n, FROM_BF16);
 }
