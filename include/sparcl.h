@@ -583,9 +583,12 @@ typedef struct sparcl_plan sparcl_plan;
  * Errors: SPARCL_ERR_INVALID_ARGUMENT (shape, a size or stride that
  * overflows or overlaps as described at sparcl_strides, layout mismatch,
  * a parameter map that breaks the rules of the Kernel parameters section,
- * bad parameter, a desc->struct_size this library cannot read),
+ * bad parameter, a dtype that is not a sparcl_dtype, a desc->struct_size
+ * this library cannot read),
  * SPARCL_ERR_NOT_SUPPORTED (parameters exceed this device's work-group or
- * local-memory limits; in offline mode, a program the bundle lacks),
+ * local-memory limits; in offline mode, a program the bundle lacks; a half
+ * dtype with a kind or algorithm that has no half storage, see
+ * sparcl_dtype),
  * SPARCL_ERR_CONFIG (SPARCL_KERNEL_DIR names a folder without the kernel
  * files), SPARCL_ERR_BUILD, SPARCL_ERR_OPENCL, SPARCL_ERR_OUT_OF_MEMORY
  * (also when the re-blocked layout or the plan's device memory would
@@ -1504,8 +1507,11 @@ SPARCL_API sparcl_status sparcl_plan_backward_params(sparcl_plan *plan, sparcl_p
  * release.  Thread-safe: a plan may run forward and backward calls from
  * several threads at once.
  * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL or too small buffers, missing
- * lse, aliasing outputs), SPARCL_ERR_OUT_OF_MEMORY, SPARCL_ERR_OPENCL, and
- * those of the preparation. */
+ * lse, aliasing outputs), SPARCL_ERR_NOT_SUPPORTED (a plan whose dtype is
+ * F16 or BF16: the backward is fp32 only so far; refused before the
+ * buffers are looked at, here, in sparcl_plan_prepare_backward() and in
+ * sparcl_plan_backward_host()), SPARCL_ERR_OUT_OF_MEMORY, SPARCL_ERR_OPENCL,
+ * and those of the preparation. */
 SPARCL_API sparcl_status sparcl_plan_backward(sparcl_plan *plan, cl_mem q, cl_mem k, cl_mem v,
                                               cl_mem out, cl_mem lse, cl_mem dout, cl_mem dq,
                                               cl_mem dk, cl_mem dv, cl_uint num_wait,

@@ -19,6 +19,7 @@
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -623,5 +624,27 @@ Test(half, tuning_problem_carries_the_dtype)
         cr_assert_eq(sparcl_tuning_problem_init(ctx, &prob, "attn_fwd", &d, NULL), SPARCL_OK);
         cr_assert_str_eq(prob.dtype, sparcl_dtype_name(dtype));
     }
+    sparcl_ctx_free(ctx);
+}
+
+/* An application built before dtype existed: its struct ends before the
+ * field, whose bytes here hold junk that would be refused if read. */
+Test(half, older_desc_without_dtype_means_f32)
+{
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    sparcl_plan_desc d;
+    memset(&d, 0x5a, sizeof d);
+    cr_assert_eq(sparcl_plan_desc_init_sized(&d, offsetof(sparcl_plan_desc, dtype)), SPARCL_OK);
+    cr_assert_eq(d.dtype, 0x5a5a5a5a);
+    d.q_len = d.kv_len = 17;
+    d.head_dim = 40;
+    sparcl_tuning_problem prob;
+    cr_assert_eq(sparcl_tuning_problem_init(ctx, &prob, "attn_fwd", &d, NULL), SPARCL_OK, "%s",
+                 sparcl_ctx_errmsg(ctx));
+    cr_assert_str_eq(prob.dtype, "f32");
+    sparcl_plan *plan = NULL;
+    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    sparcl_plan_free(plan);
     sparcl_ctx_free(ctx);
 }
