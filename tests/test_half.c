@@ -648,3 +648,17 @@ Test(half, older_desc_without_dtype_means_f32)
     sparcl_plan_free(plan);
     sparcl_ctx_free(ctx);
 }
+
+/* One small shape (GQA, causal, window layout) at every dtype and
+ * parameter set: quick enough for the oclgrind simulator
+ * (tests/run_oclgrind.sh test_half --filter 'half/small*'). */
+Test(half, small_shape_every_dtype_and_set, .timeout = 600)
+{
+    const shape s = {1, 2, 1, 17, 17, 40, 1, 1};
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    for (int dtype = SPARCL_DTYPE_F32; dtype <= SPARCL_DTYPE_BF16; ++dtype)
+        for (int set = 0; set < 3; ++set)
+            check_shape(ctx, dtype, set, &s);
+    sparcl_ctx_free(ctx);
+}
