@@ -24,6 +24,13 @@
  * over the head dimension in vectors of VEC floats, one output vector at a
  * time, so only ROWS accumulators are live at once.
  *
+ * DTYPE is the storage of q, k, v and out (common.clh: float, half or
+ * bfloat16); elements are widened to float as they are loaded, everything
+ * after that is float, and out is rounded once as it is stored.  The packed
+ * K of KT=1 and the __local tiles of USE_LOCAL hold floats, so only the
+ * loads from the caller's tensors (SLOAD*) and the store of out (SSTORE*)
+ * know the storage type.
+ *
  * Non-finite inputs give what the double reference gives: a row whose
  * attended scores hold a NaN or +inf (inf - inf), or are all -inf, gets
  * NaN in its output and LSE.  NaN flows through the arithmetic (s - max,
@@ -60,6 +67,9 @@
 #ifndef EXP
 #error "EXP must be defined"
 #endif
+#ifndef DTYPE
+#error "DTYPE must be defined"
+#endif
 #if BLOCK_M != WG_SIZE * ROWS
 #error "BLOCK_M must equal WG_SIZE * ROWS"
 #endif
@@ -77,6 +87,13 @@
 #error "VEC must not exceed HEAD_DIM"
 #endif
 
+/* The kernel's k: the packed float workspace (KT=1) or the caller's K. */
+#if KT
+#define KSTOR float
+#else
+#define KSTOR stor_t
+#endif
+
 /* One row of a tile's scores, as vectors (softmax) or floats (P.V). */
 typedef union {
     floatv v[NKV];
@@ -86,19 +103,19 @@ typedef union {
 /* Packs K for KT=1: tile t of head (b, hk) becomes [HEAD_DIM][BLOCK_N] at
  * kt + ((b * kv_heads + hk) * n_tiles + t) * TILE_FLOATS; keys past kv_len
  * are zero (their mask bits are 0).  One work-item per tile. */
-__kernel void attn_fwd_pack_k(__global const float *restrict k, __global float *restrict kt,
+__kernel void attn_fwd_pack_k(__global const stor_t *restrict k, __global float *restrict kt,
                               const int kv_len, const int kv_heads, const int n_tiles,
                               const long k_sb, const long k_sh, const long k_ss)
 {
     const int t = get_global_id(0), hk = get_global_id(1), b = get_global_id(2);
     if (t >= n_tiles)
         return;
-    __global const float *src = k + b * k_sb + hk * k_sh;
+    __global const stor_t *src = k + b * k_sb + hk * k_sh;
     __global float *dst = kt + (((long)b * kv_heads + hk) * n_tiles + t) * TILE_FLOATS;
     /* VEC keys at a time: gathered loads, one vector store per (d, x);
      * stores are the scarcer port on CPUs. */
     for (int x = 0; x < NKV; ++x) {
-        __global const float *rows[VEC];
+        __global const stor_t *rows[VEC];
         int keep[VEC];
 #pragma unroll
         for (int l = 0; l < VEC; ++l) {
@@ -110,15 +127,15 @@ __kernel void attn_fwd_pack_k(__global const float *restrict k, __global float *
             float col[VEC];
 #pragma unroll
             for (int l = 0; l < VEC; ++l)
-                col[l] = keep[l] ? rows[l][d] : 0.0f; /* not * 0: the key may be NaN */
+                col[l] = keep[l] ? SLOAD1(rows[l] + d) : 0.0f; /* not * 0: the key may be NaN */
             STOREV(LOADV(col), dst + d * BLOCK_N + x * VEC);
         }
     }
 }
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
-attn_fwd(__global const float *restrict q, __global const float *restrict k,
-         __global const float *restrict v, __global float *restrict o, __global float *restrict lse,
+attn_fwd(__global const stor_t *restrict q, __global const KSTOR *restrict k,
+         __global const stor_t *restrict v, __global stor_t *restrict o, __global float *restrict lse,
          const int write_lse, __global const int *restrict tile_ptr,
          __global const int *restrict tile_col, __global const int *restrict tile_mask,
          __global const uint *restrict mask_bits, const int q_len, const int kv_len,
@@ -136,15 +153,15 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
     const int lrow0 = lid * ROWS;
     const int row0 = tr * BLOCK_M + lrow0;
 
-    __global const float *qb = q + b * q_sb + hq * q_sh;
-    __global const float *vb = v + b * v_sb + hk * v_sh;
+    __global const stor_t *qb = q + b * q_sb + hq * q_sh;
+    __global const stor_t *vb = v + b * v_sb + hk * v_sh;
 #if KT
     /* k is the packed workspace; its tiles follow each other per head. */
     const int n_tiles = (kv_len + BLOCK_N - 1) / BLOCK_N;
     __global const float *kb = k + ((long)b * (q_heads / group) + hk) * n_tiles * TILE_FLOATS;
     float qs[ROWS][HEAD_DIM];
 #else
-    __global const float *kb = k + b * k_sb + hk * k_sh;
+    __global const stor_t *kb = k + b * k_sb + hk * k_sh;
     floatv qv[ROWS][NV];
     float qt[ROWS][NT_ALLOC];
 #endif
@@ -156,17 +173,17 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
     for (int r = 0; r < ROWS; ++r) {
         /* Rows past q_len compute on a clamped copy and are never stored. */
         const int i = min(row0 + r, q_len - 1);
-        __global const float *qr = qb + (long)i * q_ss;
+        __global const stor_t *qr = qb + (long)i * q_ss;
 #if KT
         for (int d = 0; d < HEAD_DIM; ++d)
-            qs[r][d] = qr[d] * scale_log2;
+            qs[r][d] = SLOAD1(qr + d) * scale_log2;
 #else
 #pragma unroll
         for (int d = 0; d < NV; ++d)
-            qv[r][d] = LOADV(qr + d * VEC) * scale_log2;
+            qv[r][d] = SLOADV(qr + d * VEC) * scale_log2;
 #pragma unroll
         for (int t = 0; t < NT; ++t)
-            qt[r][t] = qr[NV * VEC + t] * scale_log2;
+            qt[r][t] = SLOAD1(qr + NV * VEC + t) * scale_log2;
 #endif
 #pragma unroll
         for (int d = 0; d < NV; ++d)
@@ -200,20 +217,24 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
 #if KT
             kl[x] = ktile[x];
 #else
-            kl[x] = kb[(long)j * k_ss + d];
+            kl[x] = SLOAD1(kb + (long)j * k_ss + d);
 #endif
-            vl[x] = vb[(long)j * v_ss + d];
+            vl[x] = SLOAD1(vb + (long)j * v_ss + d);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
 #define KTILE kl
 #define KROW(c) (kl + (c)*HEAD_DIM)
 #define VROW(c) (vl + (c)*HEAD_DIM)
+#define TLOADV(p) LOADV(p) /* the tiles are float */
+#define TLOAD1(p) (*(p))
 #else
         /* Columns past kv_len only occur in PARTIAL tiles, whose bits are 0
          * there; reading a clamped key keeps the loads in bounds. */
 #define KTILE ktile
 #define KROW(c) (kb + (long)min(c0 + (c), kv_len - 1) * k_ss)
 #define VROW(c) (vb + (long)min(c0 + (c), kv_len - 1) * v_ss)
+#define TLOADV(p) SLOADV(p) /* the caller's tensors */
+#define TLOAD1(p) SLOAD1(p)
 #endif
         score_row s[ROWS];
 #if KT
@@ -240,11 +261,11 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
                 floatv a = (floatv)(0.0f);
 #pragma unroll
                 for (int d = 0; d < NV; ++d)
-                    a = fma(qv[r][d], LOADV(KROW(c) + d * VEC), a);
+                    a = fma(qv[r][d], TLOADV(KROW(c) + d * VEC), a);
                 float x = HSUMV(a);
 #pragma unroll
                 for (int t = 0; t < NT; ++t)
-                    x = fma(qt[r][t], KROW(c)[NV * VEC + t], x);
+                    x = fma(qt[r][t], TLOAD1(KROW(c) + NV * VEC + t), x);
                 s[r].f[c] = x;
             }
         }
@@ -303,7 +324,7 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
             _Pragma("unroll")                                                \
             for (int d = 0; d < NV; ++d)                                     \
                 for (int c = 0; c < BLOCK_N; ++c) {                          \
-                    const floatv vv = LOADV(VROW(c) + d * VEC);              \
+                    const floatv vv = TLOADV(VROW(c) + d * VEC);             \
                     _Pragma("unroll")                                        \
                     for (int r = 0; r < ROWS; ++r)                           \
                         if (KEEP(r, c))                                      \
@@ -312,7 +333,7 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
             for (int c = 0; c < BLOCK_N; ++c)                                \
                 _Pragma("unroll")                                            \
                 for (int t = 0; t < NT; ++t) {                               \
-                    const float vs = VROW(c)[NV * VEC + t];                  \
+                    const float vs = TLOAD1(VROW(c) + NV * VEC + t);         \
                     _Pragma("unroll")                                        \
                     for (int r = 0; r < ROWS; ++r)                           \
                         if (KEEP(r, c))                                      \
@@ -332,6 +353,8 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
 #undef KTILE
 #undef KROW
 #undef VROW
+#undef TLOADV
+#undef TLOAD1
     }
 
 #pragma unroll
@@ -339,7 +362,7 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
         const int i = row0 + r;
         if (i >= q_len)
             break;
-        __global float *orow = o + b * o_sb + hq * o_sh + (long)i * o_ss;
+        __global stor_t *orow = o + b * o_sb + hq * o_sh + (long)i * o_ss;
         /* l >= 1 for a row with a finite max (its own term is 1), NaN for
          * a NaN or +inf score; 0 for attended keys whose scores are all
          * -inf: 0/0, so NaN too. */
@@ -348,10 +371,10 @@ attn_fwd(__global const float *restrict q, __global const float *restrict k,
         const float inv = seen[r] ? 1.0f / l : 0.0f;
 #pragma unroll
         for (int d = 0; d < NV; ++d)
-            STOREV(acc[r][d] * inv, orow + d * VEC);
+            SSTOREV(acc[r][d] * inv, orow + d * VEC);
 #pragma unroll
         for (int t = 0; t < NT; ++t)
-            orow[NV * VEC + t] = acct[r][t] * inv;
+            SSTORE1(acct[r][t] * inv, orow + NV * VEC + t);
         if (write_lse)
             lse[((long)b * q_heads + hq) * q_len + i] =
                 seen[r] ? (m[r] + log2(l)) * M_LN2_F : -INFINITY;

@@ -438,7 +438,51 @@ SPARCL_API void sparcl_params_format(const sparcl_params *params, char *buf, siz
  * Plans
  * ---------------------------------------------------------------------- */
 
-/* Strides of a 4-D tensor [batch, head, seq, dim] in elements (floats).  The
+/* Storage type of the tensors q, k, v and out (sparcl_plan_desc.dtype).
+ * Only storage changes: every kernel loads elements into fp32, computes and
+ * accumulates in fp32 (scores, running max and sum, P.V), and rounds to the
+ * storage type once when it stores out (round to nearest, ties to even).
+ * lse is always fp32.  A half tensor holds 2-byte elements; strides and
+ * buffer sizes count elements of the plan's dtype.
+ *   F32   IEEE binary32 (float), the default.
+ *   F16   IEEE binary16 (OpenCL half), read and written with vload_half /
+ *         vstore_half_rte, which every OpenCL device has (no cl_khr_fp16).
+ *   BF16  bfloat16: the upper 16 bits of a binary32, kept as uint16_t.
+ * Which plans take half storage: exact softmax attention over a layout, by
+ * the fused kernel (ALGO=0).  The dense CLBlast path (ALGO=1), the sparse
+ * normalizations, FAVOR+, Linformer and the backward refuse F16 and BF16
+ * with SPARCL_ERR_NOT_SUPPORTED, naming the kind and the dtype. */
+typedef enum sparcl_dtype {
+    SPARCL_DTYPE_F32 = 0,
+    SPARCL_DTYPE_F16 = 1,
+    SPARCL_DTYPE_BF16 = 2
+} sparcl_dtype;
+
+/* "f32", "f16", "bf16" (the tuning database's and the tools' spelling);
+ * "unknown" for any other value.  Static. */
+SPARCL_API const char *sparcl_dtype_name(int dtype);
+
+/* Bytes per element: 4, 2, 2; 0 for any other value. */
+SPARCL_API size_t sparcl_dtype_size(int dtype);
+
+/* Host conversions for preparing and reading half buffers, written out in
+ * integer arithmetic (no compiler or library half support needed): n
+ * elements from src to dst, which must not overlap.  float -> half and
+ * float -> bfloat16 round to nearest, ties to even, as the kernels do when
+ * they store; a value beyond the largest finite half (65504; from 65520 on,
+ * the rounding boundary) becomes infinity; results below the smallest
+ * normal become subnormals or signed zero, correctly rounded; infinities
+ * keep their sign; NaN stays NaN (quiet, sign and upper payload bits kept).
+ * half/bfloat16 -> float is exact for every bit pattern.  Thread-safe.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT for a NULL pointer with n > 0 (the
+ * message via sparcl_ctx_errmsg(NULL)); n = 0 does nothing. */
+SPARCL_API sparcl_status sparcl_convert_f32_to_f16(const float *src, uint16_t *dst, size_t n);
+SPARCL_API sparcl_status sparcl_convert_f16_to_f32(const uint16_t *src, float *dst, size_t n);
+SPARCL_API sparcl_status sparcl_convert_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
+SPARCL_API sparcl_status sparcl_convert_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
+
+/* Strides of a 4-D tensor [batch, head, seq, dim] in elements (of the plan's
+ * dtype: floats, or 2-byte halves).  The
  * dim stride is always 1.  All zero means contiguous [B, H, S, D]; a tensor
  * stored [B, S, H, D] has head = D, seq = H * D, batch = S * H * D.
  *
@@ -510,6 +554,10 @@ typedef struct sparcl_plan_desc {
      * V stored per sequence, else the tokens per page of a paged cache,
      * which sparcl_plan_forward_cache() then requires.  >= 0. */
     int page_size;
+    /* Storage type of q, k, v and out, a sparcl_dtype; 0 (F32) is what
+     * sparcl_plan_desc_init() leaves, and what a struct from before this
+     * field (a smaller struct_size) means.  lse stays float. */
+    int dtype;
 } sparcl_plan_desc;
 
 /* Fills the first `size` bytes of *desc with the defaults (batch 1, one
@@ -539,9 +587,12 @@ typedef struct sparcl_plan sparcl_plan;
  * Errors: SPARCL_ERR_INVALID_ARGUMENT (shape, a size or stride that
  * overflows or overlaps as described at sparcl_strides, layout mismatch,
  * a parameter map that breaks the rules of the Kernel parameters section,
- * bad parameter, a desc->struct_size this library cannot read),
+ * bad parameter, a dtype that is not a sparcl_dtype, a desc->struct_size
+ * this library cannot read),
  * SPARCL_ERR_NOT_SUPPORTED (parameters exceed this device's work-group or
- * local-memory limits; in offline mode, a program the bundle lacks),
+ * local-memory limits; in offline mode, a program the bundle lacks; a half
+ * dtype with a kind or algorithm that has no half storage, see
+ * sparcl_dtype),
  * SPARCL_ERR_CONFIG (SPARCL_KERNEL_DIR names a folder without the kernel
  * files), SPARCL_ERR_BUILD, SPARCL_ERR_OPENCL, SPARCL_ERR_OUT_OF_MEMORY
  * (also when the re-blocked layout or the plan's device memory would
@@ -571,12 +622,15 @@ SPARCL_API void sparcl_plan_free(sparcl_plan *plan);
  * a head's v reaches every row of the head (0 * NaN).  FAVOR+ and
  * Linformer mix every key into every row: a NaN in k or v reaches them all.
  *
- * q, k, v, out: float buffers shaped by the descriptor and its strides; out
- * must not alias q, k or v.  lse: NULL, or a float buffer of
+ * q, k, v, out: buffers of the plan's dtype (float by default, 2-byte
+ * elements for SPARCL_DTYPE_F16/BF16) shaped by the descriptor and its
+ * strides; out must not alias q, k or v.  lse: NULL, or a float buffer of
  * batch * q_heads * q_len receiving the natural-log sum of exponentials of
  * the scaled scores per row.  The buffers are borrowed: they must stay alive
  * until the returned event completes.  Buffer sizes are checked with
- * clGetMemObjectInfo before anything is enqueued.
+ * clGetMemObjectInfo before anything is enqueued, at the element size of
+ * the plan's dtype (a buffer that holds the shape in halves is too small
+ * for an F32 plan).
  *
  * num_wait/wait: an OpenCL wait list (may be 0/NULL).  event: NULL, or
  * receives an event the caller must release.
@@ -600,9 +654,13 @@ SPARCL_API sparcl_status sparcl_plan_forward_on_queue(sparcl_plan *plan, cl_comm
 
 /* Blocking convenience for simple applications: copies host arrays in
  * (contiguous [B, H, S, D] regardless of the descriptor's strides), runs
- * sparcl_plan_forward() and copies out and lse (lse may be NULL) back. */
-SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *plan, const float *q,
-                                                  const float *k, const float *v, float *out,
+ * sparcl_plan_forward() and copies out and lse (lse may be NULL) back.
+ * q, k, v and out hold elements of the plan's dtype: float for F32 (the
+ * pointers were `float *` before dtypes existed; float pointers still
+ * convert implicitly, so callers compile unchanged), uint16_t bit patterns
+ * for F16 and BF16 (see sparcl_convert_f32_to_f16()).  lse is float. */
+SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *plan, const void *q,
+                                                  const void *k, const void *v, void *out,
                                                   float *lse);
 
 /* The kernel parameters the plan uses and where they came from.  Either
@@ -876,7 +934,7 @@ SPARCL_API sparcl_status sparcl_ctx_device_info(sparcl_ctx *ctx, sparcl_device_i
 typedef struct sparcl_tuning_problem {
     char kernel[32];      /* family, "attn_fwd" */
     char kernel_hash[17]; /* sparcl_kernel_hash() */
-    char dtype[8];        /* "f32" */
+    char dtype[8];        /* sparcl_dtype_name() of desc.dtype: "f32", "f16", "bf16" */
     int batch, q_heads, kv_heads, q_len, kv_len, head_dim;
     int causal;       /* the plan's causal flag */
     char pattern[32]; /* layout family for people ("dense", "window", ...) */
@@ -1638,8 +1696,11 @@ SPARCL_API sparcl_status sparcl_plan_backward_params(sparcl_plan *plan, sparcl_p
  * release.  Thread-safe: a plan may run forward and backward calls from
  * several threads at once.
  * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL or too small buffers, missing
- * lse, aliasing outputs), SPARCL_ERR_OUT_OF_MEMORY, SPARCL_ERR_OPENCL, and
- * those of the preparation. */
+ * lse, aliasing outputs), SPARCL_ERR_NOT_SUPPORTED (a plan whose dtype is
+ * F16 or BF16: the backward is fp32 only so far; refused before the
+ * buffers are looked at, here, in sparcl_plan_prepare_backward() and in
+ * sparcl_plan_backward_host()), SPARCL_ERR_OUT_OF_MEMORY, SPARCL_ERR_OPENCL,
+ * and those of the preparation. */
 SPARCL_API sparcl_status sparcl_plan_backward(sparcl_plan *plan, cl_mem q, cl_mem k, cl_mem v,
                                               cl_mem out, cl_mem lse, cl_mem dout, cl_mem dq,
                                               cl_mem dk, cl_mem dv, cl_uint num_wait,

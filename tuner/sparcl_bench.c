@@ -26,9 +26,15 @@
  *
  * usage: sparcl-bench [--quick] [--cases a,b,...] [--json] [--reps R]
  *                     [--baseline-reps R] [--no-baseline] [--set NAME=VALUE]...
- *                     [--bwd-set NAME=VALUE]... [--max-kv N] [--list]
+ *                     [--bwd-set NAME=VALUE]... [--max-kv N] [--dtype f32|f16|bf16]
+ *                     [--list]
  * --set overrides the forward's parameters, --bwd-set the backward's (the
  * attn_bwd family, through sparcl_plan_prepare_backward).
+ * --dtype f16|bf16 stores q, k, v and out in half precision (the forward
+ * cases only: the backward has no half storage yet): inputs are rounded to
+ * the storage type on the host, the error is measured against the double
+ * recomputation from those rounded inputs, and the compulsory bytes count
+ * 2-byte elements.
  */
 #include <math.h>
 #include <stdio.h>
@@ -82,6 +88,7 @@ static const bench_case cases[] = {
 
 typedef struct options {
     int json, reps, baseline_reps, baseline, quick, max_kv;
+    int dtype; /* sparcl_dtype of q, k, v and out */
     int selected[N_CASES];
     sparcl_params params, bwd_params;
     int have_params, have_bwd_params;
@@ -263,6 +270,7 @@ typedef struct result {
     char origin[256]; /* sparcl_plan_params_origin() */
     const char *source;
     const char *base_note; /* why there is no baseline, or NULL */
+    int dtype;             /* the options' */
 } result;
 
 /* Useful FLOPs of one call: 4 * head_dim per attended pair, counted from
@@ -272,16 +280,37 @@ static double useful_flop(const bench_case *c, const result *r)
     return (c->backward ? 2.5 : 1.0) * 4.0 * c->dim * (double)r->pairs;
 }
 
-/* Compulsory bytes of one call: every tensor read or written once (fp32;
- * the bench's cases have as many K/V heads as query heads). */
-static double compulsory_bytes(const bench_case *c)
+/* Compulsory bytes of one call: every tensor read or written once, at the
+ * storage type's size (lse is fp32; the bench's cases have as many K/V
+ * heads as query heads). */
+static double compulsory_bytes(const bench_case *c, int dtype)
 {
     const double hnd = (double)c->heads * c->n * c->dim, hn = (double)c->heads * c->n;
+    const double es = (double)sparcl_dtype_size(dtype);
     if (c->q_len || c->kv_heads) { /* forward: q, out, lse per query row; k, v per key */
         const double rows = (double)c->heads * q_len_of(c);
-        return 4.0 * (2 * rows * c->dim + rows + 2.0 * kv_heads_of(c) * c->n * c->dim);
+        return es * (2 * rows * c->dim + 2.0 * kv_heads_of(c) * c->n * c->dim) + 4.0 * rows;
     }
-    return 4.0 * (c->backward ? 8 * hnd + hn : 4 * hnd + hn);
+    return es * (c->backward ? 8 * hnd : 4 * hnd) + 4.0 * hn;
+}
+
+/* The largest error a case may show: the fp32 tolerance, plus half an ulp
+ * of 1 for the rounding of out when it is stored in half (|out| <= 1). */
+static double max_err_allowed(int dtype)
+{
+    return 1e-4 + (dtype == SPARCL_DTYPE_F16 ? 0x1p-11 : dtype == SPARCL_DTYPE_BF16 ? 0x1p-8 : 0.0);
+}
+
+/* Rounds x to the storage type in place and writes its 16-bit patterns. */
+static void to_half(int dtype, float *x, uint16_t *bits, size_t n)
+{
+    if (dtype == SPARCL_DTYPE_F16) {
+        sparcl_convert_f32_to_f16(x, bits, n);
+        sparcl_convert_f16_to_f32(bits, x, n);
+    } else {
+        sparcl_convert_f32_to_bf16(x, bits, n);
+        sparcl_convert_bf16_to_f32(bits, x, n);
+    }
 }
 
 /* The ceiling a case is held to: "fma" when its FLOPs per compulsory byte
@@ -291,7 +320,7 @@ static double compulsory_bytes(const bench_case *c)
 static const char *bound(const bench_case *c, const result *r, const bench_peak *pk,
                          double *fraction, double *fraction_cpu)
 {
-    const double flop = useful_flop(c, r), bytes = compulsory_bytes(c);
+    const double flop = useful_flop(c, r), bytes = compulsory_bytes(c, r->dtype);
     *fraction = *fraction_cpu = -1;
     if (pk->fma_gflops <= 0 || pk->bw_gbs <= 0)
         return "n/a";
@@ -363,6 +392,7 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
 {
     memset(res, 0, sizeof *res);
     res->base_ms = -1.0;
+    res->dtype = opt->dtype;
     pattern_info pi = {c, NULL, 0};
     sparcl_layout *layout = NULL;
     if (make_layout(ctx, &pi, &layout) != SPARCL_OK) {
@@ -381,13 +411,15 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
     /* elems: q and out; kv_elems: k and v (the same unless decoding). */
     const size_t elems = (size_t)c->heads * q_len_of(c) * c->dim;
     const size_t kv_elems = (size_t)kv_heads_of(c) * c->n * c->dim;
+    const size_t es = sparcl_dtype_size(opt->dtype);
     float *q = malloc(elems * 4), *k = malloc(kv_elems * 4), *v = malloc(kv_elems * 4);
     float *o = malloc(elems * 4);
+    uint16_t *bits = es == 2 ? malloc((elems > kv_elems ? elems : kv_elems) * 2) : NULL;
     cl_mem m[9] = {0};
     const int nbuf = c->backward ? 9 : 5;
     sparcl_plan *plan = NULL;
     int ok = 0;
-    if (!q || !k || !v || !o) {
+    if (!q || !k || !v || !o || (es == 2 && !bits)) {
         fprintf(stderr, "sparcl-bench: %s: out of host memory\n", c->name);
         goto done;
     }
@@ -398,11 +430,14 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
     cl_context cc = sparcl_ctx_cl_context(ctx);
     cl_int err = CL_SUCCESS;
     for (int t = 0; t < 3; ++t) {
-        const float *src = t == 0 ? q : t == 1 ? k : v;
-        m[t] = clCreateBuffer(cc, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
-                              (t ? kv_elems : elems) * 4, (void *)src, &err);
+        float *src = t == 0 ? q : t == 1 ? k : v;
+        const size_t n = t ? kv_elems : elems;
+        if (es == 2)
+            to_half(opt->dtype, src, bits, n);
+        m[t] = clCreateBuffer(cc, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, n * es,
+                              es == 2 ? (void *)bits : (void *)src, &err);
     }
-    m[3] = clCreateBuffer(cc, CL_MEM_READ_WRITE, elems * 4, NULL, &err);
+    m[3] = clCreateBuffer(cc, CL_MEM_READ_WRITE, elems * es, NULL, &err);
     m[4] = clCreateBuffer(cc, CL_MEM_READ_WRITE, (size_t)c->heads * q_len_of(c) * 4, NULL, &err);
     if (c->backward) { /* dout (the forward's inputs reused as values), dq, dk, dv */
         m[5] = clCreateBuffer(cc, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, elems * 4, v, &err);
@@ -425,6 +460,7 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
     d.head_dim = c->dim;
     d.layout = layout;
     d.params = opt->have_params ? &opt->params : NULL;
+    d.dtype = opt->dtype;
     if (sparcl_plan_init(ctx, &plan, &d) != SPARCL_OK) {
         fprintf(stderr, "sparcl-bench: %s: plan: %s\n", c->name, sparcl_ctx_errmsg(ctx));
         goto done;
@@ -437,8 +473,8 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
     /* which database: the origin starts "user database" or "shipped
      * database" (a user database that cannot be read falls back to the
      * shipped one, with a warning through the log callback) */
-    res->source = source == SPARCL_PARAMS_OVERRIDE   ? "override"
-                  : source != SPARCL_PARAMS_DATABASE ? "default"
+    res->source = source == SPARCL_PARAMS_OVERRIDE        ? "override"
+                  : source != SPARCL_PARAMS_DATABASE      ? "default"
                   : strncmp(res->origin, "user ", 5) == 0 ? "user database"
                                                           : "shipped database";
     res->device_bytes = sparcl_plan_device_bytes(plan);
@@ -462,7 +498,12 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
         goto done;
     }
     res->gflops = useful_flop(c, res) / (res->ms * 1e6);
-    clEnqueueReadBuffer(sparcl_ctx_cl_queue(ctx), m[3], CL_TRUE, 0, elems * 4, o, 0, NULL, NULL);
+    clEnqueueReadBuffer(sparcl_ctx_cl_queue(ctx), m[3], CL_TRUE, 0, elems * es,
+                        es == 2 ? (void *)bits : (void *)o, 0, NULL, NULL);
+    if (opt->dtype == SPARCL_DTYPE_F16)
+        sparcl_convert_f16_to_f32(bits, o, elems);
+    else if (opt->dtype == SPARCL_DTYPE_BF16)
+        sparcl_convert_bf16_to_f32(bits, o, elems);
     const float scale = 1.0f / sqrtf((float)c->dim);
     res->err = sample_error(&pi, q, k, v, o, scale); /* the forward's output in both cases */
     sparcl_plan_free(plan);
@@ -496,7 +537,7 @@ done:
     for (int t = 0; t < nbuf; ++t)
         if (m[t])
             clReleaseMemObject(m[t]);
-    free(q), free(k), free(v), free(o), free(pi.bb);
+    free(q), free(k), free(v), free(o), free(bits), free(pi.bb);
     sparcl_layout_free(layout);
     return ok;
 }
@@ -512,11 +553,13 @@ static void print_json(const bench_case *c, const result *r, const ceiling *sg,
     const double gf_cpu = useful_flop(c, r) / (r->cpu_ms * 1e6);
     double frac, frac_cpu;
     const char *b = bound(c, r, pk, &frac, &frac_cpu);
-    printf("{\"case\":\"%s\",\"n\":%d,\"heads\":%d,\"head_dim\":%d,\"pattern\":\"%s\","
+    printf("{\"case\":\"%s\",\"dtype\":\"%s\",\"n\":%d,\"heads\":%d,\"head_dim\":%d,\"pattern\":\"%"
+           "s\","
            "\"density\":%.6f,\"pairs\":%lld,\"ms\":%.4f,\"ms_min\":%.4f,\"ms_max\":%.4f,"
            "\"cpu_ms\":%.4f,\"cpu_ms_min\":%.4f,\"gflops\":%.3f,",
-           c->name, c->n, c->heads, c->dim, pattern_names[c->pattern], r->density,
-           (long long)r->pairs, r->ms, r->ms_min, r->ms_max, r->cpu_ms, r->cpu_ms_min, r->gflops);
+           c->name, sparcl_dtype_name(r->dtype), c->n, c->heads, c->dim, pattern_names[c->pattern],
+           r->density, (long long)r->pairs, r->ms, r->ms_min, r->ms_max, r->cpu_ms, r->cpu_ms_min,
+           r->gflops);
     printf("\"gflops_per_cpu_s\":%.3f,\"bound\":\"%s\",", gf_cpu, b);
     if (frac >= 0)
         printf("\"ratio_peak\":%.4f,", frac);
@@ -549,8 +592,7 @@ static void print_json(const bench_case *c, const result *r, const ceiling *sg,
     printf("\"}\n");
 }
 
-static void print_row(const bench_case *c, const result *r, const ceiling *sg,
-                      const bench_peak *pk)
+static void print_row(const bench_case *c, const result *r, const ceiling *sg, const bench_peak *pk)
 {
     const double gf_cpu = useful_flop(c, r) / (r->cpu_ms * 1e6);
     char ratio[16] = "n/a", ratio_cpu[16] = "n/a", base[32], speed[16] = "n/a",
@@ -572,13 +614,11 @@ static void print_row(const bench_case *c, const result *r, const ceiling *sg,
     } else {
         snprintf(base, sizeof base, "(%s)", r->base_note ? r->base_note : "n/a");
     }
-    printf(
-        "%-14s %6d %2d %4d %8.4f %9.2f %8.2f %9s %6s %6s %8.2f %6s %8.2f %16s %8s %8s %8.1e%s  "
-        "%s [%s]\n",
-        c->name, c->n, c->heads, c->dim, r->density, r->ms, r->gflops, peak, peak_cpu, ratio,
-        gf_cpu, ratio_cpu,
-        (double)r->device_bytes / (1024.0 * 1024.0), base, speed, speed_cpu, r->err,
-        r->err > 1e-4 ? "!" : " ", r->params, r->source);
+    printf("%-14s %6d %2d %4d %8.4f %9.2f %8.2f %9s %6s %6s %8.2f %6s %8.2f %16s %8s %8s %8.1e%s  "
+           "%s [%s]\n",
+           c->name, c->n, c->heads, c->dim, r->density, r->ms, r->gflops, peak, peak_cpu, ratio,
+           gf_cpu, ratio_cpu, (double)r->device_bytes / (1024.0 * 1024.0), base, speed, speed_cpu,
+           r->err, !(r->err <= max_err_allowed(r->dtype)) ? "!" : " ", r->params, r->source);
 }
 
 static int usage(const char *argv0)
@@ -586,7 +626,7 @@ static int usage(const char *argv0)
     fprintf(stderr,
             "usage: %s [--quick] [--cases a,b,...] [--json] [--reps R] [--baseline-reps R]\n"
             "          [--no-baseline] [--set NAME=VALUE]... [--bwd-set NAME=VALUE]...\n"
-            "          [--max-kv N] [--list]\n",
+            "          [--max-kv N] [--dtype f32|f16|bf16] [--list]\n",
             argv0);
     return 2;
 }
@@ -641,6 +681,16 @@ int main(int argc, char **argv)
             if (!select_cases(&opt, argv[++a]))
                 return 2;
             any_selected = 1;
+        } else if (a + 1 < argc && strcmp(s, "--dtype") == 0) {
+            const char *name = argv[++a];
+            opt.dtype = -1;
+            for (int t = SPARCL_DTYPE_F32; t <= SPARCL_DTYPE_BF16; ++t)
+                if (strcmp(name, sparcl_dtype_name(t)) == 0)
+                    opt.dtype = t;
+            if (opt.dtype < 0) {
+                fprintf(stderr, "sparcl-bench: --dtype must be f32, f16 or bf16\n");
+                return 2;
+            }
         } else if (a + 1 < argc && (strcmp(s, "--set") == 0 || strcmp(s, "--bwd-set") == 0)) {
             const int bwd = strcmp(s, "--bwd-set") == 0;
             const char *kv = argv[++a], *eq = strchr(kv, '=');
@@ -666,6 +716,13 @@ int main(int argc, char **argv)
     if (!any_selected)
         for (int i = 0; i < N_CASES; ++i)
             opt.selected[i] = !opt.quick || cases[i].quick;
+    for (int i = 0; i < N_CASES; ++i)
+        if (opt.selected[i] && cases[i].backward && opt.dtype != SPARCL_DTYPE_F32) {
+            if (any_selected)
+                fprintf(stderr, "sparcl-bench: %s skipped: the backward has no %s storage\n",
+                        cases[i].name, sparcl_dtype_name(opt.dtype));
+            opt.selected[i] = 0;
+        }
 
     sparcl_ctx *ctx;
     if (sparcl_ctx_init(&ctx) != SPARCL_OK) {
@@ -681,6 +738,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "sparcl-bench: %s\n", pk.error);
     if (!opt.json) {
         printf("device: %s\n", sparcl_ctx_device_string(ctx));
+        printf("storage: %s (q, k, v and out; lse and arithmetic fp32)\n",
+               sparcl_dtype_name(opt.dtype));
         printf("FMA peak (OpenCL probe, 12 FMA chains per work-item, best variant: %s): %.1f "
                "GFLOP/s wall, %.1f GFLOP per CPU-second\n",
                pk.fma_variant ? pk.fma_variant : "none", pk.fma_gflops, pk.fma_gflops_cpu);
@@ -690,8 +749,8 @@ int main(int argc, char **argv)
                pk.bw_gbs > 0 ? pk.fma_gflops / pk.bw_gbs : 0.0);
         printf("BLAS: %s\nSGEMM n=2048 (a second reference): ", bench_blas_string());
         if (sg.wall > 0)
-            printf("%.1f GFLOP/s wall, %.1f GFLOP per CPU-second (%.2f of the FMA peak)\n",
-                   sg.wall, sg.cpu, pk.fma_gflops > 0 ? sg.wall / pk.fma_gflops : 0.0);
+            printf("%.1f GFLOP/s wall, %.1f GFLOP per CPU-second (%.2f of the FMA peak)\n", sg.wall,
+                   sg.cpu, pk.fma_gflops > 0 ? sg.wall / pk.fma_gflops : 0.0);
         else
             printf("n/a\n");
         printf("ms: median of %d calls after 2 warm-ups (OpenCL events); base_ms: median of %d "
@@ -720,7 +779,7 @@ int main(int argc, char **argv)
             ++failures;
             continue;
         }
-        failures += !(r.err <= 1e-4);
+        failures += !(r.err <= max_err_allowed(opt.dtype));
         if (opt.json)
             print_json(&cases[i], &r, &sg, &pk);
         else
@@ -729,6 +788,7 @@ int main(int argc, char **argv)
     }
     sparcl_ctx_free(ctx);
     if (failures && !opt.json)
-        printf("\n%d case(s) failed or exceeded max_err 1e-4 (marked !)\n", failures);
+        printf("\n%d case(s) failed or exceeded max_err %.2g (marked !)\n", failures,
+               max_err_allowed(opt.dtype));
     return failures ? 1 : 0;
 }

@@ -45,8 +45,11 @@ static void usage(FILE *f)
             "  --max-seconds S     wall time per problem (0: no limit)\n"
             "  --stagnation K      stop a problem after K evaluations without a new best (0: off)\n"
             "  --problems P        standard | quick | spec[;spec...], spec = "
-            "PATTERN:n=N,h=H[,kvh=K],d=D[,w=W][,blk=B]\n"
+            "PATTERN:n=N,h=H[,kvh=K],d=D[,w=W][,blk=B][,dtype=T]\n"
             "                      with PATTERN dense | causal | window (+-W tokens) | bigbird\n"
+            "  --dtype T           storage of q, k, v and out for the problems whose spec names\n"
+            "                      none: f32 (default) | f16 | bf16; a half dtype tunes attn_fwd\n"
+            "                      only (the other families have no half storage yet)\n"
             "  --kernel NAME       tune only this kernel family (default: all it can run)\n"
             "  --fix NAME=V        search only candidates with NAME=V (repeatable)\n"
             "  --space NAME=V1,V2,...  search only these values of NAME (repeatable, several\n"
@@ -78,8 +81,7 @@ static void usage(FILE *f)
 }
 
 typedef struct options {
-    const char *device, *db, *problems, *export_path, *import_path, *kernel, *report_path,
-        *bundle;
+    const char *device, *db, *problems, *export_path, *import_path, *kernel, *report_path, *bundle;
     tune_strategy strategy;
     tune_budget budget;
     const char *rules[64]; /* --fix and --space, "NAME=v1,v2,..." */
@@ -90,6 +92,7 @@ typedef struct options {
     unsigned seed;
     int list_devices, worker;
     int replay, seeds, transfer;
+    int dtype; /* --dtype: a sparcl_dtype for specs that name none */
 } options;
 
 static int parse_args(int argc, char **argv, options *o)
@@ -128,6 +131,12 @@ static int parse_args(int argc, char **argv, options *o)
         } else if (!strcmp(a, "--problems")) {
             TAKES_VALUE;
             o->problems = v;
+        } else if (!strcmp(a, "--dtype")) {
+            TAKES_VALUE;
+            if ((o->dtype = tune_dtype_parse(v)) < 0) {
+                fprintf(stderr, "sparcl-tune: error: --dtype must be f32, f16 or bf16\n");
+                return -1;
+            }
         } else if (!strcmp(a, "--build-bundle")) {
             TAKES_VALUE;
             o->bundle = v;
@@ -216,6 +225,8 @@ static int parse_args(int argc, char **argv, options *o)
     o->rounds = rounds >= 0 ? rounds : quick ? 5 : 7;
     if (!o->problems)
         o->problems = quick ? "quick" : "standard";
+    if (o->dtype != SPARCL_DTYPE_F32 && !o->kernel)
+        o->kernel = "attn_fwd"; /* the one family with half storage */
     return 0;
 }
 
@@ -424,9 +435,9 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
     }
     if (o->transfer) {
         char from[256];
-        int k = tune_transfer_seeds(ctx, db_path, device, &s.key, 1, kernel, &desc, &space,
-                                    starts + 1, TUNE_TRANSFER_SEEDS, from, sizeof from, err,
-                                    sizeof err);
+        int k =
+            tune_transfer_seeds(ctx, db_path, device, &s.key, 1, kernel, &desc, &space, starts + 1,
+                                TUNE_TRANSFER_SEEDS, from, sizeof from, err, sizeof err);
         if (k < 0)
             printf("transfer: %s\n", err);
         else if (k > 0)
@@ -453,9 +464,8 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
            stats.valid, s.best, list);
     snprintf(out->decision, sizeof out->decision, "-");
     if (!s.fatal && !interrupted && isfinite(s.best)) {
-        tune_finalist_job job = {db,        device,         &s.key,      prob->spec,
-                                 def,       child,          o->finalists, o->rounds,
-                                 o->max_runs, o->timeout};
+        tune_finalist_job job = {db,    device,       &s.key,    prob->spec,  def,
+                                 child, o->finalists, o->rounds, o->max_runs, o->timeout};
         int rc = tune_finalists(&job, &interrupted, out->decision, sizeof out->decision);
         if (rc < 0) {
             s.fatal = 1;
@@ -591,6 +601,8 @@ static int run_tuning(const options *o, const char *exe)
         fprintf(stderr, "sparcl-tune: error: %s\n", err);
         return 2;
     }
+    for (int i = 0; i < n; ++i)
+        tune_problem_default_dtype(&problems[i], o->dtype);
     sparcl_ctx *ctx = NULL;
     if (sparcl_ctx_init_device(&ctx, o->device) != SPARCL_OK) {
         fprintf(stderr, "sparcl-tune: error: %s\n", sparcl_ctx_errmsg(NULL));

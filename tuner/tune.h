@@ -25,11 +25,20 @@ typedef struct tune_problem {
     char pattern[32]; /* dense, causal, window, bigbird */
     int n, heads, kv_heads, dim, window, block;
     int q_len; /* query rows (key "q"; n unless given: decoding problems) */
+    int dtype;       /* sparcl_dtype of q, k, v and out: "dtype=f16" in a spec */
+    int dtype_given; /* the spec named it (--dtype fills in the others) */
 } tune_problem;
 
 /* Parses "standard", "quick" or a ';'-separated list of specs into a malloc'd
  * array; returns the count, or -1 with a message in err. */
 int tune_problems_parse(const char *text, tune_problem **out, char *err, size_t size);
+
+/* The sparcl_dtype named "f32", "f16" or "bf16", or -1. */
+int tune_dtype_parse(const char *name);
+
+/* Sets the dtype of a problem whose spec did not name one, and rewrites
+ * its spec to say so. */
+void tune_problem_default_dtype(tune_problem *p, int dtype);
 
 /* Builds the plan descriptor and layout of a problem (layout NULL for
  * dense).  The caller frees the layout. */

@@ -25,6 +25,38 @@ static const char quick_set[] = "dense:n=512,h=2,d=64;"
                                 "bigbird:n=2048,h=2,d=64;"
                                 "dense:n=256,h=2,d=128";
 
+int tune_dtype_parse(const char *name)
+{
+    for (int t = SPARCL_DTYPE_F32; t <= SPARCL_DTYPE_BF16; ++t)
+        if (!strcmp(name, sparcl_dtype_name(t)))
+            return t;
+    return -1;
+}
+
+/* The canonical spec: every key, the dtype only when it is not f32 (so
+ * fp32 specs read as they always did). */
+static void format_spec(tune_problem *p)
+{
+    int n = snprintf(p->spec, sizeof p->spec, "%s:n=%d,h=%d,kvh=%d,d=%d", p->pattern, p->n,
+                     p->heads, p->kv_heads, p->dim);
+    if (p->q_len != p->n) /* square problems keep their old spec (database keys) */
+        n += snprintf(p->spec + n, sizeof p->spec - (size_t)n, ",q=%d", p->q_len);
+    if (!strcmp(p->pattern, "window"))
+        n += snprintf(p->spec + n, sizeof p->spec - (size_t)n, ",w=%d,blk=%d", p->window, p->block);
+    else if (!strcmp(p->pattern, "bigbird") || !strcmp(p->pattern, "causal"))
+        n += snprintf(p->spec + n, sizeof p->spec - (size_t)n, ",blk=%d", p->block);
+    if (p->dtype != SPARCL_DTYPE_F32 && n > 0 && (size_t)n < sizeof p->spec)
+        snprintf(p->spec + n, sizeof p->spec - (size_t)n, ",dtype=%s", sparcl_dtype_name(p->dtype));
+}
+
+void tune_problem_default_dtype(tune_problem *p, int dtype)
+{
+    if (p->dtype_given)
+        return;
+    p->dtype = dtype;
+    format_spec(p);
+}
+
 static int parse_one(const char *text, tune_problem *p, char *err, size_t size)
 {
     memset(p, 0, sizeof *p);
@@ -49,6 +81,14 @@ static int parse_one(const char *text, tune_problem *p, char *err, size_t size)
     char *save = NULL;
     for (char *kv = strtok_r(keys, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(kv, '=');
+        if (eq && !strncmp(kv, "dtype=", 6)) {
+            if ((p->dtype = tune_dtype_parse(eq + 1)) < 0) {
+                snprintf(err, size, "problem \"%s\": dtype must be f32, f16 or bf16", text);
+                return -1;
+            }
+            p->dtype_given = 1;
+            continue;
+        }
         char *end = NULL;
         long v = eq ? strtol(eq + 1, &end, 10) : 0;
         if (!eq || !end || *end || v < 1 || v > (1L << 30)) {
@@ -65,7 +105,7 @@ static int parse_one(const char *text, tune_problem *p, char *err, size_t size)
                     : !strcmp(kv, "q")   ? &p->q_len
                                          : NULL;
         if (!slot) {
-            snprintf(err, size, "problem \"%s\": unknown key \"%s\" (n, q, h, kvh, d, w, blk)",
+            snprintf(err, size, "problem \"%s\": unknown key \"%s\" (n, q, h, kvh, d, w, blk, dtype)",
                      text, kv);
             return -1;
         }
@@ -80,18 +120,11 @@ static int parse_one(const char *text, tune_problem *p, char *err, size_t size)
     if (!p->q_len)
         p->q_len = p->n;
     if (p->heads % p->kv_heads || p->dim > SPARCL_MAX_HEAD_DIM || p->block > 1024) {
-        snprintf(err, size, "problem \"%s\": needs h a multiple of kvh, d <= %d, blk <= 1024",
-                 text, SPARCL_MAX_HEAD_DIM);
+        snprintf(err, size, "problem \"%s\": needs h a multiple of kvh, d <= %d, blk <= 1024", text,
+                 SPARCL_MAX_HEAD_DIM);
         return -1;
     }
-    int n = snprintf(p->spec, sizeof p->spec, "%s:n=%d,h=%d,kvh=%d,d=%d", p->pattern, p->n,
-                     p->heads, p->kv_heads, p->dim);
-    if (p->q_len != p->n) /* square problems keep their old spec (database keys) */
-        n += snprintf(p->spec + n, sizeof p->spec - (size_t)n, ",q=%d", p->q_len);
-    if (!strcmp(p->pattern, "window"))
-        snprintf(p->spec + n, sizeof p->spec - (size_t)n, ",w=%d,blk=%d", p->window, p->block);
-    else if (!strcmp(p->pattern, "bigbird") || !strcmp(p->pattern, "causal"))
-        snprintf(p->spec + n, sizeof p->spec - (size_t)n, ",blk=%d", p->block);
+    format_spec(p);
     return 0;
 }
 
@@ -157,6 +190,7 @@ sparcl_status tune_problem_desc(sparcl_ctx *ctx, const tune_problem *p, sparcl_p
     d->q_len = p->q_len;
     d->kv_len = p->n;
     d->head_dim = p->dim;
+    d->dtype = p->dtype;
     *layout = NULL;
     sparcl_status st = SPARCL_OK;
     if (!strcmp(p->pattern, "causal")) {

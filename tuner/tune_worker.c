@@ -28,11 +28,21 @@
 #include <sys/prctl.h>
 #endif
 
-#include "tune.h"
 #include "tool_timing.h"
+#include "tune.h"
 
-/* The tests' tolerance: fp32 max abs error against the double reference. */
+/* The tests' tolerance: fp32 max abs error against the double reference.
+ * Half storage adds the rounding of out (|out| <= 1 here): half an ulp of
+ * 1, 2^-11 for f16 and 2^-8 for bf16, on a reference computed from the
+ * inputs as rounded to the storage type. */
 #define TOLERANCE 1e-4
+
+static double tolerance(int dtype)
+{
+    return TOLERANCE + (dtype == SPARCL_DTYPE_F16    ? 0x1p-11
+                        : dtype == SPARCL_DTYPE_BF16 ? 0x1p-8
+                                                     : 0.0);
+}
 /* Timing: at least this many runs after the verified warm-up, and stop once
  * the median moves by less than this fraction, or after MAX_TIMED_MS. */
 #define MIN_RUNS 3
@@ -82,12 +92,35 @@ static void release(setup *s)
     memset(s, 0, sizeof *s);
 }
 
-static cl_mem upload(sparcl_ctx *ctx, const float *data, size_t n)
+/* Float <-> 16-bit storage of `dtype` (F16 or BF16). */
+static void to_half(int dtype, const float *x, uint16_t *h, size_t n)
+{
+    (dtype == SPARCL_DTYPE_F16 ? sparcl_convert_f32_to_f16 : sparcl_convert_f32_to_bf16)(x, h, n);
+}
+
+static void from_half(int dtype, const uint16_t *h, float *x, size_t n)
+{
+    (dtype == SPARCL_DTYPE_F16 ? sparcl_convert_f16_to_f32 : sparcl_convert_bf16_to_f32)(h, x, n);
+}
+
+/* A device buffer of n elements of `dtype` holding `data` (NULL: an
+ * output).  Half inputs are rounded in place first, so the reference is
+ * computed on exactly what the kernel reads. */
+static cl_mem upload(sparcl_ctx *ctx, float *data, size_t n, int dtype)
 {
     cl_int err;
-    return clCreateBuffer(sparcl_ctx_cl_context(ctx),
-                          data ? CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR : CL_MEM_READ_WRITE,
-                          n * sizeof(float), (void *)data, &err);
+    const cl_mem_flags flags = data ? CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR : CL_MEM_READ_WRITE;
+    if (dtype == SPARCL_DTYPE_F32 || !data)
+        return clCreateBuffer(sparcl_ctx_cl_context(ctx), flags, n * sparcl_dtype_size(dtype), data,
+                              &err);
+    uint16_t *bits = malloc(n * sizeof *bits);
+    if (!bits)
+        return NULL;
+    to_half(dtype, data, bits, n);
+    from_half(dtype, bits, data, n);
+    cl_mem m = clCreateBuffer(sparcl_ctx_cl_context(ctx), flags, n * sizeof *bits, bits, &err);
+    free(bits);
+    return m;
 }
 
 /* Host arrays for every tensor, the reference, and the device buffers. */
@@ -110,6 +143,12 @@ static int compute_reference(sparcl_ctx *ctx, setup *s, char *err, size_t size)
     fill(s->host[T_Q], nq, 1);
     fill(s->host[T_K], nk, 2);
     fill(s->host[T_V], nk, 3);
+    /* q, k, v first: half storage rounds them before the reference. */
+    for (int t = T_Q; t <= T_V; ++t)
+        if (!(s->m[t] = upload(ctx, s->host[t], n[t], d->dtype))) {
+            snprintf(err, size, "cannot allocate device buffers");
+            return -1;
+        }
     /* Computed once per problem: every candidate is checked against it. */
     int ok = sparcl_reference_forward(ctx, d, s->host[T_Q], s->host[T_K], s->host[T_V],
                                       s->ref[T_OUT], s->ref[T_LSE]) == SPARCL_OK;
@@ -127,8 +166,9 @@ static int compute_reference(sparcl_ctx *ctx, setup *s, char *err, size_t size)
         return -1;
     }
     const int first_out = s->bwd ? T_DQ : T_OUT;
-    for (int t = 0; t < used; ++t)
-        if (!(s->m[t] = upload(ctx, t < first_out ? s->host[t] : NULL, n[t]))) {
+    for (int t = T_OUT; t < used; ++t)
+        if (!(s->m[t] = upload(ctx, t < first_out ? s->host[t] : NULL, n[t],
+                               t == T_LSE ? SPARCL_DTYPE_F32 : d->dtype))) {
             snprintf(err, size, "cannot allocate device buffers");
             return -1;
         }
@@ -160,6 +200,10 @@ static int set_up(sparcl_ctx *ctx, setup *s, const char *line, char *err, size_t
     free(list);
     if (tune_problem_desc(ctx, &s->prob, &s->desc, &s->layout) != SPARCL_OK) {
         snprintf(err, size, "%s", sparcl_ctx_errmsg(ctx));
+        return -1;
+    }
+    if (s->bwd && s->desc.dtype != SPARCL_DTYPE_F32) {
+        snprintf(err, size, "attn_bwd has no %s storage", sparcl_dtype_name(s->desc.dtype));
         return -1;
     }
     /* The reference honours the normalization (lse then holds tau). */
@@ -261,8 +305,7 @@ static double run_once(sparcl_ctx *ctx, sparcl_plan *plan, setup *s, char *msg, 
     if (before)
         clReleaseEvent(before);
     if (err != CL_SUCCESS || exec != CL_COMPLETE) {
-        snprintf(msg, size, "kernel execution failed (OpenCL %d / status %d)", (int)err,
-                 (int)exec);
+        snprintf(msg, size, "kernel execution failed (OpenCL %d / status %d)", (int)err, (int)exec);
         return -1;
     }
     return ms;
@@ -275,11 +318,20 @@ static double verify(sparcl_ctx *ctx, setup *s)
 {
     const int first = s->bwd ? T_DQ : T_OUT, last = s->bwd ? T_DV : T_LSE;
     double worst = 0;
+    const int dtype = s->desc.dtype;
     for (int t = first; t <= last; ++t) {
-        if (clEnqueueReadBuffer(sparcl_ctx_cl_queue(ctx), s->m[t], CL_TRUE, 0,
-                                s->n[t] * sizeof(float), s->host[t], 0, NULL,
-                                NULL) != CL_SUCCESS)
+        const int half = t == T_OUT && dtype != SPARCL_DTYPE_F32;
+        uint16_t *bits = half ? malloc(s->n[t] * sizeof *bits) : NULL;
+        if ((half && !bits) || clEnqueueReadBuffer(sparcl_ctx_cl_queue(ctx), s->m[t], CL_TRUE, 0,
+                                                   s->n[t] * (half ? sizeof *bits : sizeof(float)),
+                                                   half ? (void *)bits : (void *)s->host[t], 0,
+                                                   NULL, NULL) != CL_SUCCESS) {
+            free(bits);
             return -1;
+        }
+        if (half)
+            from_half(dtype, bits, s->host[t], s->n[t]);
+        free(bits);
         double scale = 1;
         for (size_t i = 0; s->bwd && i < s->n[t]; ++i)
             scale = fmax(scale, fabs(s->ref[t][i]));
@@ -328,10 +380,10 @@ static void evaluate(sparcl_ctx *ctx, setup *s, const sparcl_params *params, int
         snprintf(r->message, sizeof r->message, "cannot read the result back");
         goto done;
     }
-    if (!(r->max_err <= TOLERANCE)) {
+    if (!(r->max_err <= tolerance(s->desc.dtype))) {
         r->status = SPARCL_TUNING_WRONG;
         snprintf(r->message, sizeof r->message, "max abs error %.3g exceeds %.0e", r->max_err,
-                 TOLERANCE);
+                 tolerance(s->desc.dtype));
         goto done;
     }
     double t[256], cpu[256], total = 0, prev = -1;
@@ -431,8 +483,8 @@ int tune_worker_main(const char *device)
             double cpu_ms = -1;
             evaluate(ctx, &s, &p, max_runs, &r, &cpu_ms);
             one_line(r.message);
-            fprintf(out, "result %d %.9g %.9g %.9g %d %.9g %.9g %s\n", (int)r.status,
-                    r.median_ms, r.min_ms, r.max_ms, r.runs, r.max_err, cpu_ms, r.message);
+            fprintf(out, "result %d %.9g %.9g %.9g %d %.9g %.9g %s\n", (int)r.status, r.median_ms,
+                    r.min_ms, r.max_ms, r.runs, r.max_err, cpu_ms, r.message);
         } else {
             fprintf(out, "error unexpected request \"%.60s\"\n", line);
         }

@@ -146,6 +146,7 @@ sparcl__problem sparcl__problem_from_desc(const sparcl_plan_desc *desc)
     prob.q_heads = desc->q_heads;
     prob.q_len = desc->q_len;
     prob.norm = sparcl__entmax_norm(desc, &alpha);
+    prob.dtype = desc->dtype;
     return prob;
 }
 

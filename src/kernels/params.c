@@ -159,6 +159,7 @@ const char *const sparcl__param_names[SPARCL__P_COUNT] = {
     [SPARCL__P_NORM] = "NORM",
     [SPARCL__P_COLS] = "COLS",
     [SPARCL__P_QROWS] = "QROWS",
+    [SPARCL__P_DTYPE] = "DTYPE",
 };
 
 const sparcl__param_def *sparcl__schema_param(const sparcl__kernel_schema *schema,
@@ -303,6 +304,7 @@ static int32_t derive(sparcl__param_id id, const sparcl__pset *p, const sparcl__
     case SPARCL__P_COLS:
         return p->v[SPARCL__P_WG_SIZE] ? p->v[SPARCL__P_BLOCK_N] / p->v[SPARCL__P_WG_SIZE] : 0;
     case SPARCL__P_QROWS: return prob->q_len;
+    case SPARCL__P_DTYPE: return prob->dtype;
     default: return p->v[id];
     }
 }

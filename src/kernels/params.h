@@ -36,6 +36,7 @@ typedef enum sparcl__param_id {
     SPARCL__P_NORM,     /* derived: the entmax solver of the descriptor */
     SPARCL__P_COLS,     /* derived: BLOCK_N / WG_SIZE */
     SPARCL__P_QROWS,    /* derived: the problem's q_len (attn_decode) */
+    SPARCL__P_DTYPE,    /* derived: the storage type of q, k, v and out (sparcl_dtype) */
     SPARCL__P_COUNT
 } sparcl__param_id;
 
@@ -75,7 +76,8 @@ typedef struct sparcl__problem {
     int head_dim;
     int batch, kv_heads, kv_len;
     int q_heads, q_len;
-    int norm; /* the attn_entmax solver (sparcl__entmax_norm); 0 for softmax */
+    int norm;  /* the attn_entmax solver (sparcl__entmax_norm); 0 for softmax */
+    int dtype; /* storage of q, k, v and out, a sparcl_dtype; the kernels' DTYPE */
 } sparcl__problem;
 
 /* A kernel of a program.  wg_local: launched with WG_SIZE work-items per

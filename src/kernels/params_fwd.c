@@ -95,6 +95,14 @@ static sparcl_status check(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl_
 {
     const int32_t bn = p->v[SPARCL__P_BLOCK_N], vec = p->v[SPARCL__P_VEC];
     sparcl_status st = sparcl__pset_tile_check(ctx, p, prob, limits);
+    /* CLBlast's HGEMM would accumulate in half, and it has no bfloat16:
+     * the dense path stays fp32-only. */
+    if (st == SPARCL_OK && p->v[SPARCL__P_ALGO] == 1 && prob->dtype != SPARCL_DTYPE_F32)
+        return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
+                            "the dense CLBlast path (ALGO=1) does not support dtype %s: CLBlast's "
+                            "half GEMM accumulates in half precision and it has no bfloat16; "
+                            "use ALGO=0 (the fused kernel) for half storage",
+                            sparcl_dtype_name(prob->dtype));
     if (st == SPARCL_OK && bn % vec != 0) /* scores are VEC-key vectors */
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "BLOCK_N %d must be a multiple of VEC %d", bn, vec);
@@ -150,7 +158,7 @@ static const sparcl__program_decl programs[] = {
     {"attn_fwd.cl", fused_kernels, N_OF(fused_kernels)},
     {"attn_dense_softmax.cl", dense_kernels, N_OF(dense_kernels)},
 };
-static const sparcl__param_id derived[] = {SPARCL__P_HEAD_DIM, SPARCL__P_ROWS};
+static const sparcl__param_id derived[] = {SPARCL__P_DTYPE, SPARCL__P_HEAD_DIM, SPARCL__P_ROWS};
 
 const sparcl__kernel_schema sparcl__schema_attn_fwd = {
     .name = "attn_fwd",

@@ -11,6 +11,18 @@
 #include "kernels/params.h"
 #include "runtime/error.h"
 
+/* Half storage (F16, BF16) reaches only the fused softmax forward so far;
+ * `kind` names the family that refuses it. */
+static sparcl_status half_refused(sparcl_ctx *ctx, const sparcl_plan_desc *d, const char *kind)
+{
+    if (d->dtype == SPARCL_DTYPE_F32)
+        return SPARCL_OK;
+    return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
+                        "%s does not support dtype %s (half storage is implemented for the "
+                        "fused softmax forward only); use SPARCL_DTYPE_F32",
+                        kind, sparcl_dtype_name(d->dtype));
+}
+
 sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
 {
 #define BAD(...) sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, __VA_ARGS__)
@@ -26,6 +38,17 @@ sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
         return UNSUPPORTED("page_size %d: a paged KV cache needs a decoding plan (exact softmax, "
                            "q_len <= %d)",
                            d->page_size, SPARCL__DECODE_MAX_Q);
+    sparcl_status st;
+    float alpha;
+    if (d->attention == SPARCL_ATTENTION_EXACT && sparcl__entmax_norm(d, &alpha) &&
+        (st = half_refused(ctx, d, "the sparse normalization (entmax)")) != SPARCL_OK)
+        return st;
+    /* A paged cache or an attn_decode override needs the decoding kernel,
+     * which stores floats only; small q_len in half storage otherwise takes
+     * the fused forward (sparcl__decode_selected). */
+    if (sparcl__decode_selected(d, NULL) &&
+        (st = half_refused(ctx, d, "the decoding kernel (attn_decode)")) != SPARCL_OK)
+        return st;
     switch (d->attention) {
     case SPARCL_ATTENTION_EXACT: return SPARCL_OK;
     case SPARCL_ATTENTION_FAVOR:
@@ -39,7 +62,7 @@ sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
             return UNSUPPORTED("FAVOR+ attends to every key; a layout is not supported");
         if (d->causal && d->q_len != d->kv_len)
             return UNSUPPORTED("causal FAVOR+ needs q_len %d == kv_len %d", d->q_len, d->kv_len);
-        return SPARCL_OK;
+        return half_refused(ctx, d, "FAVOR+");
     case SPARCL_ATTENTION_LINFORMER:
         if (d->proj_len < 1 || d->proj_len > d->kv_len)
             return BAD("proj_len %d must be in [1, kv_len %d] for Linformer", d->proj_len,
@@ -50,7 +73,7 @@ sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
         if (d->layout)
             return UNSUPPORTED("Linformer attends to projected keys; a layout is not "
                                "supported");
-        return SPARCL_OK;
+        return half_refused(ctx, d, "Linformer");
     default: return BAD("attention %d is not a sparcl_attention_kind", d->attention);
     }
 #undef BAD

@@ -46,7 +46,10 @@ int sparcl__decode_selected(const sparcl_plan_desc *d, const sparcl__pset *param
     if (d->params) /* an override picks its family by its names */
         return sparcl_params_get(d->params, "SPLITS", &value) ||
                sparcl_params_get(d->params, "HEADS", &value);
-    return d->kv_len >= SPARCL__DECODE_MIN_KV && d->kv_len >= 8 * d->q_len;
+    /* Chosen by shape only for float storage: the decoding kernel has no
+     * half storage yet, the fused forward has. */
+    return d->dtype == SPARCL_DTYPE_F32 && d->kv_len >= SPARCL__DECODE_MIN_KV &&
+           d->kv_len >= 8 * d->q_len;
 }
 
 static void decode_free(void *state)

@@ -109,6 +109,12 @@ static sparcl_status dense_create(const sparcl__plan_view *v, const sparcl_plan_
     (void)report;
     sparcl_ctx *ctx = v->ctx;
     const sparcl_plan_desc *d = &v->desc;
+    /* Reached with unchecked parameters too, which skip the schema's
+     * refusal: the SGEMMs would read half buffers as floats. */
+    if (d->dtype != SPARCL_DTYPE_F32)
+        return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
+                            "the dense CLBlast path (ALGO=1) does not support dtype %s",
+                            sparcl_dtype_name(d->dtype));
     const size_t chunk = heads_at_once(v, params->v[SPARCL__P_BLOCK_N]);
     if (!chunk) { /* declined: the fused kernel, and the parameters say so */
         sparcl__pset_put(params, SPARCL__P_ALGO, 0);

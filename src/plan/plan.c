@@ -183,6 +183,9 @@ sparcl_status sparcl__plan_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d
     if (!(d->scale >= 0.0f) || isinf(d->scale))
         return BAD("scale %g must be finite and >= 0 (0 means 1/sqrt(head_dim))",
                    (double)d->scale);
+    if (sparcl_dtype_size(d->dtype) == 0)
+        return BAD("dtype %d is not a sparcl_dtype (SPARCL_DTYPE_F32 0, F16 1, BF16 2)",
+                   d->dtype);
     sparcl_status st = check_tensors(ctx, d);
     if (st != SPARCL_OK)
         return st;
@@ -324,8 +327,9 @@ SPARCL_API void sparcl_plan_free(sparcl_plan *p)
     free(p);
 }
 
-sparcl_status sparcl__check_float_buffer(sparcl_ctx *ctx, cl_mem m, const char *name,
-                                         int64_t elems)
+/* Whether buffer m holds `elems` elements of `esize` bytes. */
+static sparcl_status check_sized(sparcl_ctx *ctx, cl_mem m, const char *name, int64_t elems,
+                                 size_t esize)
 {
     if (!m)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s buffer is NULL", name);
@@ -334,17 +338,25 @@ sparcl_status sparcl__check_float_buffer(sparcl_ctx *ctx, cl_mem m, const char *
     if (err != CL_SUCCESS)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is not a valid buffer (%s)",
                             name, sparcl__cl_error_name(err));
-    uint64_t need = (uint64_t)elems * sizeof(float);
+    uint64_t need = (uint64_t)elems * esize;
     if ((uint64_t)size < need)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "%s buffer has %zu bytes; the shape needs %llu", name, size,
-                            (unsigned long long)need);
+                            "%s buffer has %zu bytes; the shape needs %llu (%lld elements of "
+                            "%zu bytes)",
+                            name, size, (unsigned long long)need, (long long)elems, esize);
     return SPARCL_OK;
 }
 
-static sparcl_status check_buffer(sparcl_plan *p, cl_mem m, const char *name, int64_t elems)
+sparcl_status sparcl__check_float_buffer(sparcl_ctx *ctx, cl_mem m, const char *name,
+                                         int64_t elems)
 {
-    return sparcl__check_float_buffer(p->ctx, m, name, elems);
+    return check_sized(ctx, m, name, elems, sizeof(float));
+}
+
+static sparcl_status check_buffer(sparcl_plan *p, cl_mem m, const char *name, int64_t elems,
+                                  size_t esize)
+{
+    return check_sized(p->ctx, m, name, elems, esize);
 }
 
 /* The buffer checks of a forward call: sizes by the strides, with K and V
@@ -355,14 +367,19 @@ static sparcl_status check_fwd_buffers(sparcl_plan *p, const sparcl_strides *ts,
                                        const cl_event *wait, int kv_batch, int kv_len)
 {
     const sparcl_plan_desc *d = &p->desc;
+    const size_t es = sparcl_dtype_size(d->dtype); /* q, k, v, out; lse is float */
     sparcl_status st;
-    if ((st = check_buffer(p, q, "q", span(ts[0], d->batch, d->q_heads, d->q_len, d->head_dim))) ||
-        (st = check_buffer(p, k, "k", span(ts[1], kv_batch, d->kv_heads, kv_len, d->head_dim))) ||
-        (st = check_buffer(p, v, "v", span(ts[2], kv_batch, d->kv_heads, kv_len, d->head_dim))) ||
-        (st =
-             check_buffer(p, out, "out", span(ts[3], d->batch, d->q_heads, d->q_len, d->head_dim))))
+    if ((st = check_buffer(p, q, "q", span(ts[0], d->batch, d->q_heads, d->q_len, d->head_dim),
+                           es)) ||
+        (st = check_buffer(p, k, "k", span(ts[1], kv_batch, d->kv_heads, kv_len, d->head_dim),
+                           es)) ||
+        (st = check_buffer(p, v, "v", span(ts[2], kv_batch, d->kv_heads, kv_len, d->head_dim),
+                           es)) ||
+        (st = check_buffer(p, out, "out",
+                           span(ts[3], d->batch, d->q_heads, d->q_len, d->head_dim), es)))
         return st;
-    if (lse && (st = check_buffer(p, lse, "lse", (int64_t)d->batch * d->q_heads * d->q_len)))
+    if (lse && (st = check_buffer(p, lse, "lse", (int64_t)d->batch * d->q_heads * d->q_len,
+                                  sizeof(float))))
         return st;
     if (out == q || out == k || out == v)
         return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT, "out aliases an input");
@@ -524,8 +541,8 @@ SPARCL_API sparcl_status sparcl_plan_forward(sparcl_plan *p, cl_mem q, cl_mem k,
     return sparcl_plan_forward_on_queue(p, NULL, q, k, v, out, lse, num_wait, wait, event);
 }
 
-SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const float *q,
-                                                  const float *k, const float *v, float *out,
+SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const void *q,
+                                                  const void *k, const void *v, void *out,
                                                   float *lse)
 {
     if (!p)
@@ -534,6 +551,7 @@ SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const float *q
         return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
                             !q ? "q" : !k ? "k" : !v ? "v" : "out");
     const sparcl_plan_desc *d = &p->desc;
+    const size_t es = sparcl_dtype_size(d->dtype);
     /* Host arrays are contiguous whatever strides the plan was made for.
      * The plan validated every extent positive; the counts saturate, so a
      * shape too large to address fails the max_alloc check below instead
@@ -543,8 +561,8 @@ SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const float *q
     size_t nq = sparcl__sat_mul(nl, dim);
     size_t nk = sparcl__sat_mul(
         sparcl__sat_mul(sparcl__sat_mul(batch, (size_t)d->kv_heads), (size_t)d->kv_len), dim);
-    const size_t sizes[3] = {sparcl__sat_mul(nq, 4), sparcl__sat_mul(nk, 4),
-                             lse ? sparcl__sat_mul(nl, 4) : 0};
+    const size_t sizes[3] = {sparcl__sat_mul(nq, es), sparcl__sat_mul(nk, es),
+                             lse ? sparcl__sat_mul(nl, sizeof(float)) : 0};
     static const char *what[3] = {"q/out", "k/v", "lse"};
     for (int t = 0; t < 3; ++t)
         if (sizes[t] > p->ctx->limits.max_alloc)
@@ -553,11 +571,12 @@ SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const float *q
                                 what[t], sizes[t], (unsigned long long)p->ctx->limits.max_alloc);
     cl_int err;
     cl_context c = p->ctx->context;
-    cl_mem bq = clCreateBuffer(c, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nq * 4, (void *)q, &err);
-    cl_mem bk = bq ? clCreateBuffer(c, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nk * 4, (void *)k, &err) : NULL;
-    cl_mem bv = bk ? clCreateBuffer(c, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, nk * 4, (void *)v, &err) : NULL;
-    cl_mem bo = bv ? clCreateBuffer(c, CL_MEM_WRITE_ONLY, nq * 4, NULL, &err) : NULL;
-    cl_mem bl = bo && lse ? clCreateBuffer(c, CL_MEM_WRITE_ONLY, nl * 4, NULL, &err) : NULL;
+    const cl_mem_flags in = CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR;
+    cl_mem bq = clCreateBuffer(c, in, sizes[0], (void *)q, &err);
+    cl_mem bk = bq ? clCreateBuffer(c, in, sizes[1], (void *)k, &err) : NULL;
+    cl_mem bv = bk ? clCreateBuffer(c, in, sizes[1], (void *)v, &err) : NULL;
+    cl_mem bo = bv ? clCreateBuffer(c, CL_MEM_WRITE_ONLY, sizes[0], NULL, &err) : NULL;
+    cl_mem bl = bo && lse ? clCreateBuffer(c, CL_MEM_WRITE_ONLY, sizes[2], NULL, &err) : NULL;
     sparcl_status st = SPARCL_OK;
     if (!bo || (lse && !bl)) {
         st = sparcl__fail(p->ctx, SPARCL_ERR_OUT_OF_MEMORY,
@@ -574,9 +593,9 @@ SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *p, const float *q
     st = forward_strided(p, NULL, ts, bq, bk, bv, bo, bl, 0, NULL, &ev);
     if (st != SPARCL_OK)
         goto done;
-    err = clEnqueueReadBuffer(p->ctx->queue, bo, CL_TRUE, 0, nq * 4, out, 1, &ev, NULL);
+    err = clEnqueueReadBuffer(p->ctx->queue, bo, CL_TRUE, 0, sizes[0], out, 1, &ev, NULL);
     if (err == CL_SUCCESS && bl)
-        err = clEnqueueReadBuffer(p->ctx->queue, bl, CL_TRUE, 0, nl * 4, lse, 0, NULL, NULL);
+        err = clEnqueueReadBuffer(p->ctx->queue, bl, CL_TRUE, 0, sizes[2], lse, 0, NULL, NULL);
     clReleaseEvent(ev);
     if (err != CL_SUCCESS)
         st = sparcl__fail_cl(p->ctx, err, "clEnqueueReadBuffer");
@@ -645,5 +664,5 @@ int64_t sparcl__plan_span(sparcl_strides s, int batch, int heads, int len, int d
 sparcl_status sparcl__plan_check_buffer(sparcl_plan *p, cl_mem m, const char *name,
                                         int64_t elems)
 {
-    return check_buffer(p, m, name, elems);
+    return check_buffer(p, m, name, elems, sizeof(float));
 }

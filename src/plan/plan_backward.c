@@ -19,11 +19,25 @@ typedef struct bwd_args {
 } bwd_args;
 
 /* The backward pass of p's kind, or NULL with the message. */
+/* Half storage has no backward yet: refused before buffers are checked,
+ * whose sizes would otherwise be judged as floats. */
+static sparcl_status dtype_refused(sparcl_plan *p, const char *label)
+{
+    if (p->view.desc.dtype == SPARCL_DTYPE_F32)
+        return SPARCL_OK;
+    return sparcl__fail(p->view.ctx, SPARCL_ERR_NOT_SUPPORTED,
+                        "the backward of %s plans does not support dtype %s (half storage is "
+                        "implemented for the fused softmax forward only)",
+                        label, sparcl_dtype_name(p->view.desc.dtype));
+}
+
 static const sparcl__kind_ops *kind_with_backward(sparcl_plan *p)
 {
+    const char *label = p->ops->label ? p->ops->label(p->state) : p->ops->name;
+    if (dtype_refused(p, label) != SPARCL_OK)
+        return NULL;
     if (p->ops->backward && p->ops->prepare_backward)
         return p->ops;
-    const char *label = p->ops->label ? p->ops->label(p->state) : p->ops->name;
     sparcl__fail(p->view.ctx, SPARCL_ERR_NOT_SUPPORTED,
                  "the backward of %s plans is not implemented (kind: %s); supported: exact "
                  "softmax attention over a layout (fused and dense path), and sparsemax, "
@@ -133,7 +147,9 @@ static sparcl_status backward_strided(sparcl_plan *p, cl_command_queue queue,
                                       const sparcl_strides *ts, const bwd_args *a, cl_uint num_wait,
                                       const cl_event *wait, cl_event *event)
 {
-    sparcl_status st = check_args(p, ts, a, num_wait, wait);
+    sparcl_status st = dtype_refused(p, p->ops->label ? p->ops->label(p->state) : p->ops->name);
+    if (st == SPARCL_OK)
+        st = check_args(p, ts, a, num_wait, wait);
     if (st != SPARCL_OK)
         return st;
     const sparcl__kind_ops *kind = kind_with_backward(p);

@@ -235,7 +235,7 @@ void sparcl__tuning_problem_fill(const sparcl__kernel_schema *schema, const char
     memset(out, 0, sizeof *out);
     snprintf(out->kernel, sizeof out->kernel, "%s", schema->name);
     snprintf(out->kernel_hash, sizeof out->kernel_hash, "%s", hash);
-    snprintf(out->dtype, sizeof out->dtype, "f32");
+    snprintf(out->dtype, sizeof out->dtype, "%s", sparcl_dtype_name(d->dtype));
     out->batch = d->batch;
     out->q_heads = d->q_heads;
     out->kv_heads = d->kv_heads;
