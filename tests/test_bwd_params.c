@@ -124,7 +124,7 @@ Test(bwd_params, cpu_defaults_are_the_one_pass_kernel)
     sparcl__problem one = problem(64);
     one.kv_heads = 1;
     cr_assert_eq(defaults_for(&one, &cpu).v[SPARCL__P_SPLIT], 4);
-    cr_assert_eq(defaults_for(&(sparcl__problem){64, 1, 8, 4096, 0}, &cpu).v[SPARCL__P_SPLIT], 1);
+    cr_assert_eq(defaults_for(&(sparcl__problem){.head_dim = 64, .batch = 1, .kv_heads = 8, .kv_len = 4096, .q_heads = 8, .q_len = 4096}, &cpu).v[SPARCL__P_SPLIT], 1);
 }
 
 Test(bwd_params, forced_one_pass_on_a_gpu_gets_its_own_tile)
