@@ -538,9 +538,12 @@ inline void key_tile(KEY_TILE_PARAMS, const int fused, __global float *restrict 
                     for (int r = 0; r < ROWS; ++r)
                         ds[r] = fma((floatc)(OC(r, d)), x, ds[r]);
                 }
+                /* dS of a masked element is 0 even where the row's D is
+                 * NaN (a NaN q row makes out, and so D, NaN): 0 * NaN
+                 * would reach the keys the row does not attend. */
 #pragma unroll
                 for (int r = 0; r < ROWS; ++r)
-                    ds[r] = s[r] * (ds[r] - dc[r]);
+                    ds[r] = select((floatc)(0.0f), s[r] * (ds[r] - dc[r]), on[r]);
                 /* A FULL tile's whole chunk reads every row; otherwise a
                  * masked element's q and dO stay out (0 * NaN). */
                 if (mi < 0 && n == ROWS)

@@ -59,7 +59,8 @@ Test(kinds, calls_of_one_kind_refuse_the_others)
     cr_assert_eq(sparcl_plan_backward_params(softmax, &params, NULL), SPARCL_OK, "%s",
                  sparcl_ctx_errmsg(ctx));
     cr_assert(sparcl_params_get(&params, "BLOCK_N", NULL));
-    cr_assert(!sparcl_params_get(&params, "VEC", NULL));
+    cr_assert(sparcl_params_get(&params, "SPLIT", NULL));
+    cr_assert(!sparcl_params_get(&params, "KT", NULL));
     sparcl_plan_free(softmax);
     sparcl_plan_free(favor);
 }
