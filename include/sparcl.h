@@ -967,6 +967,27 @@ SPARCL_API sparcl_status sparcl_tuning_db_each_best(sparcl_ctx *ctx, sparcl_tuni
                                                     const char *kernel, sparcl_tuning_row_fn fn,
                                                     void *user);
 
+/* Called once per stored evaluation by sparcl_tuning_db_each_row(); the
+ * pointers are valid during the call only.  Return 0 to go on, anything
+ * else to stop the walk. */
+typedef int (*sparcl_tuning_eval_fn)(void *user, const sparcl_device_info *device,
+                                     const sparcl_tuning_problem *problem,
+                                     const sparcl_tuning_result *result);
+
+/* Walks every stored evaluation (any status, any kernel hash, any device)
+ * of kernel family `kernel`, or of every family when `kernel` is NULL: for
+ * tools (replay, transfer across sizes, reports) that must not read the
+ * file themselves.  Rows come grouped by their key (device, family, kernel
+ * hash, problem) and in stored order within a group, so the first row of a
+ * tuner's run is its first evaluation.  device is given in the database's
+ * identity (memory sizes 0 on CPU devices); result->median_ms etc. are 0
+ * and max_err < 0 where the row has none.  A row whose params this library
+ * cannot read is skipped.  The walk stops early, returning SPARCL_OK, when
+ * fn returns nonzero.  Errors: SPARCL_ERR_INVALID_ARGUMENT (db or fn NULL),
+ * SPARCL_ERR_DATABASE (on the handle's context). */
+SPARCL_API sparcl_status sparcl_tuning_db_each_row(sparcl_tuning_db *db, const char *kernel,
+                                                   sparcl_tuning_eval_fn fn, void *user);
+
 /* A sentence on where the plan's parameters came from, e.g. "database
  * /home/u/.cache/sparcl/tuning.db: exact device, exact problem" or
  * "built-in defaults".  Valid for the life of the plan. */
