@@ -603,6 +603,23 @@ SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *plan, const float
 SPARCL_API void sparcl_plan_params(const sparcl_plan *plan, sparcl_params *params,
                                    sparcl_param_source *source);
 
+/* The CLBlast SGEMM parameters the plan applied before its GEMMs run
+ * (kernel family "clblast_xgemm": CLBlast's XgemmDirect kernel, whose
+ * parameter names they are), into *params (may be NULL), and a sentence on
+ * where they came from.  Plans that run CLBlast GEMMs for attention (the
+ * dense path, attn_fwd ALGO=1) apply, at creation: the context's
+ * sparcl_ctx_set_gemm_params() map if one is set, else the tuning
+ * databases' row for the device and the attention problem (the same lookup
+ * order, fallbacks and warnings as the plan's own parameters; sparcl-tune
+ * stores these rows), else nothing: then params is empty and the sentence
+ * says CLBlast uses its own parameters.  Plans that run no such GEMM give
+ * an empty map and "".  Applying goes through CLBlastOverrideParameters,
+ * which is process-wide per device: it stays in force for later CLBlast
+ * calls on the device until another plan applies other parameters, and
+ * two threads creating plans on one device with different parameters
+ * race.  The pointer is valid for the life of the plan. */
+SPARCL_API const char *sparcl_plan_gemm_params(const sparcl_plan *plan, sparcl_params *params);
+
 /* Bytes of device memory the plan itself holds, excluding the caller's
  * tensors: the tiled layout arrays, plus the workspace its parameters need
  * (KT=1: K packed per tile, batch * kv_heads * kv_len * head_dim floats;
@@ -946,6 +963,16 @@ typedef enum sparcl_tuning_db_role {
 } sparcl_tuning_db_role;
 SPARCL_API sparcl_status sparcl_ctx_set_tuning_db(sparcl_ctx *ctx, sparcl_tuning_db_role role,
                                                   const char *path);
+
+/* Makes plans of this context created from now on apply `params` (every
+ * parameter of kernel family "clblast_xgemm"; missing ones take the
+ * family's defaults) to their CLBlast GEMMs instead of looking tuned rows
+ * up (see sparcl_plan_gemm_params()); NULL restores the lookup.  The map is
+ * copied.  A map that names another parameter or breaks the family's
+ * constraints makes those plans fail (SPARCL_ERR_INVALID_ARGUMENT or
+ * SPARCL_ERR_NOT_SUPPORTED naming the rule), as CLBlast refusing it does.
+ * For tuners.  Errors: SPARCL_ERR_INVALID_ARGUMENT (ctx NULL). */
+SPARCL_API sparcl_status sparcl_ctx_set_gemm_params(sparcl_ctx *ctx, const sparcl_params *params);
 
 /* The database file plans of this context read for `role` (after the rule
  * above: the set path, else the default one), or "" when that source is

@@ -502,7 +502,7 @@ static void print_table(const row *rows, int n)
 static int can_evaluate(const char *kernel)
 {
     return !strcmp(kernel, "attn_fwd") || !strcmp(kernel, "attn_bwd") ||
-           !strcmp(kernel, "attn_entmax");
+           !strcmp(kernel, "attn_entmax") || !strcmp(kernel, "clblast_xgemm");
 }
 
 /* The kernel families to tune (--kernel, or all the worker can run). */
