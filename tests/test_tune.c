@@ -158,10 +158,8 @@ Test(tune, tuned_row_is_used_by_plans)
     make_dir();
     char db[128];
     scratch_path(db, sizeof db, "t.db");
-    const char *args[] = {
-        "--db",        db,  "--problems", TINY ";window:n=113,h=2,kvh=1,d=16,w=8,blk=16",
-        "--max-evals", "4", "--budget",   "quick",
-        NULL};
+    const char *args[] = {"--db", db, "--problems", TINY ";window:n=113,h=2,kvh=1,d=16,w=8,blk=16",
+                          "--max-evals", "4", "--budget", "quick", NULL};
     cr_assert_eq(run_tuner("run", args), 0, "%s", slurp("run", "err"));
     char *out = slurp("run", "out");
     cr_assert(strstr(out, "speedup"), "no final table:\n%s", out);
@@ -210,9 +208,8 @@ Test(tune, sigkill_then_resume_repeats_nothing)
     make_dir();
     char db[128];
     scratch_path(db, sizeof db, "k.db");
-    const char *args[] = {
-        "--db", db,           "--problems", TINY,       "--max-evals", "9", "--stagnation",
-        "0",    "--strategy", "random",     "--budget", "quick",       NULL};
+    const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "9", "--stagnation",
+                          "0", "--strategy", "random", "--budget", "quick", NULL};
     pid_t pid = spawn_tuner("first", args);
     wait_rows(db, 3);
     cr_assert_eq(kill(pid, SIGKILL), 0);
@@ -237,9 +234,8 @@ Test(tune, crashing_and_hanging_candidates_are_recorded)
     /* After the default, exhaustive order visits BLOCK_M=1 BLOCK_N=8 with
      * VEC = 1, 2, 4, 8: the second of those crashes. */
     setenv("SPARCL_TUNE_TEST_FAULT", "crash:VEC=2", 1);
-    const char *args[] = {
-        "--db", db,           "--problems", TINY,       "--max-evals", "5", "--stagnation",
-        "0",    "--strategy", "exhaustive", "--budget", "quick",       NULL};
+    const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "5", "--stagnation",
+                          "0", "--strategy", "exhaustive", "--budget", "quick", NULL};
     cr_assert_eq(run_tuner("crash", args), 0, "%s", slurp("crash", "err"));
     cr_assert_eq(count_where(db, "status = 'crash' AND message LIKE '%signal 11%'"), 1);
     /* a crash inside the candidate is its own fault: never retried */
@@ -251,9 +247,9 @@ Test(tune, crashing_and_hanging_candidates_are_recorded)
 
     scratch_path(db, sizeof db, "h.db");
     setenv("SPARCL_TUNE_TEST_FAULT", "hang:VEC=2", 1);
-    const char *hang[] = {"--db",         db,      "--problems", TINY,         "--max-evals", "4",
-                          "--stagnation", "0",     "--strategy", "exhaustive", "--timeout",   "2",
-                          "--budget",     "quick", NULL};
+    const char *hang[] = {"--db", db, "--problems", TINY, "--max-evals", "4", "--stagnation",
+                          "0", "--strategy", "exhaustive", "--timeout", "2", "--budget", "quick",
+                          NULL};
     cr_assert_eq(run_tuner("hang", hang), 0, "%s", slurp("hang", "err"));
     unsetenv("SPARCL_TUNE_TEST_FAULT");
     cr_assert_eq(count_where(db, "status = 'timeout'"), 1);
@@ -265,8 +261,8 @@ Test(tune, ctrl_c_stops_cleanly)
     make_dir();
     char db[128];
     scratch_path(db, sizeof db, "i.db");
-    const char *args[] = {"--db",         db,  "--problems", TINY,    "--max-evals", "40",
-                          "--stagnation", "0", "--budget",   "quick", NULL};
+    const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "40", "--stagnation",
+                          "0", "--budget", "quick", NULL};
     pid_t pid = spawn_tuner("int", args);
     wait_rows(db, 2);
     cr_assert_eq(kill(pid, SIGINT), 0);
@@ -284,19 +280,10 @@ Test(tune, two_tuners_share_a_database)
     make_dir();
     char db[128];
     scratch_path(db, sizeof db, "s.db");
-    const char *a[] = {"--db",         db,  "--problems", TINY,    "--max-evals", "4",
-                       "--stagnation", "0", "--budget",   "quick", NULL};
-    const char *b[] = {"--db",
-                       db,
-                       "--problems",
-                       "causal:n=33,h=1,d=16,blk=16",
-                       "--max-evals",
-                       "4",
-                       "--stagnation",
-                       "0",
-                       "--budget",
-                       "quick",
-                       NULL};
+    const char *a[] = {"--db", db, "--problems", TINY, "--max-evals", "4", "--stagnation", "0",
+                       "--budget", "quick", NULL};
+    const char *b[] = {"--db", db, "--problems", "causal:n=33,h=1,d=16,blk=16", "--max-evals", "4",
+                       "--stagnation", "0", "--budget", "quick", NULL};
     pid_t pa = spawn_tuner("a", a), pb = spawn_tuner("b", b);
     cr_assert_eq(wait_exit(pa), 0, "%s", slurp("a", "err"));
     cr_assert_eq(wait_exit(pb), 0, "%s", slurp("b", "err"));
@@ -339,8 +326,8 @@ Test(tune, export_and_import_through_the_cli)
     scratch_path(db2, sizeof db2, "e2.db");
     scratch_path(sql, sizeof sql, "e.sql");
     scratch_path(csv, sizeof csv, "e.csv");
-    const char *args[] = {"--db", db,         "--problems", TINY, "--max-evals",
-                          "2",    "--budget", "quick",      NULL};
+    const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "2", "--budget", "quick",
+                          NULL};
     cr_assert_eq(run_tuner("t", args), 0, "%s", slurp("t", "err"));
     const char *ex1[] = {"--db", db, "--export", sql, NULL};
     const char *ex2[] = {"--db", db, "--export", csv, NULL};
@@ -362,9 +349,9 @@ static void tune_family(const char *family, char *db, size_t size)
 {
     make_dir();
     scratch_path(db, size, family);
-    const char *args[] = {"--db",         db,     "--problems", TINY,     "--max-evals", "3",
-                          "--stagnation", "0",    "--strategy", "random", "--budget",    "quick",
-                          "--kernel",     family, NULL};
+    const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "3", "--stagnation",
+                          "0", "--strategy", "random", "--budget", "quick", "--kernel",
+                          family, NULL};
     cr_assert_eq(run_tuner(family, args), 0, "%s", slurp(family, "err"));
     char where[128];
     snprintf(where, sizeof where,
@@ -420,11 +407,9 @@ Test(tune, clblast_gemm_rows_are_stored)
     make_dir();
     char db[128];
     scratch_path(db, sizeof db, "gemm.db");
-    const char *args[] = {"--db",        db,       "--problems",   TINY,
-                          "--max-evals", "2",      "--stagnation", "0",
-                          "--strategy",  "random", "--finalists",  "0",
-                          "--timeout",   "10",     "--kernel",     "clblast_xgemm",
-                          NULL};
+    const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "2", "--stagnation",
+                          "0", "--strategy", "random", "--finalists", "0", "--timeout", "10",
+                          "--kernel", "clblast_xgemm", NULL};
     cr_assert_eq(run_tuner("gemm", args), 0, "%s", slurp("gemm", "err"));
     cr_assert_eq(count_where(db, "kernel_id IN (SELECT id FROM kernel WHERE name = "
                                  "'clblast_xgemm') AND json_extract(params, '$.WGD') > 0 AND "
