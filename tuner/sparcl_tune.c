@@ -47,7 +47,8 @@ static void usage(FILE *f)
             "  --problems P        standard | quick | spec[;spec...], spec = "
             "PATTERN:n=N,h=H[,kvh=K],d=D[,w=W][,blk=B]\n"
             "                      with PATTERN dense | causal | window (+-W tokens) | bigbird\n"
-            "  --kernel NAME       tune only this kernel family (default: all it can run)\n"
+            "  --kernel NAME       tune only this kernel family (default: all it can run but\n"
+            "                      clblast_xgemm, CLBlast's SGEMM on the dense path: only by name)\n"
             "  --fix NAME=V        search only candidates with NAME=V (repeatable)\n"
             "  --space NAME=V1,V2,...  search only these values of NAME (repeatable, several\n"
             "                      parameters; a name the tuned family lacks is ignored)\n"
@@ -517,6 +518,10 @@ static int tuned_kernels(const options *o, const char **kernels, int max)
             printf("note: kernel family %s has no evaluator in sparcl-tune yet; skipped\n", name);
             continue;
         }
+        /* CLBlast compiles every candidate itself, for minutes on POCL: only
+         * on request. */
+        if (!o->kernel && !strcmp(name, "clblast_xgemm"))
+            continue;
         kernels[n++] = name;
     }
     if (n == 0)
