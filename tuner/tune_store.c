@@ -47,35 +47,67 @@ typedef struct keyed {
     tune_row row;
 } keyed;
 
-typedef struct rows_walk {
+/* One walk over the stored rows: the device and problem asked about, and
+ * the items it collects (keyed rows or candidates), grown as they come. */
+typedef struct walk {
     const sparcl_device_info *device;
     const sparcl_tuning_problem *pr;
     int same_hash, n, cap, oom;
-    keyed *all;
-} rows_walk;
+    void *items;
+    size_t item_size;
+} walk;
+
+/* The next free item, or NULL (w->oom set) when memory runs out. */
+static void *append(walk *w)
+{
+    if (w->n == w->cap) {
+        int cap = w->cap ? 2 * w->cap : 256;
+        void *grown = realloc(w->items, w->item_size * (size_t)cap);
+        if (!grown) {
+            w->oom = 1;
+            return NULL;
+        }
+        w->items = grown;
+        w->cap = cap;
+    }
+    return (char *)w->items + w->item_size * (size_t)w->n++;
+}
+
+/* Walks the family's rows of db_path through fn; 0, or -1 with err (the
+ * items are then freed). */
+static int walk_db(const char *db_path, sparcl_tuning_eval_fn fn, walk *w, char *err, size_t size)
+{
+    sparcl_tuning_db *db = NULL;
+    if (open_db(db_path, &db, err, size) != 0)
+        return -1;
+    sparcl_status st = sparcl_tuning_db_each_row(db, w->pr->kernel, fn, w);
+    if (st != SPARCL_OK)
+        snprintf(err, size, "%s", sparcl_ctx_errmsg(NULL));
+    else if (w->oom)
+        snprintf(err, size, "out of memory");
+    sparcl_tuning_db_free(db);
+    if (st == SPARCL_OK && !w->oom)
+        return 0;
+    free(w->items);
+    w->items = NULL;
+    return -1;
+}
 
 static int on_row(void *user, const sparcl_device_info *d, const sparcl_tuning_problem *p,
                   const sparcl_tuning_result *r)
 {
-    rows_walk *w = user;
+    walk *w = user;
     if (!same_family(w->device, w->pr, w->same_hash, d, p) || !same_problem(p, w->pr))
         return 0;
-    if (w->n == w->cap) {
-        int cap = w->cap ? 2 * w->cap : 256;
-        keyed *grown = realloc(w->all, sizeof *grown * (size_t)cap);
-        if (!grown) {
-            w->oom = 1;
-            return 1;
-        }
-        w->all = grown;
-        w->cap = cap;
-    }
-    keyed *k = &w->all[w->n];
+    int order = w->n;
+    keyed *k = append(w);
+    if (!k)
+        return 1;
     k->row.params = r->params;
     k->row.ms = r->status == SPARCL_TUNING_OK ? r->median_ms : INFINITY;
     k->current = !strcmp(p->kernel_hash, w->pr->kernel_hash);
     sparcl_params_format(&k->row.params, k->key, sizeof k->key);
-    k->order = w->n++;
+    k->order = order;
     return 0;
 }
 
@@ -96,24 +128,13 @@ int tune_store_rows(const char *db_path, const sparcl_device_info *device,
 {
     *rows = NULL;
     *n_rows = 0;
-    sparcl_tuning_db *db = NULL;
-    if (open_db(db_path, &db, err, size) != 0)
+    walk w = {device, pr, same_hash, 0, 0, 0, NULL, sizeof(keyed)};
+    if (walk_db(db_path, on_row, &w, err, size) != 0)
         return -1;
-    rows_walk w = {device, pr, same_hash, 0, 0, 0, NULL};
-    sparcl_status st = sparcl_tuning_db_each_row(db, pr->kernel, on_row, &w);
-    if (st != SPARCL_OK)
-        snprintf(err, size, "%s", sparcl_ctx_errmsg(NULL));
-    else if (w.oom)
-        snprintf(err, size, "out of memory");
-    sparcl_tuning_db_free(db);
-    if (st != SPARCL_OK || w.oom) {
-        free(w.all);
-        return -1;
-    }
     /* Where a set was stored more than once (several kernel hashes or
      * device fingerprints), a row at the problem's own kernel hash wins
      * over the others, then the last one walked. */
-    keyed *all = w.all;
+    keyed *all = w.items;
     int n = w.n;
     qsort(all, (size_t)n, sizeof *all, by_key_then_rank);
     tune_row *out = malloc(sizeof *out * (size_t)(n ? n : 1));
@@ -151,17 +172,10 @@ static int by_distance_then_time(const void *a, const void *b)
     return (x->ms > y->ms) - (x->ms < y->ms);
 }
 
-typedef struct near_walk {
-    const sparcl_device_info *device;
-    const sparcl_tuning_problem *pr;
-    int same_hash, n, cap, oom;
-    candidate *c;
-} near_walk;
-
 static int on_near_row(void *user, const sparcl_device_info *d, const sparcl_tuning_problem *p,
                        const sparcl_tuning_result *r)
 {
-    near_walk *w = user;
+    walk *w = user;
     if (r->status != SPARCL_TUNING_OK || !same_family(w->device, w->pr, w->same_hash, d, p))
         return 0;
     const sparcl_tuning_problem *pr = w->pr;
@@ -175,17 +189,9 @@ static int on_near_row(void *user, const sparcl_device_info *d, const sparcl_tun
     dist += log_ratio(p->density, pr->density) * log_ratio(p->density, pr->density);
     if (dist < 1e-12) /* the problem itself */
         return 0;
-    if (w->n == w->cap) {
-        int cap = w->cap ? 2 * w->cap : 256;
-        candidate *grown = realloc(w->c, sizeof *grown * (size_t)cap);
-        if (!grown) {
-            w->oom = 1;
-            return 1;
-        }
-        w->c = grown;
-        w->cap = cap;
-    }
-    candidate *c = &w->c[w->n++];
+    candidate *c = append(w);
+    if (!c)
+        return 1;
     c->params = r->params;
     c->distance = dist;
     c->ms = r->median_ms;
@@ -200,21 +206,10 @@ int tune_store_neighbours(const char *db_path, const sparcl_device_info *device,
 {
     if (from_size)
         from[0] = '\0';
-    sparcl_tuning_db *db = NULL;
-    if (open_db(db_path, &db, err, size) != 0)
+    walk w = {device, pr, same_hash, 0, 0, 0, NULL, sizeof(candidate)};
+    if (walk_db(db_path, on_near_row, &w, err, size) != 0)
         return -1;
-    near_walk w = {device, pr, same_hash, 0, 0, 0, NULL};
-    sparcl_status st = sparcl_tuning_db_each_row(db, pr->kernel, on_near_row, &w);
-    if (st != SPARCL_OK)
-        snprintf(err, size, "%s", sparcl_ctx_errmsg(NULL));
-    else if (w.oom)
-        snprintf(err, size, "out of memory");
-    sparcl_tuning_db_free(db);
-    if (st != SPARCL_OK || w.oom) {
-        free(w.c);
-        return -1;
-    }
-    candidate *c = w.c;
+    candidate *c = w.items;
     int n = w.n;
     qsort(c, (size_t)n, sizeof *c, by_distance_then_time);
     int found = 0;

@@ -27,12 +27,11 @@ sparcl_status sparcl__gemm(sparcl_ctx *ctx, cl_command_queue queue, size_t m, si
  * tuned XgemmDirect, every GEMM of a plan does. */
 #define DIRECT_UP_TO 32768
 
-sparcl_status sparcl__gemm_override(sparcl_ctx *ctx, const char *const *names,
-                                    const size_t *values, size_t n)
+sparcl_status sparcl__gemm_override(sparcl_ctx *ctx, const char *const *names, const size_t *values,
+                                    size_t n)
 {
-    CLBlastStatusCode st = CLBlastOverrideParameters(ctx->device, "XgemmDirect",
-                                                     CLBlastPrecisionSingle, n,
-                                                     (const char **)names, values);
+    CLBlastStatusCode st = CLBlastOverrideParameters(
+        ctx->device, "XgemmDirect", CLBlastPrecisionSingle, n, (const char **)names, values);
     if (st != CLBlastSuccess)
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
                             "CLBlastOverrideParameters(XgemmDirect) refused the parameters: "

@@ -28,8 +28,8 @@ sparcl_status sparcl__gemm(sparcl_ctx *ctx, cl_command_queue queue, size_t m, si
  * for GemmRoutine (the size below which the direct kernel runs).  The
  * override is CLBlast's, process-wide per device.  SPARCL_ERR_NOT_SUPPORTED
  * naming CLBlast's status if it refuses. */
-sparcl_status sparcl__gemm_override(sparcl_ctx *ctx, const char *const *names,
-                                    const size_t *values, size_t n);
+sparcl_status sparcl__gemm_override(sparcl_ctx *ctx, const char *const *names, const size_t *values,
+                                    size_t n);
 
 /* The context's sparcl_ctx_set_gemm_params() map into *out; 1 if one is
  * set, else 0 (thread-safe). */
