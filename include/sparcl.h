@@ -668,6 +668,23 @@ SPARCL_API sparcl_status sparcl_plan_forward_host(sparcl_plan *plan, const void 
 SPARCL_API void sparcl_plan_params(const sparcl_plan *plan, sparcl_params *params,
                                    sparcl_param_source *source);
 
+/* The CLBlast SGEMM parameters the plan applied before its GEMMs run
+ * (kernel family "clblast_xgemm": CLBlast's XgemmDirect kernel, whose
+ * parameter names they are), into *params (may be NULL), and a sentence on
+ * where they came from.  Plans that run CLBlast GEMMs for attention (the
+ * dense path, attn_fwd ALGO=1) apply, at creation: the context's
+ * sparcl_ctx_set_gemm_params() map if one is set, else the tuning
+ * databases' row for the device and the attention problem (the same lookup
+ * order, fallbacks and warnings as the plan's own parameters; sparcl-tune
+ * stores these rows), else nothing: then params is empty and the sentence
+ * says CLBlast uses its own parameters.  Plans that run no such GEMM give
+ * an empty map and "".  Applying goes through CLBlastOverrideParameters,
+ * which is process-wide per device: it stays in force for later CLBlast
+ * calls on the device until another plan applies other parameters, and
+ * two threads creating plans on one device with different parameters
+ * race.  The pointer is valid for the life of the plan. */
+SPARCL_API const char *sparcl_plan_gemm_params(const sparcl_plan *plan, sparcl_params *params);
+
 /* Bytes of device memory the plan itself holds, excluding the caller's
  * tensors: the tiled layout arrays, plus the workspace its parameters need
  * (KT=1: K packed per tile, batch * kv_heads * kv_len * head_dim floats;
@@ -1128,6 +1145,16 @@ typedef enum sparcl_tuning_db_role {
 SPARCL_API sparcl_status sparcl_ctx_set_tuning_db(sparcl_ctx *ctx, sparcl_tuning_db_role role,
                                                   const char *path);
 
+/* Makes plans of this context created from now on apply `params` (every
+ * parameter of kernel family "clblast_xgemm"; missing ones take the
+ * family's defaults) to their CLBlast GEMMs instead of looking tuned rows
+ * up (see sparcl_plan_gemm_params()); NULL restores the lookup.  The map is
+ * copied.  A map that names another parameter or breaks the family's
+ * constraints makes those plans fail (SPARCL_ERR_INVALID_ARGUMENT or
+ * SPARCL_ERR_NOT_SUPPORTED naming the rule), as CLBlast refusing it does.
+ * For tuners.  Errors: SPARCL_ERR_INVALID_ARGUMENT (ctx NULL). */
+SPARCL_API sparcl_status sparcl_ctx_set_gemm_params(sparcl_ctx *ctx, const sparcl_params *params);
+
 /* The database file plans of this context read for `role` (after the rule
  * above: the set path, else the default one), or "" when that source is
  * off or has no file, into buf (always NUL-terminated).  For tools that
@@ -1147,6 +1174,27 @@ typedef void (*sparcl_tuning_row_fn)(void *user, const sparcl_device_info *devic
 SPARCL_API sparcl_status sparcl_tuning_db_each_best(sparcl_ctx *ctx, sparcl_tuning_db *db,
                                                     const char *kernel, sparcl_tuning_row_fn fn,
                                                     void *user);
+
+/* Called once per stored evaluation by sparcl_tuning_db_each_row(); the
+ * pointers are valid during the call only.  Return 0 to go on, anything
+ * else to stop the walk. */
+typedef int (*sparcl_tuning_eval_fn)(void *user, const sparcl_device_info *device,
+                                     const sparcl_tuning_problem *problem,
+                                     const sparcl_tuning_result *result);
+
+/* Walks every stored evaluation (any status, any kernel hash, any device)
+ * of kernel family `kernel`, or of every family when `kernel` is NULL: for
+ * tools (replay, transfer across sizes, reports) that must not read the
+ * file themselves.  Rows come grouped by their key (device, family, kernel
+ * hash, problem) and in stored order within a group, so the first row of a
+ * tuner's run is its first evaluation.  device is given in the database's
+ * identity (memory sizes 0 on CPU devices); result->median_ms etc. are 0
+ * and max_err < 0 where the row has none.  A row whose params this library
+ * cannot read is skipped.  The walk stops early, returning SPARCL_OK, when
+ * fn returns nonzero.  Errors: SPARCL_ERR_INVALID_ARGUMENT (db or fn NULL),
+ * SPARCL_ERR_DATABASE (on the handle's context). */
+SPARCL_API sparcl_status sparcl_tuning_db_each_row(sparcl_tuning_db *db, const char *kernel,
+                                                   sparcl_tuning_eval_fn fn, void *user);
 
 /* A sentence on where the plan's parameters came from, e.g. "database
  * /home/u/.cache/sparcl/tuning.db: exact device, exact problem" or

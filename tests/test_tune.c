@@ -405,6 +405,28 @@ Test(tune, entmax_family_is_tuned)
     sparcl_ctx_free(ctx);
 }
 
+/* CLBlast's SGEMM (clblast_xgemm) is tuned on the dense path: a tiny
+ * problem's candidates are stored under that family, keyed like any row,
+ * with CLBlast's parameter names.  CLBlast compiles its kernel for every
+ * candidate, which POCL on a loaded 2-core machine takes minutes for, so the
+ * watchdog here is short and the rows may be timeouts: this checks that the
+ * rows are stored, not how fast they are. */
+Test(tune, clblast_gemm_rows_are_stored)
+{
+    make_dir();
+    char db[128];
+    scratch_path(db, sizeof db, "gemm.db");
+    const char *args[] = {"--db", db, "--problems", TINY, "--max-evals", "2", "--stagnation",
+                          "0", "--strategy", "random", "--finalists", "0", "--timeout", "10",
+                          "--kernel", "clblast_xgemm", NULL};
+    cr_assert_eq(run_tuner("gemm", args), 0, "%s", slurp("gemm", "err"));
+    cr_assert_eq(count_where(db, "kernel_id IN (SELECT id FROM kernel WHERE name = "
+                                 "'clblast_xgemm') AND json_extract(params, '$.WGD') > 0 AND "
+                                 "json_extract(params, '$.MDIMCD') > 0"),
+                 2, "%s", slurp("gemm", "out"));
+    cr_assert_eq(count_where(db, "1"), 2);
+}
+
 /* ---- spaces, replay, basin hopping and transfer ---- */
 
 /* The public restriction: a subset in any order, kept ascending; a name or

@@ -1032,3 +1032,86 @@ Test(tuning_db, claims_exclude_other_live_processes)
         close(down[i]);
     }
 }
+
+/* ---- walking every row ---- */
+
+typedef struct walked {
+    int n, stop_after;
+    char what[16][400];
+} walked;
+
+static int on_walked(void *user, const sparcl_device_info *d, const sparcl_tuning_problem *p,
+                     const sparcl_tuning_result *r)
+{
+    walked *w = user;
+    int32_t bm = 0;
+    sparcl_params_get(&r->params, "BLOCK_M", &bm);
+    if (w->n < 16)
+        snprintf(w->what[w->n], sizeof w->what[0], "%s %s q%d bm%d %s %.2f %llu", d->name,
+                 p->kernel, p->q_len, bm, sparcl_tuning_status_string(r->status), r->median_ms,
+                 (unsigned long long)d->global_mem);
+    ++w->n;
+    return w->stop_after && w->n >= w->stop_after;
+}
+
+/* sparcl_tuning_db_each_row() gives every stored evaluation of a family,
+ * failures included, grouped by device and problem and in stored order
+ * within a group, with the device in the database's identity (a CPU's
+ * memory sizes 0); NULL walks every family; a nonzero return stops it. */
+Test(tuning_db, each_row_walks_every_evaluation_in_order)
+{
+    make_dir();
+    char path[128];
+    scratch_path(path, sizeof path, "rows.db");
+    sparcl_tuning_db *db = open_db(path, SPARCL_TUNING_DB_WRITE);
+    sparcl_device_info a, b;
+    fake_device(&a, "Dev A", "1.0");
+    fake_device(&b, "Dev B", "1.0");
+    sparcl_tuning_problem p100, p200, other;
+    fake_problem(&p100, 100);
+    fake_problem(&p200, 200);
+    fake_problem(&other, 100);
+    snprintf(other.kernel, sizeof other.kernel, "attn_bwd");
+    sparcl_tuning_result r;
+    /* interleaved writes: the walk groups them */
+    ok_result(&r, 8, 3.0);
+    cr_assert_eq(sparcl_tuning_db_record(db, &a, &p200, &r), SPARCL_OK);
+    ok_result(&r, 16, 2.0);
+    cr_assert_eq(sparcl_tuning_db_record(db, &a, &p100, &r), SPARCL_OK);
+    ok_result(&r, 4, 1.0);
+    r.status = SPARCL_TUNING_WRONG;
+    snprintf(r.message, sizeof r.message, "off");
+    cr_assert_eq(sparcl_tuning_db_record(db, &a, &p200, &r), SPARCL_OK);
+    ok_result(&r, 32, 5.0);
+    cr_assert_eq(sparcl_tuning_db_record(db, &b, &p100, &r), SPARCL_OK);
+    ok_result(&r, 8, 7.0);
+    cr_assert_eq(sparcl_tuning_db_record(db, &a, &other, &r), SPARCL_OK);
+    ok_result(&r, 2, 4.0);
+    cr_assert_eq(sparcl_tuning_db_record(db, &a, &p100, &r), SPARCL_OK);
+
+    walked w = {0};
+    cr_assert_eq(sparcl_tuning_db_each_row(db, "attn_fwd", on_walked, &w), SPARCL_OK);
+    cr_assert_eq(w.n, 5);
+    cr_assert_str_eq(w.what[0], "Dev A attn_fwd q100 bm16 ok 2.00 0");
+    cr_assert_str_eq(w.what[1], "Dev A attn_fwd q100 bm2 ok 4.00 0");
+    cr_assert_str_eq(w.what[2], "Dev A attn_fwd q200 bm8 ok 3.00 0");
+    cr_assert_str_eq(w.what[3], "Dev A attn_fwd q200 bm4 wrong 0.00 0");
+    cr_assert_str_eq(w.what[4], "Dev B attn_fwd q100 bm32 ok 5.00 0");
+
+    walked all = {0};
+    cr_assert_eq(sparcl_tuning_db_each_row(db, NULL, on_walked, &all), SPARCL_OK);
+    cr_assert_eq(all.n, 6);
+    cr_assert_str_eq(all.what[0], "Dev A attn_bwd q100 bm8 ok 7.00 0");
+
+    walked some = {0, 2, {{0}}};
+    cr_assert_eq(sparcl_tuning_db_each_row(db, NULL, on_walked, &some), SPARCL_OK);
+    cr_assert_eq(some.n, 2);
+
+    walked none = {0};
+    cr_assert_eq(sparcl_tuning_db_each_row(db, "attn_nope", on_walked, &none), SPARCL_OK);
+    cr_assert_eq(none.n, 0);
+    cr_assert_eq(sparcl_tuning_db_each_row(db, NULL, NULL, &none), SPARCL_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(sparcl_tuning_db_each_row(NULL, NULL, on_walked, &none),
+                 SPARCL_ERR_INVALID_ARGUMENT);
+    sparcl_tuning_db_free(db);
+}

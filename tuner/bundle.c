@@ -182,8 +182,11 @@ int tune_build_bundle(const char *device, const char *dir, const char *db, const
 
     const char *kernels[16];
     int n_kernels = 0;
+    /* clblast_xgemm's kernels are CLBlast's, built by CLBlast: a bundle
+     * cannot hold them. */
     for (int k = 0; k < sparcl_kernel_count() && n_kernels < 16; ++k)
-        if (!kernel || !strcmp(kernel, sparcl_kernel_name(k)))
+        if ((!kernel || !strcmp(kernel, sparcl_kernel_name(k))) &&
+            strcmp(sparcl_kernel_name(k), "clblast_xgemm"))
             kernels[n_kernels++] = sparcl_kernel_name(k);
     walk_database(&b, SPARCL_TUNING_DB_USER, kernels, n_kernels);
     walk_database(&b, SPARCL_TUNING_DB_SHIPPED, kernels, n_kernels);

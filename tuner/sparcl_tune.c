@@ -50,7 +50,8 @@ static void usage(FILE *f)
             "  --dtype T           storage of q, k, v and out for the problems whose spec names\n"
             "                      none: f32 (default) | f16 | bf16; a half dtype tunes attn_fwd\n"
             "                      only (the other families have no half storage yet)\n"
-            "  --kernel NAME       tune only this kernel family (default: all it can run)\n"
+            "  --kernel NAME       tune only this kernel family (default: all it can run but\n"
+            "                      clblast_xgemm, CLBlast's SGEMM on the dense path: only by name)\n"
             "  --fix NAME=V        search only candidates with NAME=V (repeatable)\n"
             "  --space NAME=V1,V2,...  search only these values of NAME (repeatable, several\n"
             "                      parameters; a name the tuned family lacks is ignored)\n"
@@ -518,7 +519,8 @@ static void print_table(const row *rows, int n)
 static int can_evaluate(const char *kernel)
 {
     return !strcmp(kernel, "attn_fwd") || !strcmp(kernel, "attn_entmax") ||
-           !strcmp(kernel, "attn_decode") || tune_kernel_is_backward(kernel);
+           !strcmp(kernel, "attn_decode") || !strcmp(kernel, "clblast_xgemm") ||
+           tune_kernel_is_backward(kernel);
 }
 
 /* The kernel families to tune (--kernel, or all the worker can run). */
@@ -533,6 +535,10 @@ static int tuned_kernels(const options *o, const char **kernels, int max)
             printf("note: kernel family %s has no evaluator in sparcl-tune yet; skipped\n", name);
             continue;
         }
+        /* CLBlast compiles every candidate itself, for minutes on POCL: only
+         * on request. */
+        if (!o->kernel && !strcmp(name, "clblast_xgemm"))
+            continue;
         kernels[n++] = name;
     }
     if (n == 0)

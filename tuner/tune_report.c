@@ -7,7 +7,6 @@
  * line, and failures as crosses along the top.  Plain SVG, no dependency.
  */
 #include <math.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,61 +105,78 @@ static void draw_panel(FILE *f, const panel *pn, int top)
 #undef Y
 }
 
+/* The rows of one walk, one panel per (device, family, kernel hash,
+ * problem): sparcl_tuning_db_each_row() gives them grouped by that key. */
+typedef struct report_walk {
+    panel *panels;
+    int n, failed;
+    char last[1024];
+    char devices[16][640]; /* the devices seen, numbered for the titles */
+    int n_devices;
+} report_walk;
+
+static int device_number(report_walk *w, const sparcl_device_info *d)
+{
+    char id[640];
+    snprintf(id, sizeof id, "%s|%s|%s|%s|%u", d->platform, d->name, d->driver, d->version,
+             d->compute_units);
+    for (int i = 0; i < w->n_devices; ++i)
+        if (!strcmp(w->devices[i], id))
+            return i + 1;
+    if (w->n_devices < 16)
+        snprintf(w->devices[w->n_devices++], sizeof w->devices[0], "%s", id);
+    return w->n_devices;
+}
+
+static int on_report_row(void *user, const sparcl_device_info *d, const sparcl_tuning_problem *p,
+                         const sparcl_tuning_result *r)
+{
+    report_walk *w = user;
+    char key[1024];
+    snprintf(key, sizeof key, "%s|%s|%s|%u|%s|%s|%d,%d,%d,%d,%d,%d,%d,%s,%d,%.6f", d->platform,
+             d->name, d->driver, d->compute_units, p->kernel, p->kernel_hash, p->batch, p->q_heads,
+             p->kv_heads, p->q_len, p->kv_len, p->head_dim, p->causal, p->pattern, p->block,
+             p->density);
+    if (!w->n || strcmp(key, w->last)) {
+        panel *grown = realloc(w->panels, sizeof *grown * (size_t)(w->n + 1));
+        if (!grown) {
+            w->failed = 1;
+            return 1;
+        }
+        w->panels = grown;
+        memset(&w->panels[w->n], 0, sizeof w->panels[w->n]);
+        snprintf(w->panels[w->n].title, sizeof w->panels[w->n].title,
+                 "%s %s n=%d h=%d d=%d density %.3f (device %d)", p->kernel, p->pattern, p->q_len,
+                 p->q_heads, p->head_dim, p->density, device_number(w, d));
+        snprintf(w->last, sizeof w->last, "%s", key);
+        ++w->n;
+    }
+    double ms = r->status == SPARCL_TUNING_OK ? r->median_ms : INFINITY;
+    if (add_point(&w->panels[w->n - 1], ms) != 0) {
+        w->failed = 1;
+        return 1;
+    }
+    return 0;
+}
+
 int tune_report_svg(const char *db_path, const char *svg_path, char *err, size_t size)
 {
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
     if (size)
         err[0] = '\0';
-    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        snprintf(err, size, "cannot open %s: %s", db_path, db ? sqlite3_errmsg(db) : "no memory");
-        sqlite3_close(db);
+    sparcl_tuning_db *db = NULL;
+    if (sparcl_tuning_db_init(NULL, &db, db_path, SPARCL_TUNING_DB_READ) != SPARCL_OK) {
+        snprintf(err, size, "%s", sparcl_ctx_errmsg(NULL));
         return -1;
     }
-    sqlite3_busy_timeout(db, 10000);
-    const char *sql = "SELECT e.device_id, e.kernel_id, e.problem_id, k.name, p.pattern, p.q_len,"
-                      " p.q_heads, p.head_dim, p.density, e.status, e.median_ms"
-                      " FROM evaluation e JOIN kernel k ON k.id = e.kernel_id"
-                      " JOIN problem p ON p.id = e.problem_id"
-                      " ORDER BY e.device_id, e.kernel_id, e.problem_id, e.id";
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        snprintf(err, size, "reading %s: %s", db_path, sqlite3_errmsg(db));
-        sqlite3_close(db);
-        return -1;
-    }
-    panel *panels = NULL;
-    int n = 0, rc, failed = 0;
-    long long last[3] = {-1, -1, -1};
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW && !failed) {
-        long long key[3];
-        for (int i = 0; i < 3; ++i)
-            key[i] = sqlite3_column_int64(st, i);
-        if (memcmp(key, last, sizeof key)) {
-            panel *grown = realloc(panels, sizeof *panels * (size_t)(n + 1));
-            if (!grown) {
-                failed = 1;
-                break;
-            }
-            panels = grown;
-            memset(&panels[n], 0, sizeof panels[n]);
-            snprintf(panels[n].title, sizeof panels[n].title,
-                     "%s %s n=%d h=%d d=%d density %.3f (device %lld)",
-                     (const char *)sqlite3_column_text(st, 3),
-                     (const char *)sqlite3_column_text(st, 4), sqlite3_column_int(st, 5),
-                     sqlite3_column_int(st, 6), sqlite3_column_int(st, 7),
-                     sqlite3_column_double(st, 8), key[0]);
-            memcpy(last, key, sizeof key);
-            ++n;
-        }
-        const char *status = (const char *)sqlite3_column_text(st, 9);
-        double ms = status && !strcmp(status, "ok") ? sqlite3_column_double(st, 10) : INFINITY;
-        failed = add_point(&panels[n - 1], ms) != 0;
-    }
-    if (failed || (rc != SQLITE_DONE && rc != SQLITE_ROW))
-        snprintf(err, size, "reading %s: %s", db_path,
-                 failed ? "out of memory" : sqlite3_errmsg(db));
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    report_walk w;
+    memset(&w, 0, sizeof w);
+    if (sparcl_tuning_db_each_row(db, NULL, on_report_row, &w) != SPARCL_OK)
+        snprintf(err, size, "%s", sparcl_ctx_errmsg(NULL));
+    else if (w.failed)
+        snprintf(err, size, "reading %s: out of memory", db_path);
+    sparcl_tuning_db_free(db);
+    panel *panels = w.panels;
+    int n = w.n;
     FILE *f = NULL;
     if (!*err && !(f = fopen(svg_path, "w")))
         snprintf(err, size, "cannot write %s", svg_path);

@@ -1,90 +1,125 @@
 /*
- * tune_store.c -- stored evaluations read straight from the tuning
- * database file, for what the library's lookup does not offer: every row
- * of one problem (replay) and the fastest rows of the nearest other
- * problems (seeding a new problem: transfer across sizes).  It reads the
- * evaluation_flat view of db/schema.sql, read-only, and matches the device
- * by platform and name only, so rows survive a change of the free-memory
- * figures that POCL reports.
+ * tune_store.c -- stored evaluations for what the library's lookup does not
+ * offer: every row of one problem (replay) and the fastest rows of the
+ * nearest other problems (seeding a new problem: transfer across sizes).
+ * It walks the database with sparcl_tuning_db_each_row() (read-only; all
+ * SQL stays in the library) and matches the device by platform and name
+ * only, so rows survive a change of the free-memory figures that POCL
+ * reports.
  */
 #include <math.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tune.h"
 
-/* Parses the stored JSON object {"A":1,"B":2} (integers only). */
-static int parse_params(const char *json, sparcl_params *p)
+static int open_db(const char *path, sparcl_tuning_db **db, char *err, size_t size)
 {
-    sparcl_params_clear(p);
-    const char *c = json ? strchr(json, '{') : NULL;
-    if (!c)
-        return -1;
-    while ((c = strchr(c, '"'))) {
-        const char *end = strchr(c + 1, '"');
-        if (!end || (size_t)(end - c - 1) >= SPARCL_PARAM_NAME_MAX)
-            return -1;
-        char name[SPARCL_PARAM_NAME_MAX];
-        memcpy(name, c + 1, (size_t)(end - c - 1));
-        name[end - c - 1] = '\0';
-        c = end + 1;
-        while (*c == ' ' || *c == ':')
-            ++c;
-        char *after = NULL;
-        long v = strtol(c, &after, 10);
-        if (after == c || sparcl_params_set(p, name, (int32_t)v) != SPARCL_OK)
-            return -1;
-        c = after;
-    }
-    return 0;
-}
-
-static int open_db(const char *path, sqlite3 **db, char *err, size_t size)
-{
-    if (sqlite3_open_v2(path, db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        snprintf(err, size, "cannot open %s: %s", path, *db ? sqlite3_errmsg(*db) : "no memory");
-        sqlite3_close(*db);
-        *db = NULL;
-        return -1;
-    }
-    sqlite3_busy_timeout(*db, 10000);
-    return 0;
-}
-
-static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, char *err, size_t size)
-{
-    if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK) {
-        snprintf(err, size, "reading the database: %s", sqlite3_errmsg(db));
+    if (sparcl_tuning_db_init(NULL, db, path, SPARCL_TUNING_DB_READ) != SPARCL_OK) {
+        snprintf(err, size, "%s", sparcl_ctx_errmsg(NULL));
         return -1;
     }
     return 0;
 }
 
-/* Binds ?1..?5 of both queries: device platform and name, kernel family,
- * kernel hash ('' for any) and dtype. */
-static void bind_family(sqlite3_stmt *st, const sparcl_device_info *device,
-                        const sparcl_tuning_problem *pr, int same_hash)
+/* The rows of one walk that belong to the same family on the same kind of
+ * device (platform and name), at the problem's kernel hash if same_hash. */
+static int same_family(const sparcl_device_info *mine, const sparcl_tuning_problem *pr,
+                       int same_hash, const sparcl_device_info *d, const sparcl_tuning_problem *p)
 {
-    sqlite3_bind_text(st, 1, device->platform, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, device->name, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 3, pr->kernel, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 4, same_hash ? pr->kernel_hash : "", -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 5, pr->dtype, -1, SQLITE_TRANSIENT);
+    return !strcmp(d->platform, mine->platform) && !strcmp(d->name, mine->name) &&
+           !strcmp(p->kernel, pr->kernel) && !strcmp(p->dtype, pr->dtype) &&
+           (!same_hash || !strcmp(p->kernel_hash, pr->kernel_hash));
+}
+
+static int same_problem(const sparcl_tuning_problem *a, const sparcl_tuning_problem *b)
+{
+    return a->batch == b->batch && a->q_heads == b->q_heads && a->kv_heads == b->kv_heads &&
+           a->q_len == b->q_len && a->kv_len == b->kv_len && a->head_dim == b->head_dim &&
+           a->causal == b->causal && a->block == b->block && fabs(a->density - b->density) < 1e-6;
 }
 
 typedef struct keyed {
     char key[512];
+    int current; /* stored at the problem's kernel hash */
     int order;
     tune_row row;
 } keyed;
 
-static int by_key_then_order(const void *a, const void *b)
+/* One walk over the stored rows: the device and problem asked about, and
+ * the items it collects (keyed rows or candidates), grown as they come. */
+typedef struct walk {
+    const sparcl_device_info *device;
+    const sparcl_tuning_problem *pr;
+    int same_hash, n, cap, oom;
+    void *items;
+    size_t item_size;
+} walk;
+
+/* The next free item, or NULL (w->oom set) when memory runs out. */
+static void *append(walk *w)
+{
+    if (w->n == w->cap) {
+        int cap = w->cap ? 2 * w->cap : 256;
+        void *grown = realloc(w->items, w->item_size * (size_t)cap);
+        if (!grown) {
+            w->oom = 1;
+            return NULL;
+        }
+        w->items = grown;
+        w->cap = cap;
+    }
+    return (char *)w->items + w->item_size * (size_t)w->n++;
+}
+
+/* Walks the family's rows of db_path through fn; 0, or -1 with err (the
+ * items are then freed). */
+static int walk_db(const char *db_path, sparcl_tuning_eval_fn fn, walk *w, char *err, size_t size)
+{
+    sparcl_tuning_db *db = NULL;
+    if (open_db(db_path, &db, err, size) != 0)
+        return -1;
+    sparcl_status st = sparcl_tuning_db_each_row(db, w->pr->kernel, fn, w);
+    if (st != SPARCL_OK)
+        snprintf(err, size, "%s", sparcl_ctx_errmsg(NULL));
+    else if (w->oom)
+        snprintf(err, size, "out of memory");
+    sparcl_tuning_db_free(db);
+    if (st == SPARCL_OK && !w->oom)
+        return 0;
+    free(w->items);
+    w->items = NULL;
+    return -1;
+}
+
+static int on_row(void *user, const sparcl_device_info *d, const sparcl_tuning_problem *p,
+                  const sparcl_tuning_result *r)
+{
+    walk *w = user;
+    if (!same_family(w->device, w->pr, w->same_hash, d, p) || !same_problem(p, w->pr))
+        return 0;
+    int order = w->n;
+    keyed *k = append(w);
+    if (!k)
+        return 1;
+    k->row.params = r->params;
+    k->row.ms = r->status == SPARCL_TUNING_OK ? r->median_ms : INFINITY;
+    k->current = !strcmp(p->kernel_hash, w->pr->kernel_hash);
+    sparcl_params_format(&k->row.params, k->key, sizeof k->key);
+    k->order = order;
+    return 0;
+}
+
+static int by_key_then_rank(const void *a, const void *b)
 {
     const keyed *x = a, *y = b;
     int c = strcmp(x->key, y->key);
-    return c ? c : (x->order > y->order) - (x->order < y->order);
+    if (c)
+        return c;
+    if (x->current != y->current)
+        return x->current - y->current;
+    return (x->order > y->order) - (x->order < y->order);
 }
 
 int tune_store_rows(const char *db_path, const sparcl_device_info *device,
@@ -93,58 +128,15 @@ int tune_store_rows(const char *db_path, const sparcl_device_info *device,
 {
     *rows = NULL;
     *n_rows = 0;
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    if (open_db(db_path, &db, err, size) != 0)
+    walk w = {device, pr, same_hash, 0, 0, 0, NULL, sizeof(keyed)};
+    if (walk_db(db_path, on_row, &w, err, size) != 0)
         return -1;
-    const char *sql =
-        "SELECT params, status, median_ms FROM evaluation_flat"
-        " WHERE platform = ?1 AND device = ?2 AND kernel = ?3 AND (?4 = '' OR kernel_hash = ?4)"
-        " AND dtype = ?5 AND batch = ?6 AND q_heads = ?7 AND kv_heads = ?8 AND q_len = ?9"
-        " AND kv_len = ?10 AND head_dim = ?11 AND causal = ?12 AND block = ?13"
-        " AND abs(density - ?14) < 1e-6 ORDER BY created";
-    if (prepare(db, sql, &st, err, size) != 0) {
-        sqlite3_close(db);
-        return -1;
-    }
-    bind_family(st, device, pr, same_hash);
-    const int ints[] = {pr->batch,  pr->q_heads,  pr->kv_heads, pr->q_len,
-                        pr->kv_len, pr->head_dim, pr->causal,   pr->block};
-    for (int i = 0; i < 8; ++i)
-        sqlite3_bind_int(st, 6 + i, ints[i]);
-    sqlite3_bind_double(st, 14, pr->density);
-    keyed *all = NULL;
-    int n = 0, cap = 0, rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            cap = cap ? 2 * cap : 256;
-            keyed *grown = realloc(all, sizeof *all * (size_t)cap);
-            if (!grown) {
-                snprintf(err, size, "out of memory");
-                break;
-            }
-            all = grown;
-        }
-        keyed *k = &all[n];
-        if (parse_params((const char *)sqlite3_column_text(st, 0), &k->row.params) != 0)
-            continue; /* not a parameter set this tuner wrote */
-        const char *status = (const char *)sqlite3_column_text(st, 1);
-        k->row.ms = status && !strcmp(status, "ok") ? sqlite3_column_double(st, 2) : INFINITY;
-        sparcl_params_format(&k->row.params, k->key, sizeof k->key);
-        k->order = n++;
-    }
-    int failed = rc != SQLITE_DONE && rc != SQLITE_ROW;
-    if (failed)
-        snprintf(err, size, "reading the database: %s", sqlite3_errmsg(db));
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    if (failed || (rc == SQLITE_ROW)) {
-        free(all);
-        return -1;
-    }
     /* Where a set was stored more than once (several kernel hashes or
-     * device fingerprints), the latest row wins. */
-    qsort(all, (size_t)n, sizeof *all, by_key_then_order);
+     * device fingerprints), a row at the problem's own kernel hash wins
+     * over the others, then the last one walked. */
+    keyed *all = w.items;
+    int n = w.n;
+    qsort(all, (size_t)n, sizeof *all, by_key_then_rank);
     tune_row *out = malloc(sizeof *out * (size_t)(n ? n : 1));
     if (!out) {
         free(all);
@@ -180,65 +172,45 @@ static int by_distance_then_time(const void *a, const void *b)
     return (x->ms > y->ms) - (x->ms < y->ms);
 }
 
+static int on_near_row(void *user, const sparcl_device_info *d, const sparcl_tuning_problem *p,
+                       const sparcl_tuning_result *r)
+{
+    walk *w = user;
+    if (r->status != SPARCL_TUNING_OK || !same_family(w->device, w->pr, w->same_hash, d, p))
+        return 0;
+    const sparcl_tuning_problem *pr = w->pr;
+    const int v[8] = {p->batch,  p->q_heads,  p->kv_heads, p->q_len,
+                      p->kv_len, p->head_dim, p->causal,   p->block};
+    const int mine[8] = {pr->batch,  pr->q_heads,  pr->kv_heads, pr->q_len,
+                         pr->kv_len, pr->head_dim, pr->causal,   pr->block};
+    double dist = 0;
+    for (int i = 0; i < 8; ++i)
+        dist += i == 6 ? (v[i] != mine[i]) : log_ratio(v[i], mine[i]) * log_ratio(v[i], mine[i]);
+    dist += log_ratio(p->density, pr->density) * log_ratio(p->density, pr->density);
+    if (dist < 1e-12) /* the problem itself */
+        return 0;
+    candidate *c = append(w);
+    if (!c)
+        return 1;
+    c->params = r->params;
+    c->distance = dist;
+    c->ms = r->median_ms;
+    snprintf(c->what, sizeof c->what, "%s n=%d h=%d d=%d", p->pattern, p->q_len, p->q_heads,
+             p->head_dim);
+    return 0;
+}
+
 int tune_store_neighbours(const char *db_path, const sparcl_device_info *device,
                           const sparcl_tuning_problem *pr, int same_hash, sparcl_params *out,
                           int max, char *from, size_t from_size, char *err, size_t size)
 {
     if (from_size)
         from[0] = '\0';
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    if (open_db(db_path, &db, err, size) != 0)
+    walk w = {device, pr, same_hash, 0, 0, 0, NULL, sizeof(candidate)};
+    if (walk_db(db_path, on_near_row, &w, err, size) != 0)
         return -1;
-    const char *sql =
-        "SELECT batch, q_heads, kv_heads, q_len, kv_len, head_dim, causal, block, density,"
-        " pattern, params, median_ms FROM evaluation_flat"
-        " WHERE platform = ?1 AND device = ?2 AND kernel = ?3 AND (?4 = '' OR kernel_hash = ?4)"
-        " AND dtype = ?5 AND status = 'ok'";
-    if (prepare(db, sql, &st, err, size) != 0) {
-        sqlite3_close(db);
-        return -1;
-    }
-    bind_family(st, device, pr, same_hash);
-    candidate *c = NULL;
-    int n = 0, cap = 0, rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        int v[8];
-        for (int i = 0; i < 8; ++i)
-            v[i] = sqlite3_column_int(st, i);
-        double density = sqlite3_column_double(st, 8);
-        const int mine[8] = {pr->batch,  pr->q_heads,  pr->kv_heads, pr->q_len,
-                             pr->kv_len, pr->head_dim, pr->causal,   pr->block};
-        double d = 0;
-        for (int i = 0; i < 8; ++i)
-            d += i == 6 ? (v[i] != mine[i]) : log_ratio(v[i], mine[i]) * log_ratio(v[i], mine[i]);
-        d += log_ratio(density, pr->density) * log_ratio(density, pr->density);
-        if (d < 1e-12) /* the problem itself */
-            continue;
-        if (n == cap) {
-            cap = cap ? 2 * cap : 256;
-            candidate *grown = realloc(c, sizeof *c * (size_t)cap);
-            if (!grown)
-                break;
-            c = grown;
-        }
-        if (parse_params((const char *)sqlite3_column_text(st, 10), &c[n].params) != 0)
-            continue;
-        c[n].distance = d;
-        c[n].ms = sqlite3_column_double(st, 11);
-        snprintf(c[n].what, sizeof c[n].what, "%s n=%d h=%d d=%d",
-                 (const char *)sqlite3_column_text(st, 9), v[3], v[1], v[5]);
-        ++n;
-    }
-    int failed = rc != SQLITE_DONE;
-    if (failed)
-        snprintf(err, size, "reading the database: %s", sqlite3_errmsg(db));
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    if (failed) {
-        free(c);
-        return -1;
-    }
+    candidate *c = w.items;
+    int n = w.n;
     qsort(c, (size_t)n, sizeof *c, by_distance_then_time);
     int found = 0;
     size_t used = 0;

@@ -7,7 +7,9 @@
  *   problem <spec>              set up inputs, reference and buffers
  *   eval <max_runs> A=1 B=2...  build, verify and time one candidate
  * where <spec> is "<kernel> <problem>" with kernel attn_fwd, attn_entmax
- * (run as 1.5-entmax), attn_bwd or attn_entmax_bwd (1.5-entmax; a
+ * (run as 1.5-entmax), attn_decode, clblast_xgemm (the forward on the dense
+ * path, ALGO=1, with the candidate as the context's CLBlast parameters),
+ * attn_bwd or attn_entmax_bwd (1.5-entmax; a
  * backward is verified against sparcl_reference_backward() on outputs of the
  * reference forward; every call is timed from a marker before it to the end
  * of its returned event), and each gets one line on fd 3 (not stdout, which
@@ -59,7 +61,8 @@ typedef struct setup {
     tune_problem prob;
     sparcl_plan_desc desc;
     sparcl_layout *layout;
-    int bwd; /* a backward kernel family (attn_bwd, attn_entmax_bwd) */
+    int bwd;  /* a backward kernel family (attn_bwd, attn_entmax_bwd) */
+    int gemm; /* clblast_xgemm: the forward on the dense path (ALGO=1) */
     size_t n[N_T];
     float *host[N_T];
     double *ref[N_T];
@@ -183,11 +186,13 @@ static int set_up(sparcl_ctx *ctx, setup *s, const char *line, char *err, size_t
     int used = 0;
     if (sscanf(line, "%31s %n", kernel, &used) != 1 ||
         (strcmp(kernel, "attn_fwd") && strcmp(kernel, "attn_entmax") &&
-         strcmp(kernel, "attn_decode") && !tune_kernel_is_backward(kernel))) {
+         strcmp(kernel, "attn_decode") && strcmp(kernel, "clblast_xgemm") &&
+         !tune_kernel_is_backward(kernel))) {
         snprintf(err, size, "unknown kernel family \"%s\"", kernel);
         return -1;
     }
     s->bwd = tune_kernel_is_backward(kernel);
+    s->gemm = !strcmp(kernel, "clblast_xgemm");
     const char *spec = line + used;
     tune_problem *list = NULL;
     if (tune_problems_parse(spec, &list, err, size) != 1) {
@@ -356,10 +361,24 @@ static void evaluate(sparcl_ctx *ctx, setup *s, const sparcl_params *params, int
     r->max_err = -1;
     sparcl_plan_desc d = s->desc;
     d.params = s->bwd ? NULL : params; /* the backward keeps the forward's defaults */
+    /* clblast_xgemm: the candidate is CLBlast's, the plan runs ALGO=1. */
+    sparcl_params dense_path;
+    sparcl_params_clear(&dense_path);
+    sparcl_params_set(&dense_path, "ALGO", 1);
+    if (s->gemm) {
+        d.params = &dense_path;
+        sparcl_ctx_set_gemm_params(ctx, params);
+    }
     sparcl_plan *plan = NULL;
     sparcl_status st = sparcl_plan_init(ctx, &plan, &d);
     if (st == SPARCL_OK && s->bwd)
         st = sparcl_plan_prepare_backward(plan, params);
+    sparcl_params applied;
+    if (st == SPARCL_OK && s->gemm && (sparcl_plan_gemm_params(plan, &applied), !applied.count)) {
+        r->status = SPARCL_TUNING_INVALID;
+        snprintf(r->message, sizeof r->message, "the plan declined the dense path (ALGO=1)");
+        goto done;
+    }
     if (st != SPARCL_OK) {
         r->status = st == SPARCL_ERR_BUILD ? SPARCL_TUNING_BUILD_ERROR
                     : st == SPARCL_ERR_INVALID_ARGUMENT || st == SPARCL_ERR_NOT_SUPPORTED

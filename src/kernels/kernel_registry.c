@@ -17,6 +17,7 @@ static const sparcl__kernel_schema *const schemas[] = {
     &sparcl__schema_attn_entmax,
     &sparcl__schema_attn_entmax_bwd,
     &sparcl__schema_attn_decode,
+    &sparcl__schema_clblast,
 };
 
 /* Every family the runtime builds. */
@@ -28,6 +29,7 @@ static const sparcl__kernel_schema *const families[] = {
     &sparcl__schema_attn_entmax_bwd,
     &sparcl__schema_attn_decode,
     &sparcl__schema_attn_merge,
+    &sparcl__schema_clblast,
 };
 
 #define N_SCHEMAS ((int)(sizeof schemas / sizeof schemas[0]))
@@ -43,8 +45,10 @@ const sparcl__kernel_schema *sparcl__kernel_schema_find(const char *name)
 
 static int check_programs(const sparcl__kernel_schema *f, char *why, size_t size)
 {
-    if (f->n_programs < 1)
+    if (f->n_programs < 1 && !f->external)
         return snprintf(why, size, "family %s has no program", f->name), 0;
+    if (f->n_programs > 0 && f->external)
+        return snprintf(why, size, "family %s is external but has programs", f->name), 0;
     for (int i = 0; i < f->n_programs; ++i) {
         const sparcl__program_decl *pr = &f->programs[i];
         if (!pr->file || pr->n_kernels < 1)

@@ -31,6 +31,17 @@ typedef enum sparcl__param_id {
     SPARCL__P_USE_LOCAL,
     SPARCL__P_VEC,
     SPARCL__P_WG_SIZE,
+    /* CLBlast's XgemmDirect kernel (clblast_xgemm, params_clblast.c) */
+    SPARCL__P_KWID,
+    SPARCL__P_MDIMAD,
+    SPARCL__P_MDIMCD,
+    SPARCL__P_NDIMBD,
+    SPARCL__P_NDIMCD,
+    SPARCL__P_PADA,
+    SPARCL__P_PADB,
+    SPARCL__P_VWMD,
+    SPARCL__P_VWND,
+    SPARCL__P_WGD,
     SPARCL__P_HEAD_DIM, /* derived: the problem's head_dim */
     SPARCL__P_ROWS,     /* derived: BLOCK_M / WG_SIZE */
     SPARCL__P_NORM,     /* derived: the entmax solver of the descriptor */
@@ -100,6 +111,10 @@ typedef struct sparcl__kernel_schema {
     const char *name; /* e.g. "attn_fwd"; the tuning database's kernel column */
     const sparcl__program_decl *programs;
     int n_programs;
+    /* A family whose kernels another library builds (CLBlast): no programs,
+     * and this text (the library, its version, the kernel) joins the
+     * kernel hash instead of sources.  NULL for sparcl's own families. */
+    const char *external;
     const char *const *fixed_options; /* besides the OpenCL C standard */
     int n_fixed;
     const sparcl__param_def *params; /* tuned, in the order they are listed */
@@ -131,6 +146,7 @@ extern const sparcl__kernel_schema sparcl__schema_attn_merge;  /* params_decode.
 /* Bytes of the split-KV workspace of a parameter set of attn_decode:
  * SPLITS partial outputs and LSEs of every query row. */
 size_t sparcl__attn_decode_workspace_bytes(const sparcl__pset *p, const sparcl__problem *prob);
+extern const sparcl__kernel_schema sparcl__schema_clblast;     /* params_clblast.c */
 
 /* Floats of private memory one work-item of any kernel may hold (the
  * compilers spill beyond registers; past this, badly). */

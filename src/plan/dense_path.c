@@ -18,6 +18,7 @@
 #include <stdlib.h>
 
 #include "plan/attention_kinds.h"
+#include "plan/gemm_params.h"
 #include "runtime/checked.h"
 #include "runtime/ctx.h"
 #include "runtime/error.h"
@@ -106,7 +107,6 @@ static size_t heads_at_once(const sparcl__plan_view *v, int block_n)
 static sparcl_status dense_create(const sparcl__plan_view *v, const sparcl_plan_desc *desc,
                                   sparcl__pset *params, sparcl__plan_report *report, void **state)
 {
-    (void)report;
     sparcl_ctx *ctx = v->ctx;
     const sparcl_plan_desc *d = &v->desc;
     /* Reached with unchecked parameters too, which skip the schema's
@@ -126,7 +126,10 @@ static sparcl_status dense_create(const sparcl__plan_view *v, const sparcl_plan_
     const size_t head = head_bytes(d->q_len, d->kv_len, params->v[SPARCL__P_BLOCK_N]);
     const sparcl__problem prob = sparcl__problem_from_desc(desc);
     static const char *const names[1] = {"attn_dense_softmax"};
-    sparcl_status st = sparcl__tiled_init(&s->t, v, desc->layout, params);
+    /* Before any GEMM runs: CLBlast compiles with what is set then. */
+    sparcl_status st = sparcl__gemm_params_apply(ctx, desc, report);
+    if (st == SPARCL_OK)
+        st = sparcl__tiled_init(&s->t, v, desc->layout, params);
     if (st == SPARCL_OK)
         st = sparcl__family_kernels(ctx, &sparcl__schema_attn_fwd, &prob, params, 1, names,
                                     &s->softmax);

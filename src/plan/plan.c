@@ -619,6 +619,17 @@ SPARCL_API void sparcl_plan_params(const sparcl_plan *p, sparcl_params *params,
         *source = p->report.source;
 }
 
+SPARCL_API const char *sparcl_plan_gemm_params(const sparcl_plan *p, sparcl_params *params)
+{
+    if (params) {
+        if (p)
+            *params = p->report.gemm;
+        else
+            sparcl_params_clear(params);
+    }
+    return p ? p->report.gemm_origin : "";
+}
+
 SPARCL_API const char *sparcl_plan_params_origin(const sparcl_plan *p)
 {
     return p ? p->report.origin : "";

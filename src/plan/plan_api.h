@@ -57,6 +57,10 @@ typedef struct sparcl__plan_report {
     sparcl_params params;
     sparcl_param_source source;
     char origin[SPARCL__PLAN_ORIGIN_MAX];
+    /* The CLBlast parameters applied for the plan's GEMMs (gemm_params.c);
+     * an empty map and "" where the plan runs none. */
+    sparcl_params gemm;
+    char gemm_origin[SPARCL__PLAN_ORIGIN_MAX];
 } sparcl__plan_report;
 
 typedef struct sparcl__kind_ops {

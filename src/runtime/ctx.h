@@ -47,6 +47,8 @@ struct sparcl_ctx {
     char tuning_db[2][1024]; /* sparcl_ctx_set_tuning_db() paths, by role */
     int tuning_db_set[2];    /* 0: that role follows the default rule */
     int clblast_used;          /* CLBlast holds programs of this context (gemm.c) */
+    sparcl_params gemm_params; /* sparcl_ctx_set_gemm_params() */
+    int gemm_params_set;       /* 0: plans look the GEMM parameters up */
     sparcl__program_counters program_counters;
     char program_cache[1024]; /* sparcl_ctx_set_program_cache(); "" = off */
     int program_cache_set;    /* 0: SPARCL_PROGRAM_CACHE, else the default folder */

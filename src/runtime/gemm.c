@@ -23,6 +23,54 @@ sparcl_status sparcl__gemm(sparcl_ctx *ctx, cl_command_queue queue, size_t m, si
     return SPARCL_OK;
 }
 
+/* Sizes below this cube of m x n x k run CLBlast's direct kernel: with a
+ * tuned XgemmDirect, every GEMM of a plan does. */
+#define DIRECT_UP_TO 32768
+
+sparcl_status sparcl__gemm_override(sparcl_ctx *ctx, const char *const *names, const size_t *values,
+                                    size_t n)
+{
+    CLBlastStatusCode st = CLBlastOverrideParameters(
+        ctx->device, "XgemmDirect", CLBlastPrecisionSingle, n, (const char **)names, values);
+    if (st != CLBlastSuccess)
+        return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
+                            "CLBlastOverrideParameters(XgemmDirect) refused the parameters: "
+                            "CLBlast status %d",
+                            (int)st);
+    const char *routine[] = {"XGEMM_MIN_INDIRECT_SIZE"};
+    const size_t direct[] = {DIRECT_UP_TO};
+    st = CLBlastOverrideParameters(ctx->device, "GemmRoutine", CLBlastPrecisionSingle, 1, routine,
+                                   direct);
+    if (st != CLBlastSuccess)
+        return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
+                            "CLBlastOverrideParameters(GemmRoutine) failed: CLBlast status %d",
+                            (int)st);
+    return SPARCL_OK;
+}
+
+SPARCL_API sparcl_status sparcl_ctx_set_gemm_params(sparcl_ctx *ctx, const sparcl_params *params)
+{
+    if (!ctx)
+        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "ctx is NULL");
+    pthread_mutex_lock(&ctx->lock);
+    ctx->gemm_params_set = params != NULL;
+    if (params)
+        ctx->gemm_params = *params;
+    else
+        sparcl_params_clear(&ctx->gemm_params);
+    pthread_mutex_unlock(&ctx->lock);
+    return SPARCL_OK;
+}
+
+int sparcl__gemm_ctx_params(sparcl_ctx *ctx, sparcl_params *out)
+{
+    pthread_mutex_lock(&ctx->lock);
+    int set = ctx->gemm_params_set;
+    *out = ctx->gemm_params;
+    pthread_mutex_unlock(&ctx->lock);
+    return set;
+}
+
 void sparcl__gemm_note_use(sparcl_ctx *ctx)
 {
     pthread_mutex_lock(&ctx->lock);

@@ -22,6 +22,19 @@ sparcl_status sparcl__gemm(sparcl_ctx *ctx, cl_command_queue queue, size_t m, si
                            size_t kk, float alpha, sparcl__mat a, sparcl__mat b, float beta,
                            sparcl__mat c);
 
+/* Makes CLBlast's SGEMM on the context's device use its direct kernel
+ * (XgemmDirect) with these n parameters (CLBlast's names) from its next
+ * call on, for every size: CLBlastOverrideParameters for XgemmDirect and
+ * for GemmRoutine (the size below which the direct kernel runs).  The
+ * override is CLBlast's, process-wide per device.  SPARCL_ERR_NOT_SUPPORTED
+ * naming CLBlast's status if it refuses. */
+sparcl_status sparcl__gemm_override(sparcl_ctx *ctx, const char *const *names, const size_t *values,
+                                    size_t n);
+
+/* The context's sparcl_ctx_set_gemm_params() map into *out; 1 if one is
+ * set, else 0 (thread-safe). */
+int sparcl__gemm_ctx_params(sparcl_ctx *ctx, sparcl_params *out);
+
 /* Records that plans of `ctx` use CLBlast (thread-safe). */
 void sparcl__gemm_note_use(sparcl_ctx *ctx);
 

@@ -88,7 +88,7 @@ static sparcl_status offline_check(sparcl_ctx *ctx, const sparcl__kernel_schema 
 {
     sparcl__pset ps;
     sparcl_status st = sparcl__pset_from_params(ctx, schema, params, &ps);
-    if (st != SPARCL_OK)
+    if (st != SPARCL_OK || schema->external) /* another library builds those */
         return st;
     char options[1024];
     sparcl__params_build_options(schema, &ps, prob, options, sizeof options);
@@ -143,9 +143,13 @@ sparcl_status sparcl__kernel_hash(sparcl_ctx *ctx, const sparcl__kernel_schema *
     for (int i = 0; i < schema->n_programs && n < (int)(sizeof files / sizeof *files); ++i)
         files[n++] = schema->programs[i].file;
     uint64_t h = sparcl__hash_str(SPARCL__HASH_SEED, "sparcl kernel hash 1");
-    sparcl_status st = sparcl__sources_hash(ctx, files, n, h, &h);
-    if (st != SPARCL_OK)
-        return st;
+    if (schema->external) { /* another library's kernel: its name and version */
+        h = sparcl__hash_str(h, schema->external);
+    } else {
+        sparcl_status st = sparcl__sources_hash(ctx, files, n, h, &h);
+        if (st != SPARCL_OK)
+            return st;
+    }
     const char *fixed;
     for (int i = 0; (fixed = sparcl__schema_fixed_option(schema, i)); ++i)
         h = sparcl__hash_str(h, fixed);

@@ -562,21 +562,27 @@ SPARCL_API sparcl_status sparcl_tuning_db_record(sparcl_tuning_db *db,
 
 /* Reads the RESULT_COLUMNS of the current row; SQLITE_ROW, or
  * SQLITE_CORRUPT if its params do not parse. */
-static int read_result(sqlite3 *db, sqlite3_stmt *s, sparcl_tuning_result *out)
+static int read_result_at(sqlite3 *db, sqlite3_stmt *s, int c, sparcl_tuning_result *out)
 {
     memset(out, 0, sizeof *out);
     int rc = SQLITE_ROW;
-    if (params_from_json(db, (const char *)sqlite3_column_text(s, 0), &out->params))
+    if (params_from_json(db, (const char *)sqlite3_column_text(s, c), &out->params))
         rc = SQLITE_CORRUPT;
-    out->status = status_of((const char *)sqlite3_column_text(s, 1));
-    out->median_ms = sqlite3_column_double(s, 2);
-    out->min_ms = sqlite3_column_double(s, 3);
-    out->max_ms = sqlite3_column_double(s, 4);
-    out->runs = sqlite3_column_int(s, 5);
-    out->max_err = sqlite3_column_type(s, 6) == SQLITE_NULL ? -1.0 : sqlite3_column_double(s, 6);
-    const unsigned char *m = sqlite3_column_text(s, 7);
+    out->status = status_of((const char *)sqlite3_column_text(s, c + 1));
+    out->median_ms = sqlite3_column_double(s, c + 2);
+    out->min_ms = sqlite3_column_double(s, c + 3);
+    out->max_ms = sqlite3_column_double(s, c + 4);
+    out->runs = sqlite3_column_int(s, c + 5);
+    out->max_err =
+        sqlite3_column_type(s, c + 6) == SQLITE_NULL ? -1.0 : sqlite3_column_double(s, c + 6);
+    const unsigned char *m = sqlite3_column_text(s, c + 7);
     snprintf(out->message, sizeof out->message, "%s", m ? (const char *)m : "");
     return rc;
+}
+
+static int read_result(sqlite3 *db, sqlite3_stmt *s, sparcl_tuning_result *out)
+{
+    return read_result_at(db, s, 0, out);
 }
 
 /* Runs a query keyed like KEY_WHERE (plus ?24 = params JSON when `params`)
@@ -922,19 +928,55 @@ SPARCL_API sparcl_status sparcl_tuning_db_release(sparcl_tuning_db *db,
     return SPARCL_OK;
 }
 
+/* The KEY_COLUMNS of evaluation_flat (and best_flat), in their order. */
+#define KEY_SELECT                                                                                 \
+    "platform, vendor, device, driver, version, type, compute_units, global_mem, local_mem, "      \
+    "max_alloc, kernel, kernel_hash, dtype, batch, q_heads, kv_heads, q_len, kv_len, head_dim, "   \
+    "causal, pattern, block, density"
+
+static void column_text(sqlite3_stmt *s, int i, char *buf, size_t size)
+{
+    const unsigned char *t = sqlite3_column_text(s, i);
+    snprintf(buf, size, "%s", t ? (const char *)t : "");
+}
+
+/* Reads the KEY_SELECT columns of the current row. */
+static void read_key(sqlite3_stmt *s, sparcl_device_info *d, sparcl_tuning_problem *p)
+{
+    memset(d, 0, sizeof *d);
+    memset(p, 0, sizeof *p);
+    char *texts[6] = {d->platform, d->vendor, d->name, d->driver, d->version, d->type};
+    const size_t sizes[6] = {sizeof d->platform, sizeof d->vendor,  sizeof d->name,
+                             sizeof d->driver,   sizeof d->version, sizeof d->type};
+    for (int i = 0; i < 6; ++i)
+        column_text(s, i, texts[i], sizes[i]);
+    d->compute_units = (uint32_t)sqlite3_column_int64(s, 6);
+    d->global_mem = (uint64_t)sqlite3_column_int64(s, 7);
+    d->local_mem = (uint64_t)sqlite3_column_int64(s, 8);
+    d->max_alloc = (uint64_t)sqlite3_column_int64(s, 9);
+    sparcl__device_identity(d);
+    column_text(s, 10, p->kernel, sizeof p->kernel);
+    column_text(s, 11, p->kernel_hash, sizeof p->kernel_hash);
+    column_text(s, 12, p->dtype, sizeof p->dtype);
+    int *ints[7] = {&p->batch, &p->q_heads, &p->kv_heads, &p->q_len, &p->kv_len, &p->head_dim,
+                    &p->causal};
+    for (int i = 0; i < 7; ++i)
+        *ints[i] = sqlite3_column_int(s, 13 + i);
+    column_text(s, 20, p->pattern, sizeof p->pattern);
+    p->block = sqlite3_column_int(s, 21);
+    p->density = sqlite3_column_double(s, 22);
+}
+
 sparcl_status sparcl__tuning_db_each_best(sparcl_tuning_db *db, const char *kernel,
                                           const char *hash, const char *dtype,
                                           sparcl__tuning_row_fn fn, void *user, char *msg,
                                           size_t size)
 {
     sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(
-        db->db,
-        "SELECT platform, vendor, device, driver, version, type, compute_units, global_mem, "
-        "local_mem, max_alloc, batch, q_heads, kv_heads, q_len, kv_len, head_dim, causal, "
-        "pattern, block, density, params, median_ms FROM best_flat "
-        "WHERE kernel = ?1 AND kernel_hash = ?2 AND dtype = ?3",
-        -1, &s, NULL);
+    int rc = sqlite3_prepare_v2(db->db,
+                                "SELECT " KEY_SELECT ", params, median_ms FROM best_flat "
+                                "WHERE kernel = ?1 AND kernel_hash = ?2 AND dtype = ?3",
+                                -1, &s, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(s, 1, kernel, -1, SQLITE_TRANSIENT);
         sqlite3_bind_text(s, 2, hash, -1, SQLITE_TRANSIENT);
@@ -944,36 +986,48 @@ sparcl_status sparcl__tuning_db_each_best(sparcl_tuning_db *db, const char *kern
         sparcl_device_info d;
         sparcl_tuning_problem p;
         sparcl_params params;
-        memset(&d, 0, sizeof d);
-        memset(&p, 0, sizeof p);
-        char *texts[6] = {d.platform, d.vendor, d.name, d.driver, d.version, d.type};
-        const size_t sizes[6] = {sizeof d.platform, sizeof d.vendor, sizeof d.name,
-                                 sizeof d.driver,   sizeof d.version, sizeof d.type};
-        for (int i = 0; i < 6; ++i)
-            snprintf(texts[i], sizes[i], "%s", (const char *)sqlite3_column_text(s, i));
-        d.compute_units = (uint32_t)sqlite3_column_int64(s, 6);
-        d.global_mem = (uint64_t)sqlite3_column_int64(s, 7);
-        d.local_mem = (uint64_t)sqlite3_column_int64(s, 8);
-        d.max_alloc = (uint64_t)sqlite3_column_int64(s, 9);
-        sparcl__device_identity(&d);
-        snprintf(p.kernel, sizeof p.kernel, "%s", kernel);
-        snprintf(p.kernel_hash, sizeof p.kernel_hash, "%s", hash);
-        snprintf(p.dtype, sizeof p.dtype, "%s", dtype);
-        int *ints[7] = {&p.batch, &p.q_heads, &p.kv_heads, &p.q_len, &p.kv_len, &p.head_dim,
-                        &p.causal};
-        for (int i = 0; i < 7; ++i)
-            *ints[i] = sqlite3_column_int(s, 10 + i);
-        snprintf(p.pattern, sizeof p.pattern, "%s", (const char *)sqlite3_column_text(s, 17));
-        p.block = sqlite3_column_int(s, 18);
-        p.density = sqlite3_column_double(s, 19);
+        read_key(s, &d, &p);
         /* A row whose params do not parse is skipped: other rows may serve. */
-        if (params_from_json(db->db, (const char *)sqlite3_column_text(s, 20), &params) == 0)
-            fn(user, &d, &p, &params, sqlite3_column_double(s, 21));
+        if (params_from_json(db->db, (const char *)sqlite3_column_text(s, KEY_COLUMNS),
+                             &params) == 0)
+            fn(user, &d, &p, &params, sqlite3_column_double(s, KEY_COLUMNS + 1));
         rc = SQLITE_OK;
     }
     sqlite3_finalize(s);
     if (rc != SQLITE_DONE)
         return set_msg(msg, size, "cannot read %s: %s", db->path, why(db->db));
+    return SPARCL_OK;
+}
+
+SPARCL_API sparcl_status sparcl_tuning_db_each_row(sparcl_tuning_db *db, const char *kernel,
+                                                   sparcl_tuning_eval_fn fn, void *user)
+{
+    if (!db)
+        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "database handle is NULL");
+    if (!fn)
+        return sparcl__fail(db->ctx, SPARCL_ERR_INVALID_ARGUMENT, "fn is NULL");
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db->db,
+                                "SELECT " KEY_SELECT ", " RESULT_COLUMNS " FROM evaluation_flat"
+                                " WHERE ?1 IS NULL OR kernel = ?1"
+                                " ORDER BY " KEY_SELECT ", evaluation_id",
+                                -1, &s, NULL);
+    if (rc == SQLITE_OK && kernel)
+        sqlite3_bind_text(s, 1, kernel, -1, SQLITE_TRANSIENT);
+    int stop = 0;
+    while (rc == SQLITE_OK && !stop && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        sparcl_device_info d;
+        sparcl_tuning_problem p;
+        sparcl_tuning_result r;
+        read_key(s, &d, &p);
+        /* A row whose params this library cannot read is skipped. */
+        if (read_result_at(db->db, s, KEY_COLUMNS, &r) == SQLITE_ROW)
+            stop = fn(user, &d, &p, &r);
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE && !(stop && rc == SQLITE_OK))
+        return fail(db, "cannot read evaluations: %s", why(db->db));
     return SPARCL_OK;
 }
 
