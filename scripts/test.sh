@@ -57,8 +57,10 @@ stage_unit() {
 }
 
 stage_asan() {
+  # The unit stage's POCL kernel cache: the kernels are the same, only the
+  # host code is instrumented.
   cmake -S . -B build-asan -DSPARCL_SANITIZE=address -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DSPARCL_BUILD_TOOLS=OFF >/dev/null
+    -DSPARCL_BUILD_TOOLS=OFF -DSPARCL_TEST_POCL_CACHE="$PWD/build/pocl-cache" >/dev/null
   cmake --build build-asan -j "$JOBS" >/dev/null
   # oclgrind preloads its own OpenCL runtime, which ASan cannot interpose.
   ctest_in build-asan -E oclgrind
