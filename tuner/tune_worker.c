@@ -448,8 +448,21 @@ static void one_line(char *s)
             *s = ' ';
 }
 
+/* Descriptors the worker did not ask for (the parent's, if it opened them
+ * without close-on-exec: a driver's device files, a database) are closed
+ * before the worker opens its own device: 0-2 and the answer pipe 3 stay. */
+static void close_inherited(void)
+{
+    long max = sysconf(_SC_OPEN_MAX);
+    if (max < 0 || max > 65536)
+        max = 65536;
+    for (int fd = 4; fd < (int)max; ++fd)
+        close(fd);
+}
+
 int tune_worker_main(const char *device)
 {
+    close_inherited();
     /* Ctrl-C is the parent's to handle: it stops this process itself. */
     signal(SIGINT, SIG_IGN);
 #ifdef __linux__
