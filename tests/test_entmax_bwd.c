@@ -390,16 +390,21 @@ Test(entmax_bwd, bad_parameters_are_named)
         const char *name;
         int32_t value;
         const char *word;
+        const char *name2; /* a second parameter, NULL: the device's default */
+        int32_t value2;
     } bad[] = {
-        {"USE_LOCAL", 1, "unknown parameter USE_LOCAL for kernel attn_entmax_bwd"},
-        {"BLOCK_M", 3, "BLOCK_M 3 is not one of"},
-        {"VEC", 32, "VEC 32 is not one of"},
-        {"WG_SIZE", 64, "multiples of WG_SIZE 64"},
+        {"USE_LOCAL", 1, "unknown parameter USE_LOCAL for kernel attn_entmax_bwd", NULL, 0},
+        {"BLOCK_M", 3, "BLOCK_M 3 is not one of", NULL, 0},
+        {"VEC", 32, "VEC 32 is not one of", NULL, 0},
+        /* BLOCK_M pinned: a GPU's default BLOCK_M is a multiple of 64 */
+        {"WG_SIZE", 64, "multiples of WG_SIZE 64", "BLOCK_M", 32},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
         sparcl_params p;
         sparcl_params_clear(&p);
         sparcl_params_set(&p, bad[i].name, bad[i].value);
+        if (bad[i].name2)
+            sparcl_params_set(&p, bad[i].name2, bad[i].value2);
         cr_assert_eq(sparcl_plan_prepare_backward(plan, &p), SPARCL_ERR_INVALID_ARGUMENT, "%s",
                      bad[i].name);
         cr_assert(strstr(sparcl_ctx_errmsg(ctx), bad[i].word), "\"%s\" lacks \"%s\"",

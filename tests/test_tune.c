@@ -64,7 +64,19 @@ static pid_t spawn_tuner(const char *tag, const char *const *args)
     }
     argv[n] = NULL;
     pid_t pid = -1;
-    cr_assert_eq(posix_spawn(&pid, SPARCL_TUNE_EXE, &fa, NULL, (char *const *)argv, environ), 0);
+    /* As from a shell: no blocked signals, SIGPIPE at its default (a
+     * runner may ignore it, and ignored signals survive exec). */
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGPIPE);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    cr_assert_eq(posix_spawn(&pid, SPARCL_TUNE_EXE, &fa, &attr, (char *const *)argv, environ), 0);
+    posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
     return pid;
 }

@@ -747,6 +747,7 @@ static int transfer(const options *o)
 
 int main(int argc, char **argv)
 {
+    tune_child_keep_environment();
     options o;
     if (parse_args(argc, argv, &o) != 0)
         return 2;

@@ -234,6 +234,11 @@ int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrup
 int tune_worker_main(const char *device);
 
 /* A handle on the worker: spawned from `exe` on first use. */
+/* Keeps a copy of the environment for the workers; call it first in main,
+ * before an OpenCL driver is loaded.  On the first GPU run, workers spawned
+ * by a process that had loaded NVIDIA's driver did not see the GPU, while
+ * the same worker started from the shell did (issue 18). */
+void tune_child_keep_environment(void);
 tune_child *tune_child_new(const char *exe, const char *device);
 void tune_child_free(tune_child *c);
 

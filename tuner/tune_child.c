@@ -28,6 +28,28 @@
 
 extern char **environ;
 
+/* The environment as the process started, before any OpenCL driver was
+ * loaded: the worker gets this one (see tune_child_keep_environment). */
+static char **start_env;
+
+void tune_child_keep_environment(void)
+{
+    size_t n = 0;
+    while (environ && environ[n])
+        ++n;
+    char **copy = calloc(n + 1, sizeof *copy);
+    if (!copy)
+        return; /* the workers get the current environment */
+    for (size_t i = 0; i < n; ++i)
+        if (!(copy[i] = strdup(environ[i]))) {
+            while (i)
+                free(copy[--i]);
+            free(copy);
+            return;
+        }
+    start_env = copy; /* kept for the life of the process */
+}
+
 /* Setting up a problem computes the CPU reference, which takes long for the
  * big shapes; it has its own watchdog limit. */
 #define SETUP_TIMEOUT_S 3600.0
@@ -112,8 +134,24 @@ static int start(tune_child *c, char *err, size_t size)
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, req[0], 0);
     posix_spawn_file_actions_adddup2(&fa, res[1], 3);
+    /* The worker starts as a process started from a shell would: no
+     * blocked signals, and the signals the parent ignores (SIGPIPE) or
+     * handles back at their defaults. */
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults);
+    static const int reset[] = {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGALRM,
+                                SIGUSR1, SIGUSR2};
+    for (size_t i = 0; i < sizeof reset / sizeof reset[0]; ++i)
+        sigaddset(&defaults, reset[i]);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     char *argv[] = {c->exe, "--worker", "--device", c->device, NULL};
-    int rc = posix_spawn(&c->pid, c->exe, &fa, NULL, argv, environ);
+    int rc = posix_spawn(&c->pid, c->exe, &fa, &attr, argv, start_env ? start_env : environ);
+    posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
     close(req[0]);
     close(res[1]);
