@@ -57,7 +57,7 @@ void tune_child_keep_environment(void)
 struct tune_child {
     char exe[1024], device[256];
     pid_t pid;
-    int to, from;           /* pipe ends: requests, results */
+    int to, from;                     /* pipe ends: requests, results */
     char problem[TUNE_SPEC_MAX + 32]; /* "<kernel> <spec>" the worker holds, "" none */
     char buf[8192];
     size_t len;
@@ -142,8 +142,8 @@ static int start(tune_child *c, char *err, size_t size)
     sigset_t none, defaults;
     sigemptyset(&none);
     sigemptyset(&defaults);
-    static const int reset[] = {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGALRM,
-                                SIGUSR1, SIGUSR2};
+    static const int reset[] = {SIGPIPE, SIGINT,  SIGTERM, SIGHUP, SIGQUIT,
+                                SIGCHLD, SIGALRM, SIGUSR1, SIGUSR2};
     for (size_t i = 0; i < sizeof reset / sizeof reset[0]; ++i)
         sigaddset(&defaults, reset[i]);
     posix_spawnattr_setsigmask(&attr, &none);
@@ -244,12 +244,11 @@ static void describe_exit(int st, char *buf, size_t size)
 
 /* Sends `request` and waits for its answer line.  On a dead or silent
  * worker fills r (crash/timeout) and returns the LINE_* code. */
-static int transact(tune_child *c, const char *request, char *line, size_t size,
-                    double timeout_s, volatile sig_atomic_t *interrupted,
-                    sparcl_tuning_result *r)
+static int transact(tune_child *c, const char *request, char *line, size_t size, double timeout_s,
+                    volatile sig_atomic_t *interrupted, sparcl_tuning_result *r)
 {
-    int rc = send_line(c, request) == 0 ? read_line(c, line, size, timeout_s, interrupted)
-                                        : LINE_EOF;
+    int rc =
+        send_line(c, request) == 0 ? read_line(c, line, size, timeout_s, interrupted) : LINE_EOF;
     if (rc == LINE_OK || rc == LINE_INTERRUPTED)
         return rc;
     if (rc == LINE_EOF) {
@@ -257,8 +256,7 @@ static int transact(tune_child *c, const char *request, char *line, size_t size,
         stop(c, &st);
         r->status = SPARCL_TUNING_CRASH;
         describe_exit(st, r->message, sizeof r->message);
-        c->killed_outside =
-            WIFSIGNALED(st) && (WTERMSIG(st) == SIGKILL || WTERMSIG(st) == SIGTERM);
+        c->killed_outside = WIFSIGNALED(st) && (WTERMSIG(st) == SIGKILL || WTERMSIG(st) == SIGTERM);
     } else {
         stop(c, NULL);
         r->status = SPARCL_TUNING_TIMEOUT;
@@ -328,7 +326,8 @@ int tune_child_eval(tune_child *c, const char *kernel, const char *spec,
         return rc;
     char first[sizeof r->message];
     snprintf(first, sizeof first, "%s", r->message);
-    fprintf(stderr, "sparcl-tune: %s while measuring a candidate; not its fault: retrying it once\n",
+    fprintf(stderr,
+            "sparcl-tune: %s while measuring a candidate; not its fault: retrying it once\n",
             first);
     rc = eval_once(c, kernel, spec, params, max_runs, timeout_s, interrupted, r);
     if (c->killed_outside)
