@@ -18,7 +18,10 @@
  * semantics are exactly the forward's.  With a layout per head the HEADS
  * lists are walked together, always at the smallest pending tile column,
  * so a key tile that several heads attend is still read once.  K is read as
- * stored (no packing), VEC floats along the head dimension.
+ * stored (no packing), VEC elements along the head dimension.  DTYPE is the
+ * storage of q, k and v (common.clh: float, half or bfloat16); the scores,
+ * accumulators and the partial outputs stay float, and the merge rounds
+ * the output to the storage type once.
  *
  * Non-finite inputs follow attn_fwd.cl: NaN flows through the arithmetic,
  * masked elements never touch a row.  A split in which a row attends keys
@@ -43,6 +46,9 @@
 #endif
 #ifndef QROWS
 #error "QROWS must be defined"
+#endif
+#ifndef DTYPE
+#error "DTYPE must be defined"
 #endif
 #if BLOCK_N % VEC != 0
 #error "BLOCK_N must be a multiple of VEC"
@@ -95,8 +101,8 @@ inline int first_at_or_after(__global const int *col, int lo, int hi, int t)
  * j % page_size; the batch strides k_sb, v_sb are the pools' page strides.
  * The host has checked every table entry the lengths reach. */
 __kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
-attn_decode(__global const float *restrict q, __global const float *restrict k,
-            __global const float *restrict v, __global float *restrict part_o,
+attn_decode(__global const stor_t *restrict q, __global const stor_t *restrict k,
+            __global const stor_t *restrict v, __global float *restrict part_o,
             __global float *restrict part_lse, __global const int *restrict tile_ptr,
             __global const int *restrict tile_col, __global const int *restrict tile_mask,
             __global const uint *restrict mask_bits, const int q_len, const int kv_len,
@@ -128,13 +134,13 @@ attn_decode(__global const float *restrict q, __global const float *restrict k,
     float qt[R][NT_ALLOC], acct[R][NT_ALLOC], m[R];
     int seen[R];
     for (int r = 0; r < R; ++r) {
-        __global const float *qr = q + b * q_sb + (h0 + r / QROWS) * q_sh + (r % QROWS) * q_ss;
+        __global const stor_t *qr = q + b * q_sb + (h0 + r / QROWS) * q_sh + (r % QROWS) * q_ss;
         for (int d = 0; d < NV; ++d) {
-            qv[r][d] = LOADV(qr + d * VEC) * scale_log2;
+            qv[r][d] = SLOADV(qr + d * VEC) * scale_log2;
             acc[r][d] = (floatv)(0.0f);
         }
         for (int t = 0; t < NT; ++t) {
-            qt[r][t] = qr[NV * VEC + t] * scale_log2;
+            qt[r][t] = SLOAD1(qr + NV * VEC + t) * scale_log2;
             acct[r][t] = 0.0f;
         }
         lsum[r] = (floatv)(0.0f);
@@ -149,8 +155,8 @@ attn_decode(__global const float *restrict q, __global const float *restrict k,
         e_end[hh] = tile_ptr[base + 1];
         e[hh] = first_at_or_after(tile_col, tile_ptr[base], e_end[hh], t0);
     }
-    __global const float *kb = k + hk * k_sh + (page_size ? 0 : b * k_sb);
-    __global const float *vb = v + hk * v_sh + (page_size ? 0 : b * v_sb);
+    __global const stor_t *kb = k + hk * k_sh + (page_size ? 0 : b * k_sb);
+    __global const stor_t *vb = v + hk * v_sh + (page_size ? 0 : b * v_sb);
     __global const int *pages = block_table + (long)b * max_pages;
     /* Key j's row (clamped into the sequence: keys past it only occur
      * where the mask or the row limit drops them). */
@@ -188,12 +194,12 @@ attn_decode(__global const float *restrict q, __global const float *restrict k,
         for (int x = 0; x < BLOCK_N; ++x) {
             /* Keys past kv_len only occur in PARTIAL tiles (bits 0 there);
              * the clamped row keeps the load in bounds. */
-            __global const float *kr = DEC_ROW(kb, k_sb, k_ss, c0 + x);
+            __global const stor_t *kr = DEC_ROW(kb, k_sb, k_ss, c0 + x);
             floatv a[R];
             for (int r = 0; r < R; ++r)
                 a[r] = (floatv)(0.0f);
             for (int d = 0; d < NV; ++d) {
-                const floatv kk = LOADV(kr + d * VEC);
+                const floatv kk = SLOADV(kr + d * VEC);
 #pragma unroll
                 for (int r = 0; r < R; ++r)
                     a[r] = fma(qv[r][d], kk, a[r]);
@@ -201,7 +207,7 @@ attn_decode(__global const float *restrict q, __global const float *restrict k,
             for (int r = 0; r < R; ++r) {
                 float y = HSUMV(a[r]);
                 for (int t = 0; t < NT; ++t)
-                    y = fma(qt[r][t], kr[NV * VEC + t], y);
+                    y = fma(qt[r][t], SLOAD1(kr + NV * VEC + t), y);
                 s[r].f[x] = y;
             }
         }
@@ -270,13 +276,13 @@ attn_decode(__global const float *restrict q, __global const float *restrict k,
     do {                                                                                           \
         for (int d = 0; d < NV; ++d)                                                               \
             for (int x = 0; x < BLOCK_N; ++x) {                                                    \
-                const floatv vv = LOADV(DEC_VROW(x) + d * VEC);                                    \
+                const floatv vv = SLOADV(DEC_VROW(x) + d * VEC);                                   \
                 _Pragma("unroll") for (int r = 0; r < R; ++r) if (KEEP(r, x)) acc[r][d] =          \
                     fma((floatv)(s[r].f[x]), vv, acc[r][d]);                                       \
             }                                                                                      \
         for (int x = 0; x < BLOCK_N; ++x)                                                          \
             for (int t = 0; t < NT; ++t) {                                                         \
-                const float vs = DEC_VROW(x)[NV * VEC + t];                                        \
+                const float vs = SLOAD1(DEC_VROW(x) + NV * VEC + t);                               \
                 _Pragma("unroll") for (int r = 0; r < R; ++r) if (KEEP(r, x)) acct[r][t] =         \
                     fma(s[r].f[x], vs, acct[r][t]);                                                \
             }                                                                                      \

@@ -18,48 +18,71 @@
  * Two kernels share the row merge: attn_merge takes up to MERGE_ARGS parts
  * as separate buffers (the public sparcl_merge, which chains launches for
  * more), attn_merge_stacked takes the parts stacked in one buffer (the
- * split-KV decoding path's workspace).  One work-item per row.
+ * split-KV decoding path's workspace, whose output is stored as the plan's
+ * DTYPE: float, half or bfloat16; the parts are always float).  One
+ * work-item per row.
  */
+#ifndef DTYPE
+#error "DTYPE must be defined"
+#endif
 #define MERGE_ARGS 8 /* part buffers of one attn_merge launch */
 #define MERGE_MAX 64 /* parts of one attn_merge_stacked launch (SPARCL__MERGE_STACKED_MAX) */
 
-/* Merges the n parts of one row, part p at po[p] with log-sum-exp lse[p],
- * into orow (and *lrow when lrow is not NULL).  lse[] may alias nothing
- * written here. */
-inline void sparcl_merge_row(int n, __global const float *const *po, const float *lse,
-                             __global float *orow, __global float *lrow, int head_dim)
+/* The scale of one row's merge from its n parts' log-sum-exps: returns 1
+ * and sets *m (the largest lse) and *inv (1 / sum_p exp(lse_p - m)) when
+ * some part saw a key with a finite score, else 0 and sets *empty to the
+ * row's value, 0 (no key) or NaN (keys whose scores were all -inf, a part
+ * marked by NaN as its first element).  *lrow gets the merged lse. */
+inline int sparcl_merge_scale(int n, __global const float *const *po, const float *lse,
+                              float *m, float *inv, float *empty, float *lrow)
 {
-    float m = -INFINITY;
+    float mx = -INFINITY;
     int nan_lse = 0;
     for (int p = 0; p < n; ++p) {
-        m = fmax(m, lse[p]);
+        mx = fmax(mx, lse[p]);
         nan_lse |= isnan(lse[p]);
     }
-    if (m == -INFINITY && !nan_lse) {
-        /* No part saw a key with a finite score. */
+    if (mx == -INFINITY && !nan_lse) {
         int undefined = 0;
         for (int p = 0; p < n; ++p)
             undefined |= isnan(po[p][0]);
-        for (int d = 0; d < head_dim; ++d)
-            orow[d] = undefined ? NAN : 0.0f;
-        if (lrow)
-            *lrow = undefined ? NAN : -INFINITY;
-        return;
+        *empty = undefined ? NAN : 0.0f;
+        *lrow = undefined ? NAN : -INFINITY;
+        return 0;
     }
-    /* m is +inf or finite; a NaN lse gives NaN weights below. */
+    /* mx is +inf or finite; a NaN lse gives NaN weights below. */
     float l = 0.0f;
     for (int p = 0; p < n; ++p)
-        l += lse[p] == -INFINITY ? 0.0f : exp(lse[p] - m);
-    const float inv = 1.0f / l;
-    for (int d = 0; d < head_dim; ++d) {
-        float acc = 0.0f;
-        for (int p = 0; p < n; ++p)
-            if (lse[p] != -INFINITY)
-                acc = fma(exp(lse[p] - m), po[p][d], acc);
-        orow[d] = acc * inv;
-    }
+        l += lse[p] == -INFINITY ? 0.0f : exp(lse[p] - mx);
+    *m = mx;
+    *inv = 1.0f / l;
+    *lrow = mx + log(l);
+    return 1;
+}
+
+/* Element d of the merged row (sparcl_merge_scale returned 1). */
+inline float sparcl_merge_element(int n, __global const float *const *po, const float *lse,
+                                  float m, float inv, int d)
+{
+    float acc = 0.0f;
+    for (int p = 0; p < n; ++p)
+        if (lse[p] != -INFINITY)
+            acc = fma(exp(lse[p] - m), po[p][d], acc);
+    return acc * inv;
+}
+
+/* Merges the n parts of one row, part p at po[p] with log-sum-exp lse[p],
+ * into the float row orow (and *lrow when lrow is not NULL).  lse[] may
+ * alias nothing written here. */
+inline void sparcl_merge_row(int n, __global const float *const *po, const float *lse,
+                             __global float *orow, __global float *lrow, int head_dim)
+{
+    float m = 0.0f, inv = 0.0f, empty = 0.0f, l;
+    const int any = sparcl_merge_scale(n, po, lse, &m, &inv, &empty, &l);
+    for (int d = 0; d < head_dim; ++d)
+        orow[d] = any ? sparcl_merge_element(n, po, lse, m, inv, d) : empty;
     if (lrow)
-        *lrow = m + log(l);
+        *lrow = l;
 }
 
 /* Row (b, h, i) of the output: offsets from the strides. */
@@ -111,7 +134,7 @@ attn_merge(__global const float *p0, __global const float *p1, __global const fl
  * (q_len, heads, batch). */
 __kernel void attn_merge_stacked(__global const float *parts, __global const float *lses,
                                  const int n, const long part_stride, const long lse_stride,
-                                 __global float *out, __global float *lse, const int write_lse,
+                                 __global stor_t *out, __global float *lse, const int write_lse,
                                  const int q_len, const int heads, const int head_dim,
                                  const long o_sb, const long o_sh, const long o_ss)
 {
@@ -126,6 +149,12 @@ __kernel void attn_merge_stacked(__global const float *parts, __global const flo
         rows[p] = parts + p * part_stride + row * head_dim;
         ls[p] = lses[p * lse_stride + row];
     }
-    sparcl_merge_row(k, rows, ls, out + ROW_OFFSET(o_sb, o_sh, o_ss, b, h, i),
-                     write_lse ? lse + row : 0, head_dim);
+    /* The output in the storage type (DTYPE), rounded once. */
+    __global stor_t *orow = out + ROW_OFFSET(o_sb, o_sh, o_ss, b, h, i);
+    float m = 0.0f, inv = 0.0f, empty = 0.0f, l;
+    const int any = sparcl_merge_scale(k, rows, ls, &m, &inv, &empty, &l);
+    for (int d = 0; d < head_dim; ++d)
+        SSTORE1(any ? sparcl_merge_element(k, rows, ls, m, inv, d) : empty, orow + d);
+    if (write_lse)
+        lse[row] = l;
 }

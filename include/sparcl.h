@@ -449,7 +449,10 @@ SPARCL_API void sparcl_params_format(const sparcl_params *params, char *buf, siz
  *         vstore_half_rte, which every OpenCL device has (no cl_khr_fp16).
  *   BF16  bfloat16: the upper 16 bits of a binary32, kept as uint16_t.
  * Which plans take half storage: exact softmax attention over a layout, by
- * the fused kernel (ALGO=0).  The dense CLBlast path (ALGO=1), the sparse
+ * the fused kernel (ALGO=0) and by the split-KV decoding kernel (q_len <=
+ * 16 over long keys, and sparcl_plan_forward_cache() with contiguous or
+ * paged caches of the plan's dtype; its partial results stay fp32 and the
+ * merge rounds out once).  The dense CLBlast path (ALGO=1), the sparse
  * normalizations, FAVOR+, Linformer and the backward refuse F16 and BF16
  * with SPARCL_ERR_NOT_SUPPORTED, naming the kind and the dtype. */
 typedef enum sparcl_dtype {

@@ -51,6 +51,54 @@ static void download(sparcl_ctx *ctx, cl_mem m, float *x, size_t n)
                  CL_SUCCESS);
 }
 
+/* Rounds x to `dtype`'s storage and back, in place (F32: unchanged), so
+ * the reference sees what the device stores. */
+static void round_in_place(float *x, size_t n, int dtype)
+{
+    if (dtype == SPARCL_DTYPE_F32)
+        return;
+    uint16_t *h = malloc(n * sizeof *h);
+    const int f16 = dtype == SPARCL_DTYPE_F16;
+    cr_assert_eq((f16 ? sparcl_convert_f32_to_f16 : sparcl_convert_f32_to_bf16)(x, h, n),
+                 SPARCL_OK);
+    cr_assert_eq((f16 ? sparcl_convert_f16_to_f32 : sparcl_convert_bf16_to_f32)(h, x, n),
+                 SPARCL_OK);
+    free(h);
+}
+
+/* upload() and download() in `dtype`'s storage. */
+static cl_mem upload_as(sparcl_ctx *ctx, const float *x, size_t n, int dtype)
+{
+    if (dtype == SPARCL_DTYPE_F32)
+        return upload(ctx, x, n);
+    uint16_t *h = malloc(n * sizeof *h);
+    const int f16 = dtype == SPARCL_DTYPE_F16;
+    cr_assert_eq((f16 ? sparcl_convert_f32_to_f16 : sparcl_convert_f32_to_bf16)(x, h, n),
+                 SPARCL_OK);
+    cl_int err;
+    cl_mem m = clCreateBuffer(sparcl_ctx_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                              n * sizeof *h, h, &err);
+    cr_assert_not_null(m, "clCreateBuffer %d", err);
+    free(h);
+    return m;
+}
+
+static void download_as(sparcl_ctx *ctx, cl_mem m, float *x, size_t n, int dtype)
+{
+    if (dtype == SPARCL_DTYPE_F32) {
+        download(ctx, m, x, n);
+        return;
+    }
+    uint16_t *h = malloc(n * sizeof *h);
+    cr_assert_eq(clEnqueueReadBuffer(sparcl_ctx_cl_queue(ctx), m, CL_TRUE, 0, n * sizeof *h, h, 0,
+                                     NULL, NULL),
+                 CL_SUCCESS);
+    const int f16 = dtype == SPARCL_DTYPE_F16;
+    cr_assert_eq((f16 ? sparcl_convert_f16_to_f32 : sparcl_convert_bf16_to_f32)(h, x, n),
+                 SPARCL_OK);
+    free(h);
+}
+
 static void free_all(void **ptrs, int n)
 {
     for (int i = 0; i < n; ++i)
@@ -532,6 +580,7 @@ typedef struct cache_case {
     int q_len, q_heads, kv_heads, dim, cap, page, causal, splits;
     int lens[CB];
     int stream; /* a streaming layout (SINK, LOCAL) at the plan's kv_len */
+    int dtype;  /* storage of q, the caches and out (a sparcl_dtype) */
 } cache_case;
 
 typedef struct seq_pred {
@@ -575,6 +624,7 @@ static void cache_setup(cache_fixture *f, const cache_case *c)
     d.causal = c->causal;
     d.page_size = c->page;
     d.params = &params;
+    d.dtype = c->dtype;
     sparcl_layout *l = NULL;
     if (c->stream)
         cr_assert_eq(sparcl_layout_init_streaming(f->ctx, &l, 1, c->q_len, c->cap, 16, SINK, LOCAL),
@@ -588,12 +638,15 @@ static void cache_setup(cache_fixture *f, const cache_case *c)
     f->q = floats(nq, 31);
     f->k = floats(CB * seq, 32);
     f->v = floats(CB * seq, 33);
-    f->dq = upload(f->ctx, f->q, nq);
+    round_in_place(f->q, nq, c->dtype);
+    round_in_place(f->k, CB * seq, c->dtype);
+    round_in_place(f->v, CB * seq, c->dtype);
+    f->dq = upload_as(f->ctx, f->q, nq, c->dtype);
     f->dout = device_buffer(f->ctx, nq);
     f->dlse = device_buffer(f->ctx, (size_t)CB * c->q_heads * c->q_len);
     if (!c->page) {
-        f->dk = upload(f->ctx, f->k, CB * seq);
-        f->dv = upload(f->ctx, f->v, CB * seq);
+        f->dk = upload_as(f->ctx, f->k, CB * seq, c->dtype);
+        f->dv = upload_as(f->ctx, f->v, CB * seq, c->dtype);
         return;
     }
     /* Every sequence owns pages for its whole capacity, placed at shuffled
@@ -627,8 +680,8 @@ static void cache_setup(cache_fixture *f, const cache_case *c)
                     memcpy(pv + to, f->v + from, row * sizeof(float));
                 }
         }
-    f->dk = upload(f->ctx, pk, (size_t)f->pool_pages * page_floats);
-    f->dv = upload(f->ctx, pv, (size_t)f->pool_pages * page_floats);
+    f->dk = upload_as(f->ctx, pk, (size_t)f->pool_pages * page_floats, c->dtype);
+    f->dv = upload_as(f->ctx, pv, (size_t)f->pool_pages * page_floats, c->dtype);
     free(pk);
     free(pv);
     free(perm);
@@ -662,8 +715,12 @@ static void check_cache_call(cache_fixture *f, const cache_case *c, const int32_
     const size_t per_q = (size_t)c->q_heads * c->q_len * c->dim;
     const size_t rows = (size_t)c->q_heads * c->q_len;
     float *o = malloc(CB * per_q * sizeof *o), *l = malloc(CB * rows * sizeof *l);
-    download(f->ctx, f->dout, o, CB * per_q);
+    download_as(f->ctx, f->dout, o, CB * per_q, c->dtype);
     download(f->ctx, f->dlse, l, CB * rows);
+    /* Half storage adds the rounding of out (|out| <= 1): half an ulp. */
+    const double tol = TOL + (c->dtype == SPARCL_DTYPE_F16    ? 0x1p-12
+                              : c->dtype == SPARCL_DTYPE_BF16 ? 0x1p-9
+                                                              : 0.0);
     const size_t row = (size_t)c->dim, seq = (size_t)c->kv_heads * c->cap * row;
     for (int b = 0; b < CB; ++b) {
         const int n = lens[b];
@@ -690,8 +747,8 @@ static void check_cache_call(cache_fixture *f, const cache_case *c, const int32_
                          want, want_l);
         const double eo = oracle_max_abs_diff_f(o + b * per_q, want, per_q);
         const double el = oracle_max_abs_diff_f(l + b * rows, want_l, rows);
-        cr_assert_lt(eo, TOL, "sequence %d of length %d (page %d): out differs by %g", b, n,
-                     c->page, eo);
+        cr_assert_lt(eo, tol, "sequence %d of length %d (page %d, %s): out differs by %g", b, n,
+                     c->page, sparcl_dtype_name(c->dtype), eo);
         cr_assert_lt(el, TOL, "sequence %d of length %d: lse differs by %g", b, n, el);
         free(kp);
         free(vp);
@@ -703,12 +760,16 @@ static void check_cache_call(cache_fixture *f, const cache_case *c, const int32_
 }
 
 static cache_case cache_cases[] = {
-    {1, 8, 2, 64, 300, 0, 1, 8, {1, 17, 300}, 0},   /* contiguous, causal */
-    {3, 8, 1, 100, 300, 0, 0, 4, {0, 113, 299}, 0}, /* an empty sequence */
-    {16, 4, 1, 128, 2000, 0, 1, 32, {16, 1999, 700}, 0},
-    {1, 8, 2, 64, 300, 16, 1, 8, {1, 17, 300}, 0},         /* paged: page 16 */
-    {3, 4, 4, 64, 2000, 64, 1, 16, {2000, 65, 3}, 0},      /* page 64 */
-    {1, 8, 1, 128, 2000, 256, 0, 64, {255, 257, 1500}, 0}, /* page 256, 8:1 */
+    {1, 8, 2, 64, 300, 0, 1, 8, {1, 17, 300}, 0, SPARCL_DTYPE_F32},   /* contiguous, causal */
+    {3, 8, 1, 100, 300, 0, 0, 4, {0, 113, 299}, 0, SPARCL_DTYPE_F32}, /* an empty sequence */
+    {16, 4, 1, 128, 2000, 0, 1, 32, {16, 1999, 700}, 0, SPARCL_DTYPE_F32},
+    {1, 8, 2, 64, 300, 16, 1, 8, {1, 17, 300}, 0, SPARCL_DTYPE_F32},         /* paged: page 16 */
+    {3, 4, 4, 64, 2000, 64, 1, 16, {2000, 65, 3}, 0, SPARCL_DTYPE_F32},      /* page 64 */
+    {1, 8, 1, 128, 2000, 256, 0, 64, {255, 257, 1500}, 0, SPARCL_DTYPE_F32}, /* page 256, 8:1 */
+    /* half storage: the caches, q and out in f16 / bf16 */
+    {1, 8, 2, 64, 300, 16, 1, 8, {1, 17, 300}, 0, SPARCL_DTYPE_F16},
+    {3, 4, 1, 100, 300, 0, 0, 4, {0, 113, 299}, 0, SPARCL_DTYPE_BF16},
+    {2, 8, 8, 72, 300, 64, 1, 2, {64, 65, 300}, 0, SPARCL_DTYPE_BF16},
 };
 
 ParameterizedTestParameters(decode, cache_matches_reference)
@@ -737,8 +798,9 @@ ParameterizedTest(cache_case *c, decode, cache_matches_reference)
  * under a streaming layout, exact at that length. */
 Test(decode, cache_with_a_layout_at_its_length)
 {
-    const cache_case cases2[] = {{1, 8, 2, 64, 300, 16, 0, 8, {300, 300, 300}, 1},
-                                 {3, 4, 1, 100, 2000, 64, 0, 16, {2000, 2000, 2000}, 1}};
+    const cache_case cases2[] = {
+        {1, 8, 2, 64, 300, 16, 0, 8, {300, 300, 300}, 1, SPARCL_DTYPE_F32},
+        {3, 4, 1, 100, 2000, 64, 0, 16, {2000, 2000, 2000}, 1, SPARCL_DTYPE_F32}};
     for (int k = 0; k < 2; ++k) {
         cache_fixture f;
         cache_setup(&f, &cases2[k]);
@@ -749,7 +811,7 @@ Test(decode, cache_with_a_layout_at_its_length)
 
 Test(decode, cache_refuses_bad_input)
 {
-    const cache_case c = {1, 4, 2, 64, 100, 16, 1, 4, {1, 1, 1}, 0};
+    const cache_case c = {1, 4, 2, 64, 100, 16, 1, 4, {1, 1, 1}, 0, SPARCL_DTYPE_F32};
     cache_fixture f;
     cache_setup(&f, &c);
     sparcl_ctx *ctx = f.ctx;

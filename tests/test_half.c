@@ -323,8 +323,24 @@ static void param_set(int which, sparcl_params *p)
         cr_assert_eq(sparcl_params_set(p, names[i], sets[which][i]), SPARCL_OK);
 }
 
-/* Runs one shape at one dtype and parameter set and applies the rule; the
- * errors are logged (--verbose) for the record. */
+/* Sets 3 and 4 choose the split-KV decoding kernel (attn_decode, q_len <=
+ * 16): several splits merged, VEC 4 with two heads of a group per
+ * work-item; and one split, scalar loads, the polynomial exp. */
+static void decode_param_set(int which, const shape *s, sparcl_params *p)
+{
+    sparcl_params_clear(p);
+    const int group = s->q_heads / s->kv_heads;
+    const int32_t heads = which == 3 && group % 2 == 0 ? 2 : 1;
+    cr_assert_eq(sparcl_params_set(p, "BLOCK_N", which == 3 ? 16 : 8), SPARCL_OK);
+    cr_assert_eq(sparcl_params_set(p, "EXP", which == 3 ? 0 : 2), SPARCL_OK);
+    cr_assert_eq(sparcl_params_set(p, "HEADS", heads), SPARCL_OK);
+    cr_assert_eq(sparcl_params_set(p, "SPLITS", which == 3 ? 4 : 1), SPARCL_OK);
+    cr_assert_eq(sparcl_params_set(p, "VEC", which == 3 ? 4 : 1), SPARCL_OK);
+}
+
+/* Runs one shape at one dtype and parameter set (0-2 the fused forward,
+ * 3-4 the decoding kernel) and applies the rule; the errors are logged
+ * (--verbose) for the record. */
 static void check_shape(sparcl_ctx *ctx, int dtype, int set, const shape *s)
 {
     const size_t nq = (size_t)s->batch * s->q_heads * s->q_len * s->dim;
@@ -360,7 +376,10 @@ static void check_shape(sparcl_ctx *ctx, int dtype, int set, const shape *s)
                                                   s->q_len, s->kv_len, 16, layout_pred, (void *)s),
                      SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
     sparcl_params params;
-    param_set(set, &params);
+    if (set >= 3)
+        decode_param_set(set, s, &params);
+    else
+        param_set(set, &params);
     sparcl_plan_desc d;
     sparcl_plan_desc_init(&d);
     d.batch = s->batch, d.q_heads = s->q_heads, d.kv_heads = s->kv_heads;
@@ -370,6 +389,12 @@ static void check_shape(sparcl_ctx *ctx, int dtype, int set, const shape *s)
     d.dtype = dtype;
     sparcl_plan *plan = NULL;
     cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    if (set >= 3) { /* the plan runs the decoding kernel: its parameters */
+        sparcl_params got_params;
+        int32_t splits = 0;
+        sparcl_plan_params(plan, &got_params, NULL);
+        cr_assert(sparcl_params_get(&got_params, "SPLITS", &splits), "not a decoding plan");
+    }
     if (dtype == SPARCL_DTYPE_F32) {
         cr_assert_eq(sparcl_plan_forward_host(plan, q, k, v, got, lse), SPARCL_OK, "%s",
                      sparcl_ctx_errmsg(ctx));
@@ -428,12 +453,26 @@ static const shape shapes[] = {
     {1, 2, 2, 113, 113, 100, 1, 0},
 };
 
+/* Decoding shapes: q_len <= 16 over longer keys, GQA, every layout kind,
+ * odd head dims (72, 100: vector tails). */
+static const shape decode_shapes[] = {
+    /* b  qh kvh  q    kv   dim causal layout */
+    {1, 1, 1, 1, 1, 40, 0, 0},
+    {2, 4, 2, 1, 1023, 72, 1, 0},
+    {1, 4, 1, 4, 113, 100, 1, 1},
+    {1, 8, 2, 16, 239, 40, 0, 2},
+};
+
 static void check_all(int dtype, int set)
 {
     sparcl_ctx *ctx = NULL;
     cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
-    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; ++i)
-        check_shape(ctx, dtype, set, &shapes[i]);
+    if (set >= 3)
+        for (size_t i = 0; i < sizeof decode_shapes / sizeof *decode_shapes; ++i)
+            check_shape(ctx, dtype, set, &decode_shapes[i]);
+    else
+        for (size_t i = 0; i < sizeof shapes / sizeof *shapes; ++i)
+            check_shape(ctx, dtype, set, &shapes[i]);
     sparcl_ctx_free(ctx);
 }
 
@@ -446,9 +485,19 @@ typedef struct run {
 ParameterizedTestParameters(half, forward_meets_the_rule)
 {
     static run runs[] = {
-        {SPARCL_DTYPE_F16, 0},  {SPARCL_DTYPE_F16, 1},  {SPARCL_DTYPE_F16, 2},
-        {SPARCL_DTYPE_BF16, 0}, {SPARCL_DTYPE_BF16, 1}, {SPARCL_DTYPE_BF16, 2},
+        {SPARCL_DTYPE_F16, 0},
+        {SPARCL_DTYPE_F16, 1},
+        {SPARCL_DTYPE_F16, 2},
+        {SPARCL_DTYPE_BF16, 0},
+        {SPARCL_DTYPE_BF16, 1},
+        {SPARCL_DTYPE_BF16, 2},
         {SPARCL_DTYPE_F32, 1},
+        /* the decoding kernel: split-KV, merged and rounded once */
+        {SPARCL_DTYPE_F16, 3},
+        {SPARCL_DTYPE_F16, 4},
+        {SPARCL_DTYPE_BF16, 3},
+        {SPARCL_DTYPE_BF16, 4},
+        {SPARCL_DTYPE_F32, 3},
     };
     return cr_make_param_array(run, runs, sizeof runs / sizeof *runs);
 }

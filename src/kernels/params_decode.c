@@ -121,7 +121,8 @@ static const sparcl__kernel_decl decode_kernels[] = {{"attn_decode", 0}};
 static const sparcl__program_decl decode_programs[] = {
     {"attn_decode.cl", decode_kernels, N_OF(decode_kernels)},
 };
-static const sparcl__param_id decode_derived[] = {SPARCL__P_HEAD_DIM, SPARCL__P_QROWS};
+static const sparcl__param_id decode_derived[] = {SPARCL__P_DTYPE, SPARCL__P_HEAD_DIM,
+                                                  SPARCL__P_QROWS};
 
 const sparcl__kernel_schema sparcl__schema_attn_decode = {
     .name = "attn_decode",
@@ -140,8 +141,14 @@ static const sparcl__program_decl merge_programs[] = {
     {"attn_merge.cl", merge_kernels, N_OF(merge_kernels)},
 };
 
+/* DTYPE: the storage of attn_merge_stacked's output (the decoding plan's);
+ * the public sparcl_merge is float. */
+static const sparcl__param_id merge_derived[] = {SPARCL__P_DTYPE};
+
 const sparcl__kernel_schema sparcl__schema_attn_merge = {
     .name = "attn_merge",
     .programs = merge_programs,
     .n_programs = N_OF(merge_programs),
+    .derived = merge_derived,
+    .n_derived = N_OF(merge_derived),
 };

@@ -19,7 +19,7 @@ static sparcl_status half_refused(sparcl_ctx *ctx, const sparcl_plan_desc *d, co
         return SPARCL_OK;
     return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
                         "%s does not support dtype %s (half storage is implemented for the "
-                        "fused softmax forward only); use SPARCL_DTYPE_F32",
+                        "softmax forward: fused and decoding kernels); use SPARCL_DTYPE_F32",
                         kind, sparcl_dtype_name(d->dtype));
 }
 
@@ -42,12 +42,6 @@ sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
     float alpha;
     if (d->attention == SPARCL_ATTENTION_EXACT && sparcl__entmax_norm(d, &alpha) &&
         (st = half_refused(ctx, d, "the sparse normalization (entmax)")) != SPARCL_OK)
-        return st;
-    /* A paged cache or an attn_decode override needs the decoding kernel,
-     * which stores floats only; small q_len in half storage otherwise takes
-     * the fused forward (sparcl__decode_selected). */
-    if (sparcl__decode_selected(d, NULL) &&
-        (st = half_refused(ctx, d, "the decoding kernel (attn_decode)")) != SPARCL_OK)
         return st;
     switch (d->attention) {
     case SPARCL_ATTENTION_EXACT: return SPARCL_OK;

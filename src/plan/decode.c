@@ -46,9 +46,8 @@ int sparcl__decode_selected(const sparcl_plan_desc *d, const sparcl__pset *param
     if (d->params) /* an override picks its family by its names */
         return sparcl_params_get(d->params, "SPLITS", &value) ||
                sparcl_params_get(d->params, "HEADS", &value);
-    /* Chosen by shape only for float storage: the decoding kernel has no
-     * half storage yet, the fused forward has. */
-    return d->dtype == SPARCL_DTYPE_F32 && d->kv_len >= SPARCL__DECODE_MIN_KV &&
+    /* Chosen by shape, for every storage type. */
+    return d->kv_len >= SPARCL__DECODE_MIN_KV &&
            d->kv_len >= 8 * d->q_len;
 }
 
@@ -129,7 +128,7 @@ static sparcl_status decode_create(const sparcl__plan_view *v, const sparcl_plan
         st = sparcl__family_kernels(ctx, &sparcl__schema_attn_decode, &prob, params, 1, &name,
                                     &s->kernel);
     if (st == SPARCL_OK)
-        st = sparcl__merge_stacked_kernel(ctx, &s->merge);
+        st = sparcl__merge_stacked_kernel(ctx, desc->dtype, &s->merge);
     if (st != SPARCL_OK) {
         decode_free(s);
         return st;

@@ -19,16 +19,17 @@
 
 #define MERGE_ARGS 8 /* part buffers of one attn_merge launch (cl/attn_merge.cl) */
 
-static sparcl_status merge_kernel(sparcl_ctx *ctx, const char *name, cl_kernel *out)
+static sparcl_status merge_kernel(sparcl_ctx *ctx, const char *name, int dtype, cl_kernel *out)
 {
-    const sparcl__problem prob = {0};
+    sparcl__problem prob = {0};
+    prob.dtype = dtype;
     const sparcl__pset none = {{0}, 0};
     return sparcl__family_kernels(ctx, &sparcl__schema_attn_merge, &prob, &none, 1, &name, out);
 }
 
-sparcl_status sparcl__merge_stacked_kernel(sparcl_ctx *ctx, cl_kernel *out)
+sparcl_status sparcl__merge_stacked_kernel(sparcl_ctx *ctx, int dtype, cl_kernel *out)
 {
-    return merge_kernel(ctx, "attn_merge_stacked", out);
+    return merge_kernel(ctx, "attn_merge_stacked", dtype, out);
 }
 
 /* Global size of a merge: one work-item per row. */
@@ -215,7 +216,7 @@ SPARCL_API sparcl_status sparcl_merge(sparcl_ctx *ctx, cl_command_queue queue, i
                                 sparcl__cl_error_name(err));
     }
     cl_kernel kn = NULL;
-    if ((st = merge_kernel(ctx, "attn_merge", &kn)) != SPARCL_OK) {
+    if ((st = merge_kernel(ctx, "attn_merge", SPARCL_DTYPE_F32, &kn)) != SPARCL_OK) {
         if (run_lse && run_lse != lse)
             clReleaseMemObject(run_lse);
         return st;

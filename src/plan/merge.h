@@ -10,7 +10,7 @@
 
 /* The attn_merge_stacked kernel, built (or taken from the context's
  * program cache) through the one road of kernel_build.h. */
-sparcl_status sparcl__merge_stacked_kernel(sparcl_ctx *ctx, cl_kernel *out);
+sparcl_status sparcl__merge_stacked_kernel(sparcl_ctx *ctx, int dtype, cl_kernel *out);
 
 /* The rows of a stacked merge: `parts` (n <= SPARCL__MERGE_STACKED_MAX)
  * partial outputs at parts + p * (rows * head_dim) floats, contiguous
