@@ -27,7 +27,7 @@ static sparcl_status dtype_refused(sparcl_plan *p, const char *label)
         return SPARCL_OK;
     return sparcl__fail(p->view.ctx, SPARCL_ERR_NOT_SUPPORTED,
                         "the backward of %s plans does not support dtype %s (half storage is "
-                        "implemented for the fused softmax forward only)",
+                        "implemented for the softmax forward only)",
                         label, sparcl_dtype_name(p->view.desc.dtype));
 }
 
