@@ -120,16 +120,14 @@ __kernel void select_blocks(__global const float *restrict pq, __global const fl
  * superset of any pinned mask of the tile), stored after the n_pin_masks
  * pinned masks.  write = 0 counts into counts[]; write = 1 writes the list
  * at tile_ptr. */
-__kernel void select_tiles(__global const uchar *restrict sel, __global const int *restrict pin_ptr,
-                           __global const int *restrict pin_col,
-                           __global const int *restrict pin_mask, const int pin_heads,
-                           __global const int *restrict edge_lo, __global const int *restrict edge_hi,
-                           __global const int *restrict edge_base, const int n_pin_masks,
-                           __global int *restrict counts, __global const int *restrict tile_ptr,
-                           __global int *restrict tile_col, __global int *restrict tile_mask,
-                           const int write, const int n_tr, const int n_tc, const int n_qb,
-                           const int n_kb, const int tm, const int tn, const int block,
-                           const int q_heads)
+__kernel void select_tiles(
+    __global const uchar *restrict sel, __global const int *restrict pin_ptr,
+    __global const int *restrict pin_col, __global const int *restrict pin_mask,
+    const int pin_heads, __global const int *restrict edge_lo, __global const int *restrict edge_hi,
+    __global const int *restrict edge_base, const int n_pin_masks, __global int *restrict counts,
+    __global const int *restrict tile_ptr, __global int *restrict tile_col,
+    __global int *restrict tile_mask, const int write, const int n_tr, const int n_tc,
+    const int n_qb, const int n_kb, const int tm, const int tn, const int block, const int q_heads)
 {
     const int tr = get_global_id(0), hq = get_global_id(1), b = get_global_id(2);
     const long bh = (long)b * q_heads + hq;

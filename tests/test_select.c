@@ -98,7 +98,9 @@ static uint8_t *reference_select(const shape *s, const float *q, const float *k)
                 const int r1 = (r + 1) * S < s->q_len ? (r + 1) * S : s->q_len;
                 pool(q, s->q_heads, s->q_len, s->dim, b, h, r * S, r1, pq);
                 const int last = r1 - 1 + off;
-                int nc = !s->causal ? nkb : last < 0 ? 0 : (last / S + 1 < nkb ? last / S + 1 : nkb);
+                int nc = !s->causal ? nkb
+                         : last < 0 ? 0
+                                    : (last / S + 1 < nkb ? last / S + 1 : nkb);
                 double mx = -INFINITY, total = 0;
                 for (int c = 0; c < nc; ++c) {
                     const int c1 = (c + 1) * S < s->kv_len ? (c + 1) * S : s->kv_len;
@@ -319,19 +321,46 @@ static sparcl_status init_with(sparcl_ctx *ctx, void (*edit)(sparcl_plan_desc *)
     return st;
 }
 
-static void k_zero(sparcl_plan_desc *d) { d->select_k = 0; }
-static void k_negative(sparcl_plan_desc *d) { d->select_k = -3; }
-static void tau_zero(sparcl_plan_desc *d) { d->select = SPARCL_SELECT_MASS, d->select_tau = 0; }
-static void tau_big(sparcl_plan_desc *d) { d->select = SPARCL_SELECT_MASS, d->select_tau = 1.5f; }
-static void tau_nan(sparcl_plan_desc *d) { d->select = SPARCL_SELECT_MASS, d->select_tau = NAN; }
-static void rule_bad(sparcl_plan_desc *d) { d->select = 7; }
-static void block_negative(sparcl_plan_desc *d) { d->select_block = -1; }
-static void block_off_tile(sparcl_plan_desc *d) { d->select_block = 20; }
+static void k_zero(sparcl_plan_desc *d)
+{
+    d->select_k = 0;
+}
+static void k_negative(sparcl_plan_desc *d)
+{
+    d->select_k = -3;
+}
+static void tau_zero(sparcl_plan_desc *d)
+{
+    d->select = SPARCL_SELECT_MASS, d->select_tau = 0;
+}
+static void tau_big(sparcl_plan_desc *d)
+{
+    d->select = SPARCL_SELECT_MASS, d->select_tau = 1.5f;
+}
+static void tau_nan(sparcl_plan_desc *d)
+{
+    d->select = SPARCL_SELECT_MASS, d->select_tau = NAN;
+}
+static void rule_bad(sparcl_plan_desc *d)
+{
+    d->select = 7;
+}
+static void block_negative(sparcl_plan_desc *d)
+{
+    d->select_block = -1;
+}
+static void block_off_tile(sparcl_plan_desc *d)
+{
+    d->select_block = 20;
+}
 static void entmax(sparcl_plan_desc *d)
 {
     d->normalization = SPARCL_NORMALIZATION_SPARSEMAX;
 }
-static void half(sparcl_plan_desc *d) { d->dtype = SPARCL_DTYPE_F16; }
+static void half(sparcl_plan_desc *d)
+{
+    d->dtype = SPARCL_DTYPE_F16;
+}
 
 Test(select, bad_input_names_the_field)
 {

@@ -103,8 +103,8 @@ int bench_select(sparcl_ctx *ctx, int n, int heads, int reps)
            "structured inputs (sparcl-select-quality); medians of %d calls, the three plans "
            "of a row interleaved\n",
            n, heads, DIM, BLOCK, reps);
-    printf("%-14s %8s %10s %10s %10s %8s %9s %11s\n", "rule", "density", "whole_ms",
-           "sparse_ms", "select_ms", "sel/fwd", "dense_ms", "whole/dense");
+    printf("%-14s %8s %10s %10s %10s %8s %9s %11s\n", "rule", "density", "whole_ms", "sparse_ms",
+           "select_ms", "sel/fwd", "dense_ms", "whole/dense");
     const int nkb = (n + BLOCK - 1) / BLOCK;
     const struct {
         int rule, k;
@@ -113,8 +113,8 @@ int bench_select(sparcl_ctx *ctx, int n, int heads, int reps)
                 {SPARCL_SELECT_TOPK, nkb / 8, 0},
                 {SPARCL_SELECT_MASS, 0, 0.9f}};
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; ++r) {
-        sparcl_plan *sel = plan_of(ctx, n, heads, rows[r].rule, rows[r].k > 0 ? rows[r].k : 1,
-                                   rows[r].tau, NULL);
+        sparcl_plan *sel =
+            plan_of(ctx, n, heads, rows[r].rule, rows[r].k > 0 ? rows[r].k : 1, rows[r].tau, NULL);
         sparcl_layout *chosen = NULL;
         sparcl_plan *sparse = NULL;
         if (sel && one_ms(ctx, sel, m) >= 0 &&

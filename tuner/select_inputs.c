@@ -20,8 +20,8 @@ static double gauss(uint64_t *s)
     return sqrt(-2.0 * log(uniform(s))) * cos(6.283185307179586 * uniform(s));
 }
 
-void select_inputs(int heads, int n, int d, int block, int far, uint64_t seed, float *q,
-                   float *k, float *v)
+void select_inputs(int heads, int n, int d, int block, int far, uint64_t seed, float *q, float *k,
+                   float *v)
 {
     uint64_t s = seed * 2654435761u + 1;
     const int m = d / 4 < 16 ? d / 4 : 16; /* positional frequencies: 2m dims */

@@ -17,7 +17,7 @@
  * (r, t), t < r, share a strong topic vector added to the queries of block
  * r and the keys of block t (long-range dependencies causal attention
  * sees). */
-void select_inputs(int heads, int n, int d, int block, int far, uint64_t seed, float *q,
-                   float *k, float *v);
+void select_inputs(int heads, int n, int d, int block, int far, uint64_t seed, float *q, float *k,
+                   float *v);
 
 #endif

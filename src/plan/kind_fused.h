@@ -21,6 +21,6 @@ typedef struct sparcl__fused_tiles {
  * softmax state: sparcl__kind_fused's forward, device_bytes and free take
  * it; it has no backward (no host layout). */
 sparcl_status sparcl__fused_create_external(const sparcl__plan_view *v, const sparcl__pset *params,
-                                           const sparcl__fused_tiles *tiles, void **state);
+                                            const sparcl__fused_tiles *tiles, void **state);
 
 #endif

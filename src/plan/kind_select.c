@@ -188,8 +188,7 @@ static sparcl_status upload_fixed(dynsel *s, const sparcl_plan_desc *d)
     memset(&g, 0, sizeof g);
     sparcl_status st = SPARCL_OK;
     if (d->layout)
-        st = sparcl__tiling_build(ctx, d->layout, d->q_len, d->kv_len, d->causal, s->tm, s->tn,
-                                  &g);
+        st = sparcl__tiling_build(ctx, d->layout, d->q_len, d->kv_len, d->causal, s->tm, s->tn, &g);
     if (st != SPARCL_OK)
         return st;
     edges e;
@@ -213,8 +212,8 @@ static sparcl_status upload_fixed(dynsel *s, const sparcl_plan_desc *d)
             memcpy(bits + (size_t)g.n_masks * words, e.bits, (size_t)e.n_masks * words * 4);
         const size_t ptrs = (size_t)s->pin_heads * ((size_t)s->n_tr + 1);
         size_t *n = &s->bytes;
-        (void)((st = sparcl__upload(ctx, &s->fixed[PIN_PTR], d->layout ? g.ptr : zeros,
-                                    ptrs * 4, n)) ||
+        (void)((st = sparcl__upload(ctx, &s->fixed[PIN_PTR], d->layout ? g.ptr : zeros, ptrs * 4,
+                                    n)) ||
                (st = sparcl__upload(ctx, &s->fixed[PIN_COL], g.col, (size_t)g.nnz * 4, n)) ||
                (st = sparcl__upload(ctx, &s->fixed[PIN_MASK], g.mask, (size_t)g.nnz * 4, n)) ||
                (st = sparcl__upload(ctx, &s->fixed[EDGE_LO], e.lo, (size_t)s->n_tr * 4, n)) ||
@@ -239,7 +238,8 @@ static sparcl_status upload_fixed(dynsel *s, const sparcl_plan_desc *d)
 static sparcl_status alloc_workspace(dynsel *s, const sparcl_plan_desc *d)
 {
     sparcl_ctx *ctx = s->view->ctx;
-    const size_t bq = (size_t)d->batch * (size_t)d->q_heads, bk = (size_t)d->batch * (size_t)d->kv_heads;
+    const size_t bq = (size_t)d->batch * (size_t)d->q_heads,
+                 bk = (size_t)d->batch * (size_t)d->kv_heads;
     const size_t rows = bq * (size_t)s->n_qb, blocks = rows * (size_t)s->n_kb;
     const size_t tiles = sparcl__sat_mul(bq, (size_t)s->cap);
     if (tiles > INT32_MAX)
@@ -249,9 +249,8 @@ static sparcl_status alloc_workspace(dynsel *s, const sparcl_plan_desc *d)
                             "2^31",
                             tiles, d->batch, d->q_heads, s->cap, s->tm, s->tn);
     const size_t hd = (size_t)d->head_dim * sizeof(float);
-    const size_t sizes[N_SCRATCH] = {
-        rows * hd, bk * (size_t)s->n_kb * hd, blocks, blocks * 4, blocks * 4,
-        bq * (size_t)s->n_tr * 4};
+    const size_t sizes[N_SCRATCH] = {rows * hd,  bk * (size_t)s->n_kb * hd, blocks, blocks * 4,
+                                     blocks * 4, bq * (size_t)s->n_tr * 4};
     sparcl_status st = SPARCL_OK;
     for (int i = 0; i < N_SCRATCH && st == SPARCL_OK; ++i)
         st = alloc_rw(ctx, &s->scratch[i], sizes[i], &s->bytes);
@@ -263,8 +262,7 @@ static sparcl_status alloc_workspace(dynsel *s, const sparcl_plan_desc *d)
 }
 
 static sparcl_status select_create(const sparcl__plan_view *v, const sparcl_plan_desc *desc,
-                                   sparcl__pset *params, sparcl__plan_report *report,
-                                   void **state)
+                                   sparcl__pset *params, sparcl__plan_report *report, void **state)
 {
     (void)report;
     sparcl_ctx *ctx = v->ctx;
@@ -296,8 +294,7 @@ static sparcl_status select_create(const sparcl__plan_view *v, const sparcl_plan
     s->folded.desc.batch = 1;
     s->folded.desc.q_heads = d->batch * d->q_heads;
     s->folded.desc.kv_heads = d->batch * d->kv_heads;
-    const char *names[N_KERNELS] = {"select_pool", "select_blocks", "select_tiles",
-                                    "select_scan"};
+    const char *names[N_KERNELS] = {"select_pool", "select_blocks", "select_tiles", "select_scan"};
     const sparcl__problem prob = sparcl__problem_from_desc(d);
     const sparcl__pset none = {{0}, 0};
     sparcl_status st = upload_fixed(s, desc);
@@ -307,8 +304,8 @@ static sparcl_status select_create(const sparcl__plan_view *v, const sparcl_plan
         st = sparcl__family_kernels(ctx, &sparcl__schema_block_select, &prob, &none, N_KERNELS,
                                     names, s->kn);
     if (st == SPARCL_OK) {
-        sparcl__fused_tiles t = {{s->tiles[0], s->tiles[1], s->tiles[2], s->tiles[3]},
-                                 s->folded.desc.q_heads, s->n_tr};
+        sparcl__fused_tiles t = {
+            {s->tiles[0], s->tiles[1], s->tiles[2], s->tiles[3]}, s->folded.desc.q_heads, s->n_tr};
         st = sparcl__fused_create_external(&s->folded, params, &t, &s->fused);
     }
     if (st == SPARCL_OK && desc->layout)
@@ -328,8 +325,8 @@ static sparcl_status launch(dynsel *s, cl_command_queue q, int which, const size
     static const char *const what[N_KERNELS] = {
         "clEnqueueNDRangeKernel(select_pool)", "clEnqueueNDRangeKernel(select_blocks)",
         "clEnqueueNDRangeKernel(select_tiles)", "clEnqueueNDRangeKernel(select_scan)"};
-    cl_int err = clEnqueueNDRangeKernel(q, s->kn[which], 3, NULL, global, NULL, nw,
-                                        nw ? wait : NULL, ev);
+    cl_int err =
+        clEnqueueNDRangeKernel(q, s->kn[which], 3, NULL, global, NULL, nw, nw ? wait : NULL, ev);
     return err == CL_SUCCESS ? SPARCL_OK : sparcl__fail_cl(s->view->ctx, err, what[which]);
 }
 
@@ -357,8 +354,8 @@ static sparcl_status enqueue_pool(dynsel *s, const sparcl__fwd_call *c, int t, c
     return launch(s, c->queue, K_POOL, global, nw, wait, ev);
 }
 
-static sparcl_status enqueue_blocks(dynsel *s, cl_command_queue q, cl_uint nw,
-                                    const cl_event *wait, cl_event *ev)
+static sparcl_status enqueue_blocks(dynsel *s, cl_command_queue q, cl_uint nw, const cl_event *wait,
+                                    cl_event *ev)
 {
     const sparcl_plan_desc *d = &s->view->desc;
     const cl_int group = d->q_heads / d->kv_heads, causal = d->causal != 0;
@@ -369,7 +366,7 @@ static sparcl_status enqueue_blocks(dynsel *s, cl_command_queue q, cl_uint nw,
     const int bufs[5] = {POOL_Q, POOL_K, SEL, SCORE, WEIGHT};
     for (int i = 0; i < 5; ++i)
         err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &s->scratch[bufs[i]]);
-    const cl_int ints[8] = {s->n_qb,    s->n_kb, d->q_len,     d->kv_len,
+    const cl_int ints[8] = {s->n_qb,    s->n_kb, d->q_len, d->kv_len,
                             d->q_heads, group,   s->block, d->head_dim};
     for (int i = 0; i < 8; ++i)
         err |= clSetKernelArg(kn, a++, sizeof(cl_int), &ints[i]);
@@ -393,10 +390,18 @@ static sparcl_status enqueue_tiles(dynsel *s, cl_command_queue q, cl_int write, 
     cl_kernel kn = s->kn[K_TILES];
     cl_uint a = 0;
     cl_int err = CL_SUCCESS;
-    const cl_mem mems[12] = {s->scratch[SEL],      s->fixed[PIN_PTR],   s->fixed[PIN_COL],
-                             s->fixed[PIN_MASK],   NULL,                s->fixed[EDGE_LO],
-                             s->fixed[EDGE_HI],    s->fixed[EDGE_BASE], NULL,
-                             s->scratch[COUNTS],   s->tiles[0],         s->tiles[1]};
+    const cl_mem mems[12] = {s->scratch[SEL],
+                             s->fixed[PIN_PTR],
+                             s->fixed[PIN_COL],
+                             s->fixed[PIN_MASK],
+                             NULL,
+                             s->fixed[EDGE_LO],
+                             s->fixed[EDGE_HI],
+                             s->fixed[EDGE_BASE],
+                             NULL,
+                             s->scratch[COUNTS],
+                             s->tiles[0],
+                             s->tiles[1]};
     for (int i = 0; i < 12; ++i) {
         if (i == 4)
             err |= clSetKernelArg(kn, a++, sizeof(cl_int), &s->pin_heads);
@@ -528,8 +533,8 @@ SPARCL_API sparcl_status sparcl_plan_selected_layout(sparcl_plan *plan, int batc
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "the plan does not select blocks (desc.select is 0)");
     if (batch < 0 || batch >= d->batch)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "batch %d is outside [0, %d)",
-                            batch, d->batch);
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "batch %d is outside [0, %d)", batch,
+                            d->batch);
     const size_t row = (size_t)d->q_heads * (size_t)s->n_qb * (size_t)s->n_kb;
     uint8_t *mask = malloc(row ? row : 1);
     if (!mask)
@@ -544,16 +549,16 @@ SPARCL_API sparcl_status sparcl_plan_selected_layout(sparcl_plan *plan, int batc
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "no forward call has run on this plan: nothing is selected yet");
     }
-    cl_int err = clEnqueueReadBuffer(ctx->queue, s->scratch[SEL], CL_TRUE, (size_t)batch * row,
-                                     row, mask, 1, &last, NULL);
+    cl_int err = clEnqueueReadBuffer(ctx->queue, s->scratch[SEL], CL_TRUE, (size_t)batch * row, row,
+                                     mask, 1, &last, NULL);
     clReleaseEvent(last);
     if (err != CL_SUCCESS) {
         free(mask);
         return sparcl__fail_cl(ctx, err, "clEnqueueReadBuffer(selected blocks)");
     }
     sparcl_layout *sel = NULL, *causal = NULL, *both = NULL;
-    sparcl_status st = sparcl_layout_init_block_mask(ctx, &sel, d->q_heads, d->q_len, d->kv_len,
-                                                     s->block, mask);
+    sparcl_status st =
+        sparcl_layout_init_block_mask(ctx, &sel, d->q_heads, d->q_len, d->kv_len, s->block, mask);
     free(mask);
     if (st == SPARCL_OK && s->pin) {
         const sparcl_layout *u[2] = {sel, s->pin};
