@@ -801,11 +801,13 @@ SPARCL_API sparcl_status sparcl_plan_forward_cache(sparcl_plan *plan, cl_command
  *
  * The chosen tiles are written as the fused forward's tiled layout: kept
  * blocks FULL where the causal rule and the sequence ends do not cut them,
- * pinned tiles with their own masks.  S must be a multiple of the kernel's
- * tile (BLOCK_M and BLOCK_N of the plan's attn_fwd choice; on CPUs 8 x 32
- * by default, so 32, 64, 96 ... work), else sparcl_plan_init() fails with
- * SPARCL_ERR_INVALID_ARGUMENT naming select_block.  ALGO is ignored (the
- * dense path cannot walk a chosen layout).  Device memory, allocated at
+ * pinned tiles with their own masks.  The kernel's tile must divide S: the
+ * plan halves BLOCK_M and BLOCK_N of its attn_fwd choice (WG_SIZE and VEC
+ * following) until they do, and sparcl_plan_params() reports the tile in
+ * use; S must therefore be a multiple of 8 (the smallest BLOCK_N), else
+ * sparcl_plan_init() fails with SPARCL_ERR_INVALID_ARGUMENT naming
+ * select_block.  ALGO is ignored (the dense path cannot walk a chosen
+ * layout).  Device memory, allocated at
  * plan creation: the pooled q and k (O((q_len + kv_len) * head_dim / S)
  * floats per head), 9 bytes per (query block, key block) per head, and room
  * for every visible tile of every head (2 ints per tile).
@@ -821,7 +823,7 @@ SPARCL_API sparcl_status sparcl_plan_forward_cache(sparcl_plan *plan, cl_command
  * selection waits for the previous call's forward), whatever the queue.
  * Errors at sparcl_plan_init(): SPARCL_ERR_INVALID_ARGUMENT naming the
  * field for select not a rule, select_k <= 0 with TOPK, select_tau outside
- * (0, 1] or NaN with MASS, select_block < 0 or not a multiple of the tile;
+ * (0, 1] or NaN with MASS, select_block < 0 or not a multiple of 8;
  * SPARCL_ERR_NOT_SUPPORTED for another normalization or attention kind, a
  * half dtype, or page_size > 0. */
 typedef enum sparcl_select_rule {

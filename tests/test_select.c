@@ -283,6 +283,7 @@ ParameterizedTestParameters(select, matches_reference)
         {2, 2, 1, 150, 150, 72, 0, 32, SPARCL_SELECT_MASS, 0, 0.8f, 2},
         {1, 1, 1, 100, 100, 64, 1, 32, SPARCL_SELECT_MASS, 0, 1.0f, 1},
         {1, 3, 3, 64, 17, 64, 1, 32, SPARCL_SELECT_TOPK, 1, 0, 0},
+        {1, 2, 2, 113, 113, 72, 1, 48, SPARCL_SELECT_TOPK, 2, 0, 1}, /* the tile shrinks */
     };
     return cr_make_param_array(shape, cases, sizeof cases / sizeof cases[0]);
 }

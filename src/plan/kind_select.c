@@ -261,20 +261,48 @@ static sparcl_status alloc_workspace(dynsel *s, const sparcl_plan_desc *d)
     return st;
 }
 
+/* Shrinks the tuned tile until it divides the selection block: BLOCK_M and
+ * BLOCK_N halve (their choices are powers of two), WG_SIZE and VEC follow,
+ * and a changed choice is checked again as any choice is. */
+static sparcl_status fit_tile(const sparcl__plan_view *v, const sparcl_plan_desc *desc,
+                              sparcl__pset *p, int block)
+{
+    int32_t *bm = &p->v[SPARCL__P_BLOCK_M], *bn = &p->v[SPARCL__P_BLOCK_N];
+    int32_t *wg = &p->v[SPARCL__P_WG_SIZE], *vec = &p->v[SPARCL__P_VEC];
+    const int32_t was_m = *bm, was_n = *bn;
+    while (*bm > 1 && block % *bm)
+        *bm /= 2;
+    while (*bn > 8 && block % *bn)
+        *bn /= 2;
+    if (block % *bm || block % *bn)
+        return sparcl__fail(v->ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "select_block %d must be a multiple of the kernel tile (BLOCK_M %d, "
+                            "BLOCK_N %d; BLOCK_N is at least 8)",
+                            block, was_m, was_n);
+    if (*bm == was_m && *bn == was_n)
+        return SPARCL_OK;
+    if (*wg > *bm)
+        *wg = *bm;
+    while (*vec > 1 && *bn % *vec)
+        *vec /= 2;
+    const sparcl__problem prob = sparcl__problem_from_desc(desc);
+    return desc->unchecked_params
+               ? SPARCL_OK
+               : sparcl__pset_check(v->ctx, &sparcl__schema_attn_fwd, p, &prob, &v->ctx->limits);
+}
+
 static sparcl_status select_create(const sparcl__plan_view *v, const sparcl_plan_desc *desc,
                                    sparcl__pset *params, sparcl__plan_report *report, void **state)
 {
     (void)report;
     sparcl_ctx *ctx = v->ctx;
     const sparcl_plan_desc *d = &v->desc;
-    const int tm = params->v[SPARCL__P_BLOCK_M], tn = params->v[SPARCL__P_BLOCK_N];
     const int block = desc->select_block ? desc->select_block : DEFAULT_BLOCK;
     params->v[SPARCL__P_ALGO] = 0; /* the dense path cannot walk a selected layout */
-    if (block % tm || block % tn)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "select_block %d must be a multiple of the kernel tile (BLOCK_M %d, "
-                            "BLOCK_N %d): give another select_block or the tile in desc.params",
-                            block, tm, tn);
+    sparcl_status st = fit_tile(v, desc, params, block);
+    if (st != SPARCL_OK)
+        return st;
+    const int tm = params->v[SPARCL__P_BLOCK_M], tn = params->v[SPARCL__P_BLOCK_N];
     dynsel *s = calloc(1, sizeof *s);
     if (!s)
         return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate a plan");
@@ -297,7 +325,7 @@ static sparcl_status select_create(const sparcl__plan_view *v, const sparcl_plan
     const char *names[N_KERNELS] = {"select_pool", "select_blocks", "select_tiles", "select_scan"};
     const sparcl__problem prob = sparcl__problem_from_desc(d);
     const sparcl__pset none = {{0}, 0};
-    sparcl_status st = upload_fixed(s, desc);
+    st = upload_fixed(s, desc);
     if (st == SPARCL_OK)
         st = alloc_workspace(s, d);
     if (st == SPARCL_OK)
