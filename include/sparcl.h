@@ -842,8 +842,8 @@ typedef enum sparcl_select_rule {
  * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL plan or out, a plan without
  * select, batch outside [0, batch), no forward call yet),
  * SPARCL_ERR_OPENCL, SPARCL_ERR_OUT_OF_MEMORY. */
-SPARCL_API sparcl_status sparcl_plan_selected_layout(sparcl_plan *plan, int batch,
-                                                     sparcl_layout **out);
+SPARCL_API sparcl_status sparcl_plan_read_selection(sparcl_plan *plan, int batch,
+                                                    sparcl_layout **out);
 
 /* ---- Merging partial results ---- */
 

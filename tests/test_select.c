@@ -3,7 +3,7 @@
  * host reference of the rule sparcl.h states: pooled means, scores, the
  * candidates under causal, top-k and mass prefixes, the union with the
  * pinned layout.  Checks (a) the chosen pairs token by token through
- * sparcl_plan_selected_layout(), (b) the forward against
+ * sparcl_plan_read_selection(), (b) the forward against
  * sparcl_reference_forward() over that layout, (c) pinned pairs always
  * kept, (d) odd shapes (17, 113; head dims 72 and 100), GQA, batches, a
  * second call on new data with the same plan, and bad input.  The inputs
@@ -208,7 +208,7 @@ static void check_call(sparcl_ctx *ctx, sparcl_plan *plan, const shape *s, const
     const int ph = pin ? sparcl_layout_heads(pin) : 0;
     for (int b = 0; b < s->batch; ++b) {
         sparcl_layout *got = NULL;
-        cr_assert_eq(sparcl_plan_selected_layout(plan, b, &got), SPARCL_OK, "%s",
+        cr_assert_eq(sparcl_plan_read_selection(plan, b, &got), SPARCL_OK, "%s",
                      sparcl_ctx_errmsg(ctx));
         int64_t wrong = 0, pinned_lost = 0;
         for (int h = 0; h < s->q_heads; ++h)
@@ -402,17 +402,17 @@ Test(select, refusals)
     sparcl_plan *p = NULL, *plain = NULL;
     cr_assert_eq(sparcl_plan_init(ctx, &p, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
     sparcl_layout *l = (sparcl_layout *)1;
-    cr_expect_eq(sparcl_plan_selected_layout(p, 0, &l), SPARCL_ERR_INVALID_ARGUMENT);
+    cr_expect_eq(sparcl_plan_read_selection(p, 0, &l), SPARCL_ERR_INVALID_ARGUMENT);
     cr_expect_null(l);
     cr_expect_not_null(strstr(sparcl_ctx_errmsg(ctx), "no forward call"));
-    cr_expect_eq(sparcl_plan_selected_layout(p, 1, &l), SPARCL_ERR_INVALID_ARGUMENT);
-    cr_expect_eq(sparcl_plan_selected_layout(NULL, 0, &l), SPARCL_ERR_INVALID_ARGUMENT);
+    cr_expect_eq(sparcl_plan_read_selection(p, 1, &l), SPARCL_ERR_INVALID_ARGUMENT);
+    cr_expect_eq(sparcl_plan_read_selection(NULL, 0, &l), SPARCL_ERR_INVALID_ARGUMENT);
     cr_expect_eq(sparcl_plan_prepare_backward(p, NULL), SPARCL_ERR_NOT_SUPPORTED);
     cr_expect_not_null(strstr(sparcl_ctx_errmsg(ctx), "dynamic block selection"), "%s",
                        sparcl_ctx_errmsg(ctx));
     d.select = SPARCL_SELECT_NONE;
     cr_assert_eq(sparcl_plan_init(ctx, &plain, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
-    cr_expect_eq(sparcl_plan_selected_layout(plain, 0, &l), SPARCL_ERR_INVALID_ARGUMENT);
+    cr_expect_eq(sparcl_plan_read_selection(plain, 0, &l), SPARCL_ERR_INVALID_ARGUMENT);
     cr_expect_not_null(strstr(sparcl_ctx_errmsg(ctx), "select"));
     sparcl_plan_free(plain);
     sparcl_plan_free(p);

@@ -2,7 +2,7 @@
  * bench_select.c -- sparcl-bench's dynamic block selection rows (see
  * bench_select.h).  The selection's own time is measured as the whole
  * call minus a plain plan's forward over the layout the call chose (read
- * back with sparcl_plan_selected_layout()), so both forwards walk the same
+ * back with sparcl_plan_read_selection()), so both forwards walk the same
  * tiles.
  */
 #include <stdio.h>
@@ -118,7 +118,7 @@ int bench_select(sparcl_ctx *ctx, int n, int heads, int reps)
         sparcl_layout *chosen = NULL;
         sparcl_plan *sparse = NULL;
         if (sel && one_ms(ctx, sel, m) >= 0 &&
-            sparcl_plan_selected_layout(sel, 0, &chosen) == SPARCL_OK)
+            sparcl_plan_read_selection(sel, 0, &chosen) == SPARCL_OK)
             sparse = plan_of(ctx, n, heads, SPARCL_SELECT_NONE, 0, 0, chosen);
         sparcl_plan *both[3] = {sel, sparse, dense};
         double t[3] = {-1, -1, -1};

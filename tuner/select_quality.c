@@ -94,7 +94,7 @@ static int run_rule(sparcl_ctx *ctx, int H, int N, int D, int S, const sparcl_la
         sparcl_plan_forward(plan, m[0], m[1], m[2], m[3], NULL, 0, NULL, NULL) != SPARCL_OK ||
         clEnqueueReadBuffer(sparcl_ctx_cl_queue(ctx), m[3], CL_TRUE, 0, sizeof *out * n, out, 0,
                             NULL, NULL) != CL_SUCCESS ||
-        sparcl_plan_selected_layout(plan, 0, &got) != SPARCL_OK) {
+        sparcl_plan_read_selection(plan, 0, &got) != SPARCL_OK) {
         fprintf(stderr, "sparcl-select-quality: %s\n", sparcl_ctx_errmsg(ctx));
         free(out);
         sparcl_plan_free(plan);

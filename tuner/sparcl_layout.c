@@ -236,7 +236,7 @@ static sparcl_status build_selected(const opts *o, sparcl_layout **l)
     }
     if (st == SPARCL_OK &&
         (st = sparcl_plan_forward(plan, m[0], m[1], m[2], m[3], NULL, 0, NULL, NULL)) == SPARCL_OK)
-        st = sparcl_plan_selected_layout(plan, 0, l);
+        st = sparcl_plan_read_selection(plan, 0, l);
     if (st != SPARCL_OK)
         fprintf(stderr, "sparcl-layout: %s\n", sparcl_ctx_errmsg(ctx));
     for (int i = 0; i < 4; ++i)

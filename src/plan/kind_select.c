@@ -545,15 +545,15 @@ const sparcl__kind_ops sparcl__kind_dynsel = {
 
 /* ---- reading the choice back ------------------------------------------- */
 
-SPARCL_API sparcl_status sparcl_plan_selected_layout(sparcl_plan *plan, int batch,
-                                                     sparcl_layout **out)
+SPARCL_API sparcl_status sparcl_plan_read_selection(sparcl_plan *plan, int batch,
+                                                    sparcl_layout **out)
 {
     if (out)
         *out = NULL;
     const sparcl__plan_view *v = sparcl__plan_view_of(plan);
     if (!v || !out)
         return sparcl__fail(v ? v->ctx : NULL, SPARCL_ERR_INVALID_ARGUMENT,
-                            "sparcl_plan_selected_layout: %s is NULL", v ? "out" : "plan");
+                            "sparcl_plan_read_selection: %s is NULL", v ? "out" : "plan");
     dynsel *s = sparcl__plan_state(plan, &sparcl__kind_dynsel);
     sparcl_ctx *ctx = v->ctx;
     const sparcl_plan_desc *d = &v->desc;
