@@ -561,6 +561,15 @@ typedef struct sparcl_plan_desc {
      * sparcl_plan_desc_init() leaves, and what a struct from before this
      * field (a smaller struct_size) means.  lse stays float. */
     int dtype;
+    /* Dynamic block selection (section "Dynamic block selection" below).
+     * select 0 (SPARCL_SELECT_NONE, the default and what a smaller
+     * struct_size means) runs `layout` as given; otherwise every call chooses
+     * key blocks from q and k, and `layout` (NULL: none) is the pinned
+     * pattern kept in addition. */
+    int select;       /* a sparcl_select_rule */
+    int select_k;     /* SPARCL_SELECT_TOPK: key blocks kept per query block, >= 1 */
+    float select_tau; /* SPARCL_SELECT_MASS: estimated softmax mass to reach, in (0, 1] */
+    int select_block; /* query and key block of the selection in tokens, >= 0; 0 means 64 */
 } sparcl_plan_desc;
 
 /* Fills the first `size` bytes of *desc with the defaults (batch 1, one
@@ -767,6 +776,77 @@ SPARCL_API sparcl_status sparcl_plan_forward_cache(sparcl_plan *plan, cl_command
                                                    const int32_t *block_table, int pool_pages,
                                                    cl_mem out, cl_mem lse, cl_uint num_wait,
                                                    const cl_event *wait, cl_event *event);
+
+/* ---- Dynamic block selection ----
+ *
+ * A plan with desc.select set chooses, at every forward call, which key
+ * blocks each query block attends to, from the data (as MInference,
+ * XAttention and SpargeAttn do on CUDA), on the device and in the call's
+ * queue: no host round trip, no plan rebuild.  With S = desc.select_block
+ * (0 means 64), per (batch, query head, query block r of S rows):
+ *   1. pooled q_r and k_c are the means of the block's rows of q and of the
+ *      kv head's k (a short last block averages the rows it has);
+ *   2. key block c is a candidate when some query of r may see some key of
+ *      c: every block without causal; with desc.causal, the blocks with
+ *      c * S <= (last query of r) + kv_len - q_len;
+ *   3. each candidate scores s_c = scale * (q_r . k_c) (a NaN scores -inf)
+ *      and the candidates are ranked by s_c, higher first, ties to the lower
+ *      block index;
+ *   4. SPARCL_SELECT_TOPK keeps the first min(select_k, candidates);
+ *      SPARCL_SELECT_MASS keeps the shortest prefix of the ranking whose
+ *      estimated softmax mass sum n_c exp(s_c - max s) (n_c: keys in block
+ *      c) reaches select_tau times that of all candidates.
+ * Query i then attends key j iff (block (i / S, j / S) is kept, or the
+ * pinned desc.layout has (i, j)) and, with causal, j <= i + kv_len - q_len:
+ * token-exact, the causal rule cutting kept blocks on the diagonal.  The
+ * pinned layout (sinks, a local window, any user layout; 1 or q_heads
+ * heads) is combined by union and never counts toward select_k.
+ *
+ * The chosen tiles are written as the fused forward's tiled layout: kept
+ * blocks FULL where the causal rule and the sequence ends do not cut them,
+ * pinned tiles with their own masks.  The kernel's tile must divide S: the
+ * plan halves BLOCK_M and BLOCK_N of its attn_fwd choice (WG_SIZE and VEC
+ * following) until they do, and sparcl_plan_params() reports the tile in
+ * use; S must therefore be a multiple of 8 (the smallest BLOCK_N), else
+ * sparcl_plan_init() fails with SPARCL_ERR_INVALID_ARGUMENT naming
+ * select_block.  ALGO is ignored (the dense path cannot walk a chosen
+ * layout).  Device memory, allocated at
+ * plan creation: the pooled q and k (O((q_len + kv_len) * head_dim / S)
+ * floats per head), 9 bytes per (query block, key block) per head, and room
+ * for every visible tile of every head (2 ints per tile).
+ *
+ * Supported: exact softmax (normalization SOFTMAX, attention EXACT), F32
+ * storage, any q_len, kv_len, head_dim, GQA, batch 1 with any strides, and
+ * batch > 1 when every tensor's batch stride is its heads times its head
+ * stride (contiguous [B, H, S, D]); sparcl_plan_forward() refuses other
+ * strides with SPARCL_ERR_NOT_SUPPORTED.  No backward:
+ * sparcl_plan_backward() returns SPARCL_ERR_NOT_SUPPORTED (the softmax
+ * backward walks transposed tile lists built on the host from a layout).
+ * Calls of one plan are ordered through its workspace (each call's
+ * selection waits for the previous call's forward), whatever the queue.
+ * Errors at sparcl_plan_init(): SPARCL_ERR_INVALID_ARGUMENT naming the
+ * field for select not a rule, select_k <= 0 with TOPK, select_tau outside
+ * (0, 1] or NaN with MASS, select_block < 0 or not a multiple of 8;
+ * SPARCL_ERR_NOT_SUPPORTED for another normalization or attention kind, a
+ * half dtype, or page_size > 0. */
+typedef enum sparcl_select_rule {
+    SPARCL_SELECT_NONE = 0, /* the layout as given */
+    SPARCL_SELECT_TOPK = 1, /* select_k key blocks per query block */
+    SPARCL_SELECT_MASS = 2, /* the fewest blocks reaching select_tau of the estimated mass */
+} sparcl_select_rule;
+
+/* The blocks the last forward call of `plan` chose for batch entry `batch`,
+ * as a layout: q_heads heads, block select_block, exactly the (i, j) the
+ * call attended (kept blocks, union the pinned layout, cut by the causal
+ * rule), for inspection, drawing (sparcl-layout's SVG) or a reference
+ * forward.  Waits for that call to finish (a blocking read on the
+ * context's queue after its event).  *out is the caller's, freed with
+ * sparcl_layout_free(); NULL on failure.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL plan or out, a plan without
+ * select, batch outside [0, batch), no forward call yet),
+ * SPARCL_ERR_OPENCL, SPARCL_ERR_OUT_OF_MEMORY. */
+SPARCL_API sparcl_status sparcl_plan_read_selection(sparcl_plan *plan, int batch,
+                                                    sparcl_layout **out);
 
 /* ---- Merging partial results ---- */
 

@@ -165,6 +165,23 @@ Test(kernel_build, every_family_builds_without_warnings, .timeout = 900)
         sparcl_plan_free(plan);
         cr_assert_eq(rec.warning[0], 0, "decode %d: %s", i, rec.warning);
     }
+    /* Dynamic block selection (cl/block_select.cl), with a pinned layout. */
+    {
+        sparcl_plan_desc d;
+        sparcl_plan_desc_init(&d);
+        d.q_len = d.kv_len = 40;
+        d.head_dim = 72;
+        d.causal = 1;
+        d.layout = lay;
+        d.select = SPARCL_SELECT_TOPK;
+        d.select_k = 1;
+        d.select_block = 32;
+        sparcl_plan *plan = NULL;
+        cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "select: %s",
+                     sparcl_ctx_errmsg(ctx));
+        sparcl_plan_free(plan);
+        cr_assert_eq(rec.warning[0], 0, "select: %s", rec.warning);
+    }
     sparcl_layout_free(lay);
     sparcl_ctx_free(ctx);
 

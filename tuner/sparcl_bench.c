@@ -27,7 +27,10 @@
  * usage: sparcl-bench [--quick] [--cases a,b,...] [--json] [--reps R]
  *                     [--baseline-reps R] [--no-baseline] [--set NAME=VALUE]...
  *                     [--bwd-set NAME=VALUE]... [--max-kv N] [--dtype f32|f16|bf16]
- *                     [--list]
+ *                     [--list] [--select N [--select-heads H]]
+ * --select N adds the dynamic block selection rows at length N (bench_select.h:
+ * selection time against the sparse forward's, the whole call against the
+ * dense forward); alone, without --cases, it runs only those.
  * --set overrides the forward's parameters, --bwd-set the backward's (the
  * attn_bwd family, through sparcl_plan_prepare_backward).
  * --dtype f16|bf16 stores q, k, v and out in half precision (the forward
@@ -44,6 +47,7 @@
 
 #include "bench_baseline.h"
 #include "bench_peak.h"
+#include "bench_select.h"
 #include "sparcl.h"
 #include "tool_log.h"
 #include "tool_timing.h"
@@ -92,6 +96,8 @@ typedef struct options {
     int selected[N_CASES];
     sparcl_params params, bwd_params;
     int have_params, have_bwd_params;
+    int select_n; /* --select N: the dynamic block selection rows (bench_select.h) at length N */
+    int select_heads; /* --select-heads H, 8 by default */
 } options;
 
 static int q_len_of(const bench_case *c)
@@ -626,7 +632,7 @@ static int usage(const char *argv0)
     fprintf(stderr,
             "usage: %s [--quick] [--cases a,b,...] [--json] [--reps R] [--baseline-reps R]\n"
             "          [--no-baseline] [--set NAME=VALUE]... [--bwd-set NAME=VALUE]...\n"
-            "          [--max-kv N] [--dtype f32|f16|bf16] [--list]\n",
+            "          [--max-kv N] [--dtype f32|f16|bf16] [--list] [--select N [--select-heads H]]\n",
             argv0);
     return 2;
 }
@@ -673,6 +679,10 @@ int main(int argc, char **argv)
             return 0;
         } else if (a + 1 < argc && strcmp(s, "--reps") == 0) {
             opt.reps = atoi(argv[++a]);
+        } else if (a + 1 < argc && strcmp(s, "--select") == 0) {
+            opt.select_n = atoi(argv[++a]);
+        } else if (a + 1 < argc && strcmp(s, "--select-heads") == 0) {
+            opt.select_heads = atoi(argv[++a]);
         } else if (a + 1 < argc && strcmp(s, "--max-kv") == 0) {
             opt.max_kv = atoi(argv[++a]);
         } else if (a + 1 < argc && strcmp(s, "--baseline-reps") == 0) {
@@ -713,7 +723,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "sparcl-bench: --reps must be >= 5 and --baseline-reps >= 1\n");
         return 2;
     }
-    if (!any_selected)
+    if (!any_selected && !opt.select_n) /* --select alone runs only its rows */
         for (int i = 0; i < N_CASES; ++i)
             opt.selected[i] = !opt.quick || cases[i].quick;
     for (int i = 0; i < N_CASES; ++i)
@@ -786,6 +796,9 @@ int main(int argc, char **argv)
             print_row(&cases[i], &r, &sg, &pk);
         fflush(stdout);
     }
+    if (opt.select_n > 0 && !opt.json)
+        failures += bench_select(ctx, opt.select_n, opt.select_heads > 0 ? opt.select_heads : 8,
+                                 opt.reps);
     sparcl_ctx_free(ctx);
     if (failures && !opt.json)
         printf("\n%d case(s) failed or exceeded max_err %.2g (marked !)\n", failures,

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "select_inputs.h"
 #include "sparcl.h"
 
 #define MAX_LIST 4096
@@ -26,6 +27,8 @@ typedef struct opts {
     int heads, q_len, kv_len, block, causal;
     int left, right, first, last, stride, summary, patterns, horizontal;
     int window, random, shared_random, sink, local;
+    int topk, pin; /* selected: top-k (else --tau), pinned streaming layout */
+    double tau;
     long long seed;
     int dil[MAX_LIST], n_dil, glob[MAX_LIST], n_glob;
     int cols[MAX_LIST], n_cols, offs[MAX_LIST], n_offs;
@@ -33,7 +36,7 @@ typedef struct opts {
 
 static const char *patterns =
     "dense causal window dilated global global-blocks strided fixed bigbird longformer "
-    "streaming vslash";
+    "streaming vslash selected";
 
 static void usage(FILE *f)
 {
@@ -51,6 +54,9 @@ static void usage(FILE *f)
             "                             --shared-random (same random blocks on all heads)\n"
             "streaming:                   --sink S (4) --local L (256)\n"
             "vslash:                      --columns c[,c...] --offsets o[,o...]\n"
+            "selected:                    --topk K | --tau T  [--pin: streaming --sink/--local]\n"
+            "                             (dynamic block selection on the device, over the\n"
+            "                             structured inputs of sparcl-select-quality)\n"
             "output:                      --svg FILE (a picture, one panel per head)\n",
             patterns);
 }
@@ -113,7 +119,8 @@ static int parse(int argc, char **argv, opts *o)
                 {"--right", &o->right},     {"--first", &o->first},     {"--last", &o->last},
                 {"--stride", &o->stride},   {"--summary", &o->summary}, {"--patterns", &o->patterns},
                 {"--window", &o->window},   {"--random", &o->random},   {"--sink", &o->sink},
-                {"--local", &o->local},     {"--q-len", &o->q_len},     {"--kv-len", &o->kv_len}};
+                {"--local", &o->local},     {"--q-len", &o->q_len},     {"--kv-len", &o->kv_len},
+                {"--topk", &o->topk}};
     struct {
         const char *name;
         int *v, *n;
@@ -135,12 +142,23 @@ static int parse(int argc, char **argv, opts *o)
             o->shared_random = 1;
             continue;
         }
+        if (!strcmp(f, "--pin")) {
+            o->pin = 1;
+            continue;
+        }
         if (a + 1 >= argc)
             return bad("%s needs a value%s", f, "");
         const char *v = argv[++a];
         int done = 0;
         if (!strcmp(f, "--svg"))
             o->svg = v, done = 1;
+        if (!strcmp(f, "--tau")) {
+            char *end;
+            o->tau = strtod(v, &end);
+            if (*end || end == v)
+                return bad("%s: '%s' is not a number", f, v);
+            done = 1;
+        }
         if (!strcmp(f, "--len")) {
             if (!parse_int(v, &o->q_len))
                 return bad("%s: '%s' is not an integer", f, v);
@@ -174,6 +192,61 @@ static int parse(int argc, char **argv, opts *o)
     else if (o->n_dil > 0 && o->n_dil != o->heads)
         return bad("--dilation needs 1 or --heads values%s%s", "", "");
     return 0;
+}
+
+/* The blocks dynamic block selection chooses on the device for the
+ * structured inputs of select_inputs.h (batch entry 0), read back as a
+ * layout. */
+static sparcl_status build_selected(const opts *o, sparcl_layout **l)
+{
+    const int H = o->heads, N = o->q_len, D = 64;
+    if (o->kv_len != N) {
+        fprintf(stderr, "sparcl-layout: selected needs q_len == kv_len (--len N)\n");
+        return SPARCL_ERR_INVALID_ARGUMENT;
+    }
+    const size_t n = (size_t)H * N * D;
+    float *x = malloc(sizeof *x * 3 * n);
+    sparcl_ctx *ctx = NULL;
+    sparcl_layout *pin = NULL;
+    sparcl_plan *plan = NULL;
+    cl_mem m[4] = {NULL, NULL, NULL, NULL};
+    sparcl_status st = x ? sparcl_ctx_init(&ctx) : SPARCL_ERR_OUT_OF_MEMORY;
+    if (st == SPARCL_OK && o->pin)
+        st = sparcl_layout_init_streaming(ctx, &pin, 1, N, N, o->block, o->sink, o->local);
+    if (st == SPARCL_OK) {
+        select_inputs(H, N, D, o->block, 4, (uint64_t)o->seed, x, x + n, x + 2 * n);
+        sparcl_plan_desc d;
+        sparcl_plan_desc_init(&d);
+        d.q_heads = d.kv_heads = H;
+        d.q_len = d.kv_len = N;
+        d.head_dim = D;
+        d.causal = o->causal;
+        d.layout = pin;
+        d.select = o->topk ? SPARCL_SELECT_TOPK : SPARCL_SELECT_MASS;
+        d.select_k = o->topk;
+        d.select_tau = (float)o->tau;
+        d.select_block = o->block;
+        st = sparcl_plan_init(ctx, &plan, &d);
+    }
+    for (int i = 0; i < 4 && st == SPARCL_OK; ++i) { /* q, k, v, out */
+        m[i] = clCreateBuffer(sparcl_ctx_cl_context(ctx),
+                              CL_MEM_READ_WRITE | (i < 3 ? CL_MEM_COPY_HOST_PTR : 0),
+                              sizeof *x * n, i < 3 ? x + i * n : NULL, NULL);
+        st = m[i] ? SPARCL_OK : SPARCL_ERR_OUT_OF_MEMORY;
+    }
+    if (st == SPARCL_OK &&
+        (st = sparcl_plan_forward(plan, m[0], m[1], m[2], m[3], NULL, 0, NULL, NULL)) == SPARCL_OK)
+        st = sparcl_plan_read_selection(plan, 0, l);
+    if (st != SPARCL_OK)
+        fprintf(stderr, "sparcl-layout: %s\n", sparcl_ctx_errmsg(ctx));
+    for (int i = 0; i < 4; ++i)
+        if (m[i])
+            clReleaseMemObject(m[i]);
+    sparcl_plan_free(plan);
+    sparcl_layout_free(pin);
+    sparcl_ctx_free(ctx);
+    free(x);
+    return st;
 }
 
 static sparcl_status build(const opts *o, sparcl_layout **l)
@@ -227,6 +300,8 @@ static sparcl_status build(const opts *o, sparcl_layout **l)
         d.offsets = o->offs, d.n_offsets = o->n_offs; /* causal, as in MInference */
         return sparcl_layout_init_vertical_slash(NULL, l, H, lq, lk, B, &d);
     }
+    if (!strcmp(p, "selected"))
+        return build_selected(o, l);
     return SPARCL_ERR_NOT_SUPPORTED; /* caught as a usage error before */
 }
 

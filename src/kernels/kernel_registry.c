@@ -30,6 +30,7 @@ static const sparcl__kernel_schema *const families[] = {
     &sparcl__schema_attn_decode,
     &sparcl__schema_attn_merge,
     &sparcl__schema_clblast,
+    &sparcl__schema_block_select,
 };
 
 #define N_SCHEMAS ((int)(sizeof schemas / sizeof schemas[0]))

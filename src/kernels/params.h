@@ -136,6 +136,7 @@ extern const sparcl__kernel_schema sparcl__schema_favor;       /* favor.c */
 extern const sparcl__kernel_schema sparcl__schema_attn_entmax_bwd; /* params_entmax_bwd.c */
 extern const sparcl__kernel_schema sparcl__schema_attn_decode; /* params_decode.c */
 extern const sparcl__kernel_schema sparcl__schema_attn_merge;  /* params_decode.c */
+extern const sparcl__kernel_schema sparcl__schema_block_select; /* params_select.c */
 
 /* Largest q_len the split-KV decoding kernel takes (its rows are private
  * per work-item), and most splits its stacked merge combines (the

@@ -23,6 +23,35 @@ static sparcl_status half_refused(sparcl_ctx *ctx, const sparcl_plan_desc *d, co
                         kind, sparcl_dtype_name(d->dtype));
 }
 
+/* Dynamic block selection: its fields, and what it runs with (exact
+ * softmax in float storage, no paged cache). */
+static sparcl_status select_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
+{
+#define BAD(...) sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, __VA_ARGS__)
+#define UNSUPPORTED(...) sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED, __VA_ARGS__)
+    if (d->select != SPARCL_SELECT_TOPK && d->select != SPARCL_SELECT_MASS)
+        return BAD("select %d is not a sparcl_select_rule (0 none, 1 top-k, 2 mass)", d->select);
+    if (d->select == SPARCL_SELECT_TOPK && d->select_k <= 0)
+        return BAD("select_k %d must be >= 1 for SPARCL_SELECT_TOPK", d->select_k);
+    if (d->select == SPARCL_SELECT_MASS && !(d->select_tau > 0.0f && d->select_tau <= 1.0f))
+        return BAD("select_tau %g must be in (0, 1] for SPARCL_SELECT_MASS",
+                   (double)d->select_tau);
+    if (d->select_block < 0)
+        return BAD("select_block %d must be >= 0 (0 means 64)", d->select_block);
+    if (d->attention != SPARCL_ATTENTION_EXACT ||
+        d->normalization != SPARCL_NORMALIZATION_SOFTMAX)
+        return UNSUPPORTED("dynamic block selection (select %d) runs exact softmax attention "
+                           "only; attention %d, normalization %d are not supported",
+                           d->select, d->attention, d->normalization);
+    if (d->page_size > 0)
+        return UNSUPPORTED("dynamic block selection does not read a paged KV cache (page_size "
+                           "%d)",
+                           d->page_size);
+    return half_refused(ctx, d, "dynamic block selection");
+#undef BAD
+#undef UNSUPPORTED
+}
+
 sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
 {
 #define BAD(...) sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, __VA_ARGS__)
@@ -39,6 +68,8 @@ sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
                            "q_len <= %d)",
                            d->page_size, SPARCL__DECODE_MAX_Q);
     sparcl_status st;
+    if (d->select != SPARCL_SELECT_NONE && (st = select_check(ctx, d)) != SPARCL_OK)
+        return st;
     float alpha;
     if (d->attention == SPARCL_ATTENTION_EXACT && sparcl__entmax_norm(d, &alpha) &&
         (st = half_refused(ctx, d, "the sparse normalization (entmax)")) != SPARCL_OK)
@@ -77,6 +108,8 @@ sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
 const sparcl__kind_ops *sparcl__kind_select(const sparcl_plan_desc *d, const sparcl__pset *params)
 {
     float alpha;
+    if (d->select != SPARCL_SELECT_NONE)
+        return &sparcl__kind_dynsel;
     if (d->attention == SPARCL_ATTENTION_FAVOR)
         return &sparcl__kind_favor;
     if (d->attention == SPARCL_ATTENTION_LINFORMER)

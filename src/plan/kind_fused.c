@@ -16,6 +16,7 @@
 #include "plan/kernel_build.h"
 #include "kernels/kernel_registry.h"
 #include "runtime/memory.h"
+#include "plan/kind_fused.h"
 #include "plan/plan_tiles.h"
 
 typedef struct fused {
@@ -56,7 +57,7 @@ static size_t fused_bytes(const void *state)
  * packing kernel and its workspace. */
 static sparcl_status create(const sparcl__plan_view *v, const sparcl_plan_desc *desc,
                             const sparcl__kernel_schema *family, const sparcl__pset *params,
-                            void **state)
+                            const sparcl__fused_tiles *ext, void **state)
 {
     sparcl_ctx *ctx = v->ctx;
     fused *f = calloc(1, sizeof *f);
@@ -68,7 +69,12 @@ static sparcl_status create(const sparcl__plan_view *v, const sparcl_plan_desc *
         family == &sparcl__schema_attn_fwd ? sparcl__attn_fwd_workspace_bytes(params, &prob) : 0;
     const char *names[2] = {family->programs[0].kernels[0].name, "attn_fwd_pack_k"};
     cl_kernel ks[2] = {NULL, NULL};
-    sparcl_status st = sparcl__tiled_init(&f->t, v, desc->layout, params);
+    sparcl_status st = SPARCL_OK;
+    if (ext)
+        sparcl__tiled_init_external(&f->t, v, params, ext->bufs, ext->layout_heads,
+                                    ext->n_tile_rows);
+    else
+        st = sparcl__tiled_init(&f->t, v, desc->layout, params);
     if (st == SPARCL_OK && ws)
         st = sparcl__mem_check_device(ctx, "the plan with its packed-K workspace (KT=1)",
                                       sparcl__sat_add(sparcl__tiled_bytes(&f->t), ws));
@@ -102,7 +108,13 @@ static sparcl_status fused_create(const sparcl__plan_view *v, const sparcl_plan_
     float alpha;
     const sparcl__kernel_schema *family =
         sparcl__entmax_norm(desc, &alpha) ? &sparcl__schema_attn_entmax : &sparcl__schema_attn_fwd;
-    return create(v, desc, family, params, state);
+    return create(v, desc, family, params, NULL, state);
+}
+
+sparcl_status sparcl__fused_create_external(const sparcl__plan_view *v, const sparcl__pset *params,
+                                           const sparcl__fused_tiles *tiles, void **state)
+{
+    return create(v, &v->desc, &sparcl__schema_attn_fwd, params, tiles, state);
 }
 
 /* Enqueues attn_fwd_pack_k (KT=1): K into the workspace, after the caller's

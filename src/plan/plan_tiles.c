@@ -75,6 +75,24 @@ sparcl_status sparcl__tiled_init(sparcl__tiled *t, const sparcl__plan_view *v,
     return layout ? sparcl__layout_copy(ctx, layout, &t->layout) : SPARCL_OK;
 }
 
+void sparcl__tiled_init_external(sparcl__tiled *t, const sparcl__plan_view *v,
+                                 const sparcl__pset *p, const cl_mem bufs[4], int layout_heads,
+                                 int n_tile_rows)
+{
+    t->view = v;
+    pthread_mutex_init(&t->lock, NULL);
+    t->block_m = p->v[SPARCL__P_BLOCK_M];
+    t->block_n = p->v[SPARCL__P_BLOCK_N];
+    t->wg_size = p->v[SPARCL__P_WG_SIZE];
+    t->layout_heads = layout_heads;
+    t->n_tile_rows = n_tile_rows;
+    cl_mem *mine[4] = {&t->tile_ptr, &t->tile_col, &t->tile_mask, &t->mask_bits};
+    for (int i = 0; i < 4; ++i) {
+        clRetainMemObject(bufs[i]);
+        *mine[i] = bufs[i];
+    }
+}
+
 void sparcl__tiled_release(sparcl__tiled *t)
 {
     if (!t->view)

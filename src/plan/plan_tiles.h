@@ -38,6 +38,14 @@ typedef struct sparcl__tiled {
 sparcl_status sparcl__tiled_init(sparcl__tiled *t, const sparcl__plan_view *v,
                                  const sparcl_layout *layout, const sparcl__pset *p);
 
+/* A tiled layout whose four arrays (tile_ptr, tile_col, tile_mask,
+ * mask_bits, in that order) another part of the plan fills on the device
+ * (dynamic block selection, kind_select.c): retains them; their bytes are
+ * the owner's to count.  No host layout: the backward has nothing to walk. */
+void sparcl__tiled_init_external(sparcl__tiled *t, const sparcl__plan_view *v,
+                                 const sparcl__pset *p, const cl_mem bufs[4], int layout_heads,
+                                 int n_tile_rows);
+
 /* Releases everything, the backward's resources included. */
 void sparcl__tiled_release(sparcl__tiled *t);
 
