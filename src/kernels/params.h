@@ -136,6 +136,7 @@ extern const sparcl__kernel_schema sparcl__schema_favor;       /* favor.c */
 extern const sparcl__kernel_schema sparcl__schema_attn_entmax_bwd; /* params_entmax_bwd.c */
 extern const sparcl__kernel_schema sparcl__schema_attn_decode; /* params_decode.c */
 extern const sparcl__kernel_schema sparcl__schema_attn_merge;  /* params_decode.c */
+extern const sparcl__kernel_schema sparcl__schema_attn_span;   /* params_span.c */
 
 /* Largest q_len the split-KV decoding kernel takes (its rows are private
  * per work-item), and most splits its stacked merge combines (the
@@ -243,6 +244,20 @@ size_t sparcl__attn_bwd_local_bytes(const sparcl__pset *p, const sparcl__problem
 int sparcl__attn_bwd_fit(sparcl__pset *p, const sparcl__problem *prob,
                          const sparcl__device_limits *limits);
 
+
+/* Local memory in bytes the attn_span kernels use with USE_LOCAL=1 (the
+ * largest of the program's kernels), else 0. */
+size_t sparcl__attn_span_local_bytes(const sparcl__pset *p, const sparcl__problem *prob);
+
+/* The adaptive-span fields of a descriptor (params_span.c): span_ramp
+ * finite and > 0, then sparcl__span_values_check() of desc->spans.
+ * SPARCL_ERR_INVALID_ARGUMENT naming the field. */
+sparcl_status sparcl__span_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d);
+
+/* Each of spans[0 .. heads) finite and >= 0 (NULL passes): else
+ * SPARCL_ERR_INVALID_ARGUMENT naming what[h]. */
+sparcl_status sparcl__span_values_check(sparcl_ctx *ctx, const float *spans, int heads,
+                                        const char *what);
 
 /* The attn_entmax solver a descriptor needs: 0 for softmax, 1 for
  * alpha = 2 (sparsemax), 2 for alpha = 1.5, 3 for other alphas (bisection).
