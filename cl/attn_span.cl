@@ -188,22 +188,26 @@ __kernel void attn_span_fwd(__global const float *q, __global const float *k,
         TILE_SPACE const float *kt = kb + (long)c0 * k_ss, *vt = vb + (long)c0 * v_ss;
         const long kts = k_ss, vts = v_ss;
 #endif
+        /* Keys outer, rows inner: each key row is loaded once for all
+         * ROWS rows.  w holds the scores, then the weights m exp2(s - max)
+         * (0 where m = 0, so such keys are never read again). */
+        float w[ROWS][BLOCK_N], m[ROWS][BLOCK_N];
+        for (int c = 0; c < n; ++c) {
+            TILE_SPACE const float *kr = kt + c * kts;
+            for (int r = 0; r < ROWS; ++r) {
+                const int x = r0 + r + off - (c0 + c);
+                m[r][c] = r0 + r < q_len && x >= 0 && x < reach ? span_mask(x, z, ramp) : 0.0f;
+                w[r][c] = m[r][c] > 0.0f ? dot_row(qv[r], qt[r], kr) : -INFINITY;
+            }
+        }
         for (int r = 0; r < ROWS; ++r) {
-            const int pos = r0 + r + off;
-            if (r0 + r >= q_len)
-                continue;
-            float s[BLOCK_N], m[BLOCK_N];
             float tmax = -INFINITY;
             int seen = 0;
-            for (int c = 0; c < n; ++c) {
-                const int x = pos - (c0 + c);
-                m[c] = x >= 0 && x < reach ? span_mask(x, z, ramp) : 0.0f;
-                if (m[c] > 0.0f) {
-                    s[c] = dot_row(qv[r], qt[r], kt + c * kts);
-                    tmax = fmax(tmax, s[c]);
+            for (int c = 0; c < n; ++c)
+                if (m[r][c] > 0.0f) {
+                    tmax = fmax(tmax, w[r][c]);
                     seen = 1;
                 }
-            }
             if (!seen)
                 continue;
             any[r] = 1;
@@ -211,13 +215,17 @@ __kernel void attn_span_fwd(__global const float *q, __global const float *k,
             const float corr = exp2(mx[r] - nmax);
             sum[r] *= corr;
             scale_row(acc[r], acct[r], corr);
-            for (int c = 0; c < n; ++c)
-                if (m[c] > 0.0f) {
-                    const float p = m[c] * exp2(s[c] - nmax);
-                    sum[r] += p;
-                    axpy_row(acc[r], acct[r], p, vt + c * vts);
-                }
             mx[r] = nmax;
+            for (int c = 0; c < n; ++c) {
+                w[r][c] = m[r][c] > 0.0f ? m[r][c] * exp2(w[r][c] - nmax) : 0.0f;
+                sum[r] += w[r][c];
+            }
+        }
+        for (int c = 0; c < n; ++c) {
+            TILE_SPACE const float *vr = vt + c * vts;
+            for (int r = 0; r < ROWS; ++r)
+                if (m[r][c] > 0.0f)
+                    axpy_row(acc[r], acct[r], w[r][c], vr);
         }
     }
     for (int r = 0; r < ROWS; ++r) {
@@ -290,18 +298,18 @@ __kernel void attn_span_bwd_dq(__global const float *q, __global const float *k,
         TILE_SPACE const float *kt = kb + (long)c0 * k_ss, *vt = vb + (long)c0 * v_ss;
         const long kts = k_ss, vts = v_ss;
 #endif
-        for (int r = 0; r < ROWS; ++r) {
-            const int pos = r0 + r + off;
-            if (r0 + r >= q_len)
-                continue;
-            for (int c = 0; c < n; ++c) {
-                const int x = pos - (c0 + c);
-                const float m = x >= 0 && x < reach ? span_mask(x, z, ramp) : 0.0f;
+        /* Keys outer, rows inner, as in the forward. */
+        for (int c = 0; c < n; ++c) {
+            TILE_SPACE const float *kr = kt + c * kts, *vr = vt + c * vts;
+            for (int r = 0; r < ROWS; ++r) {
+                const int x = r0 + r + off - (c0 + c);
+                const float m =
+                    r0 + r < q_len && x >= 0 && x < reach ? span_mask(x, z, ramp) : 0.0f;
                 if (!(m > 0.0f))
                     continue;
-                const float p = exp2(dot_row(qv[r], qt[r], kt + c * kts) - l2[r]);
-                const float t = p * (dot_row(dov[r], dtl[r], vt + c * vts) - dd[r]);
-                axpy_row(acc[r], acct[r], m * t, kt + c * kts);
+                const float p = exp2(dot_row(qv[r], qt[r], kr) - l2[r]);
+                const float t = p * (dot_row(dov[r], dtl[r], vr) - dd[r]);
+                axpy_row(acc[r], acct[r], m * t, kr);
                 if (m < 1.0f)
                     dz[r] += t;
             }

@@ -63,13 +63,13 @@ static sparcl_status check(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl_
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "VEC %d exceeds head_dim %d", vec,
                             prob->head_dim);
     /* Forward and dQ: q, dO and dQ (q and the output) per row plus a tile
-     * of scores; dK/dV: k, v, dK and dV per key. */
-    const long priv_rows = (long)rows * (3L * prob->head_dim + bn);
+     * of scores and masks; dK/dV: k, v, dK and dV per key. */
+    const long priv_rows = (long)rows * (3L * prob->head_dim + 2L * bn);
     const long priv_cols = 4L * cols * prob->head_dim;
     const long priv = priv_rows > priv_cols ? priv_rows : priv_cols;
     if (priv > SPARCL__PRIVATE_FLOATS_MAX)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "max(%d rows x (3 x head_dim %d + BLOCK_N %d), 4 x %d keys x "
+                            "max(%d rows x (3 x head_dim %d + 2 x BLOCK_N %d), 4 x %d keys x "
                             "head_dim) = %ld private floats exceeds %d",
                             rows, prob->head_dim, bn, cols, priv, SPARCL__PRIVATE_FLOATS_MAX);
     if (limits && (size_t)wg > limits->max_wg_size)
