@@ -136,11 +136,71 @@ inline void scale_row(floatv *a, float *at, float mul)
         at[t] *= mul;
 }
 
-/* The key band of a group of query rows first .. last: keys lo .. hi
- * (hi < lo when the rows reach none). */
-inline int2 key_band(int first, int last, int off, int reach, int kv_len)
+/* Where a work-item of the row walks (forward, dQ) stands: its (batch,
+ * q head, kv head), the head's span and reach, its first row r0, the
+ * offset pos(i) - i, and the key band lo .. hi its group's rows reach
+ * (hi < lo when they reach none). */
+typedef struct row_walk {
+    int b, h, hk, off, reach, r0;
+    float z;
+    int2 band;
+} row_walk;
+
+inline row_walk row_walk_at(__global const float *spans, float ramp, int q_len, int kv_len,
+                            int group)
 {
-    return (int2)(max(0, first + off - reach + 1), min(kv_len - 1, last + off));
+    row_walk w;
+    w.b = get_group_id(2);
+    w.h = get_group_id(1);
+    w.hk = w.h / group;
+    w.off = kv_len - q_len;
+    w.z = spans[w.h];
+    w.reach = span_reach(w.z, ramp, kv_len);
+    const int first = get_group_id(0) * BLOCK_M, last = min(first + BLOCK_M, q_len) - 1;
+    w.r0 = first + get_local_id(0) * ROWS;
+    w.band = (int2)(max(0, first + w.off - w.reach + 1), min(kv_len - 1, last + w.off));
+    return w;
+}
+
+/* A tile of `rows` rows from `first` of two tensors a and b (row strides
+ * sa, sb) as a walk reads it: row c of a at a + c * sa.  With USE_LOCAL it
+ * is staged into la and lb between barriers (every work-item of the group
+ * calls this; rows past `last` are clamped to it), else read in place. */
+typedef struct tile_pair {
+    TILE_SPACE const float *a, *b;
+    long sa, sb;
+} tile_pair;
+
+#if USE_LOCAL
+#define LOCAL_PAIR(la, lb) , la, lb
+#define LOCAL_PAIR_DECL , __local float *la, __local float *lb
+#else
+#define LOCAL_PAIR(la, lb)
+#define LOCAL_PAIR_DECL
+#endif
+
+inline tile_pair tile_pair_at(__global const float *a, long sa, __global const float *b, long sb,
+                              int first, int rows, int last LOCAL_PAIR_DECL)
+{
+    tile_pair t;
+#if USE_LOCAL
+    const int lid = get_local_id(0);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    sparcl_stage_rows(la, a, sa, first, rows, last, lid);
+    sparcl_stage_rows(lb, b, sb, first, rows, last, lid);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    t.a = la;
+    t.b = lb;
+    t.sa = t.sb = HEAD_DIM;
+#else
+    (void)rows;
+    (void)last;
+    t.a = a + (long)first * sa;
+    t.b = b + (long)first * sb;
+    t.sa = sa;
+    t.sb = sb;
+#endif
+    return t;
 }
 
 __kernel void attn_span_fwd(__global const float *q, __global const float *k,
@@ -150,16 +210,12 @@ __kernel void attn_span_fwd(__global const float *q, __global const float *k,
                             long v_sb, long v_sh, long v_ss, long o_sb, long o_sh, long o_ss,
                             int q_len, int kv_len, int group)
 {
-    const int lid = get_local_id(0), blk = get_group_id(0);
-    const int h = get_group_id(1), b = get_group_id(2), hk = h / group;
-    const int off = kv_len - q_len;
-    const float z = spans[h];
-    const int reach = span_reach(z, ramp, kv_len);
-    const int first = blk * BLOCK_M, r0 = first + lid * ROWS;
-    const int2 band = key_band(first, min(first + BLOCK_M, q_len) - 1, off, reach, kv_len);
+    const row_walk rw = row_walk_at(spans, ramp, q_len, kv_len, group);
+    const int b = rw.b, h = rw.h, off = rw.off, reach = rw.reach, r0 = rw.r0;
+    const float z = rw.z;
     __global const float *qb = q + b * q_sb + h * q_sh;
-    __global const float *kb = k + b * k_sb + hk * k_sh;
-    __global const float *vb = v + b * v_sb + hk * v_sh;
+    __global const float *kb = k + b * k_sb + rw.hk * k_sh;
+    __global const float *vb = v + b * v_sb + rw.hk * v_sh;
     const float sl = scale * SPAN_LOG2E; /* scores in log2 units */
     floatv qv[ROWS][NV], acc[ROWS][NV];
     float qt[ROWS][NT_ALLOC], acct[ROWS][NT_ALLOC];
@@ -175,25 +231,16 @@ __kernel void attn_span_fwd(__global const float *q, __global const float *k,
 #if USE_LOCAL
     __local float tk[BLOCK_N * HEAD_DIM], tv[BLOCK_N * HEAD_DIM];
 #endif
-    for (int c0 = band.x; c0 <= band.y; c0 += BLOCK_N) {
-        const int n = min(BLOCK_N, band.y - c0 + 1);
-#if USE_LOCAL
-        barrier(CLK_LOCAL_MEM_FENCE);
-        sparcl_stage_rows(tk, kb, k_ss, c0, BLOCK_N, band.y, lid);
-        sparcl_stage_rows(tv, vb, v_ss, c0, BLOCK_N, band.y, lid);
-        barrier(CLK_LOCAL_MEM_FENCE);
-        TILE_SPACE const float *kt = tk, *vt = tv;
-        const long kts = HEAD_DIM, vts = HEAD_DIM;
-#else
-        TILE_SPACE const float *kt = kb + (long)c0 * k_ss, *vt = vb + (long)c0 * v_ss;
-        const long kts = k_ss, vts = v_ss;
-#endif
+    for (int c0 = rw.band.x; c0 <= rw.band.y; c0 += BLOCK_N) {
+        const int n = min(BLOCK_N, rw.band.y - c0 + 1);
+        const tile_pair t =
+            tile_pair_at(kb, k_ss, vb, v_ss, c0, BLOCK_N, rw.band.y LOCAL_PAIR(tk, tv));
         /* Keys outer, rows inner: each key row is loaded once for all
          * ROWS rows.  w holds the scores, then the weights m exp2(s - max)
          * (0 where m = 0, so such keys are never read again). */
         float w[ROWS][BLOCK_N], m[ROWS][BLOCK_N];
         for (int c = 0; c < n; ++c) {
-            TILE_SPACE const float *kr = kt + c * kts;
+            TILE_SPACE const float *kr = t.a + c * t.sa;
             for (int r = 0; r < ROWS; ++r) {
                 const int x = r0 + r + off - (c0 + c);
                 m[r][c] = r0 + r < q_len && x >= 0 && x < reach ? span_mask(x, z, ramp) : 0.0f;
@@ -222,7 +269,7 @@ __kernel void attn_span_fwd(__global const float *q, __global const float *k,
             }
         }
         for (int c = 0; c < n; ++c) {
-            TILE_SPACE const float *vr = vt + c * vts;
+            TILE_SPACE const float *vr = t.b + c * t.sb;
             for (int r = 0; r < ROWS; ++r)
                 if (m[r][c] > 0.0f)
                     axpy_row(acc[r], acct[r], w[r][c], vr);
@@ -250,16 +297,12 @@ __kernel void attn_span_bwd_dq(__global const float *q, __global const float *k,
                                long k_sh, long k_ss, long v_sb, long v_sh, long v_ss, long o_sb,
                                long o_sh, long o_ss, int q_len, int kv_len, int group)
 {
-    const int lid = get_local_id(0), blk = get_group_id(0);
-    const int h = get_group_id(1), b = get_group_id(2), hk = h / group;
+    const row_walk rw = row_walk_at(spans, ramp, q_len, kv_len, group);
+    const int b = rw.b, h = rw.h, off = rw.off, reach = rw.reach, r0 = rw.r0;
+    const float z = rw.z;
     const int heads = get_num_groups(1);
-    const int off = kv_len - q_len;
-    const float z = spans[h];
-    const int reach = span_reach(z, ramp, kv_len);
-    const int first = blk * BLOCK_M, r0 = first + lid * ROWS;
-    const int2 band = key_band(first, min(first + BLOCK_M, q_len) - 1, off, reach, kv_len);
-    __global const float *kb = k + b * k_sb + hk * k_sh;
-    __global const float *vb = v + b * v_sb + hk * v_sh;
+    __global const float *kb = k + b * k_sb + rw.hk * k_sh;
+    __global const float *vb = v + b * v_sb + rw.hk * v_sh;
     const float sl = scale * SPAN_LOG2E;
     const long nrows = (long)get_num_groups(2) * heads * q_len;
     floatv qv[ROWS][NV], dov[ROWS][NV], acc[ROWS][NV];
@@ -285,22 +328,13 @@ __kernel void attn_span_bwd_dq(__global const float *q, __global const float *k,
 #if USE_LOCAL
     __local float tk[BLOCK_N * HEAD_DIM], tv[BLOCK_N * HEAD_DIM];
 #endif
-    for (int c0 = band.x; c0 <= band.y; c0 += BLOCK_N) {
-        const int n = min(BLOCK_N, band.y - c0 + 1);
-#if USE_LOCAL
-        barrier(CLK_LOCAL_MEM_FENCE);
-        sparcl_stage_rows(tk, kb, k_ss, c0, BLOCK_N, band.y, lid);
-        sparcl_stage_rows(tv, vb, v_ss, c0, BLOCK_N, band.y, lid);
-        barrier(CLK_LOCAL_MEM_FENCE);
-        TILE_SPACE const float *kt = tk, *vt = tv;
-        const long kts = HEAD_DIM, vts = HEAD_DIM;
-#else
-        TILE_SPACE const float *kt = kb + (long)c0 * k_ss, *vt = vb + (long)c0 * v_ss;
-        const long kts = k_ss, vts = v_ss;
-#endif
+    for (int c0 = rw.band.x; c0 <= rw.band.y; c0 += BLOCK_N) {
+        const int n = min(BLOCK_N, rw.band.y - c0 + 1);
+        const tile_pair t =
+            tile_pair_at(kb, k_ss, vb, v_ss, c0, BLOCK_N, rw.band.y LOCAL_PAIR(tk, tv));
         /* Keys outer, rows inner, as in the forward. */
         for (int c = 0; c < n; ++c) {
-            TILE_SPACE const float *kr = kt + c * kts, *vr = vt + c * vts;
+            TILE_SPACE const float *kr = t.a + c * t.sa, *vr = t.b + c * t.sb;
             for (int r = 0; r < ROWS; ++r) {
                 const int x = r0 + r + off - (c0 + c);
                 const float m =
@@ -308,10 +342,10 @@ __kernel void attn_span_bwd_dq(__global const float *q, __global const float *k,
                 if (!(m > 0.0f))
                     continue;
                 const float p = exp2(dot_row(qv[r], qt[r], kr) - l2[r]);
-                const float t = p * (dot_row(dov[r], dtl[r], vr) - dd[r]);
-                axpy_row(acc[r], acct[r], m * t, kr);
+                const float e = p * (dot_row(dov[r], dtl[r], vr) - dd[r]);
+                axpy_row(acc[r], acct[r], m * e, kr);
                 if (m < 1.0f)
-                    dz[r] += t;
+                    dz[r] += e;
             }
         }
     }
@@ -335,11 +369,10 @@ __kernel void attn_span_bwd_dkv(__global const float *q, __global const float *k
                                 long k_ss, long v_sb, long v_sh, long v_ss, long o_sb, long o_sh,
                                 long o_ss, int q_len, int kv_len, int group)
 {
-    const int lid = get_local_id(0), blk = get_group_id(0);
     const int hk = get_group_id(1), b = get_group_id(2);
     const int heads = get_num_groups(1) * group;
     const int off = kv_len - q_len;
-    const int kfirst = blk * BLOCK_N, c0 = kfirst + lid * COLS;
+    const int kfirst = get_group_id(0) * BLOCK_N, c0 = kfirst + get_local_id(0) * COLS;
     const int klast = min(kfirst + BLOCK_N, kv_len) - 1;
     const float sl = scale * SPAN_LOG2E;
     floatv kv_[COLS][NV], vv[COLS][NV], dkv[COLS][NV], dvv[COLS][NV];
@@ -352,7 +385,7 @@ __kernel void attn_span_bwd_dkv(__global const float *q, __global const float *k
         zero_row(dvv[c], dvt[c]);
     }
 #if USE_LOCAL
-    __local float tq[BLOCK_M * HEAD_DIM], tdo[BLOCK_M * HEAD_DIM], tl[BLOCK_M], td[BLOCK_M];
+    __local float tq[BLOCK_M * HEAD_DIM], tdo[BLOCK_M * HEAD_DIM];
 #endif
     for (int g = 0; g < group; ++g) {
         const int h = hk * group + g;
@@ -365,28 +398,12 @@ __kernel void attn_span_bwd_dkv(__global const float *q, __global const float *k
         const long rbase = ((long)b * heads + h) * q_len;
         for (int i0 = ilo; i0 <= ihi; i0 += BLOCK_M) {
             const int n = min(BLOCK_M, ihi - i0 + 1);
-#if USE_LOCAL
-            barrier(CLK_LOCAL_MEM_FENCE);
-            sparcl_stage_rows(tq, qb, q_ss, i0, BLOCK_M, ihi, lid);
-            sparcl_stage_rows(tdo, ob, o_ss, i0, BLOCK_M, ihi, lid);
-            for (int x = lid; x < BLOCK_M; x += WG_SIZE) {
-                tl[x] = lse[rbase + min(i0 + x, ihi)] * SPAN_LOG2E;
-                td[x] = ws[rbase + min(i0 + x, ihi)];
-            }
-            barrier(CLK_LOCAL_MEM_FENCE);
-            TILE_SPACE const float *qt = tq, *ot = tdo;
-            const long qts = HEAD_DIM, ots = HEAD_DIM;
-#else
-            TILE_SPACE const float *qt = qb + (long)i0 * q_ss, *ot = ob + (long)i0 * o_ss;
-            const long qts = q_ss, ots = o_ss;
-#endif
+            const tile_pair t =
+                tile_pair_at(qb, q_ss, ob, o_ss, i0, BLOCK_M, ihi LOCAL_PAIR(tq, tdo));
             for (int r = 0; r < n; ++r) {
                 const int pos = i0 + r + off;
-#if USE_LOCAL
-                const float l2 = tl[r], dd = td[r];
-#else
                 const float l2 = lse[rbase + i0 + r] * SPAN_LOG2E, dd = ws[rbase + i0 + r];
-#endif
+                TILE_SPACE const float *qr = t.a + r * t.sa, *gr = t.b + r * t.sb;
                 for (int c = 0; c < COLS; ++c) {
                     const int x = pos - (c0 + c);
                     if (c0 + c >= kv_len || x < 0 || x >= reach)
@@ -394,10 +411,10 @@ __kernel void attn_span_bwd_dkv(__global const float *q, __global const float *k
                     const float m = span_mask(x, z, ramp);
                     if (!(m > 0.0f))
                         continue;
-                    const float w = m * exp2(dot_row(kv_[c], kt_[c], qt + r * qts) - l2);
-                    const float ds = w * (dot_row(vv[c], vt_[c], ot + r * ots) - dd);
-                    axpy_row(dvv[c], dvt[c], w, ot + r * ots);
-                    axpy_row(dkv[c], dkt[c], ds, qt + r * qts);
+                    const float w = m * exp2(dot_row(kv_[c], kt_[c], qr) - l2);
+                    const float ds = w * (dot_row(vv[c], vt_[c], gr) - dd);
+                    axpy_row(dvv[c], dvt[c], w, gr);
+                    axpy_row(dkv[c], dkt[c], ds, qr);
                 }
             }
         }
