@@ -245,6 +245,13 @@ int sparcl__attn_bwd_fit(sparcl__pset *p, const sparcl__problem *prob,
                          const sparcl__device_limits *limits);
 
 
+/* The work-item tile rules of attn_entmax_bwd and attn_span
+ * (params_entmax_bwd.c): BLOCK_M and BLOCK_N multiples of WG_SIZE, at most
+ * 16 rows and 16 keys per work-item, VEC <= head_dim.
+ * SPARCL_ERR_INVALID_ARGUMENT naming the broken rule. */
+sparcl_status sparcl__pset_item_tile_check(sparcl_ctx *ctx, const sparcl__pset *p,
+                                           const sparcl__problem *prob);
+
 /* Local memory in bytes the attn_span kernels use with USE_LOCAL=1 (the
  * largest of the program's kernels), else 0. */
 size_t sparcl__attn_span_local_bytes(const sparcl__pset *p, const sparcl__problem *prob);

@@ -26,8 +26,8 @@ static const sparcl__param_def attn_entmax_bwd_params[] = {
     {SPARCL__P_WG_SIZE, c_wg, N_OF(c_wg), "work-items per work-group"},
 };
 
-static sparcl_status check(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl__problem *prob,
-                           const sparcl__device_limits *limits)
+sparcl_status sparcl__pset_item_tile_check(sparcl_ctx *ctx, const sparcl__pset *p,
+                                           const sparcl__problem *prob)
 {
     const int32_t bm = p->v[SPARCL__P_BLOCK_M], bn = p->v[SPARCL__P_BLOCK_N];
     const int32_t wg = p->v[SPARCL__P_WG_SIZE], vec = p->v[SPARCL__P_VEC];
@@ -44,6 +44,17 @@ static sparcl_status check(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl_
     if (vec > prob->head_dim)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "VEC %d exceeds head_dim %d", vec,
                             prob->head_dim);
+    return SPARCL_OK;
+}
+
+static sparcl_status check(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl__problem *prob,
+                           const sparcl__device_limits *limits)
+{
+    sparcl_status st = sparcl__pset_item_tile_check(ctx, p, prob);
+    if (st != SPARCL_OK)
+        return st;
+    const int32_t wg = p->v[SPARCL__P_WG_SIZE], bn = p->v[SPARCL__P_BLOCK_N];
+    const int32_t rows = p->v[SPARCL__P_BLOCK_M] / wg, cols = bn / wg;
     /* dq holds q, dO and two sums per row plus a tile of scores; dkv holds
      * k, v, dK and dV per key. */
     const long priv_dq = (long)rows * (4L * prob->head_dim + bn);

@@ -47,21 +47,12 @@ size_t sparcl__attn_span_local_bytes(const sparcl__pset *p, const sparcl__proble
 static sparcl_status check(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl__problem *prob,
                            const sparcl__device_limits *limits)
 {
-    const int32_t bm = p->v[SPARCL__P_BLOCK_M], bn = p->v[SPARCL__P_BLOCK_N];
-    const int32_t wg = p->v[SPARCL__P_WG_SIZE], vec = p->v[SPARCL__P_VEC];
-    if (bm % wg != 0 || bn % wg != 0)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "BLOCK_M %d and BLOCK_N %d must be multiples of WG_SIZE %d", bm, bn,
-                            wg);
-    const int32_t rows = bm / wg, cols = bn / wg;
-    if (rows > 16 || cols > 16)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "rows %d and keys %d per work-item (BLOCK_M, BLOCK_N / WG_SIZE) "
-                            "must not exceed 16",
-                            rows, cols);
-    if (vec > prob->head_dim)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "VEC %d exceeds head_dim %d", vec,
-                            prob->head_dim);
+    /* The work-item tile rules the sparse normalizations' backward set. */
+    sparcl_status st = sparcl__pset_item_tile_check(ctx, p, prob);
+    if (st != SPARCL_OK)
+        return st;
+    const int32_t wg = p->v[SPARCL__P_WG_SIZE], bn = p->v[SPARCL__P_BLOCK_N];
+    const int32_t rows = p->v[SPARCL__P_BLOCK_M] / wg, cols = bn / wg;
     /* Forward and dQ: q, dO and dQ (q and the output) per row plus a tile
      * of scores and masks; dK/dV: k, v, dK and dV per key. */
     const long priv_rows = (long)rows * (3L * prob->head_dim + 2L * bn);

@@ -178,18 +178,25 @@ sparcl_status sparcl__plan_backward_strided(sparcl_plan *p, cl_command_queue que
     return backward_strided(p, queue ? queue : p->view.ctx->queue, ts, &a, num_wait, wait, event);
 }
 
+/* The public device calls: the plan and queue checked, the plan's strides. */
+static sparcl_status backward_public(sparcl_plan *p, cl_command_queue queue, const bwd_args *a,
+                                     cl_uint num_wait, const cl_event *wait, cl_event *event)
+{
+    sparcl_strides ts[4];
+    sparcl_status st = sparcl__plan_call_begin(p, queue, ts);
+    if (st != SPARCL_OK)
+        return st;
+    return backward_strided(p, queue ? queue : p->view.ctx->queue, ts, a, num_wait, wait, event);
+}
+
 SPARCL_API sparcl_status sparcl_plan_backward_span(sparcl_plan *p, cl_command_queue queue, cl_mem q,
                                                    cl_mem k, cl_mem v, cl_mem out, cl_mem lse,
                                                    cl_mem dout, cl_mem dq, cl_mem dk, cl_mem dv,
                                                    cl_mem dspans, cl_uint num_wait,
                                                    const cl_event *wait, cl_event *event)
 {
-    sparcl_strides ts[4];
-    sparcl_status st = sparcl__plan_call_begin(p, queue, ts);
-    if (st != SPARCL_OK)
-        return st;
     const bwd_args a = {q, k, v, out, lse, dout, dq, dk, dv, NULL, NULL, dspans};
-    return backward_strided(p, queue ? queue : p->view.ctx->queue, ts, &a, num_wait, wait, event);
+    return backward_public(p, queue, &a, num_wait, wait, event);
 }
 
 SPARCL_API sparcl_status sparcl_plan_backward_proj(sparcl_plan *p, cl_command_queue queue, cl_mem q,
@@ -198,12 +205,8 @@ SPARCL_API sparcl_status sparcl_plan_backward_proj(sparcl_plan *p, cl_command_qu
                                                    cl_mem dproj_e, cl_mem dproj_f, cl_uint num_wait,
                                                    const cl_event *wait, cl_event *event)
 {
-    sparcl_strides ts[4];
-    sparcl_status st = sparcl__plan_call_begin(p, queue, ts);
-    if (st != SPARCL_OK)
-        return st;
     const bwd_args a = {q, k, v, out, lse, dout, dq, dk, dv, dproj_e, dproj_f, NULL};
-    return backward_strided(p, queue ? queue : p->view.ctx->queue, ts, &a, num_wait, wait, event);
+    return backward_public(p, queue, &a, num_wait, wait, event);
 }
 
 SPARCL_API sparcl_status sparcl_plan_backward_on_queue(sparcl_plan *p, cl_command_queue queue,

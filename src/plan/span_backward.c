@@ -17,6 +17,7 @@
 #include "runtime/checked.h"
 #include "runtime/ctx.h"
 #include "runtime/error.h"
+#include "runtime/gemm.h"
 #include "tuning/tuning_lookup.h"
 
 static const char *const bwd_names[3] = {"attn_span_bwd_dq", "attn_span_bwd_dkv",
@@ -139,19 +140,16 @@ sparcl_status sparcl__span_backward(void *state, const sparcl__bwd_call *c)
 {
     sparcl__span *s = state;
     const sparcl_plan_desc *d = &s->view->desc;
-    sparcl_ctx *ctx = s->view->ctx;
-    /* Validated positive extents; an unaddressable size saturates to
-     * SIZE_MAX, which clCreateBuffer refuses. */
+    /* Validated positive extents; an unaddressable size saturates, and
+     * sparcl__scratch refuses it. */
     const size_t rows =
         sparcl__sat_mul(sparcl__sat_mul((size_t)d->batch, (size_t)d->q_heads), (size_t)d->q_len);
-    cl_int err;
-    cl_mem ws = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE,
-                               sparcl__sat_mul(2 * sizeof(cl_float), rows), NULL, &err);
-    if (!ws)
-        return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY,
-                            "cannot allocate the backward's row workspace (%s)",
-                            sparcl__cl_error_name(err));
-    sparcl_status st = SPARCL_OK;
+    cl_mem ws;
+    sparcl_status st =
+        sparcl__scratch(s->view->ctx, &ws, sparcl__sat_mul(2 * sizeof(cl_float), rows),
+                        "the backward's row workspace");
+    if (st != SPARCL_OK)
+        return st;
     pthread_mutex_lock(&s->lock);
     if (!s->bwd.k[0])
         st = build(s, NULL, &s->bwd);

@@ -202,14 +202,10 @@ SPARCL_API sparcl_status sparcl_reference_backward_span(sparcl_ctx *ctx, const s
                                 "dspans is only for adaptive-span descriptors; pass NULL");
         return sparcl_reference_backward(ctx, d, q, k, v, dout, dq, dk, dv);
     }
-    if (!q || !k || !v || !dout || !dq || !dk || !dv)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL",
-                            !q      ? "q"
-                            : !k    ? "k"
-                            : !v    ? "v"
-                            : !dout ? "dout"
-                            : !dq   ? "dq"
-                            : !dk   ? "dk"
-                                    : "dv");
+    const void *const given[7] = {q, k, v, dout, dq, dk, dv};
+    static const char *const names[7] = {"q", "k", "v", "dout", "dq", "dk", "dv"};
+    for (int i = 0; i < 7; ++i)
+        if (!given[i])
+            return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL", names[i]);
     return sparcl__reference_span_backward(ctx, d, q, k, v, dout, dq, dk, dv, dspans);
 }
