@@ -247,10 +247,16 @@ int sparcl__attn_bwd_fit(sparcl__pset *p, const sparcl__problem *prob,
 
 /* The work-item tile rules of attn_entmax_bwd and attn_span
  * (params_entmax_bwd.c): BLOCK_M and BLOCK_N multiples of WG_SIZE, at most
- * 16 rows and 16 keys per work-item, VEC <= head_dim.
- * SPARCL_ERR_INVALID_ARGUMENT naming the broken rule. */
+ * 16 rows and 16 keys per work-item, VEC <= head_dim, the private floats
+ * of a work-item (row_floats per row of BLOCK_M / WG_SIZE, key_floats per
+ * key of BLOCK_N / WG_SIZE) within SPARCL__PRIVATE_FLOATS_MAX, and WG_SIZE
+ * within the device's limit (limits may be NULL).
+ * SPARCL_ERR_INVALID_ARGUMENT or SPARCL_ERR_NOT_SUPPORTED naming the
+ * broken rule. */
 sparcl_status sparcl__pset_item_tile_check(sparcl_ctx *ctx, const sparcl__pset *p,
-                                           const sparcl__problem *prob);
+                                           const sparcl__problem *prob,
+                                           const sparcl__device_limits *limits, long row_floats,
+                                           long key_floats);
 
 /* Local memory in bytes the attn_span kernels use with USE_LOCAL=1 (the
  * largest of the program's kernels), else 0. */

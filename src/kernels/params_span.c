@@ -47,26 +47,14 @@ size_t sparcl__attn_span_local_bytes(const sparcl__pset *p, const sparcl__proble
 static sparcl_status check(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl__problem *prob,
                            const sparcl__device_limits *limits)
 {
-    /* The work-item tile rules the sparse normalizations' backward set. */
-    sparcl_status st = sparcl__pset_item_tile_check(ctx, p, prob);
+    /* The work-item tile rules of the sparse normalizations' backward.
+     * Forward and dQ: q, dO and dQ (q and the output) per row plus a tile
+     * of scores and masks; dK/dV: k, v, dK and dV per key. */
+    sparcl_status st = sparcl__pset_item_tile_check(
+        ctx, p, prob, limits, 3L * prob->head_dim + 2L * p->v[SPARCL__P_BLOCK_N],
+        4L * prob->head_dim);
     if (st != SPARCL_OK)
         return st;
-    const int32_t wg = p->v[SPARCL__P_WG_SIZE], bn = p->v[SPARCL__P_BLOCK_N];
-    const int32_t rows = p->v[SPARCL__P_BLOCK_M] / wg, cols = bn / wg;
-    /* Forward and dQ: q, dO and dQ (q and the output) per row plus a tile
-     * of scores and masks; dK/dV: k, v, dK and dV per key. */
-    const long priv_rows = (long)rows * (3L * prob->head_dim + 2L * bn);
-    const long priv_cols = 4L * cols * prob->head_dim;
-    const long priv = priv_rows > priv_cols ? priv_rows : priv_cols;
-    if (priv > SPARCL__PRIVATE_FLOATS_MAX)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "max(%d rows x (3 x head_dim %d + 2 x BLOCK_N %d), 4 x %d keys x "
-                            "head_dim) = %ld private floats exceeds %d",
-                            rows, prob->head_dim, bn, cols, priv, SPARCL__PRIVATE_FLOATS_MAX);
-    if (limits && (size_t)wg > limits->max_wg_size)
-        return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
-                            "WG_SIZE %d exceeds the device's max work-group size %zu", wg,
-                            limits->max_wg_size);
     const size_t local = sparcl__attn_span_local_bytes(p, prob);
     if (limits && limits->local_mem && local > limits->local_mem)
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
