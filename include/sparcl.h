@@ -1879,8 +1879,10 @@ SPARCL_API sparcl_status sparcl_reference_backward_proj(sparcl_ctx *ctx,
  * SPARCL_ERR_NOT_SUPPORTED for a layout, another normalization, a half
  * dtype, causal 0 or a paged cache.
  *
- * Kernel family "attn_span" (cl/attn_span.cl; one set of parameters for
- * the forward and the backward kernels): BLOCK_M query rows and BLOCK_N
+ * Kernel family "attn_span" (cl/attn_span.cl; the forward's parameters
+ * are chosen as for other plans; the backward's come from the same family,
+ * a map given to sparcl_plan_prepare_backward() or else the databases'
+ * row or the defaults): BLOCK_M query rows and BLOCK_N
  * keys per tile, WG_SIZE work-items per group (BLOCK_M / WG_SIZE rows each
  * in the forward and dQ kernels, BLOCK_N / WG_SIZE keys each in the dK/dV
  * kernel, at most 16), VEC the vector width along head_dim, USE_LOCAL 1

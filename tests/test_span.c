@@ -328,7 +328,7 @@ static double plan_loss(sparcl_plan *plan, const problem *p, float *out)
 
 Test(span, dspans_match_finite_differences_of_the_plan, .init = setup, .fini = teardown)
 {
-    static const scase c = {2, 2, 1, 40, 40, 16, 2.5f, {2.3f, 6.6f}};
+    static const scase c = {2, 2, 1, 40, 40, 8, 2.5f, {2.3f, 6.6f}};
     problem p = make_problem(&c, 41);
     p.d.spans = NULL; /* all 0, replaced below */
     sparcl_plan *plan = NULL;
