@@ -570,6 +570,11 @@ typedef struct sparcl_plan_desc {
     int select_k;     /* SPARCL_SELECT_TOPK: key blocks kept per query block, >= 1 */
     float select_tau; /* SPARCL_SELECT_MASS: estimated softmax mass to reach, in (0, 1] */
     int select_block; /* query and key block of the selection in tokens, >= 0; 0 means 64 */
+    /* SPARCL_ATTENTION_SPAN (section "Adaptive attention span" below): the
+     * spans z_h >= 0 of the q_heads query heads (NULL: all 0), borrowed
+     * during sparcl_plan_init only, and the ramp R > 0 of the soft mask. */
+    const float *spans;
+    float span_ramp;
 } sparcl_plan_desc;
 
 /* Fills the first `size` bytes of *desc with the defaults (batch 1, one
@@ -1658,7 +1663,8 @@ typedef enum sparcl_normalization {
 typedef enum sparcl_attention_kind {
     SPARCL_ATTENTION_EXACT = 0,  /* every attended pair of the layout */
     SPARCL_ATTENTION_FAVOR = 1,  /* Performer FAVOR+ random features */
-    SPARCL_ATTENTION_LINFORMER = 2 /* keys and values projected along the sequence */
+    SPARCL_ATTENTION_LINFORMER = 2, /* keys and values projected along the sequence */
+    SPARCL_ATTENTION_SPAN = 3 /* adaptive span: a learned soft causal window per head */
 } sparcl_attention_kind;
 
 /* Largest FAVOR+ feature count. */
@@ -1925,6 +1931,109 @@ SPARCL_API sparcl_status sparcl_reference_backward_proj(sparcl_ctx *ctx,
                                                         const float *v, const float *dout,
                                                         double *dq, double *dk, double *dv,
                                                         double *dproj_e, double *dproj_f);
+
+/* ---- Adaptive attention span (Sukhbaatar et al., 2019) ----
+ *
+ * attention = SPARCL_ATTENTION_SPAN: causal softmax attention in which
+ * every query head h looks back over a learned, soft span.  Query i sits at
+ * position pos(i) = i + kv_len - q_len (as for `causal`); key j lies at
+ * distance x = pos(i) - j and is weighted by the soft mask
+ *   m_h(x) = clamp((R + z_h - x) / R, 0, 1)   for x >= 0, else 0
+ * (z_h = desc.spans[h], R = desc.span_ramp): 1 up to distance z_h, a linear
+ * ramp down to 0 over the next R positions, 0 beyond.  The mask multiplies
+ * the softmax weights, which are renormalized:
+ *   a_ij = m(x) exp(s_ij) / sum_l m(x_l) exp(s_il),   s = scale q_i . k_j,
+ *   out_i = sum_j a_ij v_j,   lse_i = log sum_j m(x_j) exp(s_ij)
+ * (lse is the log-sum-exp of the masked scores s + log m, so the weights
+ * are m exp(s - lse), as P = exp(s - lse) for softmax; m(0) = 1, so every
+ * query with pos(i) >= 0 attends at least to its own position, and a query
+ * with pos(i) < 0, only when q_len > kv_len, gets out = 0 and lse = -inf).
+ * Only the keys with m > 0, distances 0 .. ceil(z_h + R) - 1, are read:
+ * time grows with the spans, not with kv_len, and a span beyond the
+ * sequence just means all earlier keys.  The kernels read the spans from a
+ * device buffer of the plan at every call, so new spans need no new plan.
+ *
+ * Descriptor: causal must be set (the kind is causal by definition), no
+ * layout, softmax normalization, dtype F32; GQA and MQA as elsewhere.
+ * spans: q_heads floats, each finite and >= 0, or NULL for all 0 (the
+ * paper's initialization); span_ramp: finite, > 0 (the paper uses 32).
+ * sparcl_plan_init() names the first bad field ("spans[2] is nan; a span
+ * must be finite and >= 0"), SPARCL_ERR_INVALID_ARGUMENT;
+ * SPARCL_ERR_NOT_SUPPORTED for a layout, another normalization, a half
+ * dtype, causal 0 or a paged cache.
+ *
+ * Kernel family "attn_span" (cl/attn_span.cl; the forward's parameters
+ * are chosen as for other plans; the backward's come from the same family,
+ * a map given to sparcl_plan_prepare_backward() or else the databases'
+ * row or the defaults): BLOCK_M query rows and BLOCK_N
+ * keys per tile, WG_SIZE work-items per group (BLOCK_M / WG_SIZE rows each
+ * in the forward and dQ kernels, BLOCK_N / WG_SIZE keys each in the dK/dV
+ * kernel, at most 16), VEC the vector width along head_dim, USE_LOCAL 1
+ * stages the tiles a group shares in local memory (the GPU configuration).
+ *
+ * Backward: sparcl_plan_backward() and friends give dq, dk and dv of the
+ * function above (the softmax formulas with P = m exp(s - lse)); lse is
+ * required.  sparcl_plan_backward_span() adds the gradient of the spans:
+ *   dz_h = (1 / R) sum over batch, rows i and keys j with z_h < x < z_h + R
+ *          of exp(s_ij - lse_i) (dout_i . v_j - dout_i . out_i),
+ * the derivative of the loss through m, whose slope in z is 1 / R on the
+ * open ramp and 0 elsewhere (at the two kinks, x = z and x = z + R, the
+ * slope taken is 0).  No atomics: the per-row terms are summed per head in
+ * a fixed order, so results are bit-identical run to run. */
+
+/* Replaces the spans of an adaptive-span plan with `spans` (q_heads floats,
+ * each finite and >= 0), copied with a blocking write on the context's
+ * queue: how training hands updated spans (sparcl_plan_backward_span())
+ * back to the plan.  Must not race with a forward or backward call on the
+ * same plan.  Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL, not an
+ * adaptive-span plan, a bad span, named by its index; nothing is written
+ * then), SPARCL_ERR_OPENCL. */
+SPARCL_API sparcl_status sparcl_plan_write_spans(sparcl_plan *plan, const float *spans);
+
+/* Copies the spans of an adaptive-span plan (q_heads floats) into `spans`,
+ * owned by the caller.  Blocking.  Errors: SPARCL_ERR_INVALID_ARGUMENT
+ * (NULL, not an adaptive-span plan), SPARCL_ERR_OPENCL. */
+SPARCL_API sparcl_status sparcl_plan_read_spans(sparcl_plan *plan, float *spans);
+
+/* sparcl_plan_backward_on_queue() plus, for an adaptive-span plan, the
+ * gradient of its spans: dspans (NULL when not wanted, or a float buffer
+ * of q_heads) receives dz as defined above, overwritten, not accumulated.
+ * Plans of other kinds take NULL.  dspans must not alias any other tensor
+ * of the call; it is borrowed until the event completes.  Enqueues three
+ * kernels (dQ, dK/dV, the span reduction; two without dspans) and
+ * allocates two floats per query row of workspace, released when they
+ * finish.  Errors: those of sparcl_plan_backward(), and
+ * SPARCL_ERR_INVALID_ARGUMENT for dspans given to a plan of another kind,
+ * too small or aliasing. */
+SPARCL_API sparcl_status sparcl_plan_backward_span(sparcl_plan *plan, cl_command_queue queue,
+                                                   cl_mem q, cl_mem k, cl_mem v, cl_mem out,
+                                                   cl_mem lse, cl_mem dout, cl_mem dq, cl_mem dk,
+                                                   cl_mem dv, cl_mem dspans, cl_uint num_wait,
+                                                   const cl_event *wait, cl_event *event);
+
+/* Blocking convenience of sparcl_plan_backward_span(), as
+ * sparcl_plan_backward_host() (contiguous host arrays); dspans is a host
+ * array of q_heads floats or NULL. */
+SPARCL_API sparcl_status sparcl_plan_backward_span_host(sparcl_plan *plan, const float *q,
+                                                        const float *k, const float *v,
+                                                        const float *out, const float *lse,
+                                                        const float *dout, float *dq, float *dk,
+                                                        float *dv, float *dspans);
+
+/* sparcl_reference_backward() plus, for adaptive-span descriptors, dspans
+ * (q_heads doubles, overwritten; may be NULL) as defined above.
+ * sparcl_reference_forward() and sparcl_reference_backward() take
+ * adaptive-span descriptors too (the spans from desc->spans, NULL for all
+ * 0); the three check the span fields as sparcl_plan_init() does.  Other
+ * kinds take NULL dspans (else SPARCL_ERR_INVALID_ARGUMENT).  O(batch *
+ * q_heads * q_len * kv_len * head_dim) time: every causal pair is visited
+ * and its mask evaluated, independently of the kernels' span bounds. */
+SPARCL_API sparcl_status sparcl_reference_backward_span(sparcl_ctx *ctx,
+                                                        const sparcl_plan_desc *desc,
+                                                        const float *q, const float *k,
+                                                        const float *v, const float *dout,
+                                                        double *dq, double *dk, double *dv,
+                                                        double *dspans);
 
 #ifdef __cplusplus
 }

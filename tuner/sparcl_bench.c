@@ -52,8 +52,8 @@
 #include "tool_log.h"
 #include "tool_timing.h"
 
-enum pattern { PAT_DENSE, PAT_CAUSAL, PAT_WINDOW, PAT_BIGBIRD };
-static const char *pattern_names[] = {"dense", "causal", "window", "bigbird"};
+enum pattern { PAT_DENSE, PAT_CAUSAL, PAT_WINDOW, PAT_BIGBIRD, PAT_SPAN };
+static const char *pattern_names[] = {"dense", "causal", "window", "bigbird", "span"};
 
 typedef struct bench_case {
     const char *name;
@@ -80,6 +80,10 @@ static const bench_case cases[] = {
     {"decode-gqa-32k", PAT_DENSE, 32768, 32, 128, 0, 0, 1, 8},
     {"decode-gqa-128k", PAT_DENSE, 131072, 32, 128, 0, 0, 1, 8},
     {"decode-mha-128k", PAT_DENSE, 131072, 8, 64, 0, 0, 1, 0},
+    /* Adaptive span (issue 17): spans of 16 << (h % 8), ramp SPAN_RAMP,
+     * forward and backward with the spans' gradient. */
+    {"span-16k", PAT_SPAN, 16384, 8, 64, 1, 0, 0, 0},
+    {"bwd-span-16k", PAT_SPAN, 16384, 8, 64, 0, 1, 0, 0},
 };
 #define N_CASES ((int)(sizeof cases / sizeof cases[0]))
 
@@ -89,6 +93,29 @@ static const bench_case cases[] = {
 #define BB_BLOCK 64
 #define BB_GLOBAL 2
 #define BB_RANDOM 3
+/* Adaptive span: head h's span z = 16 << (h % 8) and the ramp R; keys at
+ * distances 0 .. z + R - 1 have mask m > 0. */
+#define SPAN_RAMP 32
+
+static float span_z(int h)
+{
+    return (float)(16 << (h % 8));
+}
+
+static int span_reach(int h)
+{
+    return (int)span_z(h) + SPAN_RAMP;
+}
+
+/* log of the soft mask of the span pattern at distance x >= 0 (0 for the
+ * other patterns, whose weights are not masked softly). */
+static double log_mask(int pattern, int h, int x)
+{
+    if (pattern != PAT_SPAN)
+        return 0.0;
+    const double m = ((double)SPAN_RAMP + span_z(h) - x) / SPAN_RAMP;
+    return log(m < 1.0 ? m : 1.0);
+}
 
 typedef struct options {
     int json, reps, baseline_reps, baseline, quick, max_kv;
@@ -161,6 +188,7 @@ static int attends(const pattern_info *p, int h, int i, int j)
     case PAT_CAUSAL: return j <= i;
     case PAT_WINDOW: return j >= i - WINDOW && j <= i + WINDOW;
     case PAT_BIGBIRD: return p->bb[((size_t)h * p->nb + i / BB_BLOCK) * p->nb + j / BB_BLOCK] != 0;
+    case PAT_SPAN: return j <= i && i - j < span_reach(h);
     default: return 1;
     }
 }
@@ -174,6 +202,10 @@ static void mask_row(const void *self, int h, int i, uint8_t *row)
     int lo = 0, hi = n; /* [lo, hi) attends, for the contiguous patterns */
     switch (p->c->pattern) {
     case PAT_CAUSAL: hi = i + 1; break;
+    case PAT_SPAN: /* the keys with m > 0, unweighted: the baseline times a mask */
+        lo = i - span_reach(h) + 1 > 0 ? i - span_reach(h) + 1 : 0;
+        hi = i + 1;
+        break;
     case PAT_WINDOW:
         lo = i - WINDOW > 0 ? i - WINDOW : 0;
         hi = i + WINDOW + 1 < n ? i + WINDOW + 1 : n;
@@ -244,7 +276,7 @@ static double sample_error(const pattern_info *p, const float *q, const float *k
             double x = 0.0;
             for (int t = 0; t < d; ++t)
                 x += (double)qi[t] * kh[(size_t)j * d + t];
-            w[j] = x * scale;
+            w[j] = x * scale + log_mask(p->c->pattern, h, i - j);
             mx = fmax(mx, w[j]);
         }
         double sum = 0.0;
@@ -343,8 +375,9 @@ static const char *bound(const bench_case *c, const result *r, const bench_peak 
 }
 
 /* Times the call (m[0..4] = q, k, v, out, lse; for the backward m[5..8] =
- * dout, dq, dk, dv): `warmup` untimed calls, then opt->reps timed, each from
- * a marker enqueued just before it to the end of its event. */
+ * dout, dq, dk, dv, and m[9] dspans or NULL): `warmup` untimed calls, then
+ * opt->reps timed, each from a marker enqueued just before it to the end of
+ * its event. */
 static int time_call(sparcl_ctx *ctx, sparcl_plan *plan, cl_mem *m, int backward, int warmup,
                      const options *opt, result *res)
 {
@@ -357,8 +390,8 @@ static int time_call(sparcl_ctx *ctx, sparcl_plan *plan, cl_mem *m, int backward
         const double c0 = bench_cpu_ms(), w0 = tool_now_ms();
         sparcl_status st = SPARCL_ERR_OPENCL;
         if (clEnqueueMarkerWithWaitList(queue, 0, NULL, &mark) == CL_SUCCESS)
-            st = backward ? sparcl_plan_backward(plan, m[0], m[1], m[2], m[3], m[4], m[5], m[6],
-                                                 m[7], m[8], 0, NULL, &ev)
+            st = backward ? sparcl_plan_backward_span(plan, NULL, m[0], m[1], m[2], m[3], m[4],
+                                                      m[5], m[6], m[7], m[8], m[9], 0, NULL, &ev)
                           : sparcl_plan_forward(plan, m[0], m[1], m[2], m[3], m[4], 0, NULL, &ev);
         if (st != SPARCL_OK) {
             fprintf(stderr, "sparcl-bench: %s: %s\n", backward ? "backward" : "forward",
@@ -409,6 +442,10 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
     if (layout) {
         int lh = sparcl_layout_heads(layout);
         res->pairs = sparcl_layout_pairs(layout) * (c->heads / lh);
+    } else if (c->pattern == PAT_SPAN) { /* pairs with m > 0 */
+        for (int h = 0; h < c->heads; ++h)
+            for (int i = 0; i < c->n; ++i)
+                res->pairs += i + 1 < span_reach(h) ? i + 1 : span_reach(h);
     } else {
         res->pairs = (int64_t)c->heads * q_len_of(c) * c->n;
     }
@@ -421,8 +458,10 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
     float *q = malloc(elems * 4), *k = malloc(kv_elems * 4), *v = malloc(kv_elems * 4);
     float *o = malloc(elems * 4);
     uint16_t *bits = es == 2 ? malloc((elems > kv_elems ? elems : kv_elems) * 2) : NULL;
-    cl_mem m[9] = {0};
-    const int nbuf = c->backward ? 9 : 5;
+    /* q, k, v, out, lse; backward: dout, dq, dk, dv, and dspans (span) */
+    cl_mem m[10] = {0};
+    const int nbuf = c->backward ? (c->pattern == PAT_SPAN ? 10 : 9) : 5;
+    float spans[64];
     sparcl_plan *plan = NULL;
     int ok = 0;
     if (!q || !k || !v || !o || (es == 2 && !bits)) {
@@ -449,6 +488,8 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
         m[5] = clCreateBuffer(cc, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, elems * 4, v, &err);
         for (int t = 6; t < 9; ++t)
             m[t] = clCreateBuffer(cc, CL_MEM_READ_WRITE, elems * 4, NULL, &err);
+        if (nbuf == 10)
+            m[9] = clCreateBuffer(cc, CL_MEM_READ_WRITE, (size_t)c->heads * 4, NULL, &err);
     }
     for (int t = 0; t < nbuf; ++t)
         if (!m[t]) {
@@ -467,6 +508,14 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
     d.layout = layout;
     d.params = opt->have_params ? &opt->params : NULL;
     d.dtype = opt->dtype;
+    if (c->pattern == PAT_SPAN) {
+        for (int h = 0; h < c->heads && h < 64; ++h)
+            spans[h] = span_z(h);
+        d.attention = SPARCL_ATTENTION_SPAN;
+        d.causal = 1;
+        d.spans = spans;
+        d.span_ramp = SPAN_RAMP;
+    }
     if (sparcl_plan_init(ctx, &plan, &d) != SPARCL_OK) {
         fprintf(stderr, "sparcl-bench: %s: plan: %s\n", c->name, sparcl_ctx_errmsg(ctx));
         goto done;

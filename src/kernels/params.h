@@ -137,6 +137,7 @@ extern const sparcl__kernel_schema sparcl__schema_attn_entmax_bwd; /* params_ent
 extern const sparcl__kernel_schema sparcl__schema_attn_decode; /* params_decode.c */
 extern const sparcl__kernel_schema sparcl__schema_attn_merge;  /* params_decode.c */
 extern const sparcl__kernel_schema sparcl__schema_block_select; /* params_select.c */
+extern const sparcl__kernel_schema sparcl__schema_attn_span;   /* params_span.c */
 
 /* Largest q_len the split-KV decoding kernel takes (its rows are private
  * per work-item), and most splits its stacked merge combines (the
@@ -244,6 +245,33 @@ size_t sparcl__attn_bwd_local_bytes(const sparcl__pset *p, const sparcl__problem
 int sparcl__attn_bwd_fit(sparcl__pset *p, const sparcl__problem *prob,
                          const sparcl__device_limits *limits);
 
+
+/* The work-item tile rules of attn_entmax_bwd and attn_span
+ * (params_entmax_bwd.c): BLOCK_M and BLOCK_N multiples of WG_SIZE, at most
+ * 16 rows and 16 keys per work-item, VEC <= head_dim, the private floats
+ * of a work-item (row_floats per row of BLOCK_M / WG_SIZE, key_floats per
+ * key of BLOCK_N / WG_SIZE) within SPARCL__PRIVATE_FLOATS_MAX, and WG_SIZE
+ * within the device's limit (limits may be NULL).
+ * SPARCL_ERR_INVALID_ARGUMENT or SPARCL_ERR_NOT_SUPPORTED naming the
+ * broken rule. */
+sparcl_status sparcl__pset_item_tile_check(sparcl_ctx *ctx, const sparcl__pset *p,
+                                           const sparcl__problem *prob,
+                                           const sparcl__device_limits *limits, long row_floats,
+                                           long key_floats);
+
+/* Local memory in bytes the attn_span kernels use with USE_LOCAL=1 (the
+ * largest of the program's kernels), else 0. */
+size_t sparcl__attn_span_local_bytes(const sparcl__pset *p, const sparcl__problem *prob);
+
+/* The adaptive-span fields of a descriptor (params_span.c): span_ramp
+ * finite and > 0, then sparcl__span_values_check() of desc->spans.
+ * SPARCL_ERR_INVALID_ARGUMENT naming the field. */
+sparcl_status sparcl__span_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d);
+
+/* Each of spans[0 .. heads) finite and >= 0 (NULL passes): else
+ * SPARCL_ERR_INVALID_ARGUMENT naming what[h]. */
+sparcl_status sparcl__span_values_check(sparcl_ctx *ctx, const float *spans, int heads,
+                                        const char *what);
 
 /* The attn_entmax solver a descriptor needs: 0 for softmax, 1 for
  * alpha = 2 (sparsemax), 2 for alpha = 1.5, 3 for other alphas (bisection).

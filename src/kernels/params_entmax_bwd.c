@@ -26,8 +26,10 @@ static const sparcl__param_def attn_entmax_bwd_params[] = {
     {SPARCL__P_WG_SIZE, c_wg, N_OF(c_wg), "work-items per work-group"},
 };
 
-static sparcl_status check(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl__problem *prob,
-                           const sparcl__device_limits *limits)
+sparcl_status sparcl__pset_item_tile_check(sparcl_ctx *ctx, const sparcl__pset *p,
+                                           const sparcl__problem *prob,
+                                           const sparcl__device_limits *limits, long row_floats,
+                                           long key_floats)
 {
     const int32_t bm = p->v[SPARCL__P_BLOCK_M], bn = p->v[SPARCL__P_BLOCK_N];
     const int32_t wg = p->v[SPARCL__P_WG_SIZE], vec = p->v[SPARCL__P_VEC];
@@ -44,21 +46,29 @@ static sparcl_status check(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl_
     if (vec > prob->head_dim)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "VEC %d exceeds head_dim %d", vec,
                             prob->head_dim);
-    /* dq holds q, dO and two sums per row plus a tile of scores; dkv holds
-     * k, v, dK and dV per key. */
-    const long priv_dq = (long)rows * (4L * prob->head_dim + bn);
-    const long priv_dkv = 4L * cols * prob->head_dim;
-    const long priv = priv_dq > priv_dkv ? priv_dq : priv_dkv;
+    const long priv_rows = rows * row_floats, priv_keys = cols * key_floats;
+    const long priv = priv_rows > priv_keys ? priv_rows : priv_keys;
     if (priv > SPARCL__PRIVATE_FLOATS_MAX)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "max(%d rows x (4 x head_dim %d + BLOCK_N %d), 4 x %d keys x "
-                            "head_dim) = %ld private floats exceeds %d",
-                            rows, prob->head_dim, bn, cols, priv, SPARCL__PRIVATE_FLOATS_MAX);
+                            "max(%d rows x %ld floats, %d keys x %ld floats) = %ld private floats "
+                            "per work-item exceeds %d (head_dim %d, BLOCK_N %d)",
+                            rows, row_floats, cols, key_floats, priv, SPARCL__PRIVATE_FLOATS_MAX,
+                            prob->head_dim, bn);
     if (limits && (size_t)wg > limits->max_wg_size)
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
                             "WG_SIZE %d exceeds the device's max work-group size %zu", wg,
                             limits->max_wg_size);
     return SPARCL_OK;
+}
+
+static sparcl_status check(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl__problem *prob,
+                           const sparcl__device_limits *limits)
+{
+    /* dq holds q, dO and two sums per row plus a tile of scores; dkv holds
+     * k, v, dK and dV per key. */
+    return sparcl__pset_item_tile_check(ctx, p, prob, limits,
+                                        4L * prob->head_dim + p->v[SPARCL__P_BLOCK_N],
+                                        4L * prob->head_dim);
 }
 
 static void defaults(sparcl__pset *p, const sparcl__problem *prob,

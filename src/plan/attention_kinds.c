@@ -99,6 +99,19 @@ sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
             return UNSUPPORTED("Linformer attends to projected keys; a layout is not "
                                "supported");
         return half_refused(ctx, d, "Linformer");
+    case SPARCL_ATTENTION_SPAN:
+        if (d->normalization != SPARCL_NORMALIZATION_SOFTMAX)
+            return UNSUPPORTED("adaptive span masks softmax weights; normalization %d is not "
+                               "supported",
+                               d->normalization);
+        if (d->layout)
+            return UNSUPPORTED("adaptive span chooses its keys by distance; a layout is not "
+                               "supported");
+        if (!d->causal)
+            return UNSUPPORTED("adaptive span is causal attention; set causal");
+        if ((st = sparcl__span_desc_check(ctx, d)) != SPARCL_OK)
+            return st;
+        return half_refused(ctx, d, "adaptive span");
     default: return BAD("attention %d is not a sparcl_attention_kind", d->attention);
     }
 #undef BAD
@@ -110,6 +123,8 @@ const sparcl__kind_ops *sparcl__kind_select(const sparcl_plan_desc *d, const spa
     float alpha;
     if (d->select != SPARCL_SELECT_NONE)
         return &sparcl__kind_dynsel;
+    if (d->attention == SPARCL_ATTENTION_SPAN)
+        return &sparcl__kind_span;
     if (d->attention == SPARCL_ATTENTION_FAVOR)
         return &sparcl__kind_favor;
     if (d->attention == SPARCL_ATTENTION_LINFORMER)

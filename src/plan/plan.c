@@ -218,6 +218,7 @@ static sparcl_status alloc(sparcl_ctx *ctx, const sparcl_plan_desc *desc, sparcl
     p->desc.params = NULL;
     p->desc.proj_e = NULL;
     p->desc.proj_f = NULL;
+    p->desc.spans = NULL; /* borrowed during init only; the span kind keeps a copy */
     sparcl__plan_view *v = &p->view;
     v->ctx = ctx;
     v->desc = p->desc;

@@ -50,6 +50,9 @@ typedef struct sparcl__bwd_call {
     /* Gradients of a kind's own parameters, NULL when not wanted (only
      * kinds with proj_grads set receive any): Linformer's E and F. */
     cl_mem dproj_e, dproj_f;
+    /* The gradient of an adaptive-span plan's spans (q_heads floats), NULL
+     * when not wanted (only kinds with span_grads set receive one). */
+    cl_mem dspans;
 } sparcl__bwd_call;
 
 /* The parameters a plan reports (sparcl_plan_params, _origin). */
@@ -91,6 +94,9 @@ typedef struct sparcl__kind_ops {
      * takes none (FAVOR+); proj_grads, the backward can write the gradients
      * of the projections E and F (Linformer). */
     int no_lse, proj_grads;
+    /* Nonzero: the backward can write the gradient of the spans (adaptive
+     * span, sparcl_plan_backward_span()). */
+    int span_grads;
     /* Redraws the kind's random matrices; NULL: it has none. */
     sparcl_status (*redraw)(void *state, uint64_t seed);
     size_t (*device_bytes)(const void *state);

@@ -13,9 +13,10 @@
 #include "plan/plan.h"
 
 /* The tensors of one backward call; strides: q, k, v, out (= dout).  de,
- * df: the gradients of Linformer's E and F, or NULL. */
+ * df: the gradients of Linformer's E and F, or NULL; dz: the gradient of
+ * an adaptive-span plan's spans, or NULL. */
 typedef struct bwd_args {
-    cl_mem q, k, v, out, lse, dout, dq, dk, dv, de, df;
+    cl_mem q, k, v, out, lse, dout, dq, dk, dv, de, df, dz;
 } bwd_args;
 
 /* The backward pass of p's kind, or NULL with the message. */
@@ -85,12 +86,18 @@ static sparcl_status check_lowrank_args(sparcl_plan *p, const bwd_args *a)
     if ((a->de && (st = sparcl__plan_check_buffer(p, a->de, "dproj_e", ne))) ||
         (a->df && (st = sparcl__plan_check_buffer(p, a->df, "dproj_f", ne))))
         return st;
-    const cl_mem all[11] = {a->q,  a->k,  a->v,  a->out, a->lse, a->dout,
-                            a->dq, a->dk, a->dv, a->de,  a->df};
-    static const char *const names[11] = {"q",  "k",  "v",  "out",     "lse",    "dout",
-                                          "dq", "dk", "dv", "dproj_e", "dproj_f"};
-    for (int i = 9; i < 11; ++i)
-        for (int j = 0; j < 11 && all[i]; ++j)
+    if (a->dz && !p->ops->span_grads)
+        return sparcl__fail(p->view.ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "dspans is only for adaptive-span plans (this plan: %s); pass NULL",
+                            p->ops->name);
+    if (a->dz && (st = sparcl__plan_check_buffer(p, a->dz, "dspans", d->q_heads)))
+        return st;
+    const cl_mem all[12] = {a->q,  a->k,  a->v,  a->out, a->lse, a->dout,
+                            a->dq, a->dk, a->dv, a->de,  a->df,  a->dz};
+    static const char *const names[12] = {"q",  "k",  "v",  "out",     "lse",     "dout",
+                                          "dq", "dk", "dv", "dproj_e", "dproj_f", "dspans"};
+    for (int i = 9; i < 12; ++i)
+        for (int j = 0; j < 12 && all[i]; ++j)
             if (i != j && all[i] == all[j])
                 return sparcl__fail(p->view.ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s aliases %s",
                                     names[i], names[j]);
@@ -156,7 +163,8 @@ static sparcl_status backward_strided(sparcl_plan *p, cl_command_queue queue,
     if (!kind)
         return SPARCL_ERR_NOT_SUPPORTED;
     const sparcl__bwd_call c = {queue, ts,    a->q,  a->k,     a->v, a->out, a->lse, a->dout,
-                                a->dq, a->dk, a->dv, num_wait, wait, event,  a->de,  a->df};
+                                a->dq, a->dk, a->dv, num_wait, wait, event,  a->de,  a->df,
+                                a->dz};
     return kind->backward(p->state, &c);
 }
 
@@ -166,8 +174,29 @@ sparcl_status sparcl__plan_backward_strided(sparcl_plan *p, cl_command_queue que
                                             cl_mem dk, cl_mem dv, cl_uint num_wait,
                                             const cl_event *wait, cl_event *event)
 {
-    const bwd_args a = {q, k, v, out, lse, dout, dq, dk, dv, NULL, NULL};
+    const bwd_args a = {q, k, v, out, lse, dout, dq, dk, dv, NULL, NULL, NULL};
     return backward_strided(p, queue ? queue : p->view.ctx->queue, ts, &a, num_wait, wait, event);
+}
+
+/* The public device calls: the plan and queue checked, the plan's strides. */
+static sparcl_status backward_public(sparcl_plan *p, cl_command_queue queue, const bwd_args *a,
+                                     cl_uint num_wait, const cl_event *wait, cl_event *event)
+{
+    sparcl_strides ts[4];
+    sparcl_status st = sparcl__plan_call_begin(p, queue, ts);
+    if (st != SPARCL_OK)
+        return st;
+    return backward_strided(p, queue ? queue : p->view.ctx->queue, ts, a, num_wait, wait, event);
+}
+
+SPARCL_API sparcl_status sparcl_plan_backward_span(sparcl_plan *p, cl_command_queue queue, cl_mem q,
+                                                   cl_mem k, cl_mem v, cl_mem out, cl_mem lse,
+                                                   cl_mem dout, cl_mem dq, cl_mem dk, cl_mem dv,
+                                                   cl_mem dspans, cl_uint num_wait,
+                                                   const cl_event *wait, cl_event *event)
+{
+    const bwd_args a = {q, k, v, out, lse, dout, dq, dk, dv, NULL, NULL, dspans};
+    return backward_public(p, queue, &a, num_wait, wait, event);
 }
 
 SPARCL_API sparcl_status sparcl_plan_backward_proj(sparcl_plan *p, cl_command_queue queue, cl_mem q,
@@ -176,12 +205,8 @@ SPARCL_API sparcl_status sparcl_plan_backward_proj(sparcl_plan *p, cl_command_qu
                                                    cl_mem dproj_e, cl_mem dproj_f, cl_uint num_wait,
                                                    const cl_event *wait, cl_event *event)
 {
-    sparcl_strides ts[4];
-    sparcl_status st = sparcl__plan_call_begin(p, queue, ts);
-    if (st != SPARCL_OK)
-        return st;
-    const bwd_args a = {q, k, v, out, lse, dout, dq, dk, dv, dproj_e, dproj_f};
-    return backward_strided(p, queue ? queue : p->view.ctx->queue, ts, &a, num_wait, wait, event);
+    const bwd_args a = {q, k, v, out, lse, dout, dq, dk, dv, dproj_e, dproj_f, NULL};
+    return backward_public(p, queue, &a, num_wait, wait, event);
 }
 
 SPARCL_API sparcl_status sparcl_plan_backward_on_queue(sparcl_plan *p, cl_command_queue queue,
@@ -204,9 +229,9 @@ SPARCL_API sparcl_status sparcl_plan_backward(sparcl_plan *p, cl_mem q, cl_mem k
 }
 
 /* The host calls: host[] holds q, k, v, out, lse, dout (inputs) then dq,
- * dk, dv, dproj_e, dproj_f (outputs), in bwd_args order; lse may be NULL
- * for a kind without one, dproj_e and dproj_f whenever not wanted. */
-static sparcl_status backward_host(sparcl_plan *p, const void *const host[11])
+ * dk, dv, dproj_e, dproj_f, dspans (outputs), in bwd_args order; lse may
+ * be NULL for a kind without one, the last three whenever not wanted. */
+static sparcl_status backward_host(sparcl_plan *p, const void *const host[12])
 {
     if (!p)
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
@@ -220,23 +245,23 @@ static sparcl_status backward_host(sparcl_plan *p, const void *const host[11])
     const size_t nk = sparcl__sat_mul(
         sparcl__sat_mul(sparcl__sat_mul(batch, (size_t)d->kv_heads), (size_t)d->kv_len), dim);
     const size_t ne = sparcl__sat_mul((size_t)d->proj_len, (size_t)d->kv_len);
-    static const char *names[11] = {"q",  "k",  "v",  "out",     "lse",    "dout",
-                                    "dq", "dk", "dv", "dproj_e", "dproj_f"};
-    const size_t elems[11] = {nq, nk, nk, nq, nl, nq, nq, nk, nk, ne, ne};
+    static const char *names[12] = {"q",  "k",  "v",  "out",     "lse",     "dout",
+                                    "dq", "dk", "dv", "dproj_e", "dproj_f", "dspans"};
+    const size_t elems[12] = {nq, nk, nk, nq, nl, nq, nq, nk, nk, ne, ne, (size_t)d->q_heads};
     for (int i = 0; i < 9; ++i)
         if (!host[i] && (i != 4 || !p->ops->no_lse))
             return sparcl__fail(p->view.ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL%s", names[i],
                                 i == 4 ? "; the backward needs the forward's LSE" : "");
-    for (int i = 0; i < 11; ++i)
+    for (int i = 0; i < 12; ++i)
         if (host[i] && sparcl__sat_mul(elems[i], sizeof(float)) > p->view.ctx->limits.max_alloc)
             return sparcl__fail(p->view.ctx, SPARCL_ERR_OUT_OF_MEMORY,
                                 "%s needs %zu bytes; the device's largest allocation is %llu",
                                 names[i], sparcl__sat_mul(elems[i], sizeof(float)),
                                 (unsigned long long)p->view.ctx->limits.max_alloc);
-    cl_mem m[11] = {NULL};
+    cl_mem m[12] = {NULL};
     sparcl_status st = SPARCL_OK;
     cl_int err = CL_SUCCESS;
-    for (int i = 0; i < 11 && st == SPARCL_OK; ++i) {
+    for (int i = 0; i < 12 && st == SPARCL_OK; ++i) {
         if (!host[i])
             continue;
         m[i] = clCreateBuffer(p->view.ctx->context,
@@ -254,10 +279,11 @@ static sparcl_status backward_host(sparcl_plan *p, const void *const host[11])
                                       sparcl__plan_resolve(z, d, d->kv_heads, d->kv_len),
                                       sparcl__plan_resolve(z, d, d->kv_heads, d->kv_len),
                                       sparcl__plan_resolve(z, d, d->q_heads, d->q_len)};
-        const bwd_args a = {m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9], m[10]};
+        const bwd_args a = {m[0], m[1], m[2], m[3], m[4],  m[5],
+                            m[6], m[7], m[8], m[9], m[10], m[11]};
         cl_event ev = NULL;
         st = backward_strided(p, p->view.ctx->queue, ts, &a, 0, NULL, &ev);
-        for (int i = 6; i < 11 && st == SPARCL_OK; ++i) {
+        for (int i = 6; i < 12 && st == SPARCL_OK; ++i) {
             if (!m[i])
                 continue;
             err = clEnqueueReadBuffer(p->view.ctx->queue, m[i], CL_TRUE, 0,
@@ -268,7 +294,7 @@ static sparcl_status backward_host(sparcl_plan *p, const void *const host[11])
         if (ev)
             clReleaseEvent(ev);
     }
-    for (int i = 0; i < 11; ++i)
+    for (int i = 0; i < 12; ++i)
         if (m[i])
             clReleaseMemObject(m[i]);
     return st;
@@ -279,7 +305,7 @@ SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *p, const float *
                                                    const float *lse, const float *dout, float *dq,
                                                    float *dk, float *dv)
 {
-    const void *const host[11] = {q, k, v, out, lse, dout, dq, dk, dv, NULL, NULL};
+    const void *const host[12] = {q, k, v, out, lse, dout, dq, dk, dv, NULL, NULL, NULL};
     return backward_host(p, host);
 }
 
@@ -289,6 +315,16 @@ SPARCL_API sparcl_status sparcl_plan_backward_proj_host(sparcl_plan *p, const fl
                                                         const float *dout, float *dq, float *dk,
                                                         float *dv, float *dproj_e, float *dproj_f)
 {
-    const void *const host[11] = {q, k, v, out, lse, dout, dq, dk, dv, dproj_e, dproj_f};
+    const void *const host[12] = {q, k, v, out, lse, dout, dq, dk, dv, dproj_e, dproj_f, NULL};
+    return backward_host(p, host);
+}
+
+SPARCL_API sparcl_status sparcl_plan_backward_span_host(sparcl_plan *p, const float *q,
+                                                        const float *k, const float *v,
+                                                        const float *out, const float *lse,
+                                                        const float *dout, float *dq, float *dk,
+                                                        float *dv, float *dspans)
+{
+    const void *const host[12] = {q, k, v, out, lse, dout, dq, dk, dv, NULL, NULL, dspans};
     return backward_host(p, host);
 }

@@ -35,4 +35,15 @@ sparcl_status sparcl__reference_backward_lowrank(sparcl_ctx *ctx, const sparcl_p
                                                  const float *dout, double *dq, double *dk,
                                                  double *dv, double *de, double *df);
 
+/* Adaptive span (reference_span.c): the forward and the backward (dspans
+ * may be NULL) of a descriptor with attention SPARCL_ATTENTION_SPAN; they
+ * read it by its struct_size and check its shapes and span fields. */
+sparcl_status sparcl__reference_span_forward(sparcl_ctx *ctx, const sparcl_plan_desc *d,
+                                             const float *q, const float *k, const float *v,
+                                             double *out, double *lse);
+sparcl_status sparcl__reference_span_backward(sparcl_ctx *ctx, const sparcl_plan_desc *d,
+                                              const float *q, const float *k, const float *v,
+                                              const float *dout, double *dq, double *dk,
+                                              double *dv, double *dspans);
+
 #endif
