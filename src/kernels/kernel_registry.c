@@ -18,6 +18,7 @@ static const sparcl__kernel_schema *const schemas[] = {
     &sparcl__schema_attn_entmax_bwd,
     &sparcl__schema_attn_decode,
     &sparcl__schema_clblast,
+    &sparcl__schema_attn_lsh,
 };
 
 /* Every family the runtime builds. */
@@ -30,6 +31,7 @@ static const sparcl__kernel_schema *const families[] = {
     &sparcl__schema_attn_decode,
     &sparcl__schema_attn_merge,
     &sparcl__schema_clblast,
+    &sparcl__schema_attn_lsh,
 };
 
 #define N_SCHEMAS ((int)(sizeof schemas / sizeof schemas[0]))

@@ -24,7 +24,8 @@ extern const sparcl__kind_ops sparcl__kind_dense;     /* dense_path.c: ALGO=1 */
 extern const sparcl__kind_ops sparcl__kind_favor;     /* favor.c */
 extern const sparcl__kind_ops sparcl__kind_linformer; /* linformer.c */
 extern const sparcl__kind_ops sparcl__kind_decode;    /* decode.c: split-KV, small q_len */
-#define SPARCL__KIND_COUNT 6
+extern const sparcl__kind_ops sparcl__kind_lsh;       /* lsh.c: Reformer LSH attention */
+#define SPARCL__KIND_COUNT 7
 
 /* Shortest kv_len for which a plan without a parameter override chooses
  * the split-KV decoding kind (with q_len <= SPARCL__DECODE_MAX_Q and

@@ -98,6 +98,8 @@ SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_
     sparcl_status st = sparcl__plan_desc_read(ctx, d, &copy);
     if (st != SPARCL_OK || (st = sparcl__reference_check(ctx, d = &copy)) != SPARCL_OK)
         return st;
+    if (d->attention == SPARCL_ATTENTION_LSH) /* reference_lsh.c */
+        return sparcl__reference_lsh_forward(ctx, d, q, v, out, lse);
     if (d->attention != SPARCL_ATTENTION_EXACT)
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
                             "reference: FAVOR+ and Linformer have no reference here (their "

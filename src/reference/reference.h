@@ -35,4 +35,11 @@ sparcl_status sparcl__reference_backward_lowrank(sparcl_ctx *ctx, const sparcl_p
                                                  const float *dout, double *dq, double *dk,
                                                  double *dv, double *de, double *df);
 
+/* The LSH attention forward (reference_lsh.c) of a descriptor whose shapes
+ * passed sparcl__reference_check: checks the LSH fields, overwrites out
+ * and lse (when not NULL); k is not read (shared QK). */
+sparcl_status sparcl__reference_lsh_forward(sparcl_ctx *ctx, const sparcl_plan_desc *d,
+                                            const float *q, const float *v, double *out,
+                                            double *lse);
+
 #endif

@@ -37,6 +37,9 @@ SPARCL_API sparcl_status sparcl_reference_backward(sparcl_ctx *ctx, const sparcl
     sparcl_status st = sparcl__plan_desc_read(ctx, d, &copy);
     if (st != SPARCL_OK || (st = sparcl__reference_check(ctx, d = &copy)) != SPARCL_OK)
         return st;
+    if (d->attention == SPARCL_ATTENTION_LSH)
+        return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
+                            "reference backward: LSH attention has no backward");
     if (d->attention != SPARCL_ATTENTION_EXACT) /* reference_lowrank_bwd.c */
         return sparcl__reference_backward_lowrank(ctx, d, q, k, v, dout, dq, dk, dv, NULL, NULL);
     if (d->attention != SPARCL_ATTENTION_EXACT)

@@ -1,0 +1,87 @@
+/*
+ * params_lsh.c -- the attn_lsh family: the three kernels of LSH attention
+ * (cl/attn_lsh_hash.cl, attn_lsh_sort.cl, attn_lsh_chunk.cl; see sparcl.h,
+ * "LSH attention") as data.  Tuned: the chunk attention's query rows per
+ * work-item (BLOCK_M), keys per step (BLOCK_N) and the vector width along
+ * the head dimension (VEC), which the hash kernel also uses across rotation
+ * columns (it never changes a bucket: every lane is its own fma chain).
+ */
+#include "kernels/params.h"
+#include "runtime/error.h"
+
+static const int32_t c_block_m[] = {1, 2, 4, 8, 16};
+static const int32_t c_block_n[] = {4, 8, 16, 32, 64};
+static const int32_t c_vec[] = {1, 2, 4, 8, 16};
+
+#define N_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+static const sparcl__param_def attn_lsh_params[] = {
+    {SPARCL__P_BLOCK_M, c_block_m, N_OF(c_block_m),
+     "sorted queries per work-item of the chunk attention (they share key loads)"},
+    {SPARCL__P_BLOCK_N, c_block_n, N_OF(c_block_n), "keys scored per online-softmax step"},
+    {SPARCL__P_VEC, c_vec, N_OF(c_vec),
+     "vector width along the head dimension (and across rotation columns when hashing)"},
+};
+
+/* Private floats of one chunk work-item: its queries, accumulators and
+ * scores. */
+static long private_floats(int32_t bm, int32_t bn, const sparcl__problem *prob)
+{
+    return (long)bm * (2L * prob->head_dim + bn);
+}
+
+static sparcl_status check(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl__problem *prob,
+                           const sparcl__device_limits *limits)
+{
+    (void)limits;
+    const int32_t bm = p->v[SPARCL__P_BLOCK_M], bn = p->v[SPARCL__P_BLOCK_N];
+    const int32_t vec = p->v[SPARCL__P_VEC];
+    if (vec > prob->head_dim)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "VEC %d exceeds head_dim %d", vec,
+                            prob->head_dim);
+    const long priv = private_floats(bm, bn, prob);
+    if (priv > SPARCL__PRIVATE_FLOATS_MAX)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "BLOCK_M %d x (2 x head_dim %d + BLOCK_N %d) = %ld private floats "
+                            "exceeds %d",
+                            bm, prob->head_dim, bn, priv, SPARCL__PRIVATE_FLOATS_MAX);
+    return SPARCL_OK;
+}
+
+static void defaults(sparcl__pset *p, const sparcl__problem *prob,
+                     const sparcl__device_limits *limits)
+{
+    const sparcl__kernel_schema *f = &sparcl__schema_attn_lsh;
+    const int cpu = !limits || (limits->type & CL_DEVICE_TYPE_CPU);
+    sparcl__pset_default(f, p, SPARCL__P_BLOCK_N, 16);
+    int32_t vec = 1;
+    while (vec * 2 <= prob->head_dim && vec < (cpu ? 16 : 4))
+        vec *= 2;
+    sparcl__pset_default(f, p, SPARCL__P_VEC, vec);
+    int32_t bm = cpu ? 4 : 1;
+    while (bm > 1 && private_floats(bm, p->v[SPARCL__P_BLOCK_N], prob) > SPARCL__PRIVATE_FLOATS_MAX)
+        bm /= 2;
+    sparcl__pset_default(f, p, SPARCL__P_BLOCK_M, bm);
+}
+
+static const sparcl__kernel_decl hash_kernels[] = {{"attn_lsh_hash", 0}};
+static const sparcl__kernel_decl sort_kernels[] = {{"attn_lsh_sort", 0}};
+static const sparcl__kernel_decl chunk_kernels[] = {{"attn_lsh_chunk", 0}};
+static const sparcl__program_decl programs[] = {
+    {"attn_lsh_chunk.cl", chunk_kernels, N_OF(chunk_kernels)},
+    {"attn_lsh_hash.cl", hash_kernels, N_OF(hash_kernels)},
+    {"attn_lsh_sort.cl", sort_kernels, N_OF(sort_kernels)},
+};
+static const sparcl__param_id derived[] = {SPARCL__P_HEAD_DIM};
+
+const sparcl__kernel_schema sparcl__schema_attn_lsh = {
+    .name = "attn_lsh",
+    .programs = programs,
+    .n_programs = N_OF(programs),
+    .params = attn_lsh_params,
+    .n_params = N_OF(attn_lsh_params),
+    .derived = derived,
+    .n_derived = N_OF(derived),
+    .check = check,
+    .defaults = defaults,
+};
