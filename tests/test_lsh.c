@@ -157,7 +157,7 @@ ParameterizedTest(lcase *c, lsh, forward_matches_reference)
  * stable sort of the buckets; rounds differ. */
 Test(lsh, order_matches_reference_token_exactly)
 {
-    const lcase c = {2, 3, 3, 113, 100, 4, 16, 8, 0, ""};
+    const lcase c = {2, 3, 3, 113, 100, 4, 40, 8, 0, ""}; /* 20 columns: VEC 16 and a tail */
     const size_t nq = q_elems(&c), per = (size_t)c.batch * c.hq * c.rounds * c.n;
     float *q = malloc(4 * nq);
     int32_t *bk = malloc(4 * per), *ord = malloc(4 * per), *rb = malloc(4 * per),

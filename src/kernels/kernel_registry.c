@@ -32,6 +32,7 @@ static const sparcl__kernel_schema *const families[] = {
     &sparcl__schema_attn_merge,
     &sparcl__schema_clblast,
     &sparcl__schema_attn_lsh,
+    &sparcl__schema_attn_lsh_sort,
 };
 
 #define N_SCHEMAS ((int)(sizeof schemas / sizeof schemas[0]))

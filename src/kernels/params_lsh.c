@@ -1,7 +1,8 @@
 /*
  * params_lsh.c -- the attn_lsh family: the three kernels of LSH attention
- * (cl/attn_lsh_hash.cl, attn_lsh_sort.cl, attn_lsh_chunk.cl; see sparcl.h,
- * "LSH attention") as data.  Tuned: the chunk attention's query rows per
+ * (cl/attn_lsh_hash.cl, attn_lsh_chunk.cl, and the parameterless
+ * attn_lsh_sort family of attn_lsh_sort.cl; see sparcl.h, "LSH attention")
+ * as data.  Tuned: the chunk attention's query rows per
  * work-item (BLOCK_M), keys per step (BLOCK_N) and the vector width along
  * the head dimension (VEC), which the hash kernel also uses across rotation
  * columns (it never changes a bucket: every lane is its own fma chain).
@@ -65,12 +66,10 @@ static void defaults(sparcl__pset *p, const sparcl__problem *prob,
 }
 
 static const sparcl__kernel_decl hash_kernels[] = {{"attn_lsh_hash", 0}};
-static const sparcl__kernel_decl sort_kernels[] = {{"attn_lsh_sort", 0}};
 static const sparcl__kernel_decl chunk_kernels[] = {{"attn_lsh_chunk", 0}};
 static const sparcl__program_decl programs[] = {
     {"attn_lsh_chunk.cl", chunk_kernels, N_OF(chunk_kernels)},
     {"attn_lsh_hash.cl", hash_kernels, N_OF(hash_kernels)},
-    {"attn_lsh_sort.cl", sort_kernels, N_OF(sort_kernels)},
 };
 static const sparcl__param_id derived[] = {SPARCL__P_HEAD_DIM};
 
@@ -84,4 +83,17 @@ const sparcl__kernel_schema sparcl__schema_attn_lsh = {
     .n_derived = N_OF(derived),
     .check = check,
     .defaults = defaults,
+};
+
+/* The counting sort reads no parameter: a family of its own, so that one
+ * program serves every plan (as attn_merge does). */
+static const sparcl__kernel_decl sort_kernels[] = {{"attn_lsh_sort", 0}};
+static const sparcl__program_decl sort_programs[] = {
+    {"attn_lsh_sort.cl", sort_kernels, N_OF(sort_kernels)},
+};
+
+const sparcl__kernel_schema sparcl__schema_attn_lsh_sort = {
+    .name = "attn_lsh_sort",
+    .programs = sort_programs,
+    .n_programs = N_OF(sort_programs),
 };

@@ -104,11 +104,16 @@ static sparcl_status lsh_create(const sparcl__plan_view *v, const sparcl_plan_de
     const size_t bytes =
         sizeof(float) *
         sparcl__lsh_rotation_floats(desc->lsh_rounds, desc->head_dim, desc->lsh_buckets / 2);
-    const sparcl__problem prob = sparcl__problem_from_desc(desc);
+    const sparcl__problem prob = sparcl__problem_from_desc(desc), no_problem = {0};
+    const sparcl__pset no_params = {{0}, 0};
     sparcl_status st;
     if ((st = sparcl__mem_check_device(ctx, "the LSH rotations", bytes)) != SPARCL_OK ||
-        (st = sparcl__family_kernels(ctx, &sparcl__schema_attn_lsh, &prob, params, K_COUNT,
-                                     kernel_names, l->kernel)) != SPARCL_OK ||
+        (st = sparcl__family_kernels(ctx, &sparcl__schema_attn_lsh, &prob, params, 1,
+                                     &kernel_names[K_HASH], &l->kernel[K_HASH])) != SPARCL_OK ||
+        (st = sparcl__family_kernels(ctx, &sparcl__schema_attn_lsh, &prob, params, 1,
+                                     &kernel_names[K_CHUNK], &l->kernel[K_CHUNK])) != SPARCL_OK ||
+        (st = sparcl__family_kernels(ctx, &sparcl__schema_attn_lsh_sort, &no_problem, &no_params, 1,
+                                     &kernel_names[K_SORT], &l->kernel[K_SORT])) != SPARCL_OK ||
         (st = sparcl__merge_stacked_kernel(ctx, &l->merge)) != SPARCL_OK ||
         (st = sparcl__scratch(ctx, &l->rot, bytes, "LSH rotations")) != SPARCL_OK ||
         (st = upload_rotations(l, desc->seed)) != SPARCL_OK) {
