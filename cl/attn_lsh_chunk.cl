@@ -28,24 +28,21 @@
 #define NV (HEAD_DIM / VEC)
 #define NT (HEAD_DIM % VEC)
 #define NT_ALLOC (NT > 0 ? NT : 1)
-
-/* qv . row (a query, pre-scaled, against a raw q row). */
-inline float lsh_dot(const floatv qv[NV], const float qt[NT_ALLOC], __global const float *row)
-{
-    floatv a = (floatv)(0.0f);
-    for (int d = 0; d < NV; ++d)
-        a = fma(qv[d], LOADV(row + d * VEC), a);
-    float x = HSUMV(a);
-    for (int t = 0; t < NT; ++t)
-        x = fma(qt[t], row[NV * VEC + t], x);
-    return x;
-}
+#define NBV (BLOCK_N / VEC)
+#if BLOCK_N % VEC
+#error "BLOCK_N must be a multiple of VEC"
+#endif
 
 /* Global size (ceil(n / BLOCK_M), heads * rounds, batch).  order: [b, h,
  * round, n] tokens by sorted position; inv_norm: [b, h, n].  part: round
  * r's output row (b, h, i) at ((r * rows + (b * heads + h) * n + i) *
  * HEAD_DIM, rows = batch * heads * n; part_lse likewise without HEAD_DIM.
- * v: kv head h / group.  scale_log2: the score scale times log2(e). */
+ * v: kv head h / group.  scale_log2: the score scale times log2(e).
+ *
+ * Scores are vectorized across keys: a step gathers BLOCK_N keys, already
+ * divided by their norms, transposed into private memory (kT), and every
+ * row multiplies its query into VEC keys at a time; the values are then
+ * accumulated VEC head dimensions at a time. */
 __kernel void attn_lsh_chunk(__global const float *q, const long q_sb, const long q_sh,
                              const long q_ss, __global const float *v, const long v_sb,
                              const long v_sh, const long v_ss, __global const int *order,
@@ -67,8 +64,9 @@ __kernel void attn_lsh_chunk(__global const float *q, const long q_sb, const lon
     const int m_rows = min(BLOCK_M, n - p0);
 
     int tok[BLOCK_M], lo[BLOCK_M], hi[BLOCK_M], others[BLOCK_M];
-    floatv qv[BLOCK_M][NV], acc[BLOCK_M][NV];
-    float qt[BLOCK_M][NT_ALLOC], acct[BLOCK_M][NT_ALLOC], mx[BLOCK_M], l[BLOCK_M];
+    float qs[BLOCK_M][HEAD_DIM];
+    floatv acc[BLOCK_M][NV];
+    float acct[BLOCK_M][NT_ALLOC], mx[BLOCK_M], l[BLOCK_M];
     for (int m = 0; m < BLOCK_M; ++m) {
         const int p = min(p0 + m, n - 1);
         const int c = p / chunk;
@@ -79,37 +77,47 @@ __kernel void attn_lsh_chunk(__global const float *q, const long q_sb, const lon
         mx[m] = -INFINITY;
         l[m] = 0.0f;
         __global const float *qr = qh + tok[m] * q_ss;
-        for (int d = 0; d < NV; ++d) {
-            qv[m][d] = LOADV(qr + d * VEC) * scale_log2;
+        for (int t = 0; t < HEAD_DIM; ++t)
+            qs[m][t] = qr[t] * scale_log2;
+        for (int d = 0; d < NV; ++d)
             acc[m][d] = (floatv)(0.0f);
-        }
-        for (int t = 0; t < NT_ALLOC; ++t) {
-            qt[m][t] = t < NT ? qr[NV * VEC + t] * scale_log2 : 0.0f;
+        for (int t = 0; t < NT_ALLOC; ++t)
             acct[m][t] = 0.0f;
-        }
     }
     /* Windows grow with the sorted position: the union is [lo[0], hi[last]). */
     const int wlo = lo[0], whi = hi[m_rows - 1];
     for (int k0 = wlo; k0 < whi; k0 += BLOCK_N) {
+        float kT[HEAD_DIM][BLOCK_N];
         float s[BLOCK_M][BLOCK_N];
         int kt[BLOCK_N];
         for (int c = 0; c < BLOCK_N; ++c) {
-            const int kp = k0 + c;
-            const int j = ord[min(kp, whi - 1)];
+            const int j = ord[min(k0 + c, whi - 1)];
             kt[c] = j;
             __global const float *kr = qh + j * q_ss;
             const float ij = inv[j];
-            for (int m = 0; m < BLOCK_M; ++m) {
+            for (int t = 0; t < HEAD_DIM; ++t)
+                kT[t][c] = kr[t] * ij;
+        }
+        for (int m = 0; m < BLOCK_M; ++m) {
+            floatv sv[NBV];
+            for (int x = 0; x < NBV; ++x)
+                sv[x] = (floatv)(0.0f);
+            for (int t = 0; t < HEAD_DIM; ++t) {
+                const floatv qb = (floatv)(qs[m][t]);
+                for (int x = 0; x < NBV; ++x)
+                    sv[x] = fma(qb, LOADV(&kT[t][x * VEC]), sv[x]);
+            }
+            for (int x = 0; x < NBV; ++x)
+                STOREV(sv[x], &s[m][x * VEC]);
+            float bm = -INFINITY;
+            for (int c = 0; c < BLOCK_N; ++c) {
+                const int kp = k0 + c, j = kt[c];
                 const int ok = kp < whi && kp >= lo[m] && kp < hi[m] && j != tok[m] &&
                                (!causal || j <= tok[m]);
                 others[m] += ok;
-                s[m][c] = ok ? lsh_dot(qv[m], qt[m], kr) * ij : -INFINITY;
-            }
-        }
-        for (int m = 0; m < BLOCK_M; ++m) {
-            float bm = -INFINITY;
-            for (int c = 0; c < BLOCK_N; ++c)
+                s[m][c] = ok ? s[m][c] : -INFINITY;
                 bm = fmax(bm, s[m][c]);
+            }
             if (bm == -INFINITY) {
                 for (int c = 0; c < BLOCK_N; ++c)
                     s[m][c] = 0.0f;
@@ -122,10 +130,17 @@ __kernel void attn_lsh_chunk(__global const float *q, const long q_sb, const lon
                 acc[m][d] *= corr;
             for (int t = 0; t < NT; ++t)
                 acct[m][t] *= corr;
-            for (int c = 0; c < BLOCK_N; ++c) {
-                s[m][c] = exp2(s[m][c] - mn);
-                l[m] += s[m][c];
+            /* Exponentials VEC keys at a time (sparcl_exp2_nonpos, about
+             * 2 ulp); masked keys get exactly 0, so they are never read. */
+            floatv lv = (floatv)(0.0f);
+            for (int x = 0; x < NBV; ++x) {
+                const floatv sx = LOADV(&s[m][x * VEC]);
+                const floatv e = select(sparcl_exp2_nonpos(sx - mn), (floatv)(0.0f),
+                                        sx == (floatv)(-INFINITY));
+                STOREV(e, &s[m][x * VEC]);
+                lv += e;
             }
+            l[m] += HSUMV(lv);
             mx[m] = mn;
         }
         for (int c = 0; c < BLOCK_N; ++c) {
@@ -148,11 +163,15 @@ __kernel void attn_lsh_chunk(__global const float *q, const long q_sb, const lon
         const long row = (long)r * rows + bh * n + i;
         __global float *o = part + row * HEAD_DIM;
         if (others[m] == 0) {
-            /* Nothing else to attend: the token itself, weight 1. */
+            /* Nothing else to attend: the token itself, weight 1, with the
+             * score scale * q_i . q_i / ||q_i||. */
             __global const float *vr = vh + i * v_ss;
-            for (int x = 0; x < HEAD_DIM; ++x)
+            float self = 0.0f;
+            for (int x = 0; x < HEAD_DIM; ++x) {
                 o[x] = vr[x];
-            part_lse[row] = lsh_dot(qv[m], qt[m], qh + i * q_ss) * inv[i] * M_LN2_F;
+                self = fma(qs[m][x], qh[i * q_ss + x], self);
+            }
+            part_lse[row] = self * inv[i] * M_LN2_F;
             continue;
         }
         const float il = 1.0f / l[m];

@@ -37,6 +37,7 @@ struct lsh {
     size_t bytes; /* of rot */
     cl_kernel kernel[K_COUNT], merge;
     int32_t block_m; /* the chunk kernel's rows per work-item */
+    int32_t wg;      /* WG_SIZE: work-items per group of the hash and chunk kernels */
     pthread_mutex_t lock;
 };
 
@@ -100,6 +101,7 @@ static sparcl_status lsh_create(const sparcl__plan_view *v, const sparcl_plan_de
         return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate an LSH plan");
     l->view = v;
     l->block_m = params->v[SPARCL__P_BLOCK_M];
+    l->wg = params->v[SPARCL__P_WG_SIZE];
     pthread_mutex_init(&l->lock, NULL);
     const size_t bytes =
         sizeof(float) *
@@ -171,6 +173,10 @@ typedef struct arg {
         sizeof(x), &(x)                                                                            \
     }
 
+/* Enqueues kernel `which` over global[0] x global[1] x global[2]; the hash
+ * and chunk kernels run WG_SIZE work-items per group along the first axis
+ * (rounded up: they skip the items past the end), the sort lets the
+ * driver choose. */
 static sparcl_status launch(struct lsh *l, cl_command_queue queue, int which, const arg *args,
                             int n_args, const size_t global[3], cl_uint num_wait,
                             const cl_event *wait, cl_event *event)
@@ -179,8 +185,12 @@ static sparcl_status launch(struct lsh *l, cl_command_queue queue, int which, co
     cl_int err = CL_SUCCESS;
     for (int a = 0; a < n_args; ++a)
         err |= clSetKernelArg(kn, (cl_uint)a, args[a].size, args[a].value);
+    const size_t wg = which == K_SORT ? 1 : (size_t)l->wg;
+    const size_t g[3] = {(global[0] + wg - 1) / wg * wg, global[1], global[2]};
+    const size_t local[3] = {wg, 1, 1};
     if (err == CL_SUCCESS)
-        err = clEnqueueNDRangeKernel(queue, kn, 3, NULL, global, NULL, num_wait, wait, event);
+        err = clEnqueueNDRangeKernel(queue, kn, 3, NULL, g, which == K_SORT ? NULL : local,
+                                     num_wait, wait, event);
     return err == CL_SUCCESS ? SPARCL_OK : sparcl__fail_cl(l->view->ctx, err, kernel_names[which]);
 }
 
