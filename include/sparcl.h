@@ -575,6 +575,11 @@ typedef struct sparcl_plan_desc {
      * during sparcl_plan_init only, and the ramp R > 0 of the soft mask. */
     const float *spans;
     float span_ramp;
+    /* SPARCL_ATTENTION_LSH (section "LSH attention" below); 0 elsewhere.
+     * The rotations are drawn from `seed`. */
+    int lsh_rounds;  /* hash rounds, 1 .. SPARCL_LSH_MAX_ROUNDS */
+    int lsh_buckets; /* buckets per round: even, 2 .. SPARCL_LSH_MAX_BUCKETS */
+    int lsh_chunk;   /* tokens per chunk of the sorted order, >= 1 */
 } sparcl_plan_desc;
 
 /* Fills the first `size` bytes of *desc with the defaults (batch 1, one
@@ -1664,7 +1669,8 @@ typedef enum sparcl_attention_kind {
     SPARCL_ATTENTION_EXACT = 0,  /* every attended pair of the layout */
     SPARCL_ATTENTION_FAVOR = 1,  /* Performer FAVOR+ random features */
     SPARCL_ATTENTION_LINFORMER = 2, /* keys and values projected along the sequence */
-    SPARCL_ATTENTION_SPAN = 3 /* adaptive span: a learned soft causal window per head */
+    SPARCL_ATTENTION_SPAN = 3, /* adaptive span: a learned soft causal window per head */
+    SPARCL_ATTENTION_LSH = 4   /* Reformer LSH attention, shared QK ("LSH attention") */
 } sparcl_attention_kind;
 
 /* Largest FAVOR+ feature count. */
@@ -1699,6 +1705,91 @@ SPARCL_API sparcl_status sparcl_plan_read_projections(sparcl_plan *plan, float *
  * SPARCL_ERR_OPENCL. */
 SPARCL_API sparcl_status sparcl_plan_write_projections(sparcl_plan *plan, const float *e,
                                                        const float *f);
+
+/* ---- LSH attention (Reformer, Kitaev et al. 2020) ----
+ *
+ * attention = SPARCL_ATTENTION_LSH: shared-QK attention within buckets of
+ * angular locality-sensitive hashing, softmax only, q_len == kv_len = N.
+ * Exactly what a plan computes, per batch b and query head h:
+ *
+ *   keys      k_j = q_j / ||q_j|| (the same batch and q head; k_j = 0 when
+ *             q_j = 0).  The k tensor is not read: pass any buffer of k's
+ *             shape (q itself when kv_heads == q_heads).  Values come from
+ *             v of kv head h / (q_heads / kv_heads) (GQA/MQA share values).
+ *   rotations round r = 0 .. lsh_rounds-1 has R_r, head_dim x (lsh_buckets
+ *             / 2) floats, row-major: independent N(0, 1) draws from
+ *             desc.seed (splitmix64 and Box-Muller in double, rounded to
+ *             float), shared by every batch and head.
+ *   bucket    per token i and round r, in float arithmetic:
+ *             x_c = fma(q_i[D-1], R_r[D-1][c], ... fma(q_i[0], R_r[0][c],
+ *             0)), the fused multiply-adds taken in order t = 0 .. D-1;
+ *             y = [x; -x] (lsh_buckets values); bucket = the smallest index
+ *             c attaining the largest non-NaN y_c (0 if none exceeds
+ *             -inf).  Kernel and reference evaluate this same float chain
+ *             (fma is correctly rounded in C and OpenCL), so buckets agree
+ *             token for token wherever the device keeps float subnormals
+ *             (CL_FP_DENORM); sparcl_plan_lsh_order() shows them.
+ *   sort      per (b, h, r), the tokens ordered stably by bucket: by
+ *             (bucket, position).  On the device: a counting sort per
+ *             (b, h, r), stable because it scatters tokens in position
+ *             order.
+ *   chunks    sorted position p lies in chunk p / lsh_chunk.  The query at
+ *             sorted position p (token i) attends the tokens at sorted
+ *             positions of its own chunk and of the chunk before (none
+ *             before chunk 0: no wrap-around), with causal only those
+ *             j <= i, and never itself unless that leaves nothing; then
+ *             it attends to itself alone.
+ *   round     out_r, lse_r: softmax attention of i over that key set S_r(i)
+ *             with scores scale * q_i . k_j.
+ *   result    the rounds merged by LSE as sparcl_merge() does (with the
+ *             stacked merge kernel): m = max_r lse_r, out = sum_r
+ *             exp(lse_r - m) out_r / sum_r exp(lse_r - m), lse = m + log
+ *             sum_r exp(lse_r - m): softmax over the multiset union of the
+ *             rounds' key sets (a key found in two rounds counts twice, as
+ *             in the Reformer without its duplicate correction).
+ *
+ * Work O(B H lsh_rounds N (D lsh_buckets / 2 + 2 lsh_chunk D)); memory
+ * O(lsh_rounds B H N D) of per-call workspace (each round's partial output
+ * and lse, the bucket ids, the sorted order, the key norms), allocated by
+ * each call and released when its work completes, so calls never share
+ * state.  Four kernels per call: attn_lsh_hash (every round's bucket of
+ * every token, and 1/||q||), attn_lsh_sort (one work-item per (b, h, r)),
+ * attn_lsh_chunk (BLOCK_M sorted queries per work-item, BLOCK_N keys per
+ * step, VEC along the head dimension: kernel family "attn_lsh", tuned as
+ * any family), then attn_merge_stacked.
+ *
+ * Errors at sparcl_plan_init(): SPARCL_ERR_INVALID_ARGUMENT naming the
+ * field for lsh_rounds outside [1, SPARCL_LSH_MAX_ROUNDS], lsh_buckets odd
+ * or outside [2, SPARCL_LSH_MAX_BUCKETS], lsh_chunk < 1;
+ * SPARCL_ERR_NOT_SUPPORTED for q_len != kv_len, a layout, a normalization
+ * other than softmax, dtype F16/BF16.  The backward is not implemented:
+ * every backward call on an LSH plan returns SPARCL_ERR_NOT_SUPPORTED.
+ * sparcl_reference_forward() covers LSH descriptors (the same rotations,
+ * its own bucketing, sort and double-precision attention). */
+
+#define SPARCL_LSH_MAX_ROUNDS 64
+#define SPARCL_LSH_MAX_BUCKETS 4096
+
+/* The bucket ids and the sorted order an LSH plan computes for q (a
+ * device buffer of the plan's q shape and strides), for inspection:
+ * buckets[((b * q_heads + h) * lsh_rounds + r) * N + i] is the bucket of
+ * token i in round r, order[... + p] the token at sorted position p (both
+ * host arrays of batch * q_heads * lsh_rounds * N int32, either may be
+ * NULL).  Runs the plan's hash and sort kernels on `queue` (NULL: the
+ * context's) and blocks until the copies are done.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL plan or q, a plan of another
+ * kind, q too small), SPARCL_ERR_OUT_OF_MEMORY, SPARCL_ERR_OPENCL. */
+SPARCL_API sparcl_status sparcl_plan_lsh_order(sparcl_plan *plan, cl_command_queue queue,
+                                               cl_mem q, int32_t *buckets, int32_t *order);
+
+/* The reference's buckets and sorted order for an LSH descriptor and
+ * contiguous host q ([B, q_heads, N, D]), laid out as
+ * sparcl_plan_lsh_order() writes them (either may be NULL).  ctx may be
+ * NULL.  Errors: SPARCL_ERR_INVALID_ARGUMENT (not an LSH descriptor, bad
+ * fields), SPARCL_ERR_OUT_OF_MEMORY. */
+SPARCL_API sparcl_status sparcl_reference_lsh_order(sparcl_ctx *ctx, const sparcl_plan_desc *desc,
+                                                    const float *q, int32_t *buckets,
+                                                    int32_t *order);
 
 /* ---- Backward pass ---- */
 

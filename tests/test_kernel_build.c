@@ -182,6 +182,27 @@ Test(kernel_build, every_family_builds_without_warnings, .timeout = 900)
         sparcl_plan_free(plan);
         cr_assert_eq(rec.warning[0], 0, "select: %s", rec.warning);
     }
+    /* LSH attention (hash, sort, chunk attention), default and explicit
+     * parameters, at an odd head dimension. */
+    const char *lsh_sets[] = {"", "BLOCK_M=2 BLOCK_N=8 VEC=8"};
+    for (int i = 0; i < 2; ++i) {
+        sparcl_plan_desc d;
+        sparcl_plan_desc_init(&d);
+        d.q_len = d.kv_len = 40;
+        d.head_dim = 72;
+        d.attention = SPARCL_ATTENTION_LSH;
+        d.lsh_rounds = 2;
+        d.lsh_buckets = 8;
+        d.lsh_chunk = 8;
+        sparcl_params p;
+        parse(lsh_sets[i], &p);
+        d.params = p.count ? &p : NULL;
+        sparcl_plan *plan = NULL;
+        cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "lsh %d: %s", i,
+                     sparcl_ctx_errmsg(ctx));
+        sparcl_plan_free(plan);
+        cr_assert_eq(rec.warning[0], 0, "lsh %d: %s", i, rec.warning);
+    }
     sparcl_layout_free(lay);
     sparcl_ctx_free(ctx);
 

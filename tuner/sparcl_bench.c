@@ -52,8 +52,8 @@
 #include "tool_log.h"
 #include "tool_timing.h"
 
-enum pattern { PAT_DENSE, PAT_CAUSAL, PAT_WINDOW, PAT_BIGBIRD, PAT_SPAN };
-static const char *pattern_names[] = {"dense", "causal", "window", "bigbird", "span"};
+enum pattern { PAT_DENSE, PAT_CAUSAL, PAT_WINDOW, PAT_BIGBIRD, PAT_SPAN, PAT_LSH };
+static const char *pattern_names[] = {"dense", "causal", "window", "bigbird", "span", "lsh"};
 
 typedef struct bench_case {
     const char *name;
@@ -63,6 +63,21 @@ typedef struct bench_case {
     int q_len;    /* query rows per head when fewer than n (decoding); 0: n */
     int kv_heads; /* K/V heads when fewer than heads (GQA); 0: heads */
 } bench_case;
+
+/* PAT_LSH cases (issue 17): LSH attention with these rounds, buckets and
+ * chunk, not causal.  Their pairs are counted from the chunk geometry, the
+ * error against the reference on head 0, and base_ms is dense CPU
+ * attention at the same length (so speedup is LSH over dense). */
+typedef struct lsh_setup {
+    int rounds, buckets, chunk;
+} lsh_setup;
+
+static lsh_setup lsh_of(const bench_case *c)
+{
+    /* Reformer's choice: about n / chunk buckets. */
+    const lsh_setup s = {2, c->n / 64, 64};
+    return s;
+}
 
 /* The standard problem set of issue 5 (fp32, batch 1). */
 static const bench_case cases[] = {
@@ -84,6 +99,10 @@ static const bench_case cases[] = {
      * forward and backward with the spans' gradient. */
     {"span-16k", PAT_SPAN, 16384, 8, 64, 1, 0, 0, 0},
     {"bwd-span-16k", PAT_SPAN, 16384, 8, 64, 0, 1, 0, 0},
+    /* LSH attention (issue 17) next to dense attention at the same length. */
+    {"dense-16k", PAT_DENSE, 16384, 8, 64, 0, 0, 0, 0},
+    {"lsh-16k", PAT_LSH, 16384, 8, 64, 0, 0, 0, 0},
+    {"lsh-64k", PAT_LSH, 65536, 8, 64, 0, 0, 0, 0},
 };
 #define N_CASES ((int)(sizeof cases / sizeof cases[0]))
 
@@ -297,6 +316,41 @@ static double sample_error(const pattern_info *p, const float *q, const float *k
     return err;
 }
 
+/* Attended pairs of a non-causal LSH case: per head and round, sorted
+ * position p of chunk c sees chunks c-1 and c but not itself. */
+static int64_t lsh_pairs(const bench_case *c)
+{
+    const lsh_setup ls = lsh_of(c);
+    int64_t per = 0;
+    for (int p = 0; p < c->n; ++p) {
+        const int ch = p / ls.chunk;
+        const int lo = ch > 0 ? (ch - 1) * ls.chunk : 0;
+        const int hi = (ch + 1) * ls.chunk < c->n ? (ch + 1) * ls.chunk : c->n;
+        per += hi - lo > 1 ? hi - lo - 1 : 1;
+    }
+    return per * ls.rounds * c->heads;
+}
+
+/* Max |out - reference| of an LSH case over head 0, from the double
+ * reference (the same seeded rotations) run on that head alone. */
+static double lsh_error(sparcl_ctx *ctx, const sparcl_plan_desc *plan_desc, const float *q,
+                        const float *v, const float *o)
+{
+    sparcl_plan_desc d = *plan_desc;
+    d.q_heads = d.kv_heads = 1;
+    d.params = NULL;
+    const size_t n = (size_t)d.q_len * (size_t)d.head_dim;
+    double *ref = malloc(sizeof *ref * n), err = 0.0;
+    if (!ref || sparcl_reference_forward(ctx, &d, q, q, v, ref, NULL) != SPARCL_OK) {
+        free(ref);
+        return NAN;
+    }
+    for (size_t x = 0; x < n; ++x)
+        err = fmax(err, fabs(ref[x] - o[x]));
+    free(ref);
+    return err;
+}
+
 typedef struct result {
     double density, ms, ms_min, ms_max, gflops, base_ms, err;
     /* Median process CPU time per call (and per baseline run): FLOPs per
@@ -446,6 +500,8 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
         for (int h = 0; h < c->heads; ++h)
             for (int i = 0; i < c->n; ++i)
                 res->pairs += i + 1 < span_reach(h) ? i + 1 : span_reach(h);
+    } else if (c->pattern == PAT_LSH) {
+        res->pairs = lsh_pairs(c);
     } else {
         res->pairs = (int64_t)c->heads * q_len_of(c) * c->n;
     }
@@ -516,6 +572,14 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
         d.spans = spans;
         d.span_ramp = SPAN_RAMP;
     }
+    if (c->pattern == PAT_LSH) {
+        d.attention = SPARCL_ATTENTION_LSH;
+        const lsh_setup ls = lsh_of(c);
+        d.lsh_rounds = ls.rounds;
+        d.lsh_buckets = ls.buckets;
+        d.lsh_chunk = ls.chunk;
+        d.seed = 1;
+    }
     if (sparcl_plan_init(ctx, &plan, &d) != SPARCL_OK) {
         fprintf(stderr, "sparcl-bench: %s: plan: %s\n", c->name, sparcl_ctx_errmsg(ctx));
         goto done;
@@ -560,7 +624,8 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
     else if (opt->dtype == SPARCL_DTYPE_BF16)
         sparcl_convert_bf16_to_f32(bits, o, elems);
     const float scale = 1.0f / sqrtf((float)c->dim);
-    res->err = sample_error(&pi, q, k, v, o, scale); /* the forward's output in both cases */
+    res->err = c->pattern == PAT_LSH ? lsh_error(ctx, &d, q, v, o)
+                                     : sample_error(&pi, q, k, v, o, scale); /* forward's out */
     sparcl_plan_free(plan);
     plan = NULL;
     for (int t = 0; t < nbuf; ++t) {
@@ -568,8 +633,16 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
         m[t] = NULL;
     }
 
-    bench_dense_problem bp = {
-        c->heads, c->n, c->dim, scale, c->pattern == PAT_DENSE ? NULL : mask_row, &pi, q, k, v, o};
+    bench_dense_problem bp = {c->heads,
+                              c->n,
+                              c->dim,
+                              scale,
+                              c->pattern == PAT_DENSE || c->pattern == PAT_LSH ? NULL : mask_row,
+                              &pi,
+                              q,
+                              k,
+                              v,
+                              o};
     size_t need = bench_dense_bytes(&bp), have = avail_bytes();
     if (c->backward)
         res->base_note = "forward only"; /* the CPU baseline has no backward */

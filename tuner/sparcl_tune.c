@@ -521,7 +521,7 @@ static int can_evaluate(const char *kernel)
 {
     return !strcmp(kernel, "attn_fwd") || !strcmp(kernel, "attn_entmax") ||
            !strcmp(kernel, "attn_decode") || !strcmp(kernel, "clblast_xgemm") ||
-           tune_kernel_is_backward(kernel);
+           !strcmp(kernel, "attn_lsh") || tune_kernel_is_backward(kernel);
 }
 
 /* The kernel families to tune (--kernel, or all the worker can run). */

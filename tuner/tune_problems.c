@@ -216,6 +216,15 @@ void tune_problem_for_kernel(const char *kernel, sparcl_plan_desc *d)
      * their solvers. */
     if (!strcmp(kernel, "attn_entmax") || !strcmp(kernel, "attn_entmax_bwd"))
         d->normalization = SPARCL_NORMALIZATION_ENTMAX15;
+    /* attn_lsh on LSH attention as the Reformer sets it up: 2 rounds,
+     * chunks of 64, about n / 64 buckets (dense problems only: LSH takes
+     * no layout, and q_len == kv_len). */
+    if (!strcmp(kernel, "attn_lsh")) {
+        d->attention = SPARCL_ATTENTION_LSH;
+        d->lsh_rounds = 2;
+        d->lsh_chunk = 64;
+        d->lsh_buckets = d->kv_len / 64 >= 2 ? d->kv_len / 64 / 2 * 2 : 2;
+    }
 }
 
 int tune_kernel_is_backward(const char *kernel)

@@ -7,7 +7,8 @@
  *   problem <spec>              set up inputs, reference and buffers
  *   eval <max_runs> A=1 B=2...  build, verify and time one candidate
  * where <spec> is "<kernel> <problem>" with kernel attn_fwd, attn_entmax
- * (run as 1.5-entmax), attn_decode, clblast_xgemm (the forward on the dense
+ * (run as 1.5-entmax), attn_decode, attn_lsh (LSH attention as
+ * tune_problem_for_kernel sets it up), clblast_xgemm (the forward on the dense
  * path, ALGO=1, with the candidate as the context's CLBlast parameters),
  * attn_bwd or attn_entmax_bwd (1.5-entmax; a
  * backward is verified against sparcl_reference_backward() on outputs of the
@@ -187,7 +188,7 @@ static int set_up(sparcl_ctx *ctx, setup *s, const char *line, char *err, size_t
     if (sscanf(line, "%31s %n", kernel, &used) != 1 ||
         (strcmp(kernel, "attn_fwd") && strcmp(kernel, "attn_entmax") &&
          strcmp(kernel, "attn_decode") && strcmp(kernel, "clblast_xgemm") &&
-         !tune_kernel_is_backward(kernel))) {
+         strcmp(kernel, "attn_lsh") && !tune_kernel_is_backward(kernel))) {
         snprintf(err, size, "unknown kernel family \"%s\"", kernel);
         return -1;
     }

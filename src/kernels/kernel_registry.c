@@ -19,6 +19,7 @@ static const sparcl__kernel_schema *const schemas[] = {
     &sparcl__schema_attn_decode,
     &sparcl__schema_clblast,
     &sparcl__schema_attn_span,
+    &sparcl__schema_attn_lsh,
 };
 
 /* Every family the runtime builds. */
@@ -33,6 +34,8 @@ static const sparcl__kernel_schema *const families[] = {
     &sparcl__schema_clblast,
     &sparcl__schema_block_select,
     &sparcl__schema_attn_span,
+    &sparcl__schema_attn_lsh,
+    &sparcl__schema_attn_lsh_sort,
 };
 
 #define N_SCHEMAS ((int)(sizeof schemas / sizeof schemas[0]))

@@ -149,6 +149,8 @@ extern const sparcl__kernel_schema sparcl__schema_attn_span;   /* params_span.c 
  * SPLITS partial outputs and LSEs of every query row. */
 size_t sparcl__attn_decode_workspace_bytes(const sparcl__pset *p, const sparcl__problem *prob);
 extern const sparcl__kernel_schema sparcl__schema_clblast;     /* params_clblast.c */
+extern const sparcl__kernel_schema sparcl__schema_attn_lsh;    /* params_lsh.c */
+extern const sparcl__kernel_schema sparcl__schema_attn_lsh_sort; /* params_lsh.c */
 
 /* Floats of private memory one work-item of any kernel may hold (the
  * compilers spill beyond registers; past this, badly). */

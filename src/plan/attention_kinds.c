@@ -112,6 +112,27 @@ sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
         if ((st = sparcl__span_desc_check(ctx, d)) != SPARCL_OK)
             return st;
         return half_refused(ctx, d, "adaptive span");
+    case SPARCL_ATTENTION_LSH:
+        if (d->lsh_rounds < 1 || d->lsh_rounds > SPARCL_LSH_MAX_ROUNDS)
+            return BAD("lsh_rounds %d must be in [1, %d] for LSH attention", d->lsh_rounds,
+                       SPARCL_LSH_MAX_ROUNDS);
+        if (d->lsh_buckets < 2 || d->lsh_buckets > SPARCL_LSH_MAX_BUCKETS || d->lsh_buckets % 2)
+            return BAD("lsh_buckets %d must be even and in [2, %d] for LSH attention (the "
+                       "argmax of [xR; -xR])",
+                       d->lsh_buckets, SPARCL_LSH_MAX_BUCKETS);
+        if (d->lsh_chunk < 1)
+            return BAD("lsh_chunk %d must be >= 1 for LSH attention", d->lsh_chunk);
+        if (d->normalization != SPARCL_NORMALIZATION_SOFTMAX)
+            return UNSUPPORTED("LSH attention is softmax only; normalization %d is not supported",
+                               d->normalization);
+        if (d->layout)
+            return UNSUPPORTED("LSH attention chooses its keys by hashing; a layout is not "
+                               "supported");
+        if (d->q_len != d->kv_len)
+            return UNSUPPORTED("LSH attention shares queries and keys: q_len %d must equal "
+                               "kv_len %d",
+                               d->q_len, d->kv_len);
+        return half_refused(ctx, d, "LSH attention");
     default: return BAD("attention %d is not a sparcl_attention_kind", d->attention);
     }
 #undef BAD
@@ -129,6 +150,8 @@ const sparcl__kind_ops *sparcl__kind_select(const sparcl_plan_desc *d, const spa
         return &sparcl__kind_favor;
     if (d->attention == SPARCL_ATTENTION_LINFORMER)
         return &sparcl__kind_linformer;
+    if (d->attention == SPARCL_ATTENTION_LSH)
+        return &sparcl__kind_lsh;
     if (sparcl__entmax_norm(d, &alpha))
         return &sparcl__kind_entmax;
     if (sparcl__decode_selected(d, params))

@@ -26,7 +26,8 @@ extern const sparcl__kind_ops sparcl__kind_linformer; /* linformer.c */
 extern const sparcl__kind_ops sparcl__kind_decode;    /* decode.c: split-KV, small q_len */
 extern const sparcl__kind_ops sparcl__kind_dynsel;    /* kind_select.c: dynamic selection */
 extern const sparcl__kind_ops sparcl__kind_span;      /* kind_span.c: adaptive span */
-#define SPARCL__KIND_COUNT 8
+extern const sparcl__kind_ops sparcl__kind_lsh;       /* lsh.c: Reformer LSH attention */
+#define SPARCL__KIND_COUNT 9
 
 /* Shortest kv_len for which a plan without a parameter override chooses
  * the split-KV decoding kind (with q_len <= SPARCL__DECODE_MAX_Q and

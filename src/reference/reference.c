@@ -100,6 +100,8 @@ SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_
         return st;
     if (d->attention == SPARCL_ATTENTION_SPAN) /* reference_span.c */
         return sparcl__reference_span_forward(ctx, d, q, k, v, out, lse);
+    if (d->attention == SPARCL_ATTENTION_LSH) /* reference_lsh.c */
+        return sparcl__reference_lsh_forward(ctx, d, q, v, out, lse);
     if (d->attention != SPARCL_ATTENTION_EXACT)
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
                             "reference: FAVOR+ and Linformer have no reference here (their "

@@ -39,6 +39,9 @@ SPARCL_API sparcl_status sparcl_reference_backward(sparcl_ctx *ctx, const sparcl
         return st;
     if (d->attention == SPARCL_ATTENTION_SPAN) /* reference_span.c */
         return sparcl__reference_span_backward(ctx, d, q, k, v, dout, dq, dk, dv, NULL);
+    if (d->attention == SPARCL_ATTENTION_LSH)
+        return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
+                            "reference backward: LSH attention has no backward");
     if (d->attention != SPARCL_ATTENTION_EXACT) /* reference_lowrank_bwd.c */
         return sparcl__reference_backward_lowrank(ctx, d, q, k, v, dout, dq, dk, dv, NULL, NULL);
     if (d->attention != SPARCL_ATTENTION_EXACT)
