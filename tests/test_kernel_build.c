@@ -120,7 +120,8 @@ Test(kernel_build, every_family_builds_without_warnings, .timeout = 900)
         /* adaptive span: local tiles in the forward, then in the backward */
         {SPARCL_ATTENTION_SPAN, SM, 72, 1, 0, "USE_LOCAL=1 BLOCK_M=8 BLOCK_N=8 WG_SIZE=4 VEC=4",
          "USE_LOCAL=0 BLOCK_M=2 BLOCK_N=4 WG_SIZE=1 VEC=16"},
-        {SPARCL_ATTENTION_SPAN, SM, 16, 1, 0, "", "USE_LOCAL=1 BLOCK_M=4 BLOCK_N=4 WG_SIZE=4 VEC=4"},
+        {SPARCL_ATTENTION_SPAN, SM, 16, 1, 0, "",
+         "USE_LOCAL=1 BLOCK_M=4 BLOCK_N=4 WG_SIZE=4 VEC=4"},
     };
     for (size_t i = 0; i < sizeof vs / sizeof vs[0]; ++i) {
         const variant *v = &vs[i];
