@@ -43,7 +43,7 @@ sparcl_status sparcl__reference_span_forward(sparcl_ctx *ctx, const sparcl_plan_
                                              double *out, double *lse);
 sparcl_status sparcl__reference_span_backward(sparcl_ctx *ctx, const sparcl_plan_desc *d,
                                               const float *q, const float *k, const float *v,
-                                              const float *dout, double *dq, double *dk,
-                                              double *dv, double *dspans);
+                                              const float *dout, double *dq, double *dk, double *dv,
+                                              double *dspans);
 
 #endif
