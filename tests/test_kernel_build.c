@@ -117,6 +117,11 @@ Test(kernel_build, every_family_builds_without_warnings, .timeout = 900)
         {EX, SPARCL_NORMALIZATION_ENTMAX, 16, 1, 1.3f, "", "BLOCK_M=16 BLOCK_N=1 WG_SIZE=1 VEC=1"},
         {SPARCL_ATTENTION_FAVOR, SM, 16, 0, 0, "", ""},
         {SPARCL_ATTENTION_LINFORMER, SM, 72, 0, 0, "", ""},
+        /* adaptive span: local tiles in the forward, then in the backward */
+        {SPARCL_ATTENTION_SPAN, SM, 72, 1, 0, "USE_LOCAL=1 BLOCK_M=8 BLOCK_N=8 WG_SIZE=4 VEC=4",
+         "USE_LOCAL=0 BLOCK_M=2 BLOCK_N=4 WG_SIZE=1 VEC=16"},
+        {SPARCL_ATTENTION_SPAN, SM, 16, 1, 0, "",
+         "USE_LOCAL=1 BLOCK_M=4 BLOCK_N=4 WG_SIZE=4 VEC=4"},
     };
     for (size_t i = 0; i < sizeof vs / sizeof vs[0]; ++i) {
         const variant *v = &vs[i];
@@ -130,6 +135,8 @@ Test(kernel_build, every_family_builds_without_warnings, .timeout = 900)
         d.layout = v->attention == EX ? lay : NULL;
         d.features = 16;
         d.proj_len = 8;
+        d.causal = v->attention == SPARCL_ATTENTION_SPAN; /* adaptive span is causal */
+        d.span_ramp = 4.0f;
         sparcl_params p, bp;
         parse(v->params, &p);
         d.params = p.count ? &p : NULL;

@@ -66,9 +66,8 @@ static sparcl_status check(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl_
 {
     /* dq holds q, dO and two sums per row plus a tile of scores; dkv holds
      * k, v, dK and dV per key. */
-    return sparcl__pset_item_tile_check(ctx, p, prob, limits,
-                                        4L * prob->head_dim + p->v[SPARCL__P_BLOCK_N],
-                                        4L * prob->head_dim);
+    return sparcl__pset_item_tile_check(
+        ctx, p, prob, limits, 4L * prob->head_dim + p->v[SPARCL__P_BLOCK_N], 4L * prob->head_dim);
 }
 
 static void defaults(sparcl__pset *p, const sparcl__problem *prob,

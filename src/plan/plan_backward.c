@@ -162,9 +162,8 @@ static sparcl_status backward_strided(sparcl_plan *p, cl_command_queue queue,
     const sparcl__kind_ops *kind = kind_with_backward(p);
     if (!kind)
         return SPARCL_ERR_NOT_SUPPORTED;
-    const sparcl__bwd_call c = {queue, ts,    a->q,  a->k,     a->v, a->out, a->lse, a->dout,
-                                a->dq, a->dk, a->dv, num_wait, wait, event,  a->de,  a->df,
-                                a->dz};
+    const sparcl__bwd_call c = {queue, ts,    a->q,     a->k, a->v,  a->out, a->lse, a->dout, a->dq,
+                                a->dk, a->dv, num_wait, wait, event, a->de,  a->df,  a->dz};
     return kind->backward(p->state, &c);
 }
 

@@ -43,8 +43,8 @@ sparcl_status sparcl__reference_span_forward(sparcl_ctx *ctx, const sparcl_plan_
                                              double *out, double *lse);
 sparcl_status sparcl__reference_span_backward(sparcl_ctx *ctx, const sparcl_plan_desc *d,
                                               const float *q, const float *k, const float *v,
-                                              const float *dout, double *dq, double *dk,
-                                              double *dv, double *dspans);
+                                              const float *dout, double *dq, double *dk, double *dv,
+                                              double *dspans);
 /* The LSH attention forward (reference_lsh.c) of a descriptor whose shapes
  * passed sparcl__reference_check: checks the LSH fields, overwrites out
  * and lse (when not NULL); k is not read (shared QK). */
