@@ -1,0 +1,156 @@
+/*
+ * ring_exchange.c -- what the ring's forward and backward share: the
+ * agreement of all ranks on a status, the ring order of the steps, the
+ * posting of K/V shards, and waiting on the device while MPI progresses.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "mpi/ring_internal.h"
+
+int64_t sparcl__ring_kv_elems(const sparcl_ring *ring, int rank)
+{
+    return (int64_t)ring->desc.batch * ring->desc.kv_heads * ring->lens[rank] *
+           ring->desc.head_dim;
+}
+
+sparcl_status sparcl__ring_fail(sparcl_ctx *ctx, sparcl_status status, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return sparcl_ctx_fail(ctx, status, msg);
+}
+
+sparcl_status sparcl__ring_agree(sparcl_ctx *ctx, MPI_Comm comm, sparcl_status local)
+{
+    int rank = 0;
+    MPI_Comm_rank(comm, &rank);
+    struct {
+        int status, rank;
+    } mine = {(int)local, rank}, worst;
+    MPI_Allreduce(&mine, &worst, 1, MPI_2INT, MPI_MINLOC, comm);
+    if (worst.status == SPARCL_OK)
+        return SPARCL_OK;
+    /* The failing rank tells the others what went wrong. */
+    char msg[512] = "";
+    if (rank == worst.rank)
+        snprintf(msg, sizeof msg, "%s", sparcl_ctx_errmsg(ctx));
+    MPI_Bcast(msg, (int)sizeof msg, MPI_CHAR, worst.rank, comm);
+    if (rank != worst.rank)
+        sparcl__ring_fail(ctx, (sparcl_status)worst.status, "rank %d failed: %s", worst.rank, msg);
+    return (sparcl_status)worst.status;
+}
+
+int sparcl__ring_steps(const sparcl_ring *ring, int *order)
+{
+    int n = 0;
+    for (int s = 0; s < ring->ranks; ++s) {
+        int src = (ring->rank - s + ring->ranks) % ring->ranks;
+        if (ring->need[ring->rank * ring->ranks + src])
+            order[n++] = src;
+    }
+    return n;
+}
+
+int sparcl__ring_post_own(sparcl_ring *ring, const float *k, const float *v, MPI_Request *reqs)
+{
+    const int P = ring->ranks, r = ring->rank;
+    const int count = (int)sparcl__ring_kv_elems(ring, r);
+    int n = 0;
+    for (int s = 1; s < P; ++s) {
+        int dst = (r + s) % P;
+        if (!ring->need[dst * P + r])
+            continue;
+        MPI_Isend(k, count, MPI_FLOAT, dst, RING_TAG_K, ring->comm, &reqs[n++]);
+        MPI_Isend(v, count, MPI_FLOAT, dst, RING_TAG_V, ring->comm, &reqs[n++]);
+        ring->stats.bytes_sent += 2 * (int64_t)count * (int64_t)sizeof(float);
+    }
+    return n;
+}
+
+void sparcl__ring_post_recv(sparcl_ring *ring, int src, float *kbuf, float *vbuf,
+                            MPI_Request reqs[2])
+{
+    const int count = (int)sparcl__ring_kv_elems(ring, src);
+    MPI_Irecv(kbuf, count, MPI_FLOAT, src, RING_TAG_K, ring->comm, &reqs[0]);
+    MPI_Irecv(vbuf, count, MPI_FLOAT, src, RING_TAG_V, ring->comm, &reqs[1]);
+    ring->stats.bytes_received += 2 * (int64_t)count * (int64_t)sizeof(float);
+}
+
+void sparcl__ring_wait(sparcl_ring *ring, MPI_Request *reqs, int nreqs)
+{
+    if (nreqs <= 0)
+        return;
+    double t0 = MPI_Wtime();
+    MPI_Waitall(nreqs, reqs, MPI_STATUSES_IGNORE);
+    ring->stats.seconds_wait += MPI_Wtime() - t0;
+}
+
+sparcl_status sparcl__ring_finish(sparcl_ring *ring, MPI_Request *reqs, int nreqs)
+{
+    cl_command_queue queue = sparcl_ctx_cl_queue(ring->ctx);
+    cl_event ev = NULL;
+    cl_int err = clEnqueueMarkerWithWaitList(queue, 0, NULL, &ev);
+    if (err == CL_SUCCESS)
+        err = clFlush(queue);
+    if (err != CL_SUCCESS) {
+        if (ev)
+            clReleaseEvent(ev);
+        return sparcl__ring_fail(ring->ctx, SPARCL_ERR_OPENCL,
+                                 "enqueueing a marker on the ring's queue failed (%d)", (int)err);
+    }
+    const struct timespec nap = {0, 50000}; /* 50 us between polls */
+    for (;;) {
+        cl_int state = CL_QUEUED;
+        err = clGetEventInfo(ev, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof state, &state, NULL);
+        if (err != CL_SUCCESS || state <= CL_COMPLETE) {
+            if (err == CL_SUCCESS && state < 0)
+                err = state;
+            break;
+        }
+        if (nreqs > 0) {
+            int done = 0;
+            MPI_Testall(nreqs, reqs, &done, MPI_STATUSES_IGNORE);
+        }
+        nanosleep(&nap, NULL);
+    }
+    clReleaseEvent(ev);
+    if (err != CL_SUCCESS)
+        return sparcl__ring_fail(ring->ctx, SPARCL_ERR_OPENCL,
+                                 "the ring's device work failed (OpenCL status %d)", (int)err);
+    return SPARCL_OK;
+}
+
+sparcl_status sparcl__ring_upload(sparcl_ring *ring, cl_mem buf, const float *host, int64_t n)
+{
+    cl_int err = clEnqueueWriteBuffer(sparcl_ctx_cl_queue(ring->ctx), buf, CL_FALSE, 0,
+                                      (size_t)n * sizeof(float), host, 0, NULL, NULL);
+    if (err != CL_SUCCESS)
+        return sparcl__ring_fail(ring->ctx, SPARCL_ERR_OPENCL,
+                                 "clEnqueueWriteBuffer of a ring shard failed (%d)", (int)err);
+    return SPARCL_OK;
+}
+
+sparcl_status sparcl__ring_buffer(sparcl_ring *ring, int64_t n, cl_mem *out)
+{
+    cl_int err = CL_SUCCESS;
+    *out = clCreateBuffer(sparcl_ctx_cl_context(ring->ctx), CL_MEM_READ_WRITE,
+                          (size_t)(n > 0 ? n : 1) * sizeof(float), NULL, &err);
+    if (err != CL_SUCCESS) {
+        *out = NULL;
+        return sparcl__ring_fail(ring->ctx,
+                                 err == CL_MEM_OBJECT_ALLOCATION_FAILURE ||
+                                         err == CL_OUT_OF_RESOURCES || err == CL_OUT_OF_HOST_MEMORY
+                                     ? SPARCL_ERR_OUT_OF_MEMORY
+                                     : SPARCL_ERR_OPENCL,
+                                 "clCreateBuffer of %lld floats for the ring failed (%d)",
+                                 (long long)n, (int)err);
+    }
+    ring->stats.device_bytes += n * (int64_t)sizeof(float);
+    return SPARCL_OK;
+}
