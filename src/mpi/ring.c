@@ -160,6 +160,37 @@ static sparcl_status agree_fields(sparcl_ctx *ctx, MPI_Comm comm, const sparcl_p
     return SPARCL_OK;
 }
 
+/* Cuts another rank's key shard j to the block columns this rank's
+ * queries attend (a window needs only the edge of its neighbour), so that
+ * only those rows travel: re-slices *slice and sets lo/hi. */
+static sparcl_status narrow(sparcl_ring *ring, const sparcl_layout *parent, int j, int block,
+                            sparcl_layout **slice)
+{
+    sparcl_layout_bsr b;
+    sparcl_status st = sparcl_layout_get_bsr(*slice, &b);
+    if (st != SPARCL_OK)
+        return st;
+    int32_t cmin = INT32_MAX, cmax = -1;
+    for (int64_t e = 0; e < b.nnz; ++e) {
+        cmin = b.col[e] < cmin ? b.col[e] : cmin;
+        cmax = b.col[e] > cmax ? b.col[e] : cmax;
+    }
+    const int lo = cmin * block, len = ring->lens[j];
+    const int hi = (int64_t)(cmax + 1) * block < len ? (cmax + 1) * block : len;
+    if (lo == 0 && hi == len)
+        return SPARCL_OK;
+    sparcl_layout *cut = NULL;
+    st = sparcl_layout_init_slice(ring->ctx, &cut, parent, ring->desc.causal, ring->start,
+                                  ring->len, ring->starts[j] + lo, hi - lo, block);
+    if (st != SPARCL_OK)
+        return st;
+    sparcl_layout_free(*slice);
+    *slice = cut;
+    ring->lo[ring->rank * ring->ranks + j] = lo;
+    ring->hi[ring->rank * ring->ranks + j] = hi;
+    return SPARCL_OK;
+}
+
 /* Slices and plans of this rank's row of pairs. */
 static sparcl_status build_plans(sparcl_ring *ring)
 {
@@ -173,14 +204,19 @@ static sparcl_status build_plans(sparcl_ring *ring)
         st = sparcl_layout_init_dense(ctx, &dense, 1, d->q_len, d->kv_len, 1024);
         parent = dense;
     }
+    const int me = ring->rank * ring->ranks;
     for (int j = 0; st == SPARCL_OK && j < ring->ranks; ++j) {
         sparcl_layout *slice = NULL;
+        ring->lo[me + j] = 0;
+        ring->hi[me + j] = ring->lens[j];
         st = sparcl_layout_init_slice(ctx, &slice, parent, d->causal, ring->start, ring->len,
                                       ring->starts[j], ring->lens[j], block);
+        if (st == SPARCL_OK && sparcl_layout_pairs(slice) > 0 && j != ring->rank)
+            st = narrow(ring, parent, j, block, &slice);
         if (st == SPARCL_OK && sparcl_layout_pairs(slice) > 0) {
             sparcl_plan_desc pd = *d;
             pd.q_len = ring->len;
-            pd.kv_len = ring->lens[j];
+            pd.kv_len = ring->hi[me + j] - ring->lo[me + j];
             pd.causal = 0; /* folded into the slice */
             pd.layout = slice;
             st = sparcl_plan_init(ctx, &ring->plans[j], &pd);
@@ -200,8 +236,10 @@ static sparcl_status alloc_ring(sparcl_ring *ring, int ranks)
     ring->starts = calloc((size_t)ranks, sizeof *ring->starts);
     ring->lens = calloc((size_t)ranks, sizeof *ring->lens);
     ring->need = calloc((size_t)ranks * (size_t)ranks, 1);
+    ring->lo = calloc((size_t)ranks * (size_t)ranks, sizeof *ring->lo);
+    ring->hi = calloc((size_t)ranks * (size_t)ranks, sizeof *ring->hi);
     ring->plans = calloc((size_t)ranks, sizeof *ring->plans);
-    if (!ring->starts || !ring->lens || !ring->need || !ring->plans)
+    if (!ring->starts || !ring->lens || !ring->need || !ring->plans || !ring->lo || !ring->hi)
         return sparcl__ring_fail(ring->ctx, SPARCL_ERR_OUT_OF_MEMORY,
                                  "sparcl_ring_init: cannot allocate the ring's tables");
     return SPARCL_OK;
@@ -271,16 +309,28 @@ SPARCL_MPI_API sparcl_status sparcl_ring_init(sparcl_ctx *ctx, MPI_Comm comm,
         sparcl_ring_free(ring);
         return st;
     }
-    /* Every rank learns every rank's row of needed pairs. */
-    unsigned char *row = malloc((size_t)ranks);
-    if (row) {
-        memcpy(row, ring->need + (size_t)rank * (size_t)ranks, (size_t)ranks);
-        MPI_Allgather(row, ranks, MPI_UNSIGNED_CHAR, ring->need, ranks, MPI_UNSIGNED_CHAR, comm);
-        free(row);
+    /* Every rank learns every rank's row of needed pairs and key ranges. */
+    int *row = malloc(sizeof *row * 3 * (size_t)ranks);
+    int *all = malloc(sizeof *all * 3 * (size_t)ranks * (size_t)ranks);
+    st = row && all ? SPARCL_OK
+                    : sparcl__ring_fail(ctx, SPARCL_ERR_OUT_OF_MEMORY,
+                                        "sparcl_ring_init: out of memory");
+    if ((st = sparcl__ring_agree(ctx, comm, st)) == SPARCL_OK) {
+        for (int j = 0; j < ranks; ++j) {
+            row[3 * j] = ring->need[rank * ranks + j];
+            row[3 * j + 1] = ring->lo[rank * ranks + j];
+            row[3 * j + 2] = ring->hi[rank * ranks + j];
+        }
+        MPI_Allgather(row, 3 * ranks, MPI_INT, all, 3 * ranks, MPI_INT, comm);
+        for (int x = 0; x < ranks * ranks; ++x) {
+            ring->need[x] = (unsigned char)all[3 * x];
+            ring->lo[x] = all[3 * x + 1];
+            ring->hi[x] = all[3 * x + 2];
+        }
     }
-    st = row ? SPARCL_OK
-             : sparcl__ring_fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "sparcl_ring_init: out of memory");
-    if ((st = sparcl__ring_agree(ctx, comm, st)) != SPARCL_OK) {
+    free(row);
+    free(all);
+    if (st != SPARCL_OK) {
         sparcl_ring_free(ring);
         return st;
     }
@@ -301,6 +351,8 @@ SPARCL_MPI_API void sparcl_ring_free(sparcl_ring *ring)
             sparcl_plan_free(ring->plans[j]);
     free(ring->plans);
     free(ring->need);
+    free(ring->lo);
+    free(ring->hi);
     free(ring->starts);
     free(ring->lens);
     free(ring);

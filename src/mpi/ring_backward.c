@@ -50,11 +50,20 @@ static void add(float *dst, const float *src, int64_t n)
         dst[i] += src[i];
 }
 
+/* dst ([batch, kv_heads, len, D], this rank's shard) rows [lo, hi) += src
+ * ([batch, kv_heads, hi - lo, D]). */
+static void add_rows(const sparcl_ring *ring, float *dst, const float *src, int lo, int hi)
+{
+    const int64_t D = ring->desc.head_dim, w = (hi - lo) * D;
+    for (int64_t bh = 0; bh < (int64_t)ring->desc.batch * ring->desc.kv_heads; ++bh)
+        add(dst + (bh * ring->len + lo) * D, src + bh * w, w);
+}
+
 static void post_in(bwd_state *b)
 {
     sparcl_ring *ring = b->ring;
     const int u = b->in_posted, slot = u % 2;
-    const int count = (int)sparcl__ring_kv_elems(ring, ring->rank);
+    const int count = (int)sparcl__ring_pair_elems(ring, b->in_src[u], ring->rank);
     MPI_Irecv(b->in_buf[slot][0], count, MPI_FLOAT, b->in_src[u], RING_TAG_DK, ring->comm,
               &in_rq(b, slot)[0]);
     MPI_Irecv(b->in_buf[slot][1], count, MPI_FLOAT, b->in_src[u], RING_TAG_DV, ring->comm,
@@ -67,15 +76,17 @@ static void post_in(bwd_state *b)
  * slot for the next one. */
 static void service(bwd_state *b)
 {
-    const int64_t n = sparcl__ring_kv_elems(b->ring, b->ring->rank);
+    sparcl_ring *ring = b->ring;
     while (b->in_done < b->n_in) {
-        const int slot = b->in_done % 2;
+        const int slot = b->in_done % 2, src = b->in_src[b->in_done];
         int done = 0;
         MPI_Testall(2, in_rq(b, slot), &done, MPI_STATUSES_IGNORE);
         if (!done)
             return;
-        add(b->dk, b->in_buf[slot][0], n);
-        add(b->dv, b->in_buf[slot][1], n);
+        add_rows(ring, b->dk, b->in_buf[slot][0], ring->lo[src * ring->ranks + ring->rank],
+                 ring->hi[src * ring->ranks + ring->rank]);
+        add_rows(ring, b->dv, b->in_buf[slot][1], ring->lo[src * ring->ranks + ring->rank],
+                 ring->hi[src * ring->ranks + ring->rank]);
         ++b->in_done;
         if (b->in_posted < b->n_in)
             post_in(b);
@@ -162,7 +173,7 @@ static sparcl_status alloc_state(bwd_state *b)
 static sparcl_status step(bwd_state *b, int src, const float *kh, const float *vh, int slot)
 {
     sparcl_ring *ring = b->ring;
-    const int64_t n = sparcl__ring_kv_elems(ring, src);
+    const int64_t n = sparcl__ring_pair_elems(ring, ring->rank, src);
     cl_command_queue queue = sparcl_ctx_cl_queue(ring->ctx);
     sparcl_status st = sparcl__ring_upload(ring, b->k, kh, n);
     if (st == SPARCL_OK)
@@ -273,8 +284,8 @@ SPARCL_MPI_API sparcl_status sparcl_ring_backward(sparcl_ring *ring, const float
             st = fin;
         service(&b);
         add(dq, b.dq_part, ring->q_elems);
-        const int64_t cnt = sparcl__ring_kv_elems(ring, src);
-        if (src == r) {
+        const int64_t cnt = sparcl__ring_pair_elems(ring, r, src);
+        if (src == r) { /* the own shard is never narrowed */
             add(dk, b.out_buf[oslot][0], cnt);
             add(dv, b.out_buf[oslot][1], cnt);
         } else { /* sent even after a failure, so the owner's receive completes */

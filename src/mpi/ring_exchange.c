@@ -16,6 +16,13 @@ int64_t sparcl__ring_kv_elems(const sparcl_ring *ring, int rank)
            ring->desc.head_dim;
 }
 
+int64_t sparcl__ring_pair_elems(const sparcl_ring *ring, int i, int j)
+{
+    const int x = i * ring->ranks + j;
+    return (int64_t)ring->desc.batch * ring->desc.kv_heads * (ring->hi[x] - ring->lo[x]) *
+           ring->desc.head_dim;
+}
+
 sparcl_status sparcl__ring_fail(sparcl_ctx *ctx, sparcl_status status, const char *fmt, ...)
 {
     char msg[512];
@@ -59,16 +66,24 @@ int sparcl__ring_steps(const sparcl_ring *ring, int *order)
 
 int sparcl__ring_post_own(sparcl_ring *ring, const float *k, const float *v, MPI_Request *reqs)
 {
-    const int P = ring->ranks, r = ring->rank;
-    const int count = (int)sparcl__ring_kv_elems(ring, r);
+    const int P = ring->ranks, r = ring->rank, D = ring->desc.head_dim;
     int n = 0;
     for (int s = 1; s < P; ++s) {
         int dst = (r + s) % P;
         if (!ring->need[dst * P + r])
             continue;
-        MPI_Isend(k, count, MPI_FLOAT, dst, RING_TAG_K, ring->comm, &reqs[n++]);
-        MPI_Isend(v, count, MPI_FLOAT, dst, RING_TAG_V, ring->comm, &reqs[n++]);
-        ring->stats.bytes_sent += 2 * (int64_t)count * (int64_t)sizeof(float);
+        /* Rows [lo, hi) of every (batch, head): one strided datatype. */
+        const int lo = ring->lo[dst * P + r], hi = ring->hi[dst * P + r];
+        MPI_Datatype rows;
+        MPI_Type_vector(ring->desc.batch * ring->desc.kv_heads, (hi - lo) * D, ring->len * D,
+                        MPI_FLOAT, &rows);
+        MPI_Type_commit(&rows);
+        const size_t at = (size_t)lo * (size_t)D;
+        MPI_Isend(k + at, 1, rows, dst, RING_TAG_K, ring->comm, &reqs[n++]);
+        MPI_Isend(v + at, 1, rows, dst, RING_TAG_V, ring->comm, &reqs[n++]);
+        MPI_Type_free(&rows); /* the pending sends keep it */
+        ring->stats.bytes_sent +=
+            2 * sparcl__ring_pair_elems(ring, dst, r) * (int64_t)sizeof(float);
     }
     return n;
 }
@@ -76,7 +91,7 @@ int sparcl__ring_post_own(sparcl_ring *ring, const float *k, const float *v, MPI
 void sparcl__ring_post_recv(sparcl_ring *ring, int src, float *kbuf, float *vbuf,
                             MPI_Request reqs[2])
 {
-    const int count = (int)sparcl__ring_kv_elems(ring, src);
+    const int count = (int)sparcl__ring_pair_elems(ring, ring->rank, src);
     MPI_Irecv(kbuf, count, MPI_FLOAT, src, RING_TAG_K, ring->comm, &reqs[0]);
     MPI_Irecv(vbuf, count, MPI_FLOAT, src, RING_TAG_V, ring->comm, &reqs[1]);
     ring->stats.bytes_received += 2 * (int64_t)count * (int64_t)sizeof(float);

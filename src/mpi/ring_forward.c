@@ -63,7 +63,7 @@ static sparcl_status step(sparcl_ring *ring, fwd_bufs *b, int src, const float *
                           const float *vh, int first, int *cur)
 {
     const sparcl_plan_desc *d = &ring->desc;
-    const int64_t n = sparcl__ring_kv_elems(ring, src);
+    const int64_t n = sparcl__ring_pair_elems(ring, ring->rank, src);
     sparcl_status st = sparcl__ring_upload(ring, b->k, kh, n);
     if (st == SPARCL_OK)
         st = sparcl__ring_upload(ring, b->v, vh, n);

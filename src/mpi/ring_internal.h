@@ -19,6 +19,8 @@ struct sparcl_ring {
     int start, len;        /* this rank's shard */
     int *starts, *lens;    /* every rank's */
     unsigned char *need;   /* need[i * ranks + j]: query shard i attends key shard j */
+    int *lo, *hi;          /* [i * ranks + j]: the keys [lo, hi) of shard j (shard
+                              offsets) that query shard i attends; 0, len when none */
     sparcl_plan **plans;   /* per key shard, NULL where not needed */
     int64_t q_elems;       /* batch * q_heads * len * head_dim */
     int64_t kv_max;        /* batch * kv_heads * max shard len * head_dim */
@@ -28,6 +30,10 @@ struct sparcl_ring {
 
 /* Floats of one rank's K (or V) shard. */
 int64_t sparcl__ring_kv_elems(const sparcl_ring *ring, int rank);
+
+/* Floats of the part of key shard j's K (or V) that query shard i attends
+ * (rows [lo, hi) of each batch and head). */
+int64_t sparcl__ring_pair_elems(const sparcl_ring *ring, int i, int j);
 
 /* Collective agreement on a local status: returns the lowest (worst)
  * status over the ranks.  A rank whose own status was OK while another
