@@ -20,7 +20,10 @@
  * keeps a plan for every slice that attends at least one pair, and the
  * ranks exchange which pairs those are.  A shard the layout never attends
  * from a rank is neither sent to it nor computed there: a window touches
- * only the neighbouring shards, causal skips the future.  The call runs P
+ * only the neighbouring shards, causal skips the future.  Of a shard that
+ * is attended, only the rows of the block columns this rank's queries
+ * attend travel (a window's neighbour sends one window of keys, not its
+ * shard; the own shard is always used whole).  The call runs P
  * steps in ring order: at step s rank r computes against the key shard of
  * rank r - s (mod P, its own at step 0) while the shard of step s + 1 is in
  * flight (MPI_Irecv posted before the compute; the owner's MPI_Isend of its
@@ -125,9 +128,8 @@ SPARCL_MPI_API void sparcl_ring_local(const sparcl_ring *ring, int *start, int *
  * during the call only.
  * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL ring or array on any rank),
  * SPARCL_ERR_OPENCL, SPARCL_ERR_OUT_OF_MEMORY, on every rank. */
-SPARCL_MPI_API sparcl_status sparcl_ring_forward(sparcl_ring *ring, const float *q,
-                                                 const float *k, const float *v, float *out,
-                                                 float *lse);
+SPARCL_MPI_API sparcl_status sparcl_ring_forward(sparcl_ring *ring, const float *q, const float *k,
+                                                 const float *v, float *out, float *lse);
 
 /* Collective.  The gradients of sparcl_ring_forward() for this rank's
  * tokens, given dout for its rows: q, k, v as for the forward, out and lse
@@ -137,26 +139,26 @@ SPARCL_MPI_API sparcl_status sparcl_ring_forward(sparcl_ring *ring, const float 
  * summed over every query of the sequence that attends these keys (and
  * over the q heads of each kv head), as sparcl_plan_backward() of the
  * unsplit descriptor.  Errors: as sparcl_ring_forward(). */
-SPARCL_MPI_API sparcl_status sparcl_ring_backward(sparcl_ring *ring, const float *q,
-                                                  const float *k, const float *v,
-                                                  const float *out, const float *lse,
-                                                  const float *dout, float *dq, float *dk,
-                                                  float *dv);
+SPARCL_MPI_API sparcl_status sparcl_ring_backward(sparcl_ring *ring, const float *q, const float *k,
+                                                  const float *v, const float *out,
+                                                  const float *lse, const float *dout, float *dq,
+                                                  float *dk, float *dv);
 
 /* What the last forward or backward call of this rank cost.  A versioned
  * struct (see "Versioned structs" in sparcl.h). */
 typedef struct sparcl_ring_stats {
-    size_t struct_size;       /* set by sparcl_ring_stats_init() */
+    size_t struct_size; /* set by sparcl_ring_stats_init() */
     int ranks, rank;
-    int shards_computed;      /* key shards this rank computed against */
-    int shards_skipped;       /* key shards its layout rows never attend */
-    double seconds;           /* the whole call on this rank */
-    double seconds_wait;      /* blocked in MPI waits with nothing to compute */
-    int64_t bytes_sent;       /* payload this rank sent (K, V; dK, dV) */
-    int64_t bytes_received;   /* payload this rank received */
-    int64_t bytes_ring;       /* what a plain ring forwarding every shard would send */
-    int64_t host_bytes;       /* host memory the ring holds for a call */
-    int64_t device_bytes;     /* device memory: buffers plus the plans' own */
+    int shards_computed;    /* key shards this rank computed against */
+    int shards_skipped;     /* key shards its layout rows never attend */
+    double seconds;         /* the whole call on this rank */
+    double seconds_wait;    /* in MPI waits with nothing to compute: for a shard, for
+                               sends to drain, and for the slowest rank at the end */
+    int64_t bytes_sent;     /* payload this rank sent (K, V; dK, dV) */
+    int64_t bytes_received; /* payload this rank received */
+    int64_t bytes_ring;     /* what a plain ring forwarding every shard would send */
+    int64_t host_bytes;     /* host memory the ring holds for a call */
+    int64_t device_bytes;   /* device memory: buffers plus the plans' own */
 } sparcl_ring_stats;
 
 static inline void sparcl_ring_stats_init(sparcl_ring_stats *stats)

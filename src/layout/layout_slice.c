@@ -22,8 +22,8 @@ typedef struct slice_rule {
     const sparcl_layout *p;
     int q0, k0, q_len, kv_len, block, nbc;
     int causal;
-    int64_t poff;         /* parent kv_len - q_len: pos(i) = i + poff */
-    int32_t *stamp, tag;  /* candidate de-duplication, nbc entries */
+    int64_t poff;        /* parent kv_len - q_len: pos(i) = i + poff */
+    int32_t *stamp, tag; /* candidate de-duplication, nbc entries */
 } slice_rule;
 
 static int parent_head(const slice_rule *s, int h)
@@ -44,22 +44,6 @@ static void slice_cols(const slice_rule *s, int bc, int *j0, int *j1)
     *j1 = *j0 + s->block < s->kv_len ? *j0 + s->block : s->kv_len;
 }
 
-/* First stored entry of the parent's row (ph, pr) whose column is >= c. */
-static int64_t first_at_least(const sparcl_layout *p, int ph, int pr, int c, int64_t *end)
-{
-    const int64_t *rp = p->row_ptr + (int64_t)ph * (p->nbr + 1) + pr;
-    int64_t lo = rp[0], hi = rp[1];
-    *end = rp[1];
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (p->col[mid] < c)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
 static int slice_candidates(const void *self, int h, int br, int32_t *cols)
 {
     slice_rule *s = (slice_rule *)self;
@@ -76,8 +60,9 @@ static int slice_candidates(const void *self, int h, int br, int32_t *cols)
     const int pc0 = s->k0 / pb, pc1 = (s->k0 + s->kv_len - 1) / pb;
     int n = 0;
     for (int pr = pr0; pr <= pr1; ++pr) {
-        int64_t end;
-        for (int64_t e = first_at_least(p, ph, pr, pc0, &end); e < end && p->col[e] <= pc1; ++e) {
+        const int64_t end = p->row_ptr[(int64_t)ph * (p->nbr + 1) + pr + 1];
+        for (int64_t e = sparcl__layout_lower_bound(p, ph, pr, pc0); e < end && p->col[e] <= pc1;
+             ++e) {
             int64_t a = (int64_t)p->col[e] * pb - s->k0, b = a + pb - 1;
             a = a < 0 ? 0 : a;
             b = b >= s->kv_len ? s->kv_len - 1 : b;
@@ -153,9 +138,17 @@ SPARCL_API sparcl_status sparcl_layout_init_slice(sparcl_ctx *ctx, sparcl_layout
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "slice keys [%d, %lld) are not within the layout's kv_len %d", k0,
                             (long long)k0 + kv_len, layout->kv_len);
-    slice_rule s = {layout, q0,     k0, q_len, kv_len, block, (kv_len + block - 1) / block,
-                    causal != 0,    (int64_t)layout->kv_len - layout->q_len,
-                    NULL,           0};
+    slice_rule s = {layout,
+                    q0,
+                    k0,
+                    q_len,
+                    kv_len,
+                    block,
+                    (kv_len + block - 1) / block,
+                    causal != 0,
+                    (int64_t)layout->kv_len - layout->q_len,
+                    NULL,
+                    0};
     s.stamp = calloc((size_t)s.nbc, sizeof *s.stamp);
     if (!s.stamp)
         return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate slice scratch");

@@ -75,8 +75,8 @@ static int strides_zero(sparcl_strides s)
 }
 
 /* What this rank alone can say about the descriptor. */
-static sparcl_status check_local(sparcl_ctx *ctx, const sparcl_plan_desc *d, size_t size,
-                                 int ranks, sparcl_ring **out)
+static sparcl_status check_local(sparcl_ctx *ctx, const sparcl_plan_desc *d, size_t size, int ranks,
+                                 sparcl_ring **out)
 {
 #define BAD(...) sparcl__ring_fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, __VA_ARGS__)
     if (!out)
@@ -97,8 +97,8 @@ static sparcl_status check_local(sparcl_ctx *ctx, const sparcl_plan_desc *d, siz
         return BAD("sparcl_ring_init: q_len %d is shorter than the %d ranks (each rank needs a "
                    "token)",
                    d->q_len, ranks);
-    if (!strides_zero(d->q_strides) || !strides_zero(d->k_strides) ||
-        !strides_zero(d->v_strides) || !strides_zero(d->o_strides))
+    if (!strides_zero(d->q_strides) || !strides_zero(d->k_strides) || !strides_zero(d->v_strides) ||
+        !strides_zero(d->o_strides))
         return BAD("sparcl_ring_init: strides must be zero (the ring takes contiguous arrays)");
     if (d->normalization != 0 || d->attention != 0 || d->dtype != 0 || d->page_size != 0)
         return BAD("sparcl_ring_init: only softmax, exact attention, F32 and unpaged K/V are "
@@ -135,14 +135,15 @@ static sparcl_status check_local(sparcl_ctx *ctx, const sparcl_plan_desc *d, siz
 static sparcl_status agree_fields(sparcl_ctx *ctx, MPI_Comm comm, const sparcl_plan_desc *d)
 {
     enum { F = 11 };
-    static const char *names[F] = {"batch",  "q_heads", "kv_heads", "q_len",
-                                   "kv_len", "head_dim", "scale",   "causal",
-                                   "layout (NULL or not)", "layout contents", "params"};
+    static const char *names[F] = {"batch",           "q_heads", "kv_heads",
+                                   "q_len",           "kv_len",  "head_dim",
+                                   "scale",           "causal",  "layout (NULL or not)",
+                                   "layout contents", "params"};
     uint32_t scale_bits;
     memcpy(&scale_bits, &d->scale, sizeof scale_bits);
     uint64_t lh = layout_hash(d->layout), ph = params_hash(d->params);
-    int64_t v[2 * F] = {d->batch,      d->q_heads, d->kv_heads,          d->q_len,
-                        d->kv_len,     d->head_dim, (int64_t)scale_bits, d->causal != 0,
+    int64_t v[2 * F] = {d->batch,          d->q_heads,         d->kv_heads,         d->q_len,
+                        d->kv_len,         d->head_dim,        (int64_t)scale_bits, d->causal != 0,
                         d->layout != NULL, (int64_t)(lh >> 1), (int64_t)(ph >> 1)};
     for (int i = 0; i < F; ++i)
         v[F + i] = -v[i];
@@ -272,8 +273,8 @@ SPARCL_MPI_API sparcl_status sparcl_ring_init(sparcl_ctx *ctx, MPI_Comm comm,
         memcpy(&full, desc, desc->struct_size);
         full.struct_size = sizeof full;
     }
-    sparcl_status st = check_local(ctx, desc ? &full : NULL, desc ? desc->struct_size : 0,
-                                   ranks, out);
+    sparcl_status st =
+        check_local(ctx, desc ? &full : NULL, desc ? desc->struct_size : 0, ranks, out);
     desc = &full;
     if ((st = sparcl__ring_agree(ctx, comm, st)) != SPARCL_OK)
         return st;
@@ -312,9 +313,9 @@ SPARCL_MPI_API sparcl_status sparcl_ring_init(sparcl_ctx *ctx, MPI_Comm comm,
     /* Every rank learns every rank's row of needed pairs and key ranges. */
     int *row = malloc(sizeof *row * 3 * (size_t)ranks);
     int *all = malloc(sizeof *all * 3 * (size_t)ranks * (size_t)ranks);
-    st = row && all ? SPARCL_OK
-                    : sparcl__ring_fail(ctx, SPARCL_ERR_OUT_OF_MEMORY,
-                                        "sparcl_ring_init: out of memory");
+    st = row && all
+             ? SPARCL_OK
+             : sparcl__ring_fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "sparcl_ring_init: out of memory");
     if ((st = sparcl__ring_agree(ctx, comm, st)) == SPARCL_OK) {
         for (int j = 0; j < ranks; ++j) {
             row[3 * j] = ring->need[rank * ranks + j];

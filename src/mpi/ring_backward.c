@@ -16,7 +16,7 @@
 
 typedef struct bwd_state {
     sparcl_ring *ring;
-    float *dk, *dv;              /* this rank's outputs, summed into */
+    float *dk, *dv; /* this rank's outputs, summed into */
     /* incoming partial dk/dv of this rank's shard, in ring order */
     int *in_src, n_in, in_done, in_posted;
     float *in_buf[2][2];
@@ -147,8 +147,8 @@ static sparcl_status alloc_state(bwd_state *b)
     if (!ok)
         return sparcl__ring_fail(ring->ctx, SPARCL_ERR_OUT_OF_MEMORY,
                                  "sparcl_ring_backward: cannot allocate host buffers");
-    ring->stats.host_bytes = 12 * ring->kv_max * (int64_t)sizeof(float) +
-                             ring->q_elems * (int64_t)sizeof(float);
+    ring->stats.host_bytes =
+        12 * ring->kv_max * (int64_t)sizeof(float) + ring->q_elems * (int64_t)sizeof(float);
     for (int i = 0; i < b->nreq; ++i)
         b->reqs[i] = MPI_REQUEST_NULL;
     for (int s = 1; s < P; ++s) { /* who computes with this rank's shard at step s */
@@ -183,9 +183,9 @@ static sparcl_status step(bwd_state *b, int src, const float *kh, const float *v
                                   b->dq, b->dkp, b->dvp, 0, NULL, NULL);
     if (st != SPARCL_OK)
         return st;
-    cl_int err = clEnqueueReadBuffer(queue, b->dq, CL_FALSE, 0,
-                                     (size_t)ring->q_elems * sizeof(float), b->dq_part, 0, NULL,
-                                     NULL);
+    cl_int err =
+        clEnqueueReadBuffer(queue, b->dq, CL_FALSE, 0, (size_t)ring->q_elems * sizeof(float),
+                            b->dq_part, 0, NULL, NULL);
     if (err == CL_SUCCESS)
         err = clEnqueueReadBuffer(queue, b->dkp, CL_FALSE, 0, (size_t)n * sizeof(float),
                                   b->out_buf[slot][0], 0, NULL, NULL);
@@ -198,8 +198,8 @@ static sparcl_status step(bwd_state *b, int src, const float *kh, const float *v
     return SPARCL_OK;
 }
 
-static sparcl_status upload_inputs(bwd_state *b, const float *q, const float *out,
-                                   const float *lse, const float *dout)
+static sparcl_status upload_inputs(bwd_state *b, const float *q, const float *out, const float *lse,
+                                   const float *dout)
 {
     sparcl_ring *ring = b->ring;
     const int64_t rows = (int64_t)ring->desc.batch * ring->desc.q_heads * ring->len;
@@ -213,28 +213,21 @@ static sparcl_status upload_inputs(bwd_state *b, const float *q, const float *ou
     return st;
 }
 
-SPARCL_MPI_API sparcl_status sparcl_ring_backward(sparcl_ring *ring, const float *q,
-                                                  const float *k, const float *v,
-                                                  const float *out, const float *lse,
-                                                  const float *dout, float *dq, float *dk,
-                                                  float *dv)
+SPARCL_MPI_API sparcl_status sparcl_ring_backward(sparcl_ring *ring, const float *q, const float *k,
+                                                  const float *v, const float *out,
+                                                  const float *lse, const float *dout, float *dq,
+                                                  float *dk, float *dv)
 {
     if (!ring)
         return sparcl__ring_fail(NULL, SPARCL_ERR_INVALID_ARGUMENT,
                                  "sparcl_ring_backward: ring is NULL");
     const double t0 = MPI_Wtime();
     const int P = ring->ranks, r = ring->rank;
-    sparcl_status st = SPARCL_OK;
-    if (!q || !k || !v || !out || !lse || !dout || !dq || !dk || !dv)
-        st = sparcl__ring_fail(ring->ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                               "sparcl_ring_backward: q, k, v, out, lse, dout, dq, dk and dv "
-                               "are required");
-    if ((st = sparcl__ring_agree(ring->ctx, ring->comm, st)) != SPARCL_OK)
+    sparcl_status st = sparcl__ring_begin(
+        ring, q && k && v && out && lse && dout && dq && dk && dv,
+        "sparcl_ring_backward: q, k, v, out, lse, dout, dq, dk and dv are required");
+    if (st != SPARCL_OK)
         return st;
-    sparcl_ring_stats_init(&ring->stats);
-    ring->stats.ranks = P;
-    ring->stats.rank = r;
-    ring->stats.device_bytes = ring->plan_bytes;
     bwd_state b;
     memset(&b, 0, sizeof b);
     b.ring = ring;
@@ -302,7 +295,9 @@ SPARCL_MPI_API sparcl_status sparcl_ring_backward(sparcl_ring *ring, const float
         pump(&b, in_rq(&b, b.in_done % 2), 2);
     free_state(&b);
     free(order);
+    const double t_agree = MPI_Wtime(); /* waiting for the slowest rank */
     st = sparcl__ring_agree(ring->ctx, ring->comm, st);
+    ring->stats.seconds_wait += MPI_Wtime() - t_agree;
     ring->stats.seconds = MPI_Wtime() - t0;
     return st;
 }

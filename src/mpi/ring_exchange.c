@@ -12,8 +12,7 @@
 
 int64_t sparcl__ring_kv_elems(const sparcl_ring *ring, int rank)
 {
-    return (int64_t)ring->desc.batch * ring->desc.kv_heads * ring->lens[rank] *
-           ring->desc.head_dim;
+    return (int64_t)ring->desc.batch * ring->desc.kv_heads * ring->lens[rank] * ring->desc.head_dim;
 }
 
 int64_t sparcl__ring_pair_elems(const sparcl_ring *ring, int i, int j)
@@ -40,7 +39,9 @@ sparcl_status sparcl__ring_agree(sparcl_ctx *ctx, MPI_Comm comm, sparcl_status l
     struct {
         int status, rank;
     } mine = {(int)local, rank}, worst;
-    MPI_Allreduce(&mine, &worst, 1, MPI_2INT, MPI_MINLOC, comm);
+    MPI_Request req;
+    MPI_Iallreduce(&mine, &worst, 1, MPI_2INT, MPI_MINLOC, comm, &req);
+    sparcl__ring_idle(&req, 1);
     if (worst.status == SPARCL_OK)
         return SPARCL_OK;
     /* The failing rank tells the others what went wrong. */
@@ -51,6 +52,20 @@ sparcl_status sparcl__ring_agree(sparcl_ctx *ctx, MPI_Comm comm, sparcl_status l
     if (rank != worst.rank)
         sparcl__ring_fail(ctx, (sparcl_status)worst.status, "rank %d failed: %s", worst.rank, msg);
     return (sparcl_status)worst.status;
+}
+
+sparcl_status sparcl__ring_begin(sparcl_ring *ring, int args_ok, const char *missing)
+{
+    sparcl_status st = SPARCL_OK;
+    if (!args_ok)
+        st = sparcl_ctx_fail(ring->ctx, SPARCL_ERR_INVALID_ARGUMENT, missing);
+    if ((st = sparcl__ring_agree(ring->ctx, ring->comm, st)) != SPARCL_OK)
+        return st;
+    sparcl_ring_stats_init(&ring->stats);
+    ring->stats.ranks = ring->ranks;
+    ring->stats.rank = ring->rank;
+    ring->stats.device_bytes = ring->plan_bytes;
+    return SPARCL_OK;
 }
 
 int sparcl__ring_steps(const sparcl_ring *ring, int *order)
@@ -97,12 +112,24 @@ void sparcl__ring_post_recv(sparcl_ring *ring, int src, float *kbuf, float *vbuf
     ring->stats.bytes_received += 2 * (int64_t)count * (int64_t)sizeof(float);
 }
 
+void sparcl__ring_idle(MPI_Request *reqs, int nreqs)
+{
+    const struct timespec nap = {0, 50000}; /* 50 us between polls */
+    for (;;) {
+        int done = 0;
+        MPI_Testall(nreqs, reqs, &done, MPI_STATUSES_IGNORE);
+        if (done)
+            return;
+        nanosleep(&nap, NULL);
+    }
+}
+
 void sparcl__ring_wait(sparcl_ring *ring, MPI_Request *reqs, int nreqs)
 {
     if (nreqs <= 0)
         return;
     double t0 = MPI_Wtime();
-    MPI_Waitall(nreqs, reqs, MPI_STATUSES_IGNORE);
+    sparcl__ring_idle(reqs, nreqs);
     ring->stats.seconds_wait += MPI_Wtime() - t0;
 }
 

@@ -20,8 +20,8 @@ static void free_bufs(fwd_bufs *b)
     for (int s = 0; s < 2; ++s)
         for (int t = 0; t < 2; ++t)
             free(b->host[s][t]);
-    cl_mem all[] = {b->q, b->k, b->v, b->acc[0], b->acc[1], b->acc_lse[0], b->acc_lse[1], b->part,
-                    b->part_lse};
+    cl_mem all[] = {b->q,          b->k,          b->v,    b->acc[0],  b->acc[1],
+                    b->acc_lse[0], b->acc_lse[1], b->part, b->part_lse};
     for (size_t i = 0; i < sizeof all / sizeof *all; ++i)
         if (all[i])
             clReleaseMemObject(all[i]);
@@ -59,8 +59,8 @@ static sparcl_status alloc_bufs(sparcl_ring *ring, fwd_bufs *b, int remote)
 
 /* One step: shard `src`'s K and V against this rank's queries, the result
  * into acc[*cur] (first step) or merged with it into acc[!*cur]. */
-static sparcl_status step(sparcl_ring *ring, fwd_bufs *b, int src, const float *kh,
-                          const float *vh, int first, int *cur)
+static sparcl_status step(sparcl_ring *ring, fwd_bufs *b, int src, const float *kh, const float *vh,
+                          int first, int *cur)
 {
     const sparcl_plan_desc *d = &ring->desc;
     const int64_t n = sparcl__ring_pair_elems(ring, ring->rank, src);
@@ -99,41 +99,35 @@ static sparcl_status read_back(sparcl_ring *ring, fwd_bufs *b, int steps, int cu
     cl_int err = clEnqueueReadBuffer(queue, b->acc[cur], CL_TRUE, 0,
                                      (size_t)ring->q_elems * sizeof(float), out, 0, NULL, NULL);
     if (err == CL_SUCCESS && lse)
-        err = clEnqueueReadBuffer(queue, b->acc_lse[cur], CL_TRUE, 0,
-                                  (size_t)rows * sizeof(float), lse, 0, NULL, NULL);
+        err = clEnqueueReadBuffer(queue, b->acc_lse[cur], CL_TRUE, 0, (size_t)rows * sizeof(float),
+                                  lse, 0, NULL, NULL);
     if (err != CL_SUCCESS)
         return sparcl__ring_fail(ring->ctx, SPARCL_ERR_OPENCL,
                                  "sparcl_ring_forward: reading the result failed (%d)", (int)err);
     return SPARCL_OK;
 }
 
-SPARCL_MPI_API sparcl_status sparcl_ring_forward(sparcl_ring *ring, const float *q,
-                                                 const float *k, const float *v, float *out,
-                                                 float *lse)
+SPARCL_MPI_API sparcl_status sparcl_ring_forward(sparcl_ring *ring, const float *q, const float *k,
+                                                 const float *v, float *out, float *lse)
 {
     if (!ring)
         return sparcl__ring_fail(NULL, SPARCL_ERR_INVALID_ARGUMENT,
                                  "sparcl_ring_forward: ring is NULL");
     const double t0 = MPI_Wtime();
     const int P = ring->ranks, r = ring->rank;
-    sparcl_status st = SPARCL_OK;
-    if (!q || !k || !v || !out)
-        st = sparcl__ring_fail(ring->ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                               "sparcl_ring_forward: q, k, v and out are required");
-    if ((st = sparcl__ring_agree(ring->ctx, ring->comm, st)) != SPARCL_OK)
+    sparcl_status st = sparcl__ring_begin(ring, q && k && v && out,
+                                          "sparcl_ring_forward: q, k, v and out are required");
+    if (st != SPARCL_OK)
         return st;
-    sparcl_ring_stats_init(&ring->stats);
-    ring->stats.ranks = P;
-    ring->stats.rank = r;
-    ring->stats.device_bytes = ring->plan_bytes;
     int *order = malloc(sizeof *order * (size_t)P);
     MPI_Request *reqs = malloc(sizeof *reqs * (2 * (size_t)P + 4));
     fwd_bufs b;
     memset(&b, 0, sizeof b);
     int n = 0;
     if (!order || !reqs)
-        st = sparcl__ring_fail(ring->ctx, SPARCL_ERR_OUT_OF_MEMORY, "sparcl_ring_forward: out of "
-                                                                    "memory");
+        st = sparcl__ring_fail(ring->ctx, SPARCL_ERR_OUT_OF_MEMORY,
+                               "sparcl_ring_forward: out of "
+                               "memory");
     else {
         n = sparcl__ring_steps(ring, order);
         int remote = 0;
@@ -169,11 +163,10 @@ SPARCL_MPI_API sparcl_status sparcl_ring_forward(sparcl_ring *ring, const float 
         const int src = order[t], slot = t % 2, next = (t + 1) % 2;
         sparcl__ring_wait(ring, rq[slot], 2);
         if (t + 1 < n && order[t + 1] != r)
-            sparcl__ring_post_recv(ring, order[t + 1], b.host[next][0], b.host[next][1],
-                                   rq[next]);
+            sparcl__ring_post_recv(ring, order[t + 1], b.host[next][0], b.host[next][1], rq[next]);
         if (st == SPARCL_OK)
-            st = step(ring, &b, src, src == r ? k : b.host[slot][0],
-                      src == r ? v : b.host[slot][1], t == 0, &cur);
+            st = step(ring, &b, src, src == r ? k : b.host[slot][0], src == r ? v : b.host[slot][1],
+                      t == 0, &cur);
         /* The device computes; MPI moves the next shard meanwhile. */
         sparcl_status fin = sparcl__ring_finish(ring, reqs, nreq);
         if (st == SPARCL_OK)
@@ -185,7 +178,9 @@ SPARCL_MPI_API sparcl_status sparcl_ring_forward(sparcl_ring *ring, const float 
     free_bufs(&b);
     free(order);
     free(reqs);
+    const double t_agree = MPI_Wtime(); /* waiting for the slowest rank */
     st = sparcl__ring_agree(ring->ctx, ring->comm, st);
+    ring->stats.seconds_wait += MPI_Wtime() - t_agree;
     ring->stats.seconds = MPI_Wtime() - t0;
     return st;
 }

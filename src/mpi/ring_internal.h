@@ -40,6 +40,11 @@ int64_t sparcl__ring_pair_elems(const sparcl_ring *ring, int i, int j);
  * failed records "rank R failed: <R's message>" on its context. */
 sparcl_status sparcl__ring_agree(sparcl_ctx *ctx, MPI_Comm comm, sparcl_status local);
 
+/* The start of every collective call: records `missing` (a sentence naming
+ * the required arguments) when args_ok is 0, agrees on the status, and
+ * resets the call's statistics. */
+sparcl_status sparcl__ring_begin(sparcl_ring *ring, int args_ok, const char *missing);
+
 /* Records a formatted failure on ctx (sparcl_ctx_fail) and returns status. */
 sparcl_status sparcl__ring_fail(sparcl_ctx *ctx, sparcl_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -49,7 +54,13 @@ sparcl_status sparcl__ring_fail(sparcl_ctx *ctx, sparcl_status status, const cha
  * an OpenCL failure. */
 sparcl_status sparcl__ring_finish(sparcl_ring *ring, MPI_Request *reqs, int nreqs);
 
-/* Waits for requests, adding the time to stats.seconds_wait. */
+/* Waits for requests by polling with short sleeps: Open MPI's blocking
+ * waits spin, which on an oversubscribed host (more ranks than cores, as
+ * in the tests) takes the cores from the ranks still computing. */
+void sparcl__ring_idle(MPI_Request *reqs, int nreqs);
+
+/* Waits for requests (as sparcl__ring_idle), adding the time to
+ * stats.seconds_wait. */
 void sparcl__ring_wait(sparcl_ring *ring, MPI_Request *reqs, int nreqs);
 
 /* Non-blocking upload of n floats from host to a device buffer. */

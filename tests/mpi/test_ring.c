@@ -143,15 +143,15 @@ static void run_case(const problem *p)
         CHECK(total > 0, "%s: no rank skipped a shard", p->name);
         long long mine[2] = {stats.bytes_sent, stats.bytes_ring}, sum[2];
         MPI_Allreduce(mine, sum, 2, MPI_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
-        CHECK(sum[0] < sum[1], "%s: the ranks sent %lld bytes, a plain ring %lld", p->name,
-              sum[0], sum[1]);
+        CHECK(sum[0] < sum[1], "%s: the ranks sent %lld bytes, a plain ring %lld", p->name, sum[0],
+              sum[1]);
     }
     st = sparcl_ring_backward(ring, lq, lk, lv, ro, rl, ldo, rdq, rdk, rdv);
     CHECK(st == SPARCL_OK, "%s: ring backward: %s", p->name, sparcl_ctx_errmsg(ctx));
     if (st == SPARCL_OK) {
         double a = rel_err(rdq, edq, lnq), b = rel_err(rdk, edk, lnk), c = rel_err(rdv, edv, lnk);
-        CHECK(a < 1e-4 && b < 1e-4 && c < 1e-4, "%s: backward err dq %.3g dk %.3g dv %.3g",
-              p->name, a, b, c);
+        CHECK(a < 1e-4 && b < 1e-4 && c < 1e-4, "%s: backward err dq %.3g dk %.3g dv %.3g", p->name,
+              a, b, c);
     }
     if (p->check_double && st == SPARCL_OK) {
         double *xo = malloc(nq * 8), *xl = malloc(rows * 8), *xq = malloc(nq * 8),
@@ -170,8 +170,7 @@ static void run_case(const problem *p)
                 size_t g = ((size_t)bh * p->N + start) * p->D + i, l = (size_t)bh * len * p->D + i;
                 mk = fmax(mk, fmax(fabs(rdk[l] - xk[g]), fabs(rdv[l] - xv[g])));
             }
-        CHECK(mo < 1e-5 && mk < 1e-4, "%s: against double: out %.3g, dk/dv %.3g", p->name, mo,
-              mk);
+        CHECK(mo < 1e-5 && mk < 1e-4, "%s: against double: out %.3g, dk/dv %.3g", p->name, mo, mk);
         free(xo), free(xl), free(xq), free(xk), free(xv);
     }
     free(lq), free(lk), free(lv), free(ldo), free(eo), free(el), free(edq), free(edk), free(edv);
@@ -188,18 +187,25 @@ static void expect_all(const char *what, sparcl_status st, sparcl_status want, c
     CHECK(st == want, "%s: status %d, want %d (%s)", what, (int)st, (int)want,
           sparcl_ctx_errmsg(ctx));
     if (text)
-        CHECK(strstr(sparcl_ctx_errmsg(ctx), text) != NULL, "%s: message \"%s\" lacks \"%s\"",
-              what, sparcl_ctx_errmsg(ctx), text);
+        CHECK(strstr(sparcl_ctx_errmsg(ctx), text) != NULL, "%s: message \"%s\" lacks \"%s\"", what,
+              sparcl_ctx_errmsg(ctx), text);
 }
 
-static void bad_input(void)
+/* One batch, `heads` query and kv heads, n tokens, head_dim 64. */
+static sparcl_plan_desc small_desc(int heads, int n)
 {
     sparcl_plan_desc d;
     sparcl_plan_desc_init(&d);
     d.batch = 1;
-    d.q_heads = d.kv_heads = 1;
-    d.q_len = d.kv_len = 40;
+    d.q_heads = d.kv_heads = heads;
+    d.q_len = d.kv_len = n;
     d.head_dim = 64;
+    return d;
+}
+
+static void bad_input(void)
+{
+    sparcl_plan_desc d = small_desc(1, 40);
     sparcl_ring *ring = NULL;
 
     /* Shapes that differ between ranks. */
@@ -263,12 +269,7 @@ static void bad_input(void)
 /* A one-rank ring (MPI_COMM_SELF) on every rank equals the local plan. */
 static void self_ring(void)
 {
-    sparcl_plan_desc d;
-    sparcl_plan_desc_init(&d);
-    d.batch = 1;
-    d.q_heads = d.kv_heads = 2;
-    d.q_len = d.kv_len = 17;
-    d.head_dim = 64;
+    sparcl_plan_desc d = small_desc(2, 17);
     d.causal = 1;
     size_t n = 2 * 17 * 64;
     float *q = randn(n, 7), *o = malloc(n * 4), *e = malloc(n * 4);
@@ -327,8 +328,8 @@ int main(int argc, char **argv)
     int total = 0;
     MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     if (rank == 0)
-        printf("test_ring: %d ranks, %zu cases, %d failures\n", ranks,
-               sizeof cases / sizeof *cases, total);
+        printf("test_ring: %d ranks, %zu cases, %d failures\n", ranks, sizeof cases / sizeof *cases,
+               total);
     sparcl_ctx_free(ctx);
     MPI_Finalize();
     return total ? 1 : 0;
