@@ -131,7 +131,9 @@ static sparcl_status alloc_state(bwd_state *b)
 {
     sparcl_ring *ring = b->ring;
     const int P = ring->ranks, r = ring->rank;
-    const size_t kv = (size_t)ring->kv_max * sizeof(float);
+    const size_t kv = (size_t)ring->kv_max * sizeof(float),
+                 kv_in = (size_t)sparcl__ring_max_piece(ring, 0) * sizeof(float),
+                 dkv_in = (size_t)sparcl__ring_max_piece(ring, 1) * sizeof(float);
     const int64_t rows = (int64_t)ring->desc.batch * ring->desc.q_heads * ring->len;
     b->in_src = malloc(sizeof *b->in_src * (size_t)P);
     b->nreq = 2 * P + 12;
@@ -140,15 +142,15 @@ static sparcl_status alloc_state(bwd_state *b)
     int ok = b->in_src && b->reqs && b->dq_part;
     for (int s = 0; s < 2; ++s)
         for (int t = 0; t < 2; ++t) {
-            ok &= (b->in_buf[s][t] = malloc(kv)) != NULL;
-            ok &= (b->out_buf[s][t] = malloc(kv)) != NULL;
-            ok &= (b->kv_buf[s][t] = malloc(kv)) != NULL;
+            ok &= (b->in_buf[s][t] = malloc(dkv_in)) != NULL;
+            ok &= (b->out_buf[s][t] = malloc(kv)) != NULL; /* the own shard's too */
+            ok &= (b->kv_buf[s][t] = malloc(kv_in)) != NULL;
         }
     if (!ok)
         return sparcl__ring_fail(ring->ctx, SPARCL_ERR_OUT_OF_MEMORY,
                                  "sparcl_ring_backward: cannot allocate host buffers");
     ring->stats.host_bytes =
-        12 * ring->kv_max * (int64_t)sizeof(float) + ring->q_elems * (int64_t)sizeof(float);
+        (int64_t)(4 * (kv + kv_in + dkv_in)) + ring->q_elems * (int64_t)sizeof(float);
     for (int i = 0; i < b->nreq; ++i)
         b->reqs[i] = MPI_REQUEST_NULL;
     for (int s = 1; s < P; ++s) { /* who computes with this rank's shard at step s */

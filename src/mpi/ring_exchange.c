@@ -22,6 +22,20 @@ int64_t sparcl__ring_pair_elems(const sparcl_ring *ring, int i, int j)
            ring->desc.head_dim;
 }
 
+int64_t sparcl__ring_max_piece(const sparcl_ring *ring, int incoming)
+{
+    const int P = ring->ranks, r = ring->rank;
+    int64_t m = 1;
+    for (int j = 0; j < P; ++j) {
+        const int i = incoming ? j : r, k = incoming ? r : j;
+        if (j != r && ring->need[i * P + k]) {
+            const int64_t e = sparcl__ring_pair_elems(ring, i, k);
+            m = e > m ? e : m;
+        }
+    }
+    return m;
+}
+
 sparcl_status sparcl__ring_fail(sparcl_ctx *ctx, sparcl_status status, const char *fmt, ...)
 {
     char msg[512];

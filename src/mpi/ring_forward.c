@@ -31,13 +31,14 @@ static sparcl_status alloc_bufs(sparcl_ring *ring, fwd_bufs *b, int remote)
 {
     const int64_t rows = (int64_t)ring->desc.batch * ring->desc.q_heads * ring->len;
     sparcl_status st = SPARCL_OK;
+    const int64_t piece = sparcl__ring_max_piece(ring, 0);
     if (remote) {
         for (int s = 0; s < 2; ++s)
             for (int t = 0; t < 2; ++t)
-                if (!(b->host[s][t] = malloc((size_t)ring->kv_max * sizeof(float))))
+                if (!(b->host[s][t] = malloc((size_t)piece * sizeof(float))))
                     st = sparcl__ring_fail(ring->ctx, SPARCL_ERR_OUT_OF_MEMORY,
                                            "sparcl_ring_forward: cannot allocate receive buffers");
-        ring->stats.host_bytes = 4 * ring->kv_max * (int64_t)sizeof(float);
+        ring->stats.host_bytes = 4 * piece * (int64_t)sizeof(float);
     }
     if (st == SPARCL_OK)
         st = sparcl__ring_buffer(ring, ring->q_elems, &b->q);

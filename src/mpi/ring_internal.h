@@ -45,6 +45,11 @@ sparcl_status sparcl__ring_agree(sparcl_ctx *ctx, MPI_Comm comm, sparcl_status l
  * resets the call's statistics. */
 sparcl_status sparcl__ring_begin(sparcl_ring *ring, int args_ok, const char *missing);
 
+/* The largest remote piece this rank receives: K (or V) rows of another
+ * rank's shard (incoming 0), or dK (or dV) rows of its own shard from
+ * another rank (incoming 1); floats, at least 1. */
+int64_t sparcl__ring_max_piece(const sparcl_ring *ring, int incoming);
+
 /* Records a formatted failure on ctx (sparcl_ctx_fail) and returns status. */
 sparcl_status sparcl__ring_fail(sparcl_ctx *ctx, sparcl_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
