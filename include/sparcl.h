@@ -1552,6 +1552,34 @@ SPARCL_API sparcl_status sparcl_layout_init_per_head(sparcl_ctx *ctx, sparcl_lay
                                                      const sparcl_layout *const *layouts,
                                                      int count);
 
+/* Slice: the rectangle of `layout` at queries [q0, q0 + q_len) and keys
+ * [k0, k0 + kv_len), as a layout of q_len x kv_len with the parent's
+ * heads: query i of head h attends key j iff the parent has query q0 + i
+ * attend key k0 + j, and, when `causal` is nonzero, also k0 + j <= q0 + i
+ * + (parent kv_len - parent q_len) (the parent's causal mask, which a plan
+ * over the slice could not express: its own causal flag aligns the slice's
+ * corners).  block: the slice's block size, 0 for the parent's.  Unlike
+ * the other constructors, a slice may attend no pair at all (then
+ * sparcl_layout_pairs() is 0): that is how a caller learns that a shard of
+ * keys is never attended by a shard of queries.  The parent is borrowed
+ * during the call only.  Time O(stored blocks of the slice + block^2 per
+ * PARTIAL block) plus a binary search per parent block row.  This is what
+ * sparcl_mpi's ring runs each (query shard, key shard) pair with.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL layout or out, a rectangle
+ * outside the parent, a shape out of the layout limits),
+ * SPARCL_ERR_OUT_OF_MEMORY. */
+SPARCL_API sparcl_status sparcl_layout_init_slice(sparcl_ctx *ctx, sparcl_layout **out,
+                                                  const sparcl_layout *layout, int causal, int q0,
+                                                  int q_len, int k0, int kv_len, int block);
+
+/* Records a failure on `ctx` exactly as sparcl's own calls do (the message
+ * returned by sparcl_ctx_errmsg(), the log callback; ctx NULL: the calling
+ * thread's slot) and returns `status`.  For components built on the public
+ * API, such as sparcl_mpi (include/sparcl_mpi.h), so that their errors read
+ * like the library's.  message may be NULL ("").  Thread-safe. */
+SPARCL_API sparcl_status sparcl_ctx_fail(sparcl_ctx *ctx, sparcl_status status,
+                                         const char *message);
+
 /* ---- Layout introspection ---- */
 
 typedef struct sparcl_layout_stats {

@@ -14,6 +14,7 @@ PACKAGES=(
   libopenblas-dev   # the benchmark's SGEMM ceiling and CPU baseline
   oclgrind          # OpenCL simulator: memory, uninitialized-value and race checks
   clang libclang-rt-14-dev  # libFuzzer targets, ThreadSanitizer
+  libopenmpi-dev openmpi-bin  # optional libsparcl_mpi (ring attention) and its mpirun tests
 )
 
 missing=()

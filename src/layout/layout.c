@@ -348,7 +348,7 @@ SPARCL_API int sparcl_layout_attends(const sparcl_layout *l, int h, int i, int j
     return e >= 0 && sparcl__layout_entry_bit(l, e, i - br * l->block, j - bc * l->block);
 }
 
-int64_t sparcl__layout_find(const sparcl_layout *l, int h, int br, int bc)
+int64_t sparcl__layout_lower_bound(const sparcl_layout *l, int h, int br, int bc)
 {
     const int64_t *rp = l->row_ptr + (int64_t)h * (l->nbr + 1) + br;
     int64_t lo = rp[0], hi = rp[1];
@@ -359,5 +359,11 @@ int64_t sparcl__layout_find(const sparcl_layout *l, int h, int br, int bc)
         else
             hi = mid;
     }
-    return lo < rp[1] && l->col[lo] == bc ? lo : -1;
+    return lo;
+}
+
+int64_t sparcl__layout_find(const sparcl_layout *l, int h, int br, int bc)
+{
+    int64_t e = sparcl__layout_lower_bound(l, h, br, bc);
+    return e < l->row_ptr[(int64_t)h * (l->nbr + 1) + br + 1] && l->col[e] == bc ? e : -1;
 }

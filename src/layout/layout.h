@@ -74,6 +74,10 @@ sparcl_status sparcl__layout_build(sparcl_ctx *ctx, sparcl_layout **out, int hea
 /* A deep copy of `l` (layout_copy.c); on failure *out is NULL. */
 sparcl_status sparcl__layout_copy(sparcl_ctx *ctx, const sparcl_layout *l, sparcl_layout **out);
 
+/* The first stored entry of head h, block row br whose column is >= bc (the
+ * row's end when none).  O(log row nnz). */
+int64_t sparcl__layout_lower_bound(const sparcl_layout *l, int h, int br, int bc);
+
 /* The stored entry of block (br, bc) of head h, or -1.  O(log row nnz). */
 int64_t sparcl__layout_find(const sparcl_layout *l, int h, int br, int bc);
 

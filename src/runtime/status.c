@@ -171,3 +171,8 @@ const char *sparcl__cl_error_name(cl_int err)
     default: return "unknown OpenCL error";
     }
 }
+
+SPARCL_API sparcl_status sparcl_ctx_fail(sparcl_ctx *ctx, sparcl_status status, const char *message)
+{
+    return sparcl__fail(ctx, status, "%s", message ? message : "");
+}

@@ -1,0 +1,159 @@
+/*
+ * layout_slice.c -- a rectangle of an existing layout as a layout of its
+ * own (sparcl_layout_init_slice): the queries [q0, q0 + q_len) and keys
+ * [k0, k0 + kv_len) of the parent, optionally cut to the parent's causal
+ * half-plane.  This is what a rank of a sequence split over processes runs
+ * against one shard of keys (the MPI ring of src/mpi/).
+ *
+ * The slice is read from the parent as a rule: candidate columns come from
+ * the parent's stored blocks that overlap the rectangle (found by binary
+ * search, so the work follows the slice, not the parent's rows), a slice
+ * block is FULL when every parent block under it is stored FULL and the
+ * causal edge does not cross it, and only the remaining blocks are read
+ * element by element.
+ */
+#include <stdlib.h>
+
+#include "layout/layout.h"
+#include "layout/layout_rules.h"
+#include "runtime/error.h"
+
+typedef struct slice_rule {
+    const sparcl_layout *p;
+    int q0, k0, q_len, kv_len, block, nbc;
+    int causal;
+    int64_t poff;        /* parent kv_len - q_len: pos(i) = i + poff */
+    int32_t *stamp, tag; /* candidate de-duplication, nbc entries */
+} slice_rule;
+
+static int parent_head(const slice_rule *s, int h)
+{
+    return s->p->heads == 1 ? 0 : h;
+}
+
+/* Slice rows [*i0, *i1) of block row br, keys [*j0, *j1) of block column bc. */
+static void slice_rows(const slice_rule *s, int br, int *i0, int *i1)
+{
+    *i0 = br * s->block;
+    *i1 = *i0 + s->block < s->q_len ? *i0 + s->block : s->q_len;
+}
+
+static void slice_cols(const slice_rule *s, int bc, int *j0, int *j1)
+{
+    *j0 = bc * s->block;
+    *j1 = *j0 + s->block < s->kv_len ? *j0 + s->block : s->kv_len;
+}
+
+static int slice_candidates(const void *self, int h, int br, int32_t *cols)
+{
+    slice_rule *s = (slice_rule *)self;
+    const sparcl_layout *p = s->p;
+    const int ph = parent_head(s, h), pb = p->block;
+    int i0, i1;
+    slice_rows(s, br, &i0, &i1);
+    if (++s->tag == INT32_MAX) {
+        for (int c = 0; c < s->nbc; ++c)
+            s->stamp[c] = 0;
+        s->tag = 1;
+    }
+    const int pr0 = (s->q0 + i0) / pb, pr1 = (s->q0 + i1 - 1) / pb;
+    const int pc0 = s->k0 / pb, pc1 = (s->k0 + s->kv_len - 1) / pb;
+    int n = 0;
+    for (int pr = pr0; pr <= pr1; ++pr) {
+        const int64_t end = p->row_ptr[(int64_t)ph * (p->nbr + 1) + pr + 1];
+        for (int64_t e = sparcl__layout_lower_bound(p, ph, pr, pc0); e < end && p->col[e] <= pc1;
+             ++e) {
+            int64_t a = (int64_t)p->col[e] * pb - s->k0, b = a + pb - 1;
+            a = a < 0 ? 0 : a;
+            b = b >= s->kv_len ? s->kv_len - 1 : b;
+            for (int64_t c = a / s->block; c <= b / s->block; ++c)
+                if (s->stamp[c] != s->tag) {
+                    s->stamp[c] = s->tag;
+                    cols[n++] = (int32_t)c;
+                }
+        }
+    }
+    return n;
+}
+
+static int slice_classify(const void *self, int h, int br, int bc)
+{
+    const slice_rule *s = self;
+    const sparcl_layout *p = s->p;
+    const int ph = parent_head(s, h), pb = p->block;
+    int i0, i1, j0, j1;
+    slice_rows(s, br, &i0, &i1);
+    slice_cols(s, bc, &j0, &j1);
+    int crossing = 0;
+    if (s->causal) {
+        /* key k attends from parent row r iff k <= r + poff */
+        if ((int64_t)s->k0 + j0 > (int64_t)s->q0 + i1 - 1 + s->poff)
+            return SPARCL__BLOCK_EMPTY;
+        crossing = (int64_t)s->k0 + j1 - 1 > (int64_t)s->q0 + i0 + s->poff;
+    }
+    int found = 0, full = 1;
+    for (int pr = (s->q0 + i0) / pb; pr <= (s->q0 + i1 - 1) / pb; ++pr)
+        for (int pc = (s->k0 + j0) / pb; pc <= (s->k0 + j1 - 1) / pb; ++pc) {
+            int64_t e = sparcl__layout_find(p, ph, pr, pc);
+            if (e < 0)
+                full = 0;
+            else {
+                found = 1;
+                full &= p->mask[e] < 0;
+            }
+        }
+    if (!found)
+        return SPARCL__BLOCK_EMPTY;
+    return full && !crossing ? SPARCL__BLOCK_FULL : SPARCL__BLOCK_PARTIAL;
+}
+
+static int slice_attends(const void *self, int h, int i, int j)
+{
+    const slice_rule *s = self;
+    int64_t r = (int64_t)s->q0 + i, k = (int64_t)s->k0 + j;
+    if (s->causal && k > r + s->poff)
+        return 0;
+    return sparcl_layout_attends(s->p, parent_head(s, h), (int)r, (int)k);
+}
+
+SPARCL_API sparcl_status sparcl_layout_init_slice(sparcl_ctx *ctx, sparcl_layout **out,
+                                                  const sparcl_layout *layout, int causal, int q0,
+                                                  int q_len, int k0, int kv_len, int block)
+{
+    if (!out)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    if (!layout)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "layout is NULL");
+    if (block == 0)
+        block = layout->block;
+    sparcl_status st = sparcl__layout_check_shape(ctx, layout->heads, q_len, kv_len, block);
+    if (st != SPARCL_OK)
+        return st;
+    if (q0 < 0 || q0 > layout->q_len - q_len)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "slice queries [%d, %lld) are not within the layout's q_len %d", q0,
+                            (long long)q0 + q_len, layout->q_len);
+    if (k0 < 0 || k0 > layout->kv_len - kv_len)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "slice keys [%d, %lld) are not within the layout's kv_len %d", k0,
+                            (long long)k0 + kv_len, layout->kv_len);
+    slice_rule s = {layout,
+                    q0,
+                    k0,
+                    q_len,
+                    kv_len,
+                    block,
+                    (kv_len + block - 1) / block,
+                    causal != 0,
+                    (int64_t)layout->kv_len - layout->q_len,
+                    NULL,
+                    0};
+    s.stamp = calloc((size_t)s.nbc, sizeof *s.stamp);
+    if (!s.stamp)
+        return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate slice scratch");
+    sparcl__rule rule = {&s, slice_candidates, slice_classify, slice_attends, NULL, 0};
+    st = sparcl__layout_build(ctx, out, layout->heads, q_len, kv_len, block, &rule);
+    free(s.stamp);
+    return st;
+}
