@@ -27,7 +27,9 @@
  * usage: sparcl-bench [--quick] [--cases a,b,...] [--json] [--reps R]
  *                     [--baseline-reps R] [--no-baseline] [--set NAME=VALUE]...
  *                     [--bwd-set NAME=VALUE]... [--max-kv N] [--dtype f32|f16|bf16]
- *                     [--list]
+ *                     [--list] [--multidev N]
+ * --multidev N times the multi-device plans instead (bench_multidev.c):
+ * each case on one device and cut over N, by heads, queries and keys.
  * --set overrides the forward's parameters, --bwd-set the backward's (the
  * attn_bwd family, through sparcl_plan_prepare_backward).
  * --dtype f16|bf16 stores q, k, v and out in half precision (the forward
@@ -43,6 +45,7 @@
 #include <unistd.h>
 
 #include "bench_baseline.h"
+#include "bench_multidev.h"
 #include "bench_peak.h"
 #include "sparcl.h"
 #include "tool_log.h"
@@ -92,6 +95,7 @@ typedef struct options {
     int selected[N_CASES];
     sparcl_params params, bwd_params;
     int have_params, have_bwd_params;
+    int multidev; /* --multidev N: devices; 0 for the standard set */
 } options;
 
 static int q_len_of(const bench_case *c)
@@ -626,7 +630,7 @@ static int usage(const char *argv0)
     fprintf(stderr,
             "usage: %s [--quick] [--cases a,b,...] [--json] [--reps R] [--baseline-reps R]\n"
             "          [--no-baseline] [--set NAME=VALUE]... [--bwd-set NAME=VALUE]...\n"
-            "          [--max-kv N] [--dtype f32|f16|bf16] [--list]\n",
+            "          [--max-kv N] [--dtype f32|f16|bf16] [--list] [--multidev N]\n",
             argv0);
     return 2;
 }
@@ -673,6 +677,8 @@ int main(int argc, char **argv)
             return 0;
         } else if (a + 1 < argc && strcmp(s, "--reps") == 0) {
             opt.reps = atoi(argv[++a]);
+        } else if (a + 1 < argc && strcmp(s, "--multidev") == 0) {
+            opt.multidev = atoi(argv[++a]);
         } else if (a + 1 < argc && strcmp(s, "--max-kv") == 0) {
             opt.max_kv = atoi(argv[++a]);
         } else if (a + 1 < argc && strcmp(s, "--baseline-reps") == 0) {
@@ -713,6 +719,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "sparcl-bench: --reps must be >= 5 and --baseline-reps >= 1\n");
         return 2;
     }
+    if (opt.multidev)
+        return bench_multidev_run(opt.multidev, opt.reps);
     if (!any_selected)
         for (int i = 0; i < N_CASES; ++i)
             opt.selected[i] = !opt.quick || cases[i].quick;
