@@ -13,6 +13,7 @@
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,6 +213,59 @@ static void expect_close_ref(const char *what, const float *a, const double *ref
 
 /* ---- The check ----------------------------------------------------------- */
 
+/* The call on one device: t's out, lse, dq, dk and dv. */
+static void run_one(sparcl_ctx *ctx, const sparcl_plan_desc *d, tensors *t)
+{
+    sparcl_plan *one;
+    cr_assert_eq(sparcl_plan_init(ctx, &one, d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(sparcl_plan_forward_host(one, t->q, t->k, t->v, t->out, t->lse), SPARCL_OK);
+    cr_assert_eq(sparcl_plan_backward_host(one, t->q, t->k, t->v, t->out, t->lse, t->dout, t->dq,
+                                           t->dk, t->dv),
+                 SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    sparcl_plan_free(one);
+}
+
+/* The same through mp: t's mout, mlse, mdq, mdk and mdv.  The backward
+ * gets the one-device forward's out and lse, as training code hands the
+ * forward's own results back. */
+static void run_multi(sparcl_multi_plan *mp, sparcl_ctx *lead, tensors *t)
+{
+    cr_assert_eq(sparcl_multi_plan_forward_host(mp, t->q, t->k, t->v, t->mout, t->mlse), SPARCL_OK,
+                 "%s", sparcl_ctx_errmsg(lead));
+    cr_assert_eq(sparcl_multi_plan_backward_host(mp, t->q, t->k, t->v, t->out, t->lse, t->dout,
+                                                 t->mdq, t->mdk, t->mdv),
+                 SPARCL_OK, "%s", sparcl_ctx_errmsg(lead));
+}
+
+static void expect_same(const tensors *t)
+{
+    expect_close("out", t->mout, t->out, t->nq, TOL_SAME);
+    expect_lse_close(t->mlse, t->lse, t->nl, TOL_SAME);
+    expect_close("dq", t->mdq, t->dq, t->nq, TOL_SAME);
+    expect_close("dk", t->mdk, t->dk, t->nk, TOL_SAME);
+    expect_close("dv", t->mdv, t->dv, t->nk, TOL_SAME);
+}
+
+/* The multi-device results of t against the double reference. */
+static void expect_reference(sparcl_plan_desc *d, const mcase *c, sparcl_ctx *ctx, const tensors *t)
+{
+    sparcl_layout *l = make_layout(ctx, c);
+    d->layout = l;
+    double *ro = malloc(sizeof(double) * t->nq), *rl = malloc(sizeof(double) * t->nl);
+    double *rdq = malloc(sizeof(double) * t->nq), *rdk = malloc(sizeof(double) * t->nk),
+           *rdv = malloc(sizeof(double) * t->nk);
+    cr_assert_eq(sparcl_reference_forward(NULL, d, t->q, t->k, t->v, ro, rl), SPARCL_OK);
+    cr_assert_eq(sparcl_reference_backward(NULL, d, t->q, t->k, t->v, t->dout, rdq, rdk, rdv),
+                 SPARCL_OK);
+    expect_close_ref("out", t->mout, ro, t->nq);
+    expect_close_ref("lse", t->mlse, rl, t->nl);
+    expect_close_ref("dq", t->mdq, rdq, t->nq);
+    expect_close_ref("dk", t->mdk, rdk, t->nk);
+    expect_close_ref("dv", t->mdv, rdv, t->nk);
+    free(ro), free(rl), free(rdq), free(rdk), free(rdv);
+    sparcl_layout_free(l);
+}
+
 /* Runs case c on one device and cut `mode` over `n` contexts, forward and
  * backward, and compares. */
 static void check_case(const mcase *c, int mode, int n)
@@ -223,52 +277,18 @@ static void check_case(const mcase *c, int mode, int n)
     make_desc(c, l, &d);
     tensors t;
     tensors_init(&t, &d);
-
-    sparcl_plan *one;
-    cr_assert_eq(sparcl_plan_init(ctx[0], &one, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx[0]));
-    cr_assert_eq(sparcl_plan_forward_host(one, t.q, t.k, t.v, t.out, t.lse), SPARCL_OK);
-    cr_assert_eq(
-        sparcl_plan_backward_host(one, t.q, t.k, t.v, t.out, t.lse, t.dout, t.dq, t.dk, t.dv),
-        SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx[0]));
-
+    run_one(ctx[0], &d, &t);
     sparcl_multi_plan *mp;
     cr_assert_eq(sparcl_multi_plan_init(ctx, n, &mp, &d, mode), SPARCL_OK, "%s",
                  sparcl_ctx_errmsg(ctx[0]));
     sparcl_layout_free(l); /* the plan keeps what it needs */
     const int shards = sparcl_multi_plan_shard_count(mp);
     cr_assert(shards >= 1 && shards <= n);
-    cr_assert_eq(sparcl_multi_plan_forward_host(mp, t.q, t.k, t.v, t.mout, t.mlse), SPARCL_OK, "%s",
-                 sparcl_ctx_errmsg(ctx[0]));
-    expect_close("out", t.mout, t.out, t.nq, TOL_SAME);
-    expect_lse_close(t.mlse, t.lse, t.nl, TOL_SAME);
-    /* The backward gets the one-device forward's out and lse, as training
-     * code hands the forward's own results back. */
-    cr_assert_eq(sparcl_multi_plan_backward_host(mp, t.q, t.k, t.v, t.out, t.lse, t.dout, t.mdq,
-                                                 t.mdk, t.mdv),
-                 SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx[0]));
-    expect_close("dq", t.mdq, t.dq, t.nq, TOL_SAME);
-    expect_close("dk", t.mdk, t.dk, t.nk, TOL_SAME);
-    expect_close("dv", t.mdv, t.dv, t.nk, TOL_SAME);
-
-    if (c->reference) {
-        sparcl_layout *l2 = make_layout(ctx[0], c);
-        d.layout = l2;
-        double *ro = malloc(sizeof(double) * t.nq), *rl = malloc(sizeof(double) * t.nl);
-        double *rdq = malloc(sizeof(double) * t.nq), *rdk = malloc(sizeof(double) * t.nk),
-               *rdv = malloc(sizeof(double) * t.nk);
-        cr_assert_eq(sparcl_reference_forward(NULL, &d, t.q, t.k, t.v, ro, rl), SPARCL_OK);
-        cr_assert_eq(sparcl_reference_backward(NULL, &d, t.q, t.k, t.v, t.dout, rdq, rdk, rdv),
-                     SPARCL_OK);
-        expect_close_ref("out", t.mout, ro, t.nq);
-        expect_close_ref("lse", t.mlse, rl, t.nl);
-        expect_close_ref("dq", t.mdq, rdq, t.nq);
-        expect_close_ref("dk", t.mdk, rdk, t.nk);
-        expect_close_ref("dv", t.mdv, rdv, t.nk);
-        free(ro), free(rl), free(rdq), free(rdk), free(rdv);
-        sparcl_layout_free(l2);
-    }
+    run_multi(mp, ctx[0], &t);
+    expect_same(&t);
+    if (c->reference)
+        expect_reference(&d, c, ctx[0], &t);
     sparcl_multi_plan_free(mp);
-    sparcl_plan_free(one);
     tensors_free(&t);
     close_contexts(ctx, n);
 }
@@ -396,6 +416,18 @@ Test(multidev, key_ranges_and_head_groups)
         cr_assert_eq(i.heads, 4);
         next += i.keys;
     }
+    /* An older caller's smaller struct is filled only as far as its size. */
+    struct {
+        sparcl_shard_info info;
+        unsigned char tail[16];
+    } old;
+    memset(&old, 0xAB, sizeof old);
+    old.info.struct_size = offsetof(sparcl_shard_info, device_bytes);
+    cr_assert_eq(sparcl_multi_plan_shard(mp, 1, &old.info), SPARCL_OK);
+    cr_assert_eq(old.info.key0, 100);
+    const unsigned char *bytes = (const unsigned char *)&old;
+    for (size_t b = offsetof(sparcl_shard_info, device_bytes); b < sizeof old; ++b)
+        cr_assert_eq(bytes[b], 0xAB, "byte %zu beyond struct_size was written", b);
     sparcl_multi_plan_free(mp);
     cr_assert_eq(sparcl_multi_plan_init(ctx, 3, &mp, &d, SPARCL_SHARD_HEADS), SPARCL_OK);
     cr_assert_eq(sparcl_multi_plan_shard_count(mp), 3);
@@ -425,33 +457,20 @@ Test(multidev, empty_shares)
         make_desc(&c, l, &d);
         tensors t;
         tensors_init(&t, &d);
-        sparcl_plan *one;
-        cr_assert_eq(sparcl_plan_init(ctx[0], &one, &d), SPARCL_OK);
-        cr_assert_eq(sparcl_plan_forward_host(one, t.q, t.k, t.v, t.out, t.lse), SPARCL_OK);
-        cr_assert_eq(
-            sparcl_plan_backward_host(one, t.q, t.k, t.v, t.out, t.lse, t.dout, t.dq, t.dk, t.dv),
-            SPARCL_OK);
+        run_one(ctx[0], &d, &t);
         sparcl_multi_plan *mp;
         cr_assert_eq(sparcl_multi_plan_init(ctx, 2, &mp, &d, mode), SPARCL_OK, "%s",
                      sparcl_ctx_errmsg(ctx[0]));
         cr_assert_eq(sparcl_multi_plan_shard_count(mp), 2);
         cr_assert_eq(shard(mp, 1).pairs, 0, "mode %d: the second share attends nothing", mode);
         cr_assert_eq(shard(mp, 1).device_bytes, 0);
-        memset(t.mout, 0x7f, sizeof(float) * t.nq); /* garbage the call must overwrite */
+        memset(t.mout, 0x7f, sizeof(float) * t.nq); /* garbage the calls must overwrite */
         memset(t.mlse, 0x7f, sizeof(float) * t.nl);
-        cr_assert_eq(sparcl_multi_plan_forward_host(mp, t.q, t.k, t.v, t.mout, t.mlse), SPARCL_OK);
-        expect_close("out", t.mout, t.out, t.nq, TOL_SAME);
-        expect_lse_close(t.mlse, t.lse, t.nl, TOL_SAME);
-        cr_assert(isinf(t.mlse[39]) && t.mlse[39] < 0, "row 39 attends nothing");
         memset(t.mdk, 0x7f, sizeof(float) * t.nk);
-        cr_assert_eq(sparcl_multi_plan_backward_host(mp, t.q, t.k, t.v, t.out, t.lse, t.dout, t.mdq,
-                                                     t.mdk, t.mdv),
-                     SPARCL_OK);
-        expect_close("dq", t.mdq, t.dq, t.nq, TOL_SAME);
-        expect_close("dk", t.mdk, t.dk, t.nk, TOL_SAME);
-        expect_close("dv", t.mdv, t.dv, t.nk, TOL_SAME);
+        run_multi(mp, ctx[0], &t);
+        expect_same(&t);
+        cr_assert(isinf(t.mlse[39]) && t.mlse[39] < 0, "row 39 attends nothing");
         sparcl_multi_plan_free(mp);
-        sparcl_plan_free(one);
         sparcl_layout_free(l);
         tensors_free(&t);
         close_contexts(ctx, 2);
@@ -470,32 +489,19 @@ Test(multidev, sparsemax_by_queries)
     d.normalization = SPARCL_NORMALIZATION_SPARSEMAX;
     tensors t;
     tensors_init(&t, &d);
-    sparcl_plan *one;
-    cr_assert_eq(sparcl_plan_init(ctx[0], &one, &d), SPARCL_OK);
-    cr_assert_eq(sparcl_plan_forward_host(one, t.q, t.k, t.v, t.out, t.lse), SPARCL_OK);
-    cr_assert_eq(
-        sparcl_plan_backward_host(one, t.q, t.k, t.v, t.out, t.lse, t.dout, t.dq, t.dk, t.dv),
-        SPARCL_OK);
+    run_one(ctx[0], &d, &t);
     sparcl_multi_plan *mp;
     cr_assert_eq(sparcl_multi_plan_init(ctx, 2, &mp, &d, SPARCL_SHARD_QUERIES), SPARCL_OK, "%s",
                  sparcl_ctx_errmsg(ctx[0]));
     cr_assert_eq(sparcl_multi_plan_shard_count(mp), 2);
-    cr_assert_eq(sparcl_multi_plan_forward_host(mp, t.q, t.k, t.v, t.mout, t.mlse), SPARCL_OK);
-    expect_close("out", t.mout, t.out, t.nq, TOL_SAME);
-    expect_lse_close(t.mlse, t.lse, t.nl, TOL_SAME);
-    cr_assert_eq(sparcl_multi_plan_backward_host(mp, t.q, t.k, t.v, t.out, t.lse, t.dout, t.mdq,
-                                                 t.mdk, t.mdv),
-                 SPARCL_OK);
-    expect_close("dq", t.mdq, t.dq, t.nq, TOL_SAME);
-    expect_close("dk", t.mdk, t.dk, t.nk, TOL_SAME);
-    expect_close("dv", t.mdv, t.dv, t.nk, TOL_SAME);
+    run_multi(mp, ctx[0], &t);
+    expect_same(&t);
     sparcl_multi_plan_free(mp);
     cr_assert_eq(sparcl_multi_plan_init(ctx, 2, &mp, &d, SPARCL_SHARD_KEYS),
                  SPARCL_ERR_NOT_SUPPORTED);
     cr_assert_null(mp);
     cr_assert(strstr(sparcl_ctx_errmsg(ctx[0]), "normalization 1"), "%s",
               sparcl_ctx_errmsg(ctx[0]));
-    sparcl_plan_free(one);
     tensors_free(&t);
     close_contexts(ctx, 2);
 }

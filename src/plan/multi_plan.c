@@ -250,6 +250,20 @@ static int stages_output(const sparcl_multi_plan *mp, const call *c, int s)
     return mp->mode == SPARCL_SHARD_KEYS && mp->shards[s].context != 0;
 }
 
+/* A device buffer of `bytes` on share s's context. */
+static sparcl_status share_buffer(sparcl_multi_plan *mp, int s, cl_mem_flags flags, size_t bytes,
+                                  cl_mem *out)
+{
+    const int c = mp->shards[s].context;
+    cl_int err = CL_SUCCESS;
+    *out = clCreateBuffer(mp->ctx[c]->context, flags, bytes, NULL, &err);
+    if (*out)
+        return SPARCL_OK;
+    return sparcl__fail(mp->ctx[0], SPARCL_ERR_OUT_OF_MEMORY,
+                        "shard %d: cannot allocate %zu bytes on contexts[%d] (%s)", s, bytes, c,
+                        sparcl__cl_error_name(err));
+}
+
 /* Creates the share's buffers, enqueues the copies in, its plan's pass and
  * the copies out; r->ev collects every event to wait for. */
 static sparcl_status enqueue_share(sparcl_multi_plan *mp, const call *c, int s, share_run *r)
@@ -262,11 +276,9 @@ static sparcl_status enqueue_share(sparcl_multi_plan *mp, const call *c, int s, 
     char what[96];
     for (int t = 0; t < c->n_in; ++t) {
         const rect rc = rect_of(&mp->desc, sh, c->in_kind[t]);
-        r->in[t] = clCreateBuffer(ctx->context, CL_MEM_READ_ONLY, rc.bytes, NULL, &err);
-        if (!r->in[t])
-            return sparcl__fail(lead, SPARCL_ERR_OUT_OF_MEMORY,
-                                "shard %d: cannot allocate %zu bytes on contexts[%d] (%s)", s,
-                                rc.bytes, sh->context, sparcl__cl_error_name(err));
+        sparcl_status st = share_buffer(mp, s, CL_MEM_READ_ONLY, rc.bytes, &r->in[t]);
+        if (st != SPARCL_OK)
+            return st;
         err = clEnqueueWriteBufferRect(q, r->in[t], CL_FALSE, zero, rc.host_origin, rc.region,
                                        rc.dev_row, rc.dev_slice, rc.host_row, rc.host_slice,
                                        c->in[t], 0, NULL, &r->ev[r->n_ev]);
@@ -280,11 +292,9 @@ static sparcl_status enqueue_share(sparcl_multi_plan *mp, const call *c, int s, 
         if (!c->backward && t == 1 && !c->out[1] && mp->mode != SPARCL_SHARD_KEYS)
             continue; /* no lse wanted, none needed to merge */
         const rect rc = rect_of(&mp->desc, sh, c->out_kind[t]);
-        r->out[t] = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, rc.bytes, NULL, &err);
-        if (!r->out[t])
-            return sparcl__fail(lead, SPARCL_ERR_OUT_OF_MEMORY,
-                                "shard %d: cannot allocate %zu bytes on contexts[%d] (%s)", s,
-                                rc.bytes, sh->context, sparcl__cl_error_name(err));
+        sparcl_status st = share_buffer(mp, s, CL_MEM_READ_WRITE, rc.bytes, &r->out[t]);
+        if (st != SPARCL_OK)
+            return st;
         if (stages_output(mp, c, s) && !(r->stage[t] = malloc(rc.bytes)))
             return sparcl__fail(lead, SPARCL_ERR_OUT_OF_MEMORY,
                                 "shard %d: cannot allocate %zu bytes of host staging", s, rc.bytes);
