@@ -879,10 +879,10 @@ typedef struct sparcl_multi_plan sparcl_multi_plan;
  * desc (with its layout and params) are read during the call only.
  * count == 1 gives one share over the whole call: the plain plan's
  * result.  On failure *out is NULL and nothing is leaked.
- * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL out or contexts -- then the
- * message is on sparcl_ctx_errmsg(NULL) --, count outside [1,
- * SPARCL_MULTI_MAX_DEVICES], a NULL or repeated context, an unknown mode,
- * the descriptor's own errors), SPARCL_ERR_NOT_SUPPORTED (FAVOR+ or
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL out or contexts, count outside
+ * [1, SPARCL_MULTI_MAX_DEVICES] or a NULL contexts[0] -- these with the
+ * message on sparcl_ctx_errmsg(NULL) --, a later NULL or a repeated
+ * context, an unknown mode, the descriptor's own errors), SPARCL_ERR_NOT_SUPPORTED (FAVOR+ or
  * Linformer, a half dtype, page_size > 0, KEYS with a sparse
  * normalization), and any error of a share's sparcl_plan_init() on its
  * context. */
