@@ -902,6 +902,149 @@ SPARCL_API sparcl_status sparcl_merge(sparcl_ctx *ctx, cl_command_queue queue, i
                                       sparcl_strides o_strides, cl_mem lse, cl_uint num_wait,
                                       const cl_event *wait, cl_event *event);
 
+/* ---- Several devices in one host ----
+ *
+ * A multi-device plan shards one attention call over a list of contexts
+ * (one per device, e.g. sparcl_ctx_init_device(&c, "0"), "1", ...; two
+ * contexts may also share a device), runs every share at once and returns
+ * the result of the single-device call within fp32 rounding.  Each share is
+ * an ordinary plan on its context, of the shapes and the slice of the
+ * pattern it covers, so it takes that context's tuned parameters, caches
+ * and limits.  Three ways to cut (sparcl_shard_mode):
+ *   HEADS    query heads, whole groups of a kv head where there are at
+ *            least as many kv heads as devices, else the q heads of one kv
+ *            head over several devices (MQA).  No device reads another's
+ *            K/V heads.
+ *   QUERIES  query rows, cut at the pattern's block rows and balanced by
+ *            the attended pairs (causal rows do not weigh alike); each
+ *            device reads only the keys its rows attend (causal: device 0
+ *            the first ones).
+ *   KEYS     the key range (context parallelism for one long sequence):
+ *            each device attends every query row to its share of keys,
+ *            balanced by attended pairs, and the partial outputs are merged
+ *            by their LSEs with sparcl_merge() on contexts[0].  Softmax
+ *            only (the sparse normalizations' threshold is not a sum over
+ *            parts).
+ * The causal flag is folded into the pattern first, so every cut is exact
+ * whatever q_len and kv_len are.  A device whose share attends nothing gets
+ * no plan (its rows: out 0, lse -inf); with fewer units than devices
+ * (e.g. QUERIES with one block row) fewer devices work.
+ *
+ * The calls take host arrays, contiguous [B, H, S, D] whatever the
+ * descriptor's strides say (as sparcl_plan_forward_host()): each device
+ * receives only its share (rectangular copies, no gather on the host), all
+ * devices are enqueued before the call waits for any, and the results come
+ * back into the caller's arrays.  Device buffers live for one call.
+ * Supported: exact attention (attention EXACT) over any layout, causal or
+ * not, GQA/MQA, q_len != kv_len, the softmax and (HEADS, QUERIES) sparse
+ * normalizations, F32 storage, and the backward of all of them.
+ *
+ * The backward takes the full call's out and lse (as the forward wrote
+ * them) and hands each share the rows of out, lse and dout it covers:
+ * with the full row's lse every share's gradients are exact parts of the
+ * whole.  dq of a row is the sum over the shares that hold the row (KEYS),
+ * dk and dv of a key the sum over the shares that read it (QUERIES, and
+ * HEADS when a kv head is split), added on the host in shard order, so
+ * results are deterministic.
+ *
+ * Errors are recorded on contexts[0] (sparcl_ctx_errmsg(contexts[0]));
+ * a share's own failure is copied there after "shard S (contexts[C]): ".
+ * Threading: as plans (a multi-plan holds no per-call state); the
+ * contexts' queues are shared with their other users.
+ */
+
+typedef enum sparcl_shard_mode {
+    SPARCL_SHARD_HEADS = 0,
+    SPARCL_SHARD_QUERIES = 1,
+    SPARCL_SHARD_KEYS = 2
+} sparcl_shard_mode;
+
+/* Most contexts one multi-device plan takes. */
+#define SPARCL_MULTI_MAX_DEVICES 64
+
+typedef struct sparcl_multi_plan sparcl_multi_plan;
+
+/* Creates a multi-device plan of `desc` (as sparcl_plan_init() reads and
+ * validates it; strides are ignored, page_size must be 0) over contexts[0
+ * .. count), cut as `mode` (a sparcl_shard_mode): computes the shares,
+ * slices the pattern and creates each share's plan on its context.  The
+ * contexts are borrowed and must outlive the plan; the array itself and
+ * desc (with its layout and params) are read during the call only.
+ * count == 1 gives one share over the whole call: the plain plan's
+ * result.  On failure *out is NULL and nothing is leaked.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL out or contexts, count outside
+ * [1, SPARCL_MULTI_MAX_DEVICES] or a NULL contexts[0] -- these with the
+ * message on sparcl_ctx_errmsg(NULL) --, a later NULL or a repeated
+ * context, an unknown mode, the descriptor's own errors), SPARCL_ERR_NOT_SUPPORTED (FAVOR+ or
+ * Linformer, a half dtype, page_size > 0, KEYS with a sparse
+ * normalization), and any error of a share's sparcl_plan_init() on its
+ * context. */
+SPARCL_API sparcl_status sparcl_multi_plan_init(sparcl_ctx *const *contexts, int count,
+                                                sparcl_multi_plan **out,
+                                                const sparcl_plan_desc *desc, int mode);
+
+/* Frees the plan and its shares' plans.  NULL does nothing. */
+SPARCL_API void sparcl_multi_plan_free(sparcl_multi_plan *plan);
+
+/* Blocking: out (and lse, when not NULL) of the whole call from host
+ * arrays q, k, v (contiguous; sizes those of sparcl_plan_forward_host()).
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL plan or array; the message on
+ * sparcl_ctx_errmsg(NULL) for a NULL plan), SPARCL_ERR_OUT_OF_MEMORY (a
+ * device buffer), SPARCL_ERR_OPENCL, and a share's forward errors. */
+SPARCL_API sparcl_status sparcl_multi_plan_forward_host(sparcl_multi_plan *plan, const float *q,
+                                                        const float *k, const float *v,
+                                                        float *out, float *lse);
+
+/* Builds every share's backward resources (sparcl_plan_prepare_backward(
+ * share, NULL)), which the first backward call does otherwise.  Errors:
+ * those of the preparation, with the share named. */
+SPARCL_API sparcl_status sparcl_multi_plan_prepare_backward(sparcl_multi_plan *plan);
+
+/* Blocking: dq, dk and dv (contiguous host arrays, overwritten) of the
+ * whole call, as sparcl_plan_backward_host() defines them, from the
+ * forward's inputs, its out and lse (both required, as the forward wrote
+ * them for the whole call) and dout.  Keys no share reads get dk = dv = 0.
+ * Errors: as sparcl_multi_plan_forward_host(), and the backward's. */
+SPARCL_API sparcl_status sparcl_multi_plan_backward_host(sparcl_multi_plan *plan, const float *q,
+                                                         const float *k, const float *v,
+                                                         const float *out, const float *lse,
+                                                         const float *dout, float *dq, float *dk,
+                                                         float *dv);
+
+/* One share of a multi-device plan. */
+typedef struct sparcl_shard_info {
+    size_t struct_size;  /* set by sparcl_shard_info_init(); see "Versioned structs" */
+    int context;         /* index into the plan's contexts */
+    int head0, heads;    /* query heads [head0, head0 + heads) */
+    int kv_head0, kv_heads;
+    int row0, rows;      /* query rows */
+    int key0, keys;      /* keys the share reads: its range, trimmed to the attended ones */
+    int64_t pairs;       /* attended (query, key) pairs over its heads, one batch entry;
+                            0: the share attends nothing and has no plan */
+    size_t device_bytes; /* sparcl_plan_device_bytes() of its plan */
+} sparcl_shard_info;
+
+/* Sets struct_size (and zeroes the rest). */
+static inline void sparcl_shard_info_init(sparcl_shard_info *info)
+{
+    if (info) {
+        info->struct_size = sizeof *info;
+        info->context = info->head0 = info->heads = info->kv_head0 = info->kv_heads = 0;
+        info->row0 = info->rows = info->key0 = info->keys = 0;
+        info->pairs = 0;
+        info->device_bytes = 0;
+    }
+}
+
+/* Number of shares (at most the number of contexts; 0 for NULL). */
+SPARCL_API int sparcl_multi_plan_shard_count(const sparcl_multi_plan *plan);
+
+/* Fills *info (the fields its struct_size covers) for share `index`.
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL, index out of range, a
+ * struct_size that is not that of a sparcl_shard_info). */
+SPARCL_API sparcl_status sparcl_multi_plan_shard(const sparcl_multi_plan *plan, int index,
+                                                 sparcl_shard_info *info);
+
 /* ------------------------------------------------------------------------
  * CPU reference
  * ---------------------------------------------------------------------- */

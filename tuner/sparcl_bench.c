@@ -27,10 +27,12 @@
  * usage: sparcl-bench [--quick] [--cases a,b,...] [--json] [--reps R]
  *                     [--baseline-reps R] [--no-baseline] [--set NAME=VALUE]...
  *                     [--bwd-set NAME=VALUE]... [--max-kv N] [--dtype f32|f16|bf16]
- *                     [--list] [--select N [--select-heads H]]
+ *                     [--list] [--select N [--select-heads H]] [--multidev N]
  * --select N adds the dynamic block selection rows at length N (bench_select.h:
  * selection time against the sparse forward's, the whole call against the
  * dense forward); alone, without --cases, it runs only those.
+ * --multidev N times the multi-device plans instead (bench_multidev.c):
+ * each case on one device and cut over N, by heads, queries and keys.
  * --set overrides the forward's parameters, --bwd-set the backward's (the
  * attn_bwd family, through sparcl_plan_prepare_backward).
  * --dtype f16|bf16 stores q, k, v and out in half precision (the forward
@@ -46,6 +48,7 @@
 #include <unistd.h>
 
 #include "bench_baseline.h"
+#include "bench_multidev.h"
 #include "bench_peak.h"
 #include "bench_select.h"
 #include "sparcl.h"
@@ -144,6 +147,7 @@ typedef struct options {
     int have_params, have_bwd_params;
     int select_n; /* --select N: the dynamic block selection rows (bench_select.h) at length N */
     int select_heads; /* --select-heads H, 8 by default */
+    int multidev;     /* --multidev N: devices; 0 for the standard set */
 } options;
 
 static int q_len_of(const bench_case *c)
@@ -751,11 +755,13 @@ static void print_row(const bench_case *c, const result *r, const ceiling *sg, c
 
 static int usage(const char *argv0)
 {
-    fprintf(stderr,
-            "usage: %s [--quick] [--cases a,b,...] [--json] [--reps R] [--baseline-reps R]\n"
-            "          [--no-baseline] [--set NAME=VALUE]... [--bwd-set NAME=VALUE]...\n"
-            "          [--max-kv N] [--dtype f32|f16|bf16] [--list] [--select N [--select-heads H]]\n",
-            argv0);
+    fprintf(
+        stderr,
+        "usage: %s [--quick] [--cases a,b,...] [--json] [--reps R] [--baseline-reps R]\n"
+        "          [--no-baseline] [--set NAME=VALUE]... [--bwd-set NAME=VALUE]...\n"
+        "          [--max-kv N] [--dtype f32|f16|bf16] [--list] [--select N [--select-heads H]]\n"
+        "          [--multidev N]\n",
+        argv0);
     return 2;
 }
 
@@ -805,6 +811,8 @@ int main(int argc, char **argv)
             opt.select_n = atoi(argv[++a]);
         } else if (a + 1 < argc && strcmp(s, "--select-heads") == 0) {
             opt.select_heads = atoi(argv[++a]);
+        } else if (a + 1 < argc && strcmp(s, "--multidev") == 0) {
+            opt.multidev = atoi(argv[++a]);
         } else if (a + 1 < argc && strcmp(s, "--max-kv") == 0) {
             opt.max_kv = atoi(argv[++a]);
         } else if (a + 1 < argc && strcmp(s, "--baseline-reps") == 0) {
@@ -845,6 +853,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "sparcl-bench: --reps must be >= 5 and --baseline-reps >= 1\n");
         return 2;
     }
+    if (opt.multidev)
+        return bench_multidev_run(opt.multidev, opt.reps);
     if (!any_selected && !opt.select_n) /* --select alone runs only its rows */
         for (int i = 0; i < N_CASES; ++i)
             opt.selected[i] = !opt.quick || cases[i].quick;
@@ -919,8 +929,8 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
     if (opt.select_n > 0 && !opt.json)
-        failures += bench_select(ctx, opt.select_n, opt.select_heads > 0 ? opt.select_heads : 8,
-                                 opt.reps);
+        failures +=
+            bench_select(ctx, opt.select_n, opt.select_heads > 0 ? opt.select_heads : 8, opt.reps);
     sparcl_ctx_free(ctx);
     if (failures && !opt.json)
         printf("\n%d case(s) failed or exceeded max_err %.2g (marked !)\n", failures,

@@ -1,9 +1,11 @@
 /*
  * layout_slice.c -- a rectangle of an existing layout as a layout of its
- * own (sparcl_layout_init_slice): the queries [q0, q0 + q_len) and keys
- * [k0, k0 + kv_len) of the parent, optionally cut to the parent's causal
- * half-plane.  This is what a rank of a sequence split over processes runs
- * against one shard of keys (the MPI ring of src/mpi/).
+ * own: the queries [q0, q0 + q_len) and keys [k0, k0 + kv_len) of the
+ * parent, optionally cut to the parent's causal half-plane
+ * (sparcl_layout_init_slice: what a rank of a sequence split over
+ * processes runs against one shard of keys, the MPI ring of src/mpi/), and
+ * optionally only some of its heads (sparcl__layout_slice: a device's share
+ * of a multi-device plan, plan/multi_plan.c).
  *
  * The slice is read from the parent as a rule: candidate columns come from
  * the parent's stored blocks that overlap the rectangle (found by binary
@@ -16,10 +18,12 @@
 
 #include "layout/layout.h"
 #include "layout/layout_rules.h"
+#include "layout/layout_slice.h"
 #include "runtime/error.h"
 
 typedef struct slice_rule {
     const sparcl_layout *p;
+    int h0; /* the slice's head 0 is the parent's head h0 (per-head parents) */
     int q0, k0, q_len, kv_len, block, nbc;
     int causal;
     int64_t poff;        /* parent kv_len - q_len: pos(i) = i + poff */
@@ -28,7 +32,7 @@ typedef struct slice_rule {
 
 static int parent_head(const slice_rule *s, int h)
 {
-    return s->p->heads == 1 ? 0 : h;
+    return s->p->heads == 1 ? 0 : s->h0 + h;
 }
 
 /* Slice rows [*i0, *i1) of block row br, keys [*j0, *j1) of block column bc. */
@@ -116,6 +120,29 @@ static int slice_attends(const void *self, int h, int i, int j)
     return sparcl_layout_attends(s->p, parent_head(s, h), (int)r, (int)k);
 }
 
+/* The slice of heads [h0, h0 + heads) (all of a one-head parent), queries
+ * [q0, q0 + q_len) and keys [k0, k0 + kv_len) at `block`; the rectangle
+ * has been checked. */
+static sparcl_status slice(sparcl_ctx *ctx, sparcl_layout **out, const sparcl_layout *layout,
+                           int causal, int h0, int heads, int q0, int q_len, int k0, int kv_len,
+                           int block)
+{
+    slice_rule s = {layout,      h0,
+                    q0,          k0,
+                    q_len,       kv_len,
+                    block,       (kv_len + block - 1) / block,
+                    causal != 0, (int64_t)layout->kv_len - layout->q_len,
+                    NULL,        0};
+    s.stamp = calloc((size_t)s.nbc, sizeof *s.stamp);
+    if (!s.stamp)
+        return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate slice scratch");
+    sparcl__rule rule = {&s, slice_candidates, slice_classify, slice_attends, NULL, 0};
+    sparcl_status st =
+        sparcl__layout_build(ctx, out, layout->heads == 1 ? 1 : heads, q_len, kv_len, block, &rule);
+    free(s.stamp);
+    return st;
+}
+
 SPARCL_API sparcl_status sparcl_layout_init_slice(sparcl_ctx *ctx, sparcl_layout **out,
                                                   const sparcl_layout *layout, int causal, int q0,
                                                   int q_len, int k0, int kv_len, int block)
@@ -138,22 +165,18 @@ SPARCL_API sparcl_status sparcl_layout_init_slice(sparcl_ctx *ctx, sparcl_layout
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "slice keys [%d, %lld) are not within the layout's kv_len %d", k0,
                             (long long)k0 + kv_len, layout->kv_len);
-    slice_rule s = {layout,
-                    q0,
-                    k0,
-                    q_len,
-                    kv_len,
-                    block,
-                    (kv_len + block - 1) / block,
-                    causal != 0,
-                    (int64_t)layout->kv_len - layout->q_len,
-                    NULL,
-                    0};
-    s.stamp = calloc((size_t)s.nbc, sizeof *s.stamp);
-    if (!s.stamp)
-        return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate slice scratch");
-    sparcl__rule rule = {&s, slice_candidates, slice_classify, slice_attends, NULL, 0};
-    st = sparcl__layout_build(ctx, out, layout->heads, q_len, kv_len, block, &rule);
-    free(s.stamp);
-    return st;
+    return slice(ctx, out, layout, causal, 0, layout->heads, q0, q_len, k0, kv_len, block);
+}
+
+sparcl_status sparcl__layout_slice(sparcl_ctx *ctx, const sparcl_layout *src, int h0, int heads,
+                                   int i0, int q_len, int j0, int kv_len, sparcl_layout **out)
+{
+    *out = NULL;
+    if (!src || heads < 1 || q_len < 1 || kv_len < 1 || h0 < 0 || i0 < 0 || j0 < 0 ||
+        (src->heads > 1 && (int64_t)h0 + heads > src->heads) || (int64_t)i0 + q_len > src->q_len ||
+        (int64_t)j0 + kv_len > src->kv_len)
+        return sparcl__fail(ctx, SPARCL_ERR_INTERNAL,
+                            "layout slice heads %d+%d rows %d+%d keys %d+%d outside the layout", h0,
+                            heads, i0, q_len, j0, kv_len);
+    return slice(ctx, out, src, 0, h0, heads, i0, q_len, j0, kv_len, src->block);
 }
