@@ -381,6 +381,9 @@ Test(entmax_bwd, bad_parameters_are_named)
 {
     sparcl_ctx *ctx = NULL;
     cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
+    /* Built-in defaults only: the shipped rows would answer the lookup. */
+    cr_assert_eq(sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_USER, ""), SPARCL_OK);
+    cr_assert_eq(sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_SHIPPED, ""), SPARCL_OK);
     sparcl_plan_desc d;
     sparcl_plan_desc_init(&d);
     d.q_len = d.kv_len = 17, d.head_dim = 16, d.normalization = E15;

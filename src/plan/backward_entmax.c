@@ -74,6 +74,17 @@ static sparcl_status build_with(sparcl__tiled *t, const sparcl__pset *ps,
     return SPARCL_OK;
 }
 
+typedef struct entmax_build {
+    sparcl__tiled *t;
+    struct sparcl__entmax_bwd **out;
+} entmax_build;
+
+static sparcl_status build_set(void *user, const sparcl__pset *ps, sparcl_param_source source)
+{
+    entmax_build *b = user;
+    return build_with(b->t, ps, source, b->out);
+}
+
 /* Chooses the parameters as plans do (override, tuning databases, built-in
  * defaults; a tuned row that cannot run here falls back to the defaults)
  * and builds.  Caller holds t->lock. */
@@ -84,23 +95,9 @@ static sparcl_status build(sparcl__tiled *t, const sparcl_params *override,
     sparcl_plan_desc d = t->view->desc;
     d.layout = t->layout; /* the lookup keys rows by pattern and density */
     d.params = override;
-    sparcl_status st = SPARCL_ERR_INTERNAL;
-    for (int defaults_only = 0; defaults_only < 2; ++defaults_only) {
-        sparcl__pset ps;
-        sparcl_param_source source = SPARCL_PARAMS_DEFAULT;
-        char origin[SPARCL__ORIGIN_MAX];
-        st = sparcl__family_choose(ctx, &sparcl__schema_attn_entmax_bwd, &d, defaults_only, &ps,
-                                   &source, origin, sizeof origin);
-        if (st == SPARCL_OK)
-            st = build_with(t, &ps, source, out);
-        if (st == SPARCL_OK || source != SPARCL_PARAMS_DATABASE)
-            break;
-        sparcl__log(ctx, SPARCL_LOG_WARNING,
-                    "tuned entmax backward parameters from %s failed (%s); using the built-in "
-                    "defaults",
-                    origin, sparcl_ctx_errmsg(ctx));
-    }
-    return st;
+    entmax_build b = {t, out};
+    return sparcl__family_choose_build(ctx, &sparcl__schema_attn_entmax_bwd, &d, "entmax backward",
+                                       build_set, &b);
 }
 
 sparcl_status sparcl__entmax_prepare_backward(void *state, const sparcl_params *override,

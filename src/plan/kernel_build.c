@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "runtime/error.h"
-#include "plan/kernel_build.h"
 #include "kernels/kernel_registry.h"
+#include "plan/kernel_build.h"
+#include "runtime/error.h"
 #include "runtime/program.h"
 #include "tuning/tuning_lookup.h"
 
@@ -106,5 +106,27 @@ sparcl_status sparcl__family_kernels(sparcl_ctx *ctx, const sparcl__kernel_schem
                 clReleaseKernel(out[i]);
                 out[i] = NULL;
             }
+    return st;
+}
+
+sparcl_status sparcl__family_choose_build(sparcl_ctx *ctx, const sparcl__kernel_schema *f,
+                                          const sparcl_plan_desc *desc, const char *what,
+                                          sparcl__family_build_fn build, void *user)
+{
+    sparcl_status st = SPARCL_ERR_INTERNAL;
+    for (int defaults_only = 0; defaults_only < 2; ++defaults_only) {
+        sparcl__pset ps;
+        sparcl_param_source source = SPARCL_PARAMS_DEFAULT;
+        char origin[SPARCL__ORIGIN_MAX];
+        st =
+            sparcl__family_choose(ctx, f, desc, defaults_only, &ps, &source, origin, sizeof origin);
+        if (st == SPARCL_OK)
+            st = build(user, &ps, source);
+        if (st == SPARCL_OK || source != SPARCL_PARAMS_DATABASE)
+            break;
+        sparcl__log(ctx, SPARCL_LOG_WARNING,
+                    "tuned %s parameters from %s failed (%s); using the built-in defaults", what,
+                    origin, sparcl_ctx_errmsg(ctx));
+    }
     return st;
 }

@@ -21,6 +21,19 @@ sparcl_status sparcl__family_choose(sparcl_ctx *ctx, const sparcl__kernel_schema
                                     sparcl__pset *out, sparcl_param_source *source, char *origin,
                                     size_t size);
 
+/* Builds with a parameter set: what sparcl__family_choose_build runs. */
+typedef sparcl_status (*sparcl__family_build_fn)(void *user, const sparcl__pset *p,
+                                                 sparcl_param_source source);
+
+/* Chooses the parameters of `f` for `desc` (sparcl__family_choose) and
+ * calls build(user, ...) with them; when they came from a tuning database
+ * and the build fails (a row this device or problem cannot run), warns,
+ * naming `what` and the row's origin, and builds once more with the
+ * defaults.  Returns the last build's status. */
+sparcl_status sparcl__family_choose_build(sparcl_ctx *ctx, const sparcl__kernel_schema *f,
+                                          const sparcl_plan_desc *desc, const char *what,
+                                          sparcl__family_build_fn build, void *user);
+
 /* Creates the `n` kernels `names` of family `f` into out[], building (or
  * taking from the context's cache) the programs that hold them with the
  * options of `p` for `prob`.  A kernel the family launches with WG_SIZE

@@ -23,6 +23,17 @@
 static const char *const bwd_names[3] = {"attn_span_bwd_dq", "attn_span_bwd_dkv",
                                          "attn_span_bwd_dz"};
 
+typedef struct span_build {
+    const sparcl__span *s;
+    sparcl__span_kernels *out;
+} span_build;
+
+static sparcl_status build_set(void *user, const sparcl__pset *ps, sparcl_param_source source)
+{
+    span_build *b = user;
+    return sparcl__span_kernels_build(b->s, ps, source, 3, bwd_names, b->out);
+}
+
 /* Chooses the parameters (override, tuning databases, defaults; a tuned
  * row that cannot run falls back to the defaults) and builds into *out.
  * Caller holds s->lock. */
@@ -32,23 +43,9 @@ static sparcl_status build(const sparcl__span *s, const sparcl_params *override,
     sparcl_ctx *ctx = s->view->ctx;
     sparcl_plan_desc d = s->view->desc;
     d.params = override;
-    sparcl_status st = SPARCL_ERR_INTERNAL;
-    for (int defaults_only = 0; defaults_only < 2; ++defaults_only) {
-        sparcl__pset ps;
-        sparcl_param_source source = SPARCL_PARAMS_DEFAULT;
-        char origin[SPARCL__ORIGIN_MAX];
-        st = sparcl__family_choose(ctx, &sparcl__schema_attn_span, &d, defaults_only, &ps, &source,
-                                   origin, sizeof origin);
-        if (st == SPARCL_OK)
-            st = sparcl__span_kernels_build(s, &ps, source, 3, bwd_names, out);
-        if (st == SPARCL_OK || source != SPARCL_PARAMS_DATABASE)
-            break;
-        sparcl__log(ctx, SPARCL_LOG_WARNING,
-                    "tuned adaptive-span backward parameters from %s failed (%s); using the "
-                    "built-in defaults",
-                    origin, sparcl_ctx_errmsg(ctx));
-    }
-    return st;
+    span_build b = {s, out};
+    return sparcl__family_choose_build(ctx, &sparcl__schema_attn_span, &d, "adaptive-span backward",
+                                       build_set, &b);
 }
 
 sparcl_status sparcl__span_prepare_backward(void *state, const sparcl_params *override,
