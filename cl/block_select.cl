@@ -11,7 +11,10 @@
  *   select_tiles   per tile row, the union of the pinned tiles (uploaded
  *                  once by the plan) and the tiles of the selected blocks,
  *                  counted (write = 0) or written (write = 1);
- *   select_scan    per head, the tile rows' counts into tile_ptr.
+ *   select_cols    the same tiles listed by tile column (the backward's
+ *                  dK/dV pass);
+ *   select_scan    per head, the tile rows' (or columns') counts into
+ *                  tile_ptr.
  *
  * The rule, exactly as the host reference in tests/test_select.c states it:
  * key block c is a candidate for query block r when some query of r may see
@@ -152,6 +155,47 @@ __kernel void select_tiles(
     }
     if (!write)
         counts[bh * n_tr + tr] = n;
+}
+
+/* The column view of the same lists, for the backward's dK/dV pass: one
+ * work-item per (tile column tc, query head, batch) walks the tile rows in
+ * order; a tile is listed, with the same mask, exactly when select_tiles
+ * lists it.  pin_ptr, pin_row and pin_mask are the pinned tiling's column
+ * view. */
+__kernel void select_cols(
+    __global const uchar *restrict sel, __global const int *restrict pin_ptr,
+    __global const int *restrict pin_row, __global const int *restrict pin_mask,
+    const int pin_heads, __global const int *restrict edge_lo, __global const int *restrict edge_hi,
+    __global const int *restrict edge_base, const int n_pin_masks, __global int *restrict counts,
+    __global const int *restrict col_ptr, __global int *restrict col_row,
+    __global int *restrict col_mask, const int write, const int n_tr, const int n_tc,
+    const int n_qb, const int n_kb, const int tm, const int tn, const int block, const int q_heads)
+{
+    const int tc = get_global_id(0), hq = get_global_id(1), b = get_global_id(2);
+    const long bh = (long)b * q_heads + hq;
+    __global const uchar *scol = sel + bh * n_qb * n_kb + (long)tc * tn / block;
+    const int lp = pin_heads == 1 ? 0 : hq;
+    int pi = pin_ptr[lp * (n_tc + 1) + tc];
+    const int pe = pin_ptr[lp * (n_tc + 1) + tc + 1];
+    const int o = write ? col_ptr[bh * (n_tc + 1) + tc] : 0;
+    int n = 0;
+    for (int tr = 0; tr < n_tr; ++tr) {
+        const int lo = edge_lo[tr];
+        const int s_on = tc < edge_hi[tr] && scol[(long)tr * tm / block * n_kb];
+        const int p_on = pi < pe && pin_row[pi] == tr;
+        if (s_on || p_on) {
+            if (write) {
+                col_row[o + n] = tr;
+                col_mask[o + n] = !s_on    ? pin_mask[pi]
+                                  : tc < lo ? -1
+                                            : n_pin_masks + edge_base[tr] + tc - lo;
+            }
+            ++n;
+        }
+        pi += p_on;
+    }
+    if (!write)
+        counts[bh * n_tc + tc] = n;
 }
 
 /* One work-item per (query head, batch): head bh's tile rows start at

@@ -822,18 +822,34 @@ SPARCL_API sparcl_status sparcl_plan_forward_cache(sparcl_plan *plan, cl_command
  * select_block.  ALGO is ignored (the dense path cannot walk a chosen
  * layout).  Device memory, allocated at
  * plan creation: the pooled q and k (O((q_len + kv_len) * head_dim / S)
- * floats per head), 9 bytes per (query block, key block) per head, and room
- * for every visible tile of every head (2 ints per tile).
+ * floats per head), 9 bytes per (query block, key block) per head, and 2
+ * ints per tile of room per head: per tile row its visible tiles, and with
+ * TOPK at most the pinned tiles plus select_k blocks' tiles.
  *
  * Supported: exact softmax (normalization SOFTMAX, attention EXACT), F32
  * storage, any q_len, kv_len, head_dim, GQA, batch 1 with any strides, and
  * batch > 1 when every tensor's batch stride is its heads times its head
  * stride (contiguous [B, H, S, D]); sparcl_plan_forward() refuses other
- * strides with SPARCL_ERR_NOT_SUPPORTED.  No backward:
- * sparcl_plan_backward() returns SPARCL_ERR_NOT_SUPPORTED (the softmax
- * backward walks transposed tile lists built on the host from a layout).
+ * strides with SPARCL_ERR_NOT_SUPPORTED.
+ *
+ * Backward: sparcl_plan_backward() (and _host) chooses the blocks again
+ * from the call's q and k, with the forward's kernels and arithmetic, so
+ * it walks exactly the pairs the forward attended for the same q and k
+ * (pass that forward's out and lse); dq, dk and dv are the softmax
+ * backward over them (the selection itself is a step function of q and k
+ * and has no gradient, as in MInference and SpargeAttn).  The choice is
+ * listed on the device at the backward's tile, by tile row and by tile
+ * column, in the call's queue.  Parameters come from the attn_bwd family
+ * as for any plan (tuning databases, then the defaults;
+ * sparcl_plan_prepare_backward() takes an override); BLOCK_M and BLOCK_N
+ * are halved until they divide select_block (WG_SIZE following), and
+ * sparcl_plan_backward_params() reports the tile in use.  The backward's
+ * lists take the same room per head at its own tile, allocated when it is
+ * prepared.  The same strides rule as the forward applies.
+ *
  * Calls of one plan are ordered through its workspace (each call's
- * selection waits for the previous call's forward), whatever the queue.
+ * selection waits for the previous call, forward or backward), whatever
+ * the queue.
  * Errors at sparcl_plan_init(): SPARCL_ERR_INVALID_ARGUMENT naming the
  * field for select not a rule, select_k <= 0 with TOPK, select_tau outside
  * (0, 1] or NaN with MASS, select_block < 0 or not a multiple of 8;
@@ -845,8 +861,8 @@ typedef enum sparcl_select_rule {
     SPARCL_SELECT_MASS = 2, /* the fewest blocks reaching select_tau of the estimated mass */
 } sparcl_select_rule;
 
-/* The blocks the last forward call of `plan` chose for batch entry `batch`,
- * as a layout: q_heads heads, block select_block, exactly the (i, j) the
+/* The blocks the last call (forward or backward) of `plan` chose for batch
+ * entry `batch`, as a layout: q_heads heads, block select_block, exactly the (i, j) the
  * call attended (kept blocks, union the pinned layout, cut by the causal
  * rule), for inspection, drawing (sparcl-layout's SVG) or a reference
  * forward.  Waits for that call to finish (a blocking read on the

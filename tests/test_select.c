@@ -392,7 +392,7 @@ Test(select, bad_input_names_the_field)
 }
 
 /* Reading back before any call, or from a plan that does not select, and
- * the backward: refused with a message. */
+ * a backward tile that is no power of two: refused with a message. */
 Test(select, refusals)
 {
     sparcl_ctx *ctx = make_ctx();
@@ -407,9 +407,13 @@ Test(select, refusals)
     cr_expect_not_null(strstr(sparcl_ctx_errmsg(ctx), "no forward call"));
     cr_expect_eq(sparcl_plan_read_selection(p, 1, &l), SPARCL_ERR_INVALID_ARGUMENT);
     cr_expect_eq(sparcl_plan_read_selection(NULL, 0, &l), SPARCL_ERR_INVALID_ARGUMENT);
-    cr_expect_eq(sparcl_plan_prepare_backward(p, NULL), SPARCL_ERR_NOT_SUPPORTED);
-    cr_expect_not_null(strstr(sparcl_ctx_errmsg(ctx), "dynamic block selection"), "%s",
-                       sparcl_ctx_errmsg(ctx));
+    /* A backward tile that cannot divide the selection block is named. */
+    sparcl_params odd;
+    sparcl_params_clear(&odd);
+    cr_assert_eq(sparcl_params_set(&odd, "BLOCK_M", 1), SPARCL_OK);
+    cr_assert_eq(sparcl_params_set(&odd, "BLOCK_N", 3), SPARCL_OK);
+    cr_expect_neq(sparcl_plan_prepare_backward(p, &odd), SPARCL_OK);
+    cr_expect_not_null(strstr(sparcl_ctx_errmsg(ctx), "BLOCK_N"), "%s", sparcl_ctx_errmsg(ctx));
     d.select = SPARCL_SELECT_NONE;
     cr_assert_eq(sparcl_plan_init(ctx, &plain, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
     cr_expect_eq(sparcl_plan_read_selection(plain, 0, &l), SPARCL_ERR_INVALID_ARGUMENT);
@@ -417,4 +421,122 @@ Test(select, refusals)
     sparcl_plan_free(plain);
     sparcl_plan_free(p);
     sparcl_ctx_free(ctx);
+}
+
+/* ---- the backward ------------------------------------------------------ */
+
+/* Forward then backward on one plan (parameters `force` for the backward
+ * when given): dq, dk and dv equal the double reference backward over the
+ * pairs the call chose, read back per batch entry (which the forward cases
+ * above check against the reference selection). */
+static void check_backward(const shape *s, const sparcl_params *force)
+{
+    sparcl_ctx *ctx = make_ctx();
+    sparcl_layout *pin = make_pin(ctx, s);
+    sparcl_plan_desc d;
+    desc_of(s, &d);
+    d.layout = pin;
+    sparcl_plan *plan = NULL;
+    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    if (force)
+        cr_assert_eq(sparcl_plan_prepare_backward(plan, force), SPARCL_OK, "%s",
+                     sparcl_ctx_errmsg(ctx));
+    const size_t nq = (size_t)s->batch * s->q_heads * s->q_len * s->dim;
+    const size_t nk = (size_t)s->batch * s->kv_heads * s->kv_len * s->dim;
+    const size_t nl = (size_t)s->batch * s->q_heads * s->q_len;
+    float *q = blocky(s->batch, s->q_heads, s->q_len, s->dim, s->block, 77);
+    float *k = blocky(s->batch, s->kv_heads, s->kv_len, s->dim, s->block, 78);
+    float *v = malloc(nk * sizeof *v), *dout = malloc(nq * sizeof *dout);
+    float *out = malloc(nq * sizeof *out), *lse = malloc(nl * sizeof *lse);
+    float *g[3] = {malloc(nq * sizeof(float)), malloc(nk * sizeof(float)),
+                   malloc(nk * sizeof(float))};
+    double *r[3] = {malloc(nq * sizeof(double)), malloc(nk * sizeof(double)),
+                    malloc(nk * sizeof(double))};
+    cr_assert(v && dout && out && lse && g[0] && g[1] && g[2] && r[0] && r[1] && r[2]);
+    oracle_fill(v, nk, 79);
+    oracle_fill(dout, nq, 80);
+    cr_assert_eq(sparcl_plan_forward_host(plan, q, k, v, out, lse), SPARCL_OK, "%s",
+                 sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(sparcl_plan_backward_host(plan, q, k, v, out, lse, dout, g[0], g[1], g[2]),
+                 SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    for (int b = 0; b < s->batch; ++b) {
+        sparcl_layout *got = NULL;
+        cr_assert_eq(sparcl_plan_read_selection(plan, b, &got), SPARCL_OK, "%s",
+                     sparcl_ctx_errmsg(ctx));
+        sparcl_plan_desc rd;
+        desc_of(s, &rd);
+        rd.batch = 1;
+        rd.select = SPARCL_SELECT_NONE;
+        rd.layout = got;
+        const size_t oq = (size_t)b * s->q_heads * s->q_len * s->dim;
+        const size_t ok = (size_t)b * s->kv_heads * s->kv_len * s->dim;
+        cr_assert_eq(sparcl_reference_backward(ctx, &rd, q + oq, k + ok, v + ok, dout + oq,
+                                               r[0] + oq, r[1] + ok, r[2] + ok),
+                     SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+        sparcl_layout_free(got);
+    }
+    static const char *const names[3] = {"dq", "dk", "dv"};
+    const size_t n[3] = {nq, nk, nk};
+    for (int t = 0; t < 3; ++t) {
+        double scale = 1.0;
+        for (size_t i = 0; i < n[t]; ++i)
+            scale = fmax(scale, fabs(r[t][i]));
+        const double err = oracle_max_abs_diff_f(g[t], r[t], n[t]) / scale;
+        cr_assert_leq(err, TOL, "%s differs from the reference backward by %g (relative)", names[t],
+                      err);
+    }
+    for (int t = 0; t < 3; ++t) {
+        free(g[t]);
+        free(r[t]);
+    }
+    free(q);
+    free(k);
+    free(v);
+    free(dout);
+    free(out);
+    free(lse);
+    sparcl_plan_free(plan);
+    sparcl_layout_free(pin);
+    sparcl_ctx_free(ctx);
+}
+
+ParameterizedTestParameters(select, backward_matches_reference)
+{
+    static shape cases[] = {
+        /* batch qh kvh  q    kv  dim caus blk  rule                k  tau  pin */
+        {1, 1, 1, 17, 17, 72, 0, 32, SPARCL_SELECT_TOPK, 1, 0, 0},
+        {1, 2, 1, 113, 200, 100, 0, 32, SPARCL_SELECT_TOPK, 3, 0, 0},
+        {2, 4, 2, 96, 160, 64, 1, 32, SPARCL_SELECT_TOPK, 2, 0, 1},
+        {2, 2, 1, 150, 150, 72, 0, 32, SPARCL_SELECT_MASS, 0, 0.8f, 2},
+        {1, 2, 2, 113, 113, 72, 1, 48, SPARCL_SELECT_TOPK, 2, 0, 1},
+    };
+    return cr_make_param_array(shape, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(shape *s, select, backward_matches_reference)
+{
+    check_backward(s, NULL);
+}
+
+/* Both backward algorithms and a GPU-shaped tile (many work-items per
+ * group, local memory, barriers) that the plan must halve to divide a
+ * 48-token block. */
+Test(select, backward_parameter_sets)
+{
+    const shape s = {2, 2, 1, 113, 130, 72, 1, 48, SPARCL_SELECT_TOPK, 2, 0, 1};
+    static const struct {
+        const char *name[5];
+        int32_t value[5];
+    } sets[] = {
+        {{"ALGO", "BLOCK_M", "BLOCK_N", "WG_SIZE", "USE_LOCAL"}, {0, 32, 32, 16, 1}},
+        {{"ALGO", "BLOCK_M", "BLOCK_N", "WG_SIZE", "SPLIT"}, {1, 4, 16, 1, 2}},
+        {{"ALGO", "BLOCK_M", "BLOCK_N", "WG_SIZE", "USE_LOCAL"}, {0, 8, 8, 8, 0}},
+    };
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; ++i) {
+        sparcl_params p;
+        sparcl_params_clear(&p);
+        for (int j = 0; j < 5; ++j)
+            cr_assert_eq(sparcl_params_set(&p, sets[i].name[j], sets[i].value[j]), SPARCL_OK);
+        check_backward(&s, &p);
+    }
 }

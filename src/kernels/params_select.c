@@ -11,7 +11,8 @@
 #define N_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 static const sparcl__kernel_decl select_kernels[] = {
-    {"select_pool", 0}, {"select_blocks", 0}, {"select_tiles", 0}, {"select_scan", 0}};
+    {"select_pool", 0}, {"select_blocks", 0}, {"select_tiles", 0}, {"select_cols", 0},
+    {"select_scan", 0}};
 static const sparcl__program_decl select_programs[] = {
     {"block_select.cl", select_kernels, N_OF(select_kernels)},
 };

@@ -17,13 +17,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/kernel_registry.h"
+#include "plan/bwd_tiles.h"
+#include "plan/kernel_build.h"
+#include "plan/plan_tiles.h"
 #include "runtime/checked.h"
 #include "runtime/ctx.h"
 #include "runtime/error.h"
-#include "plan/kernel_build.h"
-#include "kernels/kernel_registry.h"
-#include "plan/plan_tiles.h"
-#include "layout/tiling_transpose.h"
 #include "tuning/tuning_lookup.h"
 
 struct sparcl__plan_bwd {
@@ -31,9 +31,8 @@ struct sparcl__plan_bwd {
     sparcl_param_source source;
     cl_kernel pre, dq, dkv; /* ALGO=1: dq is attn_bwd_fused, dkv attn_bwd_reduce */
     /* Row lists (dq), column lists (dkv), and the mask bits both index. */
-    cl_mem row_ptr, row_col, row_mask, col_ptr, col_row, col_mask, mask_bits;
-    int layout_heads, ntr, ntc, wg_size, algo, split;
-    size_t bytes; /* device bytes of the arrays above */
+    sparcl__bwd_tiles tiles;
+    int wg_size, algo, split;
 };
 
 void sparcl__plan_bwd_free(struct sparcl__plan_bwd *b)
@@ -44,87 +43,48 @@ void sparcl__plan_bwd_free(struct sparcl__plan_bwd *b)
     for (int i = 0; i < 3; ++i)
         if (ks[i])
             clReleaseKernel(ks[i]);
-    cl_mem ms[7] = {b->row_ptr, b->row_col,  b->row_mask, b->col_ptr,
-                    b->col_row, b->col_mask, b->mask_bits};
-    for (int i = 0; i < 7; ++i)
-        if (ms[i])
-            clReleaseMemObject(ms[i]);
+    sparcl__bwd_tiles_release(&b->tiles);
     free(b);
 }
 
 size_t sparcl__plan_bwd_bytes(const struct sparcl__plan_bwd *b)
 {
-    return b ? b->bytes : 0;
+    return b ? b->tiles.bytes : 0;
 }
 
-/* Uploads the tile lists of both views and the mask bits. */
-static sparcl_status upload_tiling(sparcl_ctx *ctx, struct sparcl__plan_bwd *b,
-                                   const sparcl__tiling *t, const sparcl__tiling_cols *c)
+void sparcl__plan_bwd_report(const struct sparcl__plan_bwd *b, sparcl_params *params,
+                             sparcl_param_source *source)
 {
-    /* Counts of host arrays the tiling already holds (allocated with checked
-     * sizes), so the products below fit; all are non-negative. */
-    const size_t nnz = (size_t)t->nnz;
-    const size_t row_ptrs = (size_t)t->heads * (size_t)(t->ntr + 1);
-    const size_t col_ptrs = (size_t)c->heads * (size_t)(c->ntc + 1);
-    const size_t bit_words = (size_t)t->n_masks * (size_t)t->tm * (size_t)t->mw;
-    const struct {
-        cl_mem *m;
-        const void *data;
-        size_t bytes;
-    } arrays[7] = {
-        {&b->row_ptr, t->ptr, sizeof *t->ptr * row_ptrs},
-        {&b->row_col, t->col, sizeof *t->col * nnz},
-        {&b->row_mask, t->mask, sizeof *t->mask * nnz},
-        {&b->col_ptr, c->ptr, sizeof *c->ptr * col_ptrs},
-        {&b->col_row, c->row, sizeof *c->row * nnz},
-        {&b->col_mask, c->mask, sizeof *c->mask * nnz},
-        {&b->mask_bits, t->bits, sizeof *t->bits * bit_words},
-    };
-    sparcl_status st = SPARCL_OK;
-    for (int i = 0; i < 7 && st == SPARCL_OK; ++i)
-        st = sparcl__upload(ctx, arrays[i].m, arrays[i].data, arrays[i].bytes, &b->bytes);
-    return st;
+    if (params)
+        *params = b->params;
+    if (source)
+        *source = b->source;
 }
 
-/* Builds the backward resources from the checked parameters `ps`.  Caller
- * holds t->lock. */
-static sparcl_status build_with(sparcl__tiled *t, const sparcl__pset *ps,
-                                sparcl_param_source source, struct sparcl__plan_bwd **out)
+sparcl_status sparcl__plan_bwd_create(const sparcl__plan_view *v, const sparcl__pset *ps,
+                                      sparcl_param_source source, sparcl__bwd_tiles *tiles,
+                                      struct sparcl__plan_bwd **out)
 {
     *out = NULL;
-    const sparcl__plan_view *v = t->view;
     sparcl_ctx *ctx = v->ctx;
     const sparcl__kernel_schema *schema = &sparcl__schema_attn_bwd;
     const sparcl__problem prob = sparcl__problem_from_desc(&v->desc);
     struct sparcl__plan_bwd *b = calloc(1, sizeof *b);
-    if (!b)
+    if (!b) {
+        sparcl__bwd_tiles_release(tiles);
         return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate the backward");
+    }
+    b->tiles = *tiles;
+    memset(tiles, 0, sizeof *tiles);
     sparcl__pset_to_params(schema, ps, &b->params);
     b->source = source;
     b->wg_size = ps->v[SPARCL__P_WG_SIZE];
     b->algo = ps->v[SPARCL__P_ALGO];
     b->split = ps->v[SPARCL__P_SPLIT];
-    sparcl__tiling g;
-    sparcl__tiling_cols c;
-    sparcl_status st =
-        sparcl__tiling_build(ctx, t->layout, v->desc.q_len, v->desc.kv_len, v->desc.causal,
-                             ps->v[SPARCL__P_BLOCK_M], ps->v[SPARCL__P_BLOCK_N], &g);
-    if (st == SPARCL_OK) {
-        st = sparcl__tiling_transpose(ctx, &g, &c);
-        if (st == SPARCL_OK) {
-            b->layout_heads = g.heads;
-            b->ntr = g.ntr;
-            b->ntc = g.ntc;
-            st = upload_tiling(ctx, b, &g, &c);
-            sparcl__tiling_cols_free(&c);
-        }
-        sparcl__tiling_free(&g);
-    }
     static const char *const names[2][3] = {{"attn_bwd_pre", "attn_bwd_dq", "attn_bwd_dkv"},
                                             {"attn_bwd_pre", "attn_bwd_fused", "attn_bwd_reduce"}};
     cl_kernel ks[3] = {NULL, NULL, NULL};
-    if (st == SPARCL_OK)
-        st = sparcl__family_kernels(ctx, schema, &prob, ps, 3, names[b->algo == 1], ks);
+    sparcl_status st = sparcl__family_kernels(ctx, schema, &prob, ps, 3, names[b->algo == 1], ks);
     b->pre = ks[0];
     b->dq = ks[1];
     b->dkv = ks[2];
@@ -134,6 +94,23 @@ static sparcl_status build_with(sparcl__tiled *t, const sparcl__pset *ps,
     }
     *out = b;
     return SPARCL_OK;
+}
+
+/* Builds the backward resources from the checked parameters `ps` over the
+ * plan's layout.  Caller holds t->lock. */
+static sparcl_status build_with(sparcl__tiled *t, const sparcl__pset *ps,
+                                sparcl_param_source source, struct sparcl__plan_bwd **out)
+{
+    *out = NULL;
+    const sparcl__plan_view *v = t->view;
+    sparcl__bwd_tiles tiles;
+    sparcl_status st = sparcl__bwd_tiles_init(v->ctx, t->layout, &v->desc, ps->v[SPARCL__P_BLOCK_M],
+                                              ps->v[SPARCL__P_BLOCK_N], &tiles);
+    if (st != SPARCL_OK) {
+        sparcl__bwd_tiles_release(&tiles);
+        return st;
+    }
+    return sparcl__plan_bwd_create(v, ps, source, &tiles, out);
 }
 
 /* A built-in default with USE_LOCAL=1 that the device refused after all
@@ -223,14 +200,13 @@ static cl_int set_args(cl_kernel k, cl_uint *at, int n, const size_t *sizes,
  * the scale and the strides, then for attn_bwd_fused its dQ targets.  Only
  * the tensor list and the tile lists differ between attn_bwd_dq and the
  * key-tile kernels (attn_bwd_dkv, attn_bwd_fused). */
-static cl_int set_main_args(const sparcl__tiled *t, cl_kernel kn, const sparcl__bwd_call *a,
-                            cl_mem dsum, const cl_mem *lists, int n_tiles, const cl_long *strides,
-                            int dkv)
+static cl_int set_main_args(const sparcl__plan_view *v, const struct sparcl__plan_bwd *b,
+                            cl_kernel kn, const sparcl__bwd_call *a, cl_mem dsum,
+                            const cl_mem *lists, int n_tiles, const cl_long *strides, int dkv)
 {
-    const struct sparcl__plan_bwd *b = t->bwd;
-    const sparcl_plan_desc *d = &t->view->desc;
+    const sparcl_plan_desc *d = &v->desc;
     const cl_int group = d->q_heads / d->kv_heads;
-    const cl_float scale = t->view->scale;
+    const cl_float scale = v->scale;
     const cl_mem mems[8] = {a->q, a->k, a->v, a->dout, a->lse, dsum, dkv ? a->dk : a->dq, a->dv};
     const int n_out = dkv ? 8 : 7;
     cl_uint at = 0;
@@ -239,11 +215,11 @@ static cl_int set_main_args(const sparcl__tiled *t, cl_kernel kn, const sparcl__
         err |= clSetKernelArg(kn, at++, sizeof(cl_mem), &mems[i]);
     for (int i = 0; i < 3; ++i)
         err |= clSetKernelArg(kn, at++, sizeof(cl_mem), &lists[i]);
-    err |= clSetKernelArg(kn, at++, sizeof(cl_mem), &b->mask_bits);
+    err |= clSetKernelArg(kn, at++, sizeof(cl_mem), &b->tiles.mask_bits);
     const size_t sizes[7] = {sizeof(cl_int), sizeof(cl_int), sizeof(cl_int),  sizeof(cl_int),
                              sizeof(cl_int), sizeof(cl_int), sizeof(cl_float)};
-    const void *const values[7] = {&d->q_len,        &d->kv_len, &d->q_heads, &group,
-                                   &b->layout_heads, &n_tiles,   &scale};
+    const void *const values[7] = {
+        &d->q_len, &d->kv_len, &d->q_heads, &group, &b->tiles.layout_heads, &n_tiles, &scale};
     err |= set_args(kn, &at, 7, sizes, values);
     for (int s = 0; s < 12; ++s)
         err |= clSetKernelArg(kn, at++, sizeof(cl_long), &strides[s]);
@@ -275,13 +251,13 @@ static dq_target target_of(const struct sparcl__plan_bwd *b, const sparcl_plan_d
     return z;
 }
 
-/* Enqueues the kernels; caller holds t->lock and t->bwd is built.  `part`:
- * the partial dQ buffers of ALGO=1 with SPLIT > 1, else NULL. */
-static sparcl_status enqueue(const sparcl__tiled *t, const sparcl__bwd_call *a, cl_mem dsum,
-                             cl_mem part)
+/* Enqueues the kernels.  `part`: the partial dQ buffers of ALGO=1 with
+ * SPLIT > 1, else NULL. */
+static sparcl_status enqueue(const sparcl__plan_view *v, const struct sparcl__plan_bwd *b,
+                             const sparcl__bwd_call *a, cl_mem dsum, cl_mem part)
 {
-    const struct sparcl__plan_bwd *b = t->bwd;
-    const sparcl_plan_desc *d = &t->view->desc;
+    const sparcl_plan_desc *d = &v->desc;
+    const sparcl__bwd_tiles *tl = &b->tiles;
     const sparcl_strides *ts = a->ts;
     cl_command_queue queue = a->queue;
     cl_long strides[12];
@@ -293,25 +269,24 @@ static sparcl_status enqueue(const sparcl__tiled *t, const sparcl__bwd_call *a, 
     const int fused = b->algo == 1;
     const dq_target z = target_of(b, d, a, part);
     cl_uint at = 0;
-    const size_t pre_sizes[14] = {sizeof(cl_mem),  sizeof(cl_mem),  sizeof(cl_mem),
-                                  sizeof(cl_mem),  sizeof(cl_int),  sizeof(cl_int),
-                                  sizeof(cl_int),  sizeof(cl_long), sizeof(cl_long),
-                                  sizeof(cl_long), sizeof(cl_long), sizeof(cl_long),
-                                  sizeof(cl_long), sizeof(cl_long)};
-    const void *const pre_values[14] = {&a->out,     &a->dout,    &dsum,        &z.mem, &z.n,
-                                        &d->q_len,   &d->q_heads, &strides[9],  &strides[10],
-                                        &strides[11], &z.sb,      &z.sh,        &z.ss,  &z.split};
-    const cl_mem row_lists[3] = {b->row_ptr, b->row_col, b->row_mask};
-    const cl_mem col_lists[3] = {b->col_ptr, b->col_row, b->col_mask};
+    const size_t pre_sizes[14] = {
+        sizeof(cl_mem),  sizeof(cl_mem),  sizeof(cl_mem),  sizeof(cl_mem),  sizeof(cl_int),
+        sizeof(cl_int),  sizeof(cl_int),  sizeof(cl_long), sizeof(cl_long), sizeof(cl_long),
+        sizeof(cl_long), sizeof(cl_long), sizeof(cl_long), sizeof(cl_long)};
+    const void *const pre_values[14] = {
+        &a->out,     &a->dout,     &dsum,        &z.mem, &z.n,  &d->q_len, &d->q_heads,
+        &strides[9], &strides[10], &strides[11], &z.sb,  &z.sh, &z.ss,     &z.split};
+    const cl_mem row_lists[3] = {tl->row_ptr, tl->row_col, tl->row_mask};
+    const cl_mem col_lists[3] = {tl->col_ptr, tl->col_row, tl->col_mask};
     cl_int err = set_args(b->pre, &at, 14, pre_sizes, pre_values);
     if (!fused) {
-        err |= set_main_args(t, b->dq, a, dsum, row_lists, b->ntr, strides, 0);
-        err |= set_main_args(t, b->dkv, a, dsum, col_lists, b->ntc, strides, 1);
+        err |= set_main_args(v, b, b->dq, a, dsum, row_lists, tl->ntr, strides, 0);
+        err |= set_main_args(v, b, b->dkv, a, dsum, col_lists, tl->ntc, strides, 1);
     } else {
-        err |= set_main_args(t, b->dq, a, dsum, col_lists, b->ntc, strides, 1);
+        err |= set_main_args(v, b, b->dq, a, dsum, col_lists, tl->ntc, strides, 1);
         at = 31;
-        const size_t sizes[5] = {sizeof(cl_mem), sizeof(cl_long), sizeof(cl_long),
-                                 sizeof(cl_long), sizeof(cl_long)};
+        const size_t sizes[5] = {sizeof(cl_mem), sizeof(cl_long), sizeof(cl_long), sizeof(cl_long),
+                                 sizeof(cl_long)};
         const void *const values[5] = {&z.mem, &z.sb, &z.sh, &z.ss, &z.split};
         err |= set_args(b->dq, &at, 5, sizes, values);
         if (part) {
@@ -320,19 +295,19 @@ static sparcl_status enqueue(const sparcl__tiled *t, const sparcl__bwd_call *a, 
             const size_t rsizes[9] = {sizeof(cl_mem),  sizeof(cl_mem),  sizeof(cl_int),
                                       sizeof(cl_int),  sizeof(cl_int),  sizeof(cl_long),
                                       sizeof(cl_long), sizeof(cl_long), sizeof(cl_long)};
-            const void *const rvalues[9] = {&part,       &a->dq,     &nsplit,
+            const void *const rvalues[9] = {&part,       &a->dq,      &nsplit,
                                             &d->q_len,   &d->q_heads, &z.split,
                                             &strides[0], &strides[1], &strides[2]};
             err |= set_args(b->dkv, &at, 9, rsizes, rvalues);
         }
     }
     if (err != CL_SUCCESS)
-        return sparcl__fail_cl(t->view->ctx, err, "clSetKernelArg(attn_bwd)");
+        return sparcl__fail_cl(v->ctx, err, "clSetKernelArg(attn_bwd)");
 
     const size_t wg = (size_t)b->wg_size;
     const size_t rows_global[3] = {(size_t)d->q_len, (size_t)d->q_heads, (size_t)d->batch};
-    const size_t dq_global[3] = {(size_t)b->ntr * wg, (size_t)d->q_heads, (size_t)d->batch};
-    const size_t dkv_global[3] = {(size_t)b->ntc * wg, (size_t)d->kv_heads, (size_t)d->batch};
+    const size_t dq_global[3] = {(size_t)tl->ntr * wg, (size_t)d->q_heads, (size_t)d->batch};
+    const size_t dkv_global[3] = {(size_t)tl->ntc * wg, (size_t)d->kv_heads, (size_t)d->batch};
     const size_t fused_global[3] = {(size_t)b->split, (size_t)d->kv_heads, (size_t)d->batch};
     const size_t local[3] = {wg, 1, 1};
     cl_event ev_pre = NULL, ev_main[2] = {NULL, NULL};
@@ -366,7 +341,7 @@ static sparcl_status enqueue(const sparcl__tiled *t, const sparcl__bwd_call *a, 
         if (ev_main[i])
             clReleaseEvent(ev_main[i]);
     if (err != CL_SUCCESS)
-        return sparcl__fail_cl(t->view->ctx, err, "clEnqueueNDRangeKernel(attn_bwd)");
+        return sparcl__fail_cl(v->ctx, err, "clEnqueueNDRangeKernel(attn_bwd)");
     return SPARCL_OK;
 }
 
@@ -378,16 +353,16 @@ static cl_mem workspace(sparcl_ctx *ctx, size_t floats, const char *what)
     cl_mem m = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE,
                               sparcl__sat_mul(sizeof(cl_float), floats), NULL, &err);
     if (!m)
-        sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate the backward's %s (%s)",
-                     what, sparcl__cl_error_name(err));
+        sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate the backward's %s (%s)", what,
+                     sparcl__cl_error_name(err));
     return m;
 }
 
-sparcl_status sparcl__tiled_backward(void *state, const sparcl__bwd_call *c)
+sparcl_status sparcl__plan_bwd_enqueue(const sparcl__plan_view *v, const struct sparcl__plan_bwd *b,
+                                       const sparcl__bwd_call *c)
 {
-    sparcl__tiled *t = state;
-    const sparcl_plan_desc *d = &t->view->desc;
-    sparcl_ctx *ctx = t->view->ctx;
+    const sparcl_plan_desc *d = &v->desc;
+    sparcl_ctx *ctx = v->ctx;
     /* Validated positive extents; an unaddressable size saturates to
      * SIZE_MAX, which clCreateBuffer refuses. */
     const size_t rows =
@@ -396,20 +371,28 @@ sparcl_status sparcl__tiled_backward(void *state, const sparcl__bwd_call *c)
     if (!dsum)
         return SPARCL_ERR_OUT_OF_MEMORY;
     sparcl_status st = SPARCL_OK;
-    pthread_mutex_lock(&t->lock);
-    if (!t->bwd && (st = build(t, NULL, &t->bwd)) == SPARCL_OK)
-        t->bwd_bytes = sparcl__plan_bwd_bytes(t->bwd);
-    if (st == SPARCL_OK && t->bwd->algo == 1 && t->bwd->split > 1) {
-        size_t n = sparcl__sat_mul(sparcl__sat_mul(rows, (size_t)d->head_dim),
-                                   (size_t)t->bwd->split);
+    if (b->algo == 1 && b->split > 1) {
+        size_t n = sparcl__sat_mul(sparcl__sat_mul(rows, (size_t)d->head_dim), (size_t)b->split);
         if (!(part = workspace(ctx, n, "partial dQ buffers")))
             st = SPARCL_ERR_OUT_OF_MEMORY;
     }
     if (st == SPARCL_OK)
-        st = enqueue(t, c, dsum, part);
-    pthread_mutex_unlock(&t->lock);
+        st = enqueue(v, b, c, dsum, part);
     clReleaseMemObject(dsum); /* deferred by OpenCL until the kernels are done */
     if (part)
         clReleaseMemObject(part);
+    return st;
+}
+
+sparcl_status sparcl__tiled_backward(void *state, const sparcl__bwd_call *c)
+{
+    sparcl__tiled *t = state;
+    sparcl_status st = SPARCL_OK;
+    pthread_mutex_lock(&t->lock);
+    if (!t->bwd && (st = build(t, NULL, &t->bwd)) == SPARCL_OK)
+        t->bwd_bytes = sparcl__plan_bwd_bytes(t->bwd);
+    if (st == SPARCL_OK)
+        st = sparcl__plan_bwd_enqueue(t->view, t->bwd, c);
+    pthread_mutex_unlock(&t->lock);
     return st;
 }

@@ -80,6 +80,28 @@ sparcl_status sparcl__tiled_backward(void *state, const sparcl__bwd_call *c);
 size_t sparcl__plan_bwd_bytes(const struct sparcl__plan_bwd *b);
 void sparcl__plan_bwd_free(struct sparcl__plan_bwd *b);
 
+/* The same backward over tile lists another part of the plan provides
+ * (dynamic block selection fills them on the device per call): the
+ * kernels of the checked choice `ps` of the attn_bwd family, which take
+ * over `tiles`' arrays (released by sparcl__plan_bwd_free, also on
+ * failure; *tiles is zeroed).  The lists must be at ps's BLOCK_M x
+ * BLOCK_N. */
+struct sparcl__bwd_tiles;
+sparcl_status sparcl__plan_bwd_create(const sparcl__plan_view *v, const sparcl__pset *ps,
+                                      sparcl_param_source source, struct sparcl__bwd_tiles *tiles,
+                                      struct sparcl__plan_bwd **out);
+
+/* Enqueues the backward of call c over b's lists for the view v (its
+ * per-call workspaces are released once enqueued).  The caller serializes
+ * calls on one b. */
+sparcl_status sparcl__plan_bwd_enqueue(const sparcl__plan_view *v, const struct sparcl__plan_bwd *b,
+                                       const sparcl__bwd_call *c);
+
+/* The parameters b runs with and where they came from (either may be
+ * NULL). */
+void sparcl__plan_bwd_report(const struct sparcl__plan_bwd *b, sparcl_params *params,
+                             sparcl_param_source *source);
+
 /* The backward of sparsemax / alpha-entmax attention over the tiled layout
  * (backward_entmax.c): the same entries for the entmax kind, whose state
  * starts with its sparcl__tiled. */
