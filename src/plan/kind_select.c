@@ -5,13 +5,10 @@
  * forward over it (kind_fused.h), all in the caller's queue, chained by
  * events, with no host round trip and no plan rebuild per call.
  *
- * The plan uploads once what does not depend on the data: the pinned
- * layout (desc.layout) re-blocked to the kernel's tile with the causal rule
- * folded in, and per tile row the "edge" masks a selected tile needs where
- * it crosses the diagonal or the end of the keys.  Selected tiles left of a
- * row's edge are FULL.  Capacity for every visible tile of every head is
- * allocated up front: O(batch x heads x tiles) ints, with the pooled Q and
- * K (O(N x D / block)) and the per-block scores (O(blocks)).
+ * The forward's tile lists (select_lists.h) are sized once at plan
+ * creation, with the pooled Q and K (O(N x D / block)) and the per-block
+ * scores (O(blocks)); the backward (select_backward.c) chooses again from
+ * its call's q and k and lists the choice at its own tile.
  *
  * attn_fwd indexes its tile lists by query head only, so the selection's
  * per-(batch, head) lists are given to it with the batches folded into the
