@@ -832,6 +832,16 @@ SPARCL_API sparcl_status sparcl_plan_forward_cache(sparcl_plan *plan, cl_command
  * stride (contiguous [B, H, S, D]); sparcl_plan_forward() refuses other
  * strides with SPARCL_ERR_NOT_SUPPORTED.
  *
+ * Decoding: a plan whose calls are decoding calls (q_len <= 16 and within
+ * one selection block, kv_len >= 256 and >= 8 q_len, or an override naming
+ * SPLITS or HEADS, as for split-KV decoding without selection) runs the
+ * selection over split-KV decoding: one tile row per head at BLOCK_M =
+ * q_len, attn_decode's parameters (sparcl_plan_params() reports them; its
+ * BLOCK_N halves until it divides select_block), the same rule and the
+ * same token-exact pairs.  Each call pools all of k (one read of the
+ * keys), then reads k and v only in the kept blocks and the pinned tiles.
+ * Paged caches and sparcl_plan_forward_cache() are not supported.
+ *
  * Backward: sparcl_plan_backward() (and _host) chooses the blocks again
  * from the call's q and k, with the forward's kernels and arithmetic, so
  * it walks exactly the pairs the forward attended for the same q and k

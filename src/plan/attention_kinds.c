@@ -7,8 +7,8 @@
  */
 #include <math.h>
 
-#include "plan/attention_kinds.h"
 #include "kernels/params.h"
+#include "plan/attention_kinds.h"
 #include "runtime/error.h"
 
 /* Half storage (F16, BF16) reaches only the fused softmax forward so far;
@@ -34,12 +34,10 @@ static sparcl_status select_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
     if (d->select == SPARCL_SELECT_TOPK && d->select_k <= 0)
         return BAD("select_k %d must be >= 1 for SPARCL_SELECT_TOPK", d->select_k);
     if (d->select == SPARCL_SELECT_MASS && !(d->select_tau > 0.0f && d->select_tau <= 1.0f))
-        return BAD("select_tau %g must be in (0, 1] for SPARCL_SELECT_MASS",
-                   (double)d->select_tau);
+        return BAD("select_tau %g must be in (0, 1] for SPARCL_SELECT_MASS", (double)d->select_tau);
     if (d->select_block < 0)
         return BAD("select_block %d must be >= 0 (0 means 64)", d->select_block);
-    if (d->attention != SPARCL_ATTENTION_EXACT ||
-        d->normalization != SPARCL_NORMALIZATION_SOFTMAX)
+    if (d->attention != SPARCL_ATTENTION_EXACT || d->normalization != SPARCL_NORMALIZATION_SOFTMAX)
         return UNSUPPORTED("dynamic block selection (select %d) runs exact softmax attention "
                            "only; attention %d, normalization %d are not supported",
                            d->select, d->attention, d->normalization);
@@ -143,7 +141,8 @@ const sparcl__kind_ops *sparcl__kind_select(const sparcl_plan_desc *d, const spa
 {
     float alpha;
     if (d->select != SPARCL_SELECT_NONE)
-        return &sparcl__kind_dynsel;
+        return sparcl__select_decodes(d, params) ? &sparcl__kind_dynsel_decode
+                                                 : &sparcl__kind_dynsel;
     if (d->attention == SPARCL_ATTENTION_SPAN)
         return &sparcl__kind_span;
     if (d->attention == SPARCL_ATTENTION_FAVOR)

@@ -25,9 +25,11 @@ extern const sparcl__kind_ops sparcl__kind_favor;     /* favor.c */
 extern const sparcl__kind_ops sparcl__kind_linformer; /* linformer.c */
 extern const sparcl__kind_ops sparcl__kind_decode;    /* decode.c: split-KV, small q_len */
 extern const sparcl__kind_ops sparcl__kind_dynsel;    /* kind_select.c: dynamic selection */
-extern const sparcl__kind_ops sparcl__kind_span;      /* kind_span.c: adaptive span */
-extern const sparcl__kind_ops sparcl__kind_lsh;       /* lsh.c: Reformer LSH attention */
-#define SPARCL__KIND_COUNT 9
+/* kind_select.c: dynamic selection of decoding calls (split-KV) */
+extern const sparcl__kind_ops sparcl__kind_dynsel_decode;
+extern const sparcl__kind_ops sparcl__kind_span; /* kind_span.c: adaptive span */
+extern const sparcl__kind_ops sparcl__kind_lsh;  /* lsh.c: Reformer LSH attention */
+#define SPARCL__KIND_COUNT 10
 
 /* Shortest kv_len for which a plan without a parameter override chooses
  * the split-KV decoding kind (with q_len <= SPARCL__DECODE_MAX_Q and
@@ -40,6 +42,11 @@ extern const sparcl__kind_ops sparcl__kind_lsh;       /* lsh.c: Reformer LSH att
  * HEADS, or without an override kv_len >= SPARCL__DECODE_MIN_KV and
  * >= 8 q_len. */
 int sparcl__decode_selected(const sparcl_plan_desc *d, const sparcl__pset *params);
+
+/* Whether a plan with dynamic block selection runs its calls on split-KV
+ * decoding: as sparcl__decode_selected(), and q_len within one selection
+ * block (one tile row per head). */
+int sparcl__select_decodes(const sparcl_plan_desc *d, const sparcl__pset *params);
 
 /* The kind that runs `d`.  params: the choice from the family of the kind
  * selected with params NULL (a tuned parameter may pick another kind of the

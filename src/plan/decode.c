@@ -13,6 +13,7 @@
 #include "kernels/params.h"
 #include "plan/attention_kinds.h"
 #include "plan/kernel_build.h"
+#include "plan/kind_fused.h"
 #include "plan/merge.h"
 #include "plan/plan_tiles.h"
 #include "runtime/checked.h"
@@ -47,8 +48,7 @@ int sparcl__decode_selected(const sparcl_plan_desc *d, const sparcl__pset *param
         return sparcl_params_get(d->params, "SPLITS", &value) ||
                sparcl_params_get(d->params, "HEADS", &value);
     /* Chosen by shape, for every storage type. */
-    return d->kv_len >= SPARCL__DECODE_MIN_KV &&
-           d->kv_len >= 8 * d->q_len;
+    return d->kv_len >= SPARCL__DECODE_MIN_KV && d->kv_len >= 8 * d->q_len;
 }
 
 static void decode_free(void *state)
@@ -105,10 +105,12 @@ static sparcl_status alloc_workspace(sparcl_ctx *ctx, decode *s, const sparcl_pl
     return SPARCL_OK;
 }
 
-static sparcl_status decode_create(const sparcl__plan_view *v, const sparcl_plan_desc *desc,
-                                   sparcl__pset *params, sparcl__plan_report *report, void **state)
+/* The kind's state for view v over the plan's layout, or over `ext` (lists
+ * another kind fills on the device) when given. */
+static sparcl_status create(const sparcl__plan_view *v, const sparcl_plan_desc *desc,
+                            const sparcl__pset *params, const sparcl__fused_tiles *ext,
+                            void **state)
 {
-    (void)report;
     sparcl_ctx *ctx = v->ctx;
     decode *s = calloc(1, sizeof *s);
     if (!s)
@@ -121,7 +123,12 @@ static sparcl_status decode_create(const sparcl__plan_view *v, const sparcl_plan
     sparcl__pset_put(&tile, SPARCL__P_WG_SIZE, 1);
     const sparcl__problem prob = sparcl__problem_from_desc(desc);
     const char *name = "attn_decode";
-    sparcl_status st = sparcl__tiled_init(&s->t, v, desc->layout, &tile);
+    sparcl_status st = SPARCL_OK;
+    if (ext)
+        sparcl__tiled_init_external(&s->t, v, &tile, ext->bufs, ext->layout_heads,
+                                    ext->n_tile_rows);
+    else
+        st = sparcl__tiled_init(&s->t, v, desc->layout, &tile);
     if (st == SPARCL_OK)
         st = alloc_workspace(ctx, s, desc);
     if (st == SPARCL_OK)
@@ -135,6 +142,19 @@ static sparcl_status decode_create(const sparcl__plan_view *v, const sparcl_plan
     }
     *state = s;
     return SPARCL_OK;
+}
+
+static sparcl_status decode_create(const sparcl__plan_view *v, const sparcl_plan_desc *desc,
+                                   sparcl__pset *params, sparcl__plan_report *report, void **state)
+{
+    (void)report;
+    return create(v, desc, params, NULL, state);
+}
+
+sparcl_status sparcl__decode_create_external(const sparcl__plan_view *v, const sparcl__pset *params,
+                                             const sparcl__fused_tiles *tiles, void **state)
+{
+    return create(v, &v->desc, params, tiles, state);
 }
 
 /* attn_decode's arguments for a call in splits of tiles_per_split tiles. */

@@ -1,9 +1,10 @@
 /*
- * kind_fused.h -- the fused softmax forward (kind_fused.c) over a tiled
- * layout that another kind fills on the device: dynamic block selection
- * (kind_select.c) writes the tile lists in the queue, then runs this state's
- * forward through sparcl__kind_fused.forward and frees it with
- * sparcl__kind_fused.free.
+ * kind_fused.h -- the forward kinds that also run over a tiled layout that
+ * another kind fills on the device: the fused softmax (kind_fused.c) and
+ * split-KV decoding (decode.c).  Dynamic block selection (kind_select.c)
+ * writes the tile lists in the queue, then runs such a state's forward
+ * through the kind's table (sparcl__kind_fused or sparcl__kind_decode) and
+ * frees it with the table's free.
  */
 #ifndef SPARCL_KIND_FUSED_H
 #define SPARCL_KIND_FUSED_H
@@ -22,5 +23,12 @@ typedef struct sparcl__fused_tiles {
  * it; it has no backward (no host layout). */
 sparcl_status sparcl__fused_create_external(const sparcl__plan_view *v, const sparcl__pset *params,
                                             const sparcl__fused_tiles *tiles, void **state);
+
+/* attn_decode and its merge for view v with the checked choice `params`
+ * (of the attn_decode family), over `tiles` at BLOCK_M = q_len: a split-KV
+ * decoding state (sparcl__kind_decode's forward, device_bytes and free)
+ * for calls without lengths. */
+sparcl_status sparcl__decode_create_external(const sparcl__plan_view *v, const sparcl__pset *params,
+                                             const sparcl__fused_tiles *tiles, void **state);
 
 #endif

@@ -43,7 +43,8 @@ static void select_free(void *state)
     dynsel *s = state;
     if (!s)
         return;
-    sparcl__kind_fused.free(s->fused);
+    if (s->inner)
+        s->inner->free(s->fused);
     for (int i = 0; i < SPARCL__SEL_KERNELS; ++i)
         if (s->kn[i])
             clReleaseKernel(s->kn[i]);
@@ -63,7 +64,8 @@ static void select_free(void *state)
 static size_t select_bytes(const void *state)
 {
     const dynsel *s = state;
-    return s->bytes + s->fwd.bytes + s->bwd_lists.bytes + sparcl__kind_fused.device_bytes(s->fused);
+    return s->bytes + s->fwd.bytes + s->bwd_lists.bytes +
+           (s->fused ? s->inner->device_bytes(s->fused) : 0);
 }
 
 /* The workspace: pooled Q and K, choices, scores and weights. */
@@ -99,7 +101,10 @@ sparcl_status sparcl__select_fit_tile(const sparcl__plan_view *v, const sparcl_p
 {
     const int bwd = schema == &sparcl__schema_attn_bwd;
     const int32_t n_min = bwd ? 1 : 8;
-    int32_t *bm = &p->v[SPARCL__P_BLOCK_M], *bn = &p->v[SPARCL__P_BLOCK_N];
+    /* attn_decode's tile row is the call's q_len rows, within one block. */
+    int32_t one = 1;
+    int32_t *bm = schema == &sparcl__schema_attn_decode ? &one : &p->v[SPARCL__P_BLOCK_M];
+    int32_t *bn = &p->v[SPARCL__P_BLOCK_N];
     int32_t *wg = &p->v[SPARCL__P_WG_SIZE], *vec = &p->v[SPARCL__P_VEC];
     const int32_t was_m = *bm, was_n = *bn;
     while (*bm > 1 && block % *bm)
@@ -114,7 +119,7 @@ sparcl_status sparcl__select_fit_tile(const sparcl__plan_view *v, const sparcl_p
     if (*bm == was_m && *bn == was_n)
         return SPARCL_OK;
     const int32_t wg_max = bwd && *bn < *bm ? *bn : *bm;
-    if (*wg > wg_max)
+    if (bm != &one && *wg > wg_max)
         *wg = wg_max;
     while (!bwd && *vec > 1 && *bn % *vec)
         *vec /= 2;
@@ -130,15 +135,21 @@ static sparcl_status select_create(const sparcl__plan_view *v, const sparcl_plan
     sparcl_ctx *ctx = v->ctx;
     const sparcl_plan_desc *d = &v->desc;
     const int block = desc->select_block ? desc->select_block : DEFAULT_BLOCK;
-    params->v[SPARCL__P_ALGO] = 0; /* the dense path cannot walk a selected layout */
-    sparcl_status st = sparcl__select_fit_tile(v, desc, &sparcl__schema_attn_fwd, params, block);
+    const int decoding = sparcl__pset_has(params, SPARCL__P_SPLITS);
+    const sparcl__kernel_schema *family =
+        decoding ? &sparcl__schema_attn_decode : &sparcl__schema_attn_fwd;
+    if (!decoding)
+        params->v[SPARCL__P_ALGO] = 0; /* the dense path cannot walk a selected layout */
+    sparcl_status st = sparcl__select_fit_tile(v, desc, family, params, block);
     if (st != SPARCL_OK)
         return st;
-    const int tm = params->v[SPARCL__P_BLOCK_M], tn = params->v[SPARCL__P_BLOCK_N];
+    const int tm = decoding ? d->q_len : params->v[SPARCL__P_BLOCK_M];
+    const int tn = params->v[SPARCL__P_BLOCK_N];
     dynsel *s = calloc(1, sizeof *s);
     if (!s)
         return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate a plan");
     pthread_mutex_init(&s->lock, NULL);
+    s->inner = decoding ? &sparcl__kind_decode : &sparcl__kind_fused;
     s->view = v;
     s->block = block;
     s->n_qb = (int)sparcl__ceil_div_i64(d->q_len, block);
@@ -162,7 +173,8 @@ static sparcl_status select_create(const sparcl__plan_view *v, const sparcl_plan
         sparcl__fused_tiles t = {{o->row_ptr, o->row_col, o->row_mask, o->mask_bits},
                                  s->folded.desc.q_heads,
                                  s->fwd.n_tr};
-        st = sparcl__fused_create_external(&s->folded, params, &t, &s->fused);
+        st = decoding ? sparcl__decode_create_external(&s->folded, params, &t, &s->fused)
+                      : sparcl__fused_create_external(&s->folded, params, &t, &s->fused);
     }
     if (st == SPARCL_OK && desc->layout)
         st = sparcl__layout_copy(ctx, desc->layout, &s->pin);
@@ -307,7 +319,7 @@ static sparcl_status select_forward(void *state, const sparcl__fwd_call *c)
         inner.num_wait = 1;
         inner.wait = &listed;
         inner.event = &fwd;
-        st = sparcl__kind_fused.forward(s->fused, &inner);
+        st = s->inner->forward(s->fused, &inner);
     }
     if (chosen)
         clReleaseEvent(chosen);
@@ -334,6 +346,24 @@ const sparcl__kind_ops sparcl__kind_dynsel = {
     .free = select_free,
 };
 
+/* The same over split-KV decoding (attn_decode's parameters). */
+const sparcl__kind_ops sparcl__kind_dynsel_decode = {
+    .name = "dynamic block selection",
+    .family = &sparcl__schema_attn_decode,
+    .create = select_create,
+    .forward = select_forward,
+    .prepare_backward = sparcl__select_prepare_backward,
+    .backward = sparcl__select_backward,
+    .device_bytes = select_bytes,
+    .free = select_free,
+};
+
+int sparcl__select_decodes(const sparcl_plan_desc *d, const sparcl__pset *params)
+{
+    const int block = d->select_block ? d->select_block : DEFAULT_BLOCK;
+    return d->q_len <= block && sparcl__decode_selected(d, params);
+}
+
 /* ---- reading the choice back ------------------------------------------- */
 
 SPARCL_API sparcl_status sparcl_plan_read_selection(sparcl_plan *plan, int batch,
@@ -346,6 +376,8 @@ SPARCL_API sparcl_status sparcl_plan_read_selection(sparcl_plan *plan, int batch
         return sparcl__fail(v ? v->ctx : NULL, SPARCL_ERR_INVALID_ARGUMENT,
                             "sparcl_plan_read_selection: %s is NULL", v ? "out" : "plan");
     dynsel *s = sparcl__plan_state(plan, &sparcl__kind_dynsel);
+    if (!s)
+        s = sparcl__plan_state(plan, &sparcl__kind_dynsel_decode);
     sparcl_ctx *ctx = v->ctx;
     const sparcl_plan_desc *d = &v->desc;
     if (!s)

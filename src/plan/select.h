@@ -28,7 +28,10 @@ struct sparcl__plan_bwd;
 typedef struct sparcl__dynsel {
     const sparcl__plan_view *view;
     sparcl__plan_view folded; /* what attn_fwd and attn_bwd see: batches folded into heads */
-    void *fused;              /* the fused softmax state over fwd's lists */
+    /* The forward over fwd's lists: a fused softmax or, for decoding
+     * calls, a split-KV decoding state of the kind `inner`. */
+    const sparcl__kind_ops *inner;
+    void *fused;
     cl_kernel kn[SPARCL__SEL_KERNELS];
     cl_mem scratch[SPARCL__SEL_SCRATCH];
     sparcl__sel_lists fwd;
