@@ -37,24 +37,24 @@ inline ulong select_key(float s, int c)
     return ((ulong)ord << 32) | (ulong)(0xffffffffu - (uint)c);
 }
 
-/* Mean of the rows of block `nb` of one (batch, head) of x into
- * pooled[((b * heads + h) * n_blocks + nb) * head_dim ...]. */
+/* Mean of the rows of block nb of one (batch, head) of x into
+ * pooled[((b * heads + h) * n_blocks + nb) * head_dim + d], one work-item
+ * per (nb, d): neighbouring work-items read neighbouring floats of a row,
+ * so the loads vectorize across work-items (a work-item per block walking
+ * all dimensions read every row head_dim times, one cache line apart). */
 __kernel void select_pool(__global const float *restrict x, __global float *restrict pooled,
                           const int len, const int heads, const int head_dim, const int block,
                           const long sb, const long sh, const long ss)
 {
-    const int nb = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
-    const int n_blocks = get_global_size(0);
+    const int g = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
+    const int nb = g / head_dim, d = g - nb * head_dim;
+    const int n_blocks = get_global_size(0) / head_dim;
     const int r0 = nb * block, r1 = min(len, r0 + block);
-    __global const float *src = x + b * sb + h * sh;
-    __global float *dst = pooled + (((long)b * heads + h) * n_blocks + nb) * head_dim;
-    const float inv = 1.0f / (float)(r1 - r0);
-    for (int d = 0; d < head_dim; ++d) {
-        float acc = 0.0f;
-        for (int i = r0; i < r1; ++i)
-            acc += src[(long)i * ss + d];
-        dst[d] = acc * inv;
-    }
+    __global const float *src = x + b * sb + h * sh + d;
+    float acc = 0.0f;
+    for (int i = r0; i < r1; ++i)
+        acc += src[(long)i * ss];
+    pooled[(((long)b * heads + h) * n_blocks + nb) * head_dim + d] = acc * (1.0f / (float)(r1 - r0));
 }
 
 /* One work-item per (query block r, query head, batch): writes sel[kb] in

@@ -7,6 +7,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "bench_select.h"
 #include "select_inputs.h"
@@ -21,13 +22,22 @@ static int cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Milliseconds of one forward of plan, or a negative value on failure. */
-static double one_ms(sparcl_ctx *ctx, sparcl_plan *plan, cl_mem *m)
+/* The tensors of a call: q, k, v, out, lse, dout, dq, dk, dv. */
+enum { T_Q, T_K, T_V, T_OUT, T_LSE, T_DOUT, T_DQ, T_DK, T_DV, T_COUNT };
+
+/* Milliseconds of one forward (or, with backward, one backward) of plan,
+ * or a negative value on failure. */
+static double one_ms(sparcl_ctx *ctx, sparcl_plan *plan, const cl_mem *m, int backward)
 {
     cl_event mark = NULL, ev = NULL;
     const double w0 = tool_now_ms();
-    if (clEnqueueMarkerWithWaitList(sparcl_ctx_cl_queue(ctx), 0, NULL, &mark) != CL_SUCCESS ||
-        sparcl_plan_forward(plan, m[0], m[1], m[2], m[3], NULL, 0, NULL, &ev) != SPARCL_OK) {
+    sparcl_status st = SPARCL_ERR_OPENCL;
+    if (clEnqueueMarkerWithWaitList(sparcl_ctx_cl_queue(ctx), 0, NULL, &mark) == CL_SUCCESS)
+        st = backward ? sparcl_plan_backward(plan, m[T_Q], m[T_K], m[T_V], m[T_OUT], m[T_LSE],
+                                             m[T_DOUT], m[T_DQ], m[T_DK], m[T_DV], 0, NULL, &ev)
+                      : sparcl_plan_forward(plan, m[T_Q], m[T_K], m[T_V], m[T_OUT], m[T_LSE], 0,
+                                            NULL, &ev);
+    if (st != SPARCL_OK) {
         fprintf(stderr, "sparcl-bench: select: %s\n", sparcl_ctx_errmsg(ctx));
         if (mark)
             clReleaseEvent(mark);
@@ -43,14 +53,14 @@ static double one_ms(sparcl_ctx *ctx, sparcl_plan *plan, cl_mem *m)
 /* Medians of `reps` calls of each plan (NULL plans skipped), the calls of
  * the plans interleaved so that a change of load hits them alike, after 2
  * warm-ups each.  0 on failure. */
-static int medians(sparcl_ctx *ctx, sparcl_plan *const *plans, int n, cl_mem *m, int reps,
-                   double *out)
+static int medians(sparcl_ctx *ctx, sparcl_plan *const *plans, int n, const cl_mem *m, int reps,
+                   int backward, double *out)
 {
     double *ms = malloc(sizeof *ms * (size_t)reps * (size_t)n);
     int ok = ms != NULL;
     for (int r = -2; ok && r < reps; ++r)
         for (int p = 0; ok && p < n; ++p) {
-            const double t = one_ms(ctx, plans[p], m);
+            const double t = plans[p] ? one_ms(ctx, plans[p], m, backward) : 0;
             ok = t >= 0;
             if (r >= 0)
                 ms[p * reps + r] = t;
@@ -64,13 +74,16 @@ static int medians(sparcl_ctx *ctx, sparcl_plan *const *plans, int n, cl_mem *m,
     return ok;
 }
 
-static sparcl_plan *plan_of(sparcl_ctx *ctx, int n, int heads, int rule, int k, float tau,
-                            const sparcl_layout *layout)
+/* A plan of `heads` heads, q_len rows over n keys, head_dim DIM, block
+ * BLOCK; rule NONE with a layout or none for the plain plans. */
+static sparcl_plan *plan_of(sparcl_ctx *ctx, int q_len, int n, int heads, int rule, int k,
+                            float tau, const sparcl_layout *layout)
 {
     sparcl_plan_desc d;
     sparcl_plan_desc_init(&d);
     d.q_heads = d.kv_heads = heads;
-    d.q_len = d.kv_len = n;
+    d.q_len = q_len;
+    d.kv_len = n;
     d.head_dim = DIM;
     d.layout = layout;
     d.select = rule;
@@ -83,68 +96,142 @@ static sparcl_plan *plan_of(sparcl_ctx *ctx, int n, int heads, int rule, int k, 
     return p;
 }
 
-int bench_select(sparcl_ctx *ctx, int n, int heads, int reps)
+/* Device buffers for `heads` heads of q_len query rows and n keys, q, k and
+ * v from the structured inputs (rows of q are the first q_len of the
+ * n-row draw); NULL entries on failure. */
+static int make_bufs(sparcl_ctx *ctx, int q_len, int n, int heads, cl_mem *m)
 {
-    const size_t count = (size_t)heads * n * DIM;
+    const size_t count = (size_t)heads * n * DIM, qc = (size_t)heads * q_len * DIM;
     float *x = malloc(sizeof *x * 3 * count);
     if (!x)
-        return 1;
+        return 0;
     select_inputs(heads, n, DIM, BLOCK, 4, 1, x, x + count, x + 2 * count);
-    cl_mem m[4];
-    for (int i = 0; i < 4; ++i)
+    for (int h = 0; h < heads; ++h) /* q: the first q_len rows of each head */
+        for (size_t i = 0; i < (size_t)q_len * DIM; ++i)
+            x[(size_t)h * q_len * DIM + i] = x[(size_t)h * n * DIM + i];
+    const size_t sizes[T_COUNT] = {qc, count, count, qc,   (size_t)heads * q_len,
+                                   qc, qc,    count, count};
+    int ok = 1;
+    for (int i = 0; i < T_COUNT; ++i) {
+        const int init = i <= T_V || i == T_DOUT;
+        const float *src = i == T_DOUT ? x + 2 * count : x + (size_t)i * count;
         m[i] = clCreateBuffer(sparcl_ctx_cl_context(ctx),
-                              CL_MEM_READ_WRITE | (i < 3 ? CL_MEM_COPY_HOST_PTR : 0),
-                              sizeof *x * count, i < 3 ? x + i * count : NULL, NULL);
+                              CL_MEM_READ_WRITE | (init ? CL_MEM_COPY_HOST_PTR : 0),
+                              sizeof *x * sizes[i], init ? (void *)src : NULL, NULL);
+        ok &= m[i] != NULL;
+    }
     free(x);
+    return ok;
+}
+
+static void free_bufs(cl_mem *m)
+{
+    for (int i = 0; i < T_COUNT; ++i)
+        if (m[i])
+            clReleaseMemObject(m[i]);
+}
+
+typedef struct sel_rule {
+    int rule, k;
+    float tau;
+} sel_rule;
+
+static void rule_name(const sel_rule *r, char *name, size_t size)
+{
+    if (r->rule == SPARCL_SELECT_TOPK)
+        snprintf(name, size, "top-k k=%d", r->k);
+    else
+        snprintf(name, size, "mass tau=%.2f", r->tau);
+}
+
+/* One table: per rule the selecting plan, a plain plan over the layout the
+ * selecting plan chose and a dense plan, interleaved; forward or backward
+ * calls.  Returns the failures. */
+static int table(sparcl_ctx *ctx, int q_len, int n, int heads, int reps, int backward,
+                 const sel_rule *rules, int n_rules)
+{
+    cl_mem m[T_COUNT];
+    if (!make_bufs(ctx, q_len, n, heads, m)) {
+        free_bufs(m);
+        printf("cannot allocate the buffers\n");
+        return n_rules;
+    }
     int failures = 0;
-    sparcl_plan *dense = plan_of(ctx, n, heads, SPARCL_SELECT_NONE, 0, 0, NULL);
-    failures += !dense;
-    printf("\ndynamic block selection: n=%d, %d heads, head_dim %d, block %d, not causal, "
-           "structured inputs (sparcl-select-quality); medians of %d calls, the three plans "
-           "of a row interleaved\n",
-           n, heads, DIM, BLOCK, reps);
+    sparcl_plan *dense = plan_of(ctx, q_len, n, heads, SPARCL_SELECT_NONE, 0, 0, NULL);
+    /* The backward reads out and lse: the dense forward's will do for timing. */
+    failures += !dense || (backward && one_ms(ctx, dense, m, 0) < 0);
     printf("%-14s %8s %10s %10s %10s %8s %9s %11s\n", "rule", "density", "whole_ms", "sparse_ms",
-           "select_ms", "sel/fwd", "dense_ms", "whole/dense");
-    const int nkb = (n + BLOCK - 1) / BLOCK;
-    const struct {
-        int rule, k;
-        float tau;
-    } rows[] = {{SPARCL_SELECT_TOPK, nkb / 4, 0},
-                {SPARCL_SELECT_TOPK, nkb / 8, 0},
-                {SPARCL_SELECT_MASS, 0, 0.9f}};
-    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; ++r) {
+           "select_ms", "sel/call", "dense_ms", "whole/dense");
+    for (int r = 0; r < n_rules; ++r) {
         sparcl_plan *sel =
-            plan_of(ctx, n, heads, rows[r].rule, rows[r].k > 0 ? rows[r].k : 1, rows[r].tau, NULL);
+            plan_of(ctx, q_len, n, heads, rules[r].rule, rules[r].k, rules[r].tau, NULL);
         sparcl_layout *chosen = NULL;
         sparcl_plan *sparse = NULL;
-        if (sel && one_ms(ctx, sel, m) >= 0 &&
+        if (sel && one_ms(ctx, sel, m, backward) >= 0 &&
             sparcl_plan_read_selection(sel, 0, &chosen) == SPARCL_OK)
-            sparse = plan_of(ctx, n, heads, SPARCL_SELECT_NONE, 0, 0, chosen);
-        sparcl_plan *both[3] = {sel, sparse, dense};
+            sparse = plan_of(ctx, q_len, n, heads, SPARCL_SELECT_NONE, 0, 0, chosen);
+        sparcl_plan *three[3] = {sel, sparse, dense};
         double t[3] = {-1, -1, -1};
-        if (!sparse || !medians(ctx, both, dense ? 3 : 2, m, reps, t))
+        if (!sparse || !medians(ctx, three, dense ? 3 : 2, m, reps, backward, t))
             t[1] = -1;
-        const double whole = t[0], fwd = t[1];
+        const double whole = t[0], part = t[1];
         char name[32];
-        if (rows[r].rule == SPARCL_SELECT_TOPK)
-            snprintf(name, sizeof name, "top-k k=%d", rows[r].k > 0 ? rows[r].k : 1);
-        else
-            snprintf(name, sizeof name, "mass tau=%.2f", rows[r].tau);
-        if (fwd < 0) {
+        rule_name(&rules[r], name, sizeof name);
+        if (part < 0) {
             printf("%-14s failed\n", name);
             ++failures;
         } else {
-            printf("%-14s %8.4f %10.1f %10.1f %10.1f %7.1f%% %9.1f %11.2f\n", name,
-                   sparcl_layout_density(chosen), whole, fwd, whole - fwd,
-                   100.0 * (whole - fwd) / fwd, t[2], t[2] > 0 ? whole / t[2] : 0.0);
+            printf("%-14s %8.4f %10.2f %10.2f %10.2f %7.1f%% %9.2f %11.2f\n", name,
+                   sparcl_layout_density(chosen), whole, part, whole - part,
+                   100.0 * (whole - part) / part, t[2], t[2] > 0 ? whole / t[2] : 0.0);
         }
         sparcl_layout_free(chosen);
         sparcl_plan_free(sparse);
         sparcl_plan_free(sel);
     }
     sparcl_plan_free(dense);
-    for (int i = 0; i < 4; ++i)
-        if (m[i])
-            clReleaseMemObject(m[i]);
+    free_bufs(m);
+    return failures;
+}
+
+/* Whether `part` is listed in the comma-separated `parts` (NULL: all). */
+static int wanted(const char *parts, const char *part)
+{
+    const size_t n = strlen(part);
+    for (const char *p = parts; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+        if (!strncmp(p, part, n) && (p[n] == ',' || p[n] == '\0'))
+            return 1;
+    return !parts;
+}
+
+int bench_select(sparcl_ctx *ctx, int n, int heads, int reps, const char *parts)
+{
+    const int nkb = (n + BLOCK - 1) / BLOCK;
+    const sel_rule rules[3] = {{SPARCL_SELECT_TOPK, nkb / 4 > 0 ? nkb / 4 : 1, 0},
+                               {SPARCL_SELECT_TOPK, nkb / 8 > 0 ? nkb / 8 : 1, 0},
+                               {SPARCL_SELECT_MASS, 1, 0.9f}};
+    printf("\ndynamic block selection: n=%d, %d heads, head_dim %d, block %d, not causal, "
+           "structured inputs (sparcl-select-quality); medians of %d calls, the three plans "
+           "of a row interleaved; select_ms = whole call - a plain plan over the chosen layout\n",
+           n, heads, DIM, BLOCK, reps);
+    int failures = 0;
+    if (wanted(parts, "fwd")) {
+        printf("forward, q_len = kv_len = %d:\n", n);
+        failures += table(ctx, n, n, heads, reps, 0, rules, 3);
+    }
+    const int nb = n / 4 > BLOCK ? n / 4 : n;
+    const int nbb = (nb + BLOCK - 1) / BLOCK;
+    const sel_rule brule = {SPARCL_SELECT_TOPK, nbb / 8 > 0 ? nbb / 8 : 1, 0};
+    if (wanted(parts, "bwd")) {
+        printf("backward (the selection chosen again from q and k), q_len = kv_len = %d:\n", nb);
+        failures += table(ctx, nb, nb, heads, reps, 1, &brule, 1);
+    }
+    /* Decoding reads each key once per call: 4 n keys keep it measurable. */
+    const int nd = 4 * n, ndb = (nd + BLOCK - 1) / BLOCK;
+    const sel_rule drules[2] = {{SPARCL_SELECT_TOPK, ndb / 4, 0}, {SPARCL_SELECT_TOPK, ndb / 8, 0}};
+    if (wanted(parts, "dec")) {
+        printf("decoding (split-KV), q_len 1 over %d keys:\n", nd);
+        failures += table(ctx, 1, nd, heads, reps, 0, drules, 2);
+    }
     return failures;
 }

@@ -27,7 +27,8 @@
  * usage: sparcl-bench [--quick] [--cases a,b,...] [--json] [--reps R]
  *                     [--baseline-reps R] [--no-baseline] [--set NAME=VALUE]...
  *                     [--bwd-set NAME=VALUE]... [--max-kv N] [--dtype f32|f16|bf16]
- *                     [--list] [--select N [--select-heads H]] [--multidev N]
+ *                     [--list] [--select N [--select-heads H] [--select-parts P]]
+ *                     [--multidev N]
  * --select N adds the dynamic block selection rows at length N (bench_select.h:
  * selection time against the sparse forward's, the whole call against the
  * dense forward); alone, without --cases, it runs only those.
@@ -147,6 +148,7 @@ typedef struct options {
     int have_params, have_bwd_params;
     int select_n; /* --select N: the dynamic block selection rows (bench_select.h) at length N */
     int select_heads; /* --select-heads H, 8 by default */
+    const char *select_parts; /* --select-parts fwd,bwd,dec (NULL: all) */
     int multidev;     /* --multidev N: devices; 0 for the standard set */
 } options;
 
@@ -759,7 +761,8 @@ static int usage(const char *argv0)
         stderr,
         "usage: %s [--quick] [--cases a,b,...] [--json] [--reps R] [--baseline-reps R]\n"
         "          [--no-baseline] [--set NAME=VALUE]... [--bwd-set NAME=VALUE]...\n"
-        "          [--max-kv N] [--dtype f32|f16|bf16] [--list] [--select N [--select-heads H]]\n"
+        "          [--max-kv N] [--dtype f32|f16|bf16] [--list]\n"
+        "          [--select N [--select-heads H] [--select-parts fwd,bwd,dec]]\n"
         "          [--multidev N]\n",
         argv0);
     return 2;
@@ -811,6 +814,8 @@ int main(int argc, char **argv)
             opt.select_n = atoi(argv[++a]);
         } else if (a + 1 < argc && strcmp(s, "--select-heads") == 0) {
             opt.select_heads = atoi(argv[++a]);
+        } else if (a + 1 < argc && strcmp(s, "--select-parts") == 0) {
+            opt.select_parts = argv[++a];
         } else if (a + 1 < argc && strcmp(s, "--multidev") == 0) {
             opt.multidev = atoi(argv[++a]);
         } else if (a + 1 < argc && strcmp(s, "--max-kv") == 0) {
@@ -930,7 +935,8 @@ int main(int argc, char **argv)
     }
     if (opt.select_n > 0 && !opt.json)
         failures +=
-            bench_select(ctx, opt.select_n, opt.select_heads > 0 ? opt.select_heads : 8, opt.reps);
+            bench_select(ctx, opt.select_n, opt.select_heads > 0 ? opt.select_heads : 8, opt.reps,
+                         opt.select_parts);
     sparcl_ctx_free(ctx);
     if (failures && !opt.json)
         printf("\n%d case(s) failed or exceeded max_err %.2g (marked !)\n", failures,

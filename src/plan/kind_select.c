@@ -220,7 +220,8 @@ static sparcl_status enqueue_pool(dynsel *s, cl_command_queue q, const sparcl_st
         err |= clSetKernelArg(kn, a++, sizeof(cl_long), &st[i]);
     if (err != CL_SUCCESS)
         return sparcl__fail_cl(s->view->ctx, err, "clSetKernelArg(select_pool)");
-    const size_t global[3] = {(size_t)(t ? s->n_kb : s->n_qb), (size_t)heads, (size_t)d->batch};
+    const size_t global[3] = {(size_t)(t ? s->n_kb : s->n_qb) * (size_t)d->head_dim,
+                              (size_t)heads, (size_t)d->batch};
     return launch(s, q, SPARCL__SEL_POOL, global, nw, wait, ev);
 }
 
