@@ -147,9 +147,9 @@ typedef struct options {
     sparcl_params params, bwd_params;
     int have_params, have_bwd_params;
     int select_n; /* --select N: the dynamic block selection rows (bench_select.h) at length N */
-    int select_heads; /* --select-heads H, 8 by default */
+    int select_heads;         /* --select-heads H, 8 by default */
     const char *select_parts; /* --select-parts fwd,bwd,dec (NULL: all) */
-    int multidev;     /* --multidev N: devices; 0 for the standard set */
+    int multidev;             /* --multidev N: devices; 0 for the standard set */
 } options;
 
 static int q_len_of(const bench_case *c)
@@ -362,6 +362,9 @@ typedef struct result {
     /* Median process CPU time per call (and per baseline run): FLOPs per
      * CPU-second are robust to other users' load on a shared machine. */
     double cpu_ms, cpu_ms_min, base_cpu_ms;
+    /* What a new length costs an application: the layout at n + 64 and a
+     * plan for it, with the programs already built (-1 if it failed). */
+    double replan_ms;
     int64_t pairs;
     size_t device_bytes;
     char params[256];
@@ -485,6 +488,35 @@ static size_t avail_bytes(void)
 {
     long pages = sysconf(_SC_AVPHYS_PAGES), size = sysconf(_SC_PAGESIZE);
     return pages > 0 && size > 0 ? (size_t)pages * (size_t)size : 0;
+}
+
+/* Milliseconds to make the layout for n + 64 tokens and a plan for it as
+ * `d0` describes (same heads, pattern and options), once the context has
+ * built the programs: what an application pays when a length changes. */
+static double replan_ms(sparcl_ctx *ctx, const bench_case *c, const sparcl_plan_desc *d0)
+{
+    bench_case c2 = *c;
+    c2.n += 64;
+    pattern_info p2 = {&c2, NULL, 0};
+    sparcl_layout *l2 = NULL;
+    sparcl_plan *plan = NULL;
+    const double t0 = tool_now_ms();
+    sparcl_status st = make_layout(ctx, &p2, &l2);
+    if (st == SPARCL_OK) {
+        sparcl_plan_desc d = *d0;
+        d.kv_len = c2.n;
+        d.q_len = q_len_of(&c2);
+        d.layout = l2;
+        st = sparcl_plan_init(ctx, &plan, &d);
+    }
+    const double ms = tool_now_ms() - t0;
+    if (st != SPARCL_OK)
+        fprintf(stderr, "sparcl-bench: %s: a plan for n = %d: %s\n", c->name, c2.n,
+                sparcl_ctx_errmsg(ctx));
+    sparcl_plan_free(plan);
+    sparcl_layout_free(l2);
+    free(p2.bb);
+    return st == SPARCL_OK ? ms : -1.0;
 }
 
 static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, result *res)
@@ -623,6 +655,7 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
         goto done;
     }
     res->gflops = useful_flop(c, res) / (res->ms * 1e6);
+    res->replan_ms = replan_ms(ctx, c, &d);
     clEnqueueReadBuffer(sparcl_ctx_cl_queue(ctx), m[3], CL_TRUE, 0, elems * es,
                         es == 2 ? (void *)bits : (void *)o, 0, NULL, NULL);
     if (opt->dtype == SPARCL_DTYPE_F16)
@@ -718,6 +751,10 @@ static void print_json(const bench_case *c, const result *r, const ceiling *sg,
         printf("\"baseline_ms\":null,\"speedup_baseline\":null,\"baseline_cpu_ms\":null,"
                "\"speedup_baseline_cpu\":null,\"baseline_note\":\"%s\",",
                r->base_note ? r->base_note : "");
+    if (r->replan_ms >= 0)
+        printf("\"replan_ms\":%.3f,\"replan_of_call\":%.4f,", r->replan_ms, r->replan_ms / r->ms);
+    else
+        printf("\"replan_ms\":null,\"replan_of_call\":null,");
     printf("\"device_bytes\":%zu,\"max_err\":%.3g,\"params\":\"%s\",\"source\":\"%s\","
            "\"origin\":\"",
            r->device_bytes, r->err, r->params, r->source);
@@ -748,23 +785,26 @@ static void print_row(const bench_case *c, const result *r, const ceiling *sg, c
     } else {
         snprintf(base, sizeof base, "(%s)", r->base_note ? r->base_note : "n/a");
     }
-    printf("%-14s %6d %2d %4d %8.4f %9.2f %8.2f %9s %6s %6s %8.2f %6s %8.2f %16s %8s %8s %8.1e%s  "
-           "%s [%s]\n",
+    char replan[24] = "n/a";
+    if (r->replan_ms >= 0)
+        snprintf(replan, sizeof replan, "%.1f %.1f%%", r->replan_ms, 100.0 * r->replan_ms / r->ms);
+    printf("%-14s %6d %2d %4d %8.4f %9.2f %8.2f %9s %6s %6s %8.2f %6s %8.2f %16s %8s %8s %8.1e%s "
+           "%13s  %s [%s]\n",
            c->name, c->n, c->heads, c->dim, r->density, r->ms, r->gflops, peak, peak_cpu, ratio,
            gf_cpu, ratio_cpu, (double)r->device_bytes / (1024.0 * 1024.0), base, speed, speed_cpu,
-           r->err, !(r->err <= max_err_allowed(r->dtype)) ? "!" : " ", r->params, r->source);
+           r->err, !(r->err <= max_err_allowed(r->dtype)) ? "!" : " ", replan, r->params,
+           r->source);
 }
 
 static int usage(const char *argv0)
 {
-    fprintf(
-        stderr,
-        "usage: %s [--quick] [--cases a,b,...] [--json] [--reps R] [--baseline-reps R]\n"
-        "          [--no-baseline] [--set NAME=VALUE]... [--bwd-set NAME=VALUE]...\n"
-        "          [--max-kv N] [--dtype f32|f16|bf16] [--list]\n"
-        "          [--select N [--select-heads H] [--select-parts fwd,bwd,dec]]\n"
-        "          [--multidev N]\n",
-        argv0);
+    fprintf(stderr,
+            "usage: %s [--quick] [--cases a,b,...] [--json] [--reps R] [--baseline-reps R]\n"
+            "          [--no-baseline] [--set NAME=VALUE]... [--bwd-set NAME=VALUE]...\n"
+            "          [--max-kv N] [--dtype f32|f16|bf16] [--list]\n"
+            "          [--select N [--select-heads H] [--select-parts fwd,bwd,dec]]\n"
+            "          [--multidev N]\n",
+            argv0);
     return 2;
 }
 
@@ -904,12 +944,14 @@ int main(int argc, char **argv)
                "runs of dense CPU attention through CBLAS.\nxPeak: fraction of the ceiling that "
                "bounds the case (fma: of the FMA peak; mem: of the bandwidth, by compulsory "
                "bytes).\nGF/cpu-s, xPeakc, xSGEMMc and speedup_c use CPU time instead of wall "
-               "time (robust to other load).\n\n",
+               "time (robust to other load).\nreplan_ms: the layout and a plan for n + 64 tokens "
+               "with the programs built (what a new length costs), and its share of one call.\n\n",
                opt.reps, opt.baseline_reps);
-        printf("%-14s %6s %2s %4s %8s %9s %8s %9s %6s %6s %8s %6s %8s %16s %8s %8s %8s   %s\n",
+        printf("%-14s %6s %2s %4s %8s %9s %8s %9s %6s %6s %8s %6s %8s %16s %8s %8s %8s  %13s  "
+               "%s\n",
                "case", "n", "H", "D", "density", "ms", "GFLOP/s", "xPeak", "xPeakc", "xSGEMM",
                "GF/cpu-s", "xSGEMMc", "dev_MiB", "base_ms", "speedup", "speedupc", "max_err",
-               "params");
+               "replan_ms %", "params");
     }
     int failures = 0;
     for (int i = 0; i < N_CASES; ++i) {
@@ -934,9 +976,8 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
     if (opt.select_n > 0 && !opt.json)
-        failures +=
-            bench_select(ctx, opt.select_n, opt.select_heads > 0 ? opt.select_heads : 8, opt.reps,
-                         opt.select_parts);
+        failures += bench_select(ctx, opt.select_n, opt.select_heads > 0 ? opt.select_heads : 8,
+                                 opt.reps, opt.select_parts);
     sparcl_ctx_free(ctx);
     if (failures && !opt.json)
         printf("\n%d case(s) failed or exceeded max_err %.2g (marked !)\n", failures,
