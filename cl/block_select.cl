@@ -37,12 +37,13 @@ inline ulong select_key(float s, int c)
     return ((ulong)ord << 32) | (ulong)(0xffffffffu - (uint)c);
 }
 
-/* Mean of the rows of block nb of one (batch, head) of x into
+/* Mean of the rows of block nb of one (batch, head) of x (stored as the
+ * plan's DTYPE, common.clh) into
  * pooled[((b * heads + h) * n_blocks + nb) * head_dim + d], one work-item
  * per (nb, d): neighbouring work-items read neighbouring floats of a row,
  * so the loads vectorize across work-items (a work-item per block walking
  * all dimensions read every row head_dim times, one cache line apart). */
-__kernel void select_pool(__global const float *restrict x, __global float *restrict pooled,
+__kernel void select_pool(__global const stor_t *restrict x, __global float *restrict pooled,
                           const int len, const int heads, const int head_dim, const int block,
                           const long sb, const long sh, const long ss)
 {
@@ -50,10 +51,10 @@ __kernel void select_pool(__global const float *restrict x, __global float *rest
     const int nb = g / head_dim, d = g - nb * head_dim;
     const int n_blocks = get_global_size(0) / head_dim;
     const int r0 = nb * block, r1 = min(len, r0 + block);
-    __global const float *src = x + b * sb + h * sh + d;
+    __global const stor_t *src = x + b * sb + h * sh + d;
     float acc = 0.0f;
     for (int i = r0; i < r1; ++i)
-        acc += src[(long)i * ss];
+        acc += SLOAD1(src + (long)i * ss);
     pooled[(((long)b * heads + h) * n_blocks + nb) * head_dim + d] = acc * (1.0f / (float)(r1 - r0));
 }
 

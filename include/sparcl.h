@@ -826,8 +826,9 @@ SPARCL_API sparcl_status sparcl_plan_forward_cache(sparcl_plan *plan, cl_command
  * ints per tile of room per head: per tile row its visible tiles, and with
  * TOPK at most the pinned tiles plus select_k blocks' tiles.
  *
- * Supported: exact softmax (normalization SOFTMAX, attention EXACT), F32
- * storage, any q_len, kv_len, head_dim, GQA, batch 1 with any strides, and
+ * Supported: exact softmax (normalization SOFTMAX, attention EXACT), any
+ * storage (F32, F16, BF16: the selection pools q and k as stored, in fp32
+ * arithmetic; the backward takes F32 plans only, as for every kind), any q_len, kv_len, head_dim, GQA, batch 1 with any strides, and
  * batch > 1 when every tensor's batch stride is its heads times its head
  * stride (contiguous [B, H, S, D]); sparcl_plan_forward() refuses other
  * strides with SPARCL_ERR_NOT_SUPPORTED.
@@ -863,8 +864,8 @@ SPARCL_API sparcl_status sparcl_plan_forward_cache(sparcl_plan *plan, cl_command
  * Errors at sparcl_plan_init(): SPARCL_ERR_INVALID_ARGUMENT naming the
  * field for select not a rule, select_k <= 0 with TOPK, select_tau outside
  * (0, 1] or NaN with MASS, select_block < 0 or not a multiple of 8;
- * SPARCL_ERR_NOT_SUPPORTED for another normalization or attention kind, a
- * half dtype, or page_size > 0. */
+ * SPARCL_ERR_NOT_SUPPORTED for another normalization or attention kind, or
+ * page_size > 0. */
 typedef enum sparcl_select_rule {
     SPARCL_SELECT_NONE = 0, /* the layout as given */
     SPARCL_SELECT_TOPK = 1, /* select_k key blocks per query block */

@@ -358,9 +358,9 @@ static void entmax(sparcl_plan_desc *d)
 {
     d->normalization = SPARCL_NORMALIZATION_SPARSEMAX;
 }
-static void half(sparcl_plan_desc *d)
+static void paged(sparcl_plan_desc *d)
 {
-    d->dtype = SPARCL_DTYPE_F16;
+    d->page_size = 16;
 }
 
 Test(select, bad_input_names_the_field)
@@ -380,7 +380,7 @@ Test(select, bad_input_names_the_field)
         {block_negative, SPARCL_ERR_INVALID_ARGUMENT, "select_block"},
         {block_off_tile, SPARCL_ERR_INVALID_ARGUMENT, "select_block"},
         {entmax, SPARCL_ERR_NOT_SUPPORTED, "dynamic block selection"},
-        {half, SPARCL_ERR_NOT_SUPPORTED, "dynamic block selection"},
+        {paged, SPARCL_ERR_NOT_SUPPORTED, "page_size"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
         cr_expect_eq(init_with(ctx, cases[i].edit), cases[i].st, "case %zu: %s", i,
@@ -539,4 +539,119 @@ Test(select, backward_parameter_sets)
             cr_assert_eq(sparcl_params_set(&p, sets[i].name[j], sets[i].value[j]), SPARCL_OK);
         check_backward(&s, &p);
     }
+}
+
+/* ---- half storage ------------------------------------------------------ */
+
+typedef struct half_case {
+    shape s;
+    int dtype;
+} half_case;
+
+/* q, k, v and out stored as fp16 or bf16: the selection pools the stored
+ * values, so the reference rule and forward run on the inputs rounded to
+ * the storage type; out is within the storage's rounding of the reference
+ * (lse stays fp32). */
+static void check_half(const shape *s, int dtype)
+{
+    sparcl_status (*enc)(const float *, uint16_t *, size_t) =
+        dtype == SPARCL_DTYPE_F16 ? sparcl_convert_f32_to_f16 : sparcl_convert_f32_to_bf16;
+    sparcl_status (*dec)(const uint16_t *, float *, size_t) =
+        dtype == SPARCL_DTYPE_F16 ? sparcl_convert_f16_to_f32 : sparcl_convert_bf16_to_f32;
+    sparcl_ctx *ctx = make_ctx();
+    sparcl_layout *pin = make_pin(ctx, s);
+    sparcl_plan_desc d;
+    desc_of(s, &d);
+    d.layout = pin;
+    d.dtype = dtype;
+    sparcl_plan *plan = NULL;
+    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    const size_t nq = (size_t)s->batch * s->q_heads * s->q_len * s->dim;
+    const size_t nk = (size_t)s->batch * s->kv_heads * s->kv_len * s->dim;
+    float *x[3] = {blocky(s->batch, s->q_heads, s->q_len, s->dim, s->block, 41),
+                   blocky(s->batch, s->kv_heads, s->kv_len, s->dim, s->block, 42),
+                   malloc(nk * sizeof(float))};
+    cr_assert(x[2]);
+    oracle_fill(x[2], nk, 43);
+    const size_t n[3] = {nq, nk, nk};
+    uint16_t *bits[3];
+    for (int t = 0; t < 3; ++t) { /* round the inputs to the storage type */
+        bits[t] = malloc(n[t] * sizeof(uint16_t));
+        cr_assert(bits[t]);
+        cr_assert_eq(enc(x[t], bits[t], n[t]), SPARCL_OK);
+        cr_assert_eq(dec(bits[t], x[t], n[t]), SPARCL_OK);
+    }
+    uint16_t *ob = malloc(nq * sizeof *ob);
+    float *out = malloc(nq * sizeof *out), *lse = malloc(nq / s->dim * sizeof *lse);
+    double *ref = malloc(nq * sizeof *ref);
+    cr_assert(ob && out && lse && ref);
+    cr_assert_eq(sparcl_plan_forward_host(plan, bits[0], bits[1], bits[2], ob, lse), SPARCL_OK,
+                 "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(dec(ob, out, nq), SPARCL_OK);
+    uint8_t *sel = reference_select(s, x[0], x[1]);
+    const int S = s->block, nqb = (s->q_len + S - 1) / S, nkb = (s->kv_len + S - 1) / S;
+    const int off = s->kv_len - s->q_len;
+    const int ph = pin ? sparcl_layout_heads(pin) : 0;
+    for (int b = 0; b < s->batch; ++b) {
+        sparcl_layout *got = NULL;
+        cr_assert_eq(sparcl_plan_read_selection(plan, b, &got), SPARCL_OK, "%s",
+                     sparcl_ctx_errmsg(ctx));
+        int64_t wrong = 0;
+        for (int h = 0; h < s->q_heads; ++h)
+            for (int i = 0; i < s->q_len; ++i)
+                for (int j = 0; j < s->kv_len; ++j) {
+                    const int vis = !s->causal || j <= i + off;
+                    const int p = pin && sparcl_layout_attends(pin, ph == 1 ? 0 : h, i, j);
+                    const int want =
+                        vis &&
+                        (p || sel[(((size_t)b * s->q_heads + h) * nqb + i / S) * nkb + j / S]);
+                    wrong += want != sparcl_layout_attends(got, h, i, j);
+                }
+        cr_assert_eq(wrong, 0, "%s batch %d: %lld pairs differ from the reference selection",
+                     sparcl_dtype_name(dtype), b, (long long)wrong);
+        sparcl_plan_desc rd;
+        desc_of(s, &rd);
+        rd.batch = 1;
+        rd.select = SPARCL_SELECT_NONE;
+        rd.layout = got;
+        const size_t oq = (size_t)b * s->q_heads * s->q_len * s->dim;
+        const size_t ok = (size_t)b * s->kv_heads * s->kv_len * s->dim;
+        cr_assert_eq(
+            sparcl_reference_forward(ctx, &rd, x[0] + oq, x[1] + ok, x[2] + ok, ref + oq, NULL),
+            SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+        sparcl_layout_free(got);
+    }
+    /* |out| <= 1: half rounds at 2^-11, bfloat16 at 2^-8, plus fp32 error. */
+    const double tol = dtype == SPARCL_DTYPE_F16 ? 1e-3 : 8e-3;
+    const double err = oracle_max_abs_diff_f(out, ref, nq);
+    cr_assert_leq(err, tol, "%s: out differs from the reference by %g", sparcl_dtype_name(dtype),
+                  err);
+    free(sel);
+    for (int t = 0; t < 3; ++t) {
+        free(x[t]);
+        free(bits[t]);
+    }
+    free(ob);
+    free(out);
+    free(lse);
+    free(ref);
+    sparcl_plan_free(plan);
+    sparcl_layout_free(pin);
+    sparcl_ctx_free(ctx);
+}
+
+ParameterizedTestParameters(select, half_storage)
+{
+    static half_case cases[] = {
+        {{1, 2, 1, 113, 200, 72, 1, 32, SPARCL_SELECT_TOPK, 2, 0, 1}, SPARCL_DTYPE_F16},
+        {{2, 2, 2, 96, 96, 100, 0, 32, SPARCL_SELECT_MASS, 0, 0.8f, 0}, SPARCL_DTYPE_BF16},
+        {{1, 4, 2, 1, 300, 72, 1, 32, SPARCL_SELECT_TOPK, 2, 0, 0}, SPARCL_DTYPE_F16},
+        {{1, 2, 2, 3, 500, 64, 1, 64, SPARCL_SELECT_TOPK, 3, 0, 1}, SPARCL_DTYPE_BF16},
+    };
+    return cr_make_param_array(half_case, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(half_case *c, select, half_storage)
+{
+    check_half(&c->s, c->dtype);
 }

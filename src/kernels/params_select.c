@@ -10,15 +10,22 @@
 
 #define N_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
-static const sparcl__kernel_decl select_kernels[] = {
-    {"select_pool", 0}, {"select_blocks", 0}, {"select_tiles", 0}, {"select_cols", 0},
-    {"select_scan", 0}};
+static const sparcl__kernel_decl select_kernels[] = {{"select_pool", 0},
+                                                     {"select_blocks", 0},
+                                                     {"select_tiles", 0},
+                                                     {"select_cols", 0},
+                                                     {"select_scan", 0}};
 static const sparcl__program_decl select_programs[] = {
     {"block_select.cl", select_kernels, N_OF(select_kernels)},
 };
+
+/* DTYPE: the storage of the q and k that select_pool reads. */
+static const sparcl__param_id select_derived[] = {SPARCL__P_DTYPE};
 
 const sparcl__kernel_schema sparcl__schema_block_select = {
     .name = "block_select",
     .programs = select_programs,
     .n_programs = N_OF(select_programs),
+    .derived = select_derived,
+    .n_derived = N_OF(select_derived),
 };

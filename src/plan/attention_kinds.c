@@ -19,12 +19,13 @@ static sparcl_status half_refused(sparcl_ctx *ctx, const sparcl_plan_desc *d, co
         return SPARCL_OK;
     return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
                         "%s does not support dtype %s (half storage is implemented for the "
-                        "softmax forward: fused and decoding kernels); use SPARCL_DTYPE_F32",
+                        "softmax forward: fused, decoding and dynamic block selection); use "
+                        "SPARCL_DTYPE_F32",
                         kind, sparcl_dtype_name(d->dtype));
 }
 
 /* Dynamic block selection: its fields, and what it runs with (exact
- * softmax in float storage, no paged cache). */
+ * softmax, no paged cache). */
 static sparcl_status select_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
 {
 #define BAD(...) sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, __VA_ARGS__)
@@ -45,7 +46,7 @@ static sparcl_status select_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
         return UNSUPPORTED("dynamic block selection does not read a paged KV cache (page_size "
                            "%d)",
                            d->page_size);
-    return half_refused(ctx, d, "dynamic block selection");
+    return SPARCL_OK; /* any storage: the selection pools q and k as stored */
 #undef BAD
 #undef UNSUPPORTED
 }
