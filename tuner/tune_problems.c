@@ -244,8 +244,14 @@ int tune_problem_for_kernel(const char *kernel, const tune_problem *p, sparcl_pl
      * paper's ramp of 32.  The descriptor is then the one an adaptive-span
      * plan of these shapes looks its row up with (no layout, causal). */
     if (!strcmp(kernel, "attn_span")) {
-        if (strcmp(p->pattern, "causal") || p->heads > TUNE_SPAN_HEADS_MAX) {
-            snprintf(err, size, "attn_span is tuned on causal problems of at most %d heads only",
+        if (strcmp(p->pattern, "causal")) {
+            snprintf(err, size,
+                     "attn_span is tuned on causal problems only (the adaptive-span "
+                     "kind is causal and takes no layout)");
+            return -1;
+        }
+        if (p->heads > TUNE_SPAN_HEADS_MAX) {
+            snprintf(err, size, "attn_span is tuned on problems of at most %d heads",
                      TUNE_SPAN_HEADS_MAX);
             return -1;
         }
