@@ -56,7 +56,8 @@ sparcl_status tune_problem_desc(sparcl_ctx *ctx, const tune_problem *p, sparcl_p
  * attn_span: adaptive span, whose desc->spans then point into `p`), in the
  * parent and the worker alike, before the problem's database key is made
  * from the descriptor.  Returns 0, or -1 with the reason in err when the
- * family is not tuned on this problem (attn_span: only causal problems). */
+ * family is not tuned on this problem (attn_lsh: only dense problems;
+ * attn_span: only causal ones). */
 int tune_problem_for_kernel(const char *kernel, const tune_problem *p, sparcl_plan_desc *desc,
                             char *err, size_t size);
 

@@ -233,6 +233,10 @@ int tune_problem_for_kernel(const char *kernel, const tune_problem *p, sparcl_pl
      * chunks of 64, about n / 64 buckets (dense problems only: LSH takes
      * no layout, and q_len == kv_len). */
     if (!strcmp(kernel, "attn_lsh")) {
+        if (strcmp(p->pattern, "dense")) {
+            snprintf(err, size, "attn_lsh is tuned on dense problems only (LSH takes no layout)");
+            return -1;
+        }
         d->attention = SPARCL_ATTENTION_LSH;
         d->lsh_rounds = 2;
         d->lsh_chunk = 64;
