@@ -160,6 +160,25 @@ static sparcl_plan *plan_from(const char *db, sparcl_ctx **ctx, sparcl_plan_desc
     return plan;
 }
 
+/* The parameters of the best row database `db` holds for the problem of
+ * `d` (family `kernel`, pattern as the tuner stored it), as text. */
+static void best_row_text(sparcl_ctx *ctx, const char *db, const char *kernel,
+                          const sparcl_plan_desc *d, const char *pattern, char *text, size_t size)
+{
+    sparcl_tuning_db *h = NULL;
+    cr_assert_eq(sparcl_tuning_db_init(ctx, &h, db, SPARCL_TUNING_DB_READ), SPARCL_OK);
+    sparcl_device_info dev;
+    sparcl_tuning_problem prob;
+    sparcl_ctx_device_info(ctx, &dev);
+    cr_assert_eq(sparcl_tuning_problem_init(ctx, &prob, kernel, d, pattern), SPARCL_OK);
+    sparcl_tuning_result best;
+    int found = 0;
+    cr_assert_eq(sparcl_tuning_db_best(h, &dev, &prob, &best, &found), SPARCL_OK);
+    cr_assert_eq(found, 1);
+    sparcl_params_format(&best.params, text, size);
+    sparcl_tuning_db_free(h);
+}
+
 static int dense_pred(const void *self, int h, int i, int j)
 {
     (void)self, (void)h, (void)i, (void)j;
@@ -188,21 +207,10 @@ Test(tune, tuned_row_is_used_by_plans)
     cr_assert_eq(src, SPARCL_PARAMS_DATABASE, "%s", sparcl_plan_params_origin(plan));
 
     /* ... and it is the best row the tuner stored for this problem. */
-    sparcl_tuning_db *h = NULL;
-    cr_assert_eq(sparcl_tuning_db_init(ctx, &h, db, SPARCL_TUNING_DB_READ), SPARCL_OK);
-    sparcl_device_info dev;
-    sparcl_tuning_problem prob;
-    sparcl_ctx_device_info(ctx, &dev);
-    cr_assert_eq(sparcl_tuning_problem_init(ctx, &prob, "attn_fwd", &d, "dense"), SPARCL_OK);
-    sparcl_tuning_result best;
-    int found = 0;
-    cr_assert_eq(sparcl_tuning_db_best(h, &dev, &prob, &best, &found), SPARCL_OK);
-    cr_assert_eq(found, 1);
     char a[256], b[256];
     sparcl_params_format(&used, a, sizeof a);
-    sparcl_params_format(&best.params, b, sizeof b);
+    best_row_text(ctx, db, "attn_fwd", &d, "dense", b, sizeof b);
     cr_assert_str_eq(a, b);
-    sparcl_tuning_db_free(h);
 
     float q[2 * 17 * 16], k[17 * 16], v[17 * 16], o[2 * 17 * 16];
     double ref[2 * 17 * 16];
@@ -1027,21 +1035,10 @@ Test(tune, span_family_rows_serve_span_plans)
                  sparcl_ctx_errmsg(ctx));
     cr_assert_eq(bsrc, SPARCL_PARAMS_DATABASE);
 
-    sparcl_tuning_db *h = NULL;
-    cr_assert_eq(sparcl_tuning_db_init(ctx, &h, db, SPARCL_TUNING_DB_READ), SPARCL_OK);
-    sparcl_device_info dev;
-    sparcl_tuning_problem prob;
-    sparcl_ctx_device_info(ctx, &dev);
-    cr_assert_eq(sparcl_tuning_problem_init(ctx, &prob, "attn_span", &d, "causal"), SPARCL_OK);
-    sparcl_tuning_result best;
-    int found = 0;
-    cr_assert_eq(sparcl_tuning_db_best(h, &dev, &prob, &best, &found), SPARCL_OK);
-    cr_assert_eq(found, 1);
-    sparcl_tuning_db_free(h);
     char a[256], b[256], c[256];
     sparcl_params_format(&fwd, a, sizeof a);
     sparcl_params_format(&bwd, b, sizeof b);
-    sparcl_params_format(&best.params, c, sizeof c);
+    best_row_text(ctx, db, "attn_span", &d, "causal", c, sizeof c);
     cr_assert_str_eq(a, c, "forward %s, best stored row %s", a, c);
     cr_assert_str_eq(b, c, "backward %s, best stored row %s", b, c);
 
