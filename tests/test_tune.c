@@ -5,7 +5,8 @@
  * with SIGKILL resumes without repeating any stored evaluation; a candidate
  * that crashes or hangs the worker is recorded and the run goes on; Ctrl-C
  * stops cleanly; two tuners share one database; unusable databases end the
- * tuner with a clear error; export and import round-trip.
+ * tuner with a clear error; export and import round-trip; the adaptive-span
+ * family's rows serve the forward and backward of adaptive-span plans.
  *
  * The crash and hang use the worker's test hook SPARCL_TUNE_TEST_FAULT.
  */
@@ -159,6 +160,25 @@ static sparcl_plan *plan_from(const char *db, sparcl_ctx **ctx, sparcl_plan_desc
     return plan;
 }
 
+/* The parameters of the best row database `db` holds for the problem of
+ * `d` (family `kernel`, pattern as the tuner stored it), as text. */
+static void best_row_text(sparcl_ctx *ctx, const char *db, const char *kernel,
+                          const sparcl_plan_desc *d, const char *pattern, char *text, size_t size)
+{
+    sparcl_tuning_db *h = NULL;
+    cr_assert_eq(sparcl_tuning_db_init(ctx, &h, db, SPARCL_TUNING_DB_READ), SPARCL_OK);
+    sparcl_device_info dev;
+    sparcl_tuning_problem prob;
+    sparcl_ctx_device_info(ctx, &dev);
+    cr_assert_eq(sparcl_tuning_problem_init(ctx, &prob, kernel, d, pattern), SPARCL_OK);
+    sparcl_tuning_result best;
+    int found = 0;
+    cr_assert_eq(sparcl_tuning_db_best(h, &dev, &prob, &best, &found), SPARCL_OK);
+    cr_assert_eq(found, 1);
+    sparcl_params_format(&best.params, text, size);
+    sparcl_tuning_db_free(h);
+}
+
 static int dense_pred(const void *self, int h, int i, int j)
 {
     (void)self, (void)h, (void)i, (void)j;
@@ -187,21 +207,10 @@ Test(tune, tuned_row_is_used_by_plans)
     cr_assert_eq(src, SPARCL_PARAMS_DATABASE, "%s", sparcl_plan_params_origin(plan));
 
     /* ... and it is the best row the tuner stored for this problem. */
-    sparcl_tuning_db *h = NULL;
-    cr_assert_eq(sparcl_tuning_db_init(ctx, &h, db, SPARCL_TUNING_DB_READ), SPARCL_OK);
-    sparcl_device_info dev;
-    sparcl_tuning_problem prob;
-    sparcl_ctx_device_info(ctx, &dev);
-    cr_assert_eq(sparcl_tuning_problem_init(ctx, &prob, "attn_fwd", &d, "dense"), SPARCL_OK);
-    sparcl_tuning_result best;
-    int found = 0;
-    cr_assert_eq(sparcl_tuning_db_best(h, &dev, &prob, &best, &found), SPARCL_OK);
-    cr_assert_eq(found, 1);
     char a[256], b[256];
     sparcl_params_format(&used, a, sizeof a);
-    sparcl_params_format(&best.params, b, sizeof b);
+    best_row_text(ctx, db, "attn_fwd", &d, "dense", b, sizeof b);
     cr_assert_str_eq(a, b);
-    sparcl_tuning_db_free(h);
 
     float q[2 * 17 * 16], k[17 * 16], v[17 * 16], o[2 * 17 * 16];
     double ref[2 * 17 * 16];
@@ -947,4 +956,114 @@ Test(tune, finalists_are_retimed_and_the_decision_is_used)
     snprintf(where + n, sizeof where - n, "}')");
     cr_assert_eq(count_where(db, where), 1, "the plan's parameters are not the decision: %s",
                  where);
+}
+
+/* max |a - b| / max(1, max |b|): the tuner's measure for gradients, which
+ * sum over many rows. */
+static double scaled_err(const float *a, const double *b, size_t n)
+{
+    double scale = 1;
+    for (size_t i = 0; i < n; ++i)
+        scale = fmax(scale, fabs(b[i]));
+    return oracle_max_abs_diff_f(a, b, n) / scale;
+}
+
+#define SPAN_N 17
+#define SPAN_D 72
+
+/* The adaptive-span family through the one road: sparcl-tune --kernel
+ * attn_span tunes a causal problem (as a training step: forward and
+ * backward with dspans) into a scratch database and skips the dense one;
+ * an adaptive-span plan of the same shapes, with other spans and ramp
+ * (neither is part of the key), then takes the stored best row for its
+ * forward and its backward from that database, found as the exact problem,
+ * and its out, lse, dq, dk, dv and dspans match the double reference. */
+Test(tune, span_family_rows_serve_span_plans)
+{
+    make_dir();
+    char db[128];
+    scratch_path(db, sizeof db, "span.db");
+    const char *args[] = {"--db",
+                          db,
+                          "--problems",
+                          "causal:n=17,h=2,kvh=1,d=72,blk=16;dense:n=17,h=2,kvh=1,d=72",
+                          "--max-evals",
+                          "3",
+                          "--stagnation",
+                          "0",
+                          "--strategy",
+                          "random",
+                          "--budget",
+                          "quick",
+                          "--kernel",
+                          "attn_span",
+                          NULL};
+    cr_assert_eq(run_tuner("span", args), 0, "%s", slurp("span", "err"));
+    char *out = slurp("span", "out");
+    cr_assert_eq(count_where(db, "status = 'ok' AND kernel_id IN "
+                                 "(SELECT id FROM kernel WHERE name = 'attn_span')"),
+                 3, "%s", out);
+    cr_assert_eq(count_where(db, "1"), 3, "%s", out);
+    cr_assert(strstr(out, "skipped: attn_span is tuned on causal problems"), "%s", out);
+    free(out);
+
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    cr_assert_eq(sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_USER, db), SPARCL_OK);
+    cr_assert_eq(sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_SHIPPED, ""), SPARCL_OK);
+    const float spans[2] = {3.5f, 9.0f};
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.q_heads = 2;
+    d.kv_heads = 1;
+    d.q_len = d.kv_len = SPAN_N;
+    d.head_dim = SPAN_D;
+    d.causal = 1;
+    d.attention = SPARCL_ATTENTION_SPAN;
+    d.spans = spans;
+    d.span_ramp = 4.0f;
+    sparcl_plan *plan = NULL;
+    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    sparcl_params fwd, bwd;
+    sparcl_param_source fsrc, bsrc;
+    sparcl_plan_params(plan, &fwd, &fsrc);
+    cr_assert_eq(fsrc, SPARCL_PARAMS_DATABASE, "%s", sparcl_plan_params_origin(plan));
+    /* the tuner's key is the one the plan asks with, not a neighbour */
+    cr_assert(strstr(sparcl_plan_params_origin(plan), "exact problem"), "%s",
+              sparcl_plan_params_origin(plan));
+    cr_assert_eq(sparcl_plan_backward_params(plan, &bwd, &bsrc), SPARCL_OK, "%s",
+                 sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(bsrc, SPARCL_PARAMS_DATABASE);
+
+    char a[256], b[256], c[256];
+    sparcl_params_format(&fwd, a, sizeof a);
+    sparcl_params_format(&bwd, b, sizeof b);
+    best_row_text(ctx, db, "attn_span", &d, "causal", c, sizeof c);
+    cr_assert_str_eq(a, c, "forward %s, best stored row %s", a, c);
+    cr_assert_str_eq(b, c, "backward %s, best stored row %s", b, c);
+
+    enum { NQ = 2 * SPAN_N * SPAN_D, NK = SPAN_N * SPAN_D, NL = 2 * SPAN_N };
+    static float q[NQ], k[NK], v[NK], o[NQ], lse[NL], dout[NQ], dq[NQ], dk[NK], dv[NK];
+    static double ro[NQ], rl[NL], rdq[NQ], rdk[NK], rdv[NK];
+    float dz[2];
+    double rdz[2];
+    oracle_fill(q, NQ, 11);
+    oracle_fill(k, NK, 12);
+    oracle_fill(v, NK, 13);
+    oracle_fill(dout, NQ, 14);
+    cr_assert_eq(sparcl_plan_forward_host(plan, q, k, v, o, lse), SPARCL_OK, "%s",
+                 sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(sparcl_plan_backward_span_host(plan, q, k, v, o, lse, dout, dq, dk, dv, dz),
+                 SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(sparcl_reference_forward(ctx, &d, q, k, v, ro, rl), SPARCL_OK);
+    cr_assert_eq(sparcl_reference_backward_span(ctx, &d, q, k, v, dout, rdq, rdk, rdv, rdz),
+                 SPARCL_OK);
+    cr_assert_leq(oracle_max_abs_diff_f(o, ro, NQ), TOL);
+    cr_assert_leq(oracle_max_abs_diff_f(lse, rl, NL), TOL);
+    cr_assert_leq(scaled_err(dq, rdq, NQ), TOL);
+    cr_assert_leq(scaled_err(dk, rdk, NK), TOL);
+    cr_assert_leq(scaled_err(dv, rdv, NK), TOL);
+    cr_assert_leq(scaled_err(dz, rdz, 2), TOL);
+    sparcl_plan_free(plan);
+    sparcl_ctx_free(ctx);
 }

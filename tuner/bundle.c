@@ -42,13 +42,14 @@ static void on_log(void *user, sparcl_log_level level, const char *msg)
 }
 
 /* Creates one plan of `kernel` (with backward parameters for the backward
- * families), which stores its programs in the bundle. */
+ * families and attn_span, whose rows serve the backward too), which stores
+ * its programs in the bundle. */
 static void build_one(bundle *b, const char *kernel, const sparcl_plan_desc *desc,
                       const sparcl_params *params, const char *what)
 {
     int entmax = !strcmp(kernel, "attn_entmax") || !strcmp(kernel, "attn_entmax_bwd");
     int n_solvers = entmax ? (int)(sizeof solvers / sizeof solvers[0]) : 1;
-    int bwd = tune_kernel_is_backward(kernel);
+    int bwd = tune_kernel_is_backward(kernel), span = !strcmp(kernel, "attn_span");
     for (int s = 0; s < n_solvers; ++s) {
         sparcl_plan_desc d = *desc;
         d.params = bwd ? NULL : params;
@@ -58,7 +59,7 @@ static void build_one(bundle *b, const char *kernel, const sparcl_plan_desc *des
         }
         sparcl_plan *plan = NULL;
         sparcl_status st = sparcl_plan_init(b->ctx, &plan, &d);
-        if (st == SPARCL_OK && bwd)
+        if (st == SPARCL_OK && (bwd || span))
             st = sparcl_plan_prepare_backward(plan, params);
         ++b->plans;
         if (st != SPARCL_OK) {
@@ -98,6 +99,11 @@ static void on_row(void *user, const sparcl_device_info *device,
     d.kv_len = 64;
     d.head_dim = problem->head_dim;
     d.unchecked_params = 1; /* checked when it was tuned, on its own lengths */
+    if (!strcmp(w->kernel, "attn_span")) { /* the spans are a buffer, not a build option */
+        d.attention = SPARCL_ATTENTION_SPAN;
+        d.causal = 1;
+        d.span_ramp = 32.0f;
+    }
     char what[256];
     snprintf(what, sizeof what, "tuned row %s n=%d d=%d", problem->pattern, problem->q_len,
              problem->head_dim);
@@ -141,6 +147,12 @@ static void build_problem(bundle *b, const char *kernel, const tune_problem *p)
     if (tune_problem_desc(b->ctx, p, &d, &layout) != SPARCL_OK) {
         ++b->failed;
         fprintf(stderr, "sparcl-tune: warning: %s: %s\n", p->spec, sparcl_ctx_errmsg(b->ctx));
+        return;
+    }
+    char err[256];
+    if (tune_problem_for_kernel(kernel, p, &d, err, sizeof err) != 0) {
+        printf("%s %s: skipped: %s\n", kernel, p->spec, err); /* as sparcl-tune skips it */
+        sparcl_layout_free(layout);
         return;
     }
     char what[TUNE_SPEC_MAX + 32];

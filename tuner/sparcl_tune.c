@@ -412,9 +412,18 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
     state s;
     memset(&s, 0, sizeof s);
     s.best = INFINITY;
+    char err[512] = "";
+    /* The family's descriptor fields first: the key is made from the
+     * descriptor a plan of the family looks its row up with. */
     if (tune_problem_desc(ctx, prob, &desc, &layout) != SPARCL_OK ||
-        sparcl_tuning_problem_init(ctx, &s.key, kernel, &desc, prob->pattern) != SPARCL_OK) {
+        (tune_problem_for_kernel(kernel, prob, &desc, err, sizeof err) == 0 &&
+         sparcl_tuning_problem_init(ctx, &s.key, kernel, &desc, prob->pattern) != SPARCL_OK)) {
         snprintf(out->note, sizeof out->note, "skipped: %s", sparcl_ctx_errmsg(ctx));
+        sparcl_layout_free(layout);
+        return;
+    }
+    if (err[0]) {
+        snprintf(out->note, sizeof out->note, "skipped: %.140s", err);
         sparcl_layout_free(layout);
         return;
     }
@@ -428,7 +437,6 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
         return;
     }
     int n_starts = 1;
-    char err[512] = "";
     sparcl_param_space space;
     if (tune_space(ctx, kernel, o->rules, o->n_rules, &space, err, sizeof err) != 0) {
         snprintf(out->note, sizeof out->note, "skipped: %.140s", err);
@@ -452,7 +460,6 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
     s.prob = prob;
     s.child = child;
     s.pg = pg;
-    tune_problem_for_kernel(kernel, &desc);
     tune_search_stats stats;
     if (tune_search(ctx, kernel, &desc, &space, starts, n_starts, o->strategy, &o->budget, o->seed,
                     evaluate, &s, &stats, err, sizeof err) != 0)
@@ -521,7 +528,8 @@ static int can_evaluate(const char *kernel)
 {
     return !strcmp(kernel, "attn_fwd") || !strcmp(kernel, "attn_entmax") ||
            !strcmp(kernel, "attn_decode") || !strcmp(kernel, "clblast_xgemm") ||
-           !strcmp(kernel, "attn_lsh") || tune_kernel_is_backward(kernel);
+           !strcmp(kernel, "attn_lsh") || !strcmp(kernel, "attn_span") ||
+           tune_kernel_is_backward(kernel);
 }
 
 /* The kernel families to tune (--kernel, or all the worker can run). */

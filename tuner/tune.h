@@ -18,6 +18,10 @@
 
 #define TUNE_SPEC_MAX 160
 
+/* The most query heads an attn_span problem may have (the spans it is
+ * tuned with are kept in the problem). */
+#define TUNE_SPAN_HEADS_MAX 64
+
 /* One problem: a canonical spec string ("window:n=2048,h=2,d=64,w=64") and
  * what it expands to. */
 typedef struct tune_problem {
@@ -27,6 +31,8 @@ typedef struct tune_problem {
     int q_len; /* query rows (key "q"; n unless given: decoding problems) */
     int dtype;       /* sparcl_dtype of q, k, v and out: "dtype=f16" in a spec */
     int dtype_given; /* the spec named it (--dtype fills in the others) */
+    float spans[TUNE_SPAN_HEADS_MAX]; /* attn_span: head h's span in tokens (see
+                                         tune_problem_for_kernel) */
 } tune_problem;
 
 /* Parses "standard", "quick" or a ';'-separated list of specs into a malloc'd
@@ -46,9 +52,14 @@ sparcl_status tune_problem_desc(sparcl_ctx *ctx, const tune_problem *p, sparcl_p
                                 sparcl_layout **layout);
 
 /* Sets the descriptor fields a kernel family is tuned with (attn_entmax and
- * attn_entmax_bwd: the 1.5-entmax normalization), in the parent and the
- * worker alike. */
-void tune_problem_for_kernel(const char *kernel, sparcl_plan_desc *desc);
+ * attn_entmax_bwd: the 1.5-entmax normalization; attn_lsh: LSH attention;
+ * attn_span: adaptive span, whose desc->spans then point into `p`), in the
+ * parent and the worker alike, before the problem's database key is made
+ * from the descriptor.  Returns 0, or -1 with the reason in err when the
+ * family is not tuned on this problem (attn_lsh: only dense problems;
+ * attn_span: only causal ones). */
+int tune_problem_for_kernel(const char *kernel, const tune_problem *p, sparcl_plan_desc *desc,
+                            char *err, size_t size);
 
 /* 1 for the backward families (attn_bwd, attn_entmax_bwd), whose parameters
  * reach a plan through sparcl_plan_prepare_backward(), else 0. */
@@ -168,8 +179,9 @@ typedef struct tune_replay_options {
  * candidate without a stored row counts as a failed evaluation (it uses
  * budget and is reported as "missing").  Prints one line
  * per seed (the chosen configuration and its gap to the best stored time)
- * and a summary line "replay-summary ..." (median and worst gap).  Returns
- * 0, or -1 with err. */
+ * and a summary line "replay-summary ..." (median and worst gap); a problem
+ * the family is not tuned on (tune_problem_for_kernel) gets one "skipped"
+ * line instead.  Returns 0, or -1 with err. */
 int tune_replay_problem(sparcl_ctx *ctx, const char *kernel, const tune_problem *prob,
                         const sparcl_param_space *space, const tune_replay_options *o, char *err,
                         size_t size);

@@ -4,6 +4,7 @@
  * a 2-core CPU, and problems given on the command line as specs.  The parent
  * and the worker both expand a spec here, so they build the same layout.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,16 @@ void tune_problem_default_dtype(tune_problem *p, int dtype)
         return;
     p->dtype = dtype;
     format_spec(p);
+}
+
+/* The spans attn_span is tuned with: geometric from 64 tokens (head 0) to
+ * 1024 (the last head), as a trained model's heads spread from local to
+ * long-range; one head gets the middle, 256.  A span beyond the sequence
+ * means every earlier key. */
+static void fill_spans(tune_problem *p)
+{
+    for (int h = 0; h < p->heads && h < TUNE_SPAN_HEADS_MAX; ++h)
+        p->spans[h] = (float)(64.0 * pow(16.0, p->heads > 1 ? (double)h / (p->heads - 1) : 0.5));
 }
 
 static int parse_one(const char *text, tune_problem *p, char *err, size_t size)
@@ -125,6 +136,7 @@ static int parse_one(const char *text, tune_problem *p, char *err, size_t size)
         return -1;
     }
     format_spec(p);
+    fill_spans(p);
     return 0;
 }
 
@@ -210,7 +222,8 @@ sparcl_status tune_problem_desc(sparcl_ctx *ctx, const tune_problem *p, sparcl_p
     return st;
 }
 
-void tune_problem_for_kernel(const char *kernel, sparcl_plan_desc *d)
+int tune_problem_for_kernel(const char *kernel, const tune_problem *p, sparcl_plan_desc *d,
+                            char *err, size_t size)
 {
     /* attn_entmax and its backward are tuned on 1.5-entmax, the middle of
      * their solvers. */
@@ -220,11 +233,39 @@ void tune_problem_for_kernel(const char *kernel, sparcl_plan_desc *d)
      * chunks of 64, about n / 64 buckets (dense problems only: LSH takes
      * no layout, and q_len == kv_len). */
     if (!strcmp(kernel, "attn_lsh")) {
+        if (strcmp(p->pattern, "dense")) {
+            snprintf(err, size, "attn_lsh is tuned on dense problems only (LSH takes no layout)");
+            return -1;
+        }
         d->attention = SPARCL_ATTENTION_LSH;
         d->lsh_rounds = 2;
         d->lsh_chunk = 64;
         d->lsh_buckets = d->kv_len / 64 >= 2 ? d->kv_len / 64 / 2 * 2 : 2;
     }
+    /* attn_span on the causal problems: the kind is causal by definition
+     * and takes no layout, so the causal layout becomes the descriptor's
+     * causal flag (the same mask), with the spans of fill_spans() and the
+     * paper's ramp of 32.  The descriptor is then the one an adaptive-span
+     * plan of these shapes looks its row up with (no layout, causal). */
+    if (!strcmp(kernel, "attn_span")) {
+        if (strcmp(p->pattern, "causal")) {
+            snprintf(err, size,
+                     "attn_span is tuned on causal problems only (the adaptive-span "
+                     "kind is causal and takes no layout)");
+            return -1;
+        }
+        if (p->heads > TUNE_SPAN_HEADS_MAX) {
+            snprintf(err, size, "attn_span is tuned on problems of at most %d heads",
+                     TUNE_SPAN_HEADS_MAX);
+            return -1;
+        }
+        d->layout = NULL;
+        d->causal = 1;
+        d->attention = SPARCL_ATTENTION_SPAN;
+        d->spans = p->spans;
+        d->span_ramp = 32.0f;
+    }
+    return 0;
 }
 
 int tune_kernel_is_backward(const char *kernel)

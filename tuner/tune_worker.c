@@ -13,8 +13,13 @@
  * attn_bwd or attn_entmax_bwd (1.5-entmax; a
  * backward is verified against sparcl_reference_backward() on outputs of the
  * reference forward; every call is timed from a marker before it to the end
- * of its returned event), and each gets one line on fd 3 (not stdout, which
- * a driver may write to):
+ * of its returned event), attn_span (adaptive span: one row of the family
+ * serves an adaptive-span plan's forward and its backward, so a candidate
+ * is a training step, the forward and then sparcl_plan_backward_span() with
+ * dspans on the forward's out and lse, timed from a marker before the
+ * forward to the end of the backward and verified against the reference
+ * forward and sparcl_reference_backward_span()), and each gets one line on
+ * fd 3 (not stdout, which a driver may write to):
  *   ready | error <message>
  *   result <status> <median> <min> <max> <runs> <max_err> <cpu_median> <message>
  * where cpu_median is the process CPU time of one timed call (all threads;
@@ -53,10 +58,11 @@ static double tolerance(int dtype)
 #define MAX_TIMED_MS 3000.0
 
 /* Tensors of the problem: inputs, the kernels' outputs read back, and the
- * double reference.  Forward: out and lse are outputs (ref: ref[0..1]).
- * Backward: out, lse (from the reference forward) and dout are inputs;
- * dq, dk, dv are outputs (ref: ref[2..4]). */
-enum { T_Q, T_K, T_V, T_OUT, T_LSE, T_DOUT, T_DQ, T_DK, T_DV, N_T };
+ * double reference.  Forward: out and lse are outputs.  Backward: out, lse
+ * (from the reference forward) and dout are inputs; dq, dk, dv are
+ * outputs.  attn_span: dout is the input the forward's out, lse and all
+ * four gradients (dspans: q_heads floats) add to q, k and v. */
+enum { T_Q, T_K, T_V, T_OUT, T_LSE, T_DOUT, T_DQ, T_DK, T_DV, T_DSPANS, N_T };
 
 typedef struct setup {
     tune_problem prob;
@@ -64,6 +70,7 @@ typedef struct setup {
     sparcl_layout *layout;
     int bwd;  /* a backward kernel family (attn_bwd, attn_entmax_bwd) */
     int gemm; /* clblast_xgemm: the forward on the dense path (ALGO=1) */
+    int span; /* attn_span: the forward and then the backward with dspans */
     size_t n[N_T];
     float *host[N_T];
     double *ref[N_T];
@@ -127,14 +134,26 @@ static cl_mem upload(sparcl_ctx *ctx, float *data, size_t n, int dtype)
     return m;
 }
 
+/* Whether tensor t is written by the timed call (and verified). */
+static int is_output(const setup *s, int t)
+{
+    if (s->span)
+        return t >= T_OUT && t != T_DOUT;
+    if (s->bwd)
+        return t >= T_DQ && t <= T_DV;
+    return t == T_OUT || t == T_LSE;
+}
+
 /* Host arrays for every tensor, the reference, and the device buffers. */
 static int compute_reference(sparcl_ctx *ctx, setup *s, char *err, size_t size)
 {
     const sparcl_plan_desc *d = &s->desc;
     const size_t nq = (size_t)d->q_heads * d->q_len * d->head_dim;
     const size_t nk = (size_t)d->kv_heads * d->kv_len * d->head_dim;
-    const size_t n[N_T] = {nq, nk, nk, nq, (size_t)d->q_heads * d->q_len, nq, nq, nk, nk};
-    const int used = s->bwd ? N_T : T_DOUT; /* the forward stops at lse */
+    const size_t n[N_T] = {nq, nk, nk, nq, (size_t)d->q_heads * d->q_len,
+                           nq, nq, nk, nk, (size_t)d->q_heads};
+    /* the forward stops at lse, the backward at dv */
+    const int used = s->span ? N_T : s->bwd ? T_DSPANS : T_DOUT;
     for (int t = 0; t < used; ++t) {
         s->n[t] = n[t];
         s->host[t] = malloc(n[t] * sizeof(float));
@@ -164,15 +183,19 @@ static int compute_reference(sparcl_ctx *ctx, setup *s, char *err, size_t size)
         ok = sparcl_reference_backward(ctx, d, s->host[T_Q], s->host[T_K], s->host[T_V],
                                        s->host[T_DOUT], s->ref[T_DQ], s->ref[T_DK],
                                        s->ref[T_DV]) == SPARCL_OK;
+    } else if (ok && s->span) {
+        fill(s->host[T_DOUT], nq, 4);
+        ok = sparcl_reference_backward_span(ctx, d, s->host[T_Q], s->host[T_K], s->host[T_V],
+                                            s->host[T_DOUT], s->ref[T_DQ], s->ref[T_DK],
+                                            s->ref[T_DV], s->ref[T_DSPANS]) == SPARCL_OK;
     }
     if (!ok) {
         snprintf(err, size, "reference: %s", sparcl_ctx_errmsg(ctx));
         return -1;
     }
-    const int first_out = s->bwd ? T_DQ : T_OUT;
     for (int t = T_OUT; t < used; ++t)
-        if (!(s->m[t] = upload(ctx, t < first_out ? s->host[t] : NULL, n[t],
-                               t == T_LSE ? SPARCL_DTYPE_F32 : d->dtype))) {
+        if (!(s->m[t] = upload(ctx, is_output(s, t) ? NULL : s->host[t], n[t],
+                               t == T_LSE || t == T_DSPANS ? SPARCL_DTYPE_F32 : d->dtype))) {
             snprintf(err, size, "cannot allocate device buffers");
             return -1;
         }
@@ -188,12 +211,14 @@ static int set_up(sparcl_ctx *ctx, setup *s, const char *line, char *err, size_t
     if (sscanf(line, "%31s %n", kernel, &used) != 1 ||
         (strcmp(kernel, "attn_fwd") && strcmp(kernel, "attn_entmax") &&
          strcmp(kernel, "attn_decode") && strcmp(kernel, "clblast_xgemm") &&
-         strcmp(kernel, "attn_lsh") && !tune_kernel_is_backward(kernel))) {
+         strcmp(kernel, "attn_lsh") && strcmp(kernel, "attn_span") &&
+         !tune_kernel_is_backward(kernel))) {
         snprintf(err, size, "unknown kernel family \"%s\"", kernel);
         return -1;
     }
     s->bwd = tune_kernel_is_backward(kernel);
     s->gemm = !strcmp(kernel, "clblast_xgemm");
+    s->span = !strcmp(kernel, "attn_span");
     const char *spec = line + used;
     tune_problem *list = NULL;
     if (tune_problems_parse(spec, &list, err, size) != 1) {
@@ -212,9 +237,10 @@ static int set_up(sparcl_ctx *ctx, setup *s, const char *line, char *err, size_t
         snprintf(err, size, "attn_bwd has no %s storage", sparcl_dtype_name(s->desc.dtype));
         return -1;
     }
-    /* The reference honours the normalization (lse then holds tau). */
-    tune_problem_for_kernel(kernel, &s->desc);
-    if (compute_reference(ctx, s, err, size) != 0) {
+    /* The reference honours the normalization (lse then holds tau).  The
+     * descriptor's spans point into s->prob. */
+    if (tune_problem_for_kernel(kernel, &s->prob, &s->desc, err, size) != 0 ||
+        compute_reference(ctx, s, err, size) != 0) {
         release(s);
         return -1;
     }
@@ -290,7 +316,16 @@ static double run_once(sparcl_ctx *ctx, sparcl_plan *plan, setup *s, char *msg, 
         snprintf(msg, size, "clEnqueueMarkerWithWaitList failed");
         return -1;
     }
-    if (s->bwd) {
+    if (s->span) {
+        cl_event fwd = NULL;
+        st = sparcl_plan_forward(plan, m[T_Q], m[T_K], m[T_V], m[T_OUT], m[T_LSE], 0, NULL, &fwd);
+        if (st == SPARCL_OK)
+            st = sparcl_plan_backward_span(plan, sparcl_ctx_cl_queue(ctx), m[T_Q], m[T_K], m[T_V],
+                                           m[T_OUT], m[T_LSE], m[T_DOUT], m[T_DQ], m[T_DK], m[T_DV],
+                                           m[T_DSPANS], 1, &fwd, &ev);
+        if (fwd)
+            clReleaseEvent(fwd);
+    } else if (s->bwd) {
         st = sparcl_plan_backward(plan, m[T_Q], m[T_K], m[T_V], m[T_OUT], m[T_LSE], m[T_DOUT],
                                   m[T_DQ], m[T_DK], m[T_DV], 0, NULL, &ev);
     } else {
@@ -318,14 +353,16 @@ static double run_once(sparcl_ctx *ctx, sparcl_plan *plan, setup *s, char *msg, 
 }
 
 /* Reads the outputs back and returns the largest error: absolute for the
- * forward, relative to max(1, largest reference value) per gradient for
- * the backward (dK and dV sum over many rows); negative if unreadable. */
+ * forward's out and lse, relative to max(1, largest reference value) per
+ * gradient (dK, dV and dspans sum over many rows); negative if
+ * unreadable. */
 static double verify(sparcl_ctx *ctx, setup *s)
 {
-    const int first = s->bwd ? T_DQ : T_OUT, last = s->bwd ? T_DV : T_LSE;
     double worst = 0;
     const int dtype = s->desc.dtype;
-    for (int t = first; t <= last; ++t) {
+    for (int t = T_OUT; t < N_T; ++t) {
+        if (!is_output(s, t))
+            continue;
         const int half = t == T_OUT && dtype != SPARCL_DTYPE_F32;
         uint16_t *bits = half ? malloc(s->n[t] * sizeof *bits) : NULL;
         if ((half && !bits) || clEnqueueReadBuffer(sparcl_ctx_cl_queue(ctx), s->m[t], CL_TRUE, 0,
@@ -339,7 +376,7 @@ static double verify(sparcl_ctx *ctx, setup *s)
             from_half(dtype, bits, s->host[t], s->n[t]);
         free(bits);
         double scale = 1;
-        for (size_t i = 0; s->bwd && i < s->n[t]; ++i)
+        for (size_t i = 0; t >= T_DQ && i < s->n[t]; ++i)
             scale = fmax(scale, fabs(s->ref[t][i]));
         worst = fmax(worst, max_err(s->host[t], s->ref[t], s->n[t]) / scale);
     }
@@ -362,6 +399,7 @@ static void evaluate(sparcl_ctx *ctx, setup *s, const sparcl_params *params, int
     r->max_err = -1;
     sparcl_plan_desc d = s->desc;
     d.params = s->bwd ? NULL : params; /* the backward keeps the forward's defaults */
+    /* attn_span: the candidate is the forward's and the backward's. */
     /* clblast_xgemm: the candidate is CLBlast's, the plan runs ALGO=1. */
     sparcl_params dense_path;
     sparcl_params_clear(&dense_path);
@@ -372,7 +410,7 @@ static void evaluate(sparcl_ctx *ctx, setup *s, const sparcl_params *params, int
     }
     sparcl_plan *plan = NULL;
     sparcl_status st = sparcl_plan_init(ctx, &plan, &d);
-    if (st == SPARCL_OK && s->bwd)
+    if (st == SPARCL_OK && (s->bwd || s->span))
         st = sparcl_plan_prepare_backward(plan, params);
     sparcl_params applied;
     if (st == SPARCL_OK && s->gemm && (sparcl_plan_gemm_params(plan, &applied), !applied.count)) {

@@ -379,8 +379,10 @@ static int params_from_json(sqlite3 *db, const char *json, sparcl_params *out)
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
-/* Density is part of the problem key; six decimals keep it stable text. */
-static double key_density(double d) { return (double)(long long)(d * 1e6 + 0.5) / 1e6; }
+double sparcl__tuning_db_key_density(double d)
+{
+    return (double)(long long)(d * 1e6 + 0.5) / 1e6;
+}
 
 static void bind_key(sqlite3_stmt *st, const sparcl_device_info *device,
                      const sparcl_tuning_problem *p)
@@ -404,7 +406,7 @@ static void bind_key(sqlite3_stmt *st, const sparcl_device_info *device,
         sqlite3_bind_int(st, 14 + i, ints[i]);
     sqlite3_bind_text(st, 21, p->pattern, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int(st, 22, p->block);
-    sqlite3_bind_double(st, 23, key_density(p->density));
+    sqlite3_bind_double(st, 23, sparcl__tuning_db_key_density(p->density));
 }
 
 static sparcl_status check_handle(sparcl_tuning_db *db, const void *a, const void *b,

@@ -28,6 +28,10 @@ sparcl_status sparcl__tuning_db_open(const char *path, int flags, int busy_ms,
                                      sparcl_tuning_db **out, char *msg, size_t size);
 void sparcl__tuning_db_set_ctx(sparcl_tuning_db *db, sparcl_ctx *ctx);
 
+/* A problem's density as its key stores it: six decimals keep it stable
+ * text, so a row's density is this of the density it was tuned with. */
+double sparcl__tuning_db_key_density(double density);
+
 /* Called once per best row of a kernel family at one hash and dtype. */
 typedef void (*sparcl__tuning_row_fn)(void *user, const sparcl_device_info *device,
                                       const sparcl_tuning_problem *problem,

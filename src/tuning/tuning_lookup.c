@@ -293,6 +293,9 @@ void sparcl__tuning_choose(sparcl_ctx *ctx, const sparcl__kernel_schema *schema,
     sparcl__device_info(ctx, &device);
     sparcl_tuning_problem problem;
     sparcl__tuning_problem_fill(schema, hash, desc, NULL, &problem);
+    /* as the rows hold it: a problem the tuner stored is then at distance
+     * 0 (a causal or layout density is rarely a round number) */
+    problem.density = sparcl__tuning_db_key_density(problem.density);
     search s;
     memset(&s, 0, sizeof s);
     s.schema = schema;
