@@ -140,6 +140,13 @@ static sparcl_status check_desc(sparcl_ctx *ctx, const sparcl_plan_desc *d, int 
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
                             "multi-device plans take no paged KV cache (desc.page_size %d)",
                             d->page_size);
+    /* A share would choose its blocks among its own keys and rows, and
+     * with the causal cut folded into a pinned layout (which selection
+     * keeps in addition, never cuts): not the single-device call. */
+    if (d->select != SPARCL_SELECT_NONE)
+        return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
+                            "multi-device plans run no dynamic block selection (desc.select %d)",
+                            d->select);
     if (mode == SPARCL_SHARD_KEYS && d->normalization != SPARCL_NORMALIZATION_SOFTMAX)
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
                             "a cut by keys merges softmax parts by their LSE; normalization %d "
@@ -554,9 +561,11 @@ SPARCL_API int sparcl_multi_plan_shard_count(const sparcl_multi_plan *mp)
 SPARCL_API sparcl_status sparcl_multi_plan_shard(const sparcl_multi_plan *mp, int index,
                                                  sparcl_shard_info *info)
 {
-    if (!mp || !info)
-        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL", !mp ? "plan" : "info");
-    sparcl_ctx *lead = mp->ctx[0];
+    if (!mp)
+        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
+    sparcl_ctx *lead = mp->ctx[0]; /* where a multi-plan's errors go */
+    if (!info)
+        return sparcl__fail(lead, SPARCL_ERR_INVALID_ARGUMENT, "info is NULL");
     if (index < 0 || index >= mp->n_shards)
         return sparcl__fail(lead, SPARCL_ERR_INVALID_ARGUMENT, "shard %d is not in [0, %d)", index,
                             mp->n_shards);
