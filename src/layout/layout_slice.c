@@ -159,12 +159,14 @@ SPARCL_API sparcl_status sparcl_layout_init_slice(sparcl_ctx *ctx, sparcl_layout
         return st;
     if (q0 < 0 || q0 > layout->q_len - q_len)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "slice queries [%d, %lld) are not within the layout's q_len %d", q0,
-                            (long long)q0 + q_len, layout->q_len);
+                            "q0 %d, q_len %d: slice queries [%d, %lld) are not within the "
+                            "layout's q_len %d",
+                            q0, q_len, q0, (long long)q0 + q_len, layout->q_len);
     if (k0 < 0 || k0 > layout->kv_len - kv_len)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "slice keys [%d, %lld) are not within the layout's kv_len %d", k0,
-                            (long long)k0 + kv_len, layout->kv_len);
+                            "k0 %d, kv_len %d: slice keys [%d, %lld) are not within the "
+                            "layout's kv_len %d",
+                            k0, kv_len, k0, (long long)k0 + kv_len, layout->kv_len);
     return slice(ctx, out, layout, causal, 0, layout->heads, q0, q_len, k0, kv_len, block);
 }
 
