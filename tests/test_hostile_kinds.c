@@ -20,13 +20,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device_io.h"
+#include "expect_status.h"
 #include "sparcl.h"
 
 static sparcl_ctx *ctx;
 
 static void setup(void)
 {
-    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
+    ctx = dev_ctx();
+    /* No database: parameters come from the defaults, nothing is read. */
     cr_assert_eq(sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_USER, ""), SPARCL_OK);
     cr_assert_eq(sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_SHIPPED, ""), SPARCL_OK);
 }
@@ -38,17 +41,6 @@ static void teardown(void)
 
 TestSuite(hostile_kinds, .init = setup, .fini = teardown, .timeout = 120);
 
-/* `call` returns `status` and the message on `on` (a context, or NULL for
- * the calling thread's) contains `word`. */
-#define EXPECT_ON(on, call, status, word)                                                          \
-    do {                                                                                           \
-        sparcl_status s_ = (call);                                                                 \
-        cr_assert_eq(s_, status, "%s gave %d: %s", #call, s_, sparcl_ctx_errmsg(on));              \
-        cr_assert(strstr(sparcl_ctx_errmsg(on), word), "%s: message \"%s\" lacks \"%s\"", #call,   \
-                  sparcl_ctx_errmsg(on), word);                                                    \
-    } while (0)
-#define EXPECT(call, status, word) EXPECT_ON(ctx, call, status, word)
-#define EXPECT0(call, status, word) EXPECT_ON(NULL, call, status, word)
 #define INVALID SPARCL_ERR_INVALID_ARGUMENT
 #define UNSUPPORTED SPARCL_ERR_NOT_SUPPORTED
 
@@ -82,12 +74,68 @@ static sparcl_plan *plan_of(const sparcl_plan_desc *d)
     return p;
 }
 
-static cl_mem buffer(size_t bytes)
+/* Another cl_context on the same device, and a queue of it: objects a
+ * plan of ctx must not take. */
+typedef struct foreign {
+    cl_context context;
+    cl_command_queue queue;
+} foreign;
+
+static foreign foreign_open(void)
 {
+    cl_device_id dev = sparcl_ctx_cl_device(ctx);
     cl_int err = CL_SUCCESS;
-    cl_mem m = clCreateBuffer(sparcl_ctx_cl_context(ctx), CL_MEM_READ_WRITE, bytes, NULL, &err);
-    cr_assert_not_null(m, "clCreateBuffer %d", err);
-    return m;
+    foreign f;
+    f.context = clCreateContext(NULL, 1, &dev, NULL, NULL, &err);
+    cr_assert_not_null(f.context, "clCreateContext %d", err);
+    f.queue = clCreateCommandQueue(f.context, dev, 0, &err);
+    cr_assert_not_null(f.queue, "clCreateCommandQueue %d", err);
+    return f;
+}
+
+static void foreign_close(foreign *f)
+{
+    clReleaseCommandQueue(f->queue);
+    clReleaseContext(f->context);
+}
+
+/* The tensors of a backward call on tiny_desc() in sparcl_plan_backward_span()
+ * order, with their sizes in floats. */
+#define NQ (2 * 9 * 8)
+#define NK (9 * 8)
+#define NL (2 * 9)
+static const size_t span_sizes[10] = {NQ, NK, NK, NQ, NL, NQ, NQ, NK, NK, 2};
+static const char *const span_names[10] = {"q",    "k",  "v",  "out", "lse",
+                                           "dout", "dq", "dk", "dv",  "dspans"};
+
+static void span_buffers(cl_mem m[10])
+{
+    for (int i = 0; i < 10; ++i)
+        m[i] = dev_buffer(ctx, span_sizes[i]);
+}
+
+static void release_all(cl_mem *m, int n)
+{
+    for (int i = 0; i < n; ++i)
+        clReleaseMemObject(m[i]);
+}
+
+/* A plan of each kind in kinds[0 .. n) refuses `call` with INVALID and a
+ * message containing `word`. */
+typedef sparcl_status (*plan_call)(sparcl_plan *p);
+
+static void kinds_refuse(const int *kinds, int n, plan_call call, const char *word)
+{
+    for (int k = 0; k < n; ++k) {
+        sparcl_plan_desc d = tiny_desc(kinds[k]);
+        sparcl_plan *p = plan_of(&d);
+        forget(ctx);
+        sparcl_status st = call(p);
+        cr_assert_eq(st, INVALID, "kind %d gave %d: %s", kinds[k], st, sparcl_ctx_errmsg(ctx));
+        cr_assert(strstr(sparcl_ctx_errmsg(ctx), word), "kind %d: \"%s\" lacks \"%s\"", kinds[k],
+                  sparcl_ctx_errmsg(ctx), word);
+        sparcl_plan_free(p);
+    }
 }
 
 /* ---- Multi-device plans ------------------------------------------------- */
@@ -313,6 +361,14 @@ Test(hostile_kinds, ctx_fail_takes_any_text)
 
 /* ---- Dynamic block selection -------------------------------------------- */
 
+static sparcl_status read_selection(sparcl_plan *p)
+{
+    sparcl_layout *out = (sparcl_layout *)&out;
+    sparcl_status st = sparcl_plan_read_selection(p, 0, &out);
+    cr_assert_null(out, "*out must be NULL after a failure");
+    return st;
+}
+
 Test(hostile_kinds, read_selection_refuses_bad_arguments)
 {
     sparcl_layout *out = (sparcl_layout *)&out;
@@ -342,27 +398,31 @@ Test(hostile_kinds, read_selection_refuses_bad_arguments)
     cr_assert_eq(sparcl_layout_heads(out), 2);
     sparcl_layout_free(out);
     sparcl_plan_free(sel);
-
     /* Plans of every other kind have nothing to read. */
     const int kinds[3] = {SPARCL_ATTENTION_EXACT, SPARCL_ATTENTION_SPAN, SPARCL_ATTENTION_LSH};
-    for (int k = 0; k < 3; ++k) {
-        sparcl_plan_desc e = tiny_desc(kinds[k]);
-        sparcl_plan *p = plan_of(&e);
-        out = (sparcl_layout *)&out;
-        forget(ctx);
-        EXPECT(sparcl_plan_read_selection(p, 0, &out), INVALID, "select");
-        cr_assert_null(out);
-        sparcl_plan_free(p);
-    }
+    kinds_refuse(kinds, 3, read_selection, "select");
 }
 
 /* ---- Adaptive spans ------------------------------------------------------ */
 
+static float spans_seen[2] = {-1.0f, -1.0f};
+
+static sparcl_status write_spans(sparcl_plan *p)
+{
+    static const float spans[2] = {1.0f, 2.0f};
+    return sparcl_plan_write_spans(p, spans);
+}
+
+static sparcl_status read_spans(sparcl_plan *p)
+{
+    return sparcl_plan_read_spans(p, spans_seen);
+}
+
 Test(hostile_kinds, spans_calls_refuse_other_kinds_and_bad_values)
 {
-    float spans[2] = {1.0f, 2.0f}, back[2] = {-1.0f, -1.0f};
+    float spans[2] = {1.0f, 2.0f};
     EXPECT0(sparcl_plan_write_spans(NULL, spans), INVALID, "plan");
-    EXPECT0(sparcl_plan_read_spans(NULL, back), INVALID, "plan");
+    EXPECT0(sparcl_plan_read_spans(NULL, spans_seen), INVALID, "plan");
     EXPECT0(sparcl_plan_write_spans(NULL, NULL), INVALID, "plan");
     EXPECT0(sparcl_plan_read_spans(NULL, NULL), INVALID, "plan");
 
@@ -377,170 +437,135 @@ Test(hostile_kinds, spans_calls_refuse_other_kinds_and_bad_values)
         forget(ctx);
         EXPECT(sparcl_plan_write_spans(sp, w), INVALID, "spans[1]");
     }
-    cr_assert_eq(sparcl_plan_read_spans(sp, back), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
-    cr_assert(back[0] == 1.0f && back[1] == 2.0f, "a refused write changed the spans: %g %g",
-              back[0], back[1]);
+    cr_assert_eq(sparcl_plan_read_spans(sp, spans_seen), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert(spans_seen[0] == 1.0f && spans_seen[1] == 2.0f,
+              "a refused write changed the spans: %g %g", spans_seen[0], spans_seen[1]);
     /* The edges of the domain are accepted: 0, -0 and the largest float. */
     const float edge[2] = {-0.0f, FLT_MAX};
     cr_assert_eq(sparcl_plan_write_spans(sp, edge), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
-    cr_assert_eq(sparcl_plan_read_spans(sp, back), SPARCL_OK);
-    cr_assert(back[0] == 0.0f && back[1] == FLT_MAX);
+    cr_assert_eq(sparcl_plan_read_spans(sp, spans_seen), SPARCL_OK);
+    cr_assert(spans_seen[0] == 0.0f && spans_seen[1] == FLT_MAX);
     sparcl_plan_free(sp);
 
     const int kinds[2] = {SPARCL_ATTENTION_EXACT, SPARCL_ATTENTION_LSH};
-    for (int k = 0; k < 2; ++k) {
-        sparcl_plan_desc e = tiny_desc(kinds[k]);
-        sparcl_plan *p = plan_of(&e);
-        forget(ctx);
-        EXPECT(sparcl_plan_write_spans(p, spans), INVALID, "adaptive-span");
-        forget(ctx);
-        EXPECT(sparcl_plan_read_spans(p, back), INVALID, "adaptive-span");
-        sparcl_plan_free(p);
-    }
-    cr_assert(back[0] == 0.0f && back[1] == FLT_MAX, "a refused read wrote into spans");
+    kinds_refuse(kinds, 2, write_spans, "adaptive-span");
+    kinds_refuse(kinds, 2, read_spans, "adaptive-span");
+    cr_assert(spans_seen[0] == 0.0f && spans_seen[1] == FLT_MAX, "a refused read wrote spans");
+}
+
+/* sparcl_plan_backward_span() of p over m[0 .. 10) on `queue`. */
+static sparcl_status backward_span(sparcl_plan *p, cl_command_queue queue, const cl_mem m[10],
+                                   cl_uint num_wait, const cl_event *wait)
+{
+    return sparcl_plan_backward_span(p, queue, m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8],
+                                     m[9], num_wait, wait, NULL);
 }
 
 /* The device and host backward of a span plan: every buffer and array
  * named, sizes checked, aliasing, wait lists, queues, kinds. */
 Test(hostile_kinds, backward_span_refuses_bad_arguments)
 {
-    static const char *const names[10] = {"q",    "k",  "v",  "out", "lse",
-                                          "dout", "dq", "dk", "dv",  "dspans"};
-    EXPECT0(sparcl_plan_backward_span(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                                      NULL, NULL, 0, NULL, NULL),
-            INVALID, "plan");
-    static float x[2 * 9 * 8], l[2 * 9], z[2];
+    const cl_mem none[10] = {NULL};
+    EXPECT0(backward_span(NULL, NULL, none, 0, NULL), INVALID, "plan");
+    static float x[NQ], l[NL], z[2];
     EXPECT0(sparcl_plan_backward_span_host(NULL, x, x, x, x, l, x, x, x, x, z), INVALID, "plan");
 
     const float spans[2] = {1.0f, 4.0f};
     sparcl_plan_desc d = tiny_desc(SPARCL_ATTENTION_SPAN);
     d.spans = spans;
     sparcl_plan *sp = plan_of(&d);
-    const size_t nq = 2 * 9 * 8 * 4, nk = 9 * 8 * 4, nl = 2 * 9 * 4;
-    const size_t size[10] = {nq, nk, nk, nq, nl, nq, nq, nk, nk, 2 * 4};
-    cl_mem m[10], tiny = buffer(4);
-    for (int i = 0; i < 10; ++i)
-        m[i] = buffer(size[i]);
-#define BWD(a)                                                                                     \
-    sparcl_plan_backward_span(sp, NULL, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8],      \
-                              a[9], 0, NULL, NULL)
+    cl_mem m[10], a[10], tiny = dev_buffer(ctx, 1);
+    span_buffers(m);
     for (int t = 0; t < 9; ++t) { /* dspans may be NULL; nothing else may */
-        cl_mem a[10];
         memcpy(a, m, sizeof a);
         a[t] = NULL;
         forget(ctx);
-        EXPECT(BWD(a), INVALID, names[t]);
+        EXPECT(backward_span(sp, NULL, a, 0, NULL), INVALID, span_names[t]);
         a[t] = tiny;
         forget(ctx);
-        EXPECT(BWD(a), INVALID, names[t]);
+        EXPECT(backward_span(sp, NULL, a, 0, NULL), INVALID, span_names[t]);
     }
-    {
-        cl_mem a[10];
+    memcpy(a, m, sizeof a);
+    a[9] = tiny; /* one float for two heads */
+    EXPECT(backward_span(sp, NULL, a, 0, NULL), INVALID, "dspans");
+    for (int t = 0; t < 9; ++t) { /* dspans aliasing any other tensor */
+        cl_mem big = dev_buffer(ctx, NQ);
         memcpy(a, m, sizeof a);
-        a[9] = tiny; /* one float for two heads */
-        EXPECT(BWD(a), INVALID, "dspans");
-        for (int t = 0; t < 9; ++t) { /* dspans aliasing any other tensor */
-            cl_mem big = buffer(nq);
-            memcpy(a, m, sizeof a);
-            a[t] = a[9] = big;
-            forget(ctx);
-            EXPECT(BWD(a), INVALID, "dspans");
-            clReleaseMemObject(big);
-        }
+        a[t] = a[9] = big;
+        forget(ctx);
+        EXPECT(backward_span(sp, NULL, a, 0, NULL), INVALID, "dspans");
+        clReleaseMemObject(big);
     }
-#undef BWD
     cl_event ev = NULL;
-    EXPECT(sparcl_plan_backward_span(sp, NULL, m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8],
-                                     m[9], 1, NULL, NULL),
-           INVALID, "num_wait");
-    EXPECT(sparcl_plan_backward_span(sp, NULL, m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8],
-                                     m[9], 0, &ev, NULL),
-           INVALID, "num_wait");
-    EXPECT(sparcl_plan_backward_span(sp, NULL, m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8],
-                                     m[9], UINT_MAX, NULL, NULL),
-           INVALID, "num_wait");
-    /* A queue of another context. */
-    cl_device_id dev = sparcl_ctx_cl_device(ctx);
-    cl_int cerr = CL_SUCCESS;
-    cl_context other = clCreateContext(NULL, 1, &dev, NULL, NULL, &cerr);
-    cr_assert_not_null(other, "clCreateContext %d", cerr);
-    cl_command_queue foreign = clCreateCommandQueue(other, dev, 0, &cerr);
-    cr_assert_not_null(foreign, "clCreateCommandQueue %d", cerr);
-    EXPECT(sparcl_plan_backward_span(sp, foreign, m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7],
-                                     m[8], m[9], 0, NULL, NULL),
-           INVALID, "queue");
+    EXPECT(backward_span(sp, NULL, m, 1, NULL), INVALID, "num_wait");
+    EXPECT(backward_span(sp, NULL, m, 0, &ev), INVALID, "num_wait");
+    EXPECT(backward_span(sp, NULL, m, UINT_MAX, NULL), INVALID, "num_wait");
+    foreign f = foreign_open();
+    EXPECT(backward_span(sp, f.queue, m, 0, NULL), INVALID, "queue");
+    foreign_close(&f);
 
     /* The host call names each NULL array; dspans may be NULL. */
     float *h[10] = {x, x, x, x, l, x, x, x, x, z};
     for (int t = 0; t < 9; ++t) {
-        float *a[10];
-        memcpy(a, h, sizeof a);
-        a[t] = NULL;
+        float *ha[10];
+        memcpy(ha, h, sizeof ha);
+        ha[t] = NULL;
         forget(ctx);
-        EXPECT(sparcl_plan_backward_span_host(sp, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7],
-                                              a[8], a[9]),
-               INVALID, names[t]);
+        EXPECT(sparcl_plan_backward_span_host(sp, ha[0], ha[1], ha[2], ha[3], ha[4], ha[5], ha[6],
+                                              ha[7], ha[8], ha[9]),
+               INVALID, span_names[t]);
     }
     sparcl_plan_free(sp);
 
     /* Other kinds take no dspans: on the device and from the host. */
     sparcl_plan_desc e = tiny_desc(SPARCL_ATTENTION_EXACT);
     sparcl_plan *dense = plan_of(&e);
-    EXPECT(sparcl_plan_backward_span(dense, NULL, m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7],
-                                     m[8], m[9], 0, NULL, NULL),
-           INVALID, "dspans");
+    EXPECT(backward_span(dense, NULL, m, 0, NULL), INVALID, "dspans");
     forget(ctx);
     EXPECT(sparcl_plan_backward_span_host(dense, x, x, x, x, l, x, x, x, x, z), INVALID, "dspans");
     sparcl_plan_free(dense);
     /* An LSH plan has no backward at all. */
     e = tiny_desc(SPARCL_ATTENTION_LSH);
     sparcl_plan *lsh = plan_of(&e);
-    EXPECT(sparcl_plan_backward_span(lsh, NULL, m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7],
-                                     m[8], NULL, 0, NULL, NULL),
-           UNSUPPORTED, "LSH");
+    memcpy(a, m, sizeof a);
+    a[9] = NULL;
+    EXPECT(backward_span(lsh, NULL, a, 0, NULL), UNSUPPORTED, "LSH");
     sparcl_plan_free(lsh);
-    clReleaseCommandQueue(foreign);
-    clReleaseContext(other);
-    for (int i = 0; i < 10; ++i)
-        clReleaseMemObject(m[i]);
+    release_all(m, 10);
     clReleaseMemObject(tiny);
 }
 
 /* ---- LSH inspection ----------------------------------------------------- */
 
+static cl_mem lsh_q; /* a q of tiny_desc()'s shape */
+
+static sparcl_status lsh_order(sparcl_plan *p)
+{
+    int32_t b[NL];
+    return sparcl_plan_lsh_order(p, NULL, lsh_q, b, NULL);
+}
+
 Test(hostile_kinds, lsh_order_refuses_bad_arguments)
 {
-    int32_t b[2 * 9], o[2 * 9];
+    int32_t b[NL], o[NL];
     EXPECT0(sparcl_plan_lsh_order(NULL, NULL, NULL, b, o), INVALID, "plan");
     sparcl_plan_desc d = tiny_desc(SPARCL_ATTENTION_LSH);
     sparcl_plan *lsh = plan_of(&d);
-    cl_mem q = buffer(2 * 9 * 8 * 4), tiny = buffer(2 * 9 * 8 * 4 - 4);
+    lsh_q = dev_buffer(ctx, NQ);
+    cl_mem tiny = dev_buffer(ctx, NQ - 1);
     EXPECT(sparcl_plan_lsh_order(lsh, NULL, NULL, b, o), INVALID, "q");
     forget(ctx);
     EXPECT(sparcl_plan_lsh_order(lsh, NULL, tiny, b, o), INVALID, "q");
-    cl_device_id dev = sparcl_ctx_cl_device(ctx);
-    cl_int cerr = CL_SUCCESS;
-    cl_context other = clCreateContext(NULL, 1, &dev, NULL, NULL, &cerr);
-    cr_assert_not_null(other);
-    cl_command_queue foreign = clCreateCommandQueue(other, dev, 0, &cerr);
-    cr_assert_not_null(foreign);
-    EXPECT(sparcl_plan_lsh_order(lsh, foreign, q, b, o), INVALID, "queue");
-    clReleaseCommandQueue(foreign);
-    clReleaseContext(other);
+    foreign f = foreign_open();
+    EXPECT(sparcl_plan_lsh_order(lsh, f.queue, lsh_q, b, o), INVALID, "queue");
+    foreign_close(&f);
     /* Neither output wanted: a valid call that writes nothing. */
-    cr_assert_eq(sparcl_plan_lsh_order(lsh, NULL, q, NULL, NULL), SPARCL_OK, "%s",
+    cr_assert_eq(sparcl_plan_lsh_order(lsh, NULL, lsh_q, NULL, NULL), SPARCL_OK, "%s",
                  sparcl_ctx_errmsg(ctx));
     sparcl_plan_free(lsh);
-
     const int kinds[2] = {SPARCL_ATTENTION_EXACT, SPARCL_ATTENTION_SPAN};
-    for (int k = 0; k < 2; ++k) {
-        sparcl_plan_desc e = tiny_desc(kinds[k]);
-        sparcl_plan *p = plan_of(&e);
-        forget(ctx);
-        EXPECT(sparcl_plan_lsh_order(p, NULL, q, b, o), INVALID, "LSH");
-        sparcl_plan_free(p);
-    }
-    clReleaseMemObject(q);
+    kinds_refuse(kinds, 2, lsh_order, "LSH");
+    clReleaseMemObject(lsh_q);
     clReleaseMemObject(tiny);
 }
 
@@ -551,14 +576,11 @@ Test(hostile_kinds, lsh_order_refuses_bad_arguments)
  * LSH hash on it and sparcl_plan_lsh_order() returned OK). */
 Test(hostile_kinds, buffers_of_another_context_are_refused)
 {
-    cl_device_id dev = sparcl_ctx_cl_device(ctx);
+    foreign f = foreign_open();
     cl_int err = CL_SUCCESS;
-    cl_context other = clCreateContext(NULL, 1, &dev, NULL, NULL, &err);
-    cr_assert_not_null(other, "clCreateContext %d", err);
-    const size_t nq = 2 * 9 * 8 * 4, nk = 9 * 8 * 4, nl = 2 * 9 * 4;
-    cl_mem alien = clCreateBuffer(other, CL_MEM_READ_WRITE, nq, NULL, &err);
+    cl_mem alien = clCreateBuffer(f.context, CL_MEM_READ_WRITE, NQ * sizeof(float), NULL, &err);
     cr_assert_not_null(alien);
-    int32_t b[2 * 9];
+    int32_t b[NL];
     sparcl_plan_desc d = tiny_desc(SPARCL_ATTENTION_LSH);
     sparcl_plan *lsh = plan_of(&d);
     EXPECT(sparcl_plan_lsh_order(lsh, NULL, alien, b, NULL), INVALID, "q buffer");
@@ -568,25 +590,18 @@ Test(hostile_kinds, buffers_of_another_context_are_refused)
     d = tiny_desc(SPARCL_ATTENTION_SPAN);
     d.spans = spans;
     sparcl_plan *sp = plan_of(&d);
-    const size_t size[10] = {nq, nk, nk, nq, nl, nq, nq, nk, nk, 2 * 4};
-    static const char *const names[10] = {"q",    "k",  "v",  "out", "lse",
-                                          "dout", "dq", "dk", "dv",  "dspans"};
-    cl_mem m[10];
-    for (int i = 0; i < 10; ++i)
-        m[i] = buffer(size[i]);
+    cl_mem m[10], a[10];
+    span_buffers(m);
     EXPECT(sparcl_plan_forward(sp, m[0], m[1], alien, m[3], m[4], 0, NULL, NULL), INVALID,
            "v buffer");
     forget(ctx);
     EXPECT(sparcl_plan_forward(sp, m[0], m[1], m[2], m[3], alien, 0, NULL, NULL), INVALID,
            "lse buffer");
     for (int t = 0; t < 10; ++t) {
-        cl_mem a[10];
         memcpy(a, m, sizeof a);
         a[t] = alien;
         forget(ctx);
-        EXPECT(sparcl_plan_backward_span(sp, NULL, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7],
-                                         a[8], a[9], 0, NULL, NULL),
-               INVALID, names[t]);
+        EXPECT(backward_span(sp, NULL, a, 0, NULL), INVALID, span_names[t]);
         cr_assert(strstr(sparcl_ctx_errmsg(ctx), "cl_context"), "%s", sparcl_ctx_errmsg(ctx));
     }
     sparcl_plan_free(sp);
@@ -596,8 +611,7 @@ Test(hostile_kinds, buffers_of_another_context_are_refused)
     EXPECT(sparcl_merge(ctx, NULL, 1, 2, 9, 8, 1, parts, lses, contiguous, m[3], contiguous, NULL,
                         0, NULL, NULL),
            INVALID, "cl_context");
-    for (int i = 0; i < 10; ++i)
-        clReleaseMemObject(m[i]);
+    release_all(m, 10);
     clReleaseMemObject(alien);
-    clReleaseContext(other);
+    foreign_close(&f);
 }
