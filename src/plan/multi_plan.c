@@ -128,10 +128,14 @@ static sparcl_status check_desc(sparcl_ctx *ctx, const sparcl_plan_desc *d, int 
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "mode %d is not a sparcl_shard_mode (HEADS 0, QUERIES 1, KEYS 2)",
                             mode);
-    if (d->attention != SPARCL_ATTENTION_EXACT)
+    /* With selection a share would choose its blocks among its own keys
+     * and rows, and keep the causal cut folded into a pinned layout (which
+     * selection adds to, never cuts by): not the single-device call. */
+    if (d->attention != SPARCL_ATTENTION_EXACT || d->select != SPARCL_SELECT_NONE)
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
-                            "multi-device plans run exact attention only (desc.attention %d)",
-                            d->attention);
+                            "multi-device plans run exact attention only, over the layout as "
+                            "given (desc.attention %d, desc.select %d)",
+                            d->attention, d->select);
     if (d->dtype != SPARCL_DTYPE_F32)
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
                             "multi-device plans take f32 only (desc.dtype %s)",
@@ -140,13 +144,6 @@ static sparcl_status check_desc(sparcl_ctx *ctx, const sparcl_plan_desc *d, int 
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
                             "multi-device plans take no paged KV cache (desc.page_size %d)",
                             d->page_size);
-    /* A share would choose its blocks among its own keys and rows, and
-     * with the causal cut folded into a pinned layout (which selection
-     * keeps in addition, never cuts): not the single-device call. */
-    if (d->select != SPARCL_SELECT_NONE)
-        return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
-                            "multi-device plans run no dynamic block selection (desc.select %d)",
-                            d->select);
     if (mode == SPARCL_SHARD_KEYS && d->normalization != SPARCL_NORMALIZATION_SOFTMAX)
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
                             "a cut by keys merges softmax parts by their LSE; normalization %d "
