@@ -47,10 +47,8 @@ static double sum(const float *x, size_t n)
 
 int main(int argc, char **argv)
 {
-    MPI_Init(&argc, &argv);
     int rank, ranks;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+    ring_setup_mpi(&argc, &argv, &rank, &ranks);
     const int n = argc > 1 ? atoi(argv[1]) : 4096;
     const int window = argc > 2 ? atoi(argv[2]) : 256;
     const int heads = 4, kv_heads = 2, dim = 64;

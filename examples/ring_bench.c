@@ -36,10 +36,8 @@ static float *noise(size_t n, unsigned seed)
 
 int main(int argc, char **argv)
 {
-    MPI_Init(&argc, &argv);
     int rank, ranks;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+    ring_setup_mpi(&argc, &argv, &rank, &ranks);
     if (argc < 3) {
         if (rank == 0)
             fprintf(stderr, "usage: sparcl-ring-bench window|causal N [window] [--backward]\n");

@@ -7,6 +7,13 @@
 
 #include "ring_setup.h"
 
+void ring_setup_mpi(int *argc, char ***argv, int *rank, int *ranks)
+{
+    MPI_Init(argc, argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, rank);
+    MPI_Comm_size(MPI_COMM_WORLD, ranks);
+}
+
 void ring_setup_desc(sparcl_plan_desc *desc, int heads, int kv_heads, int n, int dim,
                      const sparcl_layout *layout)
 {

@@ -1,11 +1,14 @@
 /*
  * ring_setup.h -- how the ring programs (ring.c, ring_bench.c) open their
- * ring: the descriptor of one causal sequence and the collective init.
+ * ring: MPI, the descriptor of one causal sequence and the collective init.
  */
 #ifndef SPARCL_EXAMPLES_RING_SETUP_H
 #define SPARCL_EXAMPLES_RING_SETUP_H
 
 #include "sparcl_mpi.h"
+
+/* MPI_Init(), and this process's rank among `ranks` in MPI_COMM_WORLD. */
+void ring_setup_mpi(int *argc, char ***argv, int *rank, int *ranks);
 
 /* *desc: one causal sequence of n tokens (batch 1) over `layout`, NULL for
  * full causal attention. */
