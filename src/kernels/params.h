@@ -248,6 +248,13 @@ int sparcl__attn_bwd_fit(sparcl__pset *p, const sparcl__problem *prob,
                          const sparcl__device_limits *limits);
 
 
+/* The first work-item tile rule of attn_bwd, attn_entmax_bwd and
+ * attn_span (params_item_tile.c): BLOCK_M and BLOCK_N multiples of
+ * WG_SIZE, giving *rows = BLOCK_M / WG_SIZE and *cols = BLOCK_N / WG_SIZE
+ * of at most 16 each.  SPARCL_ERR_INVALID_ARGUMENT naming the rule. */
+sparcl_status sparcl__pset_rows_cols(sparcl_ctx *ctx, const sparcl__pset *p, int32_t *rows,
+                                     int32_t *cols);
+
 /* The work-item tile rules of attn_entmax_bwd and attn_span
  * (params_item_tile.c): BLOCK_M and BLOCK_N multiples of WG_SIZE, at most
  * 16 rows and 16 keys per work-item, VEC <= head_dim, the private floats

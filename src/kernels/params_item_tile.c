@@ -1,31 +1,46 @@
 /*
  * params_item_tile.c -- the work-item tile rules shared by the kernel
  * families whose work-items each hold a few query rows and a few keys in
- * private memory (attn_entmax_bwd, attn_span): which tiles are valid for a
- * problem and a device, and which a plan takes by default.  The families'
- * own schemas (params_entmax_bwd.c, params_span.c) pass what differs: the
- * private floats per row and per key, the tile sizes.
+ * private memory: which tiles are valid for a problem and a device, and
+ * which a plan takes by default.  attn_bwd (params_bwd.c) shares the
+ * rows-and-keys rule; attn_entmax_bwd and attn_span (params_entmax_bwd.c,
+ * params_span.c) share all of it, passing what differs: the private floats
+ * per row and per key, the tile sizes.
  */
 #include "kernels/params.h"
 #include "runtime/error.h"
+
+sparcl_status sparcl__pset_rows_cols(sparcl_ctx *ctx, const sparcl__pset *p, int32_t *rows,
+                                     int32_t *cols)
+{
+    const int32_t bm = p->v[SPARCL__P_BLOCK_M], bn = p->v[SPARCL__P_BLOCK_N];
+    const int32_t wg = p->v[SPARCL__P_WG_SIZE];
+    *rows = *cols = 0;
+    if (bm % wg != 0 || bn % wg != 0)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "BLOCK_M %d and BLOCK_N %d must be multiples of WG_SIZE %d", bm, bn,
+                            wg);
+    *rows = bm / wg;
+    *cols = bn / wg;
+    if (*rows > 16 || *cols > 16)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "rows %d and keys %d per work-item (BLOCK_M, BLOCK_N / WG_SIZE) "
+                            "must not exceed 16",
+                            *rows, *cols);
+    return SPARCL_OK;
+}
 
 sparcl_status sparcl__pset_item_tile_check(sparcl_ctx *ctx, const sparcl__pset *p,
                                            const sparcl__problem *prob,
                                            const sparcl__device_limits *limits, long row_floats,
                                            long key_floats)
 {
-    const int32_t bm = p->v[SPARCL__P_BLOCK_M], bn = p->v[SPARCL__P_BLOCK_N];
+    const int32_t bn = p->v[SPARCL__P_BLOCK_N];
     const int32_t wg = p->v[SPARCL__P_WG_SIZE], vec = p->v[SPARCL__P_VEC];
-    if (bm % wg != 0 || bn % wg != 0)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "BLOCK_M %d and BLOCK_N %d must be multiples of WG_SIZE %d", bm, bn,
-                            wg);
-    const int32_t rows = bm / wg, cols = bn / wg;
-    if (rows > 16 || cols > 16)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "rows %d and keys %d per work-item (BLOCK_M, BLOCK_N / WG_SIZE) "
-                            "must not exceed 16",
-                            rows, cols);
+    int32_t rows, cols;
+    sparcl_status st = sparcl__pset_rows_cols(ctx, p, &rows, &cols);
+    if (st != SPARCL_OK)
+        return st;
     if (vec > prob->head_dim)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "VEC %d exceeds head_dim %d", vec,
                             prob->head_dim);
