@@ -976,7 +976,8 @@ typedef struct sparcl_multi_plan sparcl_multi_plan;
  * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL out or contexts, count outside
  * [1, SPARCL_MULTI_MAX_DEVICES] or a NULL contexts[0] -- these with the
  * message on sparcl_ctx_errmsg(NULL) --, a later NULL or a repeated
- * context, an unknown mode, the descriptor's own errors), SPARCL_ERR_NOT_SUPPORTED (FAVOR+ or
+ * context, an unknown mode, the descriptor's own errors, q_heads x q_len x
+ * kv_len beyond int64), SPARCL_ERR_NOT_SUPPORTED (FAVOR+ or
  * Linformer, a half dtype, page_size > 0, KEYS with a sparse
  * normalization, dynamic block selection: desc.select not NONE), and any
  * error of a share's sparcl_plan_init() on its context. */

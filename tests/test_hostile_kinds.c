@@ -185,6 +185,12 @@ Test(hostile_kinds, multi_plan_init_refuses_bad_arguments)
     bad = d;
     bad.struct_size = 3;
     multi_refused(c, 2, &bad, 0, INVALID, ctx, "struct_size");
+    /* Attended pairs that do not fit in int64 (regression: signed overflow
+     * counting a share's pairs, under UBSan). */
+    bad = d;
+    bad.q_heads = bad.kv_heads = 65536, bad.q_len = bad.kv_len = INT_MAX / 2, bad.head_dim = 1;
+    for (int mode = 0; mode < 3; ++mode)
+        multi_refused(c, 2, &bad, mode, INVALID, ctx, "kv_len");
     sparcl_layout *wrong = NULL;
     cr_assert_eq(sparcl_layout_init_causal(ctx, &wrong, 1, 16, 9, 4), SPARCL_OK);
     bad = d;

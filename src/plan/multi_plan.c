@@ -15,6 +15,7 @@
 
 #include "plan/multi_plan.h"
 #include "plan/plan.h"
+#include "runtime/checked.h"
 #include "runtime/ctx.h"
 #include "runtime/error.h"
 #include "runtime/struct_size.h"
@@ -144,6 +145,13 @@ static sparcl_status check_desc(sparcl_ctx *ctx, const sparcl_plan_desc *d, int 
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
                             "multi-device plans take no paged KV cache (desc.page_size %d)",
                             d->page_size);
+    /* Every share's attended pairs (sparcl_shard_info.pairs) are at most
+     * this product, so counting them cannot overflow once it fits. */
+    int64_t pairs;
+    if (!sparcl__mul3_i64(d->q_heads, d->q_len, d->kv_len, &pairs))
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "q_heads %d x q_len %d x kv_len %d (query, key) pairs exceed int64",
+                            d->q_heads, d->q_len, d->kv_len);
     if (mode == SPARCL_SHARD_KEYS && d->normalization != SPARCL_NORMALIZATION_SOFTMAX)
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
                             "a cut by keys merges softmax parts by their LSE; normalization %d "
