@@ -325,6 +325,28 @@ Test(hostile_kinds, layout_slice_names_the_bad_argument)
     sparcl_layout_free(w);
 }
 
+/* regression: a slice at block 1 of a 2^16-token dense parent (2^32
+ * blocks) had no estimate and was built until the memory limit stopped it.
+ * It must be refused from the estimate, before it is built. */
+Test(hostile_kinds, huge_slices_are_refused_from_the_estimate)
+{
+    const int n = 1 << 16;
+    sparcl_layout *dense = NULL, *s = (sparcl_layout *)&s;
+    cr_assert_eq(sparcl_layout_init_dense(ctx, &dense, 1, n, n, 1024), SPARCL_OK);
+    cr_assert_eq(sparcl_ctx_set_memory_limit(ctx, 64u << 20, 0), SPARCL_OK);
+    EXPECT(sparcl_layout_init_slice(ctx, &s, dense, 0, 0, n, 0, n, 1), SPARCL_ERR_OUT_OF_MEMORY,
+           "bytes of host memory");
+    cr_assert_null(s);
+    cr_assert_null(strstr(sparcl_ctx_errmsg(ctx), "needs more than"), "built, then stopped: %s",
+                   sparcl_ctx_errmsg(ctx));
+    /* The bound stays near what a slice at the parent's block stores. */
+    cr_assert_eq(sparcl_layout_init_slice(ctx, &s, dense, 1, 5, n - 5, 3, n - 3, 0), SPARCL_OK,
+                 "%s", sparcl_ctx_errmsg(ctx));
+    sparcl_layout_free(s);
+    cr_assert_eq(sparcl_ctx_set_memory_limit(ctx, 0, 0), SPARCL_OK);
+    sparcl_layout_free(dense);
+}
+
 static int logged;
 /* Longer than any message the library keeps (1 KiB). */
 #define LONG_TEXT 4096
