@@ -14,7 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "sparcl_mpi.h"
+#include "ring_setup.h"
 
 /* A value in [-1, 1) from (tensor, batch*head, position, column). */
 static float value_at(unsigned tensor, long bh, long pos, long col)
@@ -47,10 +47,8 @@ static double sum(const float *x, size_t n)
 
 int main(int argc, char **argv)
 {
-    MPI_Init(&argc, &argv);
     int rank, ranks;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+    ring_setup_mpi(&argc, &argv, &rank, &ranks);
     const int n = argc > 1 ? atoi(argv[1]) : 4096;
     const int window = argc > 2 ? atoi(argv[2]) : 256;
     const int heads = 4, kv_heads = 2, dim = 64;
@@ -61,22 +59,12 @@ int main(int argc, char **argv)
     sparcl_status st = sparcl_ctx_init(&ctx);
     if (st == SPARCL_OK) /* every rank builds the same whole-sequence layout */
         st = sparcl_layout_init_window(ctx, &layout, 1, n, n, 64, window, 0);
-    /* A collective call: it fails on every rank or on none. */
     sparcl_plan_desc desc;
-    sparcl_plan_desc_init(&desc);
-    desc.batch = 1;
-    desc.q_heads = heads;
-    desc.kv_heads = kv_heads;
-    desc.q_len = desc.kv_len = n;
-    desc.head_dim = dim;
-    desc.causal = 1;
-    desc.layout = layout;
-    /* A rank whose own setup failed still takes part (with a NULL desc), so
-     * that every rank learns of the failure instead of waiting for it. */
-    st = sparcl_ring_init(ctx, MPI_COMM_WORLD, st == SPARCL_OK ? &desc : NULL, &ring);
+    ring_setup_desc(&desc, heads, kv_heads, n, dim, layout);
+    /* A collective call: it fails on every rank or on none. */
+    st = ring_setup_init(ctx, st, &desc, &ring);
     sparcl_layout_free(layout); /* the ring keeps what it needs */
     if (st != SPARCL_OK) {
-        fprintf(stderr, "rank %d: %s\n", rank, sparcl_ctx_errmsg(ctx));
         sparcl_ctx_free(ctx);
         MPI_Finalize();
         return 1;

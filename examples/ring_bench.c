@@ -21,7 +21,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#include "sparcl_mpi.h"
+#include "ring_setup.h"
 
 static float *noise(size_t n, unsigned seed)
 {
@@ -36,10 +36,8 @@ static float *noise(size_t n, unsigned seed)
 
 int main(int argc, char **argv)
 {
-    MPI_Init(&argc, &argv);
     int rank, ranks;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+    ring_setup_mpi(&argc, &argv, &rank, &ranks);
     if (argc < 3) {
         if (rank == 0)
             fprintf(stderr, "usage: sparcl-ring-bench window|causal N [window] [--backward]\n");
@@ -59,20 +57,12 @@ int main(int argc, char **argv)
     if (st == SPARCL_OK && is_window)
         st = sparcl_layout_init_window(ctx, &layout, 1, n, n, 64, w, 0);
     sparcl_plan_desc desc;
-    sparcl_plan_desc_init(&desc);
-    desc.batch = 1;
-    desc.q_heads = heads;
-    desc.kv_heads = kv_heads;
-    desc.q_len = desc.kv_len = n;
-    desc.head_dim = dim;
-    desc.causal = 1;
-    desc.layout = layout;
+    ring_setup_desc(&desc, heads, kv_heads, n, dim, layout);
     double t0 = MPI_Wtime();
-    st = sparcl_ring_init(ctx, MPI_COMM_WORLD, st == SPARCL_OK ? &desc : NULL, &ring);
+    st = ring_setup_init(ctx, st, &desc, &ring);
     double t_init = MPI_Wtime() - t0;
     sparcl_layout_free(layout);
     if (st != SPARCL_OK) {
-        fprintf(stderr, "rank %d: %s\n", rank, sparcl_ctx_errmsg(ctx));
         MPI_Finalize();
         return 1;
     }

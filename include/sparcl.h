@@ -656,7 +656,8 @@ SPARCL_API void sparcl_plan_free(sparcl_plan *plan);
  *
  * num_wait/wait: an OpenCL wait list (may be 0/NULL).  event: NULL, or
  * receives an event the caller must release.
- * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL or too small buffers),
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL or too small buffers, a
+ * buffer of another cl_context -- as every call that takes buffers),
  * SPARCL_ERR_OPENCL. */
 SPARCL_API sparcl_status sparcl_plan_forward(sparcl_plan *plan, cl_mem q, cl_mem k, cl_mem v,
                                              cl_mem out, cl_mem lse, cl_uint num_wait,
@@ -1002,10 +1003,11 @@ typedef struct sparcl_multi_plan sparcl_multi_plan;
  * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL out or contexts, count outside
  * [1, SPARCL_MULTI_MAX_DEVICES] or a NULL contexts[0] -- these with the
  * message on sparcl_ctx_errmsg(NULL) --, a later NULL or a repeated
- * context, an unknown mode, the descriptor's own errors), SPARCL_ERR_NOT_SUPPORTED (FAVOR+ or
+ * context, an unknown mode, the descriptor's own errors, q_heads x q_len x
+ * kv_len beyond int64), SPARCL_ERR_NOT_SUPPORTED (FAVOR+ or
  * Linformer, a half dtype, page_size > 0, KEYS with a sparse
- * normalization), and any error of a share's sparcl_plan_init() on its
- * context. */
+ * normalization, dynamic block selection: desc.select not NONE), and any
+ * error of a share's sparcl_plan_init() on its context. */
 SPARCL_API sparcl_status sparcl_multi_plan_init(sparcl_ctx *const *contexts, int count,
                                                 sparcl_multi_plan **out,
                                                 const sparcl_plan_desc *desc, int mode);
@@ -1976,7 +1978,8 @@ SPARCL_API sparcl_status sparcl_plan_write_projections(sparcl_plan *plan, const 
  * NULL).  Runs the plan's hash and sort kernels on `queue` (NULL: the
  * context's) and blocks until the copies are done.
  * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL plan or q, a plan of another
- * kind, q too small), SPARCL_ERR_OUT_OF_MEMORY, SPARCL_ERR_OPENCL. */
+ * kind, q too small or of another cl_context), SPARCL_ERR_OUT_OF_MEMORY,
+ * SPARCL_ERR_OPENCL. */
 SPARCL_API sparcl_status sparcl_plan_lsh_order(sparcl_plan *plan, cl_command_queue queue,
                                                cl_mem q, int32_t *buckets, int32_t *order);
 

@@ -12,44 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device_io.h"
 #include "oracle.h"
 #include "sparcl.h"
 
 #define TOL 2e-5
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static sparcl_ctx *make_ctx(void)
-{
-    sparcl_ctx *ctx = NULL;
-    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
-    return ctx;
-}
-
-static cl_mem upload(sparcl_ctx *ctx, const float *x, size_t n)
-{
-    cl_int err;
-    cl_mem m = clCreateBuffer(sparcl_ctx_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
-                              n * sizeof(float), (void *)x, &err);
-    cr_assert_not_null(m, "clCreateBuffer %d", err);
-    return m;
-}
-
-static cl_mem device_buffer(sparcl_ctx *ctx, size_t n)
-{
-    cl_int err;
-    cl_mem m = clCreateBuffer(sparcl_ctx_cl_context(ctx), CL_MEM_READ_WRITE, n * sizeof(float),
-                              NULL, &err);
-    cr_assert_not_null(m, "clCreateBuffer %d", err);
-    return m;
-}
-
-static void download(sparcl_ctx *ctx, cl_mem m, float *x, size_t n)
-{
-    cr_assert_eq(clEnqueueReadBuffer(sparcl_ctx_cl_queue(ctx), m, CL_TRUE, 0, n * sizeof(float), x,
-                                     0, NULL, NULL),
-                 CL_SUCCESS);
-}
 
 /* Rounds x to `dtype`'s storage and back, in place (F32: unchanged), so
  * the reference sees what the device stores. */
@@ -66,11 +35,11 @@ static void round_in_place(float *x, size_t n, int dtype)
     free(h);
 }
 
-/* upload() and download() in `dtype`'s storage. */
+/* dev_upload() and dev_download() in `dtype`'s storage. */
 static cl_mem upload_as(sparcl_ctx *ctx, const float *x, size_t n, int dtype)
 {
     if (dtype == SPARCL_DTYPE_F32)
-        return upload(ctx, x, n);
+        return dev_upload(ctx, x, n);
     uint16_t *h = malloc(n * sizeof *h);
     const int f16 = dtype == SPARCL_DTYPE_F16;
     cr_assert_eq((f16 ? sparcl_convert_f32_to_f16 : sparcl_convert_f32_to_bf16)(x, h, n),
@@ -86,7 +55,7 @@ static cl_mem upload_as(sparcl_ctx *ctx, const float *x, size_t n, int dtype)
 static void download_as(sparcl_ctx *ctx, cl_mem m, float *x, size_t n, int dtype)
 {
     if (dtype == SPARCL_DTYPE_F32) {
-        download(ctx, m, x, n);
+        dev_download(ctx, m, x, n);
         return;
     }
     uint16_t *h = malloc(n * sizeof *h);
@@ -155,8 +124,8 @@ static void make_parts(sparcl_ctx *ctx, int n, const float *q, const float *k, c
                         of[at + (size_t)d] = (float)o[row * MD + (size_t)d];
                     lf[row] = (float)l[row];
                 }
-        po[p] = upload(ctx, of, span);
-        pl[p] = upload(ctx, lf, rows);
+        po[p] = dev_upload(ctx, of, span);
+        pl[p] = dev_upload(ctx, lf, rows);
     }
     free(o);
     free(l);
@@ -168,13 +137,13 @@ static void make_parts(sparcl_ctx *ctx, int n, const float *q, const float *k, c
 static void check_merge(int n, int with_lse, sparcl_strides ps, size_t part_span, sparcl_strides os,
                         size_t out_span)
 {
-    sparcl_ctx *ctx = make_ctx();
+    sparcl_ctx *ctx = dev_ctx();
     const size_t rows = (size_t)MB * MH * MQ;
     float *q = floats(rows * MD, 1), *k = floats((size_t)MB * MH * MKV * MD, 2);
     float *v = floats((size_t)MB * MH * MKV * MD, 3);
     cl_mem po[16], pl[16];
     make_parts(ctx, n, q, k, v, ps, part_span, po, pl);
-    cl_mem out = device_buffer(ctx, out_span), lse = device_buffer(ctx, rows);
+    cl_mem out = dev_buffer(ctx, out_span), lse = dev_buffer(ctx, rows);
     cl_event ev = NULL;
     cr_assert_eq(sparcl_merge(ctx, NULL, MB, MH, MQ, MD, n, po, pl, ps, out, os,
                               with_lse ? lse : NULL, 0, NULL, &ev),
@@ -182,8 +151,8 @@ static void check_merge(int n, int with_lse, sparcl_strides ps, size_t part_span
     cr_assert_eq(clWaitForEvents(1, &ev), CL_SUCCESS);
     clReleaseEvent(ev);
     float *got = malloc(out_span * sizeof *got), *got_l = malloc(rows * sizeof *got_l);
-    download(ctx, out, got, out_span);
-    download(ctx, lse, got_l, rows);
+    dev_download(ctx, out, got, out_span);
+    dev_download(ctx, lse, got_l, rows);
     double *want = malloc(rows * MD * sizeof *want), *want_l = malloc(rows * sizeof *want_l);
     part_pred all = {-1, n};
     oracle_attention(MB, MH, MH, MQ, MKV, MD, 0.125, part_attends, &all, q, k, v, want, want_l);
@@ -247,7 +216,7 @@ Test(decode, merge_honours_strides)
  * call over the whole range. */
 Test(decode, merge_of_forward_slices_matches_one_call)
 {
-    sparcl_ctx *ctx = make_ctx();
+    sparcl_ctx *ctx = dev_ctx();
     enum { H = 4, Q = 7, KV = 300, D = 64, HALF = 150 };
     float *q = floats((size_t)H * Q * D, 4), *k = floats((size_t)H * KV * D, 5);
     float *v = floats((size_t)H * KV * D, 6);
@@ -272,19 +241,19 @@ Test(decode, merge_of_forward_slices_matches_one_call)
         cr_assert_eq(sparcl_plan_init(ctx, &p, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
         float *o = malloc((size_t)H * Q * D * sizeof *o), *l = malloc((size_t)H * Q * sizeof *l);
         cr_assert_eq(sparcl_plan_forward_host(p, q, ks[s], vs[s], o, l), SPARCL_OK);
-        po[s] = upload(ctx, o, (size_t)H * Q * D);
-        pl[s] = upload(ctx, l, (size_t)H * Q);
+        po[s] = dev_upload(ctx, o, (size_t)H * Q * D);
+        pl[s] = dev_upload(ctx, l, (size_t)H * Q);
         free(o);
         free(l);
         sparcl_plan_free(p);
     }
-    cl_mem out = device_buffer(ctx, (size_t)H * Q * D), lse = device_buffer(ctx, (size_t)H * Q);
+    cl_mem out = dev_buffer(ctx, (size_t)H * Q * D), lse = dev_buffer(ctx, (size_t)H * Q);
     cr_assert_eq(sparcl_merge(ctx, sparcl_ctx_cl_queue(ctx), 1, H, Q, D, 2, po, pl, contiguous, out,
                               contiguous, lse, 0, NULL, NULL),
                  SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
     float *got = malloc((size_t)H * Q * D * sizeof *got), *got_l = malloc((size_t)H * Q * 4);
-    download(ctx, out, got, (size_t)H * Q * D);
-    download(ctx, lse, got_l, (size_t)H * Q);
+    dev_download(ctx, out, got, (size_t)H * Q * D);
+    dev_download(ctx, lse, got_l, (size_t)H * Q);
     double *want = malloc((size_t)H * Q * D * sizeof *want), *want_l = malloc((size_t)H * Q * 8);
     sparcl_plan_desc d;
     sparcl_plan_desc_init(&d);
@@ -309,11 +278,11 @@ Test(decode, merge_of_forward_slices_matches_one_call)
 
 Test(decode, merge_refuses_bad_input)
 {
-    sparcl_ctx *ctx = make_ctx();
+    sparcl_ctx *ctx = dev_ctx();
     const size_t n = (size_t)2 * 3 * 4;
-    cl_mem a = device_buffer(ctx, n), b = device_buffer(ctx, n), small = device_buffer(ctx, 3);
-    cl_mem la = device_buffer(ctx, 6), lb = device_buffer(ctx, 6);
-    cl_mem out = device_buffer(ctx, n);
+    cl_mem a = dev_buffer(ctx, n), b = dev_buffer(ctx, n), small = dev_buffer(ctx, 3);
+    cl_mem la = dev_buffer(ctx, 6), lb = dev_buffer(ctx, 6);
+    cl_mem out = dev_buffer(ctx, n);
     cl_mem po[2] = {a, b}, pl[2] = {la, lb};
 #define REFUSED(call, text)                                                                        \
     do {                                                                                           \
@@ -449,7 +418,7 @@ static sparcl_layout *dcase_layout(sparcl_ctx *ctx, const dcase *c)
  * and lse with the double reference. */
 static void check_decode(const dcase *c, int force)
 {
-    sparcl_ctx *ctx = make_ctx();
+    sparcl_ctx *ctx = dev_ctx();
     sparcl_layout *l = dcase_layout(ctx, c);
     sparcl_params params;
     sparcl_params_clear(&params);
@@ -534,7 +503,7 @@ Test(decode, chosen_without_override_for_long_kv)
 
 Test(decode, backward_through_a_decoding_plan)
 {
-    sparcl_ctx *ctx = make_ctx();
+    sparcl_ctx *ctx = dev_ctx();
     enum { H = 4, HK = 2, Q = 3, KV = 300, D = 64 };
     sparcl_params params;
     sparcl_params_clear(&params);
@@ -609,7 +578,7 @@ typedef struct cache_fixture {
 static void cache_setup(cache_fixture *f, const cache_case *c)
 {
     memset(f, 0, sizeof *f);
-    f->ctx = make_ctx();
+    f->ctx = dev_ctx();
     sparcl_params params;
     sparcl_params_clear(&params);
     sparcl_params_set(&params, "SPLITS", c->splits);
@@ -642,8 +611,8 @@ static void cache_setup(cache_fixture *f, const cache_case *c)
     round_in_place(f->k, CB * seq, c->dtype);
     round_in_place(f->v, CB * seq, c->dtype);
     f->dq = upload_as(f->ctx, f->q, nq, c->dtype);
-    f->dout = device_buffer(f->ctx, nq);
-    f->dlse = device_buffer(f->ctx, (size_t)CB * c->q_heads * c->q_len);
+    f->dout = dev_buffer(f->ctx, nq);
+    f->dlse = dev_buffer(f->ctx, (size_t)CB * c->q_heads * c->q_len);
     if (!c->page) {
         f->dk = upload_as(f->ctx, f->k, CB * seq, c->dtype);
         f->dv = upload_as(f->ctx, f->v, CB * seq, c->dtype);
@@ -716,7 +685,7 @@ static void check_cache_call(cache_fixture *f, const cache_case *c, const int32_
     const size_t rows = (size_t)c->q_heads * c->q_len;
     float *o = malloc(CB * per_q * sizeof *o), *l = malloc(CB * rows * sizeof *l);
     download_as(f->ctx, f->dout, o, CB * per_q, c->dtype);
-    download(f->ctx, f->dlse, l, CB * rows);
+    dev_download(f->ctx, f->dlse, l, CB * rows);
     /* Half storage adds the rounding of out (|out| <= 1): half an ulp. */
     const double tol = TOL + (c->dtype == SPARCL_DTYPE_F16    ? 0x1p-12
                               : c->dtype == SPARCL_DTYPE_BF16 ? 0x1p-9
@@ -881,7 +850,7 @@ Test(decode, cache_refuses_bad_input)
 
 Test(decode, cache_refuses_a_plan_with_a_layout)
 {
-    sparcl_ctx *ctx = make_ctx();
+    sparcl_ctx *ctx = dev_ctx();
     sparcl_layout *l;
     cr_assert_eq(sparcl_layout_init_window(ctx, &l, 1, 1, 300, 16, 20, 0), SPARCL_OK);
     sparcl_plan_desc d;
@@ -892,8 +861,7 @@ Test(decode, cache_refuses_a_plan_with_a_layout)
     d.layout = l;
     sparcl_plan *p;
     cr_assert_eq(sparcl_plan_init(ctx, &p, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
-    cl_mem q = device_buffer(ctx, 64), kv = device_buffer(ctx, 300 * 64),
-           o = device_buffer(ctx, 64);
+    cl_mem q = dev_buffer(ctx, 64), kv = dev_buffer(ctx, 300 * 64), o = dev_buffer(ctx, 64);
     const int32_t lens[1] = {200};
     cr_assert_eq(
         sparcl_plan_forward_cache(p, NULL, q, kv, kv, lens, 0, NULL, 0, o, NULL, 0, NULL, NULL),
@@ -913,7 +881,7 @@ Test(decode, cache_refuses_a_plan_with_a_layout)
  * all -inf is NaN, as in the library's double reference. */
 Test(decode, nonfinite_scores_across_splits)
 {
-    sparcl_ctx *ctx = make_ctx();
+    sparcl_ctx *ctx = dev_ctx();
     enum { HQ = 4, HK = 2, KV = 300, D = 64 };
     sparcl_params params;
     sparcl_params_clear(&params);

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "expect_status.h"
 #include "sparcl.h"
 
 static sparcl_ctx *ctx;
@@ -33,17 +34,6 @@ static void teardown(void)
     sparcl_ctx_free(ctx);
 }
 
-/* `call` returns `status` and the message on `on` (a context, or NULL for
- * the calling thread's) contains `word`. */
-#define EXPECT_ON(on, call, status, word)                                                          \
-    do {                                                                                           \
-        sparcl_status s_ = (call);                                                                 \
-        cr_assert_eq(s_, status, "%s gave %d: %s", #call, s_, sparcl_ctx_errmsg(on));              \
-        cr_assert(strstr(sparcl_ctx_errmsg(on), word), "%s: message \"%s\" lacks \"%s\"", #call,   \
-                  sparcl_ctx_errmsg(on), word);                                                    \
-    } while (0)
-#define EXPECT(call, status, word) EXPECT_ON(ctx, call, status, word)
-#define EXPECT0(call, status, word) EXPECT_ON(NULL, call, status, word)
 #define INVALID SPARCL_ERR_INVALID_ARGUMENT
 #define OOM SPARCL_ERR_OUT_OF_MEMORY
 

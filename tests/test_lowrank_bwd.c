@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "inputs.h"
 #include "oracle_kinds.h"
 #include "sparcl.h"
 
@@ -49,13 +50,7 @@ static problem make_problem(const bcase *c, uint64_t seed)
 {
     problem p;
     memset(&p, 0, sizeof p);
-    sparcl_plan_desc_init(&p.d);
-    p.d.batch = c->batch;
-    p.d.q_heads = c->hq;
-    p.d.kv_heads = c->hkv;
-    p.d.q_len = c->n;
-    p.d.kv_len = c->kv;
-    p.d.head_dim = c->dim;
+    inputs_desc(&p.d, c->batch, c->hq, c->hkv, c->n, c->kv, c->dim);
     p.d.causal = c->causal;
     p.d.scale = c->scale;
     p.d.attention = c->attention;
@@ -67,21 +62,15 @@ static problem make_problem(const bcase *c, uint64_t seed)
     p.nq = (size_t)c->batch * c->hq * c->n * c->dim;
     p.nk = (size_t)c->batch * c->hkv * c->kv * c->dim;
     p.ne = (size_t)c->m * c->kv;
-    p.q = malloc(p.nq * 4), p.k = malloc(p.nk * 4), p.v = malloc(p.nk * 4);
-    p.dout = malloc(p.nq * 4);
-    oracle_fill(p.q, p.nq, seed + 1);
-    oracle_fill(p.k, p.nk, seed + 2);
-    oracle_fill(p.v, p.nk, seed + 3);
-    oracle_fill(p.dout, p.nq, seed + 4);
+    p.q = inputs_filled(p.nq, seed + 1), p.k = inputs_filled(p.nk, seed + 2);
+    p.v = inputs_filled(p.nk, seed + 3), p.dout = inputs_filled(p.nq, seed + 4);
     for (size_t i = 0; i < p.nq; ++i)
         p.q[i] *= c->amp;
     for (size_t i = 0; i < p.nk; ++i)
         p.k[i] *= c->amp;
     if (c->attention == SPARCL_ATTENTION_LINFORMER) {
         /* Given projections, so the reference and the oracle share them. */
-        p.e = malloc(p.ne * 4), p.f = malloc(p.ne * 4);
-        oracle_fill(p.e, p.ne, seed + 5);
-        oracle_fill(p.f, p.ne, seed + 6);
+        p.e = inputs_filled(p.ne, seed + 5), p.f = inputs_filled(p.ne, seed + 6);
         for (size_t i = 0; i < p.ne; ++i)
             p.e[i] /= sqrtf((float)c->kv), p.f[i] /= sqrtf((float)c->kv);
         p.d.proj_e = p.e;

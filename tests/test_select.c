@@ -17,27 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device_io.h"
 #include "oracle.h"
 #include "sparcl.h"
 
 #define TOL 1e-4
 #define MARGIN 1e-3
-
-static sparcl_ctx *make_ctx(void)
-{
-    sparcl_ctx *ctx = NULL;
-    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK, "%s", sparcl_ctx_errmsg(NULL));
-    return ctx;
-}
-
-static cl_mem upload(sparcl_ctx *ctx, const float *x, size_t n)
-{
-    cl_int err;
-    cl_mem m = clCreateBuffer(sparcl_ctx_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
-                              n * sizeof(float), (void *)x, &err);
-    cr_assert_not_null(m, "clCreateBuffer %d", err);
-    return m;
-}
 
 /* Rows of [B, H, len, D]: the centre of the row's block (uniform in
  * [-1, 1], one per (b, h, block)) plus noise in [-0.1, 0.1]. */
@@ -195,8 +180,8 @@ static void check_call(sparcl_ctx *ctx, sparcl_plan *plan, const shape *s, const
     double *ref = malloc(nq * sizeof *ref);
     cr_assert(v && out && ref);
     oracle_fill(v, nk, seed + 9);
-    cl_mem bq = upload(ctx, q, nq), bk = upload(ctx, k, nk), bv = upload(ctx, v, nk);
-    cl_mem bo = upload(ctx, out, nq);
+    cl_mem bq = dev_upload(ctx, q, nq), bk = dev_upload(ctx, k, nk), bv = dev_upload(ctx, v, nk);
+    cl_mem bo = dev_upload(ctx, out, nq);
     cr_assert_eq(sparcl_plan_forward(plan, bq, bk, bv, bo, NULL, 0, NULL, NULL), SPARCL_OK, "%s",
                  sparcl_ctx_errmsg(ctx));
     cr_assert_eq(clEnqueueReadBuffer(sparcl_ctx_cl_queue(ctx), bo, CL_TRUE, 0, nq * sizeof *out,
@@ -255,7 +240,7 @@ static void check_call(sparcl_ctx *ctx, sparcl_plan *plan, const shape *s, const
 
 static void run_shape(const shape *s, int calls)
 {
-    sparcl_ctx *ctx = make_ctx();
+    sparcl_ctx *ctx = dev_ctx();
     sparcl_layout *pin = make_pin(ctx, s);
     sparcl_plan_desc d;
     desc_of(s, &d);
@@ -365,7 +350,7 @@ static void paged(sparcl_plan_desc *d)
 
 Test(select, bad_input_names_the_field)
 {
-    sparcl_ctx *ctx = make_ctx();
+    sparcl_ctx *ctx = dev_ctx();
     struct {
         void (*edit)(sparcl_plan_desc *);
         sparcl_status st;
@@ -395,7 +380,7 @@ Test(select, bad_input_names_the_field)
  * a backward tile that is no power of two: refused with a message. */
 Test(select, refusals)
 {
-    sparcl_ctx *ctx = make_ctx();
+    sparcl_ctx *ctx = dev_ctx();
     const shape s = {1, 1, 1, 64, 64, 64, 1, 32, SPARCL_SELECT_TOPK, 1, 0, 0};
     sparcl_plan_desc d;
     desc_of(&s, &d);

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "inputs.h"
 #include "oracle.h"
 #include "sparcl.h"
 
@@ -51,13 +52,7 @@ static problem make_problem(const scase *c, uint64_t seed)
 {
     problem p;
     memset(&p, 0, sizeof p);
-    sparcl_plan_desc_init(&p.d);
-    p.d.batch = c->batch;
-    p.d.q_heads = c->hq;
-    p.d.kv_heads = c->hkv;
-    p.d.q_len = c->n;
-    p.d.kv_len = c->kv;
-    p.d.head_dim = c->dim;
+    inputs_desc(&p.d, c->batch, c->hq, c->hkv, c->n, c->kv, c->dim);
     p.d.causal = 1;
     p.d.attention = SPARCL_ATTENTION_SPAN;
     p.d.span_ramp = c->ramp;
@@ -65,12 +60,8 @@ static problem make_problem(const scase *c, uint64_t seed)
     p.nl = (size_t)c->batch * c->hq * c->n;
     p.nq = p.nl * c->dim;
     p.nk = (size_t)c->batch * c->hkv * c->kv * c->dim;
-    p.q = malloc(p.nq * 4), p.k = malloc(p.nk * 4), p.v = malloc(p.nk * 4);
-    p.dout = malloc(p.nq * 4);
-    oracle_fill(p.q, p.nq, seed + 1);
-    oracle_fill(p.k, p.nk, seed + 2);
-    oracle_fill(p.v, p.nk, seed + 3);
-    oracle_fill(p.dout, p.nq, seed + 4);
+    p.q = inputs_filled(p.nq, seed + 1), p.k = inputs_filled(p.nk, seed + 2);
+    p.v = inputs_filled(p.nk, seed + 3), p.dout = inputs_filled(p.nq, seed + 4);
     return p;
 }
 

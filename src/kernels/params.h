@@ -248,8 +248,15 @@ int sparcl__attn_bwd_fit(sparcl__pset *p, const sparcl__problem *prob,
                          const sparcl__device_limits *limits);
 
 
+/* The first work-item tile rule of attn_bwd, attn_entmax_bwd and
+ * attn_span (params_item_tile.c): BLOCK_M and BLOCK_N multiples of
+ * WG_SIZE, giving *rows = BLOCK_M / WG_SIZE and *cols = BLOCK_N / WG_SIZE
+ * of at most 16 each.  SPARCL_ERR_INVALID_ARGUMENT naming the rule. */
+sparcl_status sparcl__pset_rows_cols(sparcl_ctx *ctx, const sparcl__pset *p, int32_t *rows,
+                                     int32_t *cols);
+
 /* The work-item tile rules of attn_entmax_bwd and attn_span
- * (params_entmax_bwd.c): BLOCK_M and BLOCK_N multiples of WG_SIZE, at most
+ * (params_item_tile.c): BLOCK_M and BLOCK_N multiples of WG_SIZE, at most
  * 16 rows and 16 keys per work-item, VEC <= head_dim, the private floats
  * of a work-item (row_floats per row of BLOCK_M / WG_SIZE, key_floats per
  * key of BLOCK_N / WG_SIZE) within SPARCL__PRIVATE_FLOATS_MAX, and WG_SIZE
@@ -260,6 +267,18 @@ sparcl_status sparcl__pset_item_tile_check(sparcl_ctx *ctx, const sparcl__pset *
                                            const sparcl__problem *prob,
                                            const sparcl__device_limits *limits, long row_floats,
                                            long key_floats);
+
+/* The defaults of those families where the caller left them unset
+ * (params_item_tile.c): on a CPU (limits NULL counts as one) one work-item
+ * per group holding cpu_block_m rows and cpu_block_n keys, both halved for
+ * head_dim > 128 to stay within private memory; on a GPU gpu_wg
+ * work-items per group (1 when the device allows fewer) with one row and
+ * one key each; VEC the largest power of two <= head_dim up to 16 (CPU)
+ * or 4 (GPU).  Sets WG_SIZE, BLOCK_M, BLOCK_N and VEC, in that order. */
+void sparcl__pset_item_tile_defaults(const sparcl__kernel_schema *s, sparcl__pset *p,
+                                     const sparcl__problem *prob,
+                                     const sparcl__device_limits *limits, int32_t gpu_wg,
+                                     int32_t cpu_block_m, int32_t cpu_block_n);
 
 /* Local memory in bytes the attn_span kernels use with USE_LOCAL=1 (the
  * largest of the program's kernels), else 0. */

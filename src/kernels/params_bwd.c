@@ -73,18 +73,11 @@ int sparcl__attn_bwd_fit(sparcl__pset *p, const sparcl__problem *prob,
 static sparcl_status check(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl__problem *prob,
                            const sparcl__device_limits *limits)
 {
-    const int32_t bm = p->v[SPARCL__P_BLOCK_M], bn = p->v[SPARCL__P_BLOCK_N];
     const int32_t wg = p->v[SPARCL__P_WG_SIZE], algo = p->v[SPARCL__P_ALGO];
-    if (bm % wg != 0 || bn % wg != 0)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "BLOCK_M %d and BLOCK_N %d must be multiples of WG_SIZE %d", bm, bn,
-                            wg);
-    int32_t rows = bm / wg, cols = bn / wg;
-    if (rows > 16 || cols > 16)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "rows %d and keys %d per work-item (BLOCK_M, BLOCK_N / WG_SIZE) "
-                            "must not exceed 16",
-                            rows, cols);
+    int32_t rows, cols;
+    sparcl_status st = sparcl__pset_rows_cols(ctx, p, &rows, &cols);
+    if (st != SPARCL_OK)
+        return st;
     if (algo == 1 && (wg != 1 || p->v[SPARCL__P_USE_LOCAL]))
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "ALGO=1 (one pass) needs WG_SIZE=1 and USE_LOCAL=0");

@@ -11,7 +11,6 @@
  * the descriptor's normalization, as for the forward.
  */
 #include "kernels/params.h"
-#include "runtime/error.h"
 
 static const int32_t c_block[] = {1, 2, 4, 8, 16, 32, 64};
 static const int32_t c_vec[] = {1, 2, 4, 8, 16};
@@ -26,41 +25,6 @@ static const sparcl__param_def attn_entmax_bwd_params[] = {
     {SPARCL__P_WG_SIZE, c_wg, N_OF(c_wg), "work-items per work-group"},
 };
 
-sparcl_status sparcl__pset_item_tile_check(sparcl_ctx *ctx, const sparcl__pset *p,
-                                           const sparcl__problem *prob,
-                                           const sparcl__device_limits *limits, long row_floats,
-                                           long key_floats)
-{
-    const int32_t bm = p->v[SPARCL__P_BLOCK_M], bn = p->v[SPARCL__P_BLOCK_N];
-    const int32_t wg = p->v[SPARCL__P_WG_SIZE], vec = p->v[SPARCL__P_VEC];
-    if (bm % wg != 0 || bn % wg != 0)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "BLOCK_M %d and BLOCK_N %d must be multiples of WG_SIZE %d", bm, bn,
-                            wg);
-    const int32_t rows = bm / wg, cols = bn / wg;
-    if (rows > 16 || cols > 16)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "rows %d and keys %d per work-item (BLOCK_M, BLOCK_N / WG_SIZE) "
-                            "must not exceed 16",
-                            rows, cols);
-    if (vec > prob->head_dim)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "VEC %d exceeds head_dim %d", vec,
-                            prob->head_dim);
-    const long priv_rows = rows * row_floats, priv_keys = cols * key_floats;
-    const long priv = priv_rows > priv_keys ? priv_rows : priv_keys;
-    if (priv > SPARCL__PRIVATE_FLOATS_MAX)
-        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "max(%d rows x %ld floats, %d keys x %ld floats) = %ld private floats "
-                            "per work-item exceeds %d (head_dim %d, BLOCK_N %d)",
-                            rows, row_floats, cols, key_floats, priv, SPARCL__PRIVATE_FLOATS_MAX,
-                            prob->head_dim, bn);
-    if (limits && (size_t)wg > limits->max_wg_size)
-        return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
-                            "WG_SIZE %d exceeds the device's max work-group size %zu", wg,
-                            limits->max_wg_size);
-    return SPARCL_OK;
-}
-
 static sparcl_status check(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl__problem *prob,
                            const sparcl__device_limits *limits)
 {
@@ -73,22 +37,9 @@ static sparcl_status check(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl_
 static void defaults(sparcl__pset *p, const sparcl__problem *prob,
                      const sparcl__device_limits *limits)
 {
-    const sparcl__kernel_schema *s = &sparcl__schema_attn_entmax_bwd;
-    const int cpu = !limits || (limits->type & CL_DEVICE_TYPE_CPU);
-    const int wide = prob->head_dim > 128;
-    /* CPU (POCL): one work-item per group, several rows (dQ) and 16 keys
-     * as float16 lanes (dK/dV), halved for wide heads to stay within
-     * private memory.  GPU: one row and one key per work-item. */
-    int32_t wg = cpu ? 1 : 64;
-    if (limits && (size_t)wg > limits->max_wg_size)
-        wg = 1;
-    sparcl__pset_default(s, p, SPARCL__P_WG_SIZE, wg);
-    sparcl__pset_default(s, p, SPARCL__P_BLOCK_M, cpu ? (wide ? 4 : 8) : wg);
-    sparcl__pset_default(s, p, SPARCL__P_BLOCK_N, cpu ? (wide ? 8 : 16) : wg);
-    int32_t vec = 1;
-    while (vec * 2 <= prob->head_dim && vec < (cpu ? 16 : 4))
-        vec *= 2;
-    sparcl__pset_default(s, p, SPARCL__P_VEC, vec);
+    /* CPU (POCL): several rows (dQ) and 16 keys as float16 lanes (dK/dV)
+     * per work-item.  GPU: 64 work-items per group. */
+    sparcl__pset_item_tile_defaults(&sparcl__schema_attn_entmax_bwd, p, prob, limits, 64, 8, 16);
 }
 
 static const sparcl__kernel_decl kernels[] = {{"attn_entmax_bwd_dq", 1},

@@ -68,7 +68,6 @@ static void defaults(sparcl__pset *p, const sparcl__problem *prob,
 {
     const sparcl__kernel_schema *s = &sparcl__schema_attn_span;
     const int cpu = !limits || (limits->type & CL_DEVICE_TYPE_CPU);
-    const int wide = prob->head_dim > 128;
     /* CPU (POCL): one work-item per group holding several rows, reading
      * global memory (local memory is emulated there).  GPU: one row and
      * one key per work-item, 32-row tiles staged in local memory, halved
@@ -76,16 +75,7 @@ static void defaults(sparcl__pset *p, const sparcl__problem *prob,
     /* Tiles the caller chose are checked as given, never shrunk. */
     const unsigned given = p->set & ((1u << SPARCL__P_WG_SIZE) | (1u << SPARCL__P_BLOCK_M) |
                                      (1u << SPARCL__P_BLOCK_N) | (1u << SPARCL__P_USE_LOCAL));
-    int32_t wg = cpu ? 1 : 32;
-    if (limits && (size_t)wg > limits->max_wg_size)
-        wg = 1;
-    sparcl__pset_default(s, p, SPARCL__P_WG_SIZE, wg);
-    sparcl__pset_default(s, p, SPARCL__P_BLOCK_M, cpu ? (wide ? 2 : 4) : wg);
-    sparcl__pset_default(s, p, SPARCL__P_BLOCK_N, cpu ? (wide ? 2 : 4) : wg);
-    int32_t vec = 1;
-    while (vec * 2 <= prob->head_dim && vec < (cpu ? 16 : 4))
-        vec *= 2;
-    sparcl__pset_default(s, p, SPARCL__P_VEC, vec);
+    sparcl__pset_item_tile_defaults(s, p, prob, limits, 32, 4, 4);
     sparcl__pset_default(s, p, SPARCL__P_USE_LOCAL, cpu ? 0 : 1);
     while (!given && p->v[SPARCL__P_USE_LOCAL] && limits && limits->local_mem &&
            sparcl__attn_span_local_bytes(p, prob) > limits->local_mem) {

@@ -120,6 +120,23 @@ static int slice_attends(const void *self, int h, int i, int j)
     return sparcl_layout_attends(s->p, parent_head(s, h), (int)r, (int)k);
 }
 
+/* A bound on the stored blocks of one block row of the slice, so that the
+ * builder can refuse a slice too large for memory before building it: a
+ * slice block row spans at most block / pb + 2 parent block rows, each
+ * stores at most the parent's fullest row, and each parent block covers
+ * at most pb / block + 2 slice columns. */
+static int64_t slice_row_blocks_max(const sparcl_layout *p, int block, int nbc)
+{
+    int64_t fullest = 0;
+    for (int64_t r = 0; r < (int64_t)p->heads * (p->nbr + 1); ++r)
+        if (r % (p->nbr + 1) != p->nbr) {
+            const int64_t n = p->row_ptr[r + 1] - p->row_ptr[r];
+            fullest = n > fullest ? n : fullest;
+        }
+    const int64_t bound = ((int64_t)block / p->block + 2) * fullest * (p->block / block + 2);
+    return bound < nbc ? bound : nbc;
+}
+
 /* The slice of heads [h0, h0 + heads) (all of a one-head parent), queries
  * [q0, q0 + q_len) and keys [k0, k0 + kv_len) at `block`; the rectangle
  * has been checked. */
@@ -136,7 +153,12 @@ static sparcl_status slice(sparcl_ctx *ctx, sparcl_layout **out, const sparcl_la
     s.stamp = calloc((size_t)s.nbc, sizeof *s.stamp);
     if (!s.stamp)
         return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate slice scratch");
-    sparcl__rule rule = {&s, slice_candidates, slice_classify, slice_attends, NULL, 0};
+    sparcl__rule rule = {&s,
+                         slice_candidates,
+                         slice_classify,
+                         slice_attends,
+                         NULL,
+                         slice_row_blocks_max(layout, block, s.nbc)};
     sparcl_status st =
         sparcl__layout_build(ctx, out, layout->heads == 1 ? 1 : heads, q_len, kv_len, block, &rule);
     free(s.stamp);
@@ -159,12 +181,14 @@ SPARCL_API sparcl_status sparcl_layout_init_slice(sparcl_ctx *ctx, sparcl_layout
         return st;
     if (q0 < 0 || q0 > layout->q_len - q_len)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "slice queries [%d, %lld) are not within the layout's q_len %d", q0,
-                            (long long)q0 + q_len, layout->q_len);
+                            "q0 %d, q_len %d: slice queries [%d, %lld) are not within the "
+                            "layout's q_len %d",
+                            q0, q_len, q0, (long long)q0 + q_len, layout->q_len);
     if (k0 < 0 || k0 > layout->kv_len - kv_len)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "slice keys [%d, %lld) are not within the layout's kv_len %d", k0,
-                            (long long)k0 + kv_len, layout->kv_len);
+                            "k0 %d, kv_len %d: slice keys [%d, %lld) are not within the "
+                            "layout's kv_len %d",
+                            k0, kv_len, k0, (long long)k0 + kv_len, layout->kv_len);
     return slice(ctx, out, layout, causal, 0, layout->heads, q0, q_len, k0, kv_len, block);
 }
 

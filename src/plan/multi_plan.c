@@ -15,6 +15,7 @@
 
 #include "plan/multi_plan.h"
 #include "plan/plan.h"
+#include "runtime/checked.h"
 #include "runtime/ctx.h"
 #include "runtime/error.h"
 #include "runtime/struct_size.h"
@@ -128,10 +129,14 @@ static sparcl_status check_desc(sparcl_ctx *ctx, const sparcl_plan_desc *d, int 
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "mode %d is not a sparcl_shard_mode (HEADS 0, QUERIES 1, KEYS 2)",
                             mode);
-    if (d->attention != SPARCL_ATTENTION_EXACT)
+    /* With selection a share would choose its blocks among its own keys
+     * and rows, and keep the causal cut folded into a pinned layout (which
+     * selection adds to, never cuts by): not the single-device call. */
+    if (d->attention != SPARCL_ATTENTION_EXACT || d->select != SPARCL_SELECT_NONE)
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
-                            "multi-device plans run exact attention only (desc.attention %d)",
-                            d->attention);
+                            "multi-device plans run exact attention only, over the layout as "
+                            "given (desc.attention %d, desc.select %d)",
+                            d->attention, d->select);
     if (d->dtype != SPARCL_DTYPE_F32)
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
                             "multi-device plans take f32 only (desc.dtype %s)",
@@ -140,6 +145,13 @@ static sparcl_status check_desc(sparcl_ctx *ctx, const sparcl_plan_desc *d, int 
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
                             "multi-device plans take no paged KV cache (desc.page_size %d)",
                             d->page_size);
+    /* Every share's attended pairs (sparcl_shard_info.pairs) are at most
+     * this product, so counting them cannot overflow once it fits. */
+    int64_t pairs;
+    if (!sparcl__mul3_i64(d->q_heads, d->q_len, d->kv_len, &pairs))
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "q_heads %d x q_len %d x kv_len %d (query, key) pairs exceed int64",
+                            d->q_heads, d->q_len, d->kv_len);
     if (mode == SPARCL_SHARD_KEYS && d->normalization != SPARCL_NORMALIZATION_SOFTMAX)
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
                             "a cut by keys merges softmax parts by their LSE; normalization %d "
@@ -554,9 +566,11 @@ SPARCL_API int sparcl_multi_plan_shard_count(const sparcl_multi_plan *mp)
 SPARCL_API sparcl_status sparcl_multi_plan_shard(const sparcl_multi_plan *mp, int index,
                                                  sparcl_shard_info *info)
 {
-    if (!mp || !info)
-        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL", !mp ? "plan" : "info");
-    sparcl_ctx *lead = mp->ctx[0];
+    if (!mp)
+        return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "plan is NULL");
+    sparcl_ctx *lead = mp->ctx[0]; /* where a multi-plan's errors go */
+    if (!info)
+        return sparcl__fail(lead, SPARCL_ERR_INVALID_ARGUMENT, "info is NULL");
     if (index < 0 || index >= mp->n_shards)
         return sparcl__fail(lead, SPARCL_ERR_INVALID_ARGUMENT, "shard %d is not in [0, %d)", index,
                             mp->n_shards);

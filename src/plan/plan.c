@@ -328,17 +328,26 @@ SPARCL_API void sparcl_plan_free(sparcl_plan *p)
     free(p);
 }
 
-/* Whether buffer m holds `elems` elements of `esize` bytes. */
+/* Whether buffer m belongs to ctx's cl_context and holds `elems`
+ * elements of `esize` bytes.  A buffer of another context is undefined
+ * behaviour in a kernel launch (POCL's CPU device even runs it, on memory
+ * the plan's context does not own), so it is refused here. */
 static sparcl_status check_sized(sparcl_ctx *ctx, cl_mem m, const char *name, int64_t elems,
                                  size_t esize)
 {
     if (!m)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s buffer is NULL", name);
     size_t size = 0;
+    cl_context owner = NULL;
     cl_int err = clGetMemObjectInfo(m, CL_MEM_SIZE, sizeof size, &size, NULL);
+    if (err == CL_SUCCESS)
+        err = clGetMemObjectInfo(m, CL_MEM_CONTEXT, sizeof owner, &owner, NULL);
     if (err != CL_SUCCESS)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is not a valid buffer (%s)",
                             name, sparcl__cl_error_name(err));
+    if (owner != ctx->context)
+        return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                            "%s buffer belongs to another cl_context than the context's", name);
     uint64_t need = (uint64_t)elems * esize;
     if ((uint64_t)size < need)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
