@@ -5,12 +5,14 @@
  * and LSE at its original position (the scatter undoes the sort); the
  * rounds are merged afterwards by attn_merge_stacked.
  *
- * Shared QK: the key of token j is q_j / ||q_j||, read from q and scaled by
- * the inverse norm attn_lsh_hash wrote.  A work-item takes BLOCK_M
- * consecutive sorted queries (whose windows overlap), walks the union of
- * their windows BLOCK_N keys at a time with an online softmax in base 2,
- * and masks per row: outside its window, later positions when causal, and
- * the query itself.  A row left with no key attends to itself alone.
+ * Shared QK: attn_lsh_gather has already laid out each round's keys q_j /
+ * ||q_j|| in sorted order, transposed, with the token at each sorted
+ * position.  A work-item takes BLOCK_M consecutive sorted queries (whose
+ * windows overlap, and coincide when they share a chunk), walks the union
+ * of their windows BLOCK_N keys at a time with an online softmax in base 2,
+ * and masks per row, VEC keys at a time: outside its window, later
+ * positions when causal, and the query itself.  A row left with no key
+ * attends to itself alone.
  */
 #ifndef HEAD_DIM
 #error "HEAD_DIM must be defined"
@@ -33,50 +35,69 @@
 #error "BLOCK_N must be a multiple of VEC"
 #endif
 
-/* Global size (ceil(n / BLOCK_M), heads * rounds, batch).  order: [b, h,
- * round, n] tokens by sorted position; inv_norm: [b, h, n].  part: round
- * r's output row (b, h, i) at ((r * rows + (b * heads + h) * n + i) *
+/* Lane l holds l: the offsets of VEC consecutive sorted positions. */
+#if VEC == 1
+#define LSH_IOTA 0
+#elif VEC == 2
+#define LSH_IOTA ((int2)(0, 1))
+#elif VEC == 4
+#define LSH_IOTA ((int4)(0, 1, 2, 3))
+#elif VEC == 8
+#define LSH_IOTA ((int8)(0, 1, 2, 3, 4, 5, 6, 7))
+#elif VEC == 16
+#define LSH_IOTA ((int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15))
+#else
+#error "VEC must be 1, 2, 4, 8 or 16"
+#endif
+
+/* Global size (ceil(n / BLOCK_M), heads * rounds, batch).  kt and tok:
+ * attn_lsh_gather's layout (rows of n + BLOCK_N sorted positions per
+ * segment (b * heads + h) * rounds + round); inv_norm: [b, h, n].  part:
+ * round r's output row (b, h, i) at ((r * rows + (b * heads + h) * n + i) *
  * HEAD_DIM, rows = batch * heads * n; part_lse likewise without HEAD_DIM.
  * v: kv head h / group.  scale_log2: the score scale times log2(e).
  *
- * Scores are vectorized across keys: a step gathers BLOCK_N keys, already
- * divided by their norms, transposed into private memory (kT), and every
- * row multiplies its query into VEC keys at a time; the values are then
- * accumulated VEC head dimensions at a time. */
+ * A step loads the BLOCK_N keys' dimension t as NBV vectors (contiguous:
+ * no gather) and every row multiplies its query into them, BLOCK_M x NBV
+ * independent fma chains; the values are then accumulated VEC head
+ * dimensions at a time, each value row loaded once for all rows. */
 __kernel void attn_lsh_chunk(__global const float *q, const long q_sb, const long q_sh,
                              const long q_ss, __global const float *v, const long v_sb,
-                             const long v_sh, const long v_ss, __global const int *order,
-                             __global const float *inv_norm, __global float *part,
-                             __global float *part_lse, const long rows, const int n,
-                             const int heads, const int group, const int rounds, const int chunk,
-                             const int causal, const float scale_log2)
+                             const long v_sh, const long v_ss, __global const float *kt,
+                             __global const int *tok, __global const float *inv_norm,
+                             __global float *part, __global float *part_lse, const long rows,
+                             const int n, const int heads, const int group, const int rounds,
+                             const int chunk, const int causal, const float scale_log2)
 {
     const int p0 = get_global_id(0) * BLOCK_M;
     const int hr = get_global_id(1), b = get_global_id(2);
     const int h = hr / rounds, r = hr - h * rounds;
     if (p0 >= n)
         return;
-    const long bh = (long)b * heads + h;
-    __global const int *ord = order + (bh * rounds + r) * n;
+    const long bh = (long)b * heads + h, seg = bh * rounds + r;
+    const long stride = (long)n + BLOCK_N;
+    __global const float *ks = kt + seg * HEAD_DIM * stride;
+    __global const int *ts = tok + seg * stride;
     __global const float *inv = inv_norm + bh * n;
     __global const float *qh = q + b * q_sb + h * q_sh;
     __global const float *vh = v + b * v_sb + (h / group) * v_sh;
     const int m_rows = min(BLOCK_M, n - p0);
 
-    int tok[BLOCK_M], lo[BLOCK_M], hi[BLOCK_M], others[BLOCK_M];
+    int ti[BLOCK_M], pos[BLOCK_M], lo[BLOCK_M], hi[BLOCK_M], seen[BLOCK_M];
     float qs[BLOCK_M][HEAD_DIM];
     floatv acc[BLOCK_M][NV];
     float acct[BLOCK_M][NT_ALLOC], mx[BLOCK_M], l[BLOCK_M];
     for (int m = 0; m < BLOCK_M; ++m) {
         const int p = min(p0 + m, n - 1);
         const int c = p / chunk;
-        tok[m] = ord[p];
+        pos[m] = p;
+        ti[m] = ts[p];
         lo[m] = (int)max(0L, (long)(c - 1) * chunk);
         hi[m] = (int)min((long)n, (long)c * chunk + chunk);
-        others[m] = 0;
+        seen[m] = 0;
         mx[m] = -INFINITY;
         l[m] = 0.0f;
-        __global const float *qr = qh + tok[m] * q_ss;
+        __global const float *qr = qh + ti[m] * q_ss;
         for (int t = 0; t < HEAD_DIM; ++t)
             qs[m][t] = qr[t] * scale_log2;
         for (int d = 0; d < NV; ++d)
@@ -87,40 +108,34 @@ __kernel void attn_lsh_chunk(__global const float *q, const long q_sb, const lon
     /* Windows grow with the sorted position: the union is [lo[0], hi[last]). */
     const int wlo = lo[0], whi = hi[m_rows - 1];
     for (int k0 = wlo; k0 < whi; k0 += BLOCK_N) {
-        float kT[HEAD_DIM][BLOCK_N];
-        float s[BLOCK_M][BLOCK_N];
-        int kt[BLOCK_N];
-        for (int c = 0; c < BLOCK_N; ++c) {
-            const int j = ord[min(k0 + c, whi - 1)];
-            kt[c] = j;
-            __global const float *kr = qh + j * q_ss;
-            const float ij = inv[j];
-            for (int t = 0; t < HEAD_DIM; ++t)
-                kT[t][c] = kr[t] * ij;
+        floatv sv[BLOCK_M][NBV];
+        float ps[BLOCK_M][BLOCK_N];
+        for (int m = 0; m < BLOCK_M; ++m)
+            for (int x = 0; x < NBV; ++x)
+                sv[m][x] = (floatv)(0.0f);
+        __global const float *kk = ks + k0;
+        for (int t = 0; t < HEAD_DIM; ++t) {
+            for (int x = 0; x < NBV; ++x) {
+                const floatv kv = LOADV(kk + t * stride + x * VEC);
+                for (int m = 0; m < BLOCK_M; ++m)
+                    sv[m][x] = fma((floatv)(qs[m][t]), kv, sv[m][x]);
+            }
         }
         for (int m = 0; m < BLOCK_M; ++m) {
-            floatv sv[NBV];
-            for (int x = 0; x < NBV; ++x)
-                sv[x] = (floatv)(0.0f);
-            for (int t = 0; t < HEAD_DIM; ++t) {
-                const floatv qb = (floatv)(qs[m][t]);
-                for (int x = 0; x < NBV; ++x)
-                    sv[x] = fma(qb, LOADV(&kT[t][x * VEC]), sv[x]);
+            floatv bmv = (floatv)(-INFINITY);
+            for (int x = 0; x < NBV; ++x) {
+                const intv kp = (intv)(k0 + x * VEC) + LSH_IOTA;
+                intv ok = (kp >= (intv)(lo[m])) & (kp < (intv)(hi[m])) & (kp != (intv)(pos[m]));
+                if (causal)
+                    ok &= LOADV(ts + k0 + x * VEC) <= (intv)(ti[m]);
+                sv[m][x] = select((floatv)(-INFINITY), sv[m][x], ok);
+                bmv = SPARCL_MAXNN(bmv, sv[m][x]);
             }
-            for (int x = 0; x < NBV; ++x)
-                STOREV(sv[x], &s[m][x * VEC]);
-            float bm = -INFINITY;
-            for (int c = 0; c < BLOCK_N; ++c) {
-                const int kp = k0 + c, j = kt[c];
-                const int ok = kp < whi && kp >= lo[m] && kp < hi[m] && j != tok[m] &&
-                               (!causal || j <= tok[m]);
-                others[m] += ok;
-                s[m][c] = ok ? s[m][c] : -INFINITY;
-                bm = fmax(bm, s[m][c]);
-            }
+            const float bm = HMAXV(bmv);
+            seen[m] |= !(bm == -INFINITY); /* a NaN score counts as seen */
             if (bm == -INFINITY) {
                 for (int c = 0; c < BLOCK_N; ++c)
-                    s[m][c] = 0.0f;
+                    ps[m][c] = 0.0f;
                 continue;
             }
             const float mn = fmax(mx[m], bm);
@@ -134,35 +149,37 @@ __kernel void attn_lsh_chunk(__global const float *q, const long q_sb, const lon
              * 2 ulp); masked keys get exactly 0, so they are never read. */
             floatv lv = (floatv)(0.0f);
             for (int x = 0; x < NBV; ++x) {
-                const floatv sx = LOADV(&s[m][x * VEC]);
+                const floatv sx = sv[m][x];
                 const floatv e = select(sparcl_exp2_nonpos(sx - mn), (floatv)(0.0f),
                                         sx == (floatv)(-INFINITY));
-                STOREV(e, &s[m][x * VEC]);
+                STOREV(e, &ps[m][x * VEC]);
                 lv += e;
             }
             l[m] += HSUMV(lv);
             mx[m] = mn;
         }
-        for (int c = 0; c < BLOCK_N; ++c) {
-            if (k0 + c >= whi)
-                break;
-            __global const float *vr = vh + kt[c] * v_ss;
+        const int cn = min(BLOCK_N, whi - k0);
+        for (int c = 0; c < cn; ++c) {
+            __global const float *vr = vh + ts[k0 + c] * v_ss;
+            floatv vv[NV];
+            for (int d = 0; d < NV; ++d)
+                vv[d] = LOADV(vr + d * VEC);
             for (int m = 0; m < BLOCK_M; ++m) {
-                const float w = s[m][c];
+                const float w = ps[m][c];
                 if (w == 0.0f)
                     continue;
                 for (int d = 0; d < NV; ++d)
-                    acc[m][d] = fma((floatv)(w), LOADV(vr + d * VEC), acc[m][d]);
+                    acc[m][d] = fma((floatv)(w), vv[d], acc[m][d]);
                 for (int t = 0; t < NT; ++t)
                     acct[m][t] = fma(w, vr[NV * VEC + t], acct[m][t]);
             }
         }
     }
     for (int m = 0; m < m_rows; ++m) {
-        const int i = tok[m];
+        const int i = ti[m];
         const long row = (long)r * rows + bh * n + i;
         __global float *o = part + row * HEAD_DIM;
-        if (others[m] == 0) {
+        if (!seen[m]) {
             /* Nothing else to attend: the token itself, weight 1, with the
              * score scale * q_i . q_i / ||q_i||. */
             __global const float *vr = vh + i * v_ss;
