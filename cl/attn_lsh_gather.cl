@@ -1,15 +1,14 @@
 /*
  * attn_lsh_gather.cl -- the gather step of LSH attention (sparcl.h, "LSH
  * attention"): after the sort, each (batch, head, round) gets its keys in
- * sorted order, already divided by their norms, stored transposed (one row
- * of sorted positions per head dimension), beside the token at each sorted
- * position.  The chunk attention then reads a window of keys as contiguous
- * vectors along the sorted positions instead of one token at a time through
- * the order.
- *
- * Rows are `stride` = n + BLOCK_N positions long: the chunk kernel reads
- * BLOCK_N positions from any start below n, so the positions from n on are
- * padding, written 0 (keys) and -1 (tokens) and always masked there.
+ * sorted order, already divided by their norms, beside the token at each
+ * sorted position.  Keys are stored in tiles of BLOCK_N sorted positions,
+ * each tile transposed (dimension t of its BLOCK_N keys contiguous), as the
+ * dense kernel's KT layout: the chunk attention then reads a step's keys as
+ * one contiguous tile of vectors instead of one token at a time through the
+ * order.  Positions past n, up to the end of the last tile, are padding:
+ * keys 0 and token 0 (a valid row to load), always masked by the chunk
+ * kernel, which masks by sorted position.
  */
 #ifndef HEAD_DIM
 #error "HEAD_DIM must be defined"
@@ -18,11 +17,12 @@
 #error "BLOCK_N must be defined"
 #endif
 
-/* Global size (n + BLOCK_N, heads * rounds, batch).  q: row (b, h, i) at
- * b*q_sb + h*q_sh + i*q_ss; order: [b, h, round, n]; inv_norm: [b, h, n].
- * kt: segment s = (b * heads + h) * rounds + round holds dimension t of the
- * key at sorted position p at (s * HEAD_DIM + t) * stride + p; tok: the
- * token there, at s * stride + p. */
+/* Global size (tiles * BLOCK_N, heads * rounds, batch), tiles = ceil(n /
+ * BLOCK_N).  q: row (b, h, i) at b*q_sb + h*q_sh + i*q_ss; order: [b, h,
+ * round, n]; inv_norm: [b, h, n].  Segment s = (b * heads + h) * rounds +
+ * round: dimension t of the key at sorted position p = T * BLOCK_N + c is
+ * at kt[((s * tiles + T) * HEAD_DIM + t) * BLOCK_N + c], its token at
+ * tok[s * tiles * BLOCK_N + p]. */
 __kernel void attn_lsh_gather(__global const float *q, const long q_sb, const long q_sh,
                               const long q_ss, __global const int *order,
                               __global const float *inv_norm, __global float *kt,
@@ -30,22 +30,24 @@ __kernel void attn_lsh_gather(__global const float *q, const long q_sb, const lo
 {
     const int p = get_global_id(0);
     const int hr = get_global_id(1), b = get_global_id(2);
-    const long stride = (long)n + BLOCK_N;
-    if (p >= stride)
+    const int tiles = (n + BLOCK_N - 1) / BLOCK_N;
+    if (p >= tiles * BLOCK_N)
         return;
     const int h = hr / rounds;
     const long bh = (long)b * heads + h, seg = bh * rounds + (hr - h * rounds);
-    __global float *out = kt + seg * HEAD_DIM * stride + p;
+    const int tile = p / BLOCK_N, c = p - tile * BLOCK_N;
+    __global float *out = kt + (seg * tiles + tile) * HEAD_DIM * BLOCK_N + c;
+    __global int *tp = tok + seg * tiles * BLOCK_N + p;
     if (p >= n) {
-        tok[seg * stride + p] = -1;
+        *tp = 0;
         for (int t = 0; t < HEAD_DIM; ++t)
-            out[t * stride] = 0.0f;
+            out[t * BLOCK_N] = 0.0f;
         return;
     }
     const int j = order[seg * n + p];
-    tok[seg * stride + p] = j;
+    *tp = j;
     __global const float *row = q + b * q_sb + h * q_sh + j * q_ss;
     const float ij = inv_norm[bh * n + j];
     for (int t = 0; t < HEAD_DIM; ++t)
-        out[t * stride] = row[t] * ij;
+        out[t * BLOCK_N] = row[t] * ij;
 }

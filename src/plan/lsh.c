@@ -38,7 +38,7 @@ struct lsh {
     size_t bytes; /* of rot */
     cl_kernel kernel[K_COUNT], merge;
     int32_t block_m; /* the chunk kernel's rows per work-item */
-    int32_t block_n; /* its keys per step: the padding of the gathered keys' rows */
+    int32_t block_n; /* its keys per step: the tiles of the gathered keys */
     int32_t wg;      /* WG_SIZE: work-items per group of the hash and chunk kernels */
     pthread_mutex_t lock;
 };
@@ -135,9 +135,16 @@ static sparcl_status lsh_create(const sparcl__plan_view *v, const sparcl_plan_de
     return SPARCL_OK;
 }
 
+/* Sorted positions of one segment of gathered keys: n rounded up to whole
+ * tiles of block_n. */
+static size_t tiled_len(int n, int block_n)
+{
+    return ((size_t)n + (size_t)block_n - 1) / (size_t)block_n * (size_t)block_n;
+}
+
 /* Allocates the workspace of one call; `attention` adds the gathered keys
- * and tokens (rows of q_len + BLOCK_N sorted positions) and the partial
- * outputs and LSEs of every round. */
+ * and tokens (whole tiles of BLOCK_N sorted positions per segment) and the
+ * partial outputs and LSEs of every round. */
 static sparcl_status work_alloc(struct lsh *l, int attention, work *w)
 {
     const sparcl_plan_desc *d = &l->view->desc;
@@ -163,9 +170,10 @@ static sparcl_status work_alloc(struct lsh *l, int attention, work *w)
         return st;
     if (!attention)
         return SPARCL_OK;
-    const size_t padded = sparcl__sat_mul(
-        sparcl__sat_mul((size_t)d->batch * (size_t)d->q_heads, (size_t)d->lsh_rounds),
-        (size_t)d->q_len + (size_t)l->block_n);
+    const size_t padded =
+        sparcl__sat_mul(sparcl__sat_mul((size_t)d->batch * (size_t)d->q_heads,
+                                        (size_t)d->lsh_rounds),
+                        tiled_len(d->q_len, l->block_n));
     if ((st = sparcl__scratch(
              ctx, &w->keys,
              sparcl__sat_mul(sparcl__sat_mul(padded, (size_t)d->head_dim), sizeof(float)),
@@ -258,7 +266,7 @@ static sparcl_status lsh_forward(void *state, const sparcl__fwd_call *c)
     if (st == SPARCL_OK) {
         const arg a[] = {ARG(c->q),   ARG(q_sb),     ARG(q_sh), ARG(q_ss),  ARG(w.order), ARG(w.inv),
                          ARG(w.keys), ARG(w.tokens), ARG(n),    ARG(heads), ARG(rounds)};
-        const size_t g[3] = {(size_t)n + (size_t)l->block_n, (size_t)heads * (size_t)rounds,
+        const size_t g[3] = {tiled_len(n, l->block_n), (size_t)heads * (size_t)rounds,
                              (size_t)d->batch};
         st = launch(l, c->queue, K_GATHER, a, (int)(sizeof a / sizeof *a), g, 1, &sorted,
                     &gathered);
