@@ -17,37 +17,41 @@
 #error "BLOCK_N must be defined"
 #endif
 
-/* Global size (tiles * BLOCK_N, heads * rounds, batch), tiles = ceil(n /
- * BLOCK_N).  q: row (b, h, i) at b*q_sb + h*q_sh + i*q_ss; order: [b, h,
- * round, n]; inv_norm: [b, h, n].  Segment s = (b * heads + h) * rounds +
- * round: dimension t of the key at sorted position p = T * BLOCK_N + c is
- * at kt[((s * tiles + T) * HEAD_DIM + t) * BLOCK_N + c], its token at
- * tok[s * tiles * BLOCK_N + p]. */
+/* Global size (tiles, heads * rounds, batch), tiles = ceil(n / BLOCK_N):
+ * one work-item per tile.  q: row (b, h, i) at b*q_sb + h*q_sh + i*q_ss;
+ * order: [b, h, round, n]; inv_norm: [b, h, n].  Segment s = (b * heads +
+ * h) * rounds + round: dimension t of the key at sorted position p = T *
+ * BLOCK_N + c is at kt[((s * tiles + T) * HEAD_DIM + t) * BLOCK_N + c], its
+ * token at tok[s * tiles * BLOCK_N + p]. */
 __kernel void attn_lsh_gather(__global const float *q, const long q_sb, const long q_sh,
                               const long q_ss, __global const int *order,
                               __global const float *inv_norm, __global float *kt,
                               __global int *tok, const int n, const int heads, const int rounds)
 {
-    const int p = get_global_id(0);
+    const int tile = get_global_id(0);
     const int hr = get_global_id(1), b = get_global_id(2);
     const int tiles = (n + BLOCK_N - 1) / BLOCK_N;
-    if (p >= tiles * BLOCK_N)
+    if (tile >= tiles)
         return;
     const int h = hr / rounds;
     const long bh = (long)b * heads + h, seg = bh * rounds + (hr - h * rounds);
-    const int tile = p / BLOCK_N, c = p - tile * BLOCK_N;
-    __global float *out = kt + (seg * tiles + tile) * HEAD_DIM * BLOCK_N + c;
-    __global int *tp = tok + seg * tiles * BLOCK_N + p;
-    if (p >= n) {
-        *tp = 0;
+    __global float *out = kt + (seg * tiles + tile) * HEAD_DIM * BLOCK_N;
+    __global int *tp = tok + (seg * tiles + tile) * BLOCK_N;
+    __global const int *ord = order + seg * n;
+    __global const float *qh = q + b * q_sb + h * q_sh;
+    for (int c = 0; c < BLOCK_N; ++c) {
+        const int p = tile * BLOCK_N + c;
+        if (p >= n) {
+            tp[c] = 0;
+            for (int t = 0; t < HEAD_DIM; ++t)
+                out[t * BLOCK_N + c] = 0.0f;
+            continue;
+        }
+        const int j = ord[p];
+        tp[c] = j;
+        __global const float *row = qh + j * q_ss;
+        const float ij = inv_norm[bh * n + j];
         for (int t = 0; t < HEAD_DIM; ++t)
-            out[t * BLOCK_N] = 0.0f;
-        return;
+            out[t * BLOCK_N + c] = row[t] * ij;
     }
-    const int j = order[seg * n + p];
-    *tp = j;
-    __global const float *row = q + b * q_sb + h * q_sh + j * q_ss;
-    const float ij = inv_norm[bh * n + j];
-    for (int t = 0; t < HEAD_DIM; ++t)
-        out[t * BLOCK_N] = row[t] * ij;
 }

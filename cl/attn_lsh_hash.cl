@@ -18,6 +18,8 @@
 #error "VEC must be defined"
 #endif
 
+#define LSH_CHAINS 4 /* column vectors rotated at once */
+
 /* Keeps (v, c) when it beats (best, at): larger, or equal and earlier. */
 #define LSH_CONSIDER(v, c)                                                                         \
     do {                                                                                           \
@@ -54,6 +56,24 @@ __kernel void attn_lsh_hash(__global const float *q, const long q_sb, const long
         float best = -INFINITY;
         int at = 0;
         int c0 = 0;
+        /* LSH_CHAINS vectors of columns at once: independent fma chains
+         * that overlap in the pipeline (one chain waits on each fma). */
+        for (; c0 + LSH_CHAINS * VEC <= cols; c0 += LSH_CHAINS * VEC) {
+            floatv acc[LSH_CHAINS];
+            for (int k = 0; k < LSH_CHAINS; ++k)
+                acc[k] = (floatv)(0.0f);
+            for (int t = 0; t < HEAD_DIM; ++t)
+                for (int k = 0; k < LSH_CHAINS; ++k)
+                    acc[k] = fma((floatv)(x[t]), LOADV(rr + (long)t * cols + c0 + k * VEC), acc[k]);
+            for (int k = 0; k < LSH_CHAINS; ++k) {
+                float lane[VEC];
+                STOREV(acc[k], lane);
+                for (int l = 0; l < VEC; ++l) {
+                    LSH_CONSIDER(lane[l], c0 + k * VEC + l);
+                    LSH_CONSIDER(-lane[l], cols + c0 + k * VEC + l);
+                }
+            }
+        }
         for (; c0 + VEC <= cols; c0 += VEC) {
             floatv acc = (floatv)(0.0f);
             for (int t = 0; t < HEAD_DIM; ++t)

@@ -266,8 +266,8 @@ static sparcl_status lsh_forward(void *state, const sparcl__fwd_call *c)
     if (st == SPARCL_OK) {
         const arg a[] = {ARG(c->q),   ARG(q_sb),     ARG(q_sh), ARG(q_ss),  ARG(w.order), ARG(w.inv),
                          ARG(w.keys), ARG(w.tokens), ARG(n),    ARG(heads), ARG(rounds)};
-        const size_t g[3] = {tiled_len(n, l->block_n), (size_t)heads * (size_t)rounds,
-                             (size_t)d->batch};
+        const size_t g[3] = {tiled_len(n, l->block_n) / (size_t)l->block_n,
+                             (size_t)heads * (size_t)rounds, (size_t)d->batch};
         st = launch(l, c->queue, K_GATHER, a, (int)(sizeof a / sizeof *a), g, 1, &sorted,
                     &gathered);
     }
