@@ -38,21 +38,10 @@
 /* Lane l holds l: the offsets of VEC consecutive sorted positions;
  * LSH_ALL(ok): every lane of a mask from comparisons (a scalar comparison
  * gives 1, a vector one -1 per lane). */
+#define LSH_IOTA popcount(LANE_BITSV - 1)
 #if VEC == 1
-#define LSH_IOTA 0
 #define LSH_ALL(ok) ((ok) != 0)
-#elif VEC == 2
-#define LSH_IOTA ((int2)(0, 1))
-#elif VEC == 4
-#define LSH_IOTA ((int4)(0, 1, 2, 3))
-#elif VEC == 8
-#define LSH_IOTA ((int8)(0, 1, 2, 3, 4, 5, 6, 7))
-#elif VEC == 16
-#define LSH_IOTA ((int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15))
 #else
-#error "VEC must be 1, 2, 4, 8 or 16"
-#endif
-#ifndef LSH_ALL
 #define LSH_ALL(ok) all(ok)
 #endif
 
