@@ -25,8 +25,8 @@
  * token at tok[s * tiles * BLOCK_N + p]. */
 __kernel void attn_lsh_gather(__global const float *q, const long q_sb, const long q_sh,
                               const long q_ss, __global const int *order,
-                              __global const float *inv_norm, __global float *kt,
-                              __global int *tok, const int n, const int heads, const int rounds)
+                              __global const float *inv_norm, __global float *kt, __global int *tok,
+                              const int n, const int heads, const int rounds)
 {
     const int tile = get_global_id(0);
     const int hr = get_global_id(1), b = get_global_id(2);

@@ -50,8 +50,8 @@
  * round, i]; inv_norm: [b, h, i], 1/||q_i|| (0 for a zero row). */
 __kernel void attn_lsh_hash(__global const float *q, const long q_sb, const long q_sh,
                             const long q_ss, __global const float *rot, const int rounds,
-                            const int cols, const int n, const int heads,
-                            __global int *buckets, __global float *inv_norm)
+                            const int cols, const int n, const int heads, __global int *buckets,
+                            __global float *inv_norm)
 {
     const int i = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
     if (i >= n)

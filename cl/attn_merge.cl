@@ -34,8 +34,8 @@
  * some part saw a key with a finite score, else 0 and sets *empty to the
  * row's value, 0 (no key) or NaN (keys whose scores were all -inf, a part
  * marked by NaN as its first element).  *lrow gets the merged lse. */
-inline int sparcl_merge_scale(int n, __global const float *const *po, const float *lse,
-                              float *w, float *m, float *inv, float *empty, float *lrow)
+inline int sparcl_merge_scale(int n, __global const float *const *po, const float *lse, float *w,
+                              float *m, float *inv, float *empty, float *lrow)
 {
     float mx = -INFINITY;
     int nan_lse = 0;

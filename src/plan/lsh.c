@@ -118,8 +118,7 @@ static sparcl_status lsh_create(const sparcl__plan_view *v, const sparcl_plan_de
         (st = sparcl__family_kernels(ctx, &sparcl__schema_attn_lsh, &prob, params, 1,
                                      &kernel_names[K_HASH], &l->kernel[K_HASH])) != SPARCL_OK ||
         (st = sparcl__family_kernels(ctx, &sparcl__schema_attn_lsh, &prob, params, 1,
-                                     &kernel_names[K_GATHER], &l->kernel[K_GATHER])) !=
-            SPARCL_OK ||
+                                     &kernel_names[K_GATHER], &l->kernel[K_GATHER])) != SPARCL_OK ||
         (st = sparcl__family_kernels(ctx, &sparcl__schema_attn_lsh, &prob, params, 1,
                                      &kernel_names[K_CHUNK], &l->kernel[K_CHUNK])) != SPARCL_OK ||
         (st = sparcl__family_kernels(ctx, &sparcl__schema_attn_lsh_sort, &no_problem, &no_params, 1,
@@ -170,10 +169,9 @@ static sparcl_status work_alloc(struct lsh *l, int attention, work *w)
         return st;
     if (!attention)
         return SPARCL_OK;
-    const size_t padded =
-        sparcl__sat_mul(sparcl__sat_mul((size_t)d->batch * (size_t)d->q_heads,
-                                        (size_t)d->lsh_rounds),
-                        tiled_len(d->q_len, l->block_n));
+    const size_t padded = sparcl__sat_mul(
+        sparcl__sat_mul((size_t)d->batch * (size_t)d->q_heads, (size_t)d->lsh_rounds),
+        tiled_len(d->q_len, l->block_n));
     if ((st = sparcl__scratch(
              ctx, &w->keys,
              sparcl__sat_mul(sparcl__sat_mul(padded, (size_t)d->head_dim), sizeof(float)),
@@ -264,12 +262,13 @@ static sparcl_status lsh_forward(void *state, const sparcl__fwd_call *c)
     const cl_long q_sb = qs.batch, q_sh = qs.head, q_ss = qs.seq;
     const cl_int n = d->q_len, heads = d->q_heads, rounds = d->lsh_rounds;
     if (st == SPARCL_OK) {
-        const arg a[] = {ARG(c->q),   ARG(q_sb),     ARG(q_sh), ARG(q_ss),  ARG(w.order), ARG(w.inv),
-                         ARG(w.keys), ARG(w.tokens), ARG(n),    ARG(heads), ARG(rounds)};
+        const arg a[] = {ARG(c->q),    ARG(q_sb),  ARG(q_sh),   ARG(q_ss),
+                         ARG(w.order), ARG(w.inv), ARG(w.keys), ARG(w.tokens),
+                         ARG(n),       ARG(heads), ARG(rounds)};
         const size_t g[3] = {tiled_len(n, l->block_n) / (size_t)l->block_n,
                              (size_t)heads * (size_t)rounds, (size_t)d->batch};
-        st = launch(l, c->queue, K_GATHER, a, (int)(sizeof a / sizeof *a), g, 1, &sorted,
-                    &gathered);
+        st =
+            launch(l, c->queue, K_GATHER, a, (int)(sizeof a / sizeof *a), g, 1, &sorted, &gathered);
     }
     if (st == SPARCL_OK) {
         const cl_long v_sb = vs.batch, v_sh = vs.head, v_ss = vs.seq;
@@ -277,10 +276,10 @@ static sparcl_status lsh_forward(void *state, const sparcl__fwd_call *c)
         const cl_int group = d->q_heads / d->kv_heads;
         const cl_int chunk = d->lsh_chunk, causal = d->causal != 0;
         const cl_float scale_log2 = v->scale * 1.4426950408889634f;
-        const arg a[] = {ARG(c->q),    ARG(q_sb),     ARG(q_sh),   ARG(q_ss),    ARG(c->v),
-                         ARG(v_sb),    ARG(v_sh),     ARG(v_ss),   ARG(w.keys),  ARG(w.tokens),
-                         ARG(w.inv),   ARG(w.parts),  ARG(w.lses), ARG(rows),    ARG(n),
-                         ARG(heads),   ARG(group),    ARG(rounds), ARG(chunk),   ARG(causal),
+        const arg a[] = {ARG(c->q),      ARG(q_sb),    ARG(q_sh),   ARG(q_ss),   ARG(c->v),
+                         ARG(v_sb),      ARG(v_sh),    ARG(v_ss),   ARG(w.keys), ARG(w.tokens),
+                         ARG(w.inv),     ARG(w.parts), ARG(w.lses), ARG(rows),   ARG(n),
+                         ARG(heads),     ARG(group),   ARG(rounds), ARG(chunk),  ARG(causal),
                          ARG(scale_log2)};
         const size_t g[3] = {((size_t)n + (size_t)l->block_m - 1) / (size_t)l->block_m,
                              (size_t)heads * (size_t)rounds, (size_t)d->batch};
