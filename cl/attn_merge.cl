@@ -29,11 +29,12 @@
 #define MERGE_MAX 64 /* parts of one attn_merge_stacked launch (SPARCL__MERGE_STACKED_MAX) */
 
 /* The scale of one row's merge from its n parts' log-sum-exps: returns 1
- * and sets *m (the largest lse) and *inv (1 / sum_p exp(lse_p - m)) when
+ * and sets w[p] (exp(lse_p - m), 0 for a part that saw no key), *m (the
+ * largest lse) and *inv (1 / sum_p w[p]) when
  * some part saw a key with a finite score, else 0 and sets *empty to the
  * row's value, 0 (no key) or NaN (keys whose scores were all -inf, a part
  * marked by NaN as its first element).  *lrow gets the merged lse. */
-inline int sparcl_merge_scale(int n, __global const float *const *po, const float *lse,
+inline int sparcl_merge_scale(int n, __global const float *const *po, const float *lse, float *w,
                               float *m, float *inv, float *empty, float *lrow)
 {
     float mx = -INFINITY;
@@ -52,22 +53,25 @@ inline int sparcl_merge_scale(int n, __global const float *const *po, const floa
     }
     /* mx is +inf or finite; a NaN lse gives NaN weights below. */
     float l = 0.0f;
-    for (int p = 0; p < n; ++p)
-        l += lse[p] == -INFINITY ? 0.0f : exp(lse[p] - mx);
+    for (int p = 0; p < n; ++p) {
+        w[p] = lse[p] == -INFINITY ? 0.0f : exp(lse[p] - mx);
+        l += w[p];
+    }
     *m = mx;
     *inv = 1.0f / l;
     *lrow = mx + log(l);
     return 1;
 }
 
-/* Element d of the merged row (sparcl_merge_scale returned 1). */
+/* Element d of the merged row (sparcl_merge_scale returned 1 and set w:
+ * one exp per part and row, not per element). */
 inline float sparcl_merge_element(int n, __global const float *const *po, const float *lse,
-                                  float m, float inv, int d)
+                                  const float *w, float inv, int d)
 {
     float acc = 0.0f;
     for (int p = 0; p < n; ++p)
         if (lse[p] != -INFINITY)
-            acc = fma(exp(lse[p] - m), po[p][d], acc);
+            acc = fma(w[p], po[p][d], acc);
     return acc * inv;
 }
 
@@ -77,10 +81,10 @@ inline float sparcl_merge_element(int n, __global const float *const *po, const 
 inline void sparcl_merge_row(int n, __global const float *const *po, const float *lse,
                              __global float *orow, __global float *lrow, int head_dim)
 {
-    float m = 0.0f, inv = 0.0f, empty = 0.0f, l;
-    const int any = sparcl_merge_scale(n, po, lse, &m, &inv, &empty, &l);
+    float w[MERGE_ARGS + 1], m = 0.0f, inv = 0.0f, empty = 0.0f, l;
+    const int any = sparcl_merge_scale(n, po, lse, w, &m, &inv, &empty, &l);
     for (int d = 0; d < head_dim; ++d)
-        orow[d] = any ? sparcl_merge_element(n, po, lse, m, inv, d) : empty;
+        orow[d] = any ? sparcl_merge_element(n, po, lse, w, inv, d) : empty;
     if (lrow)
         *lrow = l;
 }
@@ -151,10 +155,10 @@ __kernel void attn_merge_stacked(__global const float *parts, __global const flo
     }
     /* The output in the storage type (DTYPE), rounded once. */
     __global stor_t *orow = out + ROW_OFFSET(o_sb, o_sh, o_ss, b, h, i);
-    float m = 0.0f, inv = 0.0f, empty = 0.0f, l;
-    const int any = sparcl_merge_scale(k, rows, ls, &m, &inv, &empty, &l);
+    float w[MERGE_MAX], m = 0.0f, inv = 0.0f, empty = 0.0f, l;
+    const int any = sparcl_merge_scale(k, rows, ls, w, &m, &inv, &empty, &l);
     for (int d = 0; d < head_dim; ++d)
-        SSTORE1(any ? sparcl_merge_element(k, rows, ls, m, inv, d) : empty, orow + d);
+        SSTORE1(any ? sparcl_merge_element(k, rows, ls, w, inv, d) : empty, orow + d);
     if (write_lse)
         lse[row] = l;
 }

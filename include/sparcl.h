@@ -1950,10 +1950,12 @@ SPARCL_API sparcl_status sparcl_plan_write_projections(sparcl_plan *plan, const 
  *
  * Work O(B H lsh_rounds N (D lsh_buckets / 2 + 2 lsh_chunk D)); memory
  * O(lsh_rounds B H N D) of per-call workspace (each round's partial output
- * and lse, the bucket ids, the sorted order, the key norms), allocated by
- * each call and released when its work completes, so calls never share
- * state.  Four kernels per call: attn_lsh_hash (every round's bucket of
- * every token, and 1/||q||), attn_lsh_sort (one work-item per (b, h, r)),
+ * and lse, each round's keys in sorted order, the bucket ids, the sorted
+ * order, the key norms), allocated by each call and released when its work
+ * completes, so calls never share state.  Five kernels per call:
+ * attn_lsh_hash (every round's bucket of every token, and 1/||q||),
+ * attn_lsh_sort (one work-item per (b, h, r)), attn_lsh_gather (each
+ * round's keys q / ||q|| in sorted order, in transposed tiles of BLOCK_N),
  * attn_lsh_chunk (BLOCK_M sorted queries per work-item, BLOCK_N keys per
  * step, VEC along the head dimension: kernel family "attn_lsh", tuned as
  * any family), then attn_merge_stacked.

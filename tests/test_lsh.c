@@ -7,7 +7,8 @@
  * the order is a stable sort of the buckets, and scaled copies of a token
  * share its buckets.  Outputs and LSEs match the reference on odd shapes
  * (lengths 1, 17, 113; head dims 72, 100), several (rounds, buckets,
- * chunk) sets and parameter sets, causal and not, GQA.  One round is also
+ * chunk) sets and parameter sets (work-groups of several items too),
+ * causal and not, GQA.  One round is also
  * checked against the brute-force oracle with keys q / ||q|| and the chunk
  * windows as a predicate, independently of the reference's attention.  Bad
  * fields are refused naming the field; the backward is refused.
@@ -127,6 +128,10 @@ static lcase forward_cases[] = {
     {1, 2, 1, 113, 100, 2, 8, 7, 1, "BLOCK_M=1 BLOCK_N=4 VEC=1"},
     {1, 2, 2, 113, 72, 3, 10, 9, 0, "BLOCK_M=16 BLOCK_N=64 VEC=16"},
     {2, 1, 1, 113, 100, 2, 32, 3, 1, "BLOCK_M=8 BLOCK_N=8 VEC=4"},
+    /* GPU-style groups: several work-items per group, the last groups
+     * partly past the end (17 / 4 rows, 113 / 2 rows, the tiles). */
+    {1, 2, 2, 17, 100, 2, 4, 5, 0, "BLOCK_M=4 BLOCK_N=16 VEC=8 WG_SIZE=8"},
+    {1, 2, 1, 113, 72, 2, 8, 16, 1, "BLOCK_M=2 BLOCK_N=8 VEC=4 WG_SIZE=4"},
 };
 
 ParameterizedTestParameters(lsh, forward_matches_reference)

@@ -1,6 +1,6 @@
 /*
  * params_lsh.c -- the attn_lsh family: the three kernels of LSH attention
- * (cl/attn_lsh_hash.cl, attn_lsh_chunk.cl, and the parameterless
+ * (cl/attn_lsh_hash.cl, attn_lsh_gather.cl, attn_lsh_chunk.cl, and the parameterless
  * attn_lsh_sort family of attn_lsh_sort.cl; see sparcl.h, "LSH attention")
  * as data.  Tuned: the chunk attention's query rows per
  * work-item (BLOCK_M), keys per step (BLOCK_N), the vector width along the
@@ -29,11 +29,11 @@ static const sparcl__param_def attn_lsh_params[] = {
      "arrays on one stack: keep it small on CPUs)"},
 };
 
-/* Private floats of one chunk work-item: its queries, accumulators and
- * scores, and one step's keys transposed. */
+/* Private floats of one chunk work-item: its queries and accumulators, and
+ * one step's scores and weights (the keys are read in place). */
 static long private_floats(int32_t bm, int32_t bn, const sparcl__problem *prob)
 {
-    return (long)bm * (2L * prob->head_dim + bn) + (long)bn * prob->head_dim;
+    return (long)bm * (2L * prob->head_dim + 2L * bn);
 }
 
 static sparcl_status check(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl__problem *prob,
@@ -52,7 +52,7 @@ static sparcl_status check(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl_
     const long priv = private_floats(bm, bn, prob);
     if (priv > SPARCL__PRIVATE_FLOATS_MAX)
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                            "BLOCK_M %d x (2 x head_dim %d + BLOCK_N %d) = %ld private floats "
+                            "BLOCK_M %d x (2 x head_dim %d + 2 x BLOCK_N %d) = %ld private floats "
                             "exceeds %d",
                             bm, prob->head_dim, bn, priv, SPARCL__PRIVATE_FLOATS_MAX);
     return SPARCL_OK;
@@ -78,8 +78,10 @@ static void defaults(sparcl__pset *p, const sparcl__problem *prob,
 
 static const sparcl__kernel_decl hash_kernels[] = {{"attn_lsh_hash", 1}};
 static const sparcl__kernel_decl chunk_kernels[] = {{"attn_lsh_chunk", 1}};
+static const sparcl__kernel_decl gather_kernels[] = {{"attn_lsh_gather", 1}};
 static const sparcl__program_decl programs[] = {
     {"attn_lsh_chunk.cl", chunk_kernels, N_OF(chunk_kernels)},
+    {"attn_lsh_gather.cl", gather_kernels, N_OF(gather_kernels)},
     {"attn_lsh_hash.cl", hash_kernels, N_OF(hash_kernels)},
 };
 static const sparcl__param_id derived[] = {SPARCL__P_HEAD_DIM};

@@ -3,7 +3,8 @@
  * the plan holds the seeded rotations on the device and the attn_lsh
  * kernels; a forward call hashes every token in every round
  * (attn_lsh_hash), sorts each (batch, head, round) by bucket on the device
- * (attn_lsh_sort), attends within chunks of the sorted order
+ * (attn_lsh_sort), lays each round's keys out in sorted order
+ * (attn_lsh_gather), attends within chunks of the sorted order
  * (attn_lsh_chunk, one partial output and LSE per round) and merges the
  * rounds by LSE with the stacked merge of merge.c.  Workspace is allocated
  * per call and released once the work is done, so calls share nothing but
@@ -27,9 +28,9 @@
 #include "runtime/lsh_draw.h"
 #include "runtime/memory.h"
 
-enum { K_HASH, K_SORT, K_CHUNK, K_COUNT };
+enum { K_HASH, K_SORT, K_GATHER, K_CHUNK, K_COUNT };
 static const char *const kernel_names[K_COUNT] = {"attn_lsh_hash", "attn_lsh_sort",
-                                                  "attn_lsh_chunk"};
+                                                  "attn_lsh_gather", "attn_lsh_chunk"};
 
 struct lsh {
     const sparcl__plan_view *view;
@@ -37,18 +38,21 @@ struct lsh {
     size_t bytes; /* of rot */
     cl_kernel kernel[K_COUNT], merge;
     int32_t block_m; /* the chunk kernel's rows per work-item */
+    int32_t block_n; /* its keys per step: the tiles of the gathered keys */
     int32_t wg;      /* WG_SIZE: work-items per group of the hash and chunk kernels */
     pthread_mutex_t lock;
 };
 
-/* One call's workspace. */
+/* One call's workspace; keys and tokens hold attn_lsh_gather's sorted,
+ * transposed keys and the token at each sorted position. */
 typedef struct work {
-    cl_mem buckets, order, counts, inv, parts, lses;
+    cl_mem buckets, order, counts, inv, keys, tokens, parts, lses;
 } work;
 
 static void work_free(work *w)
 {
-    cl_mem *all[] = {&w->buckets, &w->order, &w->counts, &w->inv, &w->parts, &w->lses};
+    cl_mem *all[] = {&w->buckets, &w->order,  &w->counts, &w->inv,
+                     &w->keys,    &w->tokens, &w->parts,  &w->lses};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i)
         if (*all[i])
             clReleaseMemObject(*all[i]);
@@ -101,6 +105,7 @@ static sparcl_status lsh_create(const sparcl__plan_view *v, const sparcl_plan_de
         return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate an LSH plan");
     l->view = v;
     l->block_m = params->v[SPARCL__P_BLOCK_M];
+    l->block_n = params->v[SPARCL__P_BLOCK_N];
     l->wg = params->v[SPARCL__P_WG_SIZE];
     pthread_mutex_init(&l->lock, NULL);
     const size_t bytes =
@@ -112,6 +117,8 @@ static sparcl_status lsh_create(const sparcl__plan_view *v, const sparcl_plan_de
     if ((st = sparcl__mem_check_device(ctx, "the LSH rotations", bytes)) != SPARCL_OK ||
         (st = sparcl__family_kernels(ctx, &sparcl__schema_attn_lsh, &prob, params, 1,
                                      &kernel_names[K_HASH], &l->kernel[K_HASH])) != SPARCL_OK ||
+        (st = sparcl__family_kernels(ctx, &sparcl__schema_attn_lsh, &prob, params, 1,
+                                     &kernel_names[K_GATHER], &l->kernel[K_GATHER])) != SPARCL_OK ||
         (st = sparcl__family_kernels(ctx, &sparcl__schema_attn_lsh, &prob, params, 1,
                                      &kernel_names[K_CHUNK], &l->kernel[K_CHUNK])) != SPARCL_OK ||
         (st = sparcl__family_kernels(ctx, &sparcl__schema_attn_lsh_sort, &no_problem, &no_params, 1,
@@ -127,8 +134,16 @@ static sparcl_status lsh_create(const sparcl__plan_view *v, const sparcl_plan_de
     return SPARCL_OK;
 }
 
-/* Allocates the workspace of one call; `attention` adds the partial
- * outputs and LSEs of every round. */
+/* Sorted positions of one segment of gathered keys: n rounded up to whole
+ * tiles of block_n. */
+static size_t tiled_len(int n, int block_n)
+{
+    return ((size_t)n + (size_t)block_n - 1) / (size_t)block_n * (size_t)block_n;
+}
+
+/* Allocates the workspace of one call; `attention` adds the gathered keys
+ * and tokens (whole tiles of BLOCK_N sorted positions per segment) and the
+ * partial outputs and LSEs of every round. */
 static sparcl_status work_alloc(struct lsh *l, int attention, work *w)
 {
     const sparcl_plan_desc *d = &l->view->desc;
@@ -154,7 +169,16 @@ static sparcl_status work_alloc(struct lsh *l, int attention, work *w)
         return st;
     if (!attention)
         return SPARCL_OK;
+    const size_t padded = sparcl__sat_mul(
+        sparcl__sat_mul((size_t)d->batch * (size_t)d->q_heads, (size_t)d->lsh_rounds),
+        tiled_len(d->q_len, l->block_n));
     if ((st = sparcl__scratch(
+             ctx, &w->keys,
+             sparcl__sat_mul(sparcl__sat_mul(padded, (size_t)d->head_dim), sizeof(float)),
+             "LSH sorted keys")) != SPARCL_OK ||
+        (st = sparcl__scratch(ctx, &w->tokens, sparcl__sat_mul(padded, sizeof(cl_int)),
+                              "LSH sorted tokens")) != SPARCL_OK ||
+        (st = sparcl__scratch(
              ctx, &w->parts,
              sparcl__sat_mul(sparcl__sat_mul(per_round, (size_t)d->head_dim), sizeof(float)),
              "LSH partial outputs")) != SPARCL_OK ||
@@ -173,8 +197,8 @@ typedef struct arg {
         sizeof(x), &(x)                                                                            \
     }
 
-/* Enqueues kernel `which` over global[0] x global[1] x global[2]; the hash
- * and chunk kernels run WG_SIZE work-items per group along the first axis
+/* Enqueues kernel `which` over global[0] x global[1] x global[2]; the hash,
+ * gather and chunk kernels run WG_SIZE work-items per group along the first axis
  * (rounded up: they skip the items past the end), the sort lets the
  * driver choose. */
 static sparcl_status launch(struct lsh *l, cl_command_queue queue, int which, const arg *args,
@@ -231,24 +255,36 @@ static sparcl_status lsh_forward(void *state, const sparcl__fwd_call *c)
         work_free(&w);
         return st;
     }
-    cl_event sorted = NULL, attended = NULL;
+    cl_event sorted = NULL, gathered = NULL, attended = NULL;
     pthread_mutex_lock(&l->lock);
     st = hash_and_sort(l, c->queue, c->ts[0], c->q, &w, c->num_wait, c->wait, &sorted);
+    const sparcl_strides qs = c->ts[0], vs = c->ts[2];
+    const cl_long q_sb = qs.batch, q_sh = qs.head, q_ss = qs.seq;
+    const cl_int n = d->q_len, heads = d->q_heads, rounds = d->lsh_rounds;
     if (st == SPARCL_OK) {
-        const sparcl_strides qs = c->ts[0], vs = c->ts[2];
-        const cl_long q_sb = qs.batch, q_sh = qs.head, q_ss = qs.seq;
+        const arg a[] = {ARG(c->q),    ARG(q_sb),  ARG(q_sh),   ARG(q_ss),
+                         ARG(w.order), ARG(w.inv), ARG(w.keys), ARG(w.tokens),
+                         ARG(n),       ARG(heads), ARG(rounds)};
+        const size_t g[3] = {tiled_len(n, l->block_n) / (size_t)l->block_n,
+                             (size_t)heads * (size_t)rounds, (size_t)d->batch};
+        st =
+            launch(l, c->queue, K_GATHER, a, (int)(sizeof a / sizeof *a), g, 1, &sorted, &gathered);
+    }
+    if (st == SPARCL_OK) {
         const cl_long v_sb = vs.batch, v_sh = vs.head, v_ss = vs.seq;
         const cl_long rows = (cl_long)d->batch * d->q_heads * d->q_len;
-        const cl_int n = d->q_len, heads = d->q_heads, group = d->q_heads / d->kv_heads;
-        const cl_int rounds = d->lsh_rounds, chunk = d->lsh_chunk, causal = d->causal != 0;
+        const cl_int group = d->q_heads / d->kv_heads;
+        const cl_int chunk = d->lsh_chunk, causal = d->causal != 0;
         const cl_float scale_log2 = v->scale * 1.4426950408889634f;
-        const arg a[] = {ARG(c->q),    ARG(q_sb),   ARG(q_sh),  ARG(q_ss),    ARG(c->v),
-                         ARG(v_sb),    ARG(v_sh),   ARG(v_ss),  ARG(w.order), ARG(w.inv),
-                         ARG(w.parts), ARG(w.lses), ARG(rows),  ARG(n),       ARG(heads),
-                         ARG(group),   ARG(rounds), ARG(chunk), ARG(causal),  ARG(scale_log2)};
+        const arg a[] = {ARG(c->q),      ARG(q_sb),    ARG(q_sh),   ARG(q_ss),   ARG(c->v),
+                         ARG(v_sb),      ARG(v_sh),    ARG(v_ss),   ARG(w.keys), ARG(w.tokens),
+                         ARG(w.inv),     ARG(w.parts), ARG(w.lses), ARG(rows),   ARG(n),
+                         ARG(heads),     ARG(group),   ARG(rounds), ARG(chunk),  ARG(causal),
+                         ARG(scale_log2)};
         const size_t g[3] = {((size_t)n + (size_t)l->block_m - 1) / (size_t)l->block_m,
                              (size_t)heads * (size_t)rounds, (size_t)d->batch};
-        st = launch(l, c->queue, K_CHUNK, a, (int)(sizeof a / sizeof *a), g, 1, &sorted, &attended);
+        st = launch(l, c->queue, K_CHUNK, a, (int)(sizeof a / sizeof *a), g, 1, &gathered,
+                    &attended);
     }
     if (st == SPARCL_OK) {
         const sparcl__merge_stacked m = {w.parts,    w.lses,   d->lsh_rounds, d->batch,
@@ -259,6 +295,8 @@ static sparcl_status lsh_forward(void *state, const sparcl__fwd_call *c)
     pthread_mutex_unlock(&l->lock);
     if (sorted)
         clReleaseEvent(sorted);
+    if (gathered)
+        clReleaseEvent(gathered);
     if (attended)
         clReleaseEvent(attended);
     work_free(&w);
