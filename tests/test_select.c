@@ -416,7 +416,7 @@ Test(select, refusals)
  * above check against the reference selection). */
 static void check_backward(const shape *s, const sparcl_params *force)
 {
-    sparcl_ctx *ctx = make_ctx();
+    sparcl_ctx *ctx = dev_ctx();
     sparcl_layout *pin = make_pin(ctx, s);
     sparcl_plan_desc d;
     desc_of(s, &d);
@@ -543,7 +543,7 @@ static void check_half(const shape *s, int dtype)
         dtype == SPARCL_DTYPE_F16 ? sparcl_convert_f32_to_f16 : sparcl_convert_f32_to_bf16;
     sparcl_status (*dec)(const uint16_t *, float *, size_t) =
         dtype == SPARCL_DTYPE_F16 ? sparcl_convert_f16_to_f32 : sparcl_convert_bf16_to_f32;
-    sparcl_ctx *ctx = make_ctx();
+    sparcl_ctx *ctx = dev_ctx();
     sparcl_layout *pin = make_pin(ctx, s);
     sparcl_plan_desc d;
     desc_of(s, &d);
