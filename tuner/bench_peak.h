@@ -25,9 +25,10 @@ typedef struct bench_peak {
 /* Runs both probes on the context's device (median of `reps` runs each,
  * after a warm-up).  Fields of a probe that failed stay 0 and error says
  * why.  The FMA probe runs 12 independent FMA chains per work-item in
- * three variants (float16 chains with one work-item per group or the
- * runtime's work-group size, and float chains that a CPU runtime
- * vectorizes across work-items) and keeps the fastest; the streaming probe
+ * five variants (float16 chains with one work-item per group or the
+ * runtime's work-group size; float8 and float4 chains, which fit 16
+ * 256-bit registers where float16 chains spill; and float chains that a
+ * CPU runtime vectorizes across work-items) and keeps the fastest; the streaming probe
  * moves buffers of at least 256 MiB (less if the device cannot allocate
  * that much), far beyond any cache. */
 void bench_peak_measure(sparcl_ctx *ctx, int reps, bench_peak *out);
