@@ -1744,6 +1744,49 @@ SPARCL_API sparcl_status sparcl_layout_init_slice(sparcl_ctx *ctx, sparcl_layout
                                                   const sparcl_layout *layout, int causal, int q0,
                                                   int q_len, int k0, int kv_len, int block);
 
+/* Packed variable-length batch (FlashAttention's varlen, FlexAttention's
+ * document mask): `count` sequences of different lengths packed one after
+ * another along the sequence axis, as one layout.  Sequence s owns the
+ * packed query rows [cu_q[s], cu_q[s + 1]) and the packed keys [cu_k[s],
+ * cu_k[s + 1]) (cu_q == cu_k for self-attention); packed query i = cu_q[s]
+ * + a attends packed key j = cu_k[s] + b iff seqs[s] has a attend b (NULL:
+ * dense, every key of the sequence).  No pair crosses from one sequence to
+ * another.  Each sequence keeps its own pattern and its own alignment:
+ * build seqs[s] at its lengths, e.g. sparcl_layout_init_causal() for causal
+ * attention per sequence (bottom-right aligned when it has fewer queries
+ * than keys, as a plan's causal flag is); the same layout may serve every
+ * sequence of one length.
+ *
+ * A plan over the packed layout (q_len = cu_q[count], kv_len =
+ * cu_k[count], desc.causal 0: causality belongs to each sequence's layout)
+ * runs the whole batch in one call with q, k, v and out packed as [H,
+ * total, D] (batch 1), forward and backward, any kind that takes a layout;
+ * a batch of one query row per sequence over long keys takes the decoding
+ * path like any plan with q_len <= 16.  Only stored blocks are visited, so
+ * the work is that of the sequences, not of a batch padded to the longest
+ * one.  A new batch needs a new layout and plan; the plan reuses every
+ * built program (sparcl-bench --varlen reports what that costs against a
+ * call).
+ *
+ * count >= 1.  cu_q and cu_k have count + 1 entries, start at 0 and never
+ * decrease; a sequence may be empty (0 queries or 0 keys: it attends
+ * nothing and its seqs entry must be NULL), but the totals must be
+ * >= 1.  Each non-NULL seqs[s] has q_len and kv_len equal to its
+ * sequence's lengths and 1 head (broadcast) or H heads, the same H for
+ * every one; the result has H heads (1 when all have 1).  block: the
+ * packed layout's block size, 0 for that of the first non-NULL seqs entry
+ * (64 if none).  The arrays and layouts are borrowed during the call only.
+ * Time O(stored blocks of the result + block^2 per block on a sequence
+ * boundary or over a PARTIAL sequence block).
+ * Errors: SPARCL_ERR_INVALID_ARGUMENT naming the value (NULL out, cu_q,
+ * cu_k or seqs; count < 1; an offsets array that does not start at 0,
+ * decreases (it names the sequence) or totals 0; a seqs entry whose
+ * lengths or heads disagree; a total beyond the layout limits; a batch that
+ * attends no pair at all), SPARCL_ERR_OUT_OF_MEMORY. */
+SPARCL_API sparcl_status sparcl_layout_init_varlen(sparcl_ctx *ctx, sparcl_layout **out, int count,
+                                                   const int32_t *cu_q, const int32_t *cu_k,
+                                                   const sparcl_layout *const *seqs, int block);
+
 /* Records a failure on `ctx` exactly as sparcl's own calls do (the message
  * returned by sparcl_ctx_errmsg(), the log callback; ctx NULL: the calling
  * thread's slot) and returns `status`.  For components built on the public

@@ -9,70 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_calls.h"
 #include "bench_select.h"
 #include "select_inputs.h"
-#include "tool_timing.h"
 
 #define DIM 64
 #define BLOCK 64
-
-static int cmp(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* The tensors of a call: q, k, v, out, lse, dout, dq, dk, dv. */
-enum { T_Q, T_K, T_V, T_OUT, T_LSE, T_DOUT, T_DQ, T_DK, T_DV, T_COUNT };
-
-/* Milliseconds of one forward (or, with backward, one backward) of plan,
- * or a negative value on failure. */
-static double one_ms(sparcl_ctx *ctx, sparcl_plan *plan, const cl_mem *m, int backward)
-{
-    cl_event mark = NULL, ev = NULL;
-    const double w0 = tool_now_ms();
-    sparcl_status st = SPARCL_ERR_OPENCL;
-    if (clEnqueueMarkerWithWaitList(sparcl_ctx_cl_queue(ctx), 0, NULL, &mark) == CL_SUCCESS)
-        st = backward ? sparcl_plan_backward(plan, m[T_Q], m[T_K], m[T_V], m[T_OUT], m[T_LSE],
-                                             m[T_DOUT], m[T_DQ], m[T_DK], m[T_DV], 0, NULL, &ev)
-                      : sparcl_plan_forward(plan, m[T_Q], m[T_K], m[T_V], m[T_OUT], m[T_LSE], 0,
-                                            NULL, &ev);
-    if (st != SPARCL_OK) {
-        fprintf(stderr, "sparcl-bench: select: %s\n", sparcl_ctx_errmsg(ctx));
-        if (mark)
-            clReleaseEvent(mark);
-        return -1;
-    }
-    clWaitForEvents(1, &ev);
-    const double ms = tool_event_span_ms(mark, ev, tool_now_ms() - w0);
-    clReleaseEvent(mark);
-    clReleaseEvent(ev);
-    return ms;
-}
-
-/* Medians of `reps` calls of each plan (NULL plans skipped), the calls of
- * the plans interleaved so that a change of load hits them alike, after 2
- * warm-ups each.  0 on failure. */
-static int medians(sparcl_ctx *ctx, sparcl_plan *const *plans, int n, const cl_mem *m, int reps,
-                   int backward, double *out)
-{
-    double *ms = malloc(sizeof *ms * (size_t)reps * (size_t)n);
-    int ok = ms != NULL;
-    for (int r = -2; ok && r < reps; ++r)
-        for (int p = 0; ok && p < n; ++p) {
-            const double t = plans[p] ? one_ms(ctx, plans[p], m, backward) : 0;
-            ok = t >= 0;
-            if (r >= 0)
-                ms[p * reps + r] = t;
-        }
-    for (int p = 0; ok && p < n; ++p) {
-        double *x = ms + p * reps;
-        qsort(x, (size_t)reps, sizeof *x, cmp);
-        out[p] = reps % 2 ? x[reps / 2] : 0.5 * (x[reps / 2 - 1] + x[reps / 2]);
-    }
-    free(ms);
-    return ok;
-}
 
 /* A plan of `heads` heads, q_len rows over n keys, head_dim DIM, block
  * BLOCK; rule NONE with a layout or none for the plain plans. */
@@ -159,7 +101,7 @@ static int table(sparcl_ctx *ctx, int q_len, int n, int heads, int reps, int bac
     int failures = 0;
     sparcl_plan *dense = plan_of(ctx, q_len, n, heads, SPARCL_SELECT_NONE, 0, 0, NULL);
     /* The backward reads out and lse: the dense forward's will do for timing. */
-    failures += !dense || (backward && one_ms(ctx, dense, m, 0) < 0);
+    failures += !dense || (backward && bench_call_ms(ctx, dense, m, 0) < 0);
     printf("%-14s %8s %10s %10s %10s %8s %9s %11s\n", "rule", "density", "whole_ms", "sparse_ms",
            "select_ms", "sel/call", "dense_ms", "whole/dense");
     for (int r = 0; r < n_rules; ++r) {
@@ -167,12 +109,12 @@ static int table(sparcl_ctx *ctx, int q_len, int n, int heads, int reps, int bac
             plan_of(ctx, q_len, n, heads, rules[r].rule, rules[r].k, rules[r].tau, NULL);
         sparcl_layout *chosen = NULL;
         sparcl_plan *sparse = NULL;
-        if (sel && one_ms(ctx, sel, m, backward) >= 0 &&
+        if (sel && bench_call_ms(ctx, sel, m, backward) >= 0 &&
             sparcl_plan_read_selection(sel, 0, &chosen) == SPARCL_OK)
             sparse = plan_of(ctx, q_len, n, heads, SPARCL_SELECT_NONE, 0, 0, chosen);
         sparcl_plan *three[3] = {sel, sparse, dense};
         double t[3] = {-1, -1, -1};
-        if (!sparse || !medians(ctx, three, dense ? 3 : 2, m, reps, backward, t))
+        if (!sparse || !bench_medians(ctx, three, dense ? 3 : 2, m, 0, reps, backward, t))
             t[1] = -1;
         const double whole = t[0], part = t[1];
         char name[32];

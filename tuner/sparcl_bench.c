@@ -28,7 +28,10 @@
  *                     [--baseline-reps R] [--no-baseline] [--set NAME=VALUE]...
  *                     [--bwd-set NAME=VALUE]... [--max-kv N] [--dtype f32|f16|bf16]
  *                     [--list] [--select N [--select-heads H] [--select-parts P]]
- *                     [--multidev N]
+ *                     [--multidev N] [--varlen]
+ * --varlen adds the packed variable-length batch rows (bench_varlen.h: one
+ * batch of mixed lengths packed against the same padded to the longest);
+ * alone, without --cases, it runs only those.
  * --select N adds the dynamic block selection rows at length N (bench_select.h:
  * selection time against the sparse forward's, the whole call against the
  * dense forward); alone, without --cases, it runs only those.
@@ -52,6 +55,7 @@
 #include "bench_multidev.h"
 #include "bench_peak.h"
 #include "bench_select.h"
+#include "bench_varlen.h"
 #include "sparcl.h"
 #include "tool_log.h"
 #include "tool_timing.h"
@@ -153,6 +157,7 @@ typedef struct options {
     int select_n; /* --select N: the dynamic block selection rows (bench_select.h) at length N */
     int select_heads;         /* --select-heads H, 8 by default */
     const char *select_parts; /* --select-parts fwd,bwd,dec (NULL: all) */
+    int varlen;               /* --varlen: the packed variable-length batch rows */
     int multidev;             /* --multidev N: devices; 0 for the standard set */
 } options;
 
@@ -806,7 +811,7 @@ static int usage(const char *argv0)
             "usage: %s [--quick] [--cases a,b,...] [--json] [--reps R] [--baseline-reps R]\n"
             "          [--no-baseline] [--set NAME=VALUE]... [--bwd-set NAME=VALUE]...\n"
             "          [--max-kv N] [--dtype f32|f16|bf16] [--list]\n"
-            "          [--select N [--select-heads H] [--select-parts fwd,bwd,dec]]\n"
+            "          [--select N [--select-heads H] [--select-parts fwd,bwd,dec]] [--varlen]\n"
             "          [--multidev N]\n",
             argv0);
     return 2;
@@ -854,6 +859,8 @@ int main(int argc, char **argv)
             return 0;
         } else if (a + 1 < argc && strcmp(s, "--reps") == 0) {
             opt.reps = atoi(argv[++a]);
+        } else if (strcmp(s, "--varlen") == 0) {
+            opt.varlen = 1;
         } else if (a + 1 < argc && strcmp(s, "--select") == 0) {
             opt.select_n = atoi(argv[++a]);
         } else if (a + 1 < argc && strcmp(s, "--select-heads") == 0) {
@@ -904,7 +911,7 @@ int main(int argc, char **argv)
     }
     if (opt.multidev)
         return bench_multidev_run(opt.multidev, opt.reps);
-    if (!any_selected && !opt.select_n) /* --select alone runs only its rows */
+    if (!any_selected && !opt.select_n && !opt.varlen) /* --select, --varlen: only their rows */
         for (int i = 0; i < N_CASES; ++i)
             opt.selected[i] = !opt.quick || cases[i].quick;
     for (int i = 0; i < N_CASES; ++i)
@@ -982,6 +989,9 @@ int main(int argc, char **argv)
     if (opt.select_n > 0 && !opt.json)
         failures += bench_select(ctx, opt.select_n, opt.select_heads > 0 ? opt.select_heads : 8,
                                  opt.reps, opt.select_parts);
+    if (opt.varlen && !opt.json)
+        failures += bench_varlen(ctx, 8, opt.reps, pk.fma_gflops,
+                                 opt.have_params ? &opt.params : NULL);
     sparcl_ctx_free(ctx);
     if (failures && !opt.json)
         printf("\n%d case(s) failed or exceeded max_err %.2g (marked !)\n", failures,

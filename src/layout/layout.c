@@ -367,3 +367,21 @@ int64_t sparcl__layout_find(const sparcl_layout *l, int h, int br, int bc)
     int64_t e = sparcl__layout_lower_bound(l, h, br, bc);
     return e < l->row_ptr[(int64_t)h * (l->nbr + 1) + br + 1] && l->col[e] == bc ? e : -1;
 }
+
+int sparcl__layout_blocks_class(const sparcl_layout *l, int h, int r0, int r1, int c0, int c1)
+{
+    int found = 0, full = 1;
+    for (int r = r0; r <= r1; ++r)
+        for (int c = c0; c <= c1; ++c) {
+            const int64_t e = sparcl__layout_find(l, h, r, c);
+            if (e < 0)
+                full = 0;
+            else {
+                found = 1;
+                full &= l->mask[e] < 0;
+            }
+        }
+    if (!found)
+        return SPARCL__BLOCK_EMPTY;
+    return full ? SPARCL__BLOCK_FULL : SPARCL__BLOCK_PARTIAL;
+}

@@ -81,6 +81,13 @@ int64_t sparcl__layout_lower_bound(const sparcl_layout *l, int h, int br, int bc
 /* The stored entry of block (br, bc) of head h, or -1.  O(log row nnz). */
 int64_t sparcl__layout_find(const sparcl_layout *l, int h, int br, int bc);
 
+/* What the stored blocks of head h in block rows [r0, r1] and block columns
+ * [c0, c1] of l are together: SPARCL__BLOCK_EMPTY when none is stored,
+ * SPARCL__BLOCK_FULL when every one is stored FULL, else PARTIAL.  For
+ * rules that read another layout (slices, packed batches).
+ * O(blocks * log row nnz). */
+int sparcl__layout_blocks_class(const sparcl_layout *l, int h, int r0, int r1, int c0, int c1);
+
 /* 1 if element (r, c) of stored entry e (in block coordinates) attends. */
 static inline int sparcl__layout_entry_bit(const sparcl_layout *l, int64_t e, int r, int c)
 {

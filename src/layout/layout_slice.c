@@ -95,20 +95,9 @@ static int slice_classify(const void *self, int h, int br, int bc)
             return SPARCL__BLOCK_EMPTY;
         crossing = (int64_t)s->k0 + j1 - 1 > (int64_t)s->q0 + i0 + s->poff;
     }
-    int found = 0, full = 1;
-    for (int pr = (s->q0 + i0) / pb; pr <= (s->q0 + i1 - 1) / pb; ++pr)
-        for (int pc = (s->k0 + j0) / pb; pc <= (s->k0 + j1 - 1) / pb; ++pc) {
-            int64_t e = sparcl__layout_find(p, ph, pr, pc);
-            if (e < 0)
-                full = 0;
-            else {
-                found = 1;
-                full &= p->mask[e] < 0;
-            }
-        }
-    if (!found)
-        return SPARCL__BLOCK_EMPTY;
-    return full && !crossing ? SPARCL__BLOCK_FULL : SPARCL__BLOCK_PARTIAL;
+    const int c = sparcl__layout_blocks_class(p, ph, (s->q0 + i0) / pb, (s->q0 + i1 - 1) / pb,
+                                              (s->k0 + j0) / pb, (s->k0 + j1 - 1) / pb);
+    return c == SPARCL__BLOCK_FULL && crossing ? SPARCL__BLOCK_PARTIAL : c;
 }
 
 static int slice_attends(const void *self, int h, int i, int j)

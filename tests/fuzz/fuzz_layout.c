@@ -1,6 +1,8 @@
 /*
- * fuzz_layout.c -- layouts from user block masks, BSR and CSR arrays and
- * window parameters, and their re-blocking to kernel tiles.  Beyond "no crash", every accepted
+ * fuzz_layout.c -- layouts from user block masks, BSR and CSR arrays,
+ * window parameters and packed variable-length batches (offsets often
+ * malformed, sequence layouts of the wrong shape), and their re-blocking
+ * to kernel tiles.  Beyond "no crash", every accepted
  * layout is checked against its definition at sampled elements, and the
  * tiling (with or without causal) is checked element by element against
  * sparcl_layout_attends on small shapes.  A mismatch traps.
@@ -54,10 +56,62 @@ static void check_tiling(const sparcl_layout *l, int causal, int tm, int tn)
     sparcl__tiling_free(&t);
 }
 
+/* Packed batches of up to 4 sequences, each NULL (dense) or a window; the
+ * offsets sane or raw, the windows of the sequence's lengths or not.  An
+ * accepted batch is checked element by element against the definition. */
+static sparcl_layout *fuzz_varlen(fuzz_input *in, int heads, int block)
+{
+    int count = fuzz_range(in, 1, 4), sane = fuzz_range(in, 0, 3) != 0;
+    int32_t cu_q[5] = {0}, cu_k[5] = {0};
+    int left[4], right[4];
+    sparcl_layout *seq[4] = {NULL, NULL, NULL, NULL}, *l = NULL;
+    for (int s = 0; s < count; ++s) {
+        cu_q[s + 1] = sane ? cu_q[s] + fuzz_range(in, 0, 30) : fuzz_int(in);
+        cu_k[s + 1] = sane ? cu_k[s] + fuzz_range(in, 0, 30) : fuzz_int(in);
+        left[s] = fuzz_range(in, 0, 40);
+        right[s] = fuzz_range(in, 0, 40);
+        int ql = sane ? cu_q[s + 1] - cu_q[s] : fuzz_range(in, 1, 30);
+        int kl = sane ? cu_k[s + 1] - cu_k[s] : fuzz_range(in, 1, 30);
+        if (fuzz_range(in, 0, 2) && ql > 0 && kl > 0)
+            sparcl_layout_init_window(NULL, &seq[s], fuzz_range(in, 0, 3) ? 1 : heads, ql, kl,
+                                      fuzz_range(in, 1, 20), left[s], right[s]);
+    }
+    int small = 1; /* raw offsets: only small ones may be built */
+    for (int s = 0; s <= count; ++s)
+        small &= cu_q[s] <= 200 && cu_k[s] <= 200;
+    if (!small) {
+        for (int s = 0; s < count; ++s)
+            sparcl_layout_free(seq[s]);
+        return NULL;
+    }
+    if (sparcl_layout_init_varlen(NULL, &l, count, cu_q, cu_k, (const sparcl_layout *const *)seq,
+                                  fuzz_range(in, 0, 1) ? 0 : block) != SPARCL_OK) {
+        CHECK(l == NULL);
+    } else {
+        CHECK(cu_q[0] == 0 && cu_k[0] == 0);
+        for (int h = 0; h < l->heads; ++h)
+            for (int i = 0; i < cu_q[count]; ++i)
+                for (int j = 0; j < cu_k[count]; ++j) {
+                    int want = 0;
+                    for (int s = 0; s < count; ++s)
+                        if (i >= cu_q[s] && i < cu_q[s + 1] && j >= cu_k[s] && j < cu_k[s + 1]) {
+                            int64_t d = (int64_t)(j - cu_k[s]) -
+                                        (i - cu_q[s] + (cu_k[s + 1] - cu_k[s]) -
+                                         (cu_q[s + 1] - cu_q[s]));
+                            want = !seq[s] || (d >= -left[s] && d <= right[s]);
+                        }
+                    CHECK(sparcl_layout_attends(l, h, i, j) == want);
+                }
+    }
+    for (int s = 0; s < count; ++s)
+        sparcl_layout_free(seq[s]);
+    return l;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fuzz_input in = {data, size, 0};
-    int kind = fuzz_range(&in, 0, 4);
+    int kind = fuzz_range(&in, 0, 5);
     sparcl_layout *l = NULL;
     if (kind == 0) { /* raw arguments, mostly invalid: must fail cleanly */
         int heads = fuzz_int(&in), lq = fuzz_int(&in), lk = fuzz_int(&in), b = fuzz_int(&in);
@@ -143,6 +197,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         free(ptr);
         free(col);
+    } else if (kind == 5) {
+        l = fuzz_varlen(&in, heads, block);
     } else {
         int left = fuzz_range(&in, 0, 80), right = fuzz_range(&in, 0, 80);
         if (sparcl_layout_init_window(NULL, &l, heads, lq, lk, block, left, right) == SPARCL_OK)
