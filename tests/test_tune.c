@@ -381,6 +381,31 @@ static void tune_family(const char *family, char *db, size_t size)
     cr_assert_eq(count_where(db, "1"), 3);
 }
 
+/* A packed variable-length batch (tuner/varlen_batch.h) is a problem like
+ * the others: its candidates run on the packed layout, are verified
+ * against the reference and are stored under pattern 'varlen' with the
+ * packed layout's density; a spec with q != n is refused by name. */
+Test(tune, varlen_problem_is_tuned)
+{
+    make_dir();
+    char db[128];
+    scratch_path(db, sizeof db, "varlen.db");
+    const char *args[] = {"--db", db, "--problems", "varlen:n=150,h=2,kvh=1,d=16,blk=16",
+                          "--max-evals", "2", "--stagnation", "0", "--budget", "quick",
+                          "--kernel", "attn_fwd", NULL};
+    cr_assert_eq(run_tuner("varlen", args), 0, "%s", slurp("varlen", "err"));
+    /* sequences of 60, 36, 24, 14, 8, 4, 2 and 2 tokens, causal each */
+    const char *where = "status = 'ok' AND problem_id IN (SELECT id FROM problem WHERE "
+                        "pattern = 'varlen' AND q_len = 150 AND density < 0.25)";
+    cr_assert_eq(count_where(db, where), 2, "%s", slurp("varlen", "out"));
+    const char *bad[] = {"--db", db, "--problems", "varlen:n=150,q=1,h=2,d=16", "--max-evals",
+                         "1", "--budget", "quick", "--kernel", "attn_fwd", NULL};
+    run_tuner("varlen-bad", bad);
+    char *err = slurp("varlen-bad", "err");
+    cr_assert(strstr(err, "q must equal n"), "%s", err);
+    free(err);
+}
+
 /* The backward family is tuned like the forward: its candidates are
  * verified against the reference backward and stored under attn_bwd. */
 Test(tune, backward_family_is_tuned)

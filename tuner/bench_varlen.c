@@ -14,28 +14,11 @@
 #include "bench_calls.h"
 #include "bench_varlen.h"
 #include "tool_timing.h"
+#include "varlen_batch.h"
 
 #define DIM 64
-#define COUNT 8
-
-/* A prefill batch as serving sees one: a few long prompts, many short. */
-static const int lens[COUNT] = {3000, 1800, 1200, 700, 400, 200, 100, 17};
-
-/* The packed layout of `lens`, causal per sequence; NULL on failure. */
-static sparcl_layout *packed_layout(sparcl_ctx *ctx, const int32_t *cu)
-{
-    sparcl_layout *seq[COUNT] = {NULL}, *l = NULL;
-    int ok = 1;
-    for (int s = 0; s < COUNT && ok; ++s)
-        ok = sparcl_layout_init_causal(ctx, &seq[s], 1, lens[s], lens[s], 64) == SPARCL_OK;
-    if (ok)
-        sparcl_layout_init_varlen(ctx, &l, COUNT, cu, cu, (const sparcl_layout *const *)seq, 64);
-    for (int s = 0; s < COUNT; ++s)
-        sparcl_layout_free(seq[s]);
-    if (!l)
-        fprintf(stderr, "sparcl-bench: varlen: %s\n", sparcl_ctx_errmsg(ctx));
-    return l;
-}
+#define COUNT VARLEN_BATCH_COUNT
+#define TOTAL 7417 /* the batch's own mix (varlen_batch.h) */
 
 static sparcl_plan *plan_of(sparcl_ctx *ctx, int batch, int heads, int n, int causal,
                             const sparcl_layout *layout, const sparcl_params *params)
@@ -82,11 +65,12 @@ static void release(cl_mem *m)
 int bench_varlen(sparcl_ctx *ctx, int heads, int reps, double fma_gflops,
                  const sparcl_params *params)
 {
-    int32_t cu[COUNT + 1] = {0};
+    int32_t cu[COUNT + 1], lens[COUNT];
     int longest = 0;
     double pairs = 0;
+    varlen_batch_offsets(TOTAL, cu);
     for (int s = 0; s < COUNT; ++s) {
-        cu[s + 1] = cu[s] + lens[s];
+        lens[s] = cu[s + 1] - cu[s];
         longest = lens[s] > longest ? lens[s] : longest;
         pairs += (double)lens[s] * (lens[s] + 1) / 2;
     }
@@ -111,9 +95,10 @@ int bench_varlen(sparcl_ctx *ctx, int heads, int reps, double fma_gflops,
                 memcpy(xd + t * nd + (((size_t)s * heads + h) * longest) * DIM,
                        xp + t * np + ((size_t)h * total + cu[s]) * DIM,
                        sizeof(float) * lens[s] * DIM);
-    layout = packed_layout(ctx, cu);
-    if (!layout)
+    if (varlen_batch_layout(ctx, TOTAL, 64, &layout) != SPARCL_OK) {
+        fprintf(stderr, "sparcl-bench: varlen: %s\n", sparcl_ctx_errmsg(ctx));
         goto done;
+    }
     plans[0] = plan_of(ctx, 1, heads, total, 0, layout, params);
     plans[1] = plan_of(ctx, COUNT, heads, longest, 1, NULL, params);
     if (!plans[0] || !plans[1] || !buffers(ctx, xp, np, (size_t)heads * total, m[0]) ||
@@ -121,8 +106,10 @@ int bench_varlen(sparcl_ctx *ctx, int heads, int reps, double fma_gflops,
         goto done;
     /* what the next batch costs: its layout and plan, programs built */
     const double r0 = tool_now_ms();
-    sparcl_layout *again = packed_layout(ctx, cu);
-    sparcl_plan *next = again ? plan_of(ctx, 1, heads, total, 0, again, params) : NULL;
+    sparcl_layout *again = NULL;
+    sparcl_plan *next = varlen_batch_layout(ctx, TOTAL, 64, &again) == SPARCL_OK
+                            ? plan_of(ctx, 1, heads, total, 0, again, params)
+                            : NULL;
     const double replan = tool_now_ms() - r0;
     sparcl_plan_free(next);
     sparcl_layout_free(again);

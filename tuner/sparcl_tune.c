@@ -47,6 +47,8 @@ static void usage(FILE *f)
             "  --problems P        standard | quick | spec[;spec...], spec = "
             "PATTERN:n=N,h=H[,kvh=K],d=D[,w=W][,blk=B][,dtype=T]\n"
             "                      with PATTERN dense | causal | window (+-W tokens) | bigbird\n"
+            "                      | varlen (a packed batch of 8 sequences of mixed lengths,\n"
+            "                      causal each, n tokens in all: sparcl-bench --varlen's)\n"
             "  --dtype T           storage of q, k, v and out for the problems whose spec names\n"
             "                      none: f32 (default) | f16 | bf16; a half dtype tunes attn_fwd,\n"
             "                      or attn_decode with --kernel attn_decode (the other families\n"

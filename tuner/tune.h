@@ -26,7 +26,7 @@
  * what it expands to. */
 typedef struct tune_problem {
     char spec[TUNE_SPEC_MAX];
-    char pattern[32]; /* dense, causal, window, bigbird */
+    char pattern[32]; /* dense, causal, window, bigbird, varlen (varlen_batch.h) */
     int n, heads, kv_heads, dim, window, block;
     int q_len; /* query rows (key "q"; n unless given: decoding problems) */
     int dtype;       /* sparcl_dtype of q, k, v and out: "dtype=f16" in a spec */

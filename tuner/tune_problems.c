@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "tune.h"
+#include "varlen_batch.h"
 
 /* The standard problem set (fp32, batch 1). */
 static const char standard_set[] = "dense:n=4096,h=8,d=64;"
@@ -44,7 +45,8 @@ static void format_spec(tune_problem *p)
         n += snprintf(p->spec + n, sizeof p->spec - (size_t)n, ",q=%d", p->q_len);
     if (!strcmp(p->pattern, "window"))
         n += snprintf(p->spec + n, sizeof p->spec - (size_t)n, ",w=%d,blk=%d", p->window, p->block);
-    else if (!strcmp(p->pattern, "bigbird") || !strcmp(p->pattern, "causal"))
+    else if (!strcmp(p->pattern, "bigbird") || !strcmp(p->pattern, "causal") ||
+             !strcmp(p->pattern, "varlen"))
         n += snprintf(p->spec + n, sizeof p->spec - (size_t)n, ",blk=%d", p->block);
     if (p->dtype != SPARCL_DTYPE_F32 && n > 0 && (size_t)n < sizeof p->spec)
         snprintf(p->spec + n, sizeof p->spec - (size_t)n, ",dtype=%s", sparcl_dtype_name(p->dtype));
@@ -82,9 +84,10 @@ static int parse_one(const char *text, tune_problem *p, char *err, size_t size)
     }
     memcpy(p->pattern, text, plen);
     if (strcmp(p->pattern, "dense") && strcmp(p->pattern, "causal") &&
-        strcmp(p->pattern, "window") && strcmp(p->pattern, "bigbird")) {
-        snprintf(err, size, "problem \"%s\": pattern must be dense, causal, window or bigbird",
-                 text);
+        strcmp(p->pattern, "window") && strcmp(p->pattern, "bigbird") &&
+        strcmp(p->pattern, "varlen")) {
+        snprintf(err, size,
+                 "problem \"%s\": pattern must be dense, causal, window, bigbird or varlen", text);
         return -1;
     }
     char keys[256];
@@ -217,6 +220,11 @@ sparcl_status tune_problem_desc(sparcl_ctx *ctx, const tune_problem *p, sparcl_p
             return SPARCL_ERR_OUT_OF_MEMORY;
         st = sparcl_layout_init_block_mask(ctx, layout, 1, p->q_len, p->n, p->block, m);
         free(m);
+    } else if (!strcmp(p->pattern, "varlen")) {
+        if (p->q_len != p->n)
+            return sparcl_ctx_fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                                   "a varlen problem packs self-attention: q must equal n");
+        st = varlen_batch_layout(ctx, p->n, p->block, layout);
     }
     d->layout = *layout;
     return st;
