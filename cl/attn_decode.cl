@@ -18,7 +18,17 @@
  * semantics are exactly the forward's.  With a layout per head the HEADS
  * lists are walked together, always at the smallest pending tile column,
  * so a key tile that several heads attend is still read once.  K is read as
- * stored (no packing), VEC elements along the head dimension.  DTYPE is the
+ * stored (no packing), VEC elements along the head dimension.
+ *
+ * WG_SIZE is the GPU shape: the work-item above becomes a work-group of
+ * WG_SIZE lanes across the head dimension (lane l owns the VEC-vectors l,
+ * l + WG_SIZE, ... of q, of each K and V row and of the accumulators, so a
+ * key row is read by the group in one coalesced sweep).  Each lane's
+ * partial dot products of a tile go through local memory and are summed
+ * (two barriers per tile); every lane then runs the same softmax on the
+ * same scores, and P.V needs no reduction: a lane updates and writes only
+ * its own dimensions.  WG_SIZE 1 is the CPU shape, with no local memory and
+ * no barrier.  DTYPE is the
  * storage of q, k and v (common.clh: float, half or bfloat16); the scores,
  * accumulators and the partial outputs stay float, and the merge rounds
  * the output to the storage type once.
@@ -50,6 +60,9 @@
 #ifndef DTYPE
 #error "DTYPE must be defined"
 #endif
+#ifndef WG_SIZE
+#error "WG_SIZE must be defined"
+#endif
 #if BLOCK_N % VEC != 0
 #error "BLOCK_N must be a multiple of VEC"
 #endif
@@ -60,6 +73,7 @@
 #define NKV (BLOCK_N / VEC)
 #define MW ((BLOCK_N + 31) / 32)
 #define R (HEADS * QROWS) /* rows of one work-item: head-major */
+#define NVL ((NV + WG_SIZE - 1) / WG_SIZE) /* VEC-vectors of one lane */
 #if NV < 1
 #error "VEC must not exceed HEAD_DIM"
 #endif
@@ -82,8 +96,8 @@ inline int first_at_or_after(__global const int *col, int lo, int hi, int t)
     return lo;
 }
 
-/* Global size (splits, kv_heads * group / HEADS, batch), one work-item per
- * group.  Split s covers key tiles [s * tiles_per_split, (s + 1) *
+/* Global size (splits * WG_SIZE, kv_heads * group / HEADS, batch), one
+ * work-group per (split, HEADS heads of a KV group, batch).  Split s covers key tiles [s * tiles_per_split, (s + 1) *
  * tiles_per_split); its partial output of row (b, h, i) is at part_o +
  * (s * rows_total + (b * q_heads + h) * QROWS + i) * HEAD_DIM, its lse at
  * part_lse[s * rows_total + ...], rows_total = batch * q_heads * QROWS.
@@ -100,7 +114,7 @@ inline int first_at_or_after(__global const int *col, int lo, int hi, int t)
  * block_table[b * max_pages + j / page_size] of the pools k and v, at row
  * j % page_size; the batch strides k_sb, v_sb are the pools' page strides.
  * The host has checked every table entry the lengths reach. */
-__kernel __attribute__((reqd_work_group_size(1, 1, 1))) void
+__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
 attn_decode(__global const stor_t *restrict q, __global const stor_t *restrict k,
             __global const stor_t *restrict v, __global float *restrict part_o,
             __global float *restrict part_lse, __global const int *restrict tile_ptr,
@@ -114,6 +128,12 @@ attn_decode(__global const stor_t *restrict q, __global const stor_t *restrict k
             const int page_size, const int max_pages)
 {
     const int split = get_group_id(0);
+    const int lane = get_local_id(0);
+#if WG_SIZE > 1
+    /* each lane's partial dot products of a tile, then their sums */
+    __local float part_dot[WG_SIZE * R * BLOCK_N];
+    __local float tile_dot[R * BLOCK_N];
+#endif
     const int chunks = group / HEADS;
     const int hk = get_group_id(1) / chunks;
     const int h0 = hk * group + (get_group_id(1) - hk * chunks) * HEADS;
@@ -130,16 +150,17 @@ attn_decode(__global const stor_t *restrict q, __global const stor_t *restrict k
         lim_min = min(lim_min, lim[r]);
     }
 
-    floatv qv[R][NV], acc[R][NV], lsum[R];
+    floatv qv[R][NVL], acc[R][NVL], lsum[R];
     float qt[R][NT_ALLOC], acct[R][NT_ALLOC], m[R];
     int seen[R];
     for (int r = 0; r < R; ++r) {
         __global const stor_t *qr = q + b * q_sb + (h0 + r / QROWS) * q_sh + (r % QROWS) * q_ss;
-        for (int d = 0; d < NV; ++d) {
-            qv[r][d] = SLOADV(qr + d * VEC) * scale_log2;
-            acc[r][d] = (floatv)(0.0f);
+        for (int j = 0; j < NVL; ++j) {
+            const int d = min(lane + j * WG_SIZE, NV - 1); /* past NV: loaded, never used */
+            qv[r][j] = SLOADV(qr + d * VEC) * scale_log2;
+            acc[r][j] = (floatv)(0.0f);
         }
-        for (int t = 0; t < NT; ++t) {
+        for (int t = 0; t < NT; ++t) { /* the tail of the head dimension: lane 0's */
             qt[r][t] = SLOAD1(qr + NV * VEC + t) * scale_log2;
             acct[r][t] = 0.0f;
         }
@@ -198,19 +219,40 @@ attn_decode(__global const stor_t *restrict q, __global const stor_t *restrict k
             floatv a[R];
             for (int r = 0; r < R; ++r)
                 a[r] = (floatv)(0.0f);
-            for (int d = 0; d < NV; ++d) {
+            for (int j = 0; j < NVL; ++j) {
+                const int d = lane + j * WG_SIZE;
+                if (NV % WG_SIZE != 0 && d >= NV)
+                    break;
                 const floatv kk = SLOADV(kr + d * VEC);
 #pragma unroll
                 for (int r = 0; r < R; ++r)
-                    a[r] = fma(qv[r][d], kk, a[r]);
+                    a[r] = fma(qv[r][j], kk, a[r]);
             }
             for (int r = 0; r < R; ++r) {
                 float y = HSUMV(a[r]);
-                for (int t = 0; t < NT; ++t)
+                for (int t = 0; t < NT && lane == 0; ++t)
                     y = fma(qt[r][t], SLOAD1(kr + NV * VEC + t), y);
+#if WG_SIZE > 1
+                part_dot[(lane * R + r) * BLOCK_N + x] = y;
+#else
                 s[r].f[x] = y;
+#endif
             }
         }
+#if WG_SIZE > 1
+        /* The lanes' partial dots summed, then every lane takes the sums. */
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int i = lane; i < R * BLOCK_N; i += WG_SIZE) {
+            float y = 0.0f;
+            for (int l = 0; l < WG_SIZE; ++l)
+                y += part_dot[l * R * BLOCK_N + i];
+            tile_dot[i] = y;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int r = 0; r < R; ++r)
+            for (int x = 0; x < BLOCK_N; ++x)
+                s[r].f[x] = tile_dot[r * BLOCK_N + x];
+#endif
 
         for (int r = 0; r < R; ++r) {
             const int hh = r / QROWS;
@@ -249,8 +291,8 @@ attn_decode(__global const stor_t *restrict q, __global const stor_t *restrict k
             if (mx > m[r]) {
                 const floatv alpha = EXP2V((floatv)(m[r] - mx));
                 lsum[r] *= alpha;
-                for (int d = 0; d < NV; ++d)
-                    acc[r][d] *= alpha;
+                for (int j = 0; j < NVL; ++j)
+                    acc[r][j] *= alpha;
                 for (int t = 0; t < NT; ++t)
                     acct[r][t] *= FIRSTV(alpha);
                 m[r] = mx;
@@ -274,13 +316,17 @@ attn_decode(__global const stor_t *restrict q, __global const stor_t *restrict k
       SPARCL_MASK_BIT(mask_bits + (long)mi[(r) / QROWS] * QROWS * MW, (r) % QROWS, x, MW)))
 #define DEC_PV(KEEP)                                                                               \
     do {                                                                                           \
-        for (int d = 0; d < NV; ++d)                                                               \
+        for (int j = 0; j < NVL; ++j) {                                                            \
+            const int d = lane + j * WG_SIZE;                                                      \
+            if (NV % WG_SIZE != 0 && d >= NV)                                                      \
+                break;                                                                             \
             for (int x = 0; x < BLOCK_N; ++x) {                                                    \
                 const floatv vv = SLOADV(DEC_VROW(x) + d * VEC);                                   \
-                _Pragma("unroll") for (int r = 0; r < R; ++r) if (KEEP(r, x)) acc[r][d] =          \
-                    fma((floatv)(s[r].f[x]), vv, acc[r][d]);                                       \
+                _Pragma("unroll") for (int r = 0; r < R; ++r) if (KEEP(r, x)) acc[r][j] =          \
+                    fma((floatv)(s[r].f[x]), vv, acc[r][j]);                                       \
             }                                                                                      \
-        for (int x = 0; x < BLOCK_N; ++x)                                                          \
+        }                                                                                          \
+        for (int x = 0; x < BLOCK_N && lane == 0; ++x)                                             \
             for (int t = 0; t < NT; ++t) {                                                         \
                 const float vs = SLOAD1(DEC_VROW(x) + NV * VEC + t);                               \
                 _Pragma("unroll") for (int r = 0; r < R; ++r) if (KEEP(r, x)) acct[r][t] =         \
@@ -307,12 +353,17 @@ attn_decode(__global const stor_t *restrict q, __global const stor_t *restrict k
         /* Attended, but every score -inf: marked for the merge. */
         const int all_ninf = seen[r] && ls == 0.0f;
         const float inv = seen[r] && !all_ninf ? 1.0f / ls : 0.0f;
-        for (int d = 0; d < NV; ++d)
-            STOREV(acc[r][d] * inv, orow + d * VEC);
+        for (int j = 0; j < NVL; ++j) {
+            const int d = lane + j * WG_SIZE;
+            if (NV % WG_SIZE == 0 || d < NV)
+                STOREV(acc[r][j] * inv, orow + d * VEC);
+        }
+        if (lane != 0)
+            continue;
         for (int t = 0; t < NT; ++t)
             orow[NV * VEC + t] = acct[r][t] * inv;
         if (all_ninf)
-            orow[0] = NAN;
+            orow[0] = NAN; /* element 0 is in lane 0's first vector */
         part_lse[split * rows_total + row] =
             seen[r] && !all_ninf ? (m[r] + log2(ls)) * M_LN2_F : -INFINITY;
     }

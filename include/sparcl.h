@@ -724,17 +724,22 @@ SPARCL_API size_t sparcl_plan_device_bytes(const sparcl_plan *plan);
  * its parameter override names SPLITS or HEADS (kernel family
  * "attn_decode"), or it has desc.page_size > 0 (a paged KV cache), or it
  * has no override and kv_len >= 256 and kv_len >= 8 q_len.  The key range is cut into at most SPLITS ranges of BLOCK_N-key
- * tiles; one work-item per (range, HEADS query heads of one KV head,
+ * tiles; one work-group per (range, HEADS query heads of one KV head,
  * batch) reads each key and value row of its range once for all its query
  * heads (under GQA/MQA the K/V traffic is that of the KV heads, not of the
- * query heads) and writes a partial output and LSE into the plan's
+ * query heads).  The group is one work-item on CPUs (WG_SIZE 1, the CPU
+ * default) or WG_SIZE lanes across the head dimension (the GPU default, up
+ * to 32 lanes of one VEC-vector each): the lanes' partial dot products are
+ * summed in local memory, two barriers per key tile, and each lane keeps
+ * and writes its own dimensions of the output and writes a partial output and LSE into the plan's
  * workspace (SPLITS x batch x q_heads x q_len x (head_dim + 1) floats,
  * counted in sparcl_plan_device_bytes()); a second kernel merges them as
  * sparcl_merge() does.  K is read as stored: nothing is repacked per call.
  * Results, layouts (causal, window, streaming, block masks, per-head, any
  * pattern), non-finite inputs, lse and the backward are exactly those of
  * the fused forward; sparcl_plan_params() reports the attn_decode
- * parameters (BLOCK_N, EXP, HEADS, SPLITS, VEC), tunable like any family.
+ * parameters (BLOCK_N, EXP, HEADS, SPLITS, VEC, WG_SIZE), tunable like any
+ * family.
  * Calls of one plan share the workspace, so they run one after another. */
 
 /* ---- KV caches: lengths and pages as call arguments ----

@@ -414,15 +414,20 @@ static sparcl_layout *dcase_layout(sparcl_ctx *ctx, const dcase *c)
     return l;
 }
 
-/* Runs the case on the decoding kind (SPLITS forces it) and compares out
- * and lse with the double reference. */
-static void check_decode(const dcase *c, int force)
+/* Runs the case on the decoding kind (SPLITS forces it; lanes > 0 also
+ * sets the work-group's WG_SIZE lanes of VEC vec) and compares out and lse
+ * with the double reference. */
+static void check_decode_lanes(const dcase *c, int force, int lanes, int vec)
 {
     sparcl_ctx *ctx = dev_ctx();
     sparcl_layout *l = dcase_layout(ctx, c);
     sparcl_params params;
     sparcl_params_clear(&params);
     sparcl_params_set(&params, "SPLITS", c->splits);
+    if (lanes) {
+        sparcl_params_set(&params, "WG_SIZE", lanes);
+        sparcl_params_set(&params, "VEC", vec);
+    }
     sparcl_plan_desc d;
     sparcl_plan_desc_init(&d);
     d.batch = 2;
@@ -442,6 +447,9 @@ static void check_decode(const dcase *c, int force)
     cr_assert(sparcl_params_get(&used, "SPLITS", &splits), "the plan did not choose decoding");
     if (force)
         cr_assert_eq(splits, c->splits);
+    int32_t wg = 0;
+    cr_assert(sparcl_params_get(&used, "WG_SIZE", &wg) && wg == (lanes ? lanes : 1), "WG_SIZE %d",
+              (int)wg);
     const size_t nq = (size_t)2 * c->q_heads * c->q_len * c->dim;
     const size_t nk = (size_t)2 * c->kv_heads * c->kv_len * c->dim;
     const size_t rows = (size_t)2 * c->q_heads * c->q_len;
@@ -469,6 +477,11 @@ static void check_decode(const dcase *c, int force)
     sparcl_ctx_free(ctx);
 }
 
+static void check_decode(const dcase *c, int force)
+{
+    check_decode_lanes(c, force, 0, 0);
+}
+
 static dcase cases[] = {
     {1, 8, 2, 128, 2000, CAUSAL, 16},   /* GQA 4:1 */
     {1, 8, 1, 64, 300, DENSE, 4},       /* GQA 8:1 */
@@ -493,6 +506,25 @@ ParameterizedTestParameters(decode, matches_reference)
 ParameterizedTest(dcase *c, decode, matches_reference)
 {
     check_decode(c, 1);
+}
+
+/* The GPU shape: WG_SIZE lanes across the head dimension, partial dot
+ * products summed through local memory.  Lanes that divide the vectors
+ * evenly and lanes that do not (head_dim 100 at VEC 8: 12 vectors over 8
+ * lanes, and a 4-element tail on lane 0), GQA, MQA, per-head layouts, a
+ * PARTIAL last tile, q_len 16. */
+Test(decode, gpu_shape_lanes_match_reference)
+{
+    static const struct {
+        dcase c;
+        int lanes, vec;
+    } runs[] = {
+        {{1, 8, 2, 128, 2000, CAUSAL, 16}, 32, 4},   {{3, 4, 1, 100, 300, WINDOW, 8}, 8, 8},
+        {{3, 8, 2, 128, 2000, PER_HEAD, 32}, 16, 4}, {{16, 4, 1, 128, 300, PER_HEAD, 4}, 4, 16},
+        {{3, 8, 1, 100, 17, CAUSAL, 2}, 4, 4},
+    };
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; ++i)
+        check_decode_lanes(&runs[i].c, 1, runs[i].lanes, runs[i].vec);
 }
 
 Test(decode, chosen_without_override_for_long_kv)
@@ -550,6 +582,7 @@ typedef struct cache_case {
     int lens[CB];
     int stream; /* a streaming layout (SINK, LOCAL) at the plan's kv_len */
     int dtype;  /* storage of q, the caches and out (a sparcl_dtype) */
+    int lanes;  /* > 0: WG_SIZE lanes of VEC 4 (the GPU shape) */
 } cache_case;
 
 typedef struct seq_pred {
@@ -582,6 +615,10 @@ static void cache_setup(cache_fixture *f, const cache_case *c)
     sparcl_params params;
     sparcl_params_clear(&params);
     sparcl_params_set(&params, "SPLITS", c->splits);
+    if (c->lanes) {
+        sparcl_params_set(&params, "WG_SIZE", c->lanes);
+        sparcl_params_set(&params, "VEC", 4);
+    }
     sparcl_plan_desc d;
     sparcl_plan_desc_init(&d);
     d.batch = CB;
@@ -729,16 +766,18 @@ static void check_cache_call(cache_fixture *f, const cache_case *c, const int32_
 }
 
 static cache_case cache_cases[] = {
-    {1, 8, 2, 64, 300, 0, 1, 8, {1, 17, 300}, 0, SPARCL_DTYPE_F32},   /* contiguous, causal */
-    {3, 8, 1, 100, 300, 0, 0, 4, {0, 113, 299}, 0, SPARCL_DTYPE_F32}, /* an empty sequence */
-    {16, 4, 1, 128, 2000, 0, 1, 32, {16, 1999, 700}, 0, SPARCL_DTYPE_F32},
-    {1, 8, 2, 64, 300, 16, 1, 8, {1, 17, 300}, 0, SPARCL_DTYPE_F32},         /* paged: page 16 */
-    {3, 4, 4, 64, 2000, 64, 1, 16, {2000, 65, 3}, 0, SPARCL_DTYPE_F32},      /* page 64 */
-    {1, 8, 1, 128, 2000, 256, 0, 64, {255, 257, 1500}, 0, SPARCL_DTYPE_F32}, /* page 256, 8:1 */
+    {1, 8, 2, 64, 300, 0, 1, 8, {1, 17, 300}, 0, SPARCL_DTYPE_F32, 0},   /* contiguous, causal */
+    {3, 8, 1, 100, 300, 0, 0, 4, {0, 113, 299}, 0, SPARCL_DTYPE_F32, 0}, /* an empty sequence */
+    {16, 4, 1, 128, 2000, 0, 1, 32, {16, 1999, 700}, 0, SPARCL_DTYPE_F32, 0},
+    {1, 8, 2, 64, 300, 16, 1, 8, {1, 17, 300}, 0, SPARCL_DTYPE_F32, 0},         /* paged: page 16 */
+    {3, 4, 4, 64, 2000, 64, 1, 16, {2000, 65, 3}, 0, SPARCL_DTYPE_F32, 0},      /* page 64 */
+    {1, 8, 1, 128, 2000, 256, 0, 64, {255, 257, 1500}, 0, SPARCL_DTYPE_F32, 0}, /* page 256, 8:1 */
     /* half storage: the caches, q and out in f16 / bf16 */
-    {1, 8, 2, 64, 300, 16, 1, 8, {1, 17, 300}, 0, SPARCL_DTYPE_F16},
-    {3, 4, 1, 100, 300, 0, 0, 4, {0, 113, 299}, 0, SPARCL_DTYPE_BF16},
-    {2, 8, 8, 72, 300, 64, 1, 2, {64, 65, 300}, 0, SPARCL_DTYPE_BF16},
+    {1, 8, 2, 64, 300, 16, 1, 8, {1, 17, 300}, 0, SPARCL_DTYPE_F16, 0},
+    {3, 4, 1, 100, 300, 0, 0, 4, {0, 113, 299}, 0, SPARCL_DTYPE_BF16, 0},
+    {2, 8, 8, 72, 300, 64, 1, 2, {64, 65, 300}, 0, SPARCL_DTYPE_BF16, 0},
+    /* the GPU shape over a paged cache, in f16 */
+    {1, 8, 2, 64, 300, 16, 1, 8, {1, 17, 300}, 0, SPARCL_DTYPE_F16, 16},
 };
 
 ParameterizedTestParameters(decode, cache_matches_reference)
@@ -768,8 +807,8 @@ ParameterizedTest(cache_case *c, decode, cache_matches_reference)
 Test(decode, cache_with_a_layout_at_its_length)
 {
     const cache_case cases2[] = {
-        {1, 8, 2, 64, 300, 16, 0, 8, {300, 300, 300}, 1, SPARCL_DTYPE_F32},
-        {3, 4, 1, 100, 2000, 64, 0, 16, {2000, 2000, 2000}, 1, SPARCL_DTYPE_F32}};
+        {1, 8, 2, 64, 300, 16, 0, 8, {300, 300, 300}, 1, SPARCL_DTYPE_F32, 0},
+        {3, 4, 1, 100, 2000, 64, 0, 16, {2000, 2000, 2000}, 1, SPARCL_DTYPE_F32, 0}};
     for (int k = 0; k < 2; ++k) {
         cache_fixture f;
         cache_setup(&f, &cases2[k]);
@@ -780,7 +819,7 @@ Test(decode, cache_with_a_layout_at_its_length)
 
 Test(decode, cache_refuses_bad_input)
 {
-    const cache_case c = {1, 4, 2, 64, 100, 16, 1, 4, {1, 1, 1}, 0, SPARCL_DTYPE_F32};
+    const cache_case c = {1, 4, 2, 64, 100, 16, 1, 4, {1, 1, 1}, 0, SPARCL_DTYPE_F32, 0};
     cache_fixture f;
     cache_setup(&f, &c);
     sparcl_ctx *ctx = f.ctx;
@@ -879,7 +918,7 @@ Test(decode, cache_refuses_a_plan_with_a_layout)
  * weigh 0 next to finite ones even when a whole split holds nothing else
  * (its partial is marked, not NaN), and a row whose attended scores are
  * all -inf is NaN, as in the library's double reference. */
-Test(decode, nonfinite_scores_across_splits)
+static void check_nonfinite(int lanes)
 {
     sparcl_ctx *ctx = dev_ctx();
     enum { HQ = 4, HK = 2, KV = 300, D = 64 };
@@ -887,6 +926,10 @@ Test(decode, nonfinite_scores_across_splits)
     sparcl_params_clear(&params);
     sparcl_params_set(&params, "SPLITS", 8);
     sparcl_params_set(&params, "BLOCK_N", 32);
+    if (lanes) {
+        sparcl_params_set(&params, "WG_SIZE", lanes);
+        sparcl_params_set(&params, "VEC", 4);
+    }
     sparcl_plan_desc d;
     sparcl_plan_desc_init(&d);
     d.q_heads = HQ;
@@ -931,4 +974,16 @@ Test(decode, nonfinite_scores_across_splits)
     free(lse);
     sparcl_plan_free(p);
     sparcl_ctx_free(ctx);
+}
+
+Test(decode, nonfinite_scores_across_splits)
+{
+    check_nonfinite(0);
+}
+
+/* The same with 16 lanes per work-group: the lanes' sums carry -inf and
+ * NaN as one work-item's scores do. */
+Test(decode, nonfinite_scores_across_lanes)
+{
+    check_nonfinite(16);
 }

@@ -12,6 +12,7 @@ static const int32_t c_heads[] = {1, 2, 4, 8, 16, 32, 64};
 static const int32_t c_splits[] = {1, 2, 4, 8, 16, 32, 64};
 static const int32_t c_vec[] = {1, 2, 4, 8, 16};
 static const int32_t c_exp[] = {0, 1, 2};
+static const int32_t c_wg[] = {1, 4, 8, 16, 32, 64};
 
 #define N_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -26,6 +27,8 @@ static const sparcl__param_def attn_decode_params[] = {
     {SPARCL__P_SPLITS, c_splits, N_OF(c_splits),
      "most splits of the key range, each a work-item writing a partial result"},
     {SPARCL__P_VEC, c_vec, N_OF(c_vec), "vector width along the head dimension"},
+    {SPARCL__P_WG_SIZE, c_wg, N_OF(c_wg),
+     "lanes of a work-group across the head dimension (1: one work-item, the CPU shape)"},
 };
 
 /* Query heads per KV head; 1 for problems that do not say (the registry's
@@ -41,10 +44,20 @@ static int q_rows(const sparcl__problem *prob)
     return prob->q_len > 0 ? prob->q_len : 1;
 }
 
-/* Private floats of one work-item: its queries, accumulators and scores. */
-static long private_floats(int32_t heads, int32_t bn, const sparcl__problem *prob)
+/* Private floats of one work-item: its lanes' share of the queries and
+ * accumulators, and the scores. */
+static long private_floats(int32_t heads, int32_t bn, int32_t wg, const sparcl__problem *prob)
 {
-    return (long)heads * q_rows(prob) * (2L * prob->head_dim + bn);
+    return (long)heads * q_rows(prob) * (2L * ((prob->head_dim + wg - 1) / wg) + bn);
+}
+
+/* Local memory of a work-group of wg > 1 lanes: each lane's partial dot
+ * products of a tile and their sums. */
+static size_t local_bytes(int32_t heads, int32_t bn, int32_t wg, const sparcl__problem *prob)
+{
+    return wg > 1 ? ((size_t)wg + 1u) * (size_t)heads * (size_t)q_rows(prob) * (size_t)bn *
+                        sizeof(float)
+                  : 0u;
 }
 
 size_t sparcl__attn_decode_workspace_bytes(const sparcl__pset *p, const sparcl__problem *prob)
@@ -58,7 +71,7 @@ static sparcl_status check(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl_
 {
 #define BAD(...) sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, __VA_ARGS__)
     const int32_t bn = p->v[SPARCL__P_BLOCK_N], vec = p->v[SPARCL__P_VEC];
-    const int32_t heads = p->v[SPARCL__P_HEADS];
+    const int32_t heads = p->v[SPARCL__P_HEADS], wg = p->v[SPARCL__P_WG_SIZE];
     const int group = group_of(prob);
     if (q_rows(prob) > SPARCL__DECODE_MAX_Q)
         return BAD("attn_decode takes q_len up to %d; the problem has %d", SPARCL__DECODE_MAX_Q,
@@ -69,11 +82,22 @@ static sparcl_status check(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl_
         return BAD("BLOCK_N %d must be a multiple of VEC %d", bn, vec);
     if (group % heads != 0)
         return BAD("HEADS %d must divide the %d query heads of a KV group", heads, group);
-    const long priv = private_floats(heads, bn, prob);
+    if (wg > 1 && (long)wg * vec > prob->head_dim)
+        return BAD("WG_SIZE %d lanes of VEC %d exceed head_dim %d", wg, vec, prob->head_dim);
+    const long priv = private_floats(heads, bn, wg, prob);
     if (priv > SPARCL__PRIVATE_FLOATS_MAX)
-        return BAD("HEADS %d x q_len %d x (2 x head_dim %d + BLOCK_N %d) = %ld private floats "
-                   "exceeds %d",
-                   heads, q_rows(prob), prob->head_dim, bn, priv, SPARCL__PRIVATE_FLOATS_MAX);
+        return BAD("HEADS %d x q_len %d x (2 x head_dim %d / WG_SIZE %d + BLOCK_N %d) = %ld "
+                   "private floats exceeds %d",
+                   heads, q_rows(prob), prob->head_dim, wg, bn, priv, SPARCL__PRIVATE_FLOATS_MAX);
+    if (limits && (size_t)wg > limits->max_wg_size)
+        return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
+                            "WG_SIZE %d exceeds the device's max work-group size %zu", wg,
+                            limits->max_wg_size);
+    if (limits && local_bytes(heads, bn, wg, prob) > limits->local_mem)
+        return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
+                            "WG_SIZE %d lanes need %zu bytes of local memory; the device has %llu",
+                            wg, local_bytes(heads, bn, wg, prob),
+                            (unsigned long long)limits->local_mem);
     if (limits && limits->max_alloc &&
         sparcl__attn_decode_workspace_bytes(p, prob) > limits->max_alloc)
         return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
@@ -97,12 +121,22 @@ static void defaults(sparcl__pset *p, const sparcl__problem *prob,
     while (vec * 2 <= prob->head_dim && vec < (cpu ? 16 : 4) && bn % (vec * 2) == 0)
         vec *= 2;
     sparcl__pset_default(f, p, SPARCL__P_VEC, vec);
-    /* As many heads of the group as fit the private budget: each K/V row
-     * is then read once for all of them. */
+    /* GPUs: up to 32 lanes across the head dimension, one VEC-vector each;
+     * CPUs: one work-item per group. */
+    vec = p->v[SPARCL__P_VEC];
+    int32_t wg = 1;
+    while (!cpu && wg < 32 && (long)wg * 2 * vec <= prob->head_dim &&
+           (!limits || (size_t)wg * 2 <= limits->max_wg_size))
+        wg *= 2;
+    sparcl__pset_default(f, p, SPARCL__P_WG_SIZE, wg);
+    wg = p->v[SPARCL__P_WG_SIZE];
+    /* As many heads of the group as fit the private and local budgets:
+     * each K/V row is then read once for all of them. */
     const int group = group_of(prob);
     int32_t heads = 1;
     while (heads * 2 <= 64 && group % (heads * 2) == 0 &&
-           private_floats(heads * 2, bn, prob) <= SPARCL__PRIVATE_FLOATS_MAX)
+           private_floats(heads * 2, bn, wg, prob) <= SPARCL__PRIVATE_FLOATS_MAX &&
+           (!limits || local_bytes(heads * 2, bn, wg, prob) <= limits->local_mem))
         heads *= 2;
     sparcl__pset_default(f, p, SPARCL__P_HEADS, heads);
     /* Splits: about four work-items per compute unit over the call, each

@@ -31,7 +31,7 @@ typedef struct decode {
     cl_mem lens, table;
     int max_pages; /* block table columns: ceil(kv_len / page_size), or 1 */
     size_t workspace_bytes;
-    int splits, heads;
+    int splits, heads, lanes; /* SPLITS, HEADS and WG_SIZE */
 } decode;
 
 int sparcl__decode_selected(const sparcl_plan_desc *d, const sparcl__pset *params)
@@ -117,6 +117,7 @@ static sparcl_status create(const sparcl__plan_view *v, const sparcl_plan_desc *
         return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate a plan");
     s->splits = params->v[SPARCL__P_SPLITS];
     s->heads = params->v[SPARCL__P_HEADS];
+    s->lanes = params->v[SPARCL__P_WG_SIZE];
     /* One tile row per layout head: BLOCK_M = q_len, one work-item. */
     sparcl__pset tile = *params;
     sparcl__pset_put(&tile, SPARCL__P_BLOCK_M, desc->q_len);
@@ -261,10 +262,11 @@ static sparcl_status decode_forward(void *state, const sparcl__fwd_call *c)
         if (st != SPARCL_OK) {
             free(all);
         } else {
-            const size_t local[3] = {1, 1, 1};
-            const size_t global[3] = {
-                (size_t)n, (size_t)d->kv_heads * (size_t)(d->q_heads / d->kv_heads / s->heads),
-                (size_t)d->batch};
+            const size_t local[3] = {(size_t)s->lanes, 1, 1};
+            const size_t global[3] = {(size_t)n * (size_t)s->lanes,
+                                      (size_t)d->kv_heads *
+                                          (size_t)(d->q_heads / d->kv_heads / s->heads),
+                                      (size_t)d->batch};
             err = clEnqueueNDRangeKernel(c->queue, s->kernel, 3, NULL, global, local, nw,
                                          nw ? all : NULL, &dec_ev);
             free(all);
