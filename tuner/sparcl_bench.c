@@ -28,7 +28,10 @@
  *                     [--baseline-reps R] [--no-baseline] [--set NAME=VALUE]...
  *                     [--bwd-set NAME=VALUE]... [--max-kv N] [--dtype f32|f16|bf16]
  *                     [--list] [--select N [--select-heads H] [--select-parts P]]
- *                     [--multidev N] [--varlen]
+ *                     [--multidev N] [--varlen] [--paged P]
+ * --paged P adds the KV cache rows (bench_paged.h: one decoding step over a
+ * 32k-token cache, contiguous and in pages of P tokens); alone, without
+ * --cases, it runs only those.
  * --varlen adds the packed variable-length batch rows (bench_varlen.h: one
  * batch of mixed lengths packed against the same padded to the longest);
  * alone, without --cases, it runs only those.
@@ -53,6 +56,7 @@
 
 #include "bench_baseline.h"
 #include "bench_multidev.h"
+#include "bench_paged.h"
 #include "bench_peak.h"
 #include "bench_select.h"
 #include "bench_varlen.h"
@@ -158,6 +162,7 @@ typedef struct options {
     int select_heads;         /* --select-heads H, 8 by default */
     const char *select_parts; /* --select-parts fwd,bwd,dec (NULL: all) */
     int varlen;               /* --varlen: the packed variable-length batch rows */
+    int paged;                /* --paged P: the KV cache rows with pages of P tokens */
     int multidev;             /* --multidev N: devices; 0 for the standard set */
 } options;
 
@@ -812,6 +817,7 @@ static int usage(const char *argv0)
             "          [--no-baseline] [--set NAME=VALUE]... [--bwd-set NAME=VALUE]...\n"
             "          [--max-kv N] [--dtype f32|f16|bf16] [--list]\n"
             "          [--select N [--select-heads H] [--select-parts fwd,bwd,dec]] [--varlen]\n"
+            "          [--paged P]\n"
             "          [--multidev N]\n",
             argv0);
     return 2;
@@ -861,6 +867,12 @@ int main(int argc, char **argv)
             opt.reps = atoi(argv[++a]);
         } else if (strcmp(s, "--varlen") == 0) {
             opt.varlen = 1;
+        } else if (a + 1 < argc && strcmp(s, "--paged") == 0) {
+            opt.paged = atoi(argv[++a]);
+            if (opt.paged < 1) {
+                fprintf(stderr, "sparcl-bench: --paged takes a page size >= 1\n");
+                return 2;
+            }
         } else if (a + 1 < argc && strcmp(s, "--select") == 0) {
             opt.select_n = atoi(argv[++a]);
         } else if (a + 1 < argc && strcmp(s, "--select-heads") == 0) {
@@ -911,7 +923,7 @@ int main(int argc, char **argv)
     }
     if (opt.multidev)
         return bench_multidev_run(opt.multidev, opt.reps);
-    if (!any_selected && !opt.select_n && !opt.varlen) /* --select, --varlen: only their rows */
+    if (!any_selected && !opt.select_n && !opt.varlen && !opt.paged) /* extra rows only */
         for (int i = 0; i < N_CASES; ++i)
             opt.selected[i] = !opt.quick || cases[i].quick;
     for (int i = 0; i < N_CASES; ++i)
@@ -989,9 +1001,11 @@ int main(int argc, char **argv)
     if (opt.select_n > 0 && !opt.json)
         failures += bench_select(ctx, opt.select_n, opt.select_heads > 0 ? opt.select_heads : 8,
                                  opt.reps, opt.select_parts);
+    if (opt.paged && !opt.json)
+        failures += bench_paged(ctx, opt.paged, opt.dtype, opt.reps, pk.bw_gbs);
     if (opt.varlen && !opt.json)
-        failures += bench_varlen(ctx, 8, opt.reps, pk.fma_gflops,
-                                 opt.have_params ? &opt.params : NULL);
+        failures +=
+            bench_varlen(ctx, 8, opt.reps, pk.fma_gflops, opt.have_params ? &opt.params : NULL);
     sparcl_ctx_free(ctx);
     if (failures && !opt.json)
         printf("\n%d case(s) failed or exceeded max_err %.2g (marked !)\n", failures,
