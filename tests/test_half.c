@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "half_rule.h"
 #include "oracle.h"
 #include "sparcl.h"
 
@@ -258,18 +259,6 @@ static int layout_pred(void *user, int h, int i, int j)
     return attends(&s, h, i, j);
 }
 
-/* Rounds n floats to the dtype's storage and back. */
-static void round_to(int dtype, const float *x, float *out, uint16_t *bits, size_t n)
-{
-    if (dtype == SPARCL_DTYPE_F32) {
-        memcpy(out, x, n * sizeof *x);
-        return;
-    }
-    const format *f = dtype == SPARCL_DTYPE_F16 ? &F16 : &BF16;
-    cr_assert_eq(f->encode(x, bits, n), SPARCL_OK);
-    cr_assert_eq(f->decode(bits, out, n), SPARCL_OK);
-}
-
 /* Plain fp32 attention on contiguous arrays: float scores, expf, float
  * sums, one division per output; what an fp32 implementation computes. */
 static void plain_fp32(const shape *s, float scale, const float *q, const float *k, const float *v,
@@ -358,16 +347,16 @@ static void check_shape(sparcl_ctx *ctx, int dtype, int set, const shape *s)
     oracle_fill(v, nk, 300 + (uint64_t)s->q_len);
     for (size_t i = 0; i < nq; ++i) /* sharper softmax rows than unit scores give */
         q[i] *= 4.0f;
-    round_to(dtype, q, qr, qb, nq);
-    round_to(dtype, k, kr, kb, nk);
-    round_to(dtype, v, vr, vb, nk);
+    half_round(dtype, q, qr, qb, nq);
+    half_round(dtype, k, kr, kb, nk);
+    half_round(dtype, v, vr, vb, nk);
 
     const double scale = 1.0 / sqrt((double)s->dim);
     oracle_attention(s->batch, s->q_heads, s->kv_heads, s->q_len, s->kv_len, s->dim, scale, attends,
                      s, qr, kr, vr, ref, ref_lse);
     plain_fp32(s, (float)scale, qr, kr, vr, plain);
     uint16_t *pb = malloc(nq * 2);
-    round_to(dtype, plain, plain_r, pb, nq);
+    half_round(dtype, plain, plain_r, pb, nq);
     free(pb);
 
     sparcl_layout *layout = NULL;
