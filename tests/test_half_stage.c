@@ -386,3 +386,256 @@ Test(half_stage, softmax_backward_causal_and_window_with_gqa, .timeout = 300)
     sparcl_layout_free(l);
     sparcl_ctx_free(ctx);
 }
+
+/* ---- device calls -------------------------------------------------------- */
+
+/* The sparsemax problem of the device tests: GQA over a window. */
+static sparcl_plan_desc sparse_desc(sparcl_ctx *ctx, sparcl_layout **l)
+{
+    sparcl_plan_desc d;
+    inputs_desc(&d, 1, 2, 1, 17, 113, 72);
+    d.normalization = SPARCL_NORMALIZATION_SPARSEMAX;
+    *l = window(ctx, &d);
+    d.layout = *l;
+    return d;
+}
+
+static cl_mem upload(sparcl_ctx *ctx, const void *x, size_t bytes)
+{
+    cl_int err;
+    cl_mem m = clCreateBuffer(sparcl_ctx_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                              bytes, (void *)x, &err);
+    cr_assert_not_null(m, "clCreateBuffer: %d", err);
+    return m;
+}
+
+static cl_mem blank(sparcl_ctx *ctx, size_t bytes)
+{
+    cl_int err;
+    cl_mem m = clCreateBuffer(sparcl_ctx_cl_context(ctx), CL_MEM_READ_WRITE, bytes, NULL, &err);
+    cr_assert_not_null(m, "clCreateBuffer: %d", err);
+    return m;
+}
+
+static void download(sparcl_ctx *ctx, cl_mem m, void *x, size_t bytes)
+{
+    cr_assert_eq(clEnqueueReadBuffer(sparcl_ctx_cl_queue(ctx), m, CL_TRUE, 0, bytes, x, 0, NULL,
+                                     NULL),
+                 CL_SUCCESS);
+}
+
+/* [B, H, S, D] <-> [B, S, H, D] of 2-byte elements. */
+static void permute(const uint16_t *src, uint16_t *dst, int b, int h, int s, int dim, int to_bshd)
+{
+    for (int x = 0; x < b; ++x)
+        for (int y = 0; y < h; ++y)
+            for (int i = 0; i < s; ++i) {
+                const size_t bhsd = (((size_t)x * h + y) * s + i) * dim;
+                const size_t bshd = (((size_t)x * s + i) * h + y) * dim;
+                memcpy(dst + (to_bshd ? bshd : bhsd), src + (to_bshd ? bhsd : bshd),
+                       (size_t)dim * 2);
+            }
+}
+
+static sparcl_strides bshd(int h, int s, int dim)
+{
+    const sparcl_strides st = {(int64_t)s * h * dim, dim, (int64_t)h * dim};
+    return st;
+}
+
+/* A staged plan over [B, S, H, D] device tensors gives the contiguous host
+ * calls' results element for element (the conversions follow the caller's
+ * strides both ways), and two staged calls on two queues, not waited for
+ * in between, do not share their workspaces' contents. */
+Test(half_stage, strided_device_tensors_and_calls_on_two_queues, .timeout = 300)
+{
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    sparcl_layout *l;
+    sparcl_plan_desc d = sparse_desc(ctx, &l);
+    d.dtype = SPARCL_DTYPE_F16;
+    sparcl_plan *pc = plan_at(ctx, &d, SPARCL_DTYPE_F16);
+    d.q_strides = d.o_strides = bshd(d.q_heads, d.q_len, d.head_dim);
+    d.k_strides = d.v_strides = bshd(d.kv_heads, d.kv_len, d.head_dim);
+    sparcl_plan *ps = plan_at(ctx, &d, SPARCL_DTYPE_F16);
+    const size_t nq = q_elems(&d), nk = k_elems(&d), nl = (size_t)d.q_heads * d.q_len;
+    tensors t[2];
+    uint16_t *want_o[2], *perm[T_COUNT][2];
+    float *want_l[2];
+    for (int c = 0; c < 2; ++c) {
+        tensors_init(&t[c], &d, SPARCL_DTYPE_F16, 500 + 100 * (uint64_t)c);
+        want_o[c] = malloc(nq * 2);
+        want_l[c] = malloc(nl * 4);
+        cr_assert_eq(sparcl_plan_forward_host(pc, t[c].xb[T_Q], t[c].xb[T_K], t[c].xb[T_V],
+                                              want_o[c], want_l[c]),
+                     SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+        for (int i = 0; i < T_COUNT; ++i) {
+            const int qs = i == T_Q || i == T_DOUT;
+            perm[i][c] = malloc(t[c].n[i] * 2);
+            permute(t[c].xb[i], perm[i][c], 1, qs ? d.q_heads : d.kv_heads,
+                    qs ? d.q_len : d.kv_len, d.head_dim, 1);
+        }
+    }
+    cl_int err;
+    cl_command_queue qb = clCreateCommandQueue(sparcl_ctx_cl_context(ctx),
+                                               sparcl_ctx_cl_device(ctx), 0, &err);
+    cr_assert_not_null(qb);
+    cl_command_queue queues[2] = {sparcl_ctx_cl_queue(ctx), qb};
+    cl_mem m[2][T_COUNT], out[2], lse[2];
+    cl_event ev[2];
+    for (int c = 0; c < 2; ++c) {
+        for (int i = 0; i < T_COUNT; ++i)
+            m[c][i] = upload(ctx, perm[i][c], t[c].n[i] * 2);
+        out[c] = blank(ctx, nq * 2);
+        lse[c] = blank(ctx, nl * 4);
+        cr_assert_eq(sparcl_plan_forward_on_queue(ps, queues[c], m[c][T_Q], m[c][T_K], m[c][T_V],
+                                                  out[c], lse[c], 0, NULL, &ev[c]),
+                     SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    }
+    cr_assert_eq(clWaitForEvents(2, ev), CL_SUCCESS);
+    uint16_t *got = malloc(nk * 2), *back = malloc(nk * 2);
+    float *gl = malloc(nl * 4);
+    for (int c = 0; c < 2; ++c) {
+        clReleaseEvent(ev[c]);
+        download(ctx, out[c], got, nq * 2);
+        permute(got, back, 1, d.q_heads, d.q_len, d.head_dim, 0);
+        cr_assert(memcmp(back, want_o[c], nq * 2) == 0, "call %d: out differs", c);
+        download(ctx, lse[c], gl, nl * 4);
+        cr_assert(memcmp(gl, want_l[c], nl * 4) == 0, "call %d: lse differs", c);
+    }
+    /* The backward of call 0 over the same strides. */
+    uint16_t *wg[3];
+    const size_t n[3] = {nq, nk, nk};
+    for (int i = 0; i < 3; ++i)
+        wg[i] = malloc(n[i] * 2);
+    cr_assert_eq(sparcl_plan_backward_host(pc, t[0].xb[T_Q], t[0].xb[T_K], t[0].xb[T_V], want_o[0],
+                                           want_l[0], t[0].xb[T_DOUT], wg[0], wg[1], wg[2]),
+                 SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    cl_mem g[3] = {blank(ctx, nq * 2), blank(ctx, nk * 2), blank(ctx, nk * 2)};
+    cl_event done;
+    cr_assert_eq(sparcl_plan_backward(ps, m[0][T_Q], m[0][T_K], m[0][T_V], out[0], lse[0],
+                                      m[0][T_DOUT], g[0], g[1], g[2], 0, NULL, &done),
+                 SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(clWaitForEvents(1, &done), CL_SUCCESS);
+    clReleaseEvent(done);
+    for (int i = 0; i < 3; ++i) {
+        download(ctx, g[i], got, n[i] * 2);
+        permute(got, back, 1, i == 0 ? d.q_heads : d.kv_heads, i == 0 ? d.q_len : d.kv_len,
+                d.head_dim, 0);
+        cr_assert(memcmp(back, wg[i], n[i] * 2) == 0, "gradient %d differs", i);
+        clReleaseMemObject(g[i]);
+        free(wg[i]);
+    }
+    for (int c = 0; c < 2; ++c) {
+        for (int i = 0; i < T_COUNT; ++i) {
+            clReleaseMemObject(m[c][i]);
+            free(perm[i][c]);
+        }
+        clReleaseMemObject(out[c]);
+        clReleaseMemObject(lse[c]);
+        free(want_o[c]), free(want_l[c]);
+        tensors_free(&t[c]);
+    }
+    free(got), free(back), free(gl);
+    clReleaseCommandQueue(qb);
+    sparcl_plan_free(pc);
+    sparcl_plan_free(ps);
+    sparcl_layout_free(l);
+    sparcl_ctx_free(ctx);
+}
+
+/* A staged forward holds 4 bytes per element of q, k, v and out; a
+ * backward 4 more per element of q, k, v, out, dout and the gradients
+ * (dout, dq, dk, dv); the device-memory limit counts them. */
+Test(half_stage, workspaces_count_in_device_bytes_and_limit, .timeout = 300)
+{
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    sparcl_layout *l;
+    sparcl_plan_desc d = sparse_desc(ctx, &l);
+    const size_t nq = q_elems(&d), nk = k_elems(&d);
+    sparcl_plan *pf = plan_at(ctx, &d, SPARCL_DTYPE_F32), *ph = plan_at(ctx, &d, SPARCL_DTYPE_BF16);
+    const size_t f0 = sparcl_plan_device_bytes(pf), h0 = sparcl_plan_device_bytes(ph);
+    cr_assert_eq(h0 - f0, 4 * (2 * nq + 2 * nk), "forward staging: %zu vs %zu", h0, f0);
+    cr_assert_eq(sparcl_plan_prepare_backward(pf, NULL), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(sparcl_plan_prepare_backward(ph, NULL), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    const size_t f1 = sparcl_plan_device_bytes(pf), h1 = sparcl_plan_device_bytes(ph);
+    cr_assert_eq(h1 - f1, 4 * (4 * nq + 4 * nk), "backward staging: %zu vs %zu", h1, f1);
+    /* The limit: exactly the plan's bytes pass, one byte less fails and
+     * names the staging. */
+    cr_assert_eq(sparcl_ctx_set_memory_limit(ctx, 0, h0), SPARCL_OK);
+    sparcl_plan *again = plan_at(ctx, &d, SPARCL_DTYPE_BF16);
+    sparcl_plan_free(again);
+    cr_assert_eq(sparcl_ctx_set_memory_limit(ctx, 0, h0 - 1), SPARCL_OK);
+    d.dtype = SPARCL_DTYPE_BF16;
+    again = (sparcl_plan *)1;
+    cr_assert_eq(sparcl_plan_init(ctx, &again, &d), SPARCL_ERR_OUT_OF_MEMORY);
+    cr_assert_null(again);
+    cr_assert(strstr(sparcl_ctx_errmsg(ctx), "fp32 staging"), "%s", sparcl_ctx_errmsg(ctx));
+    /* A softmax plan reads half natively: only its backward stages. */
+    cr_assert_eq(sparcl_ctx_set_memory_limit(ctx, 0, 0), SPARCL_OK);
+    d.normalization = SPARCL_NORMALIZATION_SOFTMAX;
+    sparcl_plan *sh = plan_at(ctx, &d, SPARCL_DTYPE_BF16);
+    const size_t s0 = sparcl_plan_device_bytes(sh);
+    cr_assert_eq(sparcl_plan_prepare_backward(sh, NULL), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    sparcl_plan *sf = plan_at(ctx, &d, SPARCL_DTYPE_F32);
+    const size_t sf0 = sparcl_plan_device_bytes(sf);
+    cr_assert_eq(sparcl_plan_prepare_backward(sf, NULL), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert_eq((sparcl_plan_device_bytes(sh) - s0) - (sparcl_plan_device_bytes(sf) - sf0),
+                 4 * (4 * nq + 4 * nk));
+    sparcl_plan_free(sh);
+    sparcl_plan_free(sf);
+    sparcl_plan_free(pf);
+    sparcl_plan_free(ph);
+    sparcl_layout_free(l);
+    sparcl_ctx_free(ctx);
+}
+
+/* Device buffers are sized in the plan's dtype, lse in floats: buffers
+ * that hold the shape in halves serve a half plan's staged forward and
+ * backward and are too small for an fp32 plan; one element short is too
+ * small for the half plan.  (The host calls take pointers without sizes:
+ * nothing to check there.) */
+Test(half_stage, buffers_sized_for_the_wrong_dtype_are_refused, .timeout = 300)
+{
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    sparcl_layout *l;
+    sparcl_plan_desc d = sparse_desc(ctx, &l);
+    const size_t nq = q_elems(&d), nk = k_elems(&d), nl = (size_t)d.q_heads * d.q_len;
+    sparcl_plan *pf = plan_at(ctx, &d, SPARCL_DTYPE_F32), *ph = plan_at(ctx, &d, SPARCL_DTYPE_F16);
+    tensors t;
+    tensors_init(&t, &d, SPARCL_DTYPE_F16, 31);
+    cl_mem q = upload(ctx, t.xb[T_Q], nq * 2), k = upload(ctx, t.xb[T_K], nk * 2);
+    cl_mem v = upload(ctx, t.xb[T_V], nk * 2), dout = upload(ctx, t.xb[T_DOUT], nq * 2);
+    cl_mem out = blank(ctx, nq * 2), lse = blank(ctx, nl * 4), lse_half = blank(ctx, nl * 2);
+    cl_mem dq = blank(ctx, nq * 2), dk = blank(ctx, nk * 2), dv = blank(ctx, nk * 2);
+    cl_mem short_dk = blank(ctx, nk * 2 - 2);
+    cr_assert_eq(sparcl_plan_forward(ph, q, k, v, out, lse, 0, NULL, NULL), SPARCL_OK, "%s",
+                 sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(sparcl_plan_forward(pf, q, k, v, out, lse, 0, NULL, NULL),
+                 SPARCL_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(sparcl_ctx_errmsg(ctx), "4 bytes"), "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(sparcl_plan_backward(ph, q, k, v, out, lse, dout, dq, dk, dv, 0, NULL, NULL),
+                 SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(sparcl_plan_backward(pf, q, k, v, out, lse, dout, dq, dk, dv, 0, NULL, NULL),
+                 SPARCL_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(sparcl_ctx_errmsg(ctx), "4 bytes"), "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(
+        sparcl_plan_backward(ph, q, k, v, out, lse, dout, dq, short_dk, dv, 0, NULL, NULL),
+        SPARCL_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(sparcl_ctx_errmsg(ctx), "dk buffer"), "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(
+        sparcl_plan_backward(ph, q, k, v, out, lse_half, dout, dq, dk, dv, 0, NULL, NULL),
+        SPARCL_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(sparcl_ctx_errmsg(ctx), "lse"), "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(clFinish(sparcl_ctx_cl_queue(ctx)), CL_SUCCESS);
+    const cl_mem all[11] = {q, k, v, dout, out, lse, lse_half, dq, dk, dv, short_dk};
+    for (int i = 0; i < 11; ++i)
+        clReleaseMemObject(all[i]);
+    tensors_free(&t);
+    sparcl_plan_free(pf);
+    sparcl_plan_free(ph);
+    sparcl_layout_free(l);
+    sparcl_ctx_free(ctx);
+}
