@@ -45,9 +45,8 @@ double half_rule_assert(const char *what, int dtype, const float *got, const dou
     const double floor_abs = floor_rel * big;
     cr_log_info("%s %s: error %.3g, plain fp32 rounded %.3g, ratio %.3f", what,
                 sparcl_dtype_name(dtype), err, base, base > 0 ? err / base : 0.0);
-    cr_assert(err <= 2.0 * base + floor_abs,
-              "%s %s: max error %.3g > 2 x plain fp32's %.3g + %.3g", what,
-              sparcl_dtype_name(dtype), err, base, floor_abs);
+    cr_assert(err <= 2.0 * base + floor_abs, "%s %s: max error %.3g > 2 x plain fp32's %.3g + %.3g",
+              what, sparcl_dtype_name(dtype), err, base, floor_abs);
     free(rounded);
     free(bits);
     return err;

@@ -572,7 +572,8 @@ Test(half, selection_backward_refuses_half_storage, .timeout = 300)
     sparcl_plan *plan = NULL;
     cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
     cr_assert_eq(sparcl_plan_prepare_backward(plan, NULL), SPARCL_ERR_NOT_SUPPORTED);
-    cr_assert(strstr(sparcl_ctx_errmsg(ctx), "backward") && strstr(sparcl_ctx_errmsg(ctx), "bf16") &&
+    cr_assert(strstr(sparcl_ctx_errmsg(ctx), "backward") &&
+                  strstr(sparcl_ctx_errmsg(ctx), "bf16") &&
                   strstr(sparcl_ctx_errmsg(ctx), "dynamic block selection"),
               "%s", sparcl_ctx_errmsg(ctx));
     /* The call itself refuses before judging the (half-sized) buffers. */

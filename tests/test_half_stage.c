@@ -114,8 +114,8 @@ static void reference_forward(sparcl_ctx *ctx, const sparcl_plan_desc *d, sparcl
         const size_t ne = (size_t)d->proj_len * d->kv_len;
         float *e = malloc(ne * sizeof *e), *f = malloc(ne * sizeof *f);
         cr_assert_eq(sparcl_plan_read_projections(plan, e, f), SPARCL_OK);
-        oracle_linformer(d->batch, d->q_heads, d->kv_heads, d->q_len, d->kv_len, d->head_dim,
-                         scale, d->proj_len, e, f, t->xr[T_Q], t->xr[T_K], t->xr[T_V], ref, NULL);
+        oracle_linformer(d->batch, d->q_heads, d->kv_heads, d->q_len, d->kv_len, d->head_dim, scale,
+                         d->proj_len, e, f, t->xr[T_Q], t->xr[T_K], t->xr[T_V], ref, NULL);
         free(e);
         free(f);
     } else {
@@ -156,12 +156,12 @@ static void check_case(sparcl_ctx *ctx, const char *name, const sparcl_plan_desc
     float *o32 = malloc(nq * 4), *l32 = malloc(nl * 4), *lh = malloc(nl * 4), *oh = malloc(nq * 4);
     uint16_t *ob = malloc(nq * 2);
     double *ref = malloc(nq * sizeof *ref);
-    cr_assert_eq(sparcl_plan_forward_host(pf, t.xr[T_Q], t.xr[T_K], t.xr[T_V], o32,
-                                          has_lse ? l32 : NULL),
-                 SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
-    cr_assert_eq(sparcl_plan_forward_host(ph, t.xb[T_Q], t.xb[T_K], t.xb[T_V], ob,
-                                          has_lse ? lh : NULL),
-                 SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(
+        sparcl_plan_forward_host(pf, t.xr[T_Q], t.xr[T_K], t.xr[T_V], o32, has_lse ? l32 : NULL),
+        SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(
+        sparcl_plan_forward_host(ph, t.xb[T_Q], t.xb[T_K], t.xb[T_V], ob, has_lse ? lh : NULL),
+        SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
     reference_forward(ctx, d, ph, &t, ref);
     snprintf(what, sizeof what, "%s out", name);
     check_output(what, dtype, ob, ref, o32, nq);
@@ -199,8 +199,8 @@ static void check_case(sparcl_ctx *ctx, const char *name, const sparcl_plan_desc
                                                  t.xr[T_DOUT], g32[0], g32[1], g32[2],
                                                  lin ? pe32 : NULL, lin ? pe32 + ne : NULL);
             sh = sparcl_plan_backward_proj_host(ph, t.xb[T_Q], t.xb[T_K], t.xb[T_V], ob, lse,
-                                                t.xb[T_DOUT], gb[0], gb[1], gb[2],
-                                                lin ? peh : NULL, lin ? peh + ne : NULL);
+                                                t.xb[T_DOUT], gb[0], gb[1], gb[2], lin ? peh : NULL,
+                                                lin ? peh + ne : NULL);
         }
         cr_assert_eq(s32, SPARCL_OK, "%s fp32 backward: %s", name, sparcl_ctx_errmsg(ctx));
         cr_assert_eq(sh, SPARCL_OK, "%s %s backward: %s", name, sparcl_dtype_name(dtype),
@@ -252,9 +252,9 @@ static int window_pred(void *user, int h, int i, int j)
 static sparcl_layout *window(sparcl_ctx *ctx, const sparcl_plan_desc *d)
 {
     sparcl_layout *l = NULL;
-    cr_assert_eq(sparcl_layout_init_predicate(ctx, &l, 1, d->q_len, d->kv_len, 16, window_pred,
-                                              (void *)d),
-                 SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(
+        sparcl_layout_init_predicate(ctx, &l, 1, d->q_len, d->kv_len, 16, window_pred, (void *)d),
+        SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
     return l;
 }
 
@@ -344,9 +344,9 @@ Test(half_stage, lsh_forward_and_order, .timeout = 300)
         const size_t n = (size_t)d.q_heads * d.lsh_rounds * d.q_len;
         int32_t *got = malloc(n * 4), *want = malloc(n * 4);
         cl_int err;
-        cl_mem q = clCreateBuffer(sparcl_ctx_cl_context(ctx),
-                                  CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, t.n[T_Q] * 2,
-                                  t.xb[T_Q], &err);
+        cl_mem q =
+            clCreateBuffer(sparcl_ctx_cl_context(ctx), CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                           t.n[T_Q] * 2, t.xb[T_Q], &err);
         cr_assert_not_null(q);
         cr_assert_eq(sparcl_plan_lsh_order(ph, NULL, q, got, NULL), SPARCL_OK, "%s",
                      sparcl_ctx_errmsg(ctx));
@@ -419,9 +419,9 @@ static cl_mem blank(sparcl_ctx *ctx, size_t bytes)
 
 static void download(sparcl_ctx *ctx, cl_mem m, void *x, size_t bytes)
 {
-    cr_assert_eq(clEnqueueReadBuffer(sparcl_ctx_cl_queue(ctx), m, CL_TRUE, 0, bytes, x, 0, NULL,
-                                     NULL),
-                 CL_SUCCESS);
+    cr_assert_eq(
+        clEnqueueReadBuffer(sparcl_ctx_cl_queue(ctx), m, CL_TRUE, 0, bytes, x, 0, NULL, NULL),
+        CL_SUCCESS);
 }
 
 /* [B, H, S, D] <-> [B, S, H, D] of 2-byte elements. */
@@ -472,13 +472,13 @@ Test(half_stage, strided_device_tensors_and_calls_on_two_queues, .timeout = 300)
         for (int i = 0; i < T_COUNT; ++i) {
             const int qs = i == T_Q || i == T_DOUT;
             perm[i][c] = malloc(t[c].n[i] * 2);
-            permute(t[c].xb[i], perm[i][c], 1, qs ? d.q_heads : d.kv_heads,
-                    qs ? d.q_len : d.kv_len, d.head_dim, 1);
+            permute(t[c].xb[i], perm[i][c], 1, qs ? d.q_heads : d.kv_heads, qs ? d.q_len : d.kv_len,
+                    d.head_dim, 1);
         }
     }
     cl_int err;
-    cl_command_queue qb = clCreateCommandQueue(sparcl_ctx_cl_context(ctx),
-                                               sparcl_ctx_cl_device(ctx), 0, &err);
+    cl_command_queue qb =
+        clCreateCommandQueue(sparcl_ctx_cl_context(ctx), sparcl_ctx_cl_device(ctx), 0, &err);
     cr_assert_not_null(qb);
     cl_command_queue queues[2] = {sparcl_ctx_cl_queue(ctx), qb};
     cl_mem m[2][T_COUNT], out[2], lse[2];
@@ -621,13 +621,11 @@ Test(half_stage, buffers_sized_for_the_wrong_dtype_are_refused, .timeout = 300)
     cr_assert_eq(sparcl_plan_backward(pf, q, k, v, out, lse, dout, dq, dk, dv, 0, NULL, NULL),
                  SPARCL_ERR_INVALID_ARGUMENT);
     cr_assert(strstr(sparcl_ctx_errmsg(ctx), "4 bytes"), "%s", sparcl_ctx_errmsg(ctx));
-    cr_assert_eq(
-        sparcl_plan_backward(ph, q, k, v, out, lse, dout, dq, short_dk, dv, 0, NULL, NULL),
-        SPARCL_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(sparcl_plan_backward(ph, q, k, v, out, lse, dout, dq, short_dk, dv, 0, NULL, NULL),
+                 SPARCL_ERR_INVALID_ARGUMENT);
     cr_assert(strstr(sparcl_ctx_errmsg(ctx), "dk buffer"), "%s", sparcl_ctx_errmsg(ctx));
-    cr_assert_eq(
-        sparcl_plan_backward(ph, q, k, v, out, lse_half, dout, dq, dk, dv, 0, NULL, NULL),
-        SPARCL_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(sparcl_plan_backward(ph, q, k, v, out, lse_half, dout, dq, dk, dv, 0, NULL, NULL),
+                 SPARCL_ERR_INVALID_ARGUMENT);
     cr_assert(strstr(sparcl_ctx_errmsg(ctx), "lse"), "%s", sparcl_ctx_errmsg(ctx));
     cr_assert_eq(clFinish(sparcl_ctx_cl_queue(ctx)), CL_SUCCESS);
     const cl_mem all[11] = {q, k, v, dout, out, lse, lse_half, dq, dk, dv, short_dk};

@@ -9,8 +9,7 @@
 
 #define N_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
-static const sparcl__kernel_decl convert_kernels[] = {{"dtype_to_float", 0},
-                                                      {"float_to_dtype", 0}};
+static const sparcl__kernel_decl convert_kernels[] = {{"dtype_to_float", 0}, {"float_to_dtype", 0}};
 static const sparcl__program_decl convert_programs[] = {
     {"dtype_convert.cl", convert_kernels, N_OF(convert_kernels)},
 };

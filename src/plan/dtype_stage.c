@@ -110,7 +110,7 @@ static sparcl_status ensure_ws(sparcl__dtype_stage *s, int first, int last, cons
     sparcl_status st = check_total(s, kind, want, kind_bytes);
     for (int w = first; w <= last && st == SPARCL_OK; ++w)
         if (!s->ws[w] && (st = sparcl__scratch(s->outer->ctx, &s->ws[w], ws_bytes(s->outer, w),
-                                                ws_names[w])) == SPARCL_OK)
+                                               ws_names[w])) == SPARCL_OK)
             s->bytes += ws_bytes(s->outer, w);
     return st;
 }
@@ -325,9 +325,8 @@ sparcl_status sparcl__stage_forward(sparcl__dtype_stage *s, const sparcl__kind_o
     const sparcl_plan_desc *d = &s->outer->desc;
     pending p = {{NULL}, 0};
     pthread_mutex_lock(&s->lock);
-    const stage_in in[3] = {{c->q, c->ts[0], WS_Q, 1},
-                            {c->k, c->ts[1], WS_K, 0},
-                            {c->v, c->ts[2], WS_V, 0}};
+    const stage_in in[3] = {
+        {c->q, c->ts[0], WS_Q, 1}, {c->k, c->ts[1], WS_K, 0}, {c->v, c->ts[2], WS_V, 0}};
     sparcl_status st = convert_in(s, c->queue, in, 3, c->num_wait, c->wait, &p);
     if (st == SPARCL_OK) {
         const sparcl_strides ts[4] = {s->inner.qs, s->inner.ks, s->inner.vs, s->inner.os};

@@ -173,8 +173,7 @@ static sparcl_status backward_strided(sparcl_plan *p, cl_command_queue queue,
     const sparcl__bwd_call c = {queue, ts,    a->q,     a->k, a->v,  a->out, a->lse, a->dout, a->dq,
                                 a->dk, a->dv, num_wait, wait, event, a->de,  a->df,  a->dz};
     if (p->stage)
-        return sparcl__stage_backward(p->stage, kind, p->state, &c,
-                                      kind->device_bytes(p->state));
+        return sparcl__stage_backward(p->stage, kind, p->state, &c, kind->device_bytes(p->state));
     return kind->backward(p->state, &c);
 }
 
@@ -317,9 +316,8 @@ static sparcl_status backward_host(sparcl_plan *p, const void *const host[12])
 }
 
 SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *p, const void *q, const void *k,
-                                                   const void *v, const void *out,
-                                                   const float *lse, const void *dout, void *dq,
-                                                   void *dk, void *dv)
+                                                   const void *v, const void *out, const float *lse,
+                                                   const void *dout, void *dq, void *dk, void *dv)
 {
     const void *const host[12] = {q, k, v, out, lse, dout, dq, dk, dv, NULL, NULL, NULL};
     return backward_host(p, host);
