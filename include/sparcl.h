@@ -733,7 +733,8 @@ SPARCL_API const char *sparcl_plan_gemm_params(const sparcl_plan *plan, sparcl_p
  * (KT=1: K packed per tile, batch * kv_heads * kv_len * head_dim floats;
  * ALGO=1: the scores of as many heads as fit, q_len x kv_len floats each).
  * CLBlast may allocate temporaries of its own during an ALGO=1 call; they
- * are not counted.  A plan's workspace serializes its calls on the queue. */
+ * are not counted.  A plan's workspace serializes its calls on the queue.
+ * A half plan's fp32 staging workspaces count too (see sparcl_dtype). */
 SPARCL_API size_t sparcl_plan_device_bytes(const sparcl_plan *plan);
 
 /* ---- Decoding: few query rows over many keys ----
