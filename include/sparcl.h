@@ -448,13 +448,33 @@ SPARCL_API void sparcl_params_format(const sparcl_params *params, char *buf, siz
  *   F16   IEEE binary16 (OpenCL half), read and written with vload_half /
  *         vstore_half_rte, which every OpenCL device has (no cl_khr_fp16).
  *   BF16  bfloat16: the upper 16 bits of a binary32, kept as uint16_t.
- * Which plans take half storage: exact softmax attention over a layout, by
- * the fused kernel (ALGO=0) and by the split-KV decoding kernel (q_len <=
- * 16 over long keys, and sparcl_plan_forward_cache() with contiguous or
- * paged caches of the plan's dtype; its partial results stay fp32 and the
- * merge rounds out once).  The dense CLBlast path (ALGO=1), the sparse
- * normalizations, FAVOR+, Linformer and the backward refuse F16 and BF16
- * with SPARCL_ERR_NOT_SUPPORTED, naming the kind and the dtype. */
+ * Which plans read half storage natively (their kernels load and store the
+ * dtype): the softmax forward over a layout, by the fused kernel (ALGO=0),
+ * by the split-KV decoding kernel (q_len <= 16 over long keys, and
+ * sparcl_plan_forward_cache() with contiguous or paged caches of the
+ * plan's dtype; its partial results stay fp32 and the merge rounds out
+ * once) and with dynamic block selection.
+ * Which plans stage half storage through fp32: the forward of the sparse
+ * normalizations (sparsemax, entmax), FAVOR+, Linformer, adaptive span and
+ * LSH attention, and the backward of every kind that has one (softmax over
+ * a layout, sparse normalizations, FAVOR+, Linformer, adaptive span).  The
+ * plan keeps fp32 device workspaces, converts the caller's half q, k and
+ * v (and out, dout for a backward) into them on the device, runs the fp32
+ * kernels unchanged and rounds out (dq, dk, dv) to nearest even into the
+ * caller's buffers: no host round trip, the same results as an fp32 plan
+ * given the half values (the conversion into fp32 is exact).  lse, dspans,
+ * dproj_e and dproj_f stay fp32.  The workspaces cost 4 bytes per element
+ * of q, k, v and out (2 x (q + k) elements: batch x heads x len x
+ * head_dim each) for a staged forward, allocated by sparcl_plan_init(),
+ * and 4 x (q + k) more for the backward (dout, dq, dk, dv), allocated by
+ * the first backward or sparcl_plan_prepare_backward(); they count in
+ * sparcl_plan_device_bytes() and the device-memory limit.  Staged calls on
+ * one plan share the workspaces and so run one after another on the
+ * device (each waits for the previous one), whichever thread or queue
+ * enqueues them.  Still refused with SPARCL_ERR_NOT_SUPPORTED, naming the
+ * kind and the dtype: the dense CLBlast path (ALGO=1; a softmax forward,
+ * which is never staged) and the backward of dynamic block selection
+ * (it chooses its blocks again from q and k as stored). */
 typedef enum sparcl_dtype {
     SPARCL_DTYPE_F32 = 0,
     SPARCL_DTYPE_F16 = 1,
@@ -713,7 +733,8 @@ SPARCL_API const char *sparcl_plan_gemm_params(const sparcl_plan *plan, sparcl_p
  * (KT=1: K packed per tile, batch * kv_heads * kv_len * head_dim floats;
  * ALGO=1: the scores of as many heads as fit, q_len x kv_len floats each).
  * CLBlast may allocate temporaries of its own during an ALGO=1 call; they
- * are not counted.  A plan's workspace serializes its calls on the queue. */
+ * are not counted.  A plan's workspace serializes its calls on the queue.
+ * A half plan's fp32 staging workspaces count too (see sparcl_dtype). */
 SPARCL_API size_t sparcl_plan_device_bytes(const sparcl_plan *plan);
 
 /* ---- Decoding: few query rows over many keys ----
@@ -2012,7 +2033,9 @@ SPARCL_API sparcl_status sparcl_plan_write_projections(sparcl_plan *plan, const 
  * field for lsh_rounds outside [1, SPARCL_LSH_MAX_ROUNDS], lsh_buckets odd
  * or outside [2, SPARCL_LSH_MAX_BUCKETS], lsh_chunk < 1;
  * SPARCL_ERR_NOT_SUPPORTED for q_len != kv_len, a layout, a normalization
- * other than softmax, dtype F16/BF16.  The backward is not implemented:
+ * other than softmax.  F16 and BF16 are staged through fp32 (see
+ * sparcl_dtype; so is q in sparcl_plan_lsh_order()).  The backward is not
+ * implemented:
  * every backward call on an LSH plan returns SPARCL_ERR_NOT_SUPPORTED.
  * sparcl_reference_forward() covers LSH descriptors (the same rotations,
  * its own bucketing, sort and double-precision attention). */
@@ -2175,11 +2198,17 @@ SPARCL_API sparcl_status sparcl_plan_backward_params(sparcl_plan *plan, sparcl_p
  * release.  Thread-safe: a plan may run forward and backward calls from
  * several threads at once.
  * Errors: SPARCL_ERR_INVALID_ARGUMENT (NULL or too small buffers, missing
- * lse, aliasing outputs), SPARCL_ERR_NOT_SUPPORTED (a plan whose dtype is
- * F16 or BF16: the backward is fp32 only so far; refused before the
- * buffers are looked at, here, in sparcl_plan_prepare_backward() and in
- * sparcl_plan_backward_host()), SPARCL_ERR_OUT_OF_MEMORY, SPARCL_ERR_OPENCL,
- * and those of the preparation. */
+ * lse, aliasing outputs), SPARCL_ERR_NOT_SUPPORTED (a dynamic block
+ * selection plan whose dtype is F16 or BF16, see sparcl_dtype; refused
+ * before the buffers are looked at, here, in sparcl_plan_prepare_backward()
+ * and in sparcl_plan_backward_host()), SPARCL_ERR_OUT_OF_MEMORY,
+ * SPARCL_ERR_OPENCL, and those of the preparation.
+ * Half storage: q, k, v, out, dout, dq, dk and dv hold elements of the
+ * plan's dtype (2 bytes for F16 and BF16; sizes are checked in those), lse
+ * stays float.  The backward kernels are fp32: a half plan converts the
+ * inputs into fp32 workspaces it keeps, runs them, and rounds dq, dk and
+ * dv to nearest even into the caller's buffers, all on the device (see
+ * sparcl_dtype). */
 SPARCL_API sparcl_status sparcl_plan_backward(sparcl_plan *plan, cl_mem q, cl_mem k, cl_mem v,
                                               cl_mem out, cl_mem lse, cl_mem dout, cl_mem dq,
                                               cl_mem dk, cl_mem dv, cl_uint num_wait,
@@ -2198,13 +2227,15 @@ SPARCL_API sparcl_status sparcl_plan_backward_on_queue(sparcl_plan *plan, cl_com
 /* Blocking convenience: copies the host arrays in (contiguous [B, H, S, D]
  * regardless of the descriptor's strides; lse [B, q_heads, q_len]), runs
  * sparcl_plan_backward() and copies dq, dk and dv back.  Every pointer is
- * required (but lse is NULL for FAVOR+ plans).  Errors: as
+ * required (but lse is NULL for FAVOR+ plans).  q, k, v, out, dout, dq, dk
+ * and dv hold elements of the plan's dtype, as in
+ * sparcl_plan_forward_host() (they were `float *` before dtypes existed;
+ * float pointers still convert); lse is float.  Errors: as
  * sparcl_plan_backward(). */
-SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *plan, const float *q,
-                                                   const float *k, const float *v,
-                                                   const float *out, const float *lse,
-                                                   const float *dout, float *dq, float *dk,
-                                                   float *dv);
+SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *plan, const void *q,
+                                                   const void *k, const void *v, const void *out,
+                                                   const float *lse, const void *dout, void *dq,
+                                                   void *dk, void *dv);
 
 /* sparcl_plan_backward_on_queue() plus the gradients of a Linformer plan's
  * projections: dproj_e and dproj_f (each NULL when not wanted, or a float
@@ -2231,13 +2262,14 @@ SPARCL_API sparcl_status sparcl_plan_backward_proj(sparcl_plan *plan, cl_command
 
 /* Blocking convenience of sparcl_plan_backward_proj(), as
  * sparcl_plan_backward_host() (contiguous host arrays): dproj_e and dproj_f
- * are host arrays of proj_len x kv_len floats or NULL; lse is NULL for
- * FAVOR+ plans and required otherwise. */
-SPARCL_API sparcl_status sparcl_plan_backward_proj_host(sparcl_plan *plan, const float *q,
-                                                        const float *k, const float *v,
-                                                        const float *out, const float *lse,
-                                                        const float *dout, float *dq, float *dk,
-                                                        float *dv, float *dproj_e,
+ * are host arrays of proj_len x kv_len floats or NULL (float whatever the
+ * plan's dtype: E and F are fp32); lse is NULL for FAVOR+ plans and
+ * required otherwise; the tensors hold the plan's dtype. */
+SPARCL_API sparcl_status sparcl_plan_backward_proj_host(sparcl_plan *plan, const void *q,
+                                                        const void *k, const void *v,
+                                                        const void *out, const float *lse,
+                                                        const void *dout, void *dq, void *dk,
+                                                        void *dv, float *dproj_e,
                                                         float *dproj_f);
 
 /* Double-precision reference of sparcl_plan_backward() on the host, with
@@ -2296,13 +2328,15 @@ SPARCL_API sparcl_status sparcl_reference_backward_proj(sparcl_ctx *ctx,
  * device buffer of the plan at every call, so new spans need no new plan.
  *
  * Descriptor: causal must be set (the kind is causal by definition), no
- * layout, softmax normalization, dtype F32; GQA and MQA as elsewhere.
+ * layout, softmax normalization, any dtype (F16 and BF16 staged through
+ * fp32, see sparcl_dtype; spans and dspans stay float); GQA and MQA as
+ * elsewhere.
  * spans: q_heads floats, each finite and >= 0, or NULL for all 0 (the
  * paper's initialization); span_ramp: finite, > 0 (the paper uses 32).
  * sparcl_plan_init() names the first bad field ("spans[2] is nan; a span
  * must be finite and >= 0"), SPARCL_ERR_INVALID_ARGUMENT;
- * SPARCL_ERR_NOT_SUPPORTED for a layout, another normalization, a half
- * dtype, causal 0 or a paged cache.
+ * SPARCL_ERR_NOT_SUPPORTED for a layout, another normalization, causal 0
+ * or a paged cache.
  *
  * Kernel family "attn_span" (cl/attn_span.cl; the forward's parameters
  * are chosen as for other plans; the backward's come from the same family,
@@ -2354,13 +2388,13 @@ SPARCL_API sparcl_status sparcl_plan_backward_span(sparcl_plan *plan, cl_command
                                                    const cl_event *wait, cl_event *event);
 
 /* Blocking convenience of sparcl_plan_backward_span(), as
- * sparcl_plan_backward_host() (contiguous host arrays); dspans is a host
- * array of q_heads floats or NULL. */
-SPARCL_API sparcl_status sparcl_plan_backward_span_host(sparcl_plan *plan, const float *q,
-                                                        const float *k, const float *v,
-                                                        const float *out, const float *lse,
-                                                        const float *dout, float *dq, float *dk,
-                                                        float *dv, float *dspans);
+ * sparcl_plan_backward_host() (contiguous host arrays of the plan's dtype);
+ * dspans is a host array of q_heads floats (whatever the dtype) or NULL. */
+SPARCL_API sparcl_status sparcl_plan_backward_span_host(sparcl_plan *plan, const void *q,
+                                                        const void *k, const void *v,
+                                                        const void *out, const float *lse,
+                                                        const void *dout, void *dq, void *dk,
+                                                        void *dv, float *dspans);
 
 /* sparcl_reference_backward() plus, for adaptive-span descriptors, dspans
  * (q_heads doubles, overwritten; may be NULL) as defined above.

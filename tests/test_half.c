@@ -13,8 +13,10 @@
  * computation on the same inputs whose output is rounded to the same
  * storage type, plus a tiny absolute floor.  Odd lengths (1, 17, 113), head
  * dims 40, 72, 100 and 128, GQA, causal, three layouts and three parameter
- * sets per dtype.  Then the refusals: the families without half storage,
- * a dtype that is not one, and buffers sized for the wrong dtype.
+ * sets per dtype.  Then the refusals: what has no half storage (the dense
+ * CLBlast path, the backward of dynamic block selection; the other kinds
+ * stage it through fp32, test_half_stage), a dtype that is not one, and
+ * buffers sized for the wrong dtype.
  */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
@@ -24,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "half_rule.h"
 #include "oracle.h"
 #include "sparcl.h"
 
@@ -258,18 +261,6 @@ static int layout_pred(void *user, int h, int i, int j)
     return attends(&s, h, i, j);
 }
 
-/* Rounds n floats to the dtype's storage and back. */
-static void round_to(int dtype, const float *x, float *out, uint16_t *bits, size_t n)
-{
-    if (dtype == SPARCL_DTYPE_F32) {
-        memcpy(out, x, n * sizeof *x);
-        return;
-    }
-    const format *f = dtype == SPARCL_DTYPE_F16 ? &F16 : &BF16;
-    cr_assert_eq(f->encode(x, bits, n), SPARCL_OK);
-    cr_assert_eq(f->decode(bits, out, n), SPARCL_OK);
-}
-
 /* Plain fp32 attention on contiguous arrays: float scores, expf, float
  * sums, one division per output; what an fp32 implementation computes. */
 static void plain_fp32(const shape *s, float scale, const float *q, const float *k, const float *v,
@@ -358,16 +349,16 @@ static void check_shape(sparcl_ctx *ctx, int dtype, int set, const shape *s)
     oracle_fill(v, nk, 300 + (uint64_t)s->q_len);
     for (size_t i = 0; i < nq; ++i) /* sharper softmax rows than unit scores give */
         q[i] *= 4.0f;
-    round_to(dtype, q, qr, qb, nq);
-    round_to(dtype, k, kr, kb, nk);
-    round_to(dtype, v, vr, vb, nk);
+    half_round(dtype, q, qr, qb, nq);
+    half_round(dtype, k, kr, kb, nk);
+    half_round(dtype, v, vr, vb, nk);
 
     const double scale = 1.0 / sqrt((double)s->dim);
     oracle_attention(s->batch, s->q_heads, s->kv_heads, s->q_len, s->kv_len, s->dim, scale, attends,
                      s, qr, kr, vr, ref, ref_lse);
     plain_fp32(s, (float)scale, qr, kr, vr, plain);
     uint16_t *pb = malloc(nq * 2);
-    round_to(dtype, plain, plain_r, pb, nq);
+    half_round(dtype, plain, plain_r, pb, nq);
     free(pb);
 
     sparcl_layout *layout = NULL;
@@ -531,29 +522,16 @@ static void expect_refused(sparcl_ctx *ctx, const sparcl_plan_desc *d, sparcl_st
                   sparcl_ctx_errmsg(ctx), words[i]);
 }
 
-Test(half, other_families_refuse_half_storage_naming_family_and_dtype, .timeout = 300)
+/* The other kinds stage half storage through fp32 (test_half_stage); the
+ * dense CLBlast path, a softmax forward that is never staged, refuses it. */
+Test(half, dense_path_refuses_half_storage_naming_algo_and_dtype, .timeout = 300)
 {
     sparcl_ctx *ctx = NULL;
     cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
     for (int dtype = SPARCL_DTYPE_F16; dtype <= SPARCL_DTYPE_BF16; ++dtype) {
         const char *dn = sparcl_dtype_name(dtype);
-        sparcl_plan_desc d = small_desc(dtype);
-        d.normalization = SPARCL_NORMALIZATION_SPARSEMAX;
-        expect_refused(ctx, &d, SPARCL_ERR_NOT_SUPPORTED,
-                       (const char *[]){"sparse normalization", dn}, 2);
-        d = small_desc(dtype);
-        d.normalization = SPARCL_NORMALIZATION_ENTMAX;
-        d.alpha = 1.3f;
-        expect_refused(ctx, &d, SPARCL_ERR_NOT_SUPPORTED, (const char *[]){"entmax", dn}, 2);
-        d = small_desc(dtype);
-        d.attention = SPARCL_ATTENTION_FAVOR;
-        d.features = 16;
-        expect_refused(ctx, &d, SPARCL_ERR_NOT_SUPPORTED, (const char *[]){"FAVOR+", dn}, 2);
-        d = small_desc(dtype);
-        d.attention = SPARCL_ATTENTION_LINFORMER;
-        d.proj_len = 8;
-        expect_refused(ctx, &d, SPARCL_ERR_NOT_SUPPORTED, (const char *[]){"Linformer", dn}, 2);
-        /* The dense CLBlast path, chosen by parameters, checked or not. */
+        sparcl_plan_desc d;
+        /* Chosen by parameters, checked or not. */
         sparcl_params p;
         sparcl_params_clear(&p);
         cr_assert_eq(sparcl_params_set(&p, "ALGO", 1), SPARCL_OK);
@@ -580,15 +558,23 @@ Test(half, other_families_refuse_half_storage_naming_family_and_dtype, .timeout 
     sparcl_ctx_free(ctx);
 }
 
-Test(half, backward_refuses_half_storage, .timeout = 300)
+/* Every backward but dynamic block selection's is staged through fp32
+ * (test_half_stage); that one chooses its blocks again from q and k as
+ * stored, and refuses half storage. */
+Test(half, selection_backward_refuses_half_storage, .timeout = 300)
 {
     sparcl_ctx *ctx = NULL;
     cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
     sparcl_plan_desc d = small_desc(SPARCL_DTYPE_BF16);
+    d.select = SPARCL_SELECT_TOPK;
+    d.select_k = 1;
+    d.select_block = 16;
     sparcl_plan *plan = NULL;
     cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
     cr_assert_eq(sparcl_plan_prepare_backward(plan, NULL), SPARCL_ERR_NOT_SUPPORTED);
-    cr_assert(strstr(sparcl_ctx_errmsg(ctx), "backward") && strstr(sparcl_ctx_errmsg(ctx), "bf16"),
+    cr_assert(strstr(sparcl_ctx_errmsg(ctx), "backward") &&
+                  strstr(sparcl_ctx_errmsg(ctx), "bf16") &&
+                  strstr(sparcl_ctx_errmsg(ctx), "dynamic block selection"),
               "%s", sparcl_ctx_errmsg(ctx));
     /* The call itself refuses before judging the (half-sized) buffers. */
     const size_t n = 17 * 40;

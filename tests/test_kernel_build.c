@@ -3,9 +3,10 @@
  * POCL prints "N warnings generated." on the application's stderr at every
  * uncached build, so a warning in a kernel is output from the library.
  * Plans of every kind (fused softmax with its variants, the dense path,
- * sparsemax / 1.5-entmax / alpha-entmax, the backward, FAVOR+, Linformer)
- * are built with default and explicit parameters at head dims 16 and 72,
- * under a fresh POCL cache so that the compiler really runs; the library
+ * sparsemax / 1.5-entmax / alpha-entmax, the backward, FAVOR+, Linformer,
+ * half storage staged through fp32) are built with default and explicit
+ * parameters at head dims 16 and 72, under a fresh POCL cache so that the
+ * compiler really runs; the library
  * reports each build, with the compiler's log, through the debug log
  * callback.  The test fails on any log containing "warning", and when a
  * .cl file of the source tree was never built (a new family must be added
@@ -209,6 +210,21 @@ Test(kernel_build, every_family_builds_without_warnings, .timeout = 900)
                      sparcl_ctx_errmsg(ctx));
         sparcl_plan_free(plan);
         cr_assert_eq(rec.warning[0], 0, "lsh %d: %s", i, rec.warning);
+    }
+    /* Half storage staged through fp32 (cl/dtype_convert.cl), both types. */
+    for (int dtype = SPARCL_DTYPE_F16; dtype <= SPARCL_DTYPE_BF16; ++dtype) {
+        sparcl_plan_desc d;
+        sparcl_plan_desc_init(&d);
+        d.q_len = d.kv_len = 40;
+        d.head_dim = 16;
+        d.normalization = SPARCL_NORMALIZATION_SPARSEMAX;
+        d.layout = lay;
+        d.dtype = dtype;
+        sparcl_plan *plan = NULL;
+        cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "staged %d: %s", dtype,
+                     sparcl_ctx_errmsg(ctx));
+        sparcl_plan_free(plan);
+        cr_assert_eq(rec.warning[0], 0, "staged %d: %s", dtype, rec.warning);
     }
     sparcl_layout_free(lay);
     sparcl_ctx_free(ctx);

@@ -331,9 +331,6 @@ Test(lsh, bad_fields_are_refused_by_name)
     d = make_desc(&c, 1);
     d.normalization = SPARCL_NORMALIZATION_SPARSEMAX;
     expect_refused(&d, NS, "softmax only");
-    d = make_desc(&c, 1);
-    d.dtype = SPARCL_DTYPE_F16;
-    expect_refused(&d, NS, "LSH attention");
     sparcl_layout *lay = NULL;
     cr_assert_eq(sparcl_layout_init_causal(ctx, &lay, 1, 17, 17, 8), SPARCL_OK);
     d = make_desc(&c, 1);

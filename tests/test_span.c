@@ -436,9 +436,6 @@ Test(span, bad_input_is_refused_by_name, .init = setup, .fini = teardown)
     expect_refused(&p.d, SPARCL_ERR_NOT_SUPPORTED, "layout");
     p.d.layout = NULL;
     sparcl_layout_free(layout);
-    p.d.dtype = SPARCL_DTYPE_F16;
-    expect_refused(&p.d, SPARCL_ERR_NOT_SUPPORTED, "dtype");
-    p.d.dtype = SPARCL_DTYPE_F32;
 
     /* The reference checks the same fields. */
     double out[3 * 5 * 8];

@@ -36,6 +36,7 @@ static const sparcl__kernel_schema *const families[] = {
     &sparcl__schema_attn_span,
     &sparcl__schema_attn_lsh,
     &sparcl__schema_attn_lsh_sort,
+    &sparcl__schema_dtype_convert,
 };
 
 #define N_SCHEMAS ((int)(sizeof schemas / sizeof schemas[0]))

@@ -151,6 +151,8 @@ size_t sparcl__attn_decode_workspace_bytes(const sparcl__pset *p, const sparcl__
 extern const sparcl__kernel_schema sparcl__schema_clblast;     /* params_clblast.c */
 extern const sparcl__kernel_schema sparcl__schema_attn_lsh;    /* params_lsh.c */
 extern const sparcl__kernel_schema sparcl__schema_attn_lsh_sort; /* params_lsh.c */
+/* params_convert.c: half storage <-> fp32, for staged plans (dtype_stage.h) */
+extern const sparcl__kernel_schema sparcl__schema_dtype_convert;
 
 /* Floats of private memory one work-item of any kernel may hold (the
  * compilers spill beyond registers; past this, badly). */

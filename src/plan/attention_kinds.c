@@ -11,19 +11,6 @@
 #include "plan/attention_kinds.h"
 #include "runtime/error.h"
 
-/* Half storage (F16, BF16) reaches only the fused softmax forward so far;
- * `kind` names the family that refuses it. */
-static sparcl_status half_refused(sparcl_ctx *ctx, const sparcl_plan_desc *d, const char *kind)
-{
-    if (d->dtype == SPARCL_DTYPE_F32)
-        return SPARCL_OK;
-    return sparcl__fail(ctx, SPARCL_ERR_NOT_SUPPORTED,
-                        "%s does not support dtype %s (half storage is implemented for the "
-                        "softmax forward: fused, decoding and dynamic block selection); use "
-                        "SPARCL_DTYPE_F32",
-                        kind, sparcl_dtype_name(d->dtype));
-}
-
 /* Dynamic block selection: its fields, and what it runs with (exact
  * softmax, no paged cache). */
 static sparcl_status select_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
@@ -69,10 +56,8 @@ sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
     sparcl_status st;
     if (d->select != SPARCL_SELECT_NONE && (st = select_check(ctx, d)) != SPARCL_OK)
         return st;
-    float alpha;
-    if (d->attention == SPARCL_ATTENTION_EXACT && sparcl__entmax_norm(d, &alpha) &&
-        (st = half_refused(ctx, d, "the sparse normalization (entmax)")) != SPARCL_OK)
-        return st;
+    /* Every kind takes every dtype: those without half kernels are staged
+     * through fp32 (dtype_stage.h). */
     switch (d->attention) {
     case SPARCL_ATTENTION_EXACT: return SPARCL_OK;
     case SPARCL_ATTENTION_FAVOR:
@@ -86,7 +71,7 @@ sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
             return UNSUPPORTED("FAVOR+ attends to every key; a layout is not supported");
         if (d->causal && d->q_len != d->kv_len)
             return UNSUPPORTED("causal FAVOR+ needs q_len %d == kv_len %d", d->q_len, d->kv_len);
-        return half_refused(ctx, d, "FAVOR+");
+        return SPARCL_OK;
     case SPARCL_ATTENTION_LINFORMER:
         if (d->proj_len < 1 || d->proj_len > d->kv_len)
             return BAD("proj_len %d must be in [1, kv_len %d] for Linformer", d->proj_len,
@@ -97,7 +82,7 @@ sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
         if (d->layout)
             return UNSUPPORTED("Linformer attends to projected keys; a layout is not "
                                "supported");
-        return half_refused(ctx, d, "Linformer");
+        return SPARCL_OK;
     case SPARCL_ATTENTION_SPAN:
         if (d->normalization != SPARCL_NORMALIZATION_SOFTMAX)
             return UNSUPPORTED("adaptive span masks softmax weights; normalization %d is not "
@@ -108,9 +93,7 @@ sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
                                "supported");
         if (!d->causal)
             return UNSUPPORTED("adaptive span is causal attention; set causal");
-        if ((st = sparcl__span_desc_check(ctx, d)) != SPARCL_OK)
-            return st;
-        return half_refused(ctx, d, "adaptive span");
+        return sparcl__span_desc_check(ctx, d);
     case SPARCL_ATTENTION_LSH:
         if (d->lsh_rounds < 1 || d->lsh_rounds > SPARCL_LSH_MAX_ROUNDS)
             return BAD("lsh_rounds %d must be in [1, %d] for LSH attention", d->lsh_rounds,
@@ -131,7 +114,7 @@ sparcl_status sparcl__kind_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
             return UNSUPPORTED("LSH attention shares queries and keys: q_len %d must equal "
                                "kv_len %d",
                                d->q_len, d->kv_len);
-        return half_refused(ctx, d, "LSH attention");
+        return SPARCL_OK;
     default: return BAD("attention %d is not a sparcl_attention_kind", d->attention);
     }
 #undef BAD

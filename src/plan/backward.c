@@ -141,6 +141,7 @@ static sparcl_status build(sparcl__tiled *t, const sparcl_params *override,
     sparcl_plan_desc d = t->view->desc;
     d.layout = t->layout; /* the lookup keys rows by pattern and density */
     d.params = override;
+    d.dtype = SPARCL_DTYPE_F32; /* attn_bwd reads fp32: a half plan stages it (dtype_stage.h) */
     sparcl__pset ps;
     sparcl_param_source source;
     char origin[SPARCL__ORIGIN_MAX];

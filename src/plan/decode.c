@@ -300,6 +300,7 @@ const sparcl__kind_ops sparcl__kind_decode = {
     .takes_lengths = 1,
     .prepare_backward = sparcl__tiled_prepare_backward,
     .backward = sparcl__tiled_backward,
+    .half_forward = 1,
     .device_bytes = decode_bytes,
     .free = decode_free,
 };

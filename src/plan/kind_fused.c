@@ -227,6 +227,7 @@ const sparcl__kind_ops sparcl__kind_fused = {
     .forward = fused_forward,
     .prepare_backward = sparcl__tiled_prepare_backward,
     .backward = sparcl__tiled_backward,
+    .half_forward = 1,
     .device_bytes = fused_bytes,
     .free = fused_free,
 };

@@ -343,6 +343,8 @@ const sparcl__kind_ops sparcl__kind_dynsel = {
     .forward = select_forward,
     .prepare_backward = sparcl__select_prepare_backward,
     .backward = sparcl__select_backward,
+    .half_forward = 1,
+    .half_no_backward = 1,
     .device_bytes = select_bytes,
     .free = select_free,
 };
@@ -355,6 +357,8 @@ const sparcl__kind_ops sparcl__kind_dynsel_decode = {
     .forward = select_forward,
     .prepare_backward = sparcl__select_prepare_backward,
     .backward = sparcl__select_backward,
+    .half_forward = 1,
+    .half_no_backward = 1,
     .device_bytes = select_bytes,
     .free = select_free,
 };

@@ -1,13 +1,17 @@
 /*
  * lsh_order.c -- the public inspection call of LSH plans,
  * sparcl_plan_lsh_order(): the plan-level checks (kind, queue, q's size by
- * the plan's strides) before the kind (lsh.c) runs its hash and sort.
+ * the plan's strides) before the kind (lsh.c) runs its hash and sort.  A
+ * half plan's kind reads fp32: q is converted into a buffer of this call
+ * first (dtype_stage.h).
  */
 #include "plan/attention_kinds.h"
+#include "plan/dtype_stage.h"
 #include "plan/lsh.h"
 #include "plan/plan.h"
 #include "runtime/ctx.h"
 #include "runtime/error.h"
+#include "runtime/gemm.h"
 
 SPARCL_API sparcl_status sparcl_plan_lsh_order(sparcl_plan *p, cl_command_queue queue, cl_mem q,
                                                int32_t *buckets, int32_t *order)
@@ -21,9 +25,29 @@ SPARCL_API sparcl_status sparcl_plan_lsh_order(sparcl_plan *p, cl_command_queue 
         return sparcl__fail(p->ctx, SPARCL_ERR_INVALID_ARGUMENT,
                             "not an LSH attention plan (attention %d)", p->desc.attention);
     const sparcl_plan_desc *d = &p->desc;
-    if ((st = sparcl__plan_check_buffer(
+    if ((st = sparcl__plan_check_stored(
              p, q, "q", sparcl__plan_span(ts[0], d->batch, d->q_heads, d->q_len, d->head_dim))) !=
         SPARCL_OK)
         return st;
-    return sparcl__lsh_order(state, queue ? queue : p->ctx->queue, ts[0], q, buckets, order);
+    cl_command_queue qu = queue ? queue : p->ctx->queue;
+    if (!p->stage)
+        return sparcl__lsh_order(state, qu, ts[0], q, buckets, order);
+    const size_t n = (size_t)d->batch * (size_t)d->q_heads * (size_t)d->q_len * (size_t)d->head_dim;
+    cl_mem f = NULL;
+    cl_event ev = NULL;
+    if ((st = sparcl__scratch(p->ctx, &f, n * sizeof(float), "fp32 q of sparcl_plan_lsh_order")) ==
+            SPARCL_OK &&
+        (st = sparcl__stage_to_float(p->stage, qu, q, ts[0], d->q_heads, d->q_len, f, &ev)) ==
+            SPARCL_OK) {
+        const sparcl_strides zero = {0, 0, 0}; /* f is contiguous */
+        const sparcl_strides fs = sparcl__plan_resolve(zero, d, d->q_heads, d->q_len);
+        cl_int err = clWaitForEvents(1, &ev);
+        st = err == CL_SUCCESS ? sparcl__lsh_order(state, qu, fs, f, buckets, order)
+                               : sparcl__fail_cl(p->ctx, err, "converting q to fp32");
+    }
+    if (ev)
+        clReleaseEvent(ev);
+    if (f)
+        clReleaseMemObject(f);
+    return st;
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "plan/attention_kinds.h"
+#include "plan/dtype_stage.h"
 #include "runtime/checked.h"
 #include "runtime/ctx.h"
 #include "runtime/error.h"
@@ -241,9 +242,16 @@ static sparcl_status create_kind(sparcl_plan *p, const sparcl_plan_desc *desc,
     for (int tries = 0; tries < SPARCL__KIND_COUNT; ++tries) {
         const sparcl__kind_ops *kind = sparcl__kind_select(desc, params);
         void *state = NULL;
-        sparcl_status st = kind->create(&p->view, desc, params, &p->report, &state);
+        const sparcl__plan_view *v = p->stage ? sparcl__stage_kind_view(p->stage) : &p->view;
+        sparcl_status st = kind->create(v, desc, params, &p->report, &state);
         if (st != SPARCL_OK)
             return st;
+        if (state && p->stage && sparcl__stage_forwards(p->stage) == kind->half_forward) {
+            /* The kind's view was chosen for the first kind's storage. */
+            kind->free(state);
+            return sparcl__fail(p->ctx, SPARCL_ERR_INTERNAL,
+                                "%s was chosen after a kind with other half storage", kind->name);
+        }
         if (state) {
             if (kind->family && params)
                 sparcl__pset_to_params(kind->family, params, &p->report.params);
@@ -297,7 +305,21 @@ SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
     sparcl_plan *p;
     if ((st = alloc(ctx, desc, &p)) != SPARCL_OK)
         return st;
-    const sparcl__kernel_schema *family = sparcl__kind_select(desc, NULL)->family;
+    const sparcl__kind_ops *first = sparcl__kind_select(desc, NULL);
+    const sparcl__kernel_schema *family = first->family;
+    /* Half storage: kinds without a half forward are created for fp32 and
+     * staged (dtype_stage.h); their parameters are the fp32 ones. */
+    sparcl_plan_desc staged;
+    if (desc->dtype != SPARCL_DTYPE_F32) {
+        if ((st = sparcl__stage_create(&p->view, !first->half_forward, &p->stage)) != SPARCL_OK) {
+            sparcl_plan_free(p);
+            return st;
+        }
+        if (!first->half_forward) {
+            staged = sparcl__stage_desc(desc);
+            desc = &staged;
+        }
+    }
     int chosen;
     st = choose_and_create(p, desc, family, 0, &chosen);
     if (st != SPARCL_OK && chosen && family && p->report.source == SPARCL_PARAMS_DATABASE) {
@@ -311,6 +333,8 @@ SPARCL_API sparcl_status sparcl_plan_init(sparcl_ctx *ctx, sparcl_plan **out,
                     sparcl_ctx_errmsg(ctx));
         st = choose_and_create(p, desc, family, 1, &chosen);
     }
+    if (st == SPARCL_OK && p->stage)
+        st = sparcl__stage_check(p->stage, p->ops->name, p->ops->device_bytes(p->state));
     if (st != SPARCL_OK) {
         sparcl_plan_free(p);
         return st;
@@ -325,6 +349,7 @@ SPARCL_API void sparcl_plan_free(sparcl_plan *p)
         return;
     if (p->ops)
         p->ops->free(p->state);
+    sparcl__stage_free(p->stage);
     free(p);
 }
 
@@ -399,6 +424,15 @@ static sparcl_status check_fwd_buffers(sparcl_plan *p, const sparcl_strides *ts,
     return SPARCL_OK;
 }
 
+/* The kind's forward, staged through fp32 workspaces where the kind has
+ * no half path (dtype_stage.h). */
+static sparcl_status dispatch_forward(sparcl_plan *p, const sparcl__fwd_call *c)
+{
+    if (p->stage && sparcl__stage_forwards(p->stage))
+        return sparcl__stage_forward(p->stage, p->ops, p->state, c);
+    return p->ops->forward(p->state, c);
+}
+
 /* The forward call with explicit tensor strides (q, k, v, out). */
 static sparcl_status forward_strided(sparcl_plan *p, cl_command_queue queue,
                                      const sparcl_strides *ts, cl_mem q, cl_mem k, cl_mem v,
@@ -412,7 +446,7 @@ static sparcl_status forward_strided(sparcl_plan *p, cl_command_queue queue,
         return st;
     const sparcl__fwd_call c = {
         queue ? queue : p->ctx->queue, ts, q, k, v, out, lse, num_wait, wait, event, NULL, NULL, 0};
-    return p->ops->forward(p->state, &c);
+    return dispatch_forward(p, &c);
 }
 
 sparcl_status sparcl__plan_forward_strided(sparcl_plan *p, cl_command_queue queue,
@@ -541,7 +575,7 @@ SPARCL_API sparcl_status sparcl_plan_forward_cache(sparcl_plan *p, cl_command_qu
                                 kv_lens,
                                 block_table,
                                 pool_pages};
-    return p->ops->forward(p->state, &c);
+    return dispatch_forward(p, &c);
 }
 
 SPARCL_API sparcl_status sparcl_plan_forward(sparcl_plan *p, cl_mem q, cl_mem k, cl_mem v,
@@ -647,7 +681,10 @@ SPARCL_API const char *sparcl_plan_params_origin(const sparcl_plan *p)
 
 SPARCL_API size_t sparcl_plan_device_bytes(const sparcl_plan *p)
 {
-    return p ? p->ops->device_bytes(p->state) : 0;
+    if (!p)
+        return 0;
+    const size_t kind = p->ops->device_bytes(p->state);
+    return p->stage ? sparcl__sat_add(kind, sparcl__stage_bytes(p->stage)) : kind;
 }
 
 SPARCL_API sparcl_status sparcl_plan_redraw(sparcl_plan *p, uint64_t seed)
@@ -686,4 +723,9 @@ sparcl_status sparcl__plan_check_buffer(sparcl_plan *p, cl_mem m, const char *na
                                         int64_t elems)
 {
     return check_buffer(p, m, name, elems, sizeof(float));
+}
+
+sparcl_status sparcl__plan_check_stored(sparcl_plan *p, cl_mem m, const char *name, int64_t elems)
+{
+    return check_buffer(p, m, name, elems, sparcl_dtype_size(p->desc.dtype));
 }

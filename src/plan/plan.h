@@ -17,6 +17,9 @@ struct sparcl_plan {
     sparcl__plan_report report;  /* sparcl_plan_params(), _origin() */
     const sparcl__kind_ops *ops; /* the kind's table */
     void *state;                 /* the kind's private state */
+    /* Half storage staged through fp32 workspaces (dtype_stage.h): set for
+     * every plan of a half dtype; freed after the kind. */
+    struct sparcl__dtype_stage *stage;
 };
 
 /* Shared by the passes (plan.c). */
@@ -31,6 +34,9 @@ int64_t sparcl__plan_span(sparcl_strides s, int batch, int heads, int len, int d
 int sparcl__plan_strides_injective(sparcl_strides s, int batch, int heads, int len, int dim);
 sparcl_status sparcl__plan_check_buffer(sparcl_plan *p, cl_mem m, const char *name,
                                         int64_t elems);
+/* The same for a buffer of `elems` elements of the plan's dtype (q, k, v,
+ * out and their gradients). */
+sparcl_status sparcl__plan_check_stored(sparcl_plan *p, cl_mem m, const char *name, int64_t elems);
 /* The same checks without a plan: `m` a valid buffer of at least `elems`
  * floats; `queue` NULL or a queue of ctx's context and device (`owner`
  * completes the message: "queue does not belong to the <owner> context"). */

@@ -97,6 +97,13 @@ typedef struct sparcl__kind_ops {
     /* Nonzero: the backward can write the gradient of the spans (adaptive
      * span, sparcl_plan_backward_span()). */
     int span_grads;
+    /* Half storage (SPARCL_DTYPE_F16, BF16; dtype_stage.h).  half_forward:
+     * the forward reads and writes the plan's dtype itself; otherwise a
+     * half plan creates the kind for fp32 and stages its forward through
+     * fp32 workspaces.  A half plan's backward is always staged, unless
+     * half_no_backward: it cannot be (it reruns the forward's half kernels
+     * on the call's q and k), and it refuses half storage. */
+    int half_forward, half_no_backward;
     /* Redraws the kind's random matrices; NULL: it has none. */
     sparcl_status (*redraw)(void *state, uint64_t seed);
     size_t (*device_bytes)(const void *state);

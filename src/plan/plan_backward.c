@@ -10,6 +10,7 @@
 #include "runtime/ctx.h"
 #include "runtime/error.h"
 #include "kernels/params.h"
+#include "plan/dtype_stage.h"
 #include "plan/plan.h"
 
 /* The tensors of one backward call; strides: q, k, v, out (= dout).  de,
@@ -19,18 +20,19 @@ typedef struct bwd_args {
     cl_mem q, k, v, out, lse, dout, dq, dk, dv, de, df, dz;
 } bwd_args;
 
-/* The backward pass of p's kind, or NULL with the message. */
-/* Half storage has no backward yet: refused before buffers are checked,
- * whose sizes would otherwise be judged as floats. */
+/* A half plan's backward is staged through fp32 (dtype_stage.h) except
+ * where the kind cannot be: refused before the buffers are checked. */
 static sparcl_status dtype_refused(sparcl_plan *p, const char *label)
 {
-    if (p->view.desc.dtype == SPARCL_DTYPE_F32)
+    if (p->view.desc.dtype == SPARCL_DTYPE_F32 || !p->ops->half_no_backward)
         return SPARCL_OK;
     return sparcl__fail(p->view.ctx, SPARCL_ERR_NOT_SUPPORTED,
-                        "the backward of %s plans does not support dtype %s (half storage is "
-                        "implemented for the softmax forward only)",
+                        "the backward of %s plans does not support dtype %s (it chooses its "
+                        "blocks again from q and k as stored; use SPARCL_DTYPE_F32)",
                         label, sparcl_dtype_name(p->view.desc.dtype));
 }
+
+/* The backward pass of p's kind, or NULL with the message. */
 
 static const sparcl__kind_ops *kind_with_backward(sparcl_plan *p)
 {
@@ -54,7 +56,12 @@ SPARCL_API sparcl_status sparcl_plan_prepare_backward(sparcl_plan *p, const spar
     if (params && sparcl__params_valid(p->view.ctx, params, "params") != SPARCL_OK)
         return SPARCL_ERR_INVALID_ARGUMENT;
     const sparcl__kind_ops *kind = kind_with_backward(p);
-    return kind ? kind->prepare_backward(p->state, params, NULL, NULL) : SPARCL_ERR_NOT_SUPPORTED;
+    if (!kind)
+        return SPARCL_ERR_NOT_SUPPORTED;
+    sparcl_status st = kind->prepare_backward(p->state, params, NULL, NULL);
+    if (st == SPARCL_OK && p->stage) /* the staging workspaces of the backward */
+        st = sparcl__stage_prepare_backward(p->stage, kind->name, kind->device_bytes(p->state));
+    return st;
 }
 
 SPARCL_API sparcl_status sparcl_plan_backward_params(sparcl_plan *p, sparcl_params *params,
@@ -123,9 +130,10 @@ static sparcl_status check_args(sparcl_plan *p, const sparcl_strides *ts, const 
     } all[9] = {{a->q, "q", nq},     {a->k, "k", nk},     {a->v, "v", nv},
                 {a->out, "out", no}, {a->lse, "lse", nl}, {a->dout, "dout", no},
                 {a->dq, "dq", nq},   {a->dk, "dk", nk},   {a->dv, "dv", nv}};
-    for (int i = 0; i < 9; ++i)
+    for (int i = 0; i < 9; ++i) /* lse is float, the tensors the plan's dtype */
         if ((i != 4 || all[i].m) &&
-            (st = sparcl__plan_check_buffer(p, all[i].m, all[i].name, all[i].elems)))
+            (st = i == 4 ? sparcl__plan_check_buffer(p, all[i].m, all[i].name, all[i].elems)
+                         : sparcl__plan_check_stored(p, all[i].m, all[i].name, all[i].elems)))
             return st;
     /* The outputs are written while every input is read. */
     for (int i = 6; i < 9; ++i)
@@ -164,6 +172,8 @@ static sparcl_status backward_strided(sparcl_plan *p, cl_command_queue queue,
         return SPARCL_ERR_NOT_SUPPORTED;
     const sparcl__bwd_call c = {queue, ts,    a->q,     a->k, a->v,  a->out, a->lse, a->dout, a->dq,
                                 a->dk, a->dv, num_wait, wait, event, a->de,  a->df,  a->dz};
+    if (p->stage)
+        return sparcl__stage_backward(p->stage, kind, p->state, &c, kind->device_bytes(p->state));
     return kind->backward(p->state, &c);
 }
 
@@ -247,15 +257,21 @@ static sparcl_status backward_host(sparcl_plan *p, const void *const host[12])
     static const char *names[12] = {"q",  "k",  "v",  "out",     "lse",     "dout",
                                     "dq", "dk", "dv", "dproj_e", "dproj_f", "dspans"};
     const size_t elems[12] = {nq, nk, nk, nq, nl, nq, nq, nk, nk, ne, ne, (size_t)d->q_heads};
+    /* The tensors hold the plan's dtype; lse and the kinds' own parameter
+     * gradients are float. */
+    const size_t es = sparcl_dtype_size(d->dtype);
+    size_t bytes[12];
+    for (int i = 0; i < 12; ++i)
+        bytes[i] = sparcl__sat_mul(elems[i], i == 4 || i >= 9 ? sizeof(float) : es);
     for (int i = 0; i < 9; ++i)
         if (!host[i] && (i != 4 || !p->ops->no_lse))
             return sparcl__fail(p->view.ctx, SPARCL_ERR_INVALID_ARGUMENT, "%s is NULL%s", names[i],
                                 i == 4 ? "; the backward needs the forward's LSE" : "");
     for (int i = 0; i < 12; ++i)
-        if (host[i] && sparcl__sat_mul(elems[i], sizeof(float)) > p->view.ctx->limits.max_alloc)
+        if (host[i] && bytes[i] > p->view.ctx->limits.max_alloc)
             return sparcl__fail(p->view.ctx, SPARCL_ERR_OUT_OF_MEMORY,
                                 "%s needs %zu bytes; the device's largest allocation is %llu",
-                                names[i], sparcl__sat_mul(elems[i], sizeof(float)),
+                                names[i], bytes[i],
                                 (unsigned long long)p->view.ctx->limits.max_alloc);
     cl_mem m[12] = {NULL};
     sparcl_status st = SPARCL_OK;
@@ -265,7 +281,7 @@ static sparcl_status backward_host(sparcl_plan *p, const void *const host[12])
             continue;
         m[i] = clCreateBuffer(p->view.ctx->context,
                               i < 6 ? CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR : CL_MEM_WRITE_ONLY,
-                              elems[i] * sizeof(float), i < 6 ? (void *)host[i] : NULL, &err);
+                              bytes[i], i < 6 ? (void *)host[i] : NULL, &err);
         if (!m[i])
             st = sparcl__fail(p->view.ctx, SPARCL_ERR_OUT_OF_MEMORY,
                               "cannot allocate device buffers for the host call (%s)",
@@ -285,8 +301,8 @@ static sparcl_status backward_host(sparcl_plan *p, const void *const host[12])
         for (int i = 6; i < 12 && st == SPARCL_OK; ++i) {
             if (!m[i])
                 continue;
-            err = clEnqueueReadBuffer(p->view.ctx->queue, m[i], CL_TRUE, 0,
-                                      elems[i] * sizeof(float), (void *)host[i], 1, &ev, NULL);
+            err = clEnqueueReadBuffer(p->view.ctx->queue, m[i], CL_TRUE, 0, bytes[i],
+                                      (void *)host[i], 1, &ev, NULL);
             if (err != CL_SUCCESS)
                 st = sparcl__fail_cl(p->view.ctx, err, "clEnqueueReadBuffer");
         }
@@ -299,30 +315,29 @@ static sparcl_status backward_host(sparcl_plan *p, const void *const host[12])
     return st;
 }
 
-SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *p, const float *q, const float *k,
-                                                   const float *v, const float *out,
-                                                   const float *lse, const float *dout, float *dq,
-                                                   float *dk, float *dv)
+SPARCL_API sparcl_status sparcl_plan_backward_host(sparcl_plan *p, const void *q, const void *k,
+                                                   const void *v, const void *out, const float *lse,
+                                                   const void *dout, void *dq, void *dk, void *dv)
 {
     const void *const host[12] = {q, k, v, out, lse, dout, dq, dk, dv, NULL, NULL, NULL};
     return backward_host(p, host);
 }
 
-SPARCL_API sparcl_status sparcl_plan_backward_proj_host(sparcl_plan *p, const float *q,
-                                                        const float *k, const float *v,
-                                                        const float *out, const float *lse,
-                                                        const float *dout, float *dq, float *dk,
-                                                        float *dv, float *dproj_e, float *dproj_f)
+SPARCL_API sparcl_status sparcl_plan_backward_proj_host(sparcl_plan *p, const void *q,
+                                                        const void *k, const void *v,
+                                                        const void *out, const float *lse,
+                                                        const void *dout, void *dq, void *dk,
+                                                        void *dv, float *dproj_e, float *dproj_f)
 {
     const void *const host[12] = {q, k, v, out, lse, dout, dq, dk, dv, dproj_e, dproj_f, NULL};
     return backward_host(p, host);
 }
 
-SPARCL_API sparcl_status sparcl_plan_backward_span_host(sparcl_plan *p, const float *q,
-                                                        const float *k, const float *v,
-                                                        const float *out, const float *lse,
-                                                        const float *dout, float *dq, float *dk,
-                                                        float *dv, float *dspans)
+SPARCL_API sparcl_status sparcl_plan_backward_span_host(sparcl_plan *p, const void *q,
+                                                        const void *k, const void *v,
+                                                        const void *out, const float *lse,
+                                                        const void *dout, void *dq, void *dk,
+                                                        void *dv, float *dspans)
 {
     const void *const host[12] = {q, k, v, out, lse, dout, dq, dk, dv, NULL, NULL, dspans};
     return backward_host(p, host);
