@@ -42,8 +42,8 @@
  * each case on one device and cut over N, by heads, queries and keys.
  * --set overrides the forward's parameters, --bwd-set the backward's (the
  * attn_bwd family, through sparcl_plan_prepare_backward).
- * --dtype f16|bf16 stores q, k, v and out in half precision (the forward
- * cases only: the backward has no half storage yet): inputs are rounded to
+ * --dtype f16|bf16 stores q, k, v and out (and the backward's dout, dq, dk
+ * and dv) in half precision: inputs are rounded to
  * the storage type on the host, the error is measured against the double
  * recomputation from those rounded inputs, and the compulsory bytes count
  * 2-byte elements.
@@ -593,9 +593,11 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
     m[3] = clCreateBuffer(cc, CL_MEM_READ_WRITE, elems * es, NULL, &err);
     m[4] = clCreateBuffer(cc, CL_MEM_READ_WRITE, (size_t)c->heads * q_len_of(c) * 4, NULL, &err);
     if (c->backward) { /* dout (the forward's inputs reused as values), dq, dk, dv */
-        m[5] = clCreateBuffer(cc, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, elems * 4, v, &err);
+        /* backward cases are square MHA: bits holds v in the storage type */
+        m[5] = clCreateBuffer(cc, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, elems * es,
+                              es == 2 ? (void *)bits : (void *)v, &err);
         for (int t = 6; t < 9; ++t)
-            m[t] = clCreateBuffer(cc, CL_MEM_READ_WRITE, elems * 4, NULL, &err);
+            m[t] = clCreateBuffer(cc, CL_MEM_READ_WRITE, elems * es, NULL, &err);
         if (nbuf == 10)
             m[9] = clCreateBuffer(cc, CL_MEM_READ_WRITE, (size_t)c->heads * 4, NULL, &err);
     }
@@ -926,13 +928,6 @@ int main(int argc, char **argv)
     if (!any_selected && !opt.select_n && !opt.varlen && !opt.paged) /* extra rows only */
         for (int i = 0; i < N_CASES; ++i)
             opt.selected[i] = !opt.quick || cases[i].quick;
-    for (int i = 0; i < N_CASES; ++i)
-        if (opt.selected[i] && cases[i].backward && opt.dtype != SPARCL_DTYPE_F32) {
-            if (any_selected)
-                fprintf(stderr, "sparcl-bench: %s skipped: the backward has no %s storage\n",
-                        cases[i].name, sparcl_dtype_name(opt.dtype));
-            opt.selected[i] = 0;
-        }
 
     sparcl_ctx *ctx;
     if (sparcl_ctx_init(&ctx) != SPARCL_OK) {
