@@ -52,7 +52,7 @@ static void usage(FILE *f)
             "  --dtype T           storage of q, k, v and out for the problems whose spec names\n"
             "                      none: f32 (default) | f16 | bf16; a half dtype tunes attn_fwd,\n"
             "                      or attn_decode with --kernel attn_decode (the other families\n"
-            "                      have no half storage yet)\n"
+            "                      read half through fp32 staging and use their fp32 rows)\n"
             "  --kernel NAME       tune only this kernel family (default: all it can run but\n"
             "                      clblast_xgemm, CLBlast's SGEMM on the dense path: only by name)\n"
             "  --fix NAME=V        search only candidates with NAME=V (repeatable)\n"
