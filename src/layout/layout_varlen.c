@@ -25,6 +25,12 @@ typedef struct varlen_rule {
     const int32_t *cu_q, *cu_k;
     const sparcl_layout *const *seqs;
     int32_t *stamp, tag; /* candidate de-duplication, nbc entries */
+    /* attends() is asked row by row, block by block: the last row's
+     * sequence and the last sequence block's entry are kept. */
+    int last_i, last_s;
+    const sparcl_layout *last_l;
+    int last_h, last_br, last_bc;
+    int64_t last_e;
 } varlen_rule;
 
 /* The sequence that holds packed query row i: the last s with cu_q[s] <= i
@@ -114,12 +120,28 @@ static int varlen_classify(const void *self, int h, int br, int bc)
 
 static int varlen_attends(const void *self, int h, int i, int j)
 {
-    const varlen_rule *v = self;
-    const int s = seq_of_row(v, i);
+    varlen_rule *v = (varlen_rule *)self; /* the builder's own, for the caches */
+    if (i != v->last_i) {
+        v->last_i = i;
+        v->last_s = seq_of_row(v, i);
+    }
+    const int s = v->last_s;
     if (j < v->cu_k[s] || j >= v->cu_k[s + 1])
         return 0;
     const sparcl_layout *l = v->seqs[s];
-    return !l || sparcl_layout_attends(l, seq_head(l, h), i - v->cu_q[s], j - v->cu_k[s]);
+    if (!l)
+        return 1;
+    const int a = i - v->cu_q[s], b = j - v->cu_k[s], lh = seq_head(l, h);
+    const int br = a / l->block, bc = b / l->block;
+    if (l != v->last_l || lh != v->last_h || br != v->last_br || bc != v->last_bc) {
+        v->last_l = l;
+        v->last_h = lh;
+        v->last_br = br;
+        v->last_bc = bc;
+        v->last_e = sparcl__layout_find(l, lh, br, bc);
+    }
+    return v->last_e >= 0 &&
+           sparcl__layout_entry_bit(l, v->last_e, a - br * l->block, b - bc * l->block);
 }
 
 /* Checks one offsets array: count + 1 entries from 0, never decreasing,
@@ -200,8 +222,12 @@ SPARCL_API sparcl_status sparcl_layout_init_varlen(sparcl_ctx *ctx, sparcl_layou
     st = sparcl__layout_check_shape(ctx, heads, cu_q[count], cu_k[count], block);
     if (st != SPARCL_OK)
         return st;
-    varlen_rule v = {count, block, (cu_k[count] + block - 1) / block, heads, cu_q, cu_k, seqs,
-                     NULL,  0};
+    varlen_rule v = {count, block, (cu_k[count] + block - 1) / block,
+                     heads, cu_q,  cu_k,
+                     seqs,  NULL,  0,
+                     -1,    0,     NULL,
+                     0,     0,     0,
+                     -1};
     v.stamp = calloc((size_t)v.nbc, sizeof *v.stamp);
     if (!v.stamp)
         return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate varlen scratch");
