@@ -14,17 +14,12 @@ static int cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-double bench_call_ms(sparcl_ctx *ctx, sparcl_plan *plan, const cl_mem *m, int backward)
+double bench_timed_ms(sparcl_ctx *ctx, bench_enqueue_fn enqueue, void *arg)
 {
     cl_event mark = NULL, ev = NULL;
     const double w0 = tool_now_ms();
-    sparcl_status st = SPARCL_ERR_OPENCL;
-    if (clEnqueueMarkerWithWaitList(sparcl_ctx_cl_queue(ctx), 0, NULL, &mark) == CL_SUCCESS)
-        st = backward ? sparcl_plan_backward(plan, m[T_Q], m[T_K], m[T_V], m[T_OUT], m[T_LSE],
-                                             m[T_DOUT], m[T_DQ], m[T_DK], m[T_DV], 0, NULL, &ev)
-                      : sparcl_plan_forward(plan, m[T_Q], m[T_K], m[T_V], m[T_OUT], m[T_LSE], 0,
-                                            NULL, &ev);
-    if (st != SPARCL_OK) {
+    if (clEnqueueMarkerWithWaitList(sparcl_ctx_cl_queue(ctx), 0, NULL, &mark) != CL_SUCCESS ||
+        enqueue(arg, &ev) != SPARCL_OK) {
         fprintf(stderr, "sparcl-bench: %s\n", sparcl_ctx_errmsg(ctx));
         if (mark)
             clReleaseEvent(mark);
@@ -35,6 +30,28 @@ double bench_call_ms(sparcl_ctx *ctx, sparcl_plan *plan, const cl_mem *m, int ba
     clReleaseEvent(mark);
     clReleaseEvent(ev);
     return ms;
+}
+
+typedef struct plan_call {
+    sparcl_plan *plan;
+    const cl_mem *m;
+    int backward;
+} plan_call;
+
+static sparcl_status enqueue_plan_call(void *arg, cl_event *ev)
+{
+    const plan_call *c = arg;
+    const cl_mem *m = c->m;
+    return c->backward ? sparcl_plan_backward(c->plan, m[T_Q], m[T_K], m[T_V], m[T_OUT], m[T_LSE],
+                                              m[T_DOUT], m[T_DQ], m[T_DK], m[T_DV], 0, NULL, ev)
+                       : sparcl_plan_forward(c->plan, m[T_Q], m[T_K], m[T_V], m[T_OUT], m[T_LSE], 0,
+                                             NULL, ev);
+}
+
+double bench_call_ms(sparcl_ctx *ctx, sparcl_plan *plan, const cl_mem *m, int backward)
+{
+    plan_call c = {plan, m, backward};
+    return bench_timed_ms(ctx, enqueue_plan_call, &c);
 }
 
 int bench_medians(sparcl_ctx *ctx, sparcl_plan *const *plans, int n, const cl_mem *m, int stride,

@@ -13,6 +13,14 @@
 /* The tensors of a call: q, k, v, out, lse, dout, dq, dk, dv. */
 enum { T_Q, T_K, T_V, T_OUT, T_LSE, T_DOUT, T_DQ, T_DK, T_DV, T_COUNT };
 
+/* Enqueues one call on the context's queue and returns its event. */
+typedef sparcl_status (*bench_enqueue_fn)(void *arg, cl_event *event);
+
+/* Milliseconds of the call `enqueue(arg, ...)` makes, from a marker just
+ * before it to its event, or a negative value on failure (the context's
+ * message printed to stderr). */
+double bench_timed_ms(sparcl_ctx *ctx, bench_enqueue_fn enqueue, void *arg);
+
 /* Milliseconds of one forward (or, with backward, one backward) of plan
  * over the tensors m[T_COUNT], or a negative value on failure (the message
  * printed to stderr). */

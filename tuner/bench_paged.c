@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_calls.h"
 #include "bench_paged.h"
-#include "tool_timing.h"
 
 #define N 32768
 #define HQ 32
@@ -47,25 +47,25 @@ static sparcl_plan *plan_of(sparcl_ctx *ctx, int page, int dtype)
     return p;
 }
 
+typedef struct cache_call {
+    const cache_run *run;
+    cl_mem q, out, lse;
+} cache_call;
+
+static sparcl_status enqueue_cache_call(void *arg, cl_event *ev)
+{
+    const cache_call *c = arg;
+    const int32_t lens[1] = {N};
+    return sparcl_plan_forward_cache(c->run->plan, NULL, c->q, c->run->k, c->run->v, lens,
+                                     c->run->page, c->run->table, c->run->pool_pages, c->out,
+                                     c->lse, 0, NULL, ev);
+}
+
 /* One call's milliseconds, or -1. */
 static double call_ms(sparcl_ctx *ctx, const cache_run *r, cl_mem q, cl_mem out, cl_mem lse)
 {
-    const int32_t lens[1] = {N};
-    cl_event mark = NULL, ev = NULL;
-    const double w0 = tool_now_ms();
-    if (clEnqueueMarkerWithWaitList(sparcl_ctx_cl_queue(ctx), 0, NULL, &mark) != CL_SUCCESS ||
-        sparcl_plan_forward_cache(r->plan, NULL, q, r->k, r->v, lens, r->page, r->table,
-                                  r->pool_pages, out, lse, 0, NULL, &ev) != SPARCL_OK) {
-        fprintf(stderr, "sparcl-bench: paged: %s\n", sparcl_ctx_errmsg(ctx));
-        if (mark)
-            clReleaseEvent(mark);
-        return -1;
-    }
-    clWaitForEvents(1, &ev);
-    const double ms = tool_event_span_ms(mark, ev, tool_now_ms() - w0);
-    clReleaseEvent(mark);
-    clReleaseEvent(ev);
-    return ms;
+    cache_call c = {r, q, out, lse};
+    return bench_timed_ms(ctx, enqueue_cache_call, &c);
 }
 
 /* n floats of x stored as dtype on the device, or NULL. */
