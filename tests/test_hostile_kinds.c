@@ -284,6 +284,45 @@ Test(hostile_kinds, multi_plan_calls_refuse_bad_arguments)
 
 /* ---- Layout slices and sparcl_ctx_fail ---------------------------------- */
 
+/* Packed variable-length batches: extreme and inconsistent offsets are
+ * refused by name before anything is read past count + 1 entries, *out
+ * stays NULL, and the message lands on the calling thread without a
+ * context too. */
+Test(hostile_kinds, layout_varlen_names_the_bad_argument)
+{
+    sparcl_layout *c3 = NULL, *l = (sparcl_layout *)&l;
+    cr_assert_eq(sparcl_layout_init_causal(ctx, &c3, 1, 3, 3, 16), SPARCL_OK);
+    const sparcl_layout *seqs[2] = {c3, NULL};
+    const int32_t ok[3] = {0, 3, 5};
+    EXPECT(sparcl_layout_init_varlen(ctx, &l, INT_MIN, ok, ok, seqs, 0), INVALID, "count");
+    cr_assert_null(l);
+    EXPECT0(sparcl_layout_init_varlen(NULL, &l, 2, ok, NULL, seqs, 0), INVALID, "cu_k");
+    struct {
+        int32_t q[3], k[3];
+        int block;
+        const char *word;
+    } bad[] = {
+        {{0, 3, INT_MIN}, {0, 3, 5}, 0, "cu_q decreases at sequence 1"},
+        {{INT_MAX, 3, 5}, {0, 3, 5}, 0, "cu_q[0]"},
+        {{0, 3, 5}, {-1, 3, 5}, 0, "cu_k[0]"},
+        {{0, 3, INT_MAX}, {0, 3, INT_MAX}, 0, "q_len"}, /* beyond the layout limits */
+        {{0, 3, 5}, {0, 3, 5}, INT_MAX, "block"},       /* too large a block */
+        {{0, 3, 5}, {0, 3, 5}, INT_MIN, "block"},
+        {{0, 2, 5}, {0, 3, 5}, 0, "seqs[0] is 3 x 3"}, /* layout and offsets disagree */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+        l = (sparcl_layout *)&l;
+        EXPECT(sparcl_layout_init_varlen(ctx, &l, 2, bad[i].q, bad[i].k, seqs, bad[i].block),
+               INVALID, bad[i].word);
+        cr_assert_null(l, "case %zu", i);
+    }
+    cr_assert_eq(sparcl_layout_init_varlen(ctx, &l, 2, ok, ok, seqs, 0), SPARCL_OK, "%s",
+                 sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(sparcl_layout_pairs(l), 6 + 4);
+    sparcl_layout_free(l);
+    sparcl_layout_free(c3);
+}
+
 Test(hostile_kinds, layout_slice_names_the_bad_argument)
 {
     sparcl_layout *w = NULL, *s = (sparcl_layout *)&s;
