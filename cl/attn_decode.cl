@@ -28,7 +28,9 @@
  * (two barriers per tile); every lane then runs the same softmax on the
  * same scores, and P.V needs no reduction: a lane updates and writes only
  * its own dimensions.  WG_SIZE 1 is the CPU shape, with no local memory and
- * no barrier.  DTYPE is the
+ * no barrier.  PREFETCH 1 hints each key's row of the next tile of K and V
+ * while this tile is read: on POCL's CPU devices the loads otherwise wait
+ * on memory (perf put 70% of the kernel's samples at them).  DTYPE is the
  * storage of q, k and v (common.clh: float, half or bfloat16); the scores,
  * accumulators and the partial outputs stay float, and the merge rounds
  * the output to the storage type once.
@@ -63,6 +65,9 @@
 #ifndef WG_SIZE
 #error "WG_SIZE must be defined"
 #endif
+#ifndef PREFETCH
+#error "PREFETCH must be defined"
+#endif
 #if BLOCK_N % VEC != 0
 #error "BLOCK_N must be a multiple of VEC"
 #endif
@@ -72,11 +77,44 @@
 #define NT_ALLOC (NT > 0 ? NT : 1)
 #define NKV (BLOCK_N / VEC)
 #define MW ((BLOCK_N + 31) / 32)
-#define R (HEADS * QROWS) /* rows of one work-item: head-major */
+#define R (HEADS * QROWS)                  /* rows of one work-item: head-major */
 #define NVL ((NV + WG_SIZE - 1) / WG_SIZE) /* VEC-vectors of one lane */
+/* P.V's register block.  A lane of the GPU shape holds few vectors, so all
+ * R rows' accumulators of one vector fit in registers and the tile's V rows
+ * are swept once per vector.  The CPU shape's R x NVL accumulators exceed
+ * the register file: it sweeps the tile once per row and 8 vectors, reading
+ * each V row front to back (the tile stays in L1 after the first row). */
+#if WG_SIZE == 1
+#define PV_ROWS 1
+#define PV_VECS (NVL < 8 ? NVL : 8)
+#else
+#define PV_ROWS R
+#define PV_VECS 1
+#endif
 #if NV < 1
 #error "VEC must not exceed HEAD_DIM"
 #endif
+
+/* PREFETCH: a cache hint for a row of HEAD_DIM elements, one per 64-byte
+ * line.  Compilers for CPU targets (POCL builds for the host's x86-64 or
+ * AArch64) lower clang's __builtin_prefetch to the prefetch instruction,
+ * which is what keeps the memory busy there; other targets (SPIR for
+ * oclgrind, GPU back ends) may have the builtin but no lowering for it, and
+ * get OpenCL's prefetch(), which drivers may ignore. */
+#if (defined(__x86_64__) || defined(__aarch64__)) && defined(__has_builtin)
+#if __has_builtin(__builtin_prefetch)
+#define DEC_PREFETCH_LINE(p) __builtin_prefetch(p)
+#endif
+#endif
+#ifndef DEC_PREFETCH_LINE
+#define DEC_PREFETCH_LINE(p) prefetch((p), 64)
+#endif
+#define DEC_PREFETCH_ROW(row)                                                                      \
+    do {                                                                                           \
+        __global const char *pr_ = (__global const char *)(row);                                   \
+        for (int l_ = 0; l_ < HEAD_DIM * (int)sizeof(stor_t); l_ += 64)                            \
+            DEC_PREFETCH_LINE(pr_ + l_);                                                           \
+    } while (0)
 
 typedef union {
     floatv v[NKV];
@@ -97,8 +135,8 @@ inline int first_at_or_after(__global const int *col, int lo, int hi, int t)
 }
 
 /* Global size (splits * WG_SIZE, kv_heads * group / HEADS, batch), one
- * work-group per (split, HEADS heads of a KV group, batch).  Split s covers key tiles [s * tiles_per_split, (s + 1) *
- * tiles_per_split); its partial output of row (b, h, i) is at part_o +
+ * work-group per (split, HEADS heads of a KV group, batch).  Split s covers key tiles [s *
+ * tiles_per_split, (s + 1) * tiles_per_split); its partial output of row (b, h, i) is at part_o +
  * (s * rows_total + (b * q_heads + h) * QROWS + i) * HEAD_DIM, its lse at
  * part_lse[s * rows_total + ...], rows_total = batch * q_heads * QROWS.
  *
@@ -216,6 +254,11 @@ attn_decode(__global const stor_t *restrict q, __global const stor_t *restrict k
             /* Keys past kv_len only occur in PARTIAL tiles (bits 0 there);
              * the clamped row keeps the load in bounds. */
             __global const stor_t *kr = DEC_ROW(kb, k_sb, k_ss, c0 + x);
+#if PREFETCH
+            /* the next tile's K and V rows, one hint per 64-byte line */
+            DEC_PREFETCH_ROW(DEC_ROW(kb, k_sb, k_ss, c0 + BLOCK_N + x));
+            DEC_PREFETCH_ROW(DEC_ROW(vb, v_sb, v_ss, c0 + BLOCK_N + x));
+#endif
             floatv a[R];
             for (int r = 0; r < R; ++r)
                 a[r] = (floatv)(0.0f);
@@ -303,12 +346,12 @@ attn_decode(__global const stor_t *restrict q, __global const stor_t *restrict k
             }
         }
 
-        /* P.V, one vector of the head dimension at a time over the tile's
-         * keys, so the rows' accumulators of that vector stay in registers.
-         * Element (r, x) counts only where its head attends the tile and,
-         * in a PARTIAL tile, its bit is set (a masked value may be NaN;
-         * 0 * NaN is NaN): checked per element unless every head's tile is
-         * FULL. */
+        /* P.V over the tile's keys, PV_ROWS rows by PV_VECS vectors of the
+         * head dimension at a time, their accumulators in registers (see
+         * PV_ROWS).  Element (r, x) counts only where its head attends the
+         * tile and, in a PARTIAL tile, its bit is set (a masked value may be
+         * NaN; 0 * NaN is NaN): checked per element unless every head's tile
+         * is FULL. */
 #define DEC_VROW(x) DEC_ROW(vb, v_sb, v_ss, c0 + (x))
 #define DEC_KEEP(r, x)                                                                             \
     (act[(r) / QROWS] && c0 + (x) <= lim[r] &&                                                     \
@@ -316,16 +359,29 @@ attn_decode(__global const stor_t *restrict q, __global const stor_t *restrict k
       SPARCL_MASK_BIT(mask_bits + (long)mi[(r) / QROWS] * QROWS * MW, (r) % QROWS, x, MW)))
 #define DEC_PV(KEEP)                                                                               \
     do {                                                                                           \
-        for (int j = 0; j < NVL; ++j) {                                                            \
-            const int d = lane + j * WG_SIZE;                                                      \
-            if (NV % WG_SIZE != 0 && d >= NV)                                                      \
-                break;                                                                             \
-            for (int x = 0; x < BLOCK_N; ++x) {                                                    \
-                const floatv vv = SLOADV(DEC_VROW(x) + d * VEC);                                   \
-                _Pragma("unroll") for (int r = 0; r < R; ++r) if (KEEP(r, x)) acc[r][j] =          \
-                    fma((floatv)(s[r].f[x]), vv, acc[r][j]);                                       \
+        for (int r0 = 0; r0 < R; r0 += PV_ROWS)                                                    \
+            for (int j0 = 0; j0 < NVL; j0 += PV_VECS) {                                            \
+                floatv a[PV_ROWS][PV_VECS];                                                        \
+                for (int rr = 0; rr < PV_ROWS; ++rr)                                               \
+                    for (int jj = 0; jj < PV_VECS && j0 + jj < NVL; ++jj)                          \
+                        a[rr][jj] = acc[r0 + rr][j0 + jj];                                         \
+                for (int x = 0; x < BLOCK_N; ++x) {                                                \
+                    __global const stor_t *vr = DEC_VROW(x);                                       \
+                    _Pragma("unroll") for (int jj = 0; jj < PV_VECS; ++jj)                         \
+                    {                                                                              \
+                        const int d = lane + (j0 + jj) * WG_SIZE;                                  \
+                        if (j0 + jj >= NVL || (NV % WG_SIZE != 0 && d >= NV))                      \
+                            break;                                                                 \
+                        const floatv vv = SLOADV(vr + d * VEC);                                    \
+                        _Pragma("unroll") for (int rr = 0; rr < PV_ROWS;                           \
+                                               ++rr) if (KEEP(r0 + rr, x)) a[rr][jj] =             \
+                            fma((floatv)(s[r0 + rr].f[x]), vv, a[rr][jj]);                         \
+                    }                                                                              \
+                }                                                                                  \
+                for (int rr = 0; rr < PV_ROWS; ++rr)                                               \
+                    for (int jj = 0; jj < PV_VECS && j0 + jj < NVL; ++jj)                          \
+                        acc[r0 + rr][j0 + jj] = a[rr][jj];                                         \
             }                                                                                      \
-        }                                                                                          \
         for (int x = 0; x < BLOCK_N && lane == 0; ++x)                                             \
             for (int t = 0; t < NT; ++t) {                                                         \
                 const float vs = SLOAD1(DEC_VROW(x) + NV * VEC + t);                               \

@@ -756,10 +756,13 @@ SPARCL_API size_t sparcl_plan_device_bytes(const sparcl_plan *plan);
  * workspace (SPLITS x batch x q_heads x q_len x (head_dim + 1) floats,
  * counted in sparcl_plan_device_bytes()); a second kernel merges them as
  * sparcl_merge() does.  K is read as stored: nothing is repacked per call.
+ * With PREFETCH 1 (the CPU default) each key row read also hints the same
+ * row of the next tile of K and V into the cache (the prefetch instruction
+ * on x86-64 and AArch64 targets, OpenCL's prefetch() elsewhere).
  * Results, layouts (causal, window, streaming, block masks, per-head, any
  * pattern), non-finite inputs, lse and the backward are exactly those of
  * the fused forward; sparcl_plan_params() reports the attn_decode
- * parameters (BLOCK_N, EXP, HEADS, SPLITS, VEC, WG_SIZE), tunable like any
+ * parameters (BLOCK_N, EXP, HEADS, PREFETCH, SPLITS, VEC, WG_SIZE), tunable like any
  * family.
  * Calls of one plan share the workspace, so they run one after another. */
 

@@ -415,9 +415,9 @@ static sparcl_layout *dcase_layout(sparcl_ctx *ctx, const dcase *c)
 }
 
 /* Runs the case on the decoding kind (SPLITS forces it; lanes > 0 also
- * sets the work-group's WG_SIZE lanes of VEC vec) and compares out and lse
- * with the double reference. */
-static void check_decode_lanes(const dcase *c, int force, int lanes, int vec)
+ * sets the work-group's WG_SIZE lanes of VEC vec; prefetch >= 0 sets
+ * PREFETCH) and compares out and lse with the double reference. */
+static void check_decode_shape(const dcase *c, int force, int lanes, int vec, int prefetch)
 {
     sparcl_ctx *ctx = dev_ctx();
     sparcl_layout *l = dcase_layout(ctx, c);
@@ -428,6 +428,8 @@ static void check_decode_lanes(const dcase *c, int force, int lanes, int vec)
         sparcl_params_set(&params, "WG_SIZE", lanes);
         sparcl_params_set(&params, "VEC", vec);
     }
+    if (prefetch >= 0)
+        sparcl_params_set(&params, "PREFETCH", prefetch);
     sparcl_plan_desc d;
     sparcl_plan_desc_init(&d);
     d.batch = 2;
@@ -450,6 +452,9 @@ static void check_decode_lanes(const dcase *c, int force, int lanes, int vec)
     int32_t wg = 0;
     cr_assert(sparcl_params_get(&used, "WG_SIZE", &wg) && wg == (lanes ? lanes : 1), "WG_SIZE %d",
               (int)wg);
+    int32_t pf = -1;
+    cr_assert(sparcl_params_get(&used, "PREFETCH", &pf) && (prefetch < 0 || pf == prefetch),
+              "PREFETCH %d", (int)pf);
     const size_t nq = (size_t)2 * c->q_heads * c->q_len * c->dim;
     const size_t nk = (size_t)2 * c->kv_heads * c->kv_len * c->dim;
     const size_t rows = (size_t)2 * c->q_heads * c->q_len;
@@ -477,9 +482,14 @@ static void check_decode_lanes(const dcase *c, int force, int lanes, int vec)
     sparcl_ctx_free(ctx);
 }
 
+static void check_decode_lanes(const dcase *c, int force, int lanes, int vec)
+{
+    check_decode_shape(c, force, lanes, vec, -1);
+}
+
 static void check_decode(const dcase *c, int force)
 {
-    check_decode_lanes(c, force, 0, 0);
+    check_decode_shape(c, force, 0, 0, -1);
 }
 
 static dcase cases[] = {
@@ -525,6 +535,26 @@ Test(decode, gpu_shape_lanes_match_reference)
     };
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; ++i)
         check_decode_lanes(&runs[i].c, 1, runs[i].lanes, runs[i].vec);
+}
+
+/* Both settings of PREFETCH (the hints of the next tile's K and V rows,
+ * on by default on CPUs) in both shapes: the CPU shape's row-by-row P.V
+ * and the GPU shape's vector-by-vector one.  Cases where the next tile
+ * runs past the keys (a PARTIAL last tile, one key), per-head layouts and
+ * head_dim 100's tail. */
+Test(decode, prefetch_settings_match_reference)
+{
+    static const dcase runs[] = {
+        {3, 8, 1, 100, 17, CAUSAL, 2},
+        {1, 4, 1, 128, 1, DENSE, 1},
+        {3, 8, 2, 128, 2000, PER_HEAD, 32},
+        {16, 4, 1, 128, 300, PER_HEAD, 4},
+    };
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; ++i)
+        for (int pf = 0; pf <= 1; ++pf) {
+            check_decode_shape(&runs[i], 1, 0, 0, pf);
+            check_decode_shape(&runs[i], 1, 4, 4, pf);
+        }
 }
 
 Test(decode, chosen_without_override_for_long_kv)

@@ -25,6 +25,7 @@ typedef enum sparcl__param_id {
     SPARCL__P_EXP,
     SPARCL__P_HEADS,
     SPARCL__P_KT,
+    SPARCL__P_PREFETCH,
     SPARCL__P_SPLITS,
     SPARCL__P_SPLIT,
     SPARCL__P_TOPK,

@@ -13,6 +13,7 @@ static const int32_t c_splits[] = {1, 2, 4, 8, 16, 32, 64};
 static const int32_t c_vec[] = {1, 2, 4, 8, 16};
 static const int32_t c_exp[] = {0, 1, 2};
 static const int32_t c_wg[] = {1, 4, 8, 16, 32, 64};
+static const int32_t c_prefetch[] = {0, 1};
 
 #define N_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -24,6 +25,8 @@ static const sparcl__param_def attn_decode_params[] = {
      "softmax exponential: 0 exp2, 1 native_exp2, 2 sparcl polynomial"},
     {SPARCL__P_HEADS, c_heads, N_OF(c_heads),
      "query heads of one KV group per work-item (each reads the group's K/V once)"},
+    {SPARCL__P_PREFETCH, c_prefetch, N_OF(c_prefetch),
+     "1: hint the next tile's K and V rows into the cache while reading this one"},
     {SPARCL__P_SPLITS, c_splits, N_OF(c_splits),
      "most splits of the key range, each a work-item writing a partial result"},
     {SPARCL__P_VEC, c_vec, N_OF(c_vec), "vector width along the head dimension"},
@@ -116,6 +119,9 @@ static void defaults(sparcl__pset *p, const sparcl__problem *prob,
     const int cpu = !limits || (limits->type & CL_DEVICE_TYPE_CPU);
     sparcl__pset_default(f, p, SPARCL__P_BLOCK_N, 32);
     sparcl__pset_default(f, p, SPARCL__P_EXP, cpu ? 2 : 0);
+    /* CPUs: the hardware prefetcher alone leaves the loop waiting on K and
+     * V (measured with perf: 70% of the kernel's samples at the loads). */
+    sparcl__pset_default(f, p, SPARCL__P_PREFETCH, cpu ? 1 : 0);
     const int32_t bn = p->v[SPARCL__P_BLOCK_N];
     int32_t vec = 1;
     while (vec * 2 <= prob->head_dim && vec < (cpu ? 16 : 4) && bn % (vec * 2) == 0)
