@@ -21,7 +21,14 @@ from .layout import Layout
 from .plan import Plan
 from .reference import reference_backward, reference_forward
 from .dtypes import from_bfloat16, from_float16, to_bfloat16, to_float16
-from .tuning import TuningDB, default_db_path, kernel_names, kernel_space
+from .tuning import (
+    TuningDB,
+    check_params,
+    default_db_path,
+    kernel_default_params,
+    kernel_names,
+    kernel_space,
+)
 
 library_path = _abi.path
 
@@ -33,10 +40,12 @@ __all__ = [
     "Plan",
     "SparclError",
     "TuningDB",
+    "check_params",
     "default_db_path",
     "devices",
     "from_bfloat16",
     "from_float16",
+    "kernel_default_params",
     "kernel_names",
     "kernel_space",
     "library_path",

@@ -43,6 +43,24 @@ def kernel_space(kernel, ctx=None):
     }
 
 
+def kernel_default_params(ctx, kernel="attn_fwd", **plan_kwargs):
+    """The built-in default parameters of `kernel` for the problem on ctx's device."""
+    h = ctx._borrow()
+    desc = Desc(**plan_kwargs)
+    p = _abi.sparcl_params()
+    check(lib.sparcl_kernel_default_params(h, kernel.encode(), desc.ref(), ctypes.byref(p)), h)
+    return _abi.params_to_dict(p)
+
+
+def check_params(ctx, params, kernel="attn_fwd", **plan_kwargs):
+    """Checks a complete parameter set of `kernel` for the problem on ctx's device
+    (nothing is built); raises InvalidArgument or NotSupported naming the rule."""
+    h = ctx._borrow()
+    desc = Desc(**plan_kwargs)
+    p = _abi.params_from_dict(params)
+    check(lib.sparcl_kernel_check_params(h, kernel.encode(), desc.ref(), ctypes.byref(p)), h)
+
+
 def _result_dict(r):
     return {
         "params": _abi.params_to_dict(r.params),
@@ -118,6 +136,33 @@ class TuningDB(Handle):
         check(lib.sparcl_tuning_db_best(h, ctypes.byref(device), ctypes.byref(problem),
                                         ctypes.byref(r), ctypes.byref(found)), self._ctx._borrow())
         return _result_dict(r) if found.value else None
+
+    def record(self, params, *, median_ms=None, min_ms=None, max_ms=None, runs=1, max_err=0.0,
+               status="ok", message="", kernel="attn_fwd", pattern=None, **plan_kwargs):
+        """Stores one evaluation of `params` (a dict) for this device and problem
+        (needs write=True).  For status "ok", median_ms is required and min_ms,
+        max_ms default to it.  An identical evaluation already stored is kept."""
+        h = self._borrow()
+        codes = {v: k for k, v in STATUS.items()}
+        if status not in codes:
+            raise ValueError("status must be one of %s, got %r" % (", ".join(codes), status))
+        device, problem = self._key(kernel, pattern, plan_kwargs)
+        r = _abi.sparcl_tuning_result()
+        r.params = _abi.params_from_dict(params)
+        r.status = codes[status]
+        if status == "ok":
+            if median_ms is None:
+                raise TypeError("median_ms is required for an 'ok' evaluation")
+            r.median_ms = float(median_ms)
+            r.min_ms = float(median_ms if min_ms is None else min_ms)
+            r.max_ms = float(median_ms if max_ms is None else max_ms)
+            r.max_err = float(max_err)
+        else:
+            r.max_err = -1.0 if max_err is None else float(max_err)
+        r.runs = int(runs)
+        r.message = message.encode()[: _abi.sparcl_tuning_result.message.size - 1]
+        check(lib.sparcl_tuning_db_record(h, ctypes.byref(device), ctypes.byref(problem),
+                                          ctypes.byref(r)), self._ctx._borrow())
 
     def fastest(self, n=5, *, kernel="attn_fwd", pattern=None, **plan_kwargs):
         """Up to n fastest OK evaluations of this device and problem, fastest first."""
