@@ -29,6 +29,12 @@ def _int(name, value):
     return int(value)
 
 
+def _dims(heads, q_len, kv_len, block):
+    """The four shape arguments every constructor takes, checked to be ints."""
+    return (_int("heads", heads), _int("q_len", q_len), _int("kv_len", kv_len),
+            _int("block", block))
+
+
 def _int_array(name, values, ctype=ctypes.c_int, allow_none=False):
     """A sequence of ints -> (ctypes array or None, length); values are kept alive by the caller."""
     if values is None:
@@ -67,7 +73,11 @@ class Layout(Handle):
         """Calls sparcl_layout_init_<fn>(ctx, &out, *args) and wraps the result."""
         h = _ctx_handle(ctx)
         out = ctypes.c_void_p()
-        check(getattr(lib, "sparcl_layout_init_" + fn)(h, ctypes.byref(out), *args), h)
+        try:
+            status = getattr(lib, "sparcl_layout_init_" + fn)(h, ctypes.byref(out), *args)
+        except ctypes.ArgumentError as e:
+            raise TypeError("Layout.%s: %s" % (fn, e)) from None
+        check(status, h)
         self = cls.__new__(cls)
         self._ctx = ctx
         self._own(out.value, lib.sparcl_layout_free)
@@ -79,13 +89,13 @@ class Layout(Handle):
     def dense(cls, ctx, q_len, kv_len=None, *, heads=1, block=64):
         """Every query attends to every key."""
         kv_len = q_len if kv_len is None else kv_len
-        return cls._make(ctx, "dense", heads, q_len, kv_len, block)
+        return cls._make(ctx, "dense", *_dims(heads, q_len, kv_len, block))
 
     @classmethod
     def causal(cls, ctx, q_len, kv_len=None, *, heads=1, block=64):
         """Query i attends key j iff j <= i + (kv_len - q_len)."""
         kv_len = q_len if kv_len is None else kv_len
-        return cls._make(ctx, "causal", heads, q_len, kv_len, block)
+        return cls._make(ctx, "causal", *_dims(heads, q_len, kv_len, block))
 
     @classmethod
     def window(cls, ctx, q_len, kv_len=None, *, left, right=0, heads=1, block=64):
@@ -94,7 +104,8 @@ class Layout(Handle):
         A model library's sliding_window = W (the current token included)
         is left = W - 1, right = 0."""
         kv_len = q_len if kv_len is None else kv_len
-        return cls._make(ctx, "window", heads, q_len, kv_len, block, left, right)
+        return cls._make(ctx, "window", *_dims(heads, q_len, kv_len, block), _int("left", left),
+                         _int("right", right))
 
     @classmethod
     def block_mask(cls, ctx, q_len, kv_len, mask, *, block=64):
@@ -132,28 +143,30 @@ class Layout(Handle):
         arr, n = _int_array("dilation", dilation, allow_none=True)
         if arr is not None and n != heads:
             raise ValueError("dilation needs one value per head (%d), got %d" % (heads, n))
-        return cls._make(ctx, "dilated_window", heads, q_len, kv_len, block, left, right, arr)
+        return cls._make(ctx, "dilated_window", *_dims(heads, q_len, kv_len, block),
+                         _int("left", left), _int("right", right), arr)
 
     @classmethod
     def global_tokens(cls, ctx, q_len, kv_len=None, positions=(), *, causal=False, heads=1, block=64):
         """Global key positions: every query sees them, and they see every key."""
         kv_len = q_len if kv_len is None else kv_len
         arr, n = _int_array("positions", positions)
-        return cls._make(ctx, "global", heads, q_len, kv_len, block, arr, n, int(bool(causal)))
+        return cls._make(ctx, "global", *_dims(heads, q_len, kv_len, block), arr, n, int(bool(causal)))
 
     @classmethod
     def global_blocks(cls, ctx, q_len, kv_len=None, *, first=1, last=1, causal=False, heads=1, block=64):
         """BigBird's global blocks: the first `first` and last `last` key blocks."""
         kv_len = q_len if kv_len is None else kv_len
         return cls._make(
-            ctx, "global_blocks", heads, q_len, kv_len, block, first, last, int(bool(causal))
+            ctx, "global_blocks", *_dims(heads, q_len, kv_len, block), first, last, int(bool(causal))
         )
 
     @classmethod
     def strided(cls, ctx, q_len, kv_len=None, *, stride, causal=False, heads=1, block=64):
         """Sparse Transformer strided: |t| <= stride or t % stride == 0, t = pos(i) - j."""
         kv_len = q_len if kv_len is None else kv_len
-        return cls._make(ctx, "strided", heads, q_len, kv_len, block, stride, int(bool(causal)))
+        return cls._make(ctx, "strided", *_dims(heads, q_len, kv_len, block),
+                         _int("stride", stride), int(bool(causal)))
 
     @staticmethod
     def _desc(struct, init, **fields):
@@ -162,7 +175,8 @@ class Layout(Handle):
         check(init(ctypes.byref(d), ctypes.sizeof(d)), None)
         for name, value in fields.items():
             if value is not None:
-                setattr(d, name, int(value))
+                flag = isinstance(value, (bool, np.bool_))
+                setattr(d, name, int(value) if flag else _int(name, value))
         return d
 
     @classmethod
@@ -175,7 +189,7 @@ class Layout(Handle):
             _abi.sparcl_fixed_desc, lib.sparcl_fixed_desc_init_sized, stride=stride,
             summary=summary, patterns=patterns, horizontal=horizontal, causal=causal,
         )
-        return cls._make(ctx, "fixed", heads, q_len, kv_len, block, ctypes.byref(d))
+        return cls._make(ctx, "fixed", *_dims(heads, q_len, kv_len, block), ctypes.byref(d))
 
     @classmethod
     def bigbird(cls, ctx, q_len, kv_len=None, *, window=None, global_first=None, global_last=None,
@@ -188,7 +202,7 @@ class Layout(Handle):
             global_first=global_first, global_last=global_last, random=random, seed=seed,
             per_head=per_head, causal=causal,
         )
-        return cls._make(ctx, "bigbird", heads, q_len, kv_len, block, ctypes.byref(d))
+        return cls._make(ctx, "bigbird", *_dims(heads, q_len, kv_len, block), ctypes.byref(d))
 
     @classmethod
     def longformer(cls, ctx, q_len, kv_len=None, *, left=None, right=None, dilation=None,
@@ -211,13 +225,14 @@ class Layout(Handle):
         if glob is not None:
             d.__setattr__("global", glob)
             d.n_global = n_glob
-        return cls._make(ctx, "longformer", heads, q_len, kv_len, block, ctypes.byref(d))
+        return cls._make(ctx, "longformer", *_dims(heads, q_len, kv_len, block), ctypes.byref(d))
 
     @classmethod
     def streaming(cls, ctx, q_len, kv_len=None, *, sink, local, heads=1, block=64):
         """StreamingLLM / A-shape: j <= pos(i) and (j < sink or pos(i) - j <= local)."""
         kv_len = q_len if kv_len is None else kv_len
-        return cls._make(ctx, "streaming", heads, q_len, kv_len, block, sink, local)
+        return cls._make(ctx, "streaming", *_dims(heads, q_len, kv_len, block),
+                         _int("sink", sink), _int("local", local))
 
     @classmethod
     def vertical_slash(cls, ctx, q_len, kv_len=None, *, columns=(), offsets=(), causal=None,
@@ -254,7 +269,7 @@ class Layout(Handle):
             d.column_counts = col_counts
         if off_counts is not None:
             d.offset_counts = off_counts
-        return cls._make(ctx, "vertical_slash", heads, q_len, kv_len, block, ctypes.byref(d))
+        return cls._make(ctx, "vertical_slash", *_dims(heads, q_len, kv_len, block), ctypes.byref(d))
 
     # ---- user-defined layouts ----
 
@@ -263,14 +278,14 @@ class Layout(Handle):
         """From BSR arrays of FULL blocks (row_ptr: heads*nbr + 1 int64, col_idx int32)."""
         rp, _ = _int_array("row_ptr", row_ptr, ctypes.c_int64)
         ci, _ = _int_array("col_idx", col_idx, ctypes.c_int32)
-        return cls._make(ctx, "bsr", heads, q_len, kv_len, block, rp, ci)
+        return cls._make(ctx, "bsr", *_dims(heads, q_len, kv_len, block), rp, ci)
 
     @classmethod
     def csr(cls, ctx, q_len, kv_len, row_ptr, col_idx, *, heads=1, block=64):
         """From token-level CSR arrays (row_ptr: heads*q_len + 1 int64, col_idx int32)."""
         rp, _ = _int_array("row_ptr", row_ptr, ctypes.c_int64)
         ci, _ = _int_array("col_idx", col_idx, ctypes.c_int32)
-        return cls._make(ctx, "csr", heads, q_len, kv_len, block, rp, ci)
+        return cls._make(ctx, "csr", *_dims(heads, q_len, kv_len, block), rp, ci)
 
     @classmethod
     def from_mask(cls, ctx, mask, *, block=64):
@@ -305,7 +320,7 @@ class Layout(Handle):
 
         cb = _abi.PREDICATE_FN(trampoline)
         try:
-            layout = cls._make(ctx, "predicate", heads, q_len, kv_len, block, cb, None)
+            layout = cls._make(ctx, "predicate", *_dims(heads, q_len, kv_len, block), cb, None)
         except Exception:
             if failure:
                 raise failure[0] from None
@@ -356,7 +371,8 @@ class Layout(Handle):
         causal: also apply this layout's causal rule (parent coordinates).
         block: the slice's block size, 0 for this layout's."""
         return Layout._make(
-            self._ctx, "slice", self._borrow(), int(bool(causal)), q0, q_len, k0, kv_len, block
+            self._ctx, "slice", self._borrow(), int(bool(causal)), _int("q0", q0),
+            _int("q_len", q_len), _int("k0", k0), _int("kv_len", kv_len), _int("block", block)
         )
 
     @classmethod
@@ -379,7 +395,7 @@ class Layout(Handle):
             if s is not None and not isinstance(s, Layout):
                 raise TypeError("seqs entries must be sparcl.Layout or None")
         arr = (ctypes.c_void_p * count)(*[None if s is None else s._borrow() for s in seqs])
-        return cls._make(ctx, "varlen", count, cq, ck, arr, block)
+        return cls._make(ctx, "varlen", count, cq, ck, arr, _int("block", block))
 
     # ---- properties and queries ----
 
