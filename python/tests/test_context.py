@@ -97,3 +97,16 @@ def test_layout_keeps_its_context_alive():
     mask = lay.mask()
     assert mask.sum() == lay.pairs()
     assert "density" in repr(lay) and isinstance(np.asarray(mask), np.ndarray)
+
+
+def test_the_installed_package_is_tested():
+    # scripts/test.sh sets SPARCL_TEST_INSTALLED=1: the tests must then import the
+    # pip-installed package, not the source folder next to them
+    import os
+
+    if os.environ.get("SPARCL_TEST_INSTALLED") != "1":
+        pytest.skip("not run by scripts/test.sh (SPARCL_TEST_INSTALLED=1)")
+    source = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "sparcl"))
+    assert os.path.dirname(os.path.abspath(sparcl.__file__)) != source
+    assert "site-packages" in sparcl.__file__
+    assert sparcl.library_path == os.environ["SPARCL_LIBRARY"]
