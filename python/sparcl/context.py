@@ -67,7 +67,8 @@ class Context(Handle):
         self._dependents.add(obj)
 
     def close(self):
-        if self._handle is not None:
+        """Closes the plans and tuning databases made from this context, then frees it."""
+        if getattr(self, "_handle", None) is not None:
             for obj in list(self._dependents):
                 obj.close()
         super().close()
