@@ -199,3 +199,15 @@ def test_plan_keeps_its_context_alive(rng):
     out, _ = plan.forward(q, k, v)
     assert np.isfinite(out).all()
     plan.close()
+
+
+def test_ml_dtypes_bfloat16_arrays(ctx, rng):
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes is optional")
+    q32, k32, v32 = inputs(rng, 1, 2, 2, 17, 113, 72)
+    plan = sparcl.Plan(ctx, q_heads=2, q_len=17, kv_len=113, head_dim=72, dtype="bfloat16")
+    bits = [sparcl.to_bfloat16(x) for x in (q32, k32, v32)]
+    out_bits, lse_bits = plan.forward(*bits)
+    out, lse = plan.forward(*(b.view(ml_dtypes.bfloat16) for b in bits))
+    assert out.dtype == np.dtype(ml_dtypes.bfloat16)
+    np.testing.assert_array_equal(out.view(np.uint16), out_bits)
+    np.testing.assert_array_equal(lse, lse_bits)

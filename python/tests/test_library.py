@@ -1,0 +1,55 @@
+"""How the package finds libsparcl: $SPARCL_LIBRARY, the package's own copy,
+the checkout's build tree, the system; and the ImportError when none loads."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import sparcl
+from sparcl import _lib
+
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(sparcl.__file__)))
+
+
+def run_python(code, env_changes, pythonpath=PACKAGE_PARENT):
+    env = dict(os.environ)
+    env.pop("SPARCL_LIBRARY", None)
+    env.update(env_changes)
+    env["PYTHONPATH"] = pythonpath
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          cwd="/")
+
+
+def test_env_var_wins_and_a_bad_one_is_named():
+    r = run_python("import sparcl", {"SPARCL_LIBRARY": "/nonexistent/libsparcl.so"})
+    assert r.returncode != 0
+    assert "ImportError" in r.stderr
+    assert "$SPARCL_LIBRARY: /nonexistent/libsparcl.so (no such file)" in r.stderr
+    assert "set SPARCL_LIBRARY" in r.stderr
+    r = run_python("import sparcl; print(sparcl.library_path)",
+                   {"SPARCL_LIBRARY": sparcl.library_path})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == sparcl.library_path
+
+
+def test_search_order_without_the_env_var(monkeypatch):
+    monkeypatch.delenv("SPARCL_LIBRARY", raising=False)
+    where = [w for w, _ in _lib._candidates()]
+    assert where[0] == "package data"
+    assert where[-2:] == ["system (dynamic loader)", "system (dynamic loader)"]
+    in_checkout = os.path.exists(os.path.join(PACKAGE_PARENT, "pyproject.toml"))
+    assert ("build tree of the checkout" in where) == in_checkout
+
+
+def test_a_bundled_copy_is_loaded(tmp_path):
+    pkg = tmp_path / "sparcl"
+    shutil.copytree(os.path.dirname(os.path.abspath(sparcl.__file__)), pkg,
+                    ignore=shutil.ignore_patterns("__pycache__", "_native"))
+    (pkg / "_native").mkdir()
+    shutil.copy2(sparcl.library_path, pkg / "_native" / "libsparcl.so")
+    r = run_python("import sparcl; print(sparcl.library_path); print(sparcl.version())", {},
+                   pythonpath=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    path, version = r.stdout.split()
+    assert path == str(pkg / "_native" / "libsparcl.so") and version == sparcl.version()
