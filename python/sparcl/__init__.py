@@ -19,6 +19,7 @@ from .errors import InvalidArgument, NotSupported, SparclError
 from .context import Context, devices, version
 from .layout import Layout
 from .plan import Plan
+from .multi import MultiPlan
 from .reference import reference_backward, reference_forward
 from .dtypes import from_bfloat16, from_float16, to_bfloat16, to_float16
 from .tuning import (
@@ -36,6 +37,7 @@ __all__ = [
     "Context",
     "InvalidArgument",
     "Layout",
+    "MultiPlan",
     "NotSupported",
     "Plan",
     "SparclError",

@@ -95,6 +95,11 @@ SPARCL_TUNING_DB_WRITE = 1
 SPARCL_TUNING_DB_USER = 0
 SPARCL_TUNING_DB_SHIPPED = 1
 
+SPARCL_SHARD_HEADS = 0
+SPARCL_SHARD_QUERIES = 1
+SPARCL_SHARD_KEYS = 2
+SPARCL_MULTI_MAX_DEVICES = 64
+
 CONSTANTS = {k: v for k, v in dict(globals()).items() if k.startswith("SPARCL_")}
 
 # ---- Structs --------------------------------------------------------------
@@ -311,6 +316,23 @@ class sparcl_param_space(Structure):
     _fields_ = [("count", c_int), ("item", sparcl_param_space_item * SPARCL_PARAMS_MAX)]
 
 
+class sparcl_shard_info(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("context", c_int),
+        ("head0", c_int),
+        ("heads", c_int),
+        ("kv_head0", c_int),
+        ("kv_heads", c_int),
+        ("row0", c_int),
+        ("rows", c_int),
+        ("key0", c_int),
+        ("keys", c_int),
+        ("pairs", c_int64),
+        ("device_bytes", c_size_t),
+    ]
+
+
 # C name -> mirror, for the ABI test.  The anonymous element structs are
 # checked through their parents' fields (item[0].value, ...).
 STRUCTS = {
@@ -328,6 +350,7 @@ STRUCTS = {
     "sparcl_tuning_problem": sparcl_tuning_problem,
     "sparcl_tuning_result": sparcl_tuning_result,
     "sparcl_param_space": sparcl_param_space,
+    "sparcl_shard_info": sparcl_shard_info,
 }
 
 # ---- Callback types -------------------------------------------------------
@@ -466,6 +489,17 @@ _FUNCTIONS = {
     "sparcl_plan_device_bytes": (c_size_t, [_h]),
     "sparcl_plan_prepare_backward": (_st, [_h, POINTER(sparcl_params)]),
     "sparcl_plan_backward_params": (_st, [_h, POINTER(sparcl_params), _pi]),
+    # multi-device plans
+    "sparcl_multi_plan_init": (
+        _st,
+        [POINTER(c_void_p), c_int, _ph, POINTER(sparcl_plan_desc), c_int],
+    ),
+    "sparcl_multi_plan_free": (None, [_h]),
+    "sparcl_multi_plan_forward_host": (_st, [_h, _pf, _pf, _pf, _pf, _pf]),
+    "sparcl_multi_plan_prepare_backward": (_st, [_h]),
+    "sparcl_multi_plan_backward_host": (_st, [_h, _pf, _pf, _pf, _pf, _pf, _pf, _pf, _pf, _pf]),
+    "sparcl_multi_plan_shard_count": (c_int, [_h]),
+    "sparcl_multi_plan_shard": (_st, [_h, c_int, POINTER(sparcl_shard_info)]),
     # references
     "sparcl_reference_forward": (_st, [_h, POINTER(sparcl_plan_desc), _pf, _pf, _pf, _pd, _pd]),
     "sparcl_reference_backward": (
