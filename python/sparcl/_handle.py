@@ -36,6 +36,17 @@ class Handle:
         if fin is not None:
             fin()
 
+    def __reduce__(self):
+        # A copy would share the C handle and free it twice; pickling cannot
+        # carry it to another process.  Build a new object instead.
+        raise TypeError("a sparcl %s cannot be copied or pickled" % self._kind)
+
+    def __copy__(self):
+        self.__reduce__()
+
+    def __deepcopy__(self, memo):
+        self.__reduce__()
+
     def __enter__(self):
         self._borrow()
         return self

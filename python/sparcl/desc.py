@@ -45,7 +45,7 @@ def _choice(name, table, value):
     raise ValueError("%s must be one of %s, got %r" % (name, ", ".join(map(repr, table)), value))
 
 
-def _positive_int(name, value):
+def _int_arg(name, value):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError("%s must be an int, got %r" % (name, value))
     return int(value)
@@ -75,7 +75,7 @@ class Desc:
         kv_heads = q_heads if kv_heads is None else kv_heads
         for name, value in (("batch", batch), ("q_heads", q_heads), ("kv_heads", kv_heads),
                             ("q_len", q_len), ("kv_len", kv_len), ("head_dim", head_dim)):
-            setattr(d, name, _positive_int(name, value))
+            setattr(d, name, _int_arg(name, value))
         if scale is not None:
             scale = float(scale)
             if not math.isfinite(scale) or scale == 0.0:
@@ -107,7 +107,7 @@ class Desc:
         for name in _INT_FIELDS:
             value = locals()[name]
             if value is not None:
-                setattr(d, name, _positive_int(name, value))
+                setattr(d, name, _int_arg(name, value))
         if seed is not None:
             d.seed = int(seed)
         self._arrays = []

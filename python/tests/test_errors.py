@@ -175,3 +175,16 @@ def test_closed_objects_refuse_use(qkv):
         with ctx:
             pass
     assert "closed" in repr(ctx) and "closed" in repr(p2) and "closed" in repr(lay)
+
+
+def test_handles_cannot_be_copied_or_pickled(ctx):
+    import copy
+    import pickle
+
+    lay = sparcl.Layout.causal(ctx, SQ)
+    plan = sparcl.Plan(ctx, q_len=SQ, head_dim=D)
+    for obj in (ctx, lay, plan):
+        for fn in (copy.copy, copy.deepcopy, pickle.dumps):
+            with pytest.raises(TypeError, match="cannot be copied or pickled"):
+                fn(obj)
+    assert lay.pairs() > 0 and not plan.closed
