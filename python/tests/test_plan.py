@@ -170,13 +170,16 @@ def test_entmax_keywords(ctx, rng):
 
 
 def test_params_override_and_origin(ctx, rng):
-    q, k, v = inputs(rng, 1, 1, 1, 17, 17, 72)
-    default = sparcl.Plan(ctx, q_len=17, head_dim=72, causal=True)
+    # two kv heads: the backward's defaults are then those of the other tests
+    # (its SPLIT follows batch x kv_heads), so no other program is built
+    q, k, v = inputs(rng, 1, 2, 2, 17, 17, 72)
+    default = sparcl.Plan(ctx, q_len=17, head_dim=72, q_heads=2, causal=True)
     assert default.params_source == "default"  # the test context reads no database
     assert "default" in default.params_origin
     assert set(default.params) >= {"BLOCK_M", "BLOCK_N"}
     # the same values given explicitly: source "override", the same program
-    plan = sparcl.Plan(ctx, q_len=17, head_dim=72, causal=True, params=dict(default.params))
+    plan = sparcl.Plan(ctx, q_len=17, head_dim=72, q_heads=2, causal=True,
+                       params=dict(default.params))
     assert plan.params_source == "override"
     assert plan.params == default.params
     a, _ = default.forward(q, k, v)
