@@ -301,6 +301,20 @@ class sparcl_tuning_result(Structure):
     ]
 
 
+class sparcl_tuning_finalist(Structure):
+    _fields_ = [
+        ("params", sparcl_params),
+        ("rounds", c_int),
+        ("round_ms", c_double),
+        ("round_lo_ms", c_double),
+        ("round_hi_ms", c_double),
+        ("cpu_ms", c_double),
+        ("speedup", c_double),
+        ("speedup_lo", c_double),
+        ("speedup_hi", c_double),
+    ]
+
+
 class sparcl_param_space_item(Structure):
     """The anonymous element struct of sparcl_param_space.item."""
 
@@ -349,6 +363,7 @@ STRUCTS = {
     "sparcl_device_info": sparcl_device_info,
     "sparcl_tuning_problem": sparcl_tuning_problem,
     "sparcl_tuning_result": sparcl_tuning_result,
+    "sparcl_tuning_finalist": sparcl_tuning_finalist,
     "sparcl_param_space": sparcl_param_space,
     "sparcl_shard_info": sparcl_shard_info,
 }
@@ -570,6 +585,17 @@ _FUNCTIONS = {
             c_int,
             POINTER(sparcl_tuning_result),
             _pi,
+        ],
+    ),
+    "sparcl_tuning_db_decide": (
+        _st,
+        [
+            _h,
+            POINTER(sparcl_device_info),
+            POINTER(sparcl_tuning_problem),
+            POINTER(sparcl_tuning_finalist),
+            c_int,
+            c_int,
         ],
     ),
     "sparcl_tuning_db_export": (_st, [_h, c_char_p]),

@@ -164,6 +164,40 @@ class TuningDB(Handle):
         check(lib.sparcl_tuning_db_record(h, ctypes.byref(device), ctypes.byref(problem),
                                           ctypes.byref(r)), self._ctx._borrow())
 
+    def find(self, params, *, kernel="attn_fwd", pattern=None, **plan_kwargs):
+        """The stored evaluation of exactly these parameters (dict), or None."""
+        h = self._borrow()
+        device, problem = self._key(kernel, pattern, plan_kwargs)
+        p = _abi.params_from_dict(params)
+        r = _abi.sparcl_tuning_result()
+        found = ctypes.c_int(0)
+        check(lib.sparcl_tuning_db_find(h, ctypes.byref(device), ctypes.byref(problem),
+                                        ctypes.byref(p), ctypes.byref(r), ctypes.byref(found)),
+              self._ctx._borrow())
+        return _result_dict(r) if found.value else None
+
+    def decide(self, finalists, chosen, *, kernel="attn_fwd", pattern=None, **plan_kwargs):
+        """Stores the re-timing of finalists (dicts with params, rounds, round_ms,
+        and optionally round_lo_ms, round_hi_ms, cpu_ms, speedup, speedup_lo,
+        speedup_hi) and makes finalists[chosen] the decision for this device
+        and problem: best() and plans return it from then on.  Each finalist
+        must already be recorded with status "ok"."""
+        h = self._borrow()
+        device, problem = self._key(kernel, pattern, plan_kwargs)
+        rows = (_abi.sparcl_tuning_finalist * max(1, len(finalists)))()
+        for row, f in zip(rows, finalists):
+            row.params = _abi.params_from_dict(f["params"])
+            row.rounds = int(f.get("rounds", 1))
+            row.round_ms = float(f["round_ms"])
+            row.round_lo_ms = float(f.get("round_lo_ms", f["round_ms"]))
+            row.round_hi_ms = float(f.get("round_hi_ms", f["round_ms"]))
+            row.cpu_ms = float(f.get("cpu_ms", -1.0))
+            row.speedup = float(f.get("speedup", 1.0))
+            row.speedup_lo = float(f.get("speedup_lo", row.speedup))
+            row.speedup_hi = float(f.get("speedup_hi", row.speedup))
+        check(lib.sparcl_tuning_db_decide(h, ctypes.byref(device), ctypes.byref(problem), rows,
+                                          len(finalists), int(chosen)), self._ctx._borrow())
+
     def fastest(self, n=5, *, kernel="attn_fwd", pattern=None, **plan_kwargs):
         """Up to n fastest OK evaluations of this device and problem, fastest first."""
         h = self._borrow()

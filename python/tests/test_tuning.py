@@ -54,6 +54,17 @@ def test_record_lookup_and_plan_origin(tmp_path):
             assert rows[0]["device"]["name"] == ctx.device_info()["name"]
             with pytest.raises(ValueError, match="status"):
                 db.record(defaults, status="great", **PROBLEM)
+            assert db.find(slower, **PROBLEM)["median_ms"] == 2.0
+            assert db.find(dict(defaults, BLOCK_N=1), **PROBLEM) is None
+            # a decision overrides "fastest": the slower set becomes the chosen row
+            db.decide([{"params": defaults, "rounds": 3, "round_ms": 1.1},
+                       {"params": slower, "rounds": 3, "round_ms": 1.0, "speedup": 1.1}], 1,
+                      **PROBLEM)
+            assert db.best(**PROBLEM)["params"] == slower
+            with pytest.raises(sparcl.InvalidArgument, match="chosen|range"):
+                db.decide([{"params": defaults, "round_ms": 1.0}], 5, **PROBLEM)
+            db.decide([{"params": defaults, "rounds": 3, "round_ms": 1.0}], 0, **PROBLEM)
+            assert db.best(**PROBLEM)["params"] == defaults
 
         # a context reading this database as its user database: the plan takes the row
         ctx.set_tuning_db("user", path)
