@@ -61,14 +61,14 @@ stage_unit() {
 }
 
 stage_python() {
-  local venv="$PWD/build-py/venv"
+  local root=$PWD venv=$PWD/build-py/venv
   [[ -x "$venv/bin/python" ]] || /usr/bin/python3 -m venv --system-site-packages "$venv"
   PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/pip" install -q --no-build-isolation --no-index \
     --no-deps --force-reinstall ./python
   mkdir -p build/pocl-cache
-  (cd build-py && SPARCL_LIBRARY="$OLDPWD/build/libsparcl.so" SPARCL_TEST_INSTALLED=1 \
-    POCL_CACHE_DIR="$OLDPWD/build/pocl-cache" \
-    "$venv/bin/python" -m pytest -q -p no:cacheprovider "$OLDPWD/python/tests")
+  (cd build-py && SPARCL_LIBRARY="$root/build/libsparcl.so" SPARCL_TEST_INSTALLED=1 \
+    POCL_CACHE_DIR="$root/build/pocl-cache" \
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider "$root/python/tests")
 }
 
 stage_asan() {
