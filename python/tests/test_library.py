@@ -53,3 +53,23 @@ def test_a_bundled_copy_is_loaded(tmp_path):
     assert r.returncode == 0, r.stderr
     path, version = r.stdout.split()
     assert path == str(pkg / "_native" / "libsparcl.so") and version == sparcl.version()
+
+
+def test_interpreter_exit_with_live_handles(tmp_path):
+    # Nothing closed: the finalizers run at exit, newest first (plans before
+    # their contexts), through references they hold themselves.
+    code = """
+import sparcl
+ctx = sparcl.Context()
+ctx.set_tuning_db("user", ""); ctx.set_tuning_db("shipped", "")
+other = sparcl.Context()
+lay = sparcl.Layout.causal(ctx, 17)
+plan = sparcl.Plan(ctx, q_len=17, head_dim=72, q_heads=2, layout=lay)
+db = sparcl.TuningDB(ctx, %r, write=True)
+class Cycle: pass
+c = Cycle(); c.self = c; c.plan = sparcl.Plan(ctx, q_len=17, head_dim=72, q_heads=2)
+multi = sparcl.MultiPlan([ctx, other], q_len=17, head_dim=72, q_heads=2)
+print("done")
+""" % str(tmp_path / "exit.db")
+    r = run_python(code, {"SPARCL_LIBRARY": sparcl.library_path})
+    assert r.returncode == 0 and r.stdout.strip() == "done" and r.stderr == "", r.stderr
