@@ -61,8 +61,9 @@ def test_interpreter_exit_with_live_handles(tmp_path):
     code = """
 import sparcl
 ctx = sparcl.Context()
-ctx.set_tuning_db("user", ""); ctx.set_tuning_db("shipped", "")
 other = sparcl.Context()
+for c in (ctx, other):
+    c.set_tuning_db("user", ""); c.set_tuning_db("shipped", "")
 lay = sparcl.Layout.causal(ctx, 17)
 plan = sparcl.Plan(ctx, q_len=17, head_dim=72, q_heads=2, layout=lay)
 db = sparcl.TuningDB(ctx, %r, write=True)
