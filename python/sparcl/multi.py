@@ -2,14 +2,12 @@
 
 import ctypes
 
-import numpy as np
-
 from . import _abi
 from ._abi import lib
 from ._handle import Handle
 from .desc import Desc
 from .errors import check
-from .plan import prepare, prepare_lse
+from .plan import backward_arrays, forward_arrays
 
 MODES = {
     "heads": _abi.SPARCL_SHARD_HEADS,
@@ -78,29 +76,13 @@ class MultiPlan(Handle):
     def forward(self, q, k, v):
         """(out, lse) of the whole call, as Plan.forward."""
         h = self._borrow()
-        f32 = _abi.SPARCL_DTYPE_F32
-        q = prepare("q", q, self.q_shape, f32)
-        k = prepare("k", k, self.kv_shape, f32)
-        v = prepare("v", v, self.kv_shape, f32)
-        out = np.empty(self.q_shape, dtype=np.float32)
-        lse = np.empty(self._desc.lse_shape, dtype=np.float32)
-        self._check(lib.sparcl_multi_plan_forward_host(
-            h, *(a.ctypes.data_as(_FP) for a in (q, k, v, out, lse))))
-        return out, lse
+        arrays = forward_arrays(self._desc, q, k, v)
+        self._check(lib.sparcl_multi_plan_forward_host(h, *(a.ctypes.data_as(_FP) for a in arrays)))
+        return arrays[3], arrays[4]
 
     def backward(self, q, k, v, out, lse, dout):
         """(dq, dk, dv) of the whole call, as Plan.backward."""
         h = self._borrow()
-        f32 = _abi.SPARCL_DTYPE_F32
-        q = prepare("q", q, self.q_shape, f32)
-        k = prepare("k", k, self.kv_shape, f32)
-        v = prepare("v", v, self.kv_shape, f32)
-        out = prepare("out", out, self.q_shape, f32)
-        dout = prepare("dout", dout, self.q_shape, f32)
-        lse = prepare_lse("lse", lse, self._desc.lse_shape)
-        dq = np.empty(self.q_shape, dtype=np.float32)
-        dk = np.empty(self.kv_shape, dtype=np.float32)
-        dv = np.empty(self.kv_shape, dtype=np.float32)
-        arrays = (q, k, v, out, lse, dout, dq, dk, dv)
+        arrays = backward_arrays(self._desc, q, k, v, out, lse, dout)
         self._check(lib.sparcl_multi_plan_backward_host(h, *(a.ctypes.data_as(_FP) for a in arrays)))
-        return dq, dk, dv
+        return arrays[6:]

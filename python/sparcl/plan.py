@@ -50,6 +50,37 @@ def prepare_lse(name, array, shape):
     return np.ascontiguousarray(array)
 
 
+def forward_arrays(desc, q, k, v, with_lse=True):
+    """Checked inputs and fresh outputs of a forward call of `desc`:
+    (q, k, v, out, lse); lse None when the kind writes none."""
+    dt = desc.dtype
+    q = prepare("q", q, desc.q_shape, dt)
+    k = prepare("k", k, desc.kv_shape, dt)
+    v = prepare("v", v, desc.kv_shape, dt)
+    out = np.empty(desc.q_shape, dtype=q.dtype)
+    lse = np.empty(desc.lse_shape, dtype=np.float32) if with_lse else None
+    return q, k, v, out, lse
+
+
+def backward_arrays(desc, q, k, v, out, lse, dout, with_lse=True):
+    """Checked inputs and fresh outputs of a backward call of `desc`:
+    (q, k, v, out, lse, dout, dq, dk, dv)."""
+    dt = desc.dtype
+    q = prepare("q", q, desc.q_shape, dt)
+    k = prepare("k", k, desc.kv_shape, dt)
+    v = prepare("v", v, desc.kv_shape, dt)
+    out = prepare("out", out, desc.q_shape, dt)
+    dout = prepare("dout", dout, desc.q_shape, dt)
+    if with_lse:
+        if lse is None:
+            raise TypeError("lse is required (the forward's lse)")
+        lse = prepare_lse("lse", lse, desc.lse_shape)
+    else:
+        lse = None
+    grads = [np.empty(shape, dtype=q.dtype) for shape in (desc.q_shape, desc.kv_shape, desc.kv_shape)]
+    return (q, k, v, out, lse, dout, *grads)
+
+
 def _ptr(a):
     return a.ctypes.data_as(ctypes.c_void_p)
 
@@ -127,12 +158,7 @@ class Plan(Handle):
         """(out, lse): out like q, lse float32 [batch, q_heads, q_len] (natural-log
         sum of exponentials; tau for sparse normalizations; None for FAVOR+)."""
         h = self._borrow()
-        dt = self._desc.dtype
-        q = prepare("q", q, self.q_shape, dt)
-        k = prepare("k", k, self.kv_shape, dt)
-        v = prepare("v", v, self.kv_shape, dt)
-        out = np.empty(self.q_shape, dtype=q.dtype)
-        lse = np.empty(self.lse_shape, dtype=np.float32) if self._has_lse() else None
+        q, k, v, out, lse = forward_arrays(self._desc, q, k, v, self._has_lse())
         lse_p = lse.ctypes.data_as(_F32P) if lse is not None else None
         check(lib.sparcl_plan_forward_host(h, _ptr(q), _ptr(k), _ptr(v), _ptr(out), lse_p),
               self._ctx._borrow())
@@ -142,22 +168,9 @@ class Plan(Handle):
         """(dq, dk, dv) of the forward for dout = dLoss/dout; out and lse exactly as
         forward() returned them (lse None for FAVOR+ plans)."""
         h = self._borrow()
-        dt = self._desc.dtype
-        q = prepare("q", q, self.q_shape, dt)
-        k = prepare("k", k, self.kv_shape, dt)
-        v = prepare("v", v, self.kv_shape, dt)
-        out = prepare("out", out, self.q_shape, dt)
-        dout = prepare("dout", dout, self.q_shape, dt)
-        if self._has_lse():
-            if lse is None:
-                raise TypeError("lse is required (the forward's lse)")
-            lse = prepare_lse("lse", lse, self.lse_shape)
-            lse_p = lse.ctypes.data_as(_F32P)
-        else:
-            lse_p = None
-        dq = np.empty(self.q_shape, dtype=q.dtype)
-        dk = np.empty(self.kv_shape, dtype=q.dtype)
-        dv = np.empty(self.kv_shape, dtype=q.dtype)
+        q, k, v, out, lse, dout, dq, dk, dv = backward_arrays(self._desc, q, k, v, out, lse, dout,
+                                                              self._has_lse())
+        lse_p = lse.ctypes.data_as(_F32P) if lse is not None else None
         check(
             lib.sparcl_plan_backward_host(h, _ptr(q), _ptr(k), _ptr(v), _ptr(out), lse_p,
                                           _ptr(dout), _ptr(dq), _ptr(dk), _ptr(dv)),
