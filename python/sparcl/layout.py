@@ -475,14 +475,17 @@ class Layout(Handle):
             raise ValueError("head %d is not in [0, %d)" % (head, self.heads))
         q_len, kv_len = self.q_len, self.kv_len
         a = self.bsr_arrays()
-        b = a["block"]
-        out = np.zeros((a["block_rows"] * b, a["block_cols"] * b), dtype=bool)
+        b, nbr, nbc = a["block"], a["block_rows"], a["block_cols"]
         rp = a["row_ptr"][head]
-        for r in range(a["block_rows"]):
-            for e in range(int(rp[r]), int(rp[r + 1])):
-                c, kind = int(a["col"][e]), int(a["kind"][e])
-                tile = True if kind < 0 else a["partial"][kind]
-                out[r * b : (r + 1) * b, c * b : (c + 1) * b] = tile
+        lo, hi = int(rp[0]), int(rp[-1])
+        rows = np.repeat(np.arange(nbr), np.diff(rp))  # block row of each stored entry
+        cols, kind = a["col"][lo:hi], a["kind"][lo:hi]
+        full = kind < 0
+        blocks = np.zeros((nbr, nbc), dtype=bool)
+        blocks[rows[full], cols[full]] = True
+        out = np.repeat(np.repeat(blocks, b, axis=0), b, axis=1)
+        tiles = out.reshape(nbr, b, nbc, b).transpose(0, 2, 1, 3)  # a view: writes reach out
+        tiles[rows[~full], cols[~full]] = a["partial"][kind[~full]]
         return out[:q_len, :kv_len].copy()
 
     def to_svg(self, path=None, head=0, *, cell=None):
