@@ -4,6 +4,10 @@
 #   warnings src/ compiled with -Wconversion -Wsign-conversion -Werror
 #   unit     Criterion suites through CTest on the default OpenCL device,
 #            including the oclgrind simulator run and the fuzz-corpus replay
+#   python   the Python package: pip-installed into build-py/venv (Debian's
+#            NumPy and pytest through system site packages, no network), then
+#            pytest python/tests from outside the source folder against
+#            build/libsparcl.so, so that the installed copy is what runs
 #   asan     the same suites built with AddressSanitizer + UBSan
 #   tsan     the multi-threaded scenarios under ThreadSanitizer
 #   fuzz     each libFuzzer target for $SPARCL_FUZZ_SECONDS (default 45) s
@@ -15,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 STAGES=("$@")
-((${#STAGES[@]})) || STAGES=(scripts warnings unit asan tsan fuzz install)
+((${#STAGES[@]})) || STAGES=(scripts warnings unit python asan tsan fuzz install)
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 bash scripts/setup.sh
@@ -54,6 +58,17 @@ stage_warnings() {
 
 stage_unit() {
   ctest_in build
+}
+
+stage_python() {
+  local root=$PWD venv=$PWD/build-py/venv
+  [[ -x "$venv/bin/python" ]] || /usr/bin/python3 -m venv --system-site-packages "$venv"
+  PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/pip" install -q --no-build-isolation --no-index \
+    --no-deps --force-reinstall ./python
+  mkdir -p build/pocl-cache
+  (cd build-py && SPARCL_LIBRARY="$root/build/libsparcl.so" SPARCL_TEST_INSTALLED=1 \
+    POCL_CACHE_DIR="$root/build/pocl-cache" \
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider "$root/python/tests")
 }
 
 stage_asan() {
