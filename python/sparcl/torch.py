@@ -57,6 +57,7 @@ import threading
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 import sparcl
 
@@ -169,6 +170,7 @@ def _get_plan(ctx, shape, dtype, layout, causal, scale):
 def _to_numpy(t):
     """A contiguous [B, H, S, D] tensor as the NumPy array sparcl reads
     (sharing its memory): float32/float16 as such, bfloat16 as uint16 bits."""
+    t = t.detach()
     if t.dtype == torch.bfloat16:
         return t.view(torch.int16).numpy().view(np.uint16)
     return t.numpy()
@@ -206,6 +208,7 @@ class _Attention(torch.autograd.Function):
         return _from_bhsd(out_t, bshd), lse_t
 
     @staticmethod
+    @once_differentiable
     def backward(fctx, dout, _dlse):
         qc, kc, vc, out_t, lse_t = fctx.saved_tensors
         bshd = fctx.bshd

@@ -282,3 +282,25 @@ def test_bad_inputs_raise_clear_errors(ctx):
 def test_import_sparcl_does_not_import_torch():
     code = "import sys, sparcl; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ))
+
+
+def test_inplace_change_after_forward_is_detected(ctx):
+    # q is handed to sparcl without a copy and saved for backward: PyTorch's
+    # version counter must refuse a backward after q changed in place.
+    q, k, v = make_qkv(1, 2, 2, 17, 17, 32, seed=11)
+    q.requires_grad_()
+    qq = q * 1.0
+    out = st.attention(qq, k, v, causal=True, ctx=ctx)
+    with torch.no_grad():
+        qq.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
+def test_double_backward_is_refused(ctx):
+    q, k, v = make_qkv(1, 2, 2, 17, 17, 32, seed=12)
+    q.requires_grad_()
+    out = st.attention(q, k, v, causal=True, ctx=ctx)
+    (g,) = torch.autograd.grad(out.sum(), (q,), create_graph=True)
+    with pytest.raises(RuntimeError):
+        g.sum().backward()
