@@ -15,6 +15,7 @@ PACKAGES=(
   oclgrind          # OpenCL simulator: memory, uninitialized-value and race checks
   clang libclang-rt-14-dev  # libFuzzer targets, ThreadSanitizer
   libopenmpi-dev openmpi-bin  # optional libsparcl_mpi (ring attention) and its mpirun tests
+  python3-numpy python3-pytest python3-venv python3-setuptools python3-wheel  # the Python package (python/) and its tests
 )
 
 missing=()
