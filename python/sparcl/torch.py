@@ -39,19 +39,19 @@ Plans
     new but equal Layout builds a new plan).  The cache holds a reference to
     the layout and the context of each entry.  An evicted plan is dropped,
     not closed, so a graph that still needs it for backward keeps it alive.
-    Close a context only after `clear_plan_cache()` (or pass your own
-    context to every call and clear the cache before closing it).
+    Closing a context closes its plans (sparcl.Context.close); the cache
+    then builds a new plan on the next call with another context, and
+    `clear_plan_cache()` drops the cache's references to it.
 
 Context
-    ``ctx=None`` uses one default `sparcl.Context()` created on first use
-    (thread-safe) and kept for the life of the process; `default_context()`
-    returns it.
+    ``ctx=None`` uses one default `sparcl.Context()` (SPARCL_DEVICE, else
+    the first GPU, else the first CPU) created on first use (thread-safe)
+    and kept for the life of the process; `default_context()` returns it.
 
 Rows that attend no key give output 0 and LSE -inf, as PyTorch's
 scaled_dot_product_attention does with a boolean mask.
 """
 
-import atexit
 import collections
 import threading
 
@@ -82,11 +82,12 @@ _cache_size = 16
 
 
 def default_context():
-    """The process-wide sparcl.Context used when ``ctx`` is None (created on
-    first call, closed at interpreter exit)."""
+    """The process-wide sparcl.Context used when ``ctx`` is None: created on
+    first call (again if it was closed), freed at interpreter exit by
+    sparcl's handle finalizers."""
     global _default_ctx
     with _lock:
-        if _default_ctx is None:
+        if _default_ctx is None or _default_ctx.closed:
             _default_ctx = sparcl.Context()
         return _default_ctx
 
@@ -118,29 +119,16 @@ def clear_plan_cache():
         _plans.clear()
 
 
-def _close_at_exit():
-    global _default_ctx
-    with _lock:
-        plans = [entry[0] for entry in _plans.values()]
-        _plans.clear()
-        ctx, _default_ctx = _default_ctx, None
-    for plan in plans:
-        plan.close()
-    if ctx is not None:
-        ctx.close()
-
-
-atexit.register(_close_at_exit)
-
-
 def _get_plan(ctx, shape, dtype, layout, causal, scale):
     batch, q_heads, kv_heads, q_len, kv_len, head_dim = shape
     key = (id(ctx), shape, dtype, id(layout) if layout is not None else None, causal, scale)
     with _lock:
         entry = _plans.get(key)
-        if entry is not None:
+        if entry is not None and not entry[0].closed:
             _plans.move_to_end(key)
             return entry[0]
+        if entry is not None:  # its context was closed (which closes its plans)
+            del _plans[key]
     plan = sparcl.Plan(
         ctx,
         q_len=q_len,
@@ -158,7 +146,7 @@ def _get_plan(ctx, shape, dtype, layout, causal, scale):
         if _cache_size > 0:
             # Another thread may have built the same plan meanwhile: keep one.
             entry = _plans.get(key)
-            if entry is not None:
+            if entry is not None and not entry[0].closed:
                 _plans.move_to_end(key)
                 return entry[0]
             _plans[key] = (plan, ctx, layout)

@@ -304,3 +304,16 @@ def test_double_backward_is_refused(ctx):
     (g,) = torch.autograd.grad(out.sum(), (q,), create_graph=True)
     with pytest.raises(RuntimeError):
         g.sum().backward()
+
+
+def test_closed_context_is_refused_and_cache_recovers():
+    q, k, v = make_qkv(1, 1, 1, 17, 17, 32, seed=13)
+    ref = reference(q.double(), k.double(), v.double(), causal_mask(17, 17))
+    c = sparcl.Context()
+    assert max_diff(st.attention(q, k, v, causal=True, ctx=c), ref) < 2e-5
+    c.close()  # closes the cached plan too
+    with pytest.raises(ValueError, match="closed"):
+        st.attention(q, k, v, causal=True, ctx=c)
+    with sparcl.Context() as c2:
+        assert max_diff(st.attention(q, k, v, causal=True, ctx=c2), ref) < 2e-5
+        st.clear_plan_cache()
