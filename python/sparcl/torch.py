@@ -119,36 +119,35 @@ def clear_plan_cache():
         _plans.clear()
 
 
+def _cached(key):
+    """The live cached plan of `key`, or None (call with _lock held)."""
+    entry = _plans.get(key)
+    if entry is None:
+        return None
+    if entry[0].closed:  # its context was closed, which closes its plans
+        del _plans[key]
+        return None
+    _plans.move_to_end(key)
+    return entry[0]
+
+
 def _get_plan(ctx, shape, dtype, layout, causal, scale):
     batch, q_heads, kv_heads, q_len, kv_len, head_dim = shape
     key = (id(ctx), shape, dtype, id(layout) if layout is not None else None, causal, scale)
     with _lock:
-        entry = _plans.get(key)
-        if entry is not None and not entry[0].closed:
-            _plans.move_to_end(key)
-            return entry[0]
-        if entry is not None:  # its context was closed (which closes its plans)
-            del _plans[key]
-    plan = sparcl.Plan(
-        ctx,
-        q_len=q_len,
-        kv_len=kv_len,
-        head_dim=head_dim,
-        q_heads=q_heads,
-        kv_heads=kv_heads,
-        batch=batch,
-        layout=layout,
-        causal=causal,
-        scale=scale,
-        dtype=dtype,
-    )
+        plan = _cached(key)
+    if plan is not None:
+        return plan
+    plan = sparcl.Plan(ctx, batch=batch, q_heads=q_heads, kv_heads=kv_heads, q_len=q_len,
+                       kv_len=kv_len, head_dim=head_dim, layout=layout, causal=causal,
+                       scale=scale, dtype=dtype)
     with _lock:
         if _cache_size > 0:
             # Another thread may have built the same plan meanwhile: keep one.
-            entry = _plans.get(key)
-            if entry is not None and not entry[0].closed:
-                _plans.move_to_end(key)
-                return entry[0]
+            other = _cached(key)
+            if other is not None:
+                return other
+            # The entry keeps ctx and layout alive, so their ids stay unique.
             _plans[key] = (plan, ctx, layout)
             while len(_plans) > _cache_size:
                 _plans.popitem(last=False)
