@@ -39,9 +39,9 @@ Plans
     new but equal Layout builds a new plan).  The cache holds a reference to
     the layout and the context of each entry.  An evicted plan is dropped,
     not closed, so a graph that still needs it for backward keeps it alive.
-    Closing a context closes its plans (sparcl.Context.close); the cache
-    then builds a new plan on the next call with another context, and
-    `clear_plan_cache()` drops the cache's references to it.
+    Closing a context closes its plans (sparcl.Context.close): a closed
+    plan is dropped from the cache when next looked up, and calls with that
+    context raise; `clear_plan_cache()` drops every reference at once.
 
 Context
     ``ctx=None`` uses one default `sparcl.Context()` (SPARCL_DEVICE, else
