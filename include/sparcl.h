@@ -1417,7 +1417,10 @@ SPARCL_API sparcl_status sparcl_tuning_db_release(sparcl_tuning_db *db,
 /* Writes every evaluation to `path`: CSV with a header when it ends in
  * ".csv", else SQL text (INSERTs into the evaluation_flat view) that the
  * sqlite3 CLI or sparcl_tuning_db_import() loads on top of db/schema.sql.
- * Rows are sorted, so exports diff well. */
+ * Rows are sorted, so exports diff well.  A regular file is replaced
+ * atomically (written to `path`.tmp, then renamed; on failure the old file
+ * is untouched); a path that exists and is not a regular file (/dev/null,
+ * /dev/stdout, a FIFO) is written in place. */
 SPARCL_API sparcl_status sparcl_tuning_db_export(sparcl_tuning_db *db, const char *path);
 
 /* Merges a file written by sparcl_tuning_db_export() (CSV or SQL, by

@@ -234,6 +234,67 @@ Test(tuning_db, record_find_best_count)
     sparcl_tuning_db_free(NULL);
 }
 
+/* An export to a path that is not a regular file writes into it and leaves
+ * it what it was: a FIFO (as /dev/null or /dev/stdout would be) is still a
+ * FIFO afterwards, nothing named <path>.tmp appears beside it, and a child
+ * reading the FIFO receives the whole CSV. */
+Test(tuning_db, export_to_a_stream_writes_in_place)
+{
+    make_dir();
+    char a[128], fifo[128], tmp[160], got[128];
+    scratch_path(a, sizeof a, "stream.db");
+    scratch_path(fifo, sizeof fifo, "rows.fifo.csv");
+    scratch_path(got, sizeof got, "rows-read.csv");
+    snprintf(tmp, sizeof tmp, "%s.tmp", fifo);
+    remove(a);
+    remove(fifo);
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    sparcl_tuning_db *db = open_db(a, SPARCL_TUNING_DB_WRITE);
+    sparcl_device_info dev;
+    fake_device(&dev, "Stream device", "1.0");
+    sparcl_tuning_problem prob;
+    fake_problem(&prob, 33);
+    sparcl_tuning_result r;
+    ok_result(&r, 4, 1);
+    cr_assert_eq(sparcl_tuning_db_record(db, &dev, &prob, &r), SPARCL_OK);
+    const pid_t child = fork();
+    cr_assert(child >= 0);
+    if (child == 0) { /* the reader: copies the FIFO into a file */
+        FILE *in = fopen(fifo, "r"), *out = fopen(got, "w");
+        int ch;
+        while (in && out && (ch = fgetc(in)) != EOF)
+            fputc(ch, out);
+        _exit(in && out && fclose(out) == 0 ? 0 : 1);
+    }
+    cr_assert_eq(sparcl_tuning_db_export(db, fifo), SPARCL_OK);
+    struct stat st;
+    const int replaced = stat(fifo, &st) != 0 || !S_ISFIFO(st.st_mode);
+    if (replaced) /* the reader waits on the old FIFO for ever */
+        kill(child, SIGKILL);
+    int status = 0;
+    cr_assert_eq(waitpid(child, &status, 0), child);
+    cr_assert(!replaced, "the export replaced the FIFO with a file");
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    cr_assert_neq(access(tmp, F_OK), 0, "%s was left behind", tmp);
+    FILE *f = fopen(got, "r");
+    cr_assert_not_null(f);
+    char line[4096] = "";
+    int lines = 0;
+    char first[4096] = "";
+    while (fgets(line, sizeof line, f))
+        if (lines++ == 0)
+            snprintf(first, sizeof first, "%s", line);
+    fclose(f);
+    cr_assert(strstr(first, "kernel") && strstr(first, "params"), "header: %s", first);
+    char *all = scratch_read(got);
+    cr_assert_eq(lines, 2, "the reader got %d lines (header and one row expected):\n%s", lines,
+                 all ? all : "");
+    free(all);
+    sparcl_tuning_db_free(db);
+    remove(fifo);
+    remove(got);
+}
+
 Test(tuning_db, export_import_round_trip)
 {
     make_dir();

@@ -25,9 +25,9 @@
 
 #include <sqlite3.h>
 
+#include "kernels/params.h"
 #include "runtime/ctx.h"
 #include "runtime/error.h"
-#include "kernels/params.h"
 #include "runtime/text_file.h"
 #include "tuning/tuning.h"
 #include "tuning/tuning_db.h"
@@ -53,14 +53,16 @@ static const struct {
     const char *name;
     int text;
 } columns[] = {
-    {"platform", 1},  {"vendor", 1},      {"device", 1},    {"driver", 1},   {"version", 1},
-    {"type", 1},      {"compute_units", 0}, {"global_mem", 0}, {"local_mem", 0}, {"max_alloc", 0},
-    {"kernel", 1},    {"kernel_hash", 1}, {"dtype", 1},     {"batch", 0},    {"q_heads", 0},
-    {"kv_heads", 0},  {"q_len", 0},       {"kv_len", 0},    {"head_dim", 0}, {"causal", 0},
-    {"pattern", 1},   {"block", 0},       {"density", 0},   {"params", 1},   {"status", 1},
-    {"median_ms", 0}, {"min_ms", 0},      {"max_ms", 0},    {"runs", 0},     {"max_err", 0},
-    {"message", 1},   {"created", 1},     {"rounds", 0},    {"round_ms", 0}, {"round_lo_ms", 0},
-    {"round_hi_ms", 0}, {"cpu_ms", 0},    {"speedup", 0},   {"speedup_lo", 0}, {"speedup_hi", 0},
+    {"platform", 1},  {"vendor", 1},    {"device", 1},        {"driver", 1},
+    {"version", 1},   {"type", 1},      {"compute_units", 0}, {"global_mem", 0},
+    {"local_mem", 0}, {"max_alloc", 0}, {"kernel", 1},        {"kernel_hash", 1},
+    {"dtype", 1},     {"batch", 0},     {"q_heads", 0},       {"kv_heads", 0},
+    {"q_len", 0},     {"kv_len", 0},    {"head_dim", 0},      {"causal", 0},
+    {"pattern", 1},   {"block", 0},     {"density", 0},       {"params", 1},
+    {"status", 1},    {"median_ms", 0}, {"min_ms", 0},        {"max_ms", 0},
+    {"runs", 0},      {"max_err", 0},   {"message", 1},       {"created", 1},
+    {"rounds", 0},    {"round_ms", 0},  {"round_lo_ms", 0},   {"round_hi_ms", 0},
+    {"cpu_ms", 0},    {"speedup", 0},   {"speedup_lo", 0},    {"speedup_hi", 0},
     {"chosen", 0},
 };
 #define N_COLUMNS ((int)(sizeof columns / sizeof columns[0]))
@@ -100,7 +102,10 @@ static sparcl_status fail(sparcl_tuning_db *db, const char *fmt, ...)
                         db ? db->path : "?", msg);
 }
 
-static const char *why(sqlite3 *db) { return db ? sqlite3_errmsg(db) : "out of memory"; }
+static const char *why(sqlite3 *db)
+{
+    return db ? sqlite3_errmsg(db) : "out of memory";
+}
 
 /* mkdir -p of the folder that holds `path`. */
 static int make_parent(const char *path)
@@ -257,10 +262,8 @@ sparcl_status sparcl__tuning_db_open(const char *path, int flags, int busy_ms,
     if (!exists && make_parent(path) != 0)
         return set_msg(msg, size, "cannot create the folder of %s: %s", path, strerror(errno));
     sqlite3 *db = NULL;
-    int rc = sqlite3_open_v2(path, &db,
-                             write ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
-                                   : SQLITE_OPEN_READONLY,
-                             NULL);
+    int rc = sqlite3_open_v2(
+        path, &db, write ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY, NULL);
     if (rc != SQLITE_OK) {
         set_msg(msg, size, "cannot open %s: %s", path, why(db));
         sqlite3_close(db);
@@ -320,9 +323,9 @@ SPARCL_API sparcl_status sparcl_tuning_db_init(sparcl_ctx *ctx, sparcl_tuning_db
         return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, "unknown flags 0x%x", flags);
     char msg[SPARCL_MSG_MAX];
     sparcl_status st = sparcl__tuning_db_open(
-        path, flags, flags & SPARCL_TUNING_DB_WRITE ? SPARCL__DB_WRITE_BUSY_MS
-                                                    : SPARCL__DB_READ_BUSY_MS,
-        out, msg, sizeof msg);
+        path, flags,
+        flags & SPARCL_TUNING_DB_WRITE ? SPARCL__DB_WRITE_BUSY_MS : SPARCL__DB_READ_BUSY_MS, out,
+        msg, sizeof msg);
     if (st != SPARCL_OK)
         return sparcl__fail(ctx, st, "tuning database: %s", msg);
     (*out)->ctx = ctx;
@@ -351,8 +354,8 @@ static void params_json(const sparcl_params *p, char *buf, size_t size)
         if (!eq)
             continue;
         *eq = '\0';
-        used += (size_t)snprintf(buf + used, size - used, "%s\"%s\":%s", first ? "" : ",", tok,
-                                 eq + 1);
+        used +=
+            (size_t)snprintf(buf + used, size - used, "%s\"%s\":%s", first ? "" : ",", tok, eq + 1);
         first = 0;
     }
     if (used < size)
@@ -400,8 +403,8 @@ static void bind_key(sqlite3_stmt *st, const sparcl_device_info *device,
     sqlite3_bind_text(st, 11, p->kernel, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 12, p->kernel_hash, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 13, p->dtype, -1, SQLITE_TRANSIENT);
-    const int ints[7] = {p->batch, p->q_heads, p->kv_heads, p->q_len, p->kv_len, p->head_dim,
-                         p->causal ? 1 : 0};
+    const int ints[7] = {p->batch,  p->q_heads,  p->kv_heads,      p->q_len,
+                         p->kv_len, p->head_dim, p->causal ? 1 : 0};
     for (int i = 0; i < 7; ++i)
         sqlite3_bind_int(st, 14 + i, ints[i]);
     sqlite3_bind_text(st, 21, p->pattern, -1, SQLITE_TRANSIENT);
@@ -409,8 +412,7 @@ static void bind_key(sqlite3_stmt *st, const sparcl_device_info *device,
     sqlite3_bind_double(st, 23, sparcl__tuning_db_key_density(p->density));
 }
 
-static sparcl_status check_handle(sparcl_tuning_db *db, const void *a, const void *b,
-                                  const void *c)
+static sparcl_status check_handle(sparcl_tuning_db *db, const void *a, const void *b, const void *c)
 {
     if (!db)
         return sparcl__fail(NULL, SPARCL_ERR_INVALID_ARGUMENT, "database handle is NULL");
@@ -529,8 +531,8 @@ SPARCL_API sparcl_status sparcl_tuning_db_record(sparcl_tuning_db *db,
     char sql[2048];
     size_t used = (size_t)snprintf(sql, sizeof sql, "INSERT INTO evaluation_flat (");
     for (int i = 0; i < RECORD_COLUMNS; ++i)
-        used += (size_t)snprintf(sql + used, sizeof sql - used, "%s%s", i ? ", " : "",
-                                 columns[i].name);
+        used +=
+            (size_t)snprintf(sql + used, sizeof sql - used, "%s%s", i ? ", " : "", columns[i].name);
     used += (size_t)snprintf(sql + used, sizeof sql - used, ") VALUES (");
     for (int i = 0; i < RECORD_COLUMNS; ++i)
         used += (size_t)snprintf(sql + used, sizeof sql - used, "%s?%d", i ? ", " : "", i + 1);
@@ -591,9 +593,8 @@ static int read_result(sqlite3 *db, sqlite3_stmt *s, sparcl_tuning_result *out)
  * and reads the first row's result columns into *out. */
 static sparcl_status query_result(sparcl_tuning_db *db, const char *sql,
                                   const sparcl_device_info *device,
-                                  const sparcl_tuning_problem *problem,
-                                  const sparcl_params *params, sparcl_tuning_result *out,
-                                  int *found)
+                                  const sparcl_tuning_problem *problem, const sparcl_params *params,
+                                  sparcl_tuning_result *out, int *found)
 {
     *found = 0;
     sqlite3_stmt *s = NULL;
@@ -623,9 +624,8 @@ static sparcl_status query_result(sparcl_tuning_db *db, const char *sql,
 
 /* The evaluation of exactly `params`, or with params NULL the best OK one. */
 static sparcl_status find_or_best(sparcl_tuning_db *db, const sparcl_device_info *device,
-                                  const sparcl_tuning_problem *problem,
-                                  const sparcl_params *params, sparcl_tuning_result *out,
-                                  int *found)
+                                  const sparcl_tuning_problem *problem, const sparcl_params *params,
+                                  sparcl_tuning_result *out, int *found)
 {
     sparcl_status st = check_handle(db, device, problem, out);
     if (st == SPARCL_OK)
@@ -636,8 +636,8 @@ static sparcl_status find_or_best(sparcl_tuning_db *db, const sparcl_device_info
         st = sparcl__params_valid(db->ctx, params, "params");
     if (st != SPARCL_OK)
         return st;
-    static const char find_sql[] = "SELECT " RESULT_COLUMNS " FROM evaluation_flat WHERE " KEY_WHERE
-                                   " AND params = json(?24)";
+    static const char find_sql[] =
+        "SELECT " RESULT_COLUMNS " FROM evaluation_flat WHERE " KEY_WHERE " AND params = json(?24)";
     static const char best_sql[] = "SELECT " RESULT_COLUMNS " FROM evaluation_flat WHERE " KEY_WHERE
                                    " AND status = 'ok' ORDER BY chosen DESC, median_ms LIMIT 1";
     return query_result(db, params ? find_sql : best_sql, device, problem, params, out, found);
@@ -673,8 +673,8 @@ SPARCL_API sparcl_status sparcl_tuning_db_count(sparcl_tuning_db *db,
     if (st != SPARCL_OK)
         return st;
     sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(db->db, "SELECT count(*) FROM evaluation_flat WHERE " KEY_WHERE,
-                                -1, &s, NULL);
+    int rc = sqlite3_prepare_v2(db->db, "SELECT count(*) FROM evaluation_flat WHERE " KEY_WHERE, -1,
+                                &s, NULL);
     if (rc == SQLITE_OK) {
         bind_key(s, device, problem);
         if ((rc = sqlite3_step(s)) == SQLITE_ROW)
@@ -960,8 +960,8 @@ static void read_key(sqlite3_stmt *s, sparcl_device_info *d, sparcl_tuning_probl
     column_text(s, 10, p->kernel, sizeof p->kernel);
     column_text(s, 11, p->kernel_hash, sizeof p->kernel_hash);
     column_text(s, 12, p->dtype, sizeof p->dtype);
-    int *ints[7] = {&p->batch, &p->q_heads, &p->kv_heads, &p->q_len, &p->kv_len, &p->head_dim,
-                    &p->causal};
+    int *ints[7] = {&p->batch,  &p->q_heads,  &p->kv_heads, &p->q_len,
+                    &p->kv_len, &p->head_dim, &p->causal};
     for (int i = 0; i < 7; ++i)
         *ints[i] = sqlite3_column_int(s, 13 + i);
     column_text(s, 20, p->pattern, sizeof p->pattern);
@@ -990,8 +990,8 @@ sparcl_status sparcl__tuning_db_each_best(sparcl_tuning_db *db, const char *kern
         sparcl_params params;
         read_key(s, &d, &p);
         /* A row whose params do not parse is skipped: other rows may serve. */
-        if (params_from_json(db->db, (const char *)sqlite3_column_text(s, KEY_COLUMNS),
-                             &params) == 0)
+        if (params_from_json(db->db, (const char *)sqlite3_column_text(s, KEY_COLUMNS), &params) ==
+            0)
             fn(user, &d, &p, &params, sqlite3_column_double(s, KEY_COLUMNS + 1));
         rc = SQLITE_OK;
     }
@@ -1092,8 +1092,14 @@ SPARCL_API sparcl_status sparcl_tuning_db_export(sparcl_tuning_db *db, const cha
     }
     snprintf(sql + used, sizeof sql - used, " FROM evaluation_flat" ORDER_BY);
 
+    /* A regular file (or none yet) is replaced atomically through a
+     * temporary file beside it; anything else that exists (/dev/null, a
+     * FIFO, /dev/stdout) is a stream, written in place: renaming over it
+     * would replace a device node with a file. */
+    struct stat target;
+    const int in_place = stat(path, &target) == 0 && !S_ISREG(target.st_mode);
     char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    snprintf(tmp, sizeof tmp, "%s%s", path, in_place ? "" : ".tmp");
     FILE *f = fopen(tmp, "w");
     if (!f)
         return fail(db, "cannot write %s: %s", tmp, strerror(errno));
@@ -1127,12 +1133,13 @@ SPARCL_API sparcl_status sparcl_tuning_db_export(sparcl_tuning_db *db, const cha
     if (fclose(f) != 0)
         werr = 1;
     if (rc != SQLITE_DONE || werr) {
-        remove(tmp);
+        if (!in_place)
+            remove(tmp);
         return rc != SQLITE_DONE ? fail(db, "cannot export: %s", why(db->db))
                                  : fail(db, "cannot write %s", tmp);
     }
     /* Atomic: a reader never sees half an export. */
-    if (rename(tmp, path) != 0) {
+    if (!in_place && rename(tmp, path) != 0) {
         remove(tmp);
         return fail(db, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
     }
@@ -1157,14 +1164,13 @@ static const char *skip_space(const char *p)
 static int starts_word(const char *p, const char *word)
 {
     size_t n = strlen(word);
-    return strncasecmp(p, word, n) == 0 && !(p[n] == '_' || (p[n] >= 'a' && p[n] <= 'z') ||
-                                             (p[n] >= 'A' && p[n] <= 'Z'));
+    return strncasecmp(p, word, n) == 0 &&
+           !(p[n] == '_' || (p[n] >= 'a' && p[n] <= 'z') || (p[n] >= 'A' && p[n] <= 'Z'));
 }
 
 /* Executes the INSERTs of an SQL export; anything else is refused, so an
  * import cannot drop or alter tables. */
-static int import_sql(sparcl_tuning_db *db, const char *text, int64_t *rows, char *err,
-                      size_t size)
+static int import_sql(sparcl_tuning_db *db, const char *text, int64_t *rows, char *err, size_t size)
 {
     const char *p = text;
     for (;;) {
@@ -1199,8 +1205,8 @@ static int import_sql(sparcl_tuning_db *db, const char *text, int64_t *rows, cha
         p = tail;
     }
 refuse:
-    snprintf(err, size, "only INSERT INTO evaluation_flat statements may be imported (at \"%.40s\")",
-             p);
+    snprintf(err, size,
+             "only INSERT INTO evaluation_flat statements may be imported (at \"%.40s\")", p);
     return SQLITE_ERROR;
 }
 
