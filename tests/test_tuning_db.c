@@ -9,6 +9,7 @@
  * processes writing one database lose no rows.
  */
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -442,6 +443,67 @@ static int32_t plan_block_m(lookup_env *e, sparcl_param_source *source)
     free(ref);
     sparcl_plan_free(plan);
     return bm;
+}
+
+/* A context remembers the rows it read (tuning/tuning_rows.c) and reads the
+ * file again when it changes: a faster row recorded after a plan was made
+ * reaches the next plan, a database replaced by another file is read anew,
+ * a removed one leaves the defaults.  While the file keeps its identity,
+ * size and time, the remembered rows serve: bytes overwritten behind the
+ * database's back with its time restored go unnoticed, which is how this
+ * test sees that the second plan did not read the file. */
+Test(tuning_db, plans_follow_database_changes_on_one_context)
+{
+    lookup_env e;
+    lookup_setup(&e, 113);
+    record_row(&e, &e.dev, &e.prob, 4);
+    sparcl_param_source src;
+    cr_assert_eq(plan_block_m(&e, &src), 4);
+    cr_assert_eq(src, SPARCL_PARAMS_DATABASE);
+
+    /* remembered: the file's bytes change, its identity, size and time do not */
+    struct stat before;
+    cr_assert_eq(stat(e.path, &before), 0);
+    char *saved = scratch_read(e.path);
+    cr_assert_not_null(saved);
+    FILE *f = fopen(e.path, "r+b");
+    cr_assert_not_null(f);
+    for (off_t i = 0; i < before.st_size; ++i)
+        fputc('x', f);
+    fclose(f);
+    const struct timespec times[2] = {before.st_atim, before.st_mtim};
+    cr_assert_eq(utimensat(AT_FDCWD, e.path, times, 0), 0);
+    cr_assert_eq(plan_block_m(&e, &src), 4);
+    cr_assert_eq(src, SPARCL_PARAMS_DATABASE);
+    cr_assert_eq(e.log.warnings, 0, "%s", e.log.last);
+    f = fopen(e.path, "r+b");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(saved, 1, (size_t)before.st_size, f), (size_t)before.st_size);
+    fclose(f);
+    free(saved);
+
+    /* a faster row written by a tuner reaches the next plan */
+    sparcl_tuning_db *db = open_db(e.path, SPARCL_TUNING_DB_WRITE);
+    sparcl_tuning_result r;
+    ok_result(&r, 2, 0.25);
+    cr_assert_eq(sparcl_tuning_db_record(db, &e.dev, &e.prob, &r), SPARCL_OK);
+    sparcl_tuning_db_free(db);
+    cr_assert_eq(plan_block_m(&e, &src), 2);
+
+    /* another file at the same path */
+    cr_assert_eq(remove(e.path), 0);
+    record_row(&e, &e.dev, &e.prob, 1);
+    cr_assert_eq(plan_block_m(&e, &src), 1);
+    cr_assert_eq(src, SPARCL_PARAMS_DATABASE);
+
+    /* no file: the built-in defaults */
+    cr_assert_eq(remove(e.path), 0);
+    char wal[160];
+    snprintf(wal, sizeof wal, "%s-wal", e.path);
+    remove(wal);
+    plan_block_m(&e, &src);
+    cr_assert_eq(src, SPARCL_PARAMS_DEFAULT);
+    sparcl_ctx_free(e.ctx);
 }
 
 Test(tuning_db, plan_uses_exact_row)

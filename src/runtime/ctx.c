@@ -14,6 +14,7 @@
 #include "runtime/error.h"
 #include "runtime/gemm.h"
 #include "runtime/program.h"
+#include "tuning/tuning_rows.h"
 
 #define MAX_DEVICES 64
 
@@ -152,6 +153,7 @@ static sparcl_status ctx_alloc(sparcl_ctx **out)
     if (!ctx)
         return sparcl__fail(NULL, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate a context");
     pthread_mutex_init(&ctx->lock, NULL);
+    pthread_mutex_init(&ctx->rows_lock, NULL);
     *out = ctx;
     return SPARCL_OK;
 }
@@ -265,6 +267,8 @@ SPARCL_API void sparcl_ctx_free(sparcl_ctx *ctx)
     if (ctx->context)
         clReleaseContext(ctx->context);
     free(ctx->build_log);
+    sparcl__tuning_rows_free(ctx);
+    pthread_mutex_destroy(&ctx->rows_lock);
     pthread_mutex_destroy(&ctx->lock);
     free(ctx);
 }

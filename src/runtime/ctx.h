@@ -11,6 +11,7 @@
 #define SPARCL_MSG_MAX 1024
 
 typedef struct sparcl__program_entry sparcl__program_entry;
+struct sparcl__tuning_rows;
 
 /* Counters of the program cache (sparcl_ctx_program_stats()). */
 typedef struct sparcl__program_counters {
@@ -55,6 +56,11 @@ struct sparcl_ctx {
     char offline[1024];       /* sparcl_ctx_set_offline(); "" = online */
     int offline_set;          /* 0: SPARCL_OFFLINE decides */
     uint64_t mem_limit[2];     /* sparcl_ctx_set_memory_limit(): host, device; 0 = default */
+
+    /* The tuning databases' rows read so far (tuning/tuning_rows.c),
+     * guarded by rows_lock, not by lock: plans read them under neither. */
+    pthread_mutex_t rows_lock;
+    struct sparcl__tuning_rows *tuning_rows;
 };
 
 #endif

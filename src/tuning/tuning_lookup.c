@@ -23,6 +23,7 @@
 #include "tuning/tuning.h"
 #include "tuning/tuning_db.h"
 #include "tuning/tuning_lookup.h"
+#include "tuning/tuning_rows.h"
 
 SPARCL_API sparcl_status sparcl_tuning_db_default_path(char *buf, size_t size)
 {
@@ -222,13 +223,9 @@ static int from_database(sparcl_ctx *ctx, const char *what, const char *path, se
         return 0;
     }
     char msg[SPARCL_MSG_MAX];
-    sparcl_tuning_db *db = NULL;
-    sparcl_status st = sparcl__tuning_db_open(path, SPARCL_TUNING_DB_READ,
-                                              SPARCL__DB_READ_BUSY_MS, &db, msg, sizeof msg);
-    if (st == SPARCL_OK)
-        st = sparcl__tuning_db_each_best(db, s->problem->kernel, s->problem->kernel_hash,
-                                         s->problem->dtype, consider, s, msg, sizeof msg);
-    sparcl_tuning_db_free(db);
+    const sparcl_status st =
+        sparcl__tuning_rows_each_best(ctx, path, s->problem->kernel, s->problem->kernel_hash,
+                                      s->problem->dtype, consider, s, msg, sizeof msg);
     if (st != SPARCL_OK) {
         sparcl__log(ctx, SPARCL_LOG_WARNING,
                     "%s tuning database unusable, trying the next source: %s", what, msg);
