@@ -259,9 +259,13 @@ attn_decode(__global const stor_t *restrict q, __global const stor_t *restrict k
             DEC_PREFETCH_ROW(DEC_ROW(kb, k_sb, k_ss, c0 + BLOCK_N + x));
             DEC_PREFETCH_ROW(DEC_ROW(vb, v_sb, v_ss, c0 + BLOCK_N + x));
 #endif
+            /* Unrolled, the R partial sums stay in registers through the
+             * row (rolled, POCL spilled and reloaded them every key). */
             floatv a[R];
+#pragma unroll
             for (int r = 0; r < R; ++r)
                 a[r] = (floatv)(0.0f);
+#pragma unroll
             for (int j = 0; j < NVL; ++j) {
                 const int d = lane + j * WG_SIZE;
                 if (NV % WG_SIZE != 0 && d >= NV)
@@ -271,6 +275,7 @@ attn_decode(__global const stor_t *restrict q, __global const stor_t *restrict k
                 for (int r = 0; r < R; ++r)
                     a[r] = fma(qv[r][j], kk, a[r]);
             }
+#pragma unroll
             for (int r = 0; r < R; ++r) {
                 float y = HSUMV(a[r]);
                 for (int t = 0; t < NT && lane == 0; ++t)
