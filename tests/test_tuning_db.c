@@ -445,6 +445,16 @@ static int32_t plan_block_m(lookup_env *e, sparcl_param_source *source)
     return bm;
 }
 
+/* A context whose user database holds one row of its exact problem and
+ * device (BLOCK_M 4), and a first plan that took it. */
+static void setup_with_exact_row(lookup_env *e, sparcl_param_source *src)
+{
+    lookup_setup(e, 113);
+    record_row(e, &e->dev, &e->prob, 4);
+    cr_assert_eq(plan_block_m(e, src), 4);
+    cr_assert_eq(*src, SPARCL_PARAMS_DATABASE);
+}
+
 /* A context remembers the rows it read (tuning/tuning_rows.c) and reads the
  * file again when it changes: a faster row recorded after a plan was made
  * reaches the next plan, a database replaced by another file is read anew,
@@ -455,11 +465,8 @@ static int32_t plan_block_m(lookup_env *e, sparcl_param_source *source)
 Test(tuning_db, plans_follow_database_changes_on_one_context)
 {
     lookup_env e;
-    lookup_setup(&e, 113);
-    record_row(&e, &e.dev, &e.prob, 4);
     sparcl_param_source src;
-    cr_assert_eq(plan_block_m(&e, &src), 4);
-    cr_assert_eq(src, SPARCL_PARAMS_DATABASE);
+    setup_with_exact_row(&e, &src);
 
     /* remembered: the file's bytes change, its identity, size and time do not */
     struct stat before;
@@ -509,11 +516,8 @@ Test(tuning_db, plans_follow_database_changes_on_one_context)
 Test(tuning_db, plan_uses_exact_row)
 {
     lookup_env e;
-    lookup_setup(&e, 113);
-    record_row(&e, &e.dev, &e.prob, 4);
     sparcl_param_source src;
-    cr_assert_eq(plan_block_m(&e, &src), 4);
-    cr_assert_eq(src, SPARCL_PARAMS_DATABASE);
+    setup_with_exact_row(&e, &src);
     sparcl_plan *plan = NULL;
     cr_assert_eq(sparcl_plan_init(e.ctx, &plan, &e.desc), SPARCL_OK);
     const char *origin = sparcl_plan_params_origin(plan);
