@@ -116,6 +116,12 @@
             DEC_PREFETCH_LINE(pr_ + l_);                                                           \
     } while (0)
 
+#if R <= 8
+#define DEC_UNROLL_ROWS _Pragma("unroll")
+#else
+#define DEC_UNROLL_ROWS
+#endif
+
 typedef union {
     floatv v[NKV];
     float f[BLOCK_N];
@@ -259,13 +265,15 @@ attn_decode(__global const stor_t *restrict q, __global const stor_t *restrict k
             DEC_PREFETCH_ROW(DEC_ROW(kb, k_sb, k_ss, c0 + BLOCK_N + x));
             DEC_PREFETCH_ROW(DEC_ROW(vb, v_sb, v_ss, c0 + BLOCK_N + x));
 #endif
-            /* Unrolled, the R partial sums stay in registers through the
-             * row (rolled, POCL spilled and reloaded them every key). */
+            /* Unrolled, a few rows' partial sums stay in registers through
+             * the row (rolled, POCL spilled and reloaded them every key);
+             * many rows spill either way, and unrolling them only multiplies
+             * the compile time (q_len 16 x 4 heads: 15 s a program). */
             floatv a[R];
-#pragma unroll
+            DEC_UNROLL_ROWS
             for (int r = 0; r < R; ++r)
                 a[r] = (floatv)(0.0f);
-#pragma unroll
+            DEC_UNROLL_ROWS
             for (int j = 0; j < NVL; ++j) {
                 const int d = lane + j * WG_SIZE;
                 if (NV % WG_SIZE != 0 && d >= NV)
@@ -275,7 +283,7 @@ attn_decode(__global const stor_t *restrict q, __global const stor_t *restrict k
                 for (int r = 0; r < R; ++r)
                     a[r] = fma(qv[r][j], kk, a[r]);
             }
-#pragma unroll
+            DEC_UNROLL_ROWS
             for (int r = 0; r < R; ++r) {
                 float y = HSUMV(a[r]);
                 for (int t = 0; t < NT && lane == 0; ++t)
