@@ -463,7 +463,12 @@ static void check_all(int dtype, int set)
             check_shape(ctx, dtype, set, &decode_shapes[i]);
     else
         for (size_t i = 0; i < sizeof shapes / sizeof *shapes; ++i)
-            check_shape(ctx, dtype, set, &shapes[i]);
+            /* Set 1's scalar loads read the same way at every head_dim
+             * (no vector tail); at 100 and 128 POCL took 25-50 s to
+             * compile each of its fully unrolled programs, most of this
+             * suite's time, so it runs the shapes up to 72. */
+            if (set != 1 || shapes[i].dim <= 72)
+                check_shape(ctx, dtype, set, &shapes[i]);
     sparcl_ctx_free(ctx);
 }
 
