@@ -150,10 +150,15 @@ inline int first_at_or_after(__global const int *col, int lo, int hi, int t)
  * tiled layout.  With kv_lens, sequence b has kv_lens[b] keys (a KV cache's
  * current length, at most the plan's kv_len, its capacity); with use_lens 2
  * (a plan with a layout, all lengths equal to kv_len) the tiled layout is
- * walked as without lengths; with use_lens 1 the walk covers every tile
- * below the length as FULL, the plan having no layout: row i
- * attends keys j < kv_lens[b], and with `causal` only j <= i + kv_lens[b] -
- * QROWS (queries sit at the end of the sequence, as everywhere).  With
+ * walked as without lengths; with use_lens 1 the plan's pattern follows the
+ * sequence (no layout, or a dense, causal, window or streaming one) and is
+ * applied to each sequence's own length, with no tile list: row i, at
+ * position pos = i + kv_lens[b] - QROWS (queries sit at the end of the
+ * sequence, as everywhere), attends keys j < kv_lens[b] with
+ * j <= pos + f_right and (j < f_sink or j >= pos - f_left) (the host folds
+ * `causal` into f_right and passes kv_len for an unbounded side).  The walk
+ * then covers the key tiles of the sinks, [0, st), and those of the rows'
+ * windows, [lt, nt), as one list whose entries the splits share evenly.  With
  * page_size > 0 the cache is paged: key j of sequence b lives in page
  * block_table[b * max_pages + j / page_size] of the pools k and v, at row
  * j % page_size; the batch strides k_sb, v_sb are the pools' page strides.
@@ -169,7 +174,8 @@ attn_decode(__global const stor_t *restrict q, __global const stor_t *restrict k
             const long q_ss, const long k_sb, const long k_sh, const long k_ss, const long v_sb,
             const long v_sh, const long v_ss, __global const int *restrict kv_lens,
             const int use_lens, const int causal, __global const int *restrict block_table,
-            const int page_size, const int max_pages)
+            const int page_size, const int max_pages, const int f_sink, const int f_left,
+            const int f_right)
 {
     const int split = get_group_id(0);
     const int lane = get_local_id(0);
@@ -185,14 +191,27 @@ attn_decode(__global const stor_t *restrict q, __global const stor_t *restrict k
     const int t0 = split * tiles_per_split;
     const int n_keys = use_lens ? kv_lens[b] : kv_len;
     const int dense_walk = use_lens == 1;
-    const int t1 = min(t0 + tiles_per_split, (n_keys + BLOCK_N - 1) / BLOCK_N);
+    const int nt = (n_keys + BLOCK_N - 1) / BLOCK_N;
     (void)q_len; /* == QROWS: the program is built for the plan's q_len */
-    /* The last key each row may see when the lengths come with the call. */
-    int lim[R], lim_min = INT_MAX;
+    /* The last key each row may see when the lengths come with the call,
+     * and (use_lens 1) the first one past the sinks. */
+    int lim[R], lo[R], lim_min = INT_MAX, lo_min = INT_MAX, lo_max = INT_MIN;
     for (int r = 0; r < R; ++r) {
-        lim[r] = !use_lens ? INT_MAX : causal ? r % QROWS + n_keys - QROWS : n_keys - 1;
+        const int pos = r % QROWS + n_keys - QROWS;
+        lim[r] = !use_lens ? INT_MAX
+                 : dense_walk ? (int)min((long)n_keys - 1, (long)pos + f_right)
+                 : causal     ? pos
+                              : n_keys - 1;
+        lo[r] = dense_walk ? (int)max((long)pos - f_left, -1L) : INT_MIN;
         lim_min = min(lim_min, lim[r]);
+        lo_min = min(lo_min, lo[r]);
+        lo_max = max(lo_max, lo[r]);
     }
+    /* use_lens 1: the split's share [u, u1) of the tiles [0, st) ++ [lt, nt). */
+    const int st = min(nt, (f_sink + BLOCK_N - 1) / BLOCK_N);
+    const int lt = max(st, min(nt, max(lo_min, 0) / BLOCK_N));
+    const int u1 = min(t0 + tiles_per_split, st + nt - lt);
+    const int t1 = dense_walk ? nt : min(t0 + tiles_per_split, nt);
 
     floatv qv[R][NVL], acc[R][NVL], lsum[R];
     float qt[R][NT_ALLOC], acct[R][NT_ALLOC], m[R];
@@ -230,12 +249,18 @@ attn_decode(__global const stor_t *restrict q, __global const stor_t *restrict k
                                (long)(min(j, n_keys - 1) % page_size) * (ss)                       \
                          : (long)min(j, n_keys - 1) * (ss)))
 
-    int next = t0; /* the dense walk of calls with lengths */
+    /* Whether row r sees key j under the lengths (lo[r] is INT_MIN unless
+     * use_lens is 1). */
+#define DEC_IN(r, j) ((j) <= lim[r] && ((j) < f_sink || (j) >= lo[r]))
+    int next = t0; /* the walk of use_lens 1, an index into [0, st) ++ [lt, nt) */
     for (;;) {
         int c = t1;
-        if (dense_walk)
-            c = next++;
-        else
+        if (dense_walk) {
+            if (next >= u1)
+                break;
+            c = next < st ? next : lt + next - st;
+            ++next;
+        } else
             for (int hh = 0; hh < HEADS; ++hh)
                 if (e[hh] < e_end[hh])
                     c = min(c, tile_col[e[hh]]);
@@ -249,8 +274,9 @@ attn_decode(__global const stor_t *restrict q, __global const stor_t *restrict k
             e[hh] += act[hh] && !dense_walk;
         }
         const int c0 = c * BLOCK_N;
-        /* Some row's limit falls inside the tile: elements past it drop. */
-        const int bounded = c0 + BLOCK_N - 1 > lim_min;
+        /* Some row's limit falls inside the tile (elements past it drop),
+         * or the start of its window does, past the sinks. */
+        const int bounded = c0 + BLOCK_N - 1 > lim_min || (c0 + BLOCK_N > f_sink && c0 < lo_max);
         int all_full = !bounded;
         for (int hh = 0; hh < HEADS; ++hh)
             all_full &= act[hh] && mi[hh] < 0;
@@ -319,9 +345,13 @@ attn_decode(__global const stor_t *restrict q, __global const stor_t *restrict k
             }
             __global const uint *mb = mask_bits + ((long)max(mi[hh], 0) * QROWS + r % QROWS) * MW;
             if (bounded) {
-                for (int x = 0; x < BLOCK_N; ++x)
-                    s[r].f[x] = c0 + x <= lim[r] ? s[r].f[x] : -INFINITY;
-                seen[r] |= c0 <= lim[r];
+                int kept = 0;
+                for (int x = 0; x < BLOCK_N; ++x) {
+                    const int keep = DEC_IN(r, c0 + x);
+                    s[r].f[x] = keep ? s[r].f[x] : -INFINITY;
+                    kept |= keep;
+                }
+                seen[r] |= kept;
             }
             if (mi[hh] >= 0) {
                 uint any = 0;
@@ -367,7 +397,7 @@ attn_decode(__global const stor_t *restrict q, __global const stor_t *restrict k
          * is FULL. */
 #define DEC_VROW(x) DEC_ROW(vb, v_sb, v_ss, c0 + (x))
 #define DEC_KEEP(r, x)                                                                             \
-    (act[(r) / QROWS] && c0 + (x) <= lim[r] &&                                                     \
+    (act[(r) / QROWS] && DEC_IN(r, c0 + (x)) &&                                                    \
      (mi[(r) / QROWS] < 0 ||                                                                       \
       SPARCL_MASK_BIT(mask_bits + (long)mi[(r) / QROWS] * QROWS * MW, (r) % QROWS, x, MW)))
 #define DEC_PV(KEEP)                                                                               \
@@ -413,6 +443,7 @@ attn_decode(__global const stor_t *restrict q, __global const stor_t *restrict k
 #undef DEC_VROW
     }
 #undef DEC_ROW
+#undef DEC_IN
 
     const long rows_total = (long)get_num_groups(2) * q_heads * QROWS;
     for (int r = 0; r < R; ++r) {

@@ -773,14 +773,23 @@ SPARCL_API size_t sparcl_plan_device_bytes(const sparcl_plan *plan);
  * and each call says how many tokens each sequence holds now, so appending
  * a token needs no new plan.  Sequence b's q_len queries sit at its end,
  * positions kv_lens[b] - q_len + i: they attend its keys j < kv_lens[b],
- * and with desc.causal only j <= i + kv_lens[b] - q_len.  A plan with a
- * layout takes only lengths equal to its kv_len (the layout is fixed at
- * that length; other lengths give SPARCL_ERR_NOT_SUPPORTED naming them):
- * a pattern that follows the sequence (streaming, window) then takes one
- * plan per length, which after the first builds no program (they come
- * from the context's program cache; the split count SPLITS is not a build
- * option) and costs the layout's re-blocking, milliseconds for short
- * sequences (examples/decode.c prints it).
+ * and with desc.causal only j <= i + kv_lens[b] - q_len.
+ *
+ * Layouts that follow the sequence -- sparcl_layout_init_dense(),
+ * _causal(), _window() and _streaming(), made at the plan's kv_len (the
+ * capacity) -- apply to every length: each sequence's queries, at
+ * positions pos = kv_lens[b] - q_len + i, attend the keys the same
+ * constructor would give at length kv_lens[b] (a window's right side and
+ * the sinks clipped to the keys there), so a streaming (StreamingLLM) or
+ * sliding-window decoder also needs one plan only.  The kernel then visits
+ * only the key tiles of the sinks and of the rows' windows, split evenly
+ * over SPLITS, so a call reads O(sink + window) keys however long the
+ * cache.  Any other layout (block masks, BigBird, unions, per-head lists,
+ * ...) is fixed at the plan's kv_len: it takes only lengths equal to it,
+ * and other lengths give SPARCL_ERR_NOT_SUPPORTED naming them; such a
+ * pattern takes one plan per length, which after the first builds no
+ * program (they come from the context's program cache; the split count
+ * SPLITS is not a build option) and costs the layout's re-blocking.
  *
  * Contiguous cache (desc.page_size 0): k and v as the descriptor's strides
  * say, [batch, kv_heads, capacity, head_dim] by default; only the first

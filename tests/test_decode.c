@@ -609,7 +609,8 @@ enum { CB = 3 }; /* sequences per cache test */
 typedef struct cache_case {
     int q_len, q_heads, kv_heads, dim, cap, page, causal, splits;
     int lens[CB];
-    int stream; /* a streaming layout (SINK, LOCAL) at the plan's kv_len */
+    int stream; /* a layout at the plan's kv_len: 1 streaming (SINK, LOCAL),
+                 * 2 a window (WIN_LEFT, WIN_RIGHT) */
     int dtype;  /* storage of q, the caches and out (a sparcl_dtype) */
     int lanes;  /* > 0: WG_SIZE lanes of VEC 4 (the GPU shape) */
 } cache_case;
@@ -623,7 +624,10 @@ static int seq_attends(const void *self, int h, int i, int j)
     (void)h;
     const seq_pred *p = self;
     const int pos = i + p->kv_len - p->q_len;
-    return (!p->causal || j <= pos) && (!p->stream || stream_at(pos, j, SINK, LOCAL));
+    return (!p->causal || j <= pos) &&
+           (p->stream == 1   ? stream_at(pos, j, SINK, LOCAL)
+            : p->stream == 2 ? window_at(pos, j, WIN_LEFT, WIN_RIGHT)
+                             : 1);
 }
 
 /* A cache of CB sequences (contiguous, or pages of c->page tokens in a
@@ -661,9 +665,13 @@ static void cache_setup(cache_fixture *f, const cache_case *c)
     d.params = &params;
     d.dtype = c->dtype;
     sparcl_layout *l = NULL;
-    if (c->stream)
+    if (c->stream == 1)
         cr_assert_eq(sparcl_layout_init_streaming(f->ctx, &l, 1, c->q_len, c->cap, 16, SINK, LOCAL),
                      SPARCL_OK);
+    else if (c->stream == 2)
+        cr_assert_eq(
+            sparcl_layout_init_window(f->ctx, &l, 1, c->q_len, c->cap, 16, WIN_LEFT, WIN_RIGHT),
+            SPARCL_OK);
     d.layout = l;
     cr_assert_eq(sparcl_plan_init(f->ctx, &f->plan, &d), SPARCL_OK, "%s",
                  sparcl_ctx_errmsg(f->ctx));
@@ -807,6 +815,18 @@ static cache_case cache_cases[] = {
     {2, 8, 8, 72, 300, 64, 1, 2, {64, 65, 300}, 0, SPARCL_DTYPE_BF16, 0},
     /* the GPU shape over a paged cache, in f16 */
     {1, 8, 2, 64, 300, 16, 1, 8, {1, 17, 300}, 0, SPARCL_DTYPE_F16, 16},
+    /* Layouts that follow the sequence, made at the capacity and applied to
+     * each length: streaming (sinks 4, local 50) and a window (40 back, 3
+     * ahead, clipped to the keys; causal folds the 3 to 0), contiguous and
+     * paged, lengths shorter than q_len, one tile of sinks and a window
+     * far from it, several splits sharing few tiles, half storage and the
+     * GPU shape.  Parameters as in the cases above, so no new program. */
+    {1, 8, 2, 64, 300, 0, 0, 8, {1, 17, 299}, 1, SPARCL_DTYPE_F32, 0},
+    {16, 4, 1, 128, 2000, 16, 1, 32, {16, 1999, 700}, 1, SPARCL_DTYPE_F32, 0},
+    {1, 8, 1, 128, 2000, 256, 0, 64, {255, 257, 1500}, 2, SPARCL_DTYPE_F32, 0},
+    {3, 4, 1, 100, 300, 0, 1, 4, {2, 113, 299}, 2, SPARCL_DTYPE_BF16, 0},
+    {3, 4, 1, 100, 300, 0, 0, 4, {0, 60, 299}, 2, SPARCL_DTYPE_BF16, 0},
+    {1, 8, 2, 64, 300, 16, 1, 8, {5, 17, 300}, 1, SPARCL_DTYPE_F16, 16},
 };
 
 ParameterizedTestParameters(decode, cache_matches_reference)
@@ -831,7 +851,7 @@ ParameterizedTest(cache_case *c, decode, cache_matches_reference)
     cache_teardown(&f);
 }
 
-/* A plan with a layout takes lengths equal to its kv_len: a paged cache
+/* A plan with a layout at lengths equal to its kv_len: a paged cache
  * under a streaming layout, exact at that length. */
 Test(decode, cache_with_a_layout_at_its_length)
 {
@@ -916,11 +936,17 @@ Test(decode, cache_refuses_bad_input)
     cache_teardown(&f);
 }
 
-Test(decode, cache_refuses_a_plan_with_a_layout)
+/* A layout that does not follow the sequence (here a block mask; also
+ * unions and the like) is fixed at the plan's kv_len: other lengths are
+ * refused, naming the length and the kinds that follow. */
+Test(decode, cache_refuses_other_lengths_for_a_fixed_layout)
 {
     sparcl_ctx *ctx = dev_ctx();
     sparcl_layout *l;
-    cr_assert_eq(sparcl_layout_init_window(ctx, &l, 1, 1, 300, 16, 20, 0), SPARCL_OK);
+    uint8_t mask[19];
+    for (int c = 0; c < 19; ++c)
+        mask[c] = (uint8_t)(c % 2);
+    cr_assert_eq(sparcl_layout_init_block_mask(ctx, &l, 1, 1, 300, 16, mask), SPARCL_OK);
     sparcl_plan_desc d;
     sparcl_plan_desc_init(&d);
     d.q_len = 1;
@@ -934,7 +960,8 @@ Test(decode, cache_refuses_a_plan_with_a_layout)
     cr_assert_eq(
         sparcl_plan_forward_cache(p, NULL, q, kv, kv, lens, 0, NULL, 0, o, NULL, 0, NULL, NULL),
         SPARCL_ERR_NOT_SUPPORTED);
-    cr_assert(strstr(sparcl_ctx_errmsg(ctx), "layout"), "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert(strstr(sparcl_ctx_errmsg(ctx), "kv_lens[0] = 200"), "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert(strstr(sparcl_ctx_errmsg(ctx), "streaming"), "%s", sparcl_ctx_errmsg(ctx));
     clReleaseMemObject(q);
     clReleaseMemObject(kv);
     clReleaseMemObject(o);

@@ -232,7 +232,18 @@ static sparcl_status build_band(sparcl_ctx *ctx, sparcl_layout **out, int heads,
     if (block > 0)
         sparcl__geom_init(&b.g, q_len, kv_len, block);
     sparcl__rule rule = sparcl__dband_rule(&b);
-    return sparcl__layout_build(ctx, out, heads, q_len, kv_len, block, &rule);
+    sparcl_status st = sparcl__layout_build(ctx, out, heads, q_len, kv_len, block, &rule);
+    if (st == SPARCL_OK)
+        sparcl__layout_set_follow(*out, 0, -lo, hi);
+    return st;
+}
+
+void sparcl__layout_set_follow(sparcl_layout *l, int sink, int64_t left, int64_t right)
+{
+    l->follow = 1;
+    l->follow_sink = sink;
+    l->follow_left = left;
+    l->follow_right = right;
 }
 
 #define CHECK_OUT(out)                                                                    \

@@ -25,6 +25,15 @@ struct sparcl_layout {
     int64_t nnz, n_masks;
     int words_per_mask;    /* ceil(B*B / 64) */
     int64_t pairs;         /* attended pairs over all heads */
+    /* Nonzero for a pattern that follows the sequence, the same for every
+     * head (dense, causal, window and streaming): the query at position pos
+     * attends key j iff j <= pos + follow_right and (j < follow_sink or
+     * j >= pos - follow_left), SPARCL__UNBOUNDED for an open side, so it
+     * applies to any length (decoding over a growing KV cache).  0 for
+     * every other layout, and for unions and the like. */
+    int follow;
+    int follow_sink;
+    int64_t follow_left, follow_right;
 };
 
 /* What a block is, as a rule sees it. */
@@ -70,6 +79,9 @@ sparcl_status sparcl__layout_check_shape(sparcl_ctx *ctx, int heads, int q_len, 
  * memory O(nnz blocks). */
 sparcl_status sparcl__layout_build(sparcl_ctx *ctx, sparcl_layout **out, int heads, int q_len,
                                    int kv_len, int block, const sparcl__rule *rule);
+
+/* Marks `l` as a pattern that follows the sequence (see the struct). */
+void sparcl__layout_set_follow(sparcl_layout *l, int sink, int64_t left, int64_t right);
 
 /* A deep copy of `l` (layout_copy.c); on failure *out is NULL. */
 sparcl_status sparcl__layout_copy(sparcl_ctx *ctx, const sparcl_layout *l, sparcl_layout **out);

@@ -145,6 +145,8 @@ SPARCL_API sparcl_status sparcl_layout_init_streaming(sparcl_ctx *ctx, sparcl_la
         globals_free(&gl);
     }
     sparcl__iset_free(&sinks);
+    if (st == SPARCL_OK)
+        sparcl__layout_set_follow(*out, (int)hi, local, 0);
     return st;
 }
 

@@ -11,6 +11,7 @@
 
 #include "kernels/kernel_registry.h"
 #include "kernels/params.h"
+#include "layout/layout.h"
 #include "plan/attention_kinds.h"
 #include "plan/kernel_build.h"
 #include "plan/kind_fused.h"
@@ -158,12 +159,37 @@ sparcl_status sparcl__decode_create_external(const sparcl__plan_view *v, const s
     return create(v, &v->desc, params, tiles, state);
 }
 
+/* A cache call's pattern when it follows the sequence (no layout, or one
+ * that follows it: layout.h), as attn_decode's sink and sides in tokens,
+ * the plan's causal flag folded in and open sides capped at kv_len: 0, or
+ * 1 and *f filled. */
+typedef struct follow {
+    cl_int sink, left, right;
+} follow;
+
+static int follows(const decode *s, follow *f)
+{
+    const sparcl_plan_desc *d = &s->t.view->desc;
+    const sparcl_layout *l = s->t.layout;
+    if (l && !l->follow)
+        return 0;
+    const int64_t cap = d->kv_len;
+    f->sink = l ? (cl_int)(l->follow_sink < cap ? l->follow_sink : cap) : 0;
+    f->left = l ? (cl_int)(l->follow_left < cap ? l->follow_left : cap) : (cl_int)cap;
+    f->right = l ? (cl_int)(l->follow_right < cap ? l->follow_right : cap) : (cl_int)cap;
+    if (d->causal && f->right > 0)
+        f->right = 0;
+    return 1;
+}
+
 /* attn_decode's arguments for a call in splits of tiles_per_split tiles. */
 static cl_int set_args(const decode *s, const sparcl__fwd_call *c, cl_int tiles_per_split)
 {
     const sparcl_plan_desc *d = &s->t.view->desc;
-    /* 1: lengths, dense walk; 2: lengths equal to kv_len, the layout's tiles */
-    const cl_int use_lens = !c->kv_lens ? 0 : s->t.layout ? 2 : 1, causal = d->causal != 0;
+    /* 1: lengths, the pattern applied to each sequence's own length;
+     * 2: lengths equal to kv_len, the layout's tiles */
+    follow f = {0, 0, 0};
+    const cl_int use_lens = !c->kv_lens ? 0 : follows(s, &f) ? 1 : 2, causal = d->causal != 0;
     const cl_int page_size = d->page_size, max_pages = s->max_pages;
     const sparcl__plan_view *v = s->t.view;
     const cl_float scale_log2 = v->scale * (cl_float)CL_M_LOG2E;
@@ -192,6 +218,9 @@ static cl_int set_args(const decode *s, const sparcl__fwd_call *c, cl_int tiles_
     err |= clSetKernelArg(kn, a++, sizeof(cl_mem), &s->table);
     err |= clSetKernelArg(kn, a++, sizeof(cl_int), &page_size);
     err |= clSetKernelArg(kn, a++, sizeof(cl_int), &max_pages);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &f.sink);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &f.left);
+    err |= clSetKernelArg(kn, a++, sizeof(cl_int), &f.right);
     return err;
 }
 
@@ -212,18 +241,36 @@ static sparcl_status write_cache(decode *s, const sparcl__fwd_call *c, cl_uint n
                              : sparcl__fail_cl(s->t.view->ctx, err, "clEnqueueWriteBuffer");
 }
 
-/* Key tiles of the call: the plan's kv_len, or the longest sequence. */
+/* Key tiles the splits share: the plan's kv_len; or, in a call that
+ * follows the sequence, the most any sequence visits (its sinks' tiles and
+ * its rows' windows', as attn_decode counts them); or the longest
+ * sequence's. */
 static int call_tiles(const decode *s, const sparcl__fwd_call *c)
 {
     const sparcl_plan_desc *d = &s->t.view->desc;
-    int keys = d->kv_len;
+    const int64_t bn = s->t.block_n;
+    int64_t tiles = sparcl__ceil_div_i64(d->kv_len, bn);
+    follow f;
     if (c->kv_lens) {
-        keys = 0;
-        for (int b = 0; b < d->batch; ++b)
-            keys = c->kv_lens[b] > keys ? c->kv_lens[b] : keys;
+        const int walk = follows(s, &f);
+        tiles = 0;
+        for (int b = 0; b < d->batch; ++b) {
+            const int64_t nt = sparcl__ceil_div_i64(c->kv_lens[b], bn);
+            int64_t visits = nt;
+            if (walk) {
+                const int64_t st = sparcl__ceil_div_i64(f.sink, bn) < nt
+                                       ? sparcl__ceil_div_i64(f.sink, bn)
+                                       : nt;
+                int64_t lo = (int64_t)c->kv_lens[b] - d->q_len - f.left;
+                int64_t lt = (lo > 0 ? lo : 0) / bn;
+                lt = lt < nt ? lt : nt;
+                lt = lt > st ? lt : st;
+                visits = st + nt - lt;
+            }
+            tiles = visits > tiles ? visits : tiles;
+        }
     }
-    const int tiles = (int)sparcl__ceil_div_i64(keys, s->t.block_n);
-    return tiles > 0 ? tiles : 1;
+    return tiles > 0 ? (int)tiles : 1;
 }
 
 static sparcl_status decode_forward(void *state, const sparcl__fwd_call *c)
@@ -231,12 +278,14 @@ static sparcl_status decode_forward(void *state, const sparcl__fwd_call *c)
     decode *s = state;
     const sparcl__plan_view *v = s->t.view;
     const sparcl_plan_desc *d = &v->desc;
-    for (int b = 0; c->kv_lens && s->t.layout && b < d->batch; ++b)
+    follow f;
+    for (int b = 0; c->kv_lens && !follows(s, &f) && b < d->batch; ++b)
         if (c->kv_lens[b] != d->kv_len)
             return sparcl__fail(v->ctx, SPARCL_ERR_NOT_SUPPORTED,
-                                "kv_lens[%d] = %d: a plan with a layout takes lengths equal to "
-                                "its kv_len %d (the layout is fixed at that length; make a plan "
-                                "per length, or use a dense or causal plan)",
+                                "kv_lens[%d] = %d: a plan with this layout takes lengths equal "
+                                "to its kv_len %d (the layout is fixed at that length; make a "
+                                "plan per length, or use a layout that follows the sequence: "
+                                "dense, causal, window or streaming)",
                                 b, c->kv_lens[b], d->kv_len);
     if (!c->kv_lens && d->page_size > 0)
         return sparcl__fail(v->ctx, SPARCL_ERR_INVALID_ARGUMENT,
