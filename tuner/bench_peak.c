@@ -244,9 +244,10 @@ done:
         clReleaseKernel(triad);
 }
 
-void bench_peak_measure(sparcl_ctx *ctx, int reps, bench_peak *out)
+/* Builds the probes and runs the FMA probe when `fma`, then the streaming
+ * one, into *out (see bench_peak_measure). */
+static void measure(sparcl_ctx *ctx, int reps, int fma, bench_peak *out)
 {
-    memset(out, 0, sizeof *out);
     cl_context cc = sparcl_ctx_cl_context(ctx);
     cl_device_id dev = sparcl_ctx_cl_device(ctx);
     cl_command_queue q = sparcl_ctx_cl_queue(ctx);
@@ -261,7 +262,21 @@ void bench_peak_measure(sparcl_ctx *ctx, int reps, bench_peak *out)
     }
     cl_uint cus = 1;
     clGetDeviceInfo(dev, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cus, &cus, NULL);
-    measure_fma(cc, q, prog, cus, reps, out);
+    if (fma)
+        measure_fma(cc, q, prog, cus, reps, out);
     measure_stream(cc, dev, q, prog, reps, out);
     clReleaseProgram(prog);
+}
+
+void bench_peak_measure(sparcl_ctx *ctx, int reps, bench_peak *out)
+{
+    memset(out, 0, sizeof *out);
+    measure(ctx, reps, 1, out);
+}
+
+void bench_peak_measure_bandwidth(sparcl_ctx *ctx, int reps, bench_peak *out)
+{
+    out->copy_gbs = out->triad_gbs = out->bw_gbs = out->bw_gbs_cpu = 0;
+    out->error[0] = '\0';
+    measure(ctx, reps, 0, out);
 }

@@ -33,4 +33,10 @@ typedef struct bench_peak {
  * that much), far beyond any cache. */
 void bench_peak_measure(sparcl_ctx *ctx, int reps, bench_peak *out);
 
+/* Runs the streaming probe again into *out, leaving the FMA fields: the
+ * bandwidth of a shared machine moves by a quarter from minute to minute,
+ * so sparcl-bench holds each memory-bound case to a probe run right after
+ * it. */
+void bench_peak_measure_bandwidth(sparcl_ctx *ctx, int reps, bench_peak *out);
+
 #endif

@@ -743,7 +743,8 @@ static void print_json(const bench_case *c, const result *r, const ceiling *sg,
            c->name, sparcl_dtype_name(r->dtype), c->n, c->heads, c->dim, pattern_names[c->pattern],
            r->density, (long long)r->pairs, r->ms, r->ms_min, r->ms_max, r->cpu_ms, r->cpu_ms_min,
            r->gflops);
-    printf("\"gflops_per_cpu_s\":%.3f,\"bound\":\"%s\",", gf_cpu, b);
+    printf("\"gflops_per_cpu_s\":%.3f,\"bound\":\"%s\",\"bandwidth_gbs\":%.3f,", gf_cpu, b,
+           pk->bw_gbs);
     if (frac >= 0)
         printf("\"ratio_peak\":%.4f,", frac);
     else
@@ -804,12 +805,15 @@ static void print_row(const bench_case *c, const result *r, const ceiling *sg, c
     char replan[24] = "n/a";
     if (r->replan_ms >= 0)
         snprintf(replan, sizeof replan, "%.1f %.1f%%", r->replan_ms, 100.0 * r->replan_ms / r->ms);
+    char bw[40] = "";
+    if (strcmp(b, "mem") == 0)
+        snprintf(bw, sizeof bw, " (bandwidth %.1f GB/s)", pk->bw_gbs);
     printf("%-14s %6d %2d %4d %8.4f %9.2f %8.2f %9s %6s %6s %8.2f %6s %8.2f %16s %8s %8s %8.1e%s "
-           "%13s  %s [%s]\n",
+           "%13s  %s [%s]%s\n",
            c->name, c->n, c->heads, c->dim, r->density, r->ms, r->gflops, peak, peak_cpu, ratio,
            gf_cpu, ratio_cpu, (double)r->device_bytes / (1024.0 * 1024.0), base, speed, speed_cpu,
            r->err, !(r->err <= max_err_allowed(r->dtype)) ? "!" : " ", replan, r->params,
-           r->source);
+           r->source, bw);
 }
 
 static int usage(const char *argv0)
@@ -961,7 +965,8 @@ int main(int argc, char **argv)
         printf("ms: median of %d calls after 2 warm-ups (OpenCL events); base_ms: median of %d "
                "runs of dense CPU attention through CBLAS.\nxPeak: fraction of the ceiling that "
                "bounds the case (fma: of the FMA peak; mem: of the bandwidth, by compulsory "
-               "bytes).\nGF/cpu-s, xPeakc, xSGEMMc and speedup_c use CPU time instead of wall "
+               "bytes; a memory-bound case against the bandwidth probe run again right after it, printed at "
+               "the row's end).\nGF/cpu-s, xPeakc, xSGEMMc and speedup_c use CPU time instead of wall "
                "time (robust to other load).\nreplan_ms: the layout and a plan for n + 64 tokens "
                "with the programs built (what a new length costs), and its share of one call.\n\n",
                opt.reps, opt.baseline_reps);
@@ -987,10 +992,18 @@ int main(int argc, char **argv)
             continue;
         }
         failures += !(r.err <= max_err_allowed(opt.dtype));
+        /* A memory-bound case against the bandwidth right after it. */
+        bench_peak near = pk;
+        double frac, frac_cpu;
+        if (strcmp(bound(&cases[i], &r, &pk, &frac, &frac_cpu), "mem") == 0) {
+            bench_peak_measure_bandwidth(ctx, 5, &near);
+            if (near.error[0] || near.bw_gbs <= 0)
+                near = pk;
+        }
         if (opt.json)
-            print_json(&cases[i], &r, &sg, &pk);
+            print_json(&cases[i], &r, &sg, &near);
         else
-            print_row(&cases[i], &r, &sg, &pk);
+            print_row(&cases[i], &r, &sg, &near);
         fflush(stdout);
     }
     if (opt.select_n > 0 && !opt.json)
