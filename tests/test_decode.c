@@ -8,6 +8,7 @@
  */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -610,7 +611,8 @@ typedef struct cache_case {
     int q_len, q_heads, kv_heads, dim, cap, page, causal, splits;
     int lens[CB];
     int stream; /* a layout at the plan's kv_len: 1 streaming (SINK, LOCAL),
-                 * 2 a window (WIN_LEFT, WIN_RIGHT) */
+                 * 2 a window (WIN_LEFT, WIN_RIGHT); 3 and 4 the same with
+                 * INT_MAX for every extent */
     int dtype;  /* storage of q, the caches and out (a sparcl_dtype) */
     int lanes;  /* > 0: WG_SIZE lanes of VEC 4 (the GPU shape) */
 } cache_case;
@@ -627,6 +629,8 @@ static int seq_attends(const void *self, int h, int i, int j)
     return (!p->causal || j <= pos) &&
            (p->stream == 1   ? stream_at(pos, j, SINK, LOCAL)
             : p->stream == 2 ? window_at(pos, j, WIN_LEFT, WIN_RIGHT)
+            : p->stream == 3 ? stream_at(pos, j, INT_MAX, INT_MAX)
+            : p->stream == 4 ? window_at(pos, j, INT_MAX, INT_MAX)
                              : 1);
 }
 
@@ -665,13 +669,15 @@ static void cache_setup(cache_fixture *f, const cache_case *c)
     d.params = &params;
     d.dtype = c->dtype;
     sparcl_layout *l = NULL;
-    if (c->stream == 1)
-        cr_assert_eq(sparcl_layout_init_streaming(f->ctx, &l, 1, c->q_len, c->cap, 16, SINK, LOCAL),
-                     SPARCL_OK);
-    else if (c->stream == 2)
-        cr_assert_eq(
-            sparcl_layout_init_window(f->ctx, &l, 1, c->q_len, c->cap, 16, WIN_LEFT, WIN_RIGHT),
-            SPARCL_OK);
+    const int huge = c->stream > 2; /* every extent INT_MAX */
+    if (c->stream == 1 || c->stream == 3)
+        cr_assert_eq(sparcl_layout_init_streaming(f->ctx, &l, 1, c->q_len, c->cap, 16,
+                                                  huge ? INT_MAX : SINK, huge ? INT_MAX : LOCAL),
+                     SPARCL_OK, "%s", sparcl_ctx_errmsg(f->ctx));
+    else if (c->stream == 2 || c->stream == 4)
+        cr_assert_eq(sparcl_layout_init_window(f->ctx, &l, 1, c->q_len, c->cap, 16,
+                                               huge ? INT_MAX : WIN_LEFT, huge ? INT_MAX : WIN_RIGHT),
+                     SPARCL_OK, "%s", sparcl_ctx_errmsg(f->ctx));
     d.layout = l;
     cr_assert_eq(sparcl_plan_init(f->ctx, &f->plan, &d), SPARCL_OK, "%s",
                  sparcl_ctx_errmsg(f->ctx));
@@ -827,6 +833,9 @@ static cache_case cache_cases[] = {
     {3, 4, 1, 100, 300, 0, 1, 4, {2, 113, 299}, 2, SPARCL_DTYPE_BF16, 0},
     {3, 4, 1, 100, 300, 0, 0, 4, {0, 60, 299}, 2, SPARCL_DTYPE_BF16, 0},
     {1, 8, 2, 64, 300, 16, 1, 8, {5, 17, 300}, 1, SPARCL_DTYPE_F16, 16},
+    /* ... with INT_MAX sinks, window and extents: no overflow, every key */
+    {1, 8, 2, 64, 300, 0, 0, 8, {0, 1, 298}, 3, SPARCL_DTYPE_F32, 0},
+    {3, 4, 1, 100, 300, 0, 0, 4, {1, 3, 299}, 4, SPARCL_DTYPE_BF16, 0},
 };
 
 ParameterizedTestParameters(decode, cache_matches_reference)
