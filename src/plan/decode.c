@@ -22,6 +22,14 @@
 #include "runtime/error.h"
 #include "runtime/memory.h"
 
+/* A cache call's pattern when the plan's follows the sequence (no layout,
+ * or one that follows it: layout.h), as attn_decode's sink and sides in
+ * tokens, the plan's causal flag folded in and open sides capped at
+ * kv_len. */
+typedef struct follow {
+    cl_int sink, left, right;
+} follow;
+
 typedef struct decode {
     sparcl__tiled t; /* first: the backward entries take the state as one */
     cl_kernel kernel, merge;
@@ -33,6 +41,8 @@ typedef struct decode {
     int max_pages; /* block table columns: ceil(kv_len / page_size), or 1 */
     size_t workspace_bytes;
     int splits, heads, lanes; /* SPLITS, HEADS and WG_SIZE */
+    int follows; /* cache calls take any length, with pattern f */
+    follow f;
 } decode;
 
 int sparcl__decode_selected(const sparcl_plan_desc *d, const sparcl__pset *params)
@@ -77,6 +87,21 @@ static size_t decode_bytes(const void *state)
 {
     const decode *s = state;
     return sparcl__tiled_bytes(&s->t) + s->workspace_bytes;
+}
+
+/* Whether the plan's pattern follows the sequence, and then s->f. */
+static void init_follow(decode *s, const sparcl_plan_desc *d)
+{
+    const sparcl_layout *l = s->t.layout;
+    s->follows = !l || l->follow;
+    if (!s->follows)
+        return;
+    const int64_t cap = d->kv_len;
+    s->f.sink = l ? (cl_int)(l->follow_sink < cap ? l->follow_sink : cap) : 0;
+    s->f.left = l ? (cl_int)(l->follow_left < cap ? l->follow_left : cap) : (cl_int)cap;
+    s->f.right = l ? (cl_int)(l->follow_right < cap ? l->follow_right : cap) : (cl_int)cap;
+    if (d->causal && s->f.right > 0)
+        s->f.right = 0;
 }
 
 /* The partial outputs and LSEs, and the buffers of cache calls. */
@@ -131,8 +156,10 @@ static sparcl_status create(const sparcl__plan_view *v, const sparcl_plan_desc *
                                     ext->n_tile_rows);
     else
         st = sparcl__tiled_init(&s->t, v, desc->layout, &tile);
-    if (st == SPARCL_OK)
+    if (st == SPARCL_OK) {
+        init_follow(s, desc);
         st = alloc_workspace(ctx, s, desc);
+    }
     if (st == SPARCL_OK)
         st = sparcl__family_kernels(ctx, &sparcl__schema_attn_decode, &prob, params, 1, &name,
                                     &s->kernel);
@@ -159,37 +186,14 @@ sparcl_status sparcl__decode_create_external(const sparcl__plan_view *v, const s
     return create(v, &v->desc, params, tiles, state);
 }
 
-/* A cache call's pattern when it follows the sequence (no layout, or one
- * that follows it: layout.h), as attn_decode's sink and sides in tokens,
- * the plan's causal flag folded in and open sides capped at kv_len: 0, or
- * 1 and *f filled. */
-typedef struct follow {
-    cl_int sink, left, right;
-} follow;
-
-static int follows(const decode *s, follow *f)
-{
-    const sparcl_plan_desc *d = &s->t.view->desc;
-    const sparcl_layout *l = s->t.layout;
-    if (l && !l->follow)
-        return 0;
-    const int64_t cap = d->kv_len;
-    f->sink = l ? (cl_int)(l->follow_sink < cap ? l->follow_sink : cap) : 0;
-    f->left = l ? (cl_int)(l->follow_left < cap ? l->follow_left : cap) : (cl_int)cap;
-    f->right = l ? (cl_int)(l->follow_right < cap ? l->follow_right : cap) : (cl_int)cap;
-    if (d->causal && f->right > 0)
-        f->right = 0;
-    return 1;
-}
-
 /* attn_decode's arguments for a call in splits of tiles_per_split tiles. */
 static cl_int set_args(const decode *s, const sparcl__fwd_call *c, cl_int tiles_per_split)
 {
     const sparcl_plan_desc *d = &s->t.view->desc;
     /* 1: lengths, the pattern applied to each sequence's own length;
      * 2: lengths equal to kv_len, the layout's tiles */
-    follow f = {0, 0, 0};
-    const cl_int use_lens = !c->kv_lens ? 0 : follows(s, &f) ? 1 : 2, causal = d->causal != 0;
+    const follow f = c->kv_lens && s->follows ? s->f : (follow){0, 0, 0};
+    const cl_int use_lens = !c->kv_lens ? 0 : s->follows ? 1 : 2, causal = d->causal != 0;
     const cl_int page_size = d->page_size, max_pages = s->max_pages;
     const sparcl__plan_view *v = s->t.view;
     const cl_float scale_log2 = v->scale * (cl_float)CL_M_LOG2E;
@@ -250,18 +254,15 @@ static int call_tiles(const decode *s, const sparcl__fwd_call *c)
     const sparcl_plan_desc *d = &s->t.view->desc;
     const int64_t bn = s->t.block_n;
     int64_t tiles = sparcl__ceil_div_i64(d->kv_len, bn);
-    follow f;
     if (c->kv_lens) {
-        const int walk = follows(s, &f);
         tiles = 0;
+        const int64_t sink_tiles = sparcl__ceil_div_i64(s->f.sink, bn);
         for (int b = 0; b < d->batch; ++b) {
             const int64_t nt = sparcl__ceil_div_i64(c->kv_lens[b], bn);
             int64_t visits = nt;
-            if (walk) {
-                const int64_t st = sparcl__ceil_div_i64(f.sink, bn) < nt
-                                       ? sparcl__ceil_div_i64(f.sink, bn)
-                                       : nt;
-                int64_t lo = (int64_t)c->kv_lens[b] - d->q_len - f.left;
+            if (s->follows) {
+                const int64_t st = sink_tiles < nt ? sink_tiles : nt;
+                int64_t lo = (int64_t)c->kv_lens[b] - d->q_len - s->f.left;
                 int64_t lt = (lo > 0 ? lo : 0) / bn;
                 lt = lt < nt ? lt : nt;
                 lt = lt > st ? lt : st;
@@ -278,8 +279,7 @@ static sparcl_status decode_forward(void *state, const sparcl__fwd_call *c)
     decode *s = state;
     const sparcl__plan_view *v = s->t.view;
     const sparcl_plan_desc *d = &v->desc;
-    follow f;
-    for (int b = 0; c->kv_lens && !follows(s, &f) && b < d->batch; ++b)
+    for (int b = 0; c->kv_lens && !s->follows && b < d->batch; ++b)
         if (c->kv_lens[b] != d->kv_len)
             return sparcl__fail(v->ctx, SPARCL_ERR_NOT_SUPPORTED,
                                 "kv_lens[%d] = %d: a plan with this layout takes lengths equal "
