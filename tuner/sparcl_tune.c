@@ -36,9 +36,10 @@ static void usage(FILE *f)
             "else first GPU, else CPU)\n"
             "  --db PATH           tuning database (default: SPARCL_DB, else "
             "$XDG_CACHE_HOME/sparcl/tuning.db)\n"
-            "  --strategy S        exhaustive | random | anneal | basin (default anneal); basin:\n"
-            "                      local searches from the default (and --transfer seeds), then\n"
-            "                      from random kicks around the best\n"
+            "  --strategy S        exhaustive | random | anneal | basin (default basin); basin:\n"
+            "                      local searches from the default (and --transfer seeds), each\n"
+            "                      step timing every one-value move and taking the fastest,\n"
+            "                      then from random kicks around the best\n"
             "  --budget B          quick (quick problems, 12 evaluations each) | thorough "
             "(standard problems, 80 each; the default)\n"
             "  --max-evals N       evaluations per problem, the default's included (0: no limit)\n"
@@ -102,7 +103,7 @@ typedef struct options {
 static int parse_args(int argc, char **argv, options *o)
 {
     memset(o, 0, sizeof *o);
-    o->strategy = TUNE_ANNEAL;
+    o->strategy = TUNE_BASIN;
     o->timeout = 120;
     o->seed = 1;
     o->seeds = 10;

@@ -297,11 +297,16 @@ static void anneal(run *r, const int *starts, int n_starts, uint64_t *rng)
     }
 }
 
-/* Local search by first improvement from candidate `from`: its whole
- * one-parameter neighbourhood (adjacent values first, then the others,
- * each group in random order) is tried until one is faster, which becomes
- * the new centre; stops at a local optimum or when the budget ends.
- * Returns the optimum reached. */
+/* Local search from candidate `from`.  Each step times the whole adjacent
+ * neighbourhood (every parameter moved one value either way, in random
+ * order) and moves to its fastest member if that beats the centre; only
+ * when none does are the other values tried, by first improvement.  The
+ * adjacent scan makes the candidates a step looks at independent of the
+ * times measured, so two runs with one seed time the same neighbourhood of
+ * the default however noisy the machine, and differ only where the noise
+ * reorders near-equal candidates (first improvement would follow whichever
+ * neighbour happened to be timed faster first).  Stops at a local optimum
+ * or when the budget ends; returns the optimum reached. */
 static int descend(run *r, int from, uint64_t *rng)
 {
     space *s = r->s;
@@ -335,14 +340,26 @@ static int descend(run *r, int from, uint64_t *rng)
                 moves[i] = moves[j];
                 moves[j] = t;
             }
-        for (int i = 0; i < n_moves && !exhausted(r); ++i) {
+        int step = -1;
+        double c_step = c_cur;
+        for (int i = 0; i < n_adjacent && !exhausted(r); ++i) {
+            double c = cost(r, moves[i]);
+            if (c < c_step) {
+                step = moves[i];
+                c_step = c;
+            }
+        }
+        for (int i = n_adjacent; step < 0 && i < n_moves && !exhausted(r); ++i) {
             double c = cost(r, moves[i]);
             if (c < c_cur) {
-                cur = moves[i];
-                c_cur = c;
-                improved = 1;
-                break;
+                step = moves[i];
+                c_step = c;
             }
+        }
+        if (step >= 0) {
+            cur = step;
+            c_cur = c_step;
+            improved = 1;
         }
     }
     return cur;
