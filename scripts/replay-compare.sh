@@ -10,8 +10,9 @@
 #          tuner/replay-data/attn_fwd_dense_d64.csv.gz); exports are imported
 #          into a temporary database first.
 # Environment: SPARCL_TUNE (the binary; default build/tuner/sparcl-tune),
-#   PROBLEMS, SPACE (the --fix/--space options the data was recorded with),
-#   BUDGETS, SEEDS, STRATEGIES.
+#   KERNEL (the tuned family, default attn_fwd), PROBLEMS, SPACE (the
+#   --fix/--space options the data was recorded with), BUDGETS, SEEDS,
+#   STRATEGIES.
 # Replay matches rows by device platform and name, so run it on the kind of
 # device that recorded the data.
 set -euo pipefail
@@ -20,6 +21,7 @@ tune=${SPARCL_TUNE:-$root/build/tuner/sparcl-tune}
 data=${1:-$root/tuner/replay-data/attn_fwd_dense_d64.csv.gz}
 [ $# -gt 0 ] && shift
 [ "${1:-}" = "--" ] && shift
+kernel=${KERNEL:-attn_fwd}
 problems=${PROBLEMS:-"dense:n=256,h=1,d=64;dense:n=512,h=1,d=64"}
 # The recorded data: complete (WG_SIZE, VEC) blocks with EXP=2, BLOCK_M x
 # BLOCK_N exhaustive in each (tuner/replay-report.md).
@@ -50,7 +52,7 @@ for p in "${plist[@]}"; do
 done
 # The size of the space and the best stored time, from one exhaustive replay.
 # shellcheck disable=SC2086
-"$tune" --replay --db "$db" --kernel attn_fwd --problems "$problems" $space \
+"$tune" --replay --db "$db" --kernel "$kernel" --problems "$problems" $space \
     --strategy exhaustive --max-evals 0 --stagnation 0 --seeds 1 "$@" | grep '^replay ' |
     sed 's/^/    /'
 echo
@@ -63,7 +65,7 @@ for s in $strategies; do
         for b in $budgets; do
             row="| $s | $([ "$transfer" = 1 ] && echo yes || echo no) | $b |"
             # shellcheck disable=SC2086
-            out=$("$tune" --replay --db "$db" --kernel attn_fwd --problems "$problems" $space \
+            out=$("$tune" --replay --db "$db" --kernel "$kernel" --problems "$problems" $space \
                 --strategy "$s" --max-evals "$b" --stagnation 0 --seeds "$seeds" $flag "$@")
             # One summary line per problem, in the order given.
             while read -r line; do
