@@ -99,6 +99,7 @@ def main():
           "run 1 vs default | run 2 vs default |")
     print("|---|---|---|---|---|---|---|")
     worker = Worker(a.tune)
+    tally = []  # per problem: (choices within 5%, neither slower than the default)
     for key in sorted(set(c1) & set(c2)):
         kernel, pkey = key
         if a.only and kernel != a.only or pkey not in specs:
@@ -119,9 +120,16 @@ def main():
                 f = worker.ask(f"eval {a.runs} {c}").split()
                 times[c].append(float(f[2]) if f[1] == "0" else float("inf"))
 
-        def ratio(x, y):  # y's time / x's time, round by round: > 1 means x is faster
+        def median_ratio(x, y):  # y's time / x's time, round by round: > 1 means x is faster
+            return statistics.median(ty / tx for tx, ty in zip(times[x], times[y]))
+
+        def ratio(x, y):
             r = [ty / tx for tx, ty in zip(times[x], times[y])]
             return f"{statistics.median(r):.3f} [{min(r):.3f}-{max(r):.3f}]"
+
+        between = median_ratio(e1["chosen"], e2["chosen"])
+        slower = min(median_ratio(e1["chosen"], default), median_ratio(e2["chosen"], default))
+        tally.append((abs(between - 1) <= 0.05 and abs(1 / between - 1) <= 0.05, slower >= 1))
 
         def name(c):
             return "default" if c == default else c
@@ -130,7 +138,10 @@ def main():
               f"{ratio(e1['chosen'], e2['chosen'])} | {ratio(e1['chosen'], default)} | "
               f"{ratio(e2['chosen'], default)} |", flush=True)
     worker.close()
-    print(f"\n{a.rounds} interleaved rounds, {a.runs} timed runs at most per evaluation; "
+    print(f"\nchoices within 5% of each other (median ratio): {sum(t[0] for t in tally)} of "
+          f"{len(tally)} problems; neither choice slower than the default (median ratio): "
+          f"{sum(t[1] for t in tally)} of {len(tally)}")
+    print(f"{a.rounds} interleaved rounds, {a.runs} timed runs at most per evaluation; "
           "ratios are default (or run 2) time / chosen (or run 1) time per round: "
           "median [lowest-highest]; > 1 means the chosen one is faster.")
 
