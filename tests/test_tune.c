@@ -931,8 +931,8 @@ Test(tune, worker_killed_from_outside_is_retried_once)
 
 /* After the search the finalists are re-timed in interleaved rounds: their
  * spreads are stored, exactly one is the decision, a finalist other than
- * the default is chosen only if it beat the default in every round, and
- * plans use the decision. */
+ * the default is chosen only if it beat the default in the rounds (all 3
+ * here), and plans use the decision. */
 Test(tune, finalists_are_retimed_and_the_decision_is_used)
 {
     make_dir();
@@ -953,8 +953,8 @@ Test(tune, finalists_are_retimed_and_the_decision_is_used)
                                  "round_hi_ms AND speedup_lo <= speedup AND speedup <= "
                                  "speedup_hi AND cpu_ms > 0"),
                  finalists);
-    /* the default has speedup 1; any other choice beat it in every round, or
-     * (on a CPU device) was cheaper in CPU time every round and not slower */
+    /* the default has speedup 1; any other choice beat it in all 3 rounds,
+     * or (on a CPU device) was cheaper in CPU time in all 3 and not slower */
     cr_assert_eq(count_where(db, "chosen = 1 AND speedup < 1"), 0);
 
     sparcl_ctx *ctx = NULL;

@@ -67,12 +67,14 @@ static void usage(FILE *f)
             "  --seeds K           with --replay: K runs per problem, seeds --seed.. (default 10)\n"
             "  --timeout S         watchdog limit per candidate (default 120)\n"
             "  --finalists K       after the search, re-time the K fastest and the default "
-            "(default 3)\n"
+            "(default 5)\n"
             "  --rounds R          ... in R interleaved rounds (quick 5, thorough 7; 0: off); a "
             "finalist\n"
-            "                      replaces the default only if it beats it in every round (on a "
-            "CPU device:\n"
-            "                      or uses less CPU time in every round and is not slower)\n"
+            "                      replaces the default only if it beats it in 3/4 of the rounds "
+            "(4 of 5,\n"
+            "                      6 of 7; on a CPU device: or uses less CPU time in 3/4 of them "
+            "and is\n"
+            "                      not slower at the median)\n"
             "  --seed N            seed of the random strategies (default 1)\n"
             "  --export FILE       write the database as FILE.csv or FILE.sql, then exit\n"
             "  --import FILE       merge a .csv or .sql export into the database, then exit\n"
@@ -226,7 +228,7 @@ static int parse_args(int argc, char **argv, options *o)
     o->budget.stagnation = stagnation >= 0 ? stagnation : quick ? 8 : 30;
     o->budget.max_seconds = seconds >= 0 ? seconds : quick ? 90 : 1800;
     o->max_runs = quick ? 7 : 15;
-    o->finalists = finalists >= 0 ? finalists : 3;
+    o->finalists = finalists >= 0 ? finalists : 5;
     o->rounds = rounds >= 0 ? rounds : quick ? 5 : 7;
     if (!o->problems)
         o->problems = quick ? "quick" : "standard";

@@ -226,7 +226,8 @@ typedef struct tune_finalist_job {
 /* Re-times the default and the `count` fastest stored configurations in
  * `rounds` interleaved rounds, prints them with their spread and speedup
  * intervals, and stores them and the decision (a finalist replaces the
- * default only if it beat it in every round, from 3 rounds on).  *summary
+ * default only if it beat it in three quarters of the rounds, rounded up,
+ * from 3 rounds on; tune_finalists.c).  *summary
  * gets the speedup, e.g. "1.32x [1.18-1.41]".  Returns 0, 1 if interrupted,
  * -1 on a database error (sparcl_ctx_errmsg(NULL)). */
 int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrupted, char *summary,
