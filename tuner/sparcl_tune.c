@@ -68,7 +68,7 @@ static void usage(FILE *f)
             "  --timeout S         watchdog limit per candidate (default 120)\n"
             "  --finalists K       after the search, re-time the K fastest and the default "
             "(default 5)\n"
-            "  --rounds R          ... in R interleaved rounds (quick 5, thorough 7; 0: off); a "
+            "  --rounds R          ... in R interleaved rounds (default 7; 0: off); a "
             "finalist\n"
             "                      replaces the default only if it beats it in 3/4 of the rounds "
             "(4 of 5,\n"
@@ -229,7 +229,7 @@ static int parse_args(int argc, char **argv, options *o)
     o->budget.max_seconds = seconds >= 0 ? seconds : quick ? 90 : 1800;
     o->max_runs = quick ? 7 : 15;
     o->finalists = finalists >= 0 ? finalists : 5;
-    o->rounds = rounds >= 0 ? rounds : quick ? 5 : 7;
+    o->rounds = rounds >= 0 ? rounds : 7;
     if (!o->problems)
         o->problems = quick ? "quick" : "standard";
     if (o->dtype != SPARCL_DTYPE_F32 && !o->kernel)
