@@ -929,6 +929,50 @@ Test(tune, worker_killed_from_outside_is_retried_once)
     unsetenv("SPARCL_TUNE_TEST_FAULT");
 }
 
+/* The decision rule: a finalist replaces the default when it beat it in
+ * three quarters of the rounds.  The test hook makes BLOCK_M=4 report a
+ * tenth of its times, and ten times them on chosen evaluations: its
+ * search-time evaluation is the first, each of the 4 rounds one more.
+ * Losing round 4 only (the 5th evaluation): 3 of 4 won, it is chosen;
+ * losing rounds 1 and 3 (every 2nd evaluation): 2 of 4, the default stays.
+ * The space is the default and that one candidate. */
+static void decide_with_losses(const char *tag, const char *hook, int chosen_bm)
+{
+    make_dir();
+    char db[128], name[64];
+    snprintf(name, sizeof name, "%s.db", tag);
+    scratch_path(db, sizeof db, name);
+    const char *args[] = {"--db",       db,        "--problems", TINY,       "--strategy",
+                          "exhaustive", "--max-evals", "2",      "--stagnation", "0",
+                          "--rounds",   "4",       "--finalists", "1",       "--budget",
+                          "quick",      "--space", "BLOCK_M=4,8", "--fix",   "ALGO=0",
+                          "--fix",      "BLOCK_N=32", "--fix",    "EXP=2",   "--fix",
+                          "KT=1",       "--fix",   "USE_LOCAL=0", "--fix",   "VEC=16",
+                          "--fix",      "WG_SIZE=1", NULL};
+    setenv("SPARCL_TUNE_TEST_FAULT", hook, 1);
+    int rc = run_tuner(tag, args);
+    unsetenv("SPARCL_TUNE_TEST_FAULT");
+    char *out = slurp(tag, "out");
+    cr_assert_eq(rc, 0, "%s%s", out, slurp(tag, "err"));
+    cr_assert(strstr(out, "finalists, 4 interleaved rounds"), "%s", out);
+    cr_assert_eq(count_where(db, "rounds = 4"), 2, "%s", out);
+    char where[128];
+    snprintf(where, sizeof where, "chosen = 1 AND json_extract(params, '$.BLOCK_M') = %d",
+             chosen_bm);
+    cr_assert_eq(count_where(db, where), 1, "%s", out);
+    free(out);
+}
+
+Test(tune, finalist_that_loses_one_round_of_four_replaces_the_default)
+{
+    decide_with_losses("lose1", "time:BLOCK_M=4:0.1:10:5", 4);
+}
+
+Test(tune, finalist_that_loses_two_rounds_of_four_does_not)
+{
+    decide_with_losses("lose2", "time:BLOCK_M=4:0.1:10:2", 8);
+}
+
 /* After the search the finalists are re-timed in interleaved rounds: their
  * spreads are stored, exactly one is the decision, a finalist other than
  * the default is chosen only if it beat the default in the rounds (all 3

@@ -238,8 +238,10 @@ int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrup
 /* Environment variable of the test hook: "crash:NAME=V" or "hang:NAME=V"
  * makes the worker crash (SIGSEGV) or hang on any candidate with
  * NAME=V; a hanging worker first says so on stderr, so that a test knows
- * when to kill it from outside.  Only the worker reads it; it exists for
- * the tests. */
+ * when to kill it from outside.  "time:NAME=V:F:G:K" multiplies such a
+ * candidate's reported times by F, and by G on its every K-th evaluation
+ * in the worker (rounds it loses).  Only the worker reads it; it exists
+ * for the tests. */
 #define TUNE_FAULT_ENV "SPARCL_TUNE_TEST_FAULT"
 
 /* The worker's main loop (sparcl-tune --worker): requests on stdin, one

@@ -248,17 +248,30 @@ static int set_up(sparcl_ctx *ctx, setup *s, const char *line, char *err, size_t
     return 0;
 }
 
-/* The test hook (TUNE_FAULT_ENV): crash or hang on a chosen candidate. */
-static void maybe_fault(const sparcl_params *p)
+/* The test hooks (TUNE_FAULT_ENV) on the candidates with NAME=V:
+ * "crash:NAME=V" and "hang:NAME=V" crash or hang the worker;
+ * "time:NAME=V:F:G:K" multiplies their times (wall and CPU) by F, but by G
+ * on their K-th, 2K-th, ... evaluation in this worker: a finalist that
+ * loses chosen rounds, for the tests of the decision rule.  Returns the
+ * factor for the times, 1 without a "time:" hook on the candidate. */
+static double maybe_fault(const sparcl_params *p)
 {
+    static int timed; /* evaluations of the "time:" candidates so far */
     const char *f = getenv(TUNE_FAULT_ENV);
     char name[64];
     int value;
     if (!f || sscanf(f, "%*[a-z]:%63[A-Z_0-9]=%d", name, &value) != 2)
-        return;
+        return 1;
     int32_t have;
     if (!sparcl_params_get(p, name, &have) || have != value)
-        return;
+        return 1;
+    double fast, slow;
+    int every;
+    if (!strncmp(f, "time:", 5))
+        return sscanf(f, "time:%*[A-Z_0-9]=%*d:%lf:%lf:%d", &fast, &slow, &every) == 3 &&
+                       every > 0
+                   ? (++timed % every == 0 ? slow : fast)
+                   : 1;
     if (!strncmp(f, "crash:", 6)) {
         /* The OpenCL runtime may have its own SIGSEGV handler; a real
          * crash must not be caught by it. */
@@ -272,6 +285,7 @@ static void maybe_fault(const sparcl_params *p)
         for (;;)
             pause();
     }
+    return 1;
 }
 
 static double max_err(const float *a, const double *b, size_t n)
@@ -426,7 +440,7 @@ static void evaluate(sparcl_ctx *ctx, setup *s, const sparcl_params *params, int
         snprintf(r->message, sizeof r->message, "%s", sparcl_ctx_errmsg(ctx));
         goto done;
     }
-    maybe_fault(params);
+    double factor = maybe_fault(params);
     /* The first run is the warm-up and the one verified. */
     if (run_once(ctx, plan, s, r->message, sizeof r->message) < 0) {
         r->status = SPARCL_TUNING_LAUNCH_ERROR;
@@ -476,6 +490,10 @@ static void evaluate(sparcl_ctx *ctx, setup *s, const sparcl_params *params, int
         r->min_ms = fmin(r->min_ms, t[i]);
         r->max_ms = fmax(r->max_ms, t[i]);
     }
+    r->median_ms *= factor;
+    r->min_ms *= factor;
+    r->max_ms *= factor;
+    *cpu_ms *= factor;
 done:
     sparcl_plan_free(plan);
 }
