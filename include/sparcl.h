@@ -1148,7 +1148,12 @@ SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_
  * under another driver or limits (used, with a warning naming each field
  * that differs and both values), then the same vendor and device
  * type; within that, the exact problem, else the nearest one in log-space of
- * the sizes and density whose parameters are valid for this problem.  The
+ * the sizes and density whose parameters are valid for this problem.  A row
+ * of another problem lends its tiles and vector widths but not the
+ * parameters that follow the problem's parallelism: attn_bwd's SPLIT is
+ * derived for this problem as its default is (a 2-head problem on 2 compute
+ * units wants 2 key-tile partitions, an 8-head one 1), unless that value
+ * does not fit the rest of the row, which then keeps its own.  The
  * first database with a usable row wins.  A database that is missing is
  * skipped quietly; one that is corrupt, of another schema version, locked
  * for longer than 250 ms or unreadable is skipped with a

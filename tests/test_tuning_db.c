@@ -566,6 +566,67 @@ Test(tuning_db, nearest_problem_and_device_fallbacks)
     sparcl_ctx_free(e.ctx);
 }
 
+/* A row of another problem lends attn_bwd its tile but not SPLIT, which
+ * follows the problem's parallelism (the default's rule: partitions until
+ * batch * kv_heads * SPLIT reaches twice the compute units); the exact
+ * problem's row keeps its own. */
+static int32_t backward_split(lookup_env *e, sparcl_params *p)
+{
+    sparcl_plan *plan = NULL;
+    cr_assert_eq(sparcl_plan_init(e->ctx, &plan, &e->desc), SPARCL_OK, "%s",
+                 sparcl_ctx_errmsg(e->ctx));
+    sparcl_param_source src;
+    cr_assert_eq(sparcl_plan_backward_params(plan, p, &src), SPARCL_OK, "%s",
+                 sparcl_ctx_errmsg(e->ctx));
+    cr_assert_eq(src, SPARCL_PARAMS_DATABASE);
+    sparcl_plan_free(plan);
+    int32_t split = 0;
+    cr_assert(sparcl_params_get(p, "SPLIT", &split));
+    return split;
+}
+
+Test(tuning_db, nearest_row_does_not_carry_the_backward_split)
+{
+    lookup_env e;
+    lookup_setup(&e, 113);
+    e.desc.q_heads = e.desc.kv_heads = 8;
+    sparcl_tuning_problem here, other;
+    cr_assert_eq(sparcl_tuning_problem_init(e.ctx, &here, "attn_bwd", &e.desc, NULL), SPARCL_OK);
+    other = here;
+    other.q_len = other.kv_len = 1023;
+    other.q_heads = other.kv_heads = 2;
+    sparcl_tuning_result r;
+    memset(&r, 0, sizeof r);
+    const char *names[] = {"ALGO", "BLOCK_M", "BLOCK_N", "EXP", "SPLIT", "USE_LOCAL", "VEC",
+                           "WG_SIZE"};
+    const int32_t values[] = {1, 16, 8, 2, 8, 0, 8, 1};
+    for (int i = 0; i < 8; ++i)
+        sparcl_params_set(&r.params, names[i], values[i]);
+    r.status = SPARCL_TUNING_OK;
+    r.median_ms = r.min_ms = r.max_ms = 1.0;
+    r.runs = 3;
+    r.max_err = 1e-7;
+    sparcl_tuning_db *db = open_db(e.path, SPARCL_TUNING_DB_WRITE);
+    cr_assert_eq(sparcl_tuning_db_record(db, &e.dev, &other, &r), SPARCL_OK);
+    sparcl_tuning_db_free(db);
+
+    int32_t want = 1;
+    while (want < 8 && 8L * want < 2L * (long)e.dev.compute_units)
+        want *= 2;
+    sparcl_params p;
+    cr_assert_eq(backward_split(&e, &p), want);
+    int32_t algo = 0, block_n = 0;
+    cr_assert(sparcl_params_get(&p, "ALGO", &algo) && sparcl_params_get(&p, "BLOCK_N", &block_n));
+    cr_assert_eq(algo, 1, "the row's other parameters are kept");
+    cr_assert_eq(block_n, 8);
+
+    db = open_db(e.path, SPARCL_TUNING_DB_WRITE);
+    cr_assert_eq(sparcl_tuning_db_record(db, &e.dev, &here, &r), SPARCL_OK);
+    sparcl_tuning_db_free(db);
+    cr_assert_eq(backward_split(&e, &p), 8, "the exact problem's row keeps its SPLIT");
+    sparcl_ctx_free(e.ctx);
+}
+
 Test(tuning_db, rows_of_other_kernels_vendors_and_invalid_params_are_ignored)
 {
     lookup_env e;

@@ -292,6 +292,22 @@ void sparcl__params_fill_defaults(const sparcl__kernel_schema *schema, sparcl_pa
     }
 }
 
+int sparcl__params_drop_per_problem(const sparcl__kernel_schema *schema, sparcl_params *p)
+{
+    int kept = 0, dropped = 0;
+    for (int i = 0; i < p->count; ++i) {
+        int drop = 0;
+        for (int k = 0; k < schema->n_per_problem; ++k)
+            drop |= strcmp(p->item[i].name, sparcl__param_names[schema->per_problem[k]]) == 0;
+        if (drop)
+            ++dropped;
+        else
+            p->item[kept++] = p->item[i];
+    }
+    p->count = kept;
+    return dropped;
+}
+
 /* ---- build options ---------------------------------------------------- */
 
 /* Every family is compiled as OpenCL C 1.2: the kernels use nothing newer,

@@ -122,6 +122,12 @@ typedef struct sparcl__kernel_schema {
     int n_params;
     const sparcl__param_id *derived;
     int n_derived;
+    /* Tuned parameters that follow the problem's parallelism (how many
+     * partitions to give the compute units) more than the device: a tuned
+     * row of another problem does not carry them, this problem's default
+     * does (tuning_lookup.c).  NULL for none. */
+    const sparcl__param_id *per_problem;
+    int n_per_problem;
     /* Constraints and device limits once names and choices passed. */
     sparcl_status (*check)(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl__problem *prob,
                            const sparcl__device_limits *limits);
@@ -201,6 +207,11 @@ sparcl_status sparcl__params_check(sparcl_ctx *ctx, const sparcl__kernel_schema 
  * not know are kept as they are). */
 void sparcl__params_fill_defaults(const sparcl__kernel_schema *schema, sparcl_params *p,
                                   const sparcl__problem *prob, const sparcl__device_limits *limits);
+
+/* Removes from the public map the schema's per-problem parameters (see
+ * sparcl__kernel_schema.per_problem), so that fill_defaults derives them
+ * for the problem at hand.  Returns how many it removed. */
+int sparcl__params_drop_per_problem(const sparcl__kernel_schema *schema, sparcl_params *p);
 
 /* Sets `id` to `value` unless `p` has it already or the schema lacks it. */
 void sparcl__pset_default(const sparcl__kernel_schema *schema, sparcl__pset *p, sparcl__param_id id,

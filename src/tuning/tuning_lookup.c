@@ -9,7 +9,9 @@
  * the device is (exact fingerprint < same device, other driver < same vendor
  * and type) and then by the distance between problems in log-space, and the
  * first one whose parameters pass the schema's checks for this problem on
- * this device is taken.
+ * this device is taken.  A row of another problem keeps its tiles and
+ * vectors but not the parameters the schema marks per-problem (attn_bwd's
+ * SPLIT): those are derived for this problem as the defaults are.
  */
 #include <math.h>
 #include <stdio.h>
@@ -186,6 +188,18 @@ typedef struct search {
     sparcl_tuning_problem row_problem;
 } search;
 
+/* The row's parameters completed with this problem's defaults in *out;
+ * with `rederive`, its per-problem parameters are replaced too.  1 if they
+ * pass the schema's checks for this problem on this device. */
+static int fits(const search *s, const sparcl_params *row, int rederive, sparcl_params *out)
+{
+    *out = *row;
+    if (rederive)
+        sparcl__params_drop_per_problem(s->schema, out);
+    sparcl__params_fill_defaults(s->schema, out, &s->prob, s->limits);
+    return sparcl__params_check(NULL, s->schema, out, &s->prob, s->limits) == SPARCL_OK;
+}
+
 static void consider(void *user, const sparcl_device_info *device,
                      const sparcl_tuning_problem *problem, const sparcl_params *params,
                      double median_ms)
@@ -199,11 +213,14 @@ static void consider(void *user, const sparcl_device_info *device,
     if (s->found && (level > s->level || (level == s->level && dist >= s->distance)))
         return;
     /* A row tuned before a parameter was added gets that one's default; a
-     * row that does not fit this problem or device is passed over. */
-    sparcl_params p = *params;
-    sparcl__params_fill_defaults(s->schema, &p, &s->prob, s->limits);
-    if (sparcl__params_check(NULL, s->schema, &p, &s->prob, s->limits) != SPARCL_OK)
-        return;
+     * row of another problem gets this problem's per-problem parameters
+     * (how many partitions fill the compute units), unless they do not fit
+     * with the rest of the row; a row that does not fit this problem or
+     * device is passed over. */
+    sparcl_params p;
+    if (dist == 0 || !fits(s, params, 1, &p))
+        if (!fits(s, params, 0, &p))
+            return;
     s->found = 1;
     s->level = level;
     s->distance = dist;
