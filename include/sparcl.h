@@ -762,8 +762,10 @@ SPARCL_API size_t sparcl_plan_device_bytes(const sparcl_plan *plan);
  * Results, layouts (causal, window, streaming, block masks, per-head, any
  * pattern), non-finite inputs, lse and the backward are exactly those of
  * the fused forward; sparcl_plan_params() reports the attn_decode
- * parameters (BLOCK_N, EXP, HEADS, PREFETCH, SPLITS, VEC, WG_SIZE), tunable like any
- * family.
+ * parameters (BLOCK_N, EXP, HEADS, PREFETCH, PV_ROWS, SPLITS, VEC,
+ * WG_SIZE), tunable like any family.  PV_ROWS (1, 2, 4 or 8; at most
+ * HEADS x q_len, and 1 with WG_SIZE > 1) is how many of a work-item's query
+ * rows share each load of a V vector in P.V (default 1).
  * Calls of one plan share the workspace, so they run one after another. */
 
 /* ---- KV caches: lengths and pages as call arguments ----

@@ -120,6 +120,13 @@ def main():
                 f = worker.ask(f"eval {a.runs} {c}").split()
                 times[c].append(float(f[2]) if f[1] == "0" else float("inf"))
 
+        failed = [c for c in configs if float("inf") in times[c]]
+        if failed:  # a ratio with a failed evaluation means nothing
+            print(f"| {kernel} | {specs[pkey]} | re-timing failed for {', '.join(failed)} |",
+                  flush=True)
+            tally.append((False, False))
+            continue
+
         def median_ratio(x, y):  # y's time / x's time, round by round: > 1 means x is faster
             return statistics.median(ty / tx for tx, ty in zip(times[x], times[y]))
 

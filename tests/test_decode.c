@@ -415,11 +415,19 @@ static sparcl_layout *dcase_layout(sparcl_ctx *ctx, const dcase *c)
     return l;
 }
 
-/* Runs the case on the decoding kind (SPLITS forces it; lanes > 0 also
- * sets the work-group's WG_SIZE lanes of VEC vec; prefetch >= 0 sets
- * PREFETCH) and compares out and lse with the double reference. */
-static void check_decode_shape(const dcase *c, int force, int lanes, int vec, int prefetch)
+/* Tuned parameters a run sets beyond SPLITS; 0 (prefetch -1) leaves one
+ * to the plan. */
+typedef struct dopts {
+    int lanes, vec; /* WG_SIZE lanes of VEC vec */
+    int prefetch;   /* PREFETCH */
+    int pv_rows, heads;
+} dopts;
+
+/* Runs the case on the decoding kind (SPLITS forces it, with the options)
+ * and compares out and lse with the double reference. */
+static void check_decode_opts(const dcase *c, int force, dopts opt)
 {
+    const int lanes = opt.lanes, vec = opt.vec, prefetch = opt.prefetch;
     sparcl_ctx *ctx = dev_ctx();
     sparcl_layout *l = dcase_layout(ctx, c);
     sparcl_params params;
@@ -431,6 +439,10 @@ static void check_decode_shape(const dcase *c, int force, int lanes, int vec, in
     }
     if (prefetch >= 0)
         sparcl_params_set(&params, "PREFETCH", prefetch);
+    if (opt.pv_rows)
+        sparcl_params_set(&params, "PV_ROWS", opt.pv_rows);
+    if (opt.heads)
+        sparcl_params_set(&params, "HEADS", opt.heads);
     sparcl_plan_desc d;
     sparcl_plan_desc_init(&d);
     d.batch = 2;
@@ -456,6 +468,9 @@ static void check_decode_shape(const dcase *c, int force, int lanes, int vec, in
     int32_t pf = -1;
     cr_assert(sparcl_params_get(&used, "PREFETCH", &pf) && (prefetch < 0 || pf == prefetch),
               "PREFETCH %d", (int)pf);
+    int32_t pv = 0;
+    cr_assert(sparcl_params_get(&used, "PV_ROWS", &pv) && (!opt.pv_rows || pv == opt.pv_rows),
+              "PV_ROWS %d", (int)pv);
     const size_t nq = (size_t)2 * c->q_heads * c->q_len * c->dim;
     const size_t nk = (size_t)2 * c->kv_heads * c->kv_len * c->dim;
     const size_t rows = (size_t)2 * c->q_heads * c->q_len;
@@ -481,6 +496,11 @@ static void check_decode_shape(const dcase *c, int force, int lanes, int vec, in
     sparcl_plan_free(p);
     sparcl_layout_free(l);
     sparcl_ctx_free(ctx);
+}
+
+static void check_decode_shape(const dcase *c, int force, int lanes, int vec, int prefetch)
+{
+    check_decode_opts(c, force, (dopts){lanes, vec, prefetch, 0, 0});
 }
 
 static void check_decode_lanes(const dcase *c, int force, int lanes, int vec)
@@ -555,6 +575,58 @@ Test(decode, prefetch_settings_match_reference)
             check_decode_shape(&runs[i], 1, 0, 0, pf);
             check_decode_shape(&runs[i], 1, 4, 4, pf);
         }
+}
+
+/* PV_ROWS, the CPU shape's rows per V load: blocks that divide the
+ * work-item's rows (8 of 24: GQA 8:1 x q_len 3) and a last block that is
+ * short (2 over 3 rows, HEADS 1; 4 over 6 rows, HEADS 2), under a causal
+ * PARTIAL tile with head_dim 100's tail and under per-head masks. */
+Test(decode, pv_rows_match_reference)
+{
+    static const struct {
+        dcase c;
+        int pv_rows, heads;
+    } runs[] = {
+        {{3, 8, 1, 100, 17, CAUSAL, 2}, 8, 8},
+        {{3, 8, 1, 100, 17, CAUSAL, 2}, 2, 1},
+        {{3, 8, 2, 128, 2000, PER_HEAD, 32}, 4, 2},
+    };
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; ++i)
+        check_decode_opts(&runs[i].c, 1, (dopts){0, 0, -1, runs[i].pv_rows, runs[i].heads});
+}
+
+/* PV_ROWS where it cannot apply is refused, naming it: with WG_SIZE > 1
+ * (the GPU shape shares each V vector among all rows already) and beyond
+ * the work-item's HEADS x q_len rows. */
+Test(decode, pv_rows_refused_where_it_cannot_apply)
+{
+    sparcl_ctx *ctx = dev_ctx();
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.q_heads = 8;
+    d.kv_heads = 2;
+    d.q_len = 1;
+    d.kv_len = 300;
+    d.head_dim = 64;
+    sparcl_params p;
+    cr_assert_eq(sparcl_kernel_default_params(ctx, "attn_decode", &d, &p), SPARCL_OK);
+    sparcl_params_set(&p, "HEADS", 2);
+    sparcl_params_set(&p, "PV_ROWS", 2);
+    cr_assert_eq(sparcl_kernel_check_params(ctx, "attn_decode", &d, &p), SPARCL_OK, "%s",
+                 sparcl_ctx_errmsg(ctx));
+    sparcl_params_set(&p, "PV_ROWS", 4);
+    cr_assert_eq(sparcl_kernel_check_params(ctx, "attn_decode", &d, &p),
+                 SPARCL_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(sparcl_ctx_errmsg(ctx), "PV_ROWS 4 exceeds the HEADS 2 x q_len 1"), "%s",
+              sparcl_ctx_errmsg(ctx));
+    sparcl_params_set(&p, "PV_ROWS", 2);
+    sparcl_params_set(&p, "WG_SIZE", 4);
+    sparcl_params_set(&p, "VEC", 4);
+    cr_assert_eq(sparcl_kernel_check_params(ctx, "attn_decode", &d, &p),
+                 SPARCL_ERR_INVALID_ARGUMENT);
+    cr_assert(strstr(sparcl_ctx_errmsg(ctx), "PV_ROWS 2 applies to WG_SIZE=1 only"), "%s",
+              sparcl_ctx_errmsg(ctx));
+    sparcl_ctx_free(ctx);
 }
 
 Test(decode, chosen_without_override_for_long_kv)

@@ -149,6 +149,7 @@ const char *const sparcl__param_names[SPARCL__P_COUNT] = {
     [SPARCL__P_HEADS] = "HEADS",
     [SPARCL__P_KT] = "KT",
     [SPARCL__P_PREFETCH] = "PREFETCH",
+    [SPARCL__P_PV_ROWS] = "PV_ROWS",
     [SPARCL__P_SPLITS] = "SPLITS",
     [SPARCL__P_SPLIT] = "SPLIT",
     [SPARCL__P_TOPK] = "TOPK",

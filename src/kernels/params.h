@@ -26,6 +26,7 @@ typedef enum sparcl__param_id {
     SPARCL__P_HEADS,
     SPARCL__P_KT,
     SPARCL__P_PREFETCH,
+    SPARCL__P_PV_ROWS,
     SPARCL__P_SPLITS,
     SPARCL__P_SPLIT,
     SPARCL__P_TOPK,

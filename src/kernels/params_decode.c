@@ -14,6 +14,7 @@ static const int32_t c_vec[] = {1, 2, 4, 8, 16};
 static const int32_t c_exp[] = {0, 1, 2};
 static const int32_t c_wg[] = {1, 4, 8, 16, 32, 64};
 static const int32_t c_prefetch[] = {0, 1};
+static const int32_t c_pv_rows[] = {1, 2, 4, 8};
 
 #define N_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -27,6 +28,8 @@ static const sparcl__param_def attn_decode_params[] = {
      "query heads of one KV group per work-item (each reads the group's K/V once)"},
     {SPARCL__P_PREFETCH, c_prefetch, N_OF(c_prefetch),
      "1: hint the next tile's K and V rows into the cache while reading this one"},
+    {SPARCL__P_PV_ROWS, c_pv_rows, N_OF(c_pv_rows),
+     "WG_SIZE=1: query rows whose P.V shares each load of a V vector (1 with WG_SIZE > 1)"},
     {SPARCL__P_SPLITS, c_splits, N_OF(c_splits),
      "most splits of the key range, each a work-item writing a partial result"},
     {SPARCL__P_VEC, c_vec, N_OF(c_vec), "vector width along the head dimension"},
@@ -85,6 +88,12 @@ static sparcl_status check(sparcl_ctx *ctx, const sparcl__pset *p, const sparcl_
         return BAD("BLOCK_N %d must be a multiple of VEC %d", bn, vec);
     if (group % heads != 0)
         return BAD("HEADS %d must divide the %d query heads of a KV group", heads, group);
+    if (wg > 1 && p->v[SPARCL__P_PV_ROWS] != 1)
+        return BAD("PV_ROWS %d applies to WG_SIZE=1 only (1 with WG_SIZE %d)",
+                   p->v[SPARCL__P_PV_ROWS], wg);
+    if (p->v[SPARCL__P_PV_ROWS] > 1 && p->v[SPARCL__P_PV_ROWS] > heads * q_rows(prob))
+        return BAD("PV_ROWS %d exceeds the HEADS %d x q_len %d rows of a work-item",
+                   p->v[SPARCL__P_PV_ROWS], heads, q_rows(prob));
     if (wg > 1 && (long)wg * vec > prob->head_dim)
         return BAD("WG_SIZE %d lanes of VEC %d exceed head_dim %d", wg, vec, prob->head_dim);
     const long priv = private_floats(heads, bn, wg, prob);
@@ -145,6 +154,10 @@ static void defaults(sparcl__pset *p, const sparcl__problem *prob,
            (!limits || local_bytes(heads * 2, bn, wg, prob) <= limits->local_mem))
         heads *= 2;
     sparcl__pset_default(f, p, SPARCL__P_HEADS, heads);
+    /* P.V's rows per V load: 1, the only choice of the GPU shape; on the
+     * CPU shape 2 gained 1.05x on one half-cache problem and 4 nothing
+     * (AVX-512), so the tuner decides. */
+    sparcl__pset_default(f, p, SPARCL__P_PV_ROWS, 1);
     /* Splits: about four work-items per compute unit over the call, each
      * with at least a few tiles. */
     const long items = (long)(prob->batch > 0 ? prob->batch : 1) *
