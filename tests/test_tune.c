@@ -57,11 +57,17 @@ static pid_t spawn_tuner(const char *tag, const char *const *args)
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     posix_spawn_file_actions_addopen(&fa, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const char *argv[34] = {SPARCL_TUNE_EXE, "--kernel", "attn_fwd"};
-    int n = 3;
-    while (args[n - 3] && n < 33) {
+    const char *argv[48] = {SPARCL_TUNE_EXE, "--kernel", "attn_fwd"};
+    int n = 3, confirm = 0;
+    while (args[n - 3]) {
+        cr_assert_lt(n, 45, "too many arguments for spawn_tuner");
+        confirm |= !strcmp(args[n - 3], "--confirm-after") || !strcmp(args[n - 3], "--no-confirm");
         argv[n] = args[n - 3];
         ++n;
+    }
+    if (!confirm) { /* decisions are confirmed at once, not a minute later */
+        argv[n++] = "--confirm-after";
+        argv[n++] = "0";
     }
     argv[n] = NULL;
     pid_t pid = -1;
@@ -936,7 +942,8 @@ Test(tune, worker_killed_from_outside_is_retried_once)
  * Losing round 4 only (the 5th evaluation): 3 of 4 won, it is chosen;
  * losing rounds 1 and 3 (every 2nd evaluation): 2 of 4, the default stays.
  * The space is the default and that one candidate. */
-static void decide_with_losses(const char *tag, const char *hook, int chosen_bm)
+static void decide_with_losses(const char *tag, const char *hook, int chosen_bm,
+                               const char *expect)
 {
     make_dir();
     char db[128], name[64];
@@ -948,7 +955,7 @@ static void decide_with_losses(const char *tag, const char *hook, int chosen_bm)
                           "quick",      "--space", "BLOCK_M=4,8", "--fix",   "ALGO=0",
                           "--fix",      "BLOCK_N=32", "--fix",    "EXP=2",   "--fix",
                           "KT=1",       "--fix",   "USE_LOCAL=0", "--fix",   "VEC=16",
-                          "--fix",      "WG_SIZE=1", NULL};
+                          "--fix",      "WG_SIZE=1", "--confirm-after", "0", NULL};
     setenv("SPARCL_TUNE_TEST_FAULT", hook, 1);
     int rc = run_tuner(tag, args);
     unsetenv("SPARCL_TUNE_TEST_FAULT");
@@ -960,17 +967,28 @@ static void decide_with_losses(const char *tag, const char *hook, int chosen_bm)
     snprintf(where, sizeof where, "chosen = 1 AND json_extract(params, '$.BLOCK_M') = %d",
              chosen_bm);
     cr_assert_eq(count_where(db, where), 1, "%s", out);
+    cr_assert(strstr(out, expect), "no \"%s\" in:\n%s", expect, out);
     free(out);
 }
 
+/* Chosen after losing 1 of 4 rounds, and confirmed: the 4 confirmation
+ * rounds are its 6th to 9th evaluations, none a multiple of 5. */
 Test(tune, finalist_that_loses_one_round_of_four_replaces_the_default)
 {
-    decide_with_losses("lose1", "time:BLOCK_M=4:0.1:10:5", 4);
+    decide_with_losses("lose1", "time:BLOCK_M=4:0.1:10:5", 4, "confirmation: ALGO=0 BLOCK_M=4");
 }
 
 Test(tune, finalist_that_loses_two_rounds_of_four_does_not)
 {
-    decide_with_losses("lose2", "time:BLOCK_M=4:0.1:10:2", 8);
+    decide_with_losses("lose2", "time:BLOCK_M=4:0.1:10:2", 8, "decision: default kept");
+}
+
+/* A choice that wins all its rounds but loses the confirmation (slow from
+ * its 6th evaluation on) gives the default back. */
+Test(tune, choice_that_loses_its_confirmation_gives_the_default_back)
+{
+    decide_with_losses("unconfirmed", "time:BLOCK_M=4:0.1:10:1000:6", 8,
+                       "not confirmed: default kept");
 }
 
 /* After the search the finalists are re-timed in interleaved rounds: their

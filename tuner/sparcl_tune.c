@@ -75,6 +75,13 @@ static void usage(FILE *f)
             "                      6 of 7; on a CPU device: or uses less CPU time in 3/4 of them "
             "and is\n"
             "                      not slower at the median)\n"
+            "  --confirm-after S   after the last problem, time each choice that replaced the "
+            "default\n"
+            "                      against it again in R rounds, at least S seconds after the "
+            "decision\n"
+            "                      (default 60); the default comes back unless the choice wins "
+            "again\n"
+            "  --no-confirm        no confirmation pass\n"
             "  --seed N            seed of the random strategies (default 1)\n"
             "  --export FILE       write the database as FILE.csv or FILE.sql, then exit\n"
             "  --import FILE       merge a .csv or .sql export into the database, then exit\n"
@@ -95,6 +102,7 @@ typedef struct options {
     int n_rules;
     int max_runs;
     int finalists, rounds; /* the decision after the search (tune_finalists.c) */
+    double confirm_after;  /* confirm decisions this many seconds after them; < 0: never */
     double timeout;
     unsigned seed;
     int list_devices, worker;
@@ -109,6 +117,7 @@ static int parse_args(int argc, char **argv, options *o)
     o->timeout = 120;
     o->seed = 1;
     o->seeds = 10;
+    o->confirm_after = 60;
     int quick = 0, evals = -1, stagnation = -1, finalists = -1, rounds = -1;
     double seconds = -1;
     for (int i = 1; i < argc; ++i) {
@@ -158,6 +167,8 @@ static int parse_args(int argc, char **argv, options *o)
             o->import_path = v;
         } else if (!strcmp(a, "--replay")) {
             o->replay = 1;
+        } else if (!strcmp(a, "--no-confirm")) {
+            o->confirm_after = -1;
         } else if (!strcmp(a, "--transfer")) {
             o->transfer = 1;
         } else if (!strcmp(a, "--fix") || !strcmp(a, "--space")) {
@@ -194,7 +205,8 @@ static int parse_args(int argc, char **argv, options *o)
             }
         } else if (!strcmp(a, "--max-evals") || !strcmp(a, "--stagnation") ||
                    !strcmp(a, "--max-seconds") || !strcmp(a, "--timeout") || !strcmp(a, "--seed") ||
-                   !strcmp(a, "--seeds") || !strcmp(a, "--finalists") || !strcmp(a, "--rounds")) {
+                   !strcmp(a, "--seeds") || !strcmp(a, "--finalists") || !strcmp(a, "--rounds") ||
+                   !strcmp(a, "--confirm-after")) {
             TAKES_VALUE;
             char *end = NULL;
             double x = strtod(v, &end);
@@ -212,6 +224,8 @@ static int parse_args(int argc, char **argv, options *o)
                 finalists = (int)x;
             else if (!strcmp(a, "--rounds"))
                 rounds = (int)x;
+            else if (!strcmp(a, "--confirm-after"))
+                o->confirm_after = x;
             else if (!strcmp(a, "--timeout"))
                 o->timeout = x > 0 ? x : 1;
             else if (!strcmp(a, "--seeds"))
@@ -402,6 +416,13 @@ typedef struct row {
     char best[256];
     char note[160];
     char decision[96]; /* the finalists' speedup over the default, "-" if none */
+    /* a finalist replaced the default: what the confirmation needs */
+    int replaced;
+    double decided_at; /* now() */
+    const char *kernel;
+    const tune_problem *prob;
+    sparcl_tuning_problem key;
+    sparcl_params def, chosen;
 } row;
 
 static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db *db,
@@ -478,9 +499,18 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
            stats.valid, s.best, list);
     snprintf(out->decision, sizeof out->decision, "-");
     if (!s.fatal && !interrupted && isfinite(s.best)) {
-        tune_finalist_job job = {db,    device,       &s.key,    prob->spec,  def,
-                                 child, o->finalists, o->rounds, o->max_runs, o->timeout};
+        tune_finalist_job job = {db,       device,     &s.key, prob->spec,  def,
+                                 child,    o->finalists, o->rounds, o->max_runs, o->timeout,
+                                 NULL, &out->chosen};
         int rc = tune_finalists(&job, &interrupted, out->decision, sizeof out->decision);
+        if (rc == 0 && out->chosen.count > 0) {
+            out->replaced = 1;
+            out->decided_at = now();
+            out->kernel = kernel;
+            out->prob = prob;
+            out->key = s.key;
+            out->def = *def;
+        }
         if (rc < 0) {
             s.fatal = 1;
             snprintf(s.fatal_msg, sizeof s.fatal_msg, "%s", sparcl_ctx_errmsg(NULL));
@@ -504,6 +534,53 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
         sparcl_params_format(&r.params, out->best, sizeof out->best);
     }
     sparcl_layout_free(layout);
+}
+
+/* The confirmation pass: each decision that replaced the default is timed
+ * again against the default, at least o->confirm_after seconds after it
+ * was made (tune_finalists.c says why), and the default comes back when
+ * the choice does not win again. */
+static void confirm_decisions(const options *o, sparcl_tuning_db *db,
+                              const sparcl_device_info *device, tune_child *child, row *rows, int n,
+                              int *fatal, char *fatal_msg, size_t fsize)
+{
+    int todo = 0, done = 0;
+    for (int i = 0; i < n; ++i)
+        todo += rows[i].replaced;
+    if (o->confirm_after < 0 || !todo)
+        return;
+    for (int i = 0; i < n && !*fatal && !interrupted; ++i) {
+        row *r = &rows[i];
+        if (!r->replaced)
+            continue;
+        const double wait = r->decided_at + o->confirm_after - now();
+        char waiting[64] = "";
+        if (wait > 0)
+            snprintf(waiting, sizeof waiting, " (waiting %.0f s: %.0f s after the decision)", wait,
+                     o->confirm_after);
+        printf("== confirming %d/%d: %s %s%s\n", ++done, todo, r->kernel, r->prob->spec,
+               waiting);
+        fflush(stdout);
+        while (!interrupted && r->decided_at + o->confirm_after > now()) {
+            const double left = r->decided_at + o->confirm_after - now();
+            struct timespec ts = {(time_t)left, (long)((left - (double)(time_t)left) * 1e9)};
+            nanosleep(&ts, NULL); /* a signal ends it early; the loop looks again */
+        }
+        if (interrupted)
+            break;
+        tune_finalist_job job = {db,    device,      &r->key,   r->prob->spec, &r->def,
+                                 child, 1,           o->rounds, o->max_runs,   o->timeout,
+                                 &r->chosen, NULL};
+        char summary[96];
+        int rc = tune_finalists(&job, &interrupted, summary, sizeof summary);
+        if (rc < 0) {
+            *fatal = 1;
+            snprintf(fatal_msg, fsize, "%s", sparcl_ctx_errmsg(NULL));
+        } else if (rc == 0 && strcmp(summary, "-") != 0)
+            snprintf(r->decision, sizeof r->decision, "%s%.80s",
+                     strncmp(summary, "default kept", 12) ? "confirmed " : "not confirmed: ",
+                     summary);
+    }
 }
 
 static void print_table(const row *rows, int n)
@@ -694,6 +771,9 @@ static int run_tuning(const options *o, const char *exe)
             tune_problem_run(ctx, o, db, &device, child, path, kernels[k], &problems[i], &pg,
                              &rows[n_rows++], &fatal, fatal_msg, sizeof fatal_msg);
         }
+    if (!fatal && !interrupted)
+        confirm_decisions(o, db, &device, child, rows, n_rows, &fatal, fatal_msg,
+                          sizeof fatal_msg);
     tune_child_free(child);
     print_table(rows, n_rows);
     /* Every problem skipped with a reason (no device in the worker, say):

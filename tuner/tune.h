@@ -221,15 +221,21 @@ typedef struct tune_finalist_job {
     int count, rounds;         /* fastest configurations besides the default; rounds (0: off) */
     int max_runs;
     double timeout;
+    /* NULL: the finalists are the default and the `count` fastest stored
+     * configurations.  Else the confirmation of an earlier decision: the
+     * default and *only. */
+    const sparcl_params *only;
+    sparcl_params *chosen; /* if not NULL: set to the decision when a finalist replaced the
+                              default, else cleared */
 } tune_finalist_job;
 
-/* Re-times the default and the `count` fastest stored configurations in
- * `rounds` interleaved rounds, prints them with their spread and speedup
- * intervals, and stores them and the decision (a finalist replaces the
- * default only if it beat it in three quarters of the rounds, rounded up,
- * from 3 rounds on; tune_finalists.c).  *summary
- * gets the speedup, e.g. "1.32x [1.18-1.41]".  Returns 0, 1 if interrupted,
- * -1 on a database error (sparcl_ctx_errmsg(NULL)). */
+/* Re-times the default and the `count` fastest stored configurations (or
+ * job->only) in `rounds` interleaved rounds, prints them with their spread
+ * and speedup intervals, and stores them and the decision (a finalist
+ * replaces the default only if it beat it in three quarters of the rounds,
+ * rounded up, from 3 rounds on; tune_finalists.c).  *summary gets the
+ * speedup, e.g. "1.32x [1.18-1.41]".  Returns 0, 1 if interrupted, -1 on a
+ * database error (sparcl_ctx_errmsg(NULL)). */
 int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrupted, char *summary,
                    size_t size);
 
@@ -240,8 +246,8 @@ int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrup
  * NAME=V; a hanging worker first says so on stderr, so that a test knows
  * when to kill it from outside.  "time:NAME=V:F:G:K" multiplies such a
  * candidate's reported times by F, and by G on its every K-th evaluation
- * in the worker (rounds it loses).  Only the worker reads it; it exists
- * for the tests. */
+ * in the worker (rounds it loses); "time:NAME=V:F:G:K:A" also by G from its
+ * A-th evaluation on.  Only the worker reads it; it exists for the tests. */
 #define TUNE_FAULT_ENV "SPARCL_TUNE_TEST_FAULT"
 
 /* The worker's main loop (sparcl-tune --worker): requests on stdin, one

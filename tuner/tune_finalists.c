@@ -19,6 +19,14 @@
  * rounds, and was not slower in median wall time, also replaces it (on a
  * machine with 8 runnable processes per core the wall ratios of one pair
  * spread 0.68-1.40 while its CPU times differed by 6%).
+ *
+ * The rounds take seconds, and a machine's state can last longer: on one
+ * quick run a default timed 39 ms through its search and all 7 rounds, and
+ * 22.6 ms in every later process, so a configuration 1.25x slower than it
+ * was chosen.  sparcl-tune therefore confirms each decision that replaced
+ * the default once more, at least a minute later (job->only: the same
+ * rounds between the default and the choice), and keeps the default when
+ * the choice does not win again.
  */
 #include <math.h>
 #include <stdio.h>
@@ -69,13 +77,20 @@ int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrup
                    size_t size)
 {
     snprintf(summary, size, "-");
+    if (job->chosen)
+        sparcl_params_clear(job->chosen);
     if (job->rounds < 1 || job->count < 1)
         return 0;
     sparcl_tuning_result top[MAX_FINALISTS], def;
     int n_top = 0, found = 0;
     int count = job->count < MAX_FINALISTS - 1 ? job->count : MAX_FINALISTS - 1;
-    if (sparcl_tuning_db_fastest(job->db, job->device, job->key, count, top, &n_top) != SPARCL_OK ||
-        sparcl_tuning_db_find(job->db, job->device, job->key, job->def, &def, &found) != SPARCL_OK)
+    if (job->only) {
+        top[0].params = *job->only;
+        n_top = 1;
+    } else if (sparcl_tuning_db_fastest(job->db, job->device, job->key, count, top, &n_top) !=
+               SPARCL_OK)
+        return -1;
+    if (sparcl_tuning_db_find(job->db, job->device, job->key, job->def, &def, &found) != SPARCL_OK)
         return -1;
     /* finalist 0 is the default when it ran correctly */
     sparcl_tuning_finalist f[MAX_FINALISTS];
@@ -127,9 +142,9 @@ int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrup
 
     int chosen = 0, on_cpu = strcmp(job->device->type, "CPU") == 0;
     double best = -1;
-    printf("finalists, %d interleaved rounds (ms: median [fastest-slowest round]; speedup over "
+    printf("%s, %d interleaved rounds (ms: median [fastest-slowest round]; speedup over "
            "the default: median [lowest-highest round]):\n",
-           rounds);
+           job->only ? "confirmation" : "finalists", rounds);
     for (int i = 0; i < m; ++i) {
         double ratio[MAX_ROUNDS], lo, hi, cl, ch, cmed = -1, clo = -1, chi = -1, q = -1, cq = -1;
         f[i].rounds = failed[i] ? 0 : rounds;
@@ -204,7 +219,9 @@ int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrup
     } else
         snprintf(summary, size, "%.2fx [%.2f-%.2f]", f[chosen].speedup, f[chosen].speedup_lo,
                  f[chosen].speedup_hi);
-    printf("decision: %s%s%s\n", chosen == 0 && has_default ? "" : list,
-           chosen == 0 && has_default ? "" : ": ", summary);
+    if (job->chosen && has_default && chosen != 0)
+        *job->chosen = f[chosen].params;
+    printf("%s: %s%s%s\n", job->only ? "confirmation" : "decision",
+           chosen == 0 && has_default ? "" : list, chosen == 0 && has_default ? "" : ": ", summary);
     return 0;
 }

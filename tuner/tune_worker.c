@@ -252,7 +252,9 @@ static int set_up(sparcl_ctx *ctx, setup *s, const char *line, char *err, size_t
  * "crash:NAME=V" and "hang:NAME=V" crash or hang the worker;
  * "time:NAME=V:F:G:K" multiplies their times (wall and CPU) by F, but by G
  * on their K-th, 2K-th, ... evaluation in this worker: a finalist that
- * loses chosen rounds, for the tests of the decision rule.  Returns the
+ * loses chosen rounds, for the tests of the decision rule; with ":A" after
+ * K, also by G from their A-th evaluation on (a choice that loses its
+ * confirmation).  Returns the
  * factor for the times, 1 without a "time:" hook on the candidate. */
 static double maybe_fault(const sparcl_params *p)
 {
@@ -266,12 +268,14 @@ static double maybe_fault(const sparcl_params *p)
     if (!sparcl_params_get(p, name, &have) || have != value)
         return 1;
     double fast, slow;
-    int every;
-    if (!strncmp(f, "time:", 5))
-        return sscanf(f, "time:%*[A-Z_0-9]=%*d:%lf:%lf:%d", &fast, &slow, &every) == 3 &&
-                       every > 0
-                   ? (++timed % every == 0 ? slow : fast)
-                   : 1;
+    int every, from = 0;
+    if (!strncmp(f, "time:", 5)) {
+        const int n = sscanf(f, "time:%*[A-Z_0-9]=%*d:%lf:%lf:%d:%d", &fast, &slow, &every, &from);
+        if (n < 3 || every <= 0)
+            return 1;
+        ++timed;
+        return timed % every == 0 || (n == 4 && timed >= from) ? slow : fast;
+    }
     if (!strncmp(f, "crash:", 6)) {
         /* The OpenCL runtime may have its own SIGSEGV handler; a real
          * crash must not be caught by it. */
