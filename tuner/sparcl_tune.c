@@ -79,8 +79,9 @@ static void usage(FILE *f)
             "default\n"
             "                      against it again in R rounds, at least S seconds after the "
             "decision\n"
-            "                      (default 60); the default comes back unless the choice wins "
-            "again\n"
+            "                      (default 60); the default comes back unless the choice won 3/4 "
+            "of\n"
+            "                      the decision's and these rounds together\n"
             "  --no-confirm        no confirmation pass\n"
             "  --seed N            seed of the random strategies (default 1)\n"
             "  --export FILE       write the database as FILE.csv or FILE.sql, then exit\n"
@@ -423,6 +424,7 @@ typedef struct row {
     const tune_problem *prob;
     sparcl_tuning_problem key;
     sparcl_params def, chosen;
+    tune_rounds rounds; /* the choice's rounds against the default */
 } row;
 
 static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db *db,
@@ -501,7 +503,7 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
     if (!s.fatal && !interrupted && isfinite(s.best)) {
         tune_finalist_job job = {db,       device,     &s.key, prob->spec,  def,
                                  child,    o->finalists, o->rounds, o->max_runs, o->timeout,
-                                 NULL, &out->chosen};
+                                 NULL, &out->chosen, &out->rounds};
         int rc = tune_finalists(&job, &interrupted, out->decision, sizeof out->decision);
         if (rc == 0 && out->chosen.count > 0) {
             out->replaced = 1;
@@ -538,8 +540,8 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
 
 /* The confirmation pass: each decision that replaced the default is timed
  * again against the default, at least o->confirm_after seconds after it
- * was made (tune_finalists.c says why), and the default comes back when
- * the choice does not win again. */
+ * was made (tune_finalists.c says why), and the default comes back unless
+ * the choice won three quarters of both sets of rounds together. */
 static void confirm_decisions(const options *o, sparcl_tuning_db *db,
                               const sparcl_device_info *device, tune_child *child, row *rows, int n,
                               int *fatal, char *fatal_msg, size_t fsize)
@@ -570,7 +572,7 @@ static void confirm_decisions(const options *o, sparcl_tuning_db *db,
             break;
         tune_finalist_job job = {db,    device,      &r->key,   r->prob->spec, &r->def,
                                  child, 1,           o->rounds, o->max_runs,   o->timeout,
-                                 &r->chosen, NULL};
+                                 &r->chosen, NULL, &r->rounds};
         char summary[96];
         int rc = tune_finalists(&job, &interrupted, summary, sizeof summary);
         if (rc < 0) {

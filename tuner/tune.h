@@ -211,6 +211,14 @@ int tune_claim(sparcl_tuning_db *db, const sparcl_device_info *device,
 
 typedef struct tune_child tune_child;
 
+/* A finalist's per-round speedups over the default (wall and CPU time;
+ * cpu[] unused when has_cpu is 0). */
+#define TUNE_ROUNDS_MAX 64
+typedef struct tune_rounds {
+    int n, has_cpu;
+    double wall[TUNE_ROUNDS_MAX], cpu[TUNE_ROUNDS_MAX];
+} tune_rounds;
+
 typedef struct tune_finalist_job {
     sparcl_tuning_db *db;
     const sparcl_device_info *device;
@@ -227,6 +235,9 @@ typedef struct tune_finalist_job {
     const sparcl_params *only;
     sparcl_params *chosen; /* if not NULL: set to the decision when a finalist replaced the
                               default, else cleared */
+    /* If not NULL: a decision stores the chosen finalist's rounds here; a
+     * confirmation decides on these and its own rounds together. */
+    tune_rounds *rounds_of_chosen;
 } tune_finalist_job;
 
 /* Re-times the default and the `count` fastest stored configurations (or

@@ -25,8 +25,11 @@
  * 22.6 ms in every later process, so a configuration 1.25x slower than it
  * was chosen.  sparcl-tune therefore confirms each decision that replaced
  * the default once more, at least a minute later (job->only: the same
- * rounds between the default and the choice), and keeps the default when
- * the choice does not win again.
+ * rounds between the default and the choice), and keeps the choice only if
+ * it won three quarters of the decision's and the confirmation's rounds
+ * together: a state that lasted through the decision's rounds makes the
+ * choice lose about half of them, while a choice 1.13x faster that lost 2
+ * of the confirmation's 7 rounds to a burst is kept.
  */
 #include <math.h>
 #include <stdio.h>
@@ -36,7 +39,7 @@
 #include "tune.h"
 
 #define MAX_FINALISTS 9
-#define MAX_ROUNDS 64
+#define MAX_ROUNDS TUNE_ROUNDS_MAX
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -47,7 +50,7 @@ static int cmp_double(const void *a, const void *b)
 /* Median, smallest and largest of v[0..n-1] (n >= 1). */
 static void summarize(const double *v, int n, double *med, double *lo, double *hi)
 {
-    double s[MAX_ROUNDS];
+    double s[2 * MAX_ROUNDS];
     memcpy(s, v, sizeof *v * (size_t)n);
     qsort(s, (size_t)n, sizeof *s, cmp_double);
     *med = n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
@@ -59,7 +62,7 @@ static void summarize(const double *v, int n, double *med, double *lo, double *h
  * or exceed (rounded up: the smallest of 3, the second smallest of 5 or 7). */
 static double quarter_low(const double *v, int n)
 {
-    double s[MAX_ROUNDS];
+    double s[2 * MAX_ROUNDS];
     memcpy(s, v, sizeof *v * (size_t)n);
     qsort(s, (size_t)n, sizeof *s, cmp_double);
     return s[n - (3 * n + 3) / 4];
@@ -118,6 +121,7 @@ int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrup
 
     int rounds = job->rounds < MAX_ROUNDS ? job->rounds : MAX_ROUNDS;
     static double t[MAX_FINALISTS][MAX_ROUNDS], cpu[MAX_FINALISTS][MAX_ROUNDS];
+    static tune_rounds mine[MAX_FINALISTS]; /* each finalist's ratios in these rounds */
     int failed[MAX_FINALISTS] = {0}, has_cpu = 1, rc = 0;
     for (int r = 0; r < rounds && rc == 0; ++r)
         for (int k = 0; k < m && rc == 0; ++k) {
@@ -146,7 +150,11 @@ int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrup
            "the default: median [lowest-highest round]):\n",
            job->only ? "confirmation" : "finalists", rounds);
     for (int i = 0; i < m; ++i) {
-        double ratio[MAX_ROUNDS], lo, hi, cl, ch, cmed = -1, clo = -1, chi = -1, q = -1, cq = -1;
+        double ratio[2 * MAX_ROUNDS], lo, hi, cl, ch, cmed = -1, clo = -1, chi = -1, q = -1,
+                                                      cq = -1;
+        /* a confirmation: the decision's rounds count with its own */
+        const tune_rounds *prior = job->only && i > 0 ? job->rounds_of_chosen : NULL;
+        const int np = prior ? prior->n : 0, all = rounds + np;
         f[i].rounds = failed[i] ? 0 : rounds;
         f[i].round_ms = f[i].round_lo_ms = f[i].round_hi_ms = -1;
         f[i].cpu_ms = f[i].speedup = f[i].speedup_lo = f[i].speedup_hi = -1;
@@ -164,17 +172,27 @@ int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrup
         if (has_default && !failed[0]) {
             for (int r = 0; r < rounds; ++r)
                 ratio[r] = t[0][r] / t[i][r];
-            summarize(ratio, rounds, &f[i].speedup, &lo, &hi);
-            q = quarter_low(ratio, rounds);
+            mine[i].n = rounds;
+            memcpy(mine[i].wall, ratio, sizeof *ratio * (size_t)rounds);
+            for (int r = 0; r < np; ++r)
+                ratio[rounds + r] = prior->wall[r];
+            summarize(ratio, all, &f[i].speedup, &lo, &hi);
+            q = quarter_low(ratio, all);
             f[i].speedup_lo = lo;
             f[i].speedup_hi = hi;
-            if (has_cpu) {
+            const int cpu_rounds = has_cpu && (!prior || prior->has_cpu);
+            if (cpu_rounds) {
                 for (int r = 0; r < rounds; ++r)
                     ratio[r] = cpu[0][r] / cpu[i][r];
-                summarize(ratio, rounds, &cmed, &clo, &chi);
-                cq = quarter_low(ratio, rounds);
+                memcpy(mine[i].cpu, ratio, sizeof *ratio * (size_t)rounds);
+                for (int r = 0; r < np; ++r)
+                    ratio[rounds + r] = prior->cpu[r];
+                summarize(ratio, all, &cmed, &clo, &chi);
+                cq = quarter_low(ratio, all);
             }
-            snprintf(sp, sizeof sp, "  %.2fx [%.2f-%.2f]", f[i].speedup, lo, hi);
+            mine[i].has_cpu = cpu_rounds;
+            snprintf(sp, sizeof sp, "  %.2fx [%.2f-%.2f]%s", f[i].speedup, lo, hi,
+                     np ? " (with the decision's rounds)" : "");
             /* faster than the default in three quarters of the rounds, from
              * three rounds on (on a CPU: or cheaper in CPU time in three
              * quarters of them and not slower at the median) */
@@ -221,6 +239,8 @@ int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrup
                  f[chosen].speedup_hi);
     if (job->chosen && has_default && chosen != 0)
         *job->chosen = f[chosen].params;
+    if (job->rounds_of_chosen && !job->only && has_default && chosen != 0)
+        *job->rounds_of_chosen = mine[chosen];
     printf("%s: %s%s%s\n", job->only ? "confirmation" : "decision",
            chosen == 0 && has_default ? "" : list, chosen == 0 && has_default ? "" : ": ", summary);
     return 0;
