@@ -1149,7 +1149,10 @@ SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_
  * hash only, and prefers the exact device fingerprint, then the same device
  * under another driver or limits (used, with a warning naming each field
  * that differs and both values), then the same vendor and device
- * type; within that, the exact problem, else the nearest one in log-space of
+ * type except on CPUs (a CPU device's name carries the instruction set the
+ * driver compiles for, and rows of another one can be slower than the
+ * defaults: 1.30x on dense attention between POCL's haswell and
+ * skylake-avx512 devices of one AMD EPYC); within that, the exact problem, else the nearest one in log-space of
  * the sizes and density whose parameters are valid for this problem.  A row
  * of another problem lends its tiles and vector widths but not the
  * parameters that follow the problem's parallelism: attn_bwd's SPLIT is
