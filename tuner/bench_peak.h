@@ -16,7 +16,8 @@ typedef struct bench_peak {
     const char *fma_variant; /* the probe variant that was fastest (static) */
     double copy_gbs;         /* bytes read + written per second by a buffer copy (GB/s) */
     double triad_gbs;        /* the same for a = b + s * c */
-    double bw_gbs;           /* the better of the two: the bandwidth ceiling */
+    double read_gbs;         /* bytes read (and the little written) per second by a sum */
+    double bw_gbs;           /* the best of the three: the bandwidth ceiling */
     double bw_gbs_cpu;       /* that probe's bytes per process CPU-second */
     size_t stream_bytes;     /* size of one streamed buffer */
     char error[256];         /* why a probe failed ("" if both ran) */
@@ -29,8 +30,8 @@ typedef struct bench_peak {
  * runtime's work-group size; float8 and float4 chains, which fit 16
  * 256-bit registers where float16 chains spill; and float chains that a
  * CPU runtime vectorizes across work-items) and keeps the fastest; the streaming probe
- * moves buffers of at least 256 MiB (less if the device cannot allocate
- * that much), far beyond any cache. */
+ * copies, triads and reads (sums) buffers of 256 MiB (less if the device
+ * cannot allocate that much), far beyond any cache, and keeps the best. */
 void bench_peak_measure(sparcl_ctx *ctx, int reps, bench_peak *out);
 
 /* Runs the streaming probe again into *out, leaving the FMA fields: the

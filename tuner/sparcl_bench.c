@@ -952,9 +952,9 @@ int main(int argc, char **argv)
         printf("FMA peak (OpenCL probe, 12 FMA chains per work-item, best variant: %s): %.1f "
                "GFLOP/s wall, %.1f GFLOP per CPU-second\n",
                pk.fma_variant ? pk.fma_variant : "none", pk.fma_gflops, pk.fma_gflops_cpu);
-        printf("bandwidth (OpenCL probe, %zu MiB buffers): copy %.1f GB/s, triad %.1f GB/s; "
-               "machine balance %.1f FLOP/byte\n",
-               pk.stream_bytes >> 20, pk.copy_gbs, pk.triad_gbs,
+        printf("bandwidth (OpenCL probe, %zu MiB buffers): copy %.1f GB/s, triad %.1f GB/s, "
+               "read %.1f GB/s (the best is the ceiling); machine balance %.1f FLOP/byte\n",
+               pk.stream_bytes >> 20, pk.copy_gbs, pk.triad_gbs, pk.read_gbs,
                pk.bw_gbs > 0 ? pk.fma_gflops / pk.bw_gbs : 0.0);
         printf("BLAS: %s\nSGEMM n=2048 (a second reference): ", bench_blas_string());
         if (sg.wall > 0)
