@@ -2,6 +2,7 @@
  * tiling.c -- re-blocks a layout (any block size) to the kernel's tile,
  * folding in the plan's causal rule and the sequence bounds.  See tiling.h.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,16 @@
 #include "layout/layout.h"
 #include "runtime/memory.h"
 #include "layout/tiling.h"
+
+/* `bytes` at a page boundary (freed with free()), so that a device sharing
+ * host memory can use the array in place (tiling.h); NULL if out of memory. */
+static void *page_alloc(size_t bytes)
+{
+    const size_t page = SPARCL__TILING_ALIGN;
+    if (bytes > SIZE_MAX - page)
+        return NULL;
+    return aligned_alloc(page, (bytes + page - 1) / page * page);
+}
 
 /* Sets bits [a, b) of one mask row. */
 static void set_range(uint32_t *row, int a, int b)
@@ -33,9 +44,51 @@ static void or_bits(uint32_t *row, int dp, uint32_t v, int m)
         row[w + 1] |= v >> (32 - s);
 }
 
+/* Set bits of x, without a call into the compiler's runtime (a library
+ * routine where the build does not target an instruction for it). */
 static int popcount32(uint32_t x)
 {
-    return __builtin_popcount(x);
+    x -= (x >> 1) & 0x55555555u;
+    x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+    x = (x + (x >> 4)) & 0x0f0f0f0fu;
+    return (int)((x * 0x01010101u) >> 24);
+}
+
+/* First stored block of layout row rp[0]..rp[1] with column >= want. */
+static int64_t first_block(const sparcl_layout *l, const int64_t *rp, int want)
+{
+    int64_t lo = rp[0], hi = rp[1];
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (l->col[mid] < want)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Whether every element of a tile of head h attends: each layout block row
+ * br0..br1 it crosses stores FULL blocks at every block column bc0..bc1.  cur[k] is block row br0 +
+ * k's first stored block not left of the previous tile asked about; tiles are asked about left to
+ * right, so one tile row costs O(its stored blocks + tiles). */
+static int tile_covered(const sparcl_layout *l, int h, int br0, int br1, int bc0, int bc1,
+                        int64_t *cur)
+{
+    if (!l)
+        return 1;
+    const int64_t *rp = l->row_ptr + (int64_t)h * (l->nbr + 1);
+    for (int br = br0; br <= br1; ++br) {
+        const int64_t end = rp[br + 1];
+        int64_t e = cur[br - br0];
+        while (e < end && l->col[e] < bc0)
+            ++e;
+        cur[br - br0] = e;
+        for (int bc = bc0; bc <= bc1; ++bc, ++e)
+            if (e >= end || l->col[e] != bc || l->mask[e] >= 0)
+                return 0;
+    }
+    return 1;
 }
 
 /* Fills tile (tr, tc) of head h into `tile` (tm * mw words, zeroed here). */
@@ -51,15 +104,7 @@ static void fill_tile(const sparcl_layout *l, int h, int r0, int r1, int c0, int
     int B = l->block;
     for (int br = r0 / B; br <= (r1 - 1) / B; ++br) {
         const int64_t *rp = l->row_ptr + (int64_t)h * (l->nbr + 1) + br;
-        int64_t lo = rp[0], hi = rp[1];
-        int want = c0 / B;
-        while (lo < hi) { /* first entry with col >= want */
-            int64_t mid = lo + (hi - lo) / 2;
-            if (l->col[mid] < want)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
+        const int64_t lo = first_block(l, rp, c0 / B);
         int ia = br * B > r0 ? br * B : r0;
         int ib = br * B + B < r1 ? br * B + B : r1;
         for (int64_t e = lo; e < rp[1] && (int64_t)l->col[e] * B < c1; ++e) {
@@ -109,7 +154,7 @@ sparcl_status sparcl__tiling_build(sparcl_ctx *ctx, const sparcl_layout *l, int 
      * a layout: each stored block covers a bounded number of tiles). */
     const size_t tile_words = (size_t)tm * (size_t)t->mw;
     size_t fixed = sparcl__sat_add(
-        sparcl__sat_mul((size_t)ntc, 2 * sizeof(int32_t)),
+        sparcl__sat_mul((size_t)ntc, 4 * sizeof(int32_t) + 1),
         sparcl__sat_add(tile_words * sizeof(uint32_t),
                         sparcl__sat_mul((size_t)t->heads * (size_t)(ntr + 1), sizeof(int32_t))));
     size_t tiles;
@@ -136,11 +181,29 @@ sparcl_status sparcl__tiling_build(sparcl_ctx *ctx, const sparcl_layout *l, int 
     int32_t *cand = malloc(sizeof *cand * (size_t)t->ntc);
     int32_t *stamp = calloc((size_t)t->ntc, sizeof *stamp);
     uint32_t *tile = malloc(sizeof *tile * (size_t)tm * (size_t)t->mw);
-    t->ptr = malloc(sizeof *t->ptr * (size_t)t->heads * (size_t)(t->ntr + 1));
+    /* block rows one tile row crosses, at most */
+    const int spans = l ? (int)sparcl__ceil_div_i64(tm, l->block) + 1 : 1;
+    int64_t *cur = malloc(sizeof *cur * (size_t)spans);
+    /* tile column c's first and last layout block columns: no division per tile */
+    int32_t *cblk = malloc(sizeof *cblk * 2 * (size_t)t->ntc);
+    uint8_t *full_block = malloc((size_t)t->ntc); /* cand[k]'s block is FULL */
+    t->ptr = page_alloc(sizeof *t->ptr * (size_t)t->heads * (size_t)(t->ntr + 1));
     int64_t cap_c = 0, cap_m = 0, cap_b = 0;
     int32_t tag = 0;
-    if (!cand || !stamp || !tile || !t->ptr)
+    if (!cand || !stamp || !tile || !cur || !cblk || !full_block || !t->ptr)
         goto oom;
+    /* The bound checked above holds every tile: reserve it (pages are only
+     * touched as tiles are stored) instead of growing by copies. */
+    if (tiles > 0 && (t->col = page_alloc(sizeof *t->col * tiles)) &&
+        (t->mask = page_alloc(sizeof *t->mask * tiles))) {
+        cap_c = cap_m = (int64_t)tiles;
+        used += tiles * (sizeof *t->col + sizeof *t->mask);
+    }
+    for (int c = 0; l && c < t->ntc; ++c) {
+        int64_t c0 = (int64_t)c * tn, c1 = c0 + tn < kv_len ? c0 + tn : kv_len;
+        cblk[2 * c] = (int32_t)(c0 / l->block);
+        cblk[2 * c + 1] = (int32_t)((c1 - 1) / l->block);
+    }
     for (int h = 0; h < t->heads; ++h) {
         for (int tr = 0; tr < t->ntr; ++tr) {
             if (t->nnz > INT32_MAX - 1)
@@ -150,49 +213,70 @@ sparcl_status sparcl__tiling_build(sparcl_ctx *ctx, const sparcl_layout *l, int 
             int r1 = (int)((int64_t)r0 + tm < q_len ? (int64_t)r0 + tm : q_len);
             int n = 0;
             ++tag;
+            /* the layout block rows this tile row crosses */
+            const int br0 = l ? r0 / l->block : 0, br1 = l ? (r1 - 1) / l->block : 0;
             if (!l) {
                 for (int c = 0; c < t->ntc; ++c)
                     cand[n++] = c;
             } else {
                 int B = l->block;
-                for (int br = r0 / B; br <= (r1 - 1) / B; ++br) {
+                for (int br = br0; br <= br1; ++br) {
                     const int64_t *rp = l->row_ptr + (int64_t)h * (l->nbr + 1) + br;
+                    cur[br - br0] = rp[0];
                     for (int64_t e = rp[0]; e < rp[1]; ++e) {
                         int j0 = l->col[e] * B; /* < kv_len: a stored block */
                         int j1 = (int)((int64_t)j0 + B < kv_len ? (int64_t)j0 + B : kv_len);
                         for (int c = j0 / tn; c <= (j1 - 1) / tn; ++c)
                             if (stamp[c] != tag) {
                                 stamp[c] = tag;
+                                full_block[n] = l->mask[e] < 0;
                                 cand[n++] = c;
                             }
                     }
                 }
-                qsort(cand, (size_t)n, sizeof *cand, sparcl__cmp_i32);
+                int sorted = 1; /* one block row's columns come sorted */
+                for (int k = 1; k < n && sorted; ++k)
+                    sorted = cand[k - 1] < cand[k];
+                if (!sorted)
+                    qsort(cand, (size_t)n, sizeof *cand, sparcl__cmp_i32);
             }
+            /* One block row whose blocks split into whole tiles: each tile
+             * lies in the one block it came from, FULL where that block is. */
+            const int own_block = l && br0 == br1 && l->block % tn == 0;
             for (int k = 0; k < n; ++k) {
                 int c0 = (int)((int64_t)cand[k] * tn);
                 int c1 = (int)((int64_t)c0 + tn < kv_len ? (int64_t)c0 + tn : kv_len);
                 if (causal && c0 > (r1 - 1) + off)
                     break; /* this and every later tile lie above the diagonal */
-                fill_tile(l, h, r0, r1, c0, c1, t->mw, tile, tm);
-                if (causal && (int64_t)(c1 - 1) > r0 + off) {
-                    for (int i = r0; i < r1; ++i) {
-                        int64_t last = i + off; /* last key row i may see */
-                        int from = last + 1 - c0 < 0 ? 0 : (int)(last + 1 - c0);
-                        uint32_t *row = tile + (i - r0) * t->mw;
-                        for (int c = from; c < c1 - c0; ++c)
-                            row[c / 32] &= ~((uint32_t)1 << (c % 32));
+                const int cut = causal && (int64_t)(c1 - 1) > r0 + off;
+                /* The common interior tile is FULL without touching a bit. */
+                const int covered = !cut && c1 - c0 == tn &&
+                                    (own_block ? full_block[k]
+                                               : tile_covered(l, h, br0, br1, cblk[2 * cand[k]],
+                                                              cblk[2 * cand[k] + 1], cur));
+                int64_t count = (int64_t)(r1 - r0) * tn;
+                if (!covered) {
+                    fill_tile(l, h, r0, r1, c0, c1, t->mw, tile, tm);
+                    if (cut) {
+                        for (int i = r0; i < r1; ++i) {
+                            int64_t last = i + off; /* last key row i may see */
+                            int from = last + 1 - c0 < 0 ? 0 : (int)(last + 1 - c0);
+                            uint32_t *row = tile + (i - r0) * t->mw;
+                            for (int c = from; c < c1 - c0; ++c)
+                                row[c / 32] &= ~((uint32_t)1 << (c % 32));
+                        }
                     }
+                    count = 0;
+                    for (int w = 0; w < tm * t->mw; ++w)
+                        count += popcount32(tile[w]);
+                    if (count == 0)
+                        continue;
                 }
-                int64_t count = 0;
-                for (int w = 0; w < tm * t->mw; ++w)
-                    count += popcount32(tile[w]);
-                if (count == 0)
-                    continue;
-                if ((grown = sparcl__array_grow_capped((void **)&t->col, &cap_c, t->nnz + 1,
-                                                       sizeof *t->col, &used, limit)) != 1 ||
-                    (grown = sparcl__array_grow_capped((void **)&t->mask, &cap_m, t->nnz + 1,
-                                                       sizeof *t->mask, &used, limit)) != 1)
+                if ((t->nnz >= cap_c || t->nnz >= cap_m) &&
+                    ((grown = sparcl__array_grow_capped((void **)&t->col, &cap_c, t->nnz + 1,
+                                                        sizeof *t->col, &used, limit)) != 1 ||
+                     (grown = sparcl__array_grow_capped((void **)&t->mask, &cap_m, t->nnz + 1,
+                                                        sizeof *t->mask, &used, limit)) != 1))
                     goto grow_failed;
                 t->col[t->nnz] = cand[k];
                 int full = c1 - c0 == tn && count == (int64_t)(r1 - r0) * tn;
@@ -215,31 +299,29 @@ sparcl_status sparcl__tiling_build(sparcl_ctx *ctx, const sparcl_layout *l, int 
         }
         t->ptr[(int64_t)h * (t->ntr + 1) + t->ntr] = (int32_t)t->nnz;
     }
-    free(cand);
-    free(stamp);
-    free(tile);
-    return SPARCL_OK;
+    st = SPARCL_OK;
+    goto done;
 too_big:
-    free(cand);
-    free(stamp);
-    free(tile);
-    sparcl__tiling_free(t);
-    return sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
-                        "layout needs more than 2^31 tiles at BLOCK_M %d x BLOCK_N %d", tm, tn);
+    st = sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
+                      "layout needs more than 2^31 tiles at BLOCK_M %d x BLOCK_N %d", tm, tn);
+    goto done;
 grow_failed:
     if (grown < 0) {
-        free(cand);
-        free(stamp);
-        free(tile);
-        sparcl__tiling_free(t);
-        return sparcl__mem_over_host(ctx, what, used);
+        st = sparcl__mem_over_host(ctx, what, used);
+        goto done;
     }
 oom:
+    st = sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate the tiled layout");
+done:
     free(cand);
     free(stamp);
     free(tile);
-    sparcl__tiling_free(t);
-    return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate the tiled layout");
+    free(cur);
+    free(cblk);
+    free(full_block);
+    if (st != SPARCL_OK)
+        sparcl__tiling_free(t);
+    return st;
 }
 
 void sparcl__tiling_free(sparcl__tiling *t)

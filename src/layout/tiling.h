@@ -13,6 +13,11 @@
 
 #include "sparcl.h"
 
+/* ptr, and col and mask unless they outgrew the bound reserved for them,
+ * start at a multiple of this (a page), so a device that shares host
+ * memory can take them as they are (plan_tiles.c). */
+#define SPARCL__TILING_ALIGN 4096
+
 typedef struct sparcl__tiling {
     int heads;         /* layout heads (1 for dense) */
     int ntr, ntc;      /* tile rows and columns */
@@ -25,8 +30,10 @@ typedef struct sparcl__tiling {
     int64_t pairs;     /* attended pairs over the tiling's heads */
 } sparcl__tiling;
 
-/* layout == NULL means dense with one head.  Time O(tiles touched x tile
- * area / 32) plus the PARTIAL elements; memory O(stored tiles). */
+/* layout == NULL means dense with one head.  A tile inside FULL layout
+ * blocks (and clear of the causal diagonal and of kv_len) costs O(1) per
+ * layout block row it crosses; every other tile O(tile area / 32) plus its
+ * PARTIAL elements; memory O(stored tiles). */
 sparcl_status sparcl__tiling_build(sparcl_ctx *ctx, const sparcl_layout *layout, int q_len,
                                    int kv_len, int causal, int tm, int tn, sparcl__tiling *out);
 

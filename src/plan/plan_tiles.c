@@ -2,6 +2,7 @@
  * plan_tiles.c -- the tiled layout shared by the kinds that walk a layout
  * (see plan_tiles.h).
  */
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "runtime/checked.h"
@@ -12,14 +13,23 @@
 #include "plan/plan_tiles.h"
 #include "layout/tiling.h"
 
-sparcl_status sparcl__upload(sparcl_ctx *ctx, cl_mem *out, const void *data, size_t bytes,
-                             size_t *counted)
+/* A read-only buffer of `bytes` of `data`: in place (CL_MEM_USE_HOST_PTR)
+ * when `in_place` is non-NULL, the device shares host memory and data is
+ * aligned for it (then *in_place = 1 and data must outlive the buffer),
+ * else a copy (*in_place = 0). */
+static sparcl_status upload(sparcl_ctx *ctx, cl_mem *out, const void *data, size_t bytes,
+                            size_t *counted, int *in_place)
 {
     static const int32_t zero = 0;
     if (bytes == 0) { /* OpenCL forbids empty buffers; keep a valid dummy */
         data = &zero;
         bytes = sizeof zero;
     }
+    const size_t align = ctx->limits.base_align > 0 ? ctx->limits.base_align : 128;
+    const int share = in_place && data != (const void *)&zero && ctx->limits.host_unified &&
+                      (uintptr_t)data % align == 0;
+    if (in_place)
+        *in_place = share;
     if (bytes > ctx->limits.max_alloc)
         return sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY,
                             "the tiled layout needs %zu bytes; the device's largest allocation "
@@ -30,8 +40,9 @@ sparcl_status sparcl__upload(sparcl_ctx *ctx, cl_mem *out, const void *data, siz
     if (st != SPARCL_OK)
         return st;
     cl_int err;
-    *out = clCreateBuffer(ctx->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, bytes,
-                          (void *)data, &err);
+    *out = clCreateBuffer(ctx->context,
+                          CL_MEM_READ_ONLY | (share ? CL_MEM_USE_HOST_PTR : CL_MEM_COPY_HOST_PTR),
+                          bytes, (void *)data, &err);
     if (!*out)
         return err == CL_MEM_OBJECT_ALLOCATION_FAILURE || err == CL_OUT_OF_RESOURCES ||
                        err == CL_OUT_OF_HOST_MEMORY
@@ -40,6 +51,12 @@ sparcl_status sparcl__upload(sparcl_ctx *ctx, cl_mem *out, const void *data, siz
                    : sparcl__fail_cl(ctx, err, "clCreateBuffer");
     *counted += bytes;
     return SPARCL_OK;
+}
+
+sparcl_status sparcl__upload(sparcl_ctx *ctx, cl_mem *out, const void *data, size_t bytes,
+                             size_t *counted)
+{
+    return upload(ctx, out, data, bytes, counted, NULL);
 }
 
 sparcl_status sparcl__tiled_init(sparcl__tiled *t, const sparcl__plan_view *v,
@@ -60,18 +77,27 @@ sparcl_status sparcl__tiled_init(sparcl__tiled *t, const sparcl__plan_view *v,
     t->layout_heads = g.heads;
     t->n_tile_rows = g.ntr;
     size_t *n = &t->bytes;
-    /* The built tiling's counts: non-negative, sizes of arrays it holds. */
+    /* The built tiling's counts: non-negative, sizes of arrays it holds.
+     * An array the device takes in place stays, the others are freed. */
     const size_t row_ptrs = (size_t)g.heads * (size_t)(g.ntr + 1);
-    if ((st = sparcl__upload(ctx, &t->tile_ptr, g.ptr, sizeof *g.ptr * row_ptrs, n)) ||
-        (st = sparcl__upload(ctx, &t->tile_col, g.col, sizeof *g.col * (size_t)g.nnz, n)) ||
-        (st = sparcl__upload(ctx, &t->tile_mask, g.mask, sizeof *g.mask * (size_t)g.nnz, n)) ||
-        (st =
-             sparcl__upload(ctx, &t->mask_bits, g.bits,
-                            sizeof *g.bits * (size_t)g.n_masks * (size_t)g.tm * (size_t)g.mw, n))) {
-        sparcl__tiling_free(&g);
-        return st;
+    void **arrays[4] = {(void **)&g.ptr, (void **)&g.col, (void **)&g.mask, (void **)&g.bits};
+    const size_t bytes[4] = {sizeof *g.ptr * row_ptrs, sizeof *g.col * (size_t)g.nnz,
+                             sizeof *g.mask * (size_t)g.nnz,
+                             sizeof *g.bits * (size_t)g.n_masks * (size_t)g.tm * (size_t)g.mw};
+    cl_mem *bufs[4] = {&t->tile_ptr, &t->tile_col, &t->tile_mask, &t->mask_bits};
+    for (int i = 0; i < 4; ++i) {
+        int kept = 0;
+        st = upload(ctx, bufs[i], *arrays[i], bytes[i], n, &kept);
+        if (st != SPARCL_OK) {
+            sparcl__tiling_free(&g);
+            return st;
+        }
+        if (!kept) {
+            free(*arrays[i]);
+            *arrays[i] = NULL;
+        }
     }
-    sparcl__tiling_free(&g);
+    t->in_place = g; /* what is left: the arrays the buffers use */
     return layout ? sparcl__layout_copy(ctx, layout, &t->layout) : SPARCL_OK;
 }
 
@@ -105,6 +131,7 @@ void sparcl__tiled_release(sparcl__tiled *t)
             clReleaseMemObject(mems[i]);
     sparcl__plan_bwd_free(t->bwd);
     sparcl__entmax_bwd_free(t->entmax_bwd);
+    sparcl__tiling_free(&t->in_place); /* after the buffers that use it */
     sparcl_layout_free(t->layout);
     pthread_mutex_destroy(&t->lock);
 }

@@ -11,6 +11,7 @@
 
 #include <pthread.h>
 
+#include "layout/tiling.h"
 #include "plan/plan_api.h"
 
 struct sparcl__plan_bwd;
@@ -29,7 +30,10 @@ typedef struct sparcl__tiled {
     /* The previous call that used the kind's workspace; a call that uses
      * it waits for this one (guarded by `lock`), whatever the queue. */
     cl_event last;
-    size_t bytes;     /* device bytes of the tile arrays */
+    size_t bytes; /* device bytes of the tile arrays */
+    /* The host arrays the buffers use in place (a device sharing host
+     * memory: no copy); the others are NULL.  Freed after the buffers. */
+    sparcl__tiling in_place;
     size_t bwd_bytes; /* device bytes of bwd, set with it under `lock` */
 } sparcl__tiled;
 

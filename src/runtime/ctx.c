@@ -172,6 +172,14 @@ static void fill_device_info(sparcl_ctx *ctx)
     clGetDeviceInfo(ctx->device, CL_DEVICE_TYPE, sizeof l->type, &l->type, NULL);
     clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof l->compute_units,
                     &l->compute_units, NULL);
+    cl_uint align_bits = 0;
+    if (clGetDeviceInfo(ctx->device, CL_DEVICE_HOST_UNIFIED_MEMORY, sizeof l->host_unified,
+                        &l->host_unified, NULL) != CL_SUCCESS)
+        l->host_unified = CL_FALSE;
+    if (clGetDeviceInfo(ctx->device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits,
+                        NULL) != CL_SUCCESS)
+        align_bits = 0;
+    l->base_align = align_bits / 8;
     cl_platform_id plat = NULL;
     clGetDeviceInfo(ctx->device, CL_DEVICE_PLATFORM, sizeof plat, &plat, NULL);
     char pname[128] = "", dname[128] = "", driver[64] = "";

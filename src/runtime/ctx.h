@@ -29,6 +29,11 @@ typedef struct sparcl__device_limits {
     cl_ulong global_mem;   /* CL_DEVICE_GLOBAL_MEM_SIZE, bytes */
     cl_device_type type;   /* CL_DEVICE_TYPE_* */
     cl_uint compute_units; /* CL_DEVICE_MAX_COMPUTE_UNITS */
+    /* CL_DEVICE_HOST_UNIFIED_MEMORY: device and host share memory, so a
+     * read-only buffer may use a host array in place (CL_MEM_USE_HOST_PTR)
+     * instead of a copy. */
+    cl_bool host_unified;
+    cl_uint base_align; /* CL_DEVICE_MEM_BASE_ADDR_ALIGN, in bytes */
 } sparcl__device_limits;
 
 struct sparcl_ctx {

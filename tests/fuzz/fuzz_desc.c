@@ -207,7 +207,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sparcl__problem prob = {.head_dim = fuzz_range(&in, 1, SPARCL_MAX_HEAD_DIM), .batch = 1,
                             .kv_heads = 1, .kv_len = 1024};
     sparcl__device_limits lim = {(size_t)fuzz_range(&in, 1, 4096), (cl_ulong)fuzz_range(&in, 0, 1 << 20),
-                                 1u << 30, 1u << 30, CL_DEVICE_TYPE_CPU, 2};
+                                 1u << 30, 1u << 30, CL_DEVICE_TYPE_CPU, 2, CL_TRUE, 128};
     if (fuzz_range(&in, 0, 1))
         sparcl__params_fill_defaults(s, &p, &prob, &lim);
     if (sparcl__params_check(NULL, s, &p, &prob, &lim) == SPARCL_OK) {
