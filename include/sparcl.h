@@ -600,6 +600,20 @@ typedef struct sparcl_plan_desc {
     int lsh_rounds;  /* hash rounds, 1 .. SPARCL_LSH_MAX_ROUNDS */
     int lsh_buckets; /* buckets per round: even, 2 .. SPARCL_LSH_MAX_BUCKETS */
     int lsh_chunk;   /* tokens per chunk of the sorted order, >= 1 */
+    /* A plan of the same context made before, typically for another length
+     * of the same pattern, or NULL (the default, and what a smaller
+     * struct_size means).  When both plans walk a tiled layout (the fused
+     * forward, the sparse normalizations, the CLBlast path and decoding)
+     * at the same tile (BLOCK_M x BLOCK_N), layout heads and block size,
+     * causal rule and diagonal (kv_len - q_len, where causal), the new plan
+     * copies from it every tile row that would come out the same -- the
+     * layout's block rows under it store the same blocks in both layouts
+     * and stop before the last, cut tile column of either kv_len -- and
+     * re-blocks only the others; otherwise the plan is built as without it.
+     * Results never depend on it.  A window grown by 64 tokens re-blocks
+     * about the last 64 + window rows.  Borrowed during sparcl_plan_init
+     * only; a plan of another context is SPARCL_ERR_INVALID_ARGUMENT. */
+    const struct sparcl_plan *previous;
 } sparcl_plan_desc;
 
 /* Fills the first `size` bytes of *desc with the defaults (batch 1, one

@@ -82,6 +82,29 @@ Test(misuse, layout_shape_must_match, .init = setup, .fini = teardown)
     sparcl_layout_free(l);
 }
 
+Test(misuse, previous_plan_must_share_the_context, .init = setup, .fini = teardown)
+{
+    sparcl_ctx *other = NULL;
+    cr_assert_eq(sparcl_ctx_init(&other), SPARCL_OK);
+    sparcl_plan_desc d = good();
+    sparcl_plan *theirs = NULL, *p = (sparcl_plan *)1;
+    cr_assert_eq(sparcl_plan_init(other, &theirs, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(other));
+    d.previous = theirs;
+    EXPECT(sparcl_plan_init(ctx, &p, &d), SPARCL_ERR_INVALID_ARGUMENT,
+           "desc.previous is a plan of another context");
+    cr_assert_null(p);
+    /* the same context: taken (a dense plan has nothing to copy) */
+    sparcl_plan *mine = NULL;
+    d.previous = NULL;
+    cr_assert_eq(sparcl_plan_init(ctx, &mine, &d), SPARCL_OK);
+    d.previous = mine;
+    cr_assert_eq(sparcl_plan_init(ctx, &p, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    sparcl_plan_free(p);
+    sparcl_plan_free(mine);
+    sparcl_plan_free(theirs);
+    sparcl_ctx_free(other);
+}
+
 Test(misuse, bad_parameters_are_rejected_before_building, .init = setup, .fini = teardown)
 {
     sparcl_plan_desc d = good();

@@ -378,8 +378,9 @@ typedef struct result {
     double cpu_ms, cpu_ms_min, base_cpu_ms;
     /* What a new length costs an application: the layout at a new length
      * and a plan for it, with the programs already built (-1 if it failed):
-     * the median of three lengths, and the first of them. */
-    double replan_ms, replan_first_ms;
+     * the median of three lengths made from the case's plan, the first of
+     * them, and the median made from scratch. */
+    double replan_ms, replan_first_ms, replan_scratch_ms;
     int64_t pairs;
     size_t device_bytes;
     char params[256];
@@ -507,8 +508,10 @@ static size_t avail_bytes(void)
 
 /* Milliseconds to make the layout for n + more tokens and a plan for it as
  * `d0` describes (same heads, pattern and options), once the context has
- * built the programs: what an application pays when a length changes. */
-static double replan_ms(sparcl_ctx *ctx, const bench_case *c, const sparcl_plan_desc *d0, int more)
+ * built the programs, copying what it can from `previous` (NULL: nothing):
+ * what an application pays when a length changes. */
+static double replan_ms(sparcl_ctx *ctx, const bench_case *c, const sparcl_plan_desc *d0, int more,
+                        const sparcl_plan *previous)
 {
     bench_case c2 = *c;
     c2.n += more;
@@ -522,6 +525,7 @@ static double replan_ms(sparcl_ctx *ctx, const bench_case *c, const sparcl_plan_
         d.kv_len = c2.n;
         d.q_len = q_len_of(&c2);
         d.layout = l2;
+        d.previous = previous;
         st = sparcl_plan_init(ctx, &plan, &d);
     }
     const double ms = tool_now_ms() - t0;
@@ -672,15 +676,20 @@ static int run_case(sparcl_ctx *ctx, const bench_case *c, const options *opt, re
         goto done;
     }
     res->gflops = useful_flop(c, res) / (res->ms * 1e6);
-    /* A new length, three times (n + 64, + 128, + 192): the median is what
-     * an application that re-plans pays; the first, after the call's
-     * buffers, also pays the process's first touch of fresh host pages. */
-    double rp[3];
-    for (int i = 0; i < 3; ++i)
-        rp[i] = replan_ms(ctx, c, &d, 64 * (i + 1));
+    /* A new length, three times (n + 64, + 128, + 192), from the case's
+     * plan (desc.previous) and from scratch: the medians are what an
+     * application that re-plans pays; the first, after the call's buffers,
+     * also pays the process's first touch of fresh host pages. */
+    double rp[3], rs[3];
+    for (int i = 0; i < 3; ++i) {
+        rp[i] = replan_ms(ctx, c, &d, 64 * (i + 1), plan);
+        rs[i] = replan_ms(ctx, c, &d, 64 * (i + 1), NULL);
+    }
     res->replan_first_ms = rp[0];
     qsort(rp, 3, sizeof *rp, cmp_double);
+    qsort(rs, 3, sizeof *rs, cmp_double);
     res->replan_ms = rp[0] < 0 ? -1.0 : rp[1];
+    res->replan_scratch_ms = rs[0] < 0 ? -1.0 : rs[1];
     clEnqueueReadBuffer(sparcl_ctx_cl_queue(ctx), m[3], CL_TRUE, 0, elems * es,
                         es == 2 ? (void *)bits : (void *)o, 0, NULL, NULL);
     if (opt->dtype == SPARCL_DTYPE_F16)
@@ -778,10 +787,12 @@ static void print_json(const bench_case *c, const result *r, const ceiling *sg,
                "\"speedup_baseline_cpu\":null,\"baseline_note\":\"%s\",",
                r->base_note ? r->base_note : "");
     if (r->replan_ms >= 0)
-        printf("\"replan_ms\":%.3f,\"replan_first_ms\":%.3f,\"replan_of_call\":%.4f,", r->replan_ms,
-               r->replan_first_ms, r->replan_ms / r->ms);
+        printf("\"replan_ms\":%.3f,\"replan_first_ms\":%.3f,\"replan_scratch_ms\":%.3f,"
+               "\"replan_of_call\":%.4f,",
+               r->replan_ms, r->replan_first_ms, r->replan_scratch_ms, r->replan_ms / r->ms);
     else
-        printf("\"replan_ms\":null,\"replan_first_ms\":null,\"replan_of_call\":null,");
+        printf("\"replan_ms\":null,\"replan_first_ms\":null,\"replan_scratch_ms\":null,"
+               "\"replan_of_call\":null,");
     printf("\"device_bytes\":%zu,\"max_err\":%.3g,\"params\":\"%s\",\"source\":\"%s\","
            "\"origin\":\"",
            r->device_bytes, r->err, r->params, r->source);
@@ -972,16 +983,19 @@ int main(int argc, char **argv)
                    sg.cpu, pk.fma_gflops > 0 ? sg.wall / pk.fma_gflops : 0.0);
         else
             printf("n/a\n");
-        printf("ms: median of %d calls after 2 warm-ups (OpenCL events); base_ms: median of %d "
-               "runs of dense CPU attention through CBLAS.\nxPeak: fraction of the ceiling that "
-               "bounds the case (fma: of the FMA peak; mem: of the bandwidth, by compulsory "
-               "bytes; a memory-bound case against the bandwidth probe run again right after it, printed at "
-               "the row's end).\nGF/cpu-s, xPeakc, xSGEMMc and speedup_c use CPU time instead of wall "
-               "time (robust to other load).\nreplan_ms: the layout and a plan for a new length "
-               "(n + 64, + 128, + 192; the median) with the programs built (what a new length "
-               "costs), and its share of one call (the JSON also has the first, which pays for "
-               "fresh host pages).\n\n",
-               opt.reps, opt.baseline_reps);
+        printf(
+            "ms: median of %d calls after 2 warm-ups (OpenCL events); base_ms: median of %d "
+            "runs of dense CPU attention through CBLAS.\nxPeak: fraction of the ceiling that "
+            "bounds the case (fma: of the FMA peak; mem: of the bandwidth, by compulsory "
+            "bytes; a memory-bound case against the bandwidth probe run again right after it, "
+            "printed at "
+            "the row's end).\nGF/cpu-s, xPeakc, xSGEMMc and speedup_c use CPU time instead of wall "
+            "time (robust to other load).\nreplan_ms: the layout and a plan for a new length "
+            "(n + 64, + 128, + 192; the median) made from the case's plan (desc.previous), with "
+            "the programs built (what a new length costs), and its share of one call (the JSON "
+            "also has the first of them, which pays for fresh host pages, and the median from "
+            "scratch).\n\n",
+            opt.reps, opt.baseline_reps);
         printf("%-14s %6s %2s %4s %8s %9s %8s %9s %6s %6s %8s %6s %8s %16s %8s %8s %8s  %13s  "
                "%s\n",
                "case", "n", "H", "D", "density", "ms", "GFLOP/s", "xPeak", "xPeakc", "xSGEMM",

@@ -54,20 +54,6 @@ static int popcount32(uint32_t x)
     return (int)((x * 0x01010101u) >> 24);
 }
 
-/* First stored block of layout row rp[0]..rp[1] with column >= want. */
-static int64_t first_block(const sparcl_layout *l, const int64_t *rp, int want)
-{
-    int64_t lo = rp[0], hi = rp[1];
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (l->col[mid] < want)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
 /* Whether every element of a tile of head h attends: each layout block row
  * br0..br1 it crosses stores FULL blocks at every block column bc0..bc1.  cur[k] is block row br0 +
  * k's first stored block not left of the previous tile asked about; tiles are asked about left to
@@ -104,7 +90,7 @@ static void fill_tile(const sparcl_layout *l, int h, int r0, int r1, int c0, int
     int B = l->block;
     for (int br = r0 / B; br <= (r1 - 1) / B; ++br) {
         const int64_t *rp = l->row_ptr + (int64_t)h * (l->nbr + 1) + br;
-        const int64_t lo = first_block(l, rp, c0 / B);
+        const int64_t lo = sparcl__layout_lower_bound(l, h, br, c0 / B);
         int ia = br * B > r0 ? br * B : r0;
         int ib = br * B + B < r1 ? br * B + B : r1;
         for (int64_t e = lo; e < rp[1] && (int64_t)l->col[e] * B < c1; ++e) {
@@ -128,8 +114,104 @@ static void fill_tile(const sparcl_layout *l, int h, int r0, int r1, int c0, int
     }
 }
 
+/* The growing output arrays of one build, against the host limit. */
+typedef struct grow {
+    int64_t cap_c, cap_m, cap_b;
+    size_t used, limit;
+} grow;
+
+/* Appends tile column c with `count` attended pairs: FULL, or PARTIAL with
+ * the tm * mw words at `bits`.  1 on success, 0 out of memory, -1 over the
+ * host limit, -2 more masks than an int32 can number. */
+static int append_tile(sparcl__tiling *t, grow *g, int32_t c, const uint32_t *bits, int64_t count)
+{
+    int r;
+    if ((t->nnz >= g->cap_c || t->nnz >= g->cap_m) &&
+        ((r = sparcl__array_grow_capped((void **)&t->col, &g->cap_c, t->nnz + 1, sizeof *t->col,
+                                        &g->used, g->limit)) != 1 ||
+         (r = sparcl__array_grow_capped((void **)&t->mask, &g->cap_m, t->nnz + 1, sizeof *t->mask,
+                                        &g->used, g->limit)) != 1))
+        return r;
+    t->col[t->nnz] = c;
+    if (!bits) {
+        t->mask[t->nnz] = -1;
+    } else {
+        const int64_t words = (int64_t)t->tm * t->mw;
+        if (t->n_masks >= INT32_MAX / words)
+            return -2;
+        if ((r = sparcl__array_grow_capped((void **)&t->bits, &g->cap_b, (t->n_masks + 1) * words,
+                                           sizeof *t->bits, &g->used, g->limit)) != 1)
+            return r;
+        memcpy(t->bits + t->n_masks * words, bits, sizeof *bits * (size_t)words);
+        t->mask[t->nnz] = (int32_t)t->n_masks++;
+    }
+    t->pairs += count;
+    ++t->nnz;
+    return 1;
+}
+
+/* Whether layout block row br of head h stores the same blocks in a and b:
+ * the same columns, each FULL in both or PARTIAL with the same bits. */
+static int block_row_same(const sparcl_layout *a, const sparcl_layout *b, int h, int br)
+{
+    const int64_t *ra = a->row_ptr + (int64_t)h * (a->nbr + 1) + br;
+    const int64_t *rb = b->row_ptr + (int64_t)h * (b->nbr + 1) + br;
+    if (ra[1] - ra[0] != rb[1] - rb[0] ||
+        memcmp(a->col + ra[0], b->col + rb[0], sizeof *a->col * (size_t)(ra[1] - ra[0])))
+        return 0;
+    for (int64_t k = 0; k < ra[1] - ra[0]; ++k) {
+        const int64_t ma = a->mask[ra[0] + k], mb = b->mask[rb[0] + k];
+        if ((ma < 0) != (mb < 0) ||
+            (ma >= 0 && memcmp(a->bits + ma * a->words_per_mask, b->bits + mb * b->words_per_mask,
+                               sizeof *a->bits * (size_t)a->words_per_mask)))
+            return 0;
+    }
+    return 1;
+}
+
+/* Whether tile row tr of head h (rows up to r1, layout block rows br0..br1)
+ * comes out exactly as in p's tiling: its rows end at r1 there too, and
+ * each block row stores the same blocks in both layouts, none reaching past
+ * column kv_inner (the tile columns below both lengths, so that no tile is
+ * clipped by either).  The tile, heads, block size and causal offset were
+ * checked for the whole build.  O(the rows' stored blocks). */
+static int row_unchanged(const sparcl__tiling_prev *p, const sparcl_layout *l, int h, int tr,
+                         int r1, int br0, int br1, int64_t kv_inner)
+{
+    const int tm = p->tiling->tm;
+    if (tr >= p->tiling->ntr || ((int64_t)tr * tm + tm < p->q_len ? tr * tm + tm : p->q_len) != r1)
+        return 0;
+    for (int br = br0; br <= br1; ++br) {
+        const int64_t *rp = l->row_ptr + (int64_t)h * (l->nbr + 1) + br;
+        if (rp[1] > rp[0] && ((int64_t)l->col[rp[1] - 1] + 1) * l->block > kv_inner)
+            return 0;
+        if (!block_row_same(p->layout, l, h, br))
+            return 0;
+    }
+    return 1;
+}
+
+/* Whether `p` can give rows to a build of layout l (q_len x kv_len, causal,
+ * tm x tn): both laid out, at the same heads and block size, tiled at the
+ * same tile, with the same causal rule and diagonal offset. */
+static int prev_applies(const sparcl__tiling_prev *p, const sparcl_layout *l, int q_len, int kv_len,
+                        int causal, int tm, int tn)
+{
+    return p && p->layout && p->tiling && l && p->tiling->tm == tm && p->tiling->tn == tn &&
+           p->layout->heads == l->heads && p->tiling->heads == l->heads &&
+           p->layout->block == l->block && !p->causal == !causal &&
+           (!causal || (int64_t)p->kv_len - p->q_len == (int64_t)kv_len - q_len);
+}
+
 sparcl_status sparcl__tiling_build(sparcl_ctx *ctx, const sparcl_layout *l, int q_len,
                                    int kv_len, int causal, int tm, int tn, sparcl__tiling *t)
+{
+    return sparcl__tiling_build_from(ctx, l, q_len, kv_len, causal, tm, tn, NULL, t);
+}
+
+sparcl_status sparcl__tiling_build_from(sparcl_ctx *ctx, const sparcl_layout *l, int q_len,
+                                        int kv_len, int causal, int tm, int tn,
+                                        const sparcl__tiling_prev *prev, sparcl__tiling *t)
 {
     memset(t, 0, sizeof *t);
     if (tm < 1 || tn < 1 || q_len < 1 || kv_len < 1)
@@ -175,8 +257,7 @@ sparcl_status sparcl__tiling_build(sparcl_ctx *ctx, const sparcl_layout *l, int 
         ctx, what, sparcl__sat_add(fixed, sparcl__sat_mul(tiles, 2 * sizeof(int32_t))));
     if (st != SPARCL_OK)
         return st;
-    const size_t limit = sparcl__mem_host_limit(ctx);
-    size_t used = fixed;
+    grow g = {0, 0, 0, fixed, sparcl__mem_host_limit(ctx)};
     int grown = 1;
     int32_t *cand = malloc(sizeof *cand * (size_t)t->ntc);
     int32_t *stamp = calloc((size_t)t->ntc, sizeof *stamp);
@@ -188,7 +269,6 @@ sparcl_status sparcl__tiling_build(sparcl_ctx *ctx, const sparcl_layout *l, int 
     int32_t *cblk = malloc(sizeof *cblk * 2 * (size_t)t->ntc);
     uint8_t *full_block = malloc((size_t)t->ntc); /* cand[k]'s block is FULL */
     t->ptr = page_alloc(sizeof *t->ptr * (size_t)t->heads * (size_t)(t->ntr + 1));
-    int64_t cap_c = 0, cap_m = 0, cap_b = 0;
     int32_t tag = 0;
     if (!cand || !stamp || !tile || !cur || !cblk || !full_block || !t->ptr)
         goto oom;
@@ -196,14 +276,16 @@ sparcl_status sparcl__tiling_build(sparcl_ctx *ctx, const sparcl_layout *l, int 
      * touched as tiles are stored) instead of growing by copies. */
     if (tiles > 0 && (t->col = page_alloc(sizeof *t->col * tiles)) &&
         (t->mask = page_alloc(sizeof *t->mask * tiles))) {
-        cap_c = cap_m = (int64_t)tiles;
-        used += tiles * (sizeof *t->col + sizeof *t->mask);
+        g.cap_c = g.cap_m = (int64_t)tiles;
+        g.used += tiles * (sizeof *t->col + sizeof *t->mask);
     }
     for (int c = 0; l && c < t->ntc; ++c) {
         int64_t c0 = (int64_t)c * tn, c1 = c0 + tn < kv_len ? c0 + tn : kv_len;
         cblk[2 * c] = (int32_t)(c0 / l->block);
         cblk[2 * c + 1] = (int32_t)((c1 - 1) / l->block);
     }
+    const int reuse = prev_applies(prev, l, q_len, kv_len, causal, tm, tn);
+    const int64_t kv_inner = reuse ? (kv_len < prev->kv_len ? kv_len : prev->kv_len) / tn * tn : 0;
     for (int h = 0; h < t->heads; ++h) {
         for (int tr = 0; tr < t->ntr; ++tr) {
             if (t->nnz > INT32_MAX - 1)
@@ -211,10 +293,29 @@ sparcl_status sparcl__tiling_build(sparcl_ctx *ctx, const sparcl_layout *l, int 
             t->ptr[(int64_t)h * (t->ntr + 1) + tr] = (int32_t)t->nnz;
             int r0 = (int)((int64_t)tr * tm);
             int r1 = (int)((int64_t)r0 + tm < q_len ? (int64_t)r0 + tm : q_len);
-            int n = 0;
-            ++tag;
             /* the layout block rows this tile row crosses */
             const int br0 = l ? r0 / l->block : 0, br1 = l ? (r1 - 1) / l->block : 0;
+            if (reuse && row_unchanged(prev, l, h, tr, r1, br0, br1, kv_inner)) {
+                /* the previous tiling's row, as this build would make it */
+                const sparcl__tiling *o = prev->tiling;
+                const int32_t *op = o->ptr + (int64_t)h * (o->ntr + 1) + tr;
+                for (int32_t e = op[0]; e < op[1]; ++e) {
+                    const uint32_t *mb =
+                        o->mask[e] < 0 ? NULL : o->bits + (int64_t)o->mask[e] * (int64_t)tile_words;
+                    int64_t count = (int64_t)(r1 - r0) * tn;
+                    if (mb) {
+                        count = 0;
+                        for (size_t w = 0; w < tile_words; ++w)
+                            count += popcount32(mb[w]);
+                    }
+                    if ((grown = append_tile(t, &g, o->col[e], mb, count)) != 1)
+                        goto append_failed;
+                }
+                ++t->rows_copied;
+                continue;
+            }
+            int n = 0;
+            ++tag;
             if (!l) {
                 for (int c = 0; c < t->ntc; ++c)
                     cand[n++] = c;
@@ -272,44 +373,26 @@ sparcl_status sparcl__tiling_build(sparcl_ctx *ctx, const sparcl_layout *l, int 
                     if (count == 0)
                         continue;
                 }
-                if ((t->nnz >= cap_c || t->nnz >= cap_m) &&
-                    ((grown = sparcl__array_grow_capped((void **)&t->col, &cap_c, t->nnz + 1,
-                                                        sizeof *t->col, &used, limit)) != 1 ||
-                     (grown = sparcl__array_grow_capped((void **)&t->mask, &cap_m, t->nnz + 1,
-                                                        sizeof *t->mask, &used, limit)) != 1))
-                    goto grow_failed;
-                t->col[t->nnz] = cand[k];
-                int full = c1 - c0 == tn && count == (int64_t)(r1 - r0) * tn;
-                if (full) {
-                    t->mask[t->nnz] = -1;
-                } else {
-                    if (t->n_masks >= INT32_MAX / ((int64_t)tm * t->mw))
-                        goto too_big;
-                    int64_t words = (int64_t)tm * t->mw;
-                    if ((grown = sparcl__array_grow_capped((void **)&t->bits, &cap_b,
-                                                           (t->n_masks + 1) * words,
-                                                           sizeof *t->bits, &used, limit)) != 1)
-                        goto grow_failed;
-                    memcpy(t->bits + t->n_masks * words, tile, sizeof *tile * (size_t)words);
-                    t->mask[t->nnz] = (int32_t)t->n_masks++;
-                }
-                t->pairs += count;
-                ++t->nnz;
+                const int full = c1 - c0 == tn && count == (int64_t)(r1 - r0) * tn;
+                if ((grown = append_tile(t, &g, cand[k], full ? NULL : tile, count)) != 1)
+                    goto append_failed;
             }
         }
         t->ptr[(int64_t)h * (t->ntr + 1) + t->ntr] = (int32_t)t->nnz;
     }
     st = SPARCL_OK;
     goto done;
+append_failed:
+    if (grown == -1) {
+        st = sparcl__mem_over_host(ctx, what, g.used);
+        goto done;
+    }
+    if (grown == 0)
+        goto oom;
 too_big:
     st = sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT,
                       "layout needs more than 2^31 tiles at BLOCK_M %d x BLOCK_N %d", tm, tn);
     goto done;
-grow_failed:
-    if (grown < 0) {
-        st = sparcl__mem_over_host(ctx, what, used);
-        goto done;
-    }
 oom:
     st = sparcl__fail(ctx, SPARCL_ERR_OUT_OF_MEMORY, "cannot allocate the tiled layout");
 done:

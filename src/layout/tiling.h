@@ -28,7 +28,17 @@ typedef struct sparcl__tiling {
     uint32_t *bits;    /* n_masks * tm * mw */
     int64_t nnz, n_masks;
     int64_t pairs;     /* attended pairs over the tiling's heads */
+    int64_t rows_copied; /* tile rows taken from a previous tiling */
 } sparcl__tiling;
+
+/* A tiling built before (its layout, lengths and causal rule, and its
+ * arrays on the host), for a build of another layout or length to copy the
+ * tile rows that come out the same. */
+typedef struct sparcl__tiling_prev {
+    const sparcl_layout *layout;
+    int q_len, kv_len, causal;
+    const sparcl__tiling *tiling;
+} sparcl__tiling_prev;
 
 /* layout == NULL means dense with one head.  A tile inside FULL layout
  * blocks (and clear of the causal diagonal and of kv_len) costs O(1) per
@@ -36,6 +46,17 @@ typedef struct sparcl__tiling {
  * PARTIAL elements; memory O(stored tiles). */
 sparcl_status sparcl__tiling_build(sparcl_ctx *ctx, const sparcl_layout *layout, int q_len,
                                    int kv_len, int causal, int tm, int tn, sparcl__tiling *out);
+
+/* As sparcl__tiling_build, copying from `prev` (NULL: nothing) each tile
+ * row whose layout block rows store the same blocks in both layouts, end at
+ * the same query row and stay clear of both kv_lens, when both are tiled at
+ * the same tile, heads, block size and causal diagonal: the result is the
+ * same array for array; rows_copied counts the copied rows.  Comparing
+ * costs O(the compared rows' stored blocks), copying O(their tiles); only
+ * the rows that differ are re-blocked. */
+sparcl_status sparcl__tiling_build_from(sparcl_ctx *ctx, const sparcl_layout *layout, int q_len,
+                                        int kv_len, int causal, int tm, int tn,
+                                        const sparcl__tiling_prev *prev, sparcl__tiling *out);
 
 void sparcl__tiling_free(sparcl__tiling *t);
 

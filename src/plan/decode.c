@@ -155,7 +155,7 @@ static sparcl_status create(const sparcl__plan_view *v, const sparcl_plan_desc *
         sparcl__tiled_init_external(&s->t, v, &tile, ext->bufs, ext->layout_heads,
                                     ext->n_tile_rows);
     else
-        st = sparcl__tiled_init(&s->t, v, desc->layout, &tile);
+        st = sparcl__tiled_init(&s->t, v, desc->layout, desc->previous, &tile);
     if (st == SPARCL_OK) {
         init_follow(s, desc);
         st = alloc_workspace(ctx, s, desc);
@@ -350,6 +350,7 @@ const sparcl__kind_ops sparcl__kind_decode = {
     .prepare_backward = sparcl__tiled_prepare_backward,
     .backward = sparcl__tiled_backward,
     .half_forward = 1,
+    .tiled = 1,
     .device_bytes = decode_bytes,
     .free = decode_free,
 };

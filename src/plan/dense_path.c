@@ -129,7 +129,7 @@ static sparcl_status dense_create(const sparcl__plan_view *v, const sparcl_plan_
     /* Before any GEMM runs: CLBlast compiles with what is set then. */
     sparcl_status st = sparcl__gemm_params_apply(ctx, desc, report);
     if (st == SPARCL_OK)
-        st = sparcl__tiled_init(&s->t, v, desc->layout, params);
+        st = sparcl__tiled_init(&s->t, v, desc->layout, desc->previous, params);
     if (st == SPARCL_OK)
         st = sparcl__family_kernels(ctx, &sparcl__schema_attn_fwd, &prob, params, 1, names,
                                     &s->softmax);
@@ -278,6 +278,7 @@ const sparcl__kind_ops sparcl__kind_dense = {
     .forward = dense_forward,
     .prepare_backward = sparcl__tiled_prepare_backward,
     .backward = sparcl__tiled_backward,
+    .tiled = 1,
     .device_bytes = dense_bytes,
     .free = dense_free,
 };

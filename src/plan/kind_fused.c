@@ -74,7 +74,7 @@ static sparcl_status create(const sparcl__plan_view *v, const sparcl_plan_desc *
         sparcl__tiled_init_external(&f->t, v, params, ext->bufs, ext->layout_heads,
                                     ext->n_tile_rows);
     else
-        st = sparcl__tiled_init(&f->t, v, desc->layout, params);
+        st = sparcl__tiled_init(&f->t, v, desc->layout, desc->previous, params);
     if (st == SPARCL_OK && ws)
         st = sparcl__mem_check_device(ctx, "the plan with its packed-K workspace (KT=1)",
                                       sparcl__sat_add(sparcl__tiled_bytes(&f->t), ws));
@@ -228,6 +228,7 @@ const sparcl__kind_ops sparcl__kind_fused = {
     .prepare_backward = sparcl__tiled_prepare_backward,
     .backward = sparcl__tiled_backward,
     .half_forward = 1,
+    .tiled = 1,
     .device_bytes = fused_bytes,
     .free = fused_free,
 };
@@ -247,6 +248,7 @@ const sparcl__kind_ops sparcl__kind_entmax = {
     .forward = fused_forward,
     .prepare_backward = sparcl__entmax_prepare_backward,
     .backward = sparcl__entmax_backward,
+    .tiled = 1,
     .device_bytes = fused_bytes,
     .free = fused_free,
 };

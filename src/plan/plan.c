@@ -160,6 +160,11 @@ static sparcl_status check_tensors(sparcl_ctx *ctx, const sparcl_plan_desc *d)
 #undef BAD
 }
 
+const struct sparcl__tiled *sparcl__plan_tiled(const sparcl_plan *p)
+{
+    return p && p->ops && p->ops->tiled && p->state ? (const struct sparcl__tiled *)p->state : NULL;
+}
+
 sparcl_status sparcl__plan_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d)
 {
 #define BAD(...) sparcl__fail(ctx, SPARCL_ERR_INVALID_ARGUMENT, __VA_ARGS__)
@@ -192,6 +197,8 @@ sparcl_status sparcl__plan_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d
         return st;
     if (d->params && (st = sparcl__params_valid(ctx, d->params, "desc.params")) != SPARCL_OK)
         return st;
+    if (d->previous && d->previous->ctx != ctx)
+        return BAD("desc.previous is a plan of another context");
     const sparcl_layout *l = d->layout;
     if (l) {
         if (l->heads != 1 && l->heads != d->q_heads)
@@ -220,6 +227,7 @@ static sparcl_status alloc(sparcl_ctx *ctx, const sparcl_plan_desc *desc, sparcl
     p->desc.proj_e = NULL;
     p->desc.proj_f = NULL;
     p->desc.spans = NULL; /* borrowed during init only; the span kind keeps a copy */
+    p->desc.previous = NULL;
     sparcl__plan_view *v = &p->view;
     v->ctx = ctx;
     v->desc = p->desc;

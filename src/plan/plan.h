@@ -59,4 +59,7 @@ sparcl_status sparcl__plan_call_begin(sparcl_plan *p, cl_command_queue queue, sp
  * calls); out's strides injective (sparcl__plan_strides_injective()). */
 sparcl_status sparcl__plan_desc_check(sparcl_ctx *ctx, const sparcl_plan_desc *d);
 
+/* The tiled layout of a plan whose kind walks one (ops->tiled), else NULL. */
+const struct sparcl__tiled *sparcl__plan_tiled(const sparcl_plan *p);
+
 #endif

@@ -104,6 +104,9 @@ typedef struct sparcl__kind_ops {
      * half_no_backward: it cannot be (it reruns the forward's half kernels
      * on the call's q and k), and it refuses half storage. */
     int half_forward, half_no_backward;
+    /* Nonzero: the state starts with a sparcl__tiled (plan_tiles.h), which
+     * a later plan's desc.previous may copy tile rows from. */
+    int tiled;
     /* Redraws the kind's random matrices; NULL: it has none. */
     sparcl_status (*redraw)(void *state, uint64_t seed);
     size_t (*device_bytes)(const void *state);

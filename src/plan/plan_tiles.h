@@ -37,10 +37,13 @@ typedef struct sparcl__tiled {
     size_t bwd_bytes; /* device bytes of bwd, set with it under `lock` */
 } sparcl__tiled;
 
-/* Re-blocks `layout` (NULL: dense) to p's BLOCK_M x BLOCK_N, uploads it and
- * keeps a copy of the layout.  On failure call sparcl__tiled_release. */
+/* Re-blocks `layout` (NULL: dense) to p's BLOCK_M x BLOCK_N, copying the
+ * tile rows that come out the same from `previous`'s tiled layout where it
+ * has one (desc.previous; NULL: none), uploads it and keeps a copy of the
+ * layout.  On failure call sparcl__tiled_release. */
 sparcl_status sparcl__tiled_init(sparcl__tiled *t, const sparcl__plan_view *v,
-                                 const sparcl_layout *layout, const sparcl__pset *p);
+                                 const sparcl_layout *layout, const struct sparcl_plan *previous,
+                                 const sparcl__pset *p);
 
 /* A tiled layout whose four arrays (tile_ptr, tile_col, tile_mask,
  * mask_bits, in that order) another part of the plan fills on the device
