@@ -5,9 +5,11 @@
  * to kernel tiles.  Beyond "no crash", every accepted
  * layout is checked against its definition at sampled elements, and the
  * tiling (with or without causal) is checked element by element against
- * sparcl_layout_attends on small shapes.  A mismatch traps.
+ * sparcl_layout_attends on small shapes, and built again from its own tiling
+ * (the rows it copies) to the same arrays.  A mismatch traps.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "fuzz_input.h"
 #include "layout/layout.h"
@@ -19,6 +21,12 @@
         if (!(c))                                                                            \
             __builtin_trap();                                                                \
     } while (0)
+
+/* Whether two arrays of `bytes` agree (empty ones may be NULL). */
+static int same(const void *a, const void *b, size_t bytes)
+{
+    return bytes == 0 || !memcmp(a, b, bytes);
+}
 
 static void check_tiling(const sparcl_layout *l, int causal, int tm, int tn)
 {
@@ -53,6 +61,20 @@ static void check_tiling(const sparcl_layout *l, int causal, int tm, int tn)
             for (int j = 0; j < l->kv_len; ++j)
                 total += sparcl_layout_attends(l, h, i, j) && (!causal || j <= i + off);
     CHECK(pairs == total && t.pairs == total);
+    /* Re-blocked from its own tiling: every row that can be copied is, and
+     * the arrays come out the same. */
+    sparcl__tiling again;
+    const sparcl__tiling_prev prev = {l, l->q_len, l->kv_len, causal, &t};
+    if (sparcl__tiling_build_from(NULL, l, l->q_len, l->kv_len, causal, tm, tn, &prev, &again) ==
+        SPARCL_OK) {
+        CHECK(again.nnz == t.nnz && again.n_masks == t.n_masks && again.pairs == t.pairs);
+        CHECK(same(again.ptr, t.ptr, sizeof *t.ptr * (size_t)t.heads * (size_t)(t.ntr + 1)));
+        CHECK(same(again.col, t.col, sizeof *t.col * (size_t)t.nnz));
+        CHECK(same(again.mask, t.mask, sizeof *t.mask * (size_t)t.nnz));
+        CHECK(same(again.bits, t.bits,
+                   sizeof *t.bits * (size_t)t.n_masks * (size_t)t.tm * (size_t)t.mw));
+        sparcl__tiling_free(&again);
+    }
     sparcl__tiling_free(&t);
 }
 
