@@ -30,6 +30,9 @@
  * output and tau are NaN (flags set in the first pass).  A key outside a
  * row's support, masked or not, never touches the row's output
  * (sparcl_tile_accumulate), so a NaN in its value does not either.
+ * DTYPE is the storage of q, k, v and o (common.clh: float, half or
+ * bfloat16); scores, thresholds and sums stay float, and each output
+ * element is rounded to the storage type once.
  */
 #ifndef HEAD_DIM
 #error "HEAD_DIM must be defined"
@@ -51,6 +54,9 @@
 #endif
 #ifndef TOPK
 #error "TOPK must be defined"
+#endif
+#ifndef DTYPE
+#error "DTYPE must be defined"
 #endif
 #ifndef NORM
 #error "NORM must be defined (1 sparsemax, 2 1.5-entmax, 3 alpha-entmax by bisection)"
@@ -142,8 +148,8 @@ inline float topk_tau(const float *top, int n, float inv_am1)
 }
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
-attn_entmax(__global const float *restrict q, __global const float *restrict k,
-            __global const float *restrict v, __global float *restrict o,
+attn_entmax(__global const stor_t *restrict q, __global const stor_t *restrict k,
+            __global const stor_t *restrict v, __global stor_t *restrict o,
             __global float *restrict lse, const int write_lse,
             __global const int *restrict tile_ptr, __global const int *restrict tile_col,
             __global const int *restrict tile_mask, __global const uint *restrict mask_bits,
@@ -164,9 +170,9 @@ attn_entmax(__global const float *restrict q, __global const float *restrict k,
     const float zscale = scale_log2 * M_LN2_F * (alpha - 1.0f);
     const float inv_am1 = 1.0f / (alpha - 1.0f);
 
-    __global const float *qb = q + b * q_sb + hq * q_sh;
-    __global const float *kb = k + b * k_sb + hk * k_sh;
-    __global const float *vb = v + b * v_sb + hk * v_sh;
+    __global const stor_t *qb = q + b * q_sb + hq * q_sh;
+    __global const stor_t *kb = k + b * k_sb + hk * k_sh;
+    __global const stor_t *vb = v + b * v_sb + hk * v_sh;
 
     floatv qv[ROWS][NV], acc[ROWS][NV];
     float qt[ROWS][NT_ALLOC], acct[ROWS][NT_ALLOC];
@@ -176,13 +182,13 @@ attn_entmax(__global const float *restrict q, __global const float *restrict k,
     for (int r = 0; r < ROWS; ++r) {
         /* Rows past q_len compute on a clamped copy and are never stored. */
         const int i = min(row0 + r, q_len - 1);
-        __global const float *qr = qb + (long)i * q_ss;
+        __global const stor_t *qr = qb + (long)i * q_ss;
         for (int d = 0; d < NV; ++d) {
-            qv[r][d] = LOADV(qr + d * VEC) * zscale;
+            qv[r][d] = SLOADV(qr + d * VEC) * zscale;
             acc[r][d] = (floatv)(0.0f);
         }
         for (int t = 0; t < NT; ++t) {
-            qt[r][t] = qr[NV * VEC + t] * zscale;
+            qt[r][t] = SLOAD1(qr + NV * VEC + t) * zscale;
             acct[r][t] = 0.0f;
         }
         for (int x = 0; x < TOPK; ++x)
@@ -317,12 +323,12 @@ attn_entmax(__global const float *restrict q, __global const float *restrict k,
         const int i = row0 + r;
         if (i >= q_len)
             break;
-        __global float *orow = o + b * o_sb + hq * o_sh + (long)i * o_ss;
+        __global stor_t *orow = o + b * o_sb + hq * o_sh + (long)i * o_ss;
         const float inv = bad[r] ? NAN : wsum[r] > 0.0f ? 1.0f / wsum[r] : 0.0f;
         for (int d = 0; d < NV; ++d)
-            STOREV(acc[r][d] * inv, orow + d * VEC);
+            SSTOREV(acc[r][d] * inv, orow + d * VEC);
         for (int t = 0; t < NT; ++t)
-            orow[NV * VEC + t] = acct[r][t] * inv;
+            SSTORE1(acct[r][t] * inv, orow + NV * VEC + t);
         if (write_lse)
             lse[((long)b * q_heads + hq) * q_len + i] =
                 bad[r] ? NAN : cnt[r] > 0 ? top[r][0] + tau[r] : -INFINITY;

@@ -453,28 +453,24 @@ SPARCL_API void sparcl_params_format(const sparcl_params *params, char *buf, siz
  * by the split-KV decoding kernel (q_len <= 16 over long keys, and
  * sparcl_plan_forward_cache() with contiguous or paged caches of the
  * plan's dtype; its partial results stay fp32 and the merge rounds out
- * once) and with dynamic block selection.
- * Which plans stage half storage through fp32: the forward of the sparse
- * normalizations (sparsemax, entmax), FAVOR+, Linformer, adaptive span and
- * LSH attention, and the backward of every kind that has one (softmax over
- * a layout, sparse normalizations, FAVOR+, Linformer, adaptive span).  The
- * plan keeps fp32 device workspaces, converts the caller's half q, k and
- * v (and out, dout for a backward) into them on the device, runs the fp32
- * kernels unchanged and rounds out (dq, dk, dv) to nearest even into the
- * caller's buffers: no host round trip, the same results as an fp32 plan
- * given the half values (the conversion into fp32 is exact).  lse, dspans,
- * dproj_e and dproj_f stay fp32.  The workspaces cost 4 bytes per element
- * of q, k, v and out (2 x (q + k) elements: batch x heads x len x
- * head_dim each) for a staged forward, allocated by sparcl_plan_init(),
- * and 4 x (q + k) more for the backward (dout, dq, dk, dv), allocated by
- * the first backward or sparcl_plan_prepare_backward(); they count in
- * sparcl_plan_device_bytes() and the device-memory limit.  Staged calls on
- * one plan share the workspaces and so run one after another on the
- * device (each waits for the previous one), whichever thread or queue
- * enqueues them.  Still refused with SPARCL_ERR_NOT_SUPPORTED, naming the
- * kind and the dtype: the dense CLBlast path (ALGO=1; a softmax forward,
- * which is never staged) and the backward of dynamic block selection
- * (it chooses its blocks again from q and k as stored). */
+ * once) and with dynamic block selection; and the forward of the sparse
+ * normalizations (sparsemax, entmax) over a layout, by attn_entmax.
+ * Which plans stage half storage through fp32: the forward of FAVOR+,
+ * Linformer, adaptive span and LSH attention, and the backward of every kind that has one (softmax
+ * over a layout, sparse normalizations, FAVOR+, Linformer, adaptive span).  The plan keeps fp32
+ * device workspaces, converts the caller's half q, k and v (and out, dout for a backward) into them
+ * on the device, runs the fp32 kernels unchanged and rounds out (dq, dk, dv) to nearest even into
+ * the caller's buffers: no host round trip, the same results as an fp32 plan given the half values
+ * (the conversion into fp32 is exact).  lse, dspans, dproj_e and dproj_f stay fp32.  The workspaces
+ * cost 4 bytes per element of q, k, v and out (2 x (q + k) elements: batch x heads x len x head_dim
+ * each) for a staged forward, allocated by sparcl_plan_init(), and 4 x (q + k) more for the
+ * backward (dout, dq, dk, dv), allocated by the first backward or sparcl_plan_prepare_backward();
+ * they count in sparcl_plan_device_bytes() and the device-memory limit.  Staged calls on one plan
+ * share the workspaces and so run one after another on the device (each waits for the previous
+ * one), whichever thread or queue enqueues them.  Still refused with SPARCL_ERR_NOT_SUPPORTED,
+ * naming the kind and the dtype: the dense CLBlast path (ALGO=1; a softmax forward, which is never
+ * staged) and the backward of dynamic block selection (it chooses its blocks again from q and k as
+ * stored). */
 typedef enum sparcl_dtype {
     SPARCL_DTYPE_F32 = 0,
     SPARCL_DTYPE_F16 = 1,

@@ -1,9 +1,10 @@
 /*
  * test_half_stage.c -- half storage (F16, BF16) for the kinds whose
  * kernels are fp32 only, staged through fp32 device workspaces: the
- * sparse normalizations, FAVOR+, Linformer, adaptive span and LSH forward,
- * and the backward of every kind that has one (the softmax's on causal and
- * window layouts with GQA included).
+ * FAVOR+, Linformer, adaptive span and LSH forward, and the backward of
+ * every kind that has one (the softmax's on causal and window layouts with
+ * GQA included, and the sparse normalizations', whose forward reads half
+ * natively and is checked here by the same rule).
  *
  * Each case runs an fp32 plan on the half-rounded inputs (the plain fp32
  * computation) and a half plan on the stored inputs, and applies the rule
@@ -389,14 +390,16 @@ Test(half_stage, softmax_backward_causal_and_window_with_gqa, .timeout = 300)
 
 /* ---- device calls -------------------------------------------------------- */
 
-/* The sparsemax problem of the device tests: GQA over a window. */
-static sparcl_plan_desc sparse_desc(sparcl_ctx *ctx, sparcl_layout **l)
+/* The staged problem of the device tests: adaptive span with GQA. */
+static sparcl_plan_desc staged_desc(void)
 {
+    static const float spans[2] = {3.5f, 40.0f};
     sparcl_plan_desc d;
     inputs_desc(&d, 1, 2, 1, 17, 113, 72);
-    d.normalization = SPARCL_NORMALIZATION_SPARSEMAX;
-    *l = window(ctx, &d);
-    d.layout = *l;
+    d.attention = SPARCL_ATTENTION_SPAN;
+    d.causal = 1;
+    d.spans = spans;
+    d.span_ramp = 8.0f;
     return d;
 }
 
@@ -451,8 +454,7 @@ Test(half_stage, strided_device_tensors_and_calls_on_two_queues, .timeout = 300)
 {
     sparcl_ctx *ctx = NULL;
     cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
-    sparcl_layout *l;
-    sparcl_plan_desc d = sparse_desc(ctx, &l);
+    sparcl_plan_desc d = staged_desc();
     d.dtype = SPARCL_DTYPE_F16;
     sparcl_plan *pc = plan_at(ctx, &d, SPARCL_DTYPE_F16);
     d.q_strides = d.o_strides = bshd(d.q_heads, d.q_len, d.head_dim);
@@ -540,7 +542,6 @@ Test(half_stage, strided_device_tensors_and_calls_on_two_queues, .timeout = 300)
     clReleaseCommandQueue(qb);
     sparcl_plan_free(pc);
     sparcl_plan_free(ps);
-    sparcl_layout_free(l);
     sparcl_ctx_free(ctx);
 }
 
@@ -551,8 +552,7 @@ Test(half_stage, workspaces_count_in_device_bytes_and_limit, .timeout = 300)
 {
     sparcl_ctx *ctx = NULL;
     cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
-    sparcl_layout *l;
-    sparcl_plan_desc d = sparse_desc(ctx, &l);
+    sparcl_plan_desc d = staged_desc();
     const size_t nq = q_elems(&d), nk = k_elems(&d);
     sparcl_plan *pf = plan_at(ctx, &d, SPARCL_DTYPE_F32), *ph = plan_at(ctx, &d, SPARCL_DTYPE_BF16);
     const size_t f0 = sparcl_plan_device_bytes(pf), h0 = sparcl_plan_device_bytes(ph);
@@ -572,22 +572,35 @@ Test(half_stage, workspaces_count_in_device_bytes_and_limit, .timeout = 300)
     cr_assert_eq(sparcl_plan_init(ctx, &again, &d), SPARCL_ERR_OUT_OF_MEMORY);
     cr_assert_null(again);
     cr_assert(strstr(sparcl_ctx_errmsg(ctx), "fp32 staging"), "%s", sparcl_ctx_errmsg(ctx));
-    /* A softmax plan reads half natively: only its backward stages. */
+    /* Softmax and sparsemax over a window read half natively: no forward
+     * workspace, only their backward stages. */
     cr_assert_eq(sparcl_ctx_set_memory_limit(ctx, 0, 0), SPARCL_OK);
-    d.normalization = SPARCL_NORMALIZATION_SOFTMAX;
-    sparcl_plan *sh = plan_at(ctx, &d, SPARCL_DTYPE_BF16);
-    const size_t s0 = sparcl_plan_device_bytes(sh);
-    cr_assert_eq(sparcl_plan_prepare_backward(sh, NULL), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
-    sparcl_plan *sf = plan_at(ctx, &d, SPARCL_DTYPE_F32);
-    const size_t sf0 = sparcl_plan_device_bytes(sf);
-    cr_assert_eq(sparcl_plan_prepare_backward(sf, NULL), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
-    cr_assert_eq((sparcl_plan_device_bytes(sh) - s0) - (sparcl_plan_device_bytes(sf) - sf0),
-                 4 * (4 * nq + 4 * nk));
-    sparcl_plan_free(sh);
-    sparcl_plan_free(sf);
+    static const int norms[2] = {SPARCL_NORMALIZATION_SOFTMAX, SPARCL_NORMALIZATION_SPARSEMAX};
+    for (int n = 0; n < 2; ++n) {
+        sparcl_plan_desc w;
+        inputs_desc(&w, 1, 2, 1, 17, 113, 72);
+        w.normalization = norms[n];
+        sparcl_layout *l = window(ctx, &w);
+        w.layout = l;
+        const size_t wq = q_elems(&w), wk = k_elems(&w);
+        sparcl_plan *sh = plan_at(ctx, &w, SPARCL_DTYPE_BF16);
+        const size_t s0 = sparcl_plan_device_bytes(sh);
+        cr_assert_eq(sparcl_plan_prepare_backward(sh, NULL), SPARCL_OK, "%s",
+                     sparcl_ctx_errmsg(ctx));
+        sparcl_plan *sf = plan_at(ctx, &w, SPARCL_DTYPE_F32);
+        const size_t sf0 = sparcl_plan_device_bytes(sf);
+        cr_assert_eq(s0, sf0, "normalization %d: a native half forward holds no workspace",
+                     norms[n]);
+        cr_assert_eq(sparcl_plan_prepare_backward(sf, NULL), SPARCL_OK, "%s",
+                     sparcl_ctx_errmsg(ctx));
+        cr_assert_eq((sparcl_plan_device_bytes(sh) - s0) - (sparcl_plan_device_bytes(sf) - sf0),
+                     4 * (4 * wq + 4 * wk), "normalization %d", norms[n]);
+        sparcl_plan_free(sh);
+        sparcl_plan_free(sf);
+        sparcl_layout_free(l);
+    }
     sparcl_plan_free(pf);
     sparcl_plan_free(ph);
-    sparcl_layout_free(l);
     sparcl_ctx_free(ctx);
 }
 
@@ -600,8 +613,7 @@ Test(half_stage, buffers_sized_for_the_wrong_dtype_are_refused, .timeout = 300)
 {
     sparcl_ctx *ctx = NULL;
     cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
-    sparcl_layout *l;
-    sparcl_plan_desc d = sparse_desc(ctx, &l);
+    sparcl_plan_desc d = staged_desc();
     const size_t nq = q_elems(&d), nk = k_elems(&d), nl = (size_t)d.q_heads * d.q_len;
     sparcl_plan *pf = plan_at(ctx, &d, SPARCL_DTYPE_F32), *ph = plan_at(ctx, &d, SPARCL_DTYPE_F16);
     tensors t;
@@ -634,6 +646,5 @@ Test(half_stage, buffers_sized_for_the_wrong_dtype_are_refused, .timeout = 300)
     tensors_free(&t);
     sparcl_plan_free(pf);
     sparcl_plan_free(ph);
-    sparcl_layout_free(l);
     sparcl_ctx_free(ctx);
 }

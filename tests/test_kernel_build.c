@@ -211,21 +211,32 @@ Test(kernel_build, every_family_builds_without_warnings, .timeout = 900)
         sparcl_plan_free(plan);
         cr_assert_eq(rec.warning[0], 0, "lsh %d: %s", i, rec.warning);
     }
-    /* Half storage staged through fp32 (cl/dtype_convert.cl), both types. */
-    for (int dtype = SPARCL_DTYPE_F16; dtype <= SPARCL_DTYPE_BF16; ++dtype) {
-        sparcl_plan_desc d;
-        sparcl_plan_desc_init(&d);
-        d.q_len = d.kv_len = 40;
-        d.head_dim = 16;
-        d.normalization = SPARCL_NORMALIZATION_SPARSEMAX;
-        d.layout = lay;
-        d.dtype = dtype;
-        sparcl_plan *plan = NULL;
-        cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "staged %d: %s", dtype,
-                     sparcl_ctx_errmsg(ctx));
-        sparcl_plan_free(plan);
-        cr_assert_eq(rec.warning[0], 0, "staged %d: %s", dtype, rec.warning);
-    }
+    /* Half storage, both types: sparsemax reads it natively (attn_entmax
+     * with DTYPE 1 and 2); adaptive span is staged through fp32
+     * (cl/dtype_convert.cl). */
+    static const float spans[1] = {6.0f};
+    for (int dtype = SPARCL_DTYPE_F16; dtype <= SPARCL_DTYPE_BF16; ++dtype)
+        for (int staged = 0; staged < 2; ++staged) {
+            sparcl_plan_desc d;
+            sparcl_plan_desc_init(&d);
+            d.q_len = d.kv_len = 40;
+            d.head_dim = 16;
+            if (staged) {
+                d.attention = SPARCL_ATTENTION_SPAN;
+                d.causal = 1;
+                d.spans = spans;
+                d.span_ramp = 4.0f;
+            } else {
+                d.normalization = SPARCL_NORMALIZATION_SPARSEMAX;
+                d.layout = lay;
+            }
+            d.dtype = dtype;
+            sparcl_plan *plan = NULL;
+            cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "dtype %d staged %d: %s",
+                         dtype, staged, sparcl_ctx_errmsg(ctx));
+            sparcl_plan_free(plan);
+            cr_assert_eq(rec.warning[0], 0, "dtype %d staged %d: %s", dtype, staged, rec.warning);
+        }
     sparcl_layout_free(lay);
     sparcl_ctx_free(ctx);
 

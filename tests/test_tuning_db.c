@@ -1086,6 +1086,47 @@ Test(tuning_db, version_1_database_is_migrated)
                  0);
 }
 
+/* Every row a shipped database file carries was tuned for the kernel code
+ * of this tree: a change to a family's sources (cl/common.clh included)
+ * retires its rows unless it leaves the compiled kernels alone and the
+ * files are re-keyed, which this keeps from being forgotten. */
+Test(tuning_db, shipped_rows_carry_the_current_kernel_hashes)
+{
+    static const char *const files[] = {"tuned_pocl.sql", "tuned_pocl_skylake_avx512.sql"};
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    int checked = 0;
+    for (size_t f = 0; f < sizeof files / sizeof files[0]; ++f) {
+        char sql[512], path[128];
+        snprintf(sql, sizeof sql, "%s/db/%s", SPARCL_SOURCE_DIR, files[f]);
+        scratch_path(path, sizeof path, files[f]);
+        sparcl_tuning_db *db = open_db(path, SPARCL_TUNING_DB_WRITE);
+        int64_t n = 0;
+        cr_assert_eq(sparcl_tuning_db_import(db, sql, &n), SPARCL_OK, "%s: %s", files[f],
+                     sparcl_ctx_errmsg(NULL));
+        sparcl_tuning_db_free(db);
+        sqlite3 *h = NULL;
+        cr_assert_eq(sqlite3_open_v2(path, &h, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        sqlite3_stmt *q = NULL;
+        cr_assert_eq(sqlite3_prepare_v2(h, "SELECT DISTINCT name, hash FROM kernel", -1, &q, NULL),
+                     SQLITE_OK, "%s", sqlite3_errmsg(h));
+        while (sqlite3_step(q) == SQLITE_ROW) {
+            const char *kernel = (const char *)sqlite3_column_text(q, 0);
+            const char *hash = (const char *)sqlite3_column_text(q, 1);
+            char now[32];
+            cr_assert_eq(sparcl_kernel_hash(ctx, kernel, now, sizeof now), SPARCL_OK, "%s: %s",
+                         kernel, sparcl_ctx_errmsg(ctx));
+            cr_expect_str_eq(hash, now, "%s: %s rows carry %s, the tree's code hashes to %s",
+                             files[f], kernel, hash, now);
+            ++checked;
+        }
+        sqlite3_finalize(q);
+        sqlite3_close(h);
+    }
+    cr_assert_gt(checked, 4);
+    sparcl_ctx_free(ctx);
+}
+
 /* ---- decisions and claims ---- */
 
 /* A decision overrides "fastest": best, plans and exports follow it. */

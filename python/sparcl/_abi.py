@@ -156,6 +156,7 @@ class sparcl_plan_desc(Structure):
         ("lsh_rounds", c_int),
         ("lsh_buckets", c_int),
         ("lsh_chunk", c_int),
+        ("previous", c_void_p),
     ]
 
 

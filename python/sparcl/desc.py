@@ -66,8 +66,10 @@ class Desc:
                  normalization="softmax", alpha=None, params=None, unchecked_params=False,
                  attention="exact", features=None, proj_len=None, seed=None, proj_e=None,
                  proj_f=None, select="none", select_k=None, select_tau=None, select_block=None,
-                 spans=None, span_ramp=None, lsh_rounds=None, lsh_buckets=None, lsh_chunk=None):
+                 spans=None, span_ramp=None, lsh_rounds=None, lsh_buckets=None, lsh_chunk=None,
+                 previous=None):
         from .layout import Layout
+        from .plan import Plan
 
         d = _abi.sparcl_plan_desc()
         check(lib.sparcl_plan_desc_init_sized(ctypes.byref(d), ctypes.sizeof(d)), None)
@@ -87,6 +89,11 @@ class Desc:
             if not isinstance(layout, Layout):
                 raise TypeError("layout must be a sparcl.Layout or None, got %r" % type(layout).__name__)
             d.layout = layout._borrow()
+        self.previous = previous
+        if previous is not None:
+            if not isinstance(previous, Plan):
+                raise TypeError("previous must be a sparcl.Plan or None, got %r" % type(previous).__name__)
+            d.previous = previous._borrow()
         self.dtype = dtypes.code(dtype)
         d.dtype = self.dtype
         self.normalization = _choice("normalization", NORMALIZATIONS, normalization)

@@ -99,6 +99,9 @@ class Plan(Handle):
     features, proj_len, seed, select, select_k, select_tau, select_block,
     spans, span_ramp, lsh_rounds, lsh_buckets, lsh_chunk, unchecked_params)
     set the sparcl_plan_desc fields of the same names; see sparcl.h.
+    previous: an earlier Plan of the same Context (another length of the
+    same pattern), whose unchanged tile rows the new plan copies instead of
+    re-blocking them (desc.previous); results never depend on it.
 
     The layout is read during construction only; the plan keeps its
     Context alive.  Tensors are NumPy arrays, C-contiguous [B, H, S, D]
@@ -122,6 +125,8 @@ class Plan(Handle):
         self._desc = desc
         desc.layout = None  # borrowed during init only
         desc.c.layout = None
+        desc.previous = None
+        desc.c.previous = None
         self._own(out.value, lib.sparcl_plan_free)
         ctx._adopt(self)
 

@@ -214,3 +214,22 @@ def test_ml_dtypes_bfloat16_arrays(ctx, rng):
     assert out.dtype == np.dtype(ml_dtypes.bfloat16)
     np.testing.assert_array_equal(out.view(np.uint16), out_bits)
     np.testing.assert_array_equal(lse, lse_bits)
+
+
+def test_previous_plan_for_a_new_length(ctx, rng):
+    # A plan for 17 more tokens made from the first one (desc.previous) gives
+    # the result of a plan made without it, bit for bit, and the oracle's.
+    first = sparcl.Plan(ctx, q_len=300, head_dim=72, q_heads=2, causal=True,
+                        layout=sparcl.Layout.window(ctx, 300, 300, left=40, right=0, block=16))
+    layout = sparcl.Layout.window(ctx, 317, 317, left=40, right=0, block=16)
+    kw = dict(q_len=317, head_dim=72, q_heads=2, causal=True, layout=layout)
+    grown = sparcl.Plan(ctx, previous=first, **kw)
+    fresh = sparcl.Plan(ctx, **kw)
+    q, k, v = inputs(rng, 1, 2, 2, 317, 317, 72)
+    out, _ = grown.forward(q, k, v)
+    want, _ = fresh.forward(q, k, v)
+    assert np.array_equal(out, want)
+    ref, _ = np_forward(q, k, v, full_mask(layout, 2, 317, 317, causal=True))
+    assert_close(out, ref, 2e-5, "out")
+    with pytest.raises(TypeError, match="previous must be a sparcl.Plan"):
+        sparcl.Plan(ctx, previous=layout, **kw)

@@ -4,7 +4,8 @@
  * work-group parameters of attn_fwd, so the shared tile constraints and
  * defaults of params_fwd.c apply; TOPK, the per-row buffer of largest
  * scores the first pass keeps, is its own, and NORM (which solver) is
- * derived from the descriptor's normalization.
+ * derived from the descriptor's normalization, DTYPE (the storage of q, k,
+ * v and out) from its dtype.
  */
 #include "kernels/params.h"
 
@@ -36,7 +37,8 @@ static void defaults(sparcl__pset *p, const sparcl__problem *prob,
 
 static const sparcl__kernel_decl kernels[] = {{"attn_entmax", 1}};
 static const sparcl__program_decl programs[] = {{"attn_entmax.cl", kernels, N_OF(kernels)}};
-static const sparcl__param_id derived[] = {SPARCL__P_HEAD_DIM, SPARCL__P_NORM, SPARCL__P_ROWS};
+static const sparcl__param_id derived[] = {SPARCL__P_DTYPE, SPARCL__P_HEAD_DIM, SPARCL__P_NORM,
+                                           SPARCL__P_ROWS};
 
 const sparcl__kernel_schema sparcl__schema_attn_entmax = {
     .name = "attn_entmax",

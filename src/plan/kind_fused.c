@@ -248,6 +248,7 @@ const sparcl__kind_ops sparcl__kind_entmax = {
     .forward = fused_forward,
     .prepare_backward = sparcl__entmax_prepare_backward,
     .backward = sparcl__entmax_backward,
+    .half_forward = 1,
     .tiled = 1,
     .device_bytes = fused_bytes,
     .free = fused_free,
