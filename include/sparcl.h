@@ -801,7 +801,9 @@ SPARCL_API size_t sparcl_plan_device_bytes(const sparcl_plan *plan);
  * and other lengths give SPARCL_ERR_NOT_SUPPORTED naming them; such a
  * pattern takes one plan per length, which after the first builds no
  * program (they come from the context's program cache; the split count
- * SPLITS is not a build option) and costs the layout's re-blocking.
+ * SPLITS is not a build option) and costs the layout's re-blocking, of
+ * only the tile rows that changed when desc.previous names the plan of the
+ * previous length.
  *
  * Contiguous cache (desc.page_size 0): k and v as the descriptor's strides
  * say, [batch, kv_heads, capacity, head_dim] by default; only the first
