@@ -587,6 +587,11 @@ Test(half_stage, workspaces_count_in_device_bytes_and_limit, .timeout = 300)
         const size_t s0 = sparcl_plan_device_bytes(sh);
         cr_assert_eq(sparcl_plan_prepare_backward(sh, NULL), SPARCL_OK, "%s",
                      sparcl_ctx_errmsg(ctx));
+        /* the same kernel parameters (and so tiles), whatever rows a
+         * tuning database holds for either dtype */
+        sparcl_params same;
+        sparcl_plan_params(sh, &same, NULL);
+        w.params = &same;
         sparcl_plan *sf = plan_at(ctx, &w, SPARCL_DTYPE_F32);
         const size_t sf0 = sparcl_plan_device_bytes(sf);
         cr_assert_eq(s0, sf0, "normalization %d: a native half forward holds no workspace",

@@ -1090,16 +1090,17 @@ Test(tuning_db, version_1_database_is_migrated)
  * of this tree: a change to a family's sources (cl/common.clh included)
  * retires its rows unless it leaves the compiled kernels alone and the
  * files are re-keyed, which this keeps from being forgotten. */
-Test(tuning_db, shipped_rows_carry_the_current_kernel_hashes)
+Test(tuning_db, shipped_rows_carry_the_current_kernel_hashes, .init = make_dir)
 {
     static const char *const files[] = {"tuned_pocl.sql", "tuned_pocl_skylake_avx512.sql"};
     sparcl_ctx *ctx = NULL;
     cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
     int checked = 0;
     for (size_t f = 0; f < sizeof files / sizeof files[0]; ++f) {
-        char sql[512], path[128];
+        char sql[512], path[128], name[64];
         snprintf(sql, sizeof sql, "%s/db/%s", SPARCL_SOURCE_DIR, files[f]);
-        scratch_path(path, sizeof path, files[f]);
+        snprintf(name, sizeof name, "shipped-%zu.db", f);
+        scratch_path(path, sizeof path, name);
         sparcl_tuning_db *db = open_db(path, SPARCL_TUNING_DB_WRITE);
         int64_t n = 0;
         cr_assert_eq(sparcl_tuning_db_import(db, sql, &n), SPARCL_OK, "%s: %s", files[f],

@@ -156,8 +156,11 @@ static int block_row_same(const sparcl_layout *a, const sparcl_layout *b, int h,
 {
     const int64_t *ra = a->row_ptr + (int64_t)h * (a->nbr + 1) + br;
     const int64_t *rb = b->row_ptr + (int64_t)h * (b->nbr + 1) + br;
-    if (ra[1] - ra[0] != rb[1] - rb[0] ||
-        memcmp(a->col + ra[0], b->col + rb[0], sizeof *a->col * (size_t)(ra[1] - ra[0])))
+    if (ra[1] - ra[0] != rb[1] - rb[0])
+        return 0;
+    if (ra[1] == ra[0]) /* both empty (the arrays may even be NULL) */
+        return 1;
+    if (memcmp(a->col + ra[0], b->col + rb[0], sizeof *a->col * (size_t)(ra[1] - ra[0])))
         return 0;
     for (int64_t k = 0; k < ra[1] - ra[0]; ++k) {
         const int64_t ma = a->mask[ra[0] + k], mb = b->mask[rb[0] + k];
