@@ -4,6 +4,7 @@
  */
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "layout/layout.h"
 #include "layout/tiling.h"
@@ -60,48 +61,36 @@ sparcl_status sparcl__upload(sparcl_ctx *ctx, cl_mem *out, const void *data, siz
     return upload(ctx, out, data, bytes, counted, NULL);
 }
 
-/* o's tile arrays on the host: those it keeps in place, the others read
- * back from its buffers into *held (freed by the caller).  NULL when o has
- * no host layout to compare with, or a read fails (then nothing is copied:
- * the build starts from scratch). */
-static const sparcl__tiling *prev_arrays(sparcl_ctx *ctx, const sparcl__tiled *o,
-                                         sparcl__tiling *held)
+/* o's tile arrays on the host, into *view: those o keeps in place, the
+ * others read back from its buffers into *held (the caller frees held).
+ * 0 when o has no host layout to compare with, or a read fails (then
+ * nothing is copied: the build starts from scratch). */
+static int prev_arrays(sparcl_ctx *ctx, const sparcl__tiled *o, sparcl__tiling *view,
+                       sparcl__tiling *held)
 {
     const sparcl__tiling *k = &o->in_place;
-    *held = *k;
-    held->ptr = NULL;
-    held->col = NULL;
-    held->mask = NULL;
-    held->bits = NULL;
+    *view = *k;
+    memset(held, 0, sizeof *held);
     if (!o->layout)
-        return NULL;
-    void *mine[4] = {k->ptr, k->col, k->mask, k->bits};
-    void **dst[4] = {(void **)&held->ptr, (void **)&held->col, (void **)&held->mask,
-                     (void **)&held->bits};
+        return 0;
+    void **in_view[4] = {(void **)&view->ptr, (void **)&view->col, (void **)&view->mask,
+                         (void **)&view->bits};
+    void **read[4] = {(void **)&held->ptr, (void **)&held->col, (void **)&held->mask,
+                      (void **)&held->bits};
     const cl_mem bufs[4] = {o->tile_ptr, o->tile_col, o->tile_mask, o->mask_bits};
     const size_t bytes[4] = {sizeof *k->ptr * (size_t)k->heads * (size_t)(k->ntr + 1),
                              sizeof *k->col * (size_t)k->nnz, sizeof *k->mask * (size_t)k->nnz,
                              sizeof *k->bits * (size_t)k->n_masks * (size_t)k->tm * (size_t)k->mw};
-    sparcl__tiling *view = malloc(sizeof *view);
-    if (!view)
-        return NULL;
-    *view = *k;
-    void **vdst[4] = {(void **)&view->ptr, (void **)&view->col, (void **)&view->mask,
-                      (void **)&view->bits};
     for (int i = 0; i < 4; ++i) {
-        if (mine[i] || bytes[i] == 0) {
-            *vdst[i] = mine[i];
-            continue;
-        }
-        if (!(*dst[i] = malloc(bytes[i])) ||
-            clEnqueueReadBuffer(ctx->queue, bufs[i], CL_TRUE, 0, bytes[i], *dst[i], 0, NULL,
-                                NULL) != CL_SUCCESS) {
-            free(view);
-            return NULL;
-        }
-        *vdst[i] = *dst[i];
+        if (*in_view[i] || bytes[i] == 0)
+            continue; /* kept in place, or empty */
+        if (!(*read[i] = malloc(bytes[i])) ||
+            clEnqueueReadBuffer(ctx->queue, bufs[i], CL_TRUE, 0, bytes[i], *read[i], 0, NULL,
+                                NULL) != CL_SUCCESS)
+            return 0;
+        *in_view[i] = *read[i];
     }
-    return view;
+    return 1;
 }
 
 sparcl_status sparcl__tiled_init(sparcl__tiled *t, const sparcl__plan_view *v,
@@ -115,18 +104,19 @@ sparcl_status sparcl__tiled_init(sparcl__tiled *t, const sparcl__plan_view *v,
     t->block_m = p->v[SPARCL__P_BLOCK_M];
     t->block_n = p->v[SPARCL__P_BLOCK_N];
     t->wg_size = p->v[SPARCL__P_WG_SIZE];
-    sparcl__tiling g, held = {0};
+    sparcl__tiling g, view, held = {0};
     const sparcl__tiled *o = sparcl__plan_tiled(previous);
-    const sparcl__tiling *prev_tiling = NULL;
-    if (o && layout && o->block_m == t->block_m && o->block_n == t->block_n)
-        prev_tiling = prev_arrays(ctx, o, &held);
+    const sparcl__tiling *prev_tiling =
+        o && layout && o->block_m == t->block_m && o->block_n == t->block_n &&
+                prev_arrays(ctx, o, &view, &held)
+            ? &view
+            : NULL;
     const sparcl_plan_desc *od = o ? &o->view->desc : NULL;
     const sparcl__tiling_prev prev = {o ? o->layout : NULL, od ? od->q_len : 0, od ? od->kv_len : 0,
                                       od ? od->causal : 0, prev_tiling};
     sparcl_status st =
         sparcl__tiling_build_from(ctx, layout, d->q_len, d->kv_len, d->causal, t->block_m,
                                   t->block_n, prev_tiling ? &prev : NULL, &g);
-    free((void *)prev_tiling);
     sparcl__tiling_free(&held);
     if (st != SPARCL_OK)
         return st;
