@@ -987,3 +987,77 @@ Test(hostile, tuning_rows_with_bad_fields_are_refused, .init = setup, .fini = te
     cr_assert_eq(count, 0, "a refused row was stored");
     close_scratch(&s);
 }
+
+/* desc.previous naming a plan that has nothing to give: another kind
+ * (FAVOR+, LSH, dense, decoding), another layout shape, heads or block
+ * size, another tile, causal where the new one is not.  Each plan is built as without it:
+ * its forward equals that of a plan made with previous NULL, bit for bit. */
+Test(hostile, previous_plans_that_do_not_fit_are_ignored, .init = setup, .fini = teardown)
+{
+    enum { N = 77, H = 2, D = 40 };
+    sparcl_layout *win = NULL, *other = NULL, *heads = NULL, *coarse = NULL;
+    cr_assert_eq(sparcl_layout_init_window(ctx, &win, 1, N, N, 8, 9, 3), SPARCL_OK);
+    cr_assert_eq(sparcl_layout_init_window(ctx, &coarse, 1, N, N, 16, 9, 3), SPARCL_OK);
+    cr_assert_eq(sparcl_layout_init_window(ctx, &other, 1, 33, 33, 16, 9, 3), SPARCL_OK);
+    cr_assert_eq(sparcl_layout_init_causal(ctx, &heads, H, N, N, 8), SPARCL_OK);
+    sparcl_plan *prevs[8] = {NULL};
+    sparcl_plan_desc p;
+    for (int i = 0; i < 8; ++i) {
+        sparcl_plan_desc_init(&p);
+        p.q_heads = p.kv_heads = H;
+        p.q_len = p.kv_len = N;
+        p.head_dim = D;
+        sparcl_params tile;
+        sparcl_params_clear(&tile);
+        switch (i) {
+        case 0: p.attention = SPARCL_ATTENTION_FAVOR, p.features = 8; break;
+        case 1:
+            p.attention = SPARCL_ATTENTION_LSH, p.lsh_rounds = 1, p.lsh_buckets = 4;
+            p.lsh_chunk = 8;
+            break;
+        case 2: break; /* dense */
+        case 3: p.q_len = 1; break; /* decoding */
+        case 4: p.q_len = p.kv_len = 33, p.layout = other; break;
+        case 5: p.layout = heads; break;
+        case 6:
+            p.layout = win, p.causal = 1;
+            cr_assert_eq(sparcl_params_set(&tile, "BLOCK_M", 4), SPARCL_OK);
+            p.params = &tile;
+            break;
+        case 7: p.layout = coarse; break; /* the same pattern in other blocks */
+        }
+        cr_assert_eq(sparcl_plan_init(ctx, &prevs[i], &p), SPARCL_OK, "previous %d: %s", i,
+                     sparcl_ctx_errmsg(ctx));
+    }
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.q_heads = d.kv_heads = H;
+    d.q_len = d.kv_len = N;
+    d.head_dim = D;
+    d.layout = win;
+    const size_t n = (size_t)H * N * D;
+    float *q = malloc(sizeof *q * n), *o1 = malloc(sizeof *o1 * n), *o2 = malloc(sizeof *o2 * n);
+    cr_assert(q && o1 && o2);
+    for (size_t i = 0; i < n; ++i)
+        q[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
+    sparcl_plan *fresh = NULL;
+    cr_assert_eq(sparcl_plan_init(ctx, &fresh, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(sparcl_plan_forward_host(fresh, q, q, q, o1, NULL), SPARCL_OK);
+    for (int i = 0; i < 8; ++i) {
+        d.previous = prevs[i];
+        sparcl_plan *got = NULL;
+        cr_assert_eq(sparcl_plan_init(ctx, &got, &d), SPARCL_OK, "previous %d: %s", i,
+                     sparcl_ctx_errmsg(ctx));
+        cr_assert_eq(sparcl_plan_forward_host(got, q, q, q, o2, NULL), SPARCL_OK);
+        cr_assert(!memcmp(o1, o2, sizeof *o1 * n), "previous %d changed the result", i);
+        sparcl_plan_free(got);
+    }
+    sparcl_plan_free(fresh);
+    for (int i = 0; i < 8; ++i)
+        sparcl_plan_free(prevs[i]);
+    free(q), free(o1), free(o2);
+    sparcl_layout_free(win);
+    sparcl_layout_free(other);
+    sparcl_layout_free(heads);
+    sparcl_layout_free(coarse);
+}
