@@ -12,7 +12,9 @@
  * of their windows BLOCK_N keys at a time with an online softmax in base 2,
  * and masks per row, VEC keys at a time: outside its window, later
  * positions when causal, and the query itself.  A row left with no key
- * attends to itself alone.
+ * attends to itself alone.  DTYPE is the storage of q and v (common.clh:
+ * float, half or bfloat16); scores, sums and the partial outputs are
+ * float, and the merge rounds the output to the storage type once.
  */
 #ifndef HEAD_DIM
 #error "HEAD_DIM must be defined"
@@ -25,6 +27,9 @@
 #endif
 #ifndef BLOCK_N
 #error "BLOCK_N must be defined"
+#endif
+#ifndef DTYPE
+#error "DTYPE must be defined"
 #endif
 
 #define NV (HEAD_DIM / VEC)
@@ -65,8 +70,8 @@ typedef union lsh_scores {
  * dimensions at a time, each value vector loaded once for all rows, without
  * a branch when no row masks a key of the tile (a masked weight is 0, but
  * its value may be NaN, so partial tiles skip those). */
-__kernel void attn_lsh_chunk(__global const float *q, const long q_sb, const long q_sh,
-                             const long q_ss, __global const float *v, const long v_sb,
+__kernel void attn_lsh_chunk(__global const stor_t *q, const long q_sb, const long q_sh,
+                             const long q_ss, __global const stor_t *v, const long v_sb,
                              const long v_sh, const long v_ss, __global const float *kt,
                              __global const int *tok, __global const float *inv_norm,
                              __global float *part, __global float *part_lse, const long rows,
@@ -83,8 +88,8 @@ __kernel void attn_lsh_chunk(__global const float *q, const long q_sb, const lon
     __global const float *ks = kt + seg * tiles * HEAD_DIM * BLOCK_N;
     __global const int *ts = tok + seg * tiles * BLOCK_N;
     __global const float *inv = inv_norm + bh * n;
-    __global const float *qh = q + b * q_sb + h * q_sh;
-    __global const float *vh = v + b * v_sb + (h / group) * v_sh;
+    __global const stor_t *qh = q + b * q_sb + h * q_sh;
+    __global const stor_t *vh = v + b * v_sb + (h / group) * v_sh;
     const int m_rows = min(BLOCK_M, n - p0);
 
     int ti[BLOCK_M], pos[BLOCK_M], lo[BLOCK_M], hi[BLOCK_M], seen[BLOCK_M];
@@ -102,9 +107,9 @@ __kernel void attn_lsh_chunk(__global const float *q, const long q_sb, const lon
         seen[m] = 0;
         mx[m] = -INFINITY;
         l[m] = 0.0f;
-        __global const float *qr = qh + ti[m] * q_ss;
+        __global const stor_t *qr = qh + ti[m] * q_ss;
         for (int t = 0; t < HEAD_DIM; ++t)
-            qs[m][t] = qr[t] * scale_log2;
+            qs[m][t] = SLOAD1(qr + t) * scale_log2;
 #pragma unroll
         for (int d = 0; d < NV; ++d)
             acc[m][d] = (floatv)(0.0f);
@@ -189,7 +194,7 @@ __kernel void attn_lsh_chunk(__global const float *q, const long q_sb, const lon
             _Pragma("unroll")                                                \
             for (int d = 0; d < NV; ++d)                                     \
                 for (int c = 0; c < BLOCK_N; ++c) {                          \
-                    const floatv vv = LOADV(vh + ts[k0 + c] * v_ss + d * VEC); \
+                    const floatv vv = SLOADV(vh + ts[k0 + c] * v_ss + d * VEC); \
                     _Pragma("unroll")                                        \
                     for (int m = 0; m < BLOCK_M; ++m)                        \
                         if (KEEP(m, c))                                      \
@@ -198,7 +203,7 @@ __kernel void attn_lsh_chunk(__global const float *q, const long q_sb, const lon
             for (int c = 0; c < BLOCK_N; ++c)                                \
                 _Pragma("unroll")                                            \
                 for (int t = 0; t < NT; ++t) {                               \
-                    const float vs = vh[ts[k0 + c] * v_ss + NV * VEC + t];   \
+                    const float vs = SLOAD1(vh + ts[k0 + c] * v_ss + NV * VEC + t); \
                     _Pragma("unroll")                                        \
                     for (int m = 0; m < BLOCK_M; ++m)                        \
                         if (KEEP(m, c))                                      \
@@ -223,11 +228,11 @@ __kernel void attn_lsh_chunk(__global const float *q, const long q_sb, const lon
         if (!seen[m]) {
             /* Nothing else to attend: the token itself, weight 1, with the
              * score scale * q_i . q_i / ||q_i||. */
-            __global const float *vr = vh + i * v_ss;
+            __global const stor_t *vr = vh + i * v_ss;
             float self = 0.0f;
             for (int x = 0; x < HEAD_DIM; ++x) {
-                o[x] = vr[x];
-                self = fma(qs[m][x], qh[i * q_ss + x], self);
+                o[x] = SLOAD1(vr + x);
+                self = fma(qs[m][x], SLOAD1(qh + i * q_ss + x), self);
             }
             part_lse[row] = self * inv[i] * M_LN2_F;
             continue;

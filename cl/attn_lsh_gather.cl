@@ -8,13 +8,17 @@
  * one contiguous tile of vectors instead of one token at a time through the
  * order.  Positions past n, up to the end of the last tile, are padding:
  * keys 0 and token 0 (a valid row to load), always masked by the chunk
- * kernel, which masks by sorted position.
+ * kernel, which masks by sorted position.  DTYPE is the storage of q
+ * (common.clh); the gathered keys are float.
  */
 #ifndef HEAD_DIM
 #error "HEAD_DIM must be defined"
 #endif
 #ifndef BLOCK_N
 #error "BLOCK_N must be defined"
+#endif
+#ifndef DTYPE
+#error "DTYPE must be defined"
 #endif
 
 /* Global size (tiles, heads * rounds, batch), tiles = ceil(n / BLOCK_N):
@@ -23,7 +27,7 @@
  * h) * rounds + round: dimension t of the key at sorted position p = T *
  * BLOCK_N + c is at kt[((s * tiles + T) * HEAD_DIM + t) * BLOCK_N + c], its
  * token at tok[s * tiles * BLOCK_N + p]. */
-__kernel void attn_lsh_gather(__global const float *q, const long q_sb, const long q_sh,
+__kernel void attn_lsh_gather(__global const stor_t *q, const long q_sb, const long q_sh,
                               const long q_ss, __global const int *order,
                               __global const float *inv_norm, __global float *kt, __global int *tok,
                               const int n, const int heads, const int rounds)
@@ -38,7 +42,7 @@ __kernel void attn_lsh_gather(__global const float *q, const long q_sb, const lo
     __global float *out = kt + (seg * tiles + tile) * HEAD_DIM * BLOCK_N;
     __global int *tp = tok + (seg * tiles + tile) * BLOCK_N;
     __global const int *ord = order + seg * n;
-    __global const float *qh = q + b * q_sb + h * q_sh;
+    __global const stor_t *qh = q + b * q_sb + h * q_sh;
     for (int c = 0; c < BLOCK_N; ++c) {
         const int p = tile * BLOCK_N + c;
         if (p >= n) {
@@ -49,9 +53,9 @@ __kernel void attn_lsh_gather(__global const float *q, const long q_sb, const lo
         }
         const int j = ord[p];
         tp[c] = j;
-        __global const float *row = qh + j * q_ss;
+        __global const stor_t *row = qh + j * q_ss;
         const float ij = inv_norm[bh * n + j];
         for (int t = 0; t < HEAD_DIM; ++t)
-            out[t * BLOCK_N + c] = row[t] * ij;
+            out[t * BLOCK_N + c] = SLOAD1(row + t) * ij;
     }
 }

@@ -10,12 +10,18 @@
  * a vector are independent chains, so VEC only changes how many columns run
  * at once, never a value.  Ties go to the smallest index, NaN never wins
  * (0 when nothing exceeds -inf), whatever order the candidates are seen in.
+ * DTYPE is the storage of q (common.clh: float, half or bfloat16); each
+ * element is widened exactly to float, so a half q hashes as its fp32
+ * copy would.
  */
 #ifndef HEAD_DIM
 #error "HEAD_DIM must be defined"
 #endif
 #ifndef VEC
 #error "VEC must be defined"
+#endif
+#ifndef DTYPE
+#error "DTYPE must be defined"
 #endif
 
 #define LSH_CHAINS 4 /* column vectors rotated at once */
@@ -48,7 +54,7 @@
 /* Global size (n, heads, batch).  q: row (b, h, i) at b*q_sb + h*q_sh +
  * i*q_ss.  rot: rounds x HEAD_DIM x cols, row-major.  buckets: [b, h,
  * round, i]; inv_norm: [b, h, i], 1/||q_i|| (0 for a zero row). */
-__kernel void attn_lsh_hash(__global const float *q, const long q_sb, const long q_sh,
+__kernel void attn_lsh_hash(__global const stor_t *q, const long q_sb, const long q_sh,
                             const long q_ss, __global const float *rot, const int rounds,
                             const int cols, const int n, const int heads, __global int *buckets,
                             __global float *inv_norm)
@@ -56,11 +62,11 @@ __kernel void attn_lsh_hash(__global const float *q, const long q_sb, const long
     const int i = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
     if (i >= n)
         return;
-    __global const float *row = q + b * q_sb + h * q_sh + i * q_ss;
+    __global const stor_t *row = q + b * q_sb + h * q_sh + i * q_ss;
     float x[HEAD_DIM];
     float n2 = 0.0f;
     for (int t = 0; t < HEAD_DIM; ++t) {
-        x[t] = row[t];
+        x[t] = SLOAD1(row + t);
         n2 = fma(x[t], x[t], n2);
     }
     const long bh = (long)b * heads + h;

@@ -454,9 +454,11 @@ SPARCL_API void sparcl_params_format(const sparcl_params *params, char *buf, siz
  * sparcl_plan_forward_cache() with contiguous or paged caches of the
  * plan's dtype; its partial results stay fp32 and the merge rounds out
  * once) and with dynamic block selection; and the forward of the sparse
- * normalizations (sparsemax, entmax) over a layout, by attn_entmax.
- * Which plans stage half storage through fp32: the forward of FAVOR+,
- * Linformer, adaptive span and LSH attention, and the backward of every kind that has one (softmax
+ * normalizations (sparsemax, entmax) over a layout, by attn_entmax; and
+ * the forward of LSH attention (its hash, gather and chunk kernels read q
+ * and v as stored, the rounds' partial results stay fp32, the merge rounds
+ * out once).  Which plans stage half storage through fp32: the forward of
+ * FAVOR+, Linformer and adaptive span, and the backward of every kind that has one (softmax
  * over a layout, sparse normalizations, FAVOR+, Linformer, adaptive span).  The plan keeps fp32
  * device workspaces, converts the caller's half q, k and v (and out, dout for a backward) into them
  * on the device, runs the fp32 kernels unchanged and rounds out (dq, dk, dv) to nearest even into
@@ -2078,8 +2080,9 @@ SPARCL_API sparcl_status sparcl_plan_write_projections(sparcl_plan *plan, const 
  * field for lsh_rounds outside [1, SPARCL_LSH_MAX_ROUNDS], lsh_buckets odd
  * or outside [2, SPARCL_LSH_MAX_BUCKETS], lsh_chunk < 1;
  * SPARCL_ERR_NOT_SUPPORTED for q_len != kv_len, a layout, a normalization
- * other than softmax.  F16 and BF16 are staged through fp32 (see
- * sparcl_dtype; so is q in sparcl_plan_lsh_order()).  The backward is not
+ * other than softmax.  F16 and BF16: q and v are read as stored, the
+ * output rounded once (see sparcl_dtype; sparcl_plan_lsh_order() hashes q
+ * as stored too, to the buckets of its fp32 values).  The backward is not
  * implemented:
  * every backward call on an LSH plan returns SPARCL_ERR_NOT_SUPPORTED.
  * sparcl_reference_forward() covers LSH descriptors (the same rotations,

@@ -1,10 +1,11 @@
 /*
  * test_half_stage.c -- half storage (F16, BF16) for the kinds whose
  * kernels are fp32 only, staged through fp32 device workspaces: the
- * FAVOR+, Linformer, adaptive span and LSH forward, and the backward of
+ * FAVOR+, Linformer and adaptive span forward, and the backward of
  * every kind that has one (the softmax's on causal and window layouts with
  * GQA included, and the sparse normalizations', whose forward reads half
- * natively and is checked here by the same rule).
+ * natively and is checked here by the same rule), and LSH's forward, which
+ * reads half natively too.
  *
  * Each case runs an fp32 plan on the half-rounded inputs (the plain fp32
  * computation) and a half plan on the stored inputs, and applies the rule
@@ -66,7 +67,9 @@ static void tensors_init(tensors *t, const sparcl_plan_desc *d, int dtype, uint6
                 t->x[i][j] *= 3.0f;
         half_round(dtype, t->x[i], t->xr[i], t->xb[i], n[i]);
     }
-    if (d->attention == SPARCL_ATTENTION_LSH) { /* LSH shares queries and keys */
+    /* LSH shares queries and keys (it never reads k; with GQA k is smaller
+     * than q and stays as drawn) */
+    if (d->attention == SPARCL_ATTENTION_LSH && n[T_K] == n[T_Q]) {
         memcpy(t->xr[T_K], t->xr[T_Q], n[T_Q] * sizeof(float));
         memcpy(t->xb[T_K], t->xb[T_Q], n[T_Q] * sizeof(uint16_t));
     }
@@ -363,6 +366,39 @@ Test(half_stage, lsh_forward_and_order, .timeout = 300)
         sparcl_plan_free(ph);
         tensors_free(&t);
     }
+    sparcl_ctx_free(ctx);
+}
+
+/* LSH reads q and v in the plan's dtype (its hash, gather and chunk
+ * kernels, built with DTYPE) and its merge rounds the output: a half plan
+ * holds exactly the fp32 plan's device memory, no staging, and its forward
+ * is the fp32 plan's on the rounded inputs, rounded (check_both above). */
+Test(half_stage, lsh_forward_holds_no_staging, .timeout = 300)
+{
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    sparcl_plan_desc d;
+    inputs_desc(&d, 2, 4, 2, 113, 113, 100);
+    d.attention = SPARCL_ATTENTION_LSH;
+    d.lsh_rounds = 3;
+    d.lsh_buckets = 8;
+    d.lsh_chunk = 17;
+    d.seed = 5;
+    d.causal = 1;
+    for (int dtype = SPARCL_DTYPE_F16; dtype <= SPARCL_DTYPE_BF16; ++dtype) {
+        sparcl_plan *ph = plan_at(ctx, &d, dtype);
+        sparcl_params same; /* whatever rows a tuning database holds */
+        sparcl_plan_params(ph, &same, NULL);
+        sparcl_plan_desc f = d;
+        f.params = &same;
+        sparcl_plan *pf = plan_at(ctx, &f, SPARCL_DTYPE_F32);
+        cr_assert_eq(sparcl_plan_device_bytes(ph), sparcl_plan_device_bytes(pf),
+                     "%s: an LSH plan holds %zu bytes, its fp32 twin %zu", sparcl_dtype_name(dtype),
+                     sparcl_plan_device_bytes(ph), sparcl_plan_device_bytes(pf));
+        sparcl_plan_free(ph);
+        sparcl_plan_free(pf);
+    }
+    check_both(ctx, "LSH causal GQA", &d, 0);
     sparcl_ctx_free(ctx);
 }
 

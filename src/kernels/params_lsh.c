@@ -6,7 +6,8 @@
  * work-item (BLOCK_M), keys per step (BLOCK_N), the vector width along the
  * head dimension (VEC), which the hash kernel also uses across rotation
  * columns (it never changes a bucket: every lane is its own fma chain), and
- * the work-group size of both (WG_SIZE).
+ * the work-group size of both (WG_SIZE).  DTYPE, the storage of q and v,
+ * comes from the problem.
  */
 #include "kernels/params.h"
 #include "runtime/error.h"
@@ -84,7 +85,7 @@ static const sparcl__program_decl programs[] = {
     {"attn_lsh_gather.cl", gather_kernels, N_OF(gather_kernels)},
     {"attn_lsh_hash.cl", hash_kernels, N_OF(hash_kernels)},
 };
-static const sparcl__param_id derived[] = {SPARCL__P_HEAD_DIM};
+static const sparcl__param_id derived[] = {SPARCL__P_DTYPE, SPARCL__P_HEAD_DIM};
 
 const sparcl__kernel_schema sparcl__schema_attn_lsh = {
     .name = "attn_lsh",

@@ -6,9 +6,11 @@
  * (attn_lsh_sort), lays each round's keys out in sorted order
  * (attn_lsh_gather), attends within chunks of the sorted order
  * (attn_lsh_chunk, one partial output and LSE per round) and merges the
- * rounds by LSE with the stacked merge of merge.c.  Workspace is allocated
- * per call and released once the work is done, so calls share nothing but
- * the kernels, whose arguments the plan's lock guards.
+ * rounds by LSE with the stacked merge of merge.c.  q and v are read in the
+ * plan's dtype and the merge rounds the output to it; everything between is
+ * fp32.  Workspace is allocated per call and released once the work is
+ * done, so calls share nothing but the kernels, whose arguments the plan's
+ * lock guards.
  */
 #include <math.h>
 #include <pthread.h>
@@ -123,7 +125,7 @@ static sparcl_status lsh_create(const sparcl__plan_view *v, const sparcl_plan_de
                                      &kernel_names[K_CHUNK], &l->kernel[K_CHUNK])) != SPARCL_OK ||
         (st = sparcl__family_kernels(ctx, &sparcl__schema_attn_lsh_sort, &no_problem, &no_params, 1,
                                      &kernel_names[K_SORT], &l->kernel[K_SORT])) != SPARCL_OK ||
-        (st = sparcl__merge_stacked_kernel(ctx, SPARCL_DTYPE_F32, &l->merge)) != SPARCL_OK ||
+        (st = sparcl__merge_stacked_kernel(ctx, desc->dtype, &l->merge)) != SPARCL_OK ||
         (st = sparcl__scratch(ctx, &l->rot, bytes, "LSH rotations")) != SPARCL_OK ||
         (st = upload_rotations(l, desc->seed)) != SPARCL_OK) {
         lsh_free(l);
@@ -340,6 +342,7 @@ const sparcl__kind_ops sparcl__kind_lsh = {
     .family = &sparcl__schema_attn_lsh,
     .create = lsh_create,
     .forward = lsh_forward,
+    .half_forward = 1,
     .device_bytes = lsh_bytes,
     .free = lsh_free,
 };

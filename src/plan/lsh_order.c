@@ -1,9 +1,9 @@
 /*
  * lsh_order.c -- the public inspection call of LSH plans,
  * sparcl_plan_lsh_order(): the plan-level checks (kind, queue, q's size by
- * the plan's strides) before the kind (lsh.c) runs its hash and sort.  A
- * half plan's kind reads fp32: q is converted into a buffer of this call
- * first (dtype_stage.h).
+ * the plan's strides) before the kind (lsh.c) runs its hash and sort.  The
+ * kind reads q in the plan's dtype; were its forward staged (dtype_stage.h),
+ * q would be converted into an fp32 buffer of this call first.
  */
 #include "plan/attention_kinds.h"
 #include "plan/dtype_stage.h"
@@ -30,7 +30,7 @@ SPARCL_API sparcl_status sparcl_plan_lsh_order(sparcl_plan *p, cl_command_queue 
         SPARCL_OK)
         return st;
     cl_command_queue qu = queue ? queue : p->ctx->queue;
-    if (!p->stage)
+    if (!p->stage || !sparcl__stage_forwards(p->stage))
         return sparcl__lsh_order(state, qu, ts[0], q, buckets, order);
     const size_t n = (size_t)d->batch * (size_t)d->q_heads * (size_t)d->q_len * (size_t)d->head_dim;
     cl_mem f = NULL;
