@@ -457,6 +457,67 @@ Test(tune, entmax_family_is_tuned)
     sparcl_ctx_free(ctx);
 }
 
+/* A half dtype tunes the families that read half storage themselves
+ * (attn_fwd, attn_entmax, attn_lsh), each under its own f16 rows, and
+ * skips the staged ones by name (their half plans look up the f32 rows); a
+ * half LSH plan then reads its tuned row. */
+Test(tune, half_dtype_tunes_the_native_families)
+{
+    make_dir();
+    char db[128];
+    scratch_path(db, sizeof db, "half.db");
+    static const char *const families[] = {"attn_fwd", "attn_entmax", "attn_lsh", "attn_bwd",
+                                           "attn_span"};
+    for (int i = 0; i < 5; ++i) {
+        const char *args[] = {"--db",         db,       "--problems",   "dense:n=64,h=2,d=16",
+                              "--max-evals",  "2",      "--stagnation", "0",
+                              "--strategy",   "random", "--budget",     "quick",
+                              "--dtype",      "f16",    "--kernel",     families[i],
+                              "--no-confirm", NULL};
+        /* a run in which no problem could be tuned is an error */
+        const int rc = run_tuner(families[i], args);
+        cr_assert_eq(rc, i < 3 ? 0 : 1, "%s: %s", families[i], slurp(families[i], "err"));
+        char where[192];
+        snprintf(where, sizeof where,
+                 "status = 'ok' AND problem_id IN (SELECT id FROM problem WHERE kernel = '%s' "
+                 "AND dtype = 'f16')",
+                 families[i]);
+        char *out = slurp(families[i], i < 3 ? "out" : "err");
+        if (i < 3) {
+            cr_assert_eq(count_where(db, where), 2, "%s: %s", families[i], out);
+        } else {
+            char note[96];
+            snprintf(note, sizeof note, "%s reads f16 through fp32 staging", families[i]);
+            cr_assert(strstr(out, note), "%s", out);
+        }
+        free(out);
+    }
+    cr_assert_eq(count_where(db, "1"), 6);
+    cr_assert_eq(count_where(db, "problem_id IN (SELECT id FROM problem WHERE dtype != 'f16')"), 0);
+
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    cr_assert_eq(sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_USER, db), SPARCL_OK);
+    cr_assert_eq(sparcl_ctx_set_tuning_db(ctx, SPARCL_TUNING_DB_SHIPPED, ""), SPARCL_OK);
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.q_heads = d.kv_heads = 2;
+    d.q_len = d.kv_len = 64;
+    d.head_dim = 16;
+    d.dtype = SPARCL_DTYPE_F16;
+    d.attention = SPARCL_ATTENTION_LSH; /* as the tuner sets attn_lsh up */
+    d.lsh_rounds = 2;
+    d.lsh_chunk = 64;
+    d.lsh_buckets = 2;
+    sparcl_plan *plan = NULL;
+    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    sparcl_param_source src;
+    sparcl_plan_params(plan, NULL, &src);
+    cr_assert_eq(src, SPARCL_PARAMS_DATABASE, "%s", sparcl_plan_params_origin(plan));
+    sparcl_plan_free(plan);
+    sparcl_ctx_free(ctx);
+}
+
 /* CLBlast's SGEMM (clblast_xgemm) is tuned on the dense path: a tiny
  * problem's candidates are stored under that family, keyed like any row,
  * with CLBlast's parameter names.  CLBlast compiles its kernel for every
