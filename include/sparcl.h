@@ -453,11 +453,15 @@ SPARCL_API void sparcl_params_format(const sparcl_params *params, char *buf, siz
  * by the split-KV decoding kernel (q_len <= 16 over long keys, and
  * sparcl_plan_forward_cache() with contiguous or paged caches of the
  * plan's dtype; its partial results stay fp32 and the merge rounds out
- * once) and with dynamic block selection; and the forward of the sparse
- * normalizations (sparsemax, entmax) over a layout, by attn_entmax.
+ * once) and with dynamic block selection; the forward of the sparse
+ * normalizations (sparsemax, entmax) over a layout, by attn_entmax; and
+ * the backward of softmax over a layout (fused and decoding plans), by
+ * attn_bwd: dk, dv and ALGO=0's dq rounded once when stored, ALGO=1's dq
+ * summed in fp32 partial buffers (one per SPLIT, allocated per call) and
+ * rounded once by the reduction.
  * Which plans stage half storage through fp32: the forward of FAVOR+,
- * Linformer, adaptive span and LSH attention, and the backward of every kind that has one (softmax
- * over a layout, sparse normalizations, FAVOR+, Linformer, adaptive span).  The plan keeps fp32
+ * Linformer, adaptive span and LSH attention, and the backward of every other kind that has one
+ * (sparse normalizations, FAVOR+, Linformer, adaptive span).  The plan keeps fp32
  * device workspaces, converts the caller's half q, k and v (and out, dout for a backward) into them
  * on the device, runs the fp32 kernels unchanged and rounds out (dq, dk, dv) to nearest even into
  * the caller's buffers: no host round trip, the same results as an fp32 plan given the half values
@@ -2250,9 +2254,11 @@ SPARCL_API sparcl_status sparcl_plan_backward_params(sparcl_plan *plan, sparcl_p
  * SPARCL_ERR_OPENCL, and those of the preparation.
  * Half storage: q, k, v, out, dout, dq, dk and dv hold elements of the
  * plan's dtype (2 bytes for F16 and BF16; sizes are checked in those), lse
- * stays float.  The backward kernels are fp32: a half plan converts the
- * inputs into fp32 workspaces it keeps, runs them, and rounds dq, dk and
- * dv to nearest even into the caller's buffers, all on the device (see
+ * stays float.  Arithmetic is fp32 and dq, dk and dv are rounded to
+ * nearest even once: the softmax backward over a layout reads and writes
+ * the dtype itself; the other kinds' backward kernels are fp32, and a half
+ * plan converts the inputs into fp32 workspaces it keeps, runs them and
+ * rounds the gradients into the caller's buffers, all on the device (see
  * sparcl_dtype). */
 SPARCL_API sparcl_status sparcl_plan_backward(sparcl_plan *plan, cl_mem q, cl_mem k, cl_mem v,
                                               cl_mem out, cl_mem lse, cl_mem dout, cl_mem dq,
