@@ -2155,27 +2155,23 @@ SPARCL_API sparcl_status sparcl_reference_lsh_order(sparcl_ctx *ctx, const sparc
  * "attn_bwd": ALGO, BLOCK_M, BLOCK_N, EXP, SPLIT, USE_LOCAL, VEC, WG_SIZE;
  * sparse normalizations: "attn_entmax_bwd": BLOCK_M, BLOCK_N, VEC,
  * WG_SIZE, with BLOCK_M / WG_SIZE query rows and BLOCK_N / WG_SIZE keys per
- * work-item, each at most 16, the latter a power of two) and their own tile, so the plan keeps a copy of its layout and re-blocks
- * it for the backward.  These resources (the tile lists by row and by
- * column, the programs) are built once: by sparcl_plan_prepare_backward(),
- * or else by the first backward call.  Two algorithms for softmax:
- *   ALGO=0  separate dQ and dK/dV kernels, each recomputing the scores; the
- *           GPU configuration (WG_SIZE work-items per group, USE_LOCAL
- *           stages shared rows in local memory); SPLIT must be 1.
- *   ALGO=1  one pass per key tile: dK and dV of the tile and dS K added
- *           into dQ (2/7 fewer FLOPs); WG_SIZE=1 and USE_LOCAL=0 only (the
- *           CPU configuration, the default on CPU devices).  SPLIT > 1 lets
- *           SPLIT work-items share a kv head's key tiles, each adding into
- *           its own partial dQ buffer (SPLIT x the size of dq, allocated
- *           per call), summed afterwards in a fixed order.
- * BLOCK_M / WG_SIZE query rows and BLOCK_N / WG_SIZE keys per work-item
- * are vector lanes (at most 16 each); EXP picks the exponential (0 exp2,
- * 1 native_exp2, 2 a polynomial, VEC lanes at a time); VEC is also the
- * vector width of the row copies and of ALGO=1's dQ update.  A built-in
- * default that the device cannot take (the program's
- * local memory, counted for the dQ and dK/dV kernels together, or as the
- * device's compiler reports it) falls back to smaller tiles or USE_LOCAL=0;
- * parameters the caller forces are checked as given.
+ * work-item, each at most 16, the latter a power of two) and their own tile, so the plan keeps a
+ * copy of its layout and re-blocks it for the backward.  These resources (the tile lists by row and
+ * by column, the programs) are built once: by sparcl_plan_prepare_backward(), or else by the first
+ * backward call.  Two algorithms for softmax: ALGO=0  separate dQ and dK/dV kernels, each
+ * recomputing the scores; the GPU configuration (WG_SIZE work-items per group, USE_LOCAL stages
+ * shared rows in local memory); SPLIT must be 1. ALGO=1  one pass per key tile: dK and dV of the
+ * tile and dS K added into dQ (2/7 fewer FLOPs); WG_SIZE=1 and USE_LOCAL=0 only (the CPU
+ * configuration, the default on CPU devices).  SPLIT > 1 lets SPLIT work-items share a kv head's
+ * key tiles, each adding into its own partial dQ buffer (SPLIT x the size of dq, allocated per
+ * call), summed afterwards in a fixed order.  A plan of a half dtype adds into such fp32 buffers
+ * with SPLIT = 1 too (one, 4 bytes per element of dq), so that dq is rounded once. BLOCK_M /
+ * WG_SIZE query rows and BLOCK_N / WG_SIZE keys per work-item are vector lanes (at most 16 each);
+ * EXP picks the exponential (0 exp2, 1 native_exp2, 2 a polynomial, VEC lanes at a time); VEC is
+ * also the vector width of the row copies and of ALGO=1's dQ update.  A built-in default that the
+ * device cannot take (the program's local memory, counted for the dQ and dK/dV kernels together, or
+ * as the device's compiler reports it) falls back to smaller tiles or USE_LOCAL=0; parameters the
+ * caller forces are checked as given.
  *
  * Results are deterministic for every parameter set: the same inputs and
  * parameters give bit-identical gradients (dK and dV are summed over the q

@@ -4,8 +4,8 @@
  * (parameters from the attn_bwd family, the tiling at the backward's own
  * tile and its column view, three kernels) and the dispatch of
  * attn_bwd_pre -> attn_bwd_dq, attn_bwd_dkv (ALGO=0) or
- * attn_bwd_pre -> attn_bwd_fused [-> attn_bwd_reduce when SPLIT > 1]
- * (ALGO=1) (cl/attn_bwd.cl).
+ * attn_bwd_pre -> attn_bwd_fused [-> attn_bwd_reduce when SPLIT > 1 or
+ * the dtype is half] (ALGO=1) (cl/attn_bwd.cl).
  *
  * The kernels read and write the plan's dtype (DTYPE, a build parameter
  * from the problem), so a half plan's backward runs without fp32 staging
