@@ -47,6 +47,12 @@
  * EXP picks the exponential (exp2, native_exp2, or the polynomial of
  * common.clh, exact enough for the arguments s - LSE <= ~0 seen here, VEC
  * lanes at a time).
+ * DTYPE is the storage of q, k, v, out, dout, dq, dk and dv (common.clh:
+ * float, half or bfloat16); LSE, D and every sum stay float.  dK, dV and
+ * ALGO=0's dQ are rounded to the storage type once, when stored.  ALGO=1
+ * adds into its dQ targets across key tiles, so they are float: dq itself
+ * only at DTYPE 0 with SPLIT = 1, else float partial buffers that
+ * attn_bwd_reduce sums and rounds into dq (the host's choice).
  */
 #ifndef HEAD_DIM
 #error "HEAD_DIM must be defined"
@@ -74,6 +80,9 @@
 #endif
 #ifndef VEC
 #error "VEC must be defined"
+#endif
+#ifndef DTYPE
+#error "DTYPE must be defined"
 #endif
 #if BLOCK_M != WG_SIZE * ROWS
 #error "BLOCK_M must equal WG_SIZE * ROWS"
@@ -155,6 +164,30 @@ DEF_EXP2_LANES(exp2_cols, floatc, COLS)
 #define EXP2C EXP2V
 #endif
 
+/* Rows a walk shares across its work-items (K and V tiles in attn_bwd_dq,
+ * q and dO tiles in the key-tile kernels) are read from __local float
+ * copies with USE_LOCAL, else from global memory in the storage type. */
+#if USE_LOCAL
+#define RLOAD1(p) (*(p))
+#define RLOADV(p) LOADV(p)
+#else
+#define RLOAD1(p) SLOAD1(p)
+#define RLOADV(p) SLOADV(p)
+#endif
+
+/* Copies rows first .. first+n-1 (each clamped to `last`) of HEAD_DIM
+ * stored elements, `stride` apart, into dst as floats (n x HEAD_DIM), split
+ * over the work-items of a group: sparcl_stage_rows of common.clh, which
+ * reads float rows only.  Callers put the barriers around it. */
+inline void stage_rows(__local float *dst, __global const stor_t *src, long stride, int first,
+                       int n, int last, int lid)
+{
+    for (int x = lid; x < n * HEAD_DIM; x += WG_SIZE) {
+        const int r = x / HEAD_DIM, d = x - r * HEAD_DIM;
+        dst[x] = SLOAD1(src + ((long)min(first + r, last) * stride + d));
+    }
+}
+
 /* Lane l of a private vector, for the one-time loads and stores and the
  * per-tile masks (OpenCL C has no variable component index). */
 #define LANE(vec, l) (((float *)&(vec))[l])
@@ -170,7 +203,7 @@ inline float lse_base2(float lse)
 /* D[i] = rowsum(dO[i] * O[i]), one work-item per row; also zeroes the row
  * in each of the `nzero` dQ targets of ALGO=1 (zero + s * z_split, with
  * the targets' strides). */
-__kernel void attn_bwd_pre(__global const float *restrict o, __global const float *restrict dout,
+__kernel void attn_bwd_pre(__global const stor_t *restrict o, __global const stor_t *restrict dout,
                            __global float *restrict dsum, __global float *restrict zero,
                            const int nzero, const int q_len, const int q_heads, const long o_sb,
                            const long o_sh, const long o_ss, const long z_sb, const long z_sh,
@@ -184,7 +217,7 @@ __kernel void attn_bwd_pre(__global const float *restrict o, __global const floa
     const long at = b * o_sb + h * o_sh + (long)i * o_ss;
     float x = 0.0f;
     for (int d = 0; d < HEAD_DIM; ++d)
-        x = fma(o[at + d], dout[at + d], x);
+        x = fma(SLOAD1(o + (at + d)), SLOAD1(dout + (at + d)), x);
     dsum[((long)b * q_heads + h) * q_len + i] = x;
     for (int s = 0; s < nzero; ++s) {
         __global float *zr = zero + s * z_split + b * z_sb + h * z_sh + (long)i * z_ss;
@@ -194,9 +227,9 @@ __kernel void attn_bwd_pre(__global const float *restrict o, __global const floa
 }
 
 /* dQ = sum over splits of the partial buffers (contiguous rows, split
- * after split, p_split floats apart), in split order; one row per
- * work-item. */
-__kernel void attn_bwd_reduce(__global const float *restrict part, __global float *restrict dq,
+ * after split, p_split floats apart), in split order, rounded once to the
+ * storage type; one row per work-item. */
+__kernel void attn_bwd_reduce(__global const float *restrict part, __global stor_t *restrict dq,
                               const int nsplit, const int q_len, const int q_heads,
                               const long p_split, const long q_sb, const long q_sh,
                               const long q_ss)
@@ -207,20 +240,20 @@ __kernel void attn_bwd_reduce(__global const float *restrict part, __global floa
     if (i >= q_len)
         return;
     __global const float *src = part + (((long)b * q_heads + h) * q_len + i) * HEAD_DIM;
-    __global float *out = dq + b * q_sb + h * q_sh + (long)i * q_ss;
+    __global stor_t *out = dq + b * q_sb + h * q_sh + (long)i * q_ss;
     for (int d = 0; d < HEAD_DIM; ++d) {
         float x = src[d];
         for (int s = 1; s < nsplit; ++s)
             x += src[s * p_split + d];
-        out[d] = x;
+        SSTORE1(x, out + d);
     }
 }
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
-attn_bwd_dq(__global const float *restrict q, __global const float *restrict k,
-            __global const float *restrict v, __global const float *restrict dout,
+attn_bwd_dq(__global const stor_t *restrict q, __global const stor_t *restrict k,
+            __global const stor_t *restrict v, __global const stor_t *restrict dout,
             __global const float *restrict lse, __global const float *restrict dsum,
-            __global float *restrict dq, __global const int *restrict tile_ptr,
+            __global stor_t *restrict dq, __global const int *restrict tile_ptr,
             __global const int *restrict tile_col, __global const int *restrict tile_mask,
             __global const uint *restrict mask_bits, const int q_len, const int kv_len,
             const int q_heads, const int group, const int layout_heads, const int n_tile_rows,
@@ -239,8 +272,8 @@ attn_bwd_dq(__global const float *restrict q, __global const float *restrict k,
     const int row0 = tr * BLOCK_M + lrow0;
     const float scale_log2 = scale * M_LOG2E_F;
 
-    __global const float *kb = k + b * k_sb + hk * k_sh;
-    __global const float *vb = v + b * v_sb + hk * v_sh;
+    __global const stor_t *kb = k + b * k_sb + hk * k_sh;
+    __global const stor_t *vb = v + b * v_sb + hk * v_sh;
 
     /* The work-item's rows, transposed: element d of row r is lane r of
      * qt[d].  q carries scale*log2(e) so that scores come out in base 2. */
@@ -250,11 +283,11 @@ attn_bwd_dq(__global const float *restrict q, __global const float *restrict k,
         /* Rows past q_len work on a clamped copy and are never stored. */
         const int i = min(row0 + r, q_len - 1);
         const long row = ((long)b * q_heads + hq) * q_len + i;
-        __global const float *qr = q + b * q_sb + hq * q_sh + (long)i * q_ss;
-        __global const float *dr = dout + b * o_sb + hq * o_sh + (long)i * o_ss;
+        __global const stor_t *qr = q + b * q_sb + hq * q_sh + (long)i * q_ss;
+        __global const stor_t *dr = dout + b * o_sb + hq * o_sh + (long)i * o_ss;
         for (int d = 0; d < HEAD_DIM; ++d) {
-            LANE(qt[d], r) = qr[d] * scale_log2;
-            LANE(dot[d], r) = dr[d];
+            LANE(qt[d], r) = SLOAD1(qr + d) * scale_log2;
+            LANE(dot[d], r) = SLOAD1(dr + d);
         }
         LANE(lse2, r) = lse_base2(lse[row]);
         LANE(drow, r) = dsum[row];
@@ -274,8 +307,8 @@ attn_bwd_dq(__global const float *restrict q, __global const float *restrict k,
         __global const uint *mb = mask_bits + ((long)max(mi, 0) * BLOCK_M + lrow0) * MW;
 #if USE_LOCAL
         barrier(CLK_LOCAL_MEM_FENCE);
-        sparcl_stage_rows(kt, kb, k_ss, c0, BLOCK_N, kv_len - 1, lid);
-        sparcl_stage_rows(vt, vb, v_ss, c0, BLOCK_N, kv_len - 1, lid);
+        stage_rows(kt, kb, k_ss, c0, BLOCK_N, kv_len - 1, lid);
+        stage_rows(vt, vb, v_ss, c0, BLOCK_N, kv_len - 1, lid);
         barrier(CLK_LOCAL_MEM_FENCE);
 #define KROW(c) (kt + (c) * HEAD_DIM)
 #define VROW(c) (vt + (c) * HEAD_DIM)
@@ -295,17 +328,18 @@ attn_bwd_dq(__global const float *restrict q, __global const float *restrict k,
             }
             floatr s = (floatr)(0.0f), dp = (floatr)(0.0f);
             for (int d = 0; d < HEAD_DIM; ++d) {
-                s = fma(qt[d], (floatr)(KROW(c)[d]), s);
-                dp = fma(dot[d], (floatr)(VROW(c)[d]), dp);
+                s = fma(qt[d], (floatr)(RLOAD1(KROW(c) + d)), s);
+                dp = fma(dot[d], (floatr)(RLOAD1(VROW(c) + d)), dp);
             }
             const floatr p = select((floatr)(0.0f), EXP2R(s - lse2), on);
             const floatr ds = select((floatr)(0.0f), p * (dp - drow), on);
             if (mi < 0)
                 for (int d = 0; d < HEAD_DIM; ++d)
-                    acc[d] = fma(ds, (floatr)(KROW(c)[d]), acc[d]);
+                    acc[d] = fma(ds, (floatr)(RLOAD1(KROW(c) + d)), acc[d]);
             else
                 for (int d = 0; d < HEAD_DIM; ++d)
-                    acc[d] = fma(ds, select((floatr)(0.0f), (floatr)(KROW(c)[d]), on), acc[d]);
+                    acc[d] = fma(ds, select((floatr)(0.0f), (floatr)(RLOAD1(KROW(c) + d)), on),
+                                 acc[d]);
         }
 #undef KROW
 #undef VROW
@@ -315,19 +349,19 @@ attn_bwd_dq(__global const float *restrict q, __global const float *restrict k,
         const int i = row0 + r;
         if (i >= q_len)
             break;
-        __global float *out = dq + b * q_sb + hq * q_sh + (long)i * q_ss;
+        __global stor_t *out = dq + b * q_sb + hq * q_sh + (long)i * q_ss;
         for (int d = 0; d < HEAD_DIM; ++d)
-            out[d] = LANE(acc[d], r) * scale;
+            SSTORE1(LANE(acc[d], r) * scale, out + d);
     }
 #endif
 }
 
 /* The arguments both key-tile kernels take, and their names in a call. */
 #define KEY_TILE_PARAMS                                                                            \
-    __global const float *restrict q, __global const float *restrict k,                            \
-        __global const float *restrict v, __global const float *restrict dout,                     \
+    __global const stor_t *restrict q, __global const stor_t *restrict k,                          \
+        __global const stor_t *restrict v, __global const stor_t *restrict dout,                   \
         __global const float *restrict lse, __global const float *restrict dsum,                   \
-        __global float *restrict dk, __global float *restrict dv,                                  \
+        __global stor_t *restrict dk, __global stor_t *restrict dv,                                \
         __global const int *restrict col_ptr, __global const int *restrict col_row,                \
         __global const int *restrict col_mask, __global const uint *restrict mask_bits,            \
         const int q_len, const int kv_len, const int q_heads, const int group,                     \
@@ -351,7 +385,7 @@ attn_bwd_dq(__global const float *restrict q, __global const float *restrict k,
             _Pragma("unroll") for (int r = 0; r < ROWS; ++r)                                       \
                 acc[r] = LOADV(dqr[r] + x * VEC);                                                  \
             for (int c = 0; c < COLS; ++c) {                                                       \
-                const floatv kv = LOADV(krow[c] + x * VEC);                                        \
+                const floatv kv = SLOADV(krow[c] + x * VEC);                                       \
                 _Pragma("unroll") for (int r = 0; r < ROWS; ++r)                                   \
                     if (KEEP(r, c))                                                                \
                         acc[r] = fma((floatv)(LANE(ds[r], c)), kv, acc[r]);                        \
@@ -367,7 +401,7 @@ attn_bwd_dq(__global const float *restrict q, __global const float *restrict k,
             for (int c = 0; c < COLS; ++c)                                                         \
                 _Pragma("unroll") for (int r = 0; r < ROWS; ++r)                                   \
                     if (KEEP(r, c))                                                                \
-                        acc[r] = fma(LANE(ds[r], c), krow[c][t], acc[r]);                          \
+                        acc[r] = fma(LANE(ds[r], c), SLOAD1(krow[c] + t), acc[r]);                 \
             _Pragma("unroll") for (int r = 0; r < ROWS; ++r)                                       \
                 if (r < n)                                                                         \
                     dqr[r][t] = acc[r];                                                            \
@@ -413,21 +447,21 @@ inline void key_tile(KEY_TILE_PARAMS, const int fused, __global float *restrict 
     const int lcol0 = lid * COLS;
     const int col0 = tc * BLOCK_N + lcol0;
     const float scale_log2 = scale * M_LOG2E_F;
-    __global const float *kb = k + b * k_sb + hk * k_sh;
+    __global const stor_t *kb = k + b * k_sb + hk * k_sh;
 
     /* The work-item's keys, transposed (lane c = key col0 + c); k carries
      * scale*log2(e) so that scores come out in base 2.  krow: the keys as
      * rows, unscaled, for dQ. */
     floatc kt[HEAD_DIM], vt[HEAD_DIM], dka[HEAD_DIM], dva[HEAD_DIM];
-    __global const float *krow[COLS];
+    __global const stor_t *krow[COLS];
     for (int c = 0; c < COLS; ++c) {
         /* Keys past kv_len work on a clamped copy and are never stored. */
         const int j = min(col0 + c, kv_len - 1);
         krow[c] = kb + (long)j * k_ss;
-        __global const float *vr = v + b * v_sb + hk * v_sh + (long)j * v_ss;
+        __global const stor_t *vr = v + b * v_sb + hk * v_sh + (long)j * v_ss;
         for (int d = 0; d < HEAD_DIM; ++d) {
-            LANE(kt[d], c) = krow[c][d] * scale_log2;
-            LANE(vt[d], c) = vr[d];
+            LANE(kt[d], c) = SLOAD1(krow[c] + d) * scale_log2;
+            LANE(vt[d], c) = SLOAD1(vr + d);
         }
     }
     for (int d = 0; d < HEAD_DIM; ++d) {
@@ -440,8 +474,8 @@ inline void key_tile(KEY_TILE_PARAMS, const int fused, __global float *restrict 
     for (int g = 0; g < group; ++g) {
         const int hq = hk * group + g;
         const int lh = layout_heads == 1 ? 0 : hq;
-        __global const float *qb = q + b * q_sb + hq * q_sh;
-        __global const float *ob = dout + b * o_sb + hq * o_sh;
+        __global const stor_t *qb = q + b * q_sb + hq * q_sh;
+        __global const stor_t *ob = dout + b * o_sb + hq * o_sh;
         __global float *dqb = dqt + b * t_sb + hq * t_sh;
         const long rowb = ((long)b * q_heads + hq) * q_len;
         const int e0 = col_ptr[lh * (n_tile_cols + 1) + tc];
@@ -455,8 +489,8 @@ inline void key_tile(KEY_TILE_PARAMS, const int fused, __global float *restrict 
             __global const uint *mb = mask_bits + (long)max(mi, 0) * BLOCK_M * MW;
 #if USE_LOCAL
             barrier(CLK_LOCAL_MEM_FENCE);
-            sparcl_stage_rows(qs, qb, q_ss, r0, nr, q_len - 1, lid);
-            sparcl_stage_rows(os, ob, o_ss, r0, nr, q_len - 1, lid);
+            stage_rows(qs, qb, q_ss, r0, nr, q_len - 1, lid);
+            stage_rows(os, ob, o_ss, r0, nr, q_len - 1, lid);
             for (int r = lid; r < nr; r += WG_SIZE) {
                 ls[r] = lse_base2(lse[rowb + r0 + r]);
                 ds_[r] = dsum[rowb + r0 + r];
@@ -494,8 +528,8 @@ inline void key_tile(KEY_TILE_PARAMS, const int fused, __global float *restrict 
                  * place; otherwise copied, rows past n as zeros with P = 0. */
                 float l2[ROWS], dc[ROWS];
 #if ROWS == 1
-#define QC(r, d) QROW(rr)[d]
-#define OC(r, d) DOROW(rr)[d]
+#define QC(r, d) RLOAD1(QROW(rr) + (d))
+#define OC(r, d) RLOAD1(DOROW(rr) + (d))
                 l2[0] = LSE2(rr);
                 dc[0] = DROW(rr);
 #else
@@ -506,12 +540,13 @@ inline void key_tile(KEY_TILE_PARAMS, const int fused, __global float *restrict 
                 for (int r = 0; r < ROWS; ++r) {
                     const int ok = r < n, ri = rr + min(r, n - 1);
                     for (int x = 0; x < NV; ++x) {
-                        STOREV(ok ? LOADV(QROW(ri) + x * VEC) : (floatv)(0.0f), qc[r] + x * VEC);
-                        STOREV(ok ? LOADV(DOROW(ri) + x * VEC) : (floatv)(0.0f), oc[r] + x * VEC);
+                        STOREV(ok ? RLOADV(QROW(ri) + x * VEC) : (floatv)(0.0f), qc[r] + x * VEC);
+                        STOREV(ok ? RLOADV(DOROW(ri) + x * VEC) : (floatv)(0.0f),
+                               oc[r] + x * VEC);
                     }
                     for (int d = NV * VEC; d < HEAD_DIM; ++d) {
-                        qc[r][d] = ok ? QROW(ri)[d] : 0.0f;
-                        oc[r][d] = ok ? DOROW(ri)[d] : 0.0f;
+                        qc[r][d] = ok ? RLOAD1(QROW(ri) + d) : 0.0f;
+                        oc[r][d] = ok ? RLOAD1(DOROW(ri) + d) : 0.0f;
                     }
                     l2[r] = ok ? LSE2(ri) : INFINITY;
                     dc[r] = ok ? DROW(ri) : 0.0f;
@@ -576,11 +611,11 @@ inline void key_tile(KEY_TILE_PARAMS, const int fused, __global float *restrict 
         const int j = col0 + c;
         if (j >= kv_len)
             break;
-        __global float *kout = dk + b * k_sb + hk * k_sh + (long)j * k_ss;
-        __global float *vout = dv + b * v_sb + hk * v_sh + (long)j * v_ss;
+        __global stor_t *kout = dk + b * k_sb + hk * k_sh + (long)j * k_ss;
+        __global stor_t *vout = dv + b * v_sb + hk * v_sh + (long)j * v_ss;
         for (int d = 0; d < HEAD_DIM; ++d) {
-            kout[d] = LANE(dka[d], c) * scale;
-            vout[d] = LANE(dva[d], c);
+            SSTORE1(LANE(dka[d], c) * scale, kout + d);
+            SSTORE1(LANE(dva[d], c), vout + d);
         }
     }
 }
@@ -594,8 +629,9 @@ attn_bwd_dkv(KEY_TILE_PARAMS)
     __local float os[BLOCK_M * HEAD_DIM];
     __local float ls[BLOCK_M], ds_[BLOCK_M];
 #endif
-    key_tile(KEY_TILE_ARGS, 0, dk, 0, 0, 0, get_group_id(0), get_local_id(0), get_group_id(2),
-             get_group_id(1)
+    /* No dQ targets without `fused`: any pointer serves. */
+    key_tile(KEY_TILE_ARGS, 0, (__global float *)dk, 0, 0, 0, get_group_id(0), get_local_id(0),
+             get_group_id(2), get_group_id(1)
 #if USE_LOCAL
                  ,
              qs, os, ls, ds_

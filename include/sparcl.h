@@ -453,13 +453,17 @@ SPARCL_API void sparcl_params_format(const sparcl_params *params, char *buf, siz
  * by the split-KV decoding kernel (q_len <= 16 over long keys, and
  * sparcl_plan_forward_cache() with contiguous or paged caches of the
  * plan's dtype; its partial results stay fp32 and the merge rounds out
- * once) and with dynamic block selection; and the forward of the sparse
- * normalizations (sparsemax, entmax) over a layout, by attn_entmax; and
- * the forward of LSH attention (its hash, gather and chunk kernels read q
- * and v as stored, the rounds' partial results stay fp32, the merge rounds
- * out once).  Which plans stage half storage through fp32: the forward of
- * FAVOR+, Linformer and adaptive span, and the backward of every kind that has one (softmax
- * over a layout, sparse normalizations, FAVOR+, Linformer, adaptive span).  The plan keeps fp32
+ * once) and with dynamic block selection; the forward of the sparse
+ * normalizations (sparsemax, entmax) over a layout, by attn_entmax; the
+ * forward of LSH attention (its hash, gather and chunk kernels read q and v
+ * as stored, the rounds' partial results stay fp32, the merge rounds out
+ * once); and the backward of softmax over a layout (fused and decoding
+ * plans), by attn_bwd: dk, dv and ALGO=0's dq rounded once when stored,
+ * ALGO=1's dq summed in fp32 partial buffers (one per SPLIT, allocated per
+ * call) and rounded once by the reduction.
+ * Which plans stage half storage through fp32: the forward of FAVOR+,
+ * Linformer and adaptive span, and the backward of every other kind that has one
+ * (sparse normalizations, FAVOR+, Linformer, adaptive span).  The plan keeps fp32
  * device workspaces, converts the caller's half q, k and v (and out, dout for a backward) into them
  * on the device, runs the fp32 kernels unchanged and rounds out (dq, dk, dv) to nearest even into
  * the caller's buffers: no host round trip, the same results as an fp32 plan given the half values
@@ -2154,27 +2158,23 @@ SPARCL_API sparcl_status sparcl_reference_lsh_order(sparcl_ctx *ctx, const sparc
  * "attn_bwd": ALGO, BLOCK_M, BLOCK_N, EXP, SPLIT, USE_LOCAL, VEC, WG_SIZE;
  * sparse normalizations: "attn_entmax_bwd": BLOCK_M, BLOCK_N, VEC,
  * WG_SIZE, with BLOCK_M / WG_SIZE query rows and BLOCK_N / WG_SIZE keys per
- * work-item, each at most 16, the latter a power of two) and their own tile, so the plan keeps a copy of its layout and re-blocks
- * it for the backward.  These resources (the tile lists by row and by
- * column, the programs) are built once: by sparcl_plan_prepare_backward(),
- * or else by the first backward call.  Two algorithms for softmax:
- *   ALGO=0  separate dQ and dK/dV kernels, each recomputing the scores; the
- *           GPU configuration (WG_SIZE work-items per group, USE_LOCAL
- *           stages shared rows in local memory); SPLIT must be 1.
- *   ALGO=1  one pass per key tile: dK and dV of the tile and dS K added
- *           into dQ (2/7 fewer FLOPs); WG_SIZE=1 and USE_LOCAL=0 only (the
- *           CPU configuration, the default on CPU devices).  SPLIT > 1 lets
- *           SPLIT work-items share a kv head's key tiles, each adding into
- *           its own partial dQ buffer (SPLIT x the size of dq, allocated
- *           per call), summed afterwards in a fixed order.
- * BLOCK_M / WG_SIZE query rows and BLOCK_N / WG_SIZE keys per work-item
- * are vector lanes (at most 16 each); EXP picks the exponential (0 exp2,
- * 1 native_exp2, 2 a polynomial, VEC lanes at a time); VEC is also the
- * vector width of the row copies and of ALGO=1's dQ update.  A built-in
- * default that the device cannot take (the program's
- * local memory, counted for the dQ and dK/dV kernels together, or as the
- * device's compiler reports it) falls back to smaller tiles or USE_LOCAL=0;
- * parameters the caller forces are checked as given.
+ * work-item, each at most 16, the latter a power of two) and their own tile, so the plan keeps a
+ * copy of its layout and re-blocks it for the backward.  These resources (the tile lists by row and
+ * by column, the programs) are built once: by sparcl_plan_prepare_backward(), or else by the first
+ * backward call.  Two algorithms for softmax: ALGO=0  separate dQ and dK/dV kernels, each
+ * recomputing the scores; the GPU configuration (WG_SIZE work-items per group, USE_LOCAL stages
+ * shared rows in local memory); SPLIT must be 1. ALGO=1  one pass per key tile: dK and dV of the
+ * tile and dS K added into dQ (2/7 fewer FLOPs); WG_SIZE=1 and USE_LOCAL=0 only (the CPU
+ * configuration, the default on CPU devices).  SPLIT > 1 lets SPLIT work-items share a kv head's
+ * key tiles, each adding into its own partial dQ buffer (SPLIT x the size of dq, allocated per
+ * call), summed afterwards in a fixed order.  A plan of a half dtype adds into such fp32 buffers
+ * with SPLIT = 1 too (one, 4 bytes per element of dq), so that dq is rounded once. BLOCK_M /
+ * WG_SIZE query rows and BLOCK_N / WG_SIZE keys per work-item are vector lanes (at most 16 each);
+ * EXP picks the exponential (0 exp2, 1 native_exp2, 2 a polynomial, VEC lanes at a time); VEC is
+ * also the vector width of the row copies and of ALGO=1's dQ update.  A built-in default that the
+ * device cannot take (the program's local memory, counted for the dQ and dK/dV kernels together, or
+ * as the device's compiler reports it) falls back to smaller tiles or USE_LOCAL=0; parameters the
+ * caller forces are checked as given.
  *
  * Results are deterministic for every parameter set: the same inputs and
  * parameters give bit-identical gradients (dK and dV are summed over the q
@@ -2253,9 +2253,11 @@ SPARCL_API sparcl_status sparcl_plan_backward_params(sparcl_plan *plan, sparcl_p
  * SPARCL_ERR_OPENCL, and those of the preparation.
  * Half storage: q, k, v, out, dout, dq, dk and dv hold elements of the
  * plan's dtype (2 bytes for F16 and BF16; sizes are checked in those), lse
- * stays float.  The backward kernels are fp32: a half plan converts the
- * inputs into fp32 workspaces it keeps, runs them, and rounds dq, dk and
- * dv to nearest even into the caller's buffers, all on the device (see
+ * stays float.  Arithmetic is fp32 and dq, dk and dv are rounded to
+ * nearest even once: the softmax backward over a layout reads and writes
+ * the dtype itself; the other kinds' backward kernels are fp32, and a half
+ * plan converts the inputs into fp32 workspaces it keeps, runs them and
+ * rounds the gradients into the caller's buffers, all on the device (see
  * sparcl_dtype). */
 SPARCL_API sparcl_status sparcl_plan_backward(sparcl_plan *plan, cl_mem q, cl_mem k, cl_mem v,
                                               cl_mem out, cl_mem lse, cl_mem dout, cl_mem dq,

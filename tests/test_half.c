@@ -13,7 +13,11 @@
  * computation on the same inputs whose output is rounded to the same
  * storage type, plus a tiny absolute floor.  Odd lengths (1, 17, 113), head
  * dims 40, 72, 100 and 128, GQA, causal, three layouts and three parameter
- * sets per dtype.  Then the refusals: what has no half storage (the dense
+ * sets per dtype.  The softmax backward (attn_bwd reading and writing half)
+ * under the same rule for dq, dk and dv, against a plain fp32 backward from
+ * the same out and lse: lengths 1, 17, 113, head dims 72 and 100, GQA,
+ * causal, two layouts and none, both algorithms with one and four splits,
+ * on fused and decoding plans.  Then the refusals: what has no half storage (the dense
  * CLBlast path, the backward of dynamic block selection; the other kinds
  * stage it through fp32, test_half_stage), a dtype that is not one, and
  * buffers sized for the wrong dtype.
@@ -296,22 +300,28 @@ static void plain_fp32(const shape *s, float scale, const float *q, const float 
     free(p);
 }
 
+/* p holds the eight parameters `names` with the values of `row`. */
+static void params_of_row(sparcl_params *p, const char *const names[8], const int32_t row[8])
+{
+    sparcl_params_clear(p);
+    for (int i = 0; i < 8; ++i)
+        cr_assert_eq(sparcl_params_set(p, names[i], row[i]), SPARCL_OK);
+}
+
 /* The three parameter sets: the CPU configuration (K packed, VEC 16),
  * scalar loads (VEC 1) against K as given, and __local tiles with four
  * work-items and VEC 8. */
 static void param_set(int which, sparcl_params *p)
 {
-    sparcl_params_clear(p);
     static const int32_t sets[3][8] = {
         /* ALGO BLOCK_M BLOCK_N EXP KT USE_LOCAL VEC WG_SIZE */
         {0, 8, 32, 2, 1, 0, 16, 1},
         {0, 4, 16, 0, 0, 0, 1, 1},
         {0, 8, 16, 1, 0, 1, 8, 4},
     };
-    static const char *names[8] = {"ALGO", "BLOCK_M",   "BLOCK_N", "EXP",
-                                   "KT",   "USE_LOCAL", "VEC",     "WG_SIZE"};
-    for (int i = 0; i < 8; ++i)
-        cr_assert_eq(sparcl_params_set(p, names[i], sets[which][i]), SPARCL_OK);
+    static const char *const names[8] = {"ALGO", "BLOCK_M",   "BLOCK_N", "EXP",
+                                         "KT",   "USE_LOCAL", "VEC",     "WG_SIZE"};
+    params_of_row(p, names, sets[which]);
 }
 
 /* Sets 3 and 4 choose the split-KV decoding kernel (attn_decode, q_len <=
@@ -327,6 +337,44 @@ static void decode_param_set(int which, const shape *s, sparcl_params *p)
     cr_assert_eq(sparcl_params_set(p, "HEADS", heads), SPARCL_OK);
     cr_assert_eq(sparcl_params_set(p, "SPLITS", which == 3 ? 4 : 1), SPARCL_OK);
     cr_assert_eq(sparcl_params_set(p, "VEC", which == 3 ? 4 : 1), SPARCL_OK);
+}
+
+/* A plan for shape s at `dtype` with forward parameter set `set` (0-2 the
+ * fused forward, 3-4 the decoding kernel, checked to be chosen), over
+ * *layout (made here from the shape's predicate, NULL for none; the caller
+ * frees it).  *desc, when not NULL, receives the plan's descriptor. */
+static sparcl_plan *plan_of_shape(sparcl_ctx *ctx, const shape *s, int dtype, int set,
+                                  sparcl_layout **layout, sparcl_plan_desc *desc)
+{
+    *layout = NULL;
+    if (s->layout)
+        cr_assert_eq(sparcl_layout_init_predicate(ctx, layout, s->layout == 2 ? s->q_heads : 1,
+                                                  s->q_len, s->kv_len, 16, layout_pred, (void *)s),
+                     SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    sparcl_params params;
+    if (set >= 3)
+        decode_param_set(set, s, &params);
+    else
+        param_set(set, &params);
+    sparcl_plan_desc d;
+    sparcl_plan_desc_init(&d);
+    d.batch = s->batch, d.q_heads = s->q_heads, d.kv_heads = s->kv_heads;
+    d.q_len = s->q_len, d.kv_len = s->kv_len, d.head_dim = s->dim, d.causal = s->causal;
+    d.layout = *layout;
+    d.params = &params;
+    d.dtype = dtype;
+    sparcl_plan *plan = NULL;
+    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    if (set >= 3) { /* the plan runs the decoding kernel: its parameters */
+        sparcl_params got_params;
+        int32_t splits = 0;
+        sparcl_plan_params(plan, &got_params, NULL);
+        cr_assert(sparcl_params_get(&got_params, "SPLITS", &splits), "not a decoding plan");
+    }
+    d.params = NULL; /* read during init only */
+    if (desc)
+        *desc = d;
+    return plan;
 }
 
 /* Runs one shape at one dtype and parameter set (0-2 the fused forward,
@@ -361,31 +409,8 @@ static void check_shape(sparcl_ctx *ctx, int dtype, int set, const shape *s)
     half_round(dtype, plain, plain_r, pb, nq);
     free(pb);
 
-    sparcl_layout *layout = NULL;
-    if (s->layout)
-        cr_assert_eq(sparcl_layout_init_predicate(ctx, &layout, s->layout == 2 ? s->q_heads : 1,
-                                                  s->q_len, s->kv_len, 16, layout_pred, (void *)s),
-                     SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
-    sparcl_params params;
-    if (set >= 3)
-        decode_param_set(set, s, &params);
-    else
-        param_set(set, &params);
-    sparcl_plan_desc d;
-    sparcl_plan_desc_init(&d);
-    d.batch = s->batch, d.q_heads = s->q_heads, d.kv_heads = s->kv_heads;
-    d.q_len = s->q_len, d.kv_len = s->kv_len, d.head_dim = s->dim, d.causal = s->causal;
-    d.layout = layout;
-    d.params = &params;
-    d.dtype = dtype;
-    sparcl_plan *plan = NULL;
-    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
-    if (set >= 3) { /* the plan runs the decoding kernel: its parameters */
-        sparcl_params got_params;
-        int32_t splits = 0;
-        sparcl_plan_params(plan, &got_params, NULL);
-        cr_assert(sparcl_params_get(&got_params, "SPLITS", &splits), "not a decoding plan");
-    }
+    sparcl_layout *layout;
+    sparcl_plan *plan = plan_of_shape(ctx, s, dtype, set, &layout, NULL);
     if (dtype == SPARCL_DTYPE_F32) {
         cr_assert_eq(sparcl_plan_forward_host(plan, q, k, v, got, lse), SPARCL_OK, "%s",
                      sparcl_ctx_errmsg(ctx));
@@ -501,6 +526,189 @@ ParameterizedTestParameters(half, forward_meets_the_rule)
 ParameterizedTest(run *r, half, forward_meets_the_rule, .timeout = 600)
 {
     check_all(r->dtype, r->set);
+}
+
+/* ---- the softmax backward under the same rule -------------------------- */
+
+/* Plain fp32 gradients on contiguous arrays, from the same out and lse the
+ * library's backward takes: float scores and products, expf, float sums in
+ * key order; what an fp32 implementation computes. */
+static void plain_fp32_backward(const shape *s, float scale, const float *q, const float *k,
+                                const float *v, const float *out, const float *lse,
+                                const float *dout, float *dq, float *dk, float *dv)
+{
+    const size_t nq = (size_t)s->batch * s->q_heads * s->q_len * s->dim;
+    const size_t nk = (size_t)s->batch * s->kv_heads * s->kv_len * s->dim;
+    memset(dq, 0, nq * sizeof *dq);
+    memset(dk, 0, nk * sizeof *dk);
+    memset(dv, 0, nk * sizeof *dv);
+    const int g = s->q_heads / s->kv_heads;
+    for (int b = 0; b < s->batch; ++b)
+        for (int h = 0; h < s->q_heads; ++h)
+            for (int i = 0; i < s->q_len; ++i) {
+                const size_t row = ((size_t)b * s->q_heads + h) * s->q_len + i;
+                const float *qi = q + row * s->dim, *oi = out + row * s->dim;
+                const float *di = dout + row * s->dim;
+                const size_t kvh = ((size_t)b * s->kv_heads + h / g) * s->kv_len;
+                float dsum = 0;
+                for (int x = 0; x < s->dim; ++x)
+                    dsum += di[x] * oi[x];
+                for (int j = 0; j < s->kv_len; ++j) {
+                    if (!attends(s, h, i, j))
+                        continue;
+                    const float *kj = k + (kvh + j) * s->dim, *vj = v + (kvh + j) * s->dim;
+                    float sc = 0, dp = 0;
+                    for (int x = 0; x < s->dim; ++x) {
+                        sc += qi[x] * kj[x];
+                        dp += di[x] * vj[x];
+                    }
+                    const float p = expf(sc * scale - lse[row]);
+                    const float ds = p * (dp - dsum) * scale;
+                    for (int x = 0; x < s->dim; ++x) {
+                        dq[row * s->dim + x] += ds * kj[x];
+                        dk[(kvh + j) * s->dim + x] += ds * qi[x];
+                        dv[(kvh + j) * s->dim + x] += p * di[x];
+                    }
+                }
+            }
+}
+
+/* attn_bwd's parameter sets: ALGO=0 with private rows (EXP 0, VEC 4) and
+ * with __local tiles over four work-items; ALGO=1 with one split (dQ in an
+ * fp32 workspace, rounded by attn_bwd_reduce) and with four. */
+static void bwd_param_set(int which, sparcl_params *p)
+{
+    static const int32_t sets[4][8] = {
+        /* ALGO BLOCK_M BLOCK_N EXP SPLIT USE_LOCAL VEC WG_SIZE */
+        {0, 4, 8, 0, 1, 0, 4, 1},
+        {0, 8, 16, 1, 1, 1, 8, 4},
+        {1, 4, 16, 2, 1, 0, 16, 1},
+        {1, 2, 8, 2, 4, 0, 8, 1},
+    };
+    static const char *const names[8] = {"ALGO",  "BLOCK_M",   "BLOCK_N", "EXP",
+                                         "SPLIT", "USE_LOCAL", "VEC",     "WG_SIZE"};
+    params_of_row(p, names, sets[which]);
+}
+
+/* One shape at one half dtype and backward parameter set, on a plan of
+ * forward parameter set `fwd_set` (0: the fused kernel, 3: decoding).  The forward's
+ * out (rounded to the storage type) and lse come from the double oracle,
+ * so the library, the plain fp32 computation and the double reference
+ * differentiate the same inputs; dq, dk and dv must each meet the rule and
+ * be the plain fp32 gradients rounded to nearest even but for fp32 error
+ * crossing a rounding boundary (rare; rounding twice or truncating would
+ * miss many). */
+static void check_backward(sparcl_ctx *ctx, int dtype, int set, const shape *s, int fwd_set)
+{
+    const size_t nq = (size_t)s->batch * s->q_heads * s->q_len * s->dim;
+    const size_t nk = (size_t)s->batch * s->kv_heads * s->kv_len * s->dim;
+    const size_t nl = (size_t)s->batch * s->q_heads * s->q_len;
+    const size_t n[6] = {nq, nk, nk, nq, nq, nq}; /* q k v out dout, and scratch */
+    float *x[6], *xr[6];
+    uint16_t *xb[6];
+    for (int t = 0; t < 6; ++t) {
+        x[t] = malloc(n[t] * 4), xr[t] = malloc(n[t] * 4), xb[t] = malloc(n[t] * 2);
+        cr_assert(x[t] && xr[t] && xb[t]);
+        oracle_fill(x[t], n[t], 400 + 31 * (uint64_t)t + (uint64_t)s->dim + (uint64_t)s->q_len);
+    }
+    for (size_t i = 0; i < nq; ++i) /* sharper softmax rows than unit scores give */
+        x[0][i] *= 4.0f;
+    for (int t = 0; t < 5; ++t)
+        if (t != 3)
+            half_round(dtype, x[t], xr[t], xb[t], n[t]);
+    const double scale = 1.0 / sqrt((double)s->dim);
+    double *ref_out = malloc(nq * sizeof *ref_out), *ref_lse = malloc(nl * sizeof *ref_lse);
+    float *lse = malloc(nl * 4);
+    oracle_attention(s->batch, s->q_heads, s->kv_heads, s->q_len, s->kv_len, s->dim, scale, attends,
+                     s, xr[0], xr[1], xr[2], ref_out, ref_lse);
+    for (size_t i = 0; i < nq; ++i)
+        x[3][i] = (float)ref_out[i];
+    half_round(dtype, x[3], xr[3], xb[3], nq);
+    for (size_t i = 0; i < nl; ++i)
+        lse[i] = (float)ref_lse[i];
+
+    sparcl_params bwd;
+    bwd_param_set(set, &bwd);
+    sparcl_layout *layout;
+    sparcl_plan_desc d;
+    sparcl_plan *plan = plan_of_shape(ctx, s, dtype, fwd_set, &layout, &d);
+    cr_assert_eq(sparcl_plan_prepare_backward(plan, &bwd), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    uint16_t *gb[3];
+    float *got[3], *plain[3];
+    double *ref[3];
+    for (int i = 0; i < 3; ++i) {
+        gb[i] = malloc(n[i] * 2), got[i] = malloc(n[i] * 4), plain[i] = malloc(n[i] * 4);
+        ref[i] = malloc(n[i] * sizeof(double));
+        cr_assert(gb[i] && got[i] && plain[i] && ref[i]);
+    }
+    cr_assert_eq(sparcl_plan_backward_host(plan, xb[0], xb[1], xb[2], xb[3], lse, xb[4], gb[0],
+                                           gb[1], gb[2]),
+                 SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(
+        sparcl_reference_backward(ctx, &d, xr[0], xr[1], xr[2], xr[4], ref[0], ref[1], ref[2]),
+        SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    plain_fp32_backward(s, (float)scale, xr[0], xr[1], xr[2], xr[3], lse, xr[4], plain[0], plain[1],
+                        plain[2]);
+    static const char *gname[3] = {"dq", "dk", "dv"};
+    for (int i = 0; i < 3; ++i) {
+        char what[128];
+        snprintf(what, sizeof what, "backward set %d %s b%d h%d/%d %dx%d d%d causal %d layout %d",
+                 set, gname[i], s->batch, s->q_heads, s->kv_heads, s->q_len, s->kv_len, s->dim,
+                 s->causal, s->layout);
+        half_decode(dtype, gb[i], got[i], n[i]);
+        half_rule_assert(what, dtype, got[i], ref[i], plain[i], n[i], 1e-6);
+        const size_t off = half_rounding_misses(dtype, gb[i], plain[i], n[i]);
+        cr_assert(off <= n[i] / 100 + 1,
+                  "%s %s: %zu of %zu gradients are not the plain fp32 ones rounded to nearest "
+                  "even",
+                  what, sparcl_dtype_name(dtype), off, n[i]);
+    }
+    sparcl_plan_free(plan);
+    sparcl_layout_free(layout);
+    for (int i = 0; i < 3; ++i)
+        free(gb[i]), free(got[i]), free(plain[i]), free(ref[i]);
+    for (int t = 0; t < 6; ++t)
+        free(x[t]), free(xr[t]), free(xb[t]);
+    free(ref_out), free(ref_lse), free(lse);
+}
+
+/* Odd lengths, head dims 72 and 100 (vector tails), GQA, causal, the
+ * window and per-head scattered layouts and none. */
+static const shape bwd_shapes[] = {
+    /* b  qh kvh  q    kv   dim causal layout */
+    {1, 1, 1, 1, 1, 72, 0, 1},      {2, 4, 2, 17, 113, 72, 1, 1}, {1, 4, 2, 113, 17, 100, 0, 2},
+    {1, 2, 1, 113, 113, 100, 1, 0}, {1, 3, 1, 1, 113, 72, 0, 2},
+};
+
+ParameterizedTestParameters(half, softmax_backward_meets_the_rule)
+{
+    static run runs[] = {
+        {SPARCL_DTYPE_F16, 0},  {SPARCL_DTYPE_F16, 1},  {SPARCL_DTYPE_F16, 2},
+        {SPARCL_DTYPE_F16, 3},  {SPARCL_DTYPE_BF16, 0}, {SPARCL_DTYPE_BF16, 1},
+        {SPARCL_DTYPE_BF16, 2}, {SPARCL_DTYPE_BF16, 3},
+    };
+    return cr_make_param_array(run, runs, sizeof runs / sizeof *runs);
+}
+
+ParameterizedTest(run *r, half, softmax_backward_meets_the_rule, .timeout = 600)
+{
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    for (size_t i = 0; i < sizeof bwd_shapes / sizeof *bwd_shapes; ++i)
+        check_backward(ctx, r->dtype, r->set, &bwd_shapes[i], 0);
+    sparcl_ctx_free(ctx);
+}
+
+/* A decoding plan's backward is the same kernels over its layout: half too. */
+Test(half, decoding_plan_backward_meets_the_rule, .timeout = 600)
+{
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    for (int dtype = SPARCL_DTYPE_F16; dtype <= SPARCL_DTYPE_BF16; ++dtype)
+        for (int set = 0; set < 4; set += 3)
+            for (size_t i = 1; i < 3; ++i)
+                check_backward(ctx, dtype, set, &decode_shapes[i], 3);
+    sparcl_ctx_free(ctx);
 }
 
 /* ---- refusals ---------------------------------------------------------- */
@@ -658,12 +866,15 @@ Test(half, tuning_problem_carries_the_dtype)
 {
     sparcl_ctx *ctx = NULL;
     cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
-    for (int dtype = 0; dtype < 3; ++dtype) {
-        sparcl_plan_desc d = small_desc(dtype);
-        sparcl_tuning_problem prob;
-        cr_assert_eq(sparcl_tuning_problem_init(ctx, &prob, "attn_fwd", &d, NULL), SPARCL_OK);
-        cr_assert_str_eq(prob.dtype, sparcl_dtype_name(dtype));
-    }
+    for (int dtype = 0; dtype < 3; ++dtype)
+        for (int bwd = 0; bwd < 2; ++bwd) {
+            sparcl_plan_desc d = small_desc(dtype);
+            sparcl_tuning_problem prob;
+            cr_assert_eq(
+                sparcl_tuning_problem_init(ctx, &prob, bwd ? "attn_bwd" : "attn_fwd", &d, NULL),
+                SPARCL_OK);
+            cr_assert_str_eq(prob.dtype, sparcl_dtype_name(dtype));
+        }
     sparcl_ctx_free(ctx);
 }
 

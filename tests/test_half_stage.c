@@ -2,10 +2,11 @@
  * test_half_stage.c -- half storage (F16, BF16) for the kinds whose
  * kernels are fp32 only, staged through fp32 device workspaces: the
  * FAVOR+, Linformer and adaptive span forward, and the backward of
- * every kind that has one (the softmax's on causal and window layouts with
- * GQA included, and the sparse normalizations', whose forward reads half
- * natively and is checked here by the same rule), and LSH's forward, which
- * reads half natively too.
+ * every kind that has one but the softmax's (the sparse normalizations',
+ * whose forward reads half natively and is checked here by the same rule).
+ * The softmax's backward and LSH's forward read and write half natively
+ * (test_half checks the backward per parameter set); they are checked here
+ * end to end too, the backward on causal and window layouts with GQA.
  *
  * Each case runs an fp32 plan on the half-rounded inputs (the plain fp32
  * computation) and a half plan on the stored inputs, and applies the rule
@@ -402,7 +403,8 @@ Test(half_stage, lsh_forward_holds_no_staging, .timeout = 300)
     sparcl_ctx_free(ctx);
 }
 
-/* The softmax's forward reads half natively; its backward is staged. */
+/* The softmax's forward and backward read and write half natively, at
+ * the plans' own parameters; the same checks as the staged kinds. */
 Test(half_stage, softmax_backward_causal_and_window_with_gqa, .timeout = 300)
 {
     sparcl_ctx *ctx = NULL;
@@ -609,7 +611,8 @@ Test(half_stage, workspaces_count_in_device_bytes_and_limit, .timeout = 300)
     cr_assert_null(again);
     cr_assert(strstr(sparcl_ctx_errmsg(ctx), "fp32 staging"), "%s", sparcl_ctx_errmsg(ctx));
     /* Softmax and sparsemax over a window read half natively: no forward
-     * workspace, only their backward stages. */
+     * workspace.  The softmax's backward does too (no workspace either);
+     * the sparsemax's stages q, k, v, out, dout, dq, dk and dv. */
     cr_assert_eq(sparcl_ctx_set_memory_limit(ctx, 0, 0), SPARCL_OK);
     static const int norms[2] = {SPARCL_NORMALIZATION_SOFTMAX, SPARCL_NORMALIZATION_SPARSEMAX};
     for (int n = 0; n < 2; ++n) {
@@ -632,10 +635,14 @@ Test(half_stage, workspaces_count_in_device_bytes_and_limit, .timeout = 300)
         const size_t sf0 = sparcl_plan_device_bytes(sf);
         cr_assert_eq(s0, sf0, "normalization %d: a native half forward holds no workspace",
                      norms[n]);
-        cr_assert_eq(sparcl_plan_prepare_backward(sf, NULL), SPARCL_OK, "%s",
+        sparcl_params bsame;
+        cr_assert_eq(sparcl_plan_backward_params(sh, &bsame, NULL), SPARCL_OK);
+        cr_assert_eq(sparcl_plan_prepare_backward(sf, &bsame), SPARCL_OK, "%s",
                      sparcl_ctx_errmsg(ctx));
+        const size_t staging = n == 0 ? 0 : 4 * (4 * wq + 4 * wk);
         cr_assert_eq((sparcl_plan_device_bytes(sh) - s0) - (sparcl_plan_device_bytes(sf) - sf0),
-                     4 * (4 * wq + 4 * wk), "normalization %d", norms[n]);
+                     staging, "normalization %d: %zu -> %zu bytes at bf16, %zu -> %zu at fp32",
+                     norms[n], s0, sparcl_plan_device_bytes(sh), sf0, sparcl_plan_device_bytes(sf));
         sparcl_plan_free(sh);
         sparcl_plan_free(sf);
         sparcl_layout_free(l);

@@ -4,7 +4,7 @@
  * uncached build, so a warning in a kernel is output from the library.
  * Plans of every kind (fused softmax with its variants, the dense path,
  * sparsemax / 1.5-entmax / alpha-entmax, the backward, FAVOR+, Linformer,
- * half storage staged through fp32) are built with default and explicit
+ * half storage, native or staged through fp32) are built with default and explicit
  * parameters at head dims 16 and 72, under a fresh POCL cache so that the
  * compiler really runs; the library
  * reports each build, with the compiler's log, through the debug log
@@ -213,29 +213,41 @@ Test(kernel_build, every_family_builds_without_warnings, .timeout = 900)
     }
     /* Half storage, both types: sparsemax reads it natively (attn_entmax
      * with DTYPE 1 and 2); adaptive span is staged through fp32
-     * (cl/dtype_convert.cl). */
+     * (cl/dtype_convert.cl); the softmax backward reads and writes it
+     * (attn_bwd with DTYPE 1 and 2), with either algorithm, __local tiles
+     * and a vector tail (72 = 4 x 16 + 8). */
     static const float spans[1] = {6.0f};
+    static const char *const half_bwd[2] = {
+        "ALGO=0 USE_LOCAL=1 BLOCK_M=8 BLOCK_N=16 WG_SIZE=4 VEC=4",
+        "ALGO=1 BLOCK_M=4 BLOCK_N=8 SPLIT=2 VEC=16"};
+    enum { NATIVE, STAGED, BACKWARD0, BACKWARD1 };
     for (int dtype = SPARCL_DTYPE_F16; dtype <= SPARCL_DTYPE_BF16; ++dtype)
-        for (int staged = 0; staged < 2; ++staged) {
+        for (int c = NATIVE; c <= BACKWARD1; ++c) {
             sparcl_plan_desc d;
             sparcl_plan_desc_init(&d);
             d.q_len = d.kv_len = 40;
-            d.head_dim = 16;
-            if (staged) {
+            d.head_dim = c >= BACKWARD0 ? 72 : 16;
+            d.layout = c == STAGED ? NULL : lay;
+            if (c == STAGED) {
                 d.attention = SPARCL_ATTENTION_SPAN;
                 d.causal = 1;
                 d.spans = spans;
                 d.span_ramp = 4.0f;
-            } else {
+            } else if (c == NATIVE) {
                 d.normalization = SPARCL_NORMALIZATION_SPARSEMAX;
-                d.layout = lay;
             }
             d.dtype = dtype;
             sparcl_plan *plan = NULL;
-            cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "dtype %d staged %d: %s",
-                         dtype, staged, sparcl_ctx_errmsg(ctx));
+            cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "dtype %d case %d: %s", dtype,
+                         c, sparcl_ctx_errmsg(ctx));
+            if (c >= BACKWARD0) {
+                sparcl_params bp;
+                parse(half_bwd[c - BACKWARD0], &bp);
+                cr_assert_eq(sparcl_plan_prepare_backward(plan, &bp), SPARCL_OK,
+                             "dtype %d case %d: %s", dtype, c, sparcl_ctx_errmsg(ctx));
+            }
             sparcl_plan_free(plan);
-            cr_assert_eq(rec.warning[0], 0, "dtype %d staged %d: %s", dtype, staged, rec.warning);
+            cr_assert_eq(rec.warning[0], 0, "dtype %d case %d: %s", dtype, c, rec.warning);
         }
     sparcl_layout_free(lay);
     sparcl_ctx_free(ctx);

@@ -420,6 +420,33 @@ Test(tune, backward_family_is_tuned)
     tune_family("attn_bwd", db, sizeof db);
 }
 
+/* At half storage too: attn_bwd reads and writes the dtype, so its
+ * candidates run on bf16 tensors, are verified against the reference on
+ * the rounded inputs and are stored as bf16 rows; attn_entmax_bwd, which a
+ * half plan stages through fp32, is refused by name. */
+Test(tune, backward_family_is_tuned_at_half_storage)
+{
+    make_dir();
+    char db[128];
+    scratch_path(db, sizeof db, "bwd-bf16.db");
+    const char *args[] = {"--db",     db,      "--problems", TINY ",dtype=bf16", "--max-evals", "3",
+                          "--budget", "quick", "--kernel",   "attn_bwd",         NULL};
+    cr_assert_eq(run_tuner("bwd-bf16", args), 0, "%s", slurp("bwd-bf16", "err"));
+    cr_assert_eq(count_where(db, "status = 'ok' AND problem_id IN (SELECT id FROM problem WHERE "
+                                 "kernel = 'attn_bwd' AND dtype = 'bf16')"),
+                 3, "%s", slurp("bwd-bf16", "out"));
+    const char *entmax[] = {"--db", db,         "--problems", TINY ",dtype=bf16", "--max-evals",
+                            "1",    "--budget", "quick",      "--kernel",         "attn_entmax_bwd",
+                            NULL};
+    run_tuner("entmax-bf16", entmax);
+    char *out = slurp("entmax-bf16", "out"), *err = slurp("entmax-bf16", "err");
+    cr_assert(strstr(out, "attn_entmax_bwd reads bf16 through fp32 staging") ||
+                  strstr(err, "attn_entmax_bwd reads bf16 through fp32 staging"),
+              "%s%s", out, err);
+    free(out);
+    free(err);
+}
+
 /* The sparse normalizations' backward family as well: candidates run as
  * 1.5-entmax, verified against the reference backward, stored under
  * attn_entmax_bwd. */
@@ -458,7 +485,7 @@ Test(tune, entmax_family_is_tuned)
 }
 
 /* A half dtype tunes the families that read half storage themselves
- * (attn_fwd, attn_entmax, attn_lsh), each under its own f16 rows, and
+ * (attn_fwd, attn_entmax, attn_lsh; attn_bwd has its own test), each under its own f16 rows, and
  * skips the staged ones by name (their half plans look up the f32 rows); a
  * half LSH plan then reads its tuned row. */
 Test(tune, half_dtype_tunes_the_native_families)
@@ -466,8 +493,8 @@ Test(tune, half_dtype_tunes_the_native_families)
     make_dir();
     char db[128];
     scratch_path(db, sizeof db, "half.db");
-    static const char *const families[] = {"attn_fwd", "attn_entmax", "attn_lsh", "attn_bwd",
-                                           "attn_span"};
+    static const char *const families[] = {"attn_fwd", "attn_entmax", "attn_lsh",
+                                           "attn_entmax_bwd", "attn_span"};
     for (int i = 0; i < 5; ++i) {
         const char *args[] = {"--db",         db,       "--problems",   "dense:n=64,h=2,d=16",
                               "--max-evals",  "2",      "--stagnation", "0",

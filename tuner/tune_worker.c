@@ -114,6 +114,19 @@ static void from_half(int dtype, const uint16_t *h, float *x, size_t n)
     (dtype == SPARCL_DTYPE_F16 ? sparcl_convert_f16_to_f32 : sparcl_convert_bf16_to_f32)(h, x, n);
 }
 
+/* Rounds n floats to `dtype`'s storage in place (nothing for F32), through
+ * `bits` (n elements): what a kernel reads of them.  0 if out of memory. */
+static int round_stored(int dtype, float *x, uint16_t *bits, size_t n)
+{
+    if (dtype == SPARCL_DTYPE_F32)
+        return 1;
+    if (!bits)
+        return 0;
+    to_half(dtype, x, bits, n);
+    from_half(dtype, bits, x, n);
+    return 1;
+}
+
 /* A device buffer of n elements of `dtype` holding `data` (NULL: an
  * output).  Half inputs are rounded in place first, so the reference is
  * computed on exactly what the kernel reads. */
@@ -125,10 +138,8 @@ static cl_mem upload(sparcl_ctx *ctx, float *data, size_t n, int dtype)
         return clCreateBuffer(sparcl_ctx_cl_context(ctx), flags, n * sparcl_dtype_size(dtype), data,
                               &err);
     uint16_t *bits = malloc(n * sizeof *bits);
-    if (!bits)
+    if (!round_stored(dtype, data, bits, n))
         return NULL;
-    to_half(dtype, data, bits, n);
-    from_half(dtype, bits, data, n);
     cl_mem m = clCreateBuffer(sparcl_ctx_cl_context(ctx), flags, n * sizeof *bits, bits, &err);
     free(bits);
     return m;
@@ -175,16 +186,20 @@ static int compute_reference(sparcl_ctx *ctx, setup *s, char *err, size_t size)
     /* Computed once per problem: every candidate is checked against it. */
     int ok = sparcl_reference_forward(ctx, d, s->host[T_Q], s->host[T_K], s->host[T_V],
                                       s->ref[T_OUT], s->ref[T_LSE]) == SPARCL_OK;
+    if (ok && (s->bwd || s->span)) { /* dout as stored, before the reference reads it */
+        fill(s->host[T_DOUT], nq, 4);
+        uint16_t *bits = d->dtype == SPARCL_DTYPE_F32 ? NULL : malloc(nq * sizeof *bits);
+        ok = round_stored(d->dtype, s->host[T_DOUT], bits, nq);
+        free(bits);
+    }
     if (ok && s->bwd) {
         for (int t = T_OUT; t <= T_LSE; ++t) /* the backward's inputs */
             for (size_t i = 0; i < n[t]; ++i)
                 s->host[t][i] = (float)s->ref[t][i];
-        fill(s->host[T_DOUT], nq, 4);
         ok = sparcl_reference_backward(ctx, d, s->host[T_Q], s->host[T_K], s->host[T_V],
                                        s->host[T_DOUT], s->ref[T_DQ], s->ref[T_DK],
                                        s->ref[T_DV]) == SPARCL_OK;
     } else if (ok && s->span) {
-        fill(s->host[T_DOUT], nq, 4);
         ok = sparcl_reference_backward_span(ctx, d, s->host[T_Q], s->host[T_K], s->host[T_V],
                                             s->host[T_DOUT], s->ref[T_DQ], s->ref[T_DK],
                                             s->ref[T_DV], s->ref[T_DSPANS]) == SPARCL_OK;
@@ -233,12 +248,9 @@ static int set_up(sparcl_ctx *ctx, setup *s, const char *line, char *err, size_t
         snprintf(err, size, "%s", sparcl_ctx_errmsg(ctx));
         return -1;
     }
-    if (s->bwd && s->desc.dtype != SPARCL_DTYPE_F32) {
-        snprintf(err, size, "attn_bwd has no %s storage", sparcl_dtype_name(s->desc.dtype));
-        return -1;
-    }
     /* The reference honours the normalization (lse then holds tau).  The
-     * descriptor's spans point into s->prob. */
+     * descriptor's spans point into s->prob.  A family that stages a half
+     * dtype is refused here as in the parent (tune_problem_for_kernel). */
     if (tune_problem_for_kernel(kernel, &s->prob, &s->desc, err, size) != 0 ||
         compute_reference(ctx, s, err, size) != 0) {
         release(s);
@@ -381,7 +393,9 @@ static double verify(sparcl_ctx *ctx, setup *s)
     for (int t = T_OUT; t < N_T; ++t) {
         if (!is_output(s, t))
             continue;
-        const int half = t == T_OUT && dtype != SPARCL_DTYPE_F32;
+        /* out and the gradients are stored in the dtype; lse and dspans
+         * are float */
+        const int half = dtype != SPARCL_DTYPE_F32 && t != T_LSE && t != T_DSPANS;
         uint16_t *bits = half ? malloc(s->n[t] * sizeof *bits) : NULL;
         if ((half && !bits) || clEnqueueReadBuffer(sparcl_ctx_cl_queue(ctx), s->m[t], CL_TRUE, 0,
                                                    s->n[t] * (half ? sizeof *bits : sizeof(float)),

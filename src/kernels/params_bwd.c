@@ -11,6 +11,8 @@
  * two-kernel path (0) or the one-pass kernel (1, with SPLIT key-tile
  * partitions per kv head); VEC is the width of the polynomial exp2 (EXP=2),
  * of the row copies and of ALGO=1's dQ update.  Both are deterministic.
+ * DTYPE (the storage of q, k, v, out and their gradients) is derived from
+ * the problem's dtype.
  */
 #include <stdio.h>
 
@@ -183,7 +185,7 @@ static const sparcl__kernel_decl kernels[] = {{"attn_bwd_pre", 0},
                                               {"attn_bwd_fused", 1},
                                               {"attn_bwd_reduce", 0}};
 static const sparcl__program_decl programs[] = {{"attn_bwd.cl", kernels, N_OF(kernels)}};
-static const sparcl__param_id derived[] = {SPARCL__P_HEAD_DIM, SPARCL__P_ROWS};
+static const sparcl__param_id derived[] = {SPARCL__P_DTYPE, SPARCL__P_HEAD_DIM, SPARCL__P_ROWS};
 /* SPLIT fills the compute units from batch * kv_heads: 2 for a 2-head
  * problem on 2 cores, 1 for 8 heads, where 2 measured 1.09x slower. */
 static const sparcl__param_id per_problem[] = {SPARCL__P_SPLIT};

@@ -4,13 +4,19 @@
  * (parameters from the attn_bwd family, the tiling at the backward's own
  * tile and its column view, three kernels) and the dispatch of
  * attn_bwd_pre -> attn_bwd_dq, attn_bwd_dkv (ALGO=0) or
- * attn_bwd_pre -> attn_bwd_fused [-> attn_bwd_reduce when SPLIT > 1]
- * (ALGO=1) (cl/attn_bwd.cl).
+ * attn_bwd_pre -> attn_bwd_fused [-> attn_bwd_reduce when SPLIT > 1 or
+ * the dtype is half] (ALGO=1) (cl/attn_bwd.cl).
+ *
+ * The kernels read and write the plan's dtype (DTYPE, a build parameter
+ * from the problem), so a half plan's backward runs without fp32 staging
+ * (the kinds' half_backward, plan_api.h).
  *
  * The resources live in the kind's sparcl__tiled (t->bwd), created on the
  * first backward call or by sparcl_plan_prepare_backward(), under its lock.  Per call the
  * only allocations are the D workspace (one float per query row) and, for
- * ALGO=1 with SPLIT > 1, the SPLIT partial dQ buffers, released right after
+ * ALGO=1 with SPLIT > 1 or half storage, the SPLIT partial dQ buffers
+ * (fp32: the one pass adds into dQ across key tiles, and a half dq would
+ * be rounded at every addition), released right after
  * enqueueing: OpenCL keeps it alive until the kernels finish,
  * and a per-call buffer lets several threads run one plan at once.
  */
@@ -141,7 +147,6 @@ static sparcl_status build(sparcl__tiled *t, const sparcl_params *override,
     sparcl_plan_desc d = t->view->desc;
     d.layout = t->layout; /* the lookup keys rows by pattern and density */
     d.params = override;
-    d.dtype = SPARCL_DTYPE_F32; /* attn_bwd reads fp32: a half plan stages it (dtype_stage.h) */
     sparcl__pset ps;
     sparcl_param_source source;
     char origin[SPARCL__ORIGIN_MAX];
@@ -227,8 +232,15 @@ static cl_int set_main_args(const sparcl__plan_view *v, const struct sparcl__pla
     return err;
 }
 
-/* Where ALGO=1 adds dQ: dq itself (with q's strides) or, with SPLIT > 1,
- * the contiguous partial buffers, `split` floats apart. */
+/* Whether ALGO=1 adds dQ into fp32 partial buffers that attn_bwd_reduce
+ * sums and rounds into dq: with SPLIT > 1, and with half storage. */
+static int uses_partials(const struct sparcl__plan_bwd *b, const sparcl_plan_desc *d)
+{
+    return b->algo == 1 && (b->split > 1 || d->dtype != SPARCL_DTYPE_F32);
+}
+
+/* Where ALGO=1 adds dQ: dq itself (with q's strides) or the contiguous
+ * partial buffers, `split` floats apart (uses_partials). */
 typedef struct dq_target {
     cl_mem mem;
     cl_int n; /* targets the pre kernel zeroes */
@@ -241,7 +253,7 @@ static dq_target target_of(const struct sparcl__plan_bwd *b, const sparcl_plan_d
     dq_target z = {a->dq, 1, a->ts[0].batch, a->ts[0].head, a->ts[0].seq, 0};
     if (b->algo != 1)
         z.n = 0;
-    else if (b->split > 1) {
+    else if (uses_partials(b, d)) {
         z.mem = part;
         z.n = b->split;
         z.ss = d->head_dim;
@@ -252,8 +264,8 @@ static dq_target target_of(const struct sparcl__plan_bwd *b, const sparcl_plan_d
     return z;
 }
 
-/* Enqueues the kernels.  `part`: the partial dQ buffers of ALGO=1 with
- * SPLIT > 1, else NULL. */
+/* Enqueues the kernels.  `part`: the partial dQ buffers (uses_partials),
+ * else NULL. */
 static sparcl_status enqueue(const sparcl__plan_view *v, const struct sparcl__plan_bwd *b,
                              const sparcl__bwd_call *a, cl_mem dsum, cl_mem part)
 {
@@ -372,7 +384,7 @@ sparcl_status sparcl__plan_bwd_enqueue(const sparcl__plan_view *v, const struct 
     if (!dsum)
         return SPARCL_ERR_OUT_OF_MEMORY;
     sparcl_status st = SPARCL_OK;
-    if (b->algo == 1 && b->split > 1) {
+    if (uses_partials(b, d)) {
         size_t n = sparcl__sat_mul(sparcl__sat_mul(rows, (size_t)d->head_dim), (size_t)b->split);
         if (!(part = workspace(ctx, n, "partial dQ buffers")))
             st = SPARCL_ERR_OUT_OF_MEMORY;

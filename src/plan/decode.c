@@ -350,6 +350,7 @@ const sparcl__kind_ops sparcl__kind_decode = {
     .prepare_backward = sparcl__tiled_prepare_backward,
     .backward = sparcl__tiled_backward,
     .half_forward = 1,
+    .half_backward = 1, /* backward.c, as the fused softmax's */
     .tiled = 1,
     .device_bytes = decode_bytes,
     .free = decode_free,

@@ -7,8 +7,9 @@
  * contiguous tensors (sparcl__stage_desc, sparcl__stage_kind_view) and
  * every forward converts q, k and v into fp32 workspaces on the device,
  * runs the kind unchanged, and rounds its output into the caller's buffer
- * (to nearest even, cl/dtype_convert.cl).  Every backward of a half plan is
- * staged the same way: q, k, v, out and dout in, dq, dk and dv out; lse
+ * (to nearest even, cl/dtype_convert.cl).  The backward of a half plan
+ * whose kind has no half path for it (kind->half_backward 0) is staged the
+ * same way (plan_backward.c): q, k, v, out and dout in, dq, dk and dv out; lse
  * and the kinds' own parameter gradients (dspans, dproj_e, dproj_f) stay
  * fp32 and pass through.  The workspaces (O(heads * len * head_dim) floats
  * each, the backward's allocated at its first use) belong to the plan and

@@ -228,6 +228,7 @@ const sparcl__kind_ops sparcl__kind_fused = {
     .prepare_backward = sparcl__tiled_prepare_backward,
     .backward = sparcl__tiled_backward,
     .half_forward = 1,
+    .half_backward = 1,
     .tiled = 1,
     .device_bytes = fused_bytes,
     .free = fused_free,

@@ -100,10 +100,12 @@ typedef struct sparcl__kind_ops {
     /* Half storage (SPARCL_DTYPE_F16, BF16; dtype_stage.h).  half_forward:
      * the forward reads and writes the plan's dtype itself; otherwise a
      * half plan creates the kind for fp32 and stages its forward through
-     * fp32 workspaces.  A half plan's backward is always staged, unless
+     * fp32 workspaces.  half_backward (only with half_forward: the kind
+     * sees the plan's own view): the backward reads and writes the plan's
+     * dtype itself.  Otherwise a half plan's backward is staged, unless
      * half_no_backward: it cannot be (it reruns the forward's half kernels
      * on the call's q and k), and it refuses half storage. */
-    int half_forward, half_no_backward;
+    int half_forward, half_backward, half_no_backward;
     /* Nonzero: the state starts with a sparcl__tiled (plan_tiles.h), which
      * a later plan's desc.previous may copy tile rows from. */
     int tiled;

@@ -20,8 +20,9 @@ typedef struct bwd_args {
     cl_mem q, k, v, out, lse, dout, dq, dk, dv, de, df, dz;
 } bwd_args;
 
-/* A half plan's backward is staged through fp32 (dtype_stage.h) except
- * where the kind cannot be: refused before the buffers are checked. */
+/* A half plan's backward runs in the plan's dtype (kind->half_backward) or
+ * is staged through fp32 (dtype_stage.h), except where the kind cannot be
+ * staged: refused before the buffers are checked. */
 static sparcl_status dtype_refused(sparcl_plan *p, const char *label)
 {
     if (p->view.desc.dtype == SPARCL_DTYPE_F32 || !p->ops->half_no_backward)
@@ -59,7 +60,7 @@ SPARCL_API sparcl_status sparcl_plan_prepare_backward(sparcl_plan *p, const spar
     if (!kind)
         return SPARCL_ERR_NOT_SUPPORTED;
     sparcl_status st = kind->prepare_backward(p->state, params, NULL, NULL);
-    if (st == SPARCL_OK && p->stage) /* the staging workspaces of the backward */
+    if (st == SPARCL_OK && p->stage && !kind->half_backward) /* the backward's staging */
         st = sparcl__stage_prepare_backward(p->stage, kind->name, kind->device_bytes(p->state));
     return st;
 }
@@ -172,7 +173,7 @@ static sparcl_status backward_strided(sparcl_plan *p, cl_command_queue queue,
         return SPARCL_ERR_NOT_SUPPORTED;
     const sparcl__bwd_call c = {queue, ts,    a->q,     a->k, a->v,  a->out, a->lse, a->dout, a->dq,
                                 a->dk, a->dv, num_wait, wait, event, a->de,  a->df,  a->dz};
-    if (p->stage)
+    if (p->stage && !kind->half_backward)
         return sparcl__stage_backward(p->stage, kind, p->state, &c, kind->device_bytes(p->state));
     return kind->backward(p->state, &c);
 }
