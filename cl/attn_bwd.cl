@@ -175,19 +175,6 @@ DEF_EXP2_LANES(exp2_cols, floatc, COLS)
 #define RLOADV(p) SLOADV(p)
 #endif
 
-/* Copies rows first .. first+n-1 (each clamped to `last`) of HEAD_DIM
- * stored elements, `stride` apart, into dst as floats (n x HEAD_DIM), split
- * over the work-items of a group: sparcl_stage_rows of common.clh, which
- * reads float rows only.  Callers put the barriers around it. */
-inline void stage_rows(__local float *dst, __global const stor_t *src, long stride, int first,
-                       int n, int last, int lid)
-{
-    for (int x = lid; x < n * HEAD_DIM; x += WG_SIZE) {
-        const int r = x / HEAD_DIM, d = x - r * HEAD_DIM;
-        dst[x] = SLOAD1(src + ((long)min(first + r, last) * stride + d));
-    }
-}
-
 /* Lane l of a private vector, for the one-time loads and stores and the
  * per-tile masks (OpenCL C has no variable component index). */
 #define LANE(vec, l) (((float *)&(vec))[l])
@@ -307,8 +294,8 @@ attn_bwd_dq(__global const stor_t *restrict q, __global const stor_t *restrict k
         __global const uint *mb = mask_bits + ((long)max(mi, 0) * BLOCK_M + lrow0) * MW;
 #if USE_LOCAL
         barrier(CLK_LOCAL_MEM_FENCE);
-        stage_rows(kt, kb, k_ss, c0, BLOCK_N, kv_len - 1, lid);
-        stage_rows(vt, vb, v_ss, c0, BLOCK_N, kv_len - 1, lid);
+        sparcl_stage_rows(kt, kb, k_ss, c0, BLOCK_N, kv_len - 1, lid);
+        sparcl_stage_rows(vt, vb, v_ss, c0, BLOCK_N, kv_len - 1, lid);
         barrier(CLK_LOCAL_MEM_FENCE);
 #define KROW(c) (kt + (c) * HEAD_DIM)
 #define VROW(c) (vt + (c) * HEAD_DIM)
@@ -489,8 +476,8 @@ inline void key_tile(KEY_TILE_PARAMS, const int fused, __global float *restrict 
             __global const uint *mb = mask_bits + (long)max(mi, 0) * BLOCK_M * MW;
 #if USE_LOCAL
             barrier(CLK_LOCAL_MEM_FENCE);
-            stage_rows(qs, qb, q_ss, r0, nr, q_len - 1, lid);
-            stage_rows(os, ob, o_ss, r0, nr, q_len - 1, lid);
+            sparcl_stage_rows(qs, qb, q_ss, r0, nr, q_len - 1, lid);
+            sparcl_stage_rows(os, ob, o_ss, r0, nr, q_len - 1, lid);
             for (int r = lid; r < nr; r += WG_SIZE) {
                 ls[r] = lse_base2(lse[rowb + r0 + r]);
                 ds_[r] = dsum[rowb + r0 + r];

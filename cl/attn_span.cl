@@ -26,6 +26,10 @@
  *                      in a fixed order.
  * USE_LOCAL=1 stages the tile of a walk (K and V rows, or Q and dO rows)
  * in local memory, shared by the group's work-items.  No atomics anywhere.
+ * DTYPE is the storage of q, k, v, out, dout and of dq, dk, dv (common.clh:
+ * float, half or bfloat16): every kernel reads and writes it, computes in
+ * float, and rounds each gradient and output element once, when its owner
+ * stores it; lse, the spans, the workspace and dspans are float.
  */
 #ifndef HEAD_DIM
 #error "HEAD_DIM must be defined"
@@ -51,6 +55,9 @@
 #ifndef USE_LOCAL
 #error "USE_LOCAL must be defined"
 #endif
+#ifndef DTYPE
+#error "DTYPE must be defined"
+#endif
 #if BLOCK_M != WG_SIZE * ROWS || BLOCK_N != WG_SIZE * COLS
 #error "BLOCK_M and BLOCK_N must equal WG_SIZE * ROWS and WG_SIZE * COLS"
 #endif
@@ -58,10 +65,18 @@
 #error "VEC must not exceed HEAD_DIM"
 #endif
 
+/* A walk's tile rows: floats staged in local memory, or the tensors'
+ * stored rows read in place. */
 #if USE_LOCAL
 #define TILE_SPACE __local
+typedef float span_elem_t;
+#define SPAN_LOADV(p) LOADV(p)
+#define SPAN_LOAD1(p) (*(p))
 #else
 #define TILE_SPACE __global
+typedef stor_t span_elem_t;
+#define SPAN_LOADV(p) SLOADV(p)
+#define SPAN_LOAD1(p) SLOAD1(p)
 #endif
 
 #define SPAN_LOG2E 1.4426950408889634f
@@ -82,13 +97,14 @@ inline float span_mask(int x, float z, float ramp)
     return clamp((ramp + z - (float)x) / ramp, 0.0f, 1.0f);
 }
 
-/* A row of HEAD_DIM floats times `mul` into private vectors and tail. */
-inline void load_row(floatv *a, float *at, __global const float *row, float mul)
+/* A stored row of HEAD_DIM elements times `mul` into private vectors and
+ * tail. */
+inline void load_row(floatv *a, float *at, __global const stor_t *row, float mul)
 {
     for (int d = 0; d < NV; ++d)
-        a[d] = LOADV(row + d * VEC) * mul;
+        a[d] = SLOADV(row + d * VEC) * mul;
     for (int t = 0; t < NT; ++t)
-        at[t] = row[NV * VEC + t] * mul;
+        at[t] = SLOAD1(row + NV * VEC + t) * mul;
 }
 
 inline void zero_row(floatv *a, float *at)
@@ -99,33 +115,35 @@ inline void zero_row(floatv *a, float *at)
         at[t] = 0.0f;
 }
 
-inline void store_row(__global float *row, const floatv *a, const float *at, float mul)
+/* Private vectors and tail times `mul` into a stored row, each element
+ * rounded once. */
+inline void store_row(__global stor_t *row, const floatv *a, const float *at, float mul)
 {
     for (int d = 0; d < NV; ++d)
-        STOREV(a[d] * mul, row + d * VEC);
+        SSTOREV(a[d] * mul, row + d * VEC);
     for (int t = 0; t < NT; ++t)
-        row[NV * VEC + t] = at[t] * mul;
+        SSTORE1(at[t] * mul, row + NV * VEC + t);
 }
 
 /* The private row a . a tile row. */
-inline float dot_row(const floatv *a, const float *at, TILE_SPACE const float *row)
+inline float dot_row(const floatv *a, const float *at, TILE_SPACE const span_elem_t *row)
 {
     floatv acc = (floatv)(0.0f);
     for (int d = 0; d < NV; ++d)
-        acc = fma(a[d], LOADV(row + d * VEC), acc);
+        acc = fma(a[d], SPAN_LOADV(row + d * VEC), acc);
     float x = HSUMV(acc);
     for (int t = 0; t < NT; ++t)
-        x = fma(at[t], row[NV * VEC + t], x);
+        x = fma(at[t], SPAN_LOAD1(row + NV * VEC + t), x);
     return x;
 }
 
 /* The private row a += w * a tile row. */
-inline void axpy_row(floatv *a, float *at, float w, TILE_SPACE const float *row)
+inline void axpy_row(floatv *a, float *at, float w, TILE_SPACE const span_elem_t *row)
 {
     for (int d = 0; d < NV; ++d)
-        a[d] = fma((floatv)(w), LOADV(row + d * VEC), a[d]);
+        a[d] = fma((floatv)(w), SPAN_LOADV(row + d * VEC), a[d]);
     for (int t = 0; t < NT; ++t)
-        at[t] = fma(w, row[NV * VEC + t], at[t]);
+        at[t] = fma(w, SPAN_LOAD1(row + NV * VEC + t), at[t]);
 }
 
 inline void scale_row(floatv *a, float *at, float mul)
@@ -167,7 +185,7 @@ inline row_walk row_walk_at(__global const float *spans, float ramp, int q_len, 
  * is staged into la and lb between barriers (every work-item of the group
  * calls this; rows past `last` are clamped to it), else read in place. */
 typedef struct tile_pair {
-    TILE_SPACE const float *a, *b;
+    TILE_SPACE const span_elem_t *a, *b;
     long sa, sb;
 } tile_pair;
 
@@ -179,8 +197,8 @@ typedef struct tile_pair {
 #define LOCAL_PAIR_DECL
 #endif
 
-inline tile_pair tile_pair_at(__global const float *a, long sa, __global const float *b, long sb,
-                              int first, int rows, int last LOCAL_PAIR_DECL)
+inline tile_pair tile_pair_at(__global const stor_t *a, long sa, __global const stor_t *b,
+                              long sb, int first, int rows, int last LOCAL_PAIR_DECL)
 {
     tile_pair t;
 #if USE_LOCAL
@@ -203,8 +221,8 @@ inline tile_pair tile_pair_at(__global const float *a, long sa, __global const f
     return t;
 }
 
-__kernel void attn_span_fwd(__global const float *q, __global const float *k,
-                            __global const float *v, __global float *out, __global float *lse,
+__kernel void attn_span_fwd(__global const stor_t *q, __global const stor_t *k,
+                            __global const stor_t *v, __global stor_t *out, __global float *lse,
                             int has_lse, __global const float *spans, float ramp, float scale,
                             long q_sb, long q_sh, long q_ss, long k_sb, long k_sh, long k_ss,
                             long v_sb, long v_sh, long v_ss, long o_sb, long o_sh, long o_ss,
@@ -213,9 +231,9 @@ __kernel void attn_span_fwd(__global const float *q, __global const float *k,
     const row_walk rw = row_walk_at(spans, ramp, q_len, kv_len, group);
     const int b = rw.b, h = rw.h, off = rw.off, reach = rw.reach, r0 = rw.r0;
     const float z = rw.z;
-    __global const float *qb = q + b * q_sb + h * q_sh;
-    __global const float *kb = k + b * k_sb + rw.hk * k_sh;
-    __global const float *vb = v + b * v_sb + rw.hk * v_sh;
+    __global const stor_t *qb = q + b * q_sb + h * q_sh;
+    __global const stor_t *kb = k + b * k_sb + rw.hk * k_sh;
+    __global const stor_t *vb = v + b * v_sb + rw.hk * v_sh;
     const float sl = scale * SPAN_LOG2E; /* scores in log2 units */
     floatv qv[ROWS][NV], acc[ROWS][NV];
     float qt[ROWS][NT_ALLOC], acct[ROWS][NT_ALLOC];
@@ -240,7 +258,7 @@ __kernel void attn_span_fwd(__global const float *q, __global const float *k,
          * (0 where m = 0, so such keys are never read again). */
         float w[ROWS][BLOCK_N], m[ROWS][BLOCK_N];
         for (int c = 0; c < n; ++c) {
-            TILE_SPACE const float *kr = t.a + c * t.sa;
+            TILE_SPACE const span_elem_t *kr = t.a + c * t.sa;
             for (int r = 0; r < ROWS; ++r) {
                 const int x = r0 + r + off - (c0 + c);
                 m[r][c] = r0 + r < q_len && x >= 0 && x < reach ? span_mask(x, z, ramp) : 0.0f;
@@ -269,7 +287,7 @@ __kernel void attn_span_fwd(__global const float *q, __global const float *k,
             }
         }
         for (int c = 0; c < n; ++c) {
-            TILE_SPACE const float *vr = t.b + c * t.sb;
+            TILE_SPACE const span_elem_t *vr = t.b + c * t.sb;
             for (int r = 0; r < ROWS; ++r)
                 if (m[r][c] > 0.0f)
                     axpy_row(acc[r], acct[r], w[r][c], vr);
@@ -289,10 +307,10 @@ __kernel void attn_span_fwd(__global const float *q, __global const float *k,
 
 /* ws: D of every row, then its dz term (not yet divided by R), each
  * [batch, q_heads, q_len]. */
-__kernel void attn_span_bwd_dq(__global const float *q, __global const float *k,
-                               __global const float *v, __global const float *out,
-                               __global const float *lse, __global const float *dout,
-                               __global float *dq, __global float *ws, __global const float *spans,
+__kernel void attn_span_bwd_dq(__global const stor_t *q, __global const stor_t *k,
+                               __global const stor_t *v, __global const stor_t *out,
+                               __global const float *lse, __global const stor_t *dout,
+                               __global stor_t *dq, __global float *ws, __global const float *spans,
                                float ramp, float scale, long q_sb, long q_sh, long q_ss, long k_sb,
                                long k_sh, long k_ss, long v_sb, long v_sh, long v_ss, long o_sb,
                                long o_sh, long o_ss, int q_len, int kv_len, int group)
@@ -301,8 +319,8 @@ __kernel void attn_span_bwd_dq(__global const float *q, __global const float *k,
     const int b = rw.b, h = rw.h, off = rw.off, reach = rw.reach, r0 = rw.r0;
     const float z = rw.z;
     const int heads = get_num_groups(1);
-    __global const float *kb = k + b * k_sb + rw.hk * k_sh;
-    __global const float *vb = v + b * v_sb + rw.hk * v_sh;
+    __global const stor_t *kb = k + b * k_sb + rw.hk * k_sh;
+    __global const stor_t *vb = v + b * v_sb + rw.hk * v_sh;
     const float sl = scale * SPAN_LOG2E;
     const long nrows = (long)get_num_groups(2) * heads * q_len;
     floatv qv[ROWS][NV], dov[ROWS][NV], acc[ROWS][NV];
@@ -334,7 +352,7 @@ __kernel void attn_span_bwd_dq(__global const float *q, __global const float *k,
             tile_pair_at(kb, k_ss, vb, v_ss, c0, BLOCK_N, rw.band.y LOCAL_PAIR(tk, tv));
         /* Keys outer, rows inner, as in the forward. */
         for (int c = 0; c < n; ++c) {
-            TILE_SPACE const float *kr = t.a + c * t.sa, *vr = t.b + c * t.sb;
+            TILE_SPACE const span_elem_t *kr = t.a + c * t.sa, *vr = t.b + c * t.sb;
             for (int r = 0; r < ROWS; ++r) {
                 const int x = r0 + r + off - (c0 + c);
                 const float m =
@@ -361,9 +379,10 @@ __kernel void attn_span_bwd_dq(__global const float *q, __global const float *k,
 }
 
 /* dk, dv: k's and v's strides.  ws: as attn_span_bwd_dq wrote it. */
-__kernel void attn_span_bwd_dkv(__global const float *q, __global const float *k,
-                                __global const float *v, __global const float *lse,
-                                __global const float *dout, __global float *dk, __global float *dv,
+__kernel void attn_span_bwd_dkv(__global const stor_t *q, __global const stor_t *k,
+                                __global const stor_t *v, __global const float *lse,
+                                __global const stor_t *dout, __global stor_t *dk,
+                                __global stor_t *dv,
                                 __global const float *ws, __global const float *spans, float ramp,
                                 float scale, long q_sb, long q_sh, long q_ss, long k_sb, long k_sh,
                                 long k_ss, long v_sb, long v_sh, long v_ss, long o_sb, long o_sh,
@@ -393,8 +412,8 @@ __kernel void attn_span_bwd_dkv(__global const float *q, __global const float *k
         const int reach = span_reach(z, ramp, kv_len);
         /* Rows whose position lies in kfirst .. klast + reach - 1. */
         const int ilo = max(0, kfirst - off), ihi = min(q_len - 1, klast + reach - 1 - off);
-        __global const float *qb = q + b * q_sb + h * q_sh;
-        __global const float *ob = dout + b * o_sb + h * o_sh;
+        __global const stor_t *qb = q + b * q_sb + h * q_sh;
+        __global const stor_t *ob = dout + b * o_sb + h * o_sh;
         const long rbase = ((long)b * heads + h) * q_len;
         for (int i0 = ilo; i0 <= ihi; i0 += BLOCK_M) {
             const int n = min(BLOCK_M, ihi - i0 + 1);
@@ -403,7 +422,7 @@ __kernel void attn_span_bwd_dkv(__global const float *q, __global const float *k
             for (int r = 0; r < n; ++r) {
                 const int pos = i0 + r + off;
                 const float l2 = lse[rbase + i0 + r] * SPAN_LOG2E, dd = ws[rbase + i0 + r];
-                TILE_SPACE const float *qr = t.a + r * t.sa, *gr = t.b + r * t.sb;
+                TILE_SPACE const span_elem_t *qr = t.a + r * t.sa, *gr = t.b + r * t.sb;
                 for (int c = 0; c < COLS; ++c) {
                     const int x = pos - (c0 + c);
                     if (c0 + c >= kv_len || x < 0 || x >= reach)

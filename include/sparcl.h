@@ -460,10 +460,12 @@ SPARCL_API void sparcl_params_format(const sparcl_params *params, char *buf, siz
  * once); and the backward of softmax over a layout (fused and decoding
  * plans), by attn_bwd: dk, dv and ALGO=0's dq rounded once when stored,
  * ALGO=1's dq summed in fp32 partial buffers (one per SPLIT, allocated per
- * call) and rounded once by the reduction.
- * Which plans stage half storage through fp32: the forward of FAVOR+,
- * Linformer and adaptive span, and the backward of every other kind that has one
- * (sparse normalizations, FAVOR+, Linformer, adaptive span).  The plan keeps fp32
+ * call) and rounded once by the reduction; and adaptive span, forward and
+ * backward, by attn_span (dq, dk, dv rounded once by their owners).
+ * Which plans stage half storage through fp32: the forward of FAVOR+ and
+ * Linformer (their products run in CLBlast's fp32 GEMM), and the backward
+ * of every other kind that has one (sparse normalizations, FAVOR+,
+ * Linformer).  The plan keeps fp32
  * device workspaces, converts the caller's half q, k and v (and out, dout for a backward) into them
  * on the device, runs the fp32 kernels unchanged and rounds out (dq, dk, dv) to nearest even into
  * the caller's buffers: no host round trip, the same results as an fp32 plan given the half values
@@ -2378,9 +2380,10 @@ SPARCL_API sparcl_status sparcl_reference_backward_proj(sparcl_ctx *ctx,
  * device buffer of the plan at every call, so new spans need no new plan.
  *
  * Descriptor: causal must be set (the kind is causal by definition), no
- * layout, softmax normalization, any dtype (F16 and BF16 staged through
- * fp32, see sparcl_dtype; spans and dspans stay float); GQA and MQA as
- * elsewhere.
+ * layout, softmax normalization, any dtype (F16 and BF16 read and written
+ * as stored by the forward and backward kernels, each output and gradient
+ * element rounded once, see sparcl_dtype; spans and dspans stay float);
+ * GQA and MQA as elsewhere.
  * spans: q_heads floats, each finite and >= 0, or NULL for all 0 (the
  * paper's initialization); span_ramp: finite, > 0 (the paper uses 32).
  * sparcl_plan_init() names the first bad field ("spans[2] is nan; a span

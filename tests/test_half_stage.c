@@ -1,12 +1,13 @@
 /*
  * test_half_stage.c -- half storage (F16, BF16) for the kinds whose
  * kernels are fp32 only, staged through fp32 device workspaces: the
- * FAVOR+, Linformer and adaptive span forward, and the backward of
- * every kind that has one but the softmax's (the sparse normalizations',
+ * FAVOR+ and Linformer forward, and the backward of every kind that has
+ * one but the softmax's and adaptive span's (the sparse normalizations',
  * whose forward reads half natively and is checked here by the same rule).
- * The softmax's backward and LSH's forward read and write half natively
- * (test_half checks the backward per parameter set); they are checked here
- * end to end too, the backward on causal and window layouts with GQA.
+ * The softmax's backward, LSH's forward and adaptive span (forward and
+ * backward) read and write half natively (test_half checks the softmax
+ * backward per parameter set); they are checked here end to end too, the
+ * softmax backward on causal and window layouts with GQA.
  *
  * Each case runs an fp32 plan on the half-rounded inputs (the plain fp32
  * computation) and a half plan on the stored inputs, and applies the rule
@@ -314,7 +315,7 @@ Test(half_stage, linformer_forward_and_backward, .timeout = 300)
     sparcl_ctx_free(ctx);
 }
 
-Test(half_stage, adaptive_span_forward_and_backward, .timeout = 300)
+Test(half_stage, adaptive_span_forward_and_backward_read_half_natively, .timeout = 300)
 {
     sparcl_ctx *ctx = NULL;
     cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
@@ -326,6 +327,31 @@ Test(half_stage, adaptive_span_forward_and_backward, .timeout = 300)
     d.spans = spans;
     d.span_ramp = 8.0f;
     check_both(ctx, "adaptive span", &d, 1);
+    /* attn_span reads and writes the dtype itself, forward and backward:
+     * through __local tiles too, and with no staging workspace (a half
+     * plan holds exactly the fp32 plan's device bytes). */
+    sparcl_params local;
+    sparcl_params_clear(&local);
+    cr_assert_eq(sparcl_params_set(&local, "USE_LOCAL", 1), SPARCL_OK);
+    cr_assert_eq(sparcl_params_set(&local, "WG_SIZE", 4), SPARCL_OK);
+    cr_assert_eq(sparcl_params_set(&local, "BLOCK_M", 8), SPARCL_OK);
+    cr_assert_eq(sparcl_params_set(&local, "BLOCK_N", 8), SPARCL_OK);
+    d.params = &local;
+    check_both(ctx, "adaptive span, local tiles", &d, 1);
+    for (int dtype = SPARCL_DTYPE_F16; dtype <= SPARCL_DTYPE_BF16; ++dtype) {
+        sparcl_plan *ph = plan_at(ctx, &d, dtype), *pf = plan_at(ctx, &d, SPARCL_DTYPE_F32);
+        cr_assert_eq(sparcl_plan_device_bytes(ph), sparcl_plan_device_bytes(pf), "%s",
+                     sparcl_dtype_name(dtype));
+        cr_assert_eq(sparcl_plan_prepare_backward(ph, &local), SPARCL_OK, "%s",
+                     sparcl_ctx_errmsg(ctx));
+        cr_assert_eq(sparcl_plan_prepare_backward(pf, &local), SPARCL_OK, "%s",
+                     sparcl_ctx_errmsg(ctx));
+        cr_assert_eq(sparcl_plan_device_bytes(ph), sparcl_plan_device_bytes(pf),
+                     "%s: the backward stages (%zu vs %zu bytes)", sparcl_dtype_name(dtype),
+                     sparcl_plan_device_bytes(ph), sparcl_plan_device_bytes(pf));
+        sparcl_plan_free(ph);
+        sparcl_plan_free(pf);
+    }
     sparcl_ctx_free(ctx);
 }
 
@@ -428,16 +454,15 @@ Test(half_stage, softmax_backward_causal_and_window_with_gqa, .timeout = 300)
 
 /* ---- device calls -------------------------------------------------------- */
 
-/* The staged problem of the device tests: adaptive span with GQA. */
+/* The staged problem of the device tests: Linformer with GQA (its
+ * projections run in CLBlast's fp32 GEMM, so it stages half storage). */
 static sparcl_plan_desc staged_desc(void)
 {
-    static const float spans[2] = {3.5f, 40.0f};
     sparcl_plan_desc d;
     inputs_desc(&d, 1, 2, 1, 17, 113, 72);
-    d.attention = SPARCL_ATTENTION_SPAN;
-    d.causal = 1;
-    d.spans = spans;
-    d.span_ramp = 8.0f;
+    d.attention = SPARCL_ATTENTION_LINFORMER;
+    d.proj_len = 8;
+    d.seed = 3;
     return d;
 }
 

@@ -212,27 +212,36 @@ Test(kernel_build, every_family_builds_without_warnings, .timeout = 900)
         cr_assert_eq(rec.warning[0], 0, "lsh %d: %s", i, rec.warning);
     }
     /* Half storage, both types: sparsemax reads it natively (attn_entmax
-     * with DTYPE 1 and 2); adaptive span is staged through fp32
+     * with DTYPE 1 and 2); FAVOR+ is staged through fp32
      * (cl/dtype_convert.cl); the softmax backward reads and writes it
      * (attn_bwd with DTYPE 1 and 2), with either algorithm, __local tiles
-     * and a vector tail (72 = 4 x 16 + 8). */
+     * and a vector tail (72 = 4 x 16 + 8); adaptive span reads and writes
+     * it forward and backward (attn_span with DTYPE 1 and 2), in place and
+     * through __local tiles. */
     static const float spans[1] = {6.0f};
     static const char *const half_bwd[2] = {
         "ALGO=0 USE_LOCAL=1 BLOCK_M=8 BLOCK_N=16 WG_SIZE=4 VEC=4",
         "ALGO=1 BLOCK_M=4 BLOCK_N=8 SPLIT=2 VEC=16"};
-    enum { NATIVE, STAGED, BACKWARD0, BACKWARD1 };
+    static const char *const span_sets[2] = {"", "USE_LOCAL=1 WG_SIZE=4 BLOCK_M=8 BLOCK_N=8 VEC=4"};
+    enum { NATIVE, STAGED, BACKWARD0, BACKWARD1, SPAN0, SPAN1 };
     for (int dtype = SPARCL_DTYPE_F16; dtype <= SPARCL_DTYPE_BF16; ++dtype)
-        for (int c = NATIVE; c <= BACKWARD1; ++c) {
+        for (int c = NATIVE; c <= SPAN1; ++c) {
             sparcl_plan_desc d;
             sparcl_plan_desc_init(&d);
             d.q_len = d.kv_len = 40;
             d.head_dim = c >= BACKWARD0 ? 72 : 16;
-            d.layout = c == STAGED ? NULL : lay;
+            d.layout = c == NATIVE || c == BACKWARD0 || c == BACKWARD1 ? lay : NULL;
+            sparcl_params sp;
             if (c == STAGED) {
+                d.attention = SPARCL_ATTENTION_FAVOR;
+                d.features = 16;
+            } else if (c >= SPAN0) {
                 d.attention = SPARCL_ATTENTION_SPAN;
                 d.causal = 1;
                 d.spans = spans;
                 d.span_ramp = 4.0f;
+                parse(span_sets[c - SPAN0], &sp);
+                d.params = sp.count ? &sp : NULL;
             } else if (c == NATIVE) {
                 d.normalization = SPARCL_NORMALIZATION_SPARSEMAX;
             }
@@ -242,8 +251,8 @@ Test(kernel_build, every_family_builds_without_warnings, .timeout = 900)
                          c, sparcl_ctx_errmsg(ctx));
             if (c >= BACKWARD0) {
                 sparcl_params bp;
-                parse(half_bwd[c - BACKWARD0], &bp);
-                cr_assert_eq(sparcl_plan_prepare_backward(plan, &bp), SPARCL_OK,
+                parse(c <= BACKWARD1 ? half_bwd[c - BACKWARD0] : span_sets[c - SPAN0], &bp);
+                cr_assert_eq(sparcl_plan_prepare_backward(plan, bp.count ? &bp : NULL), SPARCL_OK,
                              "dtype %d case %d: %s", dtype, c, sparcl_ctx_errmsg(ctx));
             }
             sparcl_plan_free(plan);

@@ -59,7 +59,7 @@ sparcl_status tune_problem_desc(sparcl_ctx *ctx, const tune_problem *p, sparcl_p
  * family is not tuned on this problem (attn_lsh: only dense problems;
  * attn_span: only causal ones; at a half dtype, only the families that read
  * half storage natively: attn_fwd, attn_decode, attn_entmax, attn_lsh,
- * attn_bwd). */
+ * attn_bwd, attn_span). */
 int tune_problem_for_kernel(const char *kernel, const tune_problem *p, sparcl_plan_desc *desc,
                             char *err, size_t size);
 

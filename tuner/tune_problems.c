@@ -235,8 +235,8 @@ sparcl_status tune_problem_desc(sparcl_ctx *ctx, const tune_problem *p, sparcl_p
  * looks up that family's fp32 rows, so a half problem tunes only these. */
 static int reads_half(const char *kernel)
 {
-    static const char *const native[] = {"attn_fwd", "attn_decode", "attn_entmax", "attn_lsh",
-                                         "attn_bwd"};
+    static const char *const native[] = {"attn_fwd", "attn_decode", "attn_entmax",
+                                         "attn_lsh", "attn_bwd",    "attn_span"};
     for (size_t i = 0; i < sizeof native / sizeof *native; ++i)
         if (!strcmp(kernel, native[i]))
             return 1;

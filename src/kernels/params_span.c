@@ -94,7 +94,8 @@ static const sparcl__kernel_decl kernels[] = {{"attn_span_fwd", 1},
                                               {"attn_span_bwd_dkv", 1},
                                               {"attn_span_bwd_dz", 0}};
 static const sparcl__program_decl programs[] = {{"attn_span.cl", kernels, N_OF(kernels)}};
-static const sparcl__param_id derived[] = {SPARCL__P_HEAD_DIM, SPARCL__P_ROWS, SPARCL__P_COLS};
+static const sparcl__param_id derived[] = {SPARCL__P_DTYPE, SPARCL__P_HEAD_DIM, SPARCL__P_ROWS,
+                                           SPARCL__P_COLS};
 
 const sparcl__kernel_schema sparcl__schema_attn_span = {
     .name = "attn_span",

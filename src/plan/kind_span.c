@@ -215,6 +215,8 @@ const sparcl__kind_ops sparcl__kind_span = {
     .prepare_backward = sparcl__span_prepare_backward,
     .backward = sparcl__span_backward,
     .span_grads = 1,
+    .half_forward = 1, /* attn_span.cl reads and writes DTYPE, backward included */
+    .half_backward = 1,
     .device_bytes = span_bytes,
     .free = span_free,
 };
