@@ -33,7 +33,10 @@
  * in PARTIAL tiles their q rows are not read into dK), nor do keys off a
  * row's support (a NaN in their v stays out).  A row with tau = NaN (its
  * forward was undefined) gets NaN in dQ and in the dK and dV of every key
- * it attends to.
+ * it attends to.  DTYPE is the storage of q, k, v, dout and of dq, dk, dv
+ * (common.clh: float, half or bfloat16): every sum stays float, tau and the
+ * stats are float, and each gradient element is rounded once, by the
+ * work-item that owns its row or key.
  */
 #ifndef HEAD_DIM
 #error "HEAD_DIM must be defined"
@@ -55,6 +58,9 @@
 #endif
 #ifndef VEC
 #error "VEC must be defined"
+#endif
+#ifndef DTYPE
+#error "DTYPE must be defined"
 #endif
 #ifndef NORM
 #error "NORM must be defined (1 sparsemax, 2 1.5-entmax, 3 alpha-entmax)"
@@ -121,10 +127,10 @@ inline float row_factor(float u_sum, float alpha)
 }
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
-attn_entmax_bwd_dq(__global const float *restrict q, __global const float *restrict k,
-                   __global const float *restrict v, __global const float *restrict dout,
+attn_entmax_bwd_dq(__global const stor_t *restrict q, __global const stor_t *restrict k,
+                   __global const stor_t *restrict v, __global const stor_t *restrict dout,
                    __global const float *restrict lse, __global float *restrict stats,
-                   __global float *restrict dq, __global const int *restrict tile_ptr,
+                   __global stor_t *restrict dq, __global const int *restrict tile_ptr,
                    __global const int *restrict tile_col, __global const int *restrict tile_mask,
                    __global const uint *restrict mask_bits, const int q_len, const int kv_len,
                    const int q_heads, const int group, const int layout_heads,
@@ -143,8 +149,8 @@ attn_entmax_bwd_dq(__global const float *restrict q, __global const float *restr
     const int row0 = tr * BLOCK_M + lrow0;
     const float inv_am1 = 1.0f / (alpha - 1.0f);
 
-    __global const float *kb = k + b * k_sb + hk * k_sh;
-    __global const float *vb = v + b * v_sb + hk * v_sh;
+    __global const stor_t *kb = k + b * k_sb + hk * k_sh;
+    __global const stor_t *vb = v + b * v_sb + hk * v_sh;
 
     /* q carries (alpha - 1) * scale, so that scores come out as z. */
     floatv qv[ROWS][NV], dov[ROWS][NV], ga[ROWS][NV], gb[ROWS][NV];
@@ -153,17 +159,17 @@ attn_entmax_bwd_dq(__global const float *restrict q, __global const float *restr
     for (int r = 0; r < ROWS; ++r) {
         /* Rows past q_len compute on a clamped copy and are never stored. */
         const int i = min(row0 + r, q_len - 1);
-        __global const float *qr = q + b * q_sb + hq * q_sh + (long)i * q_ss;
-        __global const float *dr = dout + b * o_sb + hq * o_sh + (long)i * o_ss;
+        __global const stor_t *qr = q + b * q_sb + hq * q_sh + (long)i * q_ss;
+        __global const stor_t *dr = dout + b * o_sb + hq * o_sh + (long)i * o_ss;
         const float zscale = scale * (alpha - 1.0f);
         for (int d = 0; d < NV; ++d) {
-            qv[r][d] = LOADV(qr + d * VEC) * zscale;
-            dov[r][d] = LOADV(dr + d * VEC);
+            qv[r][d] = SLOADV(qr + d * VEC) * zscale;
+            dov[r][d] = SLOADV(dr + d * VEC);
             ga[r][d] = gb[r][d] = (floatv)(0.0f);
         }
         for (int t = 0; t < NT; ++t) {
-            qt[r][t] = qr[NV * VEC + t] * zscale;
-            dot_[r][t] = dr[NV * VEC + t];
+            qt[r][t] = SLOAD1(qr + (NV * VEC + t)) * zscale;
+            dot_[r][t] = SLOAD1(dr + (NV * VEC + t));
             gat[r][t] = gbt[r][t] = 0.0f;
         }
         tau[r] = usable_tau(lse[((long)b * q_heads + hq) * q_len + i]);
@@ -181,8 +187,8 @@ attn_entmax_bwd_dq(__global const float *restrict q, __global const float *restr
         for (int c = 0; c < BLOCK_N; ++c) {
             /* Keys past kv_len sit in PARTIAL tiles with their bits clear
              * (s = -inf): never on a support. */
-            __global const float *kr = kb + (long)min(c0 + c, kv_len - 1) * k_ss;
-            __global const float *vr = vb + (long)min(c0 + c, kv_len - 1) * v_ss;
+            __global const stor_t *kr = kb + (long)min(c0 + c, kv_len - 1) * k_ss;
+            __global const stor_t *vr = vb + (long)min(c0 + c, kv_len - 1) * v_ss;
             for (int r = 0; r < ROWS; ++r) {
                 const float x = s[r][c] - tau[r];
                 if (!(x > 0.0f))
@@ -190,22 +196,22 @@ attn_entmax_bwd_dq(__global const float *restrict q, __global const float *restr
                 const float u = WEIGHT_U(x, inv_am1), w = WEIGHT_W(x, u);
                 floatv gv = (floatv)(0.0f);
                 for (int d = 0; d < NV; ++d)
-                    gv = fma(dov[r][d], LOADV(vr + d * VEC), gv);
+                    gv = fma(dov[r][d], SLOADV(vr + d * VEC), gv);
                 float g = HSUMV(gv);
                 for (int t = 0; t < NT; ++t)
-                    g = fma(dot_[r][t], vr[NV * VEC + t], g);
+                    g = fma(dot_[r][t], SLOAD1(vr + (NV * VEC + t)), g);
                 u_sum[r] += u;
                 w_sum[r] += w;
                 wg_sum[r] += w * g;
                 const float wgk = w * g;
                 for (int d = 0; d < NV; ++d) {
-                    const floatv kx = LOADV(kr + d * VEC);
+                    const floatv kx = SLOADV(kr + d * VEC);
                     ga[r][d] = fma((floatv)(wgk), kx, ga[r][d]);
                     gb[r][d] = fma((floatv)(w), kx, gb[r][d]);
                 }
                 for (int t = 0; t < NT; ++t) {
-                    gat[r][t] = fma(wgk, kr[NV * VEC + t], gat[r][t]);
-                    gbt[r][t] = fma(w, kr[NV * VEC + t], gbt[r][t]);
+                    gat[r][t] = fma(wgk, SLOAD1(kr + (NV * VEC + t)), gat[r][t]);
+                    gbt[r][t] = fma(w, SLOAD1(kr + (NV * VEC + t)), gbt[r][t]);
                 }
             }
         }
@@ -225,19 +231,19 @@ attn_entmax_bwd_dq(__global const float *restrict q, __global const float *restr
         stats[n_rows + row] = inv_u;
         stats[2 * n_rows + row] = wfac;
         const float f = scale * wfac;
-        __global float *out = dq + b * q_sb + hq * q_sh + (long)i * q_ss;
+        __global stor_t *out = dq + b * q_sb + hq * q_sh + (long)i * q_ss;
         for (int d = 0; d < NV; ++d)
-            STOREV(f * fma((floatv)(-gbar), gb[r][d], ga[r][d]), out + d * VEC);
+            SSTOREV(f * fma((floatv)(-gbar), gb[r][d], ga[r][d]), out + d * VEC);
         for (int t = 0; t < NT; ++t)
-            out[NV * VEC + t] = f * fma(-gbar, gbt[r][t], gat[r][t]);
+            SSTORE1(f * fma(-gbar, gbt[r][t], gat[r][t]), out + (NV * VEC + t));
     }
 }
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void attn_entmax_bwd_dkv(
-    __global const float *restrict q, __global const float *restrict k,
-    __global const float *restrict v, __global const float *restrict dout,
+    __global const stor_t *restrict q, __global const stor_t *restrict k,
+    __global const stor_t *restrict v, __global const stor_t *restrict dout,
     __global const float *restrict lse, __global const float *restrict stats,
-    __global float *restrict dk, __global float *restrict dv, __global const int *restrict col_ptr,
+    __global stor_t *restrict dk, __global stor_t *restrict dv, __global const int *restrict col_ptr,
     __global const int *restrict col_row, __global const int *restrict col_mask,
     __global const uint *restrict mask_bits, const int q_len, const int kv_len, const int q_heads,
     const int group, const int layout_heads, const int n_tile_cols, const float scale,
@@ -259,11 +265,11 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void attn_entmax_b
     for (int c = 0; c < COLS; ++c) {
         /* Keys past kv_len work on a clamped copy and are never stored. */
         const int j = min(col0 + c, kv_len - 1);
-        __global const float *kr = k + b * k_sb + hk * k_sh + (long)j * k_ss;
-        __global const float *vr = v + b * v_sb + hk * v_sh + (long)j * v_ss;
+        __global const stor_t *kr = k + b * k_sb + hk * k_sh + (long)j * k_ss;
+        __global const stor_t *vr = v + b * v_sb + hk * v_sh + (long)j * v_ss;
         for (int d = 0; d < HEAD_DIM; ++d) {
-            KEY_LANE(kt[d], c) = kr[d] * (scale * (alpha - 1.0f));
-            KEY_LANE(vt[d], c) = vr[d];
+            KEY_LANE(kt[d], c) = SLOAD1(kr + d) * (scale * (alpha - 1.0f));
+            KEY_LANE(vt[d], c) = SLOAD1(vr + d);
         }
     }
     for (int d = 0; d < HEAD_DIM; ++d)
@@ -272,8 +278,8 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void attn_entmax_b
     for (int g = 0; g < group; ++g) {
         const int hq = hk * group + g;
         const int lh = layout_heads == 1 ? 0 : hq;
-        __global const float *qb = q + b * q_sb + hq * q_sh;
-        __global const float *ob = dout + b * o_sb + hq * o_sh;
+        __global const stor_t *qb = q + b * q_sb + hq * q_sh;
+        __global const stor_t *ob = dout + b * o_sb + hq * o_sh;
         const long rowb = ((long)b * q_heads + hq) * q_len;
         const int e0 = col_ptr[lh * (n_tile_cols + 1) + tc];
         const int e1 = col_ptr[lh * (n_tile_cols + 1) + tc + 1];
@@ -296,11 +302,11 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void attn_entmax_b
                 }
                 const long row = rowb + r0 + r;
                 const float tau = usable_tau(lse[row]);
-                __global const float *qr = qb + (long)(r0 + r) * q_ss;
-                __global const float *dr = ob + (long)(r0 + r) * o_ss;
+                __global const stor_t *qr = qb + (long)(r0 + r) * q_ss;
+                __global const stor_t *dr = ob + (long)(r0 + r) * o_ss;
                 keysf z = (keysf)(0.0f);
                 for (int d = 0; d < HEAD_DIM; ++d)
-                    z = fma(kt[d], (keysf)(qr[d]), z);
+                    z = fma(kt[d], (keysf)(SLOAD1(qr + d)), z);
                 const keysf x = z - tau;
                 /* An undefined row (NaN tau) counts every attended key. */
                 const keysi sup = on & (KEYS_MASK(x > 0.0f) | (keysi)(isnan(tau) ? -1 : 0));
@@ -308,7 +314,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void attn_entmax_b
                     continue;
                 keysf gsc = (keysf)(0.0f);
                 for (int d = 0; d < HEAD_DIM; ++d)
-                    gsc = fma(vt[d], (keysf)(dr[d]), gsc);
+                    gsc = fma(vt[d], (keysf)(SLOAD1(dr + d)), gsc);
                 const keysf xs = select((keysf)(0.0f), x, sup);
                 const keysf u = WEIGHT_U(xs, (keysf)(inv_am1));
                 const float gbar = stats[row], inv_u = stats[n_rows + row];
@@ -317,13 +323,13 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void attn_entmax_b
                 const keysf ds = select((keysf)(0.0f), f * WEIGHT_W(xs, u) * (gsc - gbar), sup);
                 if (mi < 0)
                     for (int d = 0; d < HEAD_DIM; ++d) {
-                        dva[d] = fma(p, (keysf)(dr[d]), dva[d]);
-                        dka[d] = fma(ds, (keysf)(qr[d]), dka[d]);
+                        dva[d] = fma(p, (keysf)(SLOAD1(dr + d)), dva[d]);
+                        dka[d] = fma(ds, (keysf)(SLOAD1(qr + d)), dka[d]);
                     }
                 else
                     for (int d = 0; d < HEAD_DIM; ++d) {
-                        dva[d] = fma(p, select((keysf)(0.0f), (keysf)(dr[d]), on), dva[d]);
-                        dka[d] = fma(ds, select((keysf)(0.0f), (keysf)(qr[d]), on), dka[d]);
+                        dva[d] = fma(p, select((keysf)(0.0f), (keysf)(SLOAD1(dr + d)), on), dva[d]);
+                        dka[d] = fma(ds, select((keysf)(0.0f), (keysf)(SLOAD1(qr + d)), on), dka[d]);
                     }
             }
         }
@@ -333,11 +339,11 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void attn_entmax_b
         const int j = col0 + c;
         if (j >= kv_len)
             break;
-        __global float *kout = dk + b * k_sb + hk * k_sh + (long)j * k_ss;
-        __global float *vout = dv + b * v_sb + hk * v_sh + (long)j * v_ss;
+        __global stor_t *kout = dk + b * k_sb + hk * k_sh + (long)j * k_ss;
+        __global stor_t *vout = dv + b * v_sb + hk * v_sh + (long)j * v_ss;
         for (int d = 0; d < HEAD_DIM; ++d) {
-            kout[d] = KEY_LANE(dka[d], c);
-            vout[d] = KEY_LANE(dva[d], c);
+            SSTORE1(KEY_LANE(dka[d], c), kout + d);
+            SSTORE1(KEY_LANE(dva[d], c), vout + d);
         }
     }
 }

@@ -453,8 +453,9 @@ SPARCL_API void sparcl_params_format(const sparcl_params *params, char *buf, siz
  * by the split-KV decoding kernel (q_len <= 16 over long keys, and
  * sparcl_plan_forward_cache() with contiguous or paged caches of the
  * plan's dtype; its partial results stay fp32 and the merge rounds out
- * once) and with dynamic block selection; the forward of the sparse
- * normalizations (sparsemax, entmax) over a layout, by attn_entmax; the
+ * once) and with dynamic block selection; the sparse normalizations
+ * (sparsemax, entmax) over a layout, forward by attn_entmax and backward
+ * by attn_entmax_bwd (dq, dk, dv rounded once by their owners); the
  * forward of LSH attention (its hash, gather and chunk kernels read q and v
  * as stored, the rounds' partial results stay fp32, the merge rounds out
  * once); and the backward of softmax over a layout (fused and decoding
@@ -462,10 +463,9 @@ SPARCL_API void sparcl_params_format(const sparcl_params *params, char *buf, siz
  * ALGO=1's dq summed in fp32 partial buffers (one per SPLIT, allocated per
  * call) and rounded once by the reduction; and adaptive span, forward and
  * backward, by attn_span (dq, dk, dv rounded once by their owners).
- * Which plans stage half storage through fp32: the forward of FAVOR+ and
- * Linformer (their products run in CLBlast's fp32 GEMM), and the backward
- * of every other kind that has one (sparse normalizations, FAVOR+,
- * Linformer).  The plan keeps fp32
+ * Which plans stage half storage through fp32: FAVOR+ and Linformer,
+ * forward and backward (their products run in CLBlast's fp32 GEMM, and
+ * CLBlast's half GEMM needs cl_khr_fp16).  The plan keeps fp32
  * device workspaces, converts the caller's half q, k and v (and out, dout for a backward) into them
  * on the device, runs the fp32 kernels unchanged and rounds out (dq, dk, dv) to nearest even into
  * the caller's buffers: no host round trip, the same results as an fp32 plan given the half values

@@ -212,7 +212,7 @@ Test(kernel_build, every_family_builds_without_warnings, .timeout = 900)
         cr_assert_eq(rec.warning[0], 0, "lsh %d: %s", i, rec.warning);
     }
     /* Half storage, both types: sparsemax reads it natively (attn_entmax
-     * with DTYPE 1 and 2); FAVOR+ is staged through fp32
+     * and attn_entmax_bwd with DTYPE 1 and 2); FAVOR+ is staged through fp32
      * (cl/dtype_convert.cl); the softmax backward reads and writes it
      * (attn_bwd with DTYPE 1 and 2), with either algorithm, __local tiles
      * and a vector tail (72 = 4 x 16 + 8); adaptive span reads and writes
@@ -249,9 +249,12 @@ Test(kernel_build, every_family_builds_without_warnings, .timeout = 900)
             sparcl_plan *plan = NULL;
             cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "dtype %d case %d: %s", dtype,
                          c, sparcl_ctx_errmsg(ctx));
-            if (c >= BACKWARD0) {
+            if (c != STAGED) { /* NATIVE: sparsemax's backward, attn_entmax_bwd */
                 sparcl_params bp;
-                parse(c <= BACKWARD1 ? half_bwd[c - BACKWARD0] : span_sets[c - SPAN0], &bp);
+                parse(c == NATIVE      ? ""
+                      : c <= BACKWARD1 ? half_bwd[c - BACKWARD0]
+                                       : span_sets[c - SPAN0],
+                      &bp);
                 cr_assert_eq(sparcl_plan_prepare_backward(plan, bp.count ? &bp : NULL), SPARCL_OK,
                              "dtype %d case %d: %s", dtype, c, sparcl_ctx_errmsg(ctx));
             }

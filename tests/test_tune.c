@@ -420,31 +420,27 @@ Test(tune, backward_family_is_tuned)
     tune_family("attn_bwd", db, sizeof db);
 }
 
-/* At half storage too: attn_bwd reads and writes the dtype, so its
- * candidates run on bf16 tensors, are verified against the reference on
- * the rounded inputs and are stored as bf16 rows; attn_entmax_bwd, which a
- * half plan stages through fp32, is refused by name. */
-Test(tune, backward_family_is_tuned_at_half_storage)
+/* At half storage too: attn_bwd and attn_entmax_bwd read and write the
+ * dtype, so their candidates run on bf16 tensors, are verified against the
+ * reference on the rounded inputs and are stored as bf16 rows. */
+Test(tune, backward_families_are_tuned_at_half_storage)
 {
     make_dir();
     char db[128];
     scratch_path(db, sizeof db, "bwd-bf16.db");
-    const char *args[] = {"--db",     db,      "--problems", TINY ",dtype=bf16", "--max-evals", "3",
-                          "--budget", "quick", "--kernel",   "attn_bwd",         NULL};
-    cr_assert_eq(run_tuner("bwd-bf16", args), 0, "%s", slurp("bwd-bf16", "err"));
-    cr_assert_eq(count_where(db, "status = 'ok' AND problem_id IN (SELECT id FROM problem WHERE "
-                                 "kernel = 'attn_bwd' AND dtype = 'bf16')"),
-                 3, "%s", slurp("bwd-bf16", "out"));
-    const char *entmax[] = {"--db", db,         "--problems", TINY ",dtype=bf16", "--max-evals",
-                            "1",    "--budget", "quick",      "--kernel",         "attn_entmax_bwd",
-                            NULL};
-    run_tuner("entmax-bf16", entmax);
-    char *out = slurp("entmax-bf16", "out"), *err = slurp("entmax-bf16", "err");
-    cr_assert(strstr(out, "attn_entmax_bwd reads bf16 through fp32 staging") ||
-                  strstr(err, "attn_entmax_bwd reads bf16 through fp32 staging"),
-              "%s%s", out, err);
-    free(out);
-    free(err);
+    static const char *const families[2] = {"attn_bwd", "attn_entmax_bwd"};
+    for (int i = 0; i < 2; ++i) {
+        const char *args[] = {"--db",        db,          "--problems", TINY ",dtype=bf16",
+                              "--max-evals", "3",         "--budget",   "quick",
+                              "--kernel",    families[i], NULL};
+        cr_assert_eq(run_tuner(families[i], args), 0, "%s", slurp(families[i], "err"));
+        char where[192];
+        snprintf(where, sizeof where,
+                 "status = 'ok' AND problem_id IN (SELECT id FROM problem WHERE kernel = '%s' "
+                 "AND dtype = 'bf16')",
+                 families[i]);
+        cr_assert_eq(count_where(db, where), 3, "%s", slurp(families[i], "out"));
+    }
 }
 
 /* The sparse normalizations' backward family as well: candidates run as
@@ -484,19 +480,18 @@ Test(tune, entmax_family_is_tuned)
     sparcl_ctx_free(ctx);
 }
 
-/* A half dtype tunes the families that read half storage themselves
- * (attn_fwd, attn_entmax, attn_lsh; attn_bwd has its own test), each under
- * its own f16 rows, and
- * skips the staged ones by name (their half plans look up the f32 rows); a
- * half LSH plan then reads its tuned row. */
+/* A half dtype tunes the attention families under their own f16 rows
+ * (attn_fwd, attn_entmax, attn_lsh, attn_entmax_bwd here; attn_bwd has its
+ * own test) and refuses CLBlast's SGEMM by name (fp32 only); a half LSH
+ * plan then reads its tuned row. */
 Test(tune, half_dtype_tunes_the_native_families)
 {
     make_dir();
     char db[128];
     scratch_path(db, sizeof db, "half.db");
-    static const char *const families[] = {"attn_fwd", "attn_entmax", "attn_lsh",
-                                           "attn_entmax_bwd"};
-    for (int i = 0; i < 4; ++i) {
+    static const char *const families[] = {"attn_fwd", "attn_entmax", "attn_lsh", "attn_entmax_bwd",
+                                           "clblast_xgemm"};
+    for (int i = 0; i < 5; ++i) {
         const char *args[] = {"--db",         db,       "--problems",   "dense:n=64,h=2,d=16",
                               "--max-evals",  "2",      "--stagnation", "0",
                               "--strategy",   "random", "--budget",     "quick",
@@ -504,23 +499,20 @@ Test(tune, half_dtype_tunes_the_native_families)
                               "--no-confirm", NULL};
         /* a run in which no problem could be tuned is an error */
         const int rc = run_tuner(families[i], args);
-        cr_assert_eq(rc, i < 3 ? 0 : 1, "%s: %s", families[i], slurp(families[i], "err"));
+        cr_assert_eq(rc, i < 4 ? 0 : 1, "%s: %s", families[i], slurp(families[i], "err"));
         char where[192];
         snprintf(where, sizeof where,
                  "status = 'ok' AND problem_id IN (SELECT id FROM problem WHERE kernel = '%s' "
                  "AND dtype = 'f16')",
                  families[i]);
-        char *out = slurp(families[i], i < 3 ? "out" : "err");
-        if (i < 3) {
+        char *out = slurp(families[i], i < 4 ? "out" : "err");
+        if (i < 4)
             cr_assert_eq(count_where(db, where), 2, "%s: %s", families[i], out);
-        } else {
-            char note[96];
-            snprintf(note, sizeof note, "%s reads f16 through fp32 staging", families[i]);
-            cr_assert(strstr(out, note), "%s", out);
-        }
+        else
+            cr_assert(strstr(out, "clblast_xgemm (CLBlast's SGEMM) has no f16 storage"), "%s", out);
         free(out);
     }
-    cr_assert_eq(count_where(db, "1"), 6);
+    cr_assert_eq(count_where(db, "1"), 8);
     cr_assert_eq(count_where(db, "problem_id IN (SELECT id FROM problem WHERE dtype != 'f16')"), 0);
 
     sparcl_ctx *ctx = NULL;

@@ -57,9 +57,7 @@ sparcl_status tune_problem_desc(sparcl_ctx *ctx, const tune_problem *p, sparcl_p
  * parent and the worker alike, before the problem's database key is made
  * from the descriptor.  Returns 0, or -1 with the reason in err when the
  * family is not tuned on this problem (attn_lsh: only dense problems;
- * attn_span: only causal ones; at a half dtype, only the families that read
- * half storage natively: attn_fwd, attn_decode, attn_entmax, attn_lsh,
- * attn_bwd, attn_span). */
+ * attn_span: only causal ones; clblast_xgemm: only at f32). */
 int tune_problem_for_kernel(const char *kernel, const tune_problem *p, sparcl_plan_desc *desc,
                             char *err, size_t size);
 

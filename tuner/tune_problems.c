@@ -230,25 +230,14 @@ sparcl_status tune_problem_desc(sparcl_ctx *ctx, const tune_problem *p, sparcl_p
     return st;
 }
 
-/* Families whose kernels read and write half storage themselves (built
- * with DTYPE): a half plan of another family stages it through fp32 and
- * looks up that family's fp32 rows, so a half problem tunes only these. */
-static int reads_half(const char *kernel)
-{
-    static const char *const native[] = {"attn_fwd", "attn_decode", "attn_entmax",
-                                         "attn_lsh", "attn_bwd",    "attn_span"};
-    for (size_t i = 0; i < sizeof native / sizeof *native; ++i)
-        if (!strcmp(kernel, native[i]))
-            return 1;
-    return 0;
-}
-
 int tune_problem_for_kernel(const char *kernel, const tune_problem *p, sparcl_plan_desc *d,
                             char *err, size_t size)
 {
-    if (p->dtype != SPARCL_DTYPE_F32 && !reads_half(kernel)) {
-        snprintf(err, size,
-                 "%s reads %s through fp32 staging and uses its f32 rows: tune it at f32", kernel,
+    /* Every attention family the tuner runs builds its kernels with DTYPE
+     * (a half plan of it looks up rows of its own dtype); CLBlast's SGEMM,
+     * the dense path's, is fp32 only, and the dense path refuses half. */
+    if (p->dtype != SPARCL_DTYPE_F32 && !strcmp(kernel, "clblast_xgemm")) {
+        snprintf(err, size, "clblast_xgemm (CLBlast's SGEMM) has no %s storage: tune it at f32",
                  sparcl_dtype_name(p->dtype));
         return -1;
     }

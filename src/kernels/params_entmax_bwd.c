@@ -45,8 +45,8 @@ static void defaults(sparcl__pset *p, const sparcl__problem *prob,
 static const sparcl__kernel_decl kernels[] = {{"attn_entmax_bwd_dq", 1},
                                               {"attn_entmax_bwd_dkv", 1}};
 static const sparcl__program_decl programs[] = {{"attn_entmax_bwd.cl", kernels, N_OF(kernels)}};
-static const sparcl__param_id derived[] = {SPARCL__P_HEAD_DIM, SPARCL__P_ROWS, SPARCL__P_COLS,
-                                           SPARCL__P_NORM};
+static const sparcl__param_id derived[] = {SPARCL__P_DTYPE, SPARCL__P_HEAD_DIM, SPARCL__P_ROWS,
+                                           SPARCL__P_COLS, SPARCL__P_NORM};
 
 const sparcl__kernel_schema sparcl__schema_attn_entmax_bwd = {
     .name = "attn_entmax_bwd",

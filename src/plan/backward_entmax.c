@@ -61,8 +61,7 @@ static sparcl_status build_with(sparcl__tiled *t, const sparcl__pset *ps,
                                               ps->v[SPARCL__P_BLOCK_N], &b->tiles);
     static const char *const names[2] = {"attn_entmax_bwd_dq", "attn_entmax_bwd_dkv"};
     cl_kernel ks[2] = {NULL, NULL};
-    sparcl__problem prob = sparcl__problem_from_desc(&v->desc);
-    prob.dtype = SPARCL_DTYPE_F32; /* it reads fp32: a half plan stages it (dtype_stage.h) */
+    const sparcl__problem prob = sparcl__problem_from_desc(&v->desc); /* with its dtype */
     if (st == SPARCL_OK)
         st = sparcl__family_kernels(v->ctx, schema, &prob, ps, 2, names, ks);
     b->dq = ks[0];
@@ -96,7 +95,6 @@ static sparcl_status build(sparcl__tiled *t, const sparcl_params *override,
     sparcl_plan_desc d = t->view->desc;
     d.layout = t->layout; /* the lookup keys rows by pattern and density */
     d.params = override;
-    d.dtype = SPARCL_DTYPE_F32; /* the forward may store half; this reads staged fp32 */
     entmax_build b = {t, out};
     return sparcl__family_choose_build(ctx, &sparcl__schema_attn_entmax_bwd, &d, "entmax backward",
                                        build_set, &b);

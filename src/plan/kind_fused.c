@@ -250,6 +250,7 @@ const sparcl__kind_ops sparcl__kind_entmax = {
     .prepare_backward = sparcl__entmax_prepare_backward,
     .backward = sparcl__entmax_backward,
     .half_forward = 1,
+    .half_backward = 1, /* attn_entmax_bwd reads and writes DTYPE */
     .tiled = 1,
     .device_bytes = fused_bytes,
     .free = fused_free,
