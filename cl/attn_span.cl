@@ -146,6 +146,45 @@ inline void axpy_row(floatv *a, float *at, float w, TILE_SPACE const span_elem_t
         at[t] = fma(w, SPAN_LOAD1(row + NV * VEC + t), at[t]);
 }
 
+/* The same two products on a private row b (a tile row converted once). */
+inline float dot_priv(const floatv *a, const float *at, const floatv *b, const float *bt)
+{
+    floatv acc = (floatv)(0.0f);
+    for (int d = 0; d < NV; ++d)
+        acc = fma(a[d], b[d], acc);
+    float x = HSUMV(acc);
+    for (int t = 0; t < NT; ++t)
+        x = fma(at[t], bt[t], x);
+    return x;
+}
+
+inline void axpy_priv(floatv *a, float *at, float w, const floatv *b, const float *bt)
+{
+    for (int d = 0; d < NV; ++d)
+        a[d] = fma((floatv)(w), b[d], a[d]);
+    for (int t = 0; t < NT; ++t)
+        at[t] = fma(w, bt[t], at[t]);
+}
+
+/* A tile row that the inner loops use in several products: read in place
+ * (floats, or __local floats), or, for half storage read in place,
+ * converted once into private floats.  Converting at every product cost
+ * the f16 backward 1.12x the fp32 time on bwd-span-16k (dQ reads each key
+ * row ROWS x 3 times, dK/dV each query row COLS x 4 times). */
+#define SPAN_PRIV_ROWS (!USE_LOCAL && DTYPE != 0)
+#if SPAN_PRIV_ROWS
+#define SPAN_ROW(name, src)                                                                        \
+    floatv name##_v[NV];                                                                           \
+    float name##_t[NT_ALLOC];                                                                      \
+    load_row(name##_v, name##_t, (src), 1.0f)
+#define SPAN_DOT(a, at, name) dot_priv((a), (at), name##_v, name##_t)
+#define SPAN_AXPY(a, at, w, name) axpy_priv((a), (at), (w), name##_v, name##_t)
+#else
+#define SPAN_ROW(name, src) TILE_SPACE const span_elem_t *name = (src)
+#define SPAN_DOT(a, at, name) dot_row((a), (at), name)
+#define SPAN_AXPY(a, at, w, name) axpy_row((a), (at), (w), name)
+#endif
+
 inline void scale_row(floatv *a, float *at, float mul)
 {
     for (int d = 0; d < NV; ++d)
@@ -258,11 +297,11 @@ __kernel void attn_span_fwd(__global const stor_t *q, __global const stor_t *k,
          * (0 where m = 0, so such keys are never read again). */
         float w[ROWS][BLOCK_N], m[ROWS][BLOCK_N];
         for (int c = 0; c < n; ++c) {
-            TILE_SPACE const span_elem_t *kr = t.a + c * t.sa;
+            SPAN_ROW(kr, t.a + c * t.sa);
             for (int r = 0; r < ROWS; ++r) {
                 const int x = r0 + r + off - (c0 + c);
                 m[r][c] = r0 + r < q_len && x >= 0 && x < reach ? span_mask(x, z, ramp) : 0.0f;
-                w[r][c] = m[r][c] > 0.0f ? dot_row(qv[r], qt[r], kr) : -INFINITY;
+                w[r][c] = m[r][c] > 0.0f ? SPAN_DOT(qv[r], qt[r], kr) : -INFINITY;
             }
         }
         for (int r = 0; r < ROWS; ++r) {
@@ -287,10 +326,10 @@ __kernel void attn_span_fwd(__global const stor_t *q, __global const stor_t *k,
             }
         }
         for (int c = 0; c < n; ++c) {
-            TILE_SPACE const span_elem_t *vr = t.b + c * t.sb;
+            SPAN_ROW(vr, t.b + c * t.sb);
             for (int r = 0; r < ROWS; ++r)
                 if (m[r][c] > 0.0f)
-                    axpy_row(acc[r], acct[r], w[r][c], vr);
+                    SPAN_AXPY(acc[r], acct[r], w[r][c], vr);
         }
     }
     for (int r = 0; r < ROWS; ++r) {
@@ -352,16 +391,17 @@ __kernel void attn_span_bwd_dq(__global const stor_t *q, __global const stor_t *
             tile_pair_at(kb, k_ss, vb, v_ss, c0, BLOCK_N, rw.band.y LOCAL_PAIR(tk, tv));
         /* Keys outer, rows inner, as in the forward. */
         for (int c = 0; c < n; ++c) {
-            TILE_SPACE const span_elem_t *kr = t.a + c * t.sa, *vr = t.b + c * t.sb;
+            SPAN_ROW(kr, t.a + c * t.sa);
+            SPAN_ROW(vr, t.b + c * t.sb);
             for (int r = 0; r < ROWS; ++r) {
                 const int x = r0 + r + off - (c0 + c);
                 const float m =
                     r0 + r < q_len && x >= 0 && x < reach ? span_mask(x, z, ramp) : 0.0f;
                 if (!(m > 0.0f))
                     continue;
-                const float p = exp2(dot_row(qv[r], qt[r], kr) - l2[r]);
-                const float e = p * (dot_row(dov[r], dtl[r], vr) - dd[r]);
-                axpy_row(acc[r], acct[r], m * e, kr);
+                const float p = exp2(SPAN_DOT(qv[r], qt[r], kr) - l2[r]);
+                const float e = p * (SPAN_DOT(dov[r], dtl[r], vr) - dd[r]);
+                SPAN_AXPY(acc[r], acct[r], m * e, kr);
                 if (m < 1.0f)
                     dz[r] += e;
             }
@@ -422,7 +462,8 @@ __kernel void attn_span_bwd_dkv(__global const stor_t *q, __global const stor_t 
             for (int r = 0; r < n; ++r) {
                 const int pos = i0 + r + off;
                 const float l2 = lse[rbase + i0 + r] * SPAN_LOG2E, dd = ws[rbase + i0 + r];
-                TILE_SPACE const span_elem_t *qr = t.a + r * t.sa, *gr = t.b + r * t.sb;
+                SPAN_ROW(qr, t.a + r * t.sa);
+                SPAN_ROW(gr, t.b + r * t.sb);
                 for (int c = 0; c < COLS; ++c) {
                     const int x = pos - (c0 + c);
                     if (c0 + c >= kv_len || x < 0 || x >= reach)
@@ -430,10 +471,10 @@ __kernel void attn_span_bwd_dkv(__global const stor_t *q, __global const stor_t 
                     const float m = span_mask(x, z, ramp);
                     if (!(m > 0.0f))
                         continue;
-                    const float w = m * exp2(dot_row(kv_[c], kt_[c], qr) - l2);
-                    const float ds = w * (dot_row(vv[c], vt_[c], gr) - dd);
-                    axpy_row(dvv[c], dvt[c], w, gr);
-                    axpy_row(dkv[c], dkt[c], ds, qr);
+                    const float w = m * exp2(SPAN_DOT(kv_[c], kt_[c], qr) - l2);
+                    const float ds = w * (SPAN_DOT(vv[c], vt_[c], gr) - dd);
+                    SPAN_AXPY(dvv[c], dvt[c], w, gr);
+                    SPAN_AXPY(dkv[c], dkt[c], ds, qr);
                 }
             }
         }
