@@ -2240,8 +2240,10 @@ SPARCL_API sparcl_status sparcl_plan_backward_params(sparcl_plan *plan, sparcl_p
  * backward resources first if needed (see above).  Enqueues three kernels
  * (softmax; four for ALGO=1 with SPLIT > 1) or two (sparse normalizations)
  * and allocates one float (softmax) or three floats (sparse normalizations)
- * per query row of workspace (plus SPLIT partial dQ buffers for ALGO=1
- * with SPLIT > 1), released when they finish.
+ * per query row of workspace (plus SPLIT partial dQ buffers of q's size
+ * in floats for ALGO=1 with SPLIT > 1, with half storage, or with a dq
+ * created CL_MEM_WRITE_ONLY: otherwise ALGO=1 adds into dq in place,
+ * which reads it), released when they finish.
  *
  * num_wait/wait: an OpenCL wait list (may be 0/NULL).  event: NULL, or
  * receives an event (a marker after all the kernels) the caller must

@@ -450,6 +450,58 @@ Test(half_stage, softmax_backward_causal_and_window_with_gqa, .timeout = 300)
     sparcl_ctx_free(ctx);
 }
 
+/* Every kernel that reads or writes half storage itself, on shapes small
+ * enough for the oclgrind simulator (tests/CMakeLists.txt runs this test
+ * there, at both dtypes): the softmax forward and backward over a window
+ * (attn_fwd, attn_bwd with GQA), the split-KV decoding kernel and its
+ * merge, sparsemax forward and backward, adaptive span forward and
+ * backward through __local tiles, and LSH's forward. */
+Test(half_stage, small_shapes_of_every_native_family, .timeout = 600)
+{
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    sparcl_plan_desc d;
+    inputs_desc(&d, 1, 2, 1, 9, 11, 12);
+    sparcl_layout *l = window(ctx, &d);
+    d.layout = l;
+    check_both(ctx, "small softmax window", &d, 1);
+    d.normalization = SPARCL_NORMALIZATION_SPARSEMAX;
+    check_both(ctx, "small sparsemax window", &d, 1);
+    sparcl_layout_free(l);
+
+    sparcl_params p;
+    sparcl_params_clear(&p);
+    inputs_desc(&d, 1, 4, 2, 2, 40, 12); /* decoding: two query rows, two splits */
+    cr_assert_eq(sparcl_params_set(&p, "SPLITS", 2), SPARCL_OK);
+    cr_assert_eq(sparcl_params_set(&p, "BLOCK_N", 8), SPARCL_OK);
+    d.params = &p;
+    d.causal = 1;
+    check_both(ctx, "small decoding", &d, 1);
+
+    static const float spans[2] = {2.5f, 6.0f};
+    inputs_desc(&d, 1, 2, 1, 9, 11, 12);
+    d.attention = SPARCL_ATTENTION_SPAN;
+    d.causal = 1;
+    d.spans = spans;
+    d.span_ramp = 2.0f;
+    sparcl_params_clear(&p);
+    cr_assert_eq(sparcl_params_set(&p, "USE_LOCAL", 1), SPARCL_OK);
+    cr_assert_eq(sparcl_params_set(&p, "WG_SIZE", 2), SPARCL_OK);
+    cr_assert_eq(sparcl_params_set(&p, "BLOCK_M", 4), SPARCL_OK);
+    cr_assert_eq(sparcl_params_set(&p, "BLOCK_N", 4), SPARCL_OK);
+    d.params = &p;
+    check_both(ctx, "small adaptive span", &d, 1);
+
+    inputs_desc(&d, 1, 2, 2, 13, 13, 12);
+    d.attention = SPARCL_ATTENTION_LSH;
+    d.lsh_rounds = 2;
+    d.lsh_buckets = 4;
+    d.lsh_chunk = 4;
+    d.seed = 2;
+    check_both(ctx, "small LSH", &d, 0);
+    sparcl_ctx_free(ctx);
+}
+
 /* ---- device calls -------------------------------------------------------- */
 
 /* The staged problem of the device tests: Linformer with GQA (its
@@ -486,6 +538,67 @@ static void download(sparcl_ctx *ctx, cl_mem m, void *x, size_t bytes)
     cr_assert_eq(
         clEnqueueReadBuffer(sparcl_ctx_cl_queue(ctx), m, CL_TRUE, 0, bytes, x, 0, NULL, NULL),
         CL_SUCCESS);
+}
+
+/* The softmax's ALGO=1 with SPLIT 1 adds an fp32 dQ into dq in place; a dq
+ * created CL_MEM_WRITE_ONLY (which kernels must not read) gets a partial
+ * buffer instead, and the same gradients as the host call's read-write
+ * buffers.  Small, for the oclgrind run, which reports any read of a
+ * write-only buffer. */
+Test(half_stage, small_shapes_write_only_dq, .timeout = 600)
+{
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    sparcl_plan_desc d;
+    inputs_desc(&d, 1, 2, 1, 9, 11, 12);
+    d.causal = 1;
+    sparcl_plan *p = plan_at(ctx, &d, SPARCL_DTYPE_F32);
+    sparcl_params bp;
+    sparcl_params_clear(&bp);
+    cr_assert_eq(sparcl_params_set(&bp, "ALGO", 1), SPARCL_OK);
+    cr_assert_eq(sparcl_params_set(&bp, "SPLIT", 1), SPARCL_OK);
+    cr_assert_eq(sparcl_plan_prepare_backward(p, &bp), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    const size_t nq = q_elems(&d), nk = k_elems(&d), nl = (size_t)d.q_heads * d.q_len;
+    float *x[T_COUNT];
+    for (int i = 0; i < T_COUNT; ++i)
+        x[i] = inputs_filled(i == T_K || i == T_V ? nk : nq, 40 + (uint64_t)i);
+    float *o = malloc(nq * 4), *l = malloc(nl * 4), *want[3], *got = malloc(nq * 4);
+    const size_t n[3] = {nq, nk, nk};
+    for (int i = 0; i < 3; ++i)
+        want[i] = malloc(n[i] * 4);
+    cr_assert_eq(sparcl_plan_forward_host(p, x[T_Q], x[T_K], x[T_V], o, l), SPARCL_OK);
+    cr_assert_eq(sparcl_plan_backward_host(p, x[T_Q], x[T_K], x[T_V], o, l, x[T_DOUT], want[0],
+                                           want[1], want[2]),
+                 SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    cl_mem q = upload(ctx, x[T_Q], nq * 4), k = upload(ctx, x[T_K], nk * 4);
+    cl_mem v = upload(ctx, x[T_V], nk * 4), dout = upload(ctx, x[T_DOUT], nq * 4);
+    cl_mem out = upload(ctx, o, nq * 4), lse = upload(ctx, l, nl * 4);
+    cl_int err;
+    cl_mem dq = clCreateBuffer(sparcl_ctx_cl_context(ctx), CL_MEM_WRITE_ONLY, nq * 4, NULL, &err);
+    cr_assert_not_null(dq);
+    cl_mem dk = blank(ctx, nk * 4), dv = blank(ctx, nk * 4);
+    cl_event done;
+    cr_assert_eq(sparcl_plan_backward(p, q, k, v, out, lse, dout, dq, dk, dv, 0, NULL, &done),
+                 SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    cr_assert_eq(clWaitForEvents(1, &done), CL_SUCCESS);
+    clReleaseEvent(done);
+    const cl_mem g[3] = {dq, dk, dv};
+    for (int i = 0; i < 3; ++i) {
+        download(ctx, g[i], got, n[i] * 4);
+        for (size_t e = 0; e < n[i]; ++e)
+            cr_assert(got[e] == want[i][e], "gradient %d element %zu: %g, host call %g", i, e,
+                      (double)got[e], (double)want[i][e]);
+    }
+    cl_mem all[9] = {q, k, v, dout, out, lse, dq, dk, dv};
+    for (int i = 0; i < 9; ++i)
+        clReleaseMemObject(all[i]);
+    for (int i = 0; i < T_COUNT; ++i)
+        free(x[i]);
+    for (int i = 0; i < 3; ++i)
+        free(want[i]);
+    free(o), free(l), free(got);
+    sparcl_plan_free(p);
+    sparcl_ctx_free(ctx);
 }
 
 /* [B, H, S, D] <-> [B, S, H, D] of 2-byte elements. */

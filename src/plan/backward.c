@@ -232,11 +232,22 @@ static cl_int set_main_args(const sparcl__plan_view *v, const struct sparcl__pla
     return err;
 }
 
-/* Whether ALGO=1 adds dQ into fp32 partial buffers that attn_bwd_reduce
- * sums and rounds into dq: with SPLIT > 1, and with half storage. */
-static int uses_partials(const struct sparcl__plan_bwd *b, const sparcl_plan_desc *d)
+/* Whether kernels may read buffer m: not created CL_MEM_WRITE_ONLY (a
+ * kernel's read of such a buffer is undefined; POCL allows it, oclgrind
+ * reports it, GPUs may return anything). */
+static int kernels_read(cl_mem m)
 {
-    return b->algo == 1 && (b->split > 1 || d->dtype != SPARCL_DTYPE_F32);
+    cl_mem_flags f = 0;
+    return clGetMemObjectInfo(m, CL_MEM_FLAGS, sizeof f, &f, NULL) == CL_SUCCESS &&
+           !(f & CL_MEM_WRITE_ONLY);
+}
+
+/* Whether ALGO=1 adds dQ into fp32 partial buffers that attn_bwd_reduce
+ * sums and rounds into dq: with SPLIT > 1, with half storage, and when
+ * the caller's dq is write-only (adding in place reads it). */
+static int uses_partials(const struct sparcl__plan_bwd *b, const sparcl_plan_desc *d, cl_mem dq)
+{
+    return b->algo == 1 && (b->split > 1 || d->dtype != SPARCL_DTYPE_F32 || !kernels_read(dq));
 }
 
 /* Where ALGO=1 adds dQ: dq itself (with q's strides) or the contiguous
@@ -253,7 +264,7 @@ static dq_target target_of(const struct sparcl__plan_bwd *b, const sparcl_plan_d
     dq_target z = {a->dq, 1, a->ts[0].batch, a->ts[0].head, a->ts[0].seq, 0};
     if (b->algo != 1)
         z.n = 0;
-    else if (uses_partials(b, d)) {
+    else if (uses_partials(b, d, a->dq)) {
         z.mem = part;
         z.n = b->split;
         z.ss = d->head_dim;
@@ -384,7 +395,7 @@ sparcl_status sparcl__plan_bwd_enqueue(const sparcl__plan_view *v, const struct 
     if (!dsum)
         return SPARCL_ERR_OUT_OF_MEMORY;
     sparcl_status st = SPARCL_OK;
-    if (uses_partials(b, d)) {
+    if (uses_partials(b, d, c->dq)) {
         size_t n = sparcl__sat_mul(sparcl__sat_mul(rows, (size_t)d->head_dim), (size_t)b->split);
         if (!(part = workspace(ctx, n, "partial dQ buffers")))
             st = SPARCL_ERR_OUT_OF_MEMORY;

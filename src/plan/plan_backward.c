@@ -277,11 +277,13 @@ static sparcl_status backward_host(sparcl_plan *p, const void *const host[12])
     cl_mem m[12] = {NULL};
     sparcl_status st = SPARCL_OK;
     cl_int err = CL_SUCCESS;
+    /* The gradients read-write: the softmax's ALGO=1 adds into an fp32 dq
+     * in place (a write-only dq would cost it a partial buffer). */
     for (int i = 0; i < 12 && st == SPARCL_OK; ++i) {
         if (!host[i])
             continue;
         m[i] = clCreateBuffer(p->view.ctx->context,
-                              i < 6 ? CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR : CL_MEM_WRITE_ONLY,
+                              i < 6 ? CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR : CL_MEM_READ_WRITE,
                               bytes[i], i < 6 ? (void *)host[i] : NULL, &err);
         if (!m[i])
             st = sparcl__fail(p->view.ctx, SPARCL_ERR_OUT_OF_MEMORY,
