@@ -370,6 +370,17 @@ Test(tune, export_and_import_through_the_cli)
     free(out);
 }
 
+/* A plan of `d` takes its parameters from the context's tuning database. */
+static void plan_reads_the_database(sparcl_ctx *ctx, const sparcl_plan_desc *d)
+{
+    sparcl_plan *plan = NULL;
+    cr_assert_eq(sparcl_plan_init(ctx, &plan, d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+    sparcl_param_source src;
+    sparcl_plan_params(plan, NULL, &src);
+    cr_assert_eq(src, SPARCL_PARAMS_DATABASE, "%s", sparcl_plan_params_origin(plan));
+    sparcl_plan_free(plan);
+}
+
 /* Tunes kernel family `family` on TINY for 3 evaluations into `db` and
  * checks that all three were verified, timed and stored under that family. */
 static void tune_family(const char *family, char *db, size_t size)
@@ -471,12 +482,7 @@ Test(tune, entmax_family_is_tuned)
     d.q_len = d.kv_len = 17;
     d.head_dim = 16;
     d.normalization = SPARCL_NORMALIZATION_SPARSEMAX;
-    sparcl_plan *plan = NULL;
-    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
-    sparcl_param_source src;
-    sparcl_plan_params(plan, NULL, &src);
-    cr_assert_eq(src, SPARCL_PARAMS_DATABASE, "%s", sparcl_plan_params_origin(plan));
-    sparcl_plan_free(plan);
+    plan_reads_the_database(ctx, &d);
     sparcl_ctx_free(ctx);
 }
 
@@ -529,12 +535,7 @@ Test(tune, half_dtype_tunes_the_native_families)
     d.lsh_rounds = 2;
     d.lsh_chunk = 64;
     d.lsh_buckets = 2;
-    sparcl_plan *plan = NULL;
-    cr_assert_eq(sparcl_plan_init(ctx, &plan, &d), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
-    sparcl_param_source src;
-    sparcl_plan_params(plan, NULL, &src);
-    cr_assert_eq(src, SPARCL_PARAMS_DATABASE, "%s", sparcl_plan_params_origin(plan));
-    sparcl_plan_free(plan);
+    plan_reads_the_database(ctx, &d);
     sparcl_ctx_free(ctx);
 }
 
