@@ -154,7 +154,24 @@ static void check_case(sparcl_ctx *ctx, const char *name, const sparcl_plan_desc
     tensors_init(&t, d, dtype, 1000 + (uint64_t)d->head_dim + (uint64_t)d->q_len);
     const size_t nq = q_elems(d), nk = k_elems(d), nl = (size_t)d->batch * d->q_heads * d->q_len;
     const int has_lse = d->attention != SPARCL_ATTENTION_FAVOR;
-    sparcl_plan *pf = plan_at(ctx, d, SPARCL_DTYPE_F32), *ph = plan_at(ctx, d, dtype);
+    /* Both plans run the same kernel parameters, whatever rows a tuning
+     * database holds for either dtype: then the half results are the fp32
+     * ones rounded (the same sums in the same order). */
+    sparcl_plan *pf = plan_at(ctx, d, SPARCL_DTYPE_F32);
+    sparcl_params same;
+    sparcl_plan_params(pf, &same, NULL);
+    sparcl_plan_desc dh = *d;
+    dh.params = &same;
+    sparcl_plan *ph = plan_at(ctx, &dh, dtype);
+    if (backward) {
+        sparcl_params bsame;
+        /* adaptive span's backward is its forward's family: its parameters */
+        const sparcl_params *bp = d->attention == SPARCL_ATTENTION_SPAN ? d->params : NULL;
+        cr_assert_eq(sparcl_plan_prepare_backward(pf, bp), SPARCL_OK, "%s", sparcl_ctx_errmsg(ctx));
+        cr_assert_eq(sparcl_plan_backward_params(pf, &bsame, NULL), SPARCL_OK);
+        cr_assert_eq(sparcl_plan_prepare_backward(ph, &bsame), SPARCL_OK, "%s",
+                     sparcl_ctx_errmsg(ctx));
+    }
 
     /* forward */
     float *o32 = malloc(nq * 4), *l32 = malloc(nl * 4), *lh = malloc(nl * 4), *oh = malloc(nq * 4);
