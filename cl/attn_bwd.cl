@@ -202,6 +202,7 @@ __kernel void attn_bwd_pre(__global const stor_t *restrict o, __global const sto
     if (i >= q_len)
         return;
     const long at = b * o_sb + h * o_sh + (long)i * o_ss;
+#if DTYPE == 0
     float x = 0.0f;
     for (int d = 0; d < HEAD_DIM; ++d)
         x = fma(SLOAD1(o + (at + d)), SLOAD1(dout + (at + d)), x);
@@ -211,6 +212,28 @@ __kernel void attn_bwd_pre(__global const stor_t *restrict o, __global const sto
         for (int d = 0; d < HEAD_DIM; ++d)
             zr[d] = 0.0f;
     }
+#else
+    /* Half storage: VEC elements per conversion (POCL's one-element
+     * vload_half and vstore_half_rte run several times slower per element
+     * than its vector forms: this kernel and the reduction cost the f16
+     * backward over a window 7% of its key loop's time scalar). */
+    float x = 0.0f; /* summed in element order, as the fp32 kernel does */
+    for (int d = 0; d < NV; ++d) {
+        const floatv ov = SLOADV(o + (at + d * VEC)), gv = SLOADV(dout + (at + d * VEC));
+        for (int l = 0; l < VEC; ++l)
+            x = fma(((const float *)&ov)[l], ((const float *)&gv)[l], x);
+    }
+    for (int t = 0; t < NT; ++t)
+        x = fma(SLOAD1(o + (at + NV * VEC + t)), SLOAD1(dout + (at + NV * VEC + t)), x);
+    dsum[((long)b * q_heads + h) * q_len + i] = x;
+    for (int s = 0; s < nzero; ++s) {
+        __global float *zr = zero + s * z_split + b * z_sb + h * z_sh + (long)i * z_ss;
+        for (int d = 0; d < NV; ++d)
+            STOREV((floatv)(0.0f), zr + d * VEC);
+        for (int t = 0; t < NT; ++t)
+            zr[NV * VEC + t] = 0.0f;
+    }
+#endif
 }
 
 /* dQ = sum over splits of the partial buffers (contiguous rows, split
@@ -228,12 +251,27 @@ __kernel void attn_bwd_reduce(__global const float *restrict part, __global stor
         return;
     __global const float *src = part + (((long)b * q_heads + h) * q_len + i) * HEAD_DIM;
     __global stor_t *out = dq + b * q_sb + h * q_sh + (long)i * q_ss;
+#if DTYPE == 0
     for (int d = 0; d < HEAD_DIM; ++d) {
         float x = src[d];
         for (int s = 1; s < nsplit; ++s)
             x += src[s * p_split + d];
         SSTORE1(x, out + d);
     }
+#else /* VEC at a time, as attn_bwd_pre; the same sums, in the same order */
+    for (int d = 0; d < NV; ++d) {
+        floatv x = LOADV(src + d * VEC);
+        for (int s = 1; s < nsplit; ++s)
+            x += LOADV(src + (s * p_split + d * VEC));
+        SSTOREV(x, out + d * VEC);
+    }
+    for (int t = 0; t < NT; ++t) {
+        float x = src[NV * VEC + t];
+        for (int s = 1; s < nsplit; ++s)
+            x += src[s * p_split + NV * VEC + t];
+        SSTORE1(x, out + (NV * VEC + t));
+    }
+#endif
 }
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
