@@ -249,8 +249,9 @@ static int set_up(sparcl_ctx *ctx, setup *s, const char *line, char *err, size_t
         return -1;
     }
     /* The reference honours the normalization (lse then holds tau).  The
-     * descriptor's spans point into s->prob.  A family that stages a half
-     * dtype is refused here as in the parent (tune_problem_for_kernel). */
+     * descriptor's spans point into s->prob.  A family without half
+     * storage (clblast_xgemm) is refused here as in the parent
+     * (tune_problem_for_kernel). */
     if (tune_problem_for_kernel(kernel, &s->prob, &s->desc, err, size) != 0 ||
         compute_reference(ctx, s, err, size) != 0) {
         release(s);

@@ -4,8 +4,8 @@
  * (parameters from the attn_bwd family, the tiling at the backward's own
  * tile and its column view, three kernels) and the dispatch of
  * attn_bwd_pre -> attn_bwd_dq, attn_bwd_dkv (ALGO=0) or
- * attn_bwd_pre -> attn_bwd_fused [-> attn_bwd_reduce when SPLIT > 1 or
- * the dtype is half] (ALGO=1) (cl/attn_bwd.cl).
+ * attn_bwd_pre -> attn_bwd_fused [-> attn_bwd_reduce when it adds into
+ * partial buffers: uses_partials] (ALGO=1) (cl/attn_bwd.cl).
  *
  * The kernels read and write the plan's dtype (DTYPE, a build parameter
  * from the problem), so a half plan's backward runs without fp32 staging
@@ -14,9 +14,10 @@
  * The resources live in the kind's sparcl__tiled (t->bwd), created on the
  * first backward call or by sparcl_plan_prepare_backward(), under its lock.  Per call the
  * only allocations are the D workspace (one float per query row) and, for
- * ALGO=1 with SPLIT > 1 or half storage, the SPLIT partial dQ buffers
- * (fp32: the one pass adds into dQ across key tiles, and a half dq would
- * be rounded at every addition), released right after
+ * ALGO=1 with SPLIT > 1, half storage or a write-only dq, the SPLIT
+ * partial dQ buffers (fp32: the one pass adds into dQ across key tiles, a
+ * half dq would be rounded at every addition, and a write-only one may not
+ * be read), released right after
  * enqueueing: OpenCL keeps it alive until the kernels finish,
  * and a per-call buffer lets several threads run one plan at once.
  */
