@@ -464,8 +464,10 @@ SPARCL_API void sparcl_params_format(const sparcl_params *params, char *buf, siz
  * call) and rounded once by the reduction; and adaptive span, forward and
  * backward, by attn_span (dq, dk, dv rounded once by their owners).
  * Which plans stage half storage through fp32: FAVOR+ and Linformer,
- * forward and backward (their products run in CLBlast's fp32 GEMM, and
- * CLBlast's half GEMM needs cl_khr_fp16).  The plan keeps fp32
+ * forward and backward: their products run in CLBlast's fp32 GEMM, because
+ * CLBlast's half GEMM accumulates in half (which would break the fp32
+ * accumulation above), needs cl_khr_fp16, and CLBlast has no bfloat16 at
+ * all.  The plan keeps fp32
  * device workspaces, converts the caller's half q, k and v (and out, dout for a backward) into them
  * on the device, runs the fp32 kernels unchanged and rounds out (dq, dk, dv) to nearest even into
  * the caller's buffers: no host round trip, the same results as an fp32 plan given the half values

@@ -11,11 +11,11 @@
  * reference is double-precision attention on the half-rounded inputs, and
  * sparcl's largest error must be at most twice that of a plain fp32
  * computation on the same inputs whose output is rounded to the same
- * storage type, plus a tiny absolute floor.  Odd lengths (1, 17, 113), head
- * dims 40, 72, 100 and 128, GQA, causal, three layouts and three parameter
+ * storage type, plus a tiny absolute floor.  Odd lengths (1, 17, 113, 1023),
+ * head dims 40, 72, 100, 128 and 256, GQA, causal, three layouts and three parameter
  * sets per dtype.  The softmax backward (attn_bwd reading and writing half)
  * under the same rule for dq, dk and dv, against a plain fp32 backward from
- * the same out and lse: lengths 1, 17, 113, head dims 72 and 100, GQA,
+ * the same out and lse: lengths 1, 17, 113, 1023, head dims 72, 100 and 256, GQA,
  * causal, two layouts and none, both algorithms with one and four splits,
  * on fused and decoding plans.  Then the refusals: what has no half storage (the dense
  * CLBlast path, the backward of dynamic block selection; the other kinds
@@ -464,9 +464,9 @@ static void check_shape(sparcl_ctx *ctx, int dtype, int set, const shape *s)
 
 static const shape shapes[] = {
     /* b  qh kvh  q    kv   dim causal layout */
-    {1, 1, 1, 1, 1, 40, 0, 0},      {2, 2, 1, 17, 113, 72, 1, 1}, {1, 4, 2, 113, 17, 100, 0, 2},
-    {1, 4, 2, 113, 113, 128, 1, 2}, {1, 2, 2, 17, 17, 40, 0, 1},  {1, 3, 1, 1, 113, 72, 0, 0},
-    {1, 2, 2, 113, 113, 100, 1, 0},
+    {1, 1, 1, 1, 1, 40, 0, 0},      {2, 2, 1, 17, 113, 72, 1, 1},    {1, 4, 2, 113, 17, 100, 0, 2},
+    {1, 4, 2, 113, 113, 128, 1, 2}, {1, 2, 2, 17, 17, 40, 0, 1},     {1, 3, 1, 1, 113, 72, 0, 0},
+    {1, 2, 2, 113, 113, 100, 1, 0}, {1, 2, 1, 1023, 1023, 72, 1, 1}, {1, 2, 1, 17, 1023, 256, 0, 2},
 };
 
 /* Decoding shapes: q_len <= 16 over longer keys, GQA, every layout kind,
@@ -677,7 +677,8 @@ static void check_backward(sparcl_ctx *ctx, int dtype, int set, const shape *s, 
 static const shape bwd_shapes[] = {
     /* b  qh kvh  q    kv   dim causal layout */
     {1, 1, 1, 1, 1, 72, 0, 1},      {2, 4, 2, 17, 113, 72, 1, 1}, {1, 4, 2, 113, 17, 100, 0, 2},
-    {1, 2, 1, 113, 113, 100, 1, 0}, {1, 3, 1, 1, 113, 72, 0, 2},
+    {1, 2, 1, 113, 113, 100, 1, 0}, {1, 3, 1, 1, 113, 72, 0, 2},  {1, 2, 1, 1023, 1023, 72, 1, 1},
+    {1, 2, 1, 17, 1023, 256, 1, 2},
 };
 
 ParameterizedTestParameters(half, softmax_backward_meets_the_rule)
@@ -695,7 +696,10 @@ ParameterizedTest(run *r, half, softmax_backward_meets_the_rule, .timeout = 600)
     sparcl_ctx *ctx = NULL;
     cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
     for (size_t i = 0; i < sizeof bwd_shapes / sizeof *bwd_shapes; ++i)
-        check_backward(ctx, r->dtype, r->set, &bwd_shapes[i], 0);
+        /* set 2's 4 x 16 keys at head_dim 256 exceed attn_bwd's limit of
+         * private floats: the plan refuses them */
+        if (r->set != 2 || bwd_shapes[i].dim <= 128)
+            check_backward(ctx, r->dtype, r->set, &bwd_shapes[i], 0);
     sparcl_ctx_free(ctx);
 }
 
