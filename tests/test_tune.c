@@ -687,28 +687,31 @@ Test(tune, replay_reproduces_a_stored_run)
 }
 
 /* A synthetic landscape (no kernel runs in replay): time grows with the
- * distance in log2 of each parameter from (BLOCK_M 2, BLOCK_N 8, VEC 4,
+ * distance in log2 of each parameter from (BLOCK_M 2^bm, BLOCK_N 8, VEC 4,
  * WG_SIZE 1); the second problem is the same shape at twice the time. */
-static double synthetic_ms(const sparcl_params *p, double scale)
+static double synthetic_ms(const sparcl_params *p, double scale, int bm_log2)
 {
     int32_t bm = 0, bn = 0, vec = 0, wg = 0;
     sparcl_params_get(p, "BLOCK_M", &bm);
     sparcl_params_get(p, "BLOCK_N", &bn);
     sparcl_params_get(p, "VEC", &vec);
     sparcl_params_get(p, "WG_SIZE", &wg);
-    return scale * (1 + 0.3 * fabs(log2(bm) - 1) + 0.2 * fabs(log2(bn) - 3) +
+    return scale * (1 + 0.3 * fabs(log2(bm) - bm_log2) + 0.2 * fabs(log2(bn) - 3) +
                     0.25 * fabs(log2(vec) - 2) + 0.1 * log2(wg));
 }
 
 static const char *const synthetic_rules[] = {"ALGO=0", "USE_LOCAL=0", "KT=1", "EXP=2"};
 
-/* Stores every valid candidate of the restricted space for dense:n=N,h=1,d=16. */
-static void record_synthetic(sparcl_ctx *ctx, const char *db_path, int n, double scale)
+/* Stores every valid candidate of the restricted space for dense:n=N,h=1,d=16
+ * at storage type `dtype`, fastest at BLOCK_M 2^bm_log2. */
+static void record_synthetic_at(sparcl_ctx *ctx, const char *db_path, int n, double scale,
+                                int dtype, int bm_log2)
 {
     sparcl_plan_desc d;
     sparcl_plan_desc_init(&d);
     d.q_len = d.kv_len = n;
     d.head_dim = 16;
+    d.dtype = dtype;
     sparcl_tuning_problem prob;
     cr_assert_eq(sparcl_tuning_problem_init(ctx, &prob, "attn_fwd", &d, "dense"), SPARCL_OK);
     sparcl_device_info dev;
@@ -734,11 +737,16 @@ static void record_synthetic(sparcl_ctx *ctx, const char *db_path, int n, double
         if (sparcl_kernel_check_params(ctx, "attn_fwd", &d, &r.params) != SPARCL_OK)
             continue;
         r.status = SPARCL_TUNING_OK;
-        r.median_ms = r.min_ms = r.max_ms = synthetic_ms(&r.params, scale);
+        r.median_ms = r.min_ms = r.max_ms = synthetic_ms(&r.params, scale, bm_log2);
         r.runs = 1;
         cr_assert_eq(sparcl_tuning_db_record(db, &dev, &prob, &r), SPARCL_OK);
     }
     sparcl_tuning_db_free(db);
+}
+
+static void record_synthetic(sparcl_ctx *ctx, const char *db_path, int n, double scale)
+{
+    record_synthetic_at(ctx, db_path, n, scale, SPARCL_DTYPE_F32, 1);
 }
 
 /* A scratch database holding the synthetic landscape of n=64 and, at twice
@@ -811,6 +819,64 @@ Test(tune, replay_scores_strategies_and_transfer)
     out = replay("basin", db, "basin", "1000", 0);
     cr_assert(strstr(out, "worst_gap=0.00%"), "%s", out);
     free(out);
+}
+
+/* Transfer across storage types: a bf16 problem whose optimum (BLOCK_M 8)
+ * its own shape has at f16, while its shape at f32 and its own dtype at
+ * twice the size peak at BLOCK_M 2.  Its f16 twin is the nearest problem,
+ * so the default and the first seed find the optimum; with the f16 rows
+ * gone the seeds come from the f32 twin (a width apart counts as one 2x
+ * size change; n=128 at bf16 is two), and two evaluations do not. */
+Test(tune, transfer_starts_a_half_problem_from_its_other_half_format)
+{
+    make_dir();
+    char db[128], db2[128];
+    scratch_path(db, sizeof db, "dtypes.db");
+    scratch_path(db2, sizeof db2, "dtypes-without-f16.db");
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    for (int with_f16 = 0; with_f16 < 2; ++with_f16) {
+        const char *path = with_f16 ? db : db2;
+        record_synthetic_at(ctx, path, 64, 1.0, SPARCL_DTYPE_BF16, 3);
+        record_synthetic_at(ctx, path, 128, 2.0, SPARCL_DTYPE_BF16, 1);
+        record_synthetic_at(ctx, path, 64, 1.0, SPARCL_DTYPE_F32, 1);
+        if (with_f16)
+            record_synthetic_at(ctx, path, 64, 1.0, SPARCL_DTYPE_F16, 3);
+    }
+    sparcl_ctx_free(ctx);
+    for (int with_f16 = 0; with_f16 < 2; ++with_f16) {
+        const char *tag = with_f16 ? "dt-with" : "dt-without";
+        const char *args[32] = {"--replay",
+                                "--db",
+                                with_f16 ? db : db2,
+                                "--problems",
+                                "dense:n=64,h=1,d=16,dtype=bf16",
+                                "--strategy",
+                                "basin",
+                                "--max-evals",
+                                "2",
+                                "--seeds",
+                                "3",
+                                "--stagnation",
+                                "0",
+                                "--transfer"};
+        int n = 14;
+        for (int r = 0; r < 4; ++r) {
+            args[n++] = "--fix";
+            args[n++] = synthetic_rules[r];
+        }
+        args[n] = NULL;
+        cr_assert_eq(run_tuner(tag, args), 0, "%s", slurp(tag, "err"));
+        char *out = slurp(tag, "out");
+        if (with_f16) {
+            cr_assert(strstr(out, "transfer: 4 seeds from dense n=64 h=1 d=16 f16"), "%s", out);
+            cr_assert(strstr(out, "worst_gap=0.00%"), "%s", out);
+        } else {
+            cr_assert(strstr(out, "transfer: 4 seeds from dense n=64 h=1 d=16 f32"), "%s", out);
+            cr_assert_null(strstr(out, "worst_gap=0.00%"), "%s", out);
+        }
+        free(out);
+    }
 }
 
 /* --report draws one panel per problem with a dot per ok evaluation. */

@@ -1,7 +1,8 @@
 /*
  * tune_store.c -- stored evaluations for what the library's lookup does not
  * offer: every row of one problem (replay) and the fastest rows of the
- * nearest other problems (seeding a new problem: transfer across sizes).
+ * nearest other problems (seeding a new problem: transfer across sizes and
+ * storage types).
  * It walks the database with sparcl_tuning_db_each_row() (read-only; all
  * SQL stays in the library) and matches the device by platform and name
  * only, so rows survive a change of the free-memory figures that POCL
@@ -24,13 +25,37 @@ static int open_db(const char *path, sparcl_tuning_db **db, char *err, size_t si
 }
 
 /* The rows of one walk that belong to the same family on the same kind of
- * device (platform and name), at the problem's kernel hash if same_hash. */
-static int same_family(const sparcl_device_info *mine, const sparcl_tuning_problem *pr,
+ * device (platform and name), at the problem's kernel hash if same_hash,
+ * of any storage type. */
+static int same_kernel(const sparcl_device_info *mine, const sparcl_tuning_problem *pr,
                        int same_hash, const sparcl_device_info *d, const sparcl_tuning_problem *p)
 {
     return !strcmp(d->platform, mine->platform) && !strcmp(d->name, mine->name) &&
-           !strcmp(p->kernel, pr->kernel) && !strcmp(p->dtype, pr->dtype) &&
+           !strcmp(p->kernel, pr->kernel) &&
            (!same_hash || !strcmp(p->kernel_hash, pr->kernel_hash));
+}
+
+/* ... and of the problem's storage type. */
+static int same_family(const sparcl_device_info *mine, const sparcl_tuning_problem *pr,
+                       int same_hash, const sparcl_device_info *d, const sparcl_tuning_problem *p)
+{
+    return same_kernel(mine, pr, same_hash, d, p) && !strcmp(p->dtype, pr->dtype);
+}
+
+/* How far apart two storage types are for transfer, in the units of the
+ * squared log2 distance of the sizes: 0 the same; 0.25 the other half
+ * format (the same bytes per element: f16 and bf16 load alike, convert a
+ * little differently); 1 another width, as far as a problem twice the
+ * size (a memory-bound kernel's traffic halves or doubles).  So a bf16
+ * problem starts from its own shape's f16 rows before those of other
+ * sizes: sparcl-tune --kernel attn_decode with 16 evaluations never tried
+ * the tiles that won at f16 for GQA 32/8 at 128k keys, and chose ones 10%
+ * slower than them at bf16. */
+static double dtype_distance(const char *a, const char *b)
+{
+    if (!strcmp(a, b))
+        return 0;
+    return !strcmp(a, "f32") || !strcmp(b, "f32") ? 1.0 : 0.25;
 }
 
 static int same_problem(const sparcl_tuning_problem *a, const sparcl_tuning_problem *b)
@@ -176,7 +201,7 @@ static int on_near_row(void *user, const sparcl_device_info *d, const sparcl_tun
                        const sparcl_tuning_result *r)
 {
     walk *w = user;
-    if (r->status != SPARCL_TUNING_OK || !same_family(w->device, w->pr, w->same_hash, d, p))
+    if (r->status != SPARCL_TUNING_OK || !same_kernel(w->device, w->pr, w->same_hash, d, p))
         return 0;
     const sparcl_tuning_problem *pr = w->pr;
     const int v[8] = {p->batch,  p->q_heads,  p->kv_heads, p->q_len,
@@ -187,6 +212,7 @@ static int on_near_row(void *user, const sparcl_device_info *d, const sparcl_tun
     for (int i = 0; i < 8; ++i)
         dist += i == 6 ? (v[i] != mine[i]) : log_ratio(v[i], mine[i]) * log_ratio(v[i], mine[i]);
     dist += log_ratio(p->density, pr->density) * log_ratio(p->density, pr->density);
+    dist += dtype_distance(p->dtype, pr->dtype);
     if (dist < 1e-12) /* the problem itself */
         return 0;
     candidate *c = append(w);
@@ -195,8 +221,9 @@ static int on_near_row(void *user, const sparcl_device_info *d, const sparcl_tun
     c->params = r->params;
     c->distance = dist;
     c->ms = r->median_ms;
-    snprintf(c->what, sizeof c->what, "%s n=%d h=%d d=%d", p->pattern, p->q_len, p->q_heads,
-             p->head_dim);
+    const int other = strcmp(p->dtype, pr->dtype) != 0;
+    snprintf(c->what, sizeof c->what, "%s n=%d h=%d d=%d%s%s", p->pattern, p->q_len, p->q_heads,
+             p->head_dim, other ? " " : "", other ? p->dtype : "");
     return 0;
 }
 
