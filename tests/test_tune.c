@@ -1090,20 +1090,26 @@ Test(tune, worker_killed_from_outside_is_retried_once)
  * Losing round 4 only (the 5th evaluation): 3 of 4 won, it is chosen;
  * losing rounds 1 and 3 (every 2nd evaluation): 2 of 4, the default stays.
  * The space is the default and that one candidate. */
-static void decide_with_losses(const char *tag, const char *hook, int chosen_bm,
-                               const char *expect)
+static void decide_with_gain(const char *tag, const char *hook, const char *min_gain, int chosen_bm,
+                             const char *expect)
 {
     make_dir();
     char db[128], name[64];
     snprintf(name, sizeof name, "%s.db", tag);
     scratch_path(db, sizeof db, name);
-    const char *args[] = {"--db",       db,        "--problems", TINY,       "--strategy",
-                          "exhaustive", "--max-evals", "2",      "--stagnation", "0",
-                          "--rounds",   "4",       "--finalists", "1",       "--budget",
-                          "quick",      "--space", "BLOCK_M=4,8", "--fix",   "ALGO=0",
-                          "--fix",      "BLOCK_N=32", "--fix",    "EXP=2",   "--fix",
-                          "KT=1",       "--fix",   "USE_LOCAL=0", "--fix",   "VEC=16",
-                          "--fix",      "WG_SIZE=1", "--confirm-after", "0", NULL};
+    const char *args[] = {
+        "--db",        db,          "--problems",      TINY,          "--strategy", "exhaustive",
+        "--max-evals", "2",         "--stagnation",    "0",           "--rounds",   "4",
+        "--finalists", "1",         "--budget",        "quick",       "--space",    "BLOCK_M=4,8",
+        "--fix",       "ALGO=0",    "--fix",           "BLOCK_N=32",  "--fix",      "EXP=2",
+        "--fix",       "KT=1",      "--fix",           "USE_LOCAL=0", "--fix",      "VEC=16",
+        "--fix",       "WG_SIZE=1", "--confirm-after", "0",           NULL,         NULL,
+        NULL};
+    if (min_gain) {
+        const size_t n = sizeof args / sizeof *args;
+        args[n - 3] = "--min-gain";
+        args[n - 2] = min_gain;
+    }
     setenv("SPARCL_TUNE_TEST_FAULT", hook, 1);
     int rc = run_tuner(tag, args);
     unsetenv("SPARCL_TUNE_TEST_FAULT");
@@ -1119,6 +1125,11 @@ static void decide_with_losses(const char *tag, const char *hook, int chosen_bm,
     free(out);
 }
 
+static void decide_with_losses(const char *tag, const char *hook, int chosen_bm, const char *expect)
+{
+    decide_with_gain(tag, hook, NULL, chosen_bm, expect);
+}
+
 /* Chosen after losing 1 of 4 rounds, and confirmed: the 4 confirmation
  * rounds are its 6th to 9th evaluations, none a multiple of 5. */
 Test(tune, finalist_that_loses_one_round_of_four_replaces_the_default)
@@ -1129,6 +1140,16 @@ Test(tune, finalist_that_loses_one_round_of_four_replaces_the_default)
 Test(tune, finalist_that_loses_two_rounds_of_four_does_not)
 {
     decide_with_losses("lose2", "time:BLOCK_M=4:0.1:10:2", 8, "decision: default kept");
+}
+
+/* Winning every round is not enough under --min-gain: BLOCK_M=4 reports a
+ * tenth of its times (about 10x the default's speed, 4 of 4 rounds won)
+ * and the minimum gain asks for 50x; with 2x it is chosen. */
+Test(tune, finalist_below_the_minimum_gain_does_not_replace_the_default)
+{
+    decide_with_gain("gain50", "time:BLOCK_M=4:0.1:1:1000", "50", 8, "decision: default kept");
+    decide_with_gain("gain2", "time:BLOCK_M=4:0.1:1:1000", "2", 4,
+                     "confirmation: ALGO=0 BLOCK_M=4");
 }
 
 /* A choice that wins all its rounds but loses the confirmation (slow from

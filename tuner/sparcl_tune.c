@@ -74,7 +74,10 @@ static void usage(FILE *f)
            "(4 of 5,\n"
            "                      6 of 7; on a CPU device: or uses less CPU time in 3/4 of them "
            "and is\n"
-           "                      not slower at the median)\n"
+           "                      not slower at the median), and by --min-gain at the median\n"
+           "  --min-gain G        the median speedup over the default a finalist needs (default\n"
+           "                      1.05; 1: none): smaller gains are within the noise of a\n"
+           "                      shared machine, and the default is kept\n"
            "  --confirm-after S   after the last problem, time each choice that replaced the "
            "default\n"
            "                      against it again in R rounds, at least S seconds after the "
@@ -104,6 +107,7 @@ typedef struct options {
     int max_runs;
     int finalists, rounds; /* the decision after the search (tune_finalists.c) */
     double confirm_after;  /* confirm decisions this many seconds after them; < 0: never */
+    double min_gain;       /* the median speedup a finalist needs over the default */
     double timeout;
     unsigned seed;
     int list_devices, worker;
@@ -119,6 +123,7 @@ static int parse_args(int argc, char **argv, options *o)
     o->seed = 1;
     o->seeds = 10;
     o->confirm_after = 60;
+    o->min_gain = 1.05;
     int quick = 0, evals = -1, stagnation = -1, finalists = -1, rounds = -1;
     double seconds = -1;
     for (int i = 1; i < argc; ++i) {
@@ -207,7 +212,7 @@ static int parse_args(int argc, char **argv, options *o)
         } else if (!strcmp(a, "--max-evals") || !strcmp(a, "--stagnation") ||
                    !strcmp(a, "--max-seconds") || !strcmp(a, "--timeout") || !strcmp(a, "--seed") ||
                    !strcmp(a, "--seeds") || !strcmp(a, "--finalists") || !strcmp(a, "--rounds") ||
-                   !strcmp(a, "--confirm-after")) {
+                   !strcmp(a, "--confirm-after") || !strcmp(a, "--min-gain")) {
             TAKES_VALUE;
             char *end = NULL;
             double x = strtod(v, &end);
@@ -227,7 +232,16 @@ static int parse_args(int argc, char **argv, options *o)
                 rounds = (int)x;
             else if (!strcmp(a, "--confirm-after"))
                 o->confirm_after = x;
-            else if (!strcmp(a, "--timeout"))
+            else if (!strcmp(a, "--min-gain")) {
+                if (x < 1.0 || x > 100.0) {
+                    fprintf(stderr,
+                            "sparcl-tune: error: --min-gain needs a speedup from 1 to 100, "
+                            "not \"%s\"\n",
+                            v);
+                    return -1;
+                }
+                o->min_gain = x;
+            } else if (!strcmp(a, "--timeout"))
                 o->timeout = x > 0 ? x : 1;
             else if (!strcmp(a, "--seeds"))
                 o->seeds = x >= 1 ? (int)x : 1;
@@ -499,9 +513,9 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
            stats.valid, s.best, list);
     snprintf(out->decision, sizeof out->decision, "-");
     if (!s.fatal && !interrupted && isfinite(s.best)) {
-        tune_finalist_job job = {db,       device,     &s.key, prob->spec,  def,
-                                 child,    o->finalists, o->rounds, o->max_runs, o->timeout,
-                                 NULL, &out->chosen, &out->rounds};
+        tune_finalist_job job = {db,    device,       &s.key,       prob->spec,  def,
+                                 child, o->finalists, o->rounds,    o->max_runs, o->timeout,
+                                 NULL,  &out->chosen, &out->rounds, o->min_gain};
         int rc = tune_finalists(&job, &interrupted, out->decision, sizeof out->decision);
         if (rc == 0 && out->chosen.count > 0) {
             out->replaced = 1;
@@ -568,9 +582,9 @@ static void confirm_decisions(const options *o, sparcl_tuning_db *db,
         }
         if (interrupted)
             break;
-        tune_finalist_job job = {db,    device,      &r->key,   r->prob->spec, &r->def,
-                                 child, 1,           o->rounds, o->max_runs,   o->timeout,
-                                 &r->chosen, NULL, &r->rounds};
+        tune_finalist_job job = {db,         device, &r->key,    r->prob->spec, &r->def,
+                                 child,      1,      o->rounds,  o->max_runs,   o->timeout,
+                                 &r->chosen, NULL,   &r->rounds, o->min_gain};
         char summary[96];
         int rc = tune_finalists(&job, &interrupted, summary, sizeof summary);
         if (rc < 0) {

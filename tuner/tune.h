@@ -238,13 +238,18 @@ typedef struct tune_finalist_job {
     /* If not NULL: a decision stores the chosen finalist's rounds here; a
      * confirmation decides on these and its own rounds together. */
     tune_rounds *rounds_of_chosen;
+    /* The median speedup over the default (over the decision's rounds, and
+     * a confirmation's with them) a finalist needs besides winning three
+     * quarters of them; <= 1: winning them is enough. */
+    double min_gain;
 } tune_finalist_job;
 
 /* Re-times the default and the `count` fastest stored configurations (or
  * job->only) in `rounds` interleaved rounds, prints them with their spread
  * and speedup intervals, and stores them and the decision (a finalist
  * replaces the default only if it beat it in three quarters of the rounds,
- * rounded up, from 3 rounds on; tune_finalists.c).  *summary gets the
+ * rounded up, from 3 rounds on, by job->min_gain at the median;
+ * tune_finalists.c).  *summary gets the
  * speedup, e.g. "1.32x [1.18-1.41]".  Returns 0, 1 if interrupted, -1 on a
  * database error (sparcl_ctx_errmsg(NULL)). */
 int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrupted, char *summary,

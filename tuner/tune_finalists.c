@@ -30,6 +30,15 @@
  * together: a state that lasted through the decision's rounds makes the
  * choice lose about half of them, while a choice 1.13x faster that lost 2
  * of the confirmation's 7 rounds to a burst is kept.
+ *
+ * And a finalist must be faster than the default by a minimum gain at the
+ * median of those rounds (sparcl-tune --min-gain, 1.05 by default).  Most
+ * configurations near the default differ from it by a few percent, about
+ * as much as the medians of 7 rounds move from one run to the next on a
+ * shared machine; in two quick runs made 10 minutes apart, the choices one
+ * run made for gains of 1.01-1.04x, where the other kept the default, were
+ * most of the problems whose two choices, re-timed, differed by more than
+ * 5% or were slower than the default (tuner/stability-report.md).
  */
 #include <math.h>
 #include <stdio.h>
@@ -195,8 +204,10 @@ int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrup
                      np ? " (with the decision's rounds)" : "");
             /* faster than the default in three quarters of the rounds, from
              * three rounds on (on a CPU: or cheaper in CPU time in three
-             * quarters of them and not slower at the median) */
-            int beats = q > 1.0 || (on_cpu && cq > 1.0 && f[i].speedup >= 1.0);
+             * quarters of them and not slower at the median), and by the
+             * minimum gain at the median */
+            int beats = (q > 1.0 || (on_cpu && cq > 1.0 && f[i].speedup >= 1.0)) &&
+                        f[i].speedup >= (job->min_gain > 1.0 ? job->min_gain : 1.0);
             if (i > 0 && rounds >= 3 && beats && f[i].speedup > best) {
                 best = f[i].speedup;
                 chosen = i;
