@@ -754,7 +754,15 @@ SPARCL_API const char *sparcl_plan_gemm_params(const sparcl_plan *plan, sparcl_p
  * ALGO=1: the scores of as many heads as fit, q_len x kv_len floats each).
  * CLBlast may allocate temporaries of its own during an ALGO=1 call; they
  * are not counted.  A plan's workspace serializes its calls on the queue.
- * A half plan's fp32 staging workspaces count too (see sparcl_dtype). */
+ * A half plan's fp32 staging workspaces count too (see sparcl_dtype).
+ * Not counted: buffers one call allocates for itself and releases when its
+ * work is done, so that calls on one plan share nothing: the softmax
+ * backward's D (one float per query row) and fp32 partial dQ sums (ALGO=1
+ * with SPLIT > 1, a half dq, or a dq created CL_MEM_WRITE_ONLY: SPLIT x
+ * batch x q_heads x q_len x head_dim floats), the scratch of FAVOR+,
+ * Linformer and LSH
+ * calls (features, projections, hash orders and per-round partial results)
+ * and the adaptive-span backward's row workspace (2 floats per query row). */
 SPARCL_API size_t sparcl_plan_device_bytes(const sparcl_plan *plan);
 
 /* ---- Decoding: few query rows over many keys ----
