@@ -251,8 +251,9 @@ static int uses_partials(const struct sparcl__plan_bwd *b, const sparcl_plan_des
     return b->algo == 1 && (b->split > 1 || d->dtype != SPARCL_DTYPE_F32 || !kernels_read(dq));
 }
 
-/* Where ALGO=1 adds dQ: dq itself (with q's strides) or the contiguous
- * partial buffers, `split` floats apart (uses_partials). */
+/* Where ALGO=1 adds dQ: dq itself (with q's strides) or, when the call
+ * allocated them (`part`, uses_partials), the contiguous partial buffers,
+ * `split` floats apart. */
 typedef struct dq_target {
     cl_mem mem;
     cl_int n; /* targets the pre kernel zeroes */
@@ -265,7 +266,7 @@ static dq_target target_of(const struct sparcl__plan_bwd *b, const sparcl_plan_d
     dq_target z = {a->dq, 1, a->ts[0].batch, a->ts[0].head, a->ts[0].seq, 0};
     if (b->algo != 1)
         z.n = 0;
-    else if (uses_partials(b, d, a->dq)) {
+    else if (part) {
         z.mem = part;
         z.n = b->split;
         z.ss = d->head_dim;
