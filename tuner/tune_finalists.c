@@ -47,14 +47,15 @@
  * runs, not their median.  On this project's 2-core virtual machine a
  * call of about a millisecond runs either on both cores or, for seconds at
  * a time, on one (the other idle: wall time 2.0-2.2 ms against 1.04-1.10,
- * the process CPU time 2.1 ms in both; the same configuration evaluated 12
- * times in a row was slow in 4-6 of them, whichever configuration it was).
+ * the process CPU time 2.1 ms in both; one configuration evaluated 12
+ * times in a row had a median of 1.6-2.3 ms in 7 of them, 1.07-1.12 in 5).
  * The medians of whole evaluations followed that state, so a round landing
  * in it decided against whichever finalist ran there; the fastest run is
  * the machine with both cores, which is what the finalists are compared
  * on.  With it, two quick runs 10 minutes apart chose configurations
  * within 5% of each other on all 23 problems, none slower than the default
- * (tenth measurement; 20 of 23 with the medians).
+ * (tenth measurement; 20 of 23 with the medians), and then 17 and 18 of 23
+ * (eleventh: a family whose tiles ranked differently in another process).
  */
 #include <math.h>
 #include <stdio.h>
