@@ -1090,8 +1090,8 @@ Test(tune, worker_killed_from_outside_is_retried_once)
  * Losing round 4 only (the 5th evaluation): 3 of 4 won, it is chosen;
  * losing rounds 1 and 3 (every 2nd evaluation): 2 of 4, the default stays.
  * The space is the default and that one candidate. */
-static void decide_with_gain(const char *tag, const char *hook, const char *min_gain, int chosen_bm,
-                             const char *expect)
+static void decide_in(const char *tag, const char *hook, const char *min_gain, int shared_count,
+                      int chosen_bm, const char *expect)
 {
     make_dir();
     char db[128], name[64];
@@ -1110,9 +1110,17 @@ static void decide_with_gain(const char *tag, const char *hook, const char *min_
         args[n - 3] = "--min-gain";
         args[n - 2] = min_gain;
     }
+    /* the hook counts evaluations across the rounds' fresh workers */
+    char count[128];
+    snprintf(name, sizeof name, "%s.count", tag);
+    scratch_path(count, sizeof count, name);
+    remove(count);
     setenv("SPARCL_TUNE_TEST_FAULT", hook, 1);
+    if (shared_count)
+        setenv("SPARCL_TUNE_TEST_FAULT_COUNT", count, 1);
     int rc = run_tuner(tag, args);
     unsetenv("SPARCL_TUNE_TEST_FAULT");
+    unsetenv("SPARCL_TUNE_TEST_FAULT_COUNT");
     char *out = slurp(tag, "out");
     cr_assert_eq(rc, 0, "%s%s", out, slurp(tag, "err"));
     cr_assert(strstr(out, "finalists, 4 interleaved rounds"), "%s", out);
@@ -1123,6 +1131,12 @@ static void decide_with_gain(const char *tag, const char *hook, const char *min_
     cr_assert_eq(count_where(db, where), 1, "%s", out);
     cr_assert(strstr(out, expect), "no \"%s\" in:\n%s", expect, out);
     free(out);
+}
+
+static void decide_with_gain(const char *tag, const char *hook, const char *min_gain, int chosen_bm,
+                             const char *expect)
+{
+    decide_in(tag, hook, min_gain, 1, chosen_bm, expect);
 }
 
 static void decide_with_losses(const char *tag, const char *hook, int chosen_bm, const char *expect)
@@ -1140,6 +1154,17 @@ Test(tune, finalist_that_loses_one_round_of_four_replaces_the_default)
 Test(tune, finalist_that_loses_two_rounds_of_four_does_not)
 {
     decide_with_losses("lose2", "time:BLOCK_M=4:0.1:10:2", 8, "decision: default kept");
+}
+
+/* On a CPU device every finalist round after the first runs in a fresh
+ * worker.  With each worker counting its own evaluations, the hook that
+ * makes BLOCK_M=4 lose every 2nd one in a worker hits only round 1 (its
+ * search evaluation and round 1's share the first worker; rounds 2-4 are
+ * each a new worker's first): 3 of 4 won, it is chosen, where one worker
+ * for all the rounds would lose rounds 1 and 3 and keep the default. */
+Test(tune, every_finalist_round_runs_in_a_fresh_worker)
+{
+    decide_in("fresh", "time:BLOCK_M=4:0.1:10:2", NULL, 0, 4, "decision: ALGO=0 BLOCK_M=4");
 }
 
 /* Winning every round is not enough under --min-gain: BLOCK_M=4 reports a

@@ -265,6 +265,10 @@ int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrup
  * in the worker (rounds it loses); "time:NAME=V:F:G:K:A" also by G from its
  * A-th evaluation on.  Only the worker reads it; it exists for the tests. */
 #define TUNE_FAULT_ENV "SPARCL_TUNE_TEST_FAULT"
+/* If set, the file that counts the "time:" hook's evaluations across
+ * workers (the finalists' rounds each start a fresh one on a CPU device);
+ * unset, each worker counts its own. */
+#define TUNE_FAULT_COUNT_ENV "SPARCL_TUNE_TEST_FAULT_COUNT"
 
 /* The worker's main loop (sparcl-tune --worker): requests on stdin, one
  * result line per request on file descriptor 3. */
@@ -305,5 +309,9 @@ int tune_build_bundle(const char *device, const char *dir, const char *db, const
 /* The median process CPU time (all threads of the worker) of one timed call
  * in the last tune_child_eval() that timed anything, in ms; < 0 if none. */
 double tune_child_cpu_ms(const tune_child *c);
+
+/* Ends the worker, if one runs; the next tune_child_eval() starts a fresh
+ * one (and sets its problem up again). */
+void tune_child_restart(tune_child *c);
 
 #endif

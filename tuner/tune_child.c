@@ -342,3 +342,8 @@ double tune_child_cpu_ms(const tune_child *c)
 {
     return c->cpu_ms;
 }
+
+void tune_child_restart(tune_child *c)
+{
+    stop(c, NULL);
+}

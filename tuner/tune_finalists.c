@@ -56,6 +56,17 @@
  * within 5% of each other on all 23 problems, none slower than the default
  * (tenth measurement; 20 of 23 with the medians), and then 17 and 18 of 23
  * (eleventh: a family whose tiles ranked differently in another process).
+ *
+ * So on a CPU device every round after the first also runs in a fresh
+ * worker process.  One configuration's cost per call can differ between
+ * processes and stay put inside one: attn_entmax_bwd's default used
+ * 5.96-6.10 ms of CPU per call in most fresh workers, 7.3-7.8 or 9.2-10.3
+ * in others (address randomization on or off alike), so a whole search
+ * and its rounds in one process could rank it behind tiles that are 0.8x
+ * its speed elsewhere.  Rounds in separate processes make that a spread the
+ * three-quarters rule sees.  It costs a worker start and the problem's
+ * set-up per round (a quick run: about 2m50s instead of 2m).  Twelfth
+ * measurement: 22 of 23 within 5%, 23 of 23 not slower than the default.
  */
 #include <math.h>
 #include <stdio.h>
@@ -150,7 +161,9 @@ int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrup
     static double t[MAX_FINALISTS][MAX_ROUNDS], cpu[MAX_FINALISTS][MAX_ROUNDS];
     static tune_rounds mine[MAX_FINALISTS]; /* each finalist's ratios in these rounds */
     int failed[MAX_FINALISTS] = {0}, has_cpu = 1, rc = 0;
-    for (int r = 0; r < rounds && rc == 0; ++r)
+    for (int r = 0; r < rounds && rc == 0; ++r) {
+        if (on_cpu && r > 0) /* every round in a fresh worker process: see the top */
+            tune_child_restart(job->child);
         for (int k = 0; k < m && rc == 0; ++k) {
             int i = (k + r) % m; /* rotated: no finalist always runs first */
             sparcl_tuning_result res;
@@ -167,6 +180,7 @@ int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrup
                 has_cpu = has_cpu && cpu[i][r] >= 0;
             }
         }
+    }
     if (rc != 0) {
         sparcl_tuning_db_release(job->db, job->device, job->key, &marker);
         return rc;

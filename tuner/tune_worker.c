@@ -286,7 +286,22 @@ static double maybe_fault(const sparcl_params *p)
         const int n = sscanf(f, "time:%*[A-Z_0-9]=%*d:%lf:%lf:%d:%d", &fast, &slow, &every, &from);
         if (n < 3 || every <= 0)
             return 1;
+        const char *count_file = getenv(TUNE_FAULT_COUNT_ENV);
+        if (count_file) { /* the count across workers */
+            FILE *cf = fopen(count_file, "r");
+            if (!cf || fscanf(cf, "%d", &timed) != 1)
+                timed = 0;
+            if (cf)
+                fclose(cf);
+        }
         ++timed;
+        if (count_file) {
+            FILE *cf = fopen(count_file, "w");
+            if (cf) {
+                fprintf(cf, "%d\n", timed);
+                fclose(cf);
+            }
+        }
         return timed % every == 0 || (n == 4 && timed >= from) ? slow : fast;
     }
     if (!strncmp(f, "crash:", 6)) {
