@@ -1177,6 +1177,41 @@ Test(tune, finalist_below_the_minimum_gain_does_not_replace_the_default)
                      "confirmation: ALGO=0 BLOCK_M=4");
 }
 
+/* On a CPU device a finalist cheaper in CPU time in three quarters of the
+ * rounds, by the minimum gain at the median, replaces the default even
+ * when most of its rounds' wall times are slow, as long as its fastest
+ * round is not slower than the default's: BLOCK_M=4 reports a tenth of
+ * its CPU time in every evaluation, and a tenth of its wall time in its
+ * search evaluation and round 1 but 40 times it from its 3rd evaluation
+ * on (rounds 2-4 lost: the wall median is a loss), the state of a 2-core
+ * machine whose calls wait for a core.  The rule before (not slower in
+ * wall time at the median) kept the default. */
+Test(tune, finalist_cheaper_in_cpu_time_replaces_the_default_despite_slow_wall_rounds)
+{
+    decide_with_losses("cpu_wins", "wall:BLOCK_M=4:0.1:0.1:40:1000:3", 4,
+                       "confirmation: ALGO=0 BLOCK_M=4");
+}
+
+/* ... but not when its wall time is slow in every round, its fastest
+ * included (from its 2nd evaluation on): a tenth of the CPU time at 40
+ * times the wall time is a configuration that leaves cores idle. */
+Test(tune, finalist_cheaper_in_cpu_time_but_slower_in_every_round_does_not)
+{
+    decide_with_losses("cpu_idle", "wall:BLOCK_M=4:0.1:0.1:40:1000:2", 8, "decision: default kept");
+}
+
+/* On a CPU device the search's cheapest candidates in CPU time join the
+ * finalists: BLOCK_M=4's search evaluation reports 40 times its wall time
+ * (it waited for a core) and a tenth of its CPU time, so the one fastest
+ * (--finalists 1) is the default and nothing would be re-timed; as the
+ * cheapest in CPU time it is a finalist, a tenth of its wall time in every
+ * round from its 2nd evaluation on, and replaces the default. */
+Test(tune, cheapest_candidate_in_cpu_time_is_a_finalist)
+{
+    decide_with_losses("cpu_finalist", "wall:BLOCK_M=4:0.1:40:0.1:1000:2", 4,
+                       "confirmation: ALGO=0 BLOCK_M=4");
+}
+
 /* A choice that wins all its rounds but loses the confirmation (slow from
  * its 6th evaluation on) gives the default back. */
 Test(tune, choice_that_loses_its_confirmation_gives_the_default_back)

@@ -304,8 +304,33 @@ typedef struct state {
     int evals, stored, fatal;
     double best;
     sparcl_params best_params; /* of this search, stored rows included */
+    /* On a CPU device: this search's measured candidates that used the
+     * least process CPU time per call, cheapest first (tune_finalist_job) */
+    sparcl_params cheap[TUNE_CPU_FINALISTS];
+    double cheap_cpu_ms[TUNE_CPU_FINALISTS];
+    int n_cheap;
     char fatal_msg[600];
 } state;
+
+/* Keeps p among s->cheap if it used less CPU time per call than one there. */
+static void note_cpu_time(state *s, const sparcl_params *p, double cpu_ms)
+{
+    if (!(cpu_ms >= 0) || strcmp(s->device->type, "CPU") != 0)
+        return;
+    int i = s->n_cheap;
+    if (i == TUNE_CPU_FINALISTS) {
+        if (cpu_ms >= s->cheap_cpu_ms[i - 1])
+            return;
+        --i; /* p takes the place of the last */
+    } else
+        ++s->n_cheap;
+    for (; i > 0 && s->cheap_cpu_ms[i - 1] > cpu_ms; --i) {
+        s->cheap[i] = s->cheap[i - 1];
+        s->cheap_cpu_ms[i] = s->cheap_cpu_ms[i - 1];
+    }
+    s->cheap[i] = *p;
+    s->cheap_cpu_ms[i] = cpu_ms;
+}
 
 /* "eval 7/80" with a limit, "eval 7" without one. */
 static void fmt_count(int evals, int max_evals, char *buf, size_t size)
@@ -412,6 +437,8 @@ static double evaluate(void *user, const sparcl_params *p, int *stop)
         }
         s->pg->eval_seconds += now() - t0;
         ++s->pg->new_evals;
+        if (r.status == SPARCL_TUNING_OK)
+            note_cpu_time(s, p, tune_child_cpu_ms(s->child));
     }
     ++s->evals;
     double ms = r.status == SPARCL_TUNING_OK ? r.median_ms : INFINITY;
@@ -514,9 +541,10 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
            stats.valid, s.best, list);
     snprintf(out->decision, sizeof out->decision, "-");
     if (!s.fatal && !interrupted && isfinite(s.best)) {
-        tune_finalist_job job = {db,    device,       &s.key,       prob->spec,  def,
-                                 child, o->finalists, o->rounds,    o->max_runs, o->timeout,
-                                 NULL,  &out->chosen, &out->rounds, o->min_gain};
+        tune_finalist_job job = {db,           device,      &s.key,       prob->spec,
+                                 def,          child,       o->finalists, o->rounds,
+                                 o->max_runs,  o->timeout,  NULL,         &out->chosen,
+                                 &out->rounds, o->min_gain, s.cheap,      s.n_cheap};
         int rc = tune_finalists(&job, &interrupted, out->decision, sizeof out->decision);
         if (rc == 0 && out->chosen.count > 0) {
             out->replaced = 1;
@@ -583,9 +611,10 @@ static void confirm_decisions(const options *o, sparcl_tuning_db *db,
         }
         if (interrupted)
             break;
-        tune_finalist_job job = {db,         device, &r->key,    r->prob->spec, &r->def,
-                                 child,      1,      o->rounds,  o->max_runs,   o->timeout,
-                                 &r->chosen, NULL,   &r->rounds, o->min_gain};
+        tune_finalist_job job = {db,          device,      &r->key,    r->prob->spec,
+                                 &r->def,     child,       1,          o->rounds,
+                                 o->max_runs, o->timeout,  &r->chosen, NULL,
+                                 &r->rounds,  o->min_gain, NULL,       0};
         char summary[96];
         int rc = tune_finalists(&job, &interrupted, summary, sizeof summary);
         if (rc < 0) {

@@ -212,11 +212,13 @@ int tune_claim(sparcl_tuning_db *db, const sparcl_device_info *device,
 typedef struct tune_child tune_child;
 
 /* A finalist's per-round speedups over the default (wall and CPU time;
- * cpu[] unused when has_cpu is 0). */
+ * cpu[] unused when has_cpu is 0), and the fastest round's time of the
+ * default and of the finalist (ms). */
 #define TUNE_ROUNDS_MAX 64
 typedef struct tune_rounds {
     int n, has_cpu;
     double wall[TUNE_ROUNDS_MAX], cpu[TUNE_ROUNDS_MAX];
+    double fastest_default_ms, fastest_ms;
 } tune_rounds;
 
 typedef struct tune_finalist_job {
@@ -242,14 +244,26 @@ typedef struct tune_finalist_job {
      * a confirmation's with them) a finalist needs besides winning three
      * quarters of them; <= 1: winning them is enough. */
     double min_gain;
+    /* Finalists besides the `count` fastest, where not among them already
+     * (the search's cheapest in CPU time on a CPU device: a candidate whose
+     * one evaluation waited for a core looks twice as slow as it is);
+     * n_extra <= TUNE_CPU_FINALISTS. */
+    const sparcl_params *extra;
+    int n_extra;
 } tune_finalist_job;
+
+/* How many of a search's cheapest candidates in CPU time join the
+ * finalists on a CPU device. */
+#define TUNE_CPU_FINALISTS 2
 
 /* Re-times the default and the `count` fastest stored configurations (or
  * job->only) in `rounds` interleaved rounds, prints them with their spread
  * and speedup intervals, and stores them and the decision (a finalist
  * replaces the default only if it beat it in three quarters of the rounds,
- * rounded up, from 3 rounds on, by job->min_gain at the median;
- * tune_finalists.c).  *summary gets the
+ * rounded up, from 3 rounds on, by job->min_gain at the median; on a CPU
+ * device also if it used less CPU time in three quarters of them, by
+ * job->min_gain at the median, and its fastest round was not slower than
+ * the default's; tune_finalists.c).  *summary gets the
  * speedup, e.g. "1.32x [1.18-1.41]".  Returns 0, 1 if interrupted, -1 on a
  * database error (sparcl_ctx_errmsg(NULL)). */
 int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrupted, char *summary,
@@ -263,9 +277,11 @@ int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrup
  * when to kill it from outside.  "time:NAME=V:F:G:K" multiplies such a
  * candidate's reported times by F, and by G on its every K-th evaluation
  * in the worker (rounds it loses); "time:NAME=V:F:G:K:A" also by G from its
- * A-th evaluation on.  Only the worker reads it; it exists for the tests. */
+ * A-th evaluation on; "wall:NAME=V:C:F:G:K[:A]" the same on the wall
+ * times only, the CPU time always by C.  Only the worker reads it; it
+ * exists for the tests. */
 #define TUNE_FAULT_ENV "SPARCL_TUNE_TEST_FAULT"
-/* If set, the file that counts the "time:" hook's evaluations across
+/* If set, the file that counts the "time:" or "wall:" hook's evaluations across
  * workers (the finalists' rounds each start a fresh one on a CPU device);
  * unset, each worker counts its own. */
 #define TUNE_FAULT_COUNT_ENV "SPARCL_TUNE_TEST_FAULT_COUNT"

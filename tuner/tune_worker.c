@@ -267,10 +267,13 @@ static int set_up(sparcl_ctx *ctx, setup *s, const char *line, char *err, size_t
  * on their K-th, 2K-th, ... evaluation in this worker: a finalist that
  * loses chosen rounds, for the tests of the decision rule; with ":A" after
  * K, also by G from their A-th evaluation on (a choice that loses its
- * confirmation).  Returns the
- * factor for the times, 1 without a "time:" hook on the candidate. */
-static double maybe_fault(const sparcl_params *p)
+ * confirmation); "wall:NAME=V:C:F:G:K[:A]" the same on the wall times
+ * only, the CPU time always by C (evaluations spent waiting for a core, or
+ * lost to worse parallelism).  Returns the factor for the wall times, and
+ * sets *cpu_factor, 1 without such a hook on the candidate. */
+static double maybe_fault(const sparcl_params *p, double *cpu_factor)
 {
+    *cpu_factor = 1;
     static int timed; /* evaluations of the "time:" candidates so far */
     const char *f = getenv(TUNE_FAULT_ENV);
     char name[64];
@@ -280,10 +283,15 @@ static double maybe_fault(const sparcl_params *p)
     int32_t have;
     if (!sparcl_params_get(p, name, &have) || have != value)
         return 1;
-    double fast, slow;
-    int every, from = 0;
-    if (!strncmp(f, "time:", 5)) {
-        const int n = sscanf(f, "time:%*[A-Z_0-9]=%*d:%lf:%lf:%d:%d", &fast, &slow, &every, &from);
+    double fast, slow, cpu = 1;
+    int every, from = 0, n = 0;
+    const int wall_only = !strncmp(f, "wall:", 5);
+    if (wall_only) {
+        n = sscanf(f, "wall:%*[A-Z_0-9]=%*d:%lf:%lf:%lf:%d:%d", &cpu, &fast, &slow, &every, &from) -
+            1;
+    } else if (!strncmp(f, "time:", 5))
+        n = sscanf(f, "time:%*[A-Z_0-9]=%*d:%lf:%lf:%d:%d", &fast, &slow, &every, &from);
+    if (n > 0) {
         if (n < 3 || every <= 0)
             return 1;
         const char *count_file = getenv(TUNE_FAULT_COUNT_ENV);
@@ -302,7 +310,9 @@ static double maybe_fault(const sparcl_params *p)
                 fclose(cf);
             }
         }
-        return timed % every == 0 || (n == 4 && timed >= from) ? slow : fast;
+        const double wall = timed % every == 0 || (n == 4 && timed >= from) ? slow : fast;
+        *cpu_factor = wall_only ? cpu : wall;
+        return wall;
     }
     if (!strncmp(f, "crash:", 6)) {
         /* The OpenCL runtime may have its own SIGSEGV handler; a real
@@ -474,7 +484,7 @@ static void evaluate(sparcl_ctx *ctx, setup *s, const sparcl_params *params, int
         snprintf(r->message, sizeof r->message, "%s", sparcl_ctx_errmsg(ctx));
         goto done;
     }
-    double factor = maybe_fault(params);
+    double cpu_factor, factor = maybe_fault(params, &cpu_factor);
     /* The first run is the warm-up and the one verified. */
     if (run_once(ctx, plan, s, r->message, sizeof r->message) < 0) {
         r->status = SPARCL_TUNING_LAUNCH_ERROR;
@@ -527,7 +537,7 @@ static void evaluate(sparcl_ctx *ctx, setup *s, const sparcl_params *params, int
     r->median_ms *= factor;
     r->min_ms *= factor;
     r->max_ms *= factor;
-    *cpu_ms *= factor;
+    *cpu_ms *= cpu_factor;
 done:
     sparcl_plan_free(plan);
 }
