@@ -541,10 +541,10 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
            stats.valid, s.best, list);
     snprintf(out->decision, sizeof out->decision, "-");
     if (!s.fatal && !interrupted && isfinite(s.best)) {
-        tune_finalist_job job = {db,           device,      &s.key,       prob->spec,
-                                 def,          child,       o->finalists, o->rounds,
-                                 o->max_runs,  o->timeout,  NULL,         &out->chosen,
-                                 &out->rounds, o->min_gain, s.cheap,      s.n_cheap};
+        tune_finalist_job job = {db,        device,       &s.key,       prob->spec,  def,
+                                 child,     o->finalists, o->rounds,    o->max_runs, o->timeout,
+                                 NULL,      &out->chosen, &out->rounds, o->min_gain, s.cheap,
+                                 s.n_cheap, NULL};
         int rc = tune_finalists(&job, &interrupted, out->decision, sizeof out->decision);
         if (rc == 0 && out->chosen.count > 0) {
             out->replaced = 1;
@@ -582,49 +582,85 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
 /* The confirmation pass: each decision that replaced the default is timed
  * again against the default, at least o->confirm_after seconds after it
  * was made (tune_finalists.c says why), and the default comes back unless
- * the choice won three quarters of both sets of rounds together. */
+ * the choice won three quarters of both sets of rounds together.  The
+ * rounds go round the problems (round 1 of every choice, then round 2...),
+ * so that each choice's rounds are spread over the whole pass: a state of
+ * the machine that lasts seconds falls on one or two of them, not on all
+ * of one problem's (one confirmation whose rounds ran back to back met
+ * such a state in every one, and the choice, 1.11x faster in its
+ * decision's rounds, used 1.25x more CPU time than the default in them). */
 static void confirm_decisions(const options *o, sparcl_tuning_db *db,
                               const sparcl_device_info *device, tune_child *child, row *rows, int n,
                               int *fatal, char *fatal_msg, size_t fsize)
 {
-    int todo = 0, done = 0;
+    int todo = 0;
+    double ready = 0;
     for (int i = 0; i < n; ++i)
-        todo += rows[i].replaced;
+        if (rows[i].replaced) {
+            ++todo;
+            ready = fmax(ready, rows[i].decided_at + o->confirm_after);
+        }
     if (o->confirm_after < 0 || !todo)
         return;
-    for (int i = 0; i < n && !*fatal && !interrupted; ++i) {
-        row *r = &rows[i];
-        if (!r->replaced)
-            continue;
-        const double wait = r->decided_at + o->confirm_after - now();
-        char waiting[64] = "";
-        if (wait > 0)
-            snprintf(waiting, sizeof waiting, " (waiting %.0f s: %.0f s after the decision)", wait,
-                     o->confirm_after);
-        printf("== confirming %d/%d: %s %s%s\n", ++done, todo, r->kernel, r->prob->spec,
-               waiting);
-        fflush(stdout);
-        while (!interrupted && r->decided_at + o->confirm_after > now()) {
-            const double left = r->decided_at + o->confirm_after - now();
-            struct timespec ts = {(time_t)left, (long)((left - (double)(time_t)left) * 1e9)};
-            nanosleep(&ts, NULL); /* a signal ends it early; the loop looks again */
+    tune_timed *timed = calloc((size_t)n, sizeof *timed);
+    if (!timed) {
+        *fatal = 1;
+        snprintf(fatal_msg, fsize, "out of memory for the confirmations of %d choices", todo);
+        return;
+    }
+    const double wait = ready - now();
+    char waiting[96] = "";
+    if (wait > 0)
+        snprintf(waiting, sizeof waiting, " (waiting %.0f s: %.0f s after the last decision)", wait,
+                 o->confirm_after);
+    printf("== confirming %d choice%s: %d rounds, each round going through all of them%s\n", todo,
+           todo == 1 ? "" : "s", o->rounds, waiting);
+    fflush(stdout);
+    while (!interrupted && ready > now()) {
+        const double left = ready - now();
+        struct timespec ts = {(time_t)left, (long)((left - (double)(time_t)left) * 1e9)};
+        nanosleep(&ts, NULL); /* a signal ends it early; the loop looks again */
+    }
+    for (int r = 0; r < o->rounds && !*fatal && !interrupted; ++r) {
+        for (int i = 0; i < n && !*fatal && !interrupted; ++i) {
+            row *w = &rows[i];
+            if (!w->replaced)
+                continue;
+            tune_finalist_job job = {db,         device, &w->key,    w->prob->spec, &w->def,
+                                     child,      1,      o->rounds,  o->max_runs,   o->timeout,
+                                     &w->chosen, NULL,   &w->rounds, o->min_gain,   NULL,
+                                     0,          NULL};
+            if (tune_confirm_round(&job, &timed[i], &interrupted) < 0) {
+                *fatal = 1;
+                snprintf(fatal_msg, fsize, "cannot set up %s %s for its confirmation", w->kernel,
+                         w->prob->spec);
+            }
         }
-        if (interrupted)
-            break;
-        tune_finalist_job job = {db,          device,      &r->key,    r->prob->spec,
-                                 &r->def,     child,       1,          o->rounds,
-                                 o->max_runs, o->timeout,  &r->chosen, NULL,
-                                 &r->rounds,  o->min_gain, NULL,       0};
+        if (!*fatal && !interrupted) {
+            printf("confirmation round %d/%d done\n", r + 1, o->rounds);
+            fflush(stdout);
+        }
+    }
+    for (int i = 0, done = 0; i < n && !*fatal && !interrupted; ++i) {
+        row *w = &rows[i];
+        if (!w->replaced)
+            continue;
+        printf("== confirming %d/%d: %s %s\n", ++done, todo, w->kernel, w->prob->spec);
+        tune_finalist_job job = {db,         device,   &w->key,    w->prob->spec, &w->def,
+                                 child,      1,        o->rounds,  o->max_runs,   o->timeout,
+                                 &w->chosen, NULL,     &w->rounds, o->min_gain,   NULL,
+                                 0,          &timed[i]};
         char summary[96];
         int rc = tune_finalists(&job, &interrupted, summary, sizeof summary);
         if (rc < 0) {
             *fatal = 1;
             snprintf(fatal_msg, fsize, "%s", sparcl_ctx_errmsg(NULL));
         } else if (rc == 0 && strcmp(summary, "-") != 0)
-            snprintf(r->decision, sizeof r->decision, "%s%.80s",
-                     strncmp(summary, "default kept", 12) ? "confirmed " : "not confirmed: ",
-                     summary);
+            snprintf(
+                w->decision, sizeof w->decision, "%s%.80s",
+                strncmp(summary, "default kept", 12) ? "confirmed " : "not confirmed: ", summary);
     }
+    free(timed);
 }
 
 static void print_table(const row *rows, int n)

@@ -250,7 +250,26 @@ typedef struct tune_finalist_job {
      * n_extra <= TUNE_CPU_FINALISTS. */
     const sparcl_params *extra;
     int n_extra;
+    /* A confirmation's rounds when they were timed already
+     * (tune_confirm_round), else NULL: tune_finalists times them. */
+    const struct tune_timed *timed;
 } tune_finalist_job;
+
+/* A confirmation's rounds, timed one at a time so that sparcl-tune can
+ * interleave the confirmations of several problems: per round the
+ * default's (0) and the choice's (1) time and process CPU time. */
+typedef struct tune_timed {
+    int n, has_cpu, failed[2];
+    double t[2][TUNE_ROUNDS_MAX], cpu[2][TUNE_ROUNDS_MAX];
+} tune_timed;
+
+/* Times round acc->n of the confirmation job (job->def and *job->only,
+ * in an order that alternates with the round; on a CPU device in a fresh
+ * worker process) and appends it to *acc (zeroed before the first round).
+ * Returns 0, 1 if interrupted, -1 if the worker could not set the problem
+ * up. */
+int tune_confirm_round(const tune_finalist_job *job, tune_timed *acc,
+                       volatile sig_atomic_t *interrupted);
 
 /* How many of a search's cheapest candidates in CPU time join the
  * finalists on a CPU device. */

@@ -130,6 +130,49 @@ static int same_params(const sparcl_params *a, const sparcl_params *b)
     return strcmp(x, y) == 0;
 }
 
+/* One round: each of the m configurations p[] once, in an order rotated
+ * by the round r, times into column r of t and cpu. */
+static int time_round(const tune_finalist_job *job, const sparcl_params *const *p, int m, int r,
+                      volatile sig_atomic_t *interrupted, double (*t)[MAX_ROUNDS],
+                      double (*cpu)[MAX_ROUNDS], int *failed, int *has_cpu)
+{
+    const int on_cpu = strcmp(job->device->type, "CPU") == 0;
+    for (int k = 0; k < m; ++k) {
+        int i = (k + r) % m; /* rotated: no finalist always runs first */
+        sparcl_tuning_result res;
+        int e = tune_child_eval(job->child, job->key->kernel, job->spec, p[i], job->max_runs,
+                                job->timeout, interrupted, &res);
+        if (e != 0)
+            return e > 0 ? 1 : -1;
+        if (res.status != SPARCL_TUNING_OK)
+            failed[i] = 1;
+        else {
+            /* on a CPU device the round's fastest run: see the top */
+            t[i][r] = on_cpu ? res.min_ms : res.median_ms;
+            cpu[i][r] = tune_child_cpu_ms(job->child);
+            *has_cpu = *has_cpu && cpu[i][r] >= 0;
+        }
+    }
+    return 0;
+}
+
+int tune_confirm_round(const tune_finalist_job *job, tune_timed *acc,
+                       volatile sig_atomic_t *interrupted)
+{
+    if (acc->n >= MAX_ROUNDS)
+        return 0;
+    if (acc->n == 0)
+        acc->has_cpu = 1;
+    if (strcmp(job->device->type, "CPU") == 0) /* a fresh worker process: see the top */
+        tune_child_restart(job->child);
+    const sparcl_params *p[2] = {job->def, job->only};
+    int rc =
+        time_round(job, p, 2, acc->n, interrupted, acc->t, acc->cpu, acc->failed, &acc->has_cpu);
+    if (rc == 0)
+        ++acc->n;
+    return rc;
+}
+
 int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrupted, char *summary,
                    size_t size)
 {
@@ -185,25 +228,27 @@ int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrup
     static double t[MAX_FINALISTS][MAX_ROUNDS], cpu[MAX_FINALISTS][MAX_ROUNDS];
     static tune_rounds mine[MAX_FINALISTS]; /* each finalist's ratios in these rounds */
     int failed[MAX_FINALISTS] = {0}, has_cpu = 1, rc = 0;
-    for (int r = 0; r < rounds && rc == 0; ++r) {
-        if (on_cpu && r > 0) /* every round in a fresh worker process: see the top */
-            tune_child_restart(job->child);
-        for (int k = 0; k < m && rc == 0; ++k) {
-            int i = (k + r) % m; /* rotated: no finalist always runs first */
-            sparcl_tuning_result res;
-            int e = tune_child_eval(job->child, job->key->kernel, job->spec, &f[i].params,
-                                    job->max_runs, job->timeout, interrupted, &res);
-            if (e != 0)
-                rc = e > 0 ? 1 : -1;
-            else if (res.status != SPARCL_TUNING_OK)
-                failed[i] = 1;
-            else {
-                /* on a CPU device the round's fastest run: see the top */
-                t[i][r] = on_cpu ? res.min_ms : res.median_ms;
-                cpu[i][r] = tune_child_cpu_ms(job->child);
-                has_cpu = has_cpu && cpu[i][r] >= 0;
-            }
+    if (job->timed && job->only && m == 2 && has_default) { /* timed already */
+        rounds = job->timed->n;
+        has_cpu = job->timed->has_cpu;
+        for (int i = 0; i < 2; ++i) {
+            failed[i] = job->timed->failed[i];
+            memcpy(t[i], job->timed->t[i], sizeof *t[i] * (size_t)rounds);
+            memcpy(cpu[i], job->timed->cpu[i], sizeof *cpu[i] * (size_t)rounds);
         }
+    } else {
+        const sparcl_params *p[MAX_FINALISTS];
+        for (int i = 0; i < m; ++i)
+            p[i] = &f[i].params;
+        for (int r = 0; r < rounds && rc == 0; ++r) {
+            if (on_cpu && r > 0) /* every round in a fresh worker process: see the top */
+                tune_child_restart(job->child);
+            rc = time_round(job, p, m, r, interrupted, t, cpu, failed, &has_cpu);
+        }
+    }
+    if (rounds < 1) {
+        sparcl_tuning_db_release(job->db, job->device, job->key, &marker);
+        return 0;
     }
     if (rc != 0) {
         sparcl_tuning_db_release(job->db, job->device, job->key, &marker);
