@@ -1200,6 +1200,15 @@ Test(tune, finalist_cheaper_in_cpu_time_but_slower_in_every_round_does_not)
     decide_with_losses("cpu_idle", "wall:BLOCK_M=4:0.1:0.1:40:1000:2", 8, "decision: default kept");
 }
 
+/* ... nor, on a CPU device, when it is faster in wall time in every round
+ * but uses more CPU time at the median (ten times here): on a shared
+ * machine such wall-time gains were where the default's calls waited for
+ * a core (tuner/stability-report.md, fourteenth measurement). */
+Test(tune, finalist_faster_in_wall_time_but_dearer_in_cpu_time_does_not)
+{
+    decide_with_losses("cpu_dear", "wall:BLOCK_M=4:10:0.1:0.1:1000", 8, "decision: default kept");
+}
+
 /* On a CPU device the search's cheapest candidates in CPU time join the
  * finalists: BLOCK_M=4's search evaluation reports 40 times its wall time
  * (it waited for a core) and a tenth of its CPU time, so the one fastest
