@@ -61,8 +61,12 @@ def choices(rows):
 class Worker:
     def __init__(self, tune):
         r, w = os.pipe()
+        # as sparcl-tune starts its workers: POCL's threads bound to cores
+        # unless the environment says otherwise (tuner/tune_child.c)
+        env = dict(os.environ)
+        env.setdefault("POCL_AFFINITY", "1")
         self.p = subprocess.Popen([tune, "--worker"], stdin=subprocess.PIPE,
-                                  stdout=subprocess.DEVNULL, close_fds=False,
+                                  stdout=subprocess.DEVNULL, close_fds=False, env=env,
                                   preexec_fn=lambda: os.dup2(w, 3), text=True)
         os.close(w)
         self.out = os.fdopen(r, "r")

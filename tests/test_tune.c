@@ -1028,6 +1028,55 @@ static void wait_hanging(const char *tag, int n)
     cr_assert_geq(seen, n, "%d of %d workers reached the hang", seen, n);
 }
 
+/* The workers run with POCL_AFFINITY=1 (POCL binds its threads to cores)
+ * unless the environment sets POCL_AFFINITY, which they then keep. */
+static void worker_affinity(const char *tag, const char *set, const char *expect)
+{
+    make_dir();
+    char db[128], name[64];
+    snprintf(name, sizeof name, "%s.db", tag);
+    scratch_path(db, sizeof db, name);
+    if (set)
+        setenv("POCL_AFFINITY", set, 1);
+    setenv("SPARCL_TUNE_TEST_FAULT", "hang:VEC=2", 1);
+    const char *args[] = {"--db",     db,         "--problems", TINY,         "--max-evals",
+                          "4",        "--rounds", "0",          "--strategy", "exhaustive",
+                          "--budget", "quick",    NULL};
+    pid_t tuner = spawn_tuner(tag, args);
+    unsetenv("SPARCL_TUNE_TEST_FAULT");
+    unsetenv("POCL_AFFINITY");
+    wait_hanging(tag, 1);
+    pid_t w = wait_worker(tuner, -1);
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/environ", (int)w);
+    FILE *f = fopen(path, "rb");
+    cr_assert(f, "cannot read %s", path);
+    char env[1 << 16];
+    size_t n = fread(env, 1, sizeof env - 1, f);
+    fclose(f);
+    env[n] = 0;
+    kill(tuner, SIGKILL); /* the worker dies with it (PR_SET_PDEATHSIG) */
+    kill(w, SIGKILL);
+    waitpid(tuner, NULL, 0);
+    int found = 0, other = 0;
+    for (size_t i = 0; i < n; i += strlen(env + i) + 1) {
+        found += strcmp(env + i, expect) == 0;
+        other += strncmp(env + i, "POCL_AFFINITY=", 14) == 0;
+    }
+    cr_assert_eq(found, 1, "no %s in the worker's environment", expect);
+    cr_assert_eq(other, 1, "POCL_AFFINITY set %d times in the worker's environment", other);
+}
+
+Test(tune, workers_bind_pocl_threads_to_cores)
+{
+    worker_affinity("pin", NULL, "POCL_AFFINITY=1");
+}
+
+Test(tune, workers_keep_the_environments_pocl_affinity)
+{
+    worker_affinity("nopin", "0", "POCL_AFFINITY=0");
+}
+
 /* The test kills the worker itself, from outside (SIGKILL), once it
  * announces that it hangs on the hooked candidate.  Killed once, the
  * candidate runs again in a new worker, where it hangs until the watchdog

@@ -313,7 +313,9 @@ int tune_worker_main(const char *device);
 /* Keeps a copy of the environment for the workers; call it first in main,
  * before an OpenCL driver is loaded.  On the first GPU run, workers spawned
  * by a process that had loaded NVIDIA's driver did not see the GPU, while
- * the same worker started from the shell did (issue 18). */
+ * the same worker started from the shell did (issue 18).  Adds
+ * POCL_AFFINITY=1 unless the environment sets POCL_AFFINITY (tune_child.c
+ * says why). */
 void tune_child_keep_environment(void);
 tune_child *tune_child_new(const char *exe, const char *device);
 void tune_child_free(tune_child *c);
