@@ -5,13 +5,15 @@ Given two tuning databases of the same problems (two `sparcl-tune --budget
 quick` runs made apart in time), re-times, per kernel family and problem, the
 configuration each run chose and the default, interleaved: R rounds, each one
 separate evaluation of every configuration (plan built, verified, timed to a
-stable median) in a rotating order, all in one `sparcl-tune --worker` process,
-exactly as the tuner's finalists are re-timed.  Prints a Markdown table: the
+stable median) in a rotating order, all in one `sparcl-tune --worker` process
+(with --fresh each round in a new one, as the tuner's finalist rounds on a CPU
+device), with POCL's threads bound to cores as sparcl-tune's workers are
+unless the environment sets POCL_AFFINITY.  Prints a Markdown table: the
 two choices, their round-by-round ratio (median [lowest-highest]) and each vs
 the default.
 
 usage: scripts/retime-interleaved.py RUN1.db RUN2.db [--rounds R] [--runs N]
-         [--problems "spec;spec"] [--tune build/tuner/sparcl-tune] [--only K]
+         [--problems "spec;spec"] [--tune build/tuner/sparcl-tune] [--only K] [--fresh]
 The problems (default: the quick set) name the specs the worker sets up;
 rows are matched to them by pattern, length, heads and head_dim.
 """
@@ -94,6 +96,10 @@ def main():
     ap.add_argument("--tune", default=os.path.join(os.path.dirname(__file__), "..", "build",
                                                    "tuner", "sparcl-tune"))
     ap.add_argument("--only", help="kernel family to re-time (default: all in both)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="each round in a fresh worker process, as sparcl-tune's finalist "
+                         "rounds on a CPU device (one configuration's cost can differ "
+                         "between processes); default: all rounds in one worker")
     a = ap.parse_args()
     specs = {spec_key(s): s for s in a.problems.split(";")}
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,6 +125,12 @@ def main():
         configs = list(dict.fromkeys([e1["chosen"], e2["chosen"], default]))
         times = {c: [] for c in configs}
         for r in range(a.rounds):
+            if a.fresh and r > 0:
+                worker.close()
+                worker = Worker(a.tune)
+                ready = worker.ask(f"problem {kernel} {specs[pkey]}")
+                if ready != "ready":
+                    sys.exit(f"{kernel} {specs[pkey]}: set-up failed in a fresh worker: {ready}")
             order = configs[r % len(configs):] + configs[:r % len(configs)]
             for c in order:
                 f = worker.ask(f"eval {a.runs} {c}").split()
@@ -152,7 +164,9 @@ def main():
     print(f"\nchoices within 5% of each other (median ratio): {sum(t[0] for t in tally)} of "
           f"{len(tally)} problems; neither choice slower than the default (median ratio): "
           f"{sum(t[1] for t in tally)} of {len(tally)}")
-    print(f"{a.rounds} interleaved rounds, {a.runs} timed runs at most per evaluation; "
+    print(f"{a.rounds} interleaved rounds"
+          f"{', each in a fresh worker process' if a.fresh else ' in one worker process'}, "
+          f"{a.runs} timed runs at most per evaluation; "
           "ratios are default (or run 2) time / chosen (or run 1) time per round: "
           "median [lowest-highest]; > 1 means the chosen one is faster.")
 

@@ -10,8 +10,10 @@
 #   default 10), ROUNDS (re-timing rounds, default 15: with 7, the same two
 #   databases re-timed twice on this project's 2-core machine put 19 and 22
 #   of 23 problems within 5%, the medians of 7 rounds moving by up to 11%).
-# OUTDIR receives run1.db, run2.db, run1.log, run2.log, retime.md and
-# uptime.log (the load average once a minute while it runs).
+# OUTDIR receives run1.db, run2.db, run1.log, run2.log, retime.md (all
+# rounds in one worker process), retime_fresh.md (each round in a fresh
+# one; about 2 more minutes) and uptime.log (the load average once a
+# minute while it runs).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 tune=${SPARCL_TUNE:-$root/build/tuner/sparcl-tune}
@@ -49,4 +51,10 @@ tail -n 1 "$out/run2.log"
 echo "re-timing from $(date -u +%H:%M:%S) UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 "$root/scripts/retime-interleaved.py" "$out/run1.db" "$out/run2.db" --rounds "$rounds" \
     --tune "$tune" | tee "$out/retime.md"
+# The same with each round in a fresh worker process, as the tuner's
+# finalist rounds on a CPU device: one configuration's cost per call can
+# differ between processes, so one process's re-timing is one sample.
+echo "re-timing, each round in a fresh worker, from $(date -u +%H:%M:%S) UTC"
+python3 "$root/scripts/retime-interleaved.py" "$out/run1.db" "$out/run2.db" --rounds "$rounds" \
+    --tune "$tune" --fresh | tee "$out/retime_fresh.md"
 echo "done $(date -u +%H:%M:%S) UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
