@@ -1139,15 +1139,18 @@ Test(tune, worker_killed_from_outside_is_retried_once)
  * Losing round 4 only (the 5th evaluation): 3 of 4 won, it is chosen;
  * losing rounds 1 and 3 (every 2nd evaluation): 2 of 4, the default stays.
  * The space is the default and that one candidate. */
-static void decide_in(const char *tag, const char *hook, const char *min_gain, int shared_count,
-                      int chosen_bm, const char *expect)
+/* Runs the tuner on `problems` with the decision's settings above and the
+ * test hook `hook` (its count shared by the rounds' workers if
+ * shared_count), into the database scratch path `db`; returns its output. */
+static char *run_decision(const char *tag, const char *problems, const char *hook,
+                          const char *min_gain, int shared_count, char *db, size_t db_size)
 {
     make_dir();
-    char db[128], name[64];
+    char name[64];
     snprintf(name, sizeof name, "%s.db", tag);
-    scratch_path(db, sizeof db, name);
+    scratch_path(db, db_size, name);
     const char *args[] = {
-        "--db",        db,          "--problems",      TINY,          "--strategy", "exhaustive",
+        "--db",        db,          "--problems",      problems,      "--strategy", "exhaustive",
         "--max-evals", "2",         "--stagnation",    "0",           "--rounds",   "4",
         "--finalists", "1",         "--budget",        "quick",       "--space",    "BLOCK_M=4,8",
         "--fix",       "ALGO=0",    "--fix",           "BLOCK_N=32",  "--fix",      "EXP=2",
@@ -1172,6 +1175,14 @@ static void decide_in(const char *tag, const char *hook, const char *min_gain, i
     unsetenv("SPARCL_TUNE_TEST_FAULT_COUNT");
     char *out = slurp(tag, "out");
     cr_assert_eq(rc, 0, "%s%s", out, slurp(tag, "err"));
+    return out;
+}
+
+static void decide_in(const char *tag, const char *hook, const char *min_gain, int shared_count,
+                      int chosen_bm, const char *expect)
+{
+    char db[128];
+    char *out = run_decision(tag, TINY, hook, min_gain, shared_count, db, sizeof db);
     cr_assert(strstr(out, "finalists, 4 interleaved rounds"), "%s", out);
     cr_assert_eq(count_where(db, "rounds = 4"), 2, "%s", out);
     char where[128];
@@ -1276,49 +1287,9 @@ Test(tune, cheapest_candidate_in_cpu_time_is_a_finalist)
  * rounds.  Two problems, BLOCK_M=4 about 10x faster in both. */
 Test(tune, confirmations_go_round_the_problems)
 {
-    make_dir();
     char db[128];
-    scratch_path(db, sizeof db, "round.db");
-    const char *args[] = {"--db",
-                          db,
-                          "--problems",
-                          TINY ";causal:n=17,h=2,kvh=1,d=16",
-                          "--strategy",
-                          "exhaustive",
-                          "--max-evals",
-                          "2",
-                          "--stagnation",
-                          "0",
-                          "--rounds",
-                          "4",
-                          "--finalists",
-                          "1",
-                          "--budget",
-                          "quick",
-                          "--space",
-                          "BLOCK_M=4,8",
-                          "--fix",
-                          "ALGO=0",
-                          "--fix",
-                          "BLOCK_N=32",
-                          "--fix",
-                          "EXP=2",
-                          "--fix",
-                          "KT=1",
-                          "--fix",
-                          "USE_LOCAL=0",
-                          "--fix",
-                          "VEC=16",
-                          "--fix",
-                          "WG_SIZE=1",
-                          "--confirm-after",
-                          "0",
-                          NULL};
-    setenv("SPARCL_TUNE_TEST_FAULT", "time:BLOCK_M=4:0.1:1:1000", 1);
-    int rc = run_tuner("round", args);
-    unsetenv("SPARCL_TUNE_TEST_FAULT");
-    char *out = slurp("round", "out");
-    cr_assert_eq(rc, 0, "%s%s", out, slurp("round", "err"));
+    char *out = run_decision("round", TINY ";causal:n=17,h=2,kvh=1,d=16",
+                             "time:BLOCK_M=4:0.1:1:1000", NULL, 0, db, sizeof db);
     const char *head = strstr(out, "== confirming 2 choices: 4 rounds");
     const char *last_round = strstr(out, "confirmation round 4/4 done");
     const char *first = strstr(out, "== confirming 1/2: attn_fwd");
