@@ -327,7 +327,7 @@ typedef struct state {
 /* Keeps p among s->cheap if it used less CPU time per call than one there. */
 static void note_cpu_time(state *s, const sparcl_params *p, double cpu_ms)
 {
-    if (!(cpu_ms >= 0) || strcmp(s->device->type, "CPU") != 0)
+    if (!(cpu_ms >= 0) || !tune_on_cpu(s->device))
         return;
     int i = s->n_cheap;
     if (i == TUNE_CPU_FINALISTS) {
@@ -553,10 +553,21 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
            stats.valid, s.best, list);
     snprintf(out->decision, sizeof out->decision, "-");
     if (!s.fatal && !interrupted && isfinite(s.best)) {
-        tune_finalist_job job = {db,        device,       &s.key,       prob->spec,  def,
-                                 child,     o->finalists, o->rounds,    o->max_runs, o->timeout,
-                                 NULL,      &out->chosen, &out->rounds, o->min_gain, s.cheap,
-                                 s.n_cheap, NULL};
+        tune_finalist_job job = {.db = db,
+                                 .device = device,
+                                 .key = &s.key,
+                                 .spec = prob->spec,
+                                 .def = def,
+                                 .child = child,
+                                 .count = o->finalists,
+                                 .rounds = o->rounds,
+                                 .max_runs = o->max_runs,
+                                 .timeout = o->timeout,
+                                 .chosen = &out->chosen,
+                                 .rounds_of_chosen = &out->rounds,
+                                 .min_gain = o->min_gain,
+                                 .extra = s.cheap,
+                                 .n_extra = s.n_cheap};
         int rc = tune_finalists(&job, &interrupted, out->decision, sizeof out->decision);
         if (rc == 0 && out->chosen.count > 0) {
             out->replaced = 1;
@@ -589,6 +600,29 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
         sparcl_params_format(&r.params, out->best, sizeof out->best);
     }
     sparcl_layout_free(layout);
+}
+
+/* The confirmation of row w's choice against its default (timed: its
+ * rounds, once timed with tune_confirm_round; NULL while timing them). */
+static tune_finalist_job confirm_job(const options *o, sparcl_tuning_db *db,
+                                     const sparcl_device_info *device, tune_child *child, row *w,
+                                     const tune_timed *timed)
+{
+    tune_finalist_job job = {.db = db,
+                             .device = device,
+                             .key = &w->key,
+                             .spec = w->prob->spec,
+                             .def = &w->def,
+                             .child = child,
+                             .count = 1,
+                             .rounds = o->rounds,
+                             .max_runs = o->max_runs,
+                             .timeout = o->timeout,
+                             .only = &w->chosen,
+                             .rounds_of_chosen = &w->rounds,
+                             .min_gain = o->min_gain,
+                             .timed = timed};
+    return job;
 }
 
 /* The confirmation pass: each decision that replaced the default is timed
@@ -638,10 +672,7 @@ static void confirm_decisions(const options *o, sparcl_tuning_db *db,
             row *w = &rows[i];
             if (!w->replaced)
                 continue;
-            tune_finalist_job job = {db,         device, &w->key,    w->prob->spec, &w->def,
-                                     child,      1,      o->rounds,  o->max_runs,   o->timeout,
-                                     &w->chosen, NULL,   &w->rounds, o->min_gain,   NULL,
-                                     0,          NULL};
+            tune_finalist_job job = confirm_job(o, db, device, child, w, NULL);
             if (tune_confirm_round(&job, &timed[i], &interrupted) < 0) {
                 *fatal = 1;
                 snprintf(fatal_msg, fsize, "cannot set up %s %s for its confirmation", w->kernel,
@@ -658,10 +689,7 @@ static void confirm_decisions(const options *o, sparcl_tuning_db *db,
         if (!w->replaced)
             continue;
         printf("== confirming %d/%d: %s %s\n", ++done, todo, w->kernel, w->prob->spec);
-        tune_finalist_job job = {db,         device,   &w->key,    w->prob->spec, &w->def,
-                                 child,      1,        o->rounds,  o->max_runs,   o->timeout,
-                                 &w->chosen, NULL,     &w->rounds, o->min_gain,   NULL,
-                                 0,          &timed[i]};
+        tune_finalist_job job = confirm_job(o, db, device, child, w, &timed[i]);
         char summary[96];
         int rc = tune_finalists(&job, &interrupted, summary, sizeof summary);
         if (rc < 0) {

@@ -209,6 +209,10 @@ int tune_claim(sparcl_tuning_db *db, const sparcl_device_info *device,
 
 /* ---- the decision after the search (tune_finalists.c) ---- */
 
+/* Whether the device is a CPU, where the tuner runs each finalist round in
+ * a fresh worker and process CPU time can decide (tune_finalists.c). */
+int tune_on_cpu(const sparcl_device_info *device);
+
 typedef struct tune_child tune_child;
 
 /* A finalist's per-round speedups over the default (wall and CPU time;

@@ -138,6 +138,11 @@ static double quarter_low(const double *v, int n)
     return s[n - (3 * n + 3) / 4];
 }
 
+int tune_on_cpu(const sparcl_device_info *device)
+{
+    return strcmp(device->type, "CPU") == 0;
+}
+
 /* Whether more than half of the n per-round ratios v exceed 1. */
 static int majority_won(const double *v, int n)
 {
@@ -161,7 +166,7 @@ static int time_round(const tune_finalist_job *job, const sparcl_params *const *
                       volatile sig_atomic_t *interrupted, double (*t)[MAX_ROUNDS],
                       double (*cpu)[MAX_ROUNDS], int *failed, int *has_cpu)
 {
-    const int on_cpu = strcmp(job->device->type, "CPU") == 0;
+    const int on_cpu = tune_on_cpu(job->device);
     for (int k = 0; k < m; ++k) {
         int i = (k + r) % m; /* rotated: no finalist always runs first */
         sparcl_tuning_result res;
@@ -188,7 +193,7 @@ int tune_confirm_round(const tune_finalist_job *job, tune_timed *acc,
         return 0;
     if (acc->n == 0)
         acc->has_cpu = 1;
-    if (strcmp(job->device->type, "CPU") == 0) /* a fresh worker process: see the top */
+    if (tune_on_cpu(job->device)) /* a fresh worker process: see the top */
         tune_child_restart(job->child);
     const sparcl_params *p[2] = {job->def, job->only};
     int rc =
@@ -249,7 +254,7 @@ int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrup
     }
 
     int rounds = job->rounds < MAX_ROUNDS ? job->rounds : MAX_ROUNDS;
-    const int on_cpu = strcmp(job->device->type, "CPU") == 0;
+    const int on_cpu = tune_on_cpu(job->device);
     static double t[MAX_FINALISTS][MAX_ROUNDS], cpu[MAX_FINALISTS][MAX_ROUNDS];
     static tune_rounds mine[MAX_FINALISTS]; /* each finalist's ratios in these rounds */
     int failed[MAX_FINALISTS] = {0}, has_cpu = 1, rc = 0;
