@@ -1132,6 +1132,91 @@ Test(tune, worker_killed_from_outside_is_retried_once)
     unsetenv("SPARCL_TUNE_TEST_FAULT");
 }
 
+/* Runs the tuner with `args` under the test hook `hook` (its count of
+ * evaluations shared by all the run's workers if shared_count: the
+ * finalists' rounds each start a fresh one on a CPU device), asserts that
+ * it succeeded and returns its output. */
+static char *run_hooked(const char *tag, const char *const *args, const char *hook,
+                        int shared_count)
+{
+    char name[64], count[128];
+    snprintf(name, sizeof name, "%s.count", tag);
+    scratch_path(count, sizeof count, name);
+    remove(count);
+    setenv("SPARCL_TUNE_TEST_FAULT", hook, 1);
+    if (shared_count)
+        setenv("SPARCL_TUNE_TEST_FAULT_COUNT", count, 1);
+    int rc = run_tuner(tag, args);
+    unsetenv("SPARCL_TUNE_TEST_FAULT");
+    unsetenv("SPARCL_TUNE_TEST_FAULT_COUNT");
+    char *out = slurp(tag, "out");
+    cr_assert_eq(rc, 0, "%s%s", out, slurp(tag, "err"));
+    return out;
+}
+
+/* The second look (tune_looks.c): BLOCK_M=4's search evaluation reports
+ * 3 times its time (wall and CPU alike: a slow moment of the machine),
+ * every later one a tenth of it (the hook's count shared by the rounds'
+ * workers).  With --finalists 1 and four candidates, by its first look it
+ * is neither the fastest nor among the two cheapest in CPU time, so only
+ * a second look brings it into the finalists, where it wins every round.
+ * Runs the tuner with --second-look `within` into the database path `db`;
+ * returns its output. */
+static char *run_second_look(const char *tag, const char *within, char *db, size_t db_size)
+{
+    make_dir();
+    char name[64];
+    snprintf(name, sizeof name, "%s.db", tag);
+    scratch_path(db, db_size, name);
+    /* clang-format off */
+    const char *args[] = {
+        "--db", db, "--problems", TINY, "--strategy", "exhaustive", "--max-evals", "4",
+        "--stagnation", "0", "--rounds", "4", "--finalists", "1", "--budget", "quick",
+        "--space", "BLOCK_M=2,4,8,16", "--fix", "ALGO=0", "--fix", "BLOCK_N=32", "--fix", "EXP=2",
+        "--fix", "KT=1", "--fix", "USE_LOCAL=0", "--fix", "VEC=16", "--fix", "WG_SIZE=1",
+        "--no-confirm", "--second-look", within, NULL};
+    /* clang-format on */
+    return run_hooked(tag, args, "time:BLOCK_M=4:3:0.1:1000:2", 1);
+}
+
+#define BM4_RETIMED "rounds = 4 AND json_extract(params, '$.BLOCK_M') = 4"
+#define BM4_CHOSEN "chosen = 1 AND json_extract(params, '$.BLOCK_M') = 4"
+
+/* (within 100x of the fastest: the tiny problem's candidates differ by
+ * more than 1.5x in their launch overheads alone) */
+Test(tune, second_look_brings_a_candidate_slowed_in_its_search_into_the_finalists)
+{
+    char db[128];
+    char *out = run_second_look("look2", "100", db, sizeof db);
+    cr_assert(strstr(out, "second look: 4 of 4 candidates within 100x"), "%s", out);
+    cr_assert(strstr(out, "BLOCK_M=4 BLOCK_N=32 EXP=2 KT=1 USE_LOCAL=0 VEC=16 WG_SIZE=1: "), "%s",
+              out);
+    cr_assert_eq(count_where(db, BM4_RETIMED), 1, "%s", out);
+    cr_assert_eq(count_where(db, BM4_CHOSEN), 1, "%s", out);
+    /* the database keeps the search's evaluation: 4 rows, one each */
+    cr_assert_eq(count_where(db, "status = 'ok'"), 4, "%s", out);
+    free(out);
+}
+
+Test(tune, without_the_second_look_a_candidate_slowed_in_its_search_is_not_a_finalist)
+{
+    char db[128];
+    char *out = run_second_look("look1", "0", db, sizeof db);
+    cr_assert_null(strstr(out, "second look"), "%s", out);
+    cr_assert_eq(count_where(db, BM4_RETIMED), 0, "%s", out);
+    cr_assert_eq(count_where(db, BM4_CHOSEN), 0, "%s", out);
+    free(out);
+}
+
+Test(tune, second_look_below_one_is_refused)
+{
+    const char *args[] = {"--second-look", "0.5", NULL};
+    cr_assert_eq(run_tuner("look_bad", args), 2);
+    char *err = slurp("look_bad", "err");
+    cr_assert(strstr(err, "--second-look needs 0 (off) or a factor >= 1, not \"0.5\""), "%s", err);
+    free(err);
+}
+
 /* The decision rule: a finalist replaces the default when it beat it in
  * three quarters of the rounds.  The test hook makes BLOCK_M=4 report a
  * tenth of its times, and ten times them on chosen evaluations: its
@@ -1149,33 +1234,51 @@ static char *run_decision(const char *tag, const char *problems, const char *hoo
     char name[64];
     snprintf(name, sizeof name, "%s.db", tag);
     scratch_path(db, db_size, name);
-    const char *args[] = {
-        "--db",        db,          "--problems",      problems,      "--strategy", "exhaustive",
-        "--max-evals", "2",         "--stagnation",    "0",           "--rounds",   "4",
-        "--finalists", "1",         "--budget",        "quick",       "--space",    "BLOCK_M=4,8",
-        "--fix",       "ALGO=0",    "--fix",           "BLOCK_N=32",  "--fix",      "EXP=2",
-        "--fix",       "KT=1",      "--fix",           "USE_LOCAL=0", "--fix",      "VEC=16",
-        "--fix",       "WG_SIZE=1", "--confirm-after", "0",           NULL,         NULL,
-        NULL};
+    const char *args[] = {"--db",
+                          db,
+                          "--problems",
+                          problems,
+                          "--strategy",
+                          "exhaustive",
+                          "--max-evals",
+                          "2",
+                          "--stagnation",
+                          "0",
+                          "--rounds",
+                          "4",
+                          "--finalists",
+                          "1",
+                          "--budget",
+                          "quick",
+                          "--space",
+                          "BLOCK_M=4,8",
+                          "--fix",
+                          "ALGO=0",
+                          "--fix",
+                          "BLOCK_N=32",
+                          "--fix",
+                          "EXP=2",
+                          "--fix",
+                          "KT=1",
+                          "--fix",
+                          "USE_LOCAL=0",
+                          "--fix",
+                          "VEC=16",
+                          "--fix",
+                          "WG_SIZE=1",
+                          "--confirm-after",
+                          "0",
+                          "--second-look",
+                          "0",
+                          NULL,
+                          NULL,
+                          NULL};
     if (min_gain) {
         const size_t n = sizeof args / sizeof *args;
         args[n - 3] = "--min-gain";
         args[n - 2] = min_gain;
     }
-    /* the hook counts evaluations across the rounds' fresh workers */
-    char count[128];
-    snprintf(name, sizeof name, "%s.count", tag);
-    scratch_path(count, sizeof count, name);
-    remove(count);
-    setenv("SPARCL_TUNE_TEST_FAULT", hook, 1);
-    if (shared_count)
-        setenv("SPARCL_TUNE_TEST_FAULT_COUNT", count, 1);
-    int rc = run_tuner(tag, args);
-    unsetenv("SPARCL_TUNE_TEST_FAULT");
-    unsetenv("SPARCL_TUNE_TEST_FAULT_COUNT");
-    char *out = slurp(tag, "out");
-    cr_assert_eq(rc, 0, "%s%s", out, slurp(tag, "err"));
-    return out;
+    return run_hooked(tag, args, hook, shared_count);
 }
 
 static void decide_in(const char *tag, const char *hook, const char *min_gain, int shared_count,

@@ -72,7 +72,8 @@ static void usage(FILE *f)
            "                      cores) unless the environment sets POCL_AFFINITY\n"
            "  --finalists K       after the search, re-time the K fastest and the default "
            "(default 5;\n"
-           "                      on a CPU device also the search's 2 cheapest in CPU time)\n"
+           "                      on a CPU device also the search's 2 cheapest in CPU time;\n"
+           "                      also the K fastest after the second look)\n"
            "  --rounds R          ... in R interleaved rounds (default 7; 0: off); a "
            "finalist\n"
            "                      replaces the default only if it beats it in 3/4 of the rounds "
@@ -86,6 +87,10 @@ static void usage(FILE *f)
            "                      time is the evaluation's fastest run, and each round runs in "
            "a fresh\n"
            "                      worker process\n"
+           "  --second-look F     after the search, time once more each candidate within F\n"
+           "                      times the fastest (default 1.5; 0: off) and choose the\n"
+           "                      finalists by the faster of its two timings: one timing can\n"
+           "                      fall in a slow moment of a shared machine\n"
            "  --min-gain G        the median speedup over the default a finalist needs (default\n"
            "                      1.05; 1: none): smaller gains are within the noise of a\n"
            "                      shared machine, and the default is kept\n"
@@ -121,6 +126,7 @@ typedef struct options {
     int finalists, rounds; /* the decision after the search (tune_finalists.c) */
     double confirm_after;  /* confirm decisions this many seconds after them; < 0: never */
     double min_gain;       /* the median speedup a finalist needs over the default */
+    double second_look;    /* look again at candidates within this factor of the fastest */
     double timeout;
     unsigned seed;
     int list_devices, worker;
@@ -137,6 +143,7 @@ static int parse_args(int argc, char **argv, options *o)
     o->seeds = 10;
     o->confirm_after = 60;
     o->min_gain = 1.05;
+    o->second_look = TUNE_LOOK_WITHIN;
     int quick = 0, evals = -1, stagnation = -1, finalists = -1, rounds = -1;
     double seconds = -1;
     for (int i = 1; i < argc; ++i) {
@@ -225,7 +232,8 @@ static int parse_args(int argc, char **argv, options *o)
         } else if (!strcmp(a, "--max-evals") || !strcmp(a, "--stagnation") ||
                    !strcmp(a, "--max-seconds") || !strcmp(a, "--timeout") || !strcmp(a, "--seed") ||
                    !strcmp(a, "--seeds") || !strcmp(a, "--finalists") || !strcmp(a, "--rounds") ||
-                   !strcmp(a, "--confirm-after") || !strcmp(a, "--min-gain")) {
+                   !strcmp(a, "--confirm-after") || !strcmp(a, "--min-gain") ||
+                   !strcmp(a, "--second-look")) {
             TAKES_VALUE;
             char *end = NULL;
             double x = strtod(v, &end);
@@ -245,7 +253,16 @@ static int parse_args(int argc, char **argv, options *o)
                 rounds = (int)x;
             else if (!strcmp(a, "--confirm-after"))
                 o->confirm_after = x;
-            else if (!strcmp(a, "--min-gain")) {
+            else if (!strcmp(a, "--second-look")) {
+                if (x != 0 && x < 1) {
+                    fprintf(stderr,
+                            "sparcl-tune: error: --second-look needs 0 (off) or a factor >= 1, "
+                            "not \"%s\"\n",
+                            v);
+                    return -1;
+                }
+                o->second_look = x;
+            } else if (!strcmp(a, "--min-gain")) {
                 if (x < 1.0 || x > 100.0) {
                     fprintf(stderr,
                             "sparcl-tune: error: --min-gain needs a speedup from 1 to 100, "
@@ -316,33 +333,9 @@ typedef struct state {
     int evals, stored, fatal;
     double best;
     sparcl_params best_params; /* of this search, stored rows included */
-    /* On a CPU device: this search's measured candidates that used the
-     * least process CPU time per call, cheapest first (tune_finalist_job) */
-    sparcl_params cheap[TUNE_CPU_FINALISTS];
-    double cheap_cpu_ms[TUNE_CPU_FINALISTS];
-    int n_cheap;
+    tune_looks looks;          /* this search's candidates, for the second look (tune_looks.c) */
     char fatal_msg[600];
 } state;
-
-/* Keeps p among s->cheap if it used less CPU time per call than one there. */
-static void note_cpu_time(state *s, const sparcl_params *p, double cpu_ms)
-{
-    if (!(cpu_ms >= 0) || !tune_on_cpu(s->device))
-        return;
-    int i = s->n_cheap;
-    if (i == TUNE_CPU_FINALISTS) {
-        if (cpu_ms >= s->cheap_cpu_ms[i - 1])
-            return;
-        --i; /* p takes the place of the last */
-    } else
-        ++s->n_cheap;
-    for (; i > 0 && s->cheap_cpu_ms[i - 1] > cpu_ms; --i) {
-        s->cheap[i] = s->cheap[i - 1];
-        s->cheap_cpu_ms[i] = s->cheap_cpu_ms[i - 1];
-    }
-    s->cheap[i] = *p;
-    s->cheap_cpu_ms[i] = cpu_ms;
-}
 
 /* "eval 7/80" with a limit, "eval 7" without one. */
 static void fmt_count(int evals, int max_evals, char *buf, size_t size)
@@ -449,11 +442,18 @@ static double evaluate(void *user, const sparcl_params *p, int *stop)
         }
         s->pg->eval_seconds += now() - t0;
         ++s->pg->new_evals;
-        if (r.status == SPARCL_TUNING_OK)
-            note_cpu_time(s, p, tune_child_cpu_ms(s->child));
     }
     ++s->evals;
     double ms = r.status == SPARCL_TUNING_OK ? r.median_ms : INFINITY;
+    if (isfinite(ms) &&
+        tune_looks_add(&s->looks, p, ms,
+                       found || !tune_on_cpu(s->device) ? -1 : tune_child_cpu_ms(s->child),
+                       !found) != 0) {
+        snprintf(s->fatal_msg, sizeof s->fatal_msg, "out of memory for the search's candidates");
+        s->fatal = 1;
+        *stop = 1;
+        return INFINITY;
+    }
     if (ms < s->best) {
         s->best = ms;
         s->best_params = *p;
@@ -461,6 +461,10 @@ static double evaluate(void *user, const sparcl_params *p, int *stop)
     report(s, p, &r, found);
     return ms;
 }
+
+/* The finalists the looks add (tune_finalist_job.extra): at most as many
+ * as tune_finalists() times besides the default. */
+#define MAX_EXTRA_FINALISTS 8
 
 typedef struct row {
     char spec[TUNE_SPEC_MAX];
@@ -552,6 +556,21 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
     printf("search: %d evaluations of %d valid candidates, best %.3f ms: %s\n", s.evals,
            stats.valid, s.best, list);
     snprintf(out->decision, sizeof out->decision, "-");
+    sparcl_params extra[MAX_EXTRA_FINALISTS];
+    int n_extra = 0;
+    if (!s.fatal && !interrupted && isfinite(s.best) && o->rounds > 0 && o->finalists > 0) {
+        tune_look_job look = {.child = child,
+                              .kernel = kernel,
+                              .spec = prob->spec,
+                              .max_runs = o->max_runs,
+                              .timeout = o->timeout,
+                              .within = o->second_look};
+        tune_second_look(&s.looks, &look, &interrupted);
+        n_extra = tune_looks_finalists(&s.looks, o->finalists,
+                                       tune_on_cpu(device) ? TUNE_CPU_FINALISTS : 0, extra,
+                                       MAX_EXTRA_FINALISTS);
+    }
+    tune_looks_free(&s.looks);
     if (!s.fatal && !interrupted && isfinite(s.best)) {
         tune_finalist_job job = {.db = db,
                                  .device = device,
@@ -566,8 +585,8 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
                                  .chosen = &out->chosen,
                                  .rounds_of_chosen = &out->rounds,
                                  .min_gain = o->min_gain,
-                                 .extra = s.cheap,
-                                 .n_extra = s.n_cheap};
+                                 .extra = extra,
+                                 .n_extra = n_extra};
         int rc = tune_finalists(&job, &interrupted, out->decision, sizeof out->decision);
         if (rc == 0 && out->chosen.count > 0) {
             out->replaced = 1;

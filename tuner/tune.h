@@ -248,10 +248,11 @@ typedef struct tune_finalist_job {
      * a confirmation's with them) a finalist needs besides winning three
      * quarters of them; <= 1: winning them is enough. */
     double min_gain;
-    /* Finalists besides the `count` fastest, where not among them already
-     * (the search's cheapest in CPU time on a CPU device: a candidate whose
-     * one evaluation waited for a core looks twice as slow as it is);
-     * n_extra <= TUNE_CPU_FINALISTS. */
+    /* Finalists besides the `count` fastest stored, where not among them
+     * already: the search's fastest by the faster of two looks, and on a
+     * CPU device its cheapest in CPU time (tune_looks.c: a candidate whose
+     * one evaluation fell in a slow state of the machine looks 1.2-2x as
+     * slow as it is).  At most MAX_FINALISTS (9) finalists are timed. */
     const sparcl_params *extra;
     int n_extra;
     /* A confirmation's rounds when they were timed already
@@ -278,6 +279,62 @@ int tune_confirm_round(const tune_finalist_job *job, tune_timed *acc,
 /* How many of a search's cheapest candidates in CPU time join the
  * finalists on a CPU device. */
 #define TUNE_CPU_FINALISTS 2
+
+/* Whether a and b hold the same parameters with the same values. */
+int tune_same_params(const sparcl_params *a, const sparcl_params *b);
+
+/* ---- the second look at a search's candidates (tune_looks.c) ---- */
+
+/* One candidate of a search. */
+typedef struct tune_look {
+    sparcl_params params;
+    double first_ms; /* its search evaluation's median per call */
+    double ms;       /* the faster of its looks' medians */
+    double cpu_ms;   /* the smaller of its looks' process CPU times per call; < 0: unknown */
+    int measured;    /* timed in this run (a stored row from an earlier one: 0) */
+    int looks;       /* how many of its timings succeeded */
+} tune_look;
+
+/* A search's candidates in the order it evaluated them. */
+typedef struct tune_looks {
+    tune_look *v;
+    int n, cap;
+} tune_looks;
+
+/* Where the second look runs and how far it reaches. */
+typedef struct tune_look_job {
+    tune_child *child;
+    const char *kernel, *spec; /* the family and the problem, as the worker takes them */
+    int max_runs;
+    double timeout;
+    double within; /* look again at candidates within this factor of the fastest; < 1: off */
+} tune_look_job;
+
+/* A second look faster than the first by this factor is printed. */
+#define TUNE_LOOK_NOTABLE 1.10
+/* The most candidates tune_looks_finalists() takes by each ranking. */
+#define TUNE_LOOK_FINALISTS_MAX 16
+/* sparcl-tune --second-look's default: a slowed evaluation measured up to
+ * 1.3-1.5x its usual time (tune_looks.c). */
+#define TUNE_LOOK_WITHIN 1.5
+
+void tune_looks_init(tune_looks *l);
+/* Frees the list; accepts NULL. */
+void tune_looks_free(tune_looks *l);
+/* Appends a candidate with its first look (cpu_ms < 0: unknown; measured:
+ * timed in this run).  Returns 0, or -1 if out of memory. */
+int tune_looks_add(tune_looks *l, const sparcl_params *p, double ms, double cpu_ms, int measured);
+/* Times once more, in job->child, each candidate measured in this run whose
+ * first look was within job->within of the fastest first look (when at
+ * least two are), keeping the faster time and the smaller CPU time of the
+ * two; a failed second look leaves the first standing.  Prints what it
+ * did.  Returns 0, or 1 if interrupted. */
+int tune_second_look(tune_looks *l, const tune_look_job *job, volatile sig_atomic_t *interrupted);
+/* Writes to out (at most `size`) the `count` fastest candidates by their
+ * faster look, then the `cheapest` ones by CPU time not among them; returns
+ * how many. */
+int tune_looks_finalists(const tune_looks *l, int count, int cheapest, sparcl_params *out,
+                         int size);
 
 /* Re-times the default and the `count` fastest stored configurations (or
  * job->only) in `rounds` interleaved rounds, prints them with their spread

@@ -99,7 +99,8 @@
  * miss the finalists (attn_entmax dense n=256: the configuration the other
  * run chose at 1.14x was timed at 6.3 ms against 3.2 in the other run).  On
  * a CPU device the search's two cheapest candidates in CPU time therefore
- * join the finalists.
+ * join the finalists, and on every device the candidates get a second
+ * look before the finalists are chosen (tune_looks.c).
  */
 #include <math.h>
 #include <stdio.h>
@@ -152,7 +153,7 @@ static int majority_won(const double *v, int n)
     return 2 * won > n;
 }
 
-static int same_params(const sparcl_params *a, const sparcl_params *b)
+int tune_same_params(const sparcl_params *a, const sparcl_params *b)
 {
     char x[512], y[512];
     sparcl_params_format(a, x, sizeof x);
@@ -228,12 +229,12 @@ int tune_finalists(const tune_finalist_job *job, volatile sig_atomic_t *interrup
     if (has_default)
         f[m++].params = *job->def;
     for (int i = 0; i < n_top; ++i)
-        if (!has_default || !same_params(&top[i].params, job->def))
+        if (!has_default || !tune_same_params(&top[i].params, job->def))
             f[m++].params = top[i].params;
     for (int e = 0; !job->only && e < job->n_extra && m < MAX_FINALISTS; ++e) {
         int seen = 0;
         for (int i = 0; i < m && !seen; ++i)
-            seen = same_params(&f[i].params, &job->extra[e]);
+            seen = tune_same_params(&f[i].params, &job->extra[e]);
         if (!seen)
             f[m++].params = job->extra[e];
     }
