@@ -1224,59 +1224,31 @@ Test(tune, second_look_below_one_is_refused)
  * Losing round 4 only (the 5th evaluation): 3 of 4 won, it is chosen;
  * losing rounds 1 and 3 (every 2nd evaluation): 2 of 4, the default stays.
  * The space is the default and that one candidate. */
-/* Runs the tuner on `problems` with the decision's settings above and the
- * test hook `hook` (its count shared by the rounds' workers if
- * shared_count), into the database scratch path `db`; returns its output. */
+/* Runs the tuner on `problems` with the decision's settings above, the
+ * options `more` (NULL, or up to 6 and a NULL) and the test hook `hook`
+ * (its count shared by the rounds' workers if shared_count), into the
+ * database scratch path `db`; returns its output. */
 static char *run_decision(const char *tag, const char *problems, const char *hook,
-                          const char *min_gain, int shared_count, char *db, size_t db_size)
+                          const char *const *more, int shared_count, char *db, size_t db_size)
 {
     make_dir();
     char name[64];
     snprintf(name, sizeof name, "%s.db", tag);
     scratch_path(db, db_size, name);
-    const char *args[] = {"--db",
-                          db,
-                          "--problems",
-                          problems,
-                          "--strategy",
-                          "exhaustive",
-                          "--max-evals",
-                          "2",
-                          "--stagnation",
-                          "0",
-                          "--rounds",
-                          "4",
-                          "--finalists",
-                          "1",
-                          "--budget",
-                          "quick",
-                          "--space",
-                          "BLOCK_M=4,8",
-                          "--fix",
-                          "ALGO=0",
-                          "--fix",
-                          "BLOCK_N=32",
-                          "--fix",
-                          "EXP=2",
-                          "--fix",
-                          "KT=1",
-                          "--fix",
-                          "USE_LOCAL=0",
-                          "--fix",
-                          "VEC=16",
-                          "--fix",
-                          "WG_SIZE=1",
-                          "--confirm-after",
-                          "0",
-                          "--second-look",
-                          "0",
-                          NULL,
-                          NULL,
-                          NULL};
-    if (min_gain) {
-        const size_t n = sizeof args / sizeof *args;
-        args[n - 3] = "--min-gain";
-        args[n - 2] = min_gain;
+    /* clang-format off */
+    const char *args[44] = {
+        "--db", db, "--problems", problems, "--strategy", "exhaustive", "--max-evals", "2",
+        "--stagnation", "0", "--rounds", "4", "--finalists", "1", "--budget", "quick",
+        "--space", "BLOCK_M=4,8", "--fix", "ALGO=0", "--fix", "BLOCK_N=32", "--fix", "EXP=2",
+        "--fix", "KT=1", "--fix", "USE_LOCAL=0", "--fix", "VEC=16", "--fix", "WG_SIZE=1",
+        "--confirm-after", "0", "--second-look", "0"};
+    /* clang-format on */
+    int n = 0;
+    while (args[n])
+        ++n;
+    for (int i = 0; more && more[i]; ++i) {
+        cr_assert_lt(n, 43, "too many options for run_decision");
+        args[n++] = more[i];
     }
     return run_hooked(tag, args, hook, shared_count);
 }
@@ -1285,7 +1257,8 @@ static void decide_in(const char *tag, const char *hook, const char *min_gain, i
                       int chosen_bm, const char *expect)
 {
     char db[128];
-    char *out = run_decision(tag, TINY, hook, min_gain, shared_count, db, sizeof db);
+    const char *more[] = {"--min-gain", min_gain, NULL};
+    char *out = run_decision(tag, TINY, hook, min_gain ? more : NULL, shared_count, db, sizeof db);
     cr_assert(strstr(out, "finalists, 4 interleaved rounds"), "%s", out);
     cr_assert_eq(count_where(db, "rounds = 4"), 2, "%s", out);
     char where[128];
@@ -1382,6 +1355,53 @@ Test(tune, cheapest_candidate_in_cpu_time_is_a_finalist)
 {
     decide_with_losses("cpu_finalist", "wall:BLOCK_M=4:0.1:40:0.1:1000:2", 4,
                        "confirmation: ALGO=0 BLOCK_M=4");
+}
+
+/* A close call: BLOCK_M=4 reports a tenth of its times through its search
+ * evaluation and the decision's 4 rounds (about 10x the default's speed),
+ * below --min-gain 50 but within --close-call 10 of it, so the decision
+ * keeps the default and names it the challenger; from its 6th evaluation
+ * on (the confirmation's rounds) a ten-thousandth, and the 8 rounds
+ * together (median about 5000x, every one won) choose it. */
+Test(tune, close_call_is_timed_again_and_chosen_on_confirmation)
+{
+    char db[128];
+    const char *more[] = {"--min-gain", "50", "--close-call", "10", NULL};
+    char *out =
+        run_decision("close", TINY, "time:BLOCK_M=4:0.1:0.0001:1000:6", more, 1, db, sizeof db);
+    cr_assert(strstr(out, "decision: default kept"), "%s", out);
+    cr_assert(strstr(out, "close call: ALGO=0 BLOCK_M=4"), "%s", out);
+    cr_assert(strstr(out, "== confirming 1 close call: 4 rounds"), "%s", out);
+    cr_assert(strstr(out, "chosen on confirmation "), "%s", out);
+    cr_assert_eq(count_where(db, "chosen = 1 AND json_extract(params, '$.BLOCK_M') = 4"), 1, "%s",
+                 out);
+    free(out);
+}
+
+/* ... but with the default band (--close-call 1.05: a gain from 47.6x) a
+ * finalist at 10x of a minimum gain of 50 is no close call, and nothing
+ * is timed again. */
+Test(tune, finalist_far_below_the_minimum_gain_is_no_close_call)
+{
+    char db[128];
+    const char *more[] = {"--min-gain", "50", NULL};
+    char *out =
+        run_decision("far", TINY, "time:BLOCK_M=4:0.1:0.0001:1000:6", more, 1, db, sizeof db);
+    cr_assert(strstr(out, "decision: default kept"), "%s", out);
+    cr_assert_null(strstr(out, "close call"), "%s", out);
+    cr_assert_null(strstr(out, "== confirming"), "%s", out);
+    cr_assert_eq(count_where(db, "chosen = 1 AND json_extract(params, '$.BLOCK_M') = 8"), 1, "%s",
+                 out);
+    free(out);
+}
+
+Test(tune, close_call_below_one_is_refused)
+{
+    const char *args[] = {"--close-call", "0.9", NULL};
+    cr_assert_eq(run_tuner("close_bad", args), 2);
+    char *err = slurp("close_bad", "err");
+    cr_assert(strstr(err, "--close-call needs a factor from 1 to 100, not \"0.9\""), "%s", err);
+    free(err);
 }
 
 /* The confirmations go round the problems: every choice's round 1, then

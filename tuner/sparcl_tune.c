@@ -31,89 +31,92 @@ static void on_signal(int sig)
 static void usage(FILE *f)
 {
     fprintf(
-        f, "usage: sparcl-tune [options]\n"
-           "  --device SEL        OpenCL device: index or name substring (default: SPARCL_DEVICE, "
-           "else first GPU, else CPU)\n"
-           "  --db PATH           tuning database (default: SPARCL_DB, else "
-           "$XDG_CACHE_HOME/sparcl/tuning.db)\n"
-           "  --strategy S        exhaustive | random | anneal | basin (default basin); basin:\n"
-           "                      local searches from the default (and --transfer seeds), each\n"
-           "                      step timing every one-value move and taking the fastest,\n"
-           "                      then from random kicks around the best\n"
-           "  --budget B          quick (quick problems, 12 evaluations each) | thorough "
-           "(standard problems, 80 each; the default)\n"
-           "  --max-evals N       evaluations per problem, the default's included (0: no limit)\n"
-           "  --max-seconds S     wall time per problem (0: no limit)\n"
-           "  --stagnation K      stop a problem after K evaluations without a new best (0: off)\n"
-           "  --problems P        standard | quick | spec[;spec...], spec = "
-           "PATTERN:n=N,h=H[,kvh=K],d=D[,w=W][,blk=B][,dtype=T]\n"
-           "                      with PATTERN dense | causal | window (+-W tokens) | bigbird\n"
-           "                      | varlen (a packed batch of 8 sequences of mixed lengths,\n"
-           "                      causal each, n tokens in all: sparcl-bench --varlen's)\n"
-           "  --dtype T           storage of q, k, v and out for the problems whose spec names\n"
-           "                      none: f32 (default) | f16 | bf16 (every attention family\n"
-           "                      reads it natively; clblast_xgemm is f32 only)\n"
-           "  --kernel NAME       tune only this kernel family (default: all it can run but\n"
-           "                      clblast_xgemm, CLBlast's SGEMM on the dense path: only by name)\n"
-           "  --fix NAME=V        search only candidates with NAME=V (repeatable)\n"
-           "  --space NAME=V1,V2,...  search only these values of NAME (repeatable, several\n"
-           "                      parameters; a name the tuned family lacks is ignored)\n"
-           "  --transfer          also start from the fastest stored rows of the nearest other\n"
-           "                      problems in the database (transfer across sizes and\n"
-           "                      storage types)\n"
-           "  --replay            simulate: run the strategy against the database's stored\n"
-           "                      evaluations only (no kernel is run; a candidate without a row\n"
-           "                      counts as failed) and print each run's gap to the best stored\n"
-           "  --seeds K           with --replay: K runs per problem, seeds --seed.. (default 10)\n"
-           "  --timeout S         watchdog limit per candidate (default 120); candidates run "
-           "in a\n"
-           "                      worker process, with POCL_AFFINITY=1 (POCL binds its threads "
-           "to\n"
-           "                      cores) unless the environment sets POCL_AFFINITY\n"
-           "  --finalists K       after the search, re-time the K fastest and the default "
-           "(default 5;\n"
-           "                      on a CPU device also the search's 2 cheapest in CPU time;\n"
-           "                      also the K fastest after the second look)\n"
-           "  --rounds R          ... in R interleaved rounds (default 7; 0: off); a "
-           "finalist\n"
-           "                      replaces the default only if it beats it in 3/4 of the rounds "
-           "(4 of 5,\n"
-           "                      6 of 7) and by --min-gain at the median; on a CPU device also "
-           "if it\n"
-           "                      uses less CPU time in 3/4 of them, by --min-gain at the "
-           "median, and\n"
-           "                      its fastest round is not slower than the default's; there a "
-           "round's\n"
-           "                      time is the evaluation's fastest run, and each round runs in "
-           "a fresh\n"
-           "                      worker process\n"
-           "  --second-look F     after the search, time once more each candidate within F\n"
-           "                      times the fastest (default 1.5; 0: off) and choose the\n"
-           "                      finalists by the faster of its two timings: one timing can\n"
-           "                      fall in a slow moment of a shared machine\n"
-           "  --min-gain G        the median speedup over the default a finalist needs (default\n"
-           "                      1.05; 1: none): smaller gains are within the noise of a\n"
-           "                      shared machine, and the default is kept\n"
-           "  --confirm-after S   after the last problem, time each choice that replaced the "
-           "default\n"
-           "                      against it again in R rounds, each round going through all "
-           "the\n"
-           "                      choices, from S seconds after the last decision (default "
-           "60); the\n"
-           "                      default comes back unless the choice won 3/4 of the "
-           "decision's and\n"
-           "                      these rounds together (by CPU time or wall time, as above)\n"
-           "  --no-confirm        no confirmation pass\n"
-           "  --seed N            seed of the random strategies (default 1)\n"
-           "  --export FILE       write the database as FILE.csv or FILE.sql, then exit\n"
-           "  --import FILE       merge a .csv or .sql export into the database, then exit\n"
-           "  --report FILE.svg   draw every problem's evaluations in the database, then exit\n"
-           "  --list-devices      list OpenCL devices and exit\n"
-           "  --build-bundle DIR  write the binaries of the tuned rows and of --problems into "
-           "DIR, then exit\n"
-           "                      (an offline bundle: run with SPARCL_OFFLINE=DIR to use it; the "
-           "tuner then\n"
-           "                      searches only the candidates the bundle holds)\n");
+        f,
+        "usage: sparcl-tune [options]\n"
+        "  --device SEL        OpenCL device: index or name substring (default: SPARCL_DEVICE, "
+        "else first GPU, else CPU)\n"
+        "  --db PATH           tuning database (default: SPARCL_DB, else "
+        "$XDG_CACHE_HOME/sparcl/tuning.db)\n"
+        "  --strategy S        exhaustive | random | anneal | basin (default basin); basin:\n"
+        "                      local searches from the default (and --transfer seeds), each\n"
+        "                      step timing every one-value move and taking the fastest,\n"
+        "                      then from random kicks around the best\n"
+        "  --budget B          quick (quick problems, 12 evaluations each) | thorough "
+        "(standard problems, 80 each; the default)\n"
+        "  --max-evals N       evaluations per problem, the default's included (0: no limit)\n"
+        "  --max-seconds S     wall time per problem (0: no limit)\n"
+        "  --stagnation K      stop a problem after K evaluations without a new best (0: off)\n"
+        "  --problems P        standard | quick | spec[;spec...], spec = "
+        "PATTERN:n=N,h=H[,kvh=K],d=D[,w=W][,blk=B][,dtype=T]\n"
+        "                      with PATTERN dense | causal | window (+-W tokens) | bigbird\n"
+        "                      | varlen (a packed batch of 8 sequences of mixed lengths,\n"
+        "                      causal each, n tokens in all: sparcl-bench --varlen's)\n"
+        "  --dtype T           storage of q, k, v and out for the problems whose spec names\n"
+        "                      none: f32 (default) | f16 | bf16 (every attention family\n"
+        "                      reads it natively; clblast_xgemm is f32 only)\n"
+        "  --kernel NAME       tune only this kernel family (default: all it can run but\n"
+        "                      clblast_xgemm, CLBlast's SGEMM on the dense path: only by name)\n"
+        "  --fix NAME=V        search only candidates with NAME=V (repeatable)\n"
+        "  --space NAME=V1,V2,...  search only these values of NAME (repeatable, several\n"
+        "                      parameters; a name the tuned family lacks is ignored)\n"
+        "  --transfer          also start from the fastest stored rows of the nearest other\n"
+        "                      problems in the database (transfer across sizes and\n"
+        "                      storage types)\n"
+        "  --replay            simulate: run the strategy against the database's stored\n"
+        "                      evaluations only (no kernel is run; a candidate without a row\n"
+        "                      counts as failed) and print each run's gap to the best stored\n"
+        "  --seeds K           with --replay: K runs per problem, seeds --seed.. (default 10)\n"
+        "  --timeout S         watchdog limit per candidate (default 120); candidates run "
+        "in a\n"
+        "                      worker process, with POCL_AFFINITY=1 (POCL binds its threads "
+        "to\n"
+        "                      cores) unless the environment sets POCL_AFFINITY\n"
+        "  --finalists K       after the search, re-time the K fastest and the default "
+        "(default 5;\n"
+        "                      on a CPU device also the search's 2 cheapest in CPU time;\n"
+        "                      also the K fastest after the second look)\n"
+        "  --rounds R          ... in R interleaved rounds (default 7; 0: off); a "
+        "finalist\n"
+        "                      replaces the default only if it beats it in 3/4 of the rounds "
+        "(4 of 5,\n"
+        "                      6 of 7) and by --min-gain at the median; on a CPU device also "
+        "if it\n"
+        "                      uses less CPU time in more than half of them, by --min-gain at the "
+        "median, and\n"
+        "                      its fastest round is not slower than the default's; there\n"
+        "                      each round runs in a fresh worker process\n"
+        "  --second-look F     after the search, time once more each candidate within F\n"
+        "                      times the fastest (default 1.5; 0: off) and choose the\n"
+        "                      finalists by the faster of its two timings: one timing can\n"
+        "                      fall in a slow moment of a shared machine\n"
+        "  --min-gain G        the median speedup over the default a finalist needs (default\n"
+        "                      1.05; 1: none): smaller gains are within the noise of a\n"
+        "                      shared machine, and the default is kept\n"
+        "  --confirm-after S   after the last problem, time each choice that replaced the "
+        "default\n"
+        "                      against it again in R rounds, each round going through all "
+        "the\n"
+        "                      choices, from S seconds after the last decision (default "
+        "60); the\n"
+        "                      default comes back unless the choice won 3/4 of the "
+        "decision's and\n"
+        "                      these rounds together (by CPU time or wall time, as above)\n"
+        "  --close-call F      a decision that kept the default while a finalist's median\n"
+        "                      gain (wall or CPU time) came within F of --min-gain is a\n"
+        "                      close call: the confirmation pass times that finalist\n"
+        "                      against the default again and chooses it if both sets of\n"
+        "                      rounds together say so (default 1.05; 1: off)\n"
+        "  --no-confirm        no confirmation pass\n"
+        "  --seed N            seed of the random strategies (default 1)\n"
+        "  --export FILE       write the database as FILE.csv or FILE.sql, then exit\n"
+        "  --import FILE       merge a .csv or .sql export into the database, then exit\n"
+        "  --report FILE.svg   draw every problem's evaluations in the database, then exit\n"
+        "  --list-devices      list OpenCL devices and exit\n"
+        "  --build-bundle DIR  write the binaries of the tuned rows and of --problems into "
+        "DIR, then exit\n"
+        "                      (an offline bundle: run with SPARCL_OFFLINE=DIR to use it; the "
+        "tuner then\n"
+        "                      searches only the candidates the bundle holds)\n");
 }
 
 typedef struct options {
@@ -127,6 +130,7 @@ typedef struct options {
     double confirm_after;  /* confirm decisions this many seconds after them; < 0: never */
     double min_gain;       /* the median speedup a finalist needs over the default */
     double second_look;    /* look again at candidates within this factor of the fastest */
+    double close_call;     /* confirm a kept default whose challenger came this close */
     double timeout;
     unsigned seed;
     int list_devices, worker;
@@ -144,6 +148,7 @@ static int parse_args(int argc, char **argv, options *o)
     o->confirm_after = 60;
     o->min_gain = 1.05;
     o->second_look = TUNE_LOOK_WITHIN;
+    o->close_call = TUNE_CLOSE_CALL;
     int quick = 0, evals = -1, stagnation = -1, finalists = -1, rounds = -1;
     double seconds = -1;
     for (int i = 1; i < argc; ++i) {
@@ -233,7 +238,7 @@ static int parse_args(int argc, char **argv, options *o)
                    !strcmp(a, "--max-seconds") || !strcmp(a, "--timeout") || !strcmp(a, "--seed") ||
                    !strcmp(a, "--seeds") || !strcmp(a, "--finalists") || !strcmp(a, "--rounds") ||
                    !strcmp(a, "--confirm-after") || !strcmp(a, "--min-gain") ||
-                   !strcmp(a, "--second-look")) {
+                   !strcmp(a, "--second-look") || !strcmp(a, "--close-call")) {
             TAKES_VALUE;
             char *end = NULL;
             double x = strtod(v, &end);
@@ -253,7 +258,16 @@ static int parse_args(int argc, char **argv, options *o)
                 rounds = (int)x;
             else if (!strcmp(a, "--confirm-after"))
                 o->confirm_after = x;
-            else if (!strcmp(a, "--second-look")) {
+            else if (!strcmp(a, "--close-call")) {
+                if (x < 1.0 || x > 100.0) {
+                    fprintf(stderr,
+                            "sparcl-tune: error: --close-call needs a factor from 1 to 100, "
+                            "not \"%s\"\n",
+                            v);
+                    return -1;
+                }
+                o->close_call = x;
+            } else if (!strcmp(a, "--second-look")) {
                 if (x != 0 && x < 1) {
                     fprintf(stderr,
                             "sparcl-tune: error: --second-look needs 0 (off) or a factor >= 1, "
@@ -473,15 +487,28 @@ typedef struct row {
     char best[256];
     char note[160];
     char decision[96]; /* the finalists' speedup over the default, "-" if none */
-    /* a finalist replaced the default: what the confirmation needs */
-    int replaced;
+    /* a finalist replaced the default, or (close) the default was kept in a
+     * close call: what the confirmation needs */
+    int replaced, close;
     double decided_at; /* now() */
     const char *kernel;
     const tune_problem *prob;
     sparcl_tuning_problem key;
-    sparcl_params def, chosen;
-    tune_rounds rounds; /* the choice's rounds against the default */
+    sparcl_params def, chosen; /* chosen: the choice, or the close call's challenger */
+    tune_rounds rounds;        /* chosen's rounds against the default */
 } row;
+
+/* The row's best: the decision where one was made, else the fastest. */
+static void read_best(sparcl_tuning_db *db, const sparcl_device_info *device,
+                      const sparcl_tuning_problem *key, row *w)
+{
+    sparcl_tuning_result r;
+    int found = 0;
+    if (sparcl_tuning_db_best(db, device, key, &r, &found) == SPARCL_OK && found) {
+        w->best_ms = r.median_ms;
+        sparcl_params_format(&r.params, w->best, sizeof w->best);
+    }
+}
 
 static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db *db,
                              const sparcl_device_info *device, tune_child *child,
@@ -572,6 +599,7 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
     }
     tune_looks_free(&s.looks);
     if (!s.fatal && !interrupted && isfinite(s.best)) {
+        sparcl_params challenger;
         tune_finalist_job job = {.db = db,
                                  .device = device,
                                  .key = &s.key,
@@ -586,10 +614,16 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
                                  .rounds_of_chosen = &out->rounds,
                                  .min_gain = o->min_gain,
                                  .extra = extra,
-                                 .n_extra = n_extra};
+                                 .n_extra = n_extra,
+                                 .challenger = &challenger,
+                                 .close_call = o->close_call};
         int rc = tune_finalists(&job, &interrupted, out->decision, sizeof out->decision);
+        if (rc == 0 && out->chosen.count == 0 && challenger.count > 0) {
+            out->close = 1;
+            out->chosen = challenger;
+        }
         if (rc == 0 && out->chosen.count > 0) {
-            out->replaced = 1;
+            out->replaced = !out->close;
             out->decided_at = now();
             out->kernel = kernel;
             out->prob = prob;
@@ -614,10 +648,8 @@ static void tune_problem_run(sparcl_ctx *ctx, const options *o, sparcl_tuning_db
     if (!s.fatal && sparcl_tuning_db_find(db, device, &s.key, def, &r, &found) == SPARCL_OK &&
         found && r.status == SPARCL_TUNING_OK)
         out->default_ms = r.median_ms;
-    if (!s.fatal && sparcl_tuning_db_best(db, device, &s.key, &r, &found) == SPARCL_OK && found) {
-        out->best_ms = r.median_ms;
-        sparcl_params_format(&r.params, out->best, sizeof out->best);
-    }
+    if (!s.fatal)
+        read_best(db, device, &s.key, out);
     sparcl_layout_free(layout);
 }
 
@@ -647,7 +679,15 @@ static tune_finalist_job confirm_job(const options *o, sparcl_tuning_db *db,
 /* The confirmation pass: each decision that replaced the default is timed
  * again against the default, at least o->confirm_after seconds after it
  * was made (tune_finalists.c says why), and the default comes back unless
- * the choice won three quarters of both sets of rounds together.  The
+ * the choice won three quarters of both sets of rounds together.  So is
+ * each close call's challenger (a decision that kept the default while a
+ * finalist's median gain came within TUNE_CLOSE_CALL of the minimum gain),
+ * which replaces the default if both sets of rounds together say so: two
+ * quick runs 10 minutes apart chose attn_bwd's SPLIT=1 for the same
+ * problems in one and kept the default in the other at 1.04-1.05x, where
+ * it was 1.10-1.13x when re-timed, and one run's rounds of attn_entmax
+ * window n=2048 all fell in a slow state of the machine in which its
+ * TOPK=64 tiles, 1.12x the default otherwise, were not faster.  The
  * rounds go round the problems (round 1 of every choice, then round 2...),
  * so that each choice's rounds are spread over the whole pass: a state of
  * the machine that lasts seconds falls on one or two of them, not on all
@@ -661,7 +701,7 @@ static void confirm_decisions(const options *o, sparcl_tuning_db *db,
     int todo = 0;
     double ready = 0;
     for (int i = 0; i < n; ++i)
-        if (rows[i].replaced) {
+        if (rows[i].replaced || rows[i].close) {
             ++todo;
             ready = fmax(ready, rows[i].decided_at + o->confirm_after);
         }
@@ -678,8 +718,19 @@ static void confirm_decisions(const options *o, sparcl_tuning_db *db,
     if (wait > 0)
         snprintf(waiting, sizeof waiting, " (waiting %.0f s: %.0f s after the last decision)", wait,
                  o->confirm_after);
-    printf("== confirming %d choice%s: %d rounds, each round going through all of them%s\n", todo,
-           todo == 1 ? "" : "s", o->rounds, waiting);
+    int closes = 0;
+    for (int i = 0; i < n; ++i)
+        closes += rows[i].close;
+    char what[96] = "";
+    const int choices = todo - closes;
+    if (choices)
+        snprintf(what, sizeof what, "%d choice%s%s", choices, choices == 1 ? "" : "s",
+                 closes ? " and " : "");
+    if (closes)
+        snprintf(what + strlen(what), sizeof what - strlen(what), "%d close call%s", closes,
+                 closes == 1 ? "" : "s");
+    printf("== confirming %s: %d rounds, each round going through all of them%s\n", what, o->rounds,
+           waiting);
     fflush(stdout);
     while (!interrupted && ready > now()) {
         const double left = ready - now();
@@ -689,7 +740,7 @@ static void confirm_decisions(const options *o, sparcl_tuning_db *db,
     for (int r = 0; r < o->rounds && !*fatal && !interrupted; ++r) {
         for (int i = 0; i < n && !*fatal && !interrupted; ++i) {
             row *w = &rows[i];
-            if (!w->replaced)
+            if (!w->replaced && !w->close)
                 continue;
             tune_finalist_job job = confirm_job(o, db, device, child, w, NULL);
             if (tune_confirm_round(&job, &timed[i], &interrupted) < 0) {
@@ -705,19 +756,24 @@ static void confirm_decisions(const options *o, sparcl_tuning_db *db,
     }
     for (int i = 0, done = 0; i < n && !*fatal && !interrupted; ++i) {
         row *w = &rows[i];
-        if (!w->replaced)
+        if (!w->replaced && !w->close)
             continue;
-        printf("== confirming %d/%d: %s %s\n", ++done, todo, w->kernel, w->prob->spec);
+        printf("== confirming %d/%d: %s %s%s\n", ++done, todo, w->kernel, w->prob->spec,
+               w->close ? " (a close call)" : "");
         tune_finalist_job job = confirm_job(o, db, device, child, w, &timed[i]);
         char summary[96];
         int rc = tune_finalists(&job, &interrupted, summary, sizeof summary);
         if (rc < 0) {
             *fatal = 1;
             snprintf(fatal_msg, fsize, "%s", sparcl_ctx_errmsg(NULL));
-        } else if (rc == 0 && strcmp(summary, "-") != 0)
-            snprintf(
-                w->decision, sizeof w->decision, "%s%.80s",
-                strncmp(summary, "default kept", 12) ? "confirmed " : "not confirmed: ", summary);
+        } else if (rc == 0 && strcmp(summary, "-") != 0) {
+            const int kept = !strncmp(summary, "default kept", 12);
+            snprintf(w->decision, sizeof w->decision, "%s%.70s",
+                     w->close ? (kept ? "close call: " : "chosen on confirmation ")
+                              : (kept ? "not confirmed: " : "confirmed "),
+                     summary);
+            read_best(db, device, &w->key, w);
+        }
     }
     free(timed);
 }

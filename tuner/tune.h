@@ -258,7 +258,17 @@ typedef struct tune_finalist_job {
     /* A confirmation's rounds when they were timed already
      * (tune_confirm_round), else NULL: tune_finalists times them. */
     const struct tune_timed *timed;
+    /* If not NULL: set, when a decision kept the default, to the finalist
+     * whose better median gain (wall or CPU time) came within
+     * close_call of the minimum gain, its rounds to
+     * *rounds_of_chosen, for a confirmation that may still choose it;
+     * else cleared. */
+    sparcl_params *challenger;
+    double close_call; /* that factor (sparcl-tune --close-call); <= 1: no close calls */
 } tune_finalist_job;
+
+/* sparcl-tune --close-call's default. */
+#define TUNE_CLOSE_CALL 1.05
 
 /* A confirmation's rounds, timed one at a time so that sparcl-tune can
  * interleave the confirmations of several problems: per round the
