@@ -1213,7 +1213,8 @@ Test(tune, second_look_below_one_is_refused)
     const char *args[] = {"--second-look", "0.5", NULL};
     cr_assert_eq(run_tuner("look_bad", args), 2);
     char *err = slurp("look_bad", "err");
-    cr_assert(strstr(err, "--second-look needs 0 (off) or a factor >= 1, not \"0.5\""), "%s", err);
+    cr_assert(strstr(err, "--second-look needs 0 (off) or a factor from 1 to 100, not \"0.5\""),
+              "%s", err);
     free(err);
 }
 

@@ -138,6 +138,21 @@ typedef struct options {
     int dtype; /* --dtype: a sparcl_dtype for specs that name none */
 } options;
 
+/* Sets *out to x, the value v of option a, if it lies from 1 to 100 (or
+ * is 0 where zero_off), else says what a needs (a `what` in that range)
+ * and returns -1. */
+static int factor_option(const char *a, const char *v, double x, const char *what, int zero_off,
+                         double *out)
+{
+    if ((x < 1.0 || x > 100.0) && !(zero_off && x == 0)) {
+        fprintf(stderr, "sparcl-tune: error: %s needs %sa %s from 1 to 100, not \"%s\"\n", a,
+                zero_off ? "0 (off) or " : "", what, v);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
 static int parse_args(int argc, char **argv, options *o)
 {
     memset(o, 0, sizeof *o);
@@ -259,32 +274,14 @@ static int parse_args(int argc, char **argv, options *o)
             else if (!strcmp(a, "--confirm-after"))
                 o->confirm_after = x;
             else if (!strcmp(a, "--close-call")) {
-                if (x < 1.0 || x > 100.0) {
-                    fprintf(stderr,
-                            "sparcl-tune: error: --close-call needs a factor from 1 to 100, "
-                            "not \"%s\"\n",
-                            v);
+                if (factor_option(a, v, x, "factor", 0, &o->close_call) != 0)
                     return -1;
-                }
-                o->close_call = x;
             } else if (!strcmp(a, "--second-look")) {
-                if (x != 0 && x < 1) {
-                    fprintf(stderr,
-                            "sparcl-tune: error: --second-look needs 0 (off) or a factor >= 1, "
-                            "not \"%s\"\n",
-                            v);
+                if (factor_option(a, v, x, "factor", 1, &o->second_look) != 0)
                     return -1;
-                }
-                o->second_look = x;
             } else if (!strcmp(a, "--min-gain")) {
-                if (x < 1.0 || x > 100.0) {
-                    fprintf(stderr,
-                            "sparcl-tune: error: --min-gain needs a speedup from 1 to 100, "
-                            "not \"%s\"\n",
-                            v);
+                if (factor_option(a, v, x, "speedup", 0, &o->min_gain) != 0)
                     return -1;
-                }
-                o->min_gain = x;
             } else if (!strcmp(a, "--timeout"))
                 o->timeout = x > 0 ? x : 1;
             else if (!strcmp(a, "--seeds"))
