@@ -297,14 +297,87 @@ static void anneal(run *r, const int *starts, int n_starts, uint64_t *rng)
     }
 }
 
+/* The parameter in which candidates i and j differ (they differ in one). */
+static int changed_param(const space *s, int i, int j)
+{
+    int a[SPARCL_PARAMS_MAX], b[SPARCL_PARAMS_MAX];
+    digits_of(s, i, a);
+    digits_of(s, j, b);
+    for (int d = 0; d < s->def.count; ++d)
+        if (a[d] != b[d])
+            return d;
+    return -1;
+}
+
+/* Pairs: the PAIR_TOP fastest of a step's adjacent moves (those within
+ * PAIR_WITHIN of the centre's time) combined two at a time, fastest pair
+ * first.  Two parameters can pay off only together, and near-equal moves
+ * are ranked by the noise, so the fastest one differs from run to run
+ * where the few fastest are the same few.  attn_bwd bigbird n=2048 in two
+ * quick runs (tuner/stability-report.md, 21st measurement): the three
+ * fastest moves from the default were SPLIT=1, EXP=1 and BLOCK_M=8 in
+ * both, each within 2% of it when re-timed; one run stepped to BLOCK_M=8
+ * and found BLOCK_M=8 EXP=1 (1.07x the default re-timed), the other
+ * stepped to SPLIT=1 and never timed it. */
+#define PAIR_TOP 3
+#define PAIR_WITHIN 1.25
+
+/* Times the pairs of centre cur's fastest adjacent moves (moves[0..n-1]);
+ * *step and *c_step hold the fastest candidate so far and are updated. */
+static void pair_moves(run *r, int cur, const int *moves, int n, int *step, double *c_step)
+{
+    space *s = r->s;
+    const double c_cur = s->cost[cur];
+    int top[PAIR_TOP], n_top = 0;
+    for (int i = 0; i < n; ++i) {
+        double c = s->cost[moves[i]];
+        if (!isfinite(c) || !(c <= PAIR_WITHIN * c_cur))
+            continue;
+        if (n_top < PAIR_TOP)
+            top[n_top++] = moves[i];
+        else if (c < s->cost[top[PAIR_TOP - 1]])
+            top[PAIR_TOP - 1] = moves[i];
+        else
+            continue;
+        for (int k = n_top - 1; k > 0 && s->cost[top[k - 1]] > s->cost[top[k]]; --k) {
+            int t = top[k];
+            top[k] = top[k - 1];
+            top[k - 1] = t;
+        }
+    }
+    int centre[SPARCL_PARAMS_MAX];
+    digits_of(s, cur, centre);
+    for (int a = 0; a < n_top; ++a)
+        for (int b = a + 1; b < n_top && !exhausted(r); ++b) {
+            int da = changed_param(s, cur, top[a]), db = changed_param(s, cur, top[b]);
+            if (da < 0 || db < 0 || da == db)
+                continue;
+            int digits[SPARCL_PARAMS_MAX], tmp[SPARCL_PARAMS_MAX];
+            memcpy(digits, centre, sizeof centre);
+            digits_of(s, top[a], tmp);
+            digits[da] = tmp[da];
+            digits_of(s, top[b], tmp);
+            digits[db] = tmp[db];
+            int j = index_of(s, digits);
+            if (j < 0)
+                continue;
+            double c = cost(r, j);
+            if (c < *c_step) {
+                *step = j;
+                *c_step = c;
+            }
+        }
+}
+
 /* Local search from candidate `from`.  Each step times the whole adjacent
  * neighbourhood (every parameter moved one value either way, in random
- * order) and moves to its fastest member if that beats the centre; only
- * when none does are the other values tried, by first improvement.  The
- * adjacent scan makes the candidates a step looks at independent of the
- * times measured, so two runs with one seed time the same neighbourhood of
- * the default however noisy the machine, and differ only where the noise
- * reorders near-equal candidates (first improvement would follow whichever
+ * order), then the pairs of its fastest moves (pair_moves), and moves to
+ * the fastest of them if that beats the centre; only when none does are
+ * the other values tried, by first improvement.  The adjacent scan makes
+ * the candidates a step looks at independent of the times measured, so
+ * two runs with one seed time the same neighbourhood of the default
+ * however noisy the machine, and differ only where the noise reorders
+ * near-equal candidates (first improvement would follow whichever
  * neighbour happened to be timed faster first).  Stops at a local optimum
  * or when the budget ends; returns the optimum reached. */
 static int descend(run *r, int from, uint64_t *rng)
@@ -349,6 +422,7 @@ static int descend(run *r, int from, uint64_t *rng)
                 c_step = c;
             }
         }
+        pair_moves(r, cur, moves, n_adjacent, &step, &c_step);
         for (int i = n_adjacent; step < 0 && i < n_moves && !exhausted(r); ++i) {
             double c = cost(r, moves[i]);
             if (c < c_cur) {
