@@ -12,9 +12,10 @@
 # Environment: SPARCL_TUNE (the binary; default build/tuner/sparcl-tune),
 #   KERNEL (the tuned family, default attn_fwd), PROBLEMS, SPACE (the
 #   --fix/--space options the data was recorded with), BUDGETS, SEEDS,
-#   STRATEGIES.
-# Replay matches rows by device platform and name, so run it on the kind of
-# device that recorded the data.
+#   STRATEGIES, DEVICE (the name of the device whose rows are replayed:
+#   default, for an export, the device of its first row; for a database,
+#   this machine's device).  The data's device is named with sparcl-tune
+#   --replay-device, so data recorded on one device replays on any.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 tune=${SPARCL_TUNE:-$root/build/tuner/sparcl-tune}
@@ -32,16 +33,26 @@ strategies=${STRATEGIES:-"random anneal basin"}
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+device=${DEVICE:-}
 case "$data" in
 *.csv.gz)
     gunzip -c "$data" > "$tmp/data.csv"
     "$tune" --db "$tmp/replay.db" --import "$tmp/data.csv" > /dev/null
+    [ -n "$device" ] || device=$(sed -n 2p "$tmp/data.csv" | cut -d, -f3 | tr -d '"')
     db=$tmp/replay.db ;;
-*.csv | *.sql)
+*.csv)
+    "$tune" --db "$tmp/replay.db" --import "$data" > /dev/null
+    [ -n "$device" ] || device=$(sed -n 2p "$data" | cut -d, -f3 | tr -d '"')
+    db=$tmp/replay.db ;;
+*.sql)
     "$tune" --db "$tmp/replay.db" --import "$data" > /dev/null
     db=$tmp/replay.db ;;
 *) db=$data ;;
 esac
+if [ -n "$device" ]; then
+    set -- --replay-device "$device" "$@"
+    echo "    rows of device: $device"
+fi
 
 IFS=';' read -r -a plist <<< "$problems"
 header="| strategy | transfer | evals |"

@@ -716,9 +716,10 @@ static double synthetic_landscape(const sparcl_params *p, const void *arg)
 }
 
 /* Stores every valid candidate of the restricted space for dense:n=N,h=1,d=16
- * at storage type `dtype`, each timed at ms(params, arg). */
-static void record_landscape(sparcl_ctx *ctx, const char *db_path, int n, int dtype,
-                             landscape_fn ms, const void *arg)
+ * at storage type `dtype`, each timed at ms(params, arg), as measured on
+ * this device or, where device_name is not NULL, on a device of that name. */
+static void record_landscape_on(sparcl_ctx *ctx, const char *db_path, int n, int dtype,
+                                landscape_fn ms, const void *arg, const char *device_name)
 {
     sparcl_plan_desc d;
     sparcl_plan_desc_init(&d);
@@ -729,6 +730,8 @@ static void record_landscape(sparcl_ctx *ctx, const char *db_path, int n, int dt
     cr_assert_eq(sparcl_tuning_problem_init(ctx, &prob, "attn_fwd", &d, "dense"), SPARCL_OK);
     sparcl_device_info dev;
     sparcl_ctx_device_info(ctx, &dev);
+    if (device_name)
+        snprintf(dev.name, sizeof dev.name, "%s", device_name);
     sparcl_tuning_db *db = NULL;
     cr_assert_eq(sparcl_tuning_db_init(ctx, &db, db_path, SPARCL_TUNING_DB_WRITE), SPARCL_OK);
     sparcl_param_space s;
@@ -757,6 +760,12 @@ static void record_landscape(sparcl_ctx *ctx, const char *db_path, int n, int dt
     sparcl_tuning_db_free(db);
 }
 
+static void record_landscape(sparcl_ctx *ctx, const char *db_path, int n, int dtype,
+                             landscape_fn ms, const void *arg)
+{
+    record_landscape_on(ctx, db_path, n, dtype, ms, arg, NULL);
+}
+
 /* The synthetic landscape fastest at BLOCK_M 2^bm_log2, `scale` times. */
 static void record_synthetic_at(sparcl_ctx *ctx, const char *db_path, int n, double scale,
                                 int dtype, int bm_log2)
@@ -783,8 +792,10 @@ static void synthetic_db(const char *name, char *db, size_t size)
     sparcl_ctx_free(ctx);
 }
 
-static char *replay(const char *tag, const char *db, const char *strategy, const char *evals,
-                    int transfer)
+/* sparcl-tune --replay of dense:n=64,h=1,d=16 in the synthetic space, 3
+ * seeds; with --replay-device device where it is not NULL. */
+static char *replay_of(const char *tag, const char *db, const char *strategy, const char *evals,
+                       int transfer, const char *device)
 {
     const char *args[32] = {"--replay",
                             "--db",
@@ -806,9 +817,49 @@ static char *replay(const char *tag, const char *db, const char *strategy, const
     }
     if (transfer)
         args[n++] = "--transfer";
+    if (device) {
+        args[n++] = "--replay-device";
+        args[n++] = device;
+    }
     args[n] = NULL;
     cr_assert_eq(run_tuner(tag, args), 0, "%s", slurp(tag, "err"));
     return slurp(tag, "out");
+}
+
+static char *replay(const char *tag, const char *db, const char *strategy, const char *evals,
+                    int transfer)
+{
+    return replay_of(tag, db, strategy, evals, transfer, NULL);
+}
+
+/* Rows recorded on another device are not this device's (replay finds no
+ * row and fails, naming the problem) until --replay-device names it. */
+Test(tune, replay_device_replays_another_devices_rows)
+{
+    make_dir();
+    char db[128];
+    scratch_path(db, sizeof db, "other.db");
+    sparcl_ctx *ctx = NULL;
+    cr_assert_eq(sparcl_ctx_init(&ctx), SPARCL_OK);
+    synthetic_arg a = {1.0, 1};
+    record_landscape_on(ctx, db, 64, SPARCL_DTYPE_F32, synthetic_landscape, &a, "another CPU");
+    sparcl_ctx_free(ctx);
+
+    const char *args[] = {"--replay", "--db", db, "--problems", "dense:n=64,h=1,d=16", NULL};
+    cr_assert_neq(run_tuner("mine", args), 0);
+    char *err = slurp("mine", "err");
+    cr_assert(strstr(err, "dense:n=64,h=1,kvh=1,d=16: no stored ok evaluation"), "%s", err);
+    free(err);
+    char *out = replay_of("other", db, "exhaustive", "0", 0, "another CPU");
+    cr_assert(strstr(out, "best 1.0000 ms: ALGO=0 BLOCK_M=2 BLOCK_N=8 EXP=2 KT=1 USE_LOCAL=0 "
+                          "VEC=4 WG_SIZE=1"),
+              "%s", out);
+    free(out);
+    const char *live[] = {"--replay-device", "another CPU", "--db", db, NULL};
+    cr_assert_neq(run_tuner("live", live), 0);
+    err = slurp("live", "err");
+    cr_assert(strstr(err, "--replay-device applies to --replay only"), "%s", err);
+    free(err);
 }
 
 /* Replay scores strategies by their gap to the best stored time; transfer

@@ -65,6 +65,10 @@ static void usage(FILE *f)
         "  --replay            simulate: run the strategy against the database's stored\n"
         "                      evaluations only (no kernel is run; a candidate without a row\n"
         "                      counts as failed) and print each run's gap to the best stored\n"
+        "                      time\n"
+        "  --replay-device NAME  with --replay: the rows recorded on the device named NAME\n"
+        "                      (any platform) instead of this device's: data recorded on\n"
+        "                      one device can be replayed on any\n"
         "  --seeds K           with --replay: K runs per problem, seeds --seed.. (default 10)\n"
         "  --timeout S         watchdog limit per candidate (default 120); candidates run "
         "in a\n"
@@ -135,6 +139,7 @@ typedef struct options {
     unsigned seed;
     int list_devices, worker;
     int replay, seeds, transfer;
+    const char *replay_device; /* --replay-device: whose rows replay reads; NULL this one */
     int dtype; /* --dtype: a sparcl_dtype for specs that name none */
 } options;
 
@@ -213,6 +218,9 @@ static int parse_args(int argc, char **argv, options *o)
             o->import_path = v;
         } else if (!strcmp(a, "--replay")) {
             o->replay = 1;
+        } else if (!strcmp(a, "--replay-device")) {
+            TAKES_VALUE;
+            o->replay_device = v;
         } else if (!strcmp(a, "--no-confirm")) {
             o->confirm_after = -1;
         } else if (!strcmp(a, "--transfer")) {
@@ -293,6 +301,10 @@ static int parse_args(int argc, char **argv, options *o)
             return -1;
         }
 #undef TAKES_VALUE
+    }
+    if (o->replay_device && !o->replay) {
+        fprintf(stderr, "sparcl-tune: error: --replay-device applies to --replay only\n");
+        return -1;
     }
     o->budget.max_evals = evals >= 0 ? evals : quick ? 12 : 80;
     o->budget.stagnation = stagnation >= 0 ? stagnation : quick ? 8 : 30;
@@ -862,7 +874,13 @@ static int check_rules(const options *o, sparcl_ctx *ctx, const char *const *ker
 static int run_replay(const options *o, sparcl_ctx *ctx, const char *path,
                       const tune_problem *problems, int n)
 {
-    tune_replay_options r = {path, o->strategy, o->budget, o->seed, o->seeds, o->transfer};
+    tune_replay_options r = {.db_path = path,
+                             .strategy = o->strategy,
+                             .budget = o->budget,
+                             .seed = o->seed,
+                             .seeds = o->seeds,
+                             .transfer = o->transfer,
+                             .device = o->replay_device};
     const char *kernels[16];
     int n_kernels = tuned_kernels(o, kernels, 16), failed = 0;
     if (check_rules(o, ctx, kernels, n_kernels) != 0)

@@ -170,6 +170,8 @@ typedef struct tune_replay_options {
     unsigned seed;      /* first seed */
     int seeds;          /* runs per problem, seeds seed, seed+1, ... */
     int transfer;       /* seed from the nearest problems' stored rows */
+    const char *device; /* NULL: this device's rows; else those of the device of
+                           this name, on any platform */
 } tune_replay_options;
 
 /* Replays `strategy` on problem `prob` of family `kernel` against the

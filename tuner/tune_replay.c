@@ -100,6 +100,10 @@ int tune_replay_problem(sparcl_ctx *ctx, const char *kernel, const tune_problem 
         snprintf(err, size, "%s", sparcl_ctx_errmsg(ctx));
         return -1;
     }
+    if (o->device) { /* another device's rows: its name, any platform */
+        snprintf(device.name, sizeof device.name, "%s", o->device);
+        device.platform[0] = '\0';
+    }
     tune_row *rows = NULL;
     int n_rows = 0, rc = -1;
     lookup l = {0};

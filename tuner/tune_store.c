@@ -25,13 +25,14 @@ static int open_db(const char *path, sparcl_tuning_db **db, char *err, size_t si
 }
 
 /* The rows of one walk that belong to the same family on the same kind of
- * device (platform and name), at the problem's kernel hash if same_hash,
+ * device (platform and name; an empty platform in `mine` matches any, for
+ * sparcl-tune --replay-device), at the problem's kernel hash if same_hash,
  * of any storage type. */
 static int same_kernel(const sparcl_device_info *mine, const sparcl_tuning_problem *pr,
                        int same_hash, const sparcl_device_info *d, const sparcl_tuning_problem *p)
 {
-    return !strcmp(d->platform, mine->platform) && !strcmp(d->name, mine->name) &&
-           !strcmp(p->kernel, pr->kernel) &&
+    return (!mine->platform[0] || !strcmp(d->platform, mine->platform)) &&
+           !strcmp(d->name, mine->name) && !strcmp(p->kernel, pr->kernel) &&
            (!same_hash || !strcmp(p->kernel_hash, pr->kernel_hash));
 }
 
