@@ -1182,13 +1182,12 @@ SPARCL_API sparcl_status sparcl_reference_forward(sparcl_ctx *ctx, const sparcl_
  * type except on CPUs (a CPU device's name carries the instruction set the
  * driver compiles for, and rows of another one can be slower than the
  * defaults: 1.30x on dense attention between POCL's haswell and
- * skylake-avx512 devices of one AMD EPYC); within that, the exact problem, else the nearest one in log-space of
- * the sizes and density whose parameters are valid for this problem.  A row
- * of another problem lends its tiles and vector widths but not the
- * parameters that follow the problem's parallelism: attn_bwd's SPLIT is
- * derived for this problem as its default is (a 2-head problem on 2 compute
- * units wants 2 key-tile partitions, an 8-head one 1), unless that value
- * does not fit the rest of the row, which then keeps its own.  The
+ * skylake-avx512 devices of one AMD EPYC); within that, the exact problem, else the nearest one in
+ * log-space of the sizes and density whose parameters are valid for this problem.  A row of another
+ * problem lends its tiles and vector widths but not the parameters that follow the problem's
+ * parallelism: attn_bwd's SPLIT is derived for this problem as its default is (key-tile partitions
+ * until every compute unit has a work-item: a 1-head problem on 2 compute units gets 2, a 2-head or
+ * 8-head one 1), unless that value does not fit the rest of the row, which then keeps its own.  The
  * first database with a usable row wins.  A database that is missing is
  * skipped quietly; one that is corrupt, of another schema version, locked
  * for longer than 250 ms or unreadable is skipped with a

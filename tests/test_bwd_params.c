@@ -120,10 +120,14 @@ Test(bwd_params, cpu_defaults_are_the_one_pass_kernel)
         cr_assert_eq(sparcl__pset_check(NULL, &sparcl__schema_attn_bwd, &p, &prob, &cpu), SPARCL_OK,
                      "head_dim %d: %s", dims[i], sparcl_ctx_errmsg(NULL));
     }
-    /* One head: enough key-tile partitions for both compute units. */
+    /* One head: enough key-tile partitions for both compute units; two
+     * heads fill them already. */
     sparcl__problem one = problem(64);
     one.kv_heads = 1;
-    cr_assert_eq(defaults_for(&one, &cpu).v[SPARCL__P_SPLIT], 4);
+    cr_assert_eq(defaults_for(&one, &cpu).v[SPARCL__P_SPLIT], 2);
+    sparcl__problem two = one;
+    two.kv_heads = two.q_heads = 2;
+    cr_assert_eq(defaults_for(&two, &cpu).v[SPARCL__P_SPLIT], 1);
     cr_assert_eq(defaults_for(&(sparcl__problem){.head_dim = 64, .batch = 1, .kv_heads = 8, .kv_len = 4096, .q_heads = 8, .q_len = 4096}, &cpu).v[SPARCL__P_SPLIT], 1);
 }
 

@@ -574,7 +574,7 @@ Test(tuning_db, nearest_problem_and_device_fallbacks)
 
 /* A row of another problem lends attn_bwd its tile but not SPLIT, which
  * follows the problem's parallelism (the default's rule: partitions until
- * batch * kv_heads * SPLIT reaches twice the compute units); the exact
+ * batch * kv_heads * SPLIT reaches the compute units); the exact
  * problem's row keeps its own. */
 static int32_t backward_split(lookup_env *e, sparcl_params *p)
 {
@@ -617,7 +617,7 @@ Test(tuning_db, nearest_row_does_not_carry_the_backward_split)
     sparcl_tuning_db_free(db);
 
     int32_t want = 1;
-    while (want < 8 && 8L * want < 2L * (long)e.dev.compute_units)
+    while (want < 8 && 8L * want < (long)e.dev.compute_units)
         want *= 2;
     sparcl_params p;
     cr_assert_eq(backward_split(&e, &p), want);

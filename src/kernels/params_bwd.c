@@ -169,11 +169,20 @@ static void defaults(sparcl__pset *p, const sparcl__problem *prob,
     while ((cpu || one_pass) && vec < 16 && vec * 2 <= prob->head_dim)
         vec *= 2;
     sparcl__pset_default(s, p, SPARCL__P_VEC, vec);
-    /* Enough partitions to give every compute unit two work-items. */
+    /* Enough partitions to give every compute unit a work-item.  Not two
+     * (the rule until 2026-12-01): each partition past the first adds a
+     * partial dQ buffer and its reduction.  On 2 cores (AVX-512 EPYC,
+     * POCL 3.1) with 2 heads, SPLIT=1 against SPLIT=2 in all five attn_bwd
+     * problems of sparcl-tune's quick set (dense, causal, window, BigBird):
+     * faster at the median of 7 interleaved rounds in 73 of the 74 tuning
+     * runs that timed both (1.01-1.19x), 1.01-1.18x in each of 43
+     * re-timings in 15 rounds; causal n=4096 1.03x.  With 1 head, SPLIT=2
+     * and 4 ran alike (1.005x) and 1 at half speed
+     * (tuner/stability-report.md, 24th measurement). */
     int32_t split = 1;
     if (one_pass && limits) {
         long items = (long)prob->batch * prob->kv_heads;
-        while (split < 8 && items * split < 2L * (long)limits->compute_units)
+        while (split < 8 && items * split < (long)limits->compute_units)
             split *= 2;
     }
     sparcl__pset_default(s, p, SPARCL__P_SPLIT, split);
@@ -186,8 +195,8 @@ static const sparcl__kernel_decl kernels[] = {{"attn_bwd_pre", 0},
                                               {"attn_bwd_reduce", 0}};
 static const sparcl__program_decl programs[] = {{"attn_bwd.cl", kernels, N_OF(kernels)}};
 static const sparcl__param_id derived[] = {SPARCL__P_DTYPE, SPARCL__P_HEAD_DIM, SPARCL__P_ROWS};
-/* SPLIT fills the compute units from batch * kv_heads: 2 for a 2-head
- * problem on 2 cores, 1 for 8 heads, where 2 measured 1.09x slower. */
+/* SPLIT fills the compute units from batch * kv_heads: 2 for one head on
+ * 2 cores, 1 for 2 heads and for 8 (where 2 measured 1.09x slower). */
 static const sparcl__param_id per_problem[] = {SPARCL__P_SPLIT};
 
 const sparcl__kernel_schema sparcl__schema_attn_bwd = {
