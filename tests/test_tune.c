@@ -1329,7 +1329,8 @@ static char *run_hooked(const char *tag, const char *const *args, const char *ho
 }
 
 /* The second look (tune_looks.c): BLOCK_M=4's search evaluation reports
- * 3 times its time (wall and CPU alike: a slow moment of the machine),
+ * 12 times its time (wall and CPU alike: a slow moment of the machine;
+ * 3 times was not always slower than the others on calls of 5-30 us),
  * every later one a tenth of it (the hook's count shared by the rounds'
  * workers).  With --finalists 1 and four candidates, by its first look it
  * is neither the fastest nor among the two cheapest in CPU time, so only
@@ -1350,14 +1351,15 @@ static char *run_second_look(const char *tag, const char *within, char *db, size
         "--fix", "KT=1", "--fix", "USE_LOCAL=0", "--fix", "VEC=16", "--fix", "WG_SIZE=1",
         "--no-confirm", "--second-look", within, NULL};
     /* clang-format on */
-    return run_hooked(tag, args, "time:BLOCK_M=4:3:0.1:1000:2", 1);
+    return run_hooked(tag, args, "time:BLOCK_M=4:12:0.1:1000:2", 1);
 }
 
 #define BM4_RETIMED "rounds = 4 AND json_extract(params, '$.BLOCK_M') = 4"
 #define BM4_CHOSEN "chosen = 1 AND json_extract(params, '$.BLOCK_M') = 4"
 
 /* (within 100x of the fastest: the tiny problem's candidates differ by
- * more than 1.5x in their launch overheads alone) */
+ * more than 1.5x in their launch overheads alone, and BLOCK_M=4's search
+ * timing is 12x its own) */
 Test(tune, second_look_brings_a_candidate_slowed_in_its_search_into_the_finalists)
 {
     char db[128];
@@ -1631,9 +1633,13 @@ Test(tune, finalists_are_retimed_and_the_decision_is_used)
                                  "round_hi_ms AND speedup_lo <= speedup AND speedup <= "
                                  "speedup_hi AND cpu_ms > 0"),
                  finalists);
-    /* the default has speedup 1; any other choice beat it in all 3 rounds,
-     * or (on a CPU device) was cheaper in CPU time in all 3 and not slower */
-    cr_assert_eq(count_where(db, "chosen = 1 AND speedup < 1"), 0);
+    /* The choice is one of the re-timed finalists.  Which one is the
+     * machine's noise on this 17-token problem (a call of 5-30 us): on a
+     * CPU device a finalist cheaper in CPU time may win with a wall-time
+     * median below the default's, so "speedup >= 1" is no invariant here.
+     * The rule itself is tested with hooked times (finalist_that_loses_*,
+     * finalist_cheaper_in_cpu_time_*, ...). */
+    cr_assert_eq(count_where(db, "chosen = 1 AND rounds = 3"), 1);
 
     sparcl_ctx *ctx = NULL;
     sparcl_plan_desc d;
