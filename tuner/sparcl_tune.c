@@ -90,7 +90,7 @@ static void usage(FILE *f)
         "                      its fastest round is not slower than the default's; there\n"
         "                      each round runs in a fresh worker process\n"
         "  --second-look F     after the search, time once more each candidate within F\n"
-        "                      times the fastest (default 1.5; 0: off) and choose the\n"
+        "                      times the fastest (default 2.5; 0: off) and choose the\n"
         "                      finalists by the faster of its two timings: one timing can\n"
         "                      fall in a slow moment of a shared machine\n"
         "  --min-gain G        the median speedup over the default a finalist needs (default\n"
