@@ -702,6 +702,14 @@ static double synthetic_ms(const sparcl_params *p, double scale, int bm_log2)
 
 static const char *const synthetic_rules[] = {"ALGO=0", "USE_LOCAL=0", "KT=1", "EXP=2"};
 
+/* attn_fwd's space restricted by synthetic_rules. */
+static void synthetic_space(sparcl_ctx *ctx, sparcl_param_space *s)
+{
+    cr_assert_eq(sparcl_kernel_space(ctx, "attn_fwd", s), SPARCL_OK);
+    for (int r = 0; r < 4; ++r)
+        cr_assert_eq(sparcl_param_space_restrict_text(ctx, s, synthetic_rules[r]), SPARCL_OK);
+}
+
 typedef double (*landscape_fn)(const sparcl_params *p, const void *arg);
 
 typedef struct synthetic_arg {
@@ -735,9 +743,7 @@ static void record_landscape_on(sparcl_ctx *ctx, const char *db_path, int n, int
     sparcl_tuning_db *db = NULL;
     cr_assert_eq(sparcl_tuning_db_init(ctx, &db, db_path, SPARCL_TUNING_DB_WRITE), SPARCL_OK);
     sparcl_param_space s;
-    cr_assert_eq(sparcl_kernel_space(ctx, "attn_fwd", &s), SPARCL_OK);
-    for (int r = 0; r < 4; ++r)
-        cr_assert_eq(sparcl_param_space_restrict_text(ctx, &s, synthetic_rules[r]), SPARCL_OK);
+    synthetic_space(ctx, &s);
     long total = 1;
     for (int i = 0; i < s.count; ++i)
         total *= s.item[i].n_choices;
@@ -953,9 +959,7 @@ Test(tune, search_times_the_pair_of_its_two_fastest_moves)
     pair_arg a;
     cr_assert_eq(sparcl_kernel_default_params(ctx, "attn_fwd", &d, &a.def), SPARCL_OK);
     sparcl_param_space s;
-    cr_assert_eq(sparcl_kernel_space(ctx, "attn_fwd", &s), SPARCL_OK);
-    for (int r = 0; r < 4; ++r)
-        cr_assert_eq(sparcl_param_space_restrict_text(ctx, &s, synthetic_rules[r]), SPARCL_OK);
+    synthetic_space(ctx, &s);
     a.bm = adjacent_choice(&s, &a.def, "BLOCK_M");
     a.vec = adjacent_choice(&s, &a.def, "VEC");
     sparcl_params both = a.def;
